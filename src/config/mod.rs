@@ -1,0 +1,876 @@
+//! Configuration: the TOML file of SPEC §3, parsed once into a validated [`Config`].
+//!
+//! Raw serde structs (`deny_unknown_fields`) mirror the file; [`Config::parse`] turns them into
+//! the validated form every other module uses: durations in milliseconds, thresholds in integer
+//! basis points, tiers resolved per org. Nothing downstream re-reads or re-validates the file.
+//! Every error carries the position of the offending text (`FILE:LINE:COL: message`).
+//!
+//! Sections that later features bring (`sources`, alert channels, `offpeak`, `upstreams`,
+//! `scheduler`) are refused with a clear message until they work, never silently ignored.
+
+mod duration;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use duration::{HumanDuration, parse_duration};
+
+use crate::events::valid_name;
+
+/// Default listen address (SPEC §2).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9747";
+/// Environment variable that points `run` at a config file when `--config` is absent.
+pub const CONFIG_ENV: &str = "RATEWARDEN_CONFIG";
+
+/// A configuration error, positioned in the file where possible.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file that failed.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file was read but is not a valid configuration.
+    #[error("{path}:{line}:{col}: {message}")]
+    Invalid {
+        /// The file, as given by the user.
+        path: String,
+        /// 1-based line of the offending text.
+        line: usize,
+        /// 1-based column (in characters) of the offending text.
+        col: usize,
+        /// What is wrong and, where it helps, what to write instead.
+        message: String,
+    },
+}
+
+/// A validation failure before it is placed in a file.
+struct Spanned2 {
+    span: Range<usize>,
+    message: String,
+}
+
+fn at(span: Range<usize>, message: impl Into<String>) -> Spanned2 {
+    Spanned2 {
+        span,
+        message: message.into(),
+    }
+}
+
+/// Limits of one tier or org. `0` means unlimited in that dimension.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Requests per rolling 60 s.
+    pub rpm: u64,
+    /// Jobs in flight at once.
+    pub concurrency: u64,
+    /// Requests per rolling 24 h.
+    pub daily: u64,
+    /// Tokens per rolling 60 s.
+    pub tpm: u64,
+    /// Tokens per rolling 24 h.
+    pub tpd: u64,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address the HTTP API and `/metrics` listen on.
+    pub listen: SocketAddr,
+    /// Variable holding the bearer token for `POST /v1/events` (`None`: no variable named).
+    pub ingest_token_env: Option<String>,
+    /// Variable holding the bearer token for `/v1/usage`, `/v1/alerts`, `/v1/batches`.
+    pub admin_token_env: Option<String>,
+    /// Variable holding the optional bearer token for `/metrics`.
+    pub metrics_token_env: Option<String>,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Allow a non-loopback listen address without ingest and admin tokens.
+    pub allow_unauthenticated: bool,
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// Directory of the embedded store.
+    pub path: PathBuf,
+}
+
+/// `[limits]`: tier defaults and cardinality bounds.
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    /// Tier of orgs not named in `[[orgs]]`.
+    pub default_tier: String,
+    /// Orgs tracked individually (configured orgs included); others share `__overflow__`.
+    pub max_orgs: usize,
+    /// Apps tracked individually per org; others share `__overflow__`.
+    pub max_apps_per_org: usize,
+    /// Jobs tracked in flight per org; past it the oldest is dropped (counted as overflow).
+    pub max_jobs_per_org: usize,
+}
+
+/// One `[[orgs]]` entry with its tier resolved.
+#[derive(Debug, Clone)]
+pub struct OrgConfig {
+    /// Organization id as it appears in events.
+    pub id: String,
+    /// Tier name (for display).
+    pub tier: String,
+    /// Tier limits with this org's overrides applied.
+    pub limits: Limits,
+}
+
+/// `[detect]`, durations in milliseconds.
+#[derive(Debug, Clone)]
+pub struct DetectConfig {
+    /// A job in flight longer than this is stuck.
+    pub stuck_after_ms: i64,
+    /// A job in flight longer than this stops holding a concurrency slot (`timed_out`).
+    pub release_after_ms: i64,
+    /// Burst window `W`.
+    pub burst_window_ms: i64,
+    /// Burst factor: threshold is `max(2, ceil(rpm × W/60 s × factor))`.
+    pub burst_factor: f64,
+    /// Consecutive 429s for one org/app that make a retry storm.
+    pub retry_storm_after: u32,
+}
+
+/// `[alerts]` thresholds, in integer basis points (1/10 000) so comparisons are exact.
+#[derive(Debug, Clone)]
+pub struct AlertsConfig {
+    /// Warning threshold (7000 = 70 %).
+    pub warning_bp: u32,
+    /// Critical threshold (9000 = 90 %).
+    pub critical_bp: u32,
+    /// Resolve strictly below `threshold − hysteresis`.
+    pub hysteresis_bp: u32,
+    /// A condition must hold this long before it fires.
+    pub for_ms: i64,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[storage]`.
+    pub storage: StorageConfig,
+    /// `[limits]`.
+    pub limits: LimitsConfig,
+    /// Every tier by name: built-in presets merged with `[tiers.*]`.
+    pub tiers: BTreeMap<String, Limits>,
+    /// Configured orgs, in file order.
+    pub orgs: Vec<OrgConfig>,
+    /// `[detect]`.
+    pub detect: DetectConfig,
+    /// `[alerts]`.
+    pub alerts: AlertsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        match Config::parse("", "<defaults>") {
+            Ok(c) => c,
+            // The empty document is part of the test suite; failing here is a programming error.
+            Err(e) => panic!("built-in defaults do not validate: {e}"),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: shown.clone(),
+            source,
+        })?;
+        Config::parse(&text, &shown)
+    }
+
+    /// Validates `text`; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
+        let place = |e: Spanned2| {
+            let (line, col) = line_col(text, e.span.start);
+            ConfigError::Invalid {
+                path: path.to_string(),
+                line,
+                col,
+                message: e.message,
+            }
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            place(at(
+                e.span().unwrap_or(0..0),
+                e.message().trim_end().to_string(),
+            ))
+        })?;
+        raw.validate().map_err(place)
+    }
+
+    /// The tier of orgs not named in the config.
+    pub fn default_limits(&self) -> Limits {
+        self.tiers
+            .get(&self.limits.default_tier)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Names of the `*_env` variables this config reads, with what each is for.
+    pub fn secret_envs(&self) -> Vec<(&str, &'static str)> {
+        let mut out = Vec::new();
+        if let Some(v) = &self.server.ingest_token_env {
+            out.push((v.as_str(), "ingest token (POST /v1/events)"));
+        }
+        if let Some(v) = &self.server.admin_token_env {
+            out.push((v.as_str(), "admin token (/v1/usage, /v1/alerts)"));
+        }
+        if let Some(v) = &self.server.metrics_token_env {
+            out.push((v.as_str(), "metrics token (/metrics)"));
+        }
+        out
+    }
+}
+
+impl Config {
+    /// The short summary `check-config` prints.
+    pub fn summary(&self) -> String {
+        let tiers: Vec<String> = self
+            .tiers
+            .iter()
+            .map(|(name, l)| format!("{name} ({l})"))
+            .collect();
+        let orgs: Vec<String> = self
+            .orgs
+            .iter()
+            .map(|o| format!("{} ({})", o.id, o.tier))
+            .collect();
+        let mut out = String::new();
+        out.push_str(&format!(
+            "listen {}, store {}\n",
+            self.server.listen,
+            self.storage.path.display()
+        ));
+        out.push_str(&format!("tiers: {}\n", tiers.join(", ")));
+        out.push_str(&format!(
+            "orgs: {} configured{}; others on {}\n",
+            self.orgs.len(),
+            if orgs.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", orgs.join(", "))
+            },
+            self.limits.default_tier
+        ));
+        out.push_str(&format!(
+            "alerts: warning at {}%, critical at {}%, resolve {} points below, for {} ms\n",
+            self.alerts.warning_bp as f64 / 100.0,
+            self.alerts.critical_bp as f64 / 100.0,
+            self.alerts.hysteresis_bp as f64 / 100.0,
+            self.alerts.for_ms
+        ));
+        out.push_str("sources: 0 (events arrive by POST /v1/events)\n");
+        out.push_str("channels: 0 (transitions are logged and shown at /v1/alerts)\n");
+        out
+    }
+}
+
+/// 1-based line and character column of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let col = text[line_start..offset].chars().count() + 1;
+    (line, col)
+}
+
+// ------------------------------------------------------------------ raw file structs
+
+/// Sections that exist in SPEC §3 but arrive with later features.
+const NOT_YET: &str = "is not supported by this version of ratewarden yet; remove it \
+     (it is refused rather than ignored so that nothing silently does not work)";
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    server: RawServer,
+    storage: RawStorage,
+    limits: RawLimits,
+    tiers: BTreeMap<String, Spanned<RawTier>>,
+    orgs: Vec<RawOrg>,
+    detect: RawDetect,
+    alerts: RawAlerts,
+    sources: Option<Spanned<toml::Value>>,
+    offpeak: Option<Spanned<toml::Value>>,
+    upstreams: Option<Spanned<toml::Value>>,
+    scheduler: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    listen: SocketAddr,
+    ingest_token_env: String,
+    admin_token_env: String,
+    metrics_token_env: String,
+    max_body_bytes: Spanned<u64>,
+    allow_unauthenticated: bool,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9747)),
+            ingest_token_env: "RATEWARDEN_INGEST_TOKEN".into(),
+            admin_token_env: "RATEWARDEN_ADMIN_TOKEN".into(),
+            metrics_token_env: String::new(),
+            max_body_bytes: Spanned::new(0..0, 16 * 1024 * 1024),
+            allow_unauthenticated: false,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStorage {
+    path: PathBuf,
+}
+
+impl Default for RawStorage {
+    fn default() -> Self {
+        RawStorage {
+            path: PathBuf::from("./ratewarden-data"),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    default_tier: Spanned<String>,
+    max_orgs: Spanned<u64>,
+    max_apps_per_org: Spanned<u64>,
+    max_jobs_per_org: Spanned<u64>,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            default_tier: Spanned::new(0..0, "plus".into()),
+            max_orgs: Spanned::new(0..0, 10_000),
+            max_apps_per_org: Spanned::new(0..0, 100),
+            max_jobs_per_org: Spanned::new(0..0, 1_000),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTier {
+    rpm: Option<u64>,
+    concurrency: Option<u64>,
+    daily: Option<u64>,
+    tpm: Option<u64>,
+    tpd: Option<u64>,
+}
+
+impl RawTier {
+    fn apply(&self, base: Limits) -> Limits {
+        Limits {
+            rpm: self.rpm.unwrap_or(base.rpm),
+            concurrency: self.concurrency.unwrap_or(base.concurrency),
+            daily: self.daily.unwrap_or(base.daily),
+            tpm: self.tpm.unwrap_or(base.tpm),
+            tpd: self.tpd.unwrap_or(base.tpd),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOrg {
+    id: Spanned<String>,
+    tier: Option<Spanned<String>>,
+    rpm: Option<u64>,
+    concurrency: Option<u64>,
+    daily: Option<u64>,
+    tpm: Option<u64>,
+    tpd: Option<u64>,
+}
+
+impl RawOrg {
+    fn overrides(&self) -> RawTier {
+        RawTier {
+            rpm: self.rpm,
+            concurrency: self.concurrency,
+            daily: self.daily,
+            tpm: self.tpm,
+            tpd: self.tpd,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDetect {
+    stuck_after: HumanDuration,
+    release_after: Spanned<HumanDuration>,
+    burst_window: Spanned<HumanDuration>,
+    burst_factor: Spanned<f64>,
+    retry_storm_after: Spanned<u32>,
+}
+
+impl Default for RawDetect {
+    fn default() -> Self {
+        let d = |s: u64| HumanDuration(std::time::Duration::from_secs(s));
+        RawDetect {
+            stuck_after: d(600),
+            release_after: Spanned::new(0..0, d(1800)),
+            burst_window: Spanned::new(0..0, d(10)),
+            burst_factor: Spanned::new(0..0, 3.0),
+            retry_storm_after: Spanned::new(0..0, 5),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAlerts {
+    thresholds: Spanned<Vec<f64>>,
+    hysteresis: Spanned<f64>,
+    #[serde(rename = "for")]
+    for_: HumanDuration,
+    repeat_interval: Option<Spanned<toml::Value>>,
+    retry_base: Option<Spanned<toml::Value>>,
+    retry_cap: Option<Spanned<toml::Value>>,
+    max_age: Option<Spanned<toml::Value>>,
+    email: Option<Spanned<toml::Value>>,
+    webhook: Option<Spanned<toml::Value>>,
+}
+
+impl Default for RawAlerts {
+    fn default() -> Self {
+        RawAlerts {
+            thresholds: Spanned::new(0..0, vec![0.70, 0.90]),
+            hysteresis: Spanned::new(0..0, 0.05),
+            for_: HumanDuration(std::time::Duration::ZERO),
+            repeat_interval: None,
+            retry_base: None,
+            retry_cap: None,
+            max_age: None,
+            email: None,
+            webhook: None,
+        }
+    }
+}
+
+/// Built-in tier presets (SPEC §3).
+fn presets() -> BTreeMap<String, Limits> {
+    let mut m = BTreeMap::new();
+    m.insert(
+        "plus".to_string(),
+        Limits {
+            rpm: 5,
+            concurrency: 1,
+            ..Limits::default()
+        },
+    );
+    m.insert(
+        "pro".to_string(),
+        Limits {
+            rpm: 50,
+            concurrency: 5,
+            ..Limits::default()
+        },
+    );
+    m
+}
+
+/// A ratio like `0.70` as integer basis points, refusing more precision than that.
+fn basis_points(span: &Range<usize>, what: &str, v: f64) -> Result<u32, Spanned2> {
+    if !v.is_finite() || !(0.0..=1.0).contains(&v) {
+        return Err(at(
+            span.clone(),
+            format!("{what} must be between 0 and 1, got {v}"),
+        ));
+    }
+    let bp = (v * 10_000.0).round();
+    if (v * 10_000.0 - bp).abs() > 1e-6 {
+        return Err(at(
+            span.clone(),
+            format!("{what} {v} has more than 4 decimal places"),
+        ));
+    }
+    Ok(bp as u32)
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, Spanned2> {
+        for (section, value) in [
+            ("[[sources.file]]", &self.sources),
+            ("[offpeak]", &self.offpeak),
+            ("[[upstreams]]", &self.upstreams),
+            ("[scheduler]", &self.scheduler),
+            ("[[alerts.email]]", &self.alerts.email),
+            ("[[alerts.webhook]]", &self.alerts.webhook),
+            ("alerts.repeat_interval", &self.alerts.repeat_interval),
+            ("alerts.retry_base", &self.alerts.retry_base),
+            ("alerts.retry_cap", &self.alerts.retry_cap),
+            ("alerts.max_age", &self.alerts.max_age),
+        ] {
+            if let Some(v) = value {
+                return Err(at(v.span(), format!("{section} {NOT_YET}")));
+            }
+        }
+
+        let server = self.server.validate()?;
+        let limits = self.limits.validate()?;
+
+        let mut tiers = presets();
+        for (name, raw) in &self.tiers {
+            if name.is_empty() {
+                return Err(at(raw.span(), "tier names must not be empty"));
+            }
+            let base = tiers.get(name).copied().unwrap_or_default();
+            tiers.insert(name.clone(), raw.get_ref().apply(base));
+        }
+        if !tiers.contains_key(&limits.default_tier) {
+            return Err(at(
+                self.limits.default_tier.span(),
+                format!(
+                    "unknown tier {:?} (known: {})",
+                    limits.default_tier,
+                    tiers.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+
+        let mut orgs: Vec<OrgConfig> = Vec::with_capacity(self.orgs.len());
+        for raw in &self.orgs {
+            let id = raw.id.get_ref();
+            if !valid_name(id) || id == crate::tracker::OVERFLOW {
+                return Err(at(
+                    raw.id.span(),
+                    format!(
+                        "invalid org id {id:?}: 1-128 printable characters, not {:?}",
+                        crate::tracker::OVERFLOW
+                    ),
+                ));
+            }
+            if orgs.iter().any(|o| &o.id == id) {
+                return Err(at(raw.id.span(), format!("org {id:?} is configured twice")));
+            }
+            let (tier, span) = match &raw.tier {
+                Some(t) => (t.get_ref().clone(), t.span()),
+                None => (limits.default_tier.clone(), raw.id.span()),
+            };
+            let Some(base) = tiers.get(&tier) else {
+                return Err(at(
+                    span,
+                    format!(
+                        "unknown tier {tier:?} (known: {})",
+                        tiers.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            };
+            orgs.push(OrgConfig {
+                id: id.clone(),
+                tier,
+                limits: raw.overrides().apply(*base),
+            });
+        }
+        if orgs.len() > limits.max_orgs {
+            return Err(at(
+                self.limits.max_orgs.span(),
+                format!(
+                    "max_orgs = {} is below the {} orgs configured",
+                    limits.max_orgs,
+                    orgs.len()
+                ),
+            ));
+        }
+
+        Ok(Config {
+            server,
+            storage: StorageConfig {
+                path: self.storage.path,
+            },
+            limits,
+            tiers,
+            orgs,
+            detect: self.detect.validate()?,
+            alerts: self.alerts.validate()?,
+        })
+    }
+}
+
+impl RawServer {
+    fn validate(self) -> Result<ServerConfig, Spanned2> {
+        let env = |s: String| if s.trim().is_empty() { None } else { Some(s) };
+        let max_body = *self.max_body_bytes.get_ref();
+        if max_body == 0 {
+            return Err(at(
+                self.max_body_bytes.span(),
+                "max_body_bytes must be at least 1",
+            ));
+        }
+        Ok(ServerConfig {
+            listen: self.listen,
+            ingest_token_env: env(self.ingest_token_env),
+            admin_token_env: env(self.admin_token_env),
+            metrics_token_env: env(self.metrics_token_env),
+            max_body_bytes: usize::try_from(max_body).unwrap_or(usize::MAX),
+            allow_unauthenticated: self.allow_unauthenticated,
+        })
+    }
+}
+
+impl RawLimits {
+    fn validate(&self) -> Result<LimitsConfig, Spanned2> {
+        let positive = |v: &Spanned<u64>, what: &str| -> Result<usize, Spanned2> {
+            match usize::try_from(*v.get_ref()) {
+                Ok(n) if n >= 1 => Ok(n),
+                _ => Err(at(v.span(), format!("{what} must be at least 1"))),
+            }
+        };
+        Ok(LimitsConfig {
+            default_tier: self.default_tier.get_ref().clone(),
+            max_orgs: positive(&self.max_orgs, "max_orgs")?,
+            max_apps_per_org: positive(&self.max_apps_per_org, "max_apps_per_org")?,
+            max_jobs_per_org: positive(&self.max_jobs_per_org, "max_jobs_per_org")?,
+        })
+    }
+}
+
+impl RawDetect {
+    fn validate(self) -> Result<DetectConfig, Spanned2> {
+        let stuck = self.stuck_after.as_millis_i64();
+        let release = self.release_after.get_ref().as_millis_i64();
+        if release < stuck {
+            return Err(at(
+                self.release_after.span(),
+                "release_after must not be shorter than stuck_after",
+            ));
+        }
+        let window = self.burst_window.get_ref().as_millis_i64();
+        if window < 1_000 {
+            return Err(at(
+                self.burst_window.span(),
+                "burst_window must be at least 1s",
+            ));
+        }
+        let factor = *self.burst_factor.get_ref();
+        if !factor.is_finite() || factor <= 0.0 {
+            return Err(at(
+                self.burst_factor.span(),
+                "burst_factor must be a positive number",
+            ));
+        }
+        let storm = *self.retry_storm_after.get_ref();
+        if storm == 0 {
+            return Err(at(
+                self.retry_storm_after.span(),
+                "retry_storm_after must be at least 1",
+            ));
+        }
+        Ok(DetectConfig {
+            stuck_after_ms: stuck,
+            release_after_ms: release,
+            burst_window_ms: window,
+            burst_factor: factor,
+            retry_storm_after: storm,
+        })
+    }
+}
+
+impl RawAlerts {
+    fn validate(self) -> Result<AlertsConfig, Spanned2> {
+        let span = self.thresholds.span();
+        let t = self.thresholds.get_ref();
+        if t.len() != 2 {
+            return Err(at(
+                span,
+                "thresholds must be two ratios: [warning, critical], e.g. [0.70, 0.90]",
+            ));
+        }
+        let warning_bp = basis_points(&span, "warning threshold", t[0])?;
+        let critical_bp = basis_points(&span, "critical threshold", t[1])?;
+        if warning_bp == 0 || warning_bp >= critical_bp {
+            return Err(at(
+                span,
+                "thresholds must satisfy 0 < warning < critical <= 1",
+            ));
+        }
+        let hspan = self.hysteresis.span();
+        let hysteresis_bp = basis_points(&hspan, "hysteresis", *self.hysteresis.get_ref())?;
+        if hysteresis_bp >= warning_bp {
+            return Err(at(
+                hspan,
+                "hysteresis must be smaller than the warning threshold",
+            ));
+        }
+        Ok(AlertsConfig {
+            warning_bp,
+            critical_bp,
+            hysteresis_bp,
+            for_ms: self.for_.as_millis_i64(),
+        })
+    }
+}
+
+impl fmt::Display for Limits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let part = |v: u64, unit: &str| {
+            if v == 0 {
+                format!("unlimited {unit}")
+            } else {
+                format!("{v} {unit}")
+            }
+        };
+        write!(
+            f,
+            "{}, {}, {}",
+            part(self.rpm, "rpm"),
+            part(self.concurrency, "concurrent"),
+            part(self.daily, "daily")
+        )?;
+        if self.tpm > 0 {
+            write!(f, ", {} tpm", self.tpm)?;
+        }
+        if self.tpd > 0 {
+            write!(f, ", {} tpd", self.tpd)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, "t.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn empty_file_is_the_builtin_defaults() {
+        let c = Config::parse("", "t.toml").unwrap();
+        assert_eq!(c.server.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.limits.default_tier, "plus");
+        assert_eq!(c.default_limits().rpm, 5);
+        assert_eq!(c.default_limits().concurrency, 1);
+        assert_eq!(c.tiers["pro"].rpm, 50);
+        assert_eq!(c.alerts.warning_bp, 7000);
+        assert_eq!(c.alerts.critical_bp, 9000);
+        assert_eq!(c.alerts.hysteresis_bp, 500);
+        assert_eq!(c.detect.stuck_after_ms, 600_000);
+        assert_eq!(
+            c.server.ingest_token_env.as_deref(),
+            Some("RATEWARDEN_INGEST_TOKEN")
+        );
+        assert_eq!(c.server.metrics_token_env, None);
+        assert_eq!(c.storage.path, PathBuf::from("./ratewarden-data"));
+    }
+
+    #[test]
+    fn orgs_inherit_tier_and_override_fields() {
+        let c = Config::parse(
+            "[tiers.custom]\nrpm = 10\nconcurrency = 10\ndaily = 1000\n\n[tiers.plus]\ndaily = 7\n\n\
+             [[orgs]]\nid = \"acme\"\ntier = \"plus\"\ndaily = 100\n\n[[orgs]]\nid = \"beta\"\ntier = \"custom\"\n\
+             [[orgs]]\nid = \"gamma\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.orgs[0].limits,
+            Limits {
+                rpm: 5,
+                concurrency: 1,
+                daily: 100,
+                tpm: 0,
+                tpd: 0
+            }
+        );
+        assert_eq!(c.orgs[1].limits.rpm, 10);
+        assert_eq!(c.orgs[2].tier, "plus");
+        assert_eq!(c.orgs[2].limits.daily, 7, "preset override applies");
+    }
+
+    #[test]
+    fn type_errors_and_unknown_keys_have_positions() {
+        assert_eq!(
+            err("[server]\nlisten = \"127.0.0.1:1\"\n\n[tiers.x]\nrpm = \"five\"\n"),
+            "t.toml:5:7: invalid type: string \"five\", expected u64"
+        );
+        let e = err("[server]\nlistne = \"x\"\n");
+        assert!(e.starts_with("t.toml:2:1: unknown field `listne`"), "{e}");
+        let e = err("[detect]\nstuck_after = \"10 parsecs\"\n");
+        assert!(e.starts_with("t.toml:2:15: invalid duration"), "{e}");
+        let e = err("[server\n");
+        assert!(e.starts_with("t.toml:1:"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_have_positions() {
+        let e = err("[[orgs]]\nid = \"acme\"\ntier = \"gold\"\n");
+        assert!(e.starts_with("t.toml:3:8: unknown tier \"gold\""), "{e}");
+        let e = err("[[orgs]]\nid = \"a\"\n[[orgs]]\nid = \"a\"\n");
+        assert!(
+            e.starts_with("t.toml:4:6: org \"a\" is configured twice"),
+            "{e}"
+        );
+        let e = err("[alerts]\nthresholds = [0.9, 0.7]\n");
+        assert!(e.starts_with("t.toml:2:14:"), "{e}");
+        let e = err("[alerts]\nhysteresis = 0.8\n");
+        assert!(e.contains("hysteresis must be smaller"), "{e}");
+        let e = err("[detect]\nstuck_after = \"1h\"\nrelease_after = \"10m\"\n");
+        assert!(e.starts_with("t.toml:3:17: release_after"), "{e}");
+        let e = err("[limits]\nmax_orgs = 1\n[[orgs]]\nid = \"a\"\n[[orgs]]\nid = \"b\"\n");
+        assert!(e.starts_with("t.toml:2:12: max_orgs"), "{e}");
+        let e = err("[limits]\ndefault_tier = \"nope\"\n");
+        assert!(e.starts_with("t.toml:2:16: unknown tier"), "{e}");
+    }
+
+    #[test]
+    fn later_sections_are_refused_not_ignored() {
+        let e = err("[[sources.file]]\npath = \"/var/log/x\"\n");
+        assert!(e.contains("[[sources.file]] is not supported"), "{e}");
+        let e = err("[alerts]\nrepeat_interval = \"4h\"\n");
+        assert!(
+            e.starts_with("t.toml:2:19: alerts.repeat_interval is not supported"),
+            "{e}"
+        );
+        let e = err("[[alerts.webhook]]\nurl = \"http://x\"\n");
+        assert!(e.contains("[[alerts.webhook]] is not supported"), "{e}");
+        let e = err("[scheduler]\nshare = 0.5\n");
+        assert!(e.contains("[scheduler] is not supported"), "{e}");
+    }
+
+    #[test]
+    fn thresholds_are_exact_basis_points() {
+        let c = Config::parse(
+            "[alerts]\nthresholds = [0.7, 0.95]\nhysteresis = 0.05\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!((c.alerts.warning_bp, c.alerts.critical_bp), (7000, 9500));
+        assert!(err("[alerts]\nthresholds = [0.70001, 0.9]\n").contains("decimal places"));
+        assert!(err("[alerts]\nthresholds = [0.7]\n").contains("two ratios"));
+    }
+
+    #[test]
+    fn line_col_counts_characters() {
+        assert_eq!(line_col("ab\ncé d", 7), (2, 4));
+        assert_eq!(line_col("", 0), (1, 1));
+    }
+}

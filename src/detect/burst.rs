@@ -1,0 +1,193 @@
+//! Burst detection on exact request timestamps (SPEC §5).
+//!
+//! Bucket counts cannot answer "how many in `(ts − W, ts]`" exactly, so each org keeps the
+//! timestamps of its recent requests, sorted. The buffer is trimmed by time (one window plus
+//! a minute of lateness) and by count (enough to decide against the threshold), so its size
+//! is bounded by the org's limits, not by its traffic.
+
+use std::collections::VecDeque;
+
+/// How far behind the newest request a late request is still judged exactly.
+const LATENESS_MS: i64 = 60_000;
+
+/// The burst threshold for an org: `max(2, ceil(rpm × W/60 s × factor))`, or `None` when the
+/// rpm limit is 0 (no burst detection).
+pub fn burst_threshold(rpm: u64, window_ms: i64, factor: f64) -> Option<u64> {
+    if rpm == 0 {
+        return None;
+    }
+    let raw = rpm as f64 * window_ms as f64 / 60_000.0 * factor;
+    // The epsilon keeps an exact product like 3.0000000000000004 from rounding up to 4.
+    let t = (raw - 1e-9).ceil();
+    Some(if t.is_finite() {
+        (t as u64).max(2)
+    } else {
+        u64::MAX
+    })
+}
+
+/// An edge of a burst episode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edge {
+    /// The count reached the threshold: an episode opened.
+    Opened,
+    /// The count fell below the threshold: the episode closed.
+    Closed,
+}
+
+/// Burst state of one org.
+#[derive(Debug, Default)]
+pub struct Burst {
+    /// Recent request timestamps, ascending.
+    recent: VecDeque<i64>,
+    /// An episode is open.
+    open: bool,
+    /// Episodes opened so far (`bursts_total`).
+    pub episodes: u64,
+}
+
+impl Burst {
+    /// Requests recorded so far with `ts` in `(at − window, at]`.
+    pub fn count(&self, at: i64, window_ms: i64) -> u64 {
+        let lo = self.recent.partition_point(|&x| x <= at - window_ms);
+        let hi = self.recent.partition_point(|&x| x <= at);
+        (hi - lo) as u64
+    }
+
+    /// True while an episode is open.
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// Records a request at `ts` and judges it at its own time.
+    pub fn record(&mut self, ts: i64, window_ms: i64, threshold: u64) -> Option<Edge> {
+        let newest = self.recent.back().copied().unwrap_or(i64::MIN);
+        let pos = self.recent.partition_point(|&x| x <= ts);
+        self.recent.insert(pos, ts);
+        let in_order = ts >= newest;
+        let newest = newest.max(ts);
+        let keep_after = newest - window_ms - LATENESS_MS;
+        let cap = threshold.saturating_mul(2).saturating_add(1024) as usize;
+        while let Some(&front) = self.recent.front()
+            && (front <= keep_after || self.recent.len() > cap)
+        {
+            self.recent.pop_front();
+        }
+        let count = self.count(ts, window_ms);
+        if count >= threshold && !self.open {
+            self.open = true;
+            self.episodes += 1;
+            Some(Edge::Opened)
+        } else if count < threshold && self.open && in_order {
+            self.open = false;
+            Some(Edge::Closed)
+        } else {
+            None
+        }
+    }
+
+    /// The clock moved to `now`: closes an open episode whose count fell below the threshold.
+    pub fn tick(&mut self, now: i64, window_ms: i64, threshold: u64) -> Option<Edge> {
+        if self.open && self.count(now, window_ms) < threshold {
+            self.open = false;
+            return Some(Edge::Closed);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const W: i64 = 10_000;
+
+    #[test]
+    fn threshold_formula() {
+        assert_eq!(burst_threshold(5, W, 3.0), Some(3), "ceil(2.5)");
+        assert_eq!(burst_threshold(6, W, 3.0), Some(3), "exactly 3.0 stays 3");
+        assert_eq!(burst_threshold(50, W, 3.0), Some(25));
+        assert_eq!(burst_threshold(1, W, 3.0), Some(2), "never below 2");
+        assert_eq!(burst_threshold(0, W, 3.0), None, "no rpm limit, no bursts");
+    }
+
+    #[test]
+    fn opens_at_the_threshold_not_one_below() {
+        let mut b = Burst::default();
+        assert_eq!(b.record(0, W, 3), None);
+        assert_eq!(
+            b.record(1_000, W, 3),
+            None,
+            "2 of 3: one below the threshold"
+        );
+        assert_eq!(b.record(2_000, W, 3), Some(Edge::Opened), "3 of 3");
+        assert_eq!(b.episodes, 1);
+        assert_eq!(b.record(3_000, W, 3), None, "still open, not a new episode");
+        assert_eq!(b.episodes, 1);
+    }
+
+    #[test]
+    fn window_is_half_open() {
+        let mut b = Burst::default();
+        b.record(0, W, 3);
+        b.record(5_000, W, 3);
+        // (10 000 − W, 10 000] excludes the request at 0.
+        assert_eq!(b.record(10_000, W, 3), None);
+        assert_eq!(b.count(9_999, W), 2);
+    }
+
+    #[test]
+    fn closes_when_the_clock_moves_on() {
+        let mut b = Burst::default();
+        for t in [0, 100, 200] {
+            b.record(t, W, 3);
+        }
+        assert!(b.is_open());
+        assert_eq!(
+            b.tick(9_999, W, 3),
+            None,
+            "(−1, 9 999] still holds all three"
+        );
+        assert_eq!(
+            b.tick(10_000, W, 3),
+            Some(Edge::Closed),
+            "the request at 0 left"
+        );
+        assert!(!b.is_open());
+        // A new episode later counts again.
+        for t in [20_000, 20_001, 20_002] {
+            b.record(t, W, 3);
+        }
+        assert_eq!(b.episodes, 2);
+    }
+
+    #[test]
+    fn late_requests_are_judged_at_their_own_time() {
+        let mut b = Burst::default();
+        b.record(50_000, W, 3);
+        b.record(1_000, W, 3);
+        b.record(2_000, W, 3);
+        assert_eq!(b.count(2_000, W), 2);
+        assert_eq!(
+            b.record(3_000, W, 3),
+            Some(Edge::Opened),
+            "three within 10 s, 47 s ago"
+        );
+        // A late request below the threshold does not close an episode opened later.
+        let mut c = Burst::default();
+        for t in [100_000, 100_001, 100_002] {
+            c.record(t, W, 3);
+        }
+        assert_eq!(c.record(80_000, W, 3), None);
+        assert!(c.is_open());
+    }
+
+    #[test]
+    fn memory_is_bounded_by_the_threshold() {
+        let mut b = Burst::default();
+        for t in 0..100_000 {
+            b.record(t, W, 3);
+        }
+        assert!(b.recent.len() <= 2 * 3 + 1024);
+    }
+}

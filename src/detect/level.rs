@@ -1,0 +1,212 @@
+//! Threshold alerts with hysteresis and a `for` duration (SPEC §9 `UsageHigh`,
+//! `DailyQuotaExhausted`).
+//!
+//! Comparisons are in integers: usage × 10 000 against threshold (basis points) × limit, so
+//! `0.70 − 0.05` is exactly 6 500 and never `0.6499999999999999`.
+
+/// What an evaluation changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Started firing at this level (1-based).
+    Fired(u8),
+    /// Rose to a higher level while firing.
+    Escalated(u8),
+    /// Fell to a lower, still firing level: a state change without a notification.
+    Lowered(u8),
+    /// Stopped firing.
+    Resolved,
+}
+
+/// The state of one threshold alert.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LevelAlert {
+    /// 0 = not firing, else 1-based index into the thresholds.
+    level: u8,
+    /// When the current firing began (event time, ms).
+    started_ms: i64,
+    /// Since when each level's condition has held (for `for`).
+    pending: [Option<i64>; 2],
+}
+
+fn at_least(usage: u64, limit: u64, bp: u32) -> bool {
+    usage as u128 * 10_000 >= bp as u128 * limit as u128
+}
+
+impl LevelAlert {
+    /// Current level: 0 when not firing.
+    pub fn level(&self) -> u8 {
+        self.level
+    }
+
+    /// When the current firing began.
+    pub fn started_ms(&self) -> i64 {
+        self.started_ms
+    }
+
+    /// True when firing or waiting out `for` (the clock matters to this alert).
+    pub fn is_active(&self) -> bool {
+        self.level > 0 || self.pending.iter().any(Option::is_some)
+    }
+
+    /// Judges `usage` against `limit` at `ts`. `thresholds` are ascending basis points (at
+    /// most two); a level fires at or above its threshold once held for `for_ms`, and a firing
+    /// level holds until usage drops strictly below `threshold − hysteresis`.
+    pub fn evaluate(
+        &mut self,
+        usage: u64,
+        limit: u64,
+        ts: i64,
+        thresholds: &[u32],
+        hysteresis_bp: u32,
+        for_ms: i64,
+    ) -> Option<Change> {
+        if limit == 0 {
+            return None;
+        }
+        let mut target = 0u8;
+        for (i, &bp) in thresholds.iter().enumerate().take(self.pending.len()) {
+            if at_least(usage, limit, bp) {
+                let since = *self.pending[i].get_or_insert(ts);
+                if ts - since >= for_ms {
+                    target = i as u8 + 1;
+                }
+            } else {
+                self.pending[i] = None;
+            }
+        }
+        if target > self.level {
+            let change = if self.level == 0 {
+                self.started_ms = ts;
+                Change::Fired(target)
+            } else {
+                Change::Escalated(target)
+            };
+            self.level = target;
+            return Some(change);
+        }
+        if self.level == 0 {
+            return None;
+        }
+        let holds = |lvl: u8| {
+            let bp = thresholds[lvl as usize - 1];
+            at_least(usage, limit, bp.saturating_sub(hysteresis_bp))
+        };
+        if holds(self.level) {
+            return None;
+        }
+        let lower = (1..self.level).rev().find(|&l| holds(l));
+        match lower {
+            Some(l) => {
+                self.level = l;
+                Some(Change::Lowered(l))
+            }
+            None => {
+                self.level = 0;
+                Some(Change::Resolved)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: [u32; 2] = [7000, 9000];
+    const H: u32 = 500;
+
+    fn eval(a: &mut LevelAlert, usage: u64, ts: i64) -> Option<Change> {
+        a.evaluate(usage, 100, ts, &T, H, 0)
+    }
+
+    #[test]
+    fn fires_at_exactly_the_threshold() {
+        let mut a = LevelAlert::default();
+        assert_eq!(eval(&mut a, 69, 0), None, "one below");
+        assert_eq!(eval(&mut a, 70, 1), Some(Change::Fired(1)));
+        assert_eq!(a.started_ms(), 1);
+        assert_eq!(eval(&mut a, 90, 2), Some(Change::Escalated(2)));
+        assert_eq!(eval(&mut a, 95, 3), None);
+    }
+
+    #[test]
+    fn integer_comparison_at_awkward_limits() {
+        // 7 of 10 is exactly 70 %; 0.7 × 10 in floats is 7.000000000000001.
+        let mut a = LevelAlert::default();
+        assert_eq!(a.evaluate(7, 10, 0, &T, H, 0), Some(Change::Fired(1)));
+        // Resolve strictly below 65 %: 13 of 20 is exactly 65 % and holds.
+        let mut b = LevelAlert::default();
+        b.evaluate(14, 20, 0, &T, H, 0);
+        assert_eq!(b.evaluate(13, 20, 1, &T, H, 0), None);
+        assert_eq!(b.evaluate(12, 20, 2, &T, H, 0), Some(Change::Resolved));
+    }
+
+    #[test]
+    fn hysteresis_prevents_flapping() {
+        let mut a = LevelAlert::default();
+        assert_eq!(eval(&mut a, 70, 0), Some(Change::Fired(1)));
+        // Oscillating between 65 % and 72 %: inside the band, nothing changes.
+        for (i, u) in [66, 71, 65, 72, 69, 65].into_iter().enumerate() {
+            assert_eq!(eval(&mut a, u, i as i64 + 1), None, "usage {u}");
+        }
+        assert_eq!(eval(&mut a, 64, 10), Some(Change::Resolved));
+        assert_eq!(
+            eval(&mut a, 69, 11),
+            None,
+            "below the threshold again: no re-fire"
+        );
+        assert_eq!(eval(&mut a, 70, 12), Some(Change::Fired(1)));
+    }
+
+    #[test]
+    fn critical_falls_to_warning_silently_then_resolves() {
+        let mut a = LevelAlert::default();
+        assert_eq!(
+            eval(&mut a, 95, 0),
+            Some(Change::Fired(2)),
+            "straight to critical"
+        );
+        assert_eq!(eval(&mut a, 85, 1), None, "85 % holds critical (90 − 5)");
+        assert_eq!(eval(&mut a, 84, 2), Some(Change::Lowered(1)));
+        assert_eq!(a.level(), 1);
+        assert_eq!(eval(&mut a, 89, 3), None, "warning holds below 90");
+        assert_eq!(eval(&mut a, 90, 4), Some(Change::Escalated(2)));
+        assert_eq!(
+            eval(&mut a, 10, 5),
+            Some(Change::Resolved),
+            "straight down resolves"
+        );
+    }
+
+    #[test]
+    fn for_duration_delays_firing() {
+        let mut a = LevelAlert::default();
+        let f = |a: &mut LevelAlert, u, ts| a.evaluate(u, 100, ts, &T, H, 1_000);
+        assert_eq!(f(&mut a, 80, 0), None);
+        assert!(a.is_active(), "pending");
+        assert_eq!(f(&mut a, 80, 999), None);
+        assert_eq!(f(&mut a, 80, 1_000), Some(Change::Fired(1)));
+        // A dip resets the pending clock.
+        let mut b = LevelAlert::default();
+        f(&mut b, 80, 0);
+        f(&mut b, 10, 500);
+        assert_eq!(f(&mut b, 80, 1_000), None);
+        assert_eq!(f(&mut b, 80, 2_000), Some(Change::Fired(1)));
+    }
+
+    #[test]
+    fn single_threshold_for_quota() {
+        let mut a = LevelAlert::default();
+        let q = |a: &mut LevelAlert, u, ts| a.evaluate(u, 100, ts, &[10_000], H, 0);
+        assert_eq!(q(&mut a, 99, 0), None);
+        assert_eq!(q(&mut a, 100, 1), Some(Change::Fired(1)));
+        assert_eq!(q(&mut a, 96, 2), None);
+        assert_eq!(q(&mut a, 94, 3), Some(Change::Resolved));
+    }
+
+    #[test]
+    fn unlimited_never_fires() {
+        let mut a = LevelAlert::default();
+        assert_eq!(a.evaluate(1_000_000, 0, 0, &T, H, 0), None);
+    }
+}

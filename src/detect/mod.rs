@@ -1,0 +1,511 @@
+//! Detectors: bursts, 429 causes, retry violations and storms, and the alert state machines
+//! of SPEC §9, as pure logic over what the tracker measured.
+//!
+//! Detectors judge each event at its own time with values the tracker hands them; they
+//! never read a clock, never count requests themselves and never deliver anything. Their
+//! output is [`Transition`]s (firing, escalation, resolve) that the daemon logs, exports and,
+//! with alert delivery, sends.
+
+pub mod burst;
+pub mod level;
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::tracker::Dimension;
+
+/// Alert names (SPEC §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AlertName {
+    /// Usage at or above a threshold, per org × dimension.
+    UsageHigh,
+    /// A burst episode is open.
+    BurstDetected,
+    /// Jobs in flight longer than `stuck_after`.
+    JobsStuck,
+    /// Consecutive 429s for one org/app.
+    RetryStorm,
+    /// The rolling 24 h quota is used up.
+    DailyQuotaExhausted,
+}
+
+impl AlertName {
+    /// The name as users see it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertName::UsageHigh => "UsageHigh",
+            AlertName::BurstDetected => "BurstDetected",
+            AlertName::JobsStuck => "JobsStuck",
+            AlertName::RetryStorm => "RetryStorm",
+            AlertName::DailyQuotaExhausted => "DailyQuotaExhausted",
+        }
+    }
+}
+
+impl fmt::Display for AlertName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Alert severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Severity {
+    /// Attention soon.
+    Warning,
+    /// Attention now.
+    Critical,
+}
+
+impl Severity {
+    /// Lower-case label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// Whether a transition starts or ends firing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Firing (new, escalated, or lowered).
+    Firing,
+    /// No longer firing.
+    Resolved,
+}
+
+impl Status {
+    /// Lower-case value for JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Firing => "firing",
+            Status::Resolved => "resolved",
+        }
+    }
+}
+
+/// One change of an alert's state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// When it happened (event time, Unix ms).
+    pub ts_ms: i64,
+    /// Org.
+    pub org: Arc<str>,
+    /// App, for per-app alerts (`RetryStorm`).
+    pub app: Option<Arc<str>>,
+    /// Which alert.
+    pub alert: AlertName,
+    /// Dimension, for `UsageHigh`.
+    pub dimension: Option<Dimension>,
+    /// Severity after the change (for a resolve: the severity that was firing).
+    pub severity: Severity,
+    /// Firing or resolved.
+    pub status: Status,
+    /// False for a change that updates state without a notification (critical → warning).
+    pub notify: bool,
+    /// When the firing began.
+    pub starts_at_ms: i64,
+    /// Usage at the time, where the alert has one.
+    pub usage: Option<u64>,
+    /// Limit, where the alert has one.
+    pub limit: Option<u64>,
+    /// Threshold crossed, basis points.
+    pub threshold_bp: Option<u32>,
+}
+
+impl Transition {
+    /// Usage over limit, where both are known.
+    pub fn value(&self) -> Option<f64> {
+        match (self.usage, self.limit) {
+            (Some(u), Some(l)) if l > 0 => Some(u as f64 / l as f64),
+            _ => None,
+        }
+    }
+
+    /// A stable id of the alert (not of this transition): the same alert on the same
+    /// org/app/dimension always has the same fingerprint, across restarts and versions.
+    pub fn fingerprint(&self) -> String {
+        // FNV-1a: tiny, stable and good enough to tell alerts apart; not a security boundary.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let parts = [
+            self.alert.as_str(),
+            &self.org,
+            self.app.as_deref().unwrap_or(""),
+            self.dimension.map_or("", |d| d.as_str()),
+        ];
+        for part in parts {
+            for &b in part.as_bytes().iter().chain(b"\x1f") {
+                h ^= b as u64;
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        format!("{h:016x}")
+    }
+
+    /// The SPEC §9 notification body (`version`, `status`, `alert`, …, `fingerprint`).
+    pub fn to_json(&self) -> serde_json::Value {
+        let ts = crate::clock::rfc3339;
+        serde_json::json!({
+            "version": "1",
+            "status": self.status.as_str(),
+            "alert": self.alert.as_str(),
+            "severity": self.severity.as_str(),
+            "org": &*self.org,
+            "app": self.app.as_deref(),
+            "dimension": self.dimension.map(|d| d.as_str()),
+            "value": self.value(),
+            "threshold": self.threshold_bp.map(|bp| bp as f64 / 10_000.0),
+            "usage": self.usage,
+            "limit": self.limit,
+            "starts_at": ts(self.starts_at_ms),
+            "ends_at": (self.status == Status::Resolved).then(|| ts(self.ts_ms)),
+            "summary": self.summary(),
+            "fingerprint": self.fingerprint(),
+        })
+    }
+
+    /// One line for humans: "acme at 92% of its 50 rpm".
+    pub fn summary(&self) -> String {
+        let who = match &self.app {
+            Some(app) => format!("{}/{}", self.org, app),
+            None => self.org.to_string(),
+        };
+        let resolved = if self.status == Status::Resolved {
+            "resolved: "
+        } else {
+            ""
+        };
+        match (self.alert, self.usage, self.limit, self.dimension) {
+            (AlertName::UsageHigh, Some(u), Some(l), Some(d)) => format!(
+                "{resolved}{who} at {}% of its {l} {}",
+                (u as u128 * 100 / l.max(1) as u128),
+                d.unit()
+            ),
+            (AlertName::DailyQuotaExhausted, Some(u), Some(l), _) => {
+                format!("{resolved}{who} used {u} of its {l} daily requests")
+            }
+            (AlertName::BurstDetected, Some(u), Some(l), _) => {
+                format!("{resolved}{who} sent {u} requests within the burst window (threshold {l})")
+            }
+            (AlertName::JobsStuck, Some(u), _, _) => format!("{resolved}{who} has {u} stuck jobs"),
+            (AlertName::RetryStorm, Some(u), _, _) => {
+                format!("{resolved}{who} got {u} consecutive 429s")
+            }
+            _ => format!("{resolved}{who} {}", self.alert),
+        }
+    }
+}
+
+/// The most likely cause of a 429 (SPEC §5), the `cause` label of `rate_limited_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// `error_code` was `insufficient_quota`.
+    Quota,
+    /// Jobs in flight had reached the concurrency limit.
+    Concurrency,
+    /// The rolling minute had reached the rpm limit.
+    Rpm,
+    /// The rolling 24 h had reached the daily limit.
+    Daily,
+    /// The prior requests in the burst window reached the burst threshold.
+    Burst,
+    /// None of the above: upstream peak throttling or traffic ratewarden does not see.
+    Unexplained,
+}
+
+impl Cause {
+    /// Every cause, in label order.
+    pub const ALL: [Cause; 6] = [
+        Cause::Quota,
+        Cause::Concurrency,
+        Cause::Rpm,
+        Cause::Daily,
+        Cause::Burst,
+        Cause::Unexplained,
+    ];
+
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Quota => "quota",
+            Cause::Concurrency => "concurrency",
+            Cause::Rpm => "rpm",
+            Cause::Daily => "daily",
+            Cause::Burst => "burst",
+            Cause::Unexplained => "unexplained",
+        }
+    }
+
+    /// Position in [`Cause::ALL`], for counter arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What the tracker knew just before a 429, counting prior requests only.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CauseInputs<'a> {
+    /// The 429's `error_code`.
+    pub error_code: Option<&'a str>,
+    /// Jobs in flight at the 429's time, and the concurrency limit (0 = none).
+    pub in_flight: u64,
+    /// Concurrency limit.
+    pub concurrency_limit: u64,
+    /// Requests in the rolling minute before the 429.
+    pub rpm: u64,
+    /// rpm limit.
+    pub rpm_limit: u64,
+    /// Requests in the rolling 24 h before the 429.
+    pub daily: u64,
+    /// Daily limit.
+    pub daily_limit: u64,
+    /// Prior requests in `(ts − W, ts]`.
+    pub burst_count: u64,
+    /// Burst threshold, `None` when burst detection is off for the org.
+    pub burst_threshold: Option<u64>,
+}
+
+/// Classifies a 429: the first cause that holds, in SPEC §5 order.
+pub fn classify_429(i: &CauseInputs<'_>) -> Cause {
+    let reached = |usage: u64, limit: u64| limit > 0 && usage >= limit;
+    if i.error_code == Some("insufficient_quota") {
+        Cause::Quota
+    } else if reached(i.in_flight, i.concurrency_limit) {
+        Cause::Concurrency
+    } else if reached(i.rpm, i.rpm_limit) {
+        Cause::Rpm
+    } else if reached(i.daily, i.daily_limit) {
+        Cause::Daily
+    } else if i.burst_threshold.is_some_and(|t| i.burst_count >= t) {
+        Cause::Burst
+    } else {
+        Cause::Unexplained
+    }
+}
+
+/// Retry behaviour of one org/app: Retry-After compliance and consecutive 429s.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RetryState {
+    /// Time of the last 429 seen.
+    last_429_ms: Option<i64>,
+    /// Requests before this time (and after the 429) violate its Retry-After.
+    retry_until_ms: i64,
+    /// 429s in a row.
+    consecutive_429: u32,
+    /// Storm firing since.
+    storm_since: Option<i64>,
+}
+
+/// A change of the retry-storm alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storm {
+    /// `retry_storm_after` consecutive 429s reached: fires, with the count.
+    Fired(u32),
+    /// A non-429 response ended it.
+    Resolved {
+        /// When the storm started firing.
+        since: i64,
+    },
+}
+
+impl RetryState {
+    /// True if a request at `ts` came before the Retry-After of the last 429 elapsed.
+    pub fn is_violation(&self, ts: i64) -> bool {
+        self.last_429_ms
+            .is_some_and(|t| ts > t && ts < self.retry_until_ms)
+    }
+
+    /// True while a storm is firing.
+    pub fn storming(&self) -> Option<i64> {
+        self.storm_since
+    }
+
+    /// Consecutive 429s so far.
+    pub fn consecutive(&self) -> u32 {
+        self.consecutive_429
+    }
+
+    /// Records a response. Requests without a status do not change the storm state.
+    pub fn on_response(
+        &mut self,
+        ts: i64,
+        status: Option<u16>,
+        retry_after_ms: Option<i64>,
+        storm_after: u32,
+    ) -> Option<Storm> {
+        match status {
+            Some(429) => {
+                if self.last_429_ms.is_none_or(|t| ts >= t) {
+                    self.last_429_ms = Some(ts);
+                    self.retry_until_ms = ts + retry_after_ms.unwrap_or(0);
+                }
+                self.consecutive_429 = self.consecutive_429.saturating_add(1);
+                if self.consecutive_429 >= storm_after && self.storm_since.is_none() {
+                    self.storm_since = Some(ts);
+                    return Some(Storm::Fired(self.consecutive_429));
+                }
+                None
+            }
+            Some(_) => {
+                self.consecutive_429 = 0;
+                self.storm_since
+                    .take()
+                    .map(|since| Storm::Resolved { since })
+            }
+            None => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> CauseInputs<'static> {
+        CauseInputs {
+            concurrency_limit: 2,
+            rpm_limit: 10,
+            daily_limit: 100,
+            burst_threshold: Some(5),
+            ..CauseInputs::default()
+        }
+    }
+
+    #[test]
+    fn every_429_cause_in_order() {
+        let quota = CauseInputs {
+            error_code: Some("insufficient_quota"),
+            in_flight: 2,
+            rpm: 10,
+            ..base()
+        };
+        assert_eq!(
+            classify_429(&quota),
+            Cause::Quota,
+            "quota wins over everything"
+        );
+        let conc = CauseInputs {
+            in_flight: 2,
+            rpm: 10,
+            ..base()
+        };
+        assert_eq!(classify_429(&conc), Cause::Concurrency);
+        let rpm = CauseInputs {
+            in_flight: 1,
+            rpm: 10,
+            daily: 100,
+            ..base()
+        };
+        assert_eq!(classify_429(&rpm), Cause::Rpm);
+        let daily = CauseInputs {
+            rpm: 9,
+            daily: 100,
+            burst_count: 5,
+            ..base()
+        };
+        assert_eq!(classify_429(&daily), Cause::Daily);
+        let burst = CauseInputs {
+            rpm: 9,
+            burst_count: 5,
+            ..base()
+        };
+        assert_eq!(classify_429(&burst), Cause::Burst);
+        let none = CauseInputs {
+            rpm: 9,
+            daily: 99,
+            in_flight: 1,
+            burst_count: 4,
+            error_code: Some("rate_limit_exceeded"),
+            ..base()
+        };
+        assert_eq!(classify_429(&none), Cause::Unexplained);
+        let unlimited = CauseInputs {
+            rpm: 1_000,
+            in_flight: 1_000,
+            ..CauseInputs::default()
+        };
+        assert_eq!(classify_429(&unlimited), Cause::Unexplained);
+    }
+
+    #[test]
+    fn retry_violation_window() {
+        let mut r = RetryState::default();
+        assert!(!r.is_violation(0));
+        r.on_response(1_000, Some(429), Some(30_000), 5);
+        assert!(!r.is_violation(1_000), "the 429 itself");
+        assert!(!r.is_violation(500), "before the 429");
+        assert!(r.is_violation(1_001));
+        assert!(r.is_violation(30_999));
+        assert!(!r.is_violation(31_000), "Retry-After elapsed");
+        // A late, older 429 does not move the window back.
+        r.on_response(200, Some(429), Some(1_000), 5);
+        assert!(r.is_violation(20_000));
+    }
+
+    #[test]
+    fn storm_fires_at_n_and_resolves_on_a_non_429() {
+        let mut r = RetryState::default();
+        for i in 0..4 {
+            assert_eq!(r.on_response(i, Some(429), None, 5), None);
+        }
+        assert_eq!(r.on_response(4, Some(429), None, 5), Some(Storm::Fired(5)));
+        assert_eq!(r.on_response(5, Some(429), None, 5), None, "fires once");
+        assert_eq!(
+            r.on_response(6, None, None, 5),
+            None,
+            "no status: no response"
+        );
+        assert_eq!(
+            r.on_response(7, Some(200), None, 5),
+            Some(Storm::Resolved { since: 4 })
+        );
+        assert_eq!(r.consecutive(), 0);
+        // A 500 also breaks the run of 429s.
+        for i in 0..4 {
+            r.on_response(10 + i, Some(429), None, 5);
+        }
+        r.on_response(20, Some(500), None, 5);
+        assert_eq!(r.on_response(21, Some(429), None, 5), None);
+    }
+
+    #[test]
+    fn summaries_read_well() {
+        let t = Transition {
+            ts_ms: 0,
+            org: "acme".into(),
+            app: None,
+            alert: AlertName::UsageHigh,
+            dimension: Some(Dimension::Rpm),
+            severity: Severity::Critical,
+            status: Status::Firing,
+            notify: true,
+            starts_at_ms: 0,
+            usage: Some(46),
+            limit: Some(50),
+            threshold_bp: Some(9000),
+        };
+        assert_eq!(t.summary(), "acme at 92% of its 50 rpm");
+        assert_eq!(t.value(), Some(0.92));
+        let j = t.to_json();
+        assert_eq!(j["threshold"], 0.9);
+        assert_eq!(j["ends_at"], serde_json::Value::Null);
+        assert_eq!(j["fingerprint"].as_str().map(str::len), Some(16));
+        let resolved = Transition {
+            status: Status::Resolved,
+            severity: Severity::Warning,
+            ..t.clone()
+        };
+        assert_eq!(
+            resolved.fingerprint(),
+            t.fingerprint(),
+            "stable across states"
+        );
+        let other = Transition {
+            dimension: Some(Dimension::Daily),
+            ..t.clone()
+        };
+        assert_ne!(other.fingerprint(), t.fingerprint());
+    }
+}

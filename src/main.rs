@@ -1,0 +1,219 @@
+//! The `ratewarden` binary: parses flags, loads config, starts tracing, and hands off.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use ratewarden::config::{CONFIG_ENV, Config, ConfigError};
+use ratewarden::{daemon, replay, status};
+
+#[derive(Parser)]
+#[command(
+    name = "ratewarden",
+    version,
+    about = "Usage monitor and Prometheus exporter for rate-limited APIs"
+)]
+struct Cli {
+    /// Log line format on stderr (filter with RUST_LOG, default info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (built-in defaults without a config).
+    Run {
+        /// Config file.
+        #[arg(long, env = CONFIG_ENV)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file: exit 0 with a summary, or 2 with FILE:LINE:COL: message.
+    CheckConfig {
+        /// Config file.
+        file: PathBuf,
+    },
+    /// Analyse request logs offline, in event time.
+    Replay {
+        /// Config file (tiers, orgs, detectors).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Line format of the inputs.
+        #[arg(long, value_enum, default_value_t = replay::Format::Json)]
+        format: replay::Format,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Files to read in order ("-" for standard input).
+        #[arg(required = true)]
+        files: Vec<String>,
+    },
+    /// Show live usage from a running daemon (admin token from RATEWARDEN_ADMIN_TOKEN).
+    Status {
+        /// Daemon base URL.
+        #[arg(long, default_value = "http://127.0.0.1:9747")]
+        server: String,
+    },
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load(path: Option<&PathBuf>) -> Result<Config, ConfigError> {
+    match path {
+        Some(p) => Config::load(p),
+        None => Ok(Config::default()),
+    }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; stopping on SIGINT only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match cli.command {
+        Command::Run { config } => {
+            let config = match load(config.as_ref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(daemon::run(&config, shutdown_signal())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::CheckConfig { file } => match Config::load(&file) {
+            Ok(config) => {
+                println!("{}: OK", file.display());
+                print!("{}", config.summary());
+                for (var, what) in config.secret_envs() {
+                    if std::env::var(var).map_or(true, |v| v.is_empty()) {
+                        eprintln!(
+                            "warning: ${var} ({what}) is unset: that route is open, which `run` allows only on a loopback address"
+                        );
+                    }
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Replay {
+            config,
+            format,
+            json,
+            files,
+        } => {
+            let config = match load(config.as_ref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let mut opts = replay::Options::new(files);
+            opts.format = format;
+            let start = chrono::Utc::now().timestamp_millis();
+            let report = match replay::run(&config, &opts, start) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("replay: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let written = if json {
+                report.write_json(&mut out)
+            } else {
+                report.write_text(&mut out)
+            };
+            match written.and_then(|()| std::io::Write::flush(&mut out)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("replay: writing the report: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Status { server } => {
+            let token = std::env::var("RATEWARDEN_ADMIN_TOKEN").ok();
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(status::fetch(&server, token.as_deref())) {
+                Ok(table) => {
+                    print!("{table}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("status: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! Prometheus metrics (SPEC §8), exposed at `/metrics` as OpenMetrics text.
+//!
+//! Ingest counters are ordinary prometheus-client handles, bumped once per batch. Everything
+//! the tracker knows (usage, limits, requests, 429 causes, jobs, alerts) is read at scrape
+//! time by a [`Collector`] from one snapshot, so the per-event path never touches a label map
+//! and every gauge is computed against the clock at the moment Prometheus asks.
+//! Label values are org/app names and fixed enums; never ids, paths or URLs.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use crate::clock::Clock;
+use crate::detect::Cause;
+use crate::events::{Outcome, Reason};
+use crate::tracker::{Dimension, JOB_DURATION_BUCKETS, JobOutcome, Tracker};
+
+/// Version reported by `build_info`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectLabels {
+    source: String,
+    reason: &'static str,
+}
+
+/// The daemon's metrics: a registry with the `ratewarden_` prefix and the ingest counters.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    ingested: Family<SourceLabels, Counter>,
+    rejected: Family<RejectLabels, Counter>,
+}
+
+impl Metrics {
+    /// Registers every metric; tracker-derived ones are read from `tracker` at scrape time.
+    pub fn new(tracker: Arc<Mutex<Tracker>>, clock: Arc<dyn Clock>) -> Metrics {
+        let mut registry = Registry::with_prefix("ratewarden");
+        let ingested = Family::<SourceLabels, Counter>::default();
+        let rejected = Family::<RejectLabels, Counter>::default();
+        registry.register(
+            "events_ingested",
+            "Events accepted, by source",
+            ingested.clone(),
+        );
+        registry.register(
+            "events_rejected",
+            "Events rejected, by source and reason",
+            rejected.clone(),
+        );
+        registry.register(
+            "build",
+            "Build information",
+            Info::new(vec![("version", VERSION)]),
+        );
+        registry.register_collector(Box::new(TrackerCollector { tracker, clock }));
+        let m = Metrics {
+            registry,
+            ingested,
+            rejected,
+        };
+        m.declare_source("http");
+        m
+    }
+
+    /// Creates a source's series at zero so `rate()` sees its first events.
+    pub fn declare_source(&self, source: &str) {
+        self.ingested(source, 0);
+        for reason in Reason::ALL {
+            self.rejected(source, reason, 0);
+        }
+    }
+
+    /// Counts `n` accepted events of `source`.
+    pub fn ingested(&self, source: &str, n: u64) {
+        self.ingested
+            .get_or_create(&SourceLabels {
+                source: source.to_string(),
+            })
+            .inc_by(n);
+    }
+
+    /// Counts `n` rejected events of `source`.
+    pub fn rejected(&self, source: &str, reason: Reason, n: u64) {
+        self.rejected
+            .get_or_create(&RejectLabels {
+                source: source.to_string(),
+                reason: reason.as_str(),
+            })
+            .inc_by(n);
+    }
+
+    /// The OpenMetrics exposition.
+    pub fn encode(&self) -> Result<String, fmt::Error> {
+        let mut out = String::with_capacity(16 * 1024);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+/// Reads the tracker at scrape time.
+struct TrackerCollector {
+    tracker: Arc<Mutex<Tracker>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for TrackerCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TrackerCollector")
+    }
+}
+
+fn counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (Vec<(&'static str, String)>, u64)>,
+) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in series {
+        ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauge<V: prometheus_client::encoding::EncodeGaugeValue + fmt::Debug>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (Vec<(&'static str, String)>, V)>,
+) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, v) in series {
+        ConstGauge::new(v).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for TrackerCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let now = self.clock.now_ms();
+        let (orgs, overflow) = {
+            // A panic elsewhere must not take /metrics down with it: the data is still sound.
+            let t = self.tracker.lock().unwrap_or_else(PoisonError::into_inner);
+            (t.snapshot(now), t.overflow())
+        };
+        let org_l = |o: &str| vec![("org", o.to_string())];
+        let dim_l = |o: &str, d: Dimension| {
+            vec![
+                ("org", o.to_string()),
+                ("dimension", d.as_str().to_string()),
+            ]
+        };
+
+        counter(
+            &mut enc,
+            "requests",
+            "Requests seen, of any status, by outcome",
+            orgs.iter().flat_map(|o| {
+                o.apps.iter().flat_map(move |a| {
+                    Outcome::ALL.into_iter().map(move |out| {
+                        (
+                            vec![
+                                ("org", o.org.to_string()),
+                                ("app", a.app.to_string()),
+                                ("outcome", out.as_str().to_string()),
+                            ],
+                            a.requests[out.index()],
+                        )
+                    })
+                })
+            }),
+        )?;
+        counter(
+            &mut enc,
+            "rate_limited",
+            "429 responses by most likely cause",
+            orgs.iter().flat_map(|o| {
+                o.apps
+                    .iter()
+                    .filter(|a| a.rate_limited.iter().any(|&n| n > 0))
+                    .flat_map(move |a| {
+                        Cause::ALL.into_iter().map(move |c| {
+                            (
+                                vec![
+                                    ("org", o.org.to_string()),
+                                    ("app", a.app.to_string()),
+                                    ("cause", c.as_str().to_string()),
+                                ],
+                                a.rate_limited[c.index()],
+                            )
+                        })
+                    })
+            }),
+        )?;
+        gauge(
+            &mut enc,
+            "usage",
+            "Current usage per dimension: requests in the rolling minute and 24 h, jobs in flight",
+            orgs.iter()
+                .flat_map(|o| o.usage.iter().map(|&(d, v)| (dim_l(&o.org, d), v as i64))),
+        )?;
+        gauge(
+            &mut enc,
+            "limit",
+            "Limit per dimension (absent when unlimited)",
+            orgs.iter()
+                .flat_map(|o| o.limits.iter().map(|&(d, v)| (dim_l(&o.org, d), v as i64))),
+        )?;
+        gauge(
+            &mut enc,
+            "utilization_ratio",
+            "Usage divided by limit per dimension",
+            orgs.iter().flat_map(|o| {
+                o.limits.iter().map(|&(d, l)| {
+                    let u = o.usage_of(d).unwrap_or(0);
+                    (dim_l(&o.org, d), u as f64 / l as f64)
+                })
+            }),
+        )?;
+        gauge(
+            &mut enc,
+            "jobs_in_flight",
+            "Jobs started and not finished or released",
+            orgs.iter()
+                .map(|o| (org_l(&o.org), o.jobs_in_flight as i64)),
+        )?;
+        gauge(
+            &mut enc,
+            "jobs_stuck",
+            "Jobs in flight longer than stuck_after",
+            orgs.iter().map(|o| (org_l(&o.org), o.jobs_stuck as i64)),
+        )?;
+        counter(
+            &mut enc,
+            "jobs_finished",
+            "Jobs that stopped holding a slot, by outcome",
+            orgs.iter().flat_map(|o| {
+                JobOutcome::ALL.into_iter().map(move |j| {
+                    (
+                        vec![
+                            ("org", o.org.to_string()),
+                            ("outcome", j.as_str().to_string()),
+                        ],
+                        o.jobs_finished[j as usize],
+                    )
+                })
+            }),
+        )?;
+        {
+            let mut m = enc.encode_descriptor(
+                "job_duration_seconds",
+                "Duration of finished jobs",
+                None,
+                MetricType::Histogram,
+            )?;
+            for o in &orgs {
+                let h = &o.job_duration;
+                let buckets: Vec<(f64, u64)> = JOB_DURATION_BUCKETS
+                    .iter()
+                    .copied()
+                    .chain([f64::INFINITY])
+                    .zip(h.counts)
+                    .collect();
+                let labels = org_l(&o.org);
+                m.encode_family(&labels)?
+                    .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                        h.sum,
+                        h.count(),
+                        &buckets,
+                        None,
+                    )?;
+            }
+        }
+        counter(
+            &mut enc,
+            "bursts",
+            "Burst episodes",
+            orgs.iter().map(|o| (org_l(&o.org), o.bursts)),
+        )?;
+        counter(
+            &mut enc,
+            "retry_violations",
+            "Requests sent before the Retry-After of the last 429 elapsed",
+            orgs.iter().flat_map(|o| {
+                o.apps.iter().map(move |a| {
+                    (
+                        vec![("org", o.org.to_string()), ("app", a.app.to_string())],
+                        a.retry_violations,
+                    )
+                })
+            }),
+        )?;
+        gauge(
+            &mut enc,
+            "upstream_remaining",
+            "Remaining requests (rpm) and tokens (tpm) as last reported by the upstream",
+            orgs.iter().flat_map(|o| {
+                [Dimension::Rpm, Dimension::Tpm]
+                    .into_iter()
+                    .zip(o.upstream_remaining)
+                    .filter_map(move |(d, v)| v.map(|v| (dim_l(&o.org, d), v as i64)))
+            }),
+        )?;
+        // Several apps of one org can storm at once; the label set has no app, so sum them.
+        let mut firing: BTreeMap<Vec<(&'static str, String)>, i64> = BTreeMap::new();
+        for a in orgs.iter().flat_map(|o| &o.alerts) {
+            let labels = vec![
+                ("org", a.org.to_string()),
+                ("alert", a.alert.as_str().to_string()),
+                (
+                    "dimension",
+                    a.dimension
+                        .map_or(String::new(), |d| d.as_str().to_string()),
+                ),
+                ("severity", a.severity.as_str().to_string()),
+            ];
+            *firing.entry(labels).or_default() += 1;
+        }
+        gauge(&mut enc, "alerts_firing", "Alerts firing now", firing)?;
+        counter(
+            &mut enc,
+            "series_overflow",
+            "Events routed to __overflow__ series (org, app) and jobs dropped past max_jobs_per_org (job)",
+            [
+                ("org", overflow.orgs),
+                ("app", overflow.apps),
+                ("job", overflow.jobs),
+            ]
+            .map(|(k, v)| (vec![("kind", k.to_string())], v)),
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,57 @@
+//! JSON answers of `/v1/usage` and `/v1/alerts` (SPEC §11).
+
+use serde_json::{Map, Value, json};
+
+use crate::detect::Transition;
+use crate::tracker::OrgSnapshot;
+
+/// `GET /v1/usage`.
+pub fn usage(orgs: &[OrgSnapshot]) -> Value {
+    json!({"orgs": orgs.iter().map(org).collect::<Vec<_>>()})
+}
+
+fn org(o: &OrgSnapshot) -> Value {
+    let obj = |pairs: Vec<(String, Value)>| Value::Object(pairs.into_iter().collect::<Map<_, _>>());
+    let limits = obj(o
+        .limits
+        .iter()
+        .map(|(d, v)| (d.to_string(), json!(v)))
+        .collect());
+    let usage = obj(o
+        .usage
+        .iter()
+        .map(|(d, v)| (d.to_string(), json!(v)))
+        .collect());
+    let utilization = obj(o
+        .limits
+        .iter()
+        .map(|&(d, l)| {
+            let u = o.usage_of(d).unwrap_or(0);
+            (d.to_string(), json!(u as f64 / l as f64))
+        })
+        .collect());
+    let headroom = obj(o
+        .headroom_seconds
+        .iter()
+        .map(|(d, h)| (d.to_string(), json!(h)))
+        .collect());
+    json!({
+        "org": &*o.org,
+        "tier": &*o.tier,
+        "limits": limits,
+        "usage": usage,
+        "utilization": utilization,
+        "headroom_seconds": headroom,
+        "apps": o.apps.iter().map(|a| json!({
+            "app": &*a.app, "rpm": a.rpm, "daily": a.daily, "in_flight": a.in_flight,
+        })).collect::<Vec<_>>(),
+        "stuck_jobs": o.stuck_jobs.iter().map(|j| json!({
+            "job_id": j.job_id, "app": &*j.app, "age_seconds": j.age_seconds,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// One entry of `GET /v1/alerts`: the notification body of the alert's current state.
+pub fn alert(t: &Transition) -> Value {
+    t.to_json()
+}

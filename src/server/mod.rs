@@ -1,0 +1,277 @@
+//! The HTTP API (SPEC §6): event ingest, usage, alerts, `/metrics`, health.
+//!
+//! [`router`] builds the whole API from an [`ApiState`] so tests drive it with `oneshot`
+//! and no socket. Handlers validate and authorize, then hand events to the [`Live`] state;
+//! they never hold the tracker lock across an `.await`. Errors are JSON
+//! `{"error":{"code","message"}}` and never leak internals.
+
+mod auth;
+mod json;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+pub use auth::{Secret, Tokens};
+
+use crate::events::{DEFAULT_MAX_EVENT_BYTES, ParseContext, Rejection, parse_event, split_body};
+use crate::live::Live;
+use crate::metrics::Metrics;
+
+/// Most per-event errors listed in one ingest answer (the counts stay exact).
+const MAX_LISTED_ERRORS: usize = 100;
+/// Ingest requests processed at once; past this the daemon answers 429 rather than queue
+/// without bound.
+pub const INGEST_CONCURRENCY: usize = 64;
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// Tracker and clock.
+    pub live: Live,
+    /// Metric registry.
+    pub metrics: Arc<Metrics>,
+    /// Bearer tokens per route group.
+    pub tokens: Arc<Tokens>,
+    /// Largest accepted body.
+    pub max_body_bytes: usize,
+    /// Readiness: state recovered and intake running.
+    pub ready: Arc<AtomicBool>,
+    /// Ingest admission.
+    pub ingest_slots: Arc<Semaphore>,
+}
+
+/// An API error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+/// The whole API.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/events", post(ingest))
+        .route("/v1/usage", get(usage))
+        .route("/v1/alerts", get(alerts))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(st): State<ApiState>) -> Response {
+    if st.ready.load(Ordering::Acquire) {
+        axum::Json(json!({"status": "ready"})).into_response()
+    } else {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "starting up").into_response()
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|t| {
+            let t = t.trim().to_ascii_lowercase();
+            t == "application/json" || t.ends_with("+json")
+        })
+        .unwrap_or(false)
+}
+
+/// Outcome of parsing and applying one body.
+struct IngestResult {
+    accepted: usize,
+    rejected: Vec<(usize, Rejection)>,
+}
+
+async fn ingest(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    st.tokens.ingest.check(&headers)?;
+    let _slot = st.ingest_slots.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "saturated",
+            "too many ingest requests in progress; retry shortly",
+        )
+    })?;
+    let too_large = |st: &ApiState| {
+        st.metrics
+            .rejected("http", crate::events::Reason::TooLarge, 1);
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("body is larger than max_body_bytes ({})", st.max_body_bytes),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > st.max_body_bytes) {
+        return Err(too_large(&st));
+    }
+    let bytes: Bytes = axum::body::to_bytes(body, st.max_body_bytes)
+        .await
+        .map_err(|_| too_large(&st))?;
+    let json_type = is_json(&headers);
+    let live = st.live.clone();
+    let result = tokio::task::spawn_blocking(move || ingest_body(&live, &bytes, json_type))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "ingest worker failed");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "ingest failed",
+            )
+        })?;
+
+    st.metrics.ingested("http", result.accepted as u64);
+    for (_, r) in &result.rejected {
+        st.metrics.rejected("http", r.reason, 1);
+    }
+    let errors: Vec<_> = result
+        .rejected
+        .iter()
+        .take(MAX_LISTED_ERRORS)
+        .map(|(i, r)| json!({"index": i, "reason": r.reason.as_str(), "message": r.detail}))
+        .collect();
+    let rejected = result.rejected.len();
+    if result.accepted == 0 {
+        tracing::debug!(rejected, "ingest body had no valid event");
+        let message = if rejected == 0 {
+            "the body holds no events".to_string()
+        } else {
+            format!("none of the {rejected} events is valid")
+        };
+        let body = json!({
+            "error": {"code": "no_valid_events", "message": message},
+            "accepted": 0, "rejected": rejected, "errors": errors,
+        });
+        return Ok((StatusCode::BAD_REQUEST, axum::Json(body)).into_response());
+    }
+    let body = json!({"accepted": result.accepted, "rejected": rejected, "errors": errors});
+    Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
+}
+
+fn ingest_body(live: &Live, bytes: &[u8], json_type: bool) -> IngestResult {
+    let now = live.now_ms();
+    let ctx = ParseContext {
+        default_org: None,
+        now_ms: Some(now),
+    };
+    let items = split_body(bytes, json_type);
+    let mut events = Vec::with_capacity(items.len());
+    let mut rejected = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        if item.len() > DEFAULT_MAX_EVENT_BYTES {
+            rejected.push((i, Rejection::too_large(item.len(), DEFAULT_MAX_EVENT_BYTES)));
+            continue;
+        }
+        match parse_event(item, &ctx) {
+            Ok(ev) => events.push(ev),
+            Err(r) => {
+                tracing::debug!(index = i, reason = %r.reason, detail = %r.detail, "event rejected");
+                rejected.push((i, r));
+            }
+        }
+    }
+    live.apply(&events, now);
+    IngestResult {
+        accepted: events.len(),
+        rejected,
+    }
+}
+
+async fn usage(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    st.tokens.admin.check(&headers)?;
+    let now = st.live.now_ms();
+    let snapshot = st.live.lock().snapshot(now);
+    Ok(axum::Json(json::usage(&snapshot)).into_response())
+}
+
+async fn alerts(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    st.tokens.admin.check(&headers)?;
+    let now = st.live.now_ms();
+    let active = st.live.lock().active_alerts(now);
+    Ok(
+        axum::Json(json!({"alerts": active.iter().map(json::alert).collect::<Vec<_>>()}))
+            .into_response(),
+    )
+}
+
+async fn metrics(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    st.tokens.metrics.check(&headers)?;
+    let metrics = st.metrics.clone();
+    let text = tokio::task::spawn_blocking(move || metrics.encode())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "metrics encoding failed",
+            )
+        })?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests;

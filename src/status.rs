@@ -1,0 +1,181 @@
+//! `ratewarden status`: a live usage table from a running daemon's `GET /v1/usage`.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Why `status` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// The daemon could not be reached.
+    #[error("cannot reach {url}: {source}")]
+    Unreachable {
+        /// What was asked.
+        url: String,
+        /// Why.
+        source: reqwest::Error,
+    },
+    /// The daemon answered with an error.
+    #[error("{url} answered {status}: {message}")]
+    Refused {
+        /// What was asked.
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// The daemon's error message.
+        message: String,
+    },
+    /// The answer was not the expected JSON.
+    #[error("{url} answered something that is not a usage report: {source}")]
+    Malformed {
+        /// What was asked.
+        url: String,
+        /// Why.
+        source: serde_json::Error,
+    },
+}
+
+/// Fetches `/v1/usage` from `server` with the admin `token` and renders it.
+pub async fn fetch(server: &str, token: Option<&str>) -> Result<String, StatusError> {
+    let url = format!("{}/v1/usage", server.trim_end_matches('/'));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|source| StatusError::Unreachable {
+            url: url.clone(),
+            source,
+        })?;
+    let mut req = client.get(&url);
+    if let Some(t) = token.filter(|t| !t.is_empty()) {
+        req = req.bearer_auth(t);
+    }
+    let unreachable = |source| StatusError::Unreachable {
+        url: url.clone(),
+        source,
+    };
+    let resp = req.send().await.map_err(unreachable)?;
+    let status = resp.status();
+    let body = resp.text().await.map_err(unreachable)?;
+    if !status.is_success() {
+        let message = serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+            .unwrap_or(body);
+        return Err(StatusError::Refused {
+            url,
+            status: status.as_u16(),
+            message,
+        });
+    }
+    let v: Value =
+        serde_json::from_str(&body).map_err(|source| StatusError::Malformed { url, source })?;
+    Ok(render(&v))
+}
+
+/// "usage/limit" or just "usage" when unlimited.
+fn cell(org: &Value, dim: &str) -> String {
+    let usage = org["usage"][dim].as_u64().unwrap_or(0);
+    match org["limits"][dim].as_u64() {
+        Some(limit) => format!("{usage}/{limit}"),
+        None => usage.to_string(),
+    }
+}
+
+/// Renders a `/v1/usage` answer as a table, busiest orgs first.
+pub fn render(v: &Value) -> String {
+    let mut orgs: Vec<&Value> = v["orgs"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    if orgs.is_empty() {
+        return "no orgs seen yet\n".to_string();
+    }
+    let util = |o: &Value| {
+        o["utilization"]
+            .as_object()
+            .map(|m| m.values().filter_map(Value::as_f64).fold(0.0, f64::max))
+            .unwrap_or(0.0)
+    };
+    orgs.sort_by(|a, b| util(b).total_cmp(&util(a)));
+    let width = orgs
+        .iter()
+        .filter_map(|o| o["org"].as_str())
+        .map(|s| s.chars().count())
+        .max()
+        .unwrap_or(3)
+        .max(3);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<width$}  {:<8}  {:>11}  {:>13}  {:>11}  {:>5}  {:>5}  {:>8}",
+        "ORG", "TIER", "RPM", "DAILY", "CONCURRENCY", "STUCK", "PEAK%", "WAIT(s)"
+    );
+    for o in orgs {
+        let wait = o["headroom_seconds"]
+            .as_object()
+            .map(|m| {
+                if m.values().any(Value::is_null) {
+                    "job".to_string()
+                } else {
+                    m.values()
+                        .filter_map(Value::as_u64)
+                        .max()
+                        .unwrap_or(0)
+                        .to_string()
+                }
+            })
+            .unwrap_or_else(|| "0".into());
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:<8}  {:>11}  {:>13}  {:>11}  {:>5}  {:>5.0}  {:>8}",
+            o["org"].as_str().unwrap_or("?"),
+            o["tier"].as_str().unwrap_or("?"),
+            cell(o, "rpm"),
+            cell(o, "daily"),
+            cell(o, "concurrency"),
+            o["stuck_jobs"].as_array().map_or(0, Vec::len),
+            util(o) * 100.0,
+            wait,
+        );
+        for a in o["apps"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "  {:<w2$}  rpm {:>5}  daily {:>7}  in flight {:>4}",
+                a["app"].as_str().unwrap_or("?"),
+                a["rpm"].as_u64().unwrap_or(0),
+                a["daily"].as_u64().unwrap_or(0),
+                a["in_flight"].as_u64().unwrap_or(0),
+                w2 = width + 8
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_busiest_first_with_limits() {
+        let v = serde_json::json!({"orgs": [
+            {"org": "calm", "tier": "pro", "limits": {"rpm": 50}, "usage": {"rpm": 1, "daily": 3, "concurrency": 0},
+             "utilization": {"rpm": 0.02}, "headroom_seconds": {"rpm": 0}, "apps": [], "stuck_jobs": []},
+            {"org": "acme", "tier": "plus", "limits": {"rpm": 5, "concurrency": 1},
+             "usage": {"rpm": 5, "daily": 9, "concurrency": 1}, "utilization": {"rpm": 1.0, "concurrency": 1.0},
+             "headroom_seconds": {"rpm": 12, "concurrency": null},
+             "apps": [{"app": "bot", "rpm": 5, "daily": 9, "in_flight": 1}], "stuck_jobs": []}
+        ]});
+        let text = render(&v);
+        let acme = text.find("acme").unwrap();
+        assert!(acme < text.find("calm").unwrap(), "{text}");
+        assert!(text.contains("5/5"), "{text}");
+        assert!(text.contains("job"), "waits on a job: {text}");
+        assert!(text.contains("bot"), "{text}");
+        assert_eq!(
+            render(&serde_json::json!({"orgs": []})),
+            "no orgs seen yet\n"
+        );
+    }
+}

@@ -1,0 +1,262 @@
+//! Jobs in flight for one org: started, stuck, finished or released.
+//!
+//! Jobs are keyed by id (scoped per org) and ordered by start time, so "which jobs became
+//! stuck or must be released by now" touches only those jobs. The count is capped: past
+//! `max` jobs the oldest is dropped, because a flood of ids that never finish must not grow
+//! memory (SPEC §10); far past any concurrency limit the count carries no information.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// A job in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Job {
+    /// Event time it started, Unix ms.
+    pub started_ms: i64,
+    /// Index of its app within the org.
+    pub app: u32,
+    /// In flight longer than `stuck_after`.
+    pub stuck: bool,
+}
+
+/// What [`Jobs::start`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// A new job is in flight.
+    Started,
+    /// The id was already in flight; nothing changed.
+    Duplicate,
+    /// A new job is in flight and the oldest one was dropped to stay under the cap.
+    Evicted(Job),
+}
+
+/// Jobs of one org.
+#[derive(Debug)]
+pub struct Jobs {
+    by_id: HashMap<Arc<str>, Job, foldhash::fast::RandomState>,
+    /// Not yet stuck, by start time.
+    fresh: BTreeSet<(i64, Arc<str>)>,
+    /// Stuck and not yet released, by start time.
+    stuck: BTreeSet<(i64, Arc<str>)>,
+    max: usize,
+}
+
+impl Jobs {
+    /// An empty set holding at most `max` jobs.
+    pub fn new(max: usize) -> Self {
+        Jobs {
+            by_id: HashMap::default(),
+            fresh: BTreeSet::new(),
+            stuck: BTreeSet::new(),
+            max: max.max(1),
+        }
+    }
+
+    /// Jobs in flight (holding a concurrency slot).
+    pub fn in_flight(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Jobs currently stuck.
+    pub fn stuck_count(&self) -> usize {
+        self.stuck.len()
+    }
+
+    /// Jobs in flight that had started by `ts`: the concurrency a late event saw.
+    pub fn in_flight_at(&self, ts: i64) -> usize {
+        let later = |s: &BTreeSet<(i64, Arc<str>)>| {
+            s.iter().rev().take_while(|(start, _)| *start > ts).count()
+        };
+        self.by_id.len() - later(&self.fresh) - later(&self.stuck)
+    }
+
+    /// Starts job `id` at `ts`.
+    pub fn start(&mut self, id: &str, app: u32, ts: i64) -> Start {
+        if self.by_id.contains_key(id) {
+            return Start::Duplicate;
+        }
+        let evicted = if self.by_id.len() >= self.max {
+            self.evict_oldest()
+        } else {
+            None
+        };
+        let id: Arc<str> = Arc::from(id);
+        self.fresh.insert((ts, id.clone()));
+        self.by_id.insert(
+            id,
+            Job {
+                started_ms: ts,
+                app,
+                stuck: false,
+            },
+        );
+        evicted.map_or(Start::Started, Start::Evicted)
+    }
+
+    fn evict_oldest(&mut self) -> Option<Job> {
+        let oldest = match (self.fresh.first(), self.stuck.first()) {
+            (Some(f), Some(s)) if s.0 <= f.0 => s.1.clone(),
+            (Some(f), _) => f.1.clone(),
+            (None, Some(s)) => s.1.clone(),
+            (None, None) => return None,
+        };
+        self.finish(&oldest)
+    }
+
+    /// Ends job `id`; `None` if it was not in flight.
+    pub fn finish(&mut self, id: &str) -> Option<Job> {
+        let (key, job) = self.by_id.remove_entry(id)?;
+        let set = if job.stuck {
+            &mut self.stuck
+        } else {
+            &mut self.fresh
+        };
+        set.remove(&(job.started_ms, key));
+        Some(job)
+    }
+
+    /// Moves jobs older than `stuck_after` to stuck (calling `on_stuck`) and releases those
+    /// older than `release_after` (calling `on_release`), as of `now`.
+    pub fn advance(
+        &mut self,
+        now: i64,
+        stuck_after: i64,
+        release_after: i64,
+        mut on_stuck: impl FnMut(&Job),
+        mut on_release: impl FnMut(&Job),
+    ) {
+        while let Some((start, _)) = self.fresh.first()
+            && *start <= now - stuck_after
+        {
+            let Some((start, id)) = self.fresh.pop_first() else {
+                break;
+            };
+            if let Some(job) = self.by_id.get_mut(&id) {
+                job.stuck = true;
+                on_stuck(job);
+            }
+            self.stuck.insert((start, id));
+        }
+        while let Some((start, _)) = self.stuck.first()
+            && *start <= now - release_after
+        {
+            let Some((_, id)) = self.stuck.pop_first() else {
+                break;
+            };
+            if let Some(job) = self.by_id.remove(&id) {
+                on_release(&job);
+            }
+        }
+    }
+
+    /// Earliest start among jobs not yet stuck and among stuck ones, for scheduling ticks.
+    pub fn next_deadline(&self, stuck_after: i64, release_after: i64) -> Option<i64> {
+        let a = self.fresh.first().map(|(s, _)| s + stuck_after);
+        let b = self.stuck.first().map(|(s, _)| s + release_after);
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Stuck jobs, oldest first: (id, job).
+    pub fn stuck_jobs(&self) -> impl Iterator<Item = (&str, &Job)> {
+        self.stuck
+            .iter()
+            .filter_map(|(_, id)| self.by_id.get(id).map(|j| (&**id, j)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_finish_and_duplicates() {
+        let mut j = Jobs::new(10);
+        assert_eq!(j.start("a", 0, 100), Start::Started);
+        assert_eq!(j.start("a", 0, 200), Start::Duplicate);
+        assert_eq!(j.in_flight(), 1);
+        assert_eq!(j.finish("a").map(|x| x.started_ms), Some(100));
+        assert_eq!(j.finish("a"), None);
+        assert_eq!(j.in_flight(), 0);
+    }
+
+    #[test]
+    fn stuck_then_released() {
+        let mut j = Jobs::new(10);
+        j.start("a", 1, 0);
+        j.start("b", 2, 5_000);
+        let (mut stuck, mut released) = (vec![], vec![]);
+        j.advance(
+            9_999,
+            10_000,
+            30_000,
+            |x| stuck.push(x.app),
+            |x| released.push(x.app),
+        );
+        assert!(stuck.is_empty(), "one ms short of stuck_after");
+        j.advance(
+            10_000,
+            10_000,
+            30_000,
+            |x| stuck.push(x.app),
+            |x| released.push(x.app),
+        );
+        assert_eq!(stuck, vec![1]);
+        assert_eq!(j.stuck_count(), 1);
+        assert_eq!(
+            j.stuck_jobs().map(|(id, _)| id).collect::<Vec<_>>(),
+            vec!["a"]
+        );
+        j.advance(
+            30_000,
+            10_000,
+            30_000,
+            |x| stuck.push(x.app),
+            |x| released.push(x.app),
+        );
+        assert_eq!(stuck, vec![1, 2]);
+        assert_eq!(released, vec![1]);
+        assert_eq!(j.in_flight(), 1);
+        assert_eq!(j.stuck_count(), 1);
+        // A stuck job can still finish normally.
+        assert!(j.finish("b").is_some_and(|x| x.stuck));
+        assert_eq!(j.stuck_count(), 0);
+    }
+
+    #[test]
+    fn cap_evicts_the_oldest() {
+        let mut j = Jobs::new(2);
+        j.start("new", 0, 300);
+        j.start("old", 0, 100);
+        assert!(matches!(
+            j.start("x", 0, 400),
+            Start::Evicted(Job {
+                started_ms: 100,
+                ..
+            })
+        ));
+        assert_eq!(j.in_flight(), 2);
+        assert!(j.finish("old").is_none());
+    }
+
+    #[test]
+    fn concurrency_as_of_a_late_time() {
+        let mut j = Jobs::new(10);
+        j.start("a", 0, 100);
+        j.start("b", 0, 200);
+        j.start("c", 0, 300);
+        assert_eq!(j.in_flight_at(250), 2);
+        assert_eq!(j.in_flight_at(300), 3);
+        assert_eq!(j.in_flight_at(50), 0);
+    }
+
+    #[test]
+    fn next_deadline() {
+        let mut j = Jobs::new(10);
+        assert_eq!(j.next_deadline(10, 30), None);
+        j.start("a", 0, 100);
+        assert_eq!(j.next_deadline(10, 30), Some(110));
+    }
+}

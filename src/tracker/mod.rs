@@ -1,0 +1,1218 @@
+//! The tracker: per-org and per-org/app usage in rolling windows, jobs in flight, and the
+//! counters every export reads, in event time.
+//!
+//! It owns the series (one [`Org`] per tracked organization, one [`App`] per tracked app)
+//! and is the only place events change state. For each event it asks the detectors to judge
+//! it at its own `ts` with the usage just before and just after it, and collects their
+//! [`Transition`]s. Time is always an argument: the daemon passes the wall clock, replay the
+//! newest event time, tests whatever they like. It never reads a clock, does I/O or locks.
+//!
+//! Memory is bounded by series: `max_orgs` orgs (configured ones included), then the shared
+//! org `__overflow__`; `max_apps_per_org` apps per org, then `__overflow__`;
+//! `max_jobs_per_org` jobs per org, then the oldest is dropped. Each tracked org or app costs
+//! about 7 KB of window buckets, allocated when it is first seen.
+
+pub mod jobs;
+pub mod window;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::config::{AlertsConfig, Config, DetectConfig, Limits};
+use crate::detect::burst::{Burst, Edge, burst_threshold};
+use crate::detect::level::{Change, LevelAlert};
+use crate::detect::{
+    AlertName, Cause, CauseInputs, RetryState, Severity, Status, Storm, Transition, classify_429,
+};
+use crate::events::{Event, Kind, Outcome, RateLimitInfo};
+use jobs::{Jobs, Start};
+use window::Window;
+
+/// Name of the shared series past the cardinality limits.
+pub const OVERFLOW: &str = "__overflow__";
+
+/// Seconds in an rpm window: the current one and the 60 before (never fewer than 60 s).
+const RPM_WIDTH: usize = 61;
+/// Seconds behind the newest request that the rpm window still answers exactly; covers the
+/// 5 minutes live events may run ahead of the wall clock.
+const RPM_SLACK: usize = 300;
+/// Minutes in a daily window: the current one and the 1 440 before.
+const DAILY_WIDTH: usize = 1441;
+/// Minutes behind the newest request that the daily window still answers exactly.
+const DAILY_SLACK: usize = 5;
+
+/// Most stuck jobs listed per org in `/v1/usage`.
+const STUCK_LISTED: usize = 100;
+
+fn sec(ts: i64) -> i64 {
+    ts.div_euclid(1_000)
+}
+
+fn minute(ts: i64) -> i64 {
+    ts.div_euclid(60_000)
+}
+
+/// A usage dimension, the `dimension` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dimension {
+    /// Requests per rolling minute.
+    Rpm,
+    /// Requests per rolling 24 h.
+    Daily,
+    /// Jobs in flight.
+    Concurrency,
+    /// Tokens per rolling minute.
+    Tpm,
+    /// Tokens per rolling 24 h.
+    Tpd,
+}
+
+impl Dimension {
+    /// Every dimension, in label order.
+    pub const ALL: [Dimension; 5] = [
+        Dimension::Rpm,
+        Dimension::Daily,
+        Dimension::Concurrency,
+        Dimension::Tpm,
+        Dimension::Tpd,
+    ];
+
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dimension::Rpm => "rpm",
+            Dimension::Daily => "daily",
+            Dimension::Concurrency => "concurrency",
+            Dimension::Tpm => "tpm",
+            Dimension::Tpd => "tpd",
+        }
+    }
+
+    /// Unit for summaries ("50 rpm", "5 concurrent jobs").
+    pub fn unit(self) -> &'static str {
+        match self {
+            Dimension::Rpm => "rpm",
+            Dimension::Daily => "daily requests",
+            Dimension::Concurrency => "concurrent jobs",
+            Dimension::Tpm => "tokens per minute",
+            Dimension::Tpd => "tokens per day",
+        }
+    }
+
+    /// The limit of this dimension in `l`.
+    pub fn limit(self, l: &Limits) -> u64 {
+        match self {
+            Dimension::Rpm => l.rpm,
+            Dimension::Daily => l.daily,
+            Dimension::Concurrency => l.concurrency,
+            Dimension::Tpm => l.tpm,
+            Dimension::Tpd => l.tpd,
+        }
+    }
+}
+
+impl fmt::Display for Dimension {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a job stopped holding its slot, the `outcome` label of `jobs_finished_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// `job_completed`.
+    Completed,
+    /// `job_failed`.
+    Failed,
+    /// `job_cancelled`.
+    Cancelled,
+    /// Released after `release_after`.
+    TimedOut,
+}
+
+impl JobOutcome {
+    /// Every outcome, in label order.
+    pub const ALL: [JobOutcome; 4] = [
+        JobOutcome::Completed,
+        JobOutcome::Failed,
+        JobOutcome::Cancelled,
+        JobOutcome::TimedOut,
+    ];
+
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobOutcome::Completed => "completed",
+            JobOutcome::Failed => "failed",
+            JobOutcome::Cancelled => "cancelled",
+            JobOutcome::TimedOut => "timed_out",
+        }
+    }
+}
+
+/// Upper bounds (seconds) of `job_duration_seconds`: video jobs take seconds to many minutes.
+pub const JOB_DURATION_BUCKETS: [f64; 12] = [
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0,
+];
+
+/// A plain histogram of job durations (per-bucket counts, not cumulative).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DurationHistogram {
+    /// Observations per bucket of [`JOB_DURATION_BUCKETS`]; the last slot is `+Inf`.
+    pub counts: [u64; JOB_DURATION_BUCKETS.len() + 1],
+    /// Sum of observed seconds.
+    pub sum: f64,
+}
+
+impl DurationHistogram {
+    fn observe(&mut self, secs: f64) {
+        let i = JOB_DURATION_BUCKETS.partition_point(|&b| b < secs);
+        self.counts[i] += 1;
+        self.sum += secs;
+    }
+
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+/// Events routed to shared overflow series, by kind (`series_overflow_total{kind}`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Overflow {
+    /// Events of orgs past `max_orgs`.
+    pub orgs: u64,
+    /// Events of apps past `max_apps_per_org`.
+    pub apps: u64,
+    /// Jobs dropped past `max_jobs_per_org`.
+    pub jobs: u64,
+}
+
+/// Highest window values seen at any event time (replay's `peak_*`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Peaks {
+    /// Highest rpm usage.
+    pub rpm: u64,
+    /// Highest 24 h usage.
+    pub daily: u64,
+    /// Most jobs in flight.
+    pub concurrency: u64,
+}
+
+/// Token windows, allocated only for orgs that have token limits or send token counts.
+#[derive(Debug)]
+struct TokenWindows {
+    tpm: Window<u64>,
+    tpd: Window<u64>,
+}
+
+/// One tracked app within an org.
+#[derive(Debug)]
+pub struct App {
+    name: Arc<str>,
+    rpm: Window<u32>,
+    daily: Window<u32>,
+    in_flight: u64,
+    requests: [u64; Outcome::ALL.len()],
+    rate_limited: [u64; Cause::ALL.len()],
+    retry_violations: u64,
+    retry: RetryState,
+}
+
+impl App {
+    fn new(name: Arc<str>) -> Self {
+        App {
+            name,
+            rpm: Window::new(RPM_WIDTH, RPM_SLACK),
+            daily: Window::new(DAILY_WIDTH, DAILY_SLACK),
+            in_flight: 0,
+            requests: [0; Outcome::ALL.len()],
+            rate_limited: [0; Cause::ALL.len()],
+            retry_violations: 0,
+            retry: RetryState::default(),
+        }
+    }
+}
+
+/// One tracked org.
+#[derive(Debug)]
+pub struct Org {
+    name: Arc<str>,
+    tier: Arc<str>,
+    limits: Limits,
+    /// False for `__overflow__`: usage only, no limits, no alerts.
+    alerting: bool,
+    burst_threshold: Option<u64>,
+    rpm: Window<u32>,
+    daily: Window<u32>,
+    tokens: Option<Box<TokenWindows>>,
+    jobs: Jobs,
+    apps: Vec<App>,
+    app_index: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
+    overflow_app: Option<usize>,
+    jobs_finished: [u64; JobOutcome::ALL.len()],
+    job_duration: DurationHistogram,
+    /// Newest `remaining_*` from `ratelimit` (requests, tokens), with its event time.
+    upstream_remaining: [Option<(i64, u64)>; 2],
+    ever_stuck: u64,
+    peaks: Peaks,
+    burst: Burst,
+    /// When the open burst episode began.
+    burst_since: i64,
+    usage_alerts: [LevelAlert; Dimension::ALL.len()],
+    quota_alert: LevelAlert,
+    stuck_since: Option<i64>,
+}
+
+/// What the tracker needs from the config, copied once.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `[detect]`.
+    pub detect: DetectConfig,
+    /// `[alerts]` thresholds.
+    pub alerts: AlertsConfig,
+    /// Tier name of unconfigured orgs.
+    pub default_tier: Arc<str>,
+    /// Limits of unconfigured orgs.
+    pub default_limits: Limits,
+    /// `max_orgs`.
+    pub max_orgs: usize,
+    /// `max_apps_per_org`.
+    pub max_apps_per_org: usize,
+    /// `max_jobs_per_org`.
+    pub max_jobs_per_org: usize,
+}
+
+impl Settings {
+    /// Takes what the tracker needs from `config`.
+    pub fn from_config(config: &Config) -> Settings {
+        Settings {
+            detect: config.detect.clone(),
+            alerts: config.alerts.clone(),
+            default_tier: config.limits.default_tier.as_str().into(),
+            default_limits: config.default_limits(),
+            max_orgs: config.limits.max_orgs,
+            max_apps_per_org: config.limits.max_apps_per_org,
+            max_jobs_per_org: config.limits.max_jobs_per_org,
+        }
+    }
+}
+
+/// All tracked state.
+#[derive(Debug)]
+pub struct Tracker {
+    settings: Settings,
+    orgs: Vec<Org>,
+    index: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
+    /// Index of `__overflow__` in `orgs`, once used.
+    overflow_org: Option<usize>,
+    overflow: Overflow,
+}
+
+impl Tracker {
+    /// A tracker with the configured orgs registered (they are always tracked).
+    pub fn new(config: &Config) -> Tracker {
+        let mut t = Tracker {
+            settings: Settings::from_config(config),
+            orgs: Vec::new(),
+            index: HashMap::default(),
+            overflow_org: None,
+            overflow: Overflow::default(),
+        };
+        for o in &config.orgs {
+            let org = Org::new(
+                o.id.as_str().into(),
+                o.tier.as_str().into(),
+                o.limits,
+                true,
+                &t.settings,
+            );
+            t.index.insert(org.name.clone(), t.orgs.len());
+            t.orgs.push(org);
+        }
+        t
+    }
+
+    /// The settings in use.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Events routed to overflow series so far.
+    pub fn overflow(&self) -> Overflow {
+        self.overflow
+    }
+
+    /// Tracked orgs (including `__overflow__` once used).
+    pub fn orgs(&self) -> &[Org] {
+        &self.orgs
+    }
+
+    fn org_index(&mut self, name: &str) -> usize {
+        if let Some(&i) = self.index.get(name) {
+            return i;
+        }
+        let tracked = self.orgs.len() - usize::from(self.overflow_org.is_some());
+        if tracked < self.settings.max_orgs {
+            let org = Org::new(
+                name.into(),
+                self.settings.default_tier.clone(),
+                self.settings.default_limits,
+                true,
+                &self.settings,
+            );
+            let i = self.orgs.len();
+            self.index.insert(org.name.clone(), i);
+            self.orgs.push(org);
+            return i;
+        }
+        self.overflow.orgs += 1;
+        match self.overflow_org {
+            Some(i) => i,
+            None => {
+                let org = Org::new(
+                    OVERFLOW.into(),
+                    OVERFLOW.into(),
+                    Limits::default(),
+                    false,
+                    &self.settings,
+                );
+                let i = self.orgs.len();
+                self.orgs.push(org);
+                self.overflow_org = Some(i);
+                i
+            }
+        }
+    }
+
+    /// Applies one validated event. `now` is the clock (wall or replay); the event is judged
+    /// at its own `ts`, or at `now` when it has none.
+    pub fn apply(&mut self, ev: &Event<'_>, now: i64, out: &mut Vec<Transition>) {
+        let ts = ev.ts_ms.unwrap_or(now);
+        let oi = self.org_index(&ev.org);
+        let s = &self.settings;
+        let org = &mut self.orgs[oi];
+        let ai = org.app_index(ev.app_name(), s.max_apps_per_org, &mut self.overflow.apps);
+        match ev.kind {
+            Kind::Request => org.request(ai, ts, ev, s, &mut self.overflow, out),
+            Kind::JobStarted => {
+                if let Some(id) = &ev.job_id {
+                    org.start_job(ai, id, ts, s, &mut self.overflow, out);
+                }
+            }
+            Kind::JobCompleted | Kind::JobFailed | Kind::JobCancelled => {
+                let outcome = match ev.kind {
+                    Kind::JobCompleted => JobOutcome::Completed,
+                    Kind::JobFailed => JobOutcome::Failed,
+                    _ => JobOutcome::Cancelled,
+                };
+                if let Some(id) = &ev.job_id {
+                    org.finish_job(id, outcome, ts, s, out);
+                }
+            }
+        }
+        if let Some(rl) = &ev.ratelimit {
+            org.note_ratelimit(ts, rl);
+        }
+    }
+
+    /// The clock moved to `now`: stuck jobs, releases, burst ends and threshold changes.
+    pub fn tick(&mut self, now: i64, out: &mut Vec<Transition>) {
+        let s = &self.settings;
+        for org in &mut self.orgs {
+            if org.needs_tick() {
+                org.tick(now, s, out);
+            }
+        }
+    }
+
+    /// Point-in-time view of every org at `now`, for the API and `/metrics`.
+    pub fn snapshot(&self, now: i64) -> Vec<OrgSnapshot> {
+        self.orgs
+            .iter()
+            .map(|o| o.snapshot(now, &self.settings))
+            .collect()
+    }
+
+    /// Alerts firing at `now`, per org in tracking order.
+    pub fn active_alerts(&self, now: i64) -> Vec<Transition> {
+        let mut out = Vec::new();
+        for org in &self.orgs {
+            org.active_alerts(now, &self.settings, &mut out);
+        }
+        out
+    }
+
+    /// Totals per org, for replay's report.
+    pub fn report(&self) -> Vec<OrgReport> {
+        self.orgs.iter().map(Org::report).collect()
+    }
+}
+
+/// Builds a transition of `org`.
+struct Alerting<'a> {
+    org: &'a Arc<str>,
+    ts: i64,
+}
+
+impl Alerting<'_> {
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &self,
+        out: &mut Vec<Transition>,
+        app: Option<&Arc<str>>,
+        alert: AlertName,
+        dimension: Option<Dimension>,
+        severity: Severity,
+        status: Status,
+        notify: bool,
+        starts_at_ms: i64,
+        usage: Option<u64>,
+        limit: Option<u64>,
+        threshold_bp: Option<u32>,
+    ) {
+        out.push(Transition {
+            ts_ms: self.ts,
+            org: self.org.clone(),
+            app: app.cloned(),
+            alert,
+            dimension,
+            severity,
+            status,
+            notify,
+            starts_at_ms,
+            usage,
+            limit,
+            threshold_bp,
+        });
+    }
+}
+
+fn level_severity(alert: AlertName, level: u8) -> Severity {
+    match (alert, level) {
+        (AlertName::UsageHigh, 1) => Severity::Warning,
+        _ => Severity::Critical,
+    }
+}
+
+impl Org {
+    fn new(name: Arc<str>, tier: Arc<str>, limits: Limits, alerting: bool, s: &Settings) -> Org {
+        let tokens = (limits.tpm > 0 || limits.tpd > 0).then(TokenWindows::boxed);
+        Org {
+            name,
+            tier,
+            limits,
+            alerting,
+            burst_threshold: if alerting {
+                burst_threshold(limits.rpm, s.detect.burst_window_ms, s.detect.burst_factor)
+            } else {
+                None
+            },
+            rpm: Window::new(RPM_WIDTH, RPM_SLACK),
+            daily: Window::new(DAILY_WIDTH, DAILY_SLACK),
+            tokens,
+            jobs: Jobs::new(s.max_jobs_per_org),
+            apps: Vec::new(),
+            app_index: HashMap::default(),
+            overflow_app: None,
+            jobs_finished: [0; JobOutcome::ALL.len()],
+            job_duration: DurationHistogram::default(),
+            upstream_remaining: [None; 2],
+            ever_stuck: 0,
+            peaks: Peaks::default(),
+            burst: Burst::default(),
+            burst_since: 0,
+            usage_alerts: [LevelAlert::default(); Dimension::ALL.len()],
+            quota_alert: LevelAlert::default(),
+            stuck_since: None,
+        }
+    }
+
+    /// The org's name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    fn app_index(&mut self, name: &str, max_apps: usize, overflow: &mut u64) -> usize {
+        if let Some(&i) = self.app_index.get(name) {
+            return i;
+        }
+        let tracked = self.apps.len() - usize::from(self.overflow_app.is_some());
+        if tracked < max_apps {
+            let app = App::new(name.into());
+            let i = self.apps.len();
+            self.app_index.insert(app.name.clone(), i);
+            self.apps.push(app);
+            return i;
+        }
+        *overflow += 1;
+        *self.overflow_app.get_or_insert_with(|| {
+            self.apps.push(App::new(OVERFLOW.into()));
+            self.apps.len() - 1
+        })
+    }
+
+    fn alerting(&self, ts: i64) -> Alerting<'_> {
+        Alerting {
+            org: &self.name,
+            ts,
+        }
+    }
+
+    fn needs_tick(&self) -> bool {
+        self.jobs.in_flight() > 0
+            || self.burst.is_open()
+            || self.stuck_since.is_some()
+            || self.quota_alert.is_active()
+            || self.usage_alerts.iter().any(LevelAlert::is_active)
+    }
+
+    fn usage_at(&self, dim: Dimension, ts: i64) -> u64 {
+        match dim {
+            Dimension::Rpm => self.rpm.count_at(sec(ts)),
+            Dimension::Daily => self.daily.count_at(minute(ts)),
+            Dimension::Concurrency => self.jobs.in_flight() as u64,
+            Dimension::Tpm => self.tokens.as_ref().map_or(0, |t| t.tpm.count_at(sec(ts))),
+            Dimension::Tpd => self
+                .tokens
+                .as_ref()
+                .map_or(0, |t| t.tpd.count_at(minute(ts))),
+        }
+    }
+
+    fn request(
+        &mut self,
+        ai: usize,
+        ts: i64,
+        ev: &Event<'_>,
+        s: &Settings,
+        overflow: &mut Overflow,
+        out: &mut Vec<Transition>,
+    ) {
+        let window = s.detect.burst_window_ms;
+        let app = &mut self.apps[ai];
+        if app.retry.is_violation(ts) {
+            app.retry_violations += 1;
+        }
+        if ev.status == Some(429) {
+            let cause = classify_429(&CauseInputs {
+                error_code: ev.error_code.as_deref(),
+                in_flight: self.jobs.in_flight_at(ts) as u64,
+                concurrency_limit: self.limits.concurrency,
+                rpm: self.rpm.count_at(sec(ts)),
+                rpm_limit: self.limits.rpm,
+                daily: self.daily.count_at(minute(ts)),
+                daily_limit: self.limits.daily,
+                burst_count: self.burst.count(ts, window),
+                burst_threshold: self.burst_threshold,
+            });
+            self.apps[ai].rate_limited[cause.index()] += 1;
+        }
+
+        self.rpm.add(sec(ts), 1);
+        self.daily.add(minute(ts), 1);
+        let app = &mut self.apps[ai];
+        app.rpm.add(sec(ts), 1);
+        app.daily.add(minute(ts), 1);
+        app.requests[ev.outcome().index()] += 1;
+        if let Some(n) = ev.tokens {
+            let t = self.tokens.get_or_insert_with(TokenWindows::boxed);
+            t.tpm.add(sec(ts), n);
+            t.tpd.add(minute(ts), n);
+        }
+
+        let storm = self.apps[ai].retry.on_response(
+            ts,
+            ev.status,
+            ev.retry_after_ms,
+            s.detect.retry_storm_after,
+        );
+        if let (Some(change), true) = (storm, self.alerting) {
+            let app = &self.apps[ai];
+            let a = self.alerting(ts);
+            match change {
+                Storm::Fired(n) => a.push(
+                    out,
+                    Some(&app.name),
+                    AlertName::RetryStorm,
+                    None,
+                    Severity::Critical,
+                    Status::Firing,
+                    true,
+                    ts,
+                    Some(n as u64),
+                    None,
+                    None,
+                ),
+                Storm::Resolved { since } => a.push(
+                    out,
+                    Some(&app.name),
+                    AlertName::RetryStorm,
+                    None,
+                    Severity::Critical,
+                    Status::Resolved,
+                    true,
+                    since,
+                    Some(0),
+                    None,
+                    None,
+                ),
+            }
+        }
+
+        if let Some(threshold) = self.burst_threshold {
+            let edge = self.burst.record(ts, window, threshold);
+            self.burst_edge(edge, ts, s, out);
+        }
+
+        let rpm = self.rpm.count_at(sec(ts));
+        let daily = self.daily.count_at(minute(ts));
+        self.peaks.rpm = self.peaks.rpm.max(rpm);
+        self.peaks.daily = self.peaks.daily.max(daily);
+
+        if matches!(ev.status, Some(200..=299))
+            && let Some(id) = &ev.job_id
+        {
+            self.start_job(ai, id, ts, s, overflow, out);
+        }
+
+        if self.alerting {
+            self.judge(Dimension::Rpm, rpm, ts, s, out);
+            self.judge(Dimension::Daily, daily, ts, s, out);
+            if ev.tokens.is_some() {
+                for dim in [Dimension::Tpm, Dimension::Tpd] {
+                    let usage = self.usage_at(dim, ts);
+                    self.judge(dim, usage, ts, s, out);
+                }
+            }
+        }
+    }
+
+    fn burst_edge(&mut self, edge: Option<Edge>, ts: i64, s: &Settings, out: &mut Vec<Transition>) {
+        let (Some(edge), Some(threshold)) = (edge, self.burst_threshold) else {
+            return;
+        };
+        let status = match edge {
+            Edge::Opened => {
+                self.burst_since = ts;
+                Status::Firing
+            }
+            Edge::Closed => Status::Resolved,
+        };
+        let count = self.burst.count(ts, s.detect.burst_window_ms);
+        self.alerting(ts).push(
+            out,
+            None,
+            AlertName::BurstDetected,
+            None,
+            Severity::Warning,
+            status,
+            true,
+            self.burst_since,
+            Some(count),
+            Some(threshold),
+            None,
+        );
+    }
+
+    /// Feeds one dimension's usage at `ts` to its alert state machines.
+    fn judge(
+        &mut self,
+        dim: Dimension,
+        usage: u64,
+        ts: i64,
+        s: &Settings,
+        out: &mut Vec<Transition>,
+    ) {
+        let limit = dim.limit(&self.limits);
+        if limit == 0 {
+            return;
+        }
+        let a = &s.alerts;
+        let thresholds = [a.warning_bp, a.critical_bp];
+        let alert = &mut self.usage_alerts[dim as usize];
+        let before = alert.level();
+        if let Some(change) =
+            alert.evaluate(usage, limit, ts, &thresholds, a.hysteresis_bp, a.for_ms)
+        {
+            let started = alert.started_ms();
+            let (status, level, notify) = match change {
+                Change::Fired(l) | Change::Escalated(l) => (Status::Firing, l, true),
+                Change::Lowered(l) => (Status::Firing, l, false),
+                Change::Resolved => (Status::Resolved, before, true),
+            };
+            self.alerting(ts).push(
+                out,
+                None,
+                AlertName::UsageHigh,
+                Some(dim),
+                level_severity(AlertName::UsageHigh, level),
+                status,
+                notify,
+                started,
+                Some(usage),
+                Some(limit),
+                Some(thresholds[level as usize - 1]),
+            );
+        }
+        if dim == Dimension::Daily {
+            let q = &mut self.quota_alert;
+            if let Some(change) = q.evaluate(usage, limit, ts, &[10_000], a.hysteresis_bp, a.for_ms)
+            {
+                let status = match change {
+                    Change::Resolved => Status::Resolved,
+                    _ => Status::Firing,
+                };
+                let started = q.started_ms();
+                self.alerting(ts).push(
+                    out,
+                    None,
+                    AlertName::DailyQuotaExhausted,
+                    None,
+                    Severity::Critical,
+                    status,
+                    true,
+                    started,
+                    Some(usage),
+                    Some(limit),
+                    Some(10_000),
+                );
+            }
+        }
+    }
+
+    fn start_job(
+        &mut self,
+        ai: usize,
+        id: &str,
+        ts: i64,
+        s: &Settings,
+        overflow: &mut Overflow,
+        out: &mut Vec<Transition>,
+    ) {
+        match self.jobs.start(id, ai as u32, ts) {
+            Start::Duplicate => return,
+            Start::Started => {}
+            Start::Evicted(old) => {
+                overflow.jobs += 1;
+                self.release_slot(&old);
+            }
+        }
+        self.apps[ai].in_flight += 1;
+        let in_flight = self.jobs.in_flight() as u64;
+        self.peaks.concurrency = self.peaks.concurrency.max(in_flight);
+        if self.alerting {
+            self.judge(Dimension::Concurrency, in_flight, ts, s, out);
+        }
+    }
+
+    /// Frees the app's slot of a job that left `jobs`.
+    fn release_slot(&mut self, job: &jobs::Job) {
+        if let Some(app) = self.apps.get_mut(job.app as usize) {
+            app.in_flight = app.in_flight.saturating_sub(1);
+        }
+    }
+
+    fn finish_job(
+        &mut self,
+        id: &str,
+        outcome: JobOutcome,
+        ts: i64,
+        s: &Settings,
+        out: &mut Vec<Transition>,
+    ) {
+        let Some(job) = self.jobs.finish(id) else {
+            tracing::debug!(org = %self.name, job_id = id, "finishing event for a job not in flight");
+            return;
+        };
+        self.release_slot(&job);
+        self.jobs_finished[outcome as usize] += 1;
+        self.job_duration
+            .observe((ts - job.started_ms).max(0) as f64 / 1000.0);
+        if self.alerting {
+            let in_flight = self.jobs.in_flight() as u64;
+            self.judge(Dimension::Concurrency, in_flight, ts, s, out);
+            if job.stuck {
+                self.judge_stuck(ts, out);
+            }
+        }
+    }
+
+    fn judge_stuck(&mut self, ts: i64, out: &mut Vec<Transition>) {
+        let stuck = self.jobs.stuck_count() as u64;
+        let status = match (stuck > 0, self.stuck_since) {
+            (true, None) => {
+                self.stuck_since = Some(ts);
+                Status::Firing
+            }
+            (false, Some(_)) => Status::Resolved,
+            _ => return,
+        };
+        let since = self.stuck_since.unwrap_or(ts);
+        if status == Status::Resolved {
+            self.stuck_since = None;
+        }
+        self.alerting(ts).push(
+            out,
+            None,
+            AlertName::JobsStuck,
+            None,
+            Severity::Warning,
+            status,
+            true,
+            since,
+            Some(stuck),
+            None,
+            None,
+        );
+    }
+
+    fn tick(&mut self, now: i64, s: &Settings, out: &mut Vec<Transition>) {
+        let d = &s.detect;
+        if self.jobs.in_flight() > 0 {
+            let mut newly_stuck = 0;
+            let mut released = Vec::new();
+            self.jobs.advance(
+                now,
+                d.stuck_after_ms,
+                d.release_after_ms,
+                |_| newly_stuck += 1,
+                |j| released.push(*j),
+            );
+            self.ever_stuck += newly_stuck;
+            for job in &released {
+                self.release_slot(job);
+                self.jobs_finished[JobOutcome::TimedOut as usize] += 1;
+            }
+        }
+        if !self.alerting {
+            return;
+        }
+        if let Some(threshold) = self.burst_threshold {
+            let edge = self.burst.tick(now, d.burst_window_ms, threshold);
+            self.burst_edge(edge, now, s, out);
+        }
+        self.judge_stuck(now, out);
+        for dim in Dimension::ALL {
+            if dim.limit(&self.limits) > 0 {
+                let usage = self.usage_at(dim, now);
+                self.judge(dim, usage, now, s, out);
+            }
+        }
+    }
+
+    fn note_ratelimit(&mut self, ts: i64, rl: &RateLimitInfo) {
+        for (slot, value) in self
+            .upstream_remaining
+            .iter_mut()
+            .zip([rl.remaining_requests, rl.remaining_tokens])
+        {
+            if let Some(v) = value
+                && slot.is_none_or(|(t, _)| ts >= t)
+            {
+                *slot = Some((ts, v));
+            }
+        }
+    }
+
+    /// Seconds until one more request fits in `dim` at `now`: `None` for an unlimited
+    /// dimension, `Some(None)` when it waits on a job finishing.
+    fn headroom_seconds(&self, dim: Dimension, now: i64) -> Option<Option<u64>> {
+        let limit = dim.limit(&self.limits);
+        if limit == 0 {
+            return None;
+        }
+        let tokens = self.tokens.as_deref();
+        let frees_at_ms = match dim {
+            Dimension::Concurrency => {
+                return Some(((self.jobs.in_flight() as u64) < limit).then_some(0));
+            }
+            Dimension::Rpm => self.rpm.frees_at(sec(now), limit) * 1_000,
+            Dimension::Daily => self.daily.frees_at(minute(now), limit) * 60_000,
+            Dimension::Tpm => tokens.map_or(now, |t| t.tpm.frees_at(sec(now), limit) * 1_000),
+            Dimension::Tpd => tokens.map_or(now, |t| t.tpd.frees_at(minute(now), limit) * 60_000),
+        };
+        Some(Some(((frees_at_ms - now).max(0) as u64).div_ceil(1_000)))
+    }
+
+    fn snapshot(&self, now: i64, s: &Settings) -> OrgSnapshot {
+        let dims: Vec<Dimension> = Dimension::ALL
+            .into_iter()
+            .filter(|d| match d {
+                Dimension::Tpm | Dimension::Tpd => self.tokens.is_some(),
+                _ => true,
+            })
+            .collect();
+        let usage = dims.iter().map(|&d| (d, self.usage_at(d, now))).collect();
+        let limits = dims
+            .iter()
+            .filter_map(|&d| Some((d, d.limit(&self.limits))).filter(|(_, l)| *l > 0))
+            .collect();
+        let headroom = dims
+            .iter()
+            .filter_map(|&d| self.headroom_seconds(d, now).map(|h| (d, h)))
+            .collect();
+        let apps = self
+            .apps
+            .iter()
+            .map(|a| AppSnapshot {
+                app: a.name.clone(),
+                rpm: a.rpm.count_at(sec(now)),
+                daily: a.daily.count_at(minute(now)),
+                in_flight: a.in_flight,
+                requests: a.requests,
+                rate_limited: a.rate_limited,
+                retry_violations: a.retry_violations,
+            })
+            .collect();
+        let stuck_jobs = self
+            .jobs
+            .stuck_jobs()
+            .take(STUCK_LISTED)
+            .map(|(id, j)| StuckJob {
+                job_id: id.to_string(),
+                app: self
+                    .apps
+                    .get(j.app as usize)
+                    .map_or_else(|| Arc::from("default"), |a| a.name.clone()),
+                age_seconds: ((now - j.started_ms).max(0) / 1000) as u64,
+            })
+            .collect();
+        let mut alerts = Vec::new();
+        self.active_alerts(now, s, &mut alerts);
+        OrgSnapshot {
+            org: self.name.clone(),
+            tier: self.tier.clone(),
+            usage,
+            limits,
+            headroom_seconds: headroom,
+            apps,
+            stuck_jobs,
+            jobs_in_flight: self.jobs.in_flight() as u64,
+            jobs_stuck: self.jobs.stuck_count() as u64,
+            jobs_finished: self.jobs_finished,
+            job_duration: self.job_duration.clone(),
+            bursts: self.burst.episodes,
+            upstream_remaining: self.upstream_remaining.map(|r| r.map(|(_, v)| v)),
+            alerts,
+        }
+    }
+
+    fn active_alerts(&self, now: i64, s: &Settings, out: &mut Vec<Transition>) {
+        if !self.alerting {
+            return;
+        }
+        let a = self.alerting(now);
+        let thresholds = [s.alerts.warning_bp, s.alerts.critical_bp];
+        for dim in Dimension::ALL {
+            let alert = &self.usage_alerts[dim as usize];
+            let level = alert.level();
+            if level > 0 {
+                a.push(
+                    out,
+                    None,
+                    AlertName::UsageHigh,
+                    Some(dim),
+                    level_severity(AlertName::UsageHigh, level),
+                    Status::Firing,
+                    true,
+                    alert.started_ms(),
+                    Some(self.usage_at(dim, now)),
+                    Some(dim.limit(&self.limits)),
+                    Some(thresholds[level as usize - 1]),
+                );
+            }
+        }
+        if self.quota_alert.level() > 0 {
+            a.push(
+                out,
+                None,
+                AlertName::DailyQuotaExhausted,
+                None,
+                Severity::Critical,
+                Status::Firing,
+                true,
+                self.quota_alert.started_ms(),
+                Some(self.usage_at(Dimension::Daily, now)),
+                Some(self.limits.daily),
+                Some(10_000),
+            );
+        }
+        if self.burst.is_open() {
+            a.push(
+                out,
+                None,
+                AlertName::BurstDetected,
+                None,
+                Severity::Warning,
+                Status::Firing,
+                true,
+                self.burst_since,
+                Some(self.burst.count(now, s.detect.burst_window_ms)),
+                self.burst_threshold,
+                None,
+            );
+        }
+        if let Some(since) = self.stuck_since {
+            a.push(
+                out,
+                None,
+                AlertName::JobsStuck,
+                None,
+                Severity::Warning,
+                Status::Firing,
+                true,
+                since,
+                Some(self.jobs.stuck_count() as u64),
+                None,
+                None,
+            );
+        }
+        for app in &self.apps {
+            if let Some(since) = app.retry.storming() {
+                a.push(
+                    out,
+                    Some(&app.name),
+                    AlertName::RetryStorm,
+                    None,
+                    Severity::Critical,
+                    Status::Firing,
+                    true,
+                    since,
+                    Some(app.retry.consecutive() as u64),
+                    None,
+                    None,
+                );
+            }
+        }
+    }
+
+    fn report(&self) -> OrgReport {
+        let mut rate_limited = [0u64; Cause::ALL.len()];
+        let mut requests = 0;
+        let mut retry_violations = 0;
+        for app in &self.apps {
+            requests += app.requests.iter().sum::<u64>();
+            retry_violations += app.retry_violations;
+            for (total, n) in rate_limited.iter_mut().zip(app.rate_limited) {
+                *total += n;
+            }
+        }
+        OrgReport {
+            org: self.name.clone(),
+            requests,
+            peaks: self.peaks,
+            rate_limited,
+            bursts: self.burst.episodes,
+            stuck_jobs: self.ever_stuck,
+            retry_violations,
+        }
+    }
+}
+
+impl TokenWindows {
+    fn boxed() -> Box<TokenWindows> {
+        Box::new(TokenWindows {
+            tpm: Window::new(RPM_WIDTH, RPM_SLACK),
+            tpd: Window::new(DAILY_WIDTH, DAILY_SLACK),
+        })
+    }
+}
+
+/// One app in a snapshot.
+#[derive(Debug, Clone)]
+pub struct AppSnapshot {
+    /// App name.
+    pub app: Arc<str>,
+    /// Requests in the rolling minute.
+    pub rpm: u64,
+    /// Requests in the rolling 24 h.
+    pub daily: u64,
+    /// Jobs in flight.
+    pub in_flight: u64,
+    /// Requests by [`Outcome`] index.
+    pub requests: [u64; Outcome::ALL.len()],
+    /// 429s by [`Cause`] index.
+    pub rate_limited: [u64; Cause::ALL.len()],
+    /// Requests before a Retry-After elapsed.
+    pub retry_violations: u64,
+}
+
+/// A stuck job in a snapshot.
+#[derive(Debug, Clone)]
+pub struct StuckJob {
+    /// Job id.
+    pub job_id: String,
+    /// Its app.
+    pub app: Arc<str>,
+    /// Seconds in flight.
+    pub age_seconds: u64,
+}
+
+/// One org at a point in time.
+#[derive(Debug, Clone)]
+pub struct OrgSnapshot {
+    /// Org name.
+    pub org: Arc<str>,
+    /// Tier name.
+    pub tier: Arc<str>,
+    /// Usage of every tracked dimension, limited or not.
+    pub usage: Vec<(Dimension, u64)>,
+    /// Limits of limited dimensions.
+    pub limits: Vec<(Dimension, u64)>,
+    /// Seconds until one more request fits, per limited dimension (`None` = waits on a job).
+    pub headroom_seconds: Vec<(Dimension, Option<u64>)>,
+    /// Apps.
+    pub apps: Vec<AppSnapshot>,
+    /// Stuck jobs, oldest first (at most 100).
+    pub stuck_jobs: Vec<StuckJob>,
+    /// Jobs in flight.
+    pub jobs_in_flight: u64,
+    /// Jobs stuck now.
+    pub jobs_stuck: u64,
+    /// Jobs finished by [`JobOutcome`] index.
+    pub jobs_finished: [u64; JobOutcome::ALL.len()],
+    /// Durations of finished jobs.
+    pub job_duration: DurationHistogram,
+    /// Bursts so far.
+    pub bursts: u64,
+    /// Upstream's remaining requests and tokens, when reported.
+    pub upstream_remaining: [Option<u64>; 2],
+    /// Alerts firing now.
+    pub alerts: Vec<Transition>,
+}
+
+impl OrgSnapshot {
+    /// Usage of `dim`, if tracked.
+    pub fn usage_of(&self, dim: Dimension) -> Option<u64> {
+        self.usage.iter().find(|(d, _)| *d == dim).map(|(_, v)| *v)
+    }
+
+    /// Limit of `dim`, if limited.
+    pub fn limit_of(&self, dim: Dimension) -> Option<u64> {
+        self.limits.iter().find(|(d, _)| *d == dim).map(|(_, v)| *v)
+    }
+}
+
+/// Replay totals of one org.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrgReport {
+    /// Org name.
+    pub org: Arc<str>,
+    /// Requests of any status.
+    pub requests: u64,
+    /// Highest window values.
+    pub peaks: Peaks,
+    /// 429s by [`Cause`] index.
+    pub rate_limited: [u64; Cause::ALL.len()],
+    /// Burst episodes.
+    pub bursts: u64,
+    /// Jobs that were ever stuck.
+    pub stuck_jobs: u64,
+    /// Retry-After violations.
+    pub retry_violations: u64,
+}
+
+#[cfg(test)]
+mod tests;

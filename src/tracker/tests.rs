@@ -1,0 +1,592 @@
+//! Tracker behaviour through its public surface, with explicit times.
+
+use super::*;
+use crate::detect::{AlertName, Status, Transition};
+use crate::events::{ParseContext, parse_event};
+
+const T0: i64 = 1_795_788_000_000; // 2026-11-27T14:00:00Z
+
+fn config(extra: &str) -> Config {
+    Config::parse(
+        &format!(
+            "[tiers.t10]\nrpm = 10\nconcurrency = 2\ndaily = 20\n\n[[orgs]]\nid = \"acme\"\ntier = \"t10\"\n{extra}"
+        ),
+        "test.toml",
+    )
+    .unwrap()
+}
+
+/// Applies one JSON event at `now` (the event's own `ts` if it has one).
+fn feed(t: &mut Tracker, json: &str, now: i64) -> Vec<Transition> {
+    let ev = parse_event(json.as_bytes(), &ParseContext::default()).unwrap();
+    let mut out = Vec::new();
+    t.apply(&ev, now, &mut out);
+    out
+}
+
+fn req(t: &mut Tracker, org: &str, ts: i64, status: u16) -> Vec<Transition> {
+    feed(
+        t,
+        &format!(r#"{{"org":"{org}","ts":{ts},"status":{status}}}"#),
+        ts,
+    )
+}
+
+fn org<'a>(snap: &'a [OrgSnapshot], name: &str) -> &'a OrgSnapshot {
+    snap.iter().find(|o| &*o.org == name).unwrap()
+}
+
+fn causes(t: &Tracker, name: &str) -> [u64; 6] {
+    t.report()
+        .into_iter()
+        .find(|r| &*r.org == name)
+        .unwrap()
+        .rate_limited
+}
+
+fn fired(out: &[Transition], alert: AlertName) -> Vec<(Status, &'static str)> {
+    out.iter()
+        .filter(|t| t.alert == alert && t.notify)
+        .map(|t| (t.status, t.severity.as_str()))
+        .collect()
+}
+
+#[test]
+fn every_request_counts_whatever_its_status() {
+    let mut t = Tracker::new(&config(""));
+    for (i, status) in [200, 429, 500, 404].into_iter().enumerate() {
+        req(&mut t, "acme", T0 + i as i64 * 20_000, status);
+    }
+    feed(&mut t, r#"{"org":"acme","ts":1795788061000}"#, T0 + 61_000);
+    let s = t.snapshot(T0 + 61_000);
+    let a = org(&s, "acme");
+    assert_eq!(
+        a.usage_of(Dimension::Rpm),
+        Some(4),
+        "t0+20 .. t0+61 (conservative 61 s)"
+    );
+    assert_eq!(a.usage_of(Dimension::Daily), Some(5));
+    assert_eq!(a.apps[0].requests, [1, 1, 1, 1, 1]);
+}
+
+#[test]
+fn cause_concurrency() {
+    let mut t = Tracker::new(&config(""));
+    feed(
+        &mut t,
+        &format!(r#"{{"org":"acme","ts":{T0},"status":202,"job_id":"a"}}"#),
+        T0,
+    );
+    feed(
+        &mut t,
+        &format!(
+            r#"{{"org":"acme","ts":{},"status":202,"job_id":"b"}}"#,
+            T0 + 20_000
+        ),
+        T0,
+    );
+    req(&mut t, "acme", T0 + 40_000, 429);
+    assert_eq!(causes(&t, "acme")[Cause::Concurrency.index()], 1);
+}
+
+#[test]
+fn cause_rpm_counts_prior_requests_only() {
+    let mut t = Tracker::new(&config(""));
+    for i in 0..9 {
+        req(&mut t, "acme", T0 + i * 5_000, 200);
+    }
+    req(&mut t, "acme", T0 + 50_000, 429);
+    assert_eq!(
+        causes(&t, "acme")[Cause::Unexplained.index()],
+        1,
+        "9 prior < 10: not rpm"
+    );
+    req(&mut t, "acme", T0 + 55_000, 429);
+    assert_eq!(
+        causes(&t, "acme")[Cause::Rpm.index()],
+        1,
+        "10 prior (the 429 counts too)"
+    );
+}
+
+#[test]
+fn cause_daily_quota_and_burst() {
+    let mut t = Tracker::new(&config(""));
+    // 20 requests spread over hours: daily limit 20 reached, rpm and bursts quiet.
+    for i in 0..20 {
+        req(&mut t, "acme", T0 + i * 600_000, 200);
+    }
+    let end = T0 + 20 * 600_000;
+    req(&mut t, "acme", end, 429);
+    assert_eq!(causes(&t, "acme")[Cause::Daily.index()], 1);
+    feed(
+        &mut t,
+        &format!(
+            r#"{{"org":"acme","ts":{},"status":429,"error_code":"insufficient_quota"}}"#,
+            end + 60_000
+        ),
+        end,
+    );
+    assert_eq!(causes(&t, "acme")[Cause::Quota.index()], 1);
+
+    // Burst: threshold for 10 rpm, W 10 s, factor 3 is 5; 5 prior within 10 s, rpm below 10.
+    let mut b = Tracker::new(&config("[[orgs]]\nid = \"b\"\ntier = \"t10\"\ndaily = 0\n"));
+    for i in 0..5 {
+        req(&mut b, "b", T0 + i * 1_000, 200);
+    }
+    req(&mut b, "b", T0 + 5_000, 429);
+    assert_eq!(causes(&b, "b")[Cause::Burst.index()], 1);
+}
+
+#[test]
+fn burst_episodes_at_and_one_below_the_threshold() {
+    let mut t = Tracker::new(&config(""));
+    // acme: threshold 5 within 10 s.
+    let mut out = Vec::new();
+    for i in 0..4 {
+        out.extend(req(&mut t, "acme", T0 + i * 2_000, 200));
+    }
+    assert!(fired(&out, AlertName::BurstDetected).is_empty(), "4 of 5");
+    out.extend(req(&mut t, "acme", T0 + 8_000, 200));
+    assert_eq!(
+        fired(&out, AlertName::BurstDetected),
+        vec![(Status::Firing, "warning")]
+    );
+    let mut tick = Vec::new();
+    t.tick(T0 + 10_000, &mut tick);
+    assert_eq!(
+        fired(&tick, AlertName::BurstDetected),
+        vec![(Status::Resolved, "warning")]
+    );
+    assert_eq!(t.report()[0].bursts, 1);
+}
+
+#[test]
+fn unconfigured_org_gets_the_default_tier_and_overflow_past_max_orgs() {
+    let mut t = Tracker::new(&config("[limits]\nmax_orgs = 2\nmax_apps_per_org = 1\n"));
+    req(&mut t, "new-1", T0, 200);
+    req(&mut t, "new-2", T0, 200);
+    req(&mut t, "new-3", T0, 200);
+    feed(
+        &mut t,
+        &format!(r#"{{"org":"new-1","app":"second","ts":{T0}}}"#),
+        T0,
+    );
+    let s = t.snapshot(T0);
+    let names: Vec<_> = s.iter().map(|o| o.org.to_string()).collect();
+    assert_eq!(
+        names,
+        vec!["acme", "new-1", "__overflow__"],
+        "acme is configured and counts"
+    );
+    assert_eq!(&*org(&s, "new-1").tier, "plus");
+    assert_eq!(org(&s, "new-1").limit_of(Dimension::Rpm), Some(5));
+    assert_eq!(org(&s, "__overflow__").usage_of(Dimension::Rpm), Some(2));
+    assert!(org(&s, "__overflow__").limits.is_empty(), "no limits");
+    let apps: Vec<_> = org(&s, "new-1")
+        .apps
+        .iter()
+        .map(|a| a.app.to_string())
+        .collect();
+    assert_eq!(apps, vec!["default", "__overflow__"]);
+    assert_eq!(
+        t.overflow(),
+        Overflow {
+            orgs: 2,
+            apps: 1,
+            jobs: 0
+        }
+    );
+}
+
+#[test]
+fn overflow_org_raises_no_alerts() {
+    let mut t = Tracker::new(&config("[limits]\nmax_orgs = 1\n"));
+    let mut out = Vec::new();
+    for i in 0..50 {
+        out.extend(req(&mut t, "flood", T0 + i, 429));
+    }
+    assert!(out.is_empty(), "{out:?}");
+}
+
+#[test]
+fn jobs_stuck_then_released_with_alert() {
+    let mut t = Tracker::new(&config(
+        "[detect]\nstuck_after = \"10m\"\nrelease_after = \"30m\"\n",
+    ));
+    feed(
+        &mut t,
+        &format!(r#"{{"org":"acme","app":"bot","ts":{T0},"status":202,"job_id":"j1"}}"#),
+        T0,
+    );
+    let mut out = Vec::new();
+    t.tick(T0 + 599_999, &mut out);
+    assert!(out.is_empty());
+    t.tick(T0 + 600_000, &mut out);
+    assert_eq!(
+        fired(&out, AlertName::JobsStuck),
+        vec![(Status::Firing, "warning")]
+    );
+    let s = t.snapshot(T0 + 700_000);
+    let a = org(&s, "acme");
+    assert_eq!(a.jobs_stuck, 1);
+    assert_eq!(a.stuck_jobs[0].job_id, "j1");
+    assert_eq!(&*a.stuck_jobs[0].app, "bot");
+    assert_eq!(a.stuck_jobs[0].age_seconds, 700);
+    out.clear();
+    t.tick(T0 + 1_800_000, &mut out);
+    assert_eq!(
+        fired(&out, AlertName::JobsStuck),
+        vec![(Status::Resolved, "warning")]
+    );
+    let s = t.snapshot(T0 + 1_800_000);
+    let a = org(&s, "acme");
+    assert_eq!(a.jobs_in_flight, 0, "released");
+    assert_eq!(a.jobs_finished[JobOutcome::TimedOut as usize], 1);
+    assert_eq!(a.apps[0].in_flight, 0);
+    assert_eq!(t.report()[0].stuck_jobs, 1);
+    // A late finishing event for a released job changes nothing.
+    feed(
+        &mut t,
+        &format!(
+            r#"{{"org":"acme","kind":"job_completed","job_id":"j1","ts":{}}}"#,
+            T0 + 1_900_000
+        ),
+        T0,
+    );
+    assert_eq!(
+        t.snapshot(T0)[0].jobs_finished[JobOutcome::Completed as usize],
+        0
+    );
+}
+
+#[test]
+fn job_lifecycle_events_and_durations() {
+    let mut t = Tracker::new(&config(""));
+    feed(
+        &mut t,
+        &format!(r#"{{"org":"acme","kind":"job_started","job_id":"x","ts":{T0}}}"#),
+        T0,
+    );
+    feed(
+        &mut t,
+        &format!(r#"{{"org":"acme","ts":{T0},"status":200,"job_id":"y"}}"#),
+        T0,
+    );
+    feed(
+        &mut t,
+        &format!(r#"{{"org":"acme","ts":{T0},"status":429,"job_id":"z"}}"#),
+        T0,
+    );
+    let s = t.snapshot(T0);
+    assert_eq!(
+        org(&s, "acme").jobs_in_flight,
+        2,
+        "a 429 with a job_id starts nothing"
+    );
+    assert_eq!(
+        org(&s, "acme").usage_of(Dimension::Rpm),
+        Some(2),
+        "job_started is not a request"
+    );
+    feed(
+        &mut t,
+        &format!(
+            r#"{{"org":"acme","kind":"job_failed","job_id":"x","ts":{}}}"#,
+            T0 + 42_000
+        ),
+        T0,
+    );
+    feed(
+        &mut t,
+        &format!(
+            r#"{{"org":"acme","kind":"job_cancelled","job_id":"y","ts":{}}}"#,
+            T0 + 1_000
+        ),
+        T0,
+    );
+    let s = t.snapshot(T0);
+    let a = org(&s, "acme");
+    assert_eq!(a.jobs_in_flight, 0);
+    assert_eq!(a.jobs_finished, [0, 1, 1, 0]);
+    assert_eq!(a.job_duration.count(), 2);
+    assert_eq!(a.job_duration.sum, 43.0);
+    assert_eq!(a.job_duration.counts[0], 1, "1 s job in the le=1 bucket");
+}
+
+#[test]
+fn usage_high_with_hysteresis_through_the_tracker() {
+    // Concurrency limit 20: 14 jobs = 70 %, 13 = 65 % (holds), 12 = 60 % (resolves).
+    let mut t = Tracker::new(&config(
+        "[tiers.c20]\nconcurrency = 20\n[[orgs]]\nid = \"c\"\ntier = \"c20\"\n",
+    ));
+    let mut out = Vec::new();
+    let start = |t: &mut Tracker, id: u32| {
+        feed(
+            t,
+            &format!(r#"{{"org":"c","ts":{T0},"status":202,"job_id":"j{id}"}}"#),
+            T0,
+        )
+    };
+    let done = |t: &mut Tracker, id: u32| {
+        feed(
+            t,
+            &format!(r#"{{"org":"c","ts":{T0},"kind":"job_completed","job_id":"j{id}"}}"#),
+            T0,
+        )
+    };
+    for i in 0..13 {
+        out.extend(start(&mut t, i));
+    }
+    assert!(
+        fired(&out, AlertName::UsageHigh).is_empty(),
+        "65 %: one below the threshold"
+    );
+    out.extend(start(&mut t, 13));
+    assert_eq!(
+        fired(&out, AlertName::UsageHigh),
+        vec![(Status::Firing, "warning")],
+        "70 %"
+    );
+    out.clear();
+    // 70 → 65 → 70 → 65 …: inside the band, no new notification.
+    for _ in 0..3 {
+        out.extend(done(&mut t, 13));
+        out.extend(start(&mut t, 13));
+    }
+    out.extend(done(&mut t, 13));
+    assert!(out.is_empty(), "no flapping: {out:?}");
+    for i in 13..18 {
+        out.extend(start(&mut t, i));
+    }
+    assert_eq!(
+        fired(&out, AlertName::UsageHigh),
+        vec![(Status::Firing, "critical")],
+        "90 %"
+    );
+    assert_eq!(t.active_alerts(T0).len(), 1);
+    out.clear();
+    // 17 jobs = 85 %: critical holds (90 − 5); 16 = 80 %: silently back to warning.
+    out.extend(done(&mut t, 17));
+    assert!(out.is_empty(), "{out:?}");
+    out.extend(done(&mut t, 16));
+    assert!(
+        fired(&out, AlertName::UsageHigh).is_empty(),
+        "no notification for critical → warning"
+    );
+    assert_eq!(t.active_alerts(T0)[0].severity.as_str(), "warning");
+    out.clear();
+    for i in 0..16 {
+        out.extend(done(&mut t, i));
+    }
+    assert_eq!(
+        fired(&out, AlertName::UsageHigh),
+        vec![(Status::Resolved, "warning")]
+    );
+    assert!(t.active_alerts(T0).is_empty());
+}
+
+#[test]
+fn usage_falls_with_the_clock_and_resolves() {
+    let mut t = Tracker::new(&config(""));
+    let mut out = Vec::new();
+    for i in 0..9 {
+        out.extend(req(&mut t, "acme", T0 + i * 6_000, 200));
+    }
+    assert_eq!(
+        fired(&out, AlertName::UsageHigh),
+        vec![(Status::Firing, "warning"), (Status::Firing, "critical")]
+    );
+    out.clear();
+    t.tick(T0 + 200_000, &mut out);
+    assert_eq!(
+        fired(&out, AlertName::UsageHigh),
+        vec![(Status::Resolved, "critical")]
+    );
+}
+
+#[test]
+fn daily_quota_exhausted_fires_and_resolves() {
+    let mut t = Tracker::new(&config(""));
+    let mut out = Vec::new();
+    for i in 0..20 {
+        out.extend(req(&mut t, "acme", T0 + i * 600_000, 200));
+    }
+    assert_eq!(
+        fired(&out, AlertName::DailyQuotaExhausted),
+        vec![(Status::Firing, "critical")]
+    );
+    out.clear();
+    t.tick(T0 + 24 * 3_600_000 + 1_300_000, &mut out); // 17 of 20 left: below 95 %
+    assert_eq!(
+        fired(&out, AlertName::DailyQuotaExhausted),
+        vec![(Status::Resolved, "critical")]
+    );
+}
+
+#[test]
+fn retry_violations_and_storms_per_app() {
+    let mut t = Tracker::new(&config("[detect]\nretry_storm_after = 3\n"));
+    let mut out = Vec::new();
+    for i in 0..3 {
+        out.extend(feed(
+            &mut t,
+            &format!(
+                r#"{{"org":"acme","app":"bot","ts":{},"status":429,"retry_after":30}}"#,
+                T0 + i * 40_000
+            ),
+            T0,
+        ));
+    }
+    // The 2nd and 3rd 429 came 40 s after a 30 s Retry-After: not violations.
+    assert_eq!(t.report()[0].retry_violations, 0);
+    assert_eq!(
+        fired(&out, AlertName::RetryStorm),
+        vec![(Status::Firing, "critical")]
+    );
+    assert_eq!(
+        out.iter()
+            .find(|x| x.alert == AlertName::RetryStorm)
+            .unwrap()
+            .app
+            .as_deref(),
+        Some("bot")
+    );
+    // Another app is not in violation; the same app 1 s later is.
+    feed(
+        &mut t,
+        &format!(
+            r#"{{"org":"acme","app":"other","ts":{},"status":200}}"#,
+            T0 + 81_000
+        ),
+        T0,
+    );
+    out.clear();
+    out.extend(feed(
+        &mut t,
+        &format!(
+            r#"{{"org":"acme","app":"bot","ts":{},"status":200}}"#,
+            T0 + 81_000
+        ),
+        T0,
+    ));
+    assert_eq!(t.report()[0].retry_violations, 1);
+    assert_eq!(
+        fired(&out, AlertName::RetryStorm),
+        vec![(Status::Resolved, "critical")]
+    );
+}
+
+#[test]
+fn late_events_are_judged_at_their_own_time() {
+    let mut t = Tracker::new(&config(""));
+    // Ten requests a minute ago fill the rpm window of that time…
+    for i in 0..10 {
+        req(&mut t, "acme", T0 + i * 100, 200);
+    }
+    // …then the clock moves on two minutes with one request.
+    req(&mut t, "acme", T0 + 120_000, 200);
+    // A late 429 from back then is explained by rpm, as of then.
+    req(&mut t, "acme", T0 + 1_000, 429);
+    assert_eq!(causes(&t, "acme")[Cause::Rpm.index()], 1);
+    // Live rpm now holds only the recent request (the late one is two minutes old).
+    let s = t.snapshot(T0 + 120_000);
+    assert_eq!(org(&s, "acme").usage_of(Dimension::Rpm), Some(1));
+    assert_eq!(org(&s, "acme").usage_of(Dimension::Daily), Some(12));
+}
+
+#[test]
+fn headroom_seconds() {
+    let mut t = Tracker::new(&config(""));
+    feed(
+        &mut t,
+        &format!(r#"{{"org":"acme","ts":{T0},"status":202,"job_id":"j1"}}"#),
+        T0,
+    );
+    feed(
+        &mut t,
+        &format!(r#"{{"org":"acme","ts":{T0},"status":202,"job_id":"j2"}}"#),
+        T0,
+    );
+    for i in 0..8 {
+        req(&mut t, "acme", T0 + 10_000 + i, 200);
+    }
+    let s = t.snapshot(T0 + 20_000);
+    let h: HashMap<_, _> = org(&s, "acme").headroom_seconds.iter().copied().collect();
+    // The two at T0 leave the window (61 one-second buckets) at T0 + 61 s.
+    assert_eq!(h[&Dimension::Rpm], Some(41));
+    assert_eq!(h[&Dimension::Concurrency], None, "waits on a job");
+    assert_eq!(h[&Dimension::Daily], Some(0));
+    assert!(
+        !h.contains_key(&Dimension::Tpm),
+        "unlimited dimensions are left out"
+    );
+}
+
+#[test]
+fn tokens_are_tracked_when_sent() {
+    let mut t = Tracker::new(&config(
+        "[tiers.tok]\ntpm = 1000\n[[orgs]]\nid = \"tok\"\ntier = \"tok\"\n",
+    ));
+    let out = feed(
+        &mut t,
+        &format!(r#"{{"org":"tok","ts":{T0},"status":200,"tokens":950}}"#),
+        T0,
+    );
+    assert!(
+        out.iter()
+            .any(|x| x.dimension == Some(Dimension::Tpm) && x.severity.as_str() == "critical")
+    );
+    feed(
+        &mut t,
+        &format!(r#"{{"org":"tok","ts":{T0},"status":200,"tokens":10}}"#),
+        T0,
+    );
+    let s = t.snapshot(T0);
+    assert_eq!(org(&s, "tok").usage_of(Dimension::Tpm), Some(960));
+    assert_eq!(
+        org(&s, "acme").usage_of(Dimension::Tpm),
+        None,
+        "no token windows without tokens"
+    );
+}
+
+#[test]
+fn job_cap_drops_the_oldest() {
+    let mut t = Tracker::new(&config("[limits]\nmax_jobs_per_org = 3\n"));
+    for i in 0..5 {
+        feed(
+            &mut t,
+            &format!(
+                r#"{{"org":"acme","ts":{},"status":202,"job_id":"j{i}"}}"#,
+                T0 + i
+            ),
+            T0,
+        );
+    }
+    let s = t.snapshot(T0);
+    assert_eq!(org(&s, "acme").jobs_in_flight, 3);
+    assert_eq!(org(&s, "acme").apps[0].in_flight, 3);
+    assert_eq!(t.overflow().jobs, 2);
+}
+
+#[test]
+fn upstream_remaining_keeps_the_newest_report() {
+    let mut t = Tracker::new(&config(""));
+    feed(
+        &mut t,
+        &format!(
+            r#"{{"org":"acme","ts":{},"status":200,"ratelimit":{{"remaining_requests":7}}}}"#,
+            T0 + 10
+        ),
+        T0,
+    );
+    feed(
+        &mut t,
+        &format!(
+            r#"{{"org":"acme","ts":{T0},"status":200,"ratelimit":{{"remaining_requests":9,"remaining_tokens":500}}}}"#
+        ),
+        T0,
+    );
+    assert_eq!(t.snapshot(T0)[0].upstream_remaining, [Some(7), Some(500)]);
+}
