@@ -62,9 +62,13 @@ impl Burst {
     /// Records a request at `ts` and judges it at its own time.
     pub fn record(&mut self, ts: i64, window_ms: i64, threshold: u64) -> Option<Edge> {
         let newest = self.recent.back().copied().unwrap_or(i64::MIN);
-        let pos = self.recent.partition_point(|&x| x <= ts);
-        self.recent.insert(pos, ts);
         let in_order = ts >= newest;
+        if in_order {
+            self.recent.push_back(ts);
+        } else {
+            let pos = self.recent.partition_point(|&x| x <= ts);
+            self.recent.insert(pos, ts);
+        }
         let newest = newest.max(ts);
         let keep_after = newest - window_ms - LATENESS_MS;
         let cap = threshold.saturating_mul(2).saturating_add(1024) as usize;
@@ -73,7 +77,11 @@ impl Burst {
         {
             self.recent.pop_front();
         }
-        let count = self.count(ts, window_ms);
+        let count = if in_order {
+            (self.recent.len() - self.recent.partition_point(|&x| x <= ts - window_ms)) as u64
+        } else {
+            self.count(ts, window_ms)
+        };
         if count >= threshold && !self.open {
             self.open = true;
             self.episodes += 1;

@@ -5,7 +5,7 @@
 //! `max` jobs the oldest is dropped, because a flood of ids that never finish must not grow
 //! memory (SPEC §10); far past any concurrency limit the count carries no information.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// A job in flight.
@@ -17,6 +17,8 @@ pub struct Job {
     pub app: u32,
     /// In flight longer than `stuck_after`.
     pub stuck: bool,
+    /// Start order, to tell apart jobs that started in the same millisecond.
+    seq: u64,
 }
 
 /// What [`Jobs::start`] did.
@@ -34,11 +36,12 @@ pub enum Start {
 #[derive(Debug)]
 pub struct Jobs {
     by_id: HashMap<Arc<str>, Job, foldhash::fast::RandomState>,
-    /// Not yet stuck, by start time.
-    fresh: BTreeSet<(i64, Arc<str>)>,
-    /// Stuck and not yet released, by start time.
-    stuck: BTreeSet<(i64, Arc<str>)>,
+    /// Not yet stuck, by (start time, seq): integer keys keep the ordering cheap.
+    fresh: BTreeMap<(i64, u64), Arc<str>>,
+    /// Stuck and not yet released, by (start time, seq).
+    stuck: BTreeMap<(i64, u64), Arc<str>>,
     max: usize,
+    next_seq: u64,
 }
 
 impl Jobs {
@@ -46,9 +49,10 @@ impl Jobs {
     pub fn new(max: usize) -> Self {
         Jobs {
             by_id: HashMap::default(),
-            fresh: BTreeSet::new(),
-            stuck: BTreeSet::new(),
+            fresh: BTreeMap::new(),
+            stuck: BTreeMap::new(),
             max: max.max(1),
+            next_seq: 0,
         }
     }
 
@@ -64,8 +68,8 @@ impl Jobs {
 
     /// Jobs in flight that had started by `ts`: the concurrency a late event saw.
     pub fn in_flight_at(&self, ts: i64) -> usize {
-        let later = |s: &BTreeSet<(i64, Arc<str>)>| {
-            s.iter().rev().take_while(|(start, _)| *start > ts).count()
+        let later = |s: &BTreeMap<(i64, u64), Arc<str>>| {
+            s.keys().rev().take_while(|(start, _)| *start > ts).count()
         };
         self.by_id.len() - later(&self.fresh) - later(&self.stuck)
     }
@@ -81,37 +85,45 @@ impl Jobs {
             None
         };
         let id: Arc<str> = Arc::from(id);
-        self.fresh.insert((ts, id.clone()));
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.fresh.insert((ts, seq), id.clone());
         self.by_id.insert(
             id,
             Job {
                 started_ms: ts,
                 app,
                 stuck: false,
+                seq,
             },
         );
         evicted.map_or(Start::Started, Start::Evicted)
     }
 
     fn evict_oldest(&mut self) -> Option<Job> {
-        let oldest = match (self.fresh.first(), self.stuck.first()) {
-            (Some(f), Some(s)) if s.0 <= f.0 => s.1.clone(),
-            (Some(f), _) => f.1.clone(),
-            (None, Some(s)) => s.1.clone(),
-            (None, None) => return None,
+        let from_stuck = match (self.fresh.first_key_value(), self.stuck.first_key_value()) {
+            (Some(f), Some(s)) => s.0 <= f.0,
+            (None, Some(_)) => true,
+            (_, None) => false,
         };
-        self.finish(&oldest)
+        let set = if from_stuck {
+            &mut self.stuck
+        } else {
+            &mut self.fresh
+        };
+        let (_, id) = set.pop_first()?;
+        self.by_id.remove(&id)
     }
 
     /// Ends job `id`; `None` if it was not in flight.
     pub fn finish(&mut self, id: &str) -> Option<Job> {
-        let (key, job) = self.by_id.remove_entry(id)?;
+        let job = self.by_id.remove(id)?;
         let set = if job.stuck {
             &mut self.stuck
         } else {
             &mut self.fresh
         };
-        set.remove(&(job.started_ms, key));
+        set.remove(&(job.started_ms, job.seq));
         Some(job)
     }
 
@@ -125,20 +137,20 @@ impl Jobs {
         mut on_stuck: impl FnMut(&Job),
         mut on_release: impl FnMut(&Job),
     ) {
-        while let Some((start, _)) = self.fresh.first()
-            && *start <= now - stuck_after
+        while let Some((&(start, _), _)) = self.fresh.first_key_value()
+            && start <= now - stuck_after
         {
-            let Some((start, id)) = self.fresh.pop_first() else {
+            let Some((key, id)) = self.fresh.pop_first() else {
                 break;
             };
             if let Some(job) = self.by_id.get_mut(&id) {
                 job.stuck = true;
                 on_stuck(job);
             }
-            self.stuck.insert((start, id));
+            self.stuck.insert(key, id);
         }
-        while let Some((start, _)) = self.stuck.first()
-            && *start <= now - release_after
+        while let Some((&(start, _), _)) = self.stuck.first_key_value()
+            && start <= now - release_after
         {
             let Some((_, id)) = self.stuck.pop_first() else {
                 break;
@@ -149,21 +161,11 @@ impl Jobs {
         }
     }
 
-    /// Earliest start among jobs not yet stuck and among stuck ones, for scheduling ticks.
-    pub fn next_deadline(&self, stuck_after: i64, release_after: i64) -> Option<i64> {
-        let a = self.fresh.first().map(|(s, _)| s + stuck_after);
-        let b = self.stuck.first().map(|(s, _)| s + release_after);
-        match (a, b) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
     /// Stuck jobs, oldest first: (id, job).
     pub fn stuck_jobs(&self) -> impl Iterator<Item = (&str, &Job)> {
         self.stuck
-            .iter()
-            .filter_map(|(_, id)| self.by_id.get(id).map(|j| (&**id, j)))
+            .values()
+            .filter_map(|id| self.by_id.get(id).map(|j| (&**id, j)))
     }
 }
 
@@ -250,13 +252,5 @@ mod tests {
         assert_eq!(j.in_flight_at(250), 2);
         assert_eq!(j.in_flight_at(300), 3);
         assert_eq!(j.in_flight_at(50), 0);
-    }
-
-    #[test]
-    fn next_deadline() {
-        let mut j = Jobs::new(10);
-        assert_eq!(j.next_deadline(10, 30), None);
-        j.start("a", 0, 100);
-        assert_eq!(j.next_deadline(10, 30), Some(110));
     }
 }
