@@ -7,18 +7,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::live::Live;
-use crate::metrics::Metrics;
-use crate::server::{ApiState, INGEST_CONCURRENCY, Tokens, router};
-use crate::tracker::Tracker;
+use crate::server::{ApiState, Tokens, router};
 
 /// How often live gauges, stuck jobs and alert states advance with the wall clock.
 const TICK: Duration = Duration::from_secs(1);
@@ -117,16 +114,7 @@ impl Daemon {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| DaemonError::Bind { addr, source })?;
-        let live = Live::new(Tracker::new(config), clock);
-        let metrics = Arc::new(Metrics::new(live.tracker(), live.clock()));
-        let state = ApiState {
-            live,
-            metrics,
-            tokens: Arc::new(tokens),
-            max_body_bytes: config.server.max_body_bytes,
-            ready: Arc::new(AtomicBool::new(false)),
-            ingest_slots: Arc::new(Semaphore::new(INGEST_CONCURRENCY)),
-        };
+        let state = ApiState::new(config, tokens, clock);
         Ok(Daemon { listener, state })
     }
 

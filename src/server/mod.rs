@@ -22,9 +22,12 @@ use tokio::sync::Semaphore;
 
 pub use auth::{Secret, Tokens};
 
+use crate::clock::Clock;
+use crate::config::Config;
 use crate::events::{DEFAULT_MAX_EVENT_BYTES, ParseContext, Rejection, parse_event, split_body};
 use crate::live::Live;
 use crate::metrics::Metrics;
+use crate::tracker::Tracker;
 
 /// Most per-event errors listed in one ingest answer (the counts stay exact).
 const MAX_LISTED_ERRORS: usize = 100;
@@ -47,6 +50,22 @@ pub struct ApiState {
     pub ready: Arc<AtomicBool>,
     /// Ingest admission.
     pub ingest_slots: Arc<Semaphore>,
+}
+
+impl ApiState {
+    /// State for `config` with the given tokens and clock; not ready until the caller says so.
+    pub fn new(config: &Config, tokens: Tokens, clock: Arc<dyn Clock>) -> ApiState {
+        let live = Live::new(Tracker::new(config), clock);
+        let metrics = Arc::new(Metrics::new(live.tracker(), live.clock()));
+        ApiState {
+            live,
+            metrics,
+            tokens: Arc::new(tokens),
+            max_body_bytes: config.server.max_body_bytes,
+            ready: Arc::new(AtomicBool::new(false)),
+            ingest_slots: Arc::new(Semaphore::new(INGEST_CONCURRENCY)),
+        }
+    }
 }
 
 /// An API error answer.

@@ -1,1 +1,439 @@
+//! The API through `router().oneshot()`, no socket, with a manual clock.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::*;
+use crate::clock::ManualClock;
+
+const NOW: i64 = 1_795_788_000_000; // 2026-11-27T14:00:00Z
+
+fn config(extra: &str) -> Config {
+    Config::parse(
+        &format!(
+            "[server]\nmax_body_bytes = 4096\n[tiers.t10]\nrpm = 10\nconcurrency = 2\n\n[[orgs]]\nid = \"acme\"\ntier = \"t10\"\ndaily = 100\n{extra}"
+        ),
+        "t.toml",
+    )
+    .unwrap()
+}
+
+fn tokens() -> Tokens {
+    Tokens {
+        ingest: Secret::new(Some("in-tok")),
+        admin: Secret::new(Some("ad-tok")),
+        metrics: Secret::new(None),
+    }
+}
+
+fn state_with(config: &Config, tokens: Tokens) -> ApiState {
+    let st = ApiState::new(config, tokens, Arc::new(ManualClock::new(NOW)));
+    st.ready.store(true, Ordering::Release);
+    st
+}
+
+fn state() -> ApiState {
+    state_with(&config(""), tokens())
+}
+
+async fn call(st: &ApiState, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, String) {
+    let resp = router(st.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn post(body: impl Into<Body>, content_type: &str, token: Option<&str>) -> Request<Body> {
+    let mut b = Request::post("/v1/events").header(header::CONTENT_TYPE, content_type);
+    if let Some(t) = token {
+        b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    b.body(body.into()).unwrap()
+}
+
+fn get(path: &str, token: Option<&str>) -> Request<Body> {
+    let mut b = Request::get(path);
+    if let Some(t) = token {
+        b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    b.body(Body::empty()).unwrap()
+}
+
+fn ev(offset_ms: i64, extra: &str) -> String {
+    format!(r#"{{"org":"acme","ts":{}{extra}}}"#, NOW + offset_ms)
+}
+
+fn json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap()
+}
+
+async fn metrics_text(st: &ApiState) -> String {
+    call(st, get("/metrics", None)).await.2
+}
+
+#[tokio::test]
+async fn ndjson_ingest_reports_per_event_errors() {
+    let st = state();
+    let body = [
+        ev(-3_000, r#","status":200"#),
+        String::new(),
+        "{not json".into(),
+        r#"{"status":200}"#.into(),
+        ev(-1_000, r#","status":"x""#),
+        ev(600_000, ""),
+        ev(0, r#","status":429"#),
+    ]
+    .join("\n");
+    let (status, _, body) = call(&st, post(body, "application/x-ndjson", Some("in-tok"))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let v = json(&body);
+    assert_eq!(v["accepted"], 2);
+    assert_eq!(v["rejected"], 4);
+    let errors: Vec<(u64, &str)> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["index"].as_u64().unwrap(), e["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        errors,
+        vec![
+            (1, "invalid_json"),
+            (2, "missing_org"),
+            (3, "invalid_field"),
+            (4, "future_timestamp")
+        ],
+        "blank lines take no index"
+    );
+    let m = metrics_text(&st).await;
+    assert!(
+        m.contains(r#"ratewarden_events_ingested_total{source="http"} 2"#),
+        "{m}"
+    );
+    assert!(m.contains(
+        r#"ratewarden_events_rejected_total{source="http",reason="future_timestamp"} 1"#
+    ));
+    assert!(m.contains(r#"ratewarden_usage{org="acme",dimension="rpm"} 2"#));
+}
+
+#[tokio::test]
+async fn json_bodies_array_object_and_lines() {
+    let st = state();
+    let array = format!("[{},{}]", ev(0, ""), ev(1, ""));
+    let (s, _, b) = call(&st, post(array, "application/json", Some("in-tok"))).await;
+    assert_eq!(
+        (s, json(&b)["accepted"].clone()),
+        (StatusCode::ACCEPTED, json!(2))
+    );
+    let (s, _, b) = call(
+        &st,
+        post(ev(2, ""), "application/json; charset=utf-8", Some("in-tok")),
+    )
+    .await;
+    assert_eq!(
+        (s, json(&b)["accepted"].clone()),
+        (StatusCode::ACCEPTED, json!(1))
+    );
+    let lines = format!("{}\n{}\n", ev(3, ""), ev(4, ""));
+    let (s, _, b) = call(&st, post(lines, "application/json", Some("in-tok"))).await;
+    assert_eq!(
+        (s, json(&b)["accepted"].clone()),
+        (StatusCode::ACCEPTED, json!(2)),
+        "JSON lines under application/json"
+    );
+    let (s, _, b) = call(
+        &st,
+        post("[1, {\"org\":\"x\"}]", "application/json", Some("in-tok")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    assert_eq!(json(&b)["errors"][0]["index"], 0);
+}
+
+#[tokio::test]
+async fn empty_or_invalid_bodies_are_400_and_counted() {
+    let st = state();
+    for (body, ct) in [
+        ("", "application/x-ndjson"),
+        ("[]", "application/json"),
+        ("{bad\n[1,2\n", "text/plain"),
+    ] {
+        let (s, _, b) = call(&st, post(body, ct, Some("in-tok"))).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body:?}: {b}");
+        assert_eq!(json(&b)["error"]["code"], "no_valid_events");
+    }
+    let m = metrics_text(&st).await;
+    assert!(
+        m.contains(r#"ratewarden_events_rejected_total{source="http",reason="invalid_json"} 2"#),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn auth_on_every_route_group() {
+    let st = state_with(
+        &config(""),
+        Tokens {
+            metrics: Secret::new(Some("m-tok")),
+            ..tokens()
+        },
+    );
+    let (s, h, b) = call(&st, post(ev(0, ""), "application/x-ndjson", None)).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(h[header::WWW_AUTHENTICATE], "Bearer");
+    assert_eq!(json(&b)["error"]["code"], "unauthorized");
+    let (s, _, _) = call(&st, post(ev(0, ""), "application/x-ndjson", Some("ad-tok"))).await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "admin token does not open ingest"
+    );
+    for path in ["/v1/usage", "/v1/alerts"] {
+        assert_eq!(call(&st, get(path, None)).await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            call(&st, get(path, Some("in-tok"))).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(call(&st, get(path, Some("ad-tok"))).await.0, StatusCode::OK);
+    }
+    assert_eq!(
+        call(&st, get("/metrics", None)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call(&st, get("/metrics", Some("m-tok"))).await.0,
+        StatusCode::OK
+    );
+    // Health is never behind a token.
+    assert_eq!(call(&st, get("/healthz", None)).await.0, StatusCode::OK);
+    // Without tokens configured the routes are open.
+    let open = state_with(&config(""), Tokens::default());
+    assert_eq!(
+        call(&open, post(ev(0, ""), "application/x-ndjson", None))
+            .await
+            .0,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(call(&open, get("/v1/usage", None)).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_413_with_or_without_length() {
+    let st = state();
+    let big = "x".repeat(5000);
+    // No Content-Length (as with chunked uploads): the limit holds while reading.
+    let (s, _, b) = call(
+        &st,
+        post(big.clone(), "application/x-ndjson", Some("in-tok")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{b}");
+    assert_eq!(json(&b)["error"]["code"], "too_large");
+    // A declared length over the limit is refused before reading.
+    let mut req = post(big, "application/x-ndjson", Some("in-tok"));
+    req.headers_mut()
+        .insert(header::CONTENT_LENGTH, "5000".parse().unwrap());
+    assert_eq!(call(&st, req).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    let m = metrics_text(&st).await;
+    assert!(
+        m.contains(r#"ratewarden_events_rejected_total{source="http",reason="too_large"} 2"#),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn single_event_over_64k_is_too_large_but_the_rest_count() {
+    let cfg = Config::parse("[server]\nmax_body_bytes = 1000000\n", "t.toml").unwrap();
+    let st = state_with(&cfg, Tokens::default());
+    let huge = format!(r#"{{"org":"a","model":"{}"}}"#, "m".repeat(70_000));
+    let body = format!("{huge}\n{}\n", ev(0, ""));
+    let (s, _, b) = call(&st, post(body, "application/x-ndjson", None)).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    assert_eq!(json(&b)["errors"][0]["reason"], "too_large");
+    assert_eq!(json(&b)["accepted"], 1);
+}
+
+#[tokio::test]
+async fn errors_list_is_capped_but_counts_are_exact() {
+    let cfg = Config::parse("[server]\nmax_body_bytes = 1000000\n", "t.toml").unwrap();
+    let st = state_with(&cfg, Tokens::default());
+    let mut lines: Vec<String> = (0..150).map(|_| "{bad".to_string()).collect();
+    lines.push(ev(0, ""));
+    let (s, _, b) = call(&st, post(lines.join("\n"), "application/x-ndjson", None)).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let v = json(&b);
+    assert_eq!(v["rejected"], 150);
+    assert_eq!(v["errors"].as_array().unwrap().len(), 100);
+}
+
+#[tokio::test]
+async fn saturated_ingest_answers_429_with_retry_after() {
+    let st = state();
+    let permits = st
+        .ingest_slots
+        .clone()
+        .acquire_many_owned(INGEST_CONCURRENCY as u32)
+        .await
+        .unwrap();
+    let (s, h, b) = call(&st, post(ev(0, ""), "application/x-ndjson", Some("in-tok"))).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{b}");
+    assert_eq!(h[header::RETRY_AFTER], "1");
+    drop(permits);
+    assert_eq!(
+        call(&st, post(ev(0, ""), "application/x-ndjson", Some("in-tok")))
+            .await
+            .0,
+        StatusCode::ACCEPTED
+    );
+}
+
+#[tokio::test]
+async fn usage_answer_shape() {
+    let st = state();
+    let body = [
+        ev(-5_000, r#","app":"bot","status":202,"job_id":"j1""#),
+        ev(-4_000, r#","app":"bot","status":202,"job_id":"j2""#),
+        ev(-3_000, r#","app":"ui","status":200"#),
+        r#"{"org":"other","status":200}"#.to_string(),
+    ]
+    .join("\n");
+    call(&st, post(body, "application/x-ndjson", Some("in-tok"))).await;
+    let (s, _, b) = call(&st, get("/v1/usage", Some("ad-tok"))).await;
+    assert_eq!(s, StatusCode::OK);
+    let v = json(&b);
+    let acme = &v["orgs"][0];
+    assert_eq!(acme["org"], "acme");
+    assert_eq!(acme["tier"], "t10");
+    assert_eq!(
+        acme["limits"],
+        json!({"rpm": 10, "daily": 100, "concurrency": 2})
+    );
+    assert_eq!(
+        acme["usage"],
+        json!({"rpm": 3, "daily": 3, "concurrency": 2})
+    );
+    assert_eq!(acme["utilization"]["concurrency"], 1.0);
+    assert_eq!(acme["utilization"]["rpm"], 0.3);
+    assert_eq!(
+        acme["headroom_seconds"],
+        json!({"rpm": 0, "daily": 0, "concurrency": null})
+    );
+    assert_eq!(
+        acme["apps"],
+        json!([{"app": "bot", "rpm": 2, "daily": 2, "in_flight": 2}, {"app": "ui", "rpm": 1, "daily": 1, "in_flight": 0}])
+    );
+    assert_eq!(acme["stuck_jobs"], json!([]));
+    let other = &v["orgs"][1];
+    assert_eq!(other["tier"], "plus");
+    assert_eq!(
+        other["limits"],
+        json!({"rpm": 5, "concurrency": 1}),
+        "unlimited daily left out"
+    );
+    assert!(other["utilization"].get("daily").is_none());
+    assert_eq!(
+        other["usage"]["daily"], 1,
+        "usage of unlimited dimensions is still shown"
+    );
+}
+
+#[tokio::test]
+async fn alerts_route_and_gauge_follow_transitions() {
+    let st = state();
+    let body = [
+        ev(0, r#","status":202,"job_id":"a""#),
+        ev(1, r#","status":202,"job_id":"b""#),
+    ]
+    .join("\n");
+    call(&st, post(body, "application/x-ndjson", Some("in-tok"))).await;
+    let (_, _, b) = call(&st, get("/v1/alerts", Some("ad-tok"))).await;
+    let v = json(&b);
+    let a = &v["alerts"][0];
+    assert_eq!(a["alert"], "UsageHigh");
+    assert_eq!(a["severity"], "critical");
+    assert_eq!(a["dimension"], "concurrency");
+    assert_eq!(a["status"], "firing");
+    assert_eq!(a["summary"], "acme at 100% of its 2 concurrent jobs");
+    assert_eq!(a["starts_at"], "2026-11-27T14:00:00.001Z");
+    let m = metrics_text(&st).await;
+    assert!(
+        m.contains(r#"ratewarden_alerts_firing{org="acme",alert="UsageHigh",dimension="concurrency",severity="critical"} 1"#),
+        "{m}"
+    );
+    let done = [
+        ev(2, r#","kind":"job_completed","job_id":"a""#),
+        ev(3, r#","kind":"job_failed","job_id":"b""#),
+    ]
+    .join("\n");
+    call(&st, post(done, "application/x-ndjson", Some("in-tok"))).await;
+    let (_, _, b) = call(&st, get("/v1/alerts", Some("ad-tok"))).await;
+    assert_eq!(json(&b)["alerts"], json!([]));
+    assert!(
+        !metrics_text(&st)
+            .await
+            .contains("ratewarden_alerts_firing{")
+    );
+}
+
+#[tokio::test]
+async fn metrics_exposition_names_and_types() {
+    let st = state();
+    let body = [
+        ev(-2_000, r#","app":"bot","status":202,"job_id":"j1""#),
+        ev(
+            -1_000,
+            r#","app":"bot","status":429,"ratelimit":{"remaining_requests":0}"#,
+        ),
+        ev(0, r#","app":"bot","kind":"job_completed","job_id":"j1""#),
+    ]
+    .join("\n");
+    call(&st, post(body, "application/x-ndjson", Some("in-tok"))).await;
+    let (s, h, m) = call(&st, get("/metrics", None)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        h[header::CONTENT_TYPE],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    for line in [
+        "# TYPE ratewarden_requests counter",
+        r#"ratewarden_requests_total{org="acme",app="bot",outcome="rate_limited"} 1"#,
+        r#"ratewarden_rate_limited_total{org="acme",app="bot",cause="unexplained"} 1"#,
+        r#"ratewarden_limit{org="acme",dimension="daily"} 100"#,
+        r#"ratewarden_utilization_ratio{org="acme",dimension="rpm"} 0.2"#,
+        r#"ratewarden_jobs_in_flight{org="acme"} 0"#,
+        r#"ratewarden_jobs_stuck{org="acme"} 0"#,
+        r#"ratewarden_jobs_finished_total{org="acme",outcome="completed"} 1"#,
+        r#"ratewarden_job_duration_seconds_count{org="acme"} 1"#,
+        r#"ratewarden_job_duration_seconds_bucket{le="5.0",org="acme"} 1"#,
+        r#"ratewarden_bursts_total{org="acme"} 0"#,
+        r#"ratewarden_retry_violations_total{org="acme",app="bot"} 0"#,
+        r#"ratewarden_upstream_remaining{org="acme",dimension="rpm"} 0"#,
+        r#"ratewarden_series_overflow_total{kind="org"} 0"#,
+        r#"ratewarden_build_info{version=""#,
+        "# EOF",
+    ] {
+        assert!(m.contains(line), "missing {line:?} in\n{m}");
+    }
+    assert!(!m.contains("_total_total"));
+}
+
+#[tokio::test]
+async fn health_readiness_and_unknown_routes() {
+    let st = state();
+    st.ready.store(false, Ordering::Release);
+    let (s, _, b) = call(&st, get("/readyz", None)).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(json(&b)["error"]["code"], "not_ready");
+    st.ready.store(true, Ordering::Release);
+    assert_eq!(call(&st, get("/readyz", None)).await.0, StatusCode::OK);
+    let (s, _, b) = call(&st, get("/v2/nothing", None)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(json(&b)["error"]["code"], "not_found");
+}

@@ -1,0 +1,169 @@
+//! Black-box: the command line without a daemon.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::run;
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let out = run(&["--help"], std::path::Path::new("."));
+    let help = text(&out.stdout);
+    for cmd in ["run", "check-config", "replay", "status"] {
+        assert!(help.contains(cmd), "{help}");
+    }
+}
+
+#[test]
+fn check_config_summarises_and_warns_about_unset_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ok.toml"),
+        "[server]\ningest_token_env = \"SURELY_UNSET_TOKEN_VAR\"\n[tiers.gold]\nrpm = 100\n[[orgs]]\nid = \"acme\"\ntier = \"gold\"\n",
+    )
+    .unwrap();
+    let out = run(&["check-config", "ok.toml"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let summary = text(&out.stdout);
+    assert!(summary.contains("gold (100 rpm"), "{summary}");
+    assert!(summary.contains("acme (gold)"), "{summary}");
+    assert!(
+        text(&out.stderr).contains("warning: $SURELY_UNSET_TOKEN_VAR"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn check_config_errors_have_positions_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "[server]\nlisten = \"127.0.0.1:1\"\n\n[tiers.x]\nrpm = \"five\"\n",
+            "bad.toml:5:7: invalid type",
+        ),
+        (
+            "[server]\nlistne = \"x\"\n",
+            "bad.toml:2:1: unknown field `listne`",
+        ),
+        (
+            "[[sources.file]]\npath = \"/x\"\n",
+            "bad.toml:1:3: [[sources.file]] is not supported",
+        ),
+        (
+            "[detect]\nburst_window = \"10 sec\"\n",
+            "bad.toml:2:16: invalid duration",
+        ),
+    ];
+    for (content, want) in cases {
+        std::fs::write(dir.path().join("bad.toml"), content).unwrap();
+        let out = run(&["check-config", "bad.toml"], dir.path());
+        assert_eq!(out.status.code(), Some(2), "{content}");
+        assert!(
+            text(&out.stderr).starts_with(want),
+            "{content}: {}",
+            text(&out.stderr)
+        );
+    }
+    let out = run(&["check-config", "missing.toml"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("missing.toml"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+const LOG: &str = r#"{"ts":"2026-11-02T15:00:00Z","org":"acme","status":200}
+{"ts":"2026-11-02T15:00:01Z","org":"acme","status":200}
+{"ts":"2026-11-02T15:00:02Z","org":"acme","status":200}
+{"ts":"2026-11-02T15:00:03Z","org":"acme","status":429,"retry_after":10}
+{"ts":"2026-11-02T15:00:04Z","org":"acme","status":200}
+{broken
+"#;
+
+#[test]
+fn replay_files_and_stdin_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.jsonl"), LOG).unwrap();
+    let out = run(&["replay", "--json", "a.jsonl"], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let from_file: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(from_file["events"], 5);
+    assert_eq!(from_file["rejected"], 1);
+    let acme = &from_file["orgs"][0];
+    assert_eq!(acme["requests"], 5);
+    assert_eq!(acme["peak_rpm"], 5);
+    assert_eq!(acme["retry_violations"], 1);
+    assert_eq!(acme["rate_limited"]["burst"], 1);
+
+    let mut child = Command::new(common::bin())
+        .args(["replay", "--json", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(LOG.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let from_stdin: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(from_stdin, from_file);
+
+    let out = run(&["replay", "a.jsonl"], dir.path());
+    let table = text(&out.stdout);
+    assert!(
+        table.contains("acme") && table.contains("burst=1") && table.contains("UsageHigh"),
+        "{table}"
+    );
+}
+
+#[test]
+fn replay_uses_the_config_tiers() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.jsonl"), LOG).unwrap();
+    std::fs::write(
+        dir.path().join("big.toml"),
+        "[[orgs]]\nid = \"acme\"\ntier = \"pro\"\n",
+    )
+    .unwrap();
+    let out = run(
+        &["replay", "--config", "big.toml", "--json", "a.jsonl"],
+        dir.path(),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["orgs"][0]["rate_limited"]["unexplained"], 1,
+        "50 rpm: no burst, no rpm cause"
+    );
+    assert_eq!(v["alerts"], serde_json::json!([]));
+}
+
+#[test]
+fn replay_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&["replay", "nope.jsonl"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("nope.jsonl"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::write(dir.path().join("a.log"), "").unwrap();
+    let out = run(&["replay", "--format", "nginx", "a.log"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("--format nginx is not supported"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -1,0 +1,222 @@
+//! Starting and stopping the real binary for black-box tests.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Path of the built binary.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ratewarden")
+}
+
+/// Runs the binary to completion.
+pub fn run(args: &[&str], dir: &Path) -> Output {
+    Command::new(bin())
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RATEWARDEN_CONFIG")
+        .output()
+        .expect("binary runs")
+}
+
+/// A running daemon; killed on drop if still alive.
+pub struct Daemon {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    /// Starts `ratewarden run --config FILE` in `dir` and waits until it listens and is ready.
+    pub fn start(dir: &Path, config: &str, env: &[(&str, &str)]) -> Daemon {
+        Daemon::try_start(dir, config, env)
+            .unwrap_or_else(|log| panic!("daemon did not start:\n{log}"))
+    }
+
+    /// Like [`Daemon::start`] but returns the log on failure.
+    pub fn try_start(dir: &Path, config: &str, env: &[(&str, &str)]) -> Result<Daemon, String> {
+        let path: PathBuf = dir.join("ratewarden.toml");
+        std::fs::write(&path, config).expect("config written");
+        let mut cmd = Command::new(bin());
+        cmd.args(["--log-format", "json", "run", "--config"])
+            .arg(&path)
+            .current_dir(dir)
+            .env_remove("RATEWARDEN_CONFIG")
+            .env_remove("RATEWARDEN_INGEST_TOKEN")
+            .env_remove("RATEWARDEN_ADMIN_TOKEN")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("daemon spawns");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut daemon = Daemon {
+            child,
+            base: String::new(),
+            log,
+        };
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = daemon.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                return Err(daemon.log_text());
+            }
+            if daemon.base.is_empty()
+                && let Some(addr) = daemon
+                    .find_log("listening")
+                    .and_then(|v| v["fields"]["addr"].as_str().map(str::to_string))
+            {
+                daemon.base = format!("http://{addr}");
+            }
+            if !daemon.base.is_empty()
+                && http_status(&format!("{}/readyz", daemon.base)) == Some(200)
+            {
+                return Ok(daemon);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(daemon.log_text())
+    }
+
+    /// The first JSON log line whose message contains `needle`.
+    pub fn find_log(&self, needle: &str) -> Option<serde_json::Value> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| {
+                v["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(needle))
+            })
+    }
+
+    /// Everything logged so far.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Sends SIGTERM and waits up to `limit` for the exit code.
+    pub fn terminate(&mut self, limit: Duration) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Minimal HTTP/1.1 client over std, so black-box tests need no async runtime.
+pub fn http(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut stream = std::net::TcpStream::connect(host).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).ok()?;
+    stream.write_all(body).ok()?;
+    let mut resp = Vec::new();
+    stream.read_to_end(&mut resp).ok()?;
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Some((status, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Status of a GET, if the server answers.
+pub fn http_status(url: &str) -> Option<u16> {
+    http("GET", url, &[], b"").map(|(s, _)| s)
+}
+
+/// Polls `f` until it returns `Some`, for at most `secs`.
+pub fn eventually<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The value of the first sample line starting with `series` (`name{labels}`) in `metrics`.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
