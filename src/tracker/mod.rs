@@ -450,49 +450,30 @@ impl Tracker {
     }
 }
 
-/// Builds a transition of `org`.
-struct Alerting<'a> {
-    org: &'a Arc<str>,
-    ts: i64,
-}
-
-impl Alerting<'_> {
-    #[allow(clippy::too_many_arguments)]
-    fn push(
-        &self,
-        out: &mut Vec<Transition>,
-        app: Option<&Arc<str>>,
-        alert: AlertName,
-        dimension: Option<Dimension>,
-        severity: Severity,
-        status: Status,
-        notify: bool,
-        starts_at_ms: i64,
-        usage: Option<u64>,
-        limit: Option<u64>,
-        threshold_bp: Option<u32>,
-    ) {
-        out.push(Transition {
-            ts_ms: self.ts,
-            org: self.org.clone(),
-            app: app.cloned(),
-            alert,
-            dimension,
-            severity,
-            status,
-            notify,
-            starts_at_ms,
-            usage,
-            limit,
-            threshold_bp,
-        });
+/// A firing transition of `org`'s `alert` at `ts`, to be completed with struct-update syntax.
+fn base(org: &Arc<str>, ts: i64, alert: AlertName, severity: Severity) -> Transition {
+    Transition {
+        ts_ms: ts,
+        org: org.clone(),
+        app: None,
+        alert,
+        dimension: None,
+        severity,
+        status: Status::Firing,
+        notify: true,
+        starts_at_ms: ts,
+        usage: None,
+        limit: None,
+        threshold_bp: None,
     }
 }
 
-fn level_severity(alert: AlertName, level: u8) -> Severity {
-    match (alert, level) {
-        (AlertName::UsageHigh, 1) => Severity::Warning,
-        _ => Severity::Critical,
+/// `UsageHigh` is a warning at the first threshold and critical at the second.
+fn level_severity(level: u8) -> Severity {
+    if level <= 1 {
+        Severity::Warning
+    } else {
+        Severity::Critical
     }
 }
 
@@ -551,13 +532,6 @@ impl Org {
             self.apps.push(App::new(OVERFLOW.into()));
             self.apps.len() - 1
         })
-    }
-
-    fn alerting(&self, ts: i64) -> Alerting<'_> {
-        Alerting {
-            org: &self.name,
-            ts,
-        }
     }
 
     fn needs_tick(&self) -> bool {
@@ -630,35 +604,21 @@ impl Org {
         );
         if let (Some(change), true) = (storm, self.alerting) {
             let app = &self.apps[ai];
-            let a = self.alerting(ts);
-            match change {
-                Storm::Fired(n) => a.push(
-                    out,
-                    Some(&app.name),
-                    AlertName::RetryStorm,
-                    None,
-                    Severity::Critical,
-                    Status::Firing,
-                    true,
-                    ts,
-                    Some(n as u64),
-                    None,
-                    None,
-                ),
-                Storm::Resolved { since } => a.push(
-                    out,
-                    Some(&app.name),
-                    AlertName::RetryStorm,
-                    None,
-                    Severity::Critical,
-                    Status::Resolved,
-                    true,
-                    since,
-                    Some(0),
-                    None,
-                    None,
-                ),
-            }
+            let t = base(&self.name, ts, AlertName::RetryStorm, Severity::Critical);
+            out.push(match change {
+                Storm::Fired(n) => Transition {
+                    app: Some(app.name.clone()),
+                    usage: Some(n as u64),
+                    ..t
+                },
+                Storm::Resolved { since } => Transition {
+                    app: Some(app.name.clone()),
+                    status: Status::Resolved,
+                    starts_at_ms: since,
+                    usage: Some(0),
+                    ..t
+                },
+            });
         }
 
         if let Some(threshold) = self.burst_threshold {
@@ -700,20 +660,13 @@ impl Org {
             }
             Edge::Closed => Status::Resolved,
         };
-        let count = self.burst.count(ts, s.detect.burst_window_ms);
-        self.alerting(ts).push(
-            out,
-            None,
-            AlertName::BurstDetected,
-            None,
-            Severity::Warning,
+        out.push(Transition {
             status,
-            true,
-            self.burst_since,
-            Some(count),
-            Some(threshold),
-            None,
-        );
+            starts_at_ms: self.burst_since,
+            usage: Some(self.burst.count(ts, s.detect.burst_window_ms)),
+            limit: Some(threshold),
+            ..base(&self.name, ts, AlertName::BurstDetected, Severity::Warning)
+        });
     }
 
     /// Feeds one dimension's usage at `ts` to its alert state machines.
@@ -742,19 +695,16 @@ impl Org {
                 Change::Lowered(l) => (Status::Firing, l, false),
                 Change::Resolved => (Status::Resolved, before, true),
             };
-            self.alerting(ts).push(
-                out,
-                None,
-                AlertName::UsageHigh,
-                Some(dim),
-                level_severity(AlertName::UsageHigh, level),
+            out.push(Transition {
+                dimension: Some(dim),
                 status,
                 notify,
-                started,
-                Some(usage),
-                Some(limit),
-                Some(thresholds[level as usize - 1]),
-            );
+                starts_at_ms: started,
+                usage: Some(usage),
+                limit: Some(limit),
+                threshold_bp: Some(thresholds[level as usize - 1]),
+                ..base(&self.name, ts, AlertName::UsageHigh, level_severity(level))
+            });
         }
         if dim == Dimension::Daily {
             let q = &mut self.quota_alert;
@@ -765,19 +715,19 @@ impl Org {
                     _ => Status::Firing,
                 };
                 let started = q.started_ms();
-                self.alerting(ts).push(
-                    out,
-                    None,
-                    AlertName::DailyQuotaExhausted,
-                    None,
-                    Severity::Critical,
+                out.push(Transition {
                     status,
-                    true,
-                    started,
-                    Some(usage),
-                    Some(limit),
-                    Some(10_000),
-                );
+                    starts_at_ms: started,
+                    usage: Some(usage),
+                    limit: Some(limit),
+                    threshold_bp: Some(10_000),
+                    ..base(
+                        &self.name,
+                        ts,
+                        AlertName::DailyQuotaExhausted,
+                        Severity::Critical,
+                    )
+                });
             }
         }
     }
@@ -853,19 +803,12 @@ impl Org {
         if status == Status::Resolved {
             self.stuck_since = None;
         }
-        self.alerting(ts).push(
-            out,
-            None,
-            AlertName::JobsStuck,
-            None,
-            Severity::Warning,
+        out.push(Transition {
             status,
-            true,
-            since,
-            Some(stuck),
-            None,
-            None,
-        );
+            starts_at_ms: since,
+            usage: Some(stuck),
+            ..base(&self.name, ts, AlertName::JobsStuck, Severity::Warning)
+        });
     }
 
     fn tick(&mut self, now: i64, s: &Settings, out: &mut Vec<Transition>) {
@@ -1003,87 +946,58 @@ impl Org {
         if !self.alerting {
             return;
         }
-        let a = self.alerting(now);
         let thresholds = [s.alerts.warning_bp, s.alerts.critical_bp];
         for dim in Dimension::ALL {
             let alert = &self.usage_alerts[dim as usize];
             let level = alert.level();
             if level > 0 {
-                a.push(
-                    out,
-                    None,
-                    AlertName::UsageHigh,
-                    Some(dim),
-                    level_severity(AlertName::UsageHigh, level),
-                    Status::Firing,
-                    true,
-                    alert.started_ms(),
-                    Some(self.usage_at(dim, now)),
-                    Some(dim.limit(&self.limits)),
-                    Some(thresholds[level as usize - 1]),
-                );
+                out.push(Transition {
+                    dimension: Some(dim),
+                    starts_at_ms: alert.started_ms(),
+                    usage: Some(self.usage_at(dim, now)),
+                    limit: Some(dim.limit(&self.limits)),
+                    threshold_bp: Some(thresholds[level as usize - 1]),
+                    ..base(&self.name, now, AlertName::UsageHigh, level_severity(level))
+                });
             }
         }
         if self.quota_alert.level() > 0 {
-            a.push(
-                out,
-                None,
-                AlertName::DailyQuotaExhausted,
-                None,
-                Severity::Critical,
-                Status::Firing,
-                true,
-                self.quota_alert.started_ms(),
-                Some(self.usage_at(Dimension::Daily, now)),
-                Some(self.limits.daily),
-                Some(10_000),
-            );
+            out.push(Transition {
+                starts_at_ms: self.quota_alert.started_ms(),
+                usage: Some(self.usage_at(Dimension::Daily, now)),
+                limit: Some(self.limits.daily),
+                threshold_bp: Some(10_000),
+                ..base(
+                    &self.name,
+                    now,
+                    AlertName::DailyQuotaExhausted,
+                    Severity::Critical,
+                )
+            });
         }
         if self.burst.is_open() {
-            a.push(
-                out,
-                None,
-                AlertName::BurstDetected,
-                None,
-                Severity::Warning,
-                Status::Firing,
-                true,
-                self.burst_since,
-                Some(self.burst.count(now, s.detect.burst_window_ms)),
-                self.burst_threshold,
-                None,
-            );
+            out.push(Transition {
+                starts_at_ms: self.burst_since,
+                usage: Some(self.burst.count(now, s.detect.burst_window_ms)),
+                limit: self.burst_threshold,
+                ..base(&self.name, now, AlertName::BurstDetected, Severity::Warning)
+            });
         }
         if let Some(since) = self.stuck_since {
-            a.push(
-                out,
-                None,
-                AlertName::JobsStuck,
-                None,
-                Severity::Warning,
-                Status::Firing,
-                true,
-                since,
-                Some(self.jobs.stuck_count() as u64),
-                None,
-                None,
-            );
+            out.push(Transition {
+                starts_at_ms: since,
+                usage: Some(self.jobs.stuck_count() as u64),
+                ..base(&self.name, now, AlertName::JobsStuck, Severity::Warning)
+            });
         }
         for app in &self.apps {
             if let Some(since) = app.retry.storming() {
-                a.push(
-                    out,
-                    Some(&app.name),
-                    AlertName::RetryStorm,
-                    None,
-                    Severity::Critical,
-                    Status::Firing,
-                    true,
-                    since,
-                    Some(app.retry.consecutive() as u64),
-                    None,
-                    None,
-                );
+                out.push(Transition {
+                    app: Some(app.name.clone()),
+                    starts_at_ms: since,
+                    usage: Some(app.retry.consecutive() as u64),
+                    ..base(&self.name, now, AlertName::RetryStorm, Severity::Critical)
+                });
             }
         }
     }
