@@ -174,7 +174,6 @@ impl Daemon {
             }
         };
         let _ = ticker.await;
-        state.live.tick();
         tracing::info!("stopped");
         result
     }

@@ -493,7 +493,8 @@ impl Org {
             rpm: Window::new(RPM_WIDTH, RPM_SLACK),
             daily: Window::new(DAILY_WIDTH, DAILY_SLACK),
             tokens,
-            jobs: Jobs::new(s.max_jobs_per_org),
+            // An org allowed more concurrent jobs than the cap must still reach its thresholds.
+            jobs: Jobs::new(s.max_jobs_per_org.max(2 * limits.concurrency as usize)),
             apps: Vec::new(),
             app_index: HashMap::default(),
             overflow_app: None,

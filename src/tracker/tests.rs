@@ -564,10 +564,26 @@ fn job_cap_drops_the_oldest() {
             T0,
         );
     }
+    // acme's concurrency limit is 2, so its cap is max(3, 2 × 2) = 4.
     let s = t.snapshot(T0);
-    assert_eq!(org(&s, "acme").jobs_in_flight, 3);
-    assert_eq!(org(&s, "acme").apps[0].in_flight, 3);
-    assert_eq!(t.overflow().jobs, 2);
+    assert_eq!(org(&s, "acme").jobs_in_flight, 4);
+    assert_eq!(org(&s, "acme").apps[0].in_flight, 4);
+    assert_eq!(t.overflow().jobs, 1);
+    // An org allowed more concurrency than the cap keeps twice its limit.
+    let mut big = Tracker::new(&config(
+        "[limits]\nmax_jobs_per_org = 3\n[tiers.wide]\nconcurrency = 4\n[[orgs]]\nid = \"w\"\ntier = \"wide\"\n",
+    ));
+    for i in 0..10 {
+        feed(
+            &mut big,
+            &format!(
+                r#"{{"org":"w","ts":{},"status":202,"job_id":"j{i}"}}"#,
+                T0 + i
+            ),
+            T0,
+        );
+    }
+    assert_eq!(org(&big.snapshot(T0), "w").jobs_in_flight, 8);
 }
 
 #[test]
