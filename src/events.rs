@@ -225,6 +225,20 @@ pub struct ParseContext<'c> {
     pub now_ms: Option<i64>,
 }
 
+/// A 64-bit FNV-1a hash of `parts`, each followed by a separator so ("ab","c") and
+/// ("a","bc") differ. Stable across processes and versions: it is used for stored keys and
+/// alert fingerprints. Not a defence against chosen collisions.
+pub fn stable_hash(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &b in part.iter().chain(&[0x1f]) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
 /// True for a valid org/app name: 1–128 printable characters.
 pub fn valid_name(s: &str) -> bool {
     !s.is_empty() && s.chars().count() <= 128 && !s.chars().any(char::is_control)

@@ -116,6 +116,8 @@ pub struct LimitsConfig {
     pub max_apps_per_org: usize,
     /// Jobs tracked in flight per org; past it the oldest is dropped (counted as overflow).
     pub max_jobs_per_org: usize,
+    /// `request_id`s remembered for deduplication (0 turns it off).
+    pub max_request_ids: usize,
 }
 
 /// One `[[orgs]]` entry with its tier resolved.
@@ -361,6 +363,7 @@ struct RawLimits {
     max_orgs: Spanned<u64>,
     max_apps_per_org: Spanned<u64>,
     max_jobs_per_org: Spanned<u64>,
+    max_request_ids: u64,
 }
 
 impl Default for RawLimits {
@@ -370,6 +373,7 @@ impl Default for RawLimits {
             max_orgs: Spanned::new(0..0, 10_000),
             max_apps_per_org: Spanned::new(0..0, 100),
             max_jobs_per_org: Spanned::new(0..0, 1_000),
+            max_request_ids: 1_000_000,
         }
     }
 }
@@ -648,6 +652,7 @@ impl RawLimits {
             max_orgs: positive(&self.max_orgs, "max_orgs")?,
             max_apps_per_org: positive(&self.max_apps_per_org, "max_apps_per_org")?,
             max_jobs_per_org: positive(&self.max_jobs_per_org, "max_jobs_per_org")?,
+            max_request_ids: usize::try_from(self.max_request_ids).unwrap_or(usize::MAX),
         })
     }
 }

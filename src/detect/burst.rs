@@ -36,7 +36,7 @@ pub enum Edge {
 }
 
 /// Burst state of one org.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Burst {
     /// Recent request timestamps, ascending.
     recent: VecDeque<i64>,

@@ -18,7 +18,7 @@ pub enum Change {
 }
 
 /// The state of one threshold alert.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct LevelAlert {
     /// 0 = not firing, else 1-based index into the thresholds.
     level: u8,

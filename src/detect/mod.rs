@@ -127,20 +127,12 @@ impl Transition {
     /// A stable id of the alert (not of this transition): the same alert on the same
     /// org/app/dimension always has the same fingerprint, across restarts and versions.
     pub fn fingerprint(&self) -> String {
-        // FNV-1a: tiny, stable and good enough to tell alerts apart; not a security boundary.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        let parts = [
-            self.alert.as_str(),
-            &self.org,
-            self.app.as_deref().unwrap_or(""),
-            self.dimension.map_or("", |d| d.as_str()),
-        ];
-        for part in parts {
-            for &b in part.as_bytes().iter().chain(b"\x1f") {
-                h ^= b as u64;
-                h = h.wrapping_mul(0x0100_0000_01b3);
-            }
-        }
+        let h = crate::events::stable_hash(&[
+            self.alert.as_str().as_bytes(),
+            self.org.as_bytes(),
+            self.app.as_deref().unwrap_or("").as_bytes(),
+            self.dimension.map_or("", |d| d.as_str()).as_bytes(),
+        ]);
         format!("{h:016x}")
     }
 
@@ -286,7 +278,7 @@ pub fn classify_429(i: &CauseInputs<'_>) -> Cause {
 }
 
 /// Retry behaviour of one org/app: Retry-After compliance and consecutive 429s.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct RetryState {
     /// Time of the last 429 seen.
     last_429_ms: Option<i64>,

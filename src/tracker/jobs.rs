@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// A job in flight.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Job {
     /// Event time it started, Unix ms.
     pub started_ms: i64,
@@ -169,6 +169,54 @@ impl Jobs {
     }
 }
 
+/// Jobs as stored in a snapshot: the jobs and the sequence counter; the orderings are rebuilt.
+#[derive(serde::Serialize)]
+struct JobsRef<'a> {
+    next_seq: u64,
+    jobs: Vec<(&'a Arc<str>, &'a Job)>,
+}
+
+#[derive(serde::Deserialize)]
+struct JobsOwned {
+    next_seq: u64,
+    jobs: Vec<(Arc<str>, Job)>,
+}
+
+impl serde::Serialize for Jobs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        JobsRef {
+            next_seq: self.next_seq,
+            jobs: self.by_id.iter().collect(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Jobs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let owned = JobsOwned::deserialize(d)?;
+        let mut jobs = Jobs::new(usize::MAX);
+        jobs.next_seq = owned.next_seq;
+        for (id, job) in owned.jobs {
+            let set = if job.stuck {
+                &mut jobs.stuck
+            } else {
+                &mut jobs.fresh
+            };
+            set.insert((job.started_ms, job.seq), id.clone());
+            jobs.by_id.insert(id, job);
+        }
+        Ok(jobs)
+    }
+}
+
+impl Jobs {
+    /// Sets the cap after a restore (it comes from the config, not the snapshot).
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max.max(1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,6 +289,25 @@ mod tests {
         ));
         assert_eq!(j.in_flight(), 2);
         assert!(j.finish("old").is_none());
+    }
+
+    #[test]
+    fn snapshot_round_trip_keeps_order_and_stuck_state() {
+        let mut j = Jobs::new(10);
+        j.start("a", 1, 100);
+        j.start("b", 2, 200);
+        j.advance(150, 50, 1_000, |_| {}, |_| {});
+        let bytes = postcard::to_stdvec(&j).unwrap();
+        let mut back: Jobs = postcard::from_bytes(&bytes).unwrap();
+        back.set_max(10);
+        assert_eq!(back.in_flight(), 2);
+        assert_eq!(back.stuck_count(), 1);
+        assert_eq!(
+            back.stuck_jobs().map(|(id, _)| id).collect::<Vec<_>>(),
+            vec!["a"]
+        );
+        assert_eq!(back.start("c", 0, 300), Start::Started);
+        assert_eq!(back.finish("b").map(|x| x.app), Some(2));
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //! `max_jobs_per_org` jobs per org, then the oldest is dropped. Each tracked org or app costs
 //! about 7 KB of window buckets, allocated when it is first seen.
 
+pub mod dedupe;
 pub mod jobs;
+pub mod snapshot;
 pub mod window;
 
 use std::collections::HashMap;
@@ -26,6 +28,7 @@ use crate::detect::{
     AlertName, Cause, CauseInputs, RetryState, Severity, Status, Storm, Transition, classify_429,
 };
 use crate::events::{Event, Kind, Outcome, RateLimitInfo};
+use dedupe::{Dedupe, request_key};
 use jobs::{Jobs, Start};
 use window::Window;
 
@@ -157,7 +160,7 @@ pub const JOB_DURATION_BUCKETS: [f64; 12] = [
 ];
 
 /// A plain histogram of job durations (per-bucket counts, not cumulative).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DurationHistogram {
     /// Observations per bucket of [`JOB_DURATION_BUCKETS`]; the last slot is `+Inf`.
     pub counts: [u64; JOB_DURATION_BUCKETS.len() + 1],
@@ -179,7 +182,7 @@ impl DurationHistogram {
 }
 
 /// Events routed to shared overflow series, by kind (`series_overflow_total{kind}`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Overflow {
     /// Events of orgs past `max_orgs`.
     pub orgs: u64,
@@ -190,7 +193,7 @@ pub struct Overflow {
 }
 
 /// Highest window values seen at any event time (replay's `peak_*`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Peaks {
     /// Highest rpm usage.
     pub rpm: u64,
@@ -201,14 +204,14 @@ pub struct Peaks {
 }
 
 /// Token windows, allocated only for orgs that have token limits or send token counts.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct TokenWindows {
     tpm: Window<u64>,
     tpd: Window<u64>,
 }
 
 /// One tracked app within an org.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct App {
     name: Arc<str>,
     rpm: Window<u32>,
@@ -236,19 +239,28 @@ impl App {
 }
 
 /// One tracked org.
-#[derive(Debug)]
+///
+/// Serialized for snapshots without what the config decides (tier, limits, thresholds,
+/// caps): [`Tracker::restore`] takes those from the config in use, so a changed tier
+/// applies to state recorded under the old one.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Org {
     name: Arc<str>,
+    #[serde(skip)]
     tier: Arc<str>,
+    #[serde(skip)]
     limits: Limits,
     /// False for `__overflow__`: usage only, no limits, no alerts.
+    #[serde(skip)]
     alerting: bool,
+    #[serde(skip)]
     burst_threshold: Option<u64>,
     rpm: Window<u32>,
     daily: Window<u32>,
     tokens: Option<Box<TokenWindows>>,
     jobs: Jobs,
     apps: Vec<App>,
+    #[serde(skip)]
     app_index: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
     overflow_app: Option<usize>,
     jobs_finished: [u64; JobOutcome::ALL.len()],
@@ -282,6 +294,8 @@ pub struct Settings {
     pub max_apps_per_org: usize,
     /// `max_jobs_per_org`.
     pub max_jobs_per_org: usize,
+    /// `max_request_ids`.
+    pub max_request_ids: usize,
 }
 
 impl Settings {
@@ -295,6 +309,7 @@ impl Settings {
             max_orgs: config.limits.max_orgs,
             max_apps_per_org: config.limits.max_apps_per_org,
             max_jobs_per_org: config.limits.max_jobs_per_org,
+            max_request_ids: config.limits.max_request_ids,
         }
     }
 }
@@ -308,6 +323,7 @@ pub struct Tracker {
     /// Index of `__overflow__` in `orgs`, once used.
     overflow_org: Option<usize>,
     overflow: Overflow,
+    dedupe: Dedupe,
 }
 
 impl Tracker {
@@ -319,6 +335,7 @@ impl Tracker {
             index: HashMap::default(),
             overflow_org: None,
             overflow: Overflow::default(),
+            dedupe: Dedupe::new(config.limits.max_request_ids),
         };
         for o in &config.orgs {
             let org = Org::new(
@@ -387,9 +404,15 @@ impl Tracker {
     }
 
     /// Applies one validated event. `now` is the clock (wall or replay); the event is judged
-    /// at its own `ts`, or at `now` when it has none.
-    pub fn apply(&mut self, ev: &Event<'_>, now: i64, out: &mut Vec<Transition>) {
+    /// at its own `ts`, or at `now` when it has none. Returns false for a `request_id` seen
+    /// before, which changes nothing.
+    pub fn apply(&mut self, ev: &Event<'_>, now: i64, out: &mut Vec<Transition>) -> bool {
         let ts = ev.ts_ms.unwrap_or(now);
+        if let Some(rid) = &ev.request_id
+            && !self.dedupe.first_seen(request_key(&ev.org, rid), ts)
+        {
+            return false;
+        }
         let oi = self.org_index(&ev.org);
         let s = &self.settings;
         let org = &mut self.orgs[oi];
@@ -415,6 +438,7 @@ impl Tracker {
         if let Some(rl) = &ev.ratelimit {
             org.note_ratelimit(ts, rl);
         }
+        true
     }
 
     /// The clock moved to `now`: stuck jobs, releases, burst ends and threshold changes.
@@ -448,6 +472,13 @@ impl Tracker {
     pub fn report(&self) -> Vec<OrgReport> {
         self.orgs.iter().map(Org::report).collect()
     }
+}
+
+/// Jobs an org may have in flight: an org allowed more concurrent jobs than
+/// `max_jobs_per_org` must still be able to reach its thresholds.
+fn job_cap(s: &Settings, limits: &Limits) -> usize {
+    s.max_jobs_per_org
+        .max(usize::try_from(limits.concurrency.saturating_mul(2)).unwrap_or(usize::MAX))
 }
 
 /// A firing transition of `org`'s `alert` at `ts`, to be completed with struct-update syntax.
@@ -493,8 +524,7 @@ impl Org {
             rpm: Window::new(RPM_WIDTH, RPM_SLACK),
             daily: Window::new(DAILY_WIDTH, DAILY_SLACK),
             tokens,
-            // An org allowed more concurrent jobs than the cap must still reach its thresholds.
-            jobs: Jobs::new(s.max_jobs_per_org.max(2 * limits.concurrency as usize)),
+            jobs: Jobs::new(job_cap(s, &limits)),
             apps: Vec::new(),
             app_index: HashMap::default(),
             overflow_app: None,

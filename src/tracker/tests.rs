@@ -606,3 +606,112 @@ fn upstream_remaining_keeps_the_newest_report() {
     );
     assert_eq!(t.snapshot(T0)[0].upstream_remaining, [Some(7), Some(500)]);
 }
+
+#[test]
+fn snapshot_restore_keeps_every_kind_of_state() {
+    let cfg = config("[detect]\nstuck_after = \"10s\"\nrelease_after = \"1h\"\n");
+    let mut t = Tracker::new(&cfg);
+    let mut out = Vec::new();
+    for i in 0..9 {
+        out.extend(req(&mut t, "acme", T0 + i * 1_000, 200));
+    }
+    feed(
+        &mut t,
+        &format!(
+            r#"{{"org":"acme","app":"bot","ts":{T0},"status":202,"job_id":"j1","request_id":"r1"}}"#
+        ),
+        T0,
+    );
+    req(&mut t, "other", T0, 429);
+    t.tick(T0 + 20_000, &mut out);
+    assert!(fired(&out, AlertName::UsageHigh).contains(&(Status::Firing, "critical")));
+    assert_eq!(
+        fired(&out, AlertName::JobsStuck),
+        vec![(Status::Firing, "warning")]
+    );
+    let bytes = t.encode().unwrap();
+
+    let mut back = Tracker::restore(&cfg, &bytes).unwrap();
+    assert_eq!(back.report(), t.report());
+    let (a, b) = (t.snapshot(T0 + 20_000), back.snapshot(T0 + 20_000));
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(
+            (&x.org, &x.tier, &x.usage, &x.limits),
+            (&y.org, &y.tier, &y.usage, &y.limits)
+        );
+        assert_eq!(
+            (x.jobs_in_flight, x.jobs_stuck, x.bursts),
+            (y.jobs_in_flight, y.jobs_stuck, y.bursts)
+        );
+        assert_eq!(x.alerts, y.alerts);
+    }
+    // The request id is remembered, so a replayed event does not count again.
+    let dup = parse_event(
+        br#"{"org":"acme","app":"bot","ts":1795788000000,"status":202,"job_id":"j1","request_id":"r1"}"#,
+        &ParseContext::default(),
+    )
+    .unwrap();
+    assert!(!back.apply(&dup, T0, &mut Vec::new()));
+    // Alert state survived: the clock moving on resolves what fired before the restore.
+    let mut later = Vec::new();
+    back.tick(T0 + 200_000, &mut later);
+    assert!(
+        fired(&later, AlertName::UsageHigh).contains(&(Status::Resolved, "critical")),
+        "{later:?}"
+    );
+    // Existing apps are found again, not duplicated.
+    feed(
+        &mut back,
+        &format!(r#"{{"org":"acme","app":"bot","ts":{}}}"#, T0 + 200_000),
+        T0,
+    );
+    assert_eq!(org(&back.snapshot(T0 + 200_000), "acme").apps.len(), 2);
+}
+
+#[test]
+fn restore_applies_the_current_config() {
+    let mut t = Tracker::new(&config(""));
+    req(&mut t, "acme", T0, 200);
+    req(&mut t, "newcomer", T0, 200);
+    let bytes = t.encode().unwrap();
+    let changed = Config::parse(
+        "[[orgs]]\nid = \"acme\"\ntier = \"pro\"\n[limits]\ndefault_tier = \"pro\"\n",
+        "t",
+    )
+    .unwrap();
+    let back = Tracker::restore(&changed, &bytes).unwrap();
+    let s = back.snapshot(T0);
+    assert_eq!(org(&s, "acme").limit_of(Dimension::Rpm), Some(50));
+    assert_eq!(&*org(&s, "newcomer").tier, "pro");
+    assert_eq!(org(&s, "newcomer").usage_of(Dimension::Rpm), Some(1));
+    assert!(matches!(
+        Tracker::restore(&changed, b"RWT9xxxx"),
+        Err(snapshot::RestoreError::Version { .. })
+    ));
+    assert!(matches!(
+        Tracker::restore(&changed, b"RWT1\xff\xff\xff"),
+        Err(snapshot::RestoreError::Corrupt(_))
+    ));
+}
+
+#[test]
+fn duplicate_request_ids_count_once() {
+    let mut t = Tracker::new(&config(""));
+    let line = format!(r#"{{"org":"acme","ts":{T0},"status":200,"request_id":"abc"}}"#);
+    let ev = parse_event(line.as_bytes(), &ParseContext::default()).unwrap();
+    assert!(t.apply(&ev, T0, &mut Vec::new()));
+    assert!(!t.apply(&ev, T0, &mut Vec::new()));
+    let other_org = parse_event(
+        br#"{"org":"b","ts":1795788000000,"request_id":"abc"}"#,
+        &ParseContext::default(),
+    )
+    .unwrap();
+    assert!(
+        t.apply(&other_org, T0, &mut Vec::new()),
+        "ids are scoped per org"
+    );
+    assert_eq!(
+        org(&t.snapshot(T0), "acme").usage_of(Dimension::Rpm),
+        Some(1)
+    );
+}

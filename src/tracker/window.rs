@@ -37,7 +37,7 @@ impl Slot for u64 {
 }
 
 /// A ring of buckets with a running total.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Window<S: Slot> {
     /// Ring of `width + slack` buckets; bucket `b` lives at `b mod len`.
     slots: Box<[S]>,
