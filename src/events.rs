@@ -91,7 +91,7 @@ impl Rejection {
 }
 
 /// What an event is (SPEC §4 `kind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub enum Kind {
     /// An API request; counts against RPM and daily usage whatever its status.
     Request,
@@ -159,7 +159,7 @@ impl Outcome {
 }
 
 /// The upstream's `x-ratelimit-*` headers as carried by an event.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, Deserialize)]
 pub struct RateLimitInfo {
     /// `x-ratelimit-limit-requests`.
     pub limit_requests: Option<u64>,
@@ -176,11 +176,14 @@ pub struct RateLimitInfo {
 }
 
 /// A validated event, borrowing its strings from the input where it can.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Serialized (postcard) into the store's journal; the field order is part of that format.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
 pub struct Event<'a> {
     /// Event time in Unix milliseconds; `None` means "when received" (or the replay clock).
     pub ts_ms: Option<i64>,
     /// Organization the limits apply to.
+    #[serde(borrow)]
     pub org: Cow<'a, str>,
     /// Application within the org (`None` = `default`).
     pub app: Option<Cow<'a, str>>,

@@ -31,4 +31,5 @@ pub mod metrics;
 pub mod replay;
 pub mod server;
 pub mod status;
+pub mod store;
 pub mod tracker;

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, OnceLock};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -19,10 +19,10 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::clock::Clock;
 use crate::detect::Cause;
 use crate::events::{Outcome, Reason};
-use crate::tracker::{Dimension, JOB_DURATION_BUCKETS, JobOutcome, Tracker};
+use crate::live::Live;
+use crate::tracker::{Dimension, JOB_DURATION_BUCKETS, JobOutcome};
 
 /// Version reported by `build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -48,7 +48,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// Registers every metric; tracker-derived ones are read from `tracker` at scrape time.
-    pub fn new(tracker: Arc<Mutex<Tracker>>, clock: Arc<dyn Clock>) -> Metrics {
+    pub fn new(live: Arc<OnceLock<Live>>) -> Metrics {
         let mut registry = Registry::with_prefix("ratewarden");
         let ingested = Family::<SourceLabels, Counter>::default();
         let rejected = Family::<RejectLabels, Counter>::default();
@@ -67,7 +67,7 @@ impl Metrics {
             "Build information",
             Info::new(vec![("version", VERSION)]),
         );
-        registry.register_collector(Box::new(TrackerCollector { tracker, clock }));
+        registry.register_collector(Box::new(TrackerCollector { live }));
         let m = Metrics {
             registry,
             ingested,
@@ -114,8 +114,8 @@ impl Metrics {
 
 /// Reads the tracker at scrape time.
 struct TrackerCollector {
-    tracker: Arc<Mutex<Tracker>>,
-    clock: Arc<dyn Clock>,
+    /// Empty while start-up recovery runs; nothing is exported from the tracker until then.
+    live: Arc<OnceLock<Live>>,
 }
 
 impl fmt::Debug for TrackerCollector {
@@ -152,12 +152,11 @@ fn gauge<V: prometheus_client::encoding::EncodeGaugeValue + fmt::Debug>(
 
 impl Collector for TrackerCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
-        let now = self.clock.now_ms();
-        let (orgs, overflow) = {
-            // A panic elsewhere must not take /metrics down with it: the data is still sound.
-            let t = self.tracker.lock().unwrap_or_else(PoisonError::into_inner);
-            (t.snapshot(now), t.overflow())
+        let Some(live) = self.live.get() else {
+            return Ok(());
         };
+        let now = live.now_ms();
+        let (orgs, overflow) = live.with_tracker(|t| (t.snapshot(now), t.overflow()));
         let org_l = |o: &str| vec![("org", o.to_string())];
         let dim_l = |o: &str, d: Dimension| {
             vec![

@@ -8,7 +8,8 @@
 mod auth;
 mod json;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
@@ -29,6 +30,8 @@ use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::tracker::Tracker;
 
+/// How long an ingest request waits for the store to confirm its events.
+const DURABLE_WAIT: Duration = Duration::from_secs(30);
 /// Most per-event errors listed in one ingest answer (the counts stay exact).
 const MAX_LISTED_ERRORS: usize = 100;
 /// Ingest requests processed at once; past this the daemon answers 429 rather than queue
@@ -38,8 +41,8 @@ pub const INGEST_CONCURRENCY: usize = 64;
 /// Everything the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
-    /// Tracker and clock.
-    pub live: Live,
+    /// Tracker, clock and journal; empty until start-up recovery has finished.
+    pub live: Arc<OnceLock<Live>>,
     /// Metric registry.
     pub metrics: Arc<Metrics>,
     /// Bearer tokens per route group.
@@ -53,10 +56,19 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    /// State for `config` with the given tokens and clock; not ready until the caller says so.
+    /// In-memory state for `config` with the given tokens and clock (tests); not ready until
+    /// the caller says so.
     pub fn new(config: &Config, tokens: Tokens, clock: Arc<dyn Clock>) -> ApiState {
-        let live = Live::new(Tracker::new(config), clock);
-        let metrics = Arc::new(Metrics::new(live.tracker(), live.clock()));
+        let st = ApiState::starting(config, tokens);
+        let _ = st.live.set(Live::in_memory(Tracker::new(config), clock));
+        st
+    }
+
+    /// State whose [`Live`] arrives later (after recovery); routes that need it answer 503
+    /// until then.
+    pub fn starting(config: &Config, tokens: Tokens) -> ApiState {
+        let live = Arc::new(OnceLock::new());
+        let metrics = Arc::new(Metrics::new(live.clone()));
         ApiState {
             live,
             metrics,
@@ -65,6 +77,18 @@ impl ApiState {
             ready: Arc::new(AtomicBool::new(false)),
             ingest_slots: Arc::new(Semaphore::new(INGEST_CONCURRENCY)),
         }
+    }
+}
+
+impl ApiState {
+    fn live(&self) -> Result<&Live, ApiError> {
+        self.live.get().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "starting",
+                "recovering stored state; retry shortly",
+            )
+        })
     }
 }
 
@@ -124,6 +148,18 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn readyz(State(st): State<ApiState>) -> Response {
+    let live = match st.live() {
+        Ok(live) => live,
+        Err(e) => return e.into_response(),
+    };
+    if !live.healthy() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the store is failing to commit",
+        )
+        .into_response();
+    }
     if st.ready.load(Ordering::Acquire) {
         axum::Json(json!({"status": "ready"})).into_response()
     } else {
@@ -147,6 +183,8 @@ fn is_json(headers: &HeaderMap) -> bool {
 struct IngestResult {
     accepted: usize,
     rejected: Vec<(usize, Rejection)>,
+    /// Commit that holds the accepted events.
+    seq: u64,
 }
 
 async fn ingest(
@@ -155,13 +193,22 @@ async fn ingest(
     body: Body,
 ) -> Result<Response, ApiError> {
     st.tokens.ingest.check(&headers)?;
-    let _slot = st.ingest_slots.clone().try_acquire_owned().map_err(|_| {
+    let saturated = || {
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "saturated",
-            "too many ingest requests in progress; retry shortly",
+            "too many ingest requests in progress or waiting for the store; retry shortly",
         )
-    })?;
+    };
+    let _slot = st
+        .ingest_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| saturated())?;
+    let live = st.live()?.clone();
+    if live.pending_bytes() > crate::live::MAX_PENDING_BYTES {
+        return Err(saturated());
+    }
     let too_large = |st: &ApiState| {
         st.metrics
             .rejected("http", crate::events::Reason::TooLarge, 1);
@@ -182,8 +229,8 @@ async fn ingest(
         .await
         .map_err(|_| too_large(&st))?;
     let json_type = is_json(&headers);
-    let live = st.live.clone();
-    let result = tokio::task::spawn_blocking(move || ingest_body(&live, &bytes, json_type))
+    let worker = live.clone();
+    let result = tokio::task::spawn_blocking(move || ingest_body(&worker, &bytes, json_type))
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "ingest worker failed");
@@ -194,6 +241,18 @@ async fn ingest(
             )
         })?;
 
+    if result.accepted > 0 {
+        live.durable_at(result.seq, DURABLE_WAIT)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "ingest not confirmed by the store");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    format!("events were not stored: {e}; retry"),
+                )
+            })?;
+    }
     st.metrics.ingested("http", result.accepted as u64);
     for (_, r) in &result.rejected {
         st.metrics.rejected("http", r.reason, 1);
@@ -244,24 +303,27 @@ fn ingest_body(live: &Live, bytes: &[u8], json_type: bool) -> IngestResult {
             }
         }
     }
-    live.apply(&events, now);
+    let seq = live.apply(&mut events, now, None);
     IngestResult {
         accepted: events.len(),
         rejected,
+        seq,
     }
 }
 
 async fn usage(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
     st.tokens.admin.check(&headers)?;
-    let now = st.live.now_ms();
-    let snapshot = st.live.lock().snapshot(now);
+    let live = st.live()?;
+    let now = live.now_ms();
+    let snapshot = live.with_tracker(|t| t.snapshot(now));
     Ok(axum::Json(json::usage(&snapshot)).into_response())
 }
 
 async fn alerts(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
     st.tokens.admin.check(&headers)?;
-    let now = st.live.now_ms();
-    let active = st.live.lock().active_alerts(now);
+    let live = st.live()?;
+    let now = live.now_ms();
+    let active = live.with_tracker(|t| t.active_alerts(now));
     Ok(
         axum::Json(json!({"alerts": active.iter().map(json::alert).collect::<Vec<_>>()}))
             .into_response(),

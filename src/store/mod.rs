@@ -1,0 +1,114 @@
+//! The store: everything that must survive a restart, behind one narrow boundary.
+//!
+//! State is kept as a journal plus snapshots. Every batch of applied events is appended as one
+//! journal entry, in the same transaction as the file checkpoints those events reached, so a
+//! crash never separates a count from the offset that produced it. Now and then a snapshot of
+//! the whole tracker replaces the journal up to its sequence number. Recovery is: the
+//! snapshot, then the journal after it.
+//!
+//! The store never interprets what it holds: snapshots and journal entries are opaque bytes
+//! (the tracker encodes them), checkpoints are plain records. That keeps [`StateStore`] small
+//! enough for a shared backend (Redis, for several replicas) to implement without touching
+//! the tracker. [`sqlite::SqliteStore`] is the embedded default.
+
+pub mod sqlite;
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process holds the data directory.
+    #[error(
+        "{path} is in use by another ratewarden (lock held on {path}/LOCK); stop it or use another [storage] path"
+    )]
+    Locked {
+        /// The data directory.
+        path: String,
+    },
+    /// A file-system error around the data directory.
+    #[error("{path}: {source}")]
+    Io {
+        /// What was being accessed.
+        path: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The database failed.
+    #[error("store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The database was written by a newer ratewarden.
+    #[error("the store has schema version {found}; this ratewarden knows up to {known}")]
+    TooNew {
+        /// Version found in the database.
+        found: i64,
+        /// Newest version this binary knows.
+        known: i64,
+    },
+}
+
+/// How far a file source has read one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Source name.
+    pub source: String,
+    /// File identity: `device:inode`.
+    pub file: String,
+    /// Path where the file was last seen (for finding it after a rename).
+    pub path: String,
+    /// Byte offset after the last complete line counted.
+    pub offset: u64,
+    /// Bytes covered by `head_hash` (the file's first bytes, up to a limit).
+    pub head_len: u32,
+    /// Hash of the first `head_len` bytes, to tell a reused inode or a truncation.
+    pub head_hash: u64,
+}
+
+/// One group commit.
+#[derive(Debug, Default)]
+pub struct Commit<'a> {
+    /// Sequence number of this commit (strictly increasing).
+    pub seq: u64,
+    /// Encoded events applied since the previous commit, in the order applied.
+    pub journal: &'a [u8],
+    /// Number of events in `journal`.
+    pub events: u64,
+    /// A snapshot of the whole state after this commit's events; when present it replaces the
+    /// previous snapshot and the journal up to `seq` (and `journal` is not written).
+    pub snapshot: Option<&'a [u8]>,
+    /// Checkpoints reached by this commit's events.
+    pub checkpoints: &'a [Checkpoint],
+    /// Checkpoints of files that are gone: (source, file).
+    pub forget: &'a [(String, String)],
+    /// Sources that ran for the first time (their `read_from` no longer applies afterwards).
+    pub started_sources: &'a [String],
+}
+
+/// What a store holds at start-up.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// The latest snapshot and the sequence number it covers.
+    pub snapshot: Option<(u64, Vec<u8>)>,
+    /// Highest sequence number committed.
+    pub last_seq: u64,
+    /// Every checkpoint.
+    pub checkpoints: Vec<Checkpoint>,
+    /// Sources that have run before.
+    pub started_sources: Vec<String>,
+    /// Events in the journal after the snapshot.
+    pub journal_events: u64,
+}
+
+/// Durable state, as the rest of ratewarden sees it.
+pub trait StateStore: Send {
+    /// The snapshot, checkpoints and bookkeeping.
+    fn recover(&mut self) -> Result<Recovered, StoreError>;
+
+    /// Calls `f` with each journal entry after `seq`, in order.
+    fn journal_after(
+        &mut self,
+        seq: u64,
+        f: &mut dyn FnMut(u64, &[u8]),
+    ) -> Result<(), StoreError>;
+
+    /// Writes one group commit atomically.
+    fn commit(&mut self, c: &Commit<'_>) -> Result<(), StoreError>;
+}

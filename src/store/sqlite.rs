@@ -1,0 +1,354 @@
+//! The embedded store: SQLite (bundled) in WAL mode in `[storage].path`.
+//!
+//! Commits are full-sync transactions: once [`StateStore::commit`] returns, the data survives a
+//! crash of the process and of the machine. A lock file keeps a second daemon out of the same
+//! directory. The schema carries a version (`PRAGMA user_version`) and upgrades itself through
+//! [`MIGRATIONS`]; a newer schema than this binary knows is refused, never guessed at.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Checkpoint, Commit, Recovered, StateStore, StoreError};
+
+/// Schema migrations, applied in order; entry `i` takes the schema from version `i` to `i+1`.
+/// Later features (the alert outbox, batches) add entries here.
+const MIGRATIONS: &[&str] = &[
+    // 1: journal, snapshot, file checkpoints, sources.
+    "CREATE TABLE snapshot (
+         id INTEGER PRIMARY KEY CHECK (id = 1),
+         seq INTEGER NOT NULL,
+         state BLOB NOT NULL
+     );
+     CREATE TABLE journal (
+         seq INTEGER PRIMARY KEY,
+         events INTEGER NOT NULL,
+         data BLOB NOT NULL
+     );
+     CREATE TABLE checkpoints (
+         source TEXT NOT NULL,
+         file TEXT NOT NULL,
+         path TEXT NOT NULL,
+         byte_offset INTEGER NOT NULL,
+         head_len INTEGER NOT NULL,
+         head_hash INTEGER NOT NULL,
+         PRIMARY KEY (source, file)
+     );
+     CREATE TABLE sources (
+         name TEXT PRIMARY KEY
+     );
+     CREATE TABLE meta (
+         key TEXT PRIMARY KEY,
+         value INTEGER NOT NULL
+     );",
+];
+
+/// SQLite-backed [`StateStore`].
+pub struct SqliteStore {
+    conn: Connection,
+    /// Held for the life of the store; the OS releases it if the process dies.
+    _lock: File,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqliteStore")
+    }
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in directory `dir`, takes its lock and brings the
+    /// schema up to date.
+    pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let lock_path: PathBuf = dir.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked {
+                    path: dir.display().to_string(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
+        }
+        let conn = Connection::open(dir.join("state.sqlite"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut store = SqliteStore { conn, _lock: lock };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let version: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::TooNew {
+                found: version,
+                known,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i as i64 + 1)?;
+            tx.commit()?;
+            tracing::info!(version = i + 1, "store schema upgraded");
+        }
+        Ok(())
+    }
+
+    /// The schema version in use.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+}
+
+impl StateStore for SqliteStore {
+    fn recover(&mut self) -> Result<Recovered, StoreError> {
+        let snapshot: Option<(u64, Vec<u8>)> = self
+            .conn
+            .query_row("SELECT seq, state FROM snapshot WHERE id = 1", [], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+            })
+            .optional()?;
+        let last_journal: Option<i64> =
+            self.conn
+                .query_row("SELECT MAX(seq) FROM journal", [], |r| r.get(0))?;
+        let last_meta: Option<i64> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'last_seq'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let snap_seq = snapshot.as_ref().map_or(0, |(s, _)| *s);
+        let journal_events: i64 = self.conn.query_row(
+            "SELECT COALESCE(SUM(events), 0) FROM journal WHERE seq > ?1",
+            [snap_seq as i64],
+            |r| r.get(0),
+        )?;
+        let mut stmt = self.conn.prepare(
+            "SELECT source, file, path, byte_offset, head_len, head_hash FROM checkpoints",
+        )?;
+        let checkpoints = stmt
+            .query_map([], |r| {
+                Ok(Checkpoint {
+                    source: r.get(0)?,
+                    file: r.get(1)?,
+                    path: r.get(2)?,
+                    offset: r.get::<_, i64>(3)? as u64,
+                    head_len: r.get::<_, i64>(4)? as u32,
+                    head_hash: r.get::<_, i64>(5)? as u64,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut stmt = self.conn.prepare("SELECT name FROM sources")?;
+        let started_sources = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        let last_seq = [last_journal, last_meta, Some(snap_seq as i64)]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(0) as u64;
+        Ok(Recovered {
+            snapshot,
+            last_seq,
+            checkpoints,
+            started_sources,
+            journal_events: journal_events as u64,
+        })
+    }
+
+    fn journal_after(
+        &mut self,
+        seq: u64,
+        f: &mut dyn FnMut(u64, &[u8]),
+    ) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, data FROM journal WHERE seq > ?1 ORDER BY seq")?;
+        let mut rows = stmt.query([seq as i64])?;
+        while let Some(row) = rows.next()? {
+            let s: i64 = row.get(0)?;
+            let data = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
+            f(s as u64, data);
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, c: &Commit<'_>) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        match c.snapshot {
+            Some(state) => {
+                tx.execute(
+                    "INSERT INTO snapshot (id, seq, state) VALUES (1, ?1, ?2)
+                     ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, state = excluded.state",
+                    params![c.seq as i64, state],
+                )?;
+                tx.execute("DELETE FROM journal WHERE seq <= ?1", [c.seq as i64])?;
+            }
+            None if c.events > 0 => {
+                tx.execute(
+                    "INSERT INTO journal (seq, events, data) VALUES (?1, ?2, ?3)",
+                    params![c.seq as i64, c.events as i64, c.journal],
+                )?;
+            }
+            None => {}
+        }
+        {
+            let mut put = tx.prepare_cached(
+                "INSERT INTO checkpoints (source, file, path, byte_offset, head_len, head_hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (source, file) DO UPDATE SET path = excluded.path,
+                   byte_offset = excluded.byte_offset, head_len = excluded.head_len,
+                   head_hash = excluded.head_hash",
+            )?;
+            for cp in c.checkpoints {
+                put.execute(params![
+                    cp.source,
+                    cp.file,
+                    cp.path,
+                    cp.offset as i64,
+                    cp.head_len as i64,
+                    cp.head_hash as i64
+                ])?;
+            }
+            let mut del = tx.prepare_cached("DELETE FROM checkpoints WHERE source = ?1 AND file = ?2")?;
+            for (source, file) in c.forget {
+                del.execute(params![source, file])?;
+            }
+            let mut started = tx.prepare_cached("INSERT OR IGNORE INTO sources (name) VALUES (?1)")?;
+            for name in c.started_sources {
+                started.execute([name])?;
+            }
+        }
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('last_seq', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [c.seq as i64],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cp(file: &str, offset: u64) -> Checkpoint {
+        Checkpoint {
+            source: "logs".into(),
+            file: file.into(),
+            path: format!("/var/log/{file}"),
+            offset,
+            head_len: 10,
+            head_hash: u64::MAX - 1,
+        }
+    }
+
+    #[test]
+    fn journal_snapshot_and_checkpoints_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = SqliteStore::open(dir.path()).unwrap();
+            assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+            let r = s.recover().unwrap();
+            assert!(r.snapshot.is_none());
+            assert_eq!(r.last_seq, 0);
+            s.commit(&Commit {
+                seq: 1,
+                journal: b"one",
+                events: 1,
+                checkpoints: &[cp("1:2", 100)],
+                started_sources: &["logs".to_string()],
+                ..Commit::default()
+            })
+            .unwrap();
+            s.commit(&Commit {
+                seq: 2,
+                journal: b"two",
+                events: 2,
+                checkpoints: &[cp("1:2", 250), cp("1:3", 7)],
+                ..Commit::default()
+            })
+            .unwrap();
+        }
+        let mut s = SqliteStore::open(dir.path()).unwrap();
+        let r = s.recover().unwrap();
+        assert_eq!(r.last_seq, 2);
+        assert_eq!(r.journal_events, 3);
+        assert_eq!(r.started_sources, vec!["logs".to_string()]);
+        let mut cps = r.checkpoints.clone();
+        cps.sort_by(|a, b| a.file.cmp(&b.file));
+        assert_eq!(cps, vec![cp("1:2", 250), cp("1:3", 7)], "u64 hashes survive i64 storage");
+        let mut seen = Vec::new();
+        s.journal_after(0, &mut |seq, d| seen.push((seq, d.to_vec())))
+            .unwrap();
+        assert_eq!(seen, vec![(1, b"one".to_vec()), (2, b"two".to_vec())]);
+
+        // A snapshot replaces the journal up to its seq.
+        s.commit(&Commit {
+            seq: 3,
+            snapshot: Some(b"state-3"),
+            forget: &[("logs".to_string(), "1:3".to_string())],
+            ..Commit::default()
+        })
+        .unwrap();
+        s.commit(&Commit {
+            seq: 4,
+            journal: b"four",
+            events: 1,
+            ..Commit::default()
+        })
+        .unwrap();
+        let r = s.recover().unwrap();
+        assert_eq!(r.snapshot, Some((3, b"state-3".to_vec())));
+        assert_eq!(r.last_seq, 4);
+        assert_eq!(r.journal_events, 1);
+        assert_eq!(r.checkpoints.len(), 1);
+        let mut seen = Vec::new();
+        s.journal_after(3, &mut |seq, _| seen.push(seq)).unwrap();
+        assert_eq!(seen, vec![4]);
+    }
+
+    #[test]
+    fn a_second_opener_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = SqliteStore::open(dir.path()).unwrap();
+        let err = SqliteStore::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+        assert!(err.to_string().contains("in use by another ratewarden"));
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(SqliteStore::open(dir.path()).unwrap());
+        let conn = Connection::open(dir.path().join("state.sqlite")).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let err = SqliteStore::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::TooNew { found: 99, .. }), "{err}");
+    }
+}
