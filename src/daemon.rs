@@ -71,13 +71,21 @@ pub fn check_exposure(config: &Config, tokens: &Tokens) -> Result<(), DaemonErro
     if !tokens.ingest.is_set() {
         missing.push(format!(
             "an ingest token (${})",
-            config.server.ingest_token_env.as_deref().unwrap_or("ingest_token_env")
+            config
+                .server
+                .ingest_token_env
+                .as_deref()
+                .unwrap_or("ingest_token_env")
         ));
     }
     if !tokens.admin.is_set() {
         missing.push(format!(
             "an admin token (${})",
-            config.server.admin_token_env.as_deref().unwrap_or("admin_token_env")
+            config
+                .server
+                .admin_token_env
+                .as_deref()
+                .unwrap_or("admin_token_env")
         ));
     }
     if missing.is_empty() {
@@ -102,7 +110,12 @@ pub struct Daemon {
 impl Daemon {
     /// Validates exposure, opens the store and binds the listener, with the wall clock.
     pub async fn bind(config: &Config) -> Result<Daemon, DaemonError> {
-        Daemon::bind_with(config, Tokens::from_env(&config.server), Arc::new(SystemClock)).await
+        Daemon::bind_with(
+            config,
+            Tokens::from_env(&config.server),
+            Arc::new(SystemClock),
+        )
+        .await
     }
 
     /// Like [`Daemon::bind`] with explicit tokens and clock (tests).
@@ -135,7 +148,10 @@ impl Daemon {
     }
 
     /// Serves until `shutdown` resolves, then drains, flushes and returns.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), DaemonError> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), DaemonError> {
         let Daemon {
             config,
             listener,
@@ -211,7 +227,10 @@ impl Daemon {
             }
         };
         let _ = ticker.await;
-        if tokio::task::spawn_blocking(move || writer.shutdown()).await.is_err() {
+        if tokio::task::spawn_blocking(move || writer.shutdown())
+            .await
+            .is_err()
+        {
             tracing::error!("the final store commit panicked");
         }
         tracing::info!("stopped");
@@ -220,7 +239,10 @@ impl Daemon {
 }
 
 /// Runs the daemon on `config` until `shutdown` resolves.
-pub async fn run(config: &Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), DaemonError> {
+pub async fn run(
+    config: &Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), DaemonError> {
     let daemon = Daemon::bind(config).await?;
     if let Some(addr) = daemon.local_addr() {
         tracing::info!(%addr, "listening");

@@ -224,6 +224,8 @@ impl Event<'_> {
 pub struct ParseContext<'c> {
     /// Org for events that carry none.
     pub default_org: Option<&'c str>,
+    /// App for events that carry none (else `default`).
+    pub default_app: Option<&'c str>,
     /// Wall clock in ms for the future-timestamp check; `None` in replay (no check).
     pub now_ms: Option<i64>,
 }
@@ -317,6 +319,95 @@ struct WireRateLimit<'a> {
     reset_tokens: Option<Text<'a>>,
 }
 
+/// An event time as a log format carries it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TsField<'a> {
+    /// RFC 3339 text.
+    Rfc3339(&'a str),
+    /// Unix milliseconds.
+    Millis(i64),
+    /// Unix seconds (`$msec`).
+    Seconds(f64),
+}
+
+/// Event fields taken from a non-JSON line (nginx, Envoy), already typed. Built into an
+/// [`Event`] by [`event_from_fields`] with exactly the validation of JSON events.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Fields<'a> {
+    /// `ts`.
+    pub ts: Option<TsField<'a>>,
+    /// `org`.
+    pub org: Option<&'a str>,
+    /// `app`.
+    pub app: Option<&'a str>,
+    /// `user`.
+    pub user: Option<&'a str>,
+    /// `model`.
+    pub model: Option<&'a str>,
+    /// `kind`.
+    pub kind: Option<&'a str>,
+    /// `status`.
+    pub status: Option<i64>,
+    /// `job_id`.
+    pub job_id: Option<&'a str>,
+    /// `retry_after`, seconds.
+    pub retry_after: Option<f64>,
+    /// `error_code`.
+    pub error_code: Option<&'a str>,
+    /// `tokens`.
+    pub tokens: Option<u64>,
+    /// `latency_ms`.
+    pub latency_ms: Option<f64>,
+    /// `request_id`.
+    pub request_id: Option<&'a str>,
+}
+
+/// Validates fields taken from a log line into an event.
+pub fn event_from_fields<'a>(
+    f: Fields<'a>,
+    ctx: &ParseContext<'a>,
+) -> Result<Event<'a>, Rejection> {
+    let t = |s: Option<&'a str>| s.map(|s| Text(Cow::Borrowed(s)));
+    Wire {
+        ts: f.ts.map(|ts| match ts {
+            TsField::Rfc3339(s) => WireTs::Text(Cow::Borrowed(s)),
+            TsField::Millis(ms) => WireTs::Millis(ms),
+            TsField::Seconds(s) => WireTs::Number(s),
+        }),
+        org: t(f.org),
+        app: t(f.app),
+        user: t(f.user),
+        model: t(f.model),
+        kind: t(f.kind),
+        status: f.status,
+        job_id: t(f.job_id),
+        retry_after: f.retry_after,
+        error_code: t(f.error_code),
+        tokens: f.tokens,
+        latency_ms: f.latency_ms,
+        request_id: t(f.request_id),
+        ratelimit: None,
+    }
+    .validate(ctx)
+}
+
+/// Validates an already parsed JSON object (a log line whose fields were moved to where the
+/// event schema expects them).
+pub fn event_from_value<'a>(
+    value: serde_json::Value,
+    ctx: &ParseContext<'a>,
+) -> Result<Event<'a>, Rejection> {
+    if !value.is_object() {
+        return Err(Rejection::new(
+            Reason::InvalidJson,
+            "an event must be a JSON object",
+        ));
+    }
+    let wire = Wire::deserialize(value)
+        .map_err(|e| Rejection::new(Reason::InvalidField, e.to_string()))?;
+    wire.validate(ctx)
+}
+
 /// A JSON string that borrows from the input unless it has escapes. (serde's own `Cow`
 /// support does not borrow inside an `Option`.)
 struct Text<'a>(Cow<'a, str>);
@@ -348,6 +439,8 @@ fn text(t: Option<Text<'_>>) -> Option<Cow<'_, str>> {
 enum WireTs<'a> {
     Text(Cow<'a, str>),
     Number(f64),
+    /// Already milliseconds (from a log format), exempt from the seconds/ms heuristic.
+    Millis(i64),
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for WireTs<'a> {
@@ -424,6 +517,7 @@ impl<'a> Wire<'a> {
         {
             return Err(invalid("app must be 1-128 printable characters"));
         }
+        let app = app.or(ctx.default_app.map(Cow::Borrowed));
         let kind = match kind.as_deref() {
             None | Some("request") => Kind::Request,
             Some("job_started") => Kind::JobStarted,
@@ -467,6 +561,7 @@ impl<'a> Wire<'a> {
         let ts_ms = match &self.ts {
             None => None,
             Some(WireTs::Number(n)) => Some(epoch_number_ms(*n)?),
+            Some(WireTs::Millis(ms)) => Some(check_range(*ms)?),
             Some(WireTs::Text(t)) => Some(
                 parse_rfc3339_ms(t)
                     .ok_or_else(|| invalid("ts is not an RFC 3339 time"))
@@ -835,16 +930,16 @@ mod tests {
         let future = parse_event(
             br#"{"org":"a","ts":1795788400}"#,
             &ParseContext {
-                default_org: None,
                 now_ms: Some(1_795_788_000_000),
+                ..ParseContext::default()
             },
         );
         assert_eq!(future.unwrap_err().reason, Reason::FutureTimestamp);
         let near = parse_event(
             br#"{"org":"a","ts":1795788299}"#,
             &ParseContext {
-                default_org: None,
                 now_ms: Some(1_795_788_000_000),
+                ..ParseContext::default()
             },
         );
         assert!(near.is_ok(), "4m59s ahead is accepted");
@@ -863,8 +958,19 @@ mod tests {
     fn source_default_org_applies_only_when_missing() {
         let ctx = ParseContext {
             default_org: Some("fallback"),
+            default_app: Some("shipper"),
             now_ms: None,
         };
+        assert_eq!(
+            parse_event(br#"{"status":200}"#, &ctx).unwrap().app_name(),
+            "shipper"
+        );
+        assert_eq!(
+            parse_event(br#"{"org":"x","app":"own"}"#, &ctx)
+                .unwrap()
+                .app_name(),
+            "own"
+        );
         assert_eq!(
             parse_event(br#"{"status":200}"#, &ctx).unwrap().org,
             "fallback"

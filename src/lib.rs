@@ -30,6 +30,7 @@ pub mod live;
 pub mod metrics;
 pub mod replay;
 pub mod server;
+pub mod sources;
 pub mod status;
 pub mod store;
 pub mod tracker;

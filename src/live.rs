@@ -52,7 +52,10 @@ impl Pending {
     }
 
     fn is_empty(&self) -> bool {
-        self.events == 0 && self.checkpoints.is_empty() && self.forget.is_empty() && self.started.is_empty()
+        self.events == 0
+            && self.checkpoints.is_empty()
+            && self.forget.is_empty()
+            && self.started.is_empty()
     }
 
     /// `self` (older, failed to commit) followed by `newer`.
@@ -198,12 +201,7 @@ impl Live {
     /// Applies events (their missing `ts` set to `now`), journals them, and records where a
     /// file source got to, all in one critical section. Returns the sequence number to wait
     /// for with [`Live::durable_at`].
-    pub fn apply(
-        &self,
-        events: &mut [Event<'_>],
-        now: i64,
-        checkpoint: Option<Checkpoint>,
-    ) -> u64 {
+    pub fn apply(&self, events: &mut [Event<'_>], now: i64, checkpoint: Option<Checkpoint>) -> u64 {
         let mut out = Vec::new();
         let seq = {
             let mut g = self.lock();
@@ -222,7 +220,9 @@ impl Live {
             if let Some(cp) = checkpoint
                 && self.durable.is_some()
             {
-                pending.checkpoints.insert((cp.source.clone(), cp.file.clone()), cp);
+                pending
+                    .checkpoints
+                    .insert((cp.source.clone(), cp.file.clone()), cp);
             }
             pending.seq
         };
@@ -245,7 +245,11 @@ impl Live {
 
     fn wake_writer(&self) {
         if let Some(d) = &self.durable
-            && let Some(t) = d.writer.lock().unwrap_or_else(PoisonError::into_inner).as_ref()
+            && let Some(t) = d
+                .writer
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
         {
             t.unpark();
         }
@@ -438,7 +442,12 @@ fn writer_loop(live: Live, mut store: Box<dyn StateStore>, mut since_snapshot: u
                 }
                 durable.committed.send_replace(batch.seq);
                 if let Some(s) = &snapshot {
-                    tracing::debug!(seq = batch.seq, bytes = s.len(), took_ms = started.elapsed().as_millis() as u64, "snapshot written");
+                    tracing::debug!(
+                        seq = batch.seq,
+                        bytes = s.len(),
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "snapshot written"
+                    );
                     since_snapshot = 0;
                     last_snapshot = Instant::now();
                 } else {
@@ -454,7 +463,9 @@ fn writer_loop(live: Live, mut store: Box<dyn StateStore>, mut since_snapshot: u
                 g.pending = batch.then(newer);
                 drop(g);
                 if stopping {
-                    tracing::error!("giving up on the store at shutdown; uncommitted events are lost");
+                    tracing::error!(
+                        "giving up on the store at shutdown; uncommitted events are lost"
+                    );
                     break;
                 }
                 std::thread::sleep(Duration::from_secs(1));

@@ -493,7 +493,7 @@ pub fn run(config: &Config, opts: &Options, start_ms: i64) -> Result<Report, Rep
                 }
             }
             n += 1;
-            if n % 65_536 == 0
+            if n.is_multiple_of(65_536)
                 && let Some(bar) = &bar
             {
                 bar.set_position(done + lines.consumed);

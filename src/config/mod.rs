@@ -22,6 +22,7 @@ use toml::Spanned;
 pub use duration::{HumanDuration, parse_duration};
 
 use crate::events::valid_name;
+use crate::sources::format::{Dialect, ENVOY_DEFAULT, LineFormat, NGINX_COMBINED, Template};
 
 /// Default listen address (SPEC §2).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9747";
@@ -159,6 +160,37 @@ pub struct AlertsConfig {
     pub for_ms: i64,
 }
 
+/// `read_from` of a file source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadFrom {
+    /// Read files present at the first start from their first byte.
+    Beginning,
+    /// Skip what files present at the first start already hold.
+    End,
+}
+
+/// One `[[sources.file]]`, its format compiled.
+#[derive(Debug, Clone)]
+pub struct FileSourceConfig {
+    /// Label value of `events_ingested_total{source}` and key of its checkpoints.
+    pub name: String,
+    /// Glob of the files to tail.
+    pub path: String,
+    /// Name of the format (`json`, `nginx`, `envoy`), for logs.
+    pub format_name: &'static str,
+    /// Compiled line format.
+    pub format: LineFormat,
+    /// Where to start in files present at the source's first start.
+    pub read_from: ReadFrom,
+    /// Org of lines that carry none.
+    pub org: Option<String>,
+    /// App of lines that carry none.
+    pub app: Option<String>,
+    /// Longer lines are skipped and counted as `too_large`.
+    pub max_line_bytes: usize,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -176,6 +208,8 @@ pub struct Config {
     pub detect: DetectConfig,
     /// `[alerts]`.
     pub alerts: AlertsConfig,
+    /// `[[sources.file]]`.
+    pub sources: Vec<FileSourceConfig>,
 }
 
 impl Default for Config {
@@ -280,7 +314,16 @@ impl Config {
             self.alerts.hysteresis_bp as f64 / 100.0,
             self.alerts.for_ms
         ));
-        out.push_str("sources: 0 (events arrive by POST /v1/events)\n");
+        if self.sources.is_empty() {
+            out.push_str("sources: 0 (events arrive by POST /v1/events)\n");
+        } else {
+            let list: Vec<String> = self
+                .sources
+                .iter()
+                .map(|s| format!("{} ({} {})", s.name, s.format_name, s.path))
+                .collect();
+            out.push_str(&format!("sources: {}\n", list.join(", ")));
+        }
         out.push_str("channels: 0 (transitions are logged and shown at /v1/alerts)\n");
         out
     }
@@ -312,10 +355,123 @@ struct RawConfig {
     orgs: Vec<RawOrg>,
     detect: RawDetect,
     alerts: RawAlerts,
-    sources: Option<Spanned<toml::Value>>,
+    sources: RawSources,
     offpeak: Option<Spanned<toml::Value>>,
     upstreams: Option<Spanned<toml::Value>>,
     scheduler: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawSources {
+    file: Vec<Spanned<RawFileSource>>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum RawFormat {
+    Json,
+    Nginx,
+    Envoy,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFileSource {
+    name: Option<Spanned<String>>,
+    path: Spanned<String>,
+    format: Option<RawFormat>,
+    read_from: Option<ReadFrom>,
+    org: Option<Spanned<String>>,
+    app: Option<Spanned<String>>,
+    max_line_bytes: Option<Spanned<u64>>,
+    log_format: Option<Spanned<String>>,
+    fields: Option<Spanned<BTreeMap<String, String>>>,
+}
+
+impl RawFileSource {
+    fn validate(&self, index: usize, whole: Range<usize>) -> Result<FileSourceConfig, Spanned2> {
+        let name = match &self.name {
+            Some(n) => {
+                let ok = !n.get_ref().is_empty()
+                    && n.get_ref().len() <= 64
+                    && n.get_ref()
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+                if !ok {
+                    return Err(at(
+                        n.span(),
+                        "source names are 1-64 characters of A-Z a-z 0-9 _ . -",
+                    ));
+                }
+                n.get_ref().clone()
+            }
+            None => format!("file-{}", index + 1),
+        };
+        let path = self.path.get_ref();
+        if let Err(e) = glob::Pattern::new(path) {
+            return Err(at(self.path.span(), format!("invalid glob {path:?}: {e}")));
+        }
+        for v in [&self.org, &self.app].into_iter().flatten() {
+            if !valid_name(v.get_ref()) {
+                return Err(at(v.span(), "must be 1-128 printable characters"));
+            }
+        }
+        let max_line_bytes = match &self.max_line_bytes {
+            Some(m) if *m.get_ref() == 0 => {
+                return Err(at(m.span(), "max_line_bytes must be at least 1"));
+            }
+            Some(m) => usize::try_from(*m.get_ref()).unwrap_or(usize::MAX),
+            None => 65_536,
+        };
+        let empty = BTreeMap::new();
+        let fields = self.fields.as_ref().map_or(&empty, |f| f.get_ref());
+        let fields_span = self.fields.as_ref().map_or(whole.clone(), |f| f.span());
+        let format = self.format.unwrap_or(RawFormat::Json);
+        let (format_name, compiled) = match format {
+            RawFormat::Json => {
+                if let Some(l) = &self.log_format {
+                    return Err(at(
+                        l.span(),
+                        "log_format applies to nginx and envoy sources only",
+                    ));
+                }
+                (
+                    "json",
+                    LineFormat::json(fields).map_err(|e| at(fields_span, e))?,
+                )
+            }
+            RawFormat::Nginx | RawFormat::Envoy => {
+                let (dialect, default, label) = match format {
+                    RawFormat::Nginx => (Dialect::Nginx, NGINX_COMBINED, "nginx"),
+                    _ => (Dialect::Envoy, ENVOY_DEFAULT, "envoy"),
+                };
+                let text = self
+                    .log_format
+                    .as_ref()
+                    .map_or(default, |l| l.get_ref().as_str());
+                let t = Template::compile(dialect, text, fields).map_err(|e| {
+                    let span = if e.starts_with("fields.") {
+                        fields_span.clone()
+                    } else {
+                        self.log_format.as_ref().map_or(whole.clone(), |l| l.span())
+                    };
+                    at(span, e)
+                })?;
+                (label, LineFormat::Template(t))
+            }
+        };
+        Ok(FileSourceConfig {
+            name,
+            path: path.clone(),
+            format_name,
+            format: compiled,
+            read_from: self.read_from.unwrap_or(ReadFrom::Beginning),
+            org: self.org.as_ref().map(|o| o.get_ref().clone()),
+            app: self.app.as_ref().map(|a| a.get_ref().clone()),
+            max_line_bytes,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -521,7 +677,6 @@ fn basis_points(span: &Range<usize>, what: &str, v: f64) -> Result<u32, Spanned2
 impl RawConfig {
     fn validate(self) -> Result<Config, Spanned2> {
         for (section, value) in [
-            ("[[sources.file]]", &self.sources),
             ("[offpeak]", &self.offpeak),
             ("[[upstreams]]", &self.upstreams),
             ("[scheduler]", &self.scheduler),
@@ -604,7 +759,18 @@ impl RawConfig {
             ));
         }
 
+        let mut sources: Vec<FileSourceConfig> = Vec::new();
+        for (i, raw) in self.sources.file.iter().enumerate() {
+            let source = raw.get_ref().validate(i, raw.span())?;
+            if sources.iter().any(|s| s.name == source.name) {
+                let span = raw.get_ref().name.as_ref().map_or(raw.span(), |n| n.span());
+                return Err(at(span, format!("two sources are named {:?}", source.name)));
+            }
+            sources.push(source);
+        }
+
         Ok(Config {
+            sources,
             server,
             storage: StorageConfig {
                 path: self.storage.path,
@@ -848,8 +1014,6 @@ mod tests {
 
     #[test]
     fn later_sections_are_refused_not_ignored() {
-        let e = err("[[sources.file]]\npath = \"/var/log/x\"\n");
-        assert!(e.contains("[[sources.file]] is not supported"), "{e}");
         let e = err("[alerts]\nrepeat_interval = \"4h\"\n");
         assert!(
             e.starts_with("t.toml:2:19: alerts.repeat_interval is not supported"),
@@ -859,6 +1023,62 @@ mod tests {
         assert!(e.contains("[[alerts.webhook]] is not supported"), "{e}");
         let e = err("[scheduler]\nshare = 0.5\n");
         assert!(e.contains("[scheduler] is not supported"), "{e}");
+    }
+
+    #[test]
+    fn file_sources() {
+        let c = Config::parse(
+            "[[sources.file]]\npath = \"/var/log/app/*.jsonl\"\norg = \"acme\"\n\
+             [sources.file.fields]\norg = \"organization.id\"\n\
+             [[sources.file]]\nname = \"edge\"\npath = \"/var/log/nginx/access.log\"\nformat = \"nginx\"\nread_from = \"end\"\n\
+             log_format = '$time_iso8601 $status \"$http_x_org\"'\n[sources.file.fields]\norg = \"$http_x_org\"\n\
+             [[sources.file]]\npath = \"/var/log/envoy.log\"\nformat = \"envoy\"\nmax_line_bytes = 1000\n",
+            "t.toml",
+        )
+        .unwrap();
+        let names: Vec<_> = c
+            .sources
+            .iter()
+            .map(|s| (s.name.as_str(), s.format_name))
+            .collect();
+        assert_eq!(
+            names,
+            vec![("file-1", "json"), ("edge", "nginx"), ("file-3", "envoy")]
+        );
+        assert_eq!(c.sources[1].read_from, ReadFrom::End);
+        assert_eq!(c.sources[0].read_from, ReadFrom::Beginning);
+        assert_eq!(c.sources[0].max_line_bytes, 65_536);
+        assert_eq!(c.sources[2].max_line_bytes, 1000);
+        assert!(
+            c.summary()
+                .contains("edge (nginx /var/log/nginx/access.log)")
+        );
+
+        let e = err("[[sources.file]]\npath = \"/x/[\"\n");
+        assert!(e.starts_with("t.toml:2:8: invalid glob"), "{e}");
+        let e = err("[[sources.file]]\npath = \"/x\"\nformat = \"syslog\"\n");
+        assert!(
+            e.starts_with("t.toml:3:10: unknown variant `syslog`"),
+            "{e}"
+        );
+        let e = err("[[sources.file]]\npath = \"/x\"\nformat = \"nginx\"\nlog_format = \"$a$b\"\n");
+        assert!(
+            e.starts_with("t.toml:4:14:") && e.contains("not separated"),
+            "{e}"
+        );
+        let e = err(
+            "[[sources.file]]\npath = \"/x\"\nformat = \"nginx\"\n[sources.file.fields]\norg = \"$http_x_org\"\n",
+        );
+        assert!(
+            e.starts_with("t.toml:4:1:") && e.contains("does not contain"),
+            "{e}"
+        );
+        let e = err(
+            "[[sources.file]]\npath = \"/x\"\n[[sources.file]]\npath = \"/y\"\nname = \"file-1\"\n",
+        );
+        assert!(e.contains("two sources are named"), "{e}");
+        let e = err("[[sources.file]]\npath = \"/x\"\npaht = 1\n");
+        assert!(e.starts_with("t.toml:3:1: unknown field `paht`"), "{e}");
     }
 
     #[test]

@@ -8,9 +8,9 @@
 mod auth;
 mod json;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -284,8 +284,8 @@ async fn ingest(
 fn ingest_body(live: &Live, bytes: &[u8], json_type: bool) -> IngestResult {
     let now = live.now_ms();
     let ctx = ParseContext {
-        default_org: None,
         now_ms: Some(now),
+        ..ParseContext::default()
     };
     let items = split_body(bytes, json_type);
     let mut events = Vec::with_capacity(items.len());

@@ -103,11 +103,7 @@ pub trait StateStore: Send {
     fn recover(&mut self) -> Result<Recovered, StoreError>;
 
     /// Calls `f` with each journal entry after `seq`, in order.
-    fn journal_after(
-        &mut self,
-        seq: u64,
-        f: &mut dyn FnMut(u64, &[u8]),
-    ) -> Result<(), StoreError>;
+    fn journal_after(&mut self, seq: u64, f: &mut dyn FnMut(u64, &[u8])) -> Result<(), StoreError>;
 
     /// Writes one group commit atomically.
     fn commit(&mut self, c: &Commit<'_>) -> Result<(), StoreError>;

@@ -179,11 +179,7 @@ impl StateStore for SqliteStore {
         })
     }
 
-    fn journal_after(
-        &mut self,
-        seq: u64,
-        f: &mut dyn FnMut(u64, &[u8]),
-    ) -> Result<(), StoreError> {
+    fn journal_after(&mut self, seq: u64, f: &mut dyn FnMut(u64, &[u8])) -> Result<(), StoreError> {
         let mut stmt = self
             .conn
             .prepare("SELECT seq, data FROM journal WHERE seq > ?1 ORDER BY seq")?;
@@ -233,11 +229,13 @@ impl StateStore for SqliteStore {
                     cp.head_hash as i64
                 ])?;
             }
-            let mut del = tx.prepare_cached("DELETE FROM checkpoints WHERE source = ?1 AND file = ?2")?;
+            let mut del =
+                tx.prepare_cached("DELETE FROM checkpoints WHERE source = ?1 AND file = ?2")?;
             for (source, file) in c.forget {
                 del.execute(params![source, file])?;
             }
-            let mut started = tx.prepare_cached("INSERT OR IGNORE INTO sources (name) VALUES (?1)")?;
+            let mut started =
+                tx.prepare_cached("INSERT OR IGNORE INTO sources (name) VALUES (?1)")?;
             for name in c.started_sources {
                 started.execute([name])?;
             }
@@ -301,7 +299,11 @@ mod tests {
         assert_eq!(r.started_sources, vec!["logs".to_string()]);
         let mut cps = r.checkpoints.clone();
         cps.sort_by(|a, b| a.file.cmp(&b.file));
-        assert_eq!(cps, vec![cp("1:2", 250), cp("1:3", 7)], "u64 hashes survive i64 storage");
+        assert_eq!(
+            cps,
+            vec![cp("1:2", 250), cp("1:3", 7)],
+            "u64 hashes survive i64 storage"
+        );
         let mut seen = Vec::new();
         s.journal_after(0, &mut |seq, d| seen.push((seq, d.to_vec())))
             .unwrap();
