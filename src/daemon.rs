@@ -19,6 +19,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::live::{Live, RecoverError};
 use crate::server::{ApiState, Tokens, router};
+use crate::sources::Sources;
 use crate::store::StoreError;
 use crate::store::sqlite::SqliteStore;
 
@@ -193,6 +194,9 @@ impl Daemon {
             "state recovered"
         );
         let _ = state.live.set(live.clone());
+        let sources = Sources::start(&config, &live, &state.metrics, &recovery)
+            .map_err(DaemonError::Serve)?;
+        let _ = state.sources.set(sources.health());
 
         let ticker = {
             let live = live.clone();
@@ -227,9 +231,12 @@ impl Daemon {
             }
         };
         let _ = ticker.await;
-        if tokio::task::spawn_blocking(move || writer.shutdown())
-            .await
-            .is_err()
+        if tokio::task::spawn_blocking(move || {
+            sources.stop();
+            writer.shutdown();
+        })
+        .await
+        .is_err()
         {
             tracing::error!("the final store commit panicked");
         }

@@ -28,6 +28,7 @@ use crate::config::Config;
 use crate::events::{DEFAULT_MAX_EVENT_BYTES, ParseContext, Rejection, parse_event, split_body};
 use crate::live::Live;
 use crate::metrics::Metrics;
+use crate::sources::Health;
 use crate::tracker::Tracker;
 
 /// How long an ingest request waits for the store to confirm its events.
@@ -51,6 +52,8 @@ pub struct ApiState {
     pub max_body_bytes: usize,
     /// Readiness: state recovered and intake running.
     pub ready: Arc<AtomicBool>,
+    /// Health of the file sources (empty until they start).
+    pub sources: Arc<OnceLock<Vec<Arc<Health>>>>,
     /// Ingest admission.
     pub ingest_slots: Arc<Semaphore>,
 }
@@ -75,6 +78,7 @@ impl ApiState {
             tokens: Arc::new(tokens),
             max_body_bytes: config.server.max_body_bytes,
             ready: Arc::new(AtomicBool::new(false)),
+            sources: Arc::new(OnceLock::new()),
             ingest_slots: Arc::new(Semaphore::new(INGEST_CONCURRENCY)),
         }
     }
@@ -157,6 +161,22 @@ async fn readyz(State(st): State<ApiState>) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",
             "the store is failing to commit",
+        )
+        .into_response();
+    }
+    let waiting: Vec<&str> = st
+        .sources
+        .get()
+        .into_iter()
+        .flatten()
+        .filter(|h| !h.ready.load(Ordering::Acquire))
+        .map(|h| h.name.as_str())
+        .collect();
+    if !waiting.is_empty() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "sources_not_ready",
+            format!("file sources not running: {}", waiting.join(", ")),
         )
         .into_response();
     }

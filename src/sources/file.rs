@@ -1,0 +1,501 @@
+//! The file tailer: follows the files a glob matches, line by line, across rotations and
+//! restarts, counting every line exactly once.
+//!
+//! A file is known by its identity (`device:inode`) plus a hash of its first bytes, never by
+//! its path: a rename keeps the identity, a truncation or a reused inode changes the head.
+//! The offset only ever moves past complete lines, and it reaches the store in the same
+//! commit as the counts those lines produced ([`Live::apply`] with a checkpoint), so a crash at
+//! any moment neither loses nor repeats a line.
+//!
+//! Rotation by rename + create: the renamed file is drained to its end (also when its new name
+//! no longer matches the glob) and the new file is read from its start. Copytruncate: the
+//! truncation is noticed (size below the offset, or a different head), the copy holding the
+//! old content is found by its head and drained from the old offset, and the file is read
+//! again from its start. Both also work when they happened while the daemon was down. Lines
+//! written between logrotate's copy and its truncate are lost to every reader; that is
+//! copytruncate's own race.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::Health;
+use std::time::{Duration, Instant};
+
+use crate::config::{FileSourceConfig, ReadFrom};
+use crate::events::{ParseContext, Reason, stable_hash};
+use crate::live::{Live, MAX_PENDING_BYTES};
+use crate::metrics::Metrics;
+use crate::store::Checkpoint;
+
+/// Bytes of a file's start that identify it together with its inode.
+const HEAD_MAX: u64 = 256;
+/// How often open files are read (appended lines show up within this).
+const POLL: Duration = Duration::from_millis(200);
+/// How often the glob is evaluated again (new files show up within this plus `POLL`).
+const SCAN: Duration = Duration::from_secs(1);
+/// A renamed or deleted file is kept open this long after its end was reached, for writers
+/// that have not reopened yet.
+const GRACE: Duration = Duration::from_secs(5);
+/// Bytes read and applied in one step.
+const CHUNK: usize = 1 << 20;
+/// Most bytes read from one file per poll, so one busy file cannot starve the others.
+const MAX_PER_POLL: u64 = 16 << 20;
+
+/// `device:inode`.
+fn identity(meta: &std::fs::Metadata) -> String {
+    format!("{}:{}", meta.dev(), meta.ino())
+}
+
+/// Hash of the first `len` bytes, or `None` if the file is shorter now.
+fn head_hash(file: &File, len: u64) -> std::io::Result<Option<u64>> {
+    let mut buf = vec![0u8; len as usize];
+    let mut got = 0;
+    while got < buf.len() {
+        let n = file.read_at(&mut buf[got..], got as u64)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        got += n;
+    }
+    Ok(Some(stable_hash(&[&buf])))
+}
+
+/// One file being followed.
+#[derive(Debug)]
+struct Tailed {
+    id: String,
+    path: PathBuf,
+    file: File,
+    /// After the last complete line handed to the tracker.
+    offset: u64,
+    head_len: u64,
+    head_hash: u64,
+    /// Inside a line longer than `max_line_bytes`: bytes are dropped up to its newline.
+    skipping: bool,
+    /// When the file was found renamed away or deleted; it is drained, then closed.
+    detached: Option<Instant>,
+}
+
+impl Tailed {
+    fn checkpoint(&self, source: &str) -> Checkpoint {
+        Checkpoint {
+            source: source.to_string(),
+            file: self.id.clone(),
+            path: self.path.display().to_string(),
+            offset: self.offset,
+            head_len: self.head_len as u32,
+            head_hash: self.head_hash,
+        }
+    }
+}
+
+/// State of one `[[sources.file]]`.
+pub struct FileSource {
+    cfg: FileSourceConfig,
+    live: Live,
+    metrics: Arc<Metrics>,
+    files: Vec<Tailed>,
+    /// Checkpoints from the store not yet matched to an open file.
+    checkpoints: HashMap<String, Checkpoint>,
+    /// The source never ran before: `read_from` applies to the files of the first scan.
+    first_run: bool,
+    buf: Vec<u8>,
+}
+
+impl FileSource {
+    /// A source resuming from `checkpoints` (its own are picked out); `started` says whether
+    /// it ran before.
+    pub fn new(
+        cfg: FileSourceConfig,
+        live: Live,
+        metrics: Arc<Metrics>,
+        checkpoints: &[Checkpoint],
+        started: bool,
+    ) -> FileSource {
+        metrics.declare_source(&cfg.name);
+        let checkpoints = checkpoints
+            .iter()
+            .filter(|c| c.source == cfg.name)
+            .map(|c| (c.file.clone(), c.clone()))
+            .collect();
+        FileSource {
+            cfg,
+            live,
+            metrics,
+            files: Vec::new(),
+            checkpoints,
+            first_run: !started,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Follows the files until `stop` is set; `health` turns ready after the first scan.
+    pub fn run(mut self, stop: &AtomicBool, health: &Health) {
+        tracing::info!(source = %self.cfg.name, path = %self.cfg.path, format = self.cfg.format_name, "file source started");
+        let mut last_scan: Option<Instant> = None;
+        while !stop.load(Ordering::Acquire) {
+            if last_scan.is_none_or(|t| t.elapsed() >= SCAN) {
+                let first = last_scan.is_none();
+                self.scan(first);
+                last_scan = Some(Instant::now());
+                if first {
+                    if self.first_run {
+                        self.live
+                            .note_sources(Vec::new(), vec![self.cfg.name.clone()]);
+                    }
+                    health.ready.store(true, Ordering::Release);
+                }
+            }
+            self.poll();
+            std::thread::park_timeout(POLL);
+        }
+        tracing::info!(source = %self.cfg.name, "file source stopped");
+    }
+
+    /// Evaluates the glob: new files, renamed ones, and (at start) files renamed while down.
+    fn scan(&mut self, first: bool) {
+        let mut seen = Vec::new();
+        match glob::glob(&self.cfg.path) {
+            Ok(paths) => {
+                for path in paths.flatten() {
+                    match std::fs::metadata(&path) {
+                        Ok(meta) if meta.is_file() => {
+                            let id = identity(&meta);
+                            seen.push(id.clone());
+                            if let Some(t) = self.files.iter_mut().find(|t| t.id == id) {
+                                t.path = path;
+                                t.detached = None;
+                            } else {
+                                self.open(path, &id, first);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(source = %self.cfg.name, error = %e, "bad glob"),
+        }
+        // Followed files no longer at a matching path were renamed away or deleted.
+        for t in &mut self.files {
+            if t.detached.is_none() && !seen.contains(&t.id) {
+                let still_there = std::fs::metadata(&t.path).is_ok_and(|m| identity(&m) == t.id);
+                if !still_there {
+                    tracing::debug!(source = %self.cfg.name, path = %t.path.display(), "file renamed away or deleted; draining it");
+                    t.detached = Some(Instant::now());
+                }
+            }
+        }
+        if first {
+            // Checkpoints the glob did not match: files renamed while the daemon was down.
+            let left: Vec<Checkpoint> = self.checkpoints.drain().map(|(_, c)| c).collect();
+            let mut forget = Vec::new();
+            for cp in left {
+                match find_by_identity(&cp) {
+                    Some((path, file))
+                        if head_hash(&file, cp.head_len as u64).ok().flatten()
+                            == Some(cp.head_hash) =>
+                    {
+                        tracing::info!(source = %self.cfg.name, path = %path.display(), "draining a file rotated while stopped");
+                        self.files.push(Tailed {
+                            id: cp.file.clone(),
+                            path,
+                            file,
+                            offset: cp.offset,
+                            head_len: cp.head_len as u64,
+                            head_hash: cp.head_hash,
+                            skipping: false,
+                            detached: Some(Instant::now()),
+                        });
+                    }
+                    _ => forget.push((cp.source, cp.file)),
+                }
+            }
+            if !forget.is_empty() {
+                self.live.note_sources(forget, Vec::new());
+            }
+        }
+    }
+
+    /// Starts following `path` (identity `id`), resuming from a checkpoint when it has one.
+    fn open(&mut self, path: PathBuf, id: &str, first_scan: bool) {
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(source = %self.cfg.name, path = %path.display(), error = %e, "cannot open");
+                return;
+            }
+        };
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let resumed = self
+            .checkpoints
+            .remove(id)
+            .filter(|cp| head_hash(&file, cp.head_len as u64).ok().flatten() == Some(cp.head_hash));
+        let (offset, head_len, hash) = match resumed {
+            Some(cp) => (cp.offset, cp.head_len as u64, cp.head_hash),
+            None => {
+                let offset = if first_scan && self.first_run && self.cfg.read_from == ReadFrom::End
+                {
+                    line_start_at_or_before(&file, size)
+                } else {
+                    0
+                };
+                (offset, 0, stable_hash(&[b""]))
+            }
+        };
+        tracing::info!(source = %self.cfg.name, path = %path.display(), offset, "following file");
+        let t = Tailed {
+            id: id.to_string(),
+            path,
+            file,
+            offset,
+            head_len,
+            head_hash: hash,
+            skipping: false,
+            detached: None,
+        };
+        // Record the file at once, so a restart knows it even before it has new lines.
+        self.live.apply(
+            &mut [],
+            self.live.now_ms(),
+            Some(t.checkpoint(&self.cfg.name)),
+        );
+        self.files.push(t);
+    }
+
+    fn poll(&mut self) {
+        let mut closed = Vec::new();
+        for i in 0..self.files.len() {
+            if self.live.pending_bytes() > MAX_PENDING_BYTES {
+                return;
+            }
+            if let Err(e) = self.read(i) {
+                tracing::warn!(source = %self.cfg.name, path = %self.files[i].path.display(), error = %e, "read failed");
+            }
+            let t = &self.files[i];
+            let at_end = t.file.metadata().is_ok_and(|m| m.len() <= t.offset);
+            if let Some(since) = t.detached
+                && at_end
+                && since.elapsed() >= GRACE
+            {
+                closed.push(i);
+            }
+        }
+        if closed.is_empty() {
+            return;
+        }
+        let mut forget = Vec::new();
+        for i in closed.into_iter().rev() {
+            let t = self.files.remove(i);
+            tracing::info!(source = %self.cfg.name, path = %t.path.display(), "rotated file drained; closed");
+            forget.push((self.cfg.name.clone(), t.id));
+        }
+        self.live.note_sources(forget, Vec::new());
+    }
+
+    /// Reads what was appended to file `i` and hands its lines on.
+    fn read(&mut self, i: usize) -> std::io::Result<()> {
+        let size = self.files[i].file.metadata()?.len();
+        self.check_truncation(i, size)?;
+        let t = &mut self.files[i];
+        if t.head_len < HEAD_MAX && size > t.head_len {
+            let len = size.min(HEAD_MAX);
+            if let Some(h) = head_hash(&t.file, len)? {
+                t.head_len = len;
+                t.head_hash = h;
+            }
+        }
+        let mut budget = MAX_PER_POLL;
+        let chunk = CHUNK.max(self.cfg.max_line_bytes + 1);
+        while self.files[i].offset < size && budget > 0 {
+            let t = &self.files[i];
+            let want = (size - t.offset).min(chunk as u64) as usize;
+            self.buf.resize(want, 0);
+            let n = t.file.read_at(&mut self.buf, t.offset)?;
+            if n == 0 {
+                break;
+            }
+            self.buf.truncate(n);
+            let used = self.consume(i);
+            if used == 0 {
+                break; // only a partial line: wait for its newline
+            }
+            budget = budget.saturating_sub(used as u64);
+        }
+        Ok(())
+    }
+
+    /// Handles a file that became shorter than the offset or whose head changed: the old
+    /// content was copied (copytruncate) or the file was replaced in place.
+    fn check_truncation(&mut self, i: usize, size: u64) -> std::io::Result<()> {
+        let t = &self.files[i];
+        let head_ok = t.head_len == 0 || head_hash(&t.file, t.head_len)? == Some(t.head_hash);
+        if size >= t.offset && head_ok {
+            return Ok(());
+        }
+        tracing::info!(source = %self.cfg.name, path = %t.path.display(), old_offset = t.offset, "file truncated; reading it again from the start");
+        if t.offset > 0
+            && t.head_len > 0
+            && let Some(dir) = t.path.parent()
+            && let Some((path, file, id)) = find_copy(dir, &t.id, t.head_len, t.head_hash, t.offset)
+        {
+            tracing::info!(source = %self.cfg.name, copy = %path.display(), "draining the rotated copy from the old offset");
+            let copy = Tailed {
+                id,
+                path,
+                file,
+                offset: t.offset,
+                head_len: t.head_len,
+                head_hash: t.head_hash,
+                skipping: false,
+                detached: Some(Instant::now()),
+            };
+            self.live.apply(
+                &mut [],
+                self.live.now_ms(),
+                Some(copy.checkpoint(&self.cfg.name)),
+            );
+            self.files.push(copy);
+        }
+        let t = &mut self.files[i];
+        t.offset = 0;
+        t.head_len = 0;
+        t.head_hash = stable_hash(&[b""]);
+        t.skipping = false;
+        let cp = t.checkpoint(&self.cfg.name);
+        self.live.apply(&mut [], self.live.now_ms(), Some(cp));
+        Ok(())
+    }
+
+    /// Parses the complete lines in `self.buf` (read at file `i`'s offset), applies them with
+    /// the new offset, and returns the bytes consumed.
+    fn consume(&mut self, i: usize) -> usize {
+        let max = self.cfg.max_line_bytes;
+        let ctx = ParseContext {
+            default_org: self.cfg.org.as_deref(),
+            default_app: self.cfg.app.as_deref(),
+            now_ms: Some(self.live.now_ms()),
+        };
+        let buf = &self.buf;
+        let t = &mut self.files[i];
+        let mut start = 0;
+        let mut events = Vec::new();
+        let mut rejected: [u64; Reason::ALL.len()] = [0; Reason::ALL.len()];
+        if t.skipping {
+            match memchr::memchr(b'\n', buf) {
+                Some(nl) => {
+                    start = nl + 1;
+                    t.skipping = false;
+                    rejected[Reason::TooLarge as usize] += 1;
+                }
+                None => {
+                    // Still inside the long line: drop all of it.
+                    start = buf.len();
+                }
+            }
+        }
+        while let Some(nl) = memchr::memchr(b'\n', &buf[start..]) {
+            let mut line = &buf[start..start + nl];
+            start += nl + 1;
+            if let [rest @ .., b'\r'] = line {
+                line = rest;
+            }
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            if line.len() > max {
+                rejected[Reason::TooLarge as usize] += 1;
+                continue;
+            }
+            match self.cfg.format.parse(line, &ctx) {
+                Ok(ev) => events.push(ev),
+                Err(r) => {
+                    tracing::debug!(source = %self.cfg.name, reason = %r.reason, detail = %r.detail, "line rejected");
+                    rejected[r.reason as usize] += 1;
+                }
+            }
+        }
+        if buf.len() - start > max {
+            // An unfinished line already over the limit: drop it as it comes.
+            t.skipping = true;
+            start = buf.len();
+        }
+        if start == 0 {
+            return 0;
+        }
+        t.offset += start as u64;
+        let accepted = events.len() as u64;
+        let cp = t.checkpoint(&self.cfg.name);
+        self.live
+            .apply(&mut events, ctx.now_ms.unwrap_or(0), Some(cp));
+        self.metrics.ingested(&self.cfg.name, accepted);
+        for reason in Reason::ALL {
+            let n = rejected[reason as usize];
+            if n > 0 {
+                self.metrics.rejected(&self.cfg.name, reason, n);
+            }
+        }
+        start
+    }
+}
+
+/// Offset of the start of the line that contains byte `size` (so `read_from = "end"` never
+/// starts inside a line still being written).
+fn line_start_at_or_before(file: &File, size: u64) -> u64 {
+    let from = size.saturating_sub(CHUNK as u64);
+    let mut buf = vec![0u8; (size - from) as usize];
+    match file.read_at(&mut buf, from) {
+        Ok(n) => match memchr::memrchr(b'\n', &buf[..n]) {
+            Some(i) => from + i as u64 + 1,
+            None => from,
+        },
+        Err(_) => size,
+    }
+}
+
+/// The file with the checkpoint's identity, looked for in the directory it was last seen in.
+fn find_by_identity(cp: &Checkpoint) -> Option<(PathBuf, File)> {
+    let dir = Path::new(&cp.path).parent()?;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let meta = entry.metadata().ok()?;
+        if meta.is_file() && identity(&meta) == cp.file {
+            let path = entry.path();
+            let file = File::open(&path).ok()?;
+            return Some((path, file));
+        }
+    }
+    None
+}
+
+/// A copy of a truncated file: another file in `dir` with the same head and at least
+/// `min_size` bytes; the most recently modified wins.
+fn find_copy(
+    dir: &Path,
+    not: &str,
+    head_len: u64,
+    head: u64,
+    min_size: u64,
+) -> Option<(PathBuf, File, String)> {
+    let mut best: Option<(std::time::SystemTime, PathBuf, File, String)> = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        let id = identity(&meta);
+        if !meta.is_file() || id == not || meta.len() < min_size {
+            continue;
+        }
+        let Ok(file) = File::open(entry.path()) else {
+            continue;
+        };
+        if head_hash(&file, head_len).ok().flatten() != Some(head) {
+            continue;
+        }
+        let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+        if best.as_ref().is_none_or(|(m, ..)| modified > *m) {
+            best = Some((modified, entry.path(), file, id));
+        }
+    }
+    best.map(|(_, p, f, id)| (p, f, id))
+}
