@@ -53,8 +53,8 @@ fn check_config_errors_have_positions_and_exit_2() {
             "bad.toml:2:1: unknown field `listne`",
         ),
         (
-            "[[sources.file]]\npath = \"/x\"\n",
-            "bad.toml:1:3: [[sources.file]] is not supported",
+            "[scheduler]\nshare = 0.5\n",
+            "bad.toml:1:1: [scheduler] is not supported",
         ),
         (
             "[detect]\nburst_window = \"10 sec\"\n",

@@ -103,6 +103,8 @@ pub struct FileSource {
     checkpoints: HashMap<String, Checkpoint>,
     /// The source never ran before: `read_from` applies to the files of the first scan.
     first_run: bool,
+    /// How long drained rotated files stay open ([`GRACE`]; tests shorten it).
+    grace: Duration,
     buf: Vec<u8>,
 }
 
@@ -129,6 +131,7 @@ impl FileSource {
             files: Vec::new(),
             checkpoints,
             first_run: !started,
+            grace: GRACE,
             buf: Vec::new(),
         }
     }
@@ -230,10 +233,21 @@ impl FileSource {
             }
         };
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let resumed = self
-            .checkpoints
-            .remove(id)
-            .filter(|cp| head_hash(&file, cp.head_len as u64).ok().flatten() == Some(cp.head_hash));
+        let checkpoint = self.checkpoints.remove(id);
+        let resumed = checkpoint.clone().filter(|cp| {
+            size >= cp.offset
+                && head_hash(&file, cp.head_len as u64).ok().flatten() == Some(cp.head_hash)
+        });
+        if let (Some(cp), None) = (&checkpoint, &resumed) {
+            // Truncated while we were down (copytruncate): its old content is in a copy.
+            self.drain_copy(
+                &path,
+                cp.file.as_str(),
+                cp.head_len as u64,
+                cp.head_hash,
+                cp.offset,
+            );
+        }
         let (offset, head_len, hash) = match resumed {
             Some(cp) => (cp.offset, cp.head_len as u64, cp.head_hash),
             None => {
@@ -268,7 +282,9 @@ impl FileSource {
 
     fn poll(&mut self) {
         let mut closed = Vec::new();
-        for i in 0..self.files.len() {
+        // Reading may add a file (a copytruncate copy); it is read in this same poll.
+        let mut i = 0;
+        while i < self.files.len() {
             if self.live.pending_bytes() > MAX_PENDING_BYTES {
                 return;
             }
@@ -279,10 +295,11 @@ impl FileSource {
             let at_end = t.file.metadata().is_ok_and(|m| m.len() <= t.offset);
             if let Some(since) = t.detached
                 && at_end
-                && since.elapsed() >= GRACE
+                && since.elapsed() >= self.grace
             {
                 closed.push(i);
             }
+            i += 1;
         }
         if closed.is_empty() {
             return;
@@ -337,29 +354,14 @@ impl FileSource {
             return Ok(());
         }
         tracing::info!(source = %self.cfg.name, path = %t.path.display(), old_offset = t.offset, "file truncated; reading it again from the start");
-        if t.offset > 0
-            && t.head_len > 0
-            && let Some(dir) = t.path.parent()
-            && let Some((path, file, id)) = find_copy(dir, &t.id, t.head_len, t.head_hash, t.offset)
-        {
-            tracing::info!(source = %self.cfg.name, copy = %path.display(), "draining the rotated copy from the old offset");
-            let copy = Tailed {
-                id,
-                path,
-                file,
-                offset: t.offset,
-                head_len: t.head_len,
-                head_hash: t.head_hash,
-                skipping: false,
-                detached: Some(Instant::now()),
-            };
-            self.live.apply(
-                &mut [],
-                self.live.now_ms(),
-                Some(copy.checkpoint(&self.cfg.name)),
-            );
-            self.files.push(copy);
-        }
+        let (path, id, head_len, head, offset) = (
+            t.path.clone(),
+            t.id.clone(),
+            t.head_len,
+            t.head_hash,
+            t.offset,
+        );
+        self.drain_copy(&path, &id, head_len, head, offset);
         let t = &mut self.files[i];
         t.offset = 0;
         t.head_len = 0;
@@ -368,6 +370,41 @@ impl FileSource {
         let cp = t.checkpoint(&self.cfg.name);
         self.live.apply(&mut [], self.live.now_ms(), Some(cp));
         Ok(())
+    }
+
+    /// Looks beside `path` for the copy of a truncated file (same head, at least `offset`
+    /// bytes) and follows it from `offset` until drained.
+    fn drain_copy(&mut self, path: &Path, id: &str, head_len: u64, head: u64, offset: u64) {
+        if offset == 0 || head_len == 0 {
+            return;
+        }
+        let Some((path, file, copy_id)) = path
+            .parent()
+            .and_then(|dir| find_copy(dir, id, head_len, head, offset))
+        else {
+            tracing::warn!(source = %self.cfg.name, path = %path.display(), "truncated, and no copy found: lines after the last read may be lost");
+            return;
+        };
+        if self.files.iter().any(|t| t.id == copy_id) {
+            return;
+        }
+        tracing::info!(source = %self.cfg.name, copy = %path.display(), offset, "draining the rotated copy from the old offset");
+        let copy = Tailed {
+            id: copy_id,
+            path,
+            file,
+            offset,
+            head_len,
+            head_hash: head,
+            skipping: false,
+            detached: Some(Instant::now()),
+        };
+        self.live.apply(
+            &mut [],
+            self.live.now_ms(),
+            Some(copy.checkpoint(&self.cfg.name)),
+        );
+        self.files.push(copy);
     }
 
     /// Parses the complete lines in `self.buf` (read at file `i`'s offset), applies them with
@@ -498,4 +535,370 @@ fn find_copy(
         }
     }
     best.map(|(_, p, f, id)| (p, f, id))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::OnceLock;
+
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::config::Config;
+    use crate::tracker::{Dimension, Tracker};
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        live: Live,
+        metrics: Arc<Metrics>,
+        config: Config,
+    }
+
+    impl Fixture {
+        fn new(extra: &str) -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let config = Config::parse(
+                &format!(
+                    "[[sources.file]]\nname = \"t\"\npath = \"{}/*.log\"\norg = \"acme\"\nmax_line_bytes = 100\n{extra}",
+                    dir.path().display()
+                ),
+                "t.toml",
+            )
+            .unwrap();
+            let live = Live::in_memory(Tracker::new(&config), Arc::new(SystemClock));
+            let metrics = Arc::new(Metrics::new(Arc::new(OnceLock::from(live.clone()))));
+            Fixture {
+                dir,
+                live,
+                metrics,
+                config,
+            }
+        }
+
+        fn source(&self, checkpoints: &[Checkpoint], started: bool) -> FileSource {
+            let mut s = FileSource::new(
+                self.config.sources[0].clone(),
+                self.live.clone(),
+                self.metrics.clone(),
+                checkpoints,
+                started,
+            );
+            s.grace = Duration::ZERO;
+            s
+        }
+
+        fn path(&self, name: &str) -> PathBuf {
+            self.dir.path().join(name)
+        }
+
+        fn append(&self, name: &str, text: &str) {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.path(name))
+                .unwrap();
+            f.write_all(text.as_bytes()).unwrap();
+        }
+
+        fn lines(&self, name: &str, n: usize) {
+            self.append(name, &"{\"status\":200}\n".repeat(n));
+        }
+
+        fn counted(&self) -> u64 {
+            let now = self.live.now_ms();
+            self.live.with_tracker(|t| {
+                t.snapshot(now)
+                    .iter()
+                    .find(|o| &*o.org == "acme")
+                    .and_then(|o| o.usage_of(Dimension::Daily))
+                    .unwrap_or(0)
+            })
+        }
+
+        fn rejected(&self, reason: &str) -> bool {
+            self.metrics.encode().unwrap().contains(&format!(
+                "ratewarden_events_rejected_total{{source=\"t\",reason=\"{reason}\"}} 1"
+            ))
+        }
+    }
+
+    fn step(s: &mut FileSource, first: bool) {
+        s.scan(first);
+        s.poll();
+    }
+
+    #[test]
+    fn partial_lines_wait_for_their_newline() {
+        let f = Fixture::new("");
+        f.lines("a.log", 2);
+        f.append("a.log", "{\"sta");
+        let mut s = f.source(&[], false);
+        step(&mut s, true);
+        assert_eq!(f.counted(), 2);
+        f.append("a.log", "tus\":200}\n");
+        step(&mut s, false);
+        assert_eq!(f.counted(), 3);
+        assert_eq!(
+            s.files[0].offset,
+            std::fs::metadata(f.path("a.log")).unwrap().len()
+        );
+    }
+
+    #[test]
+    fn long_lines_and_invalid_utf8_are_rejected_and_the_stream_goes_on() {
+        let f = Fixture::new("");
+        f.lines("a.log", 1);
+        f.append("a.log", &format!("{{\"model\":\"{}\"}}\n", "m".repeat(150)));
+        f.append("a.log", "{\"status\":200,\"app\":\"\u{00e9}\"}\n");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(f.path("a.log"))
+            .unwrap()
+            .write_all(b"{\"app\":\"\xff\"}\n")
+            .unwrap();
+        // A long line still being written: dropped as it arrives, counted once when it ends.
+        f.append("a.log", &"x".repeat(150));
+        let mut s = f.source(&[], false);
+        step(&mut s, true);
+        assert!(s.files[0].skipping);
+        f.append("a.log", &"y".repeat(50));
+        step(&mut s, false);
+        f.append("a.log", "z\n");
+        f.lines("a.log", 1);
+        step(&mut s, false);
+        assert_eq!(
+            f.counted(),
+            3,
+            "two plain lines and the one with an escaped é"
+        );
+        assert!(
+            f.metrics
+                .encode()
+                .unwrap()
+                .contains("ratewarden_events_rejected_total{source=\"t\",reason=\"too_large\"} 2")
+        );
+        assert!(f.rejected("invalid_json"), "invalid UTF-8");
+    }
+
+    #[test]
+    fn rename_rotation_drains_the_old_file_and_reads_the_new_one() {
+        let f = Fixture::new("");
+        f.lines("a.log", 3);
+        let mut s = f.source(&[], false);
+        step(&mut s, true);
+        f.lines("a.log", 2); // written just before the rotation, not read yet
+        std::fs::rename(f.path("a.log"), f.path("a.log.1")).unwrap();
+        f.lines("a.log.1", 1); // the writer had not reopened yet
+        f.lines("a.log", 4);
+        step(&mut s, false);
+        assert_eq!(f.counted(), 10);
+        step(&mut s, false);
+        assert_eq!(s.files.len(), 1, "the drained rotated file is closed");
+        assert!(s.files[0].path.ends_with("a.log"));
+    }
+
+    #[test]
+    fn copytruncate_drains_the_copy_from_the_old_offset() {
+        let f = Fixture::new("");
+        f.lines("a.log", 3);
+        let mut s = f.source(&[], false);
+        step(&mut s, true);
+        f.lines("a.log", 2);
+        std::fs::copy(f.path("a.log"), f.path("a.log.1")).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(f.path("a.log"))
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        f.lines("a.log", 1);
+        step(&mut s, false);
+        assert_eq!(f.counted(), 6, "3 read before, 2 from the copy, 1 new");
+    }
+
+    #[test]
+    fn copytruncate_that_grew_past_the_offset_is_noticed_by_its_head() {
+        let f = Fixture::new("");
+        f.append("a.log", "{\"status\":200,\"app\":\"first\"}\n");
+        let mut s = f.source(&[], false);
+        step(&mut s, true);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(f.path("a.log"))
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        f.lines("a.log", 5);
+        step(&mut s, false);
+        assert_eq!(f.counted(), 6);
+    }
+
+    #[test]
+    fn deleted_files_are_drained() {
+        let f = Fixture::new("");
+        f.lines("a.log", 2);
+        let mut s = f.source(&[], false);
+        step(&mut s, true);
+        let mut open = std::fs::OpenOptions::new()
+            .append(true)
+            .open(f.path("a.log"))
+            .unwrap();
+        std::fs::remove_file(f.path("a.log")).unwrap();
+        open.write_all(b"{\"status\":200}\n{\"status\":200}\n")
+            .unwrap();
+        step(&mut s, false);
+        assert_eq!(f.counted(), 4);
+        step(&mut s, false);
+        assert!(s.files.is_empty());
+    }
+
+    #[test]
+    fn resumes_from_a_checkpoint_and_ignores_a_reused_inode() {
+        let f = Fixture::new("");
+        f.lines("a.log", 3);
+        let mut first = f.source(&[], false);
+        step(&mut first, true);
+        let cp = first.files[0].checkpoint("t");
+        assert_eq!(f.counted(), 3);
+        f.lines("a.log", 2);
+        // A restart: a fresh tracker would count only the 2 new lines.
+        let g = Fixture::new("");
+        let moved = g.path("a.log");
+        std::fs::copy(f.path("a.log"), &moved).unwrap();
+        let same = Checkpoint {
+            file: identity(&std::fs::metadata(&moved).unwrap()),
+            path: moved.display().to_string(),
+            ..cp.clone()
+        };
+        let mut resumed = g.source(&[same.clone()], true);
+        step(&mut resumed, true);
+        assert_eq!(g.counted(), 2);
+        // Same inode, different head: not the checkpointed file, read from the start.
+        let other = Fixture::new("");
+        other.append("a.log", "{\"status\":500}\n".repeat(5).as_str());
+        let p = other.path("a.log");
+        let reused = Checkpoint {
+            file: identity(&std::fs::metadata(&p).unwrap()),
+            path: p.display().to_string(),
+            ..cp
+        };
+        let mut fresh = other.source(&[reused], true);
+        step(&mut fresh, true);
+        assert_eq!(other.counted(), 5);
+    }
+
+    #[test]
+    fn read_from_end_applies_only_at_the_first_start() {
+        let f = Fixture::new("read_from = \"end\"\n");
+        f.lines("a.log", 4);
+        f.append("a.log", "{\"stat");
+        let mut s = f.source(&[], false);
+        step(&mut s, true);
+        assert_eq!(f.counted(), 0);
+        f.append("a.log", "us\":200}\n");
+        step(&mut s, false);
+        assert_eq!(
+            f.counted(),
+            1,
+            "the partial line at the end is read once completed"
+        );
+        f.lines("b.log", 2);
+        step(&mut s, false);
+        assert_eq!(
+            f.counted(),
+            3,
+            "files that appear later are read from the start"
+        );
+        // After the first start, files without a checkpoint are read from the start.
+        let g = Fixture::new("read_from = \"end\"\n");
+        g.lines("a.log", 4);
+        let mut later = g.source(&[], true);
+        step(&mut later, true);
+        assert_eq!(g.counted(), 4);
+    }
+
+    #[test]
+    fn rotations_while_stopped_are_found() {
+        // Rename + create while down: the old file is found by its inode in the directory.
+        let f = Fixture::new("");
+        f.lines("a.log", 3);
+        let mut before = f.source(&[], false);
+        step(&mut before, true);
+        let cp = before.files[0].checkpoint("t");
+        drop(before);
+        f.lines("a.log", 2);
+        std::fs::rename(f.path("a.log"), f.path("a.log.1")).unwrap();
+        f.lines("a.log", 4);
+        let g = Fixture::new("");
+        let cfg = Config::parse(
+            &format!(
+                "[[sources.file]]\nname = \"t\"\npath = \"{}/*.log\"\norg = \"acme\"\n",
+                f.dir.path().display()
+            ),
+            "t.toml",
+        )
+        .unwrap();
+        let mut after = FileSource::new(
+            cfg.sources[0].clone(),
+            g.live.clone(),
+            g.metrics.clone(),
+            &[cp],
+            true,
+        );
+        after.grace = Duration::ZERO;
+        step(&mut after, true);
+        assert_eq!(
+            g.counted(),
+            6,
+            "2 left in the renamed file, 4 in the new one"
+        );
+
+        // Copytruncate while down: the copy is found by its head.
+        let h = Fixture::new("");
+        h.lines("a.log", 3);
+        let mut before = h.source(&[], false);
+        step(&mut before, true);
+        let cp = before.files[0].checkpoint("t");
+        drop(before);
+        h.lines("a.log", 2);
+        std::fs::copy(h.path("a.log"), h.path("a.log.1")).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(h.path("a.log"))
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        h.lines("a.log", 1);
+        let k = Fixture::new("");
+        let cfg = Config::parse(
+            &format!(
+                "[[sources.file]]\nname = \"t\"\npath = \"{}/*.log\"\norg = \"acme\"\n",
+                h.dir.path().display()
+            ),
+            "t.toml",
+        )
+        .unwrap();
+        let mut after = FileSource::new(
+            cfg.sources[0].clone(),
+            k.live.clone(),
+            k.metrics.clone(),
+            &[cp],
+            true,
+        );
+        step(&mut after, true);
+        assert_eq!(k.counted(), 3, "2 from the copy, 1 new");
+    }
+
+    #[test]
+    fn tiny_files_are_identified_as_they_grow() {
+        let f = Fixture::new("");
+        f.append("a.log", "{}\n");
+        let mut s = f.source(&[], false);
+        step(&mut s, true);
+        assert_eq!(s.files[0].head_len, 3);
+        f.lines("a.log", 20);
+        step(&mut s, false);
+        assert_eq!(s.files[0].head_len, HEAD_MAX);
+        assert_eq!(f.counted(), 21);
+    }
 }
