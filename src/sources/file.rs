@@ -770,7 +770,7 @@ mod tests {
             path: moved.display().to_string(),
             ..cp.clone()
         };
-        let mut resumed = g.source(&[same.clone()], true);
+        let mut resumed = g.source(&[same], true);
         step(&mut resumed, true);
         assert_eq!(g.counted(), 2);
         // Same inode, different head: not the checkpointed file, read from the start.
