@@ -51,6 +51,9 @@ enum Command {
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
+        /// Org of lines that carry none (nginx and Envoy logs usually do not).
+        #[arg(long)]
+        org: Option<String>,
         /// Files to read in order ("-" for standard input).
         #[arg(required = true)]
         files: Vec<String>,
@@ -162,6 +165,7 @@ fn main() -> ExitCode {
             config,
             format,
             json,
+            org,
             files,
         } => {
             let config = match load(config.as_ref()) {
@@ -173,6 +177,7 @@ fn main() -> ExitCode {
             };
             let mut opts = replay::Options::new(files);
             opts.format = format;
+            opts.org = org;
             let start = chrono::Utc::now().timestamp_millis();
             let report = match replay::run(&config, &opts, start) {
                 Ok(r) => r,

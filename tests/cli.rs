@@ -158,12 +158,67 @@ fn replay_errors_are_clear() {
         "{}",
         text(&out.stderr)
     );
-    std::fs::write(dir.path().join("a.log"), "").unwrap();
-    let out = run(&["replay", "--format", "nginx", "a.log"], dir.path());
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("--format nginx is not supported"),
-        "{}",
-        text(&out.stderr)
+}
+
+#[test]
+fn replay_reads_nginx_and_envoy_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("access.log"),
+        concat!(
+            "203.0.113.7 - - [02/Nov/2026:15:00:00 +0000] \"POST /v1/videos HTTP/1.1\" 202 512 \"-\" \"sdk/1.0\"\n",
+            "203.0.113.7 - - [02/Nov/2026:15:00:01 +0000] \"POST /v1/videos HTTP/1.1\" 429 64 \"-\" \"sdk/1.0\"\n",
+            "this is not an access log line\n",
+        ),
+    )
+    .unwrap();
+    let out = run(
+        &[
+            "replay",
+            "--format",
+            "nginx",
+            "--org",
+            "acme",
+            "--json",
+            "access.log",
+        ],
+        dir.path(),
     );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["events"].as_u64(), v["rejected"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(v["orgs"][0]["org"], "acme");
+    let out = run(
+        &["replay", "--format", "nginx", "--json", "access.log"],
+        dir.path(),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["rejected"].as_u64(),
+        Some(3),
+        "without --org every line lacks an org"
+    );
+
+    std::fs::write(
+        dir.path().join("envoy.log"),
+        "[2026-11-02T15:00:00.310Z] \"POST /v1/videos HTTP/2\" 429 - 148 73 41 40 \"10.0.0.5\" \"curl/8.5.0\" \"7f1c2d3e\" \"api.example.com\" \"10.1.2.3:443\"\n",
+    )
+    .unwrap();
+    let out = run(
+        &[
+            "replay",
+            "--format",
+            "envoy",
+            "--org",
+            "acme",
+            "--json",
+            "envoy.log",
+        ],
+        dir.path(),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["orgs"][0]["rate_limited"]["unexplained"], 1);
 }
