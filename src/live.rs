@@ -224,7 +224,14 @@ impl Live {
                     .checkpoints
                     .insert((cp.source.clone(), cp.file.clone()), cp);
             }
-            pending.seq
+            // With nothing queued (e.g. only duplicates) the newest commit already holds
+            // everything these events depend on; waiting for `pending.seq` would wait for a
+            // commit that never comes.
+            if pending.is_empty() {
+                pending.seq - 1
+            } else {
+                pending.seq
+            }
         };
         self.wake_writer();
         publish(&out);

@@ -111,6 +111,12 @@ impl Daemon {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// `kill -9`: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits up to `limit` for the exit code.
     pub fn terminate(&mut self, limit: Duration) -> Option<i32> {
         let pid = self.child.id().to_string();
@@ -148,7 +154,13 @@ pub fn http(
     let (host, path) = rest
         .split_once('/')
         .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-    let mut stream = std::net::TcpStream::connect(host).ok()?;
+    let mut stream = match std::net::TcpStream::connect(host) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("connect {host}: {e}");
+            return None;
+        }
+    };
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .ok()?;
@@ -163,7 +175,10 @@ pub fn http(
     stream.write_all(req.as_bytes()).ok()?;
     stream.write_all(body).ok()?;
     let mut resp = Vec::new();
-    stream.read_to_end(&mut resp).ok()?;
+    if let Err(e) = stream.read_to_end(&mut resp) {
+        eprintln!("read {url}: {e} after {} bytes", resp.len());
+        return None;
+    }
     let text = String::from_utf8_lossy(&resp).into_owned();
     let status = text.split(' ').nth(1)?.parse().ok()?;
     let (head, body) = text.split_once("\r\n\r\n")?;
@@ -196,6 +211,11 @@ fn dechunk(mut s: &str) -> String {
 /// Status of a GET, if the server answers.
 pub fn http_status(url: &str) -> Option<u16> {
     http("GET", url, &[], b"").map(|(s, _)| s)
+}
+
+/// GET `/metrics` and parse one sample, `None` if absent or unreachable.
+pub fn metric(base: &str, series: &str) -> Option<f64> {
+    http("GET", &format!("{base}/metrics"), &[], b"").and_then(|(_, body)| sample(&body, series))
 }
 
 /// Polls `f` until it returns `Some`, for at most `secs`.

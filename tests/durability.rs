@@ -1,0 +1,176 @@
+//! Black-box: the store of the real binary: acknowledged events survive `kill -9`, request ids
+//! make retries exact, one daemon per data directory.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::{Daemon, eventually, http, metric};
+
+const CONFIG: &str =
+    "[server]\nlisten = \"127.0.0.1:0\"\n[[orgs]]\nid = \"acme\"\ntier = \"pro\"\n";
+
+fn post(base: &str, body: &str) -> Option<u16> {
+    http(
+        "POST",
+        &format!("{base}/v1/events"),
+        &[("Content-Type", "application/x-ndjson")],
+        body.as_bytes(),
+    )
+    .map(|(s, _)| s)
+}
+
+fn batch(first: u64, n: u64, ts: i64) -> String {
+    (first..first + n)
+        .map(|i| {
+            format!("{{\"org\":\"acme\",\"ts\":{ts},\"status\":200,\"request_id\":\"req-{i}\"}}\n")
+        })
+        .collect()
+}
+
+fn daily(base: &str) -> Option<f64> {
+    metric(base, r#"ratewarden_usage{org="acme",dimension="daily"}"#)
+}
+
+#[test]
+fn acknowledged_events_survive_kill_9_and_retries_count_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(dir.path(), CONFIG, &[]);
+    let base = d.base.clone();
+    let ts = chrono::Utc::now().timestamp_millis();
+    const PER_POST: u64 = 50;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU64::new(0));
+    let next = Arc::new(AtomicU64::new(0));
+    // Four clients post without pause; the daemon is killed while they do.
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (base, stop, acked, next) =
+                (base.clone(), stop.clone(), acked.clone(), next.clone());
+            std::thread::spawn(move || {
+                let mut mine = Vec::new();
+                while !stop.load(Ordering::Acquire) {
+                    let first = next.fetch_add(PER_POST, Ordering::AcqRel);
+                    match post(&base, &batch(first, PER_POST, ts)) {
+                        Some(202) => {
+                            acked.fetch_add(PER_POST, Ordering::AcqRel);
+                            mine.push(first);
+                        }
+                        _ => break,
+                    }
+                }
+                mine
+            })
+        })
+        .collect();
+    eventually(20, || {
+        (acked.load(Ordering::Acquire) >= 20_000).then_some(())
+    });
+    d.kill9();
+    stop.store(true, Ordering::Release);
+    let acked_batches: Vec<u64> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    let acked_events = acked.load(Ordering::Acquire);
+    let sent_events = next.load(Ordering::Acquire);
+    assert_eq!(acked_batches.len() as u64 * PER_POST, acked_events);
+
+    let d = Daemon::start(dir.path(), CONFIG, &[]);
+    let after = daily(&d.base).unwrap_or(0.0) as u64;
+    assert!(
+        after >= acked_events,
+        "lost acknowledged events: {after} < {acked_events}"
+    );
+    assert!(
+        after <= sent_events,
+        "counted more than was sent: {after} > {sent_events}"
+    );
+
+    // A shipper that did not get its answer sends again, and may repeat acknowledged batches
+    // too: request ids make the total exact.
+    for first in (0..sent_events).step_by(PER_POST as usize) {
+        assert_eq!(post(&d.base, &batch(first, PER_POST, ts)), Some(202));
+    }
+    assert_eq!(daily(&d.base), Some(sent_events as f64));
+    assert!(acked_events >= 20_000, "{acked_events}");
+}
+
+#[test]
+fn a_request_id_counts_once_across_http_and_a_log_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("requests.jsonl");
+    let now = chrono::Utc::now().timestamp_millis();
+    std::fs::write(
+        &log,
+        format!("{{\"org\":\"acme\",\"ts\":{now},\"status\":200,\"request_id\":\"shared-1\"}}\n"),
+    )
+    .unwrap();
+    let config = format!(
+        "{CONFIG}\n[[sources.file]]\nname = \"app\"\npath = \"{}\"\n",
+        log.display()
+    );
+    let d = Daemon::start(dir.path(), &config, &[]);
+    assert!(eventually(10, || (daily(&d.base) == Some(1.0)).then_some(())).is_some());
+    let same =
+        format!("{{\"org\":\"acme\",\"ts\":{now},\"status\":200,\"request_id\":\"shared-1\"}}\n");
+    let (status, body) = http(
+        "POST",
+        &format!("{}/v1/events", d.base),
+        &[],
+        same.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(status, 202);
+    assert!(
+        body.contains("\"accepted\":1"),
+        "accepted, not counted: {body}"
+    );
+    let other =
+        format!("{{\"org\":\"acme\",\"ts\":{now},\"status\":200,\"request_id\":\"shared-2\"}}\n");
+    assert_eq!(post(&d.base, &other), Some(202));
+    assert_eq!(daily(&d.base), Some(2.0));
+}
+
+#[test]
+fn a_second_daemon_on_the_same_directory_fails_fast() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Daemon::start(dir.path(), CONFIG, &[]);
+    let started = std::time::Instant::now();
+    let second = Daemon::try_start(dir.path(), CONFIG, &[])
+        .err()
+        .expect("refused");
+    assert!(second.contains("in use by another ratewarden"), "{second}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn state_survives_a_clean_restart_through_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(dir.path(), CONFIG, &[]);
+    let ts = chrono::Utc::now().timestamp_millis();
+    assert_eq!(post(&d.base, &batch(0, 30, ts)), Some(202));
+    let job = format!("{{\"org\":\"acme\",\"ts\":{ts},\"status\":202,\"job_id\":\"j1\"}}\n");
+    assert_eq!(post(&d.base, &job), Some(202));
+    assert_eq!(d.terminate(Duration::from_secs(10)), Some(0));
+    let d = Daemon::start(dir.path(), CONFIG, &[]);
+    assert!(
+        d.find_log("state recovered")
+            .is_some_and(|v| v["fields"]["from_snapshot"] == true),
+        "{}",
+        d.log_text()
+    );
+    assert_eq!(daily(&d.base), Some(31.0));
+    assert_eq!(
+        metric(&d.base, r#"ratewarden_jobs_in_flight{org="acme"}"#),
+        Some(1.0)
+    );
+    assert_eq!(post(&d.base, &batch(0, 30, ts)), Some(202));
+    assert_eq!(
+        daily(&d.base),
+        Some(31.0),
+        "request ids are remembered across restarts"
+    );
+}
