@@ -5,19 +5,22 @@
 //! Data moves one way; the modules below are listed in that order.
 //!
 //! * [`config`]: the TOML file, parsed once into a validated [`config::Config`].
-//! * **sources**: where events come from. [`server`] takes `POST /v1/events`; [`replay`]
-//!   reads files offline. (The file tailer arrives with the store.)
+//! * **sources**: where events come from. [`server`] takes `POST /v1/events`; [`sources`]
+//!   tails log files (JSON, nginx, Envoy); [`replay`] reads files offline.
 //! * [`events`]: raw bytes to a validated [`events::Event`] or one rejection reason.
 //! * [`tracker`]: per org and org/app rolling windows, jobs in flight and counters, in event
 //!   time; it hands each event to the detectors.
 //! * [`detect`]: bursts, 429 causes, retry violations and storms, and the alert state
 //!   machines; their output is [`detect::Transition`]s.
+//! * [`live`]: the tracker shared by the daemon's tasks; applies events and journals them
+//!   with the file offsets they reached, in one critical section.
+//! * [`store`]: underneath, what survives a restart (journal, snapshots, checkpoints), behind
+//!   the narrow [`store::StateStore`] trait; SQLite by default.
 //! * [`metrics`]: everything above as Prometheus metrics at `/metrics`.
 //! * [`daemon`]: wires the long-running pieces (HTTP server, clock ticks, shutdown).
 //! * [`status`]: the `status` command, a client of a running daemon.
 //!
 //! [`clock`] supplies "now" to everything that needs it; nothing reads the wall clock itself.
-//! State lives in memory in this version; the embedded store comes next.
 
 #![deny(missing_docs)]
 

@@ -1,6 +1,6 @@
 //! Sources: where events come from besides `POST /v1/events`.
 //!
-//! [`file`] tails log files (SPEC §3 `[[sources.file]]`) and [`format`] turns their lines into
+//! [`file`](mod@file) tails log files (SPEC §3 `[[sources.file]]`) and [`format`](mod@format) turns their lines into
 //! events. Sources only read and parse; they hand events to [`Live`] together with the
 //! checkpoint those events reach, and never count anything themselves. Each file source runs
 //! on its own thread (file I/O blocks); [`Sources`] owns the threads and stops them.

@@ -3,7 +3,7 @@
 //! Commits are full-sync transactions: once [`StateStore::commit`] returns, the data survives a
 //! crash of the process and of the machine. A lock file keeps a second daemon out of the same
 //! directory. The schema carries a version (`PRAGMA user_version`) and upgrades itself through
-//! [`MIGRATIONS`]; a newer schema than this binary knows is refused, never guessed at.
+//! its migration list; a newer schema than this binary knows is refused, never guessed at.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};

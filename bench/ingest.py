@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""Whole-process benchmarks of the daemon with its store on.
+
+    python3 bench/ingest.py post    --bin target/release/ratewarden [--seconds 20] [--clients 4]
+    python3 bench/ingest.py startup --bin target/release/ratewarden [--orgs 1000] [--apps 10]
+
+post:    sustained POST /v1/events throughput, NDJSON bodies of 1,000 events over keep-alive
+         loopback connections; every 202 means the batch is committed (full-sync SQLite).
+startup: fills the store with 24 h of state (one request per minute for every org/app, spread
+         over the last 24 h), stops the daemon, and times how long a restart takes until
+         /readyz answers 200: after SIGTERM (from the snapshot) and after kill -9 (snapshot plus
+         journal). Prints the store size too.
+
+Standard library only. Each run uses a fresh temporary data directory and stops the daemon.
+"""
+import argparse
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Daemon:
+    def __init__(self, binary, workdir, port):
+        self.binary, self.workdir, self.port = binary, workdir, port
+        self.cfg = os.path.join(workdir, "bench.toml")
+        with open(self.cfg, "w") as f:
+            f.write(f'[server]\nlisten = "127.0.0.1:{port}"\nmax_body_bytes = 67108864\n'
+                    f'[storage]\npath = "{workdir}/data"\n[limits]\nmax_orgs = 20000\n')
+        self.proc = None
+
+    def start(self, timeout=600):
+        t0 = time.monotonic()
+        log = open(os.path.join(self.workdir, "daemon.log"), "ab")
+        env = dict(os.environ, RUST_LOG="warn")
+        self.proc = subprocess.Popen([self.binary, "run", "--config", self.cfg], stdout=log, stderr=log, env=env)
+        while time.monotonic() - t0 < timeout:
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
+                c.request("GET", "/readyz")
+                if c.getresponse().status == 200:
+                    return time.monotonic() - t0
+            except OSError:
+                pass
+            time.sleep(0.01)
+        raise RuntimeError("daemon did not become ready")
+
+    def stop(self, sig=signal.SIGTERM):
+        self.proc.send_signal(sig)
+        self.proc.wait(30)
+
+    def cpu_seconds(self):
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def post_bodies(port, bodies, stop, counts, idx, lock):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    n, i = 0, 0
+    while not stop.is_set():
+        body = bodies[i % len(bodies)]
+        i += 1
+        conn.request("POST", "/v1/events", body, {"Content-Type": "application/x-ndjson"})
+        r = conn.getresponse()
+        r.read()
+        if r.status != 202:
+            raise RuntimeError(f"status {r.status}")
+        n += 1000
+    with lock:
+        counts[idx] = n
+
+
+def bench_post(args):
+    work = tempfile.mkdtemp(prefix="rw-bench-")
+    try:
+        d = Daemon(args.bin, work, free_port())
+        d.start()
+        now = int(time.time() * 1000)
+        bodies = []
+        for b in range(64):
+            lines = []
+            for k in range(1000):
+                org = f"org-{(b * 1000 + k) % 50}"
+                lines.append(json.dumps({"ts": now - 60_000 + k, "org": org, "app": f"app-{k % 5}",
+                                         "status": 200 if k % 20 else 429, "latency_ms": 300}))
+            bodies.append(("\n".join(lines) + "\n").encode())
+        stop, lock = threading.Event(), threading.Lock()
+        counts = [0] * args.clients
+        cpu0 = d.cpu_seconds()
+        t0 = time.monotonic()
+        threads = [threading.Thread(target=post_bodies, args=(d.port, bodies, stop, counts, i, lock))
+                   for i in range(args.clients)]
+        for t in threads:
+            t.start()
+        time.sleep(args.seconds)
+        stop.set()
+        for t in threads:
+            t.join()
+        wall = time.monotonic() - t0
+        cpu = d.cpu_seconds() - cpu0
+        total = sum(counts)
+        print(f"post: {total} events in {wall:.1f} s = {total / wall:,.0f} events/s "
+              f"({total / 1000 / wall:,.0f} batches/s, {args.clients} clients); daemon CPU {cpu:.1f} s")
+        d.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def bench_startup(args):
+    work = tempfile.mkdtemp(prefix="rw-bench-")
+    try:
+        d = Daemon(args.bin, work, free_port())
+        d.start()
+        now = int(time.time() * 1000)
+        minutes = 24 * 60
+        series = [(f"org-{o}", f"app-{a}") for o in range(args.orgs) for a in range(args.apps)]
+        conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=120)
+        t0 = time.monotonic()
+        sent = 0
+        per_body = 20_000
+        buf = []
+        for m in range(minutes, 0, -1):
+            ts = now - m * 60_000
+            for org, app in series:
+                buf.append(f'{{"ts":{ts},"org":"{org}","app":"{app}","status":200}}')
+                if len(buf) == per_body:
+                    conn.request("POST", "/v1/events", "\n".join(buf) + "\n", {"Content-Type": "application/x-ndjson"})
+                    r = conn.getresponse()
+                    r.read()
+                    assert r.status == 202, r.status
+                    sent += len(buf)
+                    buf = []
+        if buf:
+            conn.request("POST", "/v1/events", "\n".join(buf) + "\n", {"Content-Type": "application/x-ndjson"})
+            conn.getresponse().read()
+            sent += len(buf)
+        print(f"startup: loaded {sent:,} events ({args.orgs} orgs x {args.apps} apps, one per minute over 24 h) "
+              f"in {time.monotonic() - t0:.0f} s")
+        d.stop()  # SIGTERM: final snapshot
+        size = sum(os.path.getsize(os.path.join(work, "data", f)) for f in os.listdir(os.path.join(work, "data")))
+        print(f"startup: store size {size / 1e6:.1f} MB")
+        took = [d.start() for _ in range(1)]
+        c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=10)
+        c.request("GET", "/v1/usage")
+        orgs = json.loads(c.getresponse().read())["orgs"]
+        daily = sum(o["usage"]["daily"] for o in orgs)
+        print(f"startup: after SIGTERM, ready in {took[0]:.2f} s with {len(orgs)} orgs, daily total {daily:,}")
+        # Journal on top of the snapshot, then kill -9.
+        conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=120)
+        extra = [f'{{"ts":{now},"org":"{o}","app":"{a}","status":200}}' for o, a in series] * 20
+        for i in range(0, len(extra), per_body):
+            conn.request("POST", "/v1/events", "\n".join(extra[i:i + per_body]) + "\n",
+                         {"Content-Type": "application/x-ndjson"})
+            conn.getresponse().read()
+        d.stop(signal.SIGKILL)
+        took = d.start()
+        print(f"startup: after kill -9 with {len(extra):,} events in the journal, ready in {took:.2f} s")
+        d.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("mode", choices=["post", "startup"])
+    ap.add_argument("--bin", default="target/release/ratewarden")
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--orgs", type=int, default=1000)
+    ap.add_argument("--apps", type=int, default=10)
+    args = ap.parse_args()
+    args.bin = os.path.abspath(args.bin)
+    {"post": bench_post, "startup": bench_startup}[args.mode](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
