@@ -8,6 +8,7 @@
 //! Sections that later features bring (`sources`, alert channels, `offpeak`, `upstreams`,
 //! `scheduler`) are refused with a clear message until they work, never silently ignored.
 
+mod channels;
 mod duration;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use channels::{
+    ChannelConfig, ChannelKind, EmailConfig, EmailTls, SecretRef, WebhookConfig, WebhookFormat,
+};
 pub use duration::{HumanDuration, parse_duration};
 
 use crate::events::valid_name;
@@ -158,6 +162,16 @@ pub struct AlertsConfig {
     pub hysteresis_bp: u32,
     /// A condition must hold this long before it fires.
     pub for_ms: i64,
+    /// Re-send a firing alert this often (0: never).
+    pub repeat_interval_ms: i64,
+    /// Delivery retries: full-jitter backoff from this base...
+    pub retry_base_ms: i64,
+    /// ...up to this cap.
+    pub retry_cap_ms: i64,
+    /// A notification not delivered after this long is given up (counted as failed).
+    pub max_age_ms: i64,
+    /// Where notifications go.
+    pub channels: Vec<ChannelConfig>,
 }
 
 /// `read_from` of a file source.
@@ -261,6 +275,20 @@ impl Config {
             .unwrap_or_default()
     }
 
+    /// Channel secrets that cannot be read now: (channel, what, why). `run` refuses to start
+    /// with any; `check-config` warns.
+    pub fn missing_secrets(&self) -> Vec<(String, &'static str, String)> {
+        self.alerts
+            .channels
+            .iter()
+            .flat_map(|c| {
+                c.secrets()
+                    .into_iter()
+                    .filter_map(|(s, what)| s.read().err().map(|why| (c.name.clone(), what, why)))
+            })
+            .collect()
+    }
+
     /// Names of the `*_env` variables this config reads, with what each is for.
     pub fn secret_envs(&self) -> Vec<(&str, &'static str)> {
         let mut out = Vec::new();
@@ -324,7 +352,24 @@ impl Config {
                 .collect();
             out.push_str(&format!("sources: {}\n", list.join(", ")));
         }
-        out.push_str("channels: 0 (transitions are logged and shown at /v1/alerts)\n");
+        if self.alerts.channels.is_empty() {
+            out.push_str("channels: 0 (transitions are logged and shown at /v1/alerts)\n");
+        } else {
+            let list: Vec<String> = self
+                .alerts
+                .channels
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} ({}, {} and up)",
+                        c.name,
+                        c.kind_name(),
+                        c.min_severity.as_str()
+                    )
+                })
+                .collect();
+            out.push_str(&format!("channels: {}\n", list.join(", ")));
+        }
         out
     }
 }
@@ -610,12 +655,12 @@ struct RawAlerts {
     hysteresis: Spanned<f64>,
     #[serde(rename = "for")]
     for_: HumanDuration,
-    repeat_interval: Option<Spanned<toml::Value>>,
-    retry_base: Option<Spanned<toml::Value>>,
-    retry_cap: Option<Spanned<toml::Value>>,
-    max_age: Option<Spanned<toml::Value>>,
-    email: Option<Spanned<toml::Value>>,
-    webhook: Option<Spanned<toml::Value>>,
+    repeat_interval: HumanDuration,
+    retry_base: Spanned<HumanDuration>,
+    retry_cap: Spanned<HumanDuration>,
+    max_age: HumanDuration,
+    email: Vec<Spanned<channels::RawEmail>>,
+    webhook: Vec<Spanned<channels::RawWebhook>>,
 }
 
 impl Default for RawAlerts {
@@ -624,12 +669,12 @@ impl Default for RawAlerts {
             thresholds: Spanned::new(0..0, vec![0.70, 0.90]),
             hysteresis: Spanned::new(0..0, 0.05),
             for_: HumanDuration(std::time::Duration::ZERO),
-            repeat_interval: None,
-            retry_base: None,
-            retry_cap: None,
-            max_age: None,
-            email: None,
-            webhook: None,
+            repeat_interval: HumanDuration(std::time::Duration::from_secs(4 * 3600)),
+            retry_base: Spanned::new(0..0, HumanDuration(std::time::Duration::from_secs(1))),
+            retry_cap: Spanned::new(0..0, HumanDuration(std::time::Duration::from_secs(300))),
+            max_age: HumanDuration(std::time::Duration::from_secs(24 * 3600)),
+            email: Vec::new(),
+            webhook: Vec::new(),
         }
     }
 }
@@ -680,12 +725,6 @@ impl RawConfig {
             ("[offpeak]", &self.offpeak),
             ("[[upstreams]]", &self.upstreams),
             ("[scheduler]", &self.scheduler),
-            ("[[alerts.email]]", &self.alerts.email),
-            ("[[alerts.webhook]]", &self.alerts.webhook),
-            ("alerts.repeat_interval", &self.alerts.repeat_interval),
-            ("alerts.retry_base", &self.alerts.retry_base),
-            ("alerts.retry_cap", &self.alerts.retry_cap),
-            ("alerts.max_age", &self.alerts.max_age),
         ] {
             if let Some(v) = value {
                 return Err(at(v.span(), format!("{section} {NOT_YET}")));
@@ -890,11 +929,42 @@ impl RawAlerts {
                 "hysteresis must be smaller than the warning threshold",
             ));
         }
+        let retry_base_ms = self.retry_base.get_ref().as_millis_i64();
+        let retry_cap_ms = self.retry_cap.get_ref().as_millis_i64();
+        if retry_base_ms < 1 {
+            return Err(at(
+                self.retry_base.span(),
+                "retry_base must be at least 1ms",
+            ));
+        }
+        if retry_cap_ms < retry_base_ms {
+            return Err(at(
+                self.retry_cap.span(),
+                "retry_cap must not be below retry_base",
+            ));
+        }
+        let mut channels: Vec<ChannelConfig> = Vec::new();
+        for (i, e) in self.email.iter().enumerate() {
+            channels.push(e.get_ref().validate(i, e.span())?);
+        }
+        for (i, w) in self.webhook.iter().enumerate() {
+            channels.push(w.get_ref().validate(i, w.span())?);
+        }
+        for (i, c) in channels.iter().enumerate() {
+            if channels[..i].iter().any(|o| o.name == c.name) {
+                return Err(at(0..0, format!("two channels are named {:?}", c.name)));
+            }
+        }
         Ok(AlertsConfig {
             warning_bp,
             critical_bp,
             hysteresis_bp,
             for_ms: self.for_.as_millis_i64(),
+            repeat_interval_ms: self.repeat_interval.as_millis_i64(),
+            retry_base_ms,
+            retry_cap_ms,
+            max_age_ms: self.max_age.as_millis_i64(),
+            channels,
         })
     }
 }
@@ -1014,13 +1084,6 @@ mod tests {
 
     #[test]
     fn later_sections_are_refused_not_ignored() {
-        let e = err("[alerts]\nrepeat_interval = \"4h\"\n");
-        assert!(
-            e.starts_with("t.toml:2:19: alerts.repeat_interval is not supported"),
-            "{e}"
-        );
-        let e = err("[[alerts.webhook]]\nurl = \"http://x\"\n");
-        assert!(e.contains("[[alerts.webhook]] is not supported"), "{e}");
         let e = err("[scheduler]\nshare = 0.5\n");
         assert!(e.contains("[scheduler] is not supported"), "{e}");
     }
@@ -1079,6 +1142,93 @@ mod tests {
         assert!(e.contains("two sources are named"), "{e}");
         let e = err("[[sources.file]]\npath = \"/x\"\npaht = 1\n");
         assert!(e.starts_with("t.toml:3:1: unknown field `paht`"), "{e}");
+    }
+
+    #[test]
+    fn alert_channels() {
+        let c = Config::parse(
+            "[alerts]\nrepeat_interval = \"1h\"\nretry_base = \"2s\"\nretry_cap = \"1m\"\nmax_age = \"2h\"\n\
+             [[alerts.email]]\nsmtp_host = \"smtp.example.com\"\ntls = \"tls\"\nusername = \"u\"\npassword_env = \"P\"\n\
+             from = \"ratewarden@example.com\"\nto = [\"a@example.com\", \"On Call <b@example.com>\"]\nmin_severity = \"critical\"\n\
+             [[alerts.webhook]]\nname = \"am\"\nurl = \"http://127.0.0.1:9093/api/v2/alerts\"\nformat = \"alertmanager\"\n\
+             [[alerts.webhook]]\nurl = \"https://hooks.slack.com/services/x\"\nformat = \"slack\"\nsecret_file = \"/etc/s\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let a = &c.alerts;
+        assert_eq!(
+            (
+                a.repeat_interval_ms,
+                a.retry_base_ms,
+                a.retry_cap_ms,
+                a.max_age_ms
+            ),
+            (3_600_000, 2_000, 60_000, 7_200_000)
+        );
+        let names: Vec<_> = a
+            .channels
+            .iter()
+            .map(|c| (c.name.as_str(), c.kind_name()))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("email-1", "email"),
+                ("am", "alertmanager"),
+                ("webhook-2", "slack")
+            ]
+        );
+        match &a.channels[0].kind {
+            ChannelKind::Email(e) => {
+                assert_eq!(e.smtp_port, 465, "default port for implicit TLS");
+                assert_eq!(e.password, Some(SecretRef::Env("P".into())));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            a.channels[0].min_severity,
+            crate::detect::Severity::Critical
+        );
+        assert!(
+            c.summary().contains("am (alertmanager, warning and up)"),
+            "{}",
+            c.summary()
+        );
+
+        let e = err("[[alerts.webhook]]\nurl = \"ftp://x/y\"\n");
+        assert!(
+            e.starts_with("t.toml:2:7:") && e.contains("not an http(s) URL"),
+            "{e}"
+        );
+        let e = err("[[alerts.webhook]]\nurl = \"http://x\"\nformat = \"teams\"\n");
+        assert!(e.starts_with("t.toml:3:10: unknown variant `teams`"), "{e}");
+        let e = err(
+            "[[alerts.email]]\nsmtp_host = \"h\"\nfrom = \"not an address\"\nto = [\"a@b.c\"]\n",
+        );
+        assert!(
+            e.starts_with("t.toml:3:8:") && e.contains("not an email address"),
+            "{e}"
+        );
+        let e = err("[[alerts.email]]\nsmtp_host = \"h\"\nfrom = \"a@b.c\"\nto = []\n");
+        assert!(e.contains("at least one address"), "{e}");
+        let e = err(
+            "[[alerts.email]]\nsmtp_host = \"h\"\nfrom = \"a@b.c\"\nto = [\"x@y.z\"]\npassword_env = \"P\"\n",
+        );
+        assert!(e.contains("needs a username"), "{e}");
+        let e = err("[alerts]\nretry_base = \"10s\"\nretry_cap = \"1s\"\n");
+        assert!(e.starts_with("t.toml:3:13: retry_cap"), "{e}");
+    }
+
+    #[test]
+    fn missing_secrets_are_reported() {
+        let c = Config::parse(
+            "[[alerts.webhook]]\nurl = \"http://x\"\nsecret_env = \"SURELY_UNSET_SECRET_VAR\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let missing = c.missing_secrets();
+        assert_eq!(missing.len(), 1);
+        assert!(missing[0].2.contains("$SURELY_UNSET_SECRET_VAR is not set"));
     }
 
     #[test]

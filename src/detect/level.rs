@@ -26,6 +26,8 @@ pub struct LevelAlert {
     started_ms: i64,
     /// Since when each level's condition has held (for `for`).
     pending: [Option<i64>; 2],
+    /// Highest level of the current (or last) firing.
+    peak: u8,
 }
 
 fn at_least(usage: u64, limit: u64, bp: u32) -> bool {
@@ -41,6 +43,11 @@ impl LevelAlert {
     /// When the current firing began.
     pub fn started_ms(&self) -> i64 {
         self.started_ms
+    }
+
+    /// Highest level of the current firing (of the last one, right after a resolve).
+    pub fn peak(&self) -> u8 {
+        self.peak
     }
 
     /// True when firing or waiting out `for` (the clock matters to this alert).
@@ -77,8 +84,10 @@ impl LevelAlert {
         if target > self.level {
             let change = if self.level == 0 {
                 self.started_ms = ts;
+                self.peak = target;
                 Change::Fired(target)
             } else {
+                self.peak = self.peak.max(target);
                 Change::Escalated(target)
             };
             self.level = target;
@@ -169,6 +178,7 @@ mod tests {
         assert_eq!(eval(&mut a, 85, 1), None, "85 % holds critical (90 − 5)");
         assert_eq!(eval(&mut a, 84, 2), Some(Change::Lowered(1)));
         assert_eq!(a.level(), 1);
+        assert_eq!(a.peak(), 2, "the firing reached critical");
         assert_eq!(eval(&mut a, 89, 3), None, "warning holds below 90");
         assert_eq!(eval(&mut a, 90, 4), Some(Change::Escalated(2)));
         assert_eq!(

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use crate::tracker::Dimension;
 
 /// Alert names (SPEC §9).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum AlertName {
     /// Usage at or above a threshold, per org × dimension.
     UsageHigh,
@@ -27,6 +29,8 @@ pub enum AlertName {
     RetryStorm,
     /// The rolling 24 h quota is used up.
     DailyQuotaExhausted,
+    /// Not an alert: `ratewarden alerts test` checking a channel's wiring.
+    Test,
 }
 
 impl AlertName {
@@ -38,6 +42,7 @@ impl AlertName {
             AlertName::JobsStuck => "JobsStuck",
             AlertName::RetryStorm => "RetryStorm",
             AlertName::DailyQuotaExhausted => "DailyQuotaExhausted",
+            AlertName::Test => "RatewardenTest",
         }
     }
 }
@@ -49,7 +54,10 @@ impl fmt::Display for AlertName {
 }
 
 /// Alert severity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// Attention soon.
     Warning,
@@ -68,7 +76,7 @@ impl Severity {
 }
 
 /// Whether a transition starts or ends firing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Status {
     /// Firing (new, escalated, or lowered).
     Firing,
@@ -86,8 +94,8 @@ impl Status {
     }
 }
 
-/// One change of an alert's state.
-#[derive(Debug, Clone, PartialEq)]
+/// One change of an alert's state (or, with `repeat`, a reminder that it still fires).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Transition {
     /// When it happened (event time, Unix ms).
     pub ts_ms: i64,
@@ -113,6 +121,12 @@ pub struct Transition {
     pub limit: Option<u64>,
     /// Threshold crossed, basis points.
     pub threshold_bp: Option<u32>,
+    /// The severity before this change, when the severity changed (escalation, fall).
+    pub previous_severity: Option<Severity>,
+    /// Highest severity of this firing so far; a resolve reaches every channel that saw it.
+    pub peak: Severity,
+    /// A reminder sent every `repeat_interval` while firing, not a change.
+    pub repeat: bool,
 }
 
 impl Transition {
@@ -477,6 +491,9 @@ mod tests {
             usage: Some(46),
             limit: Some(50),
             threshold_bp: Some(9000),
+            previous_severity: None,
+            peak: Severity::Critical,
+            repeat: false,
         };
         assert_eq!(t.summary(), "acme at 92% of its 50 rpm");
         assert_eq!(t.value(), Some(0.92));

@@ -17,7 +17,7 @@ pub mod jobs;
 pub mod snapshot;
 pub mod window;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
@@ -57,7 +57,9 @@ fn minute(ts: i64) -> i64 {
 }
 
 /// A usage dimension, the `dimension` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Dimension {
     /// Requests per rolling minute.
     Rpm,
@@ -314,6 +316,26 @@ impl Settings {
     }
 }
 
+/// Which alert a transition belongs to (the same as its fingerprint's inputs).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct AlertKey {
+    org: Arc<str>,
+    alert: AlertName,
+    app: Option<Arc<str>>,
+    dimension: Option<Dimension>,
+}
+
+impl AlertKey {
+    fn of(t: &Transition) -> AlertKey {
+        AlertKey {
+            org: t.org.clone(),
+            alert: t.alert,
+            app: t.app.clone(),
+            dimension: t.dimension,
+        }
+    }
+}
+
 /// All tracked state.
 #[derive(Debug)]
 pub struct Tracker {
@@ -324,6 +346,8 @@ pub struct Tracker {
     overflow_org: Option<usize>,
     overflow: Overflow,
     dedupe: Dedupe,
+    /// Firing alerts and when they were last notified, for `repeat_interval`.
+    repeats: BTreeMap<AlertKey, i64>,
 }
 
 impl Tracker {
@@ -336,6 +360,7 @@ impl Tracker {
             overflow_org: None,
             overflow: Overflow::default(),
             dedupe: Dedupe::new(config.limits.max_request_ids),
+            repeats: BTreeMap::new(),
         };
         for o in &config.orgs {
             let org = Org::new(
@@ -407,6 +432,13 @@ impl Tracker {
     /// at its own `ts`, or at `now` when it has none. Returns false for a `request_id` seen
     /// before, which changes nothing.
     pub fn apply(&mut self, ev: &Event<'_>, now: i64, out: &mut Vec<Transition>) -> bool {
+        let from = out.len();
+        let counted = self.apply_event(ev, now, out);
+        self.note_notified(&out[from..]);
+        counted
+    }
+
+    fn apply_event(&mut self, ev: &Event<'_>, now: i64, out: &mut Vec<Transition>) -> bool {
         let ts = ev.ts_ms.unwrap_or(now);
         if let Some(rid) = &ev.request_id
             && !self.dedupe.first_seen(request_key(&ev.org, rid), ts)
@@ -441,12 +473,59 @@ impl Tracker {
         true
     }
 
-    /// The clock moved to `now`: stuck jobs, releases, burst ends and threshold changes.
+    /// The clock moved to `now`: stuck jobs, releases, burst ends and threshold changes, and
+    /// reminders for alerts still firing after `repeat_interval`.
     pub fn tick(&mut self, now: i64, out: &mut Vec<Transition>) {
+        let from = out.len();
         let s = &self.settings;
         for org in &mut self.orgs {
             if org.needs_tick() {
                 org.tick(now, s, out);
+            }
+        }
+        self.note_notified(&out[from..]);
+        self.remind(now, out);
+    }
+
+    /// Keeps `repeats` in step with what was notified.
+    fn note_notified(&mut self, transitions: &[Transition]) {
+        for t in transitions.iter().filter(|t| t.notify) {
+            match t.status {
+                Status::Firing => {
+                    self.repeats.insert(AlertKey::of(t), t.ts_ms);
+                }
+                Status::Resolved => {
+                    self.repeats.remove(&AlertKey::of(t));
+                }
+            }
+        }
+    }
+
+    fn remind(&mut self, now: i64, out: &mut Vec<Transition>) {
+        let every = self.settings.alerts.repeat_interval_ms;
+        if every <= 0 {
+            return;
+        }
+        let due: Vec<AlertKey> = self
+            .repeats
+            .iter()
+            .filter(|(_, last)| now - **last >= every)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            let current = self.index.get(&key.org).and_then(|&i| {
+                let mut active = Vec::new();
+                self.orgs[i].active_alerts(now, &self.settings, &mut active);
+                active.into_iter().find(|t| AlertKey::of(t) == key)
+            });
+            match current {
+                Some(t) => {
+                    self.repeats.insert(key, now);
+                    out.push(Transition { repeat: true, ..t });
+                }
+                None => {
+                    self.repeats.remove(&key);
+                }
             }
         }
     }
@@ -496,6 +575,9 @@ fn base(org: &Arc<str>, ts: i64, alert: AlertName, severity: Severity) -> Transi
         usage: None,
         limit: None,
         threshold_bp: None,
+        previous_severity: None,
+        peak: severity,
+        repeat: false,
     }
 }
 
@@ -721,11 +803,14 @@ impl Org {
             alert.evaluate(usage, limit, ts, &thresholds, a.hysteresis_bp, a.for_ms)
         {
             let started = alert.started_ms();
+            let peak = level_severity(alert.peak());
             let (status, level, notify) = match change {
                 Change::Fired(l) | Change::Escalated(l) => (Status::Firing, l, true),
                 Change::Lowered(l) => (Status::Firing, l, false),
                 Change::Resolved => (Status::Resolved, before, true),
             };
+            let previous = matches!(change, Change::Escalated(_) | Change::Lowered(_))
+                .then(|| level_severity(before));
             out.push(Transition {
                 dimension: Some(dim),
                 status,
@@ -734,6 +819,8 @@ impl Org {
                 usage: Some(usage),
                 limit: Some(limit),
                 threshold_bp: Some(thresholds[level as usize - 1]),
+                previous_severity: previous,
+                peak,
                 ..base(&self.name, ts, AlertName::UsageHigh, level_severity(level))
             });
         }
@@ -988,6 +1075,7 @@ impl Org {
                     usage: Some(self.usage_at(dim, now)),
                     limit: Some(dim.limit(&self.limits)),
                     threshold_bp: Some(thresholds[level as usize - 1]),
+                    peak: level_severity(alert.peak()),
                     ..base(&self.name, now, AlertName::UsageHigh, level_severity(level))
                 });
             }

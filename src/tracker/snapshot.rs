@@ -6,13 +6,15 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{OVERFLOW, Org, Overflow, Settings, Tracker};
+use std::collections::BTreeMap;
+
+use super::{AlertKey, OVERFLOW, Org, Overflow, Settings, Tracker};
 use crate::config::{Config, Limits};
 use crate::tracker::dedupe::Dedupe;
 
 /// Leading bytes of a snapshot: format name and version. Bump the digit when the encoded
 /// structures change; an older binary then refuses a newer snapshot instead of misreading it.
-const MAGIC: &[u8; 4] = b"RWT1";
+const MAGIC: &[u8; 4] = b"RWT2";
 
 /// Why a snapshot could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +36,7 @@ struct SnapshotRef<'a> {
     overflow_org: Option<usize>,
     overflow: Overflow,
     dedupe: &'a Dedupe,
+    repeats: &'a BTreeMap<AlertKey, i64>,
 }
 
 #[derive(Deserialize)]
@@ -42,6 +45,7 @@ struct SnapshotOwned {
     overflow_org: Option<usize>,
     overflow: Overflow,
     dedupe: Dedupe,
+    repeats: BTreeMap<AlertKey, i64>,
 }
 
 impl Tracker {
@@ -52,6 +56,7 @@ impl Tracker {
             overflow_org: self.overflow_org,
             overflow: self.overflow,
             dedupe: &self.dedupe,
+            repeats: &self.repeats,
         };
         postcard::to_extend(&state, MAGIC.to_vec())
     }
@@ -68,6 +73,7 @@ impl Tracker {
         t.overflow = state.overflow;
         t.dedupe = state.dedupe;
         t.dedupe.rebind(t.settings.max_request_ids);
+        t.repeats = state.repeats;
         for (i, mut org) in state.orgs.into_iter().enumerate() {
             if Some(i) == state.overflow_org || &*org.name == OVERFLOW {
                 org.rebind(OVERFLOW.into(), Limits::default(), false, &t.settings);

@@ -689,7 +689,7 @@ fn restore_applies_the_current_config() {
         Err(snapshot::RestoreError::Version { .. })
     ));
     assert!(matches!(
-        Tracker::restore(&changed, b"RWT1\xff\xff\xff"),
+        Tracker::restore(&changed, b"RWT2\xff\xff\xff"),
         Err(snapshot::RestoreError::Corrupt(_))
     ));
 }
@@ -713,5 +713,112 @@ fn duplicate_request_ids_count_once() {
     assert_eq!(
         org(&t.snapshot(T0), "acme").usage_of(Dimension::Rpm),
         Some(1)
+    );
+}
+
+#[test]
+fn firing_alerts_are_repeated_every_repeat_interval() {
+    let mut t = Tracker::new(&config(
+        "[alerts]\nrepeat_interval = \"1h\"\n[detect]\nstuck_after = \"1d\"\nrelease_after = \"2d\"\n",
+    ));
+    let start = |t: &mut Tracker, id: &str| {
+        feed(
+            t,
+            &format!(r#"{{"org":"acme","ts":{T0},"status":202,"job_id":"{id}"}}"#),
+            T0,
+        )
+    };
+    start(&mut t, "a");
+    start(&mut t, "b");
+    let reminders = |t: &mut Tracker, at: i64| {
+        let mut out = Vec::new();
+        t.tick(at, &mut out);
+        out.into_iter().filter(|x| x.repeat).collect::<Vec<_>>()
+    };
+    assert!(reminders(&mut t, T0 + 3_599_999).is_empty());
+    let r = reminders(&mut t, T0 + 3_600_000);
+    assert_eq!(r.len(), 1);
+    assert_eq!(
+        (r[0].alert, r[0].dimension, r[0].severity),
+        (
+            AlertName::UsageHigh,
+            Some(Dimension::Concurrency),
+            crate::detect::Severity::Critical
+        )
+    );
+    assert_eq!(r[0].starts_at_ms, T0, "a reminder keeps the original start");
+    assert!(
+        reminders(&mut t, T0 + 3_601_000).is_empty(),
+        "not again until another hour"
+    );
+    // A restart keeps the schedule.
+    let mut back = Tracker::restore(&config("[alerts]\nrepeat_interval = \"1h\"\n[detect]\nstuck_after = \"1d\"\nrelease_after = \"2d\"\n"), &t.encode().unwrap()).unwrap();
+    assert_eq!(reminders(&mut back, T0 + 7_200_000).len(), 1);
+    feed(
+        &mut t,
+        &format!(
+            r#"{{"org":"acme","ts":{},"kind":"job_completed","job_id":"a"}}"#,
+            T0 + 3_700_000
+        ),
+        T0,
+    );
+    feed(
+        &mut t,
+        &format!(
+            r#"{{"org":"acme","ts":{},"kind":"job_completed","job_id":"b"}}"#,
+            T0 + 3_700_000
+        ),
+        T0,
+    );
+    assert!(
+        reminders(&mut t, T0 + 9_000_000).is_empty(),
+        "resolved alerts are not repeated"
+    );
+}
+
+#[test]
+fn severity_changes_carry_the_previous_severity_and_the_peak() {
+    let mut t = Tracker::new(&config(
+        "[tiers.c20]\nconcurrency = 20\n[[orgs]]\nid = \"c\"\ntier = \"c20\"\n",
+    ));
+    let mut out = Vec::new();
+    for i in 0..18 {
+        out.extend(feed(
+            &mut t,
+            &format!(r#"{{"org":"c","ts":{T0},"status":202,"job_id":"j{i}"}}"#),
+            T0,
+        ));
+    }
+    let esc = out
+        .iter()
+        .find(|x| x.severity.as_str() == "critical")
+        .unwrap();
+    assert_eq!(esc.previous_severity.map(|s| s.as_str()), Some("warning"));
+    out.clear();
+    for i in 0..18 {
+        out.extend(feed(
+            &mut t,
+            &format!(r#"{{"org":"c","ts":{T0},"kind":"job_completed","job_id":"j{i}"}}"#),
+            T0,
+        ));
+    }
+    let lowered = out.iter().find(|x| !x.notify).unwrap();
+    assert_eq!(
+        (
+            lowered.severity.as_str(),
+            lowered.previous_severity.map(|s| s.as_str())
+        ),
+        ("warning", Some("critical"))
+    );
+    let resolved = out.iter().find(|x| x.status == Status::Resolved).unwrap();
+    assert_eq!(
+        resolved.severity.as_str(),
+        "warning",
+        "the label set that was firing"
+    );
+    assert_eq!(
+        resolved.peak.as_str(),
+        "critical",
+        "reaches channels that only take critical"
     );
 }

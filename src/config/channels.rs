@@ -1,0 +1,310 @@
+//! `[[alerts.email]]` and `[[alerts.webhook]]`: where notifications go.
+//!
+//! Validation here covers what can be known from the file: URLs, addresses, TLS mode, names.
+//! Whether the secrets they name exist is checked by `check-config` (a warning) and `run`
+//! (refuses to start), because the environment differs between the two.
+
+use std::ops::Range;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{HumanDuration, Spanned2, at};
+use crate::detect::Severity;
+
+/// Where a secret lives: an environment variable or a file (never the config itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretRef {
+    /// `*_env`: the variable's value.
+    Env(String),
+    /// `*_file`: the file's content, trailing newline removed.
+    File(PathBuf),
+}
+
+impl SecretRef {
+    /// The secret, or why it is not available.
+    pub fn read(&self) -> Result<String, String> {
+        match self {
+            SecretRef::Env(var) => match std::env::var(var) {
+                Ok(v) if !v.is_empty() => Ok(v),
+                _ => Err(format!("${var} is not set")),
+            },
+            SecretRef::File(path) => std::fs::read_to_string(path)
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|e| format!("{}: {e}", path.display())),
+        }
+    }
+
+    /// How the config refers to it, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            SecretRef::Env(var) => format!("${var}"),
+            SecretRef::File(path) => path.display().to_string(),
+        }
+    }
+}
+
+/// How to talk to the SMTP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmailTls {
+    /// Plain text (only for a relay on a trusted network).
+    None,
+    /// Upgrade with STARTTLS, required.
+    Starttls,
+    /// TLS from the first byte (SMTPS).
+    Tls,
+}
+
+/// One `[[alerts.email]]`.
+#[derive(Debug, Clone)]
+pub struct EmailConfig {
+    /// SMTP server.
+    pub smtp_host: String,
+    /// SMTP port (default by `tls`: 25, 587 or 465).
+    pub smtp_port: u16,
+    /// TLS mode.
+    pub tls: EmailTls,
+    /// SMTP user, if the server wants authentication.
+    pub username: Option<String>,
+    /// The password.
+    pub password: Option<SecretRef>,
+    /// Sender address.
+    pub from: String,
+    /// Recipients.
+    pub to: Vec<String>,
+    /// Extra CA certificate (PEM) to trust, for relays with a private CA.
+    pub ca_file: Option<PathBuf>,
+    /// Time allowed for one delivery, in ms.
+    pub timeout_ms: i64,
+}
+
+/// Body format of a webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// The SPEC §9 notification object.
+    Json,
+    /// A Slack incoming-webhook message.
+    Slack,
+    /// Alertmanager's `POST /api/v2/alerts`.
+    Alertmanager,
+}
+
+/// One `[[alerts.webhook]]`.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// Full endpoint.
+    pub url: String,
+    /// Body format.
+    pub format: WebhookFormat,
+    /// HMAC secret, when deliveries are signed.
+    pub secret: Option<SecretRef>,
+    /// Time allowed for one delivery, in ms.
+    pub timeout_ms: i64,
+}
+
+/// What kind of channel.
+#[derive(Debug, Clone)]
+pub enum ChannelKind {
+    /// Email.
+    Email(EmailConfig),
+    /// Webhook.
+    Webhook(WebhookConfig),
+}
+
+/// One notification channel.
+#[derive(Debug, Clone)]
+pub struct ChannelConfig {
+    /// Name: label of `notifications_total{channel}`.
+    pub name: String,
+    /// Least severity sent.
+    pub min_severity: Severity,
+    /// Email or webhook.
+    pub kind: ChannelKind,
+}
+
+impl ChannelConfig {
+    /// Secrets the channel needs, with what they are for.
+    pub fn secrets(&self) -> Vec<(&SecretRef, &'static str)> {
+        match &self.kind {
+            ChannelKind::Email(e) => e.password.iter().map(|s| (s, "SMTP password")).collect(),
+            ChannelKind::Webhook(w) => w
+                .secret
+                .iter()
+                .map(|s| (s, "webhook signing secret"))
+                .collect(),
+        }
+    }
+
+    /// `email` or `webhook/<format>`, for listings.
+    pub fn kind_name(&self) -> &'static str {
+        match &self.kind {
+            ChannelKind::Email(_) => "email",
+            ChannelKind::Webhook(w) => match w.format {
+                WebhookFormat::Json => "webhook",
+                WebhookFormat::Slack => "slack",
+                WebhookFormat::Alertmanager => "alertmanager",
+            },
+        }
+    }
+}
+
+fn default_timeout() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(10))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEmail {
+    name: Option<Spanned<String>>,
+    smtp_host: Spanned<String>,
+    smtp_port: Option<u16>,
+    tls: Option<EmailTls>,
+    username: Option<String>,
+    password_env: Option<String>,
+    password_file: Option<PathBuf>,
+    from: Spanned<String>,
+    to: Spanned<Vec<String>>,
+    min_severity: Option<Severity>,
+    ca_file: Option<PathBuf>,
+    #[serde(default = "default_timeout")]
+    timeout: HumanDuration,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWebhook {
+    name: Option<Spanned<String>>,
+    url: Spanned<String>,
+    format: Option<WebhookFormat>,
+    secret_env: Option<String>,
+    secret_file: Option<PathBuf>,
+    min_severity: Option<Severity>,
+    #[serde(default = "default_timeout")]
+    timeout: HumanDuration,
+}
+
+fn name(raw: &Option<Spanned<String>>, default: String) -> Result<String, Spanned2> {
+    match raw {
+        Some(n) => {
+            let v = n.get_ref();
+            let ok = !v.is_empty()
+                && v.len() <= 64
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+            if ok {
+                Ok(v.clone())
+            } else {
+                Err(at(
+                    n.span(),
+                    "channel names are 1-64 characters of A-Z a-z 0-9 _ . -",
+                ))
+            }
+        }
+        None => Ok(default),
+    }
+}
+
+fn secret(
+    env: &Option<String>,
+    file: &Option<PathBuf>,
+    whole: &Range<usize>,
+    what: &str,
+) -> Result<Option<SecretRef>, Spanned2> {
+    match (env, file) {
+        (Some(_), Some(_)) => Err(at(
+            whole.clone(),
+            format!("set {what}_env or {what}_file, not both"),
+        )),
+        (Some(v), None) if v.trim().is_empty() => {
+            Err(at(whole.clone(), format!("{what}_env is empty")))
+        }
+        (Some(v), None) => Ok(Some(SecretRef::Env(v.clone()))),
+        (None, Some(p)) => Ok(Some(SecretRef::File(p.clone()))),
+        (None, None) => Ok(None),
+    }
+}
+
+impl RawEmail {
+    pub(super) fn validate(
+        &self,
+        index: usize,
+        whole: Range<usize>,
+    ) -> Result<ChannelConfig, Spanned2> {
+        let host = self.smtp_host.get_ref().trim();
+        if host.is_empty() {
+            return Err(at(self.smtp_host.span(), "smtp_host is empty"));
+        }
+        let address = |s: &str, span: Range<usize>| -> Result<String, Spanned2> {
+            s.parse::<lettre::message::Mailbox>()
+                .map(|_| s.to_string())
+                .map_err(|e| at(span, format!("{s:?} is not an email address: {e}")))
+        };
+        let from = address(self.from.get_ref(), self.from.span())?;
+        if self.to.get_ref().is_empty() {
+            return Err(at(self.to.span(), "to needs at least one address"));
+        }
+        let to = self
+            .to
+            .get_ref()
+            .iter()
+            .map(|a| address(a, self.to.span()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let tls = self.tls.unwrap_or(EmailTls::Starttls);
+        let password = secret(&self.password_env, &self.password_file, &whole, "password")?;
+        if password.is_some() && self.username.is_none() {
+            return Err(at(whole, "a password needs a username"));
+        }
+        Ok(ChannelConfig {
+            name: name(&self.name, format!("email-{}", index + 1))?,
+            min_severity: self.min_severity.unwrap_or(Severity::Warning),
+            kind: ChannelKind::Email(EmailConfig {
+                smtp_host: host.to_string(),
+                smtp_port: self.smtp_port.unwrap_or(match tls {
+                    EmailTls::None => 25,
+                    EmailTls::Starttls => 587,
+                    EmailTls::Tls => 465,
+                }),
+                tls,
+                username: self.username.clone(),
+                password,
+                from,
+                to,
+                ca_file: self.ca_file.clone(),
+                timeout_ms: self.timeout.as_millis_i64().max(1),
+            }),
+        })
+    }
+}
+
+impl RawWebhook {
+    pub(super) fn validate(
+        &self,
+        index: usize,
+        whole: Range<usize>,
+    ) -> Result<ChannelConfig, Spanned2> {
+        let url = self.url.get_ref();
+        match reqwest::Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+            Ok(_) => {
+                return Err(at(
+                    self.url.span(),
+                    format!("{url:?} is not an http(s) URL"),
+                ));
+            }
+            Err(e) => return Err(at(self.url.span(), format!("{url:?} is not a URL: {e}"))),
+        }
+        Ok(ChannelConfig {
+            name: name(&self.name, format!("webhook-{}", index + 1))?,
+            min_severity: self.min_severity.unwrap_or(Severity::Warning),
+            kind: ChannelKind::Webhook(WebhookConfig {
+                url: url.clone(),
+                format: self.format.unwrap_or(WebhookFormat::Json),
+                secret: secret(&self.secret_env, &self.secret_file, &whole, "secret")?,
+                timeout_ms: self.timeout.as_millis_i64().max(1),
+            }),
+        })
+    }
+}
