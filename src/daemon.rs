@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::alerts::Delivery;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::live::{Live, RecoverError};
@@ -60,6 +61,9 @@ pub enum DaemonError {
     /// The server failed while running.
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
+    /// A notification channel cannot be set up (a missing secret, a bad CA file).
+    #[error("{0}")]
+    Channel(String),
 }
 
 /// Refuses a non-loopback listen address that has no ingest or admin token (SPEC §6).
@@ -126,6 +130,11 @@ impl Daemon {
         clock: Arc<dyn Clock>,
     ) -> Result<Daemon, DaemonError> {
         check_exposure(config, &tokens)?;
+        if let Some((channel, what, why)) = config.missing_secrets().into_iter().next() {
+            return Err(DaemonError::Channel(format!(
+                "channel {channel}: its {what} is missing ({why}); refusing to start"
+            )));
+        }
         let path = config.storage.path.clone();
         let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
             .await
@@ -174,12 +183,13 @@ impl Daemon {
 
         let started = std::time::Instant::now();
         let recover_config = config.clone();
+        let (to_delivery, delivery_rx) = tokio::sync::mpsc::unbounded_channel();
         let recovered = tokio::task::spawn_blocking(move || {
-            Live::recover(&recover_config, Box::new(store), clock)
+            Live::recover(&recover_config, Box::new(store), clock, Some(to_delivery))
         })
         .await
         .map_err(|e| DaemonError::Serve(std::io::Error::other(e)))?;
-        let (live, writer, recovery) = match recovered {
+        let (live, writer, mut recovery) = match recovered {
             Ok(r) => r,
             Err(e) => {
                 let _ = stop_tx.send(true);
@@ -194,6 +204,22 @@ impl Daemon {
             "state recovered"
         );
         let _ = state.live.set(live.clone());
+        let pending_notifications = recovery.outbox.len();
+        let delivery = Delivery::start(
+            &config.alerts,
+            live.clone(),
+            state.metrics.clone(),
+            std::mem::take(&mut recovery.outbox),
+            delivery_rx,
+        )
+        .map_err(DaemonError::Channel)?;
+        let _ = state.channels.set(delivery.states());
+        if pending_notifications > 0 {
+            tracing::info!(
+                pending_notifications,
+                "resuming delivery of stored notifications"
+            );
+        }
         let sources = Sources::start(&config, &live, &state.metrics, &recovery)
             .map_err(DaemonError::Serve)?;
         let _ = state.sources.set(sources.health());
@@ -231,6 +257,7 @@ impl Daemon {
             }
         };
         let _ = ticker.await;
+        delivery.stop().await;
         if tokio::task::spawn_blocking(move || {
             sources.stop();
             writer.shutdown();

@@ -1,12 +1,15 @@
-//! Live state shared by the daemon's tasks: the tracker, the clock, the journal of applied
-//! events waiting for the store, and where alert transitions go.
+//! Live state shared by the daemon's tasks: the tracker, the clock, the journal of what changed
+//! it waiting for the store, and the notifications its transitions caused.
 //!
-//! Every change made by events happens under one `std::sync::Mutex`, together with appending
-//! the events to the pending journal batch and noting the file checkpoints they reached. The
-//! store writer takes that batch (and, now and then, a snapshot) in the same critical
-//! section, so what it commits is always a consistent cut: counts and offsets never drift
-//! apart, whatever moment the process dies. Critical sections are short and CPU-only and never
-//! await; large batches are applied from `spawn_blocking` or a source's own thread.
+//! Every change happens under one `std::sync::Mutex`, together with appending the change to
+//! the pending journal batch (events and clock ticks, in the order applied), noting the file
+//! checkpoints the events reached, and queueing a notification per channel for each
+//! transition. The store writer takes that batch (and, now and then, a snapshot) in the same
+//! critical section, so what it commits is always a consistent cut: counts and offsets never
+//! drift apart, a notification is stored with the transition that caused it, and replaying
+//! the journal after a crash reproduces the state exactly (so no transition is met twice).
+//! Critical sections are short and CPU-only and never await; large batches are applied from
+//! `spawn_blocking` or a source's own thread.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,15 +17,17 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
 
 use crate::clock::Clock;
+use crate::config::{ChannelConfig, Config};
 use crate::detect::{Status, Transition};
 use crate::events::Event;
-use crate::store::{Checkpoint, Commit, StateStore};
+use crate::store::{Checkpoint, Commit, OutboxEntry, OutboxUpdate, StateStore};
 use crate::tracker::Tracker;
 
-/// A snapshot is taken once this many events were journaled since the last one...
+/// A snapshot is taken once this many records were journaled since the last one...
 const SNAPSHOT_EVENTS: u64 = 500_000;
 /// ...or this long after the last one, if anything changed.
 const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(300);
@@ -30,17 +35,36 @@ const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(300);
 pub const MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
 /// The writer sleeps at most this long when idle (it is woken on new work).
 const IDLE: Duration = Duration::from_millis(200);
+/// First byte of every journal entry: the record format below.
+const JOURNAL_FORMAT: u8 = 1;
 
-/// Events applied since the last commit, waiting for the store.
+/// One journal record, as written.
+#[derive(Serialize)]
+enum RecordRef<'r, 'a> {
+    Event(&'r Event<'a>),
+    Tick(i64),
+}
+
+/// One journal record, as read back (same variant order as [`RecordRef`]).
+#[derive(Deserialize)]
+enum Record<'a> {
+    #[serde(borrow)]
+    Event(Event<'a>),
+    Tick(i64),
+}
+
+/// Changes since the last commit, waiting for the store.
 #[derive(Debug, Default)]
 struct Pending {
     /// Sequence number this batch will be committed as.
     seq: u64,
     journal: Vec<u8>,
-    events: u64,
+    records: u64,
     checkpoints: BTreeMap<(String, String), Checkpoint>,
     forget: Vec<(String, String)>,
     started: Vec<String>,
+    outbox_new: Vec<OutboxEntry>,
+    outbox_updates: Vec<OutboxUpdate>,
 }
 
 impl Pending {
@@ -52,20 +76,40 @@ impl Pending {
     }
 
     fn is_empty(&self) -> bool {
-        self.events == 0
+        self.records == 0
             && self.checkpoints.is_empty()
             && self.forget.is_empty()
             && self.started.is_empty()
+            && self.outbox_new.is_empty()
+            && self.outbox_updates.is_empty()
+    }
+
+    fn record(&mut self, r: &RecordRef<'_, '_>) {
+        if self.journal.is_empty() {
+            self.journal.push(JOURNAL_FORMAT);
+        }
+        // Encoding into a Vec only fails on a serde bug; the change itself still applies.
+        match postcard::to_extend(r, std::mem::take(&mut self.journal)) {
+            Ok(j) => self.journal = j,
+            Err(e) => tracing::error!(error = %e, "journal encoding failed"),
+        }
+        self.records += 1;
     }
 
     /// `self` (older, failed to commit) followed by `newer`.
     fn then(mut self, newer: Pending) -> Pending {
         self.seq = newer.seq;
-        self.journal.extend_from_slice(&newer.journal);
-        self.events += newer.events;
+        match (self.journal.is_empty(), newer.journal.split_first()) {
+            (true, _) => self.journal = newer.journal,
+            (false, Some((_, rest))) => self.journal.extend_from_slice(rest),
+            (false, None) => {}
+        }
+        self.records += newer.records;
         self.checkpoints.extend(newer.checkpoints);
         self.forget.extend(newer.forget);
         self.started.extend(newer.started);
+        self.outbox_new.extend(newer.outbox_new);
+        self.outbox_updates.extend(newer.outbox_updates);
         self
     }
 }
@@ -84,6 +128,10 @@ struct Durable {
     stop: AtomicBool,
     /// False after a failed commit until one succeeds.
     healthy: AtomicBool,
+    /// Notification channels, for routing transitions.
+    channels: Vec<ChannelConfig>,
+    /// Where committed notifications go for delivery.
+    delivery: Option<mpsc::UnboundedSender<OutboxEntry>>,
 }
 
 /// The tracker and its clock, shared by HTTP handlers, sources, the ticker and `/metrics`.
@@ -111,8 +159,37 @@ pub struct Writer {
     durable: Arc<Durable>,
 }
 
+/// Why start-up recovery failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoverError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The snapshot could not be read.
+    #[error(transparent)]
+    Snapshot(#[from] crate::tracker::snapshot::RestoreError),
+    /// The writer thread could not start.
+    #[error("cannot start the store writer: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// What recovery found besides the tracker state.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// File checkpoints, for the sources.
+    pub checkpoints: Vec<Checkpoint>,
+    /// Sources that have run before.
+    pub started_sources: Vec<String>,
+    /// Notifications not yet delivered, oldest first.
+    pub outbox: Vec<OutboxEntry>,
+    /// Journal records replayed.
+    pub replayed: u64,
+    /// Whether a snapshot was loaded.
+    pub from_snapshot: bool,
+}
+
 impl Live {
-    /// State kept in memory only (replay, tests).
+    /// State kept in memory only (replay, tests): nothing is journaled or delivered.
     pub fn in_memory(tracker: Tracker, clock: Arc<dyn Clock>) -> Live {
         Live {
             inner: Arc::new(Mutex::new(Inner {
@@ -124,31 +201,76 @@ impl Live {
         }
     }
 
-    /// State journaled to `store`, whose last commit was `last_seq` with
-    /// `since_snapshot` events journaled after its snapshot. Starts the writer thread.
-    pub fn durable(
-        tracker: Tracker,
+    /// Rebuilds the state in `store` (its snapshot, then its journal in order) and starts the
+    /// writer. Transitions met while rebuilding were handled before the restart (their
+    /// notifications are in the outbox), so they are dropped here. Committed notifications
+    /// are sent to `delivery`.
+    pub fn recover(
+        config: &Config,
+        mut store: Box<dyn StateStore>,
         clock: Arc<dyn Clock>,
-        store: Box<dyn StateStore>,
-        last_seq: u64,
-        since_snapshot: u64,
-    ) -> std::io::Result<(Live, Writer)> {
-        let (committed, _) = watch::channel(last_seq);
+        delivery: Option<mpsc::UnboundedSender<OutboxEntry>>,
+    ) -> Result<(Live, Writer, Recovery), RecoverError> {
+        let rec = store.recover()?;
+        let (from, mut tracker) = match &rec.snapshot {
+            Some((seq, bytes)) => (*seq, Tracker::restore(config, bytes)?),
+            None => (0, Tracker::new(config)),
+        };
+        let mut replayed = 0u64;
+        let mut corrupt = 0u64;
+        let mut out = Vec::new();
+        store.journal_after(from, &mut |seq, data| {
+            let Some((&JOURNAL_FORMAT, mut data)) = data.split_first() else {
+                tracing::error!(seq, "journal entry in an unknown format; skipping it");
+                corrupt += 1;
+                return;
+            };
+            while !data.is_empty() {
+                match postcard::take_from_bytes::<Record<'_>>(data) {
+                    Ok((record, rest)) => {
+                        data = rest;
+                        match record {
+                            Record::Event(ev) => {
+                                let ts = ev.ts_ms.unwrap_or(0);
+                                tracker.apply(&ev, ts, &mut out);
+                            }
+                            Record::Tick(now) => {
+                                tracker.tick(now, &mut out);
+                            }
+                        }
+                        out.clear();
+                        replayed += 1;
+                    }
+                    Err(e) => {
+                        tracing::error!(seq, error = %e, "unreadable journal entry; skipping its rest");
+                        corrupt += 1;
+                        break;
+                    }
+                }
+            }
+        })?;
+        if corrupt > 0 {
+            tracing::warn!(corrupt, "some journal entries could not be read");
+        }
+        let (committed, _) = watch::channel(rec.last_seq);
         let durable = Arc::new(Durable {
             committed,
             writer: Mutex::new(None),
             stop: AtomicBool::new(false),
             healthy: AtomicBool::new(true),
+            channels: config.alerts.channels.clone(),
+            delivery,
         });
         let live = Live {
             inner: Arc::new(Mutex::new(Inner {
                 tracker,
-                pending: Pending::new(last_seq + 1),
+                pending: Pending::new(rec.last_seq + 1),
             })),
             clock,
             durable: Some(durable.clone()),
         };
         let writer_live = live.clone();
+        let since_snapshot = rec.journal_events;
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || writer_loop(writer_live, store, since_snapshot))?;
@@ -161,6 +283,13 @@ impl Live {
             Writer {
                 handle: Some(handle),
                 durable,
+            },
+            Recovery {
+                checkpoints: rec.checkpoints,
+                started_sources: rec.started_sources,
+                outbox: rec.outbox,
+                replayed,
+                from_snapshot: rec.snapshot.is_some(),
             },
         ))
     }
@@ -198,9 +327,20 @@ impl Live {
         self.lock().pending.journal.len()
     }
 
-    /// Applies events (their missing `ts` set to `now`), journals them, and records where a
-    /// file source got to, all in one critical section. Returns the sequence number to wait
-    /// for with [`Live::durable_at`].
+    /// Queues a notification per channel for each transition (durable mode only).
+    fn notify(&self, pending: &mut Pending, transitions: &[Transition], now: i64) {
+        if let Some(d) = &self.durable {
+            for t in transitions {
+                pending
+                    .outbox_new
+                    .extend(crate::alerts::route(&d.channels, t, now));
+            }
+        }
+    }
+
+    /// Applies events (their missing `ts` set to `now`), journals them, records where a file
+    /// source got to and queues the notifications they cause, all in one critical section.
+    /// Returns the sequence number to wait for with [`Live::durable_at`].
     pub fn apply(&self, events: &mut [Event<'_>], now: i64, checkpoint: Option<Checkpoint>) -> u64 {
         let mut out = Vec::new();
         let seq = {
@@ -208,14 +348,11 @@ impl Live {
             let Inner { tracker, pending } = &mut *g;
             for ev in events.iter_mut() {
                 let ts = *ev.ts_ms.get_or_insert(now);
+                let from = out.len();
                 if tracker.apply(ev, ts, &mut out) && self.durable.is_some() {
-                    // Encoding into a Vec only fails on a serde bug; the event still counts.
-                    match postcard::to_extend(&*ev, std::mem::take(&mut pending.journal)) {
-                        Ok(j) => pending.journal = j,
-                        Err(e) => tracing::error!(error = %e, "journal encoding failed"),
-                    }
-                    pending.events += 1;
+                    pending.record(&RecordRef::Event(ev));
                 }
+                self.notify(pending, &out[from..], now);
             }
             if let Some(cp) = checkpoint
                 && self.durable.is_some()
@@ -234,8 +371,26 @@ impl Live {
             }
         };
         self.wake_writer();
-        publish(&out);
+        log(&out);
         seq
+    }
+
+    /// Advances every org to the current time; journaled so recovery meets the same changes.
+    pub fn tick(&self) {
+        let now = self.now_ms();
+        let mut out = Vec::new();
+        {
+            let mut g = self.lock();
+            let Inner { tracker, pending } = &mut *g;
+            if tracker.tick(now, &mut out) && self.durable.is_some() {
+                pending.record(&RecordRef::Tick(now));
+            }
+            self.notify(pending, &out, now);
+        }
+        if !out.is_empty() {
+            self.wake_writer();
+        }
+        log(&out);
     }
 
     /// Records that a file is gone for good, or that a source ran for the first time.
@@ -248,6 +403,15 @@ impl Live {
         };
         self.wake_writer();
         seq
+    }
+
+    /// Records a delivery outcome.
+    pub fn outbox_update(&self, update: OutboxUpdate) {
+        if self.durable.is_none() {
+            return;
+        }
+        self.lock().pending.outbox_updates.push(update);
+        self.wake_writer();
     }
 
     fn wake_writer(&self) {
@@ -274,106 +438,15 @@ impl Live {
             Err(_) => Err(DurableError::Timeout(limit)),
         }
     }
-
-    /// Advances every org to the current time.
-    pub fn tick(&self) {
-        let now = self.now_ms();
-        let mut out = Vec::new();
-        self.lock().tracker.tick(now, &mut out);
-        publish(&out);
-    }
-}
-
-/// Why start-up recovery failed.
-#[derive(Debug, thiserror::Error)]
-pub enum RecoverError {
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
-    /// The snapshot could not be read.
-    #[error(transparent)]
-    Snapshot(#[from] crate::tracker::snapshot::RestoreError),
-    /// The writer thread could not start.
-    #[error("cannot start the store writer: {0}")]
-    Thread(#[from] std::io::Error),
-}
-
-/// What recovery found besides the tracker state.
-#[derive(Debug, Default)]
-pub struct Recovery {
-    /// File checkpoints, for the sources.
-    pub checkpoints: Vec<Checkpoint>,
-    /// Sources that have run before.
-    pub started_sources: Vec<String>,
-    /// Events replayed from the journal.
-    pub replayed: u64,
-    /// Whether a snapshot was loaded.
-    pub from_snapshot: bool,
-}
-
-impl Live {
-    /// Rebuilds the state in `store` (its snapshot, then its journal in order) and starts the
-    /// writer. Transitions met while rebuilding were already reported before the restart, so
-    /// they are dropped here; the first tick after start-up reports what changed meanwhile.
-    pub fn recover(
-        config: &crate::config::Config,
-        mut store: Box<dyn StateStore>,
-        clock: Arc<dyn Clock>,
-    ) -> Result<(Live, Writer, Recovery), RecoverError> {
-        let rec = store.recover()?;
-        let (from, mut tracker) = match &rec.snapshot {
-            Some((seq, bytes)) => (*seq, Tracker::restore(config, bytes)?),
-            None => (0, Tracker::new(config)),
-        };
-        let mut replayed = 0u64;
-        let mut corrupt = 0u64;
-        let mut clock_ms = i64::MIN;
-        let mut out = Vec::new();
-        store.journal_after(from, &mut |seq, mut data| {
-            while !data.is_empty() {
-                match postcard::take_from_bytes::<Event<'_>>(data) {
-                    Ok((ev, rest)) => {
-                        data = rest;
-                        let ts = ev.ts_ms.unwrap_or(clock_ms);
-                        tracker.apply(&ev, ts, &mut out);
-                        // Time moves with the events, as in replay: stuck jobs, releases and
-                        // resolves between them happen as they did live.
-                        if ts.div_euclid(1000) > clock_ms.div_euclid(1000) {
-                            clock_ms = ts;
-                            tracker.tick(ts, &mut out);
-                        }
-                        out.clear();
-                        replayed += 1;
-                    }
-                    Err(e) => {
-                        tracing::error!(seq, error = %e, "unreadable journal entry; skipping its rest");
-                        corrupt += 1;
-                        break;
-                    }
-                }
-            }
-        })?;
-        if corrupt > 0 {
-            tracing::warn!(corrupt, "some journal entries could not be read");
-        }
-        let since_snapshot = rec.journal_events;
-        let (live, writer) = Live::durable(tracker, clock, store, rec.last_seq, since_snapshot)?;
-        Ok((
-            live,
-            writer,
-            Recovery {
-                checkpoints: rec.checkpoints,
-                started_sources: rec.started_sources,
-                replayed,
-                from_snapshot: rec.snapshot.is_some(),
-            },
-        ))
-    }
 }
 
 impl Writer {
     /// Commits what is pending, writes a final snapshot, and stops the thread.
     pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
         self.durable.stop.store(true, Ordering::Release);
         if let Some(h) = self.handle.take() {
             h.thread().unpark();
@@ -386,13 +459,7 @@ impl Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        if self.handle.is_some() {
-            self.durable.stop.store(true, Ordering::Release);
-            if let Some(h) = self.handle.take() {
-                h.thread().unpark();
-                let _ = h.join();
-            }
-        }
+        self.stop();
     }
 }
 
@@ -418,7 +485,7 @@ fn writer_loop(live: Live, mut store: Box<dyn StateStore>, mut since_snapshot: u
             }
             let next = g.pending.seq + 1;
             let batch = std::mem::replace(&mut g.pending, Pending::new(next));
-            let snapshot = if snapshot_due || since_snapshot + batch.events >= SNAPSHOT_EVENTS {
+            let snapshot = if snapshot_due || since_snapshot + batch.records >= SNAPSHOT_EVENTS {
                 match g.tracker.encode() {
                     Ok(s) => Some(s),
                     Err(e) => {
@@ -435,11 +502,13 @@ fn writer_loop(live: Live, mut store: Box<dyn StateStore>, mut since_snapshot: u
         let commit = Commit {
             seq: batch.seq,
             journal: &batch.journal,
-            events: batch.events,
+            events: batch.records,
             snapshot: snapshot.as_deref(),
             checkpoints: &checkpoints,
             forget: &batch.forget,
             started_sources: &batch.started,
+            outbox_new: &batch.outbox_new,
+            outbox_updates: &batch.outbox_updates,
         };
         let started = Instant::now();
         match store.commit(&commit) {
@@ -448,6 +517,11 @@ fn writer_loop(live: Live, mut store: Box<dyn StateStore>, mut since_snapshot: u
                     tracing::info!("store writes succeed again");
                 }
                 durable.committed.send_replace(batch.seq);
+                if let Some(tx) = &durable.delivery {
+                    for entry in batch.outbox_new {
+                        let _ = tx.send(entry);
+                    }
+                }
                 if let Some(s) = &snapshot {
                     tracing::debug!(
                         seq = batch.seq,
@@ -458,7 +532,7 @@ fn writer_loop(live: Live, mut store: Box<dyn StateStore>, mut since_snapshot: u
                     since_snapshot = 0;
                     last_snapshot = Instant::now();
                 } else {
-                    since_snapshot += batch.events;
+                    since_snapshot += batch.records;
                 }
             }
             Err(e) => {
@@ -471,7 +545,7 @@ fn writer_loop(live: Live, mut store: Box<dyn StateStore>, mut since_snapshot: u
                 drop(g);
                 if stopping {
                     tracing::error!(
-                        "giving up on the store at shutdown; uncommitted events are lost"
+                        "giving up on the store at shutdown; uncommitted changes are lost"
                     );
                     break;
                 }
@@ -481,10 +555,9 @@ fn writer_loop(live: Live, mut store: Box<dyn StateStore>, mut since_snapshot: u
     }
 }
 
-/// Where transitions go. Delivery by email and webhook arrives with the outbox; until then
-/// every transition is logged, and `/v1/alerts` and `alerts_firing` show the current state.
-fn publish(transitions: &[Transition]) {
-    for t in transitions.iter().filter(|t| t.notify) {
+/// Every transition is logged; delivery goes through the outbox.
+fn log(transitions: &[Transition]) {
+    for t in transitions.iter().filter(|t| t.notify && !t.repeat) {
         let summary = t.summary();
         let dimension = t.dimension.map_or("", |d| d.as_str());
         let app = t.app.as_deref().unwrap_or("");

@@ -58,11 +58,26 @@ enum Command {
         #[arg(required = true)]
         files: Vec<String>,
     },
+    /// Alert channels.
+    Alerts {
+        #[command(subcommand)]
+        command: AlertsCommand,
+    },
     /// Show live usage from a running daemon (admin token from RATEWARDEN_ADMIN_TOKEN).
     Status {
         /// Daemon base URL.
         #[arg(long, default_value = "http://127.0.0.1:9747")]
         server: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AlertsCommand {
+    /// Send a test notification to every configured channel, to check the wiring.
+    Test {
+        /// Config file.
+        #[arg(long, env = CONFIG_ENV)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -147,6 +162,11 @@ fn main() -> ExitCode {
             Ok(config) => {
                 println!("{}: OK", file.display());
                 print!("{}", config.summary());
+                for (channel, what, why) in config.missing_secrets() {
+                    eprintln!(
+                        "warning: channel {channel}: its {what} is missing ({why}); `run` will refuse to start"
+                    );
+                }
                 for (var, what) in config.secret_envs() {
                     if std::env::var(var).map_or(true, |v| v.is_empty()) {
                         eprintln!(
@@ -200,6 +220,45 @@ fn main() -> ExitCode {
                     eprintln!("replay: writing the report: {e}");
                     ExitCode::FAILURE
                 }
+            }
+        }
+        Command::Alerts {
+            command: AlertsCommand::Test { config },
+        } => {
+            let config = match load(config.as_ref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if config.alerts.channels.is_empty() {
+                eprintln!("no channels configured ([[alerts.email]], [[alerts.webhook]])");
+                return ExitCode::from(2);
+            }
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let now = chrono::Utc::now().timestamp_millis();
+            let results = rt.block_on(ratewarden::alerts::send_test(&config.alerts, now));
+            let mut failed = false;
+            for (channel, result) in results {
+                match result {
+                    Ok(()) => println!("{channel}: sent"),
+                    Err(e) => {
+                        failed = true;
+                        println!("{channel}: FAILED: {e}");
+                    }
+                }
+            }
+            if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
             }
         }
         Command::Status { server } => {

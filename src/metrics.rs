@@ -15,7 +15,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
@@ -33,6 +33,17 @@ struct SourceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotificationLabels {
+    channel: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelLabels {
+    channel: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RejectLabels {
     source: String,
     reason: &'static str,
@@ -44,6 +55,8 @@ pub struct Metrics {
     registry: Registry,
     ingested: Family<SourceLabels, Counter>,
     rejected: Family<RejectLabels, Counter>,
+    notifications: Family<NotificationLabels, Counter>,
+    pending: Family<ChannelLabels, Gauge>,
 }
 
 impl Metrics {
@@ -62,6 +75,18 @@ impl Metrics {
             "Events rejected, by source and reason",
             rejected.clone(),
         );
+        let notifications = Family::<NotificationLabels, Counter>::default();
+        let pending = Family::<ChannelLabels, Gauge>::default();
+        registry.register(
+            "notifications",
+            "Notification delivery attempts by outcome: sent, retried (will be tried again), failed (given up)",
+            notifications.clone(),
+        );
+        registry.register(
+            "notifications_pending",
+            "Notifications in the outbox waiting for delivery, per channel",
+            pending.clone(),
+        );
         registry.register(
             "build",
             "Build information",
@@ -72,6 +97,8 @@ impl Metrics {
             registry,
             ingested,
             rejected,
+            notifications,
+            pending,
         };
         m.declare_source("http");
         m
@@ -83,6 +110,37 @@ impl Metrics {
         for reason in Reason::ALL {
             self.rejected(source, reason, 0);
         }
+    }
+
+    /// Creates a channel's series at zero.
+    pub fn declare_channel(&self, channel: &str) {
+        for outcome in ["sent", "retried", "failed"] {
+            self.notification_n(channel, outcome, 0);
+        }
+        self.channel_pending(channel, 0);
+    }
+
+    /// Counts one delivery attempt of `channel` with `outcome` (`sent`, `retried`, `failed`).
+    pub fn notification(&self, channel: &str, outcome: &'static str) {
+        self.notification_n(channel, outcome, 1);
+    }
+
+    fn notification_n(&self, channel: &str, outcome: &'static str, n: u64) {
+        self.notifications
+            .get_or_create(&NotificationLabels {
+                channel: channel.to_string(),
+                outcome,
+            })
+            .inc_by(n);
+    }
+
+    /// Sets the outbox backlog of `channel`.
+    pub fn channel_pending(&self, channel: &str, n: i64) {
+        self.pending
+            .get_or_create(&ChannelLabels {
+                channel: channel.to_string(),
+            })
+            .set(n);
     }
 
     /// Counts `n` accepted events of `source`.

@@ -23,6 +23,7 @@ use tokio::sync::Semaphore;
 
 pub use auth::{Secret, Tokens};
 
+use crate::alerts::ChannelStates;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::events::{DEFAULT_MAX_EVENT_BYTES, ParseContext, Rejection, parse_event, split_body};
@@ -54,6 +55,8 @@ pub struct ApiState {
     pub ready: Arc<AtomicBool>,
     /// Health of the file sources (empty until they start).
     pub sources: Arc<OnceLock<Vec<Arc<Health>>>>,
+    /// Delivery state of the notification channels (empty until delivery starts).
+    pub channels: Arc<OnceLock<ChannelStates>>,
     /// Ingest admission.
     pub ingest_slots: Arc<Semaphore>,
 }
@@ -79,6 +82,7 @@ impl ApiState {
             max_body_bytes: config.server.max_body_bytes,
             ready: Arc::new(AtomicBool::new(false)),
             sources: Arc::new(OnceLock::new()),
+            channels: Arc::new(OnceLock::new()),
             ingest_slots: Arc::new(Semaphore::new(INGEST_CONCURRENCY)),
         }
     }
@@ -344,10 +348,22 @@ async fn alerts(State(st): State<ApiState>, headers: HeaderMap) -> Result<Respon
     let live = st.live()?;
     let now = live.now_ms();
     let active = live.with_tracker(|t| t.active_alerts(now));
-    Ok(
-        axum::Json(json!({"alerts": active.iter().map(json::alert).collect::<Vec<_>>()}))
-            .into_response(),
-    )
+    let channels: Vec<_> = st
+        .channels
+        .get()
+        .map(|c| {
+            c.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .values()
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(axum::Json(json!({
+        "alerts": active.iter().map(json::alert).collect::<Vec<_>>(),
+        "channels": channels,
+    }))
+    .into_response())
 }
 
 async fn metrics(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {

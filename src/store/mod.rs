@@ -62,6 +62,43 @@ pub struct Checkpoint {
     pub head_hash: u64,
 }
 
+/// A notification waiting in the outbox (its content is opaque to the store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// Delivery id, stable across retries and restarts.
+    pub id: String,
+    /// Channel name.
+    pub channel: String,
+    /// When it was created (Unix ms), for `max_age`.
+    pub created_ms: i64,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Not before this time (Unix ms).
+    pub next_attempt_ms: i64,
+    /// The receiver's last answer, when an attempt failed.
+    pub last_error: Option<String>,
+    /// The encoded notification.
+    pub payload: Vec<u8>,
+}
+
+/// A change to an outbox entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutboxUpdate {
+    /// Delivered, or given up: the entry leaves the outbox.
+    Done(String),
+    /// Failed for now; try again later.
+    Retry {
+        /// Delivery id.
+        id: String,
+        /// Attempts so far.
+        attempts: u32,
+        /// Not before this time (Unix ms).
+        next_attempt_ms: i64,
+        /// The receiver's answer.
+        last_error: String,
+    },
+}
+
 /// One group commit.
 #[derive(Debug, Default)]
 pub struct Commit<'a> {
@@ -80,6 +117,10 @@ pub struct Commit<'a> {
     pub forget: &'a [(String, String)],
     /// Sources that ran for the first time (their `read_from` no longer applies afterwards).
     pub started_sources: &'a [String],
+    /// Notifications caused by this commit's transitions.
+    pub outbox_new: &'a [OutboxEntry],
+    /// Outcomes of delivery attempts.
+    pub outbox_updates: &'a [OutboxUpdate],
 }
 
 /// What a store holds at start-up.
@@ -95,6 +136,8 @@ pub struct Recovered {
     pub started_sources: Vec<String>,
     /// Events in the journal after the snapshot.
     pub journal_events: u64,
+    /// Notifications not yet delivered, oldest first.
+    pub outbox: Vec<OutboxEntry>,
 }
 
 /// Durable state, as the rest of ratewarden sees it.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Checkpoint, Commit, Recovered, StateStore, StoreError};
+use super::{Checkpoint, Commit, OutboxEntry, OutboxUpdate, Recovered, StateStore, StoreError};
 
 /// Schema migrations, applied in order; entry `i` takes the schema from version `i` to `i+1`.
 /// Later features (the alert outbox, batches) add entries here.
@@ -41,6 +41,16 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE meta (
          key TEXT PRIMARY KEY,
          value INTEGER NOT NULL
+     );",
+    // 2: the alert outbox; rowid keeps commit order, which delivery follows per channel.
+    "CREATE TABLE outbox (
+         id TEXT NOT NULL UNIQUE,
+         channel TEXT NOT NULL,
+         created_ms INTEGER NOT NULL,
+         attempts INTEGER NOT NULL DEFAULT 0,
+         next_attempt_ms INTEGER NOT NULL,
+         last_error TEXT,
+         payload BLOB NOT NULL
      );",
 ];
 
@@ -165,6 +175,23 @@ impl StateStore for SqliteStore {
         let started_sources = stmt
             .query_map([], |r| r.get(0))?
             .collect::<Result<Vec<String>, _>>()?;
+        let mut stmt = self.conn.prepare(
+            "SELECT id, channel, created_ms, attempts, next_attempt_ms, last_error, payload
+             FROM outbox ORDER BY rowid",
+        )?;
+        let outbox = stmt
+            .query_map([], |r| {
+                Ok(OutboxEntry {
+                    id: r.get(0)?,
+                    channel: r.get(1)?,
+                    created_ms: r.get(2)?,
+                    attempts: r.get::<_, i64>(3)? as u32,
+                    next_attempt_ms: r.get(4)?,
+                    last_error: r.get(5)?,
+                    payload: r.get(6)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
         let last_seq = [last_journal, last_meta, Some(snap_seq as i64)]
             .into_iter()
             .flatten()
@@ -176,6 +203,7 @@ impl StateStore for SqliteStore {
             checkpoints,
             started_sources,
             journal_events: journal_events as u64,
+            outbox,
         })
     }
 
@@ -238,6 +266,46 @@ impl StateStore for SqliteStore {
                 tx.prepare_cached("INSERT OR IGNORE INTO sources (name) VALUES (?1)")?;
             for name in c.started_sources {
                 started.execute([name])?;
+            }
+            // A re-created notification (same id) after a crash is the same notification.
+            let mut add = tx.prepare_cached(
+                "INSERT OR IGNORE INTO outbox (id, channel, created_ms, attempts, next_attempt_ms, last_error, payload)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for n in c.outbox_new {
+                add.execute(params![
+                    n.id,
+                    n.channel,
+                    n.created_ms,
+                    n.attempts as i64,
+                    n.next_attempt_ms,
+                    n.last_error,
+                    n.payload
+                ])?;
+            }
+            let mut done = tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
+            let mut retry = tx.prepare_cached(
+                "UPDATE outbox SET attempts = ?2, next_attempt_ms = ?3, last_error = ?4 WHERE id = ?1",
+            )?;
+            for u in c.outbox_updates {
+                match u {
+                    OutboxUpdate::Done(id) => {
+                        done.execute([id])?;
+                    }
+                    OutboxUpdate::Retry {
+                        id,
+                        attempts,
+                        next_attempt_ms,
+                        last_error,
+                    } => {
+                        retry.execute(params![
+                            id,
+                            *attempts as i64,
+                            next_attempt_ms,
+                            last_error
+                        ])?;
+                    }
+                }
             }
         }
         tx.execute(
@@ -332,6 +400,53 @@ mod tests {
         let mut seen = Vec::new();
         s.journal_after(3, &mut |seq, _| seen.push(seq)).unwrap();
         assert_eq!(seen, vec![4]);
+    }
+
+    #[test]
+    fn outbox_entries_keep_order_and_follow_updates() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = |id: &str| OutboxEntry {
+            id: id.into(),
+            channel: "hook".into(),
+            created_ms: 5,
+            attempts: 0,
+            next_attempt_ms: 5,
+            last_error: None,
+            payload: id.as_bytes().to_vec(),
+        };
+        {
+            let mut s = SqliteStore::open(dir.path()).unwrap();
+            s.commit(&Commit {
+                seq: 1,
+                outbox_new: &[entry("b"), entry("a"), entry("c")],
+                ..Commit::default()
+            })
+            .unwrap();
+            s.commit(&Commit {
+                seq: 2,
+                outbox_new: &[entry("a")],
+                outbox_updates: &[
+                    OutboxUpdate::Done("c".into()),
+                    OutboxUpdate::Retry {
+                        id: "a".into(),
+                        attempts: 2,
+                        next_attempt_ms: 99,
+                        last_error: "503 busy".into(),
+                    },
+                ],
+                ..Commit::default()
+            })
+            .unwrap();
+        }
+        let r = SqliteStore::open(dir.path()).unwrap().recover().unwrap();
+        let ids: Vec<_> = r.outbox.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            vec!["b", "a"],
+            "commit order; a duplicate id is ignored"
+        );
+        assert_eq!((r.outbox[1].attempts, r.outbox[1].next_attempt_ms), (2, 99));
+        assert_eq!(r.outbox[1].last_error.as_deref(), Some("503 busy"));
     }
 
     #[test]

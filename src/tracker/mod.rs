@@ -474,17 +474,20 @@ impl Tracker {
     }
 
     /// The clock moved to `now`: stuck jobs, releases, burst ends and threshold changes, and
-    /// reminders for alerts still firing after `repeat_interval`.
-    pub fn tick(&mut self, now: i64, out: &mut Vec<Transition>) {
+    /// reminders for alerts still firing after `repeat_interval`. Returns false when nothing
+    /// could have changed (no org had anything the clock acts on), so it need not be recorded.
+    pub fn tick(&mut self, now: i64, out: &mut Vec<Transition>) -> bool {
         let from = out.len();
         let s = &self.settings;
+        let mut active = false;
         for org in &mut self.orgs {
             if org.needs_tick() {
+                active = true;
                 org.tick(now, s, out);
             }
         }
         self.note_notified(&out[from..]);
-        self.remind(now, out);
+        self.remind(now, out) || active
     }
 
     /// Keeps `repeats` in step with what was notified.
@@ -501,10 +504,11 @@ impl Tracker {
         }
     }
 
-    fn remind(&mut self, now: i64, out: &mut Vec<Transition>) {
+    /// Emits reminders that are due; true if any alert was due.
+    fn remind(&mut self, now: i64, out: &mut Vec<Transition>) -> bool {
         let every = self.settings.alerts.repeat_interval_ms;
         if every <= 0 {
-            return;
+            return false;
         }
         let due: Vec<AlertKey> = self
             .repeats
@@ -512,6 +516,7 @@ impl Tracker {
             .filter(|(_, last)| now - **last >= every)
             .map(|(k, _)| k.clone())
             .collect();
+        let any = !due.is_empty();
         for key in due {
             let current = self.index.get(&key.org).and_then(|&i| {
                 let mut active = Vec::new();
@@ -528,6 +533,7 @@ impl Tracker {
                 }
             }
         }
+        any
     }
 
     /// Point-in-time view of every org at `now`, for the API and `/metrics`.

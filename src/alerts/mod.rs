@@ -1,0 +1,612 @@
+//! Alert delivery: every notifying transition to every channel that wants it, at least once.
+//!
+//! [`route`] decides which channels a transition goes to; the resulting notifications are
+//! written to the store's outbox in the same commit as the transition's cause (see
+//! [`crate::live`]). Only committed notifications reach [`Delivery`], which runs one worker per
+//! channel: a FIFO queue (a resolve never overtakes its firing), full-jitter exponential
+//! backoff between `retry_base` and `retry_cap`, the receiver's `Retry-After` honoured, and a
+//! notification given up after `max_age`. Outcomes go back to the store through `live`, so a
+//! restart resumes where delivery stood. A crash between sending and recording can repeat a
+//! notification; its delivery id is stable so receivers can tell.
+
+pub mod email;
+pub mod render;
+pub mod webhook;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::clock::rfc3339;
+use crate::config::{AlertsConfig, ChannelConfig, ChannelKind, WebhookFormat};
+use crate::detect::{AlertName, Severity, Status, Transition};
+use crate::events::stable_hash;
+use crate::live::Live;
+use crate::metrics::Metrics;
+use crate::store::{OutboxEntry, OutboxUpdate};
+
+/// Why one delivery attempt failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeliveryError {
+    /// Worth trying again (network, timeout, 408, 429, 5xx, transient SMTP).
+    Retry {
+        /// What went wrong, with the receiver's answer.
+        message: String,
+        /// The receiver's `Retry-After`.
+        retry_after: Option<Duration>,
+    },
+    /// Will not succeed by retrying (other 4xx, permanent SMTP errors).
+    Permanent {
+        /// What went wrong, with the receiver's answer.
+        message: String,
+    },
+}
+
+impl DeliveryError {
+    fn message(&self) -> &str {
+        match self {
+            DeliveryError::Retry { message, .. } | DeliveryError::Permanent { message } => message,
+        }
+    }
+}
+
+fn is_alertmanager(c: &ChannelConfig) -> bool {
+    matches!(&c.kind, ChannelKind::Webhook(w) if w.format == WebhookFormat::Alertmanager)
+}
+
+/// Whether channel `c` gets transition `t`.
+///
+/// People get notifying transitions at or above the channel's severity (a resolve counts with
+/// the highest severity its firing reached, so it follows any notification sent). Alertmanager
+/// holds alert state rather than notifying, so it also gets silent severity changes.
+pub fn wants(c: &ChannelConfig, t: &Transition) -> bool {
+    if t.alert == AlertName::Test {
+        return false;
+    }
+    if is_alertmanager(c) {
+        let top = [Some(t.severity), t.previous_severity, Some(t.peak)]
+            .into_iter()
+            .flatten()
+            .max();
+        return top.is_some_and(|s| s >= c.min_severity);
+    }
+    if !t.notify {
+        return false;
+    }
+    let severity = match t.status {
+        Status::Resolved => t.peak.max(t.severity),
+        Status::Firing => t.severity,
+    };
+    severity >= c.min_severity
+}
+
+/// The delivery id of `t` on `channel`: the same for every retry, and for the same transition
+/// met again after a crash.
+pub fn delivery_id(channel: &str, t: &Transition) -> String {
+    let fingerprint = t.fingerprint();
+    let parts: [&[u8]; 6] = [
+        channel.as_bytes(),
+        fingerprint.as_bytes(),
+        &t.ts_ms.to_le_bytes(),
+        t.status.as_str().as_bytes(),
+        t.severity.as_str().as_bytes(),
+        &[u8::from(t.repeat)],
+    ];
+    let a = stable_hash(&parts);
+    let b = stable_hash(&[&a.to_le_bytes(), b"ratewarden-delivery"]);
+    format!("{a:016x}{b:016x}")
+}
+
+/// Outbox entries for `t`, one per channel that wants it.
+pub fn route(channels: &[ChannelConfig], t: &Transition, now_ms: i64) -> Vec<OutboxEntry> {
+    channels
+        .iter()
+        .filter(|c| wants(c, t))
+        .filter_map(|c| {
+            let payload = postcard::to_stdvec(t).ok()?;
+            Some(OutboxEntry {
+                id: delivery_id(&c.name, t),
+                channel: c.name.clone(),
+                created_ms: now_ms,
+                attempts: 0,
+                next_attempt_ms: now_ms,
+                last_error: None,
+                payload,
+            })
+        })
+        .collect()
+}
+
+/// How long Alertmanager should hold a firing alert without hearing from us again.
+fn firing_for_ms(a: &AlertsConfig) -> i64 {
+    if a.repeat_interval_ms > 0 {
+        (2 * a.repeat_interval_ms).max(3_600_000)
+    } else {
+        7 * 24 * 3_600_000
+    }
+}
+
+/// One channel's way out.
+pub enum Sender {
+    /// SMTP.
+    Email(email::EmailSender),
+    /// HTTP.
+    Webhook(webhook::WebhookSender),
+}
+
+impl Sender {
+    /// A sender for `c`, reading its secret now.
+    pub fn new(c: &ChannelConfig, alerts: &AlertsConfig) -> Result<Sender, String> {
+        let secret = |s: Option<&crate::config::SecretRef>| s.map(|s| s.read()).transpose();
+        match &c.kind {
+            ChannelKind::Email(e) => Ok(Sender::Email(email::EmailSender::new(
+                e,
+                secret(e.password.as_ref())?,
+            )?)),
+            ChannelKind::Webhook(w) => Ok(Sender::Webhook(webhook::WebhookSender::new(
+                w,
+                secret(w.secret.as_ref())?,
+                c.min_severity,
+                firing_for_ms(alerts),
+            )?)),
+        }
+    }
+
+    /// Delivers `t` once.
+    pub async fn send(
+        &self,
+        t: &Transition,
+        delivery_id: &str,
+        now_ms: i64,
+    ) -> Result<(), DeliveryError> {
+        match self {
+            Sender::Email(e) => e.send(t, delivery_id).await,
+            Sender::Webhook(w) => w.send(t, delivery_id, now_ms).await,
+        }
+    }
+}
+
+/// A channel's delivery state, shown by `GET /v1/alerts`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ChannelState {
+    /// Channel name.
+    pub name: String,
+    /// `email`, `webhook`, `slack` or `alertmanager`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Notifications waiting.
+    pub pending: usize,
+    /// Delivered since start.
+    pub delivered: u64,
+    /// Given up since start.
+    pub failed: u64,
+    /// Last successful delivery (RFC 3339).
+    pub last_success: Option<String>,
+    /// Last failed attempt: when and the receiver's answer.
+    pub last_error: Option<LastError>,
+}
+
+/// A failed attempt.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastError {
+    /// When (RFC 3339).
+    pub at: String,
+    /// What went wrong, with the receiver's answer.
+    pub message: String,
+}
+
+/// Channel states, shared with the API.
+pub type ChannelStates = Arc<Mutex<BTreeMap<String, ChannelState>>>;
+
+/// Retry policy.
+#[derive(Debug, Clone, Copy)]
+struct Policy {
+    base_ms: i64,
+    cap_ms: i64,
+    max_age_ms: i64,
+}
+
+impl Policy {
+    /// Full-jitter exponential backoff: a random wait between `base` and
+    /// `min(cap, base × 2^attempts)`.
+    fn backoff(&self, attempts: u32) -> Duration {
+        let ceiling = self
+            .base_ms
+            .saturating_mul(1i64 << attempts.min(30))
+            .min(self.cap_ms)
+            .max(self.base_ms);
+        Duration::from_millis(fastrand::i64(self.base_ms..=ceiling) as u64)
+    }
+}
+
+/// The running delivery workers.
+pub struct Delivery {
+    states: ChannelStates,
+    tasks: Vec<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+}
+
+struct Pending {
+    entry: OutboxEntry,
+    transition: Transition,
+}
+
+impl Delivery {
+    /// Starts one worker per channel. `backlog` (from the store, oldest first) is delivered
+    /// before what arrives on `incoming` (notifications committed from now on).
+    pub fn start(
+        alerts: &AlertsConfig,
+        live: Live,
+        metrics: Arc<Metrics>,
+        backlog: Vec<OutboxEntry>,
+        mut incoming: mpsc::UnboundedReceiver<OutboxEntry>,
+    ) -> Result<Delivery, String> {
+        let (stop, stop_rx) = watch::channel(false);
+        let states: ChannelStates = Arc::default();
+        let policy = Policy {
+            base_ms: alerts.retry_base_ms,
+            cap_ms: alerts.retry_cap_ms,
+            max_age_ms: alerts.max_age_ms,
+        };
+        let mut queues: HashMap<String, mpsc::UnboundedSender<OutboxEntry>> = HashMap::new();
+        let mut tasks = Vec::new();
+        for c in &alerts.channels {
+            let sender = Sender::new(c, alerts).map_err(|e| format!("channel {}: {e}", c.name))?;
+            let (tx, rx) = mpsc::unbounded_channel();
+            queues.insert(c.name.clone(), tx);
+            states
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(
+                    c.name.clone(),
+                    ChannelState {
+                        name: c.name.clone(),
+                        kind: c.kind_name().into(),
+                        ..ChannelState::default()
+                    },
+                );
+            metrics.declare_channel(&c.name);
+            let worker = Worker {
+                name: c.name.clone(),
+                sender,
+                live: live.clone(),
+                metrics: metrics.clone(),
+                states: states.clone(),
+                policy,
+                queue: VecDeque::new(),
+            };
+            tasks.push(tokio::spawn(worker.run(rx, stop_rx.clone())));
+        }
+        let route = move |entry: OutboxEntry, live: &Live| match queues.get(&entry.channel) {
+            Some(q) => {
+                let _ = q.send(entry);
+            }
+            None => {
+                // The channel left the config: nothing will deliver this.
+                tracing::warn!(channel = %entry.channel, id = %entry.id, "notification for a channel no longer configured; dropped");
+                live.outbox_update(OutboxUpdate::Done(entry.id));
+            }
+        };
+        for entry in backlog {
+            route(entry, &live);
+        }
+        let mut stop_router = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    msg = incoming.recv() => match msg {
+                        Some(entry) => route(entry, &live),
+                        None => break,
+                    },
+                    _ = stop_router.changed() => break,
+                }
+            }
+        }));
+        Ok(Delivery {
+            states,
+            tasks,
+            stop,
+        })
+    }
+
+    /// Channel states for the API.
+    pub fn states(&self) -> ChannelStates {
+        self.states.clone()
+    }
+
+    /// Stops the workers; an attempt in progress is abandoned (it is retried after restart).
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+fn update_state(states: &ChannelStates, name: &str, f: impl FnOnce(&mut ChannelState)) {
+    let mut states = states.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(s) = states.get_mut(name) {
+        f(s);
+    }
+}
+
+struct Worker {
+    name: String,
+    sender: Sender,
+    live: Live,
+    metrics: Arc<Metrics>,
+    states: ChannelStates,
+    policy: Policy,
+    queue: VecDeque<Pending>,
+}
+
+impl Worker {
+    fn state(&self, f: impl FnOnce(&mut ChannelState)) {
+        update_state(&self.states, &self.name, f);
+    }
+
+    fn push(&mut self, entry: OutboxEntry) {
+        match postcard::from_bytes::<Transition>(&entry.payload) {
+            Ok(transition) => self.queue.push_back(Pending { entry, transition }),
+            Err(e) => {
+                tracing::error!(channel = %self.name, id = %entry.id, error = %e, "unreadable notification; dropped");
+                self.live.outbox_update(OutboxUpdate::Done(entry.id));
+            }
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<OutboxEntry>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        loop {
+            let pending = self.queue.len();
+            self.state(|s| s.pending = pending);
+            self.metrics.channel_pending(&self.name, pending as i64);
+            let Some(head) = self.queue.front() else {
+                tokio::select! {
+                    msg = rx.recv() => match msg {
+                        Some(e) => self.push(e),
+                        None => return,
+                    },
+                    _ = stop.changed() => return,
+                }
+                continue;
+            };
+            let now = self.live.now_ms();
+            if head.entry.next_attempt_ms > now {
+                let wait = Duration::from_millis((head.entry.next_attempt_ms - now) as u64);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    msg = rx.recv() => if let Some(e) = msg { self.push(e) },
+                    _ = stop.changed() => return,
+                }
+                continue;
+            }
+            let result = tokio::select! {
+                r = self.sender.send(&head.transition, &head.entry.id, now) => r,
+                _ = stop.changed() => return,
+            };
+            self.settle(result);
+        }
+    }
+
+    /// Records the outcome of the attempt on the queue's head.
+    fn settle(&mut self, result: Result<(), DeliveryError>) {
+        let now = self.live.now_ms();
+        let Some(head) = self.queue.front_mut() else {
+            return;
+        };
+        let id = head.entry.id.clone();
+        let t = &head.transition;
+        match result {
+            Ok(()) => {
+                tracing::info!(channel = %self.name, id = %id, alert = %t.alert, org = %t.org, status = t.status.as_str(), "notification delivered");
+                self.metrics.notification(&self.name, "sent");
+                self.live.outbox_update(OutboxUpdate::Done(id));
+                self.state(|s| {
+                    s.delivered += 1;
+                    s.last_success = Some(rfc3339(now));
+                });
+                self.queue.pop_front();
+            }
+            Err(err) => {
+                let message = err.message().to_string();
+                update_state(&self.states, &self.name, |s| {
+                    s.last_error = Some(LastError {
+                        at: rfc3339(now),
+                        message: message.clone(),
+                    })
+                });
+                let expired = now - head.entry.created_ms >= self.policy.max_age_ms;
+                match err {
+                    DeliveryError::Retry { retry_after, .. } if !expired => {
+                        head.entry.attempts += 1;
+                        let wait = self
+                            .policy
+                            .backoff(head.entry.attempts)
+                            .max(retry_after.unwrap_or_default());
+                        head.entry.next_attempt_ms = now + wait.as_millis() as i64;
+                        tracing::warn!(channel = %self.name, id = %id, attempts = head.entry.attempts, retry_in_ms = wait.as_millis() as u64, "delivery failed, will retry: {message}");
+                        self.metrics.notification(&self.name, "retried");
+                        self.live.outbox_update(OutboxUpdate::Retry {
+                            id,
+                            attempts: head.entry.attempts,
+                            next_attempt_ms: head.entry.next_attempt_ms,
+                            last_error: message,
+                        });
+                    }
+                    _ => {
+                        let why = if expired {
+                            "gave up after max_age"
+                        } else {
+                            "permanent failure"
+                        };
+                        tracing::error!(channel = %self.name, id = %id, alert = %t.alert, org = %t.org, "notification not delivered ({why}): {message}");
+                        self.metrics.notification(&self.name, "failed");
+                        self.live.outbox_update(OutboxUpdate::Done(id));
+                        self.state(|s| s.failed += 1);
+                        self.queue.pop_front();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `ratewarden alerts test`: sends a test notification to every channel directly (not through
+/// the outbox) and returns each channel's outcome.
+pub async fn send_test(alerts: &AlertsConfig, now_ms: i64) -> Vec<(String, Result<(), String>)> {
+    let mut out = Vec::new();
+    for c in &alerts.channels {
+        let t = Transition {
+            ts_ms: now_ms,
+            org: "ratewarden".into(),
+            app: None,
+            alert: AlertName::Test,
+            dimension: None,
+            severity: Severity::Critical,
+            status: Status::Firing,
+            notify: true,
+            starts_at_ms: now_ms,
+            usage: None,
+            limit: None,
+            threshold_bp: None,
+            previous_severity: None,
+            peak: Severity::Critical,
+            repeat: false,
+        };
+        let result = match Sender::new(c, alerts) {
+            Err(e) => Err(e),
+            Ok(sender) => {
+                let id = delivery_id(&c.name, &t);
+                sender
+                    .send(&t, &id, now_ms)
+                    .await
+                    .map_err(|e| e.message().to_string())
+            }
+        };
+        out.push((c.name.clone(), result));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::tracker::Dimension;
+
+    fn channels() -> Vec<ChannelConfig> {
+        Config::parse(
+            "[[alerts.webhook]]\nname = \"all\"\nurl = \"http://h/x\"\n\
+             [[alerts.webhook]]\nname = \"crit\"\nurl = \"http://h/y\"\nmin_severity = \"critical\"\n\
+             [[alerts.webhook]]\nname = \"am\"\nurl = \"http://h/z\"\nformat = \"alertmanager\"\nmin_severity = \"critical\"\n",
+            "t",
+        )
+        .unwrap()
+        .alerts
+        .channels
+    }
+
+    fn t(severity: Severity, status: Status, notify: bool) -> Transition {
+        Transition {
+            ts_ms: 1,
+            org: "acme".into(),
+            app: None,
+            alert: AlertName::UsageHigh,
+            dimension: Some(Dimension::Rpm),
+            severity,
+            status,
+            notify,
+            starts_at_ms: 0,
+            usage: None,
+            limit: None,
+            threshold_bp: None,
+            previous_severity: None,
+            peak: severity,
+            repeat: false,
+        }
+    }
+
+    fn to(tr: &Transition) -> Vec<String> {
+        route(&channels(), tr, 5)
+            .into_iter()
+            .map(|e| e.channel)
+            .collect()
+    }
+
+    #[test]
+    fn routing_by_severity() {
+        assert_eq!(to(&t(Severity::Warning, Status::Firing, true)), vec!["all"]);
+        assert_eq!(
+            to(&t(Severity::Critical, Status::Firing, true)),
+            vec!["all", "crit", "am"]
+        );
+        // A resolve reaches the channels its firing reached.
+        let resolved = Transition {
+            peak: Severity::Critical,
+            ..t(Severity::Warning, Status::Resolved, true)
+        };
+        assert_eq!(to(&resolved), vec!["all", "crit", "am"]);
+        // A silent fall from critical to warning only updates Alertmanager.
+        let lowered = Transition {
+            previous_severity: Some(Severity::Critical),
+            ..t(Severity::Warning, Status::Firing, false)
+        };
+        assert_eq!(to(&lowered), vec!["am"]);
+    }
+
+    #[test]
+    fn delivery_ids_are_stable_and_distinct() {
+        let a = t(Severity::Warning, Status::Firing, true);
+        assert_eq!(delivery_id("x", &a), delivery_id("x", &a));
+        assert_eq!(delivery_id("x", &a).len(), 32);
+        assert_ne!(delivery_id("x", &a), delivery_id("y", &a));
+        assert_ne!(
+            delivery_id("x", &a),
+            delivery_id(
+                "x",
+                &Transition {
+                    repeat: true,
+                    ..a.clone()
+                }
+            )
+        );
+        assert_ne!(
+            delivery_id("x", &a),
+            delivery_id(
+                "x",
+                &Transition {
+                    status: Status::Resolved,
+                    ..a
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn backoff_stays_between_base_and_cap() {
+        let p = Policy {
+            base_ms: 1_000,
+            cap_ms: 8_000,
+            max_age_ms: 0,
+        };
+        for attempts in 0..40 {
+            for _ in 0..50 {
+                let d = p.backoff(attempts).as_millis() as i64;
+                assert!((1_000..=8_000).contains(&d), "{attempts}: {d}");
+                assert!(d <= 1_000 * (1i64 << attempts.min(30)), "{attempts}: {d}");
+            }
+        }
+        // Full jitter: waits spread out rather than all being the ceiling.
+        let waits: std::collections::HashSet<_> =
+            (0..50).map(|_| p.backoff(5).as_millis()).collect();
+        assert!(waits.len() > 10);
+    }
+}

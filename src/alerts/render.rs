@@ -1,0 +1,332 @@
+//! What a notification looks like on each channel: email subject and bodies, the SPEC §9
+//! JSON object, Slack's `text`, Alertmanager's v2 alert array. Pure functions of the
+//! transition, so every retry of one notification sends the same bytes.
+
+use serde_json::{Map, Value, json};
+
+use crate::clock::rfc3339;
+use crate::detect::{AlertName, Severity, Status, Transition};
+
+/// `92% (46/50)` when usage and limit are known.
+fn share(t: &Transition) -> Option<String> {
+    match (t.usage, t.limit) {
+        (Some(u), Some(l)) if l > 0 => {
+            Some(format!("{}% ({u}/{l})", (u as u128 * 100) / l as u128))
+        }
+        _ => None,
+    }
+}
+
+fn who(t: &Transition) -> String {
+    match &t.app {
+        Some(app) => format!("{}/{}", t.org, app),
+        None => t.org.to_string(),
+    }
+}
+
+fn state_word(t: &Transition) -> String {
+    match t.status {
+        Status::Resolved => "RESOLVED".into(),
+        Status::Firing => t.severity.as_str().to_ascii_uppercase(),
+    }
+}
+
+/// `[ratewarden] CRITICAL UsageHigh acme rpm 92% (46/50)` (SPEC §9).
+pub fn subject(t: &Transition) -> String {
+    let mut s = format!("[ratewarden] {} {} {}", state_word(t), t.alert, who(t));
+    if let Some(d) = t.dimension {
+        s.push(' ');
+        s.push_str(d.as_str());
+    }
+    if let Some(p) = share(t) {
+        s.push(' ');
+        s.push_str(&p);
+    }
+    s
+}
+
+/// The fields of a notification as (name, value) rows, for the email bodies.
+fn rows(t: &Transition, delivery_id: &str) -> Vec<(&'static str, String)> {
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    vec![
+        ("alert", t.alert.to_string()),
+        ("status", t.status.as_str().into()),
+        ("severity", t.severity.as_str().into()),
+        ("org", t.org.to_string()),
+        ("app", opt(t.app.as_ref().map(|a| a.to_string()))),
+        ("dimension", opt(t.dimension.map(|d| d.to_string()))),
+        ("value", opt(t.value().map(|v| format!("{v:.4}")))),
+        (
+            "threshold",
+            opt(t.threshold_bp.map(|b| format!("{}", b as f64 / 10_000.0))),
+        ),
+        ("usage", opt(t.usage.map(|u| u.to_string()))),
+        ("limit", opt(t.limit.map(|l| l.to_string()))),
+        ("starts_at", rfc3339(t.starts_at_ms)),
+        (
+            "ends_at",
+            opt((t.status == Status::Resolved).then(|| rfc3339(t.ts_ms))),
+        ),
+        ("fingerprint", t.fingerprint()),
+        ("delivery", delivery_id.to_string()),
+    ]
+}
+
+fn headline(t: &Transition) -> String {
+    if t.alert == AlertName::Test {
+        return t.summary();
+    }
+    match (t.status, t.repeat) {
+        (Status::Resolved, _) => format!("{} resolved for {}: {}", t.alert, who(t), t.summary()),
+        (Status::Firing, true) => format!(
+            "{} is still firing for {}: {}",
+            t.alert,
+            who(t),
+            t.summary()
+        ),
+        (Status::Firing, false) => format!("{} is firing for {}: {}", t.alert, who(t), t.summary()),
+    }
+}
+
+/// Plain-text email body.
+pub fn text_body(t: &Transition, delivery_id: &str) -> String {
+    let mut out = headline(t);
+    out.push_str("\n\n");
+    for (k, v) in rows(t, delivery_id) {
+        out.push_str(&format!("{k:<12} {v}\n"));
+    }
+    out
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The small HTML alternative of the email body.
+pub fn html_body(t: &Transition, delivery_id: &str) -> String {
+    let color = match (t.status, t.severity) {
+        (Status::Resolved, _) => "#2e7d32",
+        (_, Severity::Critical) => "#c62828",
+        _ => "#ef6c00",
+    };
+    let mut out = format!(
+        "<html><body style=\"font-family:sans-serif\"><p style=\"font-size:16px;color:{color}\"><b>{}</b></p><table style=\"border-collapse:collapse\">",
+        escape(&headline(t))
+    );
+    for (k, v) in rows(t, delivery_id) {
+        out.push_str(&format!(
+            "<tr><td style=\"padding:2px 12px 2px 0;color:#555\">{}</td><td style=\"padding:2px 0\">{}</td></tr>",
+            escape(k),
+            escape(&v)
+        ));
+    }
+    out.push_str("</table></body></html>");
+    out
+}
+
+/// The SPEC §9 JSON object (`format = "json"`).
+pub fn json_body(t: &Transition) -> Vec<u8> {
+    t.to_json().to_string().into_bytes()
+}
+
+/// Slack incoming-webhook message (`format = "slack"`).
+pub fn slack_body(t: &Transition) -> Vec<u8> {
+    let icon = match (t.status, t.severity) {
+        (Status::Resolved, _) => ":white_check_mark:",
+        (_, Severity::Critical) => ":red_circle:",
+        _ => ":large_orange_circle:",
+    };
+    let mut text = format!("{icon} *{}* {} {}", state_word(t), t.alert, who(t));
+    if let Some(d) = t.dimension {
+        text.push_str(&format!(" `{d}`"));
+    }
+    text.push_str(&format!(" — {}", t.summary()));
+    match t.status {
+        Status::Firing => text.push_str(&format!(" (since {})", rfc3339(t.starts_at_ms))),
+        Status::Resolved => text.push_str(&format!(" (fired {})", rfc3339(t.starts_at_ms))),
+    }
+    json!({ "text": text }).to_string().into_bytes()
+}
+
+/// Alertmanager v2 alerts (`format = "alertmanager"`): every label a string, `startsAt`,
+/// and `endsAt` (in the future while firing, so Alertmanager keeps it firing until the next
+/// reminder; the time of the resolve when resolved). A severity change also ends the alert
+/// under its previous severity label, since labels are the alert's identity there.
+pub fn alertmanager_body(t: &Transition, min: Severity, firing_for_ms: i64) -> Option<Vec<u8>> {
+    let labels = |severity: Severity| {
+        let mut m = Map::new();
+        m.insert("alertname".into(), Value::String(t.alert.to_string()));
+        m.insert("org".into(), Value::String(t.org.to_string()));
+        m.insert("severity".into(), Value::String(severity.as_str().into()));
+        if let Some(d) = t.dimension {
+            m.insert("dimension".into(), Value::String(d.to_string()));
+        }
+        if let Some(app) = &t.app {
+            m.insert("app".into(), Value::String(app.to_string()));
+        }
+        m.insert("source".into(), Value::String("ratewarden".into()));
+        Value::Object(m)
+    };
+    let annotations = json!({
+        "summary": t.summary(),
+        "description": format!("{} (fingerprint {})", headline(t), t.fingerprint()),
+    });
+    let mut alerts = Vec::new();
+    if let Some(prev) = t.previous_severity
+        && prev != t.severity
+        && prev >= min
+    {
+        alerts.push(json!({
+            "labels": labels(prev),
+            "annotations": annotations,
+            "startsAt": rfc3339(t.starts_at_ms),
+            "endsAt": rfc3339(t.ts_ms),
+        }));
+    }
+    if t.severity >= min {
+        let ends = match t.status {
+            Status::Resolved => t.ts_ms,
+            Status::Firing => t.ts_ms + firing_for_ms,
+        };
+        alerts.push(json!({
+            "labels": labels(t.severity),
+            "annotations": annotations,
+            "startsAt": rfc3339(t.starts_at_ms),
+            "endsAt": rfc3339(ends),
+        }));
+    }
+    (!alerts.is_empty()).then(|| Value::Array(alerts).to_string().into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tracker::Dimension;
+
+    fn usage_high() -> Transition {
+        Transition {
+            ts_ms: 1_795_788_000_000,
+            org: "acme".into(),
+            app: None,
+            alert: AlertName::UsageHigh,
+            dimension: Some(Dimension::Rpm),
+            severity: Severity::Critical,
+            status: Status::Firing,
+            notify: true,
+            starts_at_ms: 1_795_787_990_000,
+            usage: Some(46),
+            limit: Some(50),
+            threshold_bp: Some(9000),
+            previous_severity: None,
+            peak: Severity::Critical,
+            repeat: false,
+        }
+    }
+
+    #[test]
+    fn email_subject_as_in_the_spec() {
+        let t = usage_high();
+        assert_eq!(
+            subject(&t),
+            "[ratewarden] CRITICAL UsageHigh acme rpm 92% (46/50)"
+        );
+        let r = Transition {
+            status: Status::Resolved,
+            usage: Some(20),
+            ..t.clone()
+        };
+        assert_eq!(
+            subject(&r),
+            "[ratewarden] RESOLVED UsageHigh acme rpm 40% (20/50)"
+        );
+        let storm = Transition {
+            alert: AlertName::RetryStorm,
+            app: Some("bot".into()),
+            dimension: None,
+            usage: Some(5),
+            limit: None,
+            ..t
+        };
+        assert_eq!(subject(&storm), "[ratewarden] CRITICAL RetryStorm acme/bot");
+    }
+
+    #[test]
+    fn bodies_repeat_the_fields() {
+        let t = usage_high();
+        let text = text_body(&t, "d-1");
+        for needle in [
+            "UsageHigh is firing for acme",
+            "severity     critical",
+            "usage        46",
+            "delivery     d-1",
+        ] {
+            assert!(text.contains(needle), "{needle:?} in {text}");
+        }
+        let html = html_body(
+            &Transition {
+                org: "<script>".into(),
+                ..t
+            },
+            "d-1",
+        );
+        assert!(
+            html.contains("&lt;script&gt;") && !html.contains("<script>"),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn alertmanager_labels_are_strings_and_severity_changes_end_the_old_alert() {
+        let t = Transition {
+            previous_severity: Some(Severity::Warning),
+            ..usage_high()
+        };
+        let v: Value =
+            serde_json::from_slice(&alertmanager_body(&t, Severity::Warning, 3_600_000).unwrap())
+                .unwrap();
+        let alerts = v.as_array().unwrap();
+        assert_eq!(alerts.len(), 2);
+        assert_eq!(alerts[0]["labels"]["severity"], "warning");
+        assert_eq!(alerts[0]["endsAt"], "2026-11-27T14:00:00.000Z");
+        assert_eq!(alerts[1]["labels"]["severity"], "critical");
+        assert_eq!(
+            alerts[1]["endsAt"], "2026-11-27T15:00:00.000Z",
+            "firing: an hour ahead"
+        );
+        assert_eq!(alerts[1]["labels"]["source"], "ratewarden");
+        for a in alerts {
+            assert!(
+                a["labels"]
+                    .as_object()
+                    .unwrap()
+                    .values()
+                    .all(Value::is_string)
+            );
+        }
+        // A channel for critical only sees just the critical part.
+        let v: Value =
+            serde_json::from_slice(&alertmanager_body(&t, Severity::Critical, 1).unwrap()).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), 1);
+        let warn = Transition {
+            severity: Severity::Warning,
+            previous_severity: None,
+            ..usage_high()
+        };
+        assert!(alertmanager_body(&warn, Severity::Critical, 1).is_none());
+    }
+
+    #[test]
+    fn slack_text() {
+        let v: Value = serde_json::from_slice(&slack_body(&usage_high())).unwrap();
+        let text = v["text"].as_str().unwrap();
+        assert!(
+            text.starts_with(
+                ":red_circle: *CRITICAL* UsageHigh acme `rpm` — acme at 92% of its 50 rpm"
+            ),
+            "{text}"
+        );
+    }
+}
