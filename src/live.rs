@@ -46,6 +46,9 @@ enum RecordRef<'r, 'a> {
 }
 
 /// One journal record, as read back (same variant order as [`RecordRef`]).
+// Records live one at a time on the stack while replaying; boxing the event would allocate
+// for every record instead.
+#[allow(clippy::large_enum_variant)]
 #[derive(Deserialize)]
 enum Record<'a> {
     #[serde(borrow)]
