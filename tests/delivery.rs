@@ -726,3 +726,39 @@ fn clock_driven_alerts_are_not_sent_again_after_a_crash() {
         Some(1.0)
     );
 }
+
+#[test]
+fn a_notification_is_given_up_after_max_age() {
+    let receiver = Receiver::start(usize::MAX);
+    let dir = tempfile::tempdir().unwrap();
+    let config = with_webhook(&receiver.url(), "").replace(
+        "retry_base = \"100ms\"",
+        "retry_base = \"100ms\"\nmax_age = \"2s\"",
+    );
+    let d = Daemon::start(dir.path(), &config, &[("T_HOOK_SECRET", "s")]);
+    post(&d, &start_jobs("beta", 0..7));
+    let failed = eventually(15, || {
+        metric(
+            &d.base,
+            r#"ratewarden_notifications_total{channel="hook",outcome="failed"}"#,
+        )
+        .filter(|v| *v == 1.0)
+    });
+    assert!(failed.is_some(), "{}", d.log_text());
+    let attempts = receiver.hits().len();
+    assert!(attempts >= 2, "retried before giving up: {attempts}");
+    assert_eq!(
+        metric(
+            &d.base,
+            r#"ratewarden_notifications_pending{channel="hook"}"#
+        ),
+        Some(0.0)
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        receiver.hits().len(),
+        attempts,
+        "no attempts after giving up"
+    );
+    assert!(d.log_text().contains("gave up after max_age"));
+}
