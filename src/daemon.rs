@@ -130,9 +130,9 @@ impl Daemon {
         clock: Arc<dyn Clock>,
     ) -> Result<Daemon, DaemonError> {
         check_exposure(config, &tokens)?;
-        if let Some((channel, what, why)) = config.missing_secrets().into_iter().next() {
+        if let Some((who, what, why)) = config.missing_secrets().into_iter().next() {
             return Err(DaemonError::Channel(format!(
-                "channel {channel}: its {what} is missing ({why}); refusing to start"
+                "{who}: its {what} is missing ({why}); refusing to start"
             )));
         }
         let path = config.storage.path.clone();

@@ -32,6 +32,7 @@ pub mod detect;
 pub mod events;
 pub mod live;
 pub mod metrics;
+pub mod offpeak;
 pub mod replay;
 pub mod server;
 pub mod sources;

@@ -162,9 +162,9 @@ fn main() -> ExitCode {
             Ok(config) => {
                 println!("{}: OK", file.display());
                 print!("{}", config.summary());
-                for (channel, what, why) in config.missing_secrets() {
+                for (who, what, why) in config.missing_secrets() {
                     eprintln!(
-                        "warning: channel {channel}: its {what} is missing ({why}); `run` will refuse to start"
+                        "warning: {who}: its {what} is missing ({why}); `run` will refuse to start"
                     );
                 }
                 for (var, what) in config.secret_envs() {

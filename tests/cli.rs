@@ -53,8 +53,8 @@ fn check_config_errors_have_positions_and_exit_2() {
             "bad.toml:2:1: unknown field `listne`",
         ),
         (
-            "[scheduler]\nshare = 0.5\n",
-            "bad.toml:1:1: [scheduler] is not supported",
+            "[scheduler]\nshare = 0.5\nspeed = 3\n",
+            "bad.toml:3:1: unknown field `speed`",
         ),
         (
             "[detect]\nburst_window = \"10 sec\"\n",

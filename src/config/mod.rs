@@ -10,6 +10,7 @@
 
 mod channels;
 mod duration;
+mod scheduler;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -24,6 +25,7 @@ pub use channels::{
     ChannelConfig, ChannelKind, EmailConfig, EmailTls, SecretRef, WebhookConfig, WebhookFormat,
 };
 pub use duration::{HumanDuration, parse_duration};
+pub use scheduler::{PollConfig, SchedulerConfig, UpstreamConfig};
 
 use crate::events::valid_name;
 use crate::sources::format::{Dialect, ENVOY_DEFAULT, LineFormat, NGINX_COMBINED, Template};
@@ -224,6 +226,12 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// `[[sources.file]]`.
     pub sources: Vec<FileSourceConfig>,
+    /// `[offpeak]`.
+    pub offpeak: crate::offpeak::OffPeak,
+    /// `[[upstreams]]`.
+    pub upstreams: Vec<UpstreamConfig>,
+    /// `[scheduler]`.
+    pub scheduler: SchedulerConfig,
 }
 
 impl Default for Config {
@@ -275,18 +283,23 @@ impl Config {
             .unwrap_or_default()
     }
 
-    /// Channel secrets that cannot be read now: (channel, what, why). `run` refuses to start
-    /// with any; `check-config` warns.
+    /// Channel and upstream secrets that cannot be read now: (who, what, why). `run` refuses
+    /// to start with any; `check-config` warns.
     pub fn missing_secrets(&self) -> Vec<(String, &'static str, String)> {
-        self.alerts
-            .channels
-            .iter()
-            .flat_map(|c| {
-                c.secrets()
-                    .into_iter()
-                    .filter_map(|(s, what)| s.read().err().map(|why| (c.name.clone(), what, why)))
+        let channels = self.alerts.channels.iter().flat_map(|c| {
+            c.secrets().into_iter().filter_map(|(s, what)| {
+                s.read()
+                    .err()
+                    .map(|why| (format!("channel {}", c.name), what, why))
             })
-            .collect()
+        });
+        let upstreams = self.upstreams.iter().filter_map(|u| {
+            u.api_key
+                .as_ref()
+                .and_then(|k| k.read().err())
+                .map(|why| (format!("upstream {}", u.name), "API key", why))
+        });
+        channels.chain(upstreams).collect()
     }
 
     /// Names of the `*_env` variables this config reads, with what each is for.
@@ -352,6 +365,47 @@ impl Config {
                 .collect();
             out.push_str(&format!("sources: {}\n", list.join(", ")));
         }
+        let windows: Vec<String> = self
+            .offpeak
+            .upcoming(chrono::Utc::now().timestamp_millis(), 3)
+            .into_iter()
+            .map(|(a, b)| {
+                format!(
+                    "{} .. {}",
+                    crate::clock::rfc3339(a),
+                    crate::clock::rfc3339(b)
+                )
+            })
+            .collect();
+        out.push_str(&format!(
+            "off-peak ({}): next {}\n",
+            self.offpeak.tz,
+            if windows.is_empty() {
+                "none".to_string()
+            } else {
+                windows.join(", ")
+            }
+        ));
+        if !self.upstreams.is_empty() {
+            let list: Vec<String> = self
+                .upstreams
+                .iter()
+                .map(|u| {
+                    format!(
+                        "{} ({} for org {}{})",
+                        u.name,
+                        u.base_url,
+                        u.org,
+                        if u.poll.is_some() { ", polled" } else { "" }
+                    )
+                })
+                .collect();
+            out.push_str(&format!(
+                "upstreams: {}; batches use {}% of each limit\n",
+                list.join(", "),
+                self.scheduler.share * 100.0
+            ));
+        }
         if self.alerts.channels.is_empty() {
             out.push_str("channels: 0 (transitions are logged and shown at /v1/alerts)\n");
         } else {
@@ -386,10 +440,6 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 // ------------------------------------------------------------------ raw file structs
 
-/// Sections that exist in SPEC §3 but arrive with later features.
-const NOT_YET: &str = "is not supported by this version of ratewarden yet; remove it \
-     (it is refused rather than ignored so that nothing silently does not work)";
-
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 struct RawConfig {
@@ -401,9 +451,9 @@ struct RawConfig {
     detect: RawDetect,
     alerts: RawAlerts,
     sources: RawSources,
-    offpeak: Option<Spanned<toml::Value>>,
-    upstreams: Option<Spanned<toml::Value>>,
-    scheduler: Option<Spanned<toml::Value>>,
+    offpeak: scheduler::RawOffPeak,
+    upstreams: Vec<Spanned<scheduler::RawUpstream>>,
+    scheduler: scheduler::RawScheduler,
 }
 
 #[derive(Deserialize, Default)]
@@ -721,16 +771,6 @@ fn basis_points(span: &Range<usize>, what: &str, v: f64) -> Result<u32, Spanned2
 
 impl RawConfig {
     fn validate(self) -> Result<Config, Spanned2> {
-        for (section, value) in [
-            ("[offpeak]", &self.offpeak),
-            ("[[upstreams]]", &self.upstreams),
-            ("[scheduler]", &self.scheduler),
-        ] {
-            if let Some(v) = value {
-                return Err(at(v.span(), format!("{section} {NOT_YET}")));
-            }
-        }
-
         let server = self.server.validate()?;
         let limits = self.limits.validate()?;
 
@@ -808,7 +848,22 @@ impl RawConfig {
             sources.push(source);
         }
 
+        let mut upstreams: Vec<UpstreamConfig> = Vec::new();
+        for raw in &self.upstreams {
+            let u = raw.get_ref().validate(raw.span())?;
+            if upstreams.iter().any(|o| o.name == u.name) {
+                return Err(at(
+                    raw.get_ref().name_span(),
+                    format!("two upstreams are named {:?}", u.name),
+                ));
+            }
+            upstreams.push(u);
+        }
+
         Ok(Config {
+            offpeak: self.offpeak.validate()?,
+            upstreams,
+            scheduler: self.scheduler.validate()?,
             sources,
             server,
             storage: StorageConfig {
@@ -1083,9 +1138,61 @@ mod tests {
     }
 
     #[test]
-    fn later_sections_are_refused_not_ignored() {
-        let e = err("[scheduler]\nshare = 0.5\n");
-        assert!(e.contains("[scheduler] is not supported"), "{e}");
+    fn offpeak_upstreams_and_scheduler() {
+        let c = Config::parse("", "t").unwrap();
+        assert_eq!(c.offpeak.tz.name(), "America/New_York");
+        assert_eq!(c.offpeak.windows.len(), 2, "the SPEC's default windows");
+        assert_eq!(c.scheduler.share, 0.7);
+        assert_eq!(
+            (c.scheduler.backoff_base_ms, c.scheduler.backoff_cap_ms),
+            (1_000, 64_000)
+        );
+        let c = Config::parse(
+            "[offpeak]\ntimezone = \"Europe/Berlin\"\n[[offpeak.windows]]\nstart = \"0 0 22 * * *\"\nduration = \"8h\"\n\
+             [[upstreams]]\nname = \"openai\"\nbase_url = \"https://api.openai.com/\"\napi_key_env = \"K\"\norg = \"acme\"\n\
+             [upstreams.poll]\nstatus_path = \"/v1/videos/{id}\"\ndone = [\"completed\"]\nfailed = [\"failed\"]\ninterval = \"250ms\"\n\
+             [scheduler]\nshare = 0.5\nmax_retries = 2\ncircuit_after = 3\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.offpeak.windows.len(), 1);
+        let u = &c.upstreams[0];
+        assert_eq!(
+            u.base_url, "https://api.openai.com",
+            "trailing slash dropped"
+        );
+        assert_eq!(u.poll.as_ref().unwrap().interval_ms, 250);
+        assert_eq!(u.poll.as_ref().unwrap().id_field, "id");
+        assert_eq!(
+            (
+                c.scheduler.share,
+                c.scheduler.max_retries,
+                c.scheduler.circuit_after
+            ),
+            (0.5, 2, 3)
+        );
+        assert!(
+            c.summary().contains("off-peak (Europe/Berlin): next"),
+            "{}",
+            c.summary()
+        );
+
+        let e = err("[offpeak]\ntimezone = \"Mars/Olympus\"\n");
+        assert!(e.starts_with("t.toml:2:12: unknown time zone"), "{e}");
+        let e = err("[[offpeak.windows]]\nstart = \"at dusk\"\nduration = \"1h\"\n");
+        assert!(e.starts_with("t.toml:2:9: invalid cron expression"), "{e}");
+        let e = err("[[upstreams]]\nname = \"u\"\nbase_url = \"x\"\norg = \"a\"\n");
+        assert!(e.starts_with("t.toml:3:12:"), "{e}");
+        let e = err(
+            "[[upstreams]]\nname = \"u\"\nbase_url = \"http://x\"\norg = \"a\"\n[upstreams.poll]\nstatus_path = \"/v\"\ndone = [\"ok\"]\n",
+        );
+        assert!(e.contains("status_path must contain {id}"), "{e}");
+        let e = err("[scheduler]\nshare = 1.5\n");
+        assert!(e.starts_with("t.toml:2:9: share"), "{e}");
+        let e = err(
+            "[[upstreams]]\nname = \"u\"\nbase_url = \"http://x\"\norg = \"a\"\n[[upstreams]]\nname = \"u\"\nbase_url = \"http://y\"\norg = \"a\"\n",
+        );
+        assert!(e.starts_with("t.toml:6:8: two upstreams"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,371 @@
+//! Off-peak windows: cron starts plus a duration, in an IANA time zone (SPEC §3 `[offpeak]`).
+//!
+//! Starts are computed in local wall-clock time and only then placed on the time line, so the
+//! rules around daylight-saving changes are ours and explicit:
+//!
+//! * a start that falls in a skipped hour (spring forward) happens shifted forward by the
+//!   length of the gap: `02:30` on a day that jumps from 02:00 to 03:00 starts at `03:30`;
+//! * a start that falls in a repeated hour (fall back) happens once, at its first occurrence;
+//! * durations are elapsed time: an 11 h window that spans a change ends 11 real hours later
+//!   (06:00 local on a normal night, 05:00 or 07:00 on the nights of a change).
+//!
+//! Windows may overlap; the off-peak period is their union. Everything takes `now` as an
+//! argument; nothing here reads a clock.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, LocalResult, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+
+/// One compiled window.
+#[derive(Debug, Clone)]
+pub struct Window {
+    /// The cron expression as written.
+    pub expr: String,
+    schedule: cron::Schedule,
+    /// Length in ms.
+    pub duration_ms: i64,
+}
+
+impl Window {
+    /// Compiles `expr` (cron with a seconds field, e.g. `0 0 19 * * Mon-Fri`).
+    pub fn new(expr: &str, duration_ms: i64) -> Result<Window, String> {
+        let schedule = cron::Schedule::from_str(expr)
+            .map_err(|e| format!("invalid cron expression {expr:?}: {e}"))?;
+        if duration_ms <= 0 {
+            return Err("a window needs a positive duration".into());
+        }
+        Ok(Window {
+            expr: expr.to_string(),
+            schedule,
+            duration_ms,
+        })
+    }
+}
+
+/// Whether the off-peak period is open at some time, and when that changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    /// Open now.
+    pub open: bool,
+    /// Next time it opens (when closed), Unix ms.
+    pub next_open: Option<i64>,
+    /// Time it closes (when open), or closes after the next opening (when closed), Unix ms.
+    pub next_close: Option<i64>,
+}
+
+/// The configured windows in their time zone.
+#[derive(Debug, Clone)]
+pub struct OffPeak {
+    /// Time zone the cron expressions are read in.
+    pub tz: Tz,
+    /// The windows.
+    pub windows: Vec<Window>,
+}
+
+/// Margin around a search for DST offsets (no zone moves its clock by more than this).
+const OFFSET_MARGIN_MS: i64 = 3 * 3_600_000;
+/// How far ahead a next opening is looked for.
+const HORIZON_MS: i64 = 400 * 86_400_000;
+
+/// Local wall-clock `naive` on the time line of `tz`, with the gap and fold rules above.
+fn place(tz: &Tz, naive: NaiveDateTime) -> i64 {
+    match tz.from_local_datetime(&naive) {
+        LocalResult::Single(t) => t.timestamp_millis(),
+        LocalResult::Ambiguous(first, _) => first.timestamp_millis(),
+        LocalResult::None => {
+            // In a gap: read the wall time with the offset in force just before the gap,
+            // which moves it forward by the gap's length.
+            let before = naive - chrono::Duration::hours(3);
+            let offset = match tz.from_local_datetime(&before) {
+                LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => {
+                    t.offset().fix().local_minus_utc() as i64
+                }
+                LocalResult::None => 0,
+            };
+            naive.and_utc().timestamp_millis() - offset * 1000
+        }
+    }
+}
+
+use chrono::Offset;
+
+impl OffPeak {
+    /// Wall-clock time of instant `ms` in the zone, as a naive value.
+    fn local(&self, ms: i64) -> NaiveDateTime {
+        DateTime::<Utc>::from_timestamp_millis(ms)
+            .unwrap_or_default()
+            .with_timezone(&self.tz)
+            .naive_local()
+    }
+
+    /// Starts of `w` placed on the time line, for local times from about `from_ms`, in order
+    /// of local time, while `keep` says to go on.
+    fn starts(&self, w: &Window, from_ms: i64, mut keep: impl FnMut(i64) -> bool) {
+        let from = self.local(from_ms - OFFSET_MARGIN_MS).and_utc();
+        for naive in w.schedule.after(&from) {
+            let at = place(&self.tz, naive.naive_utc());
+            if !keep(at) {
+                break;
+            }
+        }
+    }
+
+    /// Ends of windows that contain `now`.
+    fn covering_end(&self, now: i64) -> Option<i64> {
+        let mut end: Option<i64> = None;
+        for w in &self.windows {
+            let from = now - w.duration_ms;
+            self.starts(w, from, |start| {
+                if start > now + OFFSET_MARGIN_MS {
+                    return false;
+                }
+                if start <= now && start + w.duration_ms > now {
+                    end = Some(
+                        end.map_or(start + w.duration_ms, |e: i64| e.max(start + w.duration_ms)),
+                    );
+                }
+                true
+            });
+        }
+        end
+    }
+
+    /// The first window start after `now` (exclusive).
+    fn next_start(&self, now: i64) -> Option<i64> {
+        let mut best: Option<i64> = None;
+        for w in &self.windows {
+            self.starts(w, now, |start| {
+                if best.is_some_and(|b| start > b + OFFSET_MARGIN_MS) || start > now + HORIZON_MS {
+                    return false;
+                }
+                if start > now {
+                    best = Some(best.map_or(start, |b| b.min(start)));
+                }
+                // Local order and instant order can differ by the size of a DST change; keep
+                // looking a little past the first hit.
+                true
+            });
+        }
+        best
+    }
+
+    /// When the off-peak period that contains `at` ends (the union of overlapping windows).
+    fn close_after(&self, at: i64) -> Option<i64> {
+        let mut close = self.covering_end(at)?;
+        // Windows that start before the current one ends extend the period.
+        for _ in 0..64 {
+            match self.covering_end(close) {
+                Some(later) if later > close => close = later,
+                _ => break,
+            }
+        }
+        Some(close)
+    }
+
+    /// Open at `now`?
+    pub fn is_open(&self, now: i64) -> bool {
+        self.covering_end(now).is_some()
+    }
+
+    /// Open now, next opening and next closing.
+    pub fn status(&self, now: i64) -> Status {
+        if let Some(close) = self.close_after(now) {
+            return Status {
+                open: true,
+                next_open: None,
+                next_close: Some(close),
+            };
+        }
+        let next_open = self.next_start(now);
+        Status {
+            open: false,
+            next_open,
+            next_close: next_open.and_then(|o| self.close_after(o)),
+        }
+    }
+
+    /// The next `n` open periods from `now` (the current one first if open), as (open, close).
+    pub fn upcoming(&self, now: i64, n: usize) -> Vec<(i64, i64)> {
+        let mut out = Vec::new();
+        let mut at = now;
+        while out.len() < n {
+            let s = self.status(at);
+            let (open, close) = match (s.open, s.next_open, s.next_close) {
+                (true, _, Some(c)) => (at, c),
+                (false, Some(o), Some(c)) => (o, c),
+                _ => break,
+            };
+            out.push((open, close));
+            at = close;
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(s: &str) -> i64 {
+        DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis()
+    }
+
+    fn at(ms: i64) -> String {
+        crate::clock::rfc3339(ms)
+    }
+
+    fn offpeak(tz: &str, windows: &[(&str, i64)]) -> OffPeak {
+        OffPeak {
+            tz: tz.parse().unwrap(),
+            windows: windows
+                .iter()
+                .map(|(e, d)| Window::new(e, *d).unwrap())
+                .collect(),
+        }
+    }
+
+    const H: i64 = 3_600_000;
+
+    /// The default windows (SPEC §3): weekday nights 19:00 + 11 h, weekends from Sat 00:00 + 48 h.
+    fn default_us() -> OffPeak {
+        offpeak(
+            "America/New_York",
+            &[("0 0 19 * * Mon-Fri", 11 * H), ("0 0 0 * * Sat", 48 * H)],
+        )
+    }
+
+    #[test]
+    fn weekday_nights_and_weekends() {
+        let o = default_us();
+        // Friday 2026-11-27 14:00 EST (19:00Z) is closed; opens at 19:00 EST = 00:00Z.
+        let s = o.status(ms("2026-11-27T19:00:00Z"));
+        assert!(!s.open);
+        assert_eq!(at(s.next_open.unwrap()), "2026-11-28T00:00:00.000Z");
+        // Friday night runs into the weekend window: one period until Monday 00:00 EST.
+        assert_eq!(at(s.next_close.unwrap()), "2026-11-30T05:00:00.000Z");
+        assert!(o.is_open(ms("2026-11-28T04:59:59Z")));
+        assert!(o.is_open(ms("2026-11-29T12:00:00Z")), "Sunday");
+        assert!(!o.is_open(ms("2026-11-30T15:00:00Z")), "Monday 10:00 EST");
+        assert!(o.is_open(ms("2026-12-01T00:00:00Z")), "Monday 19:00 EST");
+        assert!(o.is_open(ms("2026-12-01T10:59:59Z")));
+        assert!(!o.is_open(ms("2026-12-01T11:00:00Z")), "Tuesday 06:00 EST");
+        let next = o.upcoming(ms("2026-11-30T15:00:00Z"), 2);
+        assert_eq!(
+            next.iter()
+                .map(|(a, b)| (at(*a), at(*b)))
+                .collect::<Vec<_>>(),
+            vec![
+                (
+                    "2026-12-01T00:00:00.000Z".into(),
+                    "2026-12-01T11:00:00.000Z".into()
+                ),
+                (
+                    "2026-12-02T00:00:00.000Z".into(),
+                    "2026-12-02T11:00:00.000Z".into()
+                )
+            ]
+        );
+    }
+
+    #[test]
+    fn new_york_spring_forward() {
+        // 2026-03-08: 02:00 EST jumps to 03:00 EDT.
+        let o = offpeak("America/New_York", &[("0 30 2 * * *", H)]);
+        // 02:30 does not exist that day: it starts at 03:30 EDT (07:30Z), shifted by the gap.
+        let s = o.status(ms("2026-03-08T06:00:00Z"));
+        assert_eq!(at(s.next_open.unwrap()), "2026-03-08T07:30:00.000Z");
+        assert_eq!(at(s.next_close.unwrap()), "2026-03-08T08:30:00.000Z");
+        // The day before and after, 02:30 local as usual.
+        assert_eq!(
+            at(o.status(ms("2026-03-07T00:00:00Z")).next_open.unwrap()),
+            "2026-03-07T07:30:00.000Z"
+        );
+        assert_eq!(
+            at(o.status(ms("2026-03-09T00:00:00Z")).next_open.unwrap()),
+            "2026-03-09T06:30:00.000Z"
+        );
+        // A 19:00 + 11 h window across the change lasts 11 real hours: ends 07:00 EDT.
+        let night = offpeak("America/New_York", &[("0 0 19 * * *", 11 * H)]);
+        let s = night.status(ms("2026-03-08T01:00:00Z"));
+        assert!(s.open, "Saturday 20:00 EST");
+        assert_eq!(
+            at(s.next_close.unwrap()),
+            "2026-03-08T11:00:00.000Z",
+            "06:00 EST + 11 h = 07:00 EDT"
+        );
+    }
+
+    #[test]
+    fn new_york_fall_back() {
+        // 2026-11-01: 02:00 EDT falls back to 01:00 EST; 01:30 happens twice.
+        let o = offpeak("America/New_York", &[("0 30 1 * * *", 10 * 60_000)]);
+        let s = o.status(ms("2026-11-01T04:00:00Z"));
+        assert_eq!(
+            at(s.next_open.unwrap()),
+            "2026-11-01T05:30:00.000Z",
+            "01:30 EDT, the first one"
+        );
+        // Not again at 01:30 EST (06:30Z).
+        let after = o.status(ms("2026-11-01T05:45:00Z"));
+        assert!(!after.open);
+        assert_eq!(
+            at(after.next_open.unwrap()),
+            "2026-11-02T06:30:00.000Z",
+            "next day 01:30 EST"
+        );
+        assert!(!o.is_open(ms("2026-11-01T06:35:00Z")));
+    }
+
+    #[test]
+    fn berlin_spring_forward_and_fall_back() {
+        // 2026-03-29: 02:00 CET jumps to 03:00 CEST. 2026-10-25: 03:00 CEST falls back to 02:00 CET.
+        let o = offpeak("Europe/Berlin", &[("0 15 2 * * *", 30 * 60_000)]);
+        let spring = o.status(ms("2026-03-29T00:00:00Z"));
+        assert_eq!(
+            at(spring.next_open.unwrap()),
+            "2026-03-29T01:15:00.000Z",
+            "02:15 CET + 1 h gap = 03:15 CEST"
+        );
+        let fall = o.status(ms("2026-10-25T00:00:00Z"));
+        assert_eq!(
+            at(fall.next_open.unwrap()),
+            "2026-10-25T00:15:00.000Z",
+            "02:15 CEST, first of two"
+        );
+        assert_eq!(
+            at(o.status(ms("2026-10-25T00:50:00Z")).next_open.unwrap()),
+            "2026-10-26T01:15:00.000Z",
+            "not again at 02:15 CET"
+        );
+        // A weekend window across the fall-back change lasts 48 real hours.
+        let weekend = offpeak("Europe/Berlin", &[("0 0 0 * * Sat", 48 * H)]);
+        let s = weekend.status(ms("2026-10-24T12:00:00Z"));
+        assert!(s.open);
+        assert_eq!(
+            at(s.next_close.unwrap()),
+            "2026-10-25T22:00:00.000Z",
+            "Sat 00:00 CEST + 48 h"
+        );
+    }
+
+    #[test]
+    fn overlapping_windows_form_one_period() {
+        let o = offpeak("UTC", &[("0 0 1 * * *", 2 * H), ("0 0 2 * * *", 2 * H)]);
+        let s = o.status(ms("2026-11-27T01:30:00Z"));
+        assert!(s.open);
+        assert_eq!(at(s.next_close.unwrap()), "2026-11-27T04:00:00.000Z");
+        assert!(!o.is_open(ms("2026-11-27T04:00:00Z")), "end is exclusive");
+        assert!(o.is_open(ms("2026-11-27T01:00:00Z")), "start is inclusive");
+    }
+
+    #[test]
+    fn bad_expressions_are_refused() {
+        assert!(
+            Window::new("every night", H)
+                .unwrap_err()
+                .contains("invalid cron")
+        );
+        assert!(Window::new("0 0 19 * * Mon-Fri", 0).is_err());
+    }
+}
