@@ -34,6 +34,7 @@ pub mod live;
 pub mod metrics;
 pub mod offpeak;
 pub mod replay;
+pub mod scheduler;
 pub mod server;
 pub mod sources;
 pub mod status;

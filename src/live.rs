@@ -68,6 +68,8 @@ struct Pending {
     started: Vec<String>,
     outbox_new: Vec<OutboxEntry>,
     outbox_updates: Vec<OutboxUpdate>,
+    batches: Vec<(String, Vec<u8>)>,
+    batch_items: Vec<(String, u32, Vec<u8>)>,
 }
 
 impl Pending {
@@ -85,6 +87,8 @@ impl Pending {
             && self.started.is_empty()
             && self.outbox_new.is_empty()
             && self.outbox_updates.is_empty()
+            && self.batches.is_empty()
+            && self.batch_items.is_empty()
     }
 
     fn record(&mut self, r: &RecordRef<'_, '_>) {
@@ -113,6 +117,8 @@ impl Pending {
         self.started.extend(newer.started);
         self.outbox_new.extend(newer.outbox_new);
         self.outbox_updates.extend(newer.outbox_updates);
+        self.batches.extend(newer.batches);
+        self.batch_items.extend(newer.batch_items);
         self
     }
 }
@@ -185,6 +191,10 @@ pub struct Recovery {
     pub started_sources: Vec<String>,
     /// Notifications not yet delivered, oldest first.
     pub outbox: Vec<OutboxEntry>,
+    /// Stored batches and items, for the scheduler.
+    pub batches: Vec<(String, Vec<u8>)>,
+    /// Stored batch items.
+    pub batch_items: Vec<(String, u32, Vec<u8>)>,
     /// Journal records replayed.
     pub replayed: u64,
     /// Whether a snapshot was loaded.
@@ -291,6 +301,8 @@ impl Live {
                 checkpoints: rec.checkpoints,
                 started_sources: rec.started_sources,
                 outbox: rec.outbox,
+                batches: rec.batches,
+                batch_items: rec.batch_items,
                 replayed,
                 from_snapshot: rec.snapshot.is_some(),
             },
@@ -311,6 +323,12 @@ impl Live {
         // A panic while the lock was held leaves counts that are still valid numbers, so a
         // poisoned lock is used rather than taking the daemon down.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Usage and limits of `org` now.
+    pub fn load_of(&self, org: &str) -> crate::tracker::OrgLoad {
+        let now = self.now_ms();
+        self.lock().tracker.load_of(org, now)
     }
 
     /// Runs `f` with the tracker (reads for the API and `/metrics`).
@@ -402,6 +420,25 @@ impl Live {
             let mut g = self.lock();
             g.pending.forget.extend(forget);
             g.pending.started.extend(started);
+            g.pending.seq
+        };
+        self.wake_writer();
+        seq
+    }
+
+    /// Records batch and item changes; returns the commit to wait for before acting on them.
+    pub fn record_batches(
+        &self,
+        batches: Vec<(String, Vec<u8>)>,
+        items: Vec<(String, u32, Vec<u8>)>,
+    ) -> u64 {
+        if self.durable.is_none() {
+            return 0;
+        }
+        let seq = {
+            let mut g = self.lock();
+            g.pending.batches.extend(batches);
+            g.pending.batch_items.extend(items);
             g.pending.seq
         };
         self.wake_writer();
@@ -512,6 +549,8 @@ fn writer_loop(live: Live, mut store: Box<dyn StateStore>, mut since_snapshot: u
             started_sources: &batch.started,
             outbox_new: &batch.outbox_new,
             outbox_updates: &batch.outbox_updates,
+            batches: &batch.batches,
+            batch_items: &batch.batch_items,
         };
         let started = Instant::now();
         match store.commit(&commit) {

@@ -22,6 +22,7 @@ use prometheus_client::registry::Registry;
 use crate::detect::Cause;
 use crate::events::{Outcome, Reason};
 use crate::live::Live;
+use crate::offpeak::OffPeak;
 use crate::tracker::{Dimension, JOB_DURATION_BUCKETS, JobOutcome};
 
 /// Version reported by `build_info`.
@@ -44,6 +45,18 @@ struct ChannelLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BatchItemLabels {
+    org: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BatchRequestLabels {
+    org: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RejectLabels {
     source: String,
     reason: &'static str,
@@ -57,11 +70,13 @@ pub struct Metrics {
     rejected: Family<RejectLabels, Counter>,
     notifications: Family<NotificationLabels, Counter>,
     pending: Family<ChannelLabels, Gauge>,
+    batch_items: Family<BatchItemLabels, Gauge>,
+    batch_requests: Family<BatchRequestLabels, Counter>,
 }
 
 impl Metrics {
     /// Registers every metric; tracker-derived ones are read from `tracker` at scrape time.
-    pub fn new(live: Arc<OnceLock<Live>>) -> Metrics {
+    pub fn new(live: Arc<OnceLock<Live>>, offpeak: OffPeak) -> Metrics {
         let mut registry = Registry::with_prefix("ratewarden");
         let ingested = Family::<SourceLabels, Counter>::default();
         let rejected = Family::<RejectLabels, Counter>::default();
@@ -87,11 +102,27 @@ impl Metrics {
             "Notifications in the outbox waiting for delivery, per channel",
             pending.clone(),
         );
+        let batch_items = Family::<BatchItemLabels, Gauge>::default();
+        let batch_requests = Family::<BatchRequestLabels, Counter>::default();
+        registry.register(
+            "batch_items",
+            "Items of deferred batches by state",
+            batch_items.clone(),
+        );
+        registry.register(
+            "batch_requests",
+            "Requests the dispatcher sent, by outcome (success, rate_limited, client_error, server_error, error)",
+            batch_requests.clone(),
+        );
         registry.register(
             "build",
             "Build information",
             Info::new(vec![("version", VERSION)]),
         );
+        registry.register_collector(Box::new(OffPeakCollector {
+            live: live.clone(),
+            offpeak,
+        }));
         registry.register_collector(Box::new(TrackerCollector { live }));
         let m = Metrics {
             registry,
@@ -99,6 +130,8 @@ impl Metrics {
             rejected,
             notifications,
             pending,
+            batch_items,
+            batch_requests,
         };
         m.declare_source("http");
         m
@@ -143,6 +176,26 @@ impl Metrics {
             .set(n);
     }
 
+    /// Sets the number of `org`'s batch items in `state`.
+    pub fn batch_items(&self, org: &str, state: &'static str, n: i64) {
+        self.batch_items
+            .get_or_create(&BatchItemLabels {
+                org: org.to_string(),
+                state,
+            })
+            .set(n);
+    }
+
+    /// Counts one dispatched request of `org` with `outcome`.
+    pub fn batch_request(&self, org: &str, outcome: &'static str) {
+        self.batch_requests
+            .get_or_create(&BatchRequestLabels {
+                org: org.to_string(),
+                outcome,
+            })
+            .inc();
+    }
+
     /// Counts `n` accepted events of `source`.
     pub fn ingested(&self, source: &str, n: u64) {
         self.ingested
@@ -167,6 +220,34 @@ impl Metrics {
         let mut out = String::with_capacity(16 * 1024);
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+}
+
+/// `offpeak_open`, computed against the clock at scrape time.
+struct OffPeakCollector {
+    live: Arc<OnceLock<Live>>,
+    offpeak: OffPeak,
+}
+
+impl fmt::Debug for OffPeakCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OffPeakCollector")
+    }
+}
+
+impl Collector for OffPeakCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let Some(live) = self.live.get() else {
+            return Ok(());
+        };
+        let open = self.offpeak.is_open(live.now_ms());
+        let m = enc.encode_descriptor(
+            "offpeak_open",
+            "1 while an off-peak window is open",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::from(open)).encode(m)
     }
 }
 

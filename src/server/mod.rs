@@ -74,7 +74,7 @@ impl ApiState {
     /// until then.
     pub fn starting(config: &Config, tokens: Tokens) -> ApiState {
         let live = Arc::new(OnceLock::new());
-        let metrics = Arc::new(Metrics::new(live.clone()));
+        let metrics = Arc::new(Metrics::new(live.clone(), config.offpeak.clone()));
         ApiState {
             live,
             metrics,

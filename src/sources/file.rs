@@ -574,7 +574,10 @@ mod tests {
             )
             .unwrap();
             let live = Live::in_memory(Tracker::new(&config), Arc::new(SystemClock));
-            let metrics = Arc::new(Metrics::new(Arc::new(OnceLock::from(live.clone()))));
+            let metrics = Arc::new(Metrics::new(
+                Arc::new(OnceLock::from(live.clone())),
+                config.offpeak.clone(),
+            ));
             Fixture {
                 dir,
                 live,

@@ -121,6 +121,10 @@ pub struct Commit<'a> {
     pub outbox_new: &'a [OutboxEntry],
     /// Outcomes of delivery attempts.
     pub outbox_updates: &'a [OutboxUpdate],
+    /// Batches created or changed: (id, encoded batch).
+    pub batches: &'a [(String, Vec<u8>)],
+    /// Batch items created or changed: (batch id, index, encoded item).
+    pub batch_items: &'a [(String, u32, Vec<u8>)],
 }
 
 /// What a store holds at start-up.
@@ -138,6 +142,10 @@ pub struct Recovered {
     pub journal_events: u64,
     /// Notifications not yet delivered, oldest first.
     pub outbox: Vec<OutboxEntry>,
+    /// Every batch, oldest first: (id, encoded batch).
+    pub batches: Vec<(String, Vec<u8>)>,
+    /// Every batch item, by batch (oldest first) then index.
+    pub batch_items: Vec<(String, u32, Vec<u8>)>,
 }
 
 /// Durable state, as the rest of ratewarden sees it.

@@ -52,6 +52,17 @@ const MIGRATIONS: &[&str] = &[
          last_error TEXT,
          payload BLOB NOT NULL
      );",
+    // 3: deferred batches and their items (encoded by the scheduler).
+    "CREATE TABLE batches (
+         id TEXT NOT NULL UNIQUE,
+         payload BLOB NOT NULL
+     );
+     CREATE TABLE batch_items (
+         batch_id TEXT NOT NULL,
+         idx INTEGER NOT NULL,
+         payload BLOB NOT NULL,
+         PRIMARY KEY (batch_id, idx)
+     );",
 ];
 
 /// SQLite-backed [`StateStore`].
@@ -192,6 +203,21 @@ impl StateStore for SqliteStore {
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, payload FROM batches ORDER BY rowid")?;
+        let batches = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<Vec<(String, Vec<u8>)>, _>>()?;
+        let mut stmt = self.conn.prepare(
+            "SELECT i.batch_id, i.idx, i.payload FROM batch_items i JOIN batches b ON b.id = i.batch_id
+             ORDER BY b.rowid, i.idx",
+        )?;
+        let batch_items = stmt
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get::<_, i64>(1)? as u32, r.get(2)?))
+            })?
+            .collect::<Result<Vec<(String, u32, Vec<u8>)>, _>>()?;
         let last_seq = [last_journal, last_meta, Some(snap_seq as i64)]
             .into_iter()
             .flatten()
@@ -204,6 +230,8 @@ impl StateStore for SqliteStore {
             started_sources,
             journal_events: journal_events as u64,
             outbox,
+            batches,
+            batch_items,
         })
     }
 
@@ -282,6 +310,20 @@ impl StateStore for SqliteStore {
                     n.last_error,
                     n.payload
                 ])?;
+            }
+            let mut batch = tx.prepare_cached(
+                "INSERT INTO batches (id, payload) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET payload = excluded.payload",
+            )?;
+            for (id, payload) in c.batches {
+                batch.execute(params![id, payload])?;
+            }
+            let mut item = tx.prepare_cached(
+                "INSERT INTO batch_items (batch_id, idx, payload) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (batch_id, idx) DO UPDATE SET payload = excluded.payload",
+            )?;
+            for (id, idx, payload) in c.batch_items {
+                item.execute(params![id, *idx as i64, payload])?;
             }
             let mut done = tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
             let mut retry = tx.prepare_cached(
@@ -447,6 +489,50 @@ mod tests {
         );
         assert_eq!((r.outbox[1].attempts, r.outbox[1].next_attempt_ms), (2, 99));
         assert_eq!(r.outbox[1].last_error.as_deref(), Some("503 busy"));
+    }
+
+    #[test]
+    fn batches_and_items_are_upserted() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = SqliteStore::open(dir.path()).unwrap();
+            s.commit(&Commit {
+                seq: 1,
+                batches: &[
+                    ("b2".into(), b"two".to_vec()),
+                    ("b1".into(), b"one".to_vec()),
+                ],
+                batch_items: &[
+                    ("b1".into(), 1, b"x".to_vec()),
+                    ("b1".into(), 0, b"y".to_vec()),
+                    ("b2".into(), 0, b"z".to_vec()),
+                ],
+                ..Commit::default()
+            })
+            .unwrap();
+            s.commit(&Commit {
+                seq: 2,
+                batch_items: &[("b1".into(), 1, b"x2".to_vec())],
+                ..Commit::default()
+            })
+            .unwrap();
+        }
+        let r = SqliteStore::open(dir.path()).unwrap().recover().unwrap();
+        assert_eq!(
+            r.batches,
+            vec![
+                ("b2".into(), b"two".to_vec()),
+                ("b1".into(), b"one".to_vec())
+            ]
+        );
+        assert_eq!(
+            r.batch_items,
+            vec![
+                ("b2".into(), 0, b"z".to_vec()),
+                ("b1".into(), 0, b"y".to_vec()),
+                ("b1".into(), 1, b"x2".to_vec())
+            ]
+        );
     }
 
     #[test]

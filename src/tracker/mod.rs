@@ -536,6 +536,28 @@ impl Tracker {
         any
     }
 
+    /// What `org` uses at `now` and may use: the dispatcher's admission control. An org not
+    /// seen yet uses nothing and has the default tier's limits.
+    pub fn load_of(&self, org: &str, now: i64) -> OrgLoad {
+        match self.index.get(org) {
+            Some(&i) => {
+                let o = &self.orgs[i];
+                OrgLoad {
+                    rpm: o.usage_at(Dimension::Rpm, now),
+                    daily: o.usage_at(Dimension::Daily, now),
+                    in_flight: o.jobs.in_flight() as u64,
+                    limits: o.limits,
+                }
+            }
+            None => OrgLoad {
+                rpm: 0,
+                daily: 0,
+                in_flight: 0,
+                limits: self.settings.default_limits,
+            },
+        }
+    }
+
     /// Point-in-time view of every org at `now`, for the API and `/metrics`.
     pub fn snapshot(&self, now: i64) -> Vec<OrgSnapshot> {
         self.orgs
@@ -1157,6 +1179,19 @@ impl TokenWindows {
             tpd: Window::new(DAILY_WIDTH, DAILY_SLACK),
         })
     }
+}
+
+/// Usage and limits of one org, for admission control.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrgLoad {
+    /// Requests in the rolling minute.
+    pub rpm: u64,
+    /// Requests in the rolling 24 h.
+    pub daily: u64,
+    /// Jobs in flight.
+    pub in_flight: u64,
+    /// The org's limits.
+    pub limits: Limits,
 }
 
 /// One app in a snapshot.

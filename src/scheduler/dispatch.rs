@@ -1,0 +1,286 @@
+//! Drives the scheduler: one task per upstream that sends what [`Scheduler::next`] says when it
+//! says so, polls asynchronous jobs, and feeds every answer back to the tracker as an event
+//! (source `scheduler`). Waits are short and re-read the clock, so an injected clock (tests)
+//! or a window opening is noticed within [`STEP`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::{Attempt, Dispatch, JobStatus, Next, Poll, Scheduler, field};
+use crate::alerts::webhook::parse_retry_after;
+use crate::config::{PollConfig, UpstreamConfig};
+use crate::live::Live;
+use crate::metrics::Metrics;
+
+/// Longest wait before the lane looks at the clock again.
+const STEP: Duration = Duration::from_millis(200);
+/// How long a dispatch waits for its in-flight record to be committed before sending.
+const DURABLE_WAIT: Duration = Duration::from_secs(30);
+/// Most bytes of an answer read.
+const MAX_ANSWER: usize = 1 << 20;
+
+/// HTTP to one upstream.
+#[derive(Clone)]
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    key: Option<String>,
+    poll: Option<PollConfig>,
+}
+
+async fn read_body(resp: reqwest::Response) -> String {
+    let bytes = resp.bytes().await.unwrap_or_default();
+    String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_ANSWER)]).into_owned()
+}
+
+impl Client {
+    fn new(up: &UpstreamConfig) -> Result<Client, String> {
+        let key = up
+            .api_key
+            .as_ref()
+            .map(|k| k.read())
+            .transpose()
+            .map_err(|e| format!("upstream {}: API key: {e}", up.name))?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(up.timeout_ms as u64))
+            .connect_timeout(Duration::from_millis(up.timeout_ms.min(10_000) as u64))
+            .build()
+            .map_err(|e| format!("upstream {}: {e}", up.name))?;
+        Ok(Client {
+            http,
+            base: up.base_url.clone(),
+            key,
+            poll: up.poll.clone(),
+        })
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut req = self
+            .http
+            .request(method, format!("{}{}", self.base, path))
+            .header(
+                USER_AGENT,
+                concat!("ratewarden/", env!("CARGO_PKG_VERSION")),
+            );
+        if let Some(k) = &self.key {
+            req = req.header(AUTHORIZATION, format!("Bearer {k}"));
+        }
+        req
+    }
+
+    async fn send(&self, d: &Dispatch, now_ms: i64) -> Attempt {
+        let method =
+            reqwest::Method::from_bytes(d.method.as_bytes()).unwrap_or(reqwest::Method::POST);
+        let mut req = self
+            .request(method, &d.path)
+            .header("Idempotency-Key", &d.key);
+        if let Some(body) = &d.body {
+            req = req
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.clone());
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            // Never include the request itself: its headers hold the API key.
+            Err(e) => return Attempt::Failed(format!("no answer: {}", without_url(&e))),
+        };
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, now_ms));
+        let body = read_body(resp).await;
+        let job_id = match (&self.poll, (200..300).contains(&status)) {
+            (Some(p), true) => serde_json::from_str::<Value>(&body)
+                .ok()
+                .and_then(|v| field(&v, &p.id_field)),
+            _ => None,
+        };
+        Attempt::Answer {
+            status,
+            body,
+            retry_after,
+            job_id,
+        }
+    }
+
+    async fn poll(&self, job_id: &str) -> Result<JobStatus, String> {
+        let Some(p) = &self.poll else {
+            return Ok(JobStatus::Running);
+        };
+        let path = p.status_path.replace("{id}", job_id);
+        let resp = self
+            .request(reqwest::Method::GET, &path)
+            .send()
+            .await
+            .map_err(|e| format!("poll failed: {}", without_url(&e)))?;
+        let status = resp.status();
+        let body = read_body(resp).await;
+        if !status.is_success() {
+            return Err(format!("poll answered HTTP {status}"));
+        }
+        let v: Value =
+            serde_json::from_str(&body).map_err(|e| format!("poll answer is not JSON: {e}"))?;
+        let state = field(&v, &p.status_field).unwrap_or_default();
+        Ok(if p.done.contains(&state) {
+            JobStatus::Done(body)
+        } else if p.failed.contains(&state) {
+            JobStatus::Failed(body)
+        } else {
+            JobStatus::Running
+        })
+    }
+}
+
+/// A reqwest error without its URL (the path is the caller's, but keep messages uniform).
+fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "answer cut off"
+    } else {
+        "request failed"
+    };
+    let mut source = std::error::Error::source(e);
+    let mut detail = String::new();
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}
+
+/// Feeds what the upstream counted to the tracker.
+fn feed(live: &Live, metrics: &Metrics, event: Option<crate::events::Event<'static>>) {
+    if let Some(ev) = event {
+        let now = live.now_ms();
+        live.apply(&mut [ev], now, None);
+        metrics.ingested("scheduler", 1);
+    }
+}
+
+/// The running dispatcher lanes.
+pub struct Dispatcher {
+    tasks: Vec<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Dispatcher {
+    /// Starts a lane per configured upstream.
+    pub fn start(
+        sched: Arc<Scheduler>,
+        live: Live,
+        metrics: Arc<Metrics>,
+    ) -> Result<Dispatcher, String> {
+        let (stop, stop_rx) = watch::channel(false);
+        metrics.declare_source("scheduler");
+        let mut tasks = Vec::new();
+        for name in sched.upstream_names() {
+            let Some(up) = sched.upstream(&name) else {
+                continue;
+            };
+            let client = Client::new(up)?;
+            tasks.push(tokio::spawn(lane(
+                sched.clone(),
+                client,
+                name,
+                live.clone(),
+                metrics.clone(),
+                stop_rx.clone(),
+            )));
+        }
+        Ok(Dispatcher { tasks, stop })
+    }
+
+    /// Stops the lanes. Requests in progress are abandoned: their items stay in flight in the
+    /// store and are sent again, with the same key, after the next start.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+async fn lane(
+    sched: Arc<Scheduler>,
+    client: Client,
+    name: String,
+    live: Live,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut running: JoinSet<()> = JoinSet::new();
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        while running.try_join_next().is_some() {}
+        let now = live.now_ms();
+        for p in sched.polls_due(&name, now) {
+            let (sched, client, live, metrics) =
+                (sched.clone(), client.clone(), live.clone(), metrics.clone());
+            running.spawn(async move { poll_one(&sched, &client, &live, &metrics, p).await });
+        }
+        let wait = match sched.next(&name, now) {
+            Next::Send(d) => {
+                let (sched, client, live, metrics) =
+                    (sched.clone(), client.clone(), live.clone(), metrics.clone());
+                running.spawn(async move { send_one(&sched, &client, &live, &metrics, d).await });
+                continue;
+            }
+            Next::Wait(until) => {
+                Duration::from_millis((until - now).clamp(1, STEP.as_millis() as i64) as u64)
+            }
+            Next::Idle => STEP,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = sched.wake.notified() => {}
+            _ = stop.changed() => break,
+        }
+    }
+    running.abort_all();
+    while running.join_next().await.is_some() {}
+}
+
+async fn send_one(sched: &Scheduler, client: &Client, live: &Live, metrics: &Metrics, d: Dispatch) {
+    // Stored as in flight (with its key) before anything leaves: after a crash it is sent
+    // again with the same key rather than lost or sent under a new one.
+    if let Err(e) = live.durable_at(d.seq, DURABLE_WAIT).await {
+        tracing::warn!(batch = %d.batch, index = d.index, error = %e, "not sent: the store did not confirm");
+        let event = sched.settle(&d, Attempt::Failed(format!("not sent: {e}")));
+        feed(live, metrics, event);
+        return;
+    }
+    let attempt = client.send(&d, live.now_ms()).await;
+    if let Attempt::Answer { status, .. } = &attempt {
+        tracing::debug!(batch = %d.batch, index = d.index, status, "upstream answered");
+    }
+    let event = sched.settle(&d, attempt);
+    feed(live, metrics, event);
+}
+
+async fn poll_one(sched: &Scheduler, client: &Client, live: &Live, metrics: &Metrics, p: Poll) {
+    match client.poll(&p.job_id).await {
+        Ok(status) => {
+            let event = sched.polled(&p, status);
+            feed(live, metrics, event);
+        }
+        Err(e) => {
+            tracing::debug!(batch = %p.batch, index = p.index, job = %p.job_id, "poll failed: {e}")
+        }
+    }
+}
