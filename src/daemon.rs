@@ -19,6 +19,8 @@ use crate::alerts::Delivery;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::live::{Live, RecoverError};
+use crate::scheduler::Scheduler;
+use crate::scheduler::dispatch::Dispatcher;
 use crate::server::{ApiState, Tokens, router};
 use crate::sources::Sources;
 use crate::store::StoreError;
@@ -214,6 +216,16 @@ impl Daemon {
         )
         .map_err(DaemonError::Channel)?;
         let _ = state.channels.set(delivery.states());
+        let scheduler = Arc::new(Scheduler::new(
+            &config,
+            live.clone(),
+            state.metrics.clone(),
+            std::mem::take(&mut recovery.batches),
+            std::mem::take(&mut recovery.batch_items),
+        ));
+        let dispatcher = Dispatcher::start(scheduler.clone(), live.clone(), state.metrics.clone())
+            .map_err(DaemonError::Channel)?;
+        let _ = state.scheduler.set(scheduler);
         if pending_notifications > 0 {
             tracing::info!(
                 pending_notifications,
@@ -257,6 +269,7 @@ impl Daemon {
             }
         };
         let _ = ticker.await;
+        dispatcher.stop().await;
         delivery.stop().await;
         if tokio::task::spawn_blocking(move || {
             sources.stop();

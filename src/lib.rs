@@ -25,6 +25,7 @@
 #![deny(missing_docs)]
 
 pub mod alerts;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod daemon;

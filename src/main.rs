@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ratewarden::config::{CONFIG_ENV, Config, ConfigError};
-use ratewarden::{daemon, replay, status};
+use ratewarden::{client, daemon, replay, status};
 
 #[derive(Parser)]
 #[command(
@@ -58,6 +58,14 @@ enum Command {
         #[arg(required = true)]
         files: Vec<String>,
     },
+    /// Deferred batches on a running daemon (admin token from RATEWARDEN_ADMIN_TOKEN).
+    Batch {
+        /// Daemon base URL.
+        #[arg(long, global = true, default_value = "http://127.0.0.1:9747")]
+        server: String,
+        #[command(subcommand)]
+        command: BatchCommand,
+    },
     /// Alert channels.
     Alerts {
         #[command(subcommand)]
@@ -69,6 +77,47 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:9747")]
         server: String,
     },
+}
+
+#[derive(Subcommand)]
+enum BatchCommand {
+    /// Submit a batch: FILE holds one request per line ({"path", "method", "body", "idempotency_key"}); "-" is stdin.
+    Submit {
+        /// Upstream to send to.
+        #[arg(long)]
+        upstream: String,
+        /// Org (defaults to the upstream's).
+        #[arg(long)]
+        org: Option<String>,
+        /// When to send.
+        #[arg(long, value_enum, default_value_t = ModeArg::Offpeak)]
+        mode: ModeArg,
+        /// JSON-lines file of requests.
+        file: PathBuf,
+    },
+    /// List batches.
+    List,
+    /// Show one batch.
+    Status {
+        /// Batch id.
+        id: String,
+    },
+    /// Print one batch's items as JSON lines.
+    Items {
+        /// Batch id.
+        id: String,
+    },
+    /// Cancel the items of a batch not sent yet.
+    Cancel {
+        /// Batch id.
+        id: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Offpeak,
+    Asap,
 }
 
 #[derive(Subcommand)]
@@ -129,6 +178,66 @@ async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+async fn batch(
+    server: &str,
+    token: Option<String>,
+    command: BatchCommand,
+) -> Result<String, client::ClientError> {
+    use reqwest::Method;
+    let api = client::Api::new(server, token)?;
+    Ok(match command {
+        BatchCommand::Submit {
+            upstream,
+            org,
+            mode,
+            file,
+        } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())
+            } else {
+                std::fs::read_to_string(&file)
+            }
+            .map_err(|e| client::ClientError::Input(format!("{}: {e}", file.display())))?;
+            let requests = client::read_requests(&text)?;
+            let body = serde_json::json!({
+                "upstream": upstream,
+                "org": org,
+                "mode": match mode { ModeArg::Offpeak => "offpeak", ModeArg::Asap => "asap" },
+                "requests": requests,
+            });
+            let b = api
+                .json(
+                    Method::POST,
+                    "/v1/batches",
+                    Some(body.to_string().into_bytes()),
+                )
+                .await?;
+            client::render_batch(&b)
+        }
+        BatchCommand::List => {
+            let v = api.json(Method::GET, "/v1/batches", None).await?;
+            client::render_batches(
+                v["batches"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default(),
+            )
+        }
+        BatchCommand::Status { id } => client::render_batch(
+            &api.json(Method::GET, &format!("/v1/batches/{id}"), None)
+                .await?,
+        ),
+        BatchCommand::Items { id } => {
+            api.call(Method::GET, &format!("/v1/batches/{id}/items"), None)
+                .await?
+        }
+        BatchCommand::Cancel { id } => client::render_batch(
+            &api.json(Method::DELETE, &format!("/v1/batches/{id}"), None)
+                .await?,
+        ),
+    })
 }
 
 fn main() -> ExitCode {
@@ -259,6 +368,26 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             } else {
                 ExitCode::SUCCESS
+            }
+        }
+        Command::Batch { server, command } => {
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let token = std::env::var("RATEWARDEN_ADMIN_TOKEN").ok();
+            match rt.block_on(batch(&server, token, command)) {
+                Ok(out) => {
+                    print!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("batch: {e}");
+                    ExitCode::FAILURE
+                }
             }
         }
         Command::Status { server } => {

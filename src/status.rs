@@ -1,75 +1,15 @@
 //! `ratewarden status`: a live usage table from a running daemon's `GET /v1/usage`.
 
 use std::fmt::Write as _;
-use std::time::Duration;
 
 use serde_json::Value;
 
-/// Why `status` failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StatusError {
-    /// The daemon could not be reached.
-    #[error("cannot reach {url}: {source}")]
-    Unreachable {
-        /// What was asked.
-        url: String,
-        /// Why.
-        source: reqwest::Error,
-    },
-    /// The daemon answered with an error.
-    #[error("{url} answered {status}: {message}")]
-    Refused {
-        /// What was asked.
-        url: String,
-        /// HTTP status.
-        status: u16,
-        /// The daemon's error message.
-        message: String,
-    },
-    /// The answer was not the expected JSON.
-    #[error("{url} answered something that is not a usage report: {source}")]
-    Malformed {
-        /// What was asked.
-        url: String,
-        /// Why.
-        source: serde_json::Error,
-    },
-}
+use crate::client::{Api, ClientError};
 
 /// Fetches `/v1/usage` from `server` with the admin `token` and renders it.
-pub async fn fetch(server: &str, token: Option<&str>) -> Result<String, StatusError> {
-    let url = format!("{}/v1/usage", server.trim_end_matches('/'));
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|source| StatusError::Unreachable {
-            url: url.clone(),
-            source,
-        })?;
-    let mut req = client.get(&url);
-    if let Some(t) = token.filter(|t| !t.is_empty()) {
-        req = req.bearer_auth(t);
-    }
-    let unreachable = |source| StatusError::Unreachable {
-        url: url.clone(),
-        source,
-    };
-    let resp = req.send().await.map_err(unreachable)?;
-    let status = resp.status();
-    let body = resp.text().await.map_err(unreachable)?;
-    if !status.is_success() {
-        let message = serde_json::from_str::<Value>(&body)
-            .ok()
-            .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-            .unwrap_or(body);
-        return Err(StatusError::Refused {
-            url,
-            status: status.as_u16(),
-            message,
-        });
-    }
-    let v: Value =
-        serde_json::from_str(&body).map_err(|source| StatusError::Malformed { url, source })?;
+pub async fn fetch(server: &str, token: Option<&str>) -> Result<String, ClientError> {
+    let api = Api::new(server, token.map(str::to_string))?;
+    let v = api.json(reqwest::Method::GET, "/v1/usage", None).await?;
     Ok(render(&v))
 }
 

@@ -29,6 +29,8 @@ use crate::config::Config;
 use crate::events::{DEFAULT_MAX_EVENT_BYTES, ParseContext, Rejection, parse_event, split_body};
 use crate::live::Live;
 use crate::metrics::Metrics;
+use crate::offpeak::OffPeak;
+use crate::scheduler::{BatchError, NewBatch, Scheduler};
 use crate::sources::Health;
 use crate::tracker::Tracker;
 
@@ -57,6 +59,10 @@ pub struct ApiState {
     pub sources: Arc<OnceLock<Vec<Arc<Health>>>>,
     /// Delivery state of the notification channels (empty until delivery starts).
     pub channels: Arc<OnceLock<ChannelStates>>,
+    /// The batch scheduler (empty until start-up recovery has finished).
+    pub scheduler: Arc<OnceLock<Arc<Scheduler>>>,
+    /// Off-peak windows.
+    pub offpeak: OffPeak,
     /// Ingest admission.
     pub ingest_slots: Arc<Semaphore>,
 }
@@ -83,6 +89,8 @@ impl ApiState {
             ready: Arc::new(AtomicBool::new(false)),
             sources: Arc::new(OnceLock::new()),
             channels: Arc::new(OnceLock::new()),
+            scheduler: Arc::new(OnceLock::new()),
+            offpeak: config.offpeak.clone(),
             ingest_slots: Arc::new(Semaphore::new(INGEST_CONCURRENCY)),
         }
     }
@@ -140,6 +148,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/events", post(ingest))
         .route("/v1/usage", get(usage))
         .route("/v1/alerts", get(alerts))
+        .route("/v1/offpeak", get(offpeak))
+        .route("/v1/batches", post(create_batch).get(list_batches))
+        .route("/v1/batches/{id}", get(get_batch).delete(cancel_batch))
+        .route("/v1/batches/{id}/items", get(batch_items))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -364,6 +376,132 @@ async fn alerts(State(st): State<ApiState>, headers: HeaderMap) -> Result<Respon
         "channels": channels,
     }))
     .into_response())
+}
+
+async fn offpeak(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    st.tokens.admin.check(&headers)?;
+    let now = st.live()?.now_ms();
+    let s = st.offpeak.status(now);
+    Ok(axum::Json(json!({
+        "open": s.open,
+        "next_open": s.next_open.map(crate::clock::rfc3339),
+        "next_close": s.next_close.map(crate::clock::rfc3339),
+        "timezone": st.offpeak.tz.name(),
+    }))
+    .into_response())
+}
+
+impl ApiState {
+    fn scheduler(&self) -> Result<&Arc<Scheduler>, ApiError> {
+        self.scheduler.get().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "starting",
+                "recovering stored state; retry shortly",
+            )
+        })
+    }
+}
+
+impl From<BatchError> for ApiError {
+    fn from(e: BatchError) -> Self {
+        let (status, code) = match &e {
+            BatchError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_batch"),
+            BatchError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            BatchError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            BatchError::Full(_) => (StatusCode::TOO_MANY_REQUESTS, "queue_full"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+async fn create_batch(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    st.tokens.admin.check(&headers)?;
+    let scheduler = st.scheduler()?.clone();
+    let bytes = axum::body::to_bytes(body, st.max_body_bytes)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("body is larger than max_body_bytes ({})", st.max_body_bytes),
+            )
+        })?;
+    let req: NewBatch = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_batch",
+            format!("not a batch: {e}"),
+        )
+    })?;
+    let (summary, seq) = scheduler.create(req)?;
+    st.live()?
+        .durable_at(seq, DURABLE_WAIT)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                format!("batch not stored: {e}; retry"),
+            )
+        })?;
+    Ok((StatusCode::CREATED, axum::Json(summary)).into_response())
+}
+
+async fn list_batches(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    st.tokens.admin.check(&headers)?;
+    Ok(axum::Json(json!({"batches": st.scheduler()?.list()})).into_response())
+}
+
+async fn get_batch(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    st.tokens.admin.check(&headers)?;
+    Ok(axum::Json(st.scheduler()?.get(&id)?).into_response())
+}
+
+async fn cancel_batch(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    st.tokens.admin.check(&headers)?;
+    let (summary, seq) = st.scheduler()?.cancel(&id)?;
+    st.live()?
+        .durable_at(seq, DURABLE_WAIT)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                format!("cancel not stored: {e}; retry"),
+            )
+        })?;
+    Ok(axum::Json(summary).into_response())
+}
+
+async fn batch_items(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    st.tokens.admin.check(&headers)?;
+    let items = st.scheduler()?.items(&id)?;
+    let mut body = String::new();
+    for item in items {
+        body.push_str(&item.to_string());
+        body.push('\n');
+    }
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
 async fn metrics(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
