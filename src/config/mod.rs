@@ -365,16 +365,24 @@ impl Config {
                 .collect();
             out.push_str(&format!("sources: {}\n", list.join(", ")));
         }
+        let now = chrono::Utc::now().timestamp_millis();
+        let local = |ms: i64| {
+            chrono::DateTime::from_timestamp_millis(ms)
+                .unwrap_or_default()
+                .with_timezone(&self.offpeak.tz)
+                .format("%a %Y-%m-%d %H:%M %Z")
+                .to_string()
+        };
         let windows: Vec<String> = self
             .offpeak
-            .upcoming(chrono::Utc::now().timestamp_millis(), 3)
+            .upcoming(now, 3)
             .into_iter()
             .map(|(a, b)| {
-                format!(
-                    "{} .. {}",
-                    crate::clock::rfc3339(a),
-                    crate::clock::rfc3339(b)
-                )
+                if a <= now {
+                    format!("open now until {}", local(b))
+                } else {
+                    format!("{} .. {}", local(a), local(b))
+                }
             })
             .collect();
         out.push_str(&format!(
