@@ -71,6 +71,12 @@ enum Command {
         #[command(subcommand)]
         command: AlertsCommand,
     },
+    /// Exit 0 if a running daemon is ready (GET /readyz), 1 if not: for container health checks.
+    Health {
+        /// Daemon base URL.
+        #[arg(long, default_value = "http://127.0.0.1:9747")]
+        server: String,
+    },
     /// Show live usage from a running daemon (admin token from RATEWARDEN_ADMIN_TOKEN).
     Status {
         /// Daemon base URL.
@@ -386,6 +392,27 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("batch: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Health { server } => {
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let ready = rt.block_on(async {
+                client::Api::new(&server, None)?
+                    .call(reqwest::Method::GET, "/readyz", None)
+                    .await
+            });
+            match ready {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("not ready: {e}");
                     ExitCode::FAILURE
                 }
             }

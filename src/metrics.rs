@@ -215,10 +215,15 @@ impl Metrics {
             .inc_by(n);
     }
 
-    /// The OpenMetrics exposition.
-    pub fn encode(&self) -> Result<String, fmt::Error> {
+    /// The exposition: OpenMetrics, or the classic Prometheus text format (0.0.4) for
+    /// clients that ask for `text/plain` only (older scrapers, `promtool check metrics`).
+    pub fn encode(&self, classic: bool) -> Result<String, fmt::Error> {
         let mut out = String::with_capacity(16 * 1024);
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        if classic {
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
+        } else {
+            prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        }
         Ok(out)
     }
 }

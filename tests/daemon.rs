@@ -134,6 +134,12 @@ fn ingests_exports_and_stops_cleanly_on_sigterm() {
     assert!(!denied.status.success());
     assert!(String::from_utf8_lossy(&denied.stderr).contains("401"));
 
+    let health = std::process::Command::new(common::bin())
+        .args(["health", "--server", &d.base])
+        .output()
+        .unwrap();
+    assert!(health.status.success(), "health of a ready daemon");
+
     let started = Instant::now();
     assert_eq!(
         d.terminate(Duration::from_secs(10)),
@@ -141,6 +147,11 @@ fn ingests_exports_and_stops_cleanly_on_sigterm() {
         "{}",
         d.log_text()
     );
+    let health = std::process::Command::new(common::bin())
+        .args(["health", "--server", &d.base])
+        .output()
+        .unwrap();
+    assert!(!health.status.success(), "health of a stopped daemon");
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(d.find_log("stopped").is_some(), "{}", d.log_text());
 }

@@ -507,7 +507,14 @@ async fn batch_items(
 async fn metrics(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
     st.tokens.metrics.check(&headers)?;
     let metrics = st.metrics.clone();
-    let text = tokio::task::spawn_blocking(move || metrics.encode())
+    // OpenMetrics unless the client asks for the classic text format and not for OpenMetrics.
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let classic = accept.contains("text/plain") && !accept.contains("application/openmetrics-text");
+    let text = tokio::task::spawn_blocking(move || metrics.encode(classic))
         .await
         .ok()
         .and_then(Result::ok)
@@ -518,14 +525,12 @@ async fn metrics(State(st): State<ApiState>, headers: HeaderMap) -> Result<Respo
                 "metrics encoding failed",
             )
         })?;
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response())
+    let content_type = if classic {
+        "text/plain; version=0.0.4; charset=utf-8"
+    } else {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    };
+    Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())
 }
 
 #[cfg(test)]

@@ -422,6 +422,30 @@ async fn metrics_exposition_names_and_types() {
         assert!(m.contains(line), "missing {line:?} in\n{m}");
     }
     assert!(!m.contains("_total_total"));
+    // Clients that only take the classic text format get it.
+    let mut req = get("/metrics", None);
+    req.headers_mut()
+        .insert(header::ACCEPT, "text/plain".parse().unwrap());
+    let (_, h, classic) = call(&st, req).await;
+    assert_eq!(
+        h[header::CONTENT_TYPE],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    assert!(
+        classic.contains("# TYPE ratewarden_build_info gauge") && !classic.contains("# EOF"),
+        "{classic}"
+    );
+    let mut req = get("/metrics", None);
+    req.headers_mut().insert(
+        header::ACCEPT,
+        "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+            .parse()
+            .unwrap(),
+    );
+    assert!(
+        call(&st, req).await.2.contains("# EOF"),
+        "what Prometheus asks for"
+    );
 }
 
 #[tokio::test]

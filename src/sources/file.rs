@@ -627,7 +627,7 @@ mod tests {
         }
 
         fn rejected(&self, reason: &str) -> bool {
-            self.metrics.encode().unwrap().contains(&format!(
+            self.metrics.encode(false).unwrap().contains(&format!(
                 "ratewarden_events_rejected_total{{source=\"t\",reason=\"{reason}\"}} 1"
             ))
         }
@@ -684,7 +684,7 @@ mod tests {
         );
         assert!(
             f.metrics
-                .encode()
+                .encode(false)
                 .unwrap()
                 .contains("ratewarden_events_rejected_total{source=\"t\",reason=\"too_large\"} 2")
         );
