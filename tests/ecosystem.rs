@@ -1,0 +1,562 @@
+//! The files users import and deploy, each checked by the real tool: promtool (rules, rule
+//! tests, metrics lint), amtool, a real Prometheus scraping a real daemon (every dashboard
+//! query returns data, every rule loads, the expected alerts fire), grafana-foundation-sdk,
+//! kubernetes-validate and the Prometheus Operator's CRD schemas, systemd-analyze.
+//! `scripts/test` installs what they need (Debian prometheus, PyPI and npm packages).
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use common::upstream::Upstream;
+use common::{Daemon, eventually, http};
+use serde_json::{Value, json};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tool(name: &str) -> String {
+    for dir in ["/usr/bin", "/usr/local/bin", "/bin"] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p.display().to_string();
+        }
+    }
+    panic!("{name} is not installed; scripts/test installs it")
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn rules_pass_promtool_checks_and_unit_tests() {
+    let promtool = tool("promtool");
+    let out = run(Command::new(&promtool)
+        .args(["check", "rules"])
+        .arg(root().join("alerts/ratewarden.rules.yml")));
+    assert!(
+        text(&out).contains("SUCCESS: 19 rules found"),
+        "{}",
+        text(&out)
+    );
+    let out = run(Command::new(&promtool)
+        .args(["test", "rules", "ratewarden.rules.test.yml"])
+        .current_dir(root().join("alerts/tests")));
+    assert!(text(&out).contains("SUCCESS"), "{}", text(&out));
+}
+
+#[test]
+fn the_alertmanager_example_is_valid() {
+    let out = run(Command::new(tool("amtool"))
+        .args(["check-config"])
+        .arg(root().join("alerts/alertmanager.example.yml")));
+    assert!(text(&out).contains("SUCCESS"), "{}", text(&out));
+}
+
+#[test]
+fn the_dashboard_is_generated_and_passes_grafanas_schema_library() {
+    run(Command::new("python3")
+        .arg(root().join("dashboards/build.py"))
+        .arg("--check"));
+    let out = run(Command::new("python3")
+        .arg(root().join("tests/support/check_dashboard.py"))
+        .arg(root().join("dashboards/ratewarden.json")));
+    assert!(text(&out).contains("0 problems"), "{}", text(&out));
+}
+
+#[test]
+fn kubernetes_manifests_validate_against_their_schemas() {
+    let k8s = root().join("deploy/kubernetes");
+    run(Command::new("python3")
+        .arg(k8s.join("generate-prometheusrule.py"))
+        .arg("--check"));
+    let out = run(Command::new("kubernetes-validate")
+        .args(["--strict", "-k", "1.30.0"])
+        .args(["configmap.yaml", "statefulset.yaml", "service.yaml"].map(|f| k8s.join(f))));
+    assert_eq!(
+        text(&out).matches("passed for resource").count(),
+        3,
+        "{}",
+        text(&out)
+    );
+    let support = root().join("tests/support/k8s");
+    assert!(
+        support.join("node_modules").exists(),
+        "run `npm ci --prefix tests/support/k8s` (scripts/test does)"
+    );
+    let out = run(Command::new("node")
+        .arg(support.join("validate.mjs"))
+        .args(["servicemonitor.yaml", "prometheusrule.yaml"].map(|f| k8s.join(f))));
+    assert_eq!(text(&out).matches("PASS").count(), 2, "{}", text(&out));
+    // Every manifest is part of the kustomization.
+    let kustomization = std::fs::read_to_string(k8s.join("kustomization.yaml")).unwrap();
+    for f in [
+        "configmap.yaml",
+        "statefulset.yaml",
+        "service.yaml",
+        "servicemonitor.yaml",
+        "prometheusrule.yaml",
+    ] {
+        assert!(
+            kustomization.contains(f),
+            "{f} missing from kustomization.yaml"
+        );
+    }
+}
+
+#[test]
+fn the_systemd_unit_verifies_and_is_hardened() {
+    let Ok(analyze) = std::panic::catch_unwind(|| tool("systemd-analyze")) else {
+        eprintln!("systemd-analyze is not available on this machine; the unit was not verified");
+        return;
+    };
+    // systemd-analyze insists that ExecStart's binary exists: point it at the one just built.
+    let unit = std::fs::read_to_string(root().join("deploy/systemd/ratewarden.service")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ratewarden.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/ratewarden", common::bin()),
+    )
+    .unwrap();
+    let out = run(Command::new(&analyze).arg("verify").arg(&path));
+    assert!(text(&out).trim().is_empty(), "warnings: {}", text(&out));
+    let out = run(Command::new(&analyze)
+        .args(["security", "--offline=true"])
+        .arg(&path));
+    let score: f64 = text(&out)
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for ratewarden.service: ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .expect("an exposure score");
+    assert!(score <= 2.0, "exposure {score} (0 best, 10 worst)");
+}
+
+#[test]
+fn the_compose_stack_refers_to_files_that_exist() {
+    let deploy = root().join("deploy");
+    let compose = std::fs::read_to_string(deploy.join("docker-compose.yml")).unwrap();
+    for service in ["ratewarden:", "prometheus:", "alertmanager:", "grafana:"] {
+        assert!(
+            compose.contains(&format!("\n  {service}")),
+            "service {service}"
+        );
+    }
+    // Host paths of bind mounts, relative to deploy/.
+    for line in compose
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("- ./") || l.starts_with("- ../"))
+    {
+        let host = line.trim_start_matches("- ").split(':').next().unwrap();
+        assert!(deploy.join(host).exists(), "{host} does not exist");
+    }
+    assert!(
+        std::fs::read_to_string(deploy.join("Dockerfile"))
+            .unwrap()
+            .contains("HEALTHCHECK")
+    );
+    let prometheus = std::fs::read_to_string(deploy.join("compose/prometheus.yml")).unwrap();
+    assert!(prometheus.contains("/etc/prometheus/rules/ratewarden.rules.yml"));
+    // The compose config is a valid ratewarden config.
+    run(Command::new(common::bin())
+        .args(["check-config"])
+        .arg(deploy.join("compose/ratewarden.toml")));
+    // So is the one in the Kubernetes ConfigMap.
+    let cm = std::fs::read_to_string(deploy.join("kubernetes/configmap.yaml")).unwrap();
+    let toml: String = cm
+        .split("ratewarden.toml: |\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .map(|l| format!("{}\n", l.trim_start()))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cm.toml"), toml).unwrap();
+    run(Command::new(common::bin())
+        .args(["check-config"])
+        .arg(dir.path().join("cm.toml")));
+}
+
+// ------------------------------------------------------------------ a real Prometheus
+
+struct Prometheus {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_prometheus(dir: &Path, target: &str) -> Prometheus {
+    // The shipped rules with `for` durations cut to zero and the recording interval to 1 s, so
+    // the expressions are judged in seconds; `for` itself is covered by the promtool tests.
+    let rules = std::fs::read_to_string(root().join("alerts/ratewarden.rules.yml")).unwrap();
+    let fast: String = rules
+        .lines()
+        .map(|l| {
+            let t = l.trim_start();
+            let indent = &l[..l.len() - t.len()];
+            if t.starts_with("for: ") {
+                format!("{indent}for: 0s\n")
+            } else if t.starts_with("interval: ") {
+                format!("{indent}interval: 1s\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(dir.join("rules.yml"), fast).unwrap();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - rules.yml\n\
+             scrape_configs:\n  - job_name: ratewarden\n    static_configs:\n      - targets: [\"{target}\"]\n"
+        ),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(tool("prometheus"))
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus starts");
+    let base = format!("http://127.0.0.1:{port}");
+    assert!(
+        eventually(30, || (common::http_status(&format!("{base}/-/ready"))
+            == Some(200))
+        .then_some(()))
+        .is_some()
+    );
+    Prometheus { child, base }
+}
+
+fn promql(p: &Prometheus, query: &str) -> Value {
+    let url = format!("{}/api/v1/query?query={}", p.base, urlencode(query));
+    let (_, body) = http("GET", &url, &[], b"").unwrap();
+    serde_json::from_str(&body).unwrap_or(Value::Null)
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A receiver that refuses every notification (so `notifications_total{outcome="failed"}` moves).
+fn refusing_receiver() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut s = stream;
+            let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+            let mut buf = [0u8; 65536];
+            let _ = std::io::Read::read(&mut s, &mut buf);
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 7\r\nConnection: close\r\n\r\nno such");
+        }
+    });
+    format!("http://{addr}/hook")
+}
+
+fn events(d: &Daemon, lines: &[String]) {
+    let body = lines.join("\n") + "\n";
+    let (status, answer) = http(
+        "POST",
+        &format!("{}/v1/events", d.base),
+        &[],
+        body.as_bytes(),
+    )
+    .unwrap();
+    assert!(status == 202, "{answer}");
+}
+
+#[test]
+fn prometheus_scrapes_the_daemon_every_panel_has_data_and_the_alerts_fire() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start(1200, 100, Duration::ZERO);
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[limits]
+max_orgs = 3
+
+[tiers.small]
+rpm = 10
+concurrency = 2
+daily = 30
+
+[[orgs]]
+id = "acme"
+tier = "small"
+
+[detect]
+stuck_after = "1s"
+release_after = "1h"
+
+[alerts]
+retry_base = "100ms"
+retry_cap = "200ms"
+max_age = "1s"
+
+[[alerts.webhook]]
+name = "hook"
+url = "{}"
+
+[[upstreams]]
+name = "fake"
+base_url = "{}"
+org = "beta"
+
+[scheduler]
+share = 0.5
+"#,
+        refusing_receiver(),
+        up.url()
+    );
+    let d = Daemon::start(dir.path(), &config, &[]);
+    let target = d.base.trim_start_matches("http://").to_string();
+    let prom = start_prometheus(dir.path(), &target);
+    let up_query = || {
+        promql(&prom, r#"up{job="ratewarden"}"#)["data"]["result"][0]["value"][1].as_str()
+            == Some("1")
+    };
+    assert!(
+        eventually(30, || up_query().then_some(())).is_some(),
+        "Prometheus scrapes the daemon"
+    );
+
+    let now = || chrono::Utc::now().timestamp_millis();
+    let ev = |body: &str| format!("{{\"org\":\"acme\",\"ts\":{},{body}}}", now());
+    // Phase 1 creates the series (so the counters' first increase falls inside the windows).
+    events(
+        &d,
+        &[
+            ev(r#""app":"bot","status":429,"retry_after":30"#),
+            ev(
+                r#""app":"ui","status":200,"ratelimit":{"remaining_requests":4,"remaining_tokens":900}"#,
+            ),
+            ev(r#""app":"ui","status":202,"job_id":"done-1""#),
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    // Phase 2: over every threshold.
+    let mut lines = Vec::new();
+    for _ in 0..7 {
+        lines.push(ev(
+            r#""app":"bot","status":429,"retry_after":30,"error_code":"rate_limit_exceeded""#,
+        ));
+    }
+    for i in 0..22 {
+        lines.push(ev(&format!(
+            r#""app":"ui","status":200,"request_id":"r{i}""#
+        )));
+    }
+    lines.push(ev(r#""app":"ui","status":202,"job_id":"stuck-1""#));
+    lines.push(ev(r#""app":"ui","status":202,"job_id":"stuck-2""#));
+    lines.push(ev(r#""app":"ui","kind":"job_completed","job_id":"done-1""#));
+    for i in 0..6 {
+        lines.push(format!("{{\"org\":\"flood-{i}\",\"status\":200}}"));
+    }
+    for _ in 0..5 {
+        lines.push("{not json".into());
+    }
+    events(&d, &lines);
+    let batch = json!({"upstream": "fake", "mode": "asap", "requests": [{"path": "/v1/videos"}, {"path": "/v1/videos"}]}).to_string();
+    let (status, answer) = http(
+        "POST",
+        &format!("{}/v1/batches", d.base),
+        &[],
+        batch.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{answer}");
+
+    // Every dashboard query returns data through Prometheus's API.
+    let dash: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("dashboards/ratewarden.json")).unwrap(),
+    )
+    .unwrap();
+    let mut queries: Vec<(String, String)> = Vec::new();
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            queries.push((
+                p["title"].as_str().unwrap().to_string(),
+                t["expr"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    for v in dash["templating"]["list"].as_array().unwrap() {
+        // label_values(metric, label) is Grafana's; the same question in PromQL:
+        let def = v["definition"].as_str().unwrap();
+        let inner = def
+            .trim_start_matches("label_values(")
+            .trim_end_matches(')');
+        let (metric, label) = inner.rsplit_once(',').unwrap();
+        queries.push((
+            format!("variable {}", v["name"]),
+            format!("group by ({}) ({metric})", label.trim()),
+        ));
+    }
+    assert!(queries.len() >= 30);
+    let concrete = |q: &str| {
+        q.replace("$org", ".*")
+            .replace("$app", ".*")
+            .replace("$__rate_interval", "1m")
+    };
+    let empty = |qs: &[(String, String)]| -> Vec<String> {
+        qs.iter()
+            .filter(|(_, q)| {
+                let r = promql(&prom, &concrete(q));
+                r["status"] != "success" || r["data"]["result"].as_array().is_none_or(Vec::is_empty)
+            })
+            .map(|(t, q)| format!("{t}: {q}"))
+            .collect()
+    };
+    let settled = eventually(40, || empty(&queries).is_empty().then_some(()));
+    assert!(
+        settled.is_some(),
+        "panels without data:\n{}",
+        empty(&queries).join("\n")
+    );
+
+    // Every rule loads and is healthy.
+    let (_, rules) = http("GET", &format!("{}/api/v1/rules", prom.base), &[], b"").unwrap();
+    let rules: Value = serde_json::from_str(&rules).unwrap();
+    let all: Vec<&Value> = rules["data"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap())
+        .collect();
+    assert_eq!(all.len(), 19);
+    assert!(all.iter().all(|r| r["health"] == "ok"), "{all:?}");
+
+    // The expected alerts fire; the exporter ones do not.
+    let expected = [
+        "RatewardenUsageHigh",
+        "RatewardenDailyQuotaExhausted",
+        "RatewardenJobsStuck",
+        "RatewardenRateLimited",
+        "RatewardenBurstDetected",
+        "RatewardenRetryStorm",
+        "RatewardenRetryAfterIgnored",
+        "RatewardenNotificationsFailing",
+        "RatewardenEventsRejected",
+    ];
+    let firing = || -> Vec<String> {
+        let (_, body) = http("GET", &format!("{}/api/v1/alerts", prom.base), &[], b"").unwrap();
+        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        v["data"]["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["state"] == "firing")
+            .map(|a| a["labels"]["alertname"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    let all_fired = eventually(40, || {
+        let f = firing();
+        expected
+            .iter()
+            .all(|e| f.iter().any(|x| x == e))
+            .then_some(f)
+    });
+    let f = all_fired.unwrap_or_else(|| panic!("firing: {:?}\nexpected: {expected:?}", firing()));
+    for quiet in [
+        "RatewardenExporterDown",
+        "RatewardenExporterAbsent",
+        "RatewardenNotificationBacklog",
+    ] {
+        assert!(!f.iter().any(|x| x == quiet), "{quiet} fired");
+    }
+    let critical = promql(
+        &prom,
+        r#"ALERTS{alertname="RatewardenUsageHigh",alertstate="firing",severity="critical",org="acme"}"#,
+    );
+    assert!(
+        !critical["data"]["result"].as_array().unwrap().is_empty(),
+        "acme at or over 90 %"
+    );
+
+    // promtool's lint is clean on the exposition (classic text format, as promtool reads it).
+    let (_, metrics) = {
+        let url = format!("{}/metrics", d.base);
+        let rest = url.trim_start_matches("http://");
+        let (host, path) = rest.split_once('/').unwrap();
+        let mut s = std::net::TcpStream::connect(host).unwrap();
+        write!(s, "GET /{path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n").unwrap();
+        let mut resp = String::new();
+        std::io::Read::read_to_string(&mut s, &mut resp).unwrap();
+        let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+        (head.to_string(), body.to_string())
+    };
+    let mut check = Command::new(tool("promtool"))
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && text(&out).trim().is_empty(),
+        "promtool check metrics: {}",
+        text(&out)
+    );
+}
