@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use ratewarden::config::{CONFIG_ENV, Config, ConfigError};
+use ratewarden::config::{CONFIG_ENV, Config};
 use ratewarden::{client, daemon, replay, status};
 
 #[derive(Parser)]
@@ -150,17 +150,34 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-fn load(path: Option<&PathBuf>) -> Result<Config, ConfigError> {
+/// Why a command stopped: the message for stderr and the exit code (2 for bad usage or
+/// configuration, 1 for everything else).
+struct Failed(u8, String);
+
+impl Failed {
+    fn usage(msg: impl std::fmt::Display) -> Failed {
+        Failed(2, msg.to_string())
+    }
+
+    fn other(msg: impl std::fmt::Display) -> Failed {
+        Failed(1, msg.to_string())
+    }
+}
+
+fn load(path: Option<&PathBuf>) -> Result<Config, Failed> {
     match path {
-        Some(p) => Config::load(p),
+        Some(p) => Config::load(p).map_err(Failed::usage),
         None => Ok(Config::default()),
     }
 }
 
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+/// Runs `f` to completion on a fresh multi-threaded runtime.
+fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, Failed> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
+        .map_err(|e| Failed::other(format!("cannot start the async runtime: {e}")))?;
+    Ok(rt.block_on(f))
 }
 
 async fn shutdown_signal() {
@@ -249,23 +266,20 @@ async fn batch(
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
-    match cli.command {
+    match command(cli.command) {
+        Ok(code) => code,
+        Err(Failed(code, msg)) => {
+            eprintln!("{msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn command(command: Command) -> Result<ExitCode, Failed> {
+    Ok(match command {
         Command::Run { config } => {
-            let config = match load(config.as_ref()) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let rt = match runtime() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match rt.block_on(daemon::run(&config, shutdown_signal())) {
+            let config = load(config.as_ref())?;
+            match block_on(daemon::run(&config, shutdown_signal()))? {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");
@@ -273,29 +287,24 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::CheckConfig { file } => match Config::load(&file) {
-            Ok(config) => {
-                println!("{}: OK", file.display());
-                print!("{}", config.summary());
-                for (who, what, why) in config.missing_secrets() {
+        Command::CheckConfig { file } => {
+            let config = Config::load(&file).map_err(Failed::usage)?;
+            println!("{}: OK", file.display());
+            print!("{}", config.summary());
+            for (who, what, why) in config.missing_secrets() {
+                eprintln!(
+                    "warning: {who}: its {what} is missing ({why}); `run` will refuse to start"
+                );
+            }
+            for (var, what) in config.secret_envs() {
+                if std::env::var(var).map_or(true, |v| v.is_empty()) {
                     eprintln!(
-                        "warning: {who}: its {what} is missing ({why}); `run` will refuse to start"
+                        "warning: ${var} ({what}) is unset: that route is open, which `run` allows only on a loopback address"
                     );
                 }
-                for (var, what) in config.secret_envs() {
-                    if std::env::var(var).map_or(true, |v| v.is_empty()) {
-                        eprintln!(
-                            "warning: ${var} ({what}) is unset: that route is open, which `run` allows only on a loopback address"
-                        );
-                    }
-                }
-                ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(2)
-            }
-        },
+            ExitCode::SUCCESS
+        }
         Command::Replay {
             config,
             format,
@@ -303,24 +312,13 @@ fn main() -> ExitCode {
             org,
             files,
         } => {
-            let config = match load(config.as_ref()) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(2);
-                }
-            };
+            let config = load(config.as_ref())?;
             let mut opts = replay::Options::new(files);
             opts.format = format;
             opts.org = org;
             let start = chrono::Utc::now().timestamp_millis();
-            let report = match replay::run(&config, &opts, start) {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("replay: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
+            let report = replay::run(&config, &opts, start)
+                .map_err(|e| Failed::other(format!("replay: {e}")))?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
             let written = if json {
@@ -329,37 +327,23 @@ fn main() -> ExitCode {
                 report.write_text(&mut out)
             };
             match written.and_then(|()| std::io::Write::flush(&mut out)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("replay: writing the report: {e}");
-                    ExitCode::FAILURE
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    return Err(Failed::other(format!("replay: writing the report: {e}")));
                 }
+                _ => ExitCode::SUCCESS,
             }
         }
         Command::Alerts {
             command: AlertsCommand::Test { config },
         } => {
-            let config = match load(config.as_ref()) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(2);
-                }
-            };
+            let config = load(config.as_ref())?;
             if config.alerts.channels.is_empty() {
-                eprintln!("no channels configured ([[alerts.email]], [[alerts.webhook]])");
-                return ExitCode::from(2);
+                return Err(Failed::usage(
+                    "no channels configured ([[alerts.email]], [[alerts.webhook]])",
+                ));
             }
-            let rt = match runtime() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
             let now = chrono::Utc::now().timestamp_millis();
-            let results = rt.block_on(ratewarden::alerts::send_test(&config.alerts, now));
+            let results = block_on(ratewarden::alerts::send_test(&config.alerts, now))?;
             let mut failed = false;
             for (channel, result) in results {
                 match result {
@@ -377,65 +361,27 @@ fn main() -> ExitCode {
             }
         }
         Command::Batch { server, command } => {
-            let rt = match runtime() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
             let token = std::env::var("RATEWARDEN_ADMIN_TOKEN").ok();
-            match rt.block_on(batch(&server, token, command)) {
-                Ok(out) => {
-                    print!("{out}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("batch: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            let out = block_on(batch(&server, token, command))?
+                .map_err(|e| Failed::other(format!("batch: {e}")))?;
+            print!("{out}");
+            ExitCode::SUCCESS
         }
         Command::Health { server } => {
-            let rt = match runtime() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let ready = rt.block_on(async {
+            block_on(async {
                 client::Api::new(&server, None)?
                     .call(reqwest::Method::GET, "/readyz", None)
                     .await
-            });
-            match ready {
-                Ok(_) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("not ready: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            })?
+            .map_err(|e| Failed::other(format!("not ready: {e}")))?;
+            ExitCode::SUCCESS
         }
         Command::Status { server } => {
             let token = std::env::var("RATEWARDEN_ADMIN_TOKEN").ok();
-            let rt = match runtime() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match rt.block_on(status::fetch(&server, token.as_deref())) {
-                Ok(table) => {
-                    print!("{table}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("status: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            let table = block_on(status::fetch(&server, token.as_deref()))?
+                .map_err(|e| Failed::other(format!("status: {e}")))?;
+            print!("{table}");
+            ExitCode::SUCCESS
         }
-    }
+    })
 }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -329,11 +329,8 @@ fn a_permanent_4xx_is_not_retried() {
 
 #[test]
 fn delivered_after_both_the_receiver_and_the_daemon_come_back() {
-    // Reserve a port with nothing listening on it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // A port with nothing listening on it (yet).
+    let port = std::net::SocketAddr::from(([127, 0, 0, 1], common::free_port()));
     let dir = tempfile::tempdir().unwrap();
     let config = with_webhook(&format!("http://{port}/hook"), "");
     let mut d = Daemon::start(dir.path(), &config, &[("T_HOOK_SECRET", "s")]);
@@ -431,23 +428,12 @@ fn make_certs(dir: &Path) -> (String, String, String) {
 }
 
 struct Smtp {
-    child: Child,
+    _process: common::Reaped,
     port: u16,
 }
 
-impl Drop for Smtp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_smtp(dir: &Path, cert: &str, key: &str, out: &Path) -> Smtp {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_server.py");
     let mut child = Command::new("python3")
         .arg(script)
@@ -473,7 +459,10 @@ fn start_smtp(dir: &Path, cert: &str, key: &str, out: &Path) -> Smtp {
         "ready",
         "aiosmtpd started (scripts/test installs it: pip install aiosmtpd)"
     );
-    Smtp { child, port }
+    Smtp {
+        _process: common::Reaped(child),
+        port,
+    }
 }
 
 #[test]
@@ -574,15 +563,8 @@ fn email_over_starttls_with_auth_reaches_a_real_smtp_server() {
 // ------------------------------------------------------------------ a real Alertmanager
 
 struct Alertmanager {
-    child: Child,
+    _process: common::Reaped,
     base: String,
-}
-
-impl Drop for Alertmanager {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn alertmanager_binary() -> &'static str {
@@ -600,11 +582,7 @@ fn alertmanager_binary() -> &'static str {
 }
 
 fn start_alertmanager(dir: &Path) -> Alertmanager {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let cfg = dir.join("alertmanager.yml");
     std::fs::write(
         &cfg,
@@ -625,7 +603,10 @@ fn start_alertmanager(dir: &Path) -> Alertmanager {
         (common::http_status(&format!("{base}/-/ready")) == Some(200)).then_some(())
     });
     assert!(up.is_some(), "alertmanager became ready");
-    Alertmanager { child, base }
+    Alertmanager {
+        _process: common::Reaped(child),
+        base,
+    }
 }
 
 fn am_alerts(am: &Alertmanager) -> Vec<Value> {

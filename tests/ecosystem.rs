@@ -8,7 +8,7 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::upstream::Upstream;
@@ -237,15 +237,8 @@ fn the_compose_stack_refers_to_files_that_exist() {
 // ------------------------------------------------------------------ a real Prometheus
 
 struct Prometheus {
-    child: Child,
+    _process: common::Reaped,
     base: String,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start_prometheus(dir: &Path, target: &str) -> Prometheus {
@@ -275,11 +268,7 @@ fn start_prometheus(dir: &Path, target: &str) -> Prometheus {
         ),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let child = Command::new(tool("prometheus"))
         .arg(format!(
             "--config.file={}",
@@ -302,7 +291,10 @@ fn start_prometheus(dir: &Path, target: &str) -> Prometheus {
         .then_some(()))
         .is_some()
     );
-    Prometheus { child, base }
+    Prometheus {
+        _process: common::Reaped(child),
+        base,
+    }
 }
 
 fn promql(p: &Prometheus, query: &str) -> Value {

@@ -464,23 +464,12 @@ impl Worker {
 pub async fn send_test(alerts: &AlertsConfig, now_ms: i64) -> Vec<(String, Result<(), String>)> {
     let mut out = Vec::new();
     for c in &alerts.channels {
-        let t = Transition {
-            ts_ms: now_ms,
-            org: "ratewarden".into(),
-            app: None,
-            alert: AlertName::Test,
-            dimension: None,
-            severity: Severity::Critical,
-            status: Status::Firing,
-            notify: true,
-            starts_at_ms: now_ms,
-            usage: None,
-            limit: None,
-            threshold_bp: None,
-            previous_severity: None,
-            peak: Severity::Critical,
-            repeat: false,
-        };
+        let t = Transition::firing(
+            &"ratewarden".into(),
+            now_ms,
+            AlertName::Test,
+            Severity::Critical,
+        );
         let result = match Sender::new(c, alerts) {
             Err(e) => Err(e),
             Ok(sender) => {
@@ -517,20 +506,10 @@ mod tests {
     fn t(severity: Severity, status: Status, notify: bool) -> Transition {
         Transition {
             ts_ms: 1,
-            org: "acme".into(),
-            app: None,
-            alert: AlertName::UsageHigh,
             dimension: Some(Dimension::Rpm),
-            severity,
             status,
             notify,
-            starts_at_ms: 0,
-            usage: None,
-            limit: None,
-            threshold_bp: None,
-            previous_severity: None,
-            peak: severity,
-            repeat: false,
+            ..Transition::firing(&"acme".into(), 0, AlertName::UsageHigh, severity)
         }
     }
 

@@ -209,20 +209,16 @@ mod tests {
     fn usage_high() -> Transition {
         Transition {
             ts_ms: 1_795_788_000_000,
-            org: "acme".into(),
-            app: None,
-            alert: AlertName::UsageHigh,
             dimension: Some(Dimension::Rpm),
-            severity: Severity::Critical,
-            status: Status::Firing,
-            notify: true,
-            starts_at_ms: 1_795_787_990_000,
             usage: Some(46),
             limit: Some(50),
             threshold_bp: Some(9000),
-            previous_severity: None,
-            peak: Severity::Critical,
-            repeat: false,
+            ..Transition::firing(
+                &"acme".into(),
+                1_795_787_990_000,
+                AlertName::UsageHigh,
+                Severity::Critical,
+            )
         }
     }
 

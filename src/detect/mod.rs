@@ -130,6 +130,28 @@ pub struct Transition {
 }
 
 impl Transition {
+    /// `org`'s `alert` starting to fire at `ts` with nothing else known, to be completed with
+    /// struct-update syntax.
+    pub fn firing(org: &Arc<str>, ts: i64, alert: AlertName, severity: Severity) -> Transition {
+        Transition {
+            ts_ms: ts,
+            org: org.clone(),
+            app: None,
+            alert,
+            dimension: None,
+            severity,
+            status: Status::Firing,
+            notify: true,
+            starts_at_ms: ts,
+            usage: None,
+            limit: None,
+            threshold_bp: None,
+            previous_severity: None,
+            peak: severity,
+            repeat: false,
+        }
+    }
+
     /// Usage over limit, where both are known.
     pub fn value(&self) -> Option<f64> {
         match (self.usage, self.limit) {
@@ -479,21 +501,11 @@ mod tests {
     #[test]
     fn summaries_read_well() {
         let t = Transition {
-            ts_ms: 0,
-            org: "acme".into(),
-            app: None,
-            alert: AlertName::UsageHigh,
             dimension: Some(Dimension::Rpm),
-            severity: Severity::Critical,
-            status: Status::Firing,
-            notify: true,
-            starts_at_ms: 0,
             usage: Some(46),
             limit: Some(50),
             threshold_bp: Some(9000),
-            previous_severity: None,
-            peak: Severity::Critical,
-            repeat: false,
+            ..Transition::firing(&"acme".into(), 0, AlertName::UsageHigh, Severity::Critical)
         };
         assert_eq!(t.summary(), "acme at 92% of its 50 rpm");
         assert_eq!(t.value(), Some(0.92));

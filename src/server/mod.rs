@@ -98,14 +98,37 @@ impl ApiState {
 
 impl ApiState {
     fn live(&self) -> Result<&Live, ApiError> {
-        self.live.get().ok_or_else(|| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "starting",
-                "recovering stored state; retry shortly",
-            )
-        })
+        self.live.get().ok_or_else(starting)
     }
+}
+
+/// What every route that needs recovered state answers until it is.
+fn starting() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "starting",
+        "recovering stored state; retry shortly",
+    )
+}
+
+fn body_too_large(max_body_bytes: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        format!("body is larger than max_body_bytes ({max_body_bytes})"),
+    )
+}
+
+/// Waits until the store has committed `seq`: a change is acknowledged only once durable.
+async fn stored(live: &Live, seq: u64, what: &str) -> Result<(), ApiError> {
+    live.durable_at(seq, DURABLE_WAIT).await.map_err(|e| {
+        tracing::warn!(error = %e, "{what} not confirmed by the store");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            format!("{what} not stored: {e}; retry"),
+        )
+    })
 }
 
 /// An API error answer.
@@ -248,11 +271,7 @@ async fn ingest(
     let too_large = |st: &ApiState| {
         st.metrics
             .rejected("http", crate::events::Reason::TooLarge, 1);
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("body is larger than max_body_bytes ({})", st.max_body_bytes),
-        )
+        body_too_large(st.max_body_bytes)
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -278,16 +297,7 @@ async fn ingest(
         })?;
 
     if result.accepted > 0 {
-        live.durable_at(result.seq, DURABLE_WAIT)
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "ingest not confirmed by the store");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "store_unavailable",
-                    format!("events were not stored: {e}; retry"),
-                )
-            })?;
+        stored(&live, result.seq, "events").await?;
     }
     st.metrics.ingested("http", result.accepted as u64);
     for (_, r) in &result.rejected {
@@ -393,13 +403,7 @@ async fn offpeak(State(st): State<ApiState>, headers: HeaderMap) -> Result<Respo
 
 impl ApiState {
     fn scheduler(&self) -> Result<&Arc<Scheduler>, ApiError> {
-        self.scheduler.get().ok_or_else(|| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "starting",
-                "recovering stored state; retry shortly",
-            )
-        })
+        self.scheduler.get().ok_or_else(starting)
     }
 }
 
@@ -424,13 +428,7 @@ async fn create_batch(
     let scheduler = st.scheduler()?.clone();
     let bytes = axum::body::to_bytes(body, st.max_body_bytes)
         .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("body is larger than max_body_bytes ({})", st.max_body_bytes),
-            )
-        })?;
+        .map_err(|_| body_too_large(st.max_body_bytes))?;
     let req: NewBatch = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -439,16 +437,7 @@ async fn create_batch(
         )
     })?;
     let (summary, seq) = scheduler.create(req)?;
-    st.live()?
-        .durable_at(seq, DURABLE_WAIT)
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                format!("batch not stored: {e}; retry"),
-            )
-        })?;
+    stored(st.live()?, seq, "batch").await?;
     Ok((StatusCode::CREATED, axum::Json(summary)).into_response())
 }
 
@@ -476,16 +465,7 @@ async fn cancel_batch(
 ) -> Result<Response, ApiError> {
     st.tokens.admin.check(&headers)?;
     let (summary, seq) = st.scheduler()?.cancel(&id)?;
-    st.live()?
-        .durable_at(seq, DURABLE_WAIT)
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                format!("cancel not stored: {e}; retry"),
-            )
-        })?;
+    stored(st.live()?, seq, "cancel").await?;
     Ok(axum::Json(summary).into_response())
 }
 

@@ -602,17 +602,32 @@ mod tests {
             self.dir.path().join(name)
         }
 
-        fn append(&self, name: &str, text: &str) {
+        fn append(&self, name: &str, bytes: impl AsRef<[u8]>) {
             let mut f = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(self.path(name))
                 .unwrap();
-            f.write_all(text.as_bytes()).unwrap();
+            f.write_all(bytes.as_ref()).unwrap();
+        }
+
+        fn truncate(&self, name: &str) {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(self.path(name))
+                .unwrap()
+                .set_len(0)
+                .unwrap();
+        }
+
+        /// logrotate's `copytruncate`: copy to `to`, then empty the original in place.
+        fn copytruncate(&self, name: &str, to: &str) {
+            std::fs::copy(self.path(name), self.path(to)).unwrap();
+            self.truncate(name);
         }
 
         fn lines(&self, name: &str, n: usize) {
-            self.append(name, &"{\"status\":200}\n".repeat(n));
+            self.append(name, "{\"status\":200}\n".repeat(n));
         }
 
         fn counted(&self) -> u64 {
@@ -626,9 +641,9 @@ mod tests {
             })
         }
 
-        fn rejected(&self, reason: &str) -> bool {
+        fn rejected(&self, reason: &str, n: u64) -> bool {
             self.metrics.encode(false).unwrap().contains(&format!(
-                "ratewarden_events_rejected_total{{source=\"t\",reason=\"{reason}\"}} 1"
+                "ratewarden_events_rejected_total{{source=\"t\",reason=\"{reason}\"}} {n}"
             ))
         }
     }
@@ -659,20 +674,15 @@ mod tests {
     fn long_lines_and_invalid_utf8_are_rejected_and_the_stream_goes_on() {
         let f = Fixture::new("");
         f.lines("a.log", 1);
-        f.append("a.log", &format!("{{\"model\":\"{}\"}}\n", "m".repeat(150)));
+        f.append("a.log", format!("{{\"model\":\"{}\"}}\n", "m".repeat(150)));
         f.append("a.log", "{\"status\":200,\"app\":\"\u{00e9}\"}\n");
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(f.path("a.log"))
-            .unwrap()
-            .write_all(b"{\"app\":\"\xff\"}\n")
-            .unwrap();
+        f.append("a.log", b"{\"app\":\"\xff\"}\n");
         // A long line still being written: dropped as it arrives, counted once when it ends.
-        f.append("a.log", &"x".repeat(150));
+        f.append("a.log", "x".repeat(150));
         let mut s = f.source(&[], false);
         step(&mut s, true);
         assert!(s.files[0].skipping);
-        f.append("a.log", &"y".repeat(50));
+        f.append("a.log", "y".repeat(50));
         step(&mut s, false);
         f.append("a.log", "z\n");
         f.lines("a.log", 1);
@@ -682,13 +692,8 @@ mod tests {
             3,
             "two plain lines and the one with an escaped é"
         );
-        assert!(
-            f.metrics
-                .encode(false)
-                .unwrap()
-                .contains("ratewarden_events_rejected_total{source=\"t\",reason=\"too_large\"} 2")
-        );
-        assert!(f.rejected("invalid_json"), "invalid UTF-8");
+        assert!(f.rejected("too_large", 2));
+        assert!(f.rejected("invalid_json", 1), "invalid UTF-8");
     }
 
     #[test]
@@ -715,13 +720,7 @@ mod tests {
         let mut s = f.source(&[], false);
         step(&mut s, true);
         f.lines("a.log", 2);
-        std::fs::copy(f.path("a.log"), f.path("a.log.1")).unwrap();
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(f.path("a.log"))
-            .unwrap()
-            .set_len(0)
-            .unwrap();
+        f.copytruncate("a.log", "a.log.1");
         f.lines("a.log", 1);
         step(&mut s, false);
         assert_eq!(f.counted(), 6, "3 read before, 2 from the copy, 1 new");
@@ -733,12 +732,7 @@ mod tests {
         f.append("a.log", "{\"status\":200,\"app\":\"first\"}\n");
         let mut s = f.source(&[], false);
         step(&mut s, true);
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(f.path("a.log"))
-            .unwrap()
-            .set_len(0)
-            .unwrap();
+        f.truncate("a.log");
         f.lines("a.log", 5);
         step(&mut s, false);
         assert_eq!(f.counted(), 6);
@@ -848,13 +842,7 @@ mod tests {
         let cp = before.files[0].checkpoint("t");
         drop(before);
         h.lines("a.log", 2);
-        std::fs::copy(h.path("a.log"), h.path("a.log.1")).unwrap();
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(h.path("a.log"))
-            .unwrap()
-            .set_len(0)
-            .unwrap();
+        h.copytruncate("a.log", "a.log.1");
         h.lines("a.log", 1);
         let k = h.restarted();
         step(&mut k.source(&[cp], true), true);

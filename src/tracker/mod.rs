@@ -588,27 +588,6 @@ fn job_cap(s: &Settings, limits: &Limits) -> usize {
         .max(usize::try_from(limits.concurrency.saturating_mul(2)).unwrap_or(usize::MAX))
 }
 
-/// A firing transition of `org`'s `alert` at `ts`, to be completed with struct-update syntax.
-fn base(org: &Arc<str>, ts: i64, alert: AlertName, severity: Severity) -> Transition {
-    Transition {
-        ts_ms: ts,
-        org: org.clone(),
-        app: None,
-        alert,
-        dimension: None,
-        severity,
-        status: Status::Firing,
-        notify: true,
-        starts_at_ms: ts,
-        usage: None,
-        limit: None,
-        threshold_bp: None,
-        previous_severity: None,
-        peak: severity,
-        repeat: false,
-    }
-}
-
 /// `UsageHigh` is a warning at the first threshold and critical at the second.
 fn level_severity(level: u8) -> Severity {
     if level <= 1 {
@@ -745,7 +724,7 @@ impl Org {
         );
         if let (Some(change), true) = (storm, self.alerting) {
             let app = &self.apps[ai];
-            let t = base(&self.name, ts, AlertName::RetryStorm, Severity::Critical);
+            let t = Transition::firing(&self.name, ts, AlertName::RetryStorm, Severity::Critical);
             out.push(match change {
                 Storm::Fired(n) => Transition {
                     app: Some(app.name.clone()),
@@ -806,7 +785,7 @@ impl Org {
             starts_at_ms: self.burst_since,
             usage: Some(self.burst.count(ts, s.detect.burst_window_ms)),
             limit: Some(threshold),
-            ..base(&self.name, ts, AlertName::BurstDetected, Severity::Warning)
+            ..Transition::firing(&self.name, ts, AlertName::BurstDetected, Severity::Warning)
         });
     }
 
@@ -849,7 +828,7 @@ impl Org {
                 threshold_bp: Some(thresholds[level as usize - 1]),
                 previous_severity: previous,
                 peak,
-                ..base(&self.name, ts, AlertName::UsageHigh, level_severity(level))
+                ..Transition::firing(&self.name, ts, AlertName::UsageHigh, level_severity(level))
             });
         }
         if dim == Dimension::Daily {
@@ -867,7 +846,7 @@ impl Org {
                     usage: Some(usage),
                     limit: Some(limit),
                     threshold_bp: Some(10_000),
-                    ..base(
+                    ..Transition::firing(
                         &self.name,
                         ts,
                         AlertName::DailyQuotaExhausted,
@@ -953,7 +932,7 @@ impl Org {
             status,
             starts_at_ms: since,
             usage: Some(stuck),
-            ..base(&self.name, ts, AlertName::JobsStuck, Severity::Warning)
+            ..Transition::firing(&self.name, ts, AlertName::JobsStuck, Severity::Warning)
         });
     }
 
@@ -1104,7 +1083,12 @@ impl Org {
                     limit: Some(dim.limit(&self.limits)),
                     threshold_bp: Some(thresholds[level as usize - 1]),
                     peak: level_severity(alert.peak()),
-                    ..base(&self.name, now, AlertName::UsageHigh, level_severity(level))
+                    ..Transition::firing(
+                        &self.name,
+                        now,
+                        AlertName::UsageHigh,
+                        level_severity(level),
+                    )
                 });
             }
         }
@@ -1114,7 +1098,7 @@ impl Org {
                 usage: Some(self.usage_at(Dimension::Daily, now)),
                 limit: Some(self.limits.daily),
                 threshold_bp: Some(10_000),
-                ..base(
+                ..Transition::firing(
                     &self.name,
                     now,
                     AlertName::DailyQuotaExhausted,
@@ -1127,14 +1111,14 @@ impl Org {
                 starts_at_ms: self.burst_since,
                 usage: Some(self.burst.count(now, s.detect.burst_window_ms)),
                 limit: self.burst_threshold,
-                ..base(&self.name, now, AlertName::BurstDetected, Severity::Warning)
+                ..Transition::firing(&self.name, now, AlertName::BurstDetected, Severity::Warning)
             });
         }
         if let Some(since) = self.stuck_since {
             out.push(Transition {
                 starts_at_ms: since,
                 usage: Some(self.jobs.stuck_count() as u64),
-                ..base(&self.name, now, AlertName::JobsStuck, Severity::Warning)
+                ..Transition::firing(&self.name, now, AlertName::JobsStuck, Severity::Warning)
             });
         }
         for app in &self.apps {
@@ -1143,7 +1127,7 @@ impl Org {
                     app: Some(app.name.clone()),
                     starts_at_ms: since,
                     usage: Some(app.retry.consecutive() as u64),
-                    ..base(&self.name, now, AlertName::RetryStorm, Severity::Critical)
+                    ..Transition::firing(&self.name, now, AlertName::RetryStorm, Severity::Critical)
                 });
             }
         }
