@@ -16,13 +16,20 @@
 //!   with the file offsets they reached, in one critical section.
 //! * [`store`]: underneath, what survives a restart (journal, snapshots, checkpoints), behind
 //!   the narrow [`store::StateStore`] trait; SQLite by default.
+//! * [`alerts`]: delivery of transitions by email and webhook from a durable outbox.
 //! * [`metrics`]: everything above as Prometheus metrics at `/metrics`.
-//! * [`daemon`]: wires the long-running pieces (HTTP server, clock ticks, shutdown).
-//! * [`status`]: the `status` command, a client of a running daemon.
+//! * [`scheduler`]: beside the tracker, deferred batches dispatched upstream in the
+//!   [`offpeak`] windows, paced by the tracker's usage; its answers go back in as events.
+//! * [`daemon`]: wires the long-running pieces (HTTP server, sources, writer, delivery,
+//!   dispatcher, clock ticks, shutdown).
+//! * [`status`] and [`client`]: the CLI commands that talk to a running daemon.
 //!
 //! [`clock`] supplies "now" to everything that needs it; nothing reads the wall clock itself.
 
 #![deny(missing_docs)]
+
+/// The `User-Agent` of every request ratewarden sends (webhooks, upstream APIs).
+pub const USER_AGENT: &str = concat!("ratewarden/", env!("CARGO_PKG_VERSION"));
 
 pub mod alerts;
 pub mod client;

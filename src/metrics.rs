@@ -205,6 +205,16 @@ impl Metrics {
             .inc_by(n);
     }
 
+    /// Counts rejected events of `source`, `counts` indexed by reason (`Reason as usize`).
+    pub fn rejected_by_reason(&self, source: &str, counts: &[u64; Reason::ALL.len()]) {
+        for reason in Reason::ALL {
+            let n = counts[reason as usize];
+            if n > 0 {
+                self.rejected(source, reason, n);
+            }
+        }
+    }
+
     /// Counts `n` rejected events of `source`.
     pub fn rejected(&self, source: &str, reason: Reason, n: u64) {
         self.rejected

@@ -37,6 +37,14 @@ pub fn parse_retry_after(value: &str, now_ms: i64) -> Option<Duration> {
     Some(Duration::from_millis((at - now_ms).max(0) as u64))
 }
 
+/// The wait a response's `Retry-After` header asks for, if it has a readable one.
+pub fn retry_after(headers: &reqwest::header::HeaderMap, now_ms: i64) -> Option<Duration> {
+    headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, now_ms))
+}
+
 /// Sends to one webhook.
 pub struct WebhookSender {
     client: reqwest::Client,
@@ -97,10 +105,7 @@ impl WebhookSender {
             .client
             .post(&self.url)
             .header(CONTENT_TYPE, "application/json")
-            .header(
-                USER_AGENT,
-                concat!("ratewarden/", env!("CARGO_PKG_VERSION")),
-            )
+            .header(USER_AGENT, crate::USER_AGENT)
             .header("X-Ratewarden-Delivery", delivery_id)
             .header("X-Ratewarden-Timestamp", &timestamp);
         if let Some(secret) = &self.secret {
@@ -121,11 +126,7 @@ impl WebhookSender {
         if status.is_success() {
             return Ok(());
         }
-        let retry_after = resp
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, now_ms));
+        let retry_after = retry_after(resp.headers(), now_ms);
         let text = resp.text().await.unwrap_or_default();
         let answer: String = text.chars().take(500).collect();
         let message = format!("HTTP {status}: {answer}");

@@ -73,6 +73,29 @@ fn at(span: Range<usize>, message: impl Into<String>) -> Spanned2 {
     }
 }
 
+/// A backoff's `base` and `cap` (named `names` in messages), in ms: the base at least 1 ms,
+/// the cap not below it.
+fn backoff_ms(
+    base: &Spanned<HumanDuration>,
+    cap: &Spanned<HumanDuration>,
+    names: (&str, &str),
+) -> Result<(i64, i64), Spanned2> {
+    let (base_ms, cap_ms) = (
+        base.get_ref().as_millis_i64(),
+        cap.get_ref().as_millis_i64(),
+    );
+    if base_ms < 1 {
+        return Err(at(base.span(), format!("{} must be at least 1ms", names.0)));
+    }
+    if cap_ms < base_ms {
+        return Err(at(
+            cap.span(),
+            format!("{} must not be below {}", names.1, names.0),
+        ));
+    }
+    Ok((base_ms, cap_ms))
+}
+
 /// Limits of one tier or org. `0` means unlimited in that dimension.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Limits {
@@ -992,20 +1015,11 @@ impl RawAlerts {
                 "hysteresis must be smaller than the warning threshold",
             ));
         }
-        let retry_base_ms = self.retry_base.get_ref().as_millis_i64();
-        let retry_cap_ms = self.retry_cap.get_ref().as_millis_i64();
-        if retry_base_ms < 1 {
-            return Err(at(
-                self.retry_base.span(),
-                "retry_base must be at least 1ms",
-            ));
-        }
-        if retry_cap_ms < retry_base_ms {
-            return Err(at(
-                self.retry_cap.span(),
-                "retry_cap must not be below retry_base",
-            ));
-        }
+        let (retry_base_ms, retry_cap_ms) = backoff_ms(
+            &self.retry_base,
+            &self.retry_cap,
+            ("retry_base", "retry_cap"),
+        )?;
         let mut channels: Vec<ChannelConfig> = Vec::new();
         for (i, e) in self.email.iter().enumerate() {
             channels.push(e.get_ref().validate(i, e.span())?);

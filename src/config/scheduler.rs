@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{HumanDuration, SecretRef, Spanned2, at};
+use super::{HumanDuration, SecretRef, Spanned2, at, backoff_ms};
 use crate::events::valid_name;
 use crate::offpeak::{OffPeak, Window};
 
@@ -279,20 +279,11 @@ impl RawScheduler {
         if !(share > 0.0 && share <= 1.0) {
             return Err(at(self.share.span(), "share must be above 0 and at most 1"));
         }
-        let base = self.backoff_base.get_ref().as_millis_i64();
-        let cap = self.backoff_cap.get_ref().as_millis_i64();
-        if base < 1 {
-            return Err(at(
-                self.backoff_base.span(),
-                "backoff_base must be at least 1ms",
-            ));
-        }
-        if cap < base {
-            return Err(at(
-                self.backoff_cap.span(),
-                "backoff_cap must not be below backoff_base",
-            ));
-        }
+        let (base, cap) = backoff_ms(
+            &self.backoff_base,
+            &self.backoff_cap,
+            ("backoff_base", "backoff_cap"),
+        )?;
         if *self.circuit_after.get_ref() == 0 {
             return Err(at(
                 self.circuit_after.span(),

@@ -6,13 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::{Attempt, Dispatch, JobStatus, Next, Poll, Scheduler, field};
-use crate::alerts::webhook::parse_retry_after;
+use crate::alerts::webhook::retry_after;
 use crate::config::{PollConfig, UpstreamConfig};
 use crate::live::Live;
 use crate::metrics::Metrics;
@@ -63,10 +63,7 @@ impl Client {
         let mut req = self
             .http
             .request(method, format!("{}{}", self.base, path))
-            .header(
-                USER_AGENT,
-                concat!("ratewarden/", env!("CARGO_PKG_VERSION")),
-            );
+            .header(USER_AGENT, crate::USER_AGENT);
         if let Some(k) = &self.key {
             req = req.header(AUTHORIZATION, format!("Bearer {k}"));
         }
@@ -90,11 +87,7 @@ impl Client {
             Err(e) => return Attempt::Failed(format!("no answer: {}", without_url(&e))),
         };
         let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, now_ms));
+        let retry_after = retry_after(resp.headers(), now_ms);
         let body = read_body(resp).await;
         let job_id = match (&self.poll, (200..300).contains(&status)) {
             (Some(p), true) => serde_json::from_str::<Value>(&body)

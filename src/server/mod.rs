@@ -300,9 +300,11 @@ async fn ingest(
         stored(&live, result.seq, "events").await?;
     }
     st.metrics.ingested("http", result.accepted as u64);
+    let mut by_reason = [0u64; crate::events::Reason::ALL.len()];
     for (_, r) in &result.rejected {
-        st.metrics.rejected("http", r.reason, 1);
+        by_reason[r.reason as usize] += 1;
     }
+    st.metrics.rejected_by_reason("http", &by_reason);
     let errors: Vec<_> = result
         .rejected
         .iter()

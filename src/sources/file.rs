@@ -469,12 +469,7 @@ impl FileSource {
         self.live
             .apply(&mut events, ctx.now_ms.unwrap_or(0), Some(cp));
         self.metrics.ingested(&self.cfg.name, accepted);
-        for reason in Reason::ALL {
-            let n = rejected[reason as usize];
-            if n > 0 {
-                self.metrics.rejected(&self.cfg.name, reason, n);
-            }
-        }
+        self.metrics.rejected_by_reason(&self.cfg.name, &rejected);
         start
     }
 }

@@ -94,8 +94,14 @@ impl EventField {
         EventField::ALL.into_iter().find(|f| f.name() == name)
     }
 
-    fn known() -> String {
-        EventField::ALL.map(EventField::name).join(", ")
+    /// The event field a `fields` key names, or the config error listing the known ones.
+    fn of_key(key: &str) -> Result<EventField, String> {
+        EventField::parse(key).ok_or_else(|| {
+            format!(
+                "fields.{key} is not an event field ({})",
+                EventField::ALL.map(EventField::name).join(", ")
+            )
+        })
     }
 }
 
@@ -247,12 +253,7 @@ impl Template {
         let find = |name: &str| vars.iter().position(|v| v == name);
         let mut bindings: Vec<(EventField, usize, Conversion)> = Vec::new();
         for (field, var) in fields {
-            let f = EventField::parse(field).ok_or_else(|| {
-                format!(
-                    "fields.{field} is not an event field ({})",
-                    EventField::known()
-                )
-            })?;
+            let f = EventField::of_key(field)?;
             let name = normalize(dialect, var);
             let idx = find(&name).ok_or_else(|| {
                 format!("fields.{field} refers to {var}, which the format does not contain")
@@ -422,12 +423,7 @@ impl LineFormat {
     pub fn json(fields: &BTreeMap<String, String>) -> Result<LineFormat, String> {
         let mut out = Vec::new();
         for (field, path) in fields {
-            let f = EventField::parse(field).ok_or_else(|| {
-                format!(
-                    "fields.{field} is not an event field ({})",
-                    EventField::known()
-                )
-            })?;
+            let f = EventField::of_key(field)?;
             let segs: Vec<String> = path.split('.').map(str::to_string).collect();
             if segs.iter().any(String::is_empty) {
                 return Err(format!(
