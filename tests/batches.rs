@@ -162,14 +162,7 @@ fn interactive_traffic_leaves_the_batch_only_the_rest_of_the_share() {
     let interactive: String = (0..296)
         .map(|_| format!("{{\"org\":\"acme\",\"ts\":{now},\"status\":200}}\n"))
         .collect();
-    let (status, _) = http(
-        "POST",
-        &format!("{}/v1/events", d.base),
-        &[],
-        interactive.as_bytes(),
-    )
-    .unwrap();
-    assert_eq!(status, 202);
+    assert_eq!(d.post_events(&interactive).0, 202);
     let id = submit(&d, 10);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(

@@ -164,14 +164,7 @@ tier = "c20"
 "#;
 
 fn post(d: &Daemon, lines: &[String]) {
-    let body = lines.join("\n") + "\n";
-    let (status, answer) = http(
-        "POST",
-        &format!("{}/v1/events", d.base),
-        &[],
-        body.as_bytes(),
-    )
-    .expect("daemon answers");
+    let (status, answer) = d.post_events(&(lines.join("\n") + "\n"));
     assert_eq!(status, 202, "{answer}");
 }
 

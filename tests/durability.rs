@@ -116,13 +116,7 @@ fn a_request_id_counts_once_across_http_and_a_log_file() {
     assert!(eventually(10, || (daily(&d.base) == Some(1.0)).then_some(())).is_some());
     let same =
         format!("{{\"org\":\"acme\",\"ts\":{now},\"status\":200,\"request_id\":\"shared-1\"}}\n");
-    let (status, body) = http(
-        "POST",
-        &format!("{}/v1/events", d.base),
-        &[],
-        same.as_bytes(),
-    )
-    .unwrap();
+    let (status, body) = d.post_events(&same);
     assert_eq!(status, 202);
     assert!(
         body.contains("\"accepted\":1"),

@@ -331,15 +331,8 @@ fn refusing_receiver() -> String {
 }
 
 fn events(d: &Daemon, lines: &[String]) {
-    let body = lines.join("\n") + "\n";
-    let (status, answer) = http(
-        "POST",
-        &format!("{}/v1/events", d.base),
-        &[],
-        body.as_bytes(),
-    )
-    .unwrap();
-    assert!(status == 202, "{answer}");
+    let (status, answer) = d.post_events(&(lines.join("\n") + "\n"));
+    assert_eq!(status, 202, "{answer}");
 }
 
 #[test]

@@ -114,6 +114,17 @@ impl Daemon {
         Err(daemon.log_text())
     }
 
+    /// `POST /v1/events` without a token, as NDJSON; the status and the answer's body.
+    pub fn post_events(&self, body: &str) -> (u16, String) {
+        http(
+            "POST",
+            &format!("{}/v1/events", self.base),
+            &[("Content-Type", "application/x-ndjson")],
+            body.as_bytes(),
+        )
+        .expect("the daemon answers")
+    }
+
     /// The first JSON log line whose message contains `needle`.
     pub fn find_log(&self, needle: &str) -> Option<serde_json::Value> {
         self.log
