@@ -229,6 +229,21 @@ async fn lane(
         }
         let wait = match sched.next(&name, now) {
             Next::Send(d) => {
+                // Stored as in flight (with its key) before anything leaves: after a crash it
+                // is sent again with the same key rather than lost or sent under a new one.
+                // Waited for here, not in the request's task, so the next request is paced
+                // from when this one really leaves.
+                let stored = tokio::select! {
+                    r = live.durable_at(d.seq, DURABLE_WAIT) => r,
+                    _ = stop.changed() => break,
+                };
+                if let Err(e) = stored {
+                    tracing::warn!(batch = %d.batch, index = d.index, error = %e, "not sent: the store did not confirm");
+                    let event = sched.settle(&d, Attempt::Failed(format!("not sent: {e}")));
+                    feed(&live, &metrics, event);
+                    continue;
+                }
+                sched.sent(&name, live.now_ms());
                 let (sched, client, live, metrics) =
                     (sched.clone(), client.clone(), live.clone(), metrics.clone());
                 running.spawn(async move { send_one(&sched, &client, &live, &metrics, d).await });
@@ -249,15 +264,8 @@ async fn lane(
     while running.join_next().await.is_some() {}
 }
 
+/// Sends a request whose in-flight record is durable and feeds the answer back.
 async fn send_one(sched: &Scheduler, client: &Client, live: &Live, metrics: &Metrics, d: Dispatch) {
-    // Stored as in flight (with its key) before anything leaves: after a crash it is sent
-    // again with the same key rather than lost or sent under a new one.
-    if let Err(e) = live.durable_at(d.seq, DURABLE_WAIT).await {
-        tracing::warn!(batch = %d.batch, index = d.index, error = %e, "not sent: the store did not confirm");
-        let event = sched.settle(&d, Attempt::Failed(format!("not sent: {e}")));
-        feed(live, metrics, event);
-        return;
-    }
     let attempt = client.send(&d, live.now_ms()).await;
     if let Attempt::Answer { status, .. } = &attempt {
         tracing::debug!(batch = %d.batch, index = d.index, status, "upstream answered");

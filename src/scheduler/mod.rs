@@ -306,6 +306,7 @@ struct Circuit {
 
 #[derive(Debug, Default)]
 struct Lane {
+    /// When the last request was chosen, then (see [`Scheduler::sent`]) when it left.
     last_dispatch_ms: Option<i64>,
     /// Requests sent and not answered (not in the tracker yet).
     awaiting: u64,
@@ -776,6 +777,15 @@ impl Scheduler {
         let seq = self.live.record_batches(Vec::new(), vec![record]);
         self.update_gauges(&st, &org);
         Next::Send(Dispatch { seq, ..dispatch })
+    }
+
+    /// Records that a dispatched request of `upstream` leaves now. Spacing counts from here,
+    /// not from when it was chosen: between the two lies the store's confirmation, whose
+    /// latency varies, and the upstream sees when requests arrive.
+    pub fn sent(&self, upstream: &str, now: i64) {
+        if let Some(lane) = self.lock().lanes.get_mut(upstream) {
+            lane.last_dispatch_ms = Some(lane.last_dispatch_ms.map_or(now, |l| l.max(now)));
+        }
     }
 
     /// Records how an attempt ended. Returns the request event to feed to the tracker (what
