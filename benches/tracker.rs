@@ -62,7 +62,11 @@ fn bench(c: &mut Criterion) {
     let ctx = ParseContext::default();
     let events: Vec<_> = lines
         .iter()
-        .map(|l| parse_event(l.as_bytes(), &ctx).expect("bench lines are valid"))
+        .map(|l| {
+            parse_event(l.as_bytes(), &ctx)
+                .expect("bench lines are valid")
+                .event
+        })
         .collect();
 
     let mut g = c.benchmark_group("per_event");
@@ -95,7 +99,7 @@ fn bench(c: &mut Criterion) {
             |mut t| {
                 let mut out = Vec::new();
                 for l in &lines {
-                    if let Ok(ev) = parse_event(l.as_bytes(), &ctx) {
+                    if let Ok(ev) = parse_event(l.as_bytes(), &ctx).map(|p| p.event) {
                         let now = ev.ts_ms.unwrap_or(0);
                         t.apply(&ev, now, &mut out);
                         out.clear();

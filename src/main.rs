@@ -48,6 +48,18 @@ enum Command {
         /// Line format of the inputs.
         #[arg(long, value_enum, default_value_t = replay::Format::Json)]
         format: replay::Format,
+        /// An nginx log_format or Envoy format string for --format nginx|envoy, or a built-in
+        /// name: combined, main (nginx); default, istio (Envoy).
+        #[arg(long, value_name = "STRING")]
+        line_format: Option<String>,
+        /// Where an event field is: FIELD=VARIABLE for templates ("org=$http_x_org"),
+        /// FIELD=DOTTED.PATH for JSON ("org=organization.id"). Repeatable.
+        #[arg(long = "field", value_name = "FIELD=WHERE")]
+        fields: Vec<String>,
+        /// Read the inputs as the [[sources.file]] of this name in --config does (its format,
+        /// log_format, fields, default org and max_line_bytes).
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -308,6 +320,9 @@ fn command(command: Command) -> Result<ExitCode, Failed> {
         Command::Replay {
             config,
             format,
+            line_format,
+            fields,
+            source,
             json,
             org,
             files,
@@ -315,10 +330,23 @@ fn command(command: Command) -> Result<ExitCode, Failed> {
             let config = load(config.as_ref())?;
             let mut opts = replay::Options::new(files);
             opts.format = format;
+            opts.line_format = line_format;
+            opts.source = source;
             opts.org = org;
+            for f in fields {
+                let Some((field, place)) = f.split_once('=') else {
+                    return Err(Failed::usage(format!(
+                        "--field {f:?}: expected FIELD=VARIABLE or FIELD=PATH"
+                    )));
+                };
+                opts.fields
+                    .insert(field.trim().to_string(), place.trim().to_string());
+            }
             let start = chrono::Utc::now().timestamp_millis();
-            let report = replay::run(&config, &opts, start)
-                .map_err(|e| Failed::other(format!("replay: {e}")))?;
+            let report = replay::run(&config, &opts, start).map_err(|e| match e {
+                replay::ReplayError::Format(_) => Failed::usage(format!("replay: {e}")),
+                e => Failed::other(format!("replay: {e}")),
+            })?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
             let written = if json {

@@ -20,7 +20,8 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use crate::detect::Cause;
-use crate::events::{Outcome, Reason};
+use crate::events::intake::Tally;
+use crate::events::{EventField, Outcome, Reason};
 use crate::live::Live;
 use crate::offpeak::OffPeak;
 use crate::tracker::{Dimension, JOB_DURATION_BUCKETS, JobOutcome};
@@ -62,12 +63,20 @@ struct RejectLabels {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FieldErrorLabels {
+    source: String,
+    field: &'static str,
+}
+
 /// The daemon's metrics: a registry with the `ratewarden_` prefix and the ingest counters.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     ingested: Family<SourceLabels, Counter>,
     rejected: Family<RejectLabels, Counter>,
+    field_errors: Family<FieldErrorLabels, Counter>,
+    files_skipped: Family<RejectLabels, Counter>,
     notifications: Family<NotificationLabels, Counter>,
     pending: Family<ChannelLabels, Gauge>,
     batch_items: Family<BatchItemLabels, Gauge>,
@@ -89,6 +98,18 @@ impl Metrics {
             "events_rejected",
             "Events rejected, by source and reason",
             rejected.clone(),
+        );
+        let field_errors = Family::<FieldErrorLabels, Counter>::default();
+        registry.register(
+            "event_field_errors",
+            "Fields of accepted events that did not parse and were treated as absent, by source and field",
+            field_errors.clone(),
+        );
+        let files_skipped = Family::<RejectLabels, Counter>::default();
+        registry.register(
+            "source_files_skipped",
+            "Files a file source's glob matched but did not read, by reason (compressed)",
+            files_skipped.clone(),
         );
         let notifications = Family::<NotificationLabels, Counter>::default();
         let pending = Family::<ChannelLabels, Gauge>::default();
@@ -128,6 +149,8 @@ impl Metrics {
             registry,
             ingested,
             rejected,
+            field_errors,
+            files_skipped,
             notifications,
             pending,
             batch_items,
@@ -205,14 +228,38 @@ impl Metrics {
             .inc_by(n);
     }
 
-    /// Counts rejected events of `source`, `counts` indexed by reason (`Reason as usize`).
-    pub fn rejected_by_reason(&self, source: &str, counts: &[u64; Reason::ALL.len()]) {
+    /// Counts what `source` took in: accepted and rejected events and lost fields.
+    pub fn intake(&self, source: &str, tally: &Tally) {
+        if tally.accepted > 0 {
+            self.ingested(source, tally.accepted);
+        }
         for reason in Reason::ALL {
-            let n = counts[reason as usize];
+            let n = tally.rejected[reason as usize];
             if n > 0 {
                 self.rejected(source, reason, n);
             }
         }
+        for field in EventField::ALL {
+            let n = tally.field_errors[field as usize];
+            if n > 0 {
+                self.field_errors
+                    .get_or_create(&FieldErrorLabels {
+                        source: source.to_string(),
+                        field: field.name(),
+                    })
+                    .inc_by(n);
+            }
+        }
+    }
+
+    /// Counts a file `source` skipped for `reason`.
+    pub fn file_skipped(&self, source: &str, reason: &'static str) {
+        self.files_skipped
+            .get_or_create(&RejectLabels {
+                source: source.to_string(),
+                reason,
+            })
+            .inc();
     }
 
     /// Counts `n` rejected events of `source`.

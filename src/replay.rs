@@ -8,6 +8,7 @@
 //! This is also the throughput benchmark: the per-event path allocates nothing but what the
 //! tracker needs for new series and jobs.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Read, Seek, Write};
 use std::path::PathBuf;
@@ -17,12 +18,15 @@ use serde_json::json;
 use crate::clock::rfc3339;
 use crate::config::Config;
 use crate::detect::{Cause, Transition};
-use crate::events::{DEFAULT_MAX_EVENT_BYTES, ParseContext, Reason};
-use crate::sources::format::{Dialect, ENVOY_DEFAULT, LineFormat, NGINX_COMBINED, Template};
+use crate::events::format::{Dialect, LineFormat, Template};
+use crate::events::intake::{Line, LineFramer, SourceStats, Tally};
+use crate::events::{DEFAULT_MAX_EVENT_BYTES, EventField, ParseContext};
 use crate::tracker::{OrgReport, Tracker};
 
 /// Most alerts listed by the text report (all of them are in `--json`).
 const TEXT_ALERTS: usize = 200;
+/// Bytes read from an input at a time.
+const CHUNK: usize = 1 << 20;
 
 /// Why a replay failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,9 +42,9 @@ pub enum ReplayError {
     /// The report could not be written (or its temporary file used).
     #[error("writing the report: {0}")]
     Output(#[from] io::Error),
-    /// The built-in format did not compile (a bug, reported rather than hidden).
-    #[error("the built-in {0} format does not compile: {1}")]
-    Format(&'static str, String),
+    /// The line format asked for does not compile, or names a source that does not exist.
+    #[error("{0}")]
+    Format(String),
 }
 
 /// Line format of the inputs.
@@ -59,8 +63,17 @@ pub enum Format {
 pub struct Options {
     /// Files to read in order; `-` is standard input.
     pub inputs: Vec<String>,
-    /// Line format (nginx: the `combined` format; Envoy: its default format).
+    /// Line format (nginx: the `combined` format; Envoy: its default format), unless
+    /// `line_format` or `source` says otherwise.
     pub format: Format,
+    /// An ad hoc template in `format`'s dialect, or a built-in name (`combined`, `main`,
+    /// `default`, `istio`).
+    pub line_format: Option<String>,
+    /// Event field → variable (templates) or dotted path (JSON), as a source's `fields`.
+    pub fields: BTreeMap<String, String>,
+    /// Read the inputs as the configured `[[sources.file]]` of this name does (format,
+    /// `log_format`, `fields`, default org and app, `max_line_bytes`).
+    pub source: Option<String>,
     /// Org of lines that carry none (access logs usually do not).
     pub org: Option<String>,
     /// Draw a progress bar on stderr (only when it is a terminal).
@@ -75,83 +88,77 @@ impl Options {
         Options {
             inputs,
             format: Format::Json,
+            line_format: None,
+            fields: BTreeMap::new(),
+            source: None,
             org: None,
             progress: true,
             max_line_bytes: DEFAULT_MAX_EVENT_BYTES,
         }
     }
-}
 
-/// One line from a [`LineReader`].
-enum Line<'a> {
-    /// A complete line without its newline.
-    Text(&'a [u8]),
-    /// A line longer than the limit, with its length; its bytes were not kept.
-    TooLong(usize),
-}
-
-/// Reads lines through one reused buffer, never holding more than `max` bytes of a line.
-struct LineReader<R> {
-    inner: R,
-    buf: Vec<u8>,
-    max: usize,
-    /// Bytes consumed so far (for progress).
-    consumed: u64,
-}
-
-impl<R: BufRead> LineReader<R> {
-    fn new(inner: R, max: usize) -> Self {
-        LineReader {
-            inner,
-            buf: Vec::with_capacity(4096),
-            max,
-            consumed: 0,
-        }
-    }
-
-    fn next_line(&mut self) -> io::Result<Option<Line<'_>>> {
-        self.buf.clear();
-        let mut len = 0usize;
-        let mut too_long = false;
-        let mut any = false;
-        loop {
-            let available = match self.inner.fill_buf() {
-                Ok(a) => a,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            if available.is_empty() {
-                if !any {
-                    return Ok(None);
-                }
-                break;
+    /// The line format, default org and app, and line limit these options mean with `config`.
+    fn reading(&self, config: &Config) -> Result<Reading, ReplayError> {
+        if let Some(name) = &self.source {
+            if self.line_format.is_some() || !self.fields.is_empty() || self.format != Format::Json
+            {
+                return Err(ReplayError::Format(
+                    "--source takes the format from the config; leave out --format, --line-format and --field".into(),
+                ));
             }
-            any = true;
-            let (chunk, used, done) = match memchr::memchr(b'\n', available) {
-                Some(i) => (&available[..i], i + 1, true),
-                None => (available, available.len(), false),
-            };
-            len += chunk.len();
-            if !too_long {
-                if len > self.max {
-                    too_long = true;
-                    self.buf.clear();
+            let Some(src) = config.sources.iter().find(|s| &s.name == name) else {
+                let known: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
+                return Err(ReplayError::Format(if known.is_empty() {
+                    format!(
+                        "no [[sources.file]] named {name:?}: the config has no file sources (is --config given?)"
+                    )
                 } else {
-                    self.buf.extend_from_slice(chunk);
-                }
-            }
-            self.inner.consume(used);
-            self.consumed += used as u64;
-            if done {
-                break;
-            }
+                    format!(
+                        "no [[sources.file]] named {name:?}; the config has {}",
+                        known.join(", ")
+                    )
+                }));
+            };
+            return Ok(Reading {
+                format: src.format.clone(),
+                org: self.org.clone().or_else(|| src.org.clone()),
+                app: src.app.clone(),
+                max_line_bytes: src.max_line_bytes,
+            });
         }
-        Ok(Some(if too_long {
-            Line::TooLong(len)
-        } else {
-            Line::Text(&self.buf)
-        }))
+        let template = |dialect: Dialect, default: &str| {
+            let text = self.line_format.as_deref().unwrap_or(default);
+            Template::compile(dialect, text, &self.fields)
+                .map(LineFormat::Template)
+                .map_err(|e| ReplayError::Format(format!("--line-format: {e}")))
+        };
+        let format = match self.format {
+            Format::Json if self.line_format.is_some() => {
+                return Err(ReplayError::Format(
+                    "--line-format needs --format nginx or --format envoy".into(),
+                ));
+            }
+            Format::Json => LineFormat::json(&self.fields)
+                .map_err(|e| ReplayError::Format(format!("--field: {e}")))?,
+            Format::Nginx => template(Dialect::Nginx, "combined")?,
+            Format::Envoy => template(Dialect::Envoy, "default")?,
+        };
+        Ok(Reading {
+            format,
+            org: self.org.clone(),
+            app: None,
+            max_line_bytes: self.max_line_bytes,
+        })
     }
+}
+
+/// How inputs are read: what a file source would read them with.
+#[derive(Debug, Clone)]
+struct Reading {
+    format: LineFormat,
+    org: Option<String>,
+    app: Option<String>,
+    max_line_bytes: usize,
 }
 
 /// Alert transitions as JSON lines in an anonymous temporary file.
@@ -192,77 +199,90 @@ impl AlertLog {
     }
 }
 
-/// Replay in progress: feed it lines, then [`Replayer::finish`].
+/// Replay in progress: feed it bytes or lines, then [`Replayer::finish`].
 pub struct Replayer {
-    format: LineFormat,
-    default_org: Option<String>,
+    reading: Reading,
+    stats: SourceStats,
     tracker: Tracker,
     /// Newest event time seen (the replay clock).
     clock: Option<i64>,
     /// Clock for events before any timestamp was seen.
     start_ms: i64,
     last_tick_sec: i64,
-    events: u64,
-    rejected: [u64; Reason::ALL.len()],
     first_ts: Option<i64>,
     out: Vec<Transition>,
     alerts: AlertLog,
 }
 
 impl Replayer {
-    /// A replayer with `config`'s tiers, orgs and detectors. `start_ms` is the clock for
-    /// events without `ts` that come before any event with one.
+    /// A replayer with `config`'s tiers, orgs and detectors, reading native JSON lines.
+    /// `start_ms` is the clock for events without `ts` that come before any event with one.
     pub fn new(config: &Config, start_ms: i64) -> io::Result<Replayer> {
         Ok(Replayer {
-            format: LineFormat::Json { fields: Vec::new() },
-            default_org: None,
+            reading: Reading {
+                format: LineFormat::Json { fields: Vec::new() },
+                org: None,
+                app: None,
+                max_line_bytes: DEFAULT_MAX_EVENT_BYTES,
+            },
+            stats: SourceStats::new("replay"),
             tracker: Tracker::new(config),
             clock: None,
             start_ms,
             last_tick_sec: i64::MIN,
-            events: 0,
-            rejected: [0; Reason::ALL.len()],
             first_ts: None,
             out: Vec::new(),
             alerts: AlertLog::new()?,
         })
     }
 
-    /// Handles one line (without its newline). Blank lines are skipped.
+    /// Handles one line (without its newline); blank lines are skipped.
     pub fn line(&mut self, line: &[u8]) -> io::Result<()> {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            return Ok(());
-        }
-        let ctx = ParseContext {
-            default_org: self.default_org.as_deref(),
-            ..ParseContext::default()
-        };
-        let ev = match self.format.parse(line, &ctx) {
-            Ok(ev) => ev,
-            Err(r) => {
-                self.rejected[r.reason as usize] += 1;
-                return Ok(());
-            }
-        };
-        if let Some(ts) = ev.ts_ms {
-            self.first_ts.get_or_insert(ts);
-            if self.clock.is_none_or(|c| ts > c) {
-                self.clock = Some(ts);
-            }
-        }
-        let now = self.clock.unwrap_or(self.start_ms);
-        self.events += 1;
-        self.tracker.apply(&ev, now, &mut self.out);
-        if now.div_euclid(1000) > self.last_tick_sec {
-            self.last_tick_sec = now.div_euclid(1000);
-            self.tracker.tick(now, &mut self.out);
-        }
+        LineFramer::new(self.reading.max_line_bytes).feed(line, true, |l| self.framed(l));
         self.flush()
     }
 
-    /// Counts a line that was too long to parse.
-    pub fn too_large(&mut self) {
-        self.rejected[Reason::TooLarge as usize] += 1;
+    /// Frames `buf` (the bytes after those consumed before) with `framer` and handles each
+    /// line; returns the bytes consumed, as [`LineFramer::feed`].
+    fn feed(&mut self, framer: &mut LineFramer, buf: &[u8], at_eof: bool) -> io::Result<usize> {
+        let used = framer.feed(buf, at_eof, |l| self.framed(l));
+        self.flush()?;
+        Ok(used)
+    }
+
+    fn framed(&mut self, line: Line<'_>) {
+        let Replayer {
+            reading,
+            stats,
+            tracker,
+            clock,
+            start_ms,
+            last_tick_sec,
+            first_ts,
+            out,
+            ..
+        } = self;
+        let ctx = ParseContext {
+            default_org: reading.org.as_deref(),
+            default_app: reading.app.as_deref(),
+            now_ms: None,
+            max_event_bytes: reading.max_line_bytes,
+        };
+        stats.line(&reading.format, &ctx, line, |p| {
+            let ev = p.event;
+            if let Some(ts) = ev.ts_ms {
+                first_ts.get_or_insert(ts);
+                if clock.is_none_or(|c| ts > c) {
+                    *clock = Some(ts);
+                }
+            }
+            let now = clock.unwrap_or(*start_ms);
+            tracker.apply(&ev, now, out);
+            if now.div_euclid(1000) > *last_tick_sec {
+                *last_tick_sec = now.div_euclid(1000);
+                tracker.tick(now, out);
+            }
+        });
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -277,11 +297,11 @@ impl Replayer {
     /// The report.
     pub fn finish(mut self) -> io::Result<Report> {
         self.flush()?;
+        self.stats.settle(&self.reading.format);
         let mut orgs = self.tracker.report();
         orgs.sort_by(|a, b| a.org.cmp(&b.org));
         Ok(Report {
-            events: self.events,
-            rejected: self.rejected,
+            tally: self.stats.take(),
             orgs,
             first_ts: self.first_ts,
             last_ts: self.clock,
@@ -292,10 +312,8 @@ impl Replayer {
 
 /// What a replay found.
 pub struct Report {
-    /// Accepted events of every kind.
-    pub events: u64,
-    /// Rejected lines by [`Reason`] index.
-    pub rejected: [u64; Reason::ALL.len()],
+    /// Accepted and rejected events, and fields lost.
+    pub tally: Tally,
     /// Per org, sorted by name.
     pub orgs: Vec<OrgReport>,
     /// First event time seen.
@@ -306,9 +324,14 @@ pub struct Report {
 }
 
 impl Report {
+    /// Accepted events of every kind.
+    pub fn events(&self) -> u64 {
+        self.tally.accepted
+    }
+
     /// Rejected lines in total.
     pub fn rejected_total(&self) -> u64 {
-        self.rejected.iter().sum()
+        self.tally.rejected_total()
     }
 
     /// Alert transitions recorded.
@@ -318,11 +341,22 @@ impl Report {
 
     /// Writes the SPEC §11 JSON object (and a newline).
     pub fn write_json(self, w: &mut impl Write) -> io::Result<()> {
+        let field_errors: serde_json::Map<_, _> = EventField::ALL
+            .iter()
+            .filter(|f| self.tally.field_errors[**f as usize] > 0)
+            .map(|f| {
+                (
+                    f.name().to_string(),
+                    json!(self.tally.field_errors[*f as usize]),
+                )
+            })
+            .collect();
         write!(
             w,
-            "{{\"events\":{},\"rejected\":{},\"orgs\":",
-            self.events,
-            self.rejected_total()
+            "{{\"events\":{},\"rejected\":{},\"field_errors\":{},\"orgs\":",
+            self.events(),
+            self.rejected_total(),
+            serde_json::Value::Object(field_errors)
         )?;
         let orgs: Vec<_> = self
             .orgs
@@ -365,18 +399,20 @@ impl Report {
         writeln!(
             w,
             "{} events, {} rejected, {} orgs, {} alert transitions{span}",
-            self.events,
+            self.events(),
             self.rejected_total(),
             self.orgs.len(),
             self.alerts.count
         )?;
         if self.rejected_total() > 0 {
-            let parts: Vec<String> = Reason::ALL
-                .iter()
-                .filter(|r| self.rejected[**r as usize] > 0)
-                .map(|r| format!("{}={}", r.as_str(), self.rejected[*r as usize]))
-                .collect();
-            writeln!(w, "rejected: {}", parts.join(" "))?;
+            writeln!(w, "rejected: {}", self.tally.rejected_summary())?;
+        }
+        if self.tally.field_errors_total() > 0 {
+            writeln!(
+                w,
+                "fields that did not parse (events counted without them): {}",
+                self.tally.field_errors_summary()
+            )?;
         }
         writeln!(w)?;
         let mut orgs = self.orgs.iter().collect::<Vec<_>>();
@@ -461,15 +497,7 @@ impl Report {
 
 /// Replays `opts.inputs` with `config` and returns the report.
 pub fn run(config: &Config, opts: &Options, start_ms: i64) -> Result<Report, ReplayError> {
-    let format = match opts.format {
-        Format::Json => LineFormat::Json { fields: Vec::new() },
-        Format::Nginx => Template::compile(Dialect::Nginx, NGINX_COMBINED, &Default::default())
-            .map(LineFormat::Template)
-            .map_err(|e| ReplayError::Format("nginx", e))?,
-        Format::Envoy => Template::compile(Dialect::Envoy, ENVOY_DEFAULT, &Default::default())
-            .map(LineFormat::Template)
-            .map_err(|e| ReplayError::Format("envoy", e))?,
-    };
+    let reading = opts.reading(config)?;
     let total: u64 = opts
         .inputs
         .iter()
@@ -478,45 +506,48 @@ pub fn run(config: &Config, opts: &Options, start_ms: i64) -> Result<Report, Rep
         .sum();
     let bar = progress_bar(opts.progress && io::stderr().is_terminal(), total);
     let mut replayer = Replayer::new(config, start_ms)?;
-    replayer.format = format;
-    replayer.default_org = opts.org.clone();
+    let max = reading.max_line_bytes;
+    replayer.reading = reading;
     let mut done = 0u64;
+    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + max.min(CHUNK));
     for input in &opts.inputs {
         let input_err = |source| ReplayError::Input {
             path: input.clone(),
             source,
         };
-        let reader: Box<dyn Read> = if input == "-" {
+        let mut reader: Box<dyn Read> = if input == "-" {
             Box::new(io::stdin().lock())
         } else {
             Box::new(File::open(PathBuf::from(input)).map_err(input_err)?)
         };
-        let mut lines = LineReader::new(
-            BufReader::with_capacity(1 << 20, reader),
-            opts.max_line_bytes,
-        );
-        let mut n = 0u64;
+        // Each input is its own stream: a line never continues into the next file.
+        let mut framer = LineFramer::new(max);
+        buf.clear();
+        let mut chunks = 0u64;
         loop {
-            let line = match lines.next_line() {
-                Ok(Some(line)) => line,
-                Ok(None) => break,
-                Err(e) => return Err(input_err(e)),
-            };
-            match line {
-                Line::Text(text) => replayer.line(text)?,
-                Line::TooLong(bytes) => {
-                    tracing::debug!(input = %input, bytes, "line over max_line_bytes skipped");
-                    replayer.too_large();
+            let have = buf.len();
+            buf.resize(have + CHUNK, 0);
+            let n = loop {
+                match reader.read(&mut buf[have..]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(input_err(e)),
                 }
-            }
-            n += 1;
-            if n.is_multiple_of(65_536)
-                && let Some(bar) = &bar
+            };
+            buf.truncate(have + n);
+            let used = replayer.feed(&mut framer, &buf, n == 0)?;
+            buf.drain(..used);
+            done += n as u64;
+            chunks += 1;
+            if let Some(bar) = &bar
+                && chunks.is_multiple_of(4)
             {
-                bar.set_position(done + lines.consumed);
+                bar.set_position(done);
+            }
+            if n == 0 {
+                break;
             }
         }
-        done += lines.consumed;
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -543,45 +574,6 @@ fn progress_bar(enabled: bool, total: u64) -> Option<indicatif::ProgressBar> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn reader(text: &[u8], max: usize) -> LineReader<BufReader<&[u8]>> {
-        // A tiny buffer forces lines to span several fills.
-        LineReader::new(BufReader::with_capacity(4, text), max)
-    }
-
-    fn collect(text: &[u8], max: usize) -> Vec<Result<String, usize>> {
-        let mut r = reader(text, max);
-        let mut out = Vec::new();
-        while let Some(line) = r.next_line().unwrap() {
-            out.push(match line {
-                Line::Text(t) => Ok(String::from_utf8_lossy(t).into_owned()),
-                Line::TooLong(n) => Err(n),
-            });
-        }
-        out
-    }
-
-    #[test]
-    fn lines_across_buffer_fills_and_without_final_newline() {
-        assert_eq!(
-            collect(b"hello world\nab\n\nlast", 100),
-            vec![
-                Ok("hello world".into()),
-                Ok("ab".into()),
-                Ok("".into()),
-                Ok("last".into())
-            ]
-        );
-    }
-
-    #[test]
-    fn long_lines_are_skipped_not_held() {
-        let text = format!("short\n{}\nafter\n", "x".repeat(50));
-        assert_eq!(
-            collect(text.as_bytes(), 10),
-            vec![Ok("short".into()), Err(50), Ok("after".into())]
-        );
-    }
 
     fn replay(lines: &[&str]) -> (String, serde_json::Value) {
         let config = Config::default();
@@ -653,7 +645,7 @@ mod tests {
         let mut r = Replayer::new(&config, 0).unwrap();
         r.line(br#"{"ts":1795788000,"org":"acme","status":200}"#)
             .unwrap();
-        r.too_large();
+        r.line(&[b'x'; DEFAULT_MAX_EVENT_BYTES + 1]).unwrap();
         let mut out = Vec::new();
         r.finish().unwrap().write_text(&mut out).unwrap();
         let text = String::from_utf8(out).unwrap();

@@ -92,11 +92,17 @@ error_code = "response.error"
             &format!(r#"ratewarden_requests_total{{org="{org}",app="{app}",outcome="{outcome}"}}"#),
         )
     };
+    let field_errors = |source: &str, field: &str| {
+        metric(
+            &d.base,
+            &format!(r#"ratewarden_event_field_errors_total{{source="{source}",field="{field}"}}"#),
+        )
+    };
     let all_read = eventually(15, || {
-        (["combined", "custom", "edge"]
+        (["combined", "edge", "mapped"]
             .iter()
             .all(|s| ingested(s) == Some(5.0))
-            && ingested("mapped") == Some(4.0))
+            && ingested("custom") == Some(7.0))
         .then_some(())
     });
     assert!(all_read.is_some(), "{}", d.log_text());
@@ -109,12 +115,12 @@ error_code = "response.error"
     assert_eq!(requests("webapp", "default", "client_error"), Some(1.0));
 
     // nginx custom: org, app and Retry-After from the line; "-" falls back to the source's org.
-    assert_eq!(
-        rejected("custom", "invalid_field"),
-        Some(2.0),
-        "status 2xx, Retry-After 'soon'"
-    );
-    assert_eq!(requests("acme", "render-bot", "rate_limited"), Some(2.0));
+    // A status "2xx" and a Retry-After "soon" cost those fields, not the requests.
+    assert_eq!(rejected("custom", "invalid_field"), Some(0.0));
+    assert_eq!(field_errors("custom", "status"), Some(1.0));
+    assert_eq!(field_errors("custom", "retry_after"), Some(1.0));
+    assert_eq!(requests("acme", "x", "unknown"), Some(1.0));
+    assert_eq!(requests("acme", "render-bot", "rate_limited"), Some(3.0));
     assert_eq!(requests("beta", "default", "success"), Some(1.0));
     assert_eq!(
         requests("fallback", "default", "success"),
@@ -126,8 +132,8 @@ error_code = "response.error"
             &d.base,
             r#"ratewarden_retry_violations_total{org="acme",app="render-bot"}"#
         ),
-        Some(1.0),
-        "a 429 two seconds after one that said Retry-After: 20"
+        Some(2.0),
+        "429s two and four seconds after ones that said Retry-After: 20"
     );
 
     // Envoy: "-" response code is an unknown outcome.
@@ -135,9 +141,11 @@ error_code = "response.error"
     assert_eq!(requests("edge-org", "default", "unknown"), Some(1.0));
     assert_eq!(requests("edge-org", "default", "server_error"), Some(1.0));
 
-    // JSON with dotted paths.
-    assert_eq!(rejected("mapped", "invalid_field"), Some(2.0));
+    // JSON with dotted paths: only the line whose ts does not parse is rejected.
+    assert_eq!(rejected("mapped", "invalid_field"), Some(1.0));
     assert_eq!(rejected("mapped", "invalid_json"), Some(1.0));
+    assert_eq!(field_errors("mapped", "status"), Some(1.0));
+    assert_eq!(requests("delta", "default", "unknown"), Some(1.0));
     assert_eq!(requests("delta", "studio", "rate_limited"), Some(1.0));
     assert_eq!(
         metric(

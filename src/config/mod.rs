@@ -27,8 +27,8 @@ pub use channels::{
 pub use duration::{HumanDuration, parse_duration};
 pub use scheduler::{PollConfig, SchedulerConfig, UpstreamConfig};
 
+use crate::events::format::{Dialect, LineFormat, Template};
 use crate::events::valid_name;
-use crate::sources::format::{Dialect, ENVOY_DEFAULT, LineFormat, NGINX_COMBINED, Template};
 
 /// Default listen address (SPEC §2).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9747";
@@ -228,6 +228,8 @@ pub struct FileSourceConfig {
     pub app: Option<String>,
     /// Longer lines are skipped and counted as `too_large`.
     pub max_line_bytes: usize,
+    /// Paths the glob matches that are never read (`exclude`, matched against the full path).
+    pub exclude: Vec<glob::Pattern>,
 }
 
 /// The validated configuration.
@@ -513,6 +515,7 @@ struct RawFileSource {
     max_line_bytes: Option<Spanned<u64>>,
     log_format: Option<Spanned<String>>,
     fields: Option<Spanned<BTreeMap<String, String>>>,
+    exclude: Option<Spanned<Vec<String>>>,
 }
 
 impl RawFileSource {
@@ -537,6 +540,15 @@ impl RawFileSource {
         let path = self.path.get_ref();
         if let Err(e) = glob::Pattern::new(path) {
             return Err(at(self.path.span(), format!("invalid glob {path:?}: {e}")));
+        }
+        let mut exclude = Vec::new();
+        if let Some(ex) = &self.exclude {
+            for g in ex.get_ref() {
+                exclude.push(
+                    glob::Pattern::new(g)
+                        .map_err(|e| at(ex.span(), format!("invalid exclude glob {g:?}: {e}")))?,
+                );
+            }
         }
         for v in [&self.org, &self.app].into_iter().flatten() {
             if !valid_name(v.get_ref()) {
@@ -569,8 +581,8 @@ impl RawFileSource {
             }
             RawFormat::Nginx | RawFormat::Envoy => {
                 let (dialect, default, label) = match format {
-                    RawFormat::Nginx => (Dialect::Nginx, NGINX_COMBINED, "nginx"),
-                    _ => (Dialect::Envoy, ENVOY_DEFAULT, "envoy"),
+                    RawFormat::Nginx => (Dialect::Nginx, "combined", "nginx"),
+                    _ => (Dialect::Envoy, "default", "envoy"),
                 };
                 let text = self
                     .log_format
@@ -596,6 +608,7 @@ impl RawFileSource {
             org: self.org.as_ref().map(|o| o.get_ref().clone()),
             app: self.app.as_ref().map(|a| a.get_ref().clone()),
             max_line_bytes,
+            exclude,
         })
     }
 }

@@ -111,6 +111,7 @@ fn interactive(f: &Fixture, n: usize) {
                 &ParseContext::default(),
             )
             .unwrap()
+            .event
         })
         .collect();
     f.live.apply(&mut events, now, None);

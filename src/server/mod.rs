@@ -26,7 +26,9 @@ pub use auth::{Secret, Tokens};
 use crate::alerts::ChannelStates;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::events::{DEFAULT_MAX_EVENT_BYTES, ParseContext, Rejection, parse_event, split_body};
+use crate::events::format::LineFormat;
+use crate::events::intake::{Tally, body_records};
+use crate::events::{FieldError, ParseContext, Reason, Rejection};
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::offpeak::OffPeak;
@@ -168,7 +170,14 @@ impl IntoResponse for ApiError {
 /// The whole API.
 pub fn router(state: ApiState) -> Router {
     Router::new()
-        .route("/v1/events", post(ingest))
+        .route(
+            "/v1/events",
+            post(ingest).layer(
+                tower::ServiceBuilder::new()
+                    .layer(axum::middleware::from_fn(content_encoding))
+                    .layer(tower_http::decompression::RequestDecompressionLayer::new()),
+            ),
+        )
         .route("/v1/usage", get(usage))
         .route("/v1/alerts", get(alerts))
         .route("/v1/offpeak", get(offpeak))
@@ -240,10 +249,83 @@ fn is_json(headers: &HeaderMap) -> bool {
 
 /// Outcome of parsing and applying one body.
 struct IngestResult {
-    accepted: usize,
-    rejected: Vec<(usize, Rejection)>,
+    tally: Tally,
+    /// What went wrong, by the event's index in the body: rejections, and accepted events'
+    /// fields that did not parse (only the first [`MAX_LISTED_ERRORS`]).
+    errors: Vec<(usize, Problem)>,
     /// Commit that holds the accepted events.
     seq: u64,
+}
+
+/// One entry of an ingest answer's `errors`.
+enum Problem {
+    Rejected(Rejection),
+    Field(FieldError),
+}
+
+/// Content codings `POST /v1/events` decodes (RFC 9110 §8.4.1; `x-gzip` is gzip's old name).
+const ENCODINGS: [&str; 3] = ["gzip", "deflate", "zstd"];
+
+/// Answers 415 for a `Content-Encoding` other than gzip, deflate, zstd or identity, naming it,
+/// and puts a known one in the canonical lowercase form the decompression layer matches.
+async fn content_encoding(
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(value) = req.headers().get(header::CONTENT_ENCODING) else {
+        return next.run(req).await;
+    };
+    let coding = value
+        .to_str()
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let canonical = match coding.as_str() {
+        "x-gzip" => "gzip",
+        c => c,
+    };
+    if canonical == "identity" || canonical.is_empty() {
+        req.headers_mut().remove(header::CONTENT_ENCODING);
+        return next.run(req).await;
+    }
+    if let Some(known) = ENCODINGS.iter().find(|e| **e == canonical) {
+        req.headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static(known));
+        return next.run(req).await;
+    }
+    let shown = String::from_utf8_lossy(value.as_bytes())
+        .chars()
+        .take(64)
+        .collect::<String>();
+    let mut resp = ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_encoding",
+        format!(
+            "Content-Encoding {shown:?} is not supported; send gzip, deflate, zstd or no encoding"
+        ),
+    )
+    .into_response();
+    resp.headers_mut().insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("gzip, deflate, zstd"),
+    );
+    resp
+}
+
+/// Why a body could not be read: too large (decoded size counts) or not decodable.
+fn body_error(st: &ApiState, e: axum::Error) -> ApiError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(c) = cause {
+        if c.is::<http_body_util::LengthLimitError>() {
+            st.metrics.rejected("http", Reason::TooLarge, 1);
+            return body_too_large(st.max_body_bytes);
+        }
+        cause = c.source();
+    }
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "undecodable_body",
+        format!("the body could not be read or decoded: {e}"),
+    )
 }
 
 async fn ingest(
@@ -268,21 +350,19 @@ async fn ingest(
     if live.pending_bytes() > crate::live::MAX_PENDING_BYTES {
         return Err(saturated());
     }
-    let too_large = |st: &ApiState| {
-        st.metrics
-            .rejected("http", crate::events::Reason::TooLarge, 1);
-        body_too_large(st.max_body_bytes)
-    };
+    // A declared length only says what arrives on the wire; the limit also holds for the
+    // decoded body, which `to_bytes` counts (a small gzip bomb stops at the limit).
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > st.max_body_bytes) {
-        return Err(too_large(&st));
+        st.metrics.rejected("http", Reason::TooLarge, 1);
+        return Err(body_too_large(st.max_body_bytes));
     }
     let bytes: Bytes = axum::body::to_bytes(body, st.max_body_bytes)
         .await
-        .map_err(|_| too_large(&st))?;
+        .map_err(|e| body_error(&st, e))?;
     let json_type = is_json(&headers);
     let worker = live.clone();
     let result = tokio::task::spawn_blocking(move || ingest_body(&worker, &bytes, json_type))
@@ -296,23 +376,27 @@ async fn ingest(
             )
         })?;
 
-    if result.accepted > 0 {
+    let tally = &result.tally;
+    if tally.accepted > 0 {
         stored(&live, result.seq, "events").await?;
     }
-    st.metrics.ingested("http", result.accepted as u64);
-    let mut by_reason = [0u64; crate::events::Reason::ALL.len()];
-    for (_, r) in &result.rejected {
-        by_reason[r.reason as usize] += 1;
-    }
-    st.metrics.rejected_by_reason("http", &by_reason);
+    st.metrics.intake("http", tally);
     let errors: Vec<_> = result
-        .rejected
+        .errors
         .iter()
-        .take(MAX_LISTED_ERRORS)
-        .map(|(i, r)| json!({"index": i, "reason": r.reason.as_str(), "message": r.detail}))
+        .map(|(i, p)| match p {
+            Problem::Rejected(r) => {
+                json!({"index": i, "reason": r.reason.as_str(), "message": r.detail})
+            }
+            Problem::Field(f) => json!({
+                "index": i,
+                "field": f.field.name(),
+                "message": format!("{}: {}; the event counted without it", f.field, f.detail),
+            }),
+        })
         .collect();
-    let rejected = result.rejected.len();
-    if result.accepted == 0 {
+    let rejected = tally.rejected_total();
+    if tally.accepted == 0 {
         tracing::debug!(rejected, "ingest body had no valid event");
         let message = if rejected == 0 {
             "the body holds no events".to_string()
@@ -325,7 +409,7 @@ async fn ingest(
         });
         return Ok((StatusCode::BAD_REQUEST, axum::Json(body)).into_response());
     }
-    let body = json!({"accepted": result.accepted, "rejected": rejected, "errors": errors});
+    let body = json!({"accepted": tally.accepted, "rejected": rejected, "errors": errors});
     Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
 }
 
@@ -335,28 +419,36 @@ fn ingest_body(live: &Live, bytes: &[u8], json_type: bool) -> IngestResult {
         now_ms: Some(now),
         ..ParseContext::default()
     };
-    let items = split_body(bytes, json_type);
-    let mut events = Vec::with_capacity(items.len());
-    let mut rejected = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        if item.len() > DEFAULT_MAX_EVENT_BYTES {
-            rejected.push((i, Rejection::too_large(item.len(), DEFAULT_MAX_EVENT_BYTES)));
-            continue;
-        }
-        match parse_event(item, &ctx) {
-            Ok(ev) => events.push(ev),
-            Err(r) => {
-                tracing::debug!(index = i, reason = %r.reason, detail = %r.detail, "event rejected");
-                rejected.push((i, r));
+    let format = LineFormat::Json { fields: Vec::new() };
+    let mut tally = Tally::default();
+    let mut errors = Vec::new();
+    let mut events = Vec::new();
+    let mut index = 0usize;
+    let mut found = Default::default();
+    body_records(bytes, json_type, |record| {
+        format.decode(record, &ctx, &mut found, |r| {
+            tally.note(&r);
+            match r {
+                Ok(p) => {
+                    for e in p.field_errors {
+                        if errors.len() < MAX_LISTED_ERRORS {
+                            errors.push((index, Problem::Field(e)));
+                        }
+                    }
+                    events.push(p.event);
+                }
+                Err(r) => {
+                    tracing::debug!(index, reason = %r.reason, detail = %r.detail, "event rejected");
+                    if errors.len() < MAX_LISTED_ERRORS {
+                        errors.push((index, Problem::Rejected(r)));
+                    }
+                }
             }
-        }
-    }
+            index += 1;
+        })
+    });
     let seq = live.apply(&mut events, now, None);
-    IngestResult {
-        accepted: events.len(),
-        rejected,
-        seq,
-    }
+    IngestResult { tally, errors, seq }
 }
 
 async fn usage(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {

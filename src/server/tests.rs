@@ -94,33 +94,44 @@ async fn ndjson_ingest_reports_per_event_errors() {
     let (status, _, body) = call(&st, post(body, "application/x-ndjson", Some("in-tok"))).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let v = json(&body);
-    assert_eq!(v["accepted"], 2);
-    assert_eq!(v["rejected"], 4);
+    assert_eq!(
+        v["accepted"], 3,
+        "a status that does not parse costs the status"
+    );
+    assert_eq!(v["rejected"], 3);
     let errors: Vec<(u64, &str)> = v["errors"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["index"].as_u64().unwrap(), e["reason"].as_str().unwrap()))
+        .map(|e| {
+            let what = e["reason"].as_str().or(e["field"].as_str()).unwrap();
+            (e["index"].as_u64().unwrap(), what)
+        })
         .collect();
     assert_eq!(
         errors,
         vec![
             (1, "invalid_json"),
             (2, "missing_org"),
-            (3, "invalid_field"),
+            (3, "status"),
             (4, "future_timestamp")
         ],
-        "blank lines take no index"
+        "blank lines take no index; field errors name the field"
     );
+    assert!(v["errors"][2].get("reason").is_none(), "{body}");
     let m = metrics_text(&st).await;
     assert!(
-        m.contains(r#"ratewarden_events_ingested_total{source="http"} 2"#),
+        m.contains(r#"ratewarden_events_ingested_total{source="http"} 3"#),
         "{m}"
     );
     assert!(m.contains(
         r#"ratewarden_events_rejected_total{source="http",reason="future_timestamp"} 1"#
     ));
-    assert!(m.contains(r#"ratewarden_usage{org="acme",dimension="rpm"} 2"#));
+    assert!(m.contains(r#"ratewarden_usage{org="acme",dimension="rpm"} 3"#));
+    assert!(
+        m.contains(r#"ratewarden_event_field_errors_total{source="http",field="status"} 1"#),
+        "{m}"
+    );
 }
 
 #[tokio::test]

@@ -26,7 +26,8 @@ use super::Health;
 use std::time::{Duration, Instant};
 
 use crate::config::{FileSourceConfig, ReadFrom};
-use crate::events::{ParseContext, Reason, stable_hash};
+use crate::events::intake::{LineFramer, SourceStats};
+use crate::events::{ParseContext, stable_hash};
 use crate::live::{Live, MAX_PENDING_BYTES};
 use crate::metrics::Metrics;
 use crate::store::Checkpoint;
@@ -44,6 +45,23 @@ const GRACE: Duration = Duration::from_secs(5);
 const CHUNK: usize = 1 << 20;
 /// Most bytes read from one file per poll, so one busy file cannot starve the others.
 const MAX_PER_POLL: u64 = 16 << 20;
+
+/// First bytes of the archive formats logrotate and friends write (RFC 1952 gzip, RFC 8878
+/// zstd, bzip2, xz): such files are never tailed as text.
+const ARCHIVES: [(&str, &[u8]); 4] = [
+    ("gzip", b"\x1f\x8b"),
+    ("zstd", b"\x28\xb5\x2f\xfd"),
+    ("bzip2", b"BZh"),
+    ("xz", b"\xfd7zXZ\x00"),
+];
+
+/// The archive format `head` (a file's first bytes) starts with, if any.
+fn archive_format(head: &[u8]) -> Option<&'static str> {
+    ARCHIVES
+        .iter()
+        .find(|(_, magic)| head.starts_with(magic))
+        .map(|(name, _)| *name)
+}
 
 /// `device:inode`.
 fn identity(meta: &std::fs::Metadata) -> String {
@@ -74,8 +92,8 @@ struct Tailed {
     offset: u64,
     head_len: u64,
     head_hash: u64,
-    /// Inside a line longer than `max_line_bytes`: bytes are dropped up to its newline.
-    skipping: bool,
+    /// Splits what is read into lines; it knows when it is inside an over-long line.
+    framer: LineFramer,
     /// When the file was found renamed away or deleted; it is drained, then closed.
     detached: Option<Instant>,
 }
@@ -106,6 +124,10 @@ pub struct FileSource {
     /// How long drained rotated files stay open ([`GRACE`]; tests shorten it).
     grace: Duration,
     buf: Vec<u8>,
+    /// What the source took in since the metrics were last updated, and its first-lines check.
+    stats: SourceStats,
+    /// Identities of compressed files the glob matches, skipped (and logged) once.
+    archives: Vec<String>,
 }
 
 impl FileSource {
@@ -125,7 +147,6 @@ impl FileSource {
             .map(|c| (c.file.clone(), c.clone()))
             .collect();
         FileSource {
-            cfg,
             live,
             metrics,
             files: Vec::new(),
@@ -133,6 +154,9 @@ impl FileSource {
             first_run: !started,
             grace: GRACE,
             buf: Vec::new(),
+            stats: SourceStats::new(&cfg.name),
+            archives: Vec::new(),
+            cfg,
         }
     }
 
@@ -165,6 +189,9 @@ impl FileSource {
         match glob::glob(&self.cfg.path) {
             Ok(paths) => {
                 for path in paths.flatten() {
+                    if self.cfg.exclude.iter().any(|p| p.matches_path(&path)) {
+                        continue;
+                    }
                     match std::fs::metadata(&path) {
                         Ok(meta) if meta.is_file() => {
                             let id = identity(&meta);
@@ -172,7 +199,7 @@ impl FileSource {
                             if let Some(t) = self.files.iter_mut().find(|t| t.id == id) {
                                 t.path = path;
                                 t.detached = None;
-                            } else {
+                            } else if !self.archives.contains(&id) {
                                 self.open(path, &id, first);
                             }
                         }
@@ -182,6 +209,7 @@ impl FileSource {
             }
             Err(e) => tracing::warn!(source = %self.cfg.name, error = %e, "bad glob"),
         }
+        self.archives.retain(|id| seen.contains(id));
         // Followed files no longer at a matching path were renamed away or deleted.
         for t in &mut self.files {
             if t.detached.is_none() && !seen.contains(&t.id) {
@@ -210,7 +238,7 @@ impl FileSource {
                             offset: cp.offset,
                             head_len: cp.head_len as u64,
                             head_hash: cp.head_hash,
-                            skipping: false,
+                            framer: LineFramer::new(self.cfg.max_line_bytes),
                             detached: Some(Instant::now()),
                         });
                     }
@@ -233,6 +261,9 @@ impl FileSource {
             }
         };
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if self.skip_archive(&file, &path, id) {
+            return;
+        }
         let checkpoint = self.checkpoints.remove(id);
         let resumed = checkpoint.clone().filter(|cp| {
             size >= cp.offset
@@ -268,7 +299,7 @@ impl FileSource {
             offset,
             head_len,
             head_hash: hash,
-            skipping: false,
+            framer: LineFramer::new(self.cfg.max_line_bytes),
             detached: None,
         };
         // Record the file at once, so a restart knows it even before it has new lines.
@@ -282,17 +313,27 @@ impl FileSource {
 
     fn poll(&mut self) {
         let mut closed = Vec::new();
+        let mut caught_up = true;
         // Reading may add a file (a copytruncate copy); it is read in this same poll.
         let mut i = 0;
         while i < self.files.len() {
             if self.live.pending_bytes() > MAX_PENDING_BYTES {
                 return;
             }
-            if let Err(e) = self.read(i) {
-                tracing::warn!(source = %self.cfg.name, path = %self.files[i].path.display(), error = %e, "read failed");
+            match self.read(i) {
+                Ok(true) => {
+                    closed.push(i);
+                    i += 1;
+                    continue;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(source = %self.cfg.name, path = %self.files[i].path.display(), error = %e, "read failed");
+                }
             }
             let t = &self.files[i];
             let at_end = t.file.metadata().is_ok_and(|m| m.len() <= t.offset);
+            caught_up &= at_end;
             if let Some(since) = t.detached
                 && at_end
                 && since.elapsed() >= self.grace
@@ -300,6 +341,11 @@ impl FileSource {
                 closed.push(i);
             }
             i += 1;
+        }
+        if caught_up {
+            // All there is was read: a source whose first lines are all rejected says so now
+            // rather than after a hundred lines that may never come.
+            self.stats.settle(&self.cfg.format);
         }
         if closed.is_empty() {
             return;
@@ -313,8 +359,9 @@ impl FileSource {
         self.live.note_sources(forget, Vec::new());
     }
 
-    /// Reads what was appended to file `i` and hands its lines on.
-    fn read(&mut self, i: usize) -> std::io::Result<()> {
+    /// Reads what was appended to file `i` and hands its lines on. True when the file turned
+    /// out to be a compressed archive and is to be closed unread.
+    fn read(&mut self, i: usize) -> std::io::Result<bool> {
         let size = self.files[i].file.metadata()?.len();
         self.check_truncation(i, size)?;
         let t = &mut self.files[i];
@@ -336,13 +383,21 @@ impl FileSource {
                 break;
             }
             self.buf.truncate(n);
+            if self.files[i].offset == 0
+                && let Some(kind) = archive_format(&self.buf)
+            {
+                // A file that was empty when found and then filled with an archive.
+                let (path, id) = (self.files[i].path.clone(), self.files[i].id.clone());
+                self.note_archive(kind, &path, &id);
+                return Ok(true);
+            }
             let used = self.consume(i);
             if used == 0 {
                 break; // only a partial line: wait for its newline
             }
             budget = budget.saturating_sub(used as u64);
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Handles a file that became shorter than the offset or whose head changed: the old
@@ -366,7 +421,7 @@ impl FileSource {
         t.offset = 0;
         t.head_len = 0;
         t.head_hash = stable_hash(&[b""]);
-        t.skipping = false;
+        t.framer = LineFramer::new(self.cfg.max_line_bytes);
         let cp = t.checkpoint(&self.cfg.name);
         self.live.apply(&mut [], self.live.now_ms(), Some(cp));
         Ok(())
@@ -396,7 +451,7 @@ impl FileSource {
             offset,
             head_len,
             head_hash: head,
-            skipping: false,
+            framer: LineFramer::new(self.cfg.max_line_bytes),
             detached: Some(Instant::now()),
         };
         self.live.apply(
@@ -410,67 +465,53 @@ impl FileSource {
     /// Parses the complete lines in `self.buf` (read at file `i`'s offset), applies them with
     /// the new offset, and returns the bytes consumed.
     fn consume(&mut self, i: usize) -> usize {
-        let max = self.cfg.max_line_bytes;
+        let FileSource {
+            cfg,
+            live,
+            files,
+            buf,
+            stats,
+            ..
+        } = self;
+        let now = live.now_ms();
         let ctx = ParseContext {
-            default_org: self.cfg.org.as_deref(),
-            default_app: self.cfg.app.as_deref(),
-            now_ms: Some(self.live.now_ms()),
+            default_org: cfg.org.as_deref(),
+            default_app: cfg.app.as_deref(),
+            now_ms: Some(now),
+            max_event_bytes: cfg.max_line_bytes,
         };
-        let buf = &self.buf;
-        let t = &mut self.files[i];
-        let mut start = 0;
+        let t = &mut files[i];
         let mut events = Vec::new();
-        let mut rejected: [u64; Reason::ALL.len()] = [0; Reason::ALL.len()];
-        if t.skipping {
-            match memchr::memchr(b'\n', buf) {
-                Some(nl) => {
-                    start = nl + 1;
-                    t.skipping = false;
-                    rejected[Reason::TooLarge as usize] += 1;
-                }
-                None => {
-                    // Still inside the long line: drop all of it.
-                    start = buf.len();
-                }
-            }
-        }
-        while let Some(nl) = memchr::memchr(b'\n', &buf[start..]) {
-            let mut line = &buf[start..start + nl];
-            start += nl + 1;
-            if let [rest @ .., b'\r'] = line {
-                line = rest;
-            }
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            if line.len() > max {
-                rejected[Reason::TooLarge as usize] += 1;
-                continue;
-            }
-            match self.cfg.format.parse(line, &ctx) {
-                Ok(ev) => events.push(ev),
-                Err(r) => {
-                    tracing::debug!(source = %self.cfg.name, reason = %r.reason, detail = %r.detail, "line rejected");
-                    rejected[r.reason as usize] += 1;
-                }
-            }
-        }
-        if buf.len() - start > max {
-            // An unfinished line already over the limit: drop it as it comes.
-            t.skipping = true;
-            start = buf.len();
-        }
-        if start == 0 {
+        let used = t.framer.feed(buf, false, |line| {
+            stats.line(&cfg.format, &ctx, line, |p| events.push(p.event))
+        });
+        if used == 0 {
             return 0;
         }
-        t.offset += start as u64;
-        let accepted = events.len() as u64;
-        let cp = t.checkpoint(&self.cfg.name);
-        self.live
-            .apply(&mut events, ctx.now_ms.unwrap_or(0), Some(cp));
-        self.metrics.ingested(&self.cfg.name, accepted);
-        self.metrics.rejected_by_reason(&self.cfg.name, &rejected);
-        start
+        t.offset += used as u64;
+        let cp = t.checkpoint(&cfg.name);
+        live.apply(&mut events, now, Some(cp));
+        self.metrics.intake(&self.cfg.name, &self.stats.take());
+        used
+    }
+
+    /// True (and logged once) when `file` is a compressed archive, which is never tailed.
+    fn skip_archive(&mut self, file: &File, path: &Path, id: &str) -> bool {
+        let mut head = [0u8; 6];
+        let n = file.read_at(&mut head, 0).unwrap_or(0);
+        match archive_format(&head[..n]) {
+            Some(kind) => {
+                self.note_archive(kind, path, id);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn note_archive(&mut self, kind: &str, path: &Path, id: &str) {
+        tracing::info!(source = %self.cfg.name, path = %path.display(), format = kind, "skipping a compressed file: archives are not tailed (add it to exclude to silence this)");
+        self.metrics.file_skipped(&self.cfg.name, "compressed");
+        self.archives.push(id.to_string());
     }
 }
 
@@ -676,7 +717,7 @@ mod tests {
         f.append("a.log", "x".repeat(150));
         let mut s = f.source(&[], false);
         step(&mut s, true);
-        assert!(s.files[0].skipping);
+        assert!(s.files[0].framer.skipping());
         f.append("a.log", "y".repeat(50));
         step(&mut s, false);
         f.append("a.log", "z\n");

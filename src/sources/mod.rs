@@ -1,12 +1,11 @@
 //! Sources: where events come from besides `POST /v1/events`.
 //!
-//! [`file`](mod@file) tails log files (SPEC §3 `[[sources.file]]`) and [`format`](mod@format) turns their lines into
-//! events. Sources only read and parse; they hand events to [`Live`] together with the
+//! [`file`](mod@file) tails log files (SPEC §3 `[[sources.file]]`); their bytes become events through
+//! the one intake path, [`crate::events::intake`]. Sources only read and parse; they hand events to [`Live`] together with the
 //! checkpoint those events reach, and never count anything themselves. Each file source runs
 //! on its own thread (file I/O blocks); [`Sources`] owns the threads and stops them.
 
 pub mod file;
-pub mod format;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

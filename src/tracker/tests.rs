@@ -18,7 +18,9 @@ fn config(extra: &str) -> Config {
 
 /// Applies one JSON event at `now` (the event's own `ts` if it has one).
 fn feed(t: &mut Tracker, json: &str, now: i64) -> Vec<Transition> {
-    let ev = parse_event(json.as_bytes(), &ParseContext::default()).unwrap();
+    let ev = parse_event(json.as_bytes(), &ParseContext::default())
+        .unwrap()
+        .event;
     let mut out = Vec::new();
     t.apply(&ev, now, &mut out);
     out
@@ -650,7 +652,8 @@ fn snapshot_restore_keeps_every_kind_of_state() {
         br#"{"org":"acme","app":"bot","ts":1795788000000,"status":202,"job_id":"j1","request_id":"r1"}"#,
         &ParseContext::default(),
     )
-    .unwrap();
+    .unwrap()
+    .event;
     assert!(!back.apply(&dup, T0, &mut Vec::new()));
     // Alert state survived: the clock moving on resolves what fired before the restore.
     let mut later = Vec::new();
@@ -698,14 +701,17 @@ fn restore_applies_the_current_config() {
 fn duplicate_request_ids_count_once() {
     let mut t = Tracker::new(&config(""));
     let line = format!(r#"{{"org":"acme","ts":{T0},"status":200,"request_id":"abc"}}"#);
-    let ev = parse_event(line.as_bytes(), &ParseContext::default()).unwrap();
+    let ev = parse_event(line.as_bytes(), &ParseContext::default())
+        .unwrap()
+        .event;
     assert!(t.apply(&ev, T0, &mut Vec::new()));
     assert!(!t.apply(&ev, T0, &mut Vec::new()));
     let other_org = parse_event(
         br#"{"org":"b","ts":1795788000000,"request_id":"abc"}"#,
         &ParseContext::default(),
     )
-    .unwrap();
+    .unwrap()
+    .event;
     assert!(
         t.apply(&other_org, T0, &mut Vec::new()),
         "ids are scoped per org"

@@ -1,0 +1,550 @@
+//! Reading one field's value the way producers really write it (SPEC §4 rules).
+//!
+//! A [`Raw`] is a value as it arrived: a JSON string, number, `true`, `null`, an object, or a
+//! log template's text. Each reader here turns one into what the event schema wants, or says
+//! in one sentence why it cannot. Numbers sent as strings are the numbers they hold; `-` and
+//! the empty string are absent; nginx's multi-valued upstream variables (`0.004, 0.255`,
+//! `502 : 200`) sum their times and keep their last status; HTTP dates and RFC 3339 times are
+//! read relative to the event's own time. Nothing here decides whether an event is kept.
+
+use std::borrow::Cow;
+
+/// Why a field's value was not usable; the event goes on without it.
+pub(crate) type Bad = Cow<'static, str>;
+
+/// A field's value as written, before it is read as the type the schema wants.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Raw<'a> {
+    /// A JSON string or a log template's text.
+    Str(Cow<'a, str>),
+    /// A non-negative JSON integer.
+    UInt(u64),
+    /// A negative JSON integer.
+    Int(i64),
+    /// A JSON number with a fraction or exponent.
+    Float(f64),
+    /// `true` or `false`.
+    Bool(bool),
+    /// `null`: the same as absent.
+    Null,
+    /// An object or array.
+    Compound,
+    /// A time a log template already read with its own format, in Unix ms.
+    Millis(i64),
+}
+
+impl Raw<'_> {
+    fn kind(&self) -> &'static str {
+        match self {
+            Raw::Str(_) => "a string",
+            Raw::UInt(_) | Raw::Int(_) | Raw::Float(_) | Raw::Millis(_) => "a number",
+            Raw::Bool(_) => "a boolean",
+            Raw::Null => "null",
+            Raw::Compound => "an object or array",
+        }
+    }
+
+    /// An owned copy (for values taken out of a parsed `serde_json::Value`).
+    pub(crate) fn from_value(v: &serde_json::Value) -> Raw<'static> {
+        use serde_json::Value;
+        match v {
+            Value::Null => Raw::Null,
+            Value::Bool(b) => Raw::Bool(*b),
+            Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+                (Some(u), _, _) => Raw::UInt(u),
+                (_, Some(i), _) => Raw::Int(i),
+                (_, _, Some(f)) => Raw::Float(f),
+                _ => Raw::Compound,
+            },
+            Value::String(s) => Raw::Str(Cow::Owned(s.clone())),
+            Value::Array(_) | Value::Object(_) => Raw::Compound,
+        }
+    }
+}
+
+/// `-` and the empty string mean "no value" wherever text comes in.
+fn absent(s: &str) -> bool {
+    match s.as_bytes() {
+        [] | [b'-'] => true,
+        // Only text with spaces at its ends needs the slower look.
+        [first, .., last] if first.is_ascii_whitespace() || last.is_ascii_whitespace() => {
+            let t = s.trim();
+            t.is_empty() || t == "-"
+        }
+        [c] if c.is_ascii_whitespace() => true,
+        _ => false,
+    }
+}
+
+/// A string field (`app`, `user`, `model`, `job_id`, `error_code`, `request_id`). Integers
+/// are taken as their decimal text (`"request_id": 12345`).
+pub(crate) fn text<'a>(raw: Raw<'a>) -> Result<Option<Cow<'a, str>>, Bad> {
+    match raw {
+        Raw::Str(s) if absent(&s) => Ok(None),
+        Raw::Str(s) => Ok(Some(s)),
+        Raw::UInt(n) => Ok(Some(Cow::Owned(n.to_string()))),
+        Raw::Int(n) => Ok(Some(Cow::Owned(n.to_string()))),
+        Raw::Null => Ok(None),
+        other => Err(format!("must be a string, got {}", other.kind()).into()),
+    }
+}
+
+/// A non-negative finite number; numeric strings count.
+pub(crate) fn number(raw: &Raw<'_>) -> Result<Option<f64>, Bad> {
+    let n = match raw {
+        Raw::Str(s) if absent(s) => return Ok(None),
+        Raw::Str(s) => s
+            .trim()
+            .parse::<f64>()
+            .map_err(|_| Bad::from(format!("{s:?} is not a number")))?,
+        Raw::UInt(n) => *n as f64,
+        Raw::Int(n) => *n as f64,
+        Raw::Float(f) => *f,
+        Raw::Null => return Ok(None),
+        other => return Err(format!("must be a number, got {}", other.kind()).into()),
+    };
+    if n.is_finite() && n >= 0.0 {
+        Ok(Some(n))
+    } else {
+        Err(format!("must be a number >= 0, got {n}").into())
+    }
+}
+
+/// A non-negative integer (`tokens`, `x-ratelimit-*` counts); `"12"` and `12.0` count.
+pub(crate) fn integer(raw: &Raw<'_>) -> Result<Option<u64>, Bad> {
+    if let Raw::UInt(n) = raw {
+        return Ok(Some(*n));
+    }
+    if let Raw::Str(s) = raw
+        && let Ok(n) = s.trim().parse::<u64>()
+    {
+        return Ok(Some(n));
+    }
+    match number(raw)? {
+        None => Ok(None),
+        // 2^53: past it a float no longer holds every integer exactly.
+        Some(n) if n.fract() == 0.0 && n < 9_007_199_254_740_992.0 => Ok(Some(n as u64)),
+        Some(n) => Err(format!("must be a whole number, got {n}").into()),
+    }
+}
+
+/// The last value of an nginx multi-valued upstream variable: `$upstream_status` is
+/// `502, 200` when a second upstream was tried and `502 : 200` across an internal redirect.
+fn last_value(s: &str) -> &str {
+    s.rsplit([',', ':']).next().unwrap_or(s).trim()
+}
+
+/// An HTTP status. `0` (Envoy, nginx 499-style resets: no response was received) and `-` are
+/// a request whose outcome is unknown, not an error.
+pub(crate) fn status(raw: &Raw<'_>) -> Result<Option<u16>, Bad> {
+    let n: i64 = match raw {
+        Raw::Str(s) => {
+            let last = last_value(s);
+            if absent(last) {
+                return Ok(None);
+            }
+            last.parse()
+                .map_err(|_| Bad::from(format!("{s:?} is not an HTTP status")))?
+        }
+        Raw::UInt(n) => i64::try_from(*n).unwrap_or(i64::MAX),
+        Raw::Int(n) => *n,
+        Raw::Float(f) if f.fract() == 0.0 && f.abs() < 1e6 => *f as i64,
+        Raw::Null => return Ok(None),
+        other => {
+            return Err(format!("must be an HTTP status, got {}", other.kind()).into());
+        }
+    };
+    match n {
+        0 => Ok(None),
+        100..=599 => Ok(Some(n as u16)),
+        _ => Err(format!("{n} is not an HTTP status (100-599, or 0 for none)").into()),
+    }
+}
+
+/// A duration in ms from a number of ms, or of seconds when `seconds` (nginx's
+/// `$request_time`). Several comma- or colon-separated values (one per upstream tried) are
+/// summed; `-` parts are skipped.
+pub(crate) fn latency_ms(raw: &Raw<'_>, seconds: bool) -> Result<Option<f64>, Bad> {
+    let scale = if seconds { 1000.0 } else { 1.0 };
+    let Raw::Str(s) = raw else {
+        return Ok(number(raw)?.map(|n| n * scale));
+    };
+    let mut total: Option<f64> = None;
+    for part in s.split([',', ':']) {
+        if let Some(n) = number(&Raw::Str(Cow::Borrowed(part)))? {
+            total = Some(total.unwrap_or(0.0) + n);
+        }
+    }
+    Ok(total.map(|n| n * scale))
+}
+
+/// Earliest accepted event time: 1970-01-01T00:00:00Z.
+const MIN_TS_MS: i64 = 0;
+/// Latest accepted event time: 2100-01-01T00:00:00Z. Anything later is a broken clock.
+const MAX_TS_MS: i64 = 4_102_444_800_000;
+
+fn in_range(ms: i64) -> Result<i64, Bad> {
+    if (MIN_TS_MS..MAX_TS_MS).contains(&ms) {
+        Ok(ms)
+    } else {
+        Err("ts is outside 1970..2100".into())
+    }
+}
+
+/// Epoch seconds, or milliseconds when above 1e12 (SPEC §4).
+fn epoch_ms(n: f64) -> Result<i64, Bad> {
+    let ms = if n > 1e12 { n } else { n * 1000.0 };
+    if !ms.is_finite() || ms < MIN_TS_MS as f64 || ms >= MAX_TS_MS as f64 {
+        return Err("ts is outside 1970..2100".into());
+    }
+    Ok(ms.round() as i64)
+}
+
+/// An event time: RFC 3339, or epoch seconds/ms as a number or a numeric string.
+pub(crate) fn time(raw: &Raw<'_>) -> Result<Option<i64>, Bad> {
+    match raw {
+        Raw::Millis(ms) => in_range(*ms).map(Some),
+        Raw::Null => Ok(None),
+        Raw::Str(s) => {
+            let s = s.trim();
+            if let Some(ms) = parse_rfc3339_ms(s) {
+                return in_range(ms).map(Some);
+            }
+            match s.parse::<f64>() {
+                Ok(n) => epoch_ms(n).map(Some),
+                Err(_) => Err(format!("{s:?} is not an RFC 3339 time or epoch seconds").into()),
+            }
+        }
+        Raw::UInt(_) | Raw::Int(_) | Raw::Float(_) => match number(raw) {
+            Ok(Some(n)) => epoch_ms(n).map(Some),
+            _ => Err("ts is outside 1970..2100".into()),
+        },
+        other => Err(format!("ts must be a time, got {}", other.kind()).into()),
+    }
+}
+
+/// Milliseconds from `reference` until the instant `at_ms`, never negative.
+fn until(at_ms: i64, reference: Option<i64>, what: &str) -> Result<i64, Bad> {
+    match reference {
+        Some(r) => Ok((at_ms - r).max(0)),
+        None => Err(format!("{what} is a point in time but the event has no ts").into()),
+    }
+}
+
+/// Most seconds a wait may be (about 31 years): anything longer is a mistake, not a wait.
+const MAX_WAIT_S: f64 = 1e9;
+
+/// `Retry-After` (RFC 9110 §10.2.3): delay-seconds, or an HTTP-date read relative to
+/// `reference` (the event's `ts`). In ms.
+pub(crate) fn retry_after_ms(raw: &Raw<'_>, reference: Option<i64>) -> Result<Option<i64>, Bad> {
+    if let Raw::Str(s) = raw
+        && !absent(s)
+        && s.trim().parse::<f64>().is_err()
+    {
+        return match http_date_ms(s) {
+            Some(at) => until(at, reference, "retry_after").map(Some),
+            None => Err(format!("{s:?} is neither seconds nor an HTTP date").into()),
+        };
+    }
+    match number(raw)? {
+        None => Ok(None),
+        Some(n) if n <= MAX_WAIT_S => Ok(Some((n * 1000.0).round() as i64)),
+        Some(n) => Err(format!("{n} seconds is not a plausible wait").into()),
+    }
+}
+
+/// An `x-ratelimit-reset-*` value, in ms from `reference`: a Go duration (`6m0s`, as OpenAI
+/// sends), bare seconds (`1.5`), epoch seconds (a number above 1e9, as GitHub sends), or an
+/// RFC 3339 time.
+pub(crate) fn reset_ms(raw: &Raw<'_>, reference: Option<i64>) -> Result<Option<i64>, Bad> {
+    let n = match raw {
+        Raw::Str(s) if absent(s) => return Ok(None),
+        Raw::Str(s) => {
+            let s = s.trim();
+            if let Ok(n) = s.parse::<f64>() {
+                n
+            } else if let Some(ms) = parse_go_duration_ms(s) {
+                return Ok(Some(ms));
+            } else if let Some(at) = parse_rfc3339_ms(s) {
+                return until(at, reference, "the reset").map(Some);
+            } else {
+                return Err(format!(
+                    "{s:?} is not a duration (\"6m0s\"), seconds or an RFC 3339 time"
+                )
+                .into());
+            }
+        }
+        _ => match number(raw)? {
+            Some(n) => n,
+            None => return Ok(None),
+        },
+    };
+    if !(n.is_finite() && n >= 0.0) {
+        return Err(format!("{n} is not a reset time").into());
+    }
+    if n > MAX_WAIT_S {
+        until((n * 1000.0).round() as i64, reference, "the reset").map(Some)
+    } else {
+        Ok(Some((n * 1000.0).round() as i64))
+    }
+}
+
+/// An HTTP-date (IMF-fixdate, RFC 850 or asctime, RFC 9110 §5.6.7) in Unix ms.
+pub fn http_date_ms(s: &str) -> Option<i64> {
+    let t = httpdate::parse_http_date(s.trim()).ok()?;
+    let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(d.as_millis()).ok()
+}
+
+/// A `Retry-After` header value (delay-seconds or an HTTP-date) as a wait in ms from
+/// `now_ms`, never negative; `None` when it is neither.
+pub fn retry_after_header_ms(value: &str, now_ms: i64) -> Option<i64> {
+    retry_after_ms(&Raw::Str(Cow::Borrowed(value)), Some(now_ms))
+        .ok()
+        .flatten()
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn days_in_month(y: i64, m: u32) -> u32 {
+    match m {
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// RFC 3339 to Unix ms. A hand-rolled fast path for the common shape
+/// (`2026-11-27T14:00:00.123Z`, any fraction, `Z` or `±hh:mm`), and chrono for the rest.
+pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    fast_rfc3339(s.as_bytes()).or_else(|| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|t| t.timestamp_millis())
+    })
+}
+
+fn fast_rfc3339(b: &[u8]) -> Option<i64> {
+    fn num(b: &[u8]) -> Option<u32> {
+        let mut v = 0u32;
+        for &c in b {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            v = v * 10 + (c - b'0') as u32;
+        }
+        Some(v)
+    }
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let (y, mo, d) = (num(&b[0..4])? as i64, num(&b[5..7])?, num(&b[8..10])?);
+    let (h, mi, s) = (num(&b[11..13])?, num(&b[14..16])?, num(&b[17..19])?);
+    // Leap seconds and other oddities go to chrono.
+    if !(1..=12).contains(&mo) || d == 0 || d > days_in_month(y, mo) || h > 23 || mi > 59 || s > 59
+    {
+        return None;
+    }
+    let mut i = 19;
+    let mut frac_ms = 0i64;
+    if b[i] == b'.' {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            if i - start < 3 {
+                frac_ms = frac_ms * 10 + (b[i] - b'0') as i64;
+            }
+            i += 1;
+        }
+        let digits = i - start;
+        if digits == 0 {
+            return None;
+        }
+        for _ in digits..3 {
+            frac_ms *= 10;
+        }
+    }
+    let offset_min: i64 = match b.get(i)? {
+        b'Z' | b'z' if i + 1 == b.len() => 0,
+        sign @ (b'+' | b'-') if i + 6 == b.len() && b[i + 3] == b':' => {
+            let oh = num(&b[i + 1..i + 3])? as i64;
+            let om = num(&b[i + 4..i + 6])? as i64;
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let off = oh * 60 + om;
+            if *sign == b'-' { -off } else { off }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(y, mo, d);
+    let secs = days * 86_400 + (h * 3600 + mi * 60 + s) as i64 - offset_min * 60;
+    Some(secs * 1000 + frac_ms)
+}
+
+/// A Go duration (`"6m0s"`, `"1.5s"`, `"20ms"`, `"0s"`), as OpenAI sends in
+/// `x-ratelimit-reset-*`, to milliseconds.
+pub fn parse_go_duration_ms(s: &str) -> Option<i64> {
+    if s == "0" {
+        return Some(0);
+    }
+    let mut rest = s;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if n == 0 {
+            return None;
+        }
+        let v: f64 = rest[..n].parse().ok()?;
+        rest = &rest[n..];
+        let u = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit_ms = match &rest[..u] {
+            "ns" => 1e-6,
+            "us" | "µs" => 1e-3,
+            "ms" => 1.0,
+            "s" => 1e3,
+            "m" => 6e4,
+            "h" => 3.6e6,
+            _ => return None,
+        };
+        rest = &rest[u..];
+        total += v * unit_ms;
+    }
+    (total.is_finite() && total < 1e15).then(|| total.round() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &str) -> Raw<'_> {
+        Raw::Str(Cow::Borrowed(v))
+    }
+
+    #[test]
+    fn numbers_sent_as_strings_are_numbers() {
+        assert_eq!(status(&s("429")), Ok(Some(429)));
+        assert_eq!(status(&s(" 200 ")), Ok(Some(200)));
+        assert_eq!(number(&s("0.004")), Ok(Some(0.004)));
+        assert_eq!(integer(&s("12")), Ok(Some(12)));
+        assert_eq!(integer(&Raw::Float(12.0)), Ok(Some(12)));
+        assert!(integer(&Raw::Float(12.5)).is_err());
+        assert!(integer(&Raw::Int(-1)).is_err());
+        assert_eq!(retry_after_ms(&s("7"), None), Ok(Some(7_000)));
+        assert_eq!(time(&s("1795788000")), Ok(Some(1_795_788_000_000)));
+        assert_eq!(time(&s("1795788000123")), Ok(Some(1_795_788_000_123)));
+    }
+
+    #[test]
+    fn no_response_is_an_unknown_outcome_not_an_error() {
+        for v in ["0", "-", "", "-, -"] {
+            assert_eq!(status(&s(v)), Ok(None), "{v:?}");
+        }
+        assert_eq!(status(&Raw::UInt(0)), Ok(None));
+        assert!(status(&Raw::UInt(700)).is_err());
+        assert!(status(&s("2xx")).is_err());
+        assert!(status(&Raw::Float(200.5)).is_err());
+        assert!(status(&Raw::Bool(true)).is_err());
+    }
+
+    #[test]
+    fn nginx_multi_valued_upstream_variables() {
+        assert_eq!(status(&s("502, 200")), Ok(Some(200)));
+        assert_eq!(status(&s("502 : 429")), Ok(Some(429)));
+        assert_eq!(
+            status(&s("504, 0")),
+            Ok(None),
+            "the last upstream sent nothing"
+        );
+        let sum = |v: &str| latency_ms(&s(v), true).unwrap().unwrap();
+        assert!((sum("0.004, 0.255") - 259.0).abs() < 1e-9);
+        assert!((sum("0.012 : 0.001") - 13.0).abs() < 1e-9);
+        assert!((sum("-, 0.010") - 10.0).abs() < 1e-9);
+        assert_eq!(latency_ms(&s("-"), true), Ok(None));
+        assert_eq!(latency_ms(&Raw::UInt(41), false), Ok(Some(41.0)));
+        assert!(latency_ms(&s("fast"), false).is_err());
+    }
+
+    #[test]
+    fn retry_after_as_an_http_date_is_relative_to_the_event() {
+        let ts = parse_rfc3339_ms("2026-11-30T10:00:00Z");
+        let at = |v: &str| retry_after_ms(&s(v), ts);
+        assert_eq!(at("Mon, 30 Nov 2026 10:00:07 GMT"), Ok(Some(7_000)));
+        assert_eq!(
+            at("Monday, 30-Nov-26 10:00:30 GMT"),
+            Ok(Some(30_000)),
+            "RFC 850"
+        );
+        assert_eq!(at("Mon Nov 30 10:01:00 2026"), Ok(Some(60_000)), "asctime");
+        assert_eq!(
+            at("Mon, 30 Nov 2026 09:00:00 GMT"),
+            Ok(Some(0)),
+            "in the past"
+        );
+        assert!(at("soon").is_err());
+        assert!(retry_after_ms(&s("Mon, 30 Nov 2026 10:00:07 GMT"), None).is_err());
+        assert!(retry_after_ms(&Raw::Int(-1), ts).is_err());
+        assert_eq!(
+            retry_after_header_ms("Mon, 30 Nov 2026 10:00:07 GMT", ts.unwrap()),
+            Some(7_000)
+        );
+    }
+
+    #[test]
+    fn reset_values_in_every_form() {
+        let ts = parse_rfc3339_ms("2026-11-30T10:00:00Z");
+        let r = |raw: Raw<'_>| reset_ms(&raw, ts);
+        assert_eq!(r(s("6m0s")), Ok(Some(360_000)));
+        assert_eq!(r(s("1.5")), Ok(Some(1_500)), "bare seconds");
+        assert_eq!(r(Raw::UInt(20)), Ok(Some(20_000)));
+        assert_eq!(r(s("2026-11-30T10:01:00Z")), Ok(Some(60_000)), "RFC 3339");
+        assert_eq!(
+            r(Raw::UInt(1_796_032_830)),
+            Ok(Some(30_000)),
+            "epoch seconds"
+        );
+        assert!(r(s("soon")).is_err());
+    }
+
+    #[test]
+    fn text_fields() {
+        assert_eq!(text(s("-")), Ok(None));
+        assert_eq!(text(Raw::UInt(42)), Ok(Some(Cow::Owned("42".into()))));
+        assert!(text(Raw::Compound).is_err());
+        assert_eq!(text(Raw::Null), Ok(None));
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration_ms("6m0s"), Some(360_000));
+        assert_eq!(parse_go_duration_ms("1.5s"), Some(1_500));
+        assert_eq!(parse_go_duration_ms("20ms"), Some(20));
+        assert_eq!(parse_go_duration_ms("1h2m3s"), Some(3_723_000));
+        assert_eq!(parse_go_duration_ms("0"), Some(0));
+        assert_eq!(parse_go_duration_ms(""), None);
+        assert_eq!(parse_go_duration_ms("5x"), None);
+    }
+}

@@ -1,0 +1,460 @@
+//! An event as written, field by field ([`Wire`]), and its validation into an [`Event`].
+//!
+//! Every format ends here: native JSON deserializes straight into a [`Wire`] (strings borrowed
+//! from the input), mapped JSON and log templates fill one in. [`Wire::validate`] is then the
+//! single place where SPEC §4 decides: an event without an org, with a `ts` or `kind` that
+//! does not parse, is rejected; any other field that does not parse becomes a
+//! [`FieldError`] and the event goes on without it.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+
+use super::values::{self, Bad, Raw};
+use super::{
+    Event, EventField, FieldError, Kind, MAX_FUTURE_MS, ParseContext, Parsed, RateLimitInfo,
+    Reason, Rejection, valid_name,
+};
+use crate::tracker::OVERFLOW;
+
+/// The `ratelimit` object's keys, in [`RateLimitInfo`] order.
+const RATELIMIT_KEYS: [&str; 6] = [
+    "limit_requests",
+    "remaining_requests",
+    "reset_requests",
+    "limit_tokens",
+    "remaining_tokens",
+    "reset_tokens",
+];
+
+/// The `ratelimit` value as written.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum RawRateLimit<'a> {
+    /// An object; its known keys in [`RATELIMIT_KEYS`] order.
+    Object(Box<[Option<Raw<'a>>; 6]>),
+    /// Anything but an object.
+    Not(&'static str),
+}
+
+/// One event's fields as written, before validation.
+#[derive(Debug, Default)]
+pub(crate) struct Wire<'a> {
+    /// Scalar fields by [`EventField`] index (everything but `ratelimit`).
+    values: [Option<Raw<'a>>; EventField::SCALARS],
+    ratelimit: Option<RawRateLimit<'a>>,
+    /// Fields that appeared more than once (bit per [`EventField`]).
+    duplicates: u32,
+    /// `latency_ms` holds seconds (nginx's `$request_time` and the like).
+    pub latency_in_seconds: bool,
+}
+
+impl<'a> Wire<'a> {
+    /// Sets `field` (a later value replaces an earlier one).
+    pub fn set(&mut self, field: EventField, raw: Raw<'a>) {
+        if field == EventField::RateLimit {
+            self.ratelimit = Some(match raw {
+                Raw::Compound => RawRateLimit::Not("an object whose keys cannot be read here"),
+                _ => RawRateLimit::Not("not an object"),
+            });
+        } else {
+            self.values[field as usize] = Some(raw);
+        }
+    }
+
+    /// Sets `field` from a parsed JSON value (mapped JSON formats).
+    pub fn set_value(&mut self, field: EventField, v: &serde_json::Value) {
+        if field == EventField::RateLimit {
+            self.ratelimit = Some(match v.as_object() {
+                Some(obj) => {
+                    let mut keys: [Option<Raw<'a>>; 6] = Default::default();
+                    for (slot, key) in keys.iter_mut().zip(RATELIMIT_KEYS) {
+                        *slot = obj.get(key).map(Raw::from_value);
+                    }
+                    RawRateLimit::Object(Box::new(keys))
+                }
+                None => RawRateLimit::Not("not an object"),
+            });
+        } else {
+            self.values[field as usize] = Some(Raw::from_value(v));
+        }
+    }
+
+    /// True when `field` has a value.
+    pub fn has(&self, field: EventField) -> bool {
+        if field == EventField::RateLimit {
+            self.ratelimit.is_some()
+        } else {
+            self.values[field as usize].is_some()
+        }
+    }
+
+    /// A wire from a parsed JSON object's native schema keys.
+    pub fn from_object(obj: &serde_json::Map<String, serde_json::Value>) -> Wire<'a> {
+        let mut w = Wire::default();
+        for (k, v) in obj {
+            if let Some(f) = EventField::parse(k) {
+                w.set_value(f, v);
+            }
+        }
+        w
+    }
+
+    fn take(&mut self, field: EventField) -> Option<Raw<'a>> {
+        self.values[field as usize].take()
+    }
+
+    /// Validates into an event (SPEC §4), or the one reason it is rejected.
+    pub fn validate(mut self, ctx: &ParseContext<'a>) -> Result<Parsed<'a>, Rejection> {
+        let mut errors: Vec<FieldError> = Vec::new();
+        let dup = |f: EventField| self.duplicates & (1 << f as u32) != 0;
+        if dup(EventField::Org) {
+            return Err(invalid(
+                "org appears twice, so which org to count is unclear",
+            ));
+        }
+        for f in EventField::ALL {
+            if f != EventField::Org && dup(f) {
+                errors.push(FieldError::new(f, "appears more than once; ignored"));
+                if f == EventField::RateLimit {
+                    self.ratelimit = None;
+                } else {
+                    self.values[f as usize] = None;
+                }
+            }
+        }
+
+        let org = match self.take(EventField::Org).map(values::text) {
+            None | Some(Ok(None)) => match ctx.default_org {
+                Some(org) => Cow::Borrowed(org),
+                None => {
+                    return Err(Rejection::new(
+                        Reason::MissingOrg,
+                        "event has no org and its source supplies none",
+                    ));
+                }
+            },
+            Some(Ok(Some(org))) if valid_name(&org) && org != OVERFLOW => org,
+            Some(Ok(Some(_))) => return Err(invalid("org must be 1-128 printable characters")),
+            Some(Err(e)) => return Err(invalid(format!("org {e}"))),
+        };
+        let ts_ms = match self.take(EventField::Ts).map(|raw| values::time(&raw)) {
+            None | Some(Ok(None)) => None,
+            Some(Ok(Some(ms))) => Some(ms),
+            Some(Err(e)) => return Err(invalid(e)),
+        };
+        if let (Some(ts), Some(now)) = (ts_ms, ctx.now_ms)
+            && ts > now + MAX_FUTURE_MS
+        {
+            return Err(Rejection::new(
+                Reason::FutureTimestamp,
+                "ts is more than 5 minutes ahead of the clock",
+            ));
+        }
+        let kind = match self.take(EventField::Kind).map(values::text) {
+            None | Some(Ok(None)) => Kind::Request,
+            Some(Ok(Some(k))) => match &*k {
+                "request" => Kind::Request,
+                "job_started" => Kind::JobStarted,
+                "job_completed" => Kind::JobCompleted,
+                "job_failed" => Kind::JobFailed,
+                "job_cancelled" => Kind::JobCancelled,
+                _ => {
+                    return Err(invalid(
+                        "unknown kind (request, job_started, job_completed, job_failed, job_cancelled)",
+                    ));
+                }
+            },
+            Some(Err(e)) => return Err(invalid(format!("kind {e}"))),
+        };
+        // Absolute times (an HTTP-date Retry-After, an RFC 3339 reset) are read against the
+        // event's own time, or the clock for events without one.
+        let reference = ts_ms.or(ctx.now_ms);
+
+        let e = &mut errors;
+        let mut name = |f: EventField, raw: Option<Raw<'a>>| {
+            let v = keep(e, f, raw.map(values::text).transpose().map(Option::flatten));
+            match v {
+                Some(s) if f == EventField::App && (!valid_name(&s) || s == OVERFLOW) => {
+                    keep(e, f, Err("must be 1-128 printable characters".into()))
+                }
+                Some(s) if s.len() > 256 => keep(e, f, Err("is longer than 256 bytes".into())),
+                v => v,
+            }
+        };
+        let app = name(
+            EventField::App,
+            self.values[EventField::App as usize].take(),
+        );
+        let user = name(
+            EventField::User,
+            self.values[EventField::User as usize].take(),
+        );
+        let model = name(
+            EventField::Model,
+            self.values[EventField::Model as usize].take(),
+        );
+        let job_id = name(
+            EventField::JobId,
+            self.values[EventField::JobId as usize].take(),
+        );
+        let error_code = name(
+            EventField::ErrorCode,
+            self.values[EventField::ErrorCode as usize].take(),
+        );
+        let request_id = name(
+            EventField::RequestId,
+            self.values[EventField::RequestId as usize].take(),
+        );
+        // Attribution only: validated, not kept.
+        let _ = (user, model);
+        if kind != Kind::Request && job_id.is_none() {
+            return Err(invalid("job lifecycle events need a job_id"));
+        }
+        let status = self
+            .take(EventField::Status)
+            .and_then(|raw| keep(&mut errors, EventField::Status, values::status(&raw)));
+        let retry_after_ms = self.take(EventField::RetryAfter).and_then(|raw| {
+            keep(
+                &mut errors,
+                EventField::RetryAfter,
+                values::retry_after_ms(&raw, reference),
+            )
+        });
+        let tokens = self
+            .take(EventField::Tokens)
+            .and_then(|raw| keep(&mut errors, EventField::Tokens, values::integer(&raw)));
+        let seconds = self.latency_in_seconds;
+        let latency_ms = self.take(EventField::LatencyMs).and_then(|raw| {
+            keep(
+                &mut errors,
+                EventField::LatencyMs,
+                values::latency_ms(&raw, seconds),
+            )
+        });
+        let ratelimit = match self.ratelimit.take() {
+            None => None,
+            Some(RawRateLimit::Not(what)) => keep(
+                &mut errors,
+                EventField::RateLimit,
+                Err(format!("must be an object of x-ratelimit-* values, got {what}").into()),
+            ),
+            Some(RawRateLimit::Object(keys)) => {
+                let mut problems = Vec::new();
+                let mut get =
+                    |i: usize, read: &dyn Fn(&Raw<'a>) -> Result<Option<i64>, Bad>| match keys[i]
+                        .as_ref()
+                        .map(read)
+                        .transpose()
+                    {
+                        Ok(v) => v.flatten(),
+                        Err(e) => {
+                            problems.push(format!("{} {e}", RATELIMIT_KEYS[i]));
+                            None
+                        }
+                    };
+                let count = |raw: &Raw<'a>| {
+                    values::integer(raw).map(|v| v.map(|n| i64::try_from(n).unwrap_or(i64::MAX)))
+                };
+                let reset = |raw: &Raw<'a>| values::reset_ms(raw, reference);
+                let info = RateLimitInfo {
+                    limit_requests: get(0, &count).map(|n| n as u64),
+                    remaining_requests: get(1, &count).map(|n| n as u64),
+                    reset_requests_ms: get(2, &reset),
+                    limit_tokens: get(3, &count).map(|n| n as u64),
+                    remaining_tokens: get(4, &count).map(|n| n as u64),
+                    reset_tokens_ms: get(5, &reset),
+                };
+                if !problems.is_empty() {
+                    errors.push(FieldError::new(EventField::RateLimit, problems.join("; ")));
+                }
+                (info != RateLimitInfo::default()).then_some(info)
+            }
+        };
+        Ok(Parsed {
+            event: Event {
+                ts_ms,
+                org,
+                app: app.or(ctx.default_app.map(Cow::Borrowed)),
+                kind,
+                status,
+                job_id,
+                retry_after_ms,
+                error_code,
+                tokens,
+                latency_ms,
+                request_id,
+                ratelimit,
+            },
+            field_errors: errors,
+        })
+    }
+}
+
+/// The value of a field that parsed; for one that did not, the error is noted and the
+/// field is absent.
+fn keep<T>(errors: &mut Vec<FieldError>, f: EventField, r: Result<Option<T>, Bad>) -> Option<T> {
+    match r {
+        Ok(v) => v,
+        Err(e) => {
+            errors.push(FieldError::new(f, e));
+            None
+        }
+    }
+}
+
+fn invalid(detail: impl Into<Cow<'static, str>>) -> Rejection {
+    Rejection::new(Reason::InvalidField, detail)
+}
+
+/// A JSON value kept as written (strings borrowed unless escaped).
+impl<'de: 'a, 'a> Deserialize<'de> for Raw<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Raw<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Raw<'a>, E> {
+                Ok(Raw::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Raw<'a>, E> {
+                Ok(Raw::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Raw<'a>, E> {
+                Ok(Raw::UInt(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Raw<'a>, E> {
+                Ok(if v >= 0 {
+                    Raw::UInt(v as u64)
+                } else {
+                    Raw::Int(v)
+                })
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Raw<'a>, E> {
+                Ok(Raw::Float(v))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Raw<'a>, E> {
+                Ok(Raw::Bool(v))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Raw<'a>, E> {
+                Ok(Raw::Null)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Raw<'a>, E> {
+                Ok(Raw::Null)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Raw<'a>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Raw::Compound)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Raw<'a>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Raw::Compound)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// An object key, borrowed unless escaped.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Key<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawRateLimit<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = RawRateLimit<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut keys: [Option<Raw<'a>>; 6] = Default::default();
+                while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+                    match RATELIMIT_KEYS.iter().position(|n| *n == k) {
+                        Some(i) => keys[i] = Some(map.next_value()?),
+                        None => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(RawRateLimit::Object(Box::new(keys)))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(RawRateLimit::Not("an array"))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(RawRateLimit::Not("a string"))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(RawRateLimit::Not("a number"))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(RawRateLimit::Not("a number"))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(RawRateLimit::Not("a number"))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(RawRateLimit::Not("a boolean"))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(RawRateLimit::Not("null"))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// The native event schema: known keys read leniently, unknown keys skipped, a key given
+/// twice remembered (so `validate` can refuse an ambiguous org).
+impl<'de: 'a, 'a> Deserialize<'de> for Wire<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Wire<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an event object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Wire<'a>, A::Error> {
+                let mut w = Wire::default();
+                while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+                    let Some(f) = EventField::parse(&k) else {
+                        map.next_value::<IgnoredAny>()?;
+                        continue;
+                    };
+                    if w.has(f) {
+                        w.duplicates |= 1 << f as u32;
+                    }
+                    if f == EventField::RateLimit {
+                        w.ratelimit = Some(map.next_value()?);
+                    } else {
+                        w.values[f as usize] = Some(map.next_value()?);
+                    }
+                }
+                Ok(w)
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
