@@ -134,6 +134,149 @@ async fn ndjson_ingest_reports_per_event_errors() {
     );
 }
 
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+fn encoded(body: Vec<u8>, encoding: &str) -> Request<Body> {
+    let mut req = post(body, "application/x-ndjson", Some("in-tok"));
+    req.headers_mut()
+        .insert(header::CONTENT_ENCODING, encoding.parse().unwrap());
+    req
+}
+
+#[tokio::test]
+async fn compressed_bodies_are_decoded() {
+    use std::io::Write;
+    let st = state();
+    let ndjson = format!(
+        "{}\n{}\n",
+        ev(0, r#","status":200"#),
+        ev(0, r#","status":429"#)
+    );
+    let deflated = {
+        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(ndjson.as_bytes()).unwrap();
+        e.finish().unwrap()
+    };
+    for (body, encoding) in [
+        (gzip(ndjson.as_bytes()), "gzip"),
+        (gzip(ndjson.as_bytes()), "x-gzip"),
+        (gzip(ndjson.as_bytes()), " GZIP "),
+        (deflated, "deflate"),
+        (zstd::encode_all(ndjson.as_bytes(), 3).unwrap(), "zstd"),
+        (ndjson.clone().into_bytes(), "identity"),
+    ] {
+        let (status, _, body) = call(&st, encoded(body, encoding)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{encoding}: {body}");
+        assert_eq!(json(&body)["accepted"], 2, "{encoding}: {body}");
+    }
+    let m = metrics_text(&st).await;
+    assert!(
+        m.contains(r#"ratewarden_events_ingested_total{source="http"} 12"#),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn other_encodings_are_415_and_bad_streams_400() {
+    let st = state();
+    for encoding in ["br", "compress", "gzip, zstd"] {
+        let (status, headers, body) = call(&st, encoded(b"{}".to_vec(), encoding)).await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{encoding}");
+        assert!(body.contains(encoding), "names the encoding: {body}");
+        assert_eq!(
+            json(&body)["error"]["code"],
+            "unsupported_encoding",
+            "{body}"
+        );
+        assert_eq!(headers[header::ACCEPT_ENCODING], "gzip, deflate, zstd");
+    }
+    let (status, _, body) = call(&st, encoded(b"not gzip at all".to_vec(), "gzip")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(json(&body)["error"]["code"], "undecodable_body");
+    let m = metrics_text(&st).await;
+    assert!(m.contains(r#"ratewarden_events_ingested_total{source="http"} 0"#));
+}
+
+#[tokio::test]
+async fn a_compression_bomb_stops_at_max_body_bytes_decoded() {
+    let st = state();
+    // 64 MiB of spaces is a body of ~64 KiB compressed and 16 000 times max_body_bytes
+    // decoded; reading stops at the limit.
+    let bomb = {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let block = vec![b' '; 1 << 20];
+        for _ in 0..64 {
+            e.write_all(&block).unwrap();
+        }
+        e.finish().unwrap()
+    };
+    assert!(bomb.len() < 4096 * 64, "{}", bomb.len());
+    let (status, _, body) = call(&st, encoded(bomb, "gzip")).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    let m = metrics_text(&st).await;
+    assert!(
+        m.contains(r#"ratewarden_events_rejected_total{source="http",reason="too_large"} 1"#),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn bodies_as_real_shippers_write_them() {
+    let st = state();
+    // A byte-order mark before a JSON array (Windows tools).
+    let mut bom = b"\xEF\xBB\xBF".to_vec();
+    bom.extend_from_slice(br#"[{"org":"acme","status":200},{"org":"acme","status":429}]"#);
+    let (status, _, body) = call(&st, post(bom, "application/json", Some("in-tok"))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(
+        (
+            json(&body)["accepted"].clone(),
+            json(&body)["rejected"].clone()
+        ),
+        (json!(2), json!(0))
+    );
+    // Fluent Bit's json_stream: objects back to back, no newline.
+    let stream = format!("{}{}", ev(0, ""), ev(0, r#","status":"429""#));
+    let (status, _, body) = call(&st, post(stream, "application/json", Some("in-tok"))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(json(&body)["accepted"], 2, "{body}");
+    // CRLF lines; numbers as strings; a field that does not parse is listed with its field.
+    let crlf = format!(
+        "{}\r\n{}\r\n",
+        ev(0, r#","status":"429","retry_after":"7","tokens":"12""#),
+        ev(0, r#","status":"-","latency_ms":"slow""#)
+    );
+    let (status, _, body) = call(&st, post(crlf, "application/x-ndjson", Some("in-tok"))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let v = json(&body);
+    assert_eq!(
+        (v["accepted"].clone(), v["rejected"].clone()),
+        (json!(2), json!(0))
+    );
+    assert_eq!(v["errors"].as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(v["errors"][0]["index"], 1);
+    assert_eq!(v["errors"][0]["field"], "latency_ms");
+    let s = call(&st, get("/v1/usage", Some("ad-tok"))).await.2;
+    assert_eq!(json(&s)["orgs"][0]["usage"]["rpm"], 6, "{s}");
+    let m = metrics_text(&st).await;
+    assert!(
+        m.contains(
+            r#"ratewarden_requests_total{org="acme",app="default",outcome="rate_limited"} 3"#
+        ),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"ratewarden_requests_total{org="acme",app="default",outcome="unknown"} 2"#),
+        "no status and status \"-\": {m}"
+    );
+}
+
 #[tokio::test]
 async fn json_bodies_array_object_and_lines() {
     let st = state();
