@@ -41,6 +41,49 @@ fn check_config_summarises_and_warns_about_unset_secrets() {
 }
 
 #[test]
+fn check_config_reads_off_peak_starts_as_crontab_does() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("cron.toml"),
+        "[offpeak]\ntimezone = \"America/New_York\"\n[[offpeak.windows]]\nstart = \"0 19 * * 1-5\"\nduration = \"11h\"\n",
+    )
+    .unwrap();
+    let out = run(&["check-config", "cron.toml"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let summary = text(&out.stdout);
+    let line = summary
+        .lines()
+        .find(|l| l.starts_with("off-peak"))
+        .unwrap_or_else(|| panic!("{summary}"));
+    // "next Mon 2026-11-30 19:00 EST .. Tue 2026-12-01 06:00 EST, ...": every opening is a
+    // weekday evening (1-5 is Monday to Friday), whatever day the test runs.
+    let opens: Vec<&str> = line
+        .split_once(": next ")
+        .map(|(_, w)| w.split(", ").collect())
+        .unwrap_or_default();
+    assert_eq!(opens.len(), 3, "{line}");
+    for o in opens {
+        let day = o.split_whitespace().next().unwrap_or("");
+        assert!(
+            ["Mon", "Tue", "Wed", "Thu", "Fri"].contains(&day) && o.contains("19:00"),
+            "{o} in {line}"
+        );
+    }
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[[offpeak.windows]]\nstart = \"0 19 * * Fri-Mon\"\nduration = \"11h\"\n",
+    )
+    .unwrap();
+    let out = run(&["check-config", "bad.toml"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("bad.toml:2:9:") && text(&out.stderr).contains("runs backwards"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
 fn check_config_errors_have_positions_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [

@@ -1,5 +1,8 @@
 //! Off-peak windows: cron starts plus a duration, in an IANA time zone (SPEC §3 `[offpeak]`).
 //!
+//! Start expressions mean what crontab(5) says they mean ([`crontab`]): 5 fields or 6 with
+//! seconds, weekdays 0–7 with Sunday as 0 and 7, either day field when both are restricted.
+//!
 //! Starts are computed in local wall-clock time and only then placed on the time line, so the
 //! rules around daylight-saving changes are ours and explicit:
 //!
@@ -12,7 +15,7 @@
 //! Windows may overlap; the off-peak period is their union. Everything takes `now` as an
 //! argument; nothing here reads a clock.
 
-use std::str::FromStr;
+mod crontab;
 
 use chrono::{DateTime, LocalResult, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -22,23 +25,44 @@ use chrono_tz::Tz;
 pub struct Window {
     /// The cron expression as written.
     pub expr: String,
-    schedule: cron::Schedule,
+    /// Schedules whose union is the expression's starts (two when both day fields are
+    /// restricted, see [`crontab`]).
+    schedules: Vec<cron::Schedule>,
     /// Length in ms.
     pub duration_ms: i64,
 }
 
 impl Window {
-    /// Compiles `expr` (cron with a seconds field, e.g. `0 0 19 * * Mon-Fri`).
+    /// Compiles `expr`, a crontab(5) expression (`0 19 * * 1-5`) or one with a seconds field
+    /// first (`0 0 19 * * Mon-Fri`).
     pub fn new(expr: &str, duration_ms: i64) -> Result<Window, String> {
-        let schedule = cron::Schedule::from_str(expr)
-            .map_err(|e| format!("invalid cron expression {expr:?}: {e}"))?;
+        let schedules =
+            crontab::compile(expr).map_err(|e| format!("invalid cron expression {expr:?}: {e}"))?;
         if duration_ms <= 0 {
             return Err("a window needs a positive duration".into());
         }
         Ok(Window {
             expr: expr.to_string(),
-            schedule,
+            schedules,
             duration_ms,
+        })
+    }
+
+    /// The starts after `from`, in order, each once.
+    fn after<'s>(&'s self, from: &DateTime<Utc>) -> impl Iterator<Item = DateTime<Utc>> + 's {
+        let mut iters: Vec<_> = self
+            .schedules
+            .iter()
+            .map(|s| s.after(from).peekable())
+            .collect();
+        std::iter::from_fn(move || {
+            let next = iters.iter_mut().filter_map(|i| i.peek().copied()).min()?;
+            for i in &mut iters {
+                if i.peek() == Some(&next) {
+                    i.next();
+                }
+            }
+            Some(next)
         })
     }
 }
@@ -103,7 +127,7 @@ impl OffPeak {
     /// of local time, while `keep` says to go on.
     fn starts(&self, w: &Window, from_ms: i64, mut keep: impl FnMut(i64) -> bool) {
         let from = self.local(from_ms - OFFSET_MARGIN_MS).and_utc();
-        for naive in w.schedule.after(&from) {
+        for naive in w.after(&from) {
             let at = place(&self.tz, naive.naive_utc());
             if !keep(at) {
                 break;
@@ -357,6 +381,42 @@ mod tests {
         assert_eq!(at(s.next_close.unwrap()), "2026-11-27T04:00:00.000Z");
         assert!(!o.is_open(ms("2026-11-27T04:00:00Z")), "end is exclusive");
         assert!(o.is_open(ms("2026-11-27T01:00:00Z")), "start is inclusive");
+    }
+
+    #[test]
+    fn crontab_weekday_numbers_open_monday_to_friday_evenings() {
+        // 2026-11-30 is a Monday. 1-5 is Monday to Friday in crontab, not Sunday to Thursday.
+        for expr in ["0 0 19 * * 1-5", "0 19 * * 1-5"] {
+            let o = offpeak("America/New_York", &[(expr, 11 * H)]);
+            let opens: Vec<String> = o
+                .upcoming(ms("2026-11-29T12:00:00Z"), 6)
+                .iter()
+                .map(|(a, _)| {
+                    DateTime::<Utc>::from_timestamp_millis(*a)
+                        .unwrap()
+                        .with_timezone(&o.tz)
+                        .format("%a %H:%M")
+                        .to_string()
+                })
+                .collect();
+            assert_eq!(
+                opens,
+                [
+                    "Mon 19:00",
+                    "Tue 19:00",
+                    "Wed 19:00",
+                    "Thu 19:00",
+                    "Fri 19:00",
+                    "Mon 19:00"
+                ],
+                "{expr}"
+            );
+        }
+        // Either day field: the 1st of the month (a Tuesday) and Sundays.
+        let o = offpeak("UTC", &[("0 3 1 * 0", H)]);
+        assert!(o.is_open(ms("2026-12-01T03:30:00Z")), "Tuesday the 1st");
+        assert!(o.is_open(ms("2026-12-06T03:30:00Z")), "Sunday the 6th");
+        assert!(!o.is_open(ms("2026-12-02T03:30:00Z")));
     }
 
     #[test]
