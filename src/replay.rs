@@ -639,6 +639,89 @@ mod tests {
         assert_eq!(names, vec!["firing", "resolved"]);
     }
 
+    fn replay_with(config: &str, lines: &[String]) -> serde_json::Value {
+        let config = Config::parse(config, "t.toml").unwrap();
+        let mut r = Replayer::new(&config, 0).unwrap();
+        for l in lines {
+            r.line(l.as_bytes()).unwrap();
+        }
+        let mut out = Vec::new();
+        r.finish().unwrap().write_json(&mut out).unwrap();
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    fn alerts(v: &serde_json::Value, name: &str) -> Vec<(String, String, String)> {
+        v["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["alert"] == name)
+            .map(|a| {
+                let s = |k: &str| a[k].as_str().unwrap_or("").to_string();
+                (s("ts"), s("status"), s("severity"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_late_line_neither_resolves_nor_refires_and_alerts_stay_in_time_order() {
+        let tier = "[tiers.t]\nrpm = 5\n[limits]\ndefault_tier = \"t\"\n";
+        let mut lines = vec![r#"{"ts":"2026-11-30T10:00:10Z","org":"acme"}"#.to_string(); 4];
+        lines.push(r#"{"ts":"2026-11-30T09:59:00Z","org":"acme"}"#.into());
+        let v = replay_with(tier, &lines);
+        assert_eq!(
+            alerts(&v, "UsageHigh"),
+            [(
+                "2026-11-30T10:00:10.000Z".into(),
+                "firing".into(),
+                "warning".into()
+            )]
+        );
+        let times: Vec<&str> = v["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["ts"].as_str().unwrap())
+            .collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+        assert_eq!(v["orgs"][0]["requests"], 5);
+    }
+
+    #[test]
+    fn shuffled_lines_report_what_sorted_lines_report() {
+        let tier = "[tiers.t]\nrpm = 50\n[limits]\ndefault_tier = \"t\"\n";
+        let lines: Vec<String> = (0..46)
+            .map(|i| {
+                format!(
+                    r#"{{"ts":{},"org":"acme","status":200}}"#,
+                    1_796_032_800_000i64 + i * 500
+                )
+            })
+            .collect();
+        let sorted = replay_with(tier, &lines);
+        let mut shuffled = lines.clone();
+        // Round-robin from three shippers: every third line, then the next third...
+        shuffled.sort_by_key(|l| {
+            let i = lines.iter().position(|x| x == l).unwrap();
+            (i % 3, std::cmp::Reverse(i))
+        });
+        let v = replay_with(tier, &shuffled);
+        for r in [&sorted, &v] {
+            assert_eq!(r["orgs"][0]["peak_rpm"], 46);
+            let levels: Vec<_> = alerts(r, "UsageHigh")
+                .into_iter()
+                .map(|(_, st, sev)| (st, sev))
+                .collect();
+            assert_eq!(
+                levels,
+                [
+                    ("firing".to_string(), "warning".to_string()),
+                    ("firing".into(), "critical".into())
+                ]
+            );
+        }
+    }
+
     #[test]
     fn text_report_names_orgs() {
         let config = Config::default();

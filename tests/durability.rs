@@ -168,3 +168,69 @@ fn state_survives_a_clean_restart_through_the_snapshot() {
         "request ids are remembered across restarts"
     );
 }
+
+#[test]
+fn a_store_written_by_the_previous_version_is_read() {
+    // tests/fixtures/store-v2 was written by the release before late-event handling (its
+    // snapshot format RWT2): 8 successes, a job started, six 429s, and an upstream report.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/store-v2/state.sqlite"),
+        data.join("state.sqlite"),
+    )
+    .unwrap();
+    let config = "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = \"./data\"\n\
+                  [tiers.t]\nrpm = 10\nconcurrency = 2\ndaily = 20\n[[orgs]]\nid = \"acme\"\ntier = \"t\"\n";
+    let d = Daemon::start(dir.path(), config, &[]);
+    let recovered = d
+        .find_log("state recovered")
+        .unwrap_or_else(|| panic!("{}", d.log_text()));
+    assert_eq!(recovered["fields"]["from_snapshot"], true, "{recovered}");
+    let m = |s: &str| metric(&d.base, s);
+    assert_eq!(
+        m(r#"ratewarden_requests_total{org="acme",app="bot",outcome="success"}"#),
+        Some(9.0)
+    );
+    assert_eq!(
+        m(r#"ratewarden_requests_total{org="acme",app="bot",outcome="rate_limited"}"#),
+        Some(6.0)
+    );
+    assert_eq!(
+        m(r#"ratewarden_rate_limited_total{org="acme",app="bot",cause="rpm"}"#),
+        Some(5.0)
+    );
+    assert_eq!(m(r#"ratewarden_bursts_total{org="acme"}"#), Some(2.0));
+    assert_eq!(
+        m(r#"ratewarden_retry_violations_total{org="acme",app="bot"}"#),
+        Some(5.0)
+    );
+    // It goes on counting, and a clean stop writes the current format.
+    assert_eq!(
+        d.post_events(r#"{"org":"acme","app":"bot","status":200}"#)
+            .0,
+        202
+    );
+    assert_eq!(
+        m(r#"ratewarden_requests_total{org="acme",app="bot",outcome="success"}"#),
+        Some(10.0)
+    );
+    let mut d = d;
+    assert_eq!(d.terminate(Duration::from_secs(10)), Some(0));
+    let db = rusqlite::Connection::open(data.join("state.sqlite")).unwrap();
+    let state: Vec<u8> = db
+        .query_row("SELECT state FROM snapshot", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(&state[..4], b"RWT3");
+    drop(db);
+    let d = Daemon::start(dir.path(), config, &[]);
+    assert_eq!(
+        metric(
+            &d.base,
+            r#"ratewarden_requests_total{org="acme",app="bot",outcome="success"}"#
+        ),
+        Some(10.0)
+    );
+}

@@ -69,14 +69,7 @@ impl Burst {
             let pos = self.recent.partition_point(|&x| x <= ts);
             self.recent.insert(pos, ts);
         }
-        let newest = newest.max(ts);
-        let keep_after = newest - window_ms - LATENESS_MS;
-        let cap = threshold.saturating_mul(2).saturating_add(1024) as usize;
-        while let Some(&front) = self.recent.front()
-            && (front <= keep_after || self.recent.len() > cap)
-        {
-            self.recent.pop_front();
-        }
+        self.trim(newest.max(ts), window_ms, threshold);
         let count = if in_order {
             (self.recent.len() - self.recent.partition_point(|&x| x <= ts - window_ms)) as u64
         } else {
@@ -92,6 +85,34 @@ impl Burst {
         } else {
             None
         }
+    }
+
+    /// Records a request older than the newest without judging it (the tracker decides
+    /// what a late request means for episodes, see `Org::late_burst`).
+    pub fn insert_late(&mut self, ts: i64, window_ms: i64, threshold: u64) {
+        let newest = self.recent.back().copied().unwrap_or(ts).max(ts);
+        let pos = self.recent.partition_point(|&x| x <= ts);
+        self.recent.insert(pos, ts);
+        self.trim(newest, window_ms, threshold);
+    }
+
+    fn trim(&mut self, newest: i64, window_ms: i64, threshold: u64) {
+        let keep_after = newest - window_ms - LATENESS_MS;
+        let cap = threshold.saturating_mul(2).saturating_add(1024) as usize;
+        while let Some(&front) = self.recent.front()
+            && (front <= keep_after || self.recent.len() > cap)
+        {
+            self.recent.pop_front();
+        }
+    }
+
+    /// Opens an episode now (already counted by the caller): a late request completed a burst
+    /// that is still on at the present.
+    pub fn open_now(&mut self) -> Option<Edge> {
+        (!self.open).then(|| {
+            self.open = true;
+            Edge::Opened
+        })
     }
 
     /// The clock moved to `now`: closes an open episode whose count fell below the threshold.

@@ -324,6 +324,9 @@ pub struct RetryState {
     consecutive_429: u32,
     /// Storm firing since.
     storm_since: Option<i64>,
+    /// Time of the newest response seen; an older one arrives late and does not change
+    /// the run of 429s (it was not part of it when it happened).
+    last_response_ms: Option<i64>,
 }
 
 /// A change of the retry-storm alert.
@@ -339,6 +342,22 @@ pub enum Storm {
 }
 
 impl RetryState {
+    /// State read from an older snapshot that did not record the newest response.
+    pub fn restored(
+        last_429_ms: Option<i64>,
+        retry_until_ms: i64,
+        consecutive_429: u32,
+        storm_since: Option<i64>,
+    ) -> RetryState {
+        RetryState {
+            last_429_ms,
+            retry_until_ms,
+            consecutive_429,
+            storm_since,
+            last_response_ms: None,
+        }
+    }
+
     /// True if a request at `ts` came before the Retry-After of the last 429 elapsed.
     pub fn is_violation(&self, ts: i64) -> bool {
         self.last_429_ms
@@ -355,7 +374,9 @@ impl RetryState {
         self.consecutive_429
     }
 
-    /// Records a response. Requests without a status do not change the storm state.
+    /// Records a response. Requests without a status do not change the storm state, nor do
+    /// responses older than the newest one seen (a late 429 does not extend a run of 429s it
+    /// was not part of, a late 200 does not end a storm that began after it).
     pub fn on_response(
         &mut self,
         ts: i64,
@@ -363,12 +384,16 @@ impl RetryState {
         retry_after_ms: Option<i64>,
         storm_after: u32,
     ) -> Option<Storm> {
+        if status == Some(429) && self.last_429_ms.is_none_or(|t| ts >= t) {
+            self.last_429_ms = Some(ts);
+            self.retry_until_ms = ts + retry_after_ms.unwrap_or(0);
+        }
+        if status.is_none() || self.last_response_ms.is_some_and(|t| ts < t) {
+            return None;
+        }
+        self.last_response_ms = Some(ts);
         match status {
             Some(429) => {
-                if self.last_429_ms.is_none_or(|t| ts >= t) {
-                    self.last_429_ms = Some(ts);
-                    self.retry_until_ms = ts + retry_after_ms.unwrap_or(0);
-                }
                 self.consecutive_429 = self.consecutive_429.saturating_add(1);
                 if self.consecutive_429 >= storm_after && self.storm_since.is_none() {
                     self.storm_since = Some(ts);
@@ -496,6 +521,29 @@ mod tests {
         }
         r.on_response(20, Some(500), None, 5);
         assert_eq!(r.on_response(21, Some(429), None, 5), None);
+    }
+
+    #[test]
+    fn late_responses_do_not_change_the_run() {
+        let mut r = RetryState::default();
+        for i in 10..15 {
+            r.on_response(i, Some(429), None, 5);
+        }
+        assert!(r.storming().is_some());
+        assert_eq!(
+            r.on_response(5, Some(200), None, 5),
+            None,
+            "a 200 from before"
+        );
+        assert!(r.storming().is_some());
+        assert_eq!(
+            r.on_response(20, Some(200), None, 5),
+            Some(Storm::Resolved { since: 14 })
+        );
+        for i in 0..10 {
+            r.on_response(i, Some(429), None, 5);
+        }
+        assert_eq!(r.consecutive(), 0, "late 429s are not a new run");
     }
 
     #[test]

@@ -267,16 +267,46 @@ pub struct Org {
     overflow_app: Option<usize>,
     jobs_finished: [u64; JobOutcome::ALL.len()],
     job_duration: DurationHistogram,
-    /// Newest `remaining_*` from `ratelimit` (requests, tokens), with its event time.
-    upstream_remaining: [Option<(i64, u64)>; 2],
+    /// Newest upstream rate-limit report (requests, tokens).
+    upstream: [Option<UpstreamReport>; 2],
     ever_stuck: u64,
     peaks: Peaks,
     burst: Burst,
-    /// When the open burst episode began.
+    /// When the open (or last) burst episode began.
     burst_since: i64,
+    /// When the last burst episode closed (`i64::MIN` while none has).
+    burst_until: i64,
     usage_alerts: [LevelAlert; Dimension::ALL.len()],
     quota_alert: LevelAlert,
     stuck_since: Option<i64>,
+    /// The org's present: the newest event time or clock tick it has seen. Current-state
+    /// alerts are judged at this time, so an event older than it (a late one) never dates a
+    /// transition before one already made, and only changes what it changes now.
+    present_ms: i64,
+}
+
+/// What the upstream last said about one limit (`x-ratelimit-*`), with when it said it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UpstreamReport {
+    /// Event time of the report.
+    pub ts_ms: i64,
+    /// `remaining`.
+    pub remaining: u64,
+    /// `limit`, when reported.
+    pub limit: Option<u64>,
+    /// When `remaining` is back to `limit`, when a reset was reported.
+    pub reset_at_ms: Option<i64>,
+}
+
+impl UpstreamReport {
+    /// What is left at `now`: the report's `remaining` until its reset time, then the limit
+    /// again, or nothing when the limit is unknown (never a stale 0).
+    pub fn remaining_at(&self, now: i64) -> Option<u64> {
+        match self.reset_at_ms {
+            Some(reset) if reset <= now => self.limit,
+            _ => Some(self.remaining),
+        }
+    }
 }
 
 /// What the tracker needs from the config, copied once.
@@ -619,14 +649,16 @@ impl Org {
             overflow_app: None,
             jobs_finished: [0; JobOutcome::ALL.len()],
             job_duration: DurationHistogram::default(),
-            upstream_remaining: [None; 2],
+            upstream: [None; 2],
             ever_stuck: 0,
             peaks: Peaks::default(),
             burst: Burst::default(),
             burst_since: 0,
+            burst_until: i64::MIN,
             usage_alerts: [LevelAlert::default(); Dimension::ALL.len()],
             quota_alert: LevelAlert::default(),
             stuck_since: None,
+            present_ms: i64::MIN,
         }
     }
 
@@ -675,6 +707,12 @@ impl Org {
         }
     }
 
+    /// Moves the org's present to `ts` if that is newer; returns the present.
+    fn advance_to(&mut self, ts: i64) -> i64 {
+        self.present_ms = self.present_ms.max(ts);
+        self.present_ms
+    }
+
     fn request(
         &mut self,
         ai: usize,
@@ -685,6 +723,8 @@ impl Org {
         out: &mut Vec<Transition>,
     ) {
         let window = s.detect.burst_window_ms;
+        let late = ts < self.present_ms;
+        let present = self.advance_to(ts);
         let app = &mut self.apps[ai];
         if app.retry.is_violation(ts) {
             app.retry_violations += 1;
@@ -742,14 +782,28 @@ impl Org {
         }
 
         if let Some(threshold) = self.burst_threshold {
-            let edge = self.burst.record(ts, window, threshold);
-            self.burst_edge(edge, ts, s, out);
+            if late {
+                self.late_burst(ts, present, window, threshold, s, out);
+            } else {
+                let edge = self.burst.record(ts, window, threshold);
+                self.burst_edge(edge, ts, s, out);
+            }
         }
 
-        let rpm = self.rpm.count_at(sec(ts));
-        let daily = self.daily.count_at(minute(ts));
-        self.peaks.rpm = self.peaks.rpm.max(rpm);
-        self.peaks.daily = self.peaks.daily.max(daily);
+        // Peaks are the highest window values at any event time. An event in order is the
+        // newest: its window is the one at the head. A late one also raises every window
+        // that ends after it and holds it, up to the present.
+        let (rpm_peak, daily_peak) = if late {
+            (
+                self.rpm.max_count(sec(ts), sec(ts) + RPM_WIDTH as i64 - 1),
+                self.daily
+                    .max_count(minute(ts), minute(ts) + DAILY_WIDTH as i64 - 1),
+            )
+        } else {
+            (self.rpm.count_at(sec(ts)), self.daily.count_at(minute(ts)))
+        };
+        self.peaks.rpm = self.peaks.rpm.max(rpm_peak);
+        self.peaks.daily = self.peaks.daily.max(daily_peak);
 
         if matches!(ev.status, Some(200..=299))
             && let Some(id) = &ev.job_id
@@ -758,13 +812,62 @@ impl Org {
         }
 
         if self.alerting {
-            self.judge(Dimension::Rpm, rpm, ts, s, out);
-            self.judge(Dimension::Daily, daily, ts, s, out);
-            if ev.tokens.is_some() {
-                for dim in [Dimension::Tpm, Dimension::Tpd] {
-                    let usage = self.usage_at(dim, ts);
-                    self.judge(dim, usage, ts, s, out);
+            // Current-state alerts follow the present. A late event is judged there only for
+            // the dimensions whose present value it changed (it fell inside their window).
+            let now_holds =
+                |width: usize, bucket: fn(i64) -> i64| bucket(ts) > bucket(present) - width as i64;
+            let mut dims = Vec::with_capacity(4);
+            if now_holds(RPM_WIDTH, sec) {
+                dims.push(Dimension::Rpm);
+                if ev.tokens.is_some() {
+                    dims.push(Dimension::Tpm);
                 }
+            }
+            if now_holds(DAILY_WIDTH, minute) {
+                dims.push(Dimension::Daily);
+                if ev.tokens.is_some() {
+                    dims.push(Dimension::Tpd);
+                }
+            }
+            for dim in dims {
+                let usage = self.usage_at(dim, present);
+                self.judge(dim, usage, present, s, out);
+            }
+        }
+    }
+
+    /// A request older than the org's present, for burst detection, judged at its own time
+    /// and at the present. A burst it makes that is still on at the present opens now (the
+    /// alert is dated now, never before a transition already made); one that was over before
+    /// the present counts as an episode without an alert. Either counts only if it is not
+    /// the last episode known (a request up to one window before an episode began belongs
+    /// to the same run of requests).
+    fn late_burst(
+        &mut self,
+        ts: i64,
+        present: i64,
+        window: i64,
+        threshold: u64,
+        s: &Settings,
+        out: &mut Vec<Transition>,
+    ) {
+        let before = self.burst.count(ts, window);
+        self.burst.insert_late(ts, window, threshold);
+        if self.burst.is_open() {
+            return;
+        }
+        let known = ts >= self.burst_since.saturating_sub(window) && ts <= self.burst_until;
+        if self.burst.count(present, window) >= threshold {
+            if !known {
+                self.burst.episodes += 1;
+            }
+            let edge = self.burst.open_now();
+            self.burst_edge(edge, present, s, out);
+        } else if before < threshold && before + 1 >= threshold && !known {
+            self.burst.episodes += 1;
+            if ts > self.burst_until {
+                self.burst_since = ts;
+                self.burst_until = ts.saturating_add(window);
             }
         }
     }
@@ -776,9 +879,13 @@ impl Org {
         let status = match edge {
             Edge::Opened => {
                 self.burst_since = ts;
+                self.burst_until = i64::MAX;
                 Status::Firing
             }
-            Edge::Closed => Status::Resolved,
+            Edge::Closed => {
+                self.burst_until = ts;
+                Status::Resolved
+            }
         };
         out.push(Transition {
             status,
@@ -877,8 +984,9 @@ impl Org {
         self.apps[ai].in_flight += 1;
         let in_flight = self.jobs.in_flight() as u64;
         self.peaks.concurrency = self.peaks.concurrency.max(in_flight);
+        let present = self.advance_to(ts);
         if self.alerting {
-            self.judge(Dimension::Concurrency, in_flight, ts, s, out);
+            self.judge(Dimension::Concurrency, in_flight, present, s, out);
         }
     }
 
@@ -905,11 +1013,12 @@ impl Org {
         self.jobs_finished[outcome as usize] += 1;
         self.job_duration
             .observe((ts - job.started_ms).max(0) as f64 / 1000.0);
+        let present = self.advance_to(ts);
         if self.alerting {
             let in_flight = self.jobs.in_flight() as u64;
-            self.judge(Dimension::Concurrency, in_flight, ts, s, out);
+            self.judge(Dimension::Concurrency, in_flight, present, s, out);
             if job.stuck {
-                self.judge_stuck(ts, out);
+                self.judge_stuck(present, out);
             }
         }
     }
@@ -937,6 +1046,9 @@ impl Org {
     }
 
     fn tick(&mut self, now: i64, s: &Settings, out: &mut Vec<Transition>) {
+        // Events may run a little ahead of the clock (live, up to 5 minutes): the clock
+        // never takes the org back behind what it has seen.
+        let now = self.advance_to(now);
         let d = &s.detect;
         if self.jobs.in_flight() > 0 {
             let mut newly_stuck = 0;
@@ -971,15 +1083,24 @@ impl Org {
     }
 
     fn note_ratelimit(&mut self, ts: i64, rl: &RateLimitInfo) {
-        for (slot, value) in self
-            .upstream_remaining
-            .iter_mut()
-            .zip([rl.remaining_requests, rl.remaining_tokens])
-        {
-            if let Some(v) = value
-                && slot.is_none_or(|(t, _)| ts >= t)
+        let reports = [
+            (
+                rl.remaining_requests,
+                rl.limit_requests,
+                rl.reset_requests_ms,
+            ),
+            (rl.remaining_tokens, rl.limit_tokens, rl.reset_tokens_ms),
+        ];
+        for (slot, (remaining, limit, reset)) in self.upstream.iter_mut().zip(reports) {
+            if let Some(remaining) = remaining
+                && slot.is_none_or(|r| ts >= r.ts_ms)
             {
-                *slot = Some((ts, v));
+                *slot = Some(UpstreamReport {
+                    ts_ms: ts,
+                    remaining,
+                    limit,
+                    reset_at_ms: reset.map(|ms| ts.saturating_add(ms)),
+                });
             }
         }
     }
@@ -1062,7 +1183,7 @@ impl Org {
             jobs_finished: self.jobs_finished,
             job_duration: self.job_duration.clone(),
             bursts: self.burst.episodes,
-            upstream_remaining: self.upstream_remaining.map(|r| r.map(|(_, v)| v)),
+            upstream_remaining: self.upstream.map(|r| r.and_then(|r| r.remaining_at(now))),
             alerts,
         }
     }
@@ -1235,7 +1356,8 @@ pub struct OrgSnapshot {
     pub job_duration: DurationHistogram,
     /// Bursts so far.
     pub bursts: u64,
-    /// Upstream's remaining requests and tokens, when reported.
+    /// Upstream's remaining requests and tokens at the snapshot's time, when reported: the
+    /// limit again once the reported reset has passed (absent if the limit is unknown).
     pub upstream_remaining: [Option<u64>; 2],
     /// Alerts firing now.
     pub alerts: Vec<Transition>,

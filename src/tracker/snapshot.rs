@@ -13,8 +13,9 @@ use crate::config::{Config, Limits};
 use crate::tracker::dedupe::Dedupe;
 
 /// Leading bytes of a snapshot: format name and version. Bump the digit when the encoded
-/// structures change; an older binary then refuses a newer snapshot instead of misreading it.
-const MAGIC: &[u8; 4] = b"RWT2";
+/// structures change; an older binary then refuses a newer snapshot instead of misreading it,
+/// and this one reads the previous version through [`v2`].
+const MAGIC: &[u8; 4] = b"RWT3";
 
 /// Why a snapshot could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -63,12 +64,17 @@ impl Tracker {
 
     /// A tracker for `config` holding the state of `bytes`.
     pub fn restore(config: &Config, bytes: &[u8]) -> Result<Tracker, RestoreError> {
-        if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
-            return Err(RestoreError::Version {
-                found: String::from_utf8_lossy(&bytes[..bytes.len().min(4)]).into_owned(),
-            });
-        }
-        let state: SnapshotOwned = postcard::from_bytes(&bytes[MAGIC.len()..])?;
+        let state: SnapshotOwned = match bytes.get(..MAGIC.len()) {
+            Some(m) if m == MAGIC => postcard::from_bytes(&bytes[MAGIC.len()..])?,
+            Some(m) if m == v2::MAGIC => {
+                v2::read(&bytes[MAGIC.len()..], &Settings::from_config(config))?
+            }
+            _ => {
+                return Err(RestoreError::Version {
+                    found: String::from_utf8_lossy(&bytes[..bytes.len().min(4)]).into_owned(),
+                });
+            }
+        };
         let mut t = Tracker::new(config);
         t.overflow = state.overflow;
         t.dedupe = state.dedupe;
@@ -96,6 +102,154 @@ impl Tracker {
             }
         }
         Ok(t)
+    }
+}
+
+/// The previous snapshot format (`RWT2`, before late events and upstream resets), read and
+/// brought forward: what it did not record starts as a fresh org would.
+mod v2 {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use serde::Deserialize;
+
+    use super::super::jobs::Jobs;
+    use super::super::window::Window;
+    use super::super::{
+        AlertKey, App, DurationHistogram, JobOutcome, Org, Overflow, Peaks, Settings, TokenWindows,
+        UpstreamReport,
+    };
+    use super::SnapshotOwned;
+    use crate::detect::burst::Burst;
+    use crate::detect::level::LevelAlert;
+    use crate::detect::{Cause, RetryState};
+    use crate::events::Outcome;
+    use crate::tracker::Dimension;
+    use crate::tracker::dedupe::Dedupe;
+
+    pub(super) const MAGIC: &[u8; 4] = b"RWT2";
+
+    #[derive(Deserialize)]
+    struct Snapshot {
+        orgs: Vec<OrgV2>,
+        overflow_org: Option<usize>,
+        overflow: Overflow,
+        dedupe: Dedupe,
+        repeats: BTreeMap<AlertKey, i64>,
+    }
+
+    #[derive(Deserialize)]
+    struct RetryV2 {
+        last_429_ms: Option<i64>,
+        retry_until_ms: i64,
+        consecutive_429: u32,
+        storm_since: Option<i64>,
+    }
+
+    #[derive(Deserialize)]
+    struct AppV2 {
+        name: Arc<str>,
+        rpm: Window<u32>,
+        daily: Window<u32>,
+        in_flight: u64,
+        requests: [u64; Outcome::ALL.len()],
+        rate_limited: [u64; Cause::ALL.len()],
+        retry_violations: u64,
+        retry: RetryV2,
+    }
+
+    #[derive(Deserialize)]
+    struct OrgV2 {
+        name: Arc<str>,
+        rpm: Window<u32>,
+        daily: Window<u32>,
+        tokens: Option<Box<TokenWindows>>,
+        jobs: Jobs,
+        apps: Vec<AppV2>,
+        overflow_app: Option<usize>,
+        jobs_finished: [u64; JobOutcome::ALL.len()],
+        job_duration: DurationHistogram,
+        upstream_remaining: [Option<(i64, u64)>; 2],
+        ever_stuck: u64,
+        peaks: Peaks,
+        burst: Burst,
+        burst_since: i64,
+        usage_alerts: [LevelAlert; Dimension::ALL.len()],
+        quota_alert: LevelAlert,
+        stuck_since: Option<i64>,
+    }
+
+    pub(super) fn read(
+        bytes: &[u8],
+        settings: &Settings,
+    ) -> Result<SnapshotOwned, postcard::Error> {
+        let old: Snapshot = postcard::from_bytes(bytes)?;
+        let orgs = old
+            .orgs
+            .into_iter()
+            .map(|o| {
+                // Tier and limits are set from the config by `restore`, as for any snapshot.
+                let mut org = Org::new(o.name, "".into(), Default::default(), true, settings);
+                // The newest event the windows hold is the best present there is; the first
+                // clock tick after the restart moves it to the wall clock anyway.
+                org.present_ms = o.rpm.head().map_or(i64::MIN, |s| s * 1_000);
+                org.rpm = o.rpm;
+                org.daily = o.daily;
+                org.tokens = o.tokens;
+                org.jobs = o.jobs;
+                org.apps = o
+                    .apps
+                    .into_iter()
+                    .map(|a| App {
+                        name: a.name,
+                        rpm: a.rpm,
+                        daily: a.daily,
+                        in_flight: a.in_flight,
+                        requests: a.requests,
+                        rate_limited: a.rate_limited,
+                        retry_violations: a.retry_violations,
+                        retry: RetryState::restored(
+                            a.retry.last_429_ms,
+                            a.retry.retry_until_ms,
+                            a.retry.consecutive_429,
+                            a.retry.storm_since,
+                        ),
+                    })
+                    .collect();
+                org.overflow_app = o.overflow_app;
+                org.jobs_finished = o.jobs_finished;
+                org.job_duration = o.job_duration;
+                // Without a reported limit or reset, the remaining count stands as reported.
+                org.upstream = o.upstream_remaining.map(|r| {
+                    r.map(|(ts_ms, remaining)| UpstreamReport {
+                        ts_ms,
+                        remaining,
+                        limit: None,
+                        reset_at_ms: None,
+                    })
+                });
+                org.ever_stuck = o.ever_stuck;
+                org.peaks = o.peaks;
+                org.burst_until = if o.burst.is_open() {
+                    i64::MAX
+                } else {
+                    i64::MIN
+                };
+                org.burst = o.burst;
+                org.burst_since = o.burst_since;
+                org.usage_alerts = o.usage_alerts;
+                org.quota_alert = o.quota_alert;
+                org.stuck_since = o.stuck_since;
+                org
+            })
+            .collect();
+        Ok(SnapshotOwned {
+            orgs,
+            overflow_org: old.overflow_org,
+            overflow: old.overflow,
+            dedupe: old.dedupe,
+            repeats: old.repeats,
+        })
     }
 }
 

@@ -3,6 +3,7 @@
 use super::*;
 use crate::detect::{AlertName, Status, Transition};
 use crate::events::{ParseContext, parse_event};
+use std::collections::HashMap;
 
 const T0: i64 = 1_795_788_000_000; // 2026-11-27T14:00:00Z
 
@@ -586,6 +587,332 @@ fn job_cap_drops_the_oldest() {
         );
     }
     assert_eq!(org(&big.snapshot(T0), "w").jobs_in_flight, 8);
+}
+
+/// A tracker for an org `o` with the limits in `tier` (TOML body of `[tiers.x]`).
+fn tracker_with(tier: &str) -> Tracker {
+    Tracker::new(
+        &Config::parse(
+            &format!("[tiers.x]\n{tier}\n[[orgs]]\nid = \"o\"\ntier = \"x\"\n"),
+            "t",
+        )
+        .unwrap(),
+    )
+}
+
+fn reqs_at(t: &mut Tracker, times: &[i64]) -> Vec<Transition> {
+    let mut out = Vec::new();
+    for &ts in times {
+        out.extend(feed(
+            t,
+            &format!(r#"{{"org":"o","ts":{ts},"status":200}}"#),
+            ts,
+        ));
+    }
+    out
+}
+
+/// (status, severity, dimension, ts) of the UsageHigh/DailyQuotaExhausted notifications.
+fn current_state(out: &[Transition]) -> Vec<(Status, &'static str, Option<Dimension>, i64)> {
+    out.iter()
+        .filter(|t| {
+            t.notify
+                && matches!(
+                    t.alert,
+                    AlertName::UsageHigh | AlertName::DailyQuotaExhausted
+                )
+        })
+        .map(|t| (t.status, t.severity.as_str(), t.dimension, t.ts_ms))
+        .collect()
+}
+
+#[test]
+fn a_late_event_does_not_resolve_or_refire_the_present() {
+    // rpm 5: four requests at 10:00:10 are 80 %, a warning.
+    let at = |s: &str| crate::events::parse_rfc3339_ms(s).unwrap();
+    let mut t = tracker_with("rpm = 5");
+    let out = reqs_at(&mut t, &[at("2026-11-30T10:00:10Z"); 4]);
+    assert_eq!(
+        current_state(&out),
+        vec![(
+            Status::Firing,
+            "warning",
+            Some(Dimension::Rpm),
+            at("2026-11-30T10:00:10Z")
+        )]
+    );
+    // One stamped 09:59:00: outside the present minute. Counted in its own window, it
+    // neither resolves the warning (the rpm of 09:59:00 was 1) nor fires it again.
+    let late = reqs_at(&mut t, &[at("2026-11-30T09:59:00Z")]);
+    assert!(current_state(&late).is_empty(), "{late:?}");
+    let s = t.snapshot(at("2026-11-30T10:00:10Z"));
+    assert_eq!(org(&s, "o").usage_of(Dimension::Rpm), Some(4));
+    assert_eq!(org(&s, "o").usage_of(Dimension::Daily), Some(5));
+    let usage_high = |t: &Tracker| {
+        t.active_alerts(at("2026-11-30T10:00:10Z"))
+            .into_iter()
+            .filter(|a| a.alert == AlertName::UsageHigh)
+            .map(|a| a.severity)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(usage_high(&t), [Severity::Warning]);
+    // One stamped 10:00:05 is inside the present minute: 5 of 5, critical, dated now.
+    let late = reqs_at(&mut t, &[at("2026-11-30T10:00:05Z")]);
+    assert_eq!(
+        current_state(&late),
+        vec![(
+            Status::Firing,
+            "critical",
+            Some(Dimension::Rpm),
+            at("2026-11-30T10:00:10Z")
+        )]
+    );
+}
+
+#[test]
+fn a_20_hour_late_request_raises_the_daily_count_without_resolving() {
+    let mut t = tracker_with("daily = 10");
+    let now = T0 + 86_400_000;
+    let out = reqs_at(
+        &mut t,
+        &[
+            now - 30_000,
+            now - 20_000,
+            now - 10_000,
+            now - 5_000,
+            now - 4_000,
+            now - 3_000,
+            now,
+        ],
+    );
+    assert_eq!(
+        current_state(&out),
+        vec![(Status::Firing, "warning", Some(Dimension::Daily), now)],
+        "7 of 10"
+    );
+    let late = reqs_at(&mut t, &[now - 20 * 3_600_000]);
+    assert!(current_state(&late).is_empty(), "{late:?}");
+    let s = t.snapshot(now);
+    assert_eq!(
+        org(&s, "o").usage_of(Dimension::Daily),
+        Some(8),
+        "raised, not 0 %"
+    );
+    assert_eq!(t.active_alerts(now)[0].severity, Severity::Warning);
+    // One more late one reaches 90 %: critical, dated at the present.
+    let late = reqs_at(&mut t, &[now - 19 * 3_600_000]);
+    assert_eq!(
+        current_state(&late),
+        vec![(Status::Firing, "critical", Some(Dimension::Daily), now)]
+    );
+}
+
+/// A deterministic shuffle (xorshift), so a failure can be replayed.
+fn shuffled<T: Clone>(items: &[T], seed: u64) -> Vec<T> {
+    let mut v = items.to_vec();
+    let mut x = seed.max(1);
+    for i in (1..v.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    v
+}
+
+#[test]
+fn forty_six_requests_in_23_seconds_shuffled_end_as_sorted() {
+    // 50 rpm; 46 requests, two a second for 23 s.
+    let times: Vec<i64> = (0..46).map(|i| T0 + i * 500).collect();
+    let run = |order: &[i64]| {
+        let mut t = tracker_with("rpm = 50");
+        let out = reqs_at(&mut t, order);
+        let end = *times.last().unwrap();
+        let s = t.snapshot(end);
+        let levels: Vec<_> = current_state(&out).iter().map(|c| (c.0, c.1)).collect();
+        (
+            t.report()[0].peaks.rpm,
+            org(&s, "o").usage_of(Dimension::Rpm),
+            levels,
+            out,
+        )
+    };
+    let (peak, usage, levels, _) = run(&times);
+    assert_eq!((peak, usage), (46, Some(46)));
+    assert_eq!(
+        levels,
+        vec![(Status::Firing, "warning"), (Status::Firing, "critical")]
+    );
+    for seed in 1..=20 {
+        let (p, u, l, out) = run(&shuffled(&times, seed));
+        assert_eq!((p, u, &l), (peak, usage, &levels), "seed {seed}");
+        assert_monotonic(&out);
+    }
+}
+
+/// No transition is dated before the one it follows for the same alert, and none ends
+/// before it began; the first that breaks this, if any.
+fn out_of_order(out: &[Transition]) -> Option<String> {
+    let mut last: BTreeMap<AlertKey, i64> = BTreeMap::new();
+    for t in out {
+        if let Some(prev) = last.insert(AlertKey::of(t), t.ts_ms)
+            && t.ts_ms < prev
+        {
+            return Some(format!("{t:?} dated before {prev}"));
+        }
+        if t.ts_ms < t.starts_at_ms {
+            return Some(format!("ends before it starts: {t:?}"));
+        }
+    }
+    None
+}
+
+fn assert_monotonic(out: &[Transition]) {
+    assert_eq!(out_of_order(out), None);
+}
+
+#[test]
+fn late_bursts_count_as_episodes_but_alert_only_while_on() {
+    // rpm 6, window 10 s: threshold 3.
+    let mut t = tracker_with("rpm = 6");
+    let mut out = reqs_at(&mut t, &[T0, T0 + 60_000]);
+    // Two late requests complete a burst at T0 + 2 s, over long before the present.
+    out.extend(reqs_at(&mut t, &[T0 + 1_000, T0 + 2_000]));
+    assert_eq!(t.report()[0].bursts, 1);
+    assert!(
+        out.iter().all(|t| t.alert != AlertName::BurstDetected),
+        "{out:?}"
+    );
+    // More late requests inside that episode are the same episode.
+    reqs_at(&mut t, &[T0 + 2_500, T0 + 500]);
+    assert_eq!(t.report()[0].bursts, 1);
+    // Late requests making a burst still on at the present fire it, dated now.
+    let out = reqs_at(&mut t, &[T0 + 58_000, T0 + 59_000]);
+    assert_eq!(t.report()[0].bursts, 2);
+    let b: Vec<_> = out
+        .iter()
+        .filter(|t| t.alert == AlertName::BurstDetected)
+        .collect();
+    assert_eq!(b.len(), 1, "{out:?}");
+    assert_eq!((b[0].status, b[0].ts_ms), (Status::Firing, T0 + 60_000));
+    let mut closed = Vec::new();
+    t.tick(T0 + 70_000, &mut closed);
+    assert_eq!(closed[0].status, Status::Resolved);
+    assert_monotonic(&[b[0].clone(), closed[0].clone()]);
+}
+
+#[test]
+fn the_clock_never_dates_a_change_before_an_event_ahead_of_it() {
+    // Live events may run up to 5 minutes ahead of the wall clock.
+    let mut t = tracker_with("rpm = 5");
+    let ahead = T0 + 120_000;
+    let mut out = reqs_at(&mut t, &[ahead; 4]);
+    t.tick(T0, &mut out);
+    t.tick(T0 + 1_000, &mut out);
+    assert_eq!(
+        current_state(&out).len(),
+        1,
+        "no resolve from a clock behind: {out:?}"
+    );
+    t.tick(ahead + 61_000, &mut out);
+    assert_eq!(current_state(&out).last().unwrap().0, Status::Resolved);
+    assert_monotonic(&out);
+}
+
+mod order {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The same events of one org, sorted or in any order (several shippers), end in the
+        /// same current usage, peaks and current-state alerts, and every transition follows
+        /// the one before it in time.
+        #[test]
+        fn any_order_ends_as_sorted(
+            gaps in prop::collection::vec(0i64..3_000, 5..120),
+            jobs in prop::collection::vec(any::<bool>(), 5..120),
+            seed in 1u64..u64::MAX,
+        ) {
+            // Events within 4 minutes: inside the windows' exact reach (5 minutes of slack).
+            let mut ts = T0;
+            let lines: Vec<String> = gaps.iter().zip(jobs.iter().cycle()).enumerate().map(|(i, (g, job))| {
+                ts += g;
+                if *job && i % 3 == 0 {
+                    format!(r#"{{"org":"o","ts":{ts},"status":202,"job_id":"j{i}"}}"#)
+                } else {
+                    format!(r#"{{"org":"o","ts":{ts},"status":200}}"#)
+                }
+            }).collect();
+            let end = ts;
+            let run = |order: &[String]| {
+                let mut t = tracker_with("rpm = 40\ndaily = 60\nconcurrency = 30");
+                let mut out = Vec::new();
+                for l in order {
+                    let ev_ts: i64 = l.split("\"ts\":").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
+                    out.extend(feed(&mut t, l, ev_ts));
+                }
+                t.tick(end, &mut out);
+                let s = t.snapshot(end);
+                let o = org(&s, "o").clone();
+                let report = t.report()[0].clone();
+                (o, report, out, t)
+            };
+            let (a, ra, out_a, ta) = run(&lines);
+            let (b, rb, out_b, tb) = run(&shuffled(&lines, seed));
+            prop_assert_eq!(&a.usage, &b.usage);
+            prop_assert_eq!(ra.peaks, rb.peaks);
+            prop_assert_eq!(ra.requests, rb.requests);
+            // Current-state alerts agree wherever the final value leaves no room for the
+            // path: outside the hysteresis bands (65-70 % and 85-90 %).
+            let actives = |t: &Tracker| -> Vec<(Option<Dimension>, Severity)> {
+                t.active_alerts(end).iter()
+                    .filter(|x| matches!(x.alert, AlertName::UsageHigh | AlertName::DailyQuotaExhausted))
+                    .map(|x| (x.dimension, x.severity)).collect()
+            };
+            let in_band = |d: Dimension| {
+                let (u, l) = (a.usage_of(d).unwrap_or(0) * 100, a.limit_of(d).unwrap_or(1));
+                (u >= 65 * l && u < 70 * l) || (u >= 85 * l && u < 90 * l)
+            };
+            if !Dimension::ALL.iter().any(|&d| a.limit_of(d).is_some() && in_band(d)) {
+                prop_assert_eq!(actives(&ta), actives(&tb));
+            }
+            for out in [&out_a, &out_b] {
+                prop_assert_eq!(out_of_order(out), None);
+            }
+        }
+    }
+}
+
+#[test]
+fn upstream_remaining_reads_the_limit_again_after_its_reset() {
+    let mut t = Tracker::new(&config(""));
+    feed(
+        &mut t,
+        &format!(
+            r#"{{"org":"acme","ts":{T0},"status":429,"ratelimit":{{"limit_requests":50,"remaining_requests":0,"reset_requests":"1s","remaining_tokens":0,"reset_tokens":"2s"}}}}"#
+        ),
+        T0,
+    );
+    assert_eq!(
+        t.snapshot(T0 + 999)[0].upstream_remaining,
+        [Some(0), Some(0)]
+    );
+    assert_eq!(
+        t.snapshot(T0 + 1_000)[0].upstream_remaining,
+        [Some(50), Some(0)],
+        "the limit again once the reset passed"
+    );
+    assert_eq!(
+        t.snapshot(T0 + 2_000)[0].upstream_remaining,
+        [Some(50), None],
+        "no known token limit: no value rather than a stale 0"
+    );
+    // It survives a snapshot and restore.
+    let back = Tracker::restore(&config(""), &t.encode().unwrap()).unwrap();
+    assert_eq!(
+        back.snapshot(T0 + 1_000)[0].upstream_remaining,
+        [Some(50), Some(0)]
+    );
 }
 
 #[test]

@@ -148,6 +148,35 @@ impl<S: Slot> Window<S> {
         }
     }
 
+    /// The highest count of a window ending at any bucket from `from` to `to` (at most the
+    /// head), each as [`Window::count_at`] answers it: the peak that a late event, counted at
+    /// `from`, may have raised. O(`to − from`) after one `count_at`.
+    pub fn max_count(&self, from: i64, to: i64) -> u64 {
+        if self.head == i64::MIN {
+            return 0;
+        }
+        let to = to.min(self.head);
+        if from > to {
+            return 0;
+        }
+        let lo = self.ring_lo();
+        // Buckets the ring no longer holds count as empty, as in `count_at`.
+        let held = |b: i64| {
+            if b < lo || b > self.head {
+                0
+            } else {
+                self.slot(b).get()
+            }
+        };
+        let mut count = self.count_at(from);
+        let mut best = count;
+        for q in from + 1..=to {
+            count = (count + held(q)).saturating_sub(held(q - self.width));
+            best = best.max(count);
+        }
+        best
+    }
+
     /// The first bucket at which the window holds fewer than `limit` events, counting only
     /// what is already in it: `q` itself when it already does.
     pub fn frees_at(&self, q: i64, limit: u64) -> i64 {
@@ -198,6 +227,28 @@ mod tests {
         w.add(150, 5);
         assert_eq!(w.count_at(150), 66);
         assert_eq!(w.count_at(399), 61);
+    }
+
+    #[test]
+    fn max_count_is_the_highest_window_over_a_range() {
+        let mut w: Window<u32> = Window::new(61, 300);
+        for b in [100, 130, 150, 200, 205] {
+            w.add(b, 1);
+        }
+        let by_hand = |from: i64, to: i64| (from..=to).map(|q| w.count_at(q)).max().unwrap();
+        for (from, to) in [(100, 205), (150, 160), (161, 205), (200, 400), (90, 99)] {
+            assert_eq!(
+                w.max_count(from, to),
+                by_hand(from, to.min(205)),
+                "{from}..{to}"
+            );
+        }
+        assert_eq!(
+            w.max_count(100, 205),
+            3,
+            "130, 150 and the one at 100..=160"
+        );
+        assert_eq!(w.max_count(300, 200), 0);
     }
 
     #[test]
