@@ -63,6 +63,7 @@ impl Raw<'_> {
 }
 
 /// `-` and the empty string mean "no value" wherever text comes in.
+#[inline]
 fn absent(s: &str) -> bool {
     match s.as_bytes() {
         [] | [b'-'] => true,
@@ -305,6 +306,7 @@ pub fn retry_after_header_ms(value: &str, now_ms: i64) -> Option<i64> {
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+#[inline]
 fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);

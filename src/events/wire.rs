@@ -114,7 +114,7 @@ impl<'a> Wire<'a> {
             ));
         }
         for f in EventField::ALL {
-            if f != EventField::Org && dup(f) {
+            if self.duplicates != 0 && f != EventField::Org && dup(f) {
                 errors.push(FieldError::new(f, "appears more than once; ignored"));
                 if f == EventField::RateLimit {
                     self.ratelimit = None;

@@ -816,22 +816,18 @@ impl Org {
             // the dimensions whose present value it changed (it fell inside their window).
             let now_holds =
                 |width: usize, bucket: fn(i64) -> i64| bucket(ts) > bucket(present) - width as i64;
-            let mut dims = Vec::with_capacity(4);
-            if now_holds(RPM_WIDTH, sec) {
-                dims.push(Dimension::Rpm);
-                if ev.tokens.is_some() {
-                    dims.push(Dimension::Tpm);
+            let tokens = ev.tokens.is_some();
+            let judged = [
+                (Dimension::Rpm, now_holds(RPM_WIDTH, sec)),
+                (Dimension::Tpm, tokens && now_holds(RPM_WIDTH, sec)),
+                (Dimension::Daily, now_holds(DAILY_WIDTH, minute)),
+                (Dimension::Tpd, tokens && now_holds(DAILY_WIDTH, minute)),
+            ];
+            for (dim, changed) in judged {
+                if changed {
+                    let usage = self.usage_at(dim, present);
+                    self.judge(dim, usage, present, s, out);
                 }
-            }
-            if now_holds(DAILY_WIDTH, minute) {
-                dims.push(Dimension::Daily);
-                if ev.tokens.is_some() {
-                    dims.push(Dimension::Tpd);
-                }
-            }
-            for dim in dims {
-                let usage = self.usage_at(dim, present);
-                self.judge(dim, usage, present, s, out);
             }
         }
     }
