@@ -7,9 +7,11 @@
 //! * [`config`]: the TOML file, parsed once into a validated [`config::Config`].
 //! * **sources**: where events come from. [`server`] takes `POST /v1/events`; [`sources`]
 //!   tails log files (JSON, nginx, Envoy); [`replay`] reads files offline.
-//! * [`events`]: raw bytes to a validated [`events::Event`] or one rejection reason.
+//! * [`events`]: the one intake path all three share: [`events::intake`] normalises and frames
+//!   bytes, [`events::format`] decodes records, and validation makes a [`events::Event`] (with
+//!   the fields that did not parse) or one rejection reason.
 //! * [`tracker`]: per org and org/app rolling windows, jobs in flight and counters, in event
-//!   time; it hands each event to the detectors.
+//!   time; it hands each event to the detectors, judging current state at each org's present.
 //! * [`detect`]: bursts, 429 causes, retry violations and storms, and the alert state
 //!   machines; their output is [`detect::Transition`]s.
 //! * [`live`]: the tracker shared by the daemon's tasks; applies events and journals them

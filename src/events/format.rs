@@ -6,7 +6,7 @@
 //! `%RESPONSE_CODE%`). A variable's value runs up to the next literal text, which is how both
 //! servers write them (quotes inside values are escaped). `-` means absent. Envoy operators
 //! are tokenised as Envoy does (`%NAME(argument):length%`, the argument running to the first
-//! `)`, so `%START_TIME(%s)%` is one operator). Every format fills a [`Wire`] that goes
+//! `)`, so `%START_TIME(%s)%` is one operator). Every format fills a `Wire` that goes
 //! through the same validation as a native JSON event.
 
 use std::collections::BTreeMap;

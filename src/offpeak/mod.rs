@@ -1,6 +1,6 @@
 //! Off-peak windows: cron starts plus a duration, in an IANA time zone (SPEC §3 `[offpeak]`).
 //!
-//! Start expressions mean what crontab(5) says they mean ([`crontab`]): 5 fields or 6 with
+//! Start expressions mean what crontab(5) says they mean (module `crontab`): 5 fields or 6 with
 //! seconds, weekdays 0–7 with Sunday as 0 and 7, either day field when both are restricted.
 //!
 //! Starts are computed in local wall-clock time and only then placed on the time line, so the
