@@ -16,6 +16,14 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// A temporary directory for the daemon and its `logs/` folder.
+fn dir_with_logs() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    (dir, logs)
+}
+
 fn replay_json(dir: &Path, args: &[&str]) -> Value {
     let out = run(&[&["replay", "--json"], args].concat(), dir);
     assert!(
@@ -62,9 +70,7 @@ fn source_counts(base: &str, source: &str) -> [Option<f64>; 6] {
 
 #[test]
 fn one_fixture_through_http_the_tailer_and_replay_gives_equal_counts() {
-    let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
-    std::fs::create_dir(&logs).unwrap();
+    let (dir, logs) = dir_with_logs();
     let bytes = std::fs::read(fixture("real-world.jsonl")).unwrap();
     assert!(bytes.starts_with(b"\xEF\xBB\xBF") && bytes.windows(2).any(|w| w == b"\r\n"));
     std::fs::write(logs.join("app.jsonl"), &bytes).unwrap();
@@ -145,9 +151,7 @@ fn one_fixture_through_http_the_tailer_and_replay_gives_equal_counts() {
 
 #[test]
 fn the_issue_inputs_through_files_and_replay() {
-    let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
-    std::fs::create_dir(&logs).unwrap();
+    let (dir, logs) = dir_with_logs();
     // nginx's JSON log with everything as strings, mapped with `fields`.
     std::fs::write(
         logs.join("nginx.json"),
@@ -256,9 +260,7 @@ org = "web"
 
 #[test]
 fn compressed_files_are_skipped_and_excluded_paths_never_read() {
-    let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
-    std::fs::create_dir(&logs).unwrap();
+    let (dir, logs) = dir_with_logs();
     let line = "{\"org\":\"acme\",\"status\":200}\n";
     std::fs::write(logs.join("app.log"), line.repeat(3)).unwrap();
     // A rotated, compressed generation (gzip), zstd and xz ones, and a plain old one that
@@ -320,9 +322,7 @@ fn compressed_files_are_skipped_and_excluded_paths_never_read() {
 
 #[test]
 fn a_source_whose_first_lines_are_all_rejected_says_so_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
-    std::fs::create_dir(&logs).unwrap();
+    let (dir, logs) = dir_with_logs();
     // A format check-config accepts but that matches none of these lines.
     std::fs::write(
         logs.join("access.log"),
