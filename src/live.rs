@@ -35,14 +35,16 @@ const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(300);
 pub const MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
 /// The writer sleeps at most this long when idle (it is woken on new work).
 const IDLE: Duration = Duration::from_millis(200);
-/// First byte of every journal entry: the record format below.
-const JOURNAL_FORMAT: u8 = 1;
+/// First byte of every journal entry: the record format below (2 added `Clock`; entries of
+/// format 1 read the same).
+const JOURNAL_FORMAT: u8 = 2;
 
 /// One journal record, as written.
 #[derive(Serialize)]
 enum RecordRef<'r, 'a> {
     Event(&'r Event<'a>),
     Tick(i64),
+    Clock(i64),
 }
 
 /// One journal record, as read back (same variant order as [`RecordRef`]).
@@ -54,6 +56,7 @@ enum Record<'a> {
     #[serde(borrow)]
     Event(Event<'a>),
     Tick(i64),
+    Clock(i64),
 }
 
 /// Changes since the last commit, waiting for the store.
@@ -233,7 +236,7 @@ impl Live {
         let mut corrupt = 0u64;
         let mut out = Vec::new();
         store.journal_after(from, &mut |seq, data| {
-            let Some((&JOURNAL_FORMAT, mut data)) = data.split_first() else {
+            let Some((&(1 | JOURNAL_FORMAT), mut data)) = data.split_first() else {
                 tracing::error!(seq, "journal entry in an unknown format; skipping it");
                 corrupt += 1;
                 return;
@@ -250,6 +253,7 @@ impl Live {
                             Record::Tick(now) => {
                                 tracker.tick(now, &mut out);
                             }
+                            Record::Clock(now) => tracker.note_clock(now),
                         }
                         out.clear();
                         replayed += 1;
@@ -367,6 +371,14 @@ impl Live {
         let seq = {
             let mut g = self.lock();
             let Inner { tracker, pending } = &mut *g;
+            // The wall clock, noted once a second and journaled with it, so that recovery
+            // judges the events that follow as late or not exactly as this run does.
+            if now.div_euclid(1000) > tracker.clock_ms().div_euclid(1000) {
+                tracker.note_clock(now);
+                if self.durable.is_some() {
+                    pending.record(&RecordRef::Clock(now));
+                }
+            }
             for ev in events.iter_mut() {
                 let ts = *ev.ts_ms.get_or_insert(now);
                 let from = out.len();

@@ -300,3 +300,65 @@ fn config_from_the_environment_variable() {
         String::from_utf8_lossy(&out.stderr).contains("env.toml:4:12: max_orgs must be at least 1")
     );
 }
+
+#[test]
+fn history_and_out_of_order_events_do_not_page_anyone() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), &config(""), &TOKENS);
+    let now = now_ms();
+    // A backfill for an org never seen: 30 requests within 10 s, a day and an hour ago
+    // (rpm limit 10). Counted; not news.
+    let old: String = (0..30)
+        .map(|i| {
+            format!(
+                "{{\"org\":\"acme\",\"ts\":{},\"status\":200}}\n",
+                now - 90_000_000 + i * 300
+            )
+        })
+        .collect();
+    assert_eq!(ingest(&d, &old).0, 202);
+    // A job whose end a shipper delivered before its start, both a few seconds ago.
+    let job = format!(
+        "{{\"org\":\"acme\",\"ts\":{},\"kind\":\"job_completed\",\"job_id\":\"j1\"}}\n\
+         {{\"org\":\"acme\",\"ts\":{},\"status\":202,\"job_id\":\"j1\"}}\n",
+        now - 1_000,
+        now - 5_000
+    );
+    assert_eq!(ingest(&d, &job).0, 202);
+    let m = eventually(5, || {
+        let m = metrics(&d);
+        m.contains(r#"ratewarden_jobs_finished_total{org="acme",outcome="completed"} 1"#)
+            .then_some(m)
+    })
+    .expect("the job counted as finished");
+    assert_eq!(
+        sample(
+            &m,
+            r#"ratewarden_requests_total{org="acme",app="default",outcome="success"}"#
+        ),
+        Some(31.0)
+    );
+    assert_eq!(
+        sample(&m, r#"ratewarden_jobs_in_flight{org="acme"}"#),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            r#"ratewarden_usage{org="acme",dimension="concurrency"}"#
+        ),
+        Some(0.0),
+        "no phantom job"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let logged = d.log_text();
+    assert!(!logged.contains("alert firing"), "{logged}");
+    let (_, alerts) = http(
+        "GET",
+        &format!("{}/v1/alerts", d.base),
+        &[("Authorization", "Bearer admin-2")],
+        b"",
+    )
+    .unwrap();
+    assert!(alerts.contains(r#""alerts":[]"#), "{alerts}");
+}

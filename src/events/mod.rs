@@ -564,6 +564,15 @@ mod tests {
             Reason::InvalidField
         );
         assert_eq!(reason(r#"{"org":"a","org":"b"}"#), Reason::InvalidField);
+        assert_eq!(
+            reason(r#"{"org":"a","ts":1764230400,"ts":1764230400}"#),
+            Reason::InvalidField,
+            "never counted at the receive time instead"
+        );
+        assert_eq!(
+            reason(r#"{"org":"a","kind":"job_completed","kind":"job_completed","job_id":"j"}"#),
+            Reason::InvalidField
+        );
         let future = parse_event(
             br#"{"org":"a","ts":1795788400}"#,
             &ParseContext {

@@ -108,13 +108,16 @@ impl<'a> Wire<'a> {
     pub fn validate(mut self, ctx: &ParseContext<'a>) -> Result<Parsed<'a>, Rejection> {
         let mut errors: Vec<FieldError> = Vec::new();
         let dup = |f: EventField| self.duplicates & (1 << f as u32) != 0;
-        if dup(EventField::Org) {
-            return Err(invalid(
-                "org appears twice, so which org to count is unclear",
-            ));
+        // The fields that decide whether and where an event counts may not be ambiguous.
+        for f in [EventField::Org, EventField::Ts, EventField::Kind] {
+            if dup(f) {
+                return Err(invalid(format!(
+                    "{f} appears more than once, so what to count is unclear"
+                )));
+            }
         }
         for f in EventField::ALL {
-            if self.duplicates != 0 && f != EventField::Org && dup(f) {
+            if self.duplicates != 0 && dup(f) {
                 errors.push(FieldError::new(f, "appears more than once; ignored"));
                 if f == EventField::RateLimit {
                     self.ratelimit = None;

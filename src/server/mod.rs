@@ -6,6 +6,7 @@
 //! `{"error":{"code","message"}}` and never leak internals.
 
 mod auth;
+mod encoding;
 mod json;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +36,7 @@ use crate::offpeak::OffPeak;
 use crate::scheduler::{BatchError, NewBatch, Scheduler};
 use crate::sources::Health;
 use crate::tracker::Tracker;
+use encoding::CodingError;
 
 /// How long an ingest request waits for the store to confirm its events.
 const DURABLE_WAIT: Duration = Duration::from_secs(30);
@@ -163,6 +165,13 @@ impl IntoResponse for ApiError {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        if self.status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+            // RFC 9110 §12.5.3: say which codings would have been accepted.
+            resp.headers_mut().insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static("gzip, deflate, zstd"),
+            );
+        }
         resp
     }
 }
@@ -170,14 +179,7 @@ impl IntoResponse for ApiError {
 /// The whole API.
 pub fn router(state: ApiState) -> Router {
     Router::new()
-        .route(
-            "/v1/events",
-            post(ingest).layer(
-                tower::ServiceBuilder::new()
-                    .layer(axum::middleware::from_fn(content_encoding))
-                    .layer(tower_http::decompression::RequestDecompressionLayer::new()),
-            ),
-        )
+        .route("/v1/events", post(ingest))
         .route("/v1/usage", get(usage))
         .route("/v1/alerts", get(alerts))
         .route("/v1/offpeak", get(offpeak))
@@ -263,55 +265,7 @@ enum Problem {
     Field(FieldError),
 }
 
-/// Content codings `POST /v1/events` decodes (RFC 9110 §8.4.1; `x-gzip` is gzip's old name).
-const ENCODINGS: [&str; 3] = ["gzip", "deflate", "zstd"];
-
-/// Answers 415 for a `Content-Encoding` other than gzip, deflate, zstd or identity, naming it,
-/// and puts a known one in the canonical lowercase form the decompression layer matches.
-async fn content_encoding(
-    mut req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let Some(value) = req.headers().get(header::CONTENT_ENCODING) else {
-        return next.run(req).await;
-    };
-    let coding = value
-        .to_str()
-        .map(|v| v.trim().to_ascii_lowercase())
-        .unwrap_or_default();
-    let canonical = match coding.as_str() {
-        "x-gzip" => "gzip",
-        c => c,
-    };
-    if canonical == "identity" || canonical.is_empty() {
-        req.headers_mut().remove(header::CONTENT_ENCODING);
-        return next.run(req).await;
-    }
-    if let Some(known) = ENCODINGS.iter().find(|e| **e == canonical) {
-        req.headers_mut()
-            .insert(header::CONTENT_ENCODING, HeaderValue::from_static(known));
-        return next.run(req).await;
-    }
-    let shown = String::from_utf8_lossy(value.as_bytes())
-        .chars()
-        .take(64)
-        .collect::<String>();
-    let mut resp = ApiError::new(
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported_encoding",
-        format!(
-            "Content-Encoding {shown:?} is not supported; send gzip, deflate, zstd or no encoding"
-        ),
-    )
-    .into_response();
-    resp.headers_mut().insert(
-        header::ACCEPT_ENCODING,
-        HeaderValue::from_static("gzip, deflate, zstd"),
-    );
-    resp
-}
-
-/// Why a body could not be read: too large (decoded size counts) or not decodable.
+/// Why a body could not be read: too large, or the connection failed.
 fn body_error(st: &ApiState, e: axum::Error) -> ApiError {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(c) = cause {
@@ -323,9 +277,32 @@ fn body_error(st: &ApiState, e: axum::Error) -> ApiError {
     }
     ApiError::new(
         StatusCode::BAD_REQUEST,
-        "undecodable_body",
-        format!("the body could not be read or decoded: {e}"),
+        "unreadable_body",
+        format!("the body could not be read: {e}"),
     )
+}
+
+impl ApiError {
+    fn of_coding(st: &ApiState, e: CodingError) -> ApiError {
+        match e {
+            CodingError::Unsupported(name) => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_encoding",
+                format!(
+                    "Content-Encoding {name:?} is not supported; send gzip, deflate, zstd or no encoding"
+                ),
+            ),
+            CodingError::Undecodable(why) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "undecodable_body",
+                format!("the body does not decode: {why}"),
+            ),
+            CodingError::TooLarge => {
+                st.metrics.rejected("http", Reason::TooLarge, 1);
+                body_too_large(st.max_body_bytes)
+            }
+        }
+    }
 }
 
 async fn ingest(
@@ -350,8 +327,9 @@ async fn ingest(
     if live.pending_bytes() > crate::live::MAX_PENDING_BYTES {
         return Err(saturated());
     }
-    // A declared length only says what arrives on the wire; the limit also holds for the
-    // decoded body, which `to_bytes` counts (a small gzip bomb stops at the limit).
+    let coding = encoding::coding(&headers).map_err(|e| ApiError::of_coding(&st, e))?;
+    // The limit holds for the bytes on the wire and again for the decoded body (a small
+    // compression bomb stops at the limit).
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -365,16 +343,21 @@ async fn ingest(
         .map_err(|e| body_error(&st, e))?;
     let json_type = is_json(&headers);
     let worker = live.clone();
-    let result = tokio::task::spawn_blocking(move || ingest_body(&worker, &bytes, json_type))
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "ingest worker failed");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "ingest failed",
-            )
-        })?;
+    let max = st.max_body_bytes;
+    let result = tokio::task::spawn_blocking(move || {
+        let body = encoding::decode(coding, &bytes, max)?;
+        Ok(ingest_body(&worker, &body, json_type))
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "ingest worker failed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "ingest failed",
+        )
+    })?
+    .map_err(|e| ApiError::of_coding(&st, e))?;
 
     let tally = &result.tally;
     if tally.accepted > 0 {

@@ -174,9 +174,15 @@ async fn compressed_bodies_are_decoded() {
         assert_eq!(status, StatusCode::ACCEPTED, "{encoding}: {body}");
         assert_eq!(json(&body)["accepted"], 2, "{encoding}: {body}");
     }
+    // Two gzip members back to back (`cat a.gz b.gz`): every event of both.
+    let mut two = gzip(ndjson.as_bytes());
+    two.extend(gzip(ndjson.as_bytes()));
+    let (status, _, body) = call(&st, encoded(two, "gzip")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(json(&body)["accepted"], 4, "{body}");
     let m = metrics_text(&st).await;
     assert!(
-        m.contains(r#"ratewarden_events_ingested_total{source="http"} 12"#),
+        m.contains(r#"ratewarden_events_ingested_total{source="http"} 16"#),
         "{m}"
     );
 }

@@ -211,6 +211,11 @@ impl<'de> serde::Deserialize<'de> for Jobs {
 }
 
 impl Jobs {
+    /// Most jobs held in flight.
+    pub fn cap(&self) -> usize {
+        self.max
+    }
+
     /// Sets the cap after a restore (it comes from the config, not the snapshot).
     pub fn set_max(&mut self, max: usize) {
         self.max = max.max(1);

@@ -12,6 +12,7 @@
 //! `max_jobs_per_org` jobs per org, then the oldest is dropped. Each tracked org or app costs
 //! about 7 KB of window buckets, allocated when it is first seen.
 
+pub mod concurrency;
 pub mod dedupe;
 pub mod jobs;
 pub mod snapshot;
@@ -28,6 +29,7 @@ use crate::detect::{
     AlertName, Cause, CauseInputs, RetryState, Severity, Status, Storm, Transition, classify_429,
 };
 use crate::events::{Event, Kind, Outcome, RateLimitInfo};
+use concurrency::{EarlyEnds, HORIZON_MS, PeakConcurrency};
 use dedupe::{Dedupe, request_key};
 use jobs::{Jobs, Start};
 use window::Window;
@@ -283,6 +285,10 @@ pub struct Org {
     /// alerts are judged at this time, so an event older than it (a late one) never dates a
     /// transition before one already made, and only changes what it changes now.
     present_ms: i64,
+    /// Jobs in flight at each job start, for the peak, whatever order job events arrive in.
+    concurrency: PeakConcurrency,
+    /// Job ends that arrived before their starts.
+    early_ends: EarlyEnds,
 }
 
 /// What the upstream last said about one limit (`x-ratelimit-*`), with when it said it.
@@ -378,6 +384,11 @@ pub struct Tracker {
     dedupe: Dedupe,
     /// Firing alerts and when they were last notified, for `repeat_interval`.
     repeats: BTreeMap<AlertKey, i64>,
+    /// The daemon's clock as last noted ([`Tracker::note_clock`]); `i64::MIN` in replay,
+    /// whose clock is the events'. No org's present is behind it, so events older than the
+    /// clock (a backfill, a log read from its beginning) are late for every org, also for
+    /// one seen for the first time.
+    clock_ms: i64,
 }
 
 impl Tracker {
@@ -391,6 +402,7 @@ impl Tracker {
             overflow: Overflow::default(),
             dedupe: Dedupe::new(config.limits.max_request_ids),
             repeats: BTreeMap::new(),
+            clock_ms: i64::MIN,
         };
         for o in &config.orgs {
             let org = Org::new(
@@ -478,6 +490,7 @@ impl Tracker {
         let oi = self.org_index(&ev.org);
         let s = &self.settings;
         let org = &mut self.orgs[oi];
+        org.advance_to(self.clock_ms);
         let ai = org.app_index(ev.app_name(), s.max_apps_per_org, &mut self.overflow.apps);
         match ev.kind {
             Kind::Request => org.request(ai, ts, ev, s, &mut self.overflow, out),
@@ -501,6 +514,17 @@ impl Tracker {
             org.note_ratelimit(ts, rl);
         }
         true
+    }
+
+    /// Notes the daemon's clock: from now on no org's present is behind `now`. The live state
+    /// calls this (and journals it) as wall-clock seconds pass; replay never does.
+    pub fn note_clock(&mut self, now: i64) {
+        self.clock_ms = self.clock_ms.max(now);
+    }
+
+    /// The clock last noted ([`Tracker::note_clock`]).
+    pub fn clock_ms(&self) -> i64 {
+        self.clock_ms
     }
 
     /// The clock moved to `now`: stuck jobs, releases, burst ends and threshold changes, and
@@ -659,6 +683,12 @@ impl Org {
             quota_alert: LevelAlert::default(),
             stuck_since: None,
             present_ms: i64::MIN,
+            concurrency: {
+                let mut c = PeakConcurrency::default();
+                c.set_cap(job_cap(s, &limits).saturating_mul(2));
+                c
+            },
+            early_ends: EarlyEnds::default(),
         }
     }
 
@@ -707,9 +737,15 @@ impl Org {
         }
     }
 
-    /// Moves the org's present to `ts` if that is newer; returns the present.
+    /// Moves the org's present to `ts` if that is newer; returns the present. What is older
+    /// than the lateness horizon behind it is settled.
     fn advance_to(&mut self, ts: i64) -> i64 {
-        self.present_ms = self.present_ms.max(ts);
+        if ts > self.present_ms {
+            self.present_ms = ts;
+            let floor = ts.saturating_sub(HORIZON_MS);
+            self.concurrency.settle(floor);
+            self.early_ends.expire(floor);
+        }
         self.present_ms
     }
 
@@ -969,18 +1005,32 @@ impl Org {
         overflow: &mut Overflow,
         out: &mut Vec<Transition>,
     ) {
+        let present = self.advance_to(ts);
+        let floor = present.saturating_sub(HORIZON_MS);
+        if let Some((end, outcome)) = self.early_ends.take(id, ts) {
+            // Its end came first: a job that already finished, never in flight now.
+            self.jobs_finished[outcome as usize] += 1;
+            self.job_duration.observe((end - ts) as f64 / 1000.0);
+            if end - ts > s.detect.stuck_after_ms {
+                self.ever_stuck += 1;
+            }
+            let others = self.jobs.in_flight_at(ts) as u64;
+            self.concurrency.start(ts, Some(end), others, floor);
+            return;
+        }
         match self.jobs.start(id, ai as u32, ts) {
             Start::Duplicate => return,
             Start::Started => {}
             Start::Evicted(old) => {
                 overflow.jobs += 1;
                 self.release_slot(&old);
+                self.concurrency.end(old.started_ms, ts, floor);
             }
         }
         self.apps[ai].in_flight += 1;
         let in_flight = self.jobs.in_flight() as u64;
-        self.peaks.concurrency = self.peaks.concurrency.max(in_flight);
-        let present = self.advance_to(ts);
+        let others = (self.jobs.in_flight_at(ts) as u64).saturating_sub(1);
+        self.concurrency.start(ts, None, others, floor);
         if self.alerting {
             self.judge(Dimension::Concurrency, in_flight, present, s, out);
         }
@@ -1001,7 +1051,15 @@ impl Org {
         s: &Settings,
         out: &mut Vec<Transition>,
     ) {
+        let present = self.advance_to(ts);
+        let floor = present.saturating_sub(HORIZON_MS);
         let Some(job) = self.jobs.finish(id) else {
+            // Its start may still come (another shipper, a later file): remembered for the
+            // horizon so that start is a finished job, not one in flight forever.
+            if ts >= floor {
+                let cap = self.jobs.cap();
+                self.early_ends.note(id, ts, outcome, cap);
+            }
             tracing::debug!(org = %self.name, job_id = id, "finishing event for a job not in flight");
             return;
         };
@@ -1009,7 +1067,7 @@ impl Org {
         self.jobs_finished[outcome as usize] += 1;
         self.job_duration
             .observe((ts - job.started_ms).max(0) as f64 / 1000.0);
-        let present = self.advance_to(ts);
+        self.concurrency.end(job.started_ms, ts, floor);
         if self.alerting {
             let in_flight = self.jobs.in_flight() as u64;
             self.judge(Dimension::Concurrency, in_flight, present, s, out);
@@ -1057,9 +1115,11 @@ impl Org {
                 |j| released.push(*j),
             );
             self.ever_stuck += newly_stuck;
+            let floor = now.saturating_sub(HORIZON_MS);
             for job in &released {
                 self.release_slot(job);
                 self.jobs_finished[JobOutcome::TimedOut as usize] += 1;
+                self.concurrency.end(job.started_ms, now, floor);
             }
         }
         if !self.alerting {
@@ -1264,7 +1324,10 @@ impl Org {
         OrgReport {
             org: self.name.clone(),
             requests,
-            peaks: self.peaks,
+            peaks: Peaks {
+                concurrency: self.peaks.concurrency.max(self.concurrency.peak()),
+                ..self.peaks
+            },
             rate_limited,
             bursts: self.burst.episodes,
             stuck_jobs: self.ever_stuck,

@@ -38,6 +38,7 @@ struct SnapshotRef<'a> {
     overflow: Overflow,
     dedupe: &'a Dedupe,
     repeats: &'a BTreeMap<AlertKey, i64>,
+    clock_ms: i64,
 }
 
 #[derive(Deserialize)]
@@ -47,6 +48,7 @@ struct SnapshotOwned {
     overflow: Overflow,
     dedupe: Dedupe,
     repeats: BTreeMap<AlertKey, i64>,
+    clock_ms: i64,
 }
 
 impl Tracker {
@@ -58,6 +60,7 @@ impl Tracker {
             overflow: self.overflow,
             dedupe: &self.dedupe,
             repeats: &self.repeats,
+            clock_ms: self.clock_ms,
         };
         postcard::to_extend(&state, MAGIC.to_vec())
     }
@@ -80,6 +83,7 @@ impl Tracker {
         t.dedupe = state.dedupe;
         t.dedupe.rebind(t.settings.max_request_ids);
         t.repeats = state.repeats;
+        t.clock_ms = state.clock_ms;
         for (i, mut org) in state.orgs.into_iter().enumerate() {
             if Some(i) == state.overflow_org || &*org.name == OVERFLOW {
                 org.rebind(OVERFLOW.into(), Limits::default(), false, &t.settings);
@@ -249,6 +253,7 @@ mod v2 {
             overflow: old.overflow,
             dedupe: old.dedupe,
             repeats: old.repeats,
+            clock_ms: i64::MIN,
         })
     }
 }
@@ -262,6 +267,8 @@ impl Org {
         self.alerting = fresh.alerting;
         self.burst_threshold = fresh.burst_threshold;
         self.jobs.set_max(super::job_cap(s, &limits));
+        self.concurrency
+            .set_cap(super::job_cap(s, &limits).saturating_mul(2));
         if self.tokens.is_none() {
             self.tokens = fresh.tokens;
         }

@@ -834,15 +834,25 @@ mod order {
             seed in 1u64..u64::MAX,
         ) {
             // Events within 4 minutes: inside the windows' exact reach (5 minutes of slack).
+            // Some requests start jobs; most jobs finish (or fail) a while later.
             let mut ts = T0;
-            let lines: Vec<String> = gaps.iter().zip(jobs.iter().cycle()).enumerate().map(|(i, (g, job))| {
+            let mut lines: Vec<(i64, String)> = Vec::new();
+            for (i, (g, job)) in gaps.iter().zip(jobs.iter().cycle()).enumerate() {
                 ts += g;
                 if *job && i % 3 == 0 {
-                    format!(r#"{{"org":"o","ts":{ts},"status":202,"job_id":"j{i}"}}"#)
+                    lines.push((ts, format!(r#"{{"org":"o","ts":{ts},"status":202,"job_id":"j{i}"}}"#)));
+                    if i % 4 != 0 {
+                        let done = ts + (g * 7) % 20_000;
+                        let kind = if i % 5 == 0 { "job_failed" } else { "job_completed" };
+                        lines.push((done, format!(r#"{{"org":"o","ts":{done},"kind":"{kind}","job_id":"j{i}"}}"#)));
+                    }
                 } else {
-                    format!(r#"{{"org":"o","ts":{ts},"status":200}}"#)
+                    lines.push((ts, format!(r#"{{"org":"o","ts":{ts},"status":200}}"#)));
                 }
-            }).collect();
+            }
+            lines.sort_by_key(|(t, _)| *t);
+            let ts = lines.last().map_or(T0, |(t, _)| *t);
+            let lines: Vec<String> = lines.into_iter().map(|(_, l)| l).collect();
             let end = ts;
             let run = |order: &[String]| {
                 let mut t = tracker_with("rpm = 40\ndaily = 60\nconcurrency = 30");
@@ -862,6 +872,8 @@ mod order {
             prop_assert_eq!(&a.usage, &b.usage);
             prop_assert_eq!(ra.peaks, rb.peaks);
             prop_assert_eq!(ra.requests, rb.requests);
+            prop_assert_eq!(a.jobs_finished, b.jobs_finished);
+            prop_assert_eq!(a.jobs_in_flight, b.jobs_in_flight);
             // Current-state alerts agree wherever the final value leaves no room for the
             // path: outside the hysteresis bands (65-70 % and 85-90 %).
             let actives = |t: &Tracker| -> Vec<(Option<Dimension>, Severity)> {

@@ -1,0 +1,290 @@
+//! Jobs in flight over time, for one org: the peak concurrency and the job ends that came
+//! before their starts, both independent of the order job events arrive in.
+//!
+//! Replay's `peak_concurrency` is the most jobs in flight at any job start. With events in
+//! time order that is the count right after each start. Out of order (several shippers) a
+//! start or an end can arrive after later starts were counted, and change what those starts
+//! saw. So each start within the lateness horizon keeps its count, provisional, and a late
+//! start or end corrects the counts of the starts it overlaps; a start's count becomes final
+//! (settled into the peak) once the horizon has passed it. The counts are exact for job
+//! events up to [`HORIZON_MS`] late; older ones are counted as they come.
+//!
+//! [`EarlyEnds`] holds job ends whose start has not arrived yet, so the start, when it comes,
+//! is a job that already finished instead of one in flight forever.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use super::JobOutcome;
+
+/// How late a job event may be and still be counted exactly (the windows' slack).
+pub const HORIZON_MS: i64 = 300_000;
+
+/// Peak concurrency at job starts, settled once the horizon has passed them.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PeakConcurrency {
+    /// The peak among settled starts.
+    settled: u64,
+    /// Starts not yet past the horizon, ascending, each with the jobs in flight at it.
+    pending: VecDeque<(i64, u64)>,
+    /// Jobs that ended, (start, end), ascending by end, kept while they can matter to a start
+    /// within the horizon.
+    ended: VecDeque<(i64, i64)>,
+    /// Most entries kept in `pending` and `ended` each (the org's job cap, twice).
+    #[serde(skip)]
+    cap: usize,
+}
+
+impl PeakConcurrency {
+    /// Settled from an older snapshot's peak.
+    pub fn from_peak(peak: u64) -> PeakConcurrency {
+        PeakConcurrency {
+            settled: peak,
+            ..PeakConcurrency::default()
+        }
+    }
+
+    /// Bounds the memory: at most `cap` pending starts and `cap` ended jobs.
+    pub fn set_cap(&mut self, cap: usize) {
+        self.cap = cap.max(16);
+    }
+
+    /// The most jobs in flight at any job start so far.
+    pub fn peak(&self) -> u64 {
+        self.pending
+            .iter()
+            .map(|&(_, n)| n)
+            .max()
+            .unwrap_or(0)
+            .max(self.settled)
+    }
+
+    /// A job started at `start`, ending at `end` if its end is already known (it arrived
+    /// first). `others` is how many other jobs in flight had started by `start`.
+    pub fn start(&mut self, start: i64, end: Option<i64>, others: u64, floor: i64) {
+        let ended_over = self
+            .ended
+            .iter()
+            .rev()
+            .take_while(|&&(_, e)| e > start)
+            .filter(|&&(s, _)| s <= start)
+            .count() as u64;
+        let count = others + ended_over + 1;
+        // Starts counted before this one that it overlaps saw one job fewer than they had.
+        let until = end.unwrap_or(i64::MAX);
+        let from = self.pending.partition_point(|&(t, _)| t <= start);
+        for (t, n) in self.pending.iter_mut().skip(from) {
+            if *t >= until {
+                break;
+            }
+            *n += 1;
+        }
+        if start < floor {
+            self.settled = self.settled.max(count);
+        } else {
+            let at = self.pending.partition_point(|&(t, _)| t <= start);
+            self.pending.insert(at, (start, count));
+        }
+        if let Some(e) = end {
+            self.note_end(start, e, floor);
+        }
+        self.bound();
+    }
+
+    /// A job in flight since `start` ended (finished, timed out, dropped) at `end`.
+    pub fn end(&mut self, start: i64, end: i64, floor: i64) {
+        // Starts at or after its end were counted with it in flight (a job that ends at t is
+        // not in flight at t, whichever of the two events came first).
+        let from = self.pending.partition_point(|&(t, _)| t < end);
+        for (t, n) in self.pending.iter_mut().skip(from) {
+            if *t > start {
+                *n = n.saturating_sub(1);
+            }
+        }
+        self.note_end(start, end, floor);
+        self.bound();
+    }
+
+    fn note_end(&mut self, start: i64, end: i64, floor: i64) {
+        if end > floor {
+            let at = self.ended.partition_point(|&(_, e)| e <= end);
+            self.ended.insert(at, (start, end));
+        }
+    }
+
+    /// The horizon moved to `floor`: starts before it are final.
+    pub fn settle(&mut self, floor: i64) {
+        while let Some(&(t, n)) = self.pending.front()
+            && t < floor
+        {
+            self.settled = self.settled.max(n);
+            self.pending.pop_front();
+        }
+        while self.ended.front().is_some_and(|&(_, e)| e <= floor) {
+            self.ended.pop_front();
+        }
+    }
+
+    fn bound(&mut self) {
+        let cap = if self.cap == 0 { 2048 } else { self.cap };
+        while self.pending.len() > cap {
+            if let Some((_, n)) = self.pending.pop_front() {
+                self.settled = self.settled.max(n);
+            }
+        }
+        while self.ended.len() > cap {
+            self.ended.pop_front();
+        }
+    }
+}
+
+/// Job ends whose start has not arrived (yet), by job id, for the horizon.
+#[derive(Debug, Default, Clone)]
+pub struct EarlyEnds {
+    by_id: HashMap<Arc<str>, (i64, JobOutcome)>,
+    /// (end, id) in arrival order, to forget them once past the horizon.
+    order: VecDeque<(i64, Arc<str>)>,
+}
+
+impl EarlyEnds {
+    /// Notes that job `id` ended at `ts` with `outcome` before its start was seen. At most
+    /// `cap` are kept (the oldest are forgotten first).
+    pub fn note(&mut self, id: &str, ts: i64, outcome: JobOutcome, cap: usize) {
+        let id: Arc<str> = Arc::from(id);
+        if self.by_id.insert(id.clone(), (ts, outcome)).is_none() {
+            self.order.push_back((ts, id));
+        }
+        while self.order.len() > cap.max(1) {
+            self.forget_oldest();
+        }
+    }
+
+    /// The end of job `id` that came before its start, if one did at or after `start`.
+    pub fn take(&mut self, id: &str, start: i64) -> Option<(i64, JobOutcome)> {
+        let (end, outcome) = self.by_id.remove(id)?;
+        (end >= start).then_some((end, outcome))
+    }
+
+    /// Forgets ends older than `floor`: their starts will not come within the horizon.
+    pub fn expire(&mut self, floor: i64) {
+        while self.order.front().is_some_and(|(ts, _)| *ts < floor) {
+            self.forget_oldest();
+        }
+    }
+
+    fn forget_oldest(&mut self) {
+        if let Some((ts, id)) = self.order.pop_front()
+            && self.by_id.get(&id).is_some_and(|(t, _)| *t == ts)
+        {
+            self.by_id.remove(&id);
+        }
+    }
+
+    /// True when none are held.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}
+
+impl serde::Serialize for EarlyEnds {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let v: Vec<(&Arc<str>, i64, u8)> = self
+            .order
+            .iter()
+            .filter_map(|(_, id)| self.by_id.get(id).map(|(t, o)| (id, *t, *o as u8)))
+            .collect();
+        v.serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for EarlyEnds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v: Vec<(Arc<str>, i64, u8)> = serde::Deserialize::deserialize(d)?;
+        let mut e = EarlyEnds::default();
+        for (id, ts, o) in v {
+            let outcome = JobOutcome::ALL
+                .get(o as usize)
+                .copied()
+                .unwrap_or(JobOutcome::Completed);
+            e.note(&id, ts, outcome, usize::MAX);
+        }
+        Ok(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (start, end) intervals → the most overlapping at any start, by brute force.
+    fn brute(jobs: &[(i64, i64)]) -> u64 {
+        jobs.iter()
+            .map(|&(s, _)| jobs.iter().filter(|&&(a, b)| a <= s && s < b).count() as u64)
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn late_ends_and_starts_correct_the_counts_they_overlap() {
+        // A [10, 20), B [15, 25), C [22, 30): at most 2 at once.
+        let jobs = [(10, 20), (15, 25), (22, 30)];
+        assert_eq!(brute(&jobs), 2);
+        // In order: A, B start; A ends; C starts; B, C end.
+        let mut p = PeakConcurrency::default();
+        p.start(10, None, 0, 0);
+        p.start(15, None, 1, 0);
+        p.end(10, 20, 0);
+        p.start(22, None, 1, 0);
+        assert_eq!(p.peak(), 2);
+        // A's end arrives after C started: C was counted with A in flight, then corrected.
+        let mut q = PeakConcurrency::default();
+        q.start(10, None, 0, 0);
+        q.start(15, None, 1, 0);
+        q.start(22, None, 2, 0);
+        assert_eq!(q.peak(), 3, "provisional");
+        q.end(10, 20, 0);
+        assert_eq!(q.peak(), 2);
+        // B's start arrives last, already ended (its end came first).
+        let mut r = PeakConcurrency::default();
+        r.start(10, None, 0, 0);
+        r.end(10, 20, 0);
+        r.start(22, None, 0, 0);
+        r.start(15, Some(25), 0, 0);
+        assert_eq!(r.peak(), 2);
+    }
+
+    #[test]
+    fn settling_keeps_the_peak_and_bounds_memory() {
+        let mut p = PeakConcurrency::default();
+        p.set_cap(16);
+        for i in 0..100 {
+            p.start(i * 10, None, i as u64, 0);
+        }
+        assert!(p.pending.len() <= 16);
+        assert_eq!(p.peak(), 100);
+        p.settle(10_000);
+        assert!(p.pending.is_empty());
+        assert_eq!(p.peak(), 100);
+    }
+
+    #[test]
+    fn early_ends_wait_for_their_start_within_the_horizon() {
+        let mut e = EarlyEnds::default();
+        e.note("j1", 100, JobOutcome::Completed, 10);
+        assert_eq!(e.take("j1", 50), Some((100, JobOutcome::Completed)));
+        assert_eq!(e.take("j1", 50), None, "used once");
+        e.note("j2", 100, JobOutcome::Failed, 10);
+        assert_eq!(
+            e.take("j2", 150),
+            None,
+            "an end before the start is not its end"
+        );
+        e.note("j3", 100, JobOutcome::Failed, 10);
+        e.expire(101);
+        assert!(e.is_empty());
+        for i in 0..20 {
+            e.note(&format!("k{i}"), i, JobOutcome::Completed, 5);
+        }
+        assert_eq!(e.by_id.len(), 5);
+    }
+}
