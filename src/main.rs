@@ -45,9 +45,9 @@ enum Command {
         /// Config file (tiers, orgs, detectors).
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Line format of the inputs.
-        #[arg(long, value_enum, default_value_t = replay::Format::Json)]
-        format: replay::Format,
+        /// Line format of the inputs [default: json].
+        #[arg(long, value_enum)]
+        format: Option<replay::Format>,
         /// An nginx log_format or Envoy format string for --format nginx|envoy, or a built-in
         /// name: combined, main (nginx); default, istio (Envoy).
         #[arg(long, value_name = "STRING")]

@@ -19,7 +19,7 @@ use crate::clock::rfc3339;
 use crate::config::Config;
 use crate::detect::{Cause, Transition};
 use crate::events::format::{Dialect, LineFormat, Template};
-use crate::events::intake::{Line, LineFramer, SourceStats, Tally};
+use crate::events::intake::{Line, LineFramer, SourceStats, Tally, archive_format};
 use crate::events::{DEFAULT_MAX_EVENT_BYTES, EventField, ParseContext};
 use crate::tracker::{OrgReport, Tracker};
 
@@ -64,8 +64,8 @@ pub struct Options {
     /// Files to read in order; `-` is standard input.
     pub inputs: Vec<String>,
     /// Line format (nginx: the `combined` format; Envoy: its default format), unless
-    /// `line_format` or `source` says otherwise.
-    pub format: Format,
+    /// `line_format` or `source` says otherwise; `None` is JSON.
+    pub format: Option<Format>,
     /// An ad hoc template in `format`'s dialect, or a built-in name (`combined`, `main`,
     /// `default`, `istio`).
     pub line_format: Option<String>,
@@ -78,30 +78,34 @@ pub struct Options {
     pub org: Option<String>,
     /// Draw a progress bar on stderr (only when it is a terminal).
     pub progress: bool,
-    /// Lines longer than this are rejected as `too_large`.
+    /// Lines longer than this are rejected as `too_large` (each event in them is still held
+    /// to 64 KiB, as in a `POST /v1/events` body).
     pub max_line_bytes: usize,
 }
+
+/// Default longest line `replay` holds: as long as a default HTTP body, so a line of objects
+/// back to back (`json_stream`) counts as it would when posted.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 16 << 20;
 
 impl Options {
     /// Defaults for `inputs`.
     pub fn new(inputs: Vec<String>) -> Options {
         Options {
             inputs,
-            format: Format::Json,
+            format: None,
             line_format: None,
             fields: BTreeMap::new(),
             source: None,
             org: None,
             progress: true,
-            max_line_bytes: DEFAULT_MAX_EVENT_BYTES,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
         }
     }
 
     /// The line format, default org and app, and line limit these options mean with `config`.
     fn reading(&self, config: &Config) -> Result<Reading, ReplayError> {
         if let Some(name) = &self.source {
-            if self.line_format.is_some() || !self.fields.is_empty() || self.format != Format::Json
-            {
+            if self.line_format.is_some() || !self.fields.is_empty() || self.format.is_some() {
                 return Err(ReplayError::Format(
                     "--source takes the format from the config; leave out --format, --line-format and --field".into(),
                 ));
@@ -120,19 +124,28 @@ impl Options {
                 }));
             };
             return Ok(Reading {
+                name: src.name.clone(),
                 format: src.format.clone(),
                 org: self.org.clone().or_else(|| src.org.clone()),
                 app: src.app.clone(),
                 max_line_bytes: src.max_line_bytes,
+                max_event_bytes: src.max_line_bytes,
             });
         }
         let template = |dialect: Dialect, default: &str| {
             let text = self.line_format.as_deref().unwrap_or(default);
             Template::compile(dialect, text, &self.fields)
                 .map(LineFormat::Template)
-                .map_err(|e| ReplayError::Format(format!("--line-format: {e}")))
+                .map_err(|e| {
+                    let flag = if e.starts_with("fields.") {
+                        "--field"
+                    } else {
+                        "--line-format"
+                    };
+                    ReplayError::Format(format!("{flag}: {e}"))
+                })
         };
-        let format = match self.format {
+        let format = match self.format.unwrap_or(Format::Json) {
             Format::Json if self.line_format.is_some() => {
                 return Err(ReplayError::Format(
                     "--line-format needs --format nginx or --format envoy".into(),
@@ -144,10 +157,12 @@ impl Options {
             Format::Envoy => template(Dialect::Envoy, "default")?,
         };
         Ok(Reading {
+            name: "replay".into(),
             format,
             org: self.org.clone(),
             app: None,
             max_line_bytes: self.max_line_bytes,
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
         })
     }
 }
@@ -155,10 +170,13 @@ impl Options {
 /// How inputs are read: what a file source would read them with.
 #[derive(Debug, Clone)]
 struct Reading {
+    /// The source name in logs (`replay`, or `--source`'s).
+    name: String,
     format: LineFormat,
     org: Option<String>,
     app: Option<String>,
     max_line_bytes: usize,
+    max_event_bytes: usize,
 }
 
 /// Alert transitions as JSON lines in an anonymous temporary file.
@@ -220,10 +238,12 @@ impl Replayer {
     pub fn new(config: &Config, start_ms: i64) -> io::Result<Replayer> {
         Ok(Replayer {
             reading: Reading {
+                name: "replay".into(),
                 format: LineFormat::Json { fields: Vec::new() },
                 org: None,
                 app: None,
-                max_line_bytes: DEFAULT_MAX_EVENT_BYTES,
+                max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+                max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             },
             stats: SourceStats::new("replay"),
             tracker: Tracker::new(config),
@@ -266,7 +286,7 @@ impl Replayer {
             default_org: reading.org.as_deref(),
             default_app: reading.app.as_deref(),
             now_ms: None,
-            max_event_bytes: reading.max_line_bytes,
+            max_event_bytes: reading.max_event_bytes,
         };
         stats.line(&reading.format, &ctx, line, |p| {
             let ev = p.event;
@@ -507,6 +527,7 @@ pub fn run(config: &Config, opts: &Options, start_ms: i64) -> Result<Report, Rep
     let bar = progress_bar(opts.progress && io::stderr().is_terminal(), total);
     let mut replayer = Replayer::new(config, start_ms)?;
     let max = reading.max_line_bytes;
+    replayer.stats = SourceStats::new(&reading.name);
     replayer.reading = reading;
     let mut done = 0u64;
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + max.min(CHUNK));
@@ -515,11 +536,7 @@ pub fn run(config: &Config, opts: &Options, start_ms: i64) -> Result<Report, Rep
             path: input.clone(),
             source,
         };
-        let mut reader: Box<dyn Read> = if input == "-" {
-            Box::new(io::stdin().lock())
-        } else {
-            Box::new(File::open(PathBuf::from(input)).map_err(input_err)?)
-        };
+        let mut reader = open_input(input).map_err(input_err)?;
         // Each input is its own stream: a line never continues into the next file.
         let mut framer = LineFramer::new(max);
         buf.clear();
@@ -542,7 +559,8 @@ pub fn run(config: &Config, opts: &Options, start_ms: i64) -> Result<Report, Rep
             if let Some(bar) = &bar
                 && chunks.is_multiple_of(4)
             {
-                bar.set_position(done);
+                // Decompressed inputs yield more bytes than their files hold.
+                bar.set_position(done.min(total));
             }
             if n == 0 {
                 break;
@@ -553,6 +571,28 @@ pub fn run(config: &Config, opts: &Options, start_ms: i64) -> Result<Report, Rep
         bar.finish_and_clear();
     }
     Ok(replayer.finish()?)
+}
+
+/// An input as text: a file or standard input, decompressed when its first bytes are a gzip
+/// or zstd stream (rotated logs are often compressed); bzip2 and xz are refused by name.
+fn open_input(input: &str) -> io::Result<Box<dyn Read>> {
+    let raw: Box<dyn Read> = if input == "-" {
+        Box::new(io::stdin().lock())
+    } else {
+        Box::new(File::open(PathBuf::from(input))?)
+    };
+    let mut buffered = BufReader::with_capacity(1 << 16, raw);
+    let head = buffered.fill_buf()?;
+    Ok(match archive_format(head) {
+        None => Box::new(buffered),
+        Some("gzip") => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+        Some("zstd") => Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?),
+        Some(other) => {
+            return Err(io::Error::other(format!(
+                "compressed with {other}; decompress it first and replay standard input, e.g. `{other} -dc FILE | ratewarden replay -`"
+            )));
+        }
+    })
 }
 
 fn progress_bar(enabled: bool, total: u64) -> Option<indicatif::ProgressBar> {
@@ -728,7 +768,11 @@ mod tests {
         let mut r = Replayer::new(&config, 0).unwrap();
         r.line(br#"{"ts":1795788000,"org":"acme","status":200}"#)
             .unwrap();
-        r.line(&[b'x'; DEFAULT_MAX_EVENT_BYTES + 1]).unwrap();
+        let big = format!(
+            r#"{{"org":"acme","model":"{}"}}"#,
+            "m".repeat(DEFAULT_MAX_EVENT_BYTES)
+        );
+        r.line(big.as_bytes()).unwrap();
         let mut out = Vec::new();
         r.finish().unwrap().write_text(&mut out).unwrap();
         let text = String::from_utf8(out).unwrap();

@@ -24,6 +24,13 @@ fn dir_with_logs() -> (tempfile::TempDir, PathBuf) {
     (dir, logs)
 }
 
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
 fn replay_json(dir: &Path, args: &[&str]) -> Value {
     let out = run(&[&["replay", "--json"], args].concat(), dir);
     assert!(
@@ -109,6 +116,11 @@ fn one_fixture_through_http_the_tailer_and_replay_gives_equal_counts() {
     assert_eq!(source_counts(&d.base, "http"), expected, "HTTP = tailer");
 
     let report = replay_json(dir.path(), &[fixture("real-world.jsonl").to_str().unwrap()]);
+    // A rotated, gzip-compressed copy replays the same.
+    let gz = dir.path().join("real-world.jsonl.1.gz");
+    std::fs::write(&gz, gzip(&bytes)).unwrap();
+    let from_gz = replay_json(dir.path(), &[gz.to_str().unwrap()]);
+    assert_eq!(from_gz, report);
     assert_eq!(
         (&report["events"], &report["rejected"]),
         (&9.into(), &3.into())
@@ -279,10 +291,11 @@ fn compressed_files_are_skipped_and_excluded_paths_never_read() {
     .unwrap();
     std::fs::write(logs.join("app.log.3.xz"), b"\xfd7zXZ\x00\x00\x04garbage").unwrap();
     std::fs::write(logs.join("app.log.old"), line.repeat(7)).unwrap();
+    std::fs::write(logs.join("app.log.bak"), line.repeat(9)).unwrap();
     // Empty when the source finds it, an archive when its bytes arrive.
     std::fs::write(logs.join("app.log.4"), b"").unwrap();
     let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[[sources.file]]\nname = \"app\"\npath = \"{}/app.log*\"\nexclude = [\"*.old\"]\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\n[[sources.file]]\nname = \"app\"\npath = \"{}/app.log*\"\nexclude = [\"*.old\", \"app.log.bak\"]\n",
         logs.display()
     );
     let d = Daemon::start(dir.path(), &config, &[]);
@@ -318,6 +331,60 @@ fn compressed_files_are_skipped_and_excluded_paths_never_read() {
         "{logged}"
     );
     assert!(!logged.contains("app.log.old"), "excluded: {logged}");
+    assert!(
+        !logged.contains("app.log.bak"),
+        "excluded by its name: {logged}"
+    );
+    drop(d);
+    // replay reads compressed rotations (gzip, zstd) and refuses the others by name.
+    let gz = logs.join("app.log.1.gz");
+    let r = replay_json(dir.path(), &["--org", "acme", gz.to_str().unwrap()]);
+    assert_eq!(r["events"], 50);
+    let zst = logs.join("app.log.2.zst");
+    let r = replay_json(dir.path(), &[zst.to_str().unwrap()]);
+    assert_eq!(r["events"], 50);
+    let xz = run(
+        &["replay", logs.join("app.log.3.xz").to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(xz.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&xz.stderr).contains("compressed with xz"),
+        "{}",
+        String::from_utf8_lossy(&xz.stderr)
+    );
+}
+
+#[test]
+fn a_json_stream_line_counts_alike_on_every_path() {
+    // Fluent Bit's json_stream: 2 000 objects back to back, one 100 KB line.
+    let (dir, logs) = dir_with_logs();
+    let line: String = (0..2000)
+        .map(|i| format!(r#"{{"ts":"2026-11-02T10:00:00Z","org":"acme","request_id":"r{i}"}}"#))
+        .collect();
+    assert!(line.len() > 64 * 1024);
+    std::fs::write(logs.join("stream.log"), format!("{line}\n")).unwrap();
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[[sources.file]]\nname = \"fb\"\npath = \"{}/stream.log\"\nmax_line_bytes = 1048576\n",
+        logs.display()
+    );
+    let d = Daemon::start(dir.path(), &config, &[]);
+    let (status, body) = http(
+        "POST",
+        &format!("{}/v1/events", d.base),
+        &[("Content-Type", "application/json")],
+        line.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(status, 202, "{body}");
+    assert!(body.contains(r#""accepted":2000"#), "{body}");
+    let tailed = eventually(10, || {
+        (metric(&d.base, r#"ratewarden_events_ingested_total{source="fb"}"#) == Some(2000.0))
+            .then_some(())
+    });
+    assert!(tailed.is_some(), "{}", d.log_text());
+    let r = replay_json(dir.path(), &[logs.join("stream.log").to_str().unwrap()]);
+    assert_eq!((&r["events"], &r["rejected"]), (&2000.into(), &0.into()));
 }
 
 #[test]

@@ -253,6 +253,19 @@ impl Template {
             segments.push(Segment::Literal(literal));
         }
         if vars.is_empty() {
+            let other = match dialect {
+                Dialect::Nginx => (Dialect::Envoy, "an Envoy", "envoy"),
+                Dialect::Envoy => (Dialect::Nginx, "an nginx", "nginx"),
+            };
+            if other.0.named(format.trim()).is_some() {
+                return Err(format!(
+                    "{:?} is {} format: use format = \"{}\" (--format {})",
+                    format.trim(),
+                    other.1,
+                    other.2,
+                    other.2
+                ));
+            }
             return Err("the format has no variables".into());
         }
         for i in 0..segments.len() {
@@ -443,6 +456,17 @@ fn conversion(dialect: Dialect, field: EventField, var: &Var) -> Result<Conversi
                 use chrono::format::{Item, StrftimeItems};
                 if StrftimeItems::new(f).any(|i| matches!(i, Item::Error)) {
                     return Err(format!("%START_TIME({f})% has an invalid time format"));
+                }
+                // A format without a full date and time (`%H:%M`) renders times that cannot
+                // be read back: refuse it here rather than reject every line later.
+                let sample = 1_796_032_802_120i64;
+                let rendered = chrono::DateTime::from_timestamp_millis(sample)
+                    .map(|t| t.format(f).to_string())
+                    .unwrap_or_default();
+                if strftime_ms(&rendered, f).map(|ms| ms / 1000) != Ok(sample / 1000) {
+                    return Err(format!(
+                        "%START_TIME({f})% does not hold a full date and time, so its times cannot be read back"
+                    ));
                 }
                 Conversion::Strftime(f.clone())
             }
@@ -896,6 +920,17 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("invalid time format"), "{e}");
+        for partial in ["%H:%M", "%Y-%m-%d"] {
+            let e = Template::compile(
+                Dialect::Envoy,
+                &format!("%START_TIME({partial})% %RESPONSE_CODE%"),
+                &BTreeMap::new(),
+            )
+            .unwrap_err();
+            assert!(e.contains("full date and time"), "{e}");
+        }
+        let e = Template::compile(Dialect::Envoy, "combined", &BTreeMap::new()).unwrap_err();
+        assert!(e.contains("use format = \"nginx\""), "{e}");
         assert!(LineFormat::json(&map(&[("org", "a..b")])).is_err());
     }
 

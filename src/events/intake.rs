@@ -39,6 +39,23 @@ impl FieldSet {
     }
 }
 
+/// First bytes of the archive formats logrotate and friends write (RFC 1952 gzip, RFC 8878
+/// zstd, bzip2, xz): such bytes are never read as lines of text.
+const ARCHIVES: [(&str, &[u8]); 4] = [
+    ("gzip", b"\x1f\x8b"),
+    ("zstd", b"\x28\xb5\x2f\xfd"),
+    ("bzip2", b"BZh"),
+    ("xz", b"\xfd7zXZ\x00"),
+];
+
+/// The archive format `head` (a file's first bytes) starts with, if any.
+pub fn archive_format(head: &[u8]) -> Option<&'static str> {
+    ARCHIVES
+        .iter()
+        .find(|(_, magic)| head.starts_with(magic))
+        .map(|(name, _)| *name)
+}
+
 /// `bytes` without a leading byte-order mark.
 pub fn strip_bom(bytes: &[u8]) -> &[u8] {
     bytes.strip_prefix(BOM).unwrap_or(bytes)
@@ -279,10 +296,10 @@ impl SourceStats {
             Line::TooLong => {
                 let r = Err(Rejection::new(
                     Reason::TooLarge,
-                    format!("the line is longer than {} bytes", ctx.max_event_bytes),
+                    "the line is longer than its limit",
                 ));
                 self.tally.note(&r);
-                self.observe(format, b"", &r);
+                self.observe(format, b"(a line over the limit, not kept)", &r);
                 return;
             }
         };

@@ -255,8 +255,8 @@ pub(crate) fn retry_after_ms(raw: &Raw<'_>, reference: Option<i64>) -> Result<Op
 }
 
 /// An `x-ratelimit-reset-*` value, in ms from `reference`: a Go duration (`6m0s`, as OpenAI
-/// sends), bare seconds (`1.5`), epoch seconds (a number above 1e9, as GitHub sends), or an
-/// RFC 3339 time.
+/// sends), bare seconds (`1.5`), epoch seconds (a number above 1e9, as GitHub sends), epoch
+/// milliseconds (above 1e12), or an RFC 3339 time.
 pub(crate) fn reset_ms(raw: &Raw<'_>, reference: Option<i64>) -> Result<Option<i64>, Bad> {
     let n = match raw {
         Raw::Str(s) if absent(s) => return Ok(None),
@@ -283,7 +283,9 @@ pub(crate) fn reset_ms(raw: &Raw<'_>, reference: Option<i64>) -> Result<Option<i
     if !(n.is_finite() && n >= 0.0) {
         return Err(format!("{n} is not a reset time").into());
     }
-    if n > MAX_WAIT_S {
+    if n > 1e12 {
+        until(n.round() as i64, reference, "the reset").map(Some)
+    } else if n > MAX_WAIT_S {
         until((n * 1000.0).round() as i64, reference, "the reset").map(Some)
     } else {
         Ok(Some((n * 1000.0).round() as i64))
@@ -527,6 +529,11 @@ mod tests {
             r(Raw::UInt(1_796_032_830)),
             Ok(Some(30_000)),
             "epoch seconds"
+        );
+        assert_eq!(
+            r(s("1796032830000")),
+            Ok(Some(30_000)),
+            "epoch milliseconds"
         );
         assert!(r(s("soon")).is_err());
     }

@@ -137,7 +137,12 @@ impl<'a> Wire<'a> {
                     ));
                 }
             },
-            Some(Ok(Some(org))) if valid_name(&org) && org != OVERFLOW => org,
+            Some(Ok(Some(org))) if org == OVERFLOW => {
+                return Err(invalid(format!(
+                    "org {OVERFLOW} is reserved for overflow series"
+                )));
+            }
+            Some(Ok(Some(org))) if valid_name(&org) => org,
             Some(Ok(Some(_))) => return Err(invalid("org must be 1-128 printable characters")),
             Some(Err(e)) => return Err(invalid(format!("org {e}"))),
         };

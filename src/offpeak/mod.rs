@@ -89,8 +89,6 @@ pub struct OffPeak {
 
 /// Margin around a search for DST offsets (no zone moves its clock by more than this).
 const OFFSET_MARGIN_MS: i64 = 3 * 3_600_000;
-/// How far ahead a next opening is looked for.
-const HORIZON_MS: i64 = 400 * 86_400_000;
 
 /// Local wall-clock `naive` on the time line of `tz`, with the gap and fold rules above.
 fn place(tz: &Tz, naive: NaiveDateTime) -> i64 {
@@ -155,21 +153,23 @@ impl OffPeak {
         end
     }
 
-    /// The first window start after `now` (exclusive).
+    /// The first window start after `now` (exclusive), however far ahead (a window on
+    /// 29 February opens years apart).
     fn next_start(&self, now: i64) -> Option<i64> {
         let mut best: Option<i64> = None;
         for w in &self.windows {
+            let mut first: Option<i64> = None;
             self.starts(w, now, |start| {
-                if best.is_some_and(|b| start > b + OFFSET_MARGIN_MS) || start > now + HORIZON_MS {
-                    return false;
-                }
                 if start > now {
-                    best = Some(best.map_or(start, |b| b.min(start)));
+                    first = Some(first.map_or(start, |f| f.min(start)));
                 }
                 // Local order and instant order can differ by the size of a DST change; keep
                 // looking a little past the first hit.
-                true
+                first.is_none_or(|f| start <= f + OFFSET_MARGIN_MS)
             });
+            if let Some(f) = first {
+                best = Some(best.map_or(f, |b| b.min(f)));
+            }
         }
         best
     }
@@ -417,6 +417,14 @@ mod tests {
         assert!(o.is_open(ms("2026-12-01T03:30:00Z")), "Tuesday the 1st");
         assert!(o.is_open(ms("2026-12-06T03:30:00Z")), "Sunday the 6th");
         assert!(!o.is_open(ms("2026-12-02T03:30:00Z")));
+    }
+
+    #[test]
+    fn rare_windows_years_ahead_are_found() {
+        let o = offpeak("UTC", &[("0 0 29 2 *", H)]);
+        let s = o.status(ms("2026-11-30T00:00:00Z"));
+        assert_eq!(at(s.next_open.unwrap()), "2028-02-29T00:00:00.000Z");
+        assert_eq!(o.upcoming(ms("2026-11-30T00:00:00Z"), 2).len(), 2);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use super::Health;
 use std::time::{Duration, Instant};
 
 use crate::config::{FileSourceConfig, ReadFrom};
-use crate::events::intake::{LineFramer, SourceStats};
+use crate::events::intake::{LineFramer, SourceStats, archive_format};
 use crate::events::{ParseContext, stable_hash};
 use crate::live::{Live, MAX_PENDING_BYTES};
 use crate::metrics::Metrics;
@@ -46,21 +46,17 @@ const CHUNK: usize = 1 << 20;
 /// Most bytes read from one file per poll, so one busy file cannot starve the others.
 const MAX_PER_POLL: u64 = 16 << 20;
 
-/// First bytes of the archive formats logrotate and friends write (RFC 1952 gzip, RFC 8878
-/// zstd, bzip2, xz): such files are never tailed as text.
-const ARCHIVES: [(&str, &[u8]); 4] = [
-    ("gzip", b"\x1f\x8b"),
-    ("zstd", b"\x28\xb5\x2f\xfd"),
-    ("bzip2", b"BZh"),
-    ("xz", b"\xfd7zXZ\x00"),
-];
-
-/// The archive format `head` (a file's first bytes) starts with, if any.
-fn archive_format(head: &[u8]) -> Option<&'static str> {
-    ARCHIVES
-        .iter()
-        .find(|(_, magic)| head.starts_with(magic))
-        .map(|(name, _)| *name)
+/// True when an `exclude` glob matches `path`: a glob with a `/` against the full path, one
+/// without against the file name (`"*.gz"`, `"access.log.old"`).
+fn excluded(exclude: &[glob::Pattern], path: &Path) -> bool {
+    let name = path.file_name().map(|n| n.to_string_lossy());
+    exclude.iter().any(|p| {
+        if p.as_str().contains('/') {
+            p.matches_path(path)
+        } else {
+            name.as_deref().is_some_and(|n| p.matches(n))
+        }
+    })
 }
 
 /// `device:inode`.
@@ -189,7 +185,7 @@ impl FileSource {
         match glob::glob(&self.cfg.path) {
             Ok(paths) => {
                 for path in paths.flatten() {
-                    if self.cfg.exclude.iter().any(|p| p.matches_path(&path)) {
+                    if excluded(&self.cfg.exclude, &path) {
                         continue;
                     }
                     match std::fs::metadata(&path) {

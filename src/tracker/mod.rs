@@ -291,6 +291,10 @@ pub struct Org {
     early_ends: EarlyEnds,
 }
 
+/// How long an upstream report without a reset time is believed: the limits reported this
+/// way are per minute (OpenAI's `x-ratelimit-*-requests`, `-tokens`).
+pub const UPSTREAM_UNTIMED_MS: i64 = 60_000;
+
 /// What the upstream last said about one limit (`x-ratelimit-*`), with when it said it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UpstreamReport {
@@ -306,11 +310,17 @@ pub struct UpstreamReport {
 
 impl UpstreamReport {
     /// What is left at `now`: the report's `remaining` until its reset time, then the limit
-    /// again, or nothing when the limit is unknown (never a stale 0).
+    /// again, or nothing when the limit is unknown (never a stale 0). A report without a reset
+    /// time holds for [`UPSTREAM_UNTIMED_MS`].
     pub fn remaining_at(&self, now: i64) -> Option<u64> {
-        match self.reset_at_ms {
-            Some(reset) if reset <= now => self.limit,
-            _ => Some(self.remaining),
+        let reset = self
+            .reset_at_ms
+            .unwrap_or(self.ts_ms.saturating_add(UPSTREAM_UNTIMED_MS));
+        if reset <= now {
+            // Without a reset time nothing says the limit is back either: no value.
+            self.limit.filter(|_| self.reset_at_ms.is_some())
+        } else {
+            Some(self.remaining)
         }
     }
 }

@@ -924,7 +924,17 @@ fn upstream_remaining_reads_the_limit_again_after_its_reset() {
     assert_eq!(
         back.snapshot(T0 + 1_000)[0].upstream_remaining,
         [Some(50), Some(0)]
+    ); // A report without a reset time holds for a minute, then says nothing.
+    feed(
+        &mut t,
+        &format!(
+            r#"{{"org":"acme","ts":{},"status":200,"ratelimit":{{"limit_requests":50,"remaining_requests":0}}}}"#,
+            T0 + 3_000
+        ),
+        T0 + 3_000,
     );
+    assert_eq!(t.snapshot(T0 + 62_999)[0].upstream_remaining[0], Some(0));
+    assert_eq!(t.snapshot(T0 + 63_000)[0].upstream_remaining[0], None);
 }
 
 #[test]
