@@ -70,17 +70,23 @@ impl PeakConcurrency {
             .filter(|&&(s, _)| s <= start)
             .count() as u64;
         let count = others + ended_over + 1;
-        // Starts counted before this one that it overlaps saw one job fewer than they had.
-        let until = end.unwrap_or(i64::MAX);
-        let from = self.pending.partition_point(|&(t, _)| t <= start);
-        for (t, n) in self.pending.iter_mut().skip(from) {
-            if *t >= until {
-                break;
+        // In time order (the common case) no start counted so far comes after this one.
+        let in_order = self.pending.back().is_none_or(|&(t, _)| t <= start);
+        if !in_order {
+            // Starts counted before this one that it overlaps saw one job fewer than they had.
+            let until = end.unwrap_or(i64::MAX);
+            let from = self.pending.partition_point(|&(t, _)| t <= start);
+            for (t, n) in self.pending.iter_mut().skip(from) {
+                if *t >= until {
+                    break;
+                }
+                *n += 1;
             }
-            *n += 1;
         }
         if start < floor {
             self.settled = self.settled.max(count);
+        } else if in_order {
+            self.pending.push_back((start, count));
         } else {
             let at = self.pending.partition_point(|&(t, _)| t <= start);
             self.pending.insert(at, (start, count));
@@ -94,11 +100,14 @@ impl PeakConcurrency {
     /// A job in flight since `start` ended (finished, timed out, dropped) at `end`.
     pub fn end(&mut self, start: i64, end: i64, floor: i64) {
         // Starts at or after its end were counted with it in flight (a job that ends at t is
-        // not in flight at t, whichever of the two events came first).
-        let from = self.pending.partition_point(|&(t, _)| t < end);
-        for (t, n) in self.pending.iter_mut().skip(from) {
-            if *t > start {
-                *n = n.saturating_sub(1);
+        // not in flight at t, whichever of the two events came first). In time order there
+        // are none.
+        if self.pending.back().is_some_and(|&(t, _)| t >= end) {
+            let from = self.pending.partition_point(|&(t, _)| t < end);
+            for (t, n) in self.pending.iter_mut().skip(from) {
+                if *t > start {
+                    *n = n.saturating_sub(1);
+                }
             }
         }
         self.note_end(start, end, floor);
@@ -106,7 +115,10 @@ impl PeakConcurrency {
     }
 
     fn note_end(&mut self, start: i64, end: i64, floor: i64) {
-        if end > floor {
+        if end <= floor {
+        } else if self.ended.back().is_none_or(|&(_, e)| e <= end) {
+            self.ended.push_back((start, end));
+        } else {
             let at = self.ended.partition_point(|&(_, e)| e <= end);
             self.ended.insert(at, (start, end));
         }
@@ -141,7 +153,7 @@ impl PeakConcurrency {
 /// Job ends whose start has not arrived (yet), by job id, for the horizon.
 #[derive(Debug, Default, Clone)]
 pub struct EarlyEnds {
-    by_id: HashMap<Arc<str>, (i64, JobOutcome)>,
+    by_id: HashMap<Arc<str>, (i64, JobOutcome), foldhash::fast::RandomState>,
     /// (end, id) in arrival order, to forget them once past the horizon.
     order: VecDeque<(i64, Arc<str>)>,
 }
@@ -161,6 +173,9 @@ impl EarlyEnds {
 
     /// The end of job `id` that came before its start, if one did at or after `start`.
     pub fn take(&mut self, id: &str, start: i64) -> Option<(i64, JobOutcome)> {
+        if self.by_id.is_empty() {
+            return None;
+        }
         let (end, outcome) = self.by_id.remove(id)?;
         (end >= start).then_some((end, outcome))
     }
