@@ -25,16 +25,10 @@ pub fn signature(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
     format!("sha256={hex}")
 }
 
-/// Seconds or an HTTP date, as a wait from `now_ms`.
+/// Seconds or an HTTP date, as a wait from `now_ms` (the one reading of `Retry-After` that
+/// events use too).
 pub fn parse_retry_after(value: &str, now_ms: i64) -> Option<Duration> {
-    let v = value.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(v)
-        .ok()?
-        .timestamp_millis();
-    Some(Duration::from_millis((at - now_ms).max(0) as u64))
+    crate::events::retry_after_header_ms(value, now_ms).map(|ms| Duration::from_millis(ms as u64))
 }
 
 /// The wait a response's `Retry-After` header asks for, if it has a readable one.

@@ -212,17 +212,6 @@ impl Tally {
         self.field_errors.iter().sum()
     }
 
-    /// Adds `other`.
-    pub fn add(&mut self, other: &Tally) {
-        self.accepted += other.accepted;
-        for (a, b) in self.rejected.iter_mut().zip(other.rejected) {
-            *a += b;
-        }
-        for (a, b) in self.field_errors.iter_mut().zip(other.field_errors) {
-            *a += b;
-        }
-    }
-
     /// `reason=n` pairs of what was rejected, for reports.
     pub fn rejected_summary(&self) -> String {
         Reason::ALL
