@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Daemon, eventually, http, metric, run};
+use common::{Daemon, eventually, metric, run};
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
@@ -86,13 +86,7 @@ fn one_fixture_through_http_the_tailer_and_replay_gives_equal_counts() {
         logs.display()
     );
     let d = Daemon::start(dir.path(), &config, &[]);
-    let (status, body) = http(
-        "POST",
-        &format!("{}/v1/events", d.base),
-        &[("Content-Type", "application/x-ndjson")],
-        &bytes,
-    )
-    .unwrap();
+    let (status, body) = d.post_body("application/x-ndjson", &bytes);
     assert_eq!(status, 202, "{body}");
     let answer: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
@@ -369,13 +363,7 @@ fn a_json_stream_line_counts_alike_on_every_path() {
         logs.display()
     );
     let d = Daemon::start(dir.path(), &config, &[]);
-    let (status, body) = http(
-        "POST",
-        &format!("{}/v1/events", d.base),
-        &[("Content-Type", "application/json")],
-        line.as_bytes(),
-    )
-    .unwrap();
+    let (status, body) = d.post_body("application/json", line.as_bytes());
     assert_eq!(status, 202, "{body}");
     assert!(body.contains(r#""accepted":2000"#), "{body}");
     let tailed = eventually(10, || {

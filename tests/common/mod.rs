@@ -116,11 +116,16 @@ impl Daemon {
 
     /// `POST /v1/events` without a token, as NDJSON; the status and the answer's body.
     pub fn post_events(&self, body: &str) -> (u16, String) {
+        self.post_body("application/x-ndjson", body.as_bytes())
+    }
+
+    /// `POST /v1/events` of raw bytes with a content type, without a token.
+    pub fn post_body(&self, content_type: &str, body: &[u8]) -> (u16, String) {
         http(
             "POST",
             &format!("{}/v1/events", self.base),
-            &[("Content-Type", "application/x-ndjson")],
-            body.as_bytes(),
+            &[("Content-Type", content_type)],
+            body,
         )
         .expect("the daemon answers")
     }
