@@ -297,6 +297,7 @@ impl Replayer {
                 }
             }
             let now = clock.unwrap_or(*start_ms);
+            catch_up(tracker, *last_tick_sec, now, out);
             tracker.apply(&ev, now, out);
             if now.div_euclid(1000) > *last_tick_sec {
                 *last_tick_sec = now.div_euclid(1000);
@@ -316,6 +317,12 @@ impl Replayer {
 
     /// The report.
     pub fn finish(mut self) -> io::Result<Report> {
+        // The clock stops at the newest event: what it changes for every org (stuck jobs,
+        // windows that emptied, bursts that ended) happens, also for orgs whose events came
+        // from an earlier input and stopped before it.
+        if let Some(now) = self.clock {
+            self.tracker.tick(now, &mut self.out);
+        }
         self.flush()?;
         self.stats.settle(&self.reading.format);
         let mut orgs = self.tracker.report();
@@ -512,6 +519,26 @@ impl Report {
             }
         }
         Ok(())
+    }
+}
+
+/// Most clock ticks made up for one jump of the replay clock (a day of minutes).
+const CATCH_UP_TICKS: i64 = 1_440;
+
+/// When the replay clock jumps (a quiet stretch in the log), the clock ticks that a running
+/// daemon would have made are made up at each whole minute in between, before the event that
+/// moved it: jobs become stuck and are released, windows empty, bursts end, at about the time
+/// they did, not at the next event.
+fn catch_up(tracker: &mut Tracker, last_tick_sec: i64, now: i64, out: &mut Vec<Transition>) {
+    if last_tick_sec == i64::MIN {
+        return;
+    }
+    let mut minute = (last_tick_sec * 1_000).div_euclid(60_000) + 1;
+    let mut ticks = 0;
+    while minute * 60_000 < now && ticks < CATCH_UP_TICKS {
+        tracker.tick(minute * 60_000, out);
+        minute += 1;
+        ticks += 1;
     }
 }
 
@@ -760,6 +787,66 @@ mod tests {
                 ]
             );
         }
+    }
+
+    #[test]
+    fn quiet_stretches_and_inputs_out_of_time_order_still_tick() {
+        let at = |m: u32, sec: u32| format!("2026-11-02T10:{m:02}:{sec:02}Z");
+        let job = |m, id: &str| {
+            format!(
+                r#"{{"ts":"{}","org":"b","status":202,"job_id":"{id}"}}"#,
+                at(m, 0)
+            )
+        };
+        let req =
+            |org: &str, m, sec| format!(r#"{{"ts":"{}","org":"{org}","status":200}}"#, at(m, sec));
+        // A job at 10:00 and nothing until 10:40: stuck at 10:10, released at 10:30.
+        let v = replay_with("", &[job(0, "j"), req("b", 40, 0)]);
+        assert_eq!(
+            alerts(&v, "JobsStuck"),
+            [
+                (
+                    at(10, 0).replace('Z', ".000Z"),
+                    "firing".into(),
+                    "warning".into()
+                ),
+                (
+                    at(30, 0).replace('Z', ".000Z"),
+                    "resolved".into(),
+                    "warning".into()
+                )
+            ]
+        );
+        // A second input whose org stopped before the first input's last event: its state
+        // still moves on by the end.
+        let mut lines: Vec<String> = (0..30).map(|m| req("a", m, 0)).collect();
+        lines.push(job(10, "k"));
+        lines.push(req("b", 11, 0));
+        let v = replay_with("", &lines);
+        let b = v["orgs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["org"] == "b")
+            .unwrap();
+        assert_eq!(b["stuck_jobs"], 1, "{v}");
+        // A job released while the clock was away holds no slot for a later-arriving start.
+        let lines = [
+            job(0, "a"),
+            req("b", 30, 17),
+            format!(
+                r#"{{"ts":"{}","org":"b","kind":"job_started","job_id":"c"}}"#,
+                at(30, 8)
+            ),
+        ];
+        let v = replay_with("", &lines);
+        let b = v["orgs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["org"] == "b")
+            .unwrap();
+        assert_eq!(b["peak_concurrency"], 1, "{v}");
     }
 
     #[test]

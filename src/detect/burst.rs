@@ -2,13 +2,14 @@
 //!
 //! Bucket counts cannot answer "how many in `(ts − W, ts]`" exactly, so each org keeps the
 //! timestamps of its recent requests, sorted. The buffer is trimmed by time (one window plus
-//! a minute of lateness) and by count (enough to decide against the threshold), so its size
+//! five minutes of lateness) and by count (enough to decide against the threshold), so its size
 //! is bounded by the org's limits, not by its traffic.
 
 use std::collections::VecDeque;
 
-/// How far behind the newest request a late request is still judged exactly.
-const LATENESS_MS: i64 = 60_000;
+/// How far behind the newest request a late request is still judged exactly: the lateness
+/// horizon of the windows (5 minutes).
+const LATENESS_MS: i64 = 300_000;
 
 /// The burst threshold for an org: `max(2, ceil(rpm × W/60 s × factor))`, or `None` when the
 /// rpm limit is 0 (no burst detection).

@@ -374,20 +374,19 @@ impl RetryState {
         self.consecutive_429
     }
 
-    /// Records a response. Requests without a status do not change the storm state, nor do
-    /// responses older than the newest one seen (a late 429 does not extend a run of 429s it
-    /// was not part of, a late 200 does not end a storm that began after it).
-    pub fn on_response(
-        &mut self,
-        ts: i64,
-        status: Option<u16>,
-        retry_after_ms: Option<i64>,
-        storm_after: u32,
-    ) -> Option<Storm> {
+    /// Records the Retry-After of a 429 at `ts` (the newest 429 decides the window).
+    pub fn note_retry_after(&mut self, ts: i64, status: Option<u16>, retry_after_ms: Option<i64>) {
         if status == Some(429) && self.last_429_ms.is_none_or(|t| ts >= t) {
             self.last_429_ms = Some(ts);
             self.retry_until_ms = ts + retry_after_ms.unwrap_or(0);
         }
+    }
+
+    /// Records a response for the run of 429s. Requests without a status do not change the
+    /// storm state, nor do responses older than the newest one seen (a late 429 does not
+    /// extend a run of 429s it was not part of, a late 200 does not end a storm that began
+    /// after it).
+    pub fn on_response(&mut self, ts: i64, status: Option<u16>, storm_after: u32) -> Option<Storm> {
         if status.is_none() || self.last_response_ms.is_some_and(|t| ts < t) {
             return None;
         }
@@ -415,6 +414,18 @@ impl RetryState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A response as the tracker records it: its Retry-After, then the run of 429s.
+    fn respond(
+        r: &mut RetryState,
+        ts: i64,
+        status: Option<u16>,
+        retry_after_ms: Option<i64>,
+        storm_after: u32,
+    ) -> Option<Storm> {
+        r.note_retry_after(ts, status, retry_after_ms);
+        r.on_response(ts, status, storm_after)
+    }
 
     fn base() -> CauseInputs<'static> {
         CauseInputs {
@@ -486,14 +497,14 @@ mod tests {
     fn retry_violation_window() {
         let mut r = RetryState::default();
         assert!(!r.is_violation(0));
-        r.on_response(1_000, Some(429), Some(30_000), 5);
+        respond(&mut r, 1_000, Some(429), Some(30_000), 5);
         assert!(!r.is_violation(1_000), "the 429 itself");
         assert!(!r.is_violation(500), "before the 429");
         assert!(r.is_violation(1_001));
         assert!(r.is_violation(30_999));
         assert!(!r.is_violation(31_000), "Retry-After elapsed");
         // A late, older 429 does not move the window back.
-        r.on_response(200, Some(429), Some(1_000), 5);
+        respond(&mut r, 200, Some(429), Some(1_000), 5);
         assert!(r.is_violation(20_000));
     }
 
@@ -501,47 +512,50 @@ mod tests {
     fn storm_fires_at_n_and_resolves_on_a_non_429() {
         let mut r = RetryState::default();
         for i in 0..4 {
-            assert_eq!(r.on_response(i, Some(429), None, 5), None);
+            assert_eq!(respond(&mut r, i, Some(429), None, 5), None);
         }
-        assert_eq!(r.on_response(4, Some(429), None, 5), Some(Storm::Fired(5)));
-        assert_eq!(r.on_response(5, Some(429), None, 5), None, "fires once");
         assert_eq!(
-            r.on_response(6, None, None, 5),
+            respond(&mut r, 4, Some(429), None, 5),
+            Some(Storm::Fired(5))
+        );
+        assert_eq!(respond(&mut r, 5, Some(429), None, 5), None, "fires once");
+        assert_eq!(
+            respond(&mut r, 6, None, None, 5),
             None,
             "no status: no response"
         );
         assert_eq!(
-            r.on_response(7, Some(200), None, 5),
+            respond(&mut r, 7, Some(200), None, 5),
             Some(Storm::Resolved { since: 4 })
         );
         assert_eq!(r.consecutive(), 0);
         // A 500 also breaks the run of 429s.
         for i in 0..4 {
-            r.on_response(10 + i, Some(429), None, 5);
+            respond(&mut r, 10 + i, Some(429), None, 5);
         }
-        r.on_response(20, Some(500), None, 5);
-        assert_eq!(r.on_response(21, Some(429), None, 5), None);
+        respond(&mut r, 20, Some(500), None, 5);
+        assert_eq!(respond(&mut r, 21, Some(429), None, 5), None);
     }
 
     #[test]
     fn late_responses_do_not_change_the_run() {
         let mut r = RetryState::default();
         for i in 10..15 {
-            r.on_response(i, Some(429), None, 5);
+            respond(&mut r, i, Some(429), None, 5);
         }
         assert!(r.storming().is_some());
         assert_eq!(
-            r.on_response(5, Some(200), None, 5),
+            respond(&mut r, 5, Some(200), None, 5),
             None,
             "a 200 from before"
         );
         assert!(r.storming().is_some());
         assert_eq!(
-            r.on_response(20, Some(200), None, 5),
+            respond(&mut r, 20, Some(200), None, 5),
             Some(Storm::Resolved { since: 14 })
         );
         for i in 0..10 {
-            r.on_response(i, Some(429), None, 5);
+            respond(&mut r, i, Some(429), None, 5);
         }
         assert_eq!(r.consecutive(), 0, "late 429s are not a new run");
     }

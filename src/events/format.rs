@@ -592,7 +592,7 @@ impl LineFormat {
                         emit(w.and_then(|w| w.validate(ctx)))
                     });
                 } else {
-                    objects::<Value>(text, ctx.max_event_bytes, |v| {
+                    objects::<Keyed>(text, ctx.max_event_bytes, |v| {
                         emit(v.and_then(|v| mapped(&v, fields, ctx, found)))
                     });
                 }
@@ -603,18 +603,38 @@ impl LineFormat {
 
 /// A mapped JSON object: the native keys, then each mapping's value where it is found.
 fn mapped<'l>(
-    v: &Value,
+    v: &Keyed,
     fields: &[(EventField, JsonPath)],
     ctx: &ParseContext<'l>,
     found: &mut FieldSet,
 ) -> Result<Parsed<'l>, Rejection> {
-    let Some(obj) = v.as_object() else {
+    let Some(obj) = v.value.as_object() else {
         return Err(not_an_object());
     };
     let mut wire = Wire::from_object(obj);
+    // A key given twice anywhere on a field's path makes that field ambiguous, as a native
+    // field given twice is.
+    let twice = |path: &str| {
+        v.duplicates.iter().any(|d| {
+            path == d
+                || path
+                    .strip_prefix(d.as_str())
+                    .is_some_and(|r| r.starts_with('.'))
+        })
+    };
+    for (k, _) in obj {
+        if let Some(f) = EventField::parse(k)
+            && twice(k)
+        {
+            wire.mark_duplicate(f);
+        }
+    }
     for (field, path) in fields {
         if let Some(value) = path.find(obj) {
             found.insert(*field);
+            if twice(path.as_str()) {
+                wire.mark_duplicate(*field);
+            }
             wire.set_value(*field, value);
             if *field == EventField::LatencyMs
                 && nginx_seconds(path.segments.last().map_or("", String::as_str))
@@ -624,6 +644,99 @@ fn mapped<'l>(
         }
     }
     wire.validate(ctx)
+}
+
+/// A parsed JSON value and the dotted paths of the keys that were given more than once in it
+/// (`serde_json::Value` keeps the last silently).
+struct Keyed {
+    value: Value,
+    duplicates: Vec<String>,
+}
+
+impl<'de> serde::Deserialize<'de> for Keyed {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut duplicates = Vec::new();
+        let value = serde::de::DeserializeSeed::deserialize(
+            KeyedSeed {
+                path: String::new(),
+                duplicates: &mut duplicates,
+            },
+            d,
+        )?;
+        Ok(Keyed { value, duplicates })
+    }
+}
+
+/// Builds a `Value`, noting duplicate keys by their dotted path below `path`.
+struct KeyedSeed<'p> {
+    path: String,
+    duplicates: &'p mut Vec<String>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeyedSeed<'_> {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for KeyedSeed<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        // Arrays are no part of a dotted path: their contents are kept as they are.
+        let mut items = Vec::new();
+        while let Some(v) = seq.next_element::<Value>()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut obj = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let path = if self.path.is_empty() {
+                key.clone()
+            } else {
+                format!("{}.{key}", self.path)
+            };
+            let value = map.next_value_seed(KeyedSeed {
+                path: path.clone(),
+                duplicates: &mut *self.duplicates,
+            })?;
+            if obj.insert(key, value).is_some() {
+                self.duplicates.push(path);
+            }
+        }
+        Ok(Value::Object(obj))
+    }
 }
 
 fn not_an_object() -> Rejection {
@@ -965,6 +1078,28 @@ mod tests {
             .remove(0)
             .unwrap();
         assert_eq!(p.field_errors[0].field, EventField::Status);
+        // A key given twice on a mapped path: org, ts and kind reject, others cost the field.
+        for dup in [
+            r#"{"organization":{"id":"m1","id":"m2"}}"#,
+            r#"{"organization":{"id":"m1"},"organization":{"id":"m2"}}"#,
+            r#"{"organization":{"id":"m1"},"time":"2026-11-27T14:00:00Z","time":"2026-11-26T14:00:00Z"}"#,
+        ] {
+            assert_eq!(
+                all(&f, dup)[0].as_ref().unwrap_err(),
+                &Reason::InvalidField,
+                "{dup}"
+            );
+        }
+        let p = all(
+            &f,
+            r#"{"http":{"response":{"status_code":200,"status_code":429}}}"#,
+        )
+        .remove(0)
+        .unwrap();
+        assert_eq!(
+            (p.event.status, p.field_errors[0].field),
+            (None, EventField::Status)
+        );
         let mut found = FieldSet::default();
         f.decode(nested.as_bytes(), &ctx(), &mut found, |_| {});
         assert!(found.contains(EventField::Org) && found.contains(EventField::Status));

@@ -80,6 +80,11 @@ impl<'a> Wire<'a> {
         }
     }
 
+    /// Notes that `field` was given more than once (validation decides what that costs).
+    pub fn mark_duplicate(&mut self, field: EventField) {
+        self.duplicates |= 1 << field as u32;
+    }
+
     /// True when `field` has a value.
     pub fn has(&self, field: EventField) -> bool {
         if field == EventField::RateLimit {

@@ -78,21 +78,32 @@ pub fn decode(coding: Coding, body: &[u8], max: usize) -> Result<Cow<'_, [u8]>, 
             let mut dec = flate2::bufread::ZlibDecoder::new(body);
             let out = read_limited(&mut dec, max)
                 .map_err(|e| e.or_else(|io| bad("not a valid deflate (zlib) stream", io)))?;
-            if dec.into_inner().iter().any(|b| !b.is_ascii_whitespace()) {
-                return Err(CodingError::Undecodable(
-                    "bytes after the end of the deflate stream".into(),
-                ));
-            }
+            nothing_after(dec.into_inner())?;
             Ok(out)
         }
-        Coding::Deflate => read_limited(flate2::bufread::DeflateDecoder::new(body), max)
-            .map_err(|e| e.or_else(|io| bad("not a valid deflate stream", io))),
+        Coding::Deflate => {
+            let mut dec = flate2::bufread::DeflateDecoder::new(body);
+            let out = read_limited(&mut dec, max)
+                .map_err(|e| e.or_else(|io| bad("not a valid deflate stream", io)))?;
+            nothing_after(dec.into_inner())?;
+            Ok(out)
+        }
         Coding::Zstd => {
             let dec = zstd::stream::read::Decoder::with_buffer(body)
                 .map_err(|e| bad("not a valid zstd stream", e))?;
             read_limited(dec, max).map_err(|e| e.or_else(|io| bad("not a valid zstd stream", io)))
         }
     }
+}
+
+/// What a deflate decoder left unread: only whitespace may follow the stream.
+fn nothing_after(rest: &[u8]) -> Result<(), CodingError> {
+    if rest.iter().any(|b| !b.is_ascii_whitespace()) {
+        return Err(CodingError::Undecodable(
+            "bytes after the end of the deflate stream".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// A zlib header (RFC 1950 §2.2): deflate with a window of at most 32 KiB and a check that

@@ -47,6 +47,9 @@ const DAILY_WIDTH: usize = 1441;
 /// Minutes behind the newest request that the daily window still answers exactly.
 const DAILY_SLACK: usize = 5;
 
+/// Most job ends kept per org waiting for their starts (about 170 bytes each).
+const EARLY_ENDS_PER_ORG: usize = 256;
+
 /// Most stuck jobs listed per org in `/v1/usage`.
 const STUCK_LISTED: usize = 100;
 
@@ -493,14 +496,23 @@ impl Tracker {
     fn apply_event(&mut self, ev: &Event<'_>, now: i64, out: &mut Vec<Transition>) -> bool {
         let ts = ev.ts_ms.unwrap_or(now);
         if let Some(rid) = &ev.request_id
-            && !self.dedupe.first_seen(request_key(&ev.org, rid), ts)
+            && !self.dedupe.first_seen(dedupe_key(ev, rid), ts)
         {
             return false;
         }
         let oi = self.org_index(&ev.org);
         let s = &self.settings;
         let org = &mut self.orgs[oi];
-        org.advance_to(self.clock_ms);
+        // The org's present moves with event times, but in the daemon never past its clock: an
+        // event stamped ahead of the clock (a shipper's fast clock, accepted up to 5 minutes)
+        // is counted at its time, and judged as if it came now, so it cannot leave the real
+        // traffic of its org "late" and unjudged.
+        let order_ts = if self.clock_ms == i64::MIN {
+            ts
+        } else {
+            ts.min(self.clock_ms)
+        };
+        org.advance_to(self.clock_ms.max(order_ts));
         let ai = org.app_index(ev.app_name(), s.max_apps_per_org, &mut self.overflow.apps);
         match ev.kind {
             Kind::Request => org.request(ai, ts, ev, s, &mut self.overflow, out),
@@ -526,7 +538,8 @@ impl Tracker {
         true
     }
 
-    /// Notes the daemon's clock: from now on no org's present is behind `now`. The live state
+    /// Notes the daemon's clock: from now on no org's present is behind `now`, nor judged ahead
+    /// of it. The live state
     /// calls this (and journals it) as wall-clock seconds pass; replay never does.
     pub fn note_clock(&mut self, now: i64) {
         self.clock_ms = self.clock_ms.max(now);
@@ -642,6 +655,24 @@ impl Tracker {
     /// Totals per org, for replay's report.
     pub fn report(&self) -> Vec<OrgReport> {
         self.orgs.iter().map(Org::report).collect()
+    }
+}
+
+/// The dedupe key of an event with a `request_id`. A request and its job's lifecycle events
+/// may carry the same id (one trace); they are different events, so lifecycle events are keyed
+/// with their kind. (Requests keep the plain key that earlier versions stored.)
+fn dedupe_key(ev: &Event<'_>, rid: &str) -> u64 {
+    match ev.kind {
+        Kind::Request => request_key(&ev.org, rid),
+        kind => {
+            let kind: &[u8] = match kind {
+                Kind::JobStarted => b"job_started",
+                Kind::JobCompleted => b"job_completed",
+                Kind::JobFailed => b"job_failed",
+                _ => b"job_cancelled",
+            };
+            crate::events::stable_hash(&[ev.org.as_bytes(), rid.as_bytes(), kind])
+        }
     }
 }
 
@@ -769,8 +800,8 @@ impl Org {
         out: &mut Vec<Transition>,
     ) {
         let window = s.detect.burst_window_ms;
-        let late = ts < self.present_ms;
-        let present = self.advance_to(ts);
+        let present = self.present_ms;
+        let late = ts < present;
         let app = &mut self.apps[ai];
         if app.retry.is_violation(ts) {
             app.retry_violations += 1;
@@ -802,15 +833,23 @@ impl Org {
             t.tpd.add(minute(ts), n);
         }
 
-        let storm = self.apps[ai].retry.on_response(
-            ts,
-            ev.status,
-            ev.retry_after_ms,
-            s.detect.retry_storm_after,
-        );
+        let retry = &mut self.apps[ai].retry;
+        retry.note_retry_after(ts, ev.status, ev.retry_after_ms);
+        // A run of 429s long gone (a backfill) is not a storm now; within the horizon the
+        // run is read in arrival order, stamped no later than the present.
+        let storm = if ts < present.saturating_sub(HORIZON_MS) {
+            None
+        } else {
+            retry.on_response(ts.min(present), ev.status, s.detect.retry_storm_after)
+        };
         if let (Some(change), true) = (storm, self.alerting) {
             let app = &self.apps[ai];
-            let t = Transition::firing(&self.name, ts, AlertName::RetryStorm, Severity::Critical);
+            let t = Transition::firing(
+                &self.name,
+                ts.min(present),
+                AlertName::RetryStorm,
+                Severity::Critical,
+            );
             out.push(match change {
                 Storm::Fired(n) => Transition {
                     app: Some(app.name.clone()),
@@ -832,7 +871,7 @@ impl Org {
                 self.late_burst(ts, present, window, threshold, s, out);
             } else {
                 let edge = self.burst.record(ts, window, threshold);
-                self.burst_edge(edge, ts, s, out);
+                self.burst_edge(edge, present, s, out);
             }
         }
 
@@ -895,19 +934,18 @@ impl Org {
     ) {
         let before = self.burst.count(ts, window);
         self.burst.insert_late(ts, window, threshold);
-        if self.burst.is_open() {
-            return;
-        }
         let known = ts >= self.burst_since.saturating_sub(window) && ts <= self.burst_until;
-        if self.burst.count(present, window) >= threshold {
+        let completes = before < threshold && before + 1 >= threshold;
+        if !self.burst.is_open() && self.burst.count(present, window) >= threshold {
             if !known {
                 self.burst.episodes += 1;
             }
             let edge = self.burst.open_now();
             self.burst_edge(edge, present, s, out);
-        } else if before < threshold && before + 1 >= threshold && !known {
+        } else if completes && !known {
+            // A burst back then, over before the present (or before the open one began).
             self.burst.episodes += 1;
-            if ts > self.burst_until {
+            if !self.burst.is_open() && ts > self.burst_until {
                 self.burst_since = ts;
                 self.burst_until = ts.saturating_add(window);
             }
@@ -1015,13 +1053,24 @@ impl Org {
         overflow: &mut Overflow,
         out: &mut Vec<Transition>,
     ) {
-        let present = self.advance_to(ts);
+        let present = self.present_ms;
         let floor = present.saturating_sub(HORIZON_MS);
-        if let Some((end, outcome)) = self.early_ends.take(id, ts) {
-            // Its end came first: a job that already finished, never in flight now.
+        let d = &s.detect;
+        // A job that ended before its start arrived, or started so long ago that it would
+        // have been released by now: counted as what it was, never holding a slot now.
+        let finished = match self.early_ends.take(id) {
+            Some((end, outcome)) => Some((end.max(ts), outcome)),
+            None if ts.saturating_add(d.release_after_ms) <= present => {
+                Some((ts + d.release_after_ms, JobOutcome::TimedOut))
+            }
+            None => None,
+        };
+        if let Some((end, outcome)) = finished {
             self.jobs_finished[outcome as usize] += 1;
-            self.job_duration.observe((end - ts) as f64 / 1000.0);
-            if end - ts > s.detect.stuck_after_ms {
+            if outcome != JobOutcome::TimedOut {
+                self.job_duration.observe((end - ts) as f64 / 1000.0);
+            }
+            if end - ts > d.stuck_after_ms {
                 self.ever_stuck += 1;
             }
             let others = self.jobs.in_flight_at(ts) as u64;
@@ -1061,14 +1110,13 @@ impl Org {
         s: &Settings,
         out: &mut Vec<Transition>,
     ) {
-        let present = self.advance_to(ts);
+        let present = self.present_ms;
         let floor = present.saturating_sub(HORIZON_MS);
         let Some(job) = self.jobs.finish(id) else {
             // Its start may still come (another shipper, a later file): remembered for the
             // horizon so that start is a finished job, not one in flight forever.
             if ts >= floor {
-                let cap = self.jobs.cap();
-                self.early_ends.note(id, ts, outcome, cap);
+                self.early_ends.note(id, ts, outcome, EARLY_ENDS_PER_ORG);
             }
             tracing::debug!(org = %self.name, job_id = id, "finishing event for a job not in flight");
             return;
@@ -1129,7 +1177,9 @@ impl Org {
             for job in &released {
                 self.release_slot(job);
                 self.jobs_finished[JobOutcome::TimedOut as usize] += 1;
-                self.concurrency.end(job.started_ms, now, floor);
+                // It stopped holding a slot when it became due, whenever the clock noticed.
+                let due = job.started_ms.saturating_add(d.release_after_ms);
+                self.concurrency.end(job.started_ms, due.min(now), floor);
             }
         }
         if !self.alerting {

@@ -819,6 +819,150 @@ fn the_clock_never_dates_a_change_before_an_event_ahead_of_it() {
     assert_monotonic(&out);
 }
 
+#[test]
+fn an_event_ahead_of_the_clock_does_not_blind_its_org() {
+    // The daemon's clock is T0; one shipper's clock runs 290 s fast.
+    let mut t = tracker_with("rpm = 10");
+    t.note_clock(T0);
+    let mut out = reqs_at(&mut t, &[T0 + 290_000]);
+    out.extend(reqs_at(
+        &mut t,
+        &[T0, T0 + 10, T0 + 20, T0 + 30, T0 + 40, T0 + 50, T0 + 60],
+    ));
+    let fired: Vec<_> = current_state(&out).iter().map(|c| (c.0, c.1)).collect();
+    assert_eq!(fired, [(Status::Firing, "warning")], "7 of 10 now: {out:?}");
+    assert!(
+        out.iter().all(|x| x.ts_ms <= T0),
+        "nothing dated in the future: {out:?}"
+    );
+    // A future 429 does not hide the run of real ones either.
+    let mut t = tracker_with("rpm = 1000");
+    t.note_clock(T0);
+    let mut out = Vec::new();
+    for ts in [T0 + 290_000, T0, T0 + 1, T0 + 2, T0 + 3, T0 + 4] {
+        out.extend(feed(
+            &mut t,
+            &format!(r#"{{"org":"o","ts":{ts},"status":429}}"#),
+            ts,
+        ));
+    }
+    assert!(
+        out.iter()
+            .any(|x| x.alert == AlertName::RetryStorm && x.status == Status::Firing),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn history_fed_to_the_daemon_pages_nobody() {
+    let mut t = tracker_with("rpm = 10\nconcurrency = 1");
+    t.note_clock(T0);
+    let year = 365 * 86_400_000;
+    let mut out = Vec::new();
+    // A job started an hour ago (past release_after) and never ended.
+    out.extend(feed(
+        &mut t,
+        &format!(
+            r#"{{"org":"o","ts":{},"status":202,"job_id":"old"}}"#,
+            T0 - 3_600_000
+        ),
+        T0,
+    ));
+    // A run of eight 429s a year ago.
+    for i in 0..8 {
+        out.extend(feed(
+            &mut t,
+            &format!(r#"{{"org":"o","ts":{},"status":429}}"#, T0 - year + i),
+            T0,
+        ));
+    }
+    assert!(out.iter().all(|x| !x.notify), "{out:?}");
+    let s = t.snapshot(T0);
+    assert_eq!(org(&s, "o").jobs_in_flight, 0);
+    assert_eq!(
+        org(&s, "o").jobs_finished[JobOutcome::TimedOut as usize],
+        1,
+        "counted as what it was"
+    );
+    assert_eq!(t.report()[0].stuck_jobs, 1);
+}
+
+#[test]
+fn a_late_burst_counts_while_another_is_open() {
+    // rpm 6, window 10 s: threshold 3.
+    let mut t = tracker_with("rpm = 6");
+    reqs_at(&mut t, &[T0 + 100_000, T0 + 100_001, T0 + 100_002]);
+    assert_eq!(t.report()[0].bursts, 1);
+    reqs_at(&mut t, &[T0, T0 + 1, T0 + 2]);
+    assert_eq!(t.report()[0].bursts, 2, "a separate burst 100 s earlier");
+    reqs_at(&mut t, &[T0 + 50_000, T0 + 50_001, T0 + 50_002]);
+    assert_eq!(t.report()[0].bursts, 3);
+}
+
+#[test]
+fn a_job_and_its_request_may_share_a_request_id() {
+    let mut t = tracker_with("concurrency = 2");
+    feed(
+        &mut t,
+        &format!(r#"{{"org":"o","ts":{T0},"status":202,"job_id":"j","request_id":"r"}}"#),
+        T0,
+    );
+    feed(
+        &mut t,
+        &format!(
+            r#"{{"org":"o","ts":{},"kind":"job_completed","job_id":"j","request_id":"r"}}"#,
+            T0 + 5
+        ),
+        T0 + 5,
+    );
+    let s = t.snapshot(T0 + 5);
+    assert_eq!(org(&s, "o").jobs_in_flight, 0);
+    // The same completion again is a duplicate.
+    assert!(
+        !t.apply(
+            &parse_event(
+                format!(
+                    r#"{{"org":"o","ts":{},"kind":"job_completed","job_id":"j","request_id":"r"}}"#,
+                    T0 + 5
+                )
+                .as_bytes(),
+                &ParseContext::default()
+            )
+            .unwrap()
+            .event,
+            T0 + 5,
+            &mut Vec::new()
+        )
+    );
+}
+
+#[test]
+fn a_job_end_stamped_before_its_start_is_its_end() {
+    // Two shippers' clocks a second apart: the end, stamped first, arrives first.
+    let mut t = tracker_with("concurrency = 1");
+    let mut out = feed(
+        &mut t,
+        &format!(
+            r#"{{"org":"o","ts":{},"kind":"job_completed","job_id":"j"}}"#,
+            T0 - 1_000
+        ),
+        T0,
+    );
+    out.extend(feed(
+        &mut t,
+        &format!(r#"{{"org":"o","ts":{T0},"status":202,"job_id":"j"}}"#),
+        T0,
+    ));
+    let s = t.snapshot(T0);
+    assert_eq!(org(&s, "o").jobs_in_flight, 0);
+    assert_eq!(
+        org(&s, "o").jobs_finished[JobOutcome::Completed as usize],
+        1
+    );
+    assert!(current_state(&out).is_empty(), "{out:?}");
+    assert_eq!(t.report()[0].peaks.concurrency, 0);
+}
+
 mod order {
     use super::*;
     use proptest::prelude::*;
