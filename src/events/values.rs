@@ -211,9 +211,16 @@ pub(crate) fn time(raw: &Raw<'_>) -> Result<Option<i64>, Bad> {
             if let Some(ms) = parse_rfc3339_ms(s) {
                 return in_range(ms).map(Some);
             }
-            match s.parse::<f64>() {
-                Ok(n) => epoch_ms(n).map(Some),
-                Err(_) => Err(format!("{s:?} is not an RFC 3339 time or epoch seconds").into()),
+            if let Ok(n) = s.parse::<f64>() {
+                return epoch_ms(n).map(Some);
+            }
+            // nginx's `$time_local` (`30/Nov/2026:10:00:01 +0000`), as JSON access logs write it.
+            match chrono::DateTime::parse_from_str(s, "%d/%b/%Y:%H:%M:%S %z") {
+                Ok(t) => in_range(t.timestamp_millis()).map(Some),
+                Err(_) => Err(format!(
+                    "{s:?} is not an RFC 3339 time, epoch seconds or nginx's $time_local"
+                )
+                .into()),
             }
         }
         Raw::UInt(_) | Raw::Int(_) | Raw::Float(_) => match number(raw) {
@@ -460,6 +467,11 @@ mod tests {
         assert_eq!(retry_after_ms(&s("7"), None), Ok(Some(7_000)));
         assert_eq!(time(&s("1795788000")), Ok(Some(1_795_788_000_000)));
         assert_eq!(time(&s("1795788000123")), Ok(Some(1_795_788_000_123)));
+        assert_eq!(
+            time(&s("30/Nov/2026:11:00:01 +0100")),
+            Ok(Some(1_796_032_801_000)),
+            "nginx $time_local in a JSON log"
+        );
     }
 
     #[test]
