@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::live::{Live, RecoverError};
 use crate::scheduler::Scheduler;
 use crate::scheduler::dispatch::Dispatcher;
-use crate::server::{ApiState, Tokens, router};
+use crate::server::{ApiState, Tokens, conn, lane_router, router};
 use crate::sources::Sources;
 use crate::store::StoreError;
 use crate::store::sqlite::SqliteStore;
@@ -174,14 +174,22 @@ impl Daemon {
         let (stop_tx, stop_rx) = watch::channel(false);
 
         let app = router(state.clone());
-        let mut server_stop = stop_rx.clone();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = server_stop.changed().await;
-                })
-                .await
-        });
+        let lane = lane_router(state.clone());
+        let open_files = conn::raise_open_files();
+        let limits = conn::Limits {
+            header_read_timeout: config.server.header_read_timeout,
+            idle_timeout: config.server.idle_timeout,
+            max_connections: config
+                .server
+                .max_connections
+                .unwrap_or_else(|| conn::default_max_connections(open_files)),
+        };
+        tracing::info!(
+            open_files,
+            max_connections = limits.max_connections,
+            "connection limits"
+        );
+        let server = tokio::spawn(conn::serve(listener, app, lane, limits, stop_rx.clone()));
 
         let started = std::time::Instant::now();
         let recover_config = config.clone();
@@ -260,8 +268,7 @@ impl Daemon {
         let _ = stop_tx.send(true);
 
         let result = match tokio::time::timeout(DRAIN, server).await {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(e))) => Err(DaemonError::Serve(e)),
+            Ok(Ok(())) => Ok(()),
             Ok(Err(join)) => Err(DaemonError::Serve(std::io::Error::other(join))),
             Err(_) => {
                 tracing::warn!("requests still open after {DRAIN:?}; closing them");

@@ -126,6 +126,14 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Allow a non-loopback listen address without ingest and admin tokens.
     pub allow_unauthenticated: bool,
+    /// A request's head must arrive within this long once its first byte has.
+    pub header_read_timeout: std::time::Duration,
+    /// A connection with no request in progress and no bytes moving is closed after this.
+    pub idle_timeout: std::time::Duration,
+    /// A request body must arrive within this long (408 otherwise).
+    pub body_read_timeout: std::time::Duration,
+    /// Most connections served at once; `None` sizes it to the open-file limit at start.
+    pub max_connections: Option<usize>,
 }
 
 /// `[storage]`.
@@ -622,10 +630,15 @@ struct RawServer {
     metrics_token_env: String,
     max_body_bytes: Spanned<u64>,
     allow_unauthenticated: bool,
+    header_read_timeout: Spanned<HumanDuration>,
+    idle_timeout: Spanned<HumanDuration>,
+    body_read_timeout: Spanned<HumanDuration>,
+    max_connections: Option<Spanned<u64>>,
 }
 
 impl Default for RawServer {
     fn default() -> Self {
+        let d = |s: u64| Spanned::new(0..0, HumanDuration(std::time::Duration::from_secs(s)));
         RawServer {
             listen: SocketAddr::from(([127, 0, 0, 1], 9747)),
             ingest_token_env: "RATEWARDEN_INGEST_TOKEN".into(),
@@ -633,6 +646,10 @@ impl Default for RawServer {
             metrics_token_env: String::new(),
             max_body_bytes: Spanned::new(0..0, 16 * 1024 * 1024),
             allow_unauthenticated: false,
+            header_read_timeout: d(10),
+            idle_timeout: d(60),
+            body_read_timeout: d(30),
+            max_connections: None,
         }
     }
 }
@@ -932,6 +949,20 @@ impl RawServer {
                 "max_body_bytes must be at least 1",
             ));
         }
+        let timeout = |v: &Spanned<HumanDuration>, what: &str| {
+            let d = v.get_ref().0;
+            if d < std::time::Duration::from_millis(100) {
+                return Err(at(v.span(), format!("{what} must be at least 100ms")));
+            }
+            Ok(d)
+        };
+        let max_connections = match &self.max_connections {
+            Some(m) if *m.get_ref() < 16 => {
+                return Err(at(m.span(), "max_connections must be at least 16"));
+            }
+            Some(m) => Some(usize::try_from(*m.get_ref()).unwrap_or(usize::MAX)),
+            None => None,
+        };
         Ok(ServerConfig {
             listen: self.listen,
             ingest_token_env: env(self.ingest_token_env),
@@ -939,6 +970,10 @@ impl RawServer {
             metrics_token_env: env(self.metrics_token_env),
             max_body_bytes: usize::try_from(max_body).unwrap_or(usize::MAX),
             allow_unauthenticated: self.allow_unauthenticated,
+            header_read_timeout: timeout(&self.header_read_timeout, "header_read_timeout")?,
+            idle_timeout: timeout(&self.idle_timeout, "idle_timeout")?,
+            body_read_timeout: timeout(&self.body_read_timeout, "body_read_timeout")?,
+            max_connections,
         })
     }
 }

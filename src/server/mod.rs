@@ -6,6 +6,7 @@
 //! `{"error":{"code","message"}}` and never leak internals.
 
 mod auth;
+pub mod conn;
 mod encoding;
 mod json;
 
@@ -57,6 +58,8 @@ pub struct ApiState {
     pub tokens: Arc<Tokens>,
     /// Largest accepted body.
     pub max_body_bytes: usize,
+    /// A body must arrive within this long (408 otherwise).
+    pub body_read_timeout: Duration,
     /// Readiness: state recovered and intake running.
     pub ready: Arc<AtomicBool>,
     /// Health of the file sources (empty until they start).
@@ -90,6 +93,7 @@ impl ApiState {
             metrics,
             tokens: Arc::new(tokens),
             max_body_bytes: config.server.max_body_bytes,
+            body_read_timeout: config.server.body_read_timeout,
             ready: Arc::new(AtomicBool::new(false)),
             sources: Arc::new(OnceLock::new()),
             channels: Arc::new(OnceLock::new()),
@@ -193,6 +197,23 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// What the spare lane answers ([`conn::LANE`]): health and metrics only, so they get
+/// through while every regular connection is taken.
+pub fn lane_router(state: ApiState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(async || {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_connections",
+                "every connection is taken; only /healthz, /readyz and /metrics are answered",
+            )
+        })
+        .with_state(state)
+}
+
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
 }
@@ -265,12 +286,32 @@ enum Problem {
     Field(FieldError),
 }
 
+/// The whole body, within `max_body_bytes` and `body_read_timeout`; `events` says whether a
+/// body too large counts as a rejected event.
+async fn read_body(st: &ApiState, body: Body, events: bool) -> Result<Bytes, ApiError> {
+    match tokio::time::timeout(
+        st.body_read_timeout,
+        axum::body::to_bytes(body, st.max_body_bytes),
+    )
+    .await
+    {
+        Ok(read) => read.map_err(|e| body_error(st, e, events)),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!("the body did not arrive within {:?}", st.body_read_timeout),
+        )),
+    }
+}
+
 /// Why a body could not be read: too large, or the connection failed.
-fn body_error(st: &ApiState, e: axum::Error) -> ApiError {
+fn body_error(st: &ApiState, e: axum::Error, events: bool) -> ApiError {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(c) = cause {
         if c.is::<http_body_util::LengthLimitError>() {
-            st.metrics.rejected("http", Reason::TooLarge, 1);
+            if events {
+                st.metrics.rejected("http", Reason::TooLarge, 1);
+            }
             return body_too_large(st.max_body_bytes);
         }
         cause = c.source();
@@ -318,15 +359,7 @@ async fn ingest(
             "too many ingest requests in progress or waiting for the store; retry shortly",
         )
     };
-    let _slot = st
-        .ingest_slots
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| saturated())?;
     let live = st.live()?.clone();
-    if live.pending_bytes() > crate::live::MAX_PENDING_BYTES {
-        return Err(saturated());
-    }
     let coding = encoding::coding(&headers).map_err(|e| ApiError::of_coding(&st, e))?;
     // The limit holds for the bytes on the wire and again for the decoded body (a small
     // compression bomb stops at the limit).
@@ -338,9 +371,17 @@ async fn ingest(
         st.metrics.rejected("http", Reason::TooLarge, 1);
         return Err(body_too_large(st.max_body_bytes));
     }
-    let bytes: Bytes = axum::body::to_bytes(body, st.max_body_bytes)
-        .await
-        .map_err(|e| body_error(&st, e))?;
+    let bytes = read_body(&st, body, true).await?;
+    // A slot is taken only once the body is here: a client that announces a body and sends
+    // it slowly holds its own connection, not everyone's ingest.
+    let _slot = st
+        .ingest_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| saturated())?;
+    if live.pending_bytes() > crate::live::MAX_PENDING_BYTES {
+        return Err(saturated());
+    }
     let json_type = is_json(&headers);
     let worker = live.clone();
     let max = st.max_body_bytes;
@@ -503,9 +544,7 @@ async fn create_batch(
 ) -> Result<Response, ApiError> {
     st.tokens.admin.check(&headers)?;
     let scheduler = st.scheduler()?.clone();
-    let bytes = axum::body::to_bytes(body, st.max_body_bytes)
-        .await
-        .map_err(|_| body_too_large(st.max_body_bytes))?;
+    let bytes = read_body(&st, body, false).await?;
     let req: NewBatch = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -1,0 +1,385 @@
+//! Connections: accepting clients, bounding how many are open, and closing the ones that
+//! hold a socket without using it, before any of them reaches the API or its tokens.
+//!
+//! * At most `max_connections` are served at once (the open-file limit, raised to its hard
+//!   limit at start, sizes the default). Past that, a small lane of [`LANE`] more answers only
+//!   `/healthz`, `/readyz` and `/metrics`, one request each and with a short head deadline, so
+//!   health checks and scrapes get through while hostile or idle clients fill the rest; past
+//!   the lane, a connection is closed at once.
+//! * A request's head must arrive within `header_read_timeout` of its first byte (a client
+//!   that sends a partial header and waits, "slowloris", is cut off); a connection with no
+//!   request in progress and no bytes moving is closed after `idle_timeout`.
+//!
+//! The deadlines are kept by a watchdog per connection that looks at two facts the socket and
+//! the service report: when bytes last moved, and whether a request is in progress (from the
+//! head's arrival until the answer's body has been written).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+
+/// Connections beyond `max_connections` that may still ask for health or metrics.
+pub const LANE: usize = 32;
+/// How long a lane connection may take to send its request head.
+const LANE_HEAD: Duration = Duration::from_millis(1_000);
+/// How often a connection's deadlines are checked.
+const WATCH_EVERY: Duration = Duration::from_millis(100);
+
+/// The connection limits (`[server]`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// A request head must arrive within this long of its first byte.
+    pub header_read_timeout: Duration,
+    /// Idle connections are closed after this.
+    pub idle_timeout: Duration,
+    /// Most connections served at once.
+    pub max_connections: usize,
+}
+
+/// Raises the soft open-file limit to the hard one and returns the limit in force.
+pub fn raise_open_files() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
+        }
+    }
+}
+
+/// The default `max_connections` for an open-file limit: what is left after the store, the
+/// tailed files and outbound connections, which the margin leaves room for.
+pub fn default_max_connections(open_files: u64) -> usize {
+    usize::try_from(open_files.saturating_sub(256).max(64)).unwrap_or(usize::MAX)
+}
+
+/// Serves `app` on `listener` within `limits` (and `lane` beyond them) until `stop` turns
+/// true; then every connection finishes its request in progress and closes.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    lane: Router,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let open = Arc::new(Semaphore::new(limits.max_connections));
+    let spare = Arc::new(Semaphore::new(LANE));
+    let lane_limits = Limits {
+        header_read_timeout: LANE_HEAD,
+        idle_timeout: LANE_HEAD,
+        max_connections: LANE,
+    };
+    let mut connections = tokio::task::JoinSet::new();
+    let mut refused: u64 = 0;
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.changed() => break,
+            a = listener.accept() => a,
+            // Reap finished connections as they go, so the set stays small.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: wait a moment rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        if let Ok(permit) = open.clone().try_acquire_owned() {
+            connections.spawn(connection(
+                stream,
+                app.clone(),
+                limits,
+                true,
+                stop.clone(),
+                permit,
+            ));
+        } else if let Ok(permit) = spare.clone().try_acquire_owned() {
+            connections.spawn(connection(
+                stream,
+                lane.clone(),
+                lane_limits,
+                false,
+                stop.clone(),
+                permit,
+            ));
+        } else {
+            refused += 1;
+            if refused.is_power_of_two() {
+                tracing::warn!(
+                    refused,
+                    max_connections = limits.max_connections,
+                    "connection limit reached; closing new connections"
+                );
+            }
+        }
+    }
+    while connections.join_next().await.is_some() {}
+}
+
+/// What the watchdog knows about one connection.
+#[derive(Debug)]
+struct Activity {
+    start: Instant,
+    /// Milliseconds since `start` when bytes last moved.
+    last_io_ms: AtomicU64,
+    /// Milliseconds since `start` when a request head began arriving, +1 (0 = none pending).
+    head_since_ms: AtomicU64,
+    /// Requests between head and the end of their answer.
+    in_progress: AtomicUsize,
+}
+
+impl Activity {
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    fn bytes_moved(&self, read: bool) {
+        let now = self.now_ms();
+        self.last_io_ms.store(now, Ordering::Relaxed);
+        if read && self.in_progress.load(Ordering::Acquire) == 0 {
+            let _ = self.head_since_ms.compare_exchange(
+                0,
+                now + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    fn request_started(&self) {
+        self.in_progress.fetch_add(1, Ordering::AcqRel);
+        self.head_since_ms.store(0, Ordering::Release);
+    }
+
+    fn request_ended(&self) {
+        self.in_progress.fetch_sub(1, Ordering::AcqRel);
+        self.last_io_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Why the connection should close now, if it should.
+    fn expired(&self, limits: &Limits) -> Option<&'static str> {
+        if self.in_progress.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let now = self.now_ms();
+        let head = self.head_since_ms.load(Ordering::Acquire);
+        if head > 0 && now.saturating_sub(head - 1) >= limits.header_read_timeout.as_millis() as u64
+        {
+            return Some("request head not received in time");
+        }
+        let idle = now.saturating_sub(self.last_io_ms.load(Ordering::Relaxed));
+        (head == 0 && idle >= limits.idle_timeout.as_millis() as u64).then_some("idle")
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    app: Router,
+    limits: Limits,
+    keep_alive: bool,
+    mut stop: watch::Receiver<bool>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let activity = Arc::new(Activity {
+        start: Instant::now(),
+        last_io_ms: AtomicU64::new(0),
+        head_since_ms: AtomicU64::new(1),
+        in_progress: AtomicUsize::new(0),
+    });
+    let io = TokioIo::new(Watched {
+        inner: stream,
+        activity: activity.clone(),
+    });
+    let service = hyper_util::service::TowerToHyperService::new(Tracked {
+        inner: app,
+        activity: activity.clone(),
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        // hyper's own deadline backs ours up (it also runs while a keep-alive connection waits).
+        .header_read_timeout(limits.header_read_timeout.max(limits.idle_timeout))
+        .keep_alive(keep_alive);
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let mut watch = tokio::time::interval(WATCH_EVERY);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = stop.changed(), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = watch.tick() => {
+                if let Some(why) = activity.expired(&limits) {
+                    tracing::debug!(why, "closing a connection");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The socket, reporting when bytes move.
+struct Watched {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.bytes_moved(true);
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.bytes_moved(false);
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The API, reporting when a request is in progress: from its head until its answer's body
+/// is done (or dropped).
+#[derive(Clone)]
+struct Tracked {
+    inner: Router,
+    activity: Arc<Activity>,
+}
+
+impl tower::Service<Request<Incoming>> for Tracked {
+    type Response = Response<Body>;
+    type Error = std::convert::Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        self.activity.request_started();
+        let guard = InProgress(self.activity.clone());
+        let mut router = self.inner.clone();
+        Box::pin(async move {
+            let resp = tower::Service::call(&mut router, req.map(Body::new)).await?;
+            Ok(resp.map(|body| {
+                Body::new(GuardedBody {
+                    inner: body,
+                    _guard: guard,
+                })
+            }))
+        })
+    }
+}
+
+/// Marks the end of a request when dropped.
+struct InProgress(Arc<Activity>);
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.request_ended();
+    }
+}
+
+/// An answer's body that ends its request when done.
+struct GuardedBody {
+    inner: Body,
+    _guard: InProgress,
+}
+
+impl http_body::Body for GuardedBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines() {
+        let limits = Limits {
+            header_read_timeout: Duration::from_millis(50),
+            idle_timeout: Duration::from_millis(200),
+            max_connections: 16,
+        };
+        let a = Activity {
+            start: Instant::now() - Duration::from_secs(1),
+            last_io_ms: AtomicU64::new(1_000),
+            head_since_ms: AtomicU64::new(0),
+            in_progress: AtomicUsize::new(0),
+        };
+        assert_eq!(a.expired(&limits), None, "fresh and idle");
+        a.bytes_moved(true);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(
+            a.expired(&limits),
+            Some("request head not received in time")
+        );
+        a.request_started();
+        assert_eq!(
+            a.expired(&limits),
+            None,
+            "a request in progress is never cut"
+        );
+        a.request_ended();
+        std::thread::sleep(Duration::from_millis(210));
+        assert_eq!(a.expired(&limits), Some("idle"));
+    }
+}
