@@ -140,6 +140,8 @@ struct Durable {
     stop: AtomicBool,
     /// False after a failed commit until one succeeds.
     healthy: AtomicBool,
+    /// Commits that failed (each is retried).
+    failures: std::sync::atomic::AtomicU64,
     /// Notification channels, for routing transitions.
     channels: Vec<ChannelConfig>,
     /// Where committed notifications go for delivery.
@@ -275,6 +277,7 @@ impl Live {
             writer: Mutex::new(None),
             stop: AtomicBool::new(false),
             healthy: AtomicBool::new(true),
+            failures: std::sync::atomic::AtomicU64::new(0),
             channels: config.alerts.channels.clone(),
             delivery,
         });
@@ -341,6 +344,14 @@ impl Live {
     }
 
     /// True while the store accepts writes (always true in memory).
+    /// Store commits that failed so far (each was retried).
+    pub fn store_failures(&self) -> u64 {
+        self.durable
+            .as_ref()
+            .map_or(0, |d| d.failures.load(Ordering::Relaxed))
+    }
+
+    /// True unless the last store commit failed (a full disk, a read-only file system).
     pub fn healthy(&self) -> bool {
         self.durable
             .as_ref()
@@ -590,6 +601,7 @@ fn writer_loop(live: Live, mut store: Box<dyn StateStore>, mut since_snapshot: u
                 }
             }
             Err(e) => {
+                durable.failures.fetch_add(1, Ordering::Relaxed);
                 if durable.healthy.swap(false, Ordering::AcqRel) {
                     tracing::error!(error = %e, "store commit failed; retrying (ingest waits)");
                 }

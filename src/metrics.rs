@@ -357,6 +357,18 @@ impl Collector for TrackerCollector {
             return Ok(());
         };
         let now = live.now_ms();
+        gauge(
+            &mut enc,
+            "store_writable",
+            "1 while the store commits, 0 after a failed commit (a full disk) until one succeeds",
+            [(Vec::<(&str, String)>::new(), i64::from(live.healthy()))],
+        )?;
+        counter(
+            &mut enc,
+            "store_commit_failures",
+            "Store commits that failed; each is retried until the store writes again",
+            [(Vec::<(&str, String)>::new(), live.store_failures())],
+        )?;
         let (orgs, overflow) = live.with_tracker(|t| (t.snapshot(now), t.overflow()));
         let org_l = |o: &str| vec![("org", o.to_string())];
         let dim_l = |o: &str, d: Dimension| {

@@ -372,7 +372,7 @@ fn offpeak_batches_start_when_the_injected_clock_opens_the_window() {
             json!({"upstream": "fake", "mode": "offpeak", "requests": [{"path": "/v1/videos"}]}),
         )
         .unwrap();
-        sched.create(req).unwrap();
+        sched.create(req, None).unwrap();
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(up.seen().is_empty(), "window closed: nothing sent");
         clock.set(friday_14h + 5 * 3_600_000);
@@ -383,4 +383,41 @@ fn offpeak_batches_start_when_the_injected_clock_opens_the_window() {
         assert_eq!(up.seen().len(), 1, "sent once the clock reached 19:00 EST");
         dispatcher.stop().await;
     });
+}
+
+#[test]
+fn a_submission_retried_with_its_idempotency_key_is_one_batch() {
+    let up = Upstream::start(1200, 100, Duration::ZERO);
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), &config(&up, 1200, 100, 0.5, ""), &[KEY]);
+    let body = json!({"upstream": "fake", "mode": "asap", "requests": [{"path": "/v1/videos", "body": {"prompt": "once"}}]})
+        .to_string();
+    let post = || {
+        http(
+            "POST",
+            &format!("{}/v1/batches", d.base),
+            &[
+                ("Content-Type", "application/json"),
+                ("Idempotency-Key", "nightly-2026-11-30"),
+            ],
+            body.as_bytes(),
+        )
+        .unwrap()
+    };
+    let (first, a) = post();
+    let (again, b) = post();
+    assert_eq!((first, again), (201, 200), "{a} / {b}");
+    let id = |s: &str| serde_json::from_str::<Value>(s).unwrap()["id"].clone();
+    assert_eq!(id(&a), id(&b));
+    let id = id(&a).as_str().unwrap().to_string();
+    completed(&d, &id, 20);
+    assert_eq!(up.seen().len(), 1, "the upstream got the request once");
+    let (_, list) = http("GET", &format!("{}/v1/batches", d.base), &[], b"").unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&list).unwrap()["batches"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }

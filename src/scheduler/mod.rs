@@ -484,7 +484,14 @@ impl Scheduler {
     }
 
     /// Validates and stores a new batch; returns its summary and the commit to wait for.
-    pub fn create(&self, req: NewBatch) -> Result<(Value, u64), BatchError> {
+    /// `key` (the submission's `Idempotency-Key`) makes the batch's id a function of the key,
+    /// upstream and org, so the same submission again finds the first batch: it is answered
+    /// as it stands, `false` in the third place, and nothing is created.
+    pub fn create(
+        &self,
+        req: NewBatch,
+        key: Option<&str>,
+    ) -> Result<(Value, u64, bool), BatchError> {
         let upstream = self.upstreams.get(&req.upstream).ok_or_else(|| {
             BatchError::NotFound(format!(
                 "no upstream named {:?} (known: {})",
@@ -520,7 +527,19 @@ impl Scheduler {
             )));
         }
         let now = self.live.now_ms();
-        let id = format!("b{:x}{:08x}", now, fastrand::u32(..));
+        let id = match key {
+            Some(k) => format!(
+                "bk{:016x}",
+                stable_hash(&[upstream.name.as_bytes(), org.as_bytes(), k.as_bytes()])
+            ),
+            None => format!("b{:x}{:08x}", now, fastrand::u32(..)),
+        };
+        {
+            let st = self.lock();
+            if let Some(&at) = st.index.get(&id) {
+                return Ok((self.summary(&st, at, now), 0, false));
+            }
+        }
         let mut items = Vec::with_capacity(n);
         for (i, r) in req.requests.into_iter().enumerate() {
             let method = r
@@ -576,6 +595,10 @@ impl Scheduler {
             cancelled: false,
         };
         let mut st = self.lock();
+        if let Some(&at) = st.index.get(&id) {
+            // The same submission created it meanwhile.
+            return Ok((self.summary(&st, at, now), 0, false));
+        }
         let pending: usize = st
             .batches
             .iter()
@@ -603,7 +626,7 @@ impl Scheduler {
         drop(st);
         tracing::info!(batch = %id, upstream = %upstream.name, org = %org, items = n, "batch accepted");
         self.wake.notify_waiters();
-        Ok((summary, seq))
+        Ok((summary, seq, true))
     }
 
     /// Summaries of every batch, newest first.

@@ -69,7 +69,7 @@ fn answer(status: u16, retry_after: Option<u64>) -> Attempt {
 #[test]
 fn offpeak_batches_wait_for_the_window_then_start() {
     let f = fixture("", FRI_14H);
-    f.sched.create(batch("offpeak", 2)).unwrap();
+    f.sched.create(batch("offpeak", 2), None).unwrap();
     match f.sched.next("u", FRI_14H) {
         Next::Wait(until) => assert_eq!(until, FRI_19H, "waits for 19:00 EST"),
         other => panic!("{other:?}"),
@@ -80,7 +80,7 @@ fn offpeak_batches_wait_for_the_window_then_start() {
     assert!(send(&f).is_some(), "sends once the window opens");
     // An asap batch does not wait.
     let g = fixture("", FRI_14H);
-    g.sched.create(batch("asap", 1)).unwrap();
+    g.sched.create(batch("asap", 1), None).unwrap();
     assert!(send(&g).is_some());
 }
 
@@ -88,7 +88,7 @@ fn offpeak_batches_wait_for_the_window_then_start() {
 fn dispatches_are_evenly_spaced_at_the_share() {
     // 120 rpm × 0.5 = 60 rpm: one every second.
     let f = fixture("", FRI_14H);
-    f.sched.create(batch("asap", 3)).unwrap();
+    f.sched.create(batch("asap", 3), None).unwrap();
     let d = send(&f).unwrap();
     f.sched.settle(&d, answer(200, None));
     f.clock.advance(500);
@@ -120,7 +120,7 @@ fn interactive(f: &Fixture, n: usize) {
 #[test]
 fn interactive_traffic_leaves_less_for_batches() {
     let f = fixture("", FRI_14H);
-    f.sched.create(batch("asap", 2)).unwrap();
+    f.sched.create(batch("asap", 2), None).unwrap();
     // 59 interactive requests this minute: one more reaches the batch share of 60.
     interactive(&f, 59);
     assert!(send(&f).is_some());
@@ -138,7 +138,7 @@ fn interactive_traffic_leaves_less_for_batches() {
 fn concurrency_share_counts_requests_awaiting_an_answer() {
     // 4 concurrent × 0.5 = 2.
     let f = fixture("", FRI_14H);
-    f.sched.create(batch("asap", 3)).unwrap();
+    f.sched.create(batch("asap", 3), None).unwrap();
     assert!(send(&f).is_some());
     f.clock.advance(1_000);
     assert!(send(&f).is_some());
@@ -152,7 +152,7 @@ fn concurrency_share_counts_requests_awaiting_an_answer() {
 #[test]
 fn retry_after_is_honoured_and_failures_are_final() {
     let f = fixture("", FRI_14H);
-    f.sched.create(batch("asap", 2)).unwrap();
+    f.sched.create(batch("asap", 2), None).unwrap();
     let d = send(&f).unwrap();
     f.sched.settle(&d, answer(429, Some(20)));
     let items = f.sched.items(&d.batch).unwrap();
@@ -180,7 +180,7 @@ fn retry_after_is_honoured_and_failures_are_final() {
 #[test]
 fn max_retries_then_failed() {
     let f = fixture("", FRI_14H);
-    f.sched.create(batch("asap", 1)).unwrap();
+    f.sched.create(batch("asap", 1), None).unwrap();
     for attempt in 1..=3 {
         let d = send(&f).unwrap_or_else(|| panic!("attempt {attempt}"));
         f.sched.settle(&d, answer(503, None));
@@ -195,7 +195,7 @@ fn max_retries_then_failed() {
 #[test]
 fn circuit_opens_after_consecutive_429s_and_half_opens() {
     let f = fixture("", FRI_14H);
-    f.sched.create(batch("asap", 3)).unwrap();
+    f.sched.create(batch("asap", 3), None).unwrap();
     for _ in 0..2 {
         let d = send(&f).unwrap();
         f.sched.settle(&d, answer(429, Some(1)));
@@ -217,7 +217,7 @@ fn circuit_opens_after_consecutive_429s_and_half_opens() {
 #[test]
 fn cancel_stops_pending_items() {
     let f = fixture("", FRI_14H);
-    let (b, _) = f.sched.create(batch("asap", 3)).unwrap();
+    let (b, _, _) = f.sched.create(batch("asap", 3), None).unwrap();
     let id = b["id"].as_str().unwrap();
     let d = send(&f).unwrap();
     let (summary, _) = f.sched.cancel(id).unwrap();
@@ -233,7 +233,7 @@ fn cancel_stops_pending_items() {
 #[test]
 fn restored_in_flight_items_are_sent_again_with_their_key() {
     let f = fixture("", FRI_14H);
-    f.sched.create(batch("asap", 1)).unwrap();
+    f.sched.create(batch("asap", 1), None).unwrap();
     let d = send(&f).unwrap();
     // What the store would hold: the header and the item as in flight.
     let (batches, items) = {
@@ -264,7 +264,7 @@ fn polled_jobs_hold_their_item_until_done() {
         "[upstreams.poll]\nstatus_path = \"/v1/videos/{id}\"\ndone = [\"completed\"]\nfailed = [\"failed\"]\ninterval = \"1s\"\n",
         FRI_14H,
     );
-    f.sched.create(batch("asap", 1)).unwrap();
+    f.sched.create(batch("asap", 1), None).unwrap();
     let d = send(&f).unwrap();
     let ev = f
         .sched
@@ -307,7 +307,7 @@ fn batch_limits_and_validation() {
     let f = fixture("", FRI_14H);
     let err = |v: Value| {
         f.sched
-            .create(serde_json::from_value(v).unwrap())
+            .create(serde_json::from_value(v).unwrap(), None)
             .unwrap_err()
     };
     assert!(matches!(
@@ -345,18 +345,18 @@ fn batch_limits_and_validation() {
         Scheduler::new(&cfg, live, metrics, Vec::new(), Vec::new())
     };
     assert!(matches!(
-        small.create(batch("asap", 3)),
+        small.create(batch("asap", 3), None),
         Err(BatchError::TooLarge(_))
     ));
-    small.create(batch("asap", 2)).unwrap();
+    small.create(batch("asap", 2), None).unwrap();
     assert!(matches!(
-        small.create(batch("asap", 2)),
+        small.create(batch("asap", 2), None),
         Err(BatchError::Full(_))
     ));
     // Caller keys are kept.
-    let (b, _) = f
+    let (b, _, _) = f
         .sched
-        .create(serde_json::from_value(json!({"upstream": "u", "mode": "asap", "requests": [{"path": "/x", "idempotency_key": "mine-1"}]})).unwrap())
+        .create(serde_json::from_value(json!({"upstream": "u", "mode": "asap", "requests": [{"path": "/x", "idempotency_key": "mine-1"}]})).unwrap(), None)
         .unwrap();
     assert_eq!(
         f.sched.items(b["id"].as_str().unwrap()).unwrap()[0]["idempotency_key"],
@@ -367,10 +367,10 @@ fn batch_limits_and_validation() {
 #[test]
 fn eta_follows_the_pacing_rate_and_the_windows() {
     let f = fixture("", FRI_14H);
-    let (asap, _) = f.sched.create(batch("asap", 60)).unwrap();
+    let (asap, _, _) = f.sched.create(batch("asap", 60), None).unwrap();
     // 60 rpm: 60 items take a minute.
     assert_eq!(asap["eta"], crate::clock::rfc3339(FRI_14H + 60_000));
-    let (night, _) = f.sched.create(batch("offpeak", 60)).unwrap();
+    let (night, _, _) = f.sched.create(batch("offpeak", 60), None).unwrap();
     // Behind the asap batch (120 items at 60 rpm) once the window opens at 19:00.
     assert_eq!(night["eta"], crate::clock::rfc3339(FRI_19H + 120_000));
     assert_eq!(night["next_dispatch"], crate::clock::rfc3339(FRI_19H));

@@ -39,8 +39,8 @@ use crate::sources::Health;
 use crate::tracker::Tracker;
 use encoding::CodingError;
 
-/// How long an ingest request waits for the store to confirm its events.
-const DURABLE_WAIT: Duration = Duration::from_secs(30);
+/// How long a request waits for the store to confirm what it changed.
+pub const DURABLE_WAIT: Duration = Duration::from_secs(30);
 /// Most per-event errors listed in one ingest answer (the counts stay exact).
 const MAX_LISTED_ERRORS: usize = 100;
 /// Ingest requests processed at once; past this the daemon answers 429 rather than queue
@@ -60,6 +60,8 @@ pub struct ApiState {
     pub max_body_bytes: usize,
     /// A body must arrive within this long (408 otherwise).
     pub body_read_timeout: Duration,
+    /// How long a change waits for the store's confirmation ([`DURABLE_WAIT`]).
+    pub durable_wait: Duration,
     /// Readiness: state recovered and intake running.
     pub ready: Arc<AtomicBool>,
     /// Health of the file sources (empty until they start).
@@ -94,6 +96,7 @@ impl ApiState {
             tokens: Arc::new(tokens),
             max_body_bytes: config.server.max_body_bytes,
             body_read_timeout: config.server.body_read_timeout,
+            durable_wait: DURABLE_WAIT,
             ready: Arc::new(AtomicBool::new(false)),
             sources: Arc::new(OnceLock::new()),
             channels: Arc::new(OnceLock::new()),
@@ -127,17 +130,35 @@ fn body_too_large(max_body_bytes: usize) -> ApiError {
     )
 }
 
-/// Waits until the store has committed `seq`: a change is acknowledged only once durable.
-async fn stored(live: &Live, seq: u64, what: &str) -> Result<(), ApiError> {
-    live.durable_at(seq, DURABLE_WAIT).await.map_err(|e| {
-        tracing::warn!(error = %e, "{what} not confirmed by the store");
-        ApiError::new(
+/// Refuses a change before it is made while the store fails to write (a full disk): the
+/// answer is an error only when nothing happened.
+fn writable(live: &Live) -> Result<(), ApiError> {
+    if live.healthy() {
+        Ok(())
+    } else {
+        Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",
-            format!("{what} not stored: {e}; retry"),
-        )
-    })
+            "the store is failing to write (is the disk full?); nothing was changed; retry later",
+        ))
+    }
 }
+
+/// Waits until the store has committed `seq`. A change already made is never answered with
+/// an error (a client's retry would make it twice): when the store does not confirm in time,
+/// the answer says the change was made but is not yet stored (`"durable": false`).
+async fn stored(st: &ApiState, live: &Live, seq: u64, what: &str) -> bool {
+    match live.durable_at(seq, st.durable_wait).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "{what} applied but not confirmed by the store; answered as not yet durable");
+            false
+        }
+    }
+}
+
+/// The note an answer carries when its change is made but not yet stored.
+const NOT_DURABLE: &str = "applied, but the store has not confirmed it (is the disk full?): do not send it again; it is written when the store recovers and lost if the daemon stops first";
 
 /// An API error answer.
 #[derive(Debug)]
@@ -382,6 +403,7 @@ async fn ingest(
     if live.pending_bytes() > crate::live::MAX_PENDING_BYTES {
         return Err(saturated());
     }
+    writable(&live)?;
     let json_type = is_json(&headers);
     let worker = live.clone();
     let max = st.max_body_bytes;
@@ -401,9 +423,7 @@ async fn ingest(
     .map_err(|e| ApiError::of_coding(&st, e))?;
 
     let tally = &result.tally;
-    if tally.accepted > 0 {
-        stored(&live, result.seq, "events").await?;
-    }
+    let durable = tally.accepted == 0 || stored(&st, &live, result.seq, "events").await;
     st.metrics.intake("http", tally);
     let errors: Vec<_> = result
         .errors
@@ -433,7 +453,11 @@ async fn ingest(
         });
         return Ok((StatusCode::BAD_REQUEST, axum::Json(body)).into_response());
     }
-    let body = json!({"accepted": tally.accepted, "rejected": rejected, "errors": errors});
+    let mut body = json!({"accepted": tally.accepted, "rejected": rejected, "errors": errors});
+    if !durable {
+        body["durable"] = json!(false);
+        body["warning"] = json!(NOT_DURABLE);
+    }
     Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
 }
 
@@ -552,8 +576,32 @@ async fn create_batch(
             format!("not a batch: {e}"),
         )
     })?;
-    let (summary, seq) = scheduler.create(req)?;
-    stored(st.live()?, seq, "batch").await?;
+    let live = st.live()?;
+    let key = headers
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 255)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_batch",
+                        "Idempotency-Key must be 1-255 visible ASCII characters",
+                    )
+                })
+        })
+        .transpose()?;
+    writable(live)?;
+    let (mut summary, seq, created) = scheduler.create(req, key)?;
+    if !created {
+        // The same submission again (a client's retry): the first batch, unchanged.
+        return Ok((StatusCode::OK, axum::Json(summary)).into_response());
+    }
+    if !stored(&st, live, seq, "batch").await {
+        summary["durable"] = json!(false);
+        summary["warning"] = json!(NOT_DURABLE);
+    }
     Ok((StatusCode::CREATED, axum::Json(summary)).into_response())
 }
 
@@ -580,8 +628,13 @@ async fn cancel_batch(
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<Response, ApiError> {
     st.tokens.admin.check(&headers)?;
-    let (summary, seq) = st.scheduler()?.cancel(&id)?;
-    stored(st.live()?, seq, "cancel").await?;
+    let live = st.live()?;
+    writable(live)?;
+    let (mut summary, seq) = st.scheduler()?.cancel(&id)?;
+    if !stored(&st, live, seq, "cancel").await {
+        summary["durable"] = json!(false);
+        summary["warning"] = json!(NOT_DURABLE);
+    }
     Ok(axum::Json(summary).into_response())
 }
 

@@ -624,3 +624,135 @@ async fn health_readiness_and_unknown_routes() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(json(&b)["error"]["code"], "not_found");
 }
+
+/// A real store whose commits fail while `fail` is set: a full disk.
+struct Flaky {
+    inner: crate::store::sqlite::SqliteStore,
+    fail: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl crate::store::StateStore for Flaky {
+    fn recover(&mut self) -> Result<crate::store::Recovered, crate::store::StoreError> {
+        self.inner.recover()
+    }
+    fn journal_after(
+        &mut self,
+        seq: u64,
+        f: &mut dyn FnMut(u64, &[u8]),
+    ) -> Result<(), crate::store::StoreError> {
+        self.inner.journal_after(seq, f)
+    }
+    fn commit(&mut self, c: &crate::store::Commit<'_>) -> Result<(), crate::store::StoreError> {
+        if self.fail.load(Ordering::Acquire) {
+            return Err(crate::store::StoreError::Io {
+                path: "state.sqlite".into(),
+                source: std::io::Error::other("No space left on device"),
+            });
+        }
+        self.inner.commit(c)
+    }
+}
+
+/// An API over a durable store that can be made to fail, and that store's switch.
+fn flaky_state(
+    dir: &std::path::Path,
+) -> (
+    ApiState,
+    Arc<std::sync::atomic::AtomicBool>,
+    crate::live::Writer,
+) {
+    let config = config("");
+    let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let store = Flaky {
+        inner: crate::store::sqlite::SqliteStore::open(dir).unwrap(),
+        fail: fail.clone(),
+    };
+    let (live, writer, _) = crate::live::Live::recover(
+        &config,
+        Box::new(store),
+        Arc::new(ManualClock::new(NOW)),
+        None,
+    )
+    .unwrap();
+    let mut st = ApiState::starting(&config, tokens());
+    st.durable_wait = std::time::Duration::from_millis(300);
+    let _ = st.live.set(live);
+    st.ready.store(true, Ordering::Release);
+    (st, fail, writer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_never_answers_an_error_after_the_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let (st, fail, writer) = flaky_state(dir.path());
+    let events = |n: i64| {
+        (0..n)
+            .map(|i| ev(i, r#","status":200"#))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let usage = |st: &ApiState| {
+        let st = st.clone();
+        async move {
+            json(&call(&st, get("/v1/usage", Some("ad-tok"))).await.2)["orgs"][0]["usage"]["daily"]
+                .clone()
+        }
+    };
+    let (status, _, _) = call(&st, post(events(2), "application/x-ndjson", Some("in-tok"))).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    // The disk fills: the change in flight is applied and said to be not yet stored — a 2xx,
+    // so the shipper does not send it again.
+    fail.store(true, Ordering::Release);
+    let (status, _, body) =
+        call(&st, post(events(3), "application/x-ndjson", Some("in-tok"))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(json(&body)["durable"], false, "{body}");
+    assert_eq!(usage(&st).await, 5);
+    // Now the store is known to fail: refused before anything is applied.
+    let (status, _, body) =
+        call(&st, post(events(4), "application/x-ndjson", Some("in-tok"))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(json(&body)["error"]["code"], "store_unavailable");
+    assert_eq!(
+        usage(&st).await,
+        5,
+        "an error leaves no trace in the counts"
+    );
+    let (status, _, body) = call(&st, get("/readyz", None)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let m = metrics_text(&st).await;
+    assert!(m.contains("ratewarden_store_writable 0"), "{m}");
+    assert!(
+        !m.contains("ratewarden_store_commit_failures_total 0"),
+        "{m}"
+    );
+    // Space returns: the daemon writes again by itself and takes events.
+    fail.store(false, Ordering::Release);
+    let back = std::time::Instant::now();
+    loop {
+        let (status, _, _) = call(&st, get("/readyz", None)).await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(back.elapsed() < std::time::Duration::from_secs(5));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (status, _, body) =
+        call(&st, post(events(1), "application/x-ndjson", Some("in-tok"))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert!(json(&body).get("durable").is_none(), "{body}");
+    assert_eq!(usage(&st).await, 6);
+    assert!(
+        metrics_text(&st)
+            .await
+            .contains("ratewarden_store_writable 1")
+    );
+    let live = st.live.get().unwrap().clone();
+    drop(st);
+    tokio::task::spawn_blocking(move || {
+        drop(live);
+        writer.shutdown();
+    })
+    .await
+    .unwrap();
+}
