@@ -25,6 +25,8 @@
 //! * [`daemon`]: wires the long-running pieces (HTTP server, sources, writer, delivery,
 //!   dispatcher, clock ticks, shutdown).
 //! * [`status`] and [`client`]: the CLI commands that talk to a running daemon.
+//! * [`outbound`]: what outbound requests (webhooks, upstream APIs) may show in errors and
+//!   where they may go.
 //!
 //! [`clock`] supplies "now" to everything that needs it; nothing reads the wall clock itself.
 
@@ -43,6 +45,7 @@ pub mod events;
 pub mod live;
 pub mod metrics;
 pub mod offpeak;
+pub mod outbound;
 pub mod replay;
 pub mod scheduler;
 pub mod server;

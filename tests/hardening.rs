@@ -134,3 +134,133 @@ fn slow_bodies_hold_no_ingest_slot_and_get_408() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("request_timeout"), "{answer}");
 }
+
+#[test]
+fn an_upstream_answer_never_chooses_where_the_api_key_goes() {
+    use common::upstream::Upstream;
+    let api = Upstream::start(1200, 100, Duration::from_secs(3600));
+    // Where a hostile job id would send the key: another port on this host.
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    elsewhere.set_nonblocking(true).unwrap();
+    let other = elsewhere.local_addr().unwrap().port();
+    let hostile = format!("@127.0.0.1:{other}/x");
+    api.hand_out_ids(&[&hostile, "../../admin"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[tiers.t]
+rpm = 600
+concurrency = 10
+[[orgs]]
+id = "acme"
+tier = "t"
+[[upstreams]]
+name = "api"
+base_url = "{}"
+api_key_env = "T_UP_KEY"
+org = "acme"
+[upstreams.poll]
+status_path = "/v1/videos/{{id}}"
+id_field = "id"
+status_field = "status"
+done = ["completed"]
+failed = ["failed"]
+interval = "100ms"
+"#,
+        api.url()
+    );
+    let d = Daemon::start(dir.path(), &config, &[("T_UP_KEY", "sk-secret-key")]);
+    let body = r#"{"upstream":"api","mode":"asap","requests":[{"path":"/v1/videos"},{"path":"/v1/videos"}]}"#;
+    let (status, answer) = http(
+        "POST",
+        &format!("{}/v1/batches", d.base),
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{answer}");
+    // Each id goes into the path as one percent-encoded segment.
+    let want = [
+        format!("/v1/videos/%40127.0.0.1:{other}%2Fx"),
+        "/v1/videos/..%2F..%2Fadmin".to_string(),
+    ];
+    let polled = common::eventually(10, || {
+        let paths: Vec<String> = api.gets().into_iter().map(|(p, _)| p).collect();
+        want.iter().all(|w| paths.contains(w)).then_some(paths)
+    });
+    assert!(polled.is_some(), "{:?}", api.gets());
+    assert!(
+        api.gets()
+            .iter()
+            .all(|(_, auth)| auth.as_deref() == Some("Bearer sk-secret-key")),
+        "the key went to the configured host only"
+    );
+    assert!(
+        elsewhere.accept().is_err(),
+        "nothing connected to the other port"
+    );
+}
+
+#[test]
+fn credentials_stay_out_of_errors_logs_and_the_store() {
+    // A webhook whose URL is a credential, pointing at a port where nothing listens.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let hook = format!("http://127.0.0.1:{port}/services/T0SECRET/B0SECRET?token=TOPSECRET");
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[server]\nlisten = \"127.0.0.1:0\"\n[tiers.t]\nconcurrency = 1\n[limits]\ndefault_tier = \"t\"\n\
+                  [[alerts.webhook]]\nname = \"hook\"\nurl_env = \"T_HOOK_URL\"\n[alerts]\nretry_base = \"100ms\"\nretry_cap = \"200ms\"\n";
+    let d = Daemon::start(dir.path(), config, &[("T_HOOK_URL", &hook)]);
+    // A job fills the org's one slot: UsageHigh fires and its delivery fails.
+    assert_eq!(
+        d.post_events(r#"{"org":"acme","status":202,"job_id":"j"}"#)
+            .0,
+        202
+    );
+    let alerts = common::eventually(10, || {
+        let (_, a) = http("GET", &format!("{}/v1/alerts", d.base), &[], b"").unwrap();
+        a.contains(r#""last_error":{"#).then_some(a)
+    })
+    .expect("a failed delivery is shown");
+    for secret in ["TOPSECRET", "T0SECRET", "B0SECRET"] {
+        assert!(!alerts.contains(secret), "{alerts}");
+        assert!(!d.log_text().contains(secret), "{}", d.log_text());
+    }
+    drop(d);
+    let stored = std::fs::read(dir.path().join("ratewarden-data/state.sqlite")).unwrap();
+    let wal =
+        std::fs::read(dir.path().join("ratewarden-data/state.sqlite-wal")).unwrap_or_default();
+    for secret in [&b"TOPSECRET"[..], b"T0SECRET"] {
+        assert!(!stored.windows(secret.len()).any(|w| w == secret));
+        assert!(!wal.windows(secret.len()).any(|w| w == secret));
+    }
+    // check-config refuses a base_url with a password in it, and says why without it.
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[[upstreams]]\nname = \"u\"\nbase_url = \"https://user:hunter2@api.example.com\"\norg = \"acme\"\n",
+    )
+    .unwrap();
+    let out = common::run(&["check-config", "bad.toml"], dir.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("user:password@") && !err.contains("hunter2"),
+        "{err}"
+    );
+    // A status path that would put the job id where the host is.
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[[upstreams]]\nname = \"u\"\nbase_url = \"https://api.example.com\"\norg = \"acme\"\n\
+         [upstreams.poll]\nstatus_path = \"{id}\"\nid_field = \"id\"\nstatus_field = \"s\"\ndone = [\"d\"]\nfailed = [\"f\"]\n",
+    )
+    .unwrap();
+    let out = common::run(&["check-config", "bad.toml"], dir.path());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("status_path must start with /"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -65,7 +65,7 @@ impl WebhookSender {
             .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
         Ok(WebhookSender {
             client,
-            url: cfg.url.clone(),
+            url: cfg.url.resolve()?,
             format: cfg.format,
             secret,
             min,
@@ -113,7 +113,8 @@ impl WebhookSender {
             .send()
             .await
             .map_err(|e| DeliveryError::Retry {
-                message: format!("request failed: {e}"),
+                // Never the URL: for a webhook it is a credential.
+                message: crate::outbound::error_text(&e),
                 retry_after: None,
             })?;
         let status = resp.status();

@@ -92,11 +92,50 @@ pub enum WebhookFormat {
     Alertmanager,
 }
 
+/// Where a webhook's URL comes from. A webhook URL is a credential (Slack-style paths,
+/// `?token=`), so it may live outside the file like any secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlRef {
+    /// `url`, written in the config.
+    Literal(String),
+    /// `url_env` or `url_file`.
+    Secret(SecretRef),
+}
+
+impl UrlRef {
+    /// The URL, checked to be http(s) with a host, or why it is not available.
+    pub fn resolve(&self) -> Result<String, String> {
+        let url = match self {
+            UrlRef::Literal(u) => u.clone(),
+            UrlRef::Secret(s) => s.read()?,
+        };
+        match reqwest::Url::parse(&url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(url),
+            // Never the value itself in the message: it may hold the credential.
+            _ => Err(format!(
+                "{} is not an http(s) URL",
+                match self {
+                    UrlRef::Literal(_) => "url".to_string(),
+                    UrlRef::Secret(s) => s.describe(),
+                }
+            )),
+        }
+    }
+
+    /// The URL as it may be shown (scheme, host, port).
+    pub fn shown(&self) -> String {
+        match self {
+            UrlRef::Literal(u) => crate::outbound::redact(u),
+            UrlRef::Secret(s) => format!("(URL from {})", s.describe()),
+        }
+    }
+}
+
 /// One `[[alerts.webhook]]`.
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
     /// Full endpoint.
-    pub url: String,
+    pub url: UrlRef,
     /// Body format.
     pub format: WebhookFormat,
     /// HMAC secret, when deliveries are signed.
@@ -130,11 +169,15 @@ impl ChannelConfig {
     pub fn secrets(&self) -> Vec<(&SecretRef, &'static str)> {
         match &self.kind {
             ChannelKind::Email(e) => e.password.iter().map(|s| (s, "SMTP password")).collect(),
-            ChannelKind::Webhook(w) => w
-                .secret
-                .iter()
-                .map(|s| (s, "webhook signing secret"))
-                .collect(),
+            ChannelKind::Webhook(w) => {
+                let url = match &w.url {
+                    UrlRef::Secret(s) => Some((s, "webhook URL")),
+                    UrlRef::Literal(_) => None,
+                };
+                url.into_iter()
+                    .chain(w.secret.iter().map(|s| (s, "webhook signing secret")))
+                    .collect()
+            }
         }
     }
 
@@ -177,7 +220,9 @@ pub(super) struct RawEmail {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawWebhook {
     name: Option<Spanned<String>>,
-    url: Spanned<String>,
+    url: Option<Spanned<String>>,
+    url_env: Option<String>,
+    url_file: Option<PathBuf>,
     format: Option<WebhookFormat>,
     secret_env: Option<String>,
     secret_file: Option<PathBuf>,
@@ -285,22 +330,33 @@ impl RawWebhook {
         index: usize,
         whole: Range<usize>,
     ) -> Result<ChannelConfig, Spanned2> {
-        let url = self.url.get_ref();
-        match reqwest::Url::parse(url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
-            Ok(_) => {
-                return Err(at(
-                    self.url.span(),
-                    format!("{url:?} is not an http(s) URL"),
-                ));
+        let from_secret = secret(&self.url_env, &self.url_file, &whole, "url")?;
+        let url = match (&self.url, from_secret) {
+            (Some(u), None) => {
+                let shown = crate::outbound::redact(u.get_ref());
+                match reqwest::Url::parse(u.get_ref()) {
+                    Ok(p) if matches!(p.scheme(), "http" | "https") && p.host_str().is_some() => {}
+                    // Messages show only scheme and host: the rest may be the credential.
+                    Ok(_) => {
+                        return Err(at(u.span(), format!("{shown} is not an http(s) URL")));
+                    }
+                    Err(e) => return Err(at(u.span(), format!("url is not a URL: {e}"))),
+                }
+                UrlRef::Literal(u.get_ref().clone())
             }
-            Err(e) => return Err(at(self.url.span(), format!("{url:?} is not a URL: {e}"))),
-        }
+            (None, Some(s)) => UrlRef::Secret(s),
+            (Some(u), Some(_)) => {
+                return Err(at(u.span(), "set url, url_env or url_file, only one"));
+            }
+            (None, None) => {
+                return Err(at(whole, "a webhook needs url, url_env or url_file"));
+            }
+        };
         Ok(ChannelConfig {
             name: name(&self.name, format!("webhook-{}", index + 1))?,
             min_severity: self.min_severity.unwrap_or(Severity::Warning),
             kind: ChannelKind::Webhook(WebhookConfig {
-                url: url.clone(),
+                url,
                 format: self.format.unwrap_or(WebhookFormat::Json),
                 secret: secret(&self.secret_env, &self.secret_file, &whole, "secret")?,
                 timeout_ms: self.timeout.as_millis_i64().max(1),

@@ -455,8 +455,12 @@ impl Config {
                 .channels
                 .iter()
                 .map(|c| {
+                    let target = match &c.kind {
+                        channels::ChannelKind::Webhook(w) => format!(" to {}", w.url.shown()),
+                        channels::ChannelKind::Email(_) => String::new(),
+                    };
                     format!(
-                        "{} ({}, {} and up)",
+                        "{} ({}{target}, {} and up)",
                         c.name,
                         c.kind_name(),
                         c.min_severity.as_str()
@@ -1367,7 +1371,8 @@ mod tests {
             crate::detect::Severity::Critical
         );
         assert!(
-            c.summary().contains("am (alertmanager, warning and up)"),
+            c.summary()
+                .contains("am (alertmanager to http://127.0.0.1:9093/…, warning and up)"),
             "{}",
             c.summary()
         );

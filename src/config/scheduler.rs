@@ -187,14 +187,11 @@ impl RawUpstream {
             ));
         }
         let url = self.base_url.get_ref();
-        match reqwest::Url::parse(url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
-            _ => {
-                return Err(at(
-                    self.base_url.span(),
-                    format!("{url:?} is not an http(s) URL"),
-                ));
-            }
+        if let Err(why) = crate::outbound::Base::parse(url) {
+            return Err(at(
+                self.base_url.span(),
+                format!("base_url {} {why}", crate::outbound::redact(url)),
+            ));
         }
         if !valid_name(self.org.get_ref()) {
             return Err(at(
@@ -215,6 +212,11 @@ impl RawUpstream {
             Some(p) => {
                 if !p.status_path.get_ref().contains("{id}") {
                     return Err(at(p.status_path.span(), "status_path must contain {id}"));
+                }
+                if !p.status_path.get_ref().starts_with('/') {
+                    // Appended to base_url; without a leading / the job id would be read as
+                    // part of the host.
+                    return Err(at(p.status_path.span(), "status_path must start with /"));
                 }
                 if p.done.get_ref().is_empty() {
                     return Err(at(p.done.span(), "done needs at least one status"));

@@ -16,6 +16,7 @@ use crate::alerts::webhook::retry_after;
 use crate::config::{PollConfig, UpstreamConfig};
 use crate::live::Live;
 use crate::metrics::Metrics;
+use crate::outbound::{Base, error_text, segment};
 
 /// Longest wait before the lane looks at the clock again.
 const STEP: Duration = Duration::from_millis(200);
@@ -28,7 +29,8 @@ const MAX_ANSWER: usize = 1 << 20;
 #[derive(Clone)]
 struct Client {
     http: reqwest::Client,
-    base: String,
+    /// Every request goes to this scheme, host and port, or is not sent.
+    base: Base,
     key: Option<String>,
     poll: Option<PollConfig>,
 }
@@ -51,31 +53,40 @@ impl Client {
             .connect_timeout(Duration::from_millis(up.timeout_ms.min(10_000) as u64))
             .build()
             .map_err(|e| format!("upstream {}: {e}", up.name))?;
+        let base = Base::parse(&up.base_url).map_err(|e| format!("upstream {}: {e}", up.name))?;
         Ok(Client {
             http,
-            base: up.base_url.clone(),
+            base,
             key,
             poll: up.poll.clone(),
         })
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    /// A request to `path` under the base URL, carrying the key; `Err` (nothing sent) when
+    /// the path would take it elsewhere.
+    fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<reqwest::RequestBuilder, String> {
+        let url = self.base.url(path)?;
         let mut req = self
             .http
-            .request(method, format!("{}{}", self.base, path))
+            .request(method, url)
             .header(USER_AGENT, crate::USER_AGENT);
         if let Some(k) = &self.key {
             req = req.header(AUTHORIZATION, format!("Bearer {k}"));
         }
-        req
+        Ok(req)
     }
 
     async fn send(&self, d: &Dispatch, now_ms: i64) -> Attempt {
         let method =
             reqwest::Method::from_bytes(d.method.as_bytes()).unwrap_or(reqwest::Method::POST);
-        let mut req = self
-            .request(method, &d.path)
-            .header("Idempotency-Key", &d.key);
+        let mut req = match self.request(method, &d.path) {
+            Ok(r) => r.header("Idempotency-Key", &d.key),
+            Err(why) => return Attempt::Failed(why),
+        };
         if let Some(body) = &d.body {
             req = req
                 .header(CONTENT_TYPE, "application/json")
@@ -84,7 +95,7 @@ impl Client {
         let resp = match req.send().await {
             Ok(r) => r,
             // Never include the request itself: its headers hold the API key.
-            Err(e) => return Attempt::Failed(format!("no answer: {}", without_url(&e))),
+            Err(e) => return Attempt::Failed(format!("no answer: {}", error_text(&e))),
         };
         let status = resp.status().as_u16();
         let retry_after = retry_after(resp.headers(), now_ms);
@@ -107,12 +118,15 @@ impl Client {
         let Some(p) = &self.poll else {
             return Ok(JobStatus::Running);
         };
-        let path = p.status_path.replace("{id}", job_id);
+        // The id comes from the upstream's answer: one percent-encoded segment, so it cannot
+        // change the path's shape or the host the key goes to.
+        let id = segment(job_id).map_err(|e| format!("the job id {e}"))?;
+        let path = p.status_path.replace("{id}", &id);
         let resp = self
-            .request(reqwest::Method::GET, &path)
+            .request(reqwest::Method::GET, &path)?
             .send()
             .await
-            .map_err(|e| format!("poll failed: {}", without_url(&e)))?;
+            .map_err(|e| format!("poll failed: {}", error_text(&e)))?;
         let status = resp.status();
         let body = read_body(resp).await;
         if !status.is_success() {
@@ -128,30 +142,6 @@ impl Client {
         } else {
             JobStatus::Running
         })
-    }
-}
-
-/// A reqwest error without its URL (the path is the caller's, but keep messages uniform).
-fn without_url(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else if e.is_body() || e.is_decode() {
-        "answer cut off"
-    } else {
-        "request failed"
-    };
-    let mut source = std::error::Error::source(e);
-    let mut detail = String::new();
-    while let Some(s) = source {
-        detail = s.to_string();
-        source = s.source();
-    }
-    if detail.is_empty() {
-        kind.to_string()
-    } else {
-        format!("{kind}: {detail}")
     }
 }
 

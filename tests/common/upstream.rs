@@ -47,6 +47,10 @@ struct State {
     seen: Vec<Seen>,
     limited_429: usize,
     max_in_flight: usize,
+    /// Job ids to hand out next (a hostile upstream's), before the usual `vid_N`.
+    ids: VecDeque<String>,
+    /// Status polls as seen: (path, Authorization).
+    gets: Vec<(String, Option<String>)>,
 }
 
 /// The fake upstream; stops when dropped.
@@ -120,6 +124,20 @@ impl Upstream {
             .extend(steps.iter().copied());
     }
 
+    /// The next created jobs get these ids.
+    pub fn hand_out_ids(&self, ids: &[&str]) {
+        self.state
+            .lock()
+            .unwrap()
+            .ids
+            .extend(ids.iter().map(|s| s.to_string()));
+    }
+
+    /// Status polls received: (path, Authorization header).
+    pub fn gets(&self) -> Vec<(String, Option<String>)> {
+        self.state.lock().unwrap().gets.clone()
+    }
+
     pub fn seen(&self) -> Vec<Seen> {
         self.state.lock().unwrap().seen.clone()
     }
@@ -168,6 +186,11 @@ fn handle(stream: TcpStream, state: &Mutex<State>) {
     let now = Instant::now();
 
     if method == "GET" {
+        state
+            .lock()
+            .unwrap()
+            .gets
+            .push((path.to_string(), headers.get("authorization").cloned()));
         let id = path.rsplit('/').next().unwrap_or("").to_string();
         let started = state.lock().unwrap().jobs.get(&id).copied();
         let job = state.lock().unwrap().job;
@@ -264,7 +287,10 @@ fn handle(stream: TcpStream, state: &Mutex<State>) {
             r#"{"error":{"code":"rate_limit_exceeded"}}"#,
         );
     }
-    let id = format!("vid_{}", st.jobs.len());
+    let id = st
+        .ids
+        .pop_front()
+        .unwrap_or_else(|| format!("vid_{}", st.jobs.len()));
     st.jobs.insert(id.clone(), now);
     st.max_in_flight = st.max_in_flight.max(in_flight + 1);
     record(&mut st, 200);
@@ -273,6 +299,6 @@ fn handle(stream: TcpStream, state: &Mutex<State>) {
         &stream,
         200,
         "",
-        &format!(r#"{{"id":"{id}","status":"queued"}}"#),
+        &serde_json::json!({"id": id, "status": "queued"}).to_string(),
     );
 }

@@ -1,0 +1,168 @@
+//! Outbound HTTP hygiene: what may appear in an error, and where a request may go.
+//!
+//! A webhook URL is a credential (Slack-style paths, `?token=`), and an upstream request
+//! carries the API key: so no error text, log line or stored message ever holds a whole URL
+//! ([`redact`], [`error_text`]), and a request is built only from the configured base URL
+//! plus a path that cannot move it to another host, port or scheme ([`Base::url`]); a value
+//! from a remote answer goes into a path as one percent-encoded segment ([`segment`]).
+
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use reqwest::Url;
+
+/// Characters escaped in one path segment (RFC 3986 §3.3: everything but unreserved and
+/// sub-delims, and `/`, `?`, `#`, `%` so the value stays one segment).
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'@')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+/// A URL as it may be shown: scheme, host and port, nothing of its path, query or user.
+pub fn redact(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(h), Some(p)) => format!("{}://{h}:{p}/…", u.scheme()),
+            (Some(h), None) => format!("{}://{h}/…", u.scheme()),
+            _ => "(a URL)".into(),
+        },
+        Err(_) => "(a URL)".into(),
+    }
+}
+
+/// A reqwest error as text without the URL it was for.
+pub fn error_text(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "the answer could not be read"
+    } else if e.is_redirect() {
+        "too many redirects"
+    } else {
+        "request failed"
+    };
+    // The source chain says why (refused, reset, certificate); reqwest's own text would add
+    // the URL.
+    let mut cause = std::error::Error::source(e);
+    let mut why = None;
+    while let Some(c) = cause {
+        why = Some(c.to_string());
+        cause = c.source();
+    }
+    match why {
+        Some(w) if !w.contains("://") => format!("{kind}: {w}"),
+        _ => kind.to_string(),
+    }
+}
+
+/// `value` as one path segment, percent-encoded (`@127.0.0.1:9/x` and `../../admin` stay
+/// one harmless segment). Empty, `.` and `..` cannot be one: URL parsers read them (also
+/// percent-encoded) as "this" and "the parent".
+pub fn segment(value: &str) -> Result<String, String> {
+    if matches!(value, "" | "." | "..") {
+        return Err(format!("{value:?} cannot be a path segment"));
+    }
+    Ok(utf8_percent_encode(value, SEGMENT).to_string())
+}
+
+/// A configured base URL that requests are built on and held to.
+#[derive(Debug, Clone)]
+pub struct Base {
+    url: Url,
+}
+
+impl Base {
+    /// Parses a base URL (http or https, a host, no `user:password@`).
+    pub fn parse(text: &str) -> Result<Base, String> {
+        let url = Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err("not an http(s) URL with a host".into());
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(
+                "has a user:password@ part: credentials go in api_key_env/api_key_file, never in a URL"
+                    .into(),
+            );
+        }
+        Ok(Base { url })
+    }
+
+    /// The URL for `path` (which starts with `/`) under this base, or why it would leave the
+    /// configured scheme, host and port (then nothing is sent).
+    pub fn url(&self, path: &str) -> Result<Url, String> {
+        let base = self.url.as_str().trim_end_matches('/');
+        let url = Url::parse(&format!("{base}{path}"))
+            .map_err(|e| format!("the path does not make a URL: {e}"))?;
+        if url.scheme() != self.url.scheme()
+            || url.host_str() != self.url.host_str()
+            || url.port_or_known_default() != self.url.port_or_known_default()
+            || !url.username().is_empty()
+            || url.password().is_some()
+        {
+            return Err("refused: the request would go to another host than base_url".into());
+        }
+        Ok(url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_shown_without_their_secrets() {
+        assert_eq!(
+            redact("https://hooks.slack.com/services/T000/B000/XXXX?token=s3cret"),
+            "https://hooks.slack.com/…"
+        );
+        assert_eq!(
+            redact("http://user:pw@h:9093/api/v2/alerts"),
+            "http://h:9093/…"
+        );
+        assert_eq!(redact("not a url"), "(a URL)");
+    }
+
+    #[test]
+    fn remote_values_stay_one_segment() {
+        let base = Base::parse("http://127.0.0.1:8080/api").unwrap();
+        for id in ["@127.0.0.1:9/x", "../../admin", "a/b?c#d", "x%2F", "..."] {
+            let path = format!("/v1/videos/{}", segment(id).unwrap());
+            let url = base.url(&path).unwrap();
+            assert_eq!(url.host_str(), Some("127.0.0.1"), "{id}");
+            assert_eq!(url.port(), Some(8080), "{id}");
+            assert!(url.path().starts_with("/api/v1/videos/"), "{id}: {url}");
+            assert_eq!(url.path_segments().unwrap().count(), 4, "{id}: {url}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_are_refused() {
+        for id in ["", ".", ".."] {
+            assert!(segment(id).is_err(), "{id:?}");
+        }
+    }
+
+    #[test]
+    fn a_path_cannot_move_the_request() {
+        let base = Base::parse("http://api.example.com").unwrap();
+        assert!(base.url("/v1/x").is_ok());
+        assert!(base.url("@evil.example.com/x").is_err());
+        assert!(base.url(":9/x").is_err());
+        assert!(Base::parse("https://u:p@api.example.com").is_err());
+        assert!(Base::parse("ftp://api.example.com").is_err());
+    }
+}
