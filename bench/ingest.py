@@ -3,6 +3,7 @@
 
     python3 bench/ingest.py post    --bin target/release/ratewarden [--seconds 20] [--clients 4]
     python3 bench/ingest.py startup --bin target/release/ratewarden [--orgs 1000] [--apps 10]
+    python3 bench/ingest.py bodies  --bin target/release/ratewarden [--clients 32] [--rounds 3]
 
 post:    sustained POST /v1/events throughput, NDJSON bodies of 1,000 events over keep-alive
          loopback connections; every 202 means the batch is committed (full-sync SQLite).
@@ -10,6 +11,9 @@ startup: fills the store with 24 h of state (one request per minute for every or
          over the last 24 h), stops the daemon, and times how long a restart takes until
          /readyz answers 200: after SIGTERM (from the snapshot) and after kill -9 (snapshot plus
          journal). Prints the store size too.
+bodies:  memory under maximal bodies: --clients connections each send --rounds NDJSON bodies of
+         just under the default max_body_bytes (16 MiB) at once; prints the daemon's peak RSS
+         (VmHWM), its RSS when idle before, and how the answers split (202, 429 with Retry-After).
 
 Standard library only. Each run uses a fresh temporary data directory and stops the daemon.
 """
@@ -36,11 +40,11 @@ def free_port():
 
 
 class Daemon:
-    def __init__(self, binary, workdir, port):
+    def __init__(self, binary, workdir, port, server="max_body_bytes = 67108864\n"):
         self.binary, self.workdir, self.port = binary, workdir, port
         self.cfg = os.path.join(workdir, "bench.toml")
         with open(self.cfg, "w") as f:
-            f.write(f'[server]\nlisten = "127.0.0.1:{port}"\nmax_body_bytes = 67108864\n'
+            f.write(f'[server]\nlisten = "127.0.0.1:{port}"\n{server}'
                     f'[storage]\npath = "{workdir}/data"\n[limits]\nmax_orgs = 20000\n')
         self.proc = None
 
@@ -63,6 +67,13 @@ class Daemon:
     def stop(self, sig=signal.SIGTERM):
         self.proc.send_signal(sig)
         self.proc.wait(30)
+
+    def status_kb(self, field):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+        return 0
 
     def cpu_seconds(self):
         with open(f"/proc/{self.proc.pid}/stat") as f:
@@ -176,17 +187,80 @@ def bench_startup(args):
         shutil.rmtree(work, ignore_errors=True)
 
 
+def bench_bodies(args):
+    work = tempfile.mkdtemp(prefix="rw-bench-")
+    try:
+        d = Daemon(args.bin, work, free_port(), server="")
+        d.start()
+        now = int(time.time() * 1000)
+        limit = 16 * 1024 * 1024
+        lines, size, k = [], 0, 0
+        while True:
+            line = json.dumps({"ts": now - 60_000 + k % 50_000, "org": f"org-{k % 50}",
+                               "app": f"app-{k % 5}", "model": "sora-2",
+                               "status": 200 if k % 20 else 429, "latency_ms": 300,
+                               "job_id": f"vid_{k:024x}"}) + "\n"
+            if size + len(line) > limit:
+                break
+            lines.append(line)
+            size += len(line)
+            k += 1
+        body = "".join(lines).encode()
+        time.sleep(1)
+        idle = d.status_kb("VmRSS")
+        answers, lock = {}, threading.Lock()
+        accepted = [0]
+
+        def client():
+            for _ in range(args.rounds):
+                conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=300)
+                try:
+                    conn.request("POST", "/v1/events", body, {"Content-Type": "application/x-ndjson"})
+                    r = conn.getresponse()
+                    out = r.read()
+                except OSError as e:
+                    with lock:
+                        key = type(e).__name__
+                        answers[key] = answers.get(key, 0) + 1
+                    continue
+                key = f"{r.status}" + (f" Retry-After {r.getheader('Retry-After')}" if r.status == 429 else "")
+                with lock:
+                    answers[key] = answers.get(key, 0) + 1
+                    if r.status == 202:
+                        accepted[0] += json.loads(out)["accepted"]
+                conn.close()
+                if r.status == 429:
+                    time.sleep(float(r.getheader("Retry-After") or 1))
+
+        t0 = time.monotonic()
+        threads = [threading.Thread(target=client) for _ in range(args.clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.monotonic() - t0
+        peak = d.status_kb("VmHWM")
+        print(f"bodies: {args.clients} clients x {args.rounds} bodies of {len(body) / 2**20:.1f} MiB "
+              f"({k:,} events each) in {wall:.1f} s; answers {dict(sorted(answers.items()))}; "
+              f"{accepted[0]:,} events accepted")
+        print(f"bodies: daemon RSS idle {idle / 1024:.0f} MiB, peak {peak / 1024:.0f} MiB")
+        d.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("mode", choices=["post", "startup"])
+    ap.add_argument("mode", choices=["post", "startup", "bodies"])
     ap.add_argument("--bin", default="target/release/ratewarden")
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--orgs", type=int, default=1000)
     ap.add_argument("--apps", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     args.bin = os.path.abspath(args.bin)
-    {"post": bench_post, "startup": bench_startup}[args.mode](args)
+    {"post": bench_post, "startup": bench_startup, "bodies": bench_bodies}[args.mode](args)
 
 
 if __name__ == "__main__":

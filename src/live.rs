@@ -73,6 +73,7 @@ struct Pending {
     outbox_updates: Vec<OutboxUpdate>,
     batches: Vec<(String, Vec<u8>)>,
     batch_items: Vec<(String, u32, Vec<u8>)>,
+    batches_dropped: Vec<String>,
 }
 
 impl Pending {
@@ -92,6 +93,7 @@ impl Pending {
             && self.outbox_updates.is_empty()
             && self.batches.is_empty()
             && self.batch_items.is_empty()
+            && self.batches_dropped.is_empty()
     }
 
     fn record(&mut self, r: &RecordRef<'_, '_>) {
@@ -122,6 +124,7 @@ impl Pending {
         self.outbox_updates.extend(newer.outbox_updates);
         self.batches.extend(newer.batches);
         self.batch_items.extend(newer.batch_items);
+        self.batches_dropped.extend(newer.batches_dropped);
         self
     }
 }
@@ -449,6 +452,15 @@ impl Live {
         seq
     }
 
+    /// Records that batches (and their items) are gone for good.
+    pub fn forget_batches(&self, ids: Vec<String>) {
+        if self.durable.is_none() || ids.is_empty() {
+            return;
+        }
+        self.lock().pending.batches_dropped.extend(ids);
+        self.wake_writer();
+    }
+
     /// Records batch and item changes; returns the commit to wait for before acting on them.
     pub fn record_batches(
         &self,
@@ -574,6 +586,7 @@ fn writer_loop(live: Live, mut store: Box<dyn StateStore>, mut since_snapshot: u
             outbox_updates: &batch.outbox_updates,
             batches: &batch.batches,
             batch_items: &batch.batch_items,
+            batches_dropped: &batch.batches_dropped,
         };
         let started = Instant::now();
         match store.commit(&commit) {

@@ -264,3 +264,107 @@ fn credentials_stay_out_of_errors_logs_and_the_store() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Writes a whole request (head and body) on a new connection and reads the whole answer.
+fn exchange(d: &Daemon, head: &str, body: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr(d)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn bodies_beyond_max_inflight_bytes_get_429_and_count_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        dir.path(),
+        "[server]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 100000\nmax_inflight_bytes = 150000\n",
+        &[],
+    );
+    // One body announced at the maximum and still arriving holds 100 000 of the 150 000.
+    let mut holder = TcpStream::connect(addr(&d)).unwrap();
+    holder
+        .write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: 100000\r\n\r\n{\"org\":")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // A second body of 60 000 bytes does not fit: the client writes all of it, then reads a
+    // clean 429 with Retry-After (not a reset), and none of its events count.
+    let line = "{\"org\":\"late\",\"status\":200}\n";
+    let body = line.repeat(60_000 / line.len());
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let answer = exchange(&d, &head, body.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    assert!(answer.contains("saturated"), "{answer}");
+    let (_, usage) = http("GET", &format!("{}/v1/usage", d.base), &[], b"").unwrap();
+    assert!(!usage.contains("\"late\""), "{usage}");
+    // Sent without Content-Length (chunked), it is refused the same way as it grows.
+    let mut chunked = String::new();
+    for part in body.as_bytes().chunks(8192) {
+        chunked.push_str(&format!(
+            "{:x}\r\n{}\r\n",
+            part.len(),
+            String::from_utf8_lossy(part)
+        ));
+    }
+    chunked.push_str("0\r\n\r\n");
+    let answer = exchange(
+        &d,
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n",
+        chunked.as_bytes(),
+    );
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    // Once the first body is gone, the same request is taken whole.
+    drop(holder);
+    let taken = common::eventually(5, || {
+        let answer = exchange(&d, &head, body.as_bytes());
+        answer.starts_with("HTTP/1.1 202").then_some(answer)
+    })
+    .expect("accepted once the budget is free");
+    assert!(
+        taken.contains(&format!("\"accepted\":{}", 60_000 / line.len())),
+        "{taken}"
+    );
+}
+
+#[test]
+fn a_malformed_chunked_body_or_an_abort_is_400_not_too_large() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), "[server]\nlisten = \"127.0.0.1:0\"\n", &[]);
+    let answer = exchange(
+        &d,
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"1c\r\n{\"org\":\"acme\",\"status\":200}\n\r\nzz\r\nnot a chunk\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("unreadable_body"), "{answer}");
+    // A client that goes away half-way through its body.
+    let mut gone = TcpStream::connect(addr(&d)).unwrap();
+    gone.write_all(
+        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"org\":\"acme\"",
+    )
+    .unwrap();
+    drop(gone);
+    std::thread::sleep(Duration::from_millis(300));
+    let metrics = common::eventually(5, || {
+        http("GET", &format!("{}/metrics", d.base), &[], b"").map(|(_, m)| m)
+    })
+    .unwrap();
+    let too_large = common::sample(
+        &metrics,
+        "ratewarden_events_rejected_total{source=\"http\",reason=\"too_large\"}",
+    )
+    .unwrap_or(0.0);
+    assert_eq!(too_large, 0.0, "{metrics}");
+    let (_, usage) = http("GET", &format!("{}/v1/usage", d.base), &[], b"").unwrap();
+    assert!(!usage.contains("\"acme\""), "{usage}");
+}

@@ -134,7 +134,13 @@ pub struct ServerConfig {
     pub body_read_timeout: std::time::Duration,
     /// Most connections served at once; `None` sizes it to the open-file limit at start.
     pub max_connections: Option<usize>,
+    /// Bytes of request bodies held in memory at once, across all requests (raw and
+    /// decoded); beyond it requests are answered 429 with `Retry-After`.
+    pub max_inflight_bytes: usize,
 }
+
+/// Default `[server] max_inflight_bytes`: eight maximal bodies of the default size.
+pub const DEFAULT_MAX_INFLIGHT_BYTES: u64 = 128 * 1024 * 1024;
 
 /// `[storage]`.
 #[derive(Debug, Clone)]
@@ -638,6 +644,7 @@ struct RawServer {
     idle_timeout: Spanned<HumanDuration>,
     body_read_timeout: Spanned<HumanDuration>,
     max_connections: Option<Spanned<u64>>,
+    max_inflight_bytes: Option<Spanned<u64>>,
 }
 
 impl Default for RawServer {
@@ -654,6 +661,7 @@ impl Default for RawServer {
             idle_timeout: d(60),
             body_read_timeout: d(30),
             max_connections: None,
+            max_inflight_bytes: None,
         }
     }
 }
@@ -967,6 +975,20 @@ impl RawServer {
             Some(m) => Some(usize::try_from(*m.get_ref()).unwrap_or(usize::MAX)),
             None => None,
         };
+        // Unset, the budget holds at least one maximal body.
+        let max_inflight = match &self.max_inflight_bytes {
+            Some(m) if *m.get_ref() < max_body => {
+                return Err(at(
+                    m.span(),
+                    format!(
+                        "max_inflight_bytes ({}) must be at least max_body_bytes ({max_body}), or no maximal body could ever be read",
+                        m.get_ref()
+                    ),
+                ));
+            }
+            Some(m) => *m.get_ref(),
+            None => DEFAULT_MAX_INFLIGHT_BYTES.max(max_body),
+        };
         Ok(ServerConfig {
             listen: self.listen,
             ingest_token_env: env(self.ingest_token_env),
@@ -978,6 +1000,7 @@ impl RawServer {
             idle_timeout: timeout(&self.idle_timeout, "idle_timeout")?,
             body_read_timeout: timeout(&self.body_read_timeout, "body_read_timeout")?,
             max_connections,
+            max_inflight_bytes: usize::try_from(max_inflight).unwrap_or(usize::MAX),
         })
     }
 }
@@ -1423,6 +1446,23 @@ mod tests {
         assert_eq!((c.alerts.warning_bp, c.alerts.critical_bp), (7000, 9500));
         assert!(err("[alerts]\nthresholds = [0.70001, 0.9]\n").contains("decimal places"));
         assert!(err("[alerts]\nthresholds = [0.7]\n").contains("two ratios"));
+    }
+
+    #[test]
+    fn the_inflight_budget_holds_at_least_one_maximal_body() {
+        let c = Config::parse("", "t.toml").unwrap();
+        assert_eq!(c.server.max_inflight_bytes, 128 << 20);
+        let c = Config::parse("[server]\nmax_body_bytes = 268435456\n", "t.toml").unwrap();
+        assert_eq!(
+            c.server.max_inflight_bytes,
+            256 << 20,
+            "unset: at least one body"
+        );
+        let e = err("[server]\nmax_body_bytes = 1000\nmax_inflight_bytes = 999\n");
+        assert!(
+            e.starts_with("t.toml:3:22: max_inflight_bytes (999) must be at least max_body_bytes"),
+            "{e}"
+        );
     }
 
     #[test]

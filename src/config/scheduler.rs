@@ -63,6 +63,11 @@ pub struct SchedulerConfig {
     pub max_batch_items: usize,
     /// Most items not yet finished, over all batches.
     pub max_pending_items: usize,
+    /// A finished (completed or cancelled) batch is forgotten this long after it finished, ms.
+    pub retention_ms: i64,
+    /// Most bytes of an upstream's answer kept with an item (longer ones are truncated, and
+    /// the item says so).
+    pub max_result_bytes: usize,
 }
 
 #[derive(Deserialize)]
@@ -257,6 +262,8 @@ pub(super) struct RawScheduler {
     circuit_cooldown: HumanDuration,
     max_batch_items: Spanned<u64>,
     max_pending_items: Spanned<u64>,
+    retention: Spanned<HumanDuration>,
+    max_result_bytes: Spanned<u64>,
 }
 
 impl Default for RawScheduler {
@@ -271,6 +278,8 @@ impl Default for RawScheduler {
             circuit_cooldown: d(60_000),
             max_batch_items: Spanned::new(0..0, 10_000),
             max_pending_items: Spanned::new(0..0, 100_000),
+            retention: Spanned::new(0..0, d(7 * 24 * 3_600_000)),
+            max_result_bytes: Spanned::new(0..0, 16 * 1024),
         }
     }
 }
@@ -298,6 +307,20 @@ impl RawScheduler {
                 _ => Err(at(v.span(), format!("{what} must be at least 1"))),
             }
         };
+        let retention = self.retention.get_ref().as_millis_i64();
+        if retention < 60_000 {
+            return Err(at(
+                self.retention.span(),
+                "retention must be at least 1m (finished batches are kept that long)",
+            ));
+        }
+        let result = *self.max_result_bytes.get_ref();
+        if !(256..=1 << 20).contains(&result) {
+            return Err(at(
+                self.max_result_bytes.span(),
+                "max_result_bytes must be between 256 and 1048576",
+            ));
+        }
         Ok(SchedulerConfig {
             share,
             max_retries: self.max_retries,
@@ -307,6 +330,8 @@ impl RawScheduler {
             circuit_cooldown_ms: self.circuit_cooldown.as_millis_i64(),
             max_batch_items: count(&self.max_batch_items, "max_batch_items")?,
             max_pending_items: count(&self.max_pending_items, "max_pending_items")?,
+            retention_ms: retention,
+            max_result_bytes: usize::try_from(result).unwrap_or(1 << 20),
         })
     }
 }

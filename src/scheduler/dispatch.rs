@@ -24,6 +24,8 @@ const STEP: Duration = Duration::from_millis(200);
 const DURABLE_WAIT: Duration = Duration::from_secs(30);
 /// Most bytes of an answer read.
 const MAX_ANSWER: usize = 1 << 20;
+/// How often finished batches past their retention are looked for.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// HTTP to one upstream.
 #[derive(Clone)]
@@ -35,9 +37,19 @@ struct Client {
     poll: Option<PollConfig>,
 }
 
-async fn read_body(resp: reqwest::Response) -> String {
-    let bytes = resp.bytes().await.unwrap_or_default();
-    String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_ANSWER)]).into_owned()
+/// The answer's first [`MAX_ANSWER`] bytes, read a chunk at a time so that a huge (or endless)
+/// answer costs no more than that; the rest is not read. A body that fails half-way is what
+/// arrived.
+async fn read_body(mut resp: reqwest::Response) -> String {
+    let mut out = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        let room = MAX_ANSWER - out.len();
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() >= MAX_ANSWER {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl Client {
@@ -184,6 +196,7 @@ impl Dispatcher {
                 stop_rx.clone(),
             )));
         }
+        tasks.push(tokio::spawn(prune(sched, live, stop_rx)));
         Ok(Dispatcher { tasks, stop })
     }
 
@@ -193,6 +206,21 @@ impl Dispatcher {
         let _ = self.stop.send(true);
         for t in self.tasks {
             let _ = t.await;
+        }
+    }
+}
+
+/// Forgets finished batches past `[scheduler] retention`, at start and then every
+/// [`PRUNE_EVERY`] (also those of upstreams no longer configured).
+async fn prune(sched: Arc<Scheduler>, live: Live, mut stop: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(PRUNE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {
+                sched.prune(live.now_ms());
+            }
+            _ = stop.changed() => break,
         }
     }
 }

@@ -27,8 +27,8 @@ use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::offpeak::OffPeak;
 
-/// Most bytes of an upstream's answer kept with an item.
-const RESULT_BYTES: usize = 64 * 1024;
+/// Most bytes of an upstream's answer quoted in an item's `error`.
+const ERROR_QUOTE_CHARS: usize = 500;
 /// Longest `idempotency_key` accepted.
 const MAX_KEY_LEN: usize = 255;
 
@@ -101,6 +101,39 @@ struct Header {
     mode: Mode,
     created_ms: i64,
     cancelled: bool,
+    /// When its last item became final; the batch is forgotten `retention` later.
+    finished_ms: Option<i64>,
+}
+
+/// [`Header`] as the first stores wrote it (before `finished_ms`).
+#[derive(Deserialize)]
+struct HeaderV1 {
+    id: String,
+    upstream: String,
+    org: String,
+    mode: Mode,
+    created_ms: i64,
+    cancelled: bool,
+}
+
+impl Header {
+    /// Reads a stored header of either form. postcard is not self-describing: the older form
+    /// ends before `finished_ms`, so reading it as the newer one fails and it is read as the
+    /// older one.
+    fn decode(bytes: &[u8]) -> Result<Header, postcard::Error> {
+        postcard::from_bytes::<Header>(bytes).or_else(|e| {
+            let v1 = postcard::from_bytes::<HeaderV1>(bytes).map_err(|_| e)?;
+            Ok(Header {
+                id: v1.id,
+                upstream: v1.upstream,
+                org: v1.org,
+                mode: v1.mode,
+                created_ms: v1.created_ms,
+                cancelled: v1.cancelled,
+                finished_ms: None,
+            })
+        })
+    }
 }
 
 /// One request of a batch, as stored.
@@ -126,10 +159,71 @@ pub struct Item {
     pub last_status: Option<u16>,
     /// Job id from the creating answer (polled upstreams).
     pub job_id: Option<String>,
-    /// The upstream's last answer (truncated).
+    /// The upstream's last answer (at most `max_result_bytes` of it).
     pub result: Option<String>,
     /// Why it is failing or failed.
     pub error: Option<String>,
+    /// The whole answer's size when `result` holds only its start.
+    pub result_bytes: Option<u64>,
+}
+
+/// [`Item`] as the first stores wrote it (before `result_bytes`).
+#[derive(Deserialize)]
+struct ItemV1 {
+    index: u32,
+    method: String,
+    path: String,
+    body: Option<String>,
+    key: String,
+    state: ItemState,
+    attempts: u32,
+    next_attempt_ms: i64,
+    dispatched_ms: Option<i64>,
+    last_status: Option<u16>,
+    job_id: Option<String>,
+    result: Option<String>,
+    error: Option<String>,
+}
+
+impl Item {
+    /// Reads a stored item of either form (see [`Header::decode`]).
+    fn decode(bytes: &[u8]) -> Result<Item, postcard::Error> {
+        postcard::from_bytes::<Item>(bytes).or_else(|e| {
+            let v1 = postcard::from_bytes::<ItemV1>(bytes).map_err(|_| e)?;
+            Ok(Item {
+                index: v1.index,
+                method: v1.method,
+                path: v1.path,
+                body: v1.body,
+                key: v1.key,
+                state: v1.state,
+                attempts: v1.attempts,
+                next_attempt_ms: v1.next_attempt_ms,
+                dispatched_ms: v1.dispatched_ms,
+                last_status: v1.last_status,
+                job_id: v1.job_id,
+                result: v1.result,
+                error: v1.error,
+                result_bytes: None,
+            })
+        })
+    }
+
+    /// Keeps the start of an upstream's answer, at most `max` bytes (at a character
+    /// boundary), noting the whole size when it is cut.
+    fn keep_result(&mut self, body: &str, max: usize) {
+        if body.len() <= max {
+            self.result = Some(body.to_string());
+            self.result_bytes = None;
+        } else {
+            let mut end = max;
+            while !body.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.result = Some(body[..end].to_string());
+            self.result_bytes = Some(body.len() as u64);
+        }
+    }
 }
 
 struct Batch {
@@ -162,6 +256,16 @@ impl BatchState {
 }
 
 impl Batch {
+    /// Marks the batch finished when its last item has become final; returns the header to
+    /// store when it did.
+    fn note_finished(&mut self, now: i64) -> Option<(String, Vec<u8>)> {
+        if self.header.finished_ms.is_some() || !self.items.iter().all(|i| i.state.is_final()) {
+            return None;
+        }
+        self.header.finished_ms = Some(now);
+        Some((self.header.id.clone(), encode(&self.header)))
+    }
+
     fn state(&self) -> BatchState {
         if self.header.cancelled {
             return BatchState::Cancelled;
@@ -339,6 +443,29 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     postcard::to_stdvec(v).unwrap_or_default()
 }
 
+/// One item as a SPEC §7 NDJSON row. An answer kept only in part is a string (it is no
+/// longer JSON) with `result_truncated` and the whole size in `result_bytes`.
+fn item_row(it: &Item) -> Value {
+    let mut row = json!({
+        "index": it.index,
+        "state": it.state.as_str(),
+        "attempts": it.attempts,
+        "last_status": it.last_status,
+        "job_id": it.job_id,
+        "idempotency_key": it.key,
+        "result": it.result.as_deref().map(|r| match it.result_bytes {
+            Some(_) => Value::String(r.to_string()),
+            None => serde_json::from_str::<Value>(r).unwrap_or_else(|_| Value::String(r.to_string())),
+        }),
+        "error": it.error,
+    });
+    if let Some(total) = it.result_bytes {
+        row["result_truncated"] = json!(true);
+        row["result_bytes"] = json!(total);
+    }
+    row
+}
+
 /// `share × limit` rounded down, at least 1; `None` for an unlimited dimension.
 pub fn allowed(share: f64, limit: u64) -> Option<u64> {
     (limit > 0).then(|| ((share * limit as f64 + 1e-9).floor() as u64).max(1))
@@ -361,17 +488,6 @@ pub fn field(v: &Value, path: &str) -> Option<String> {
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
-}
-
-fn truncate(s: &str) -> String {
-    if s.len() <= RESULT_BYTES {
-        return s.to_string();
-    }
-    let mut end = RESULT_BYTES;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
 }
 
 impl Scheduler {
@@ -400,10 +516,11 @@ impl Scheduler {
         };
         let now = s.live.now_ms();
         let mut requeued = Vec::new();
+        let mut finished = Vec::new();
         {
             let mut st = s.lock();
             for (id, payload) in batches {
-                match postcard::from_bytes::<Header>(&payload) {
+                match Header::decode(&payload) {
                     Ok(header) => {
                         let at = st.batches.len();
                         st.index.insert(id, at);
@@ -421,7 +538,7 @@ impl Scheduler {
                 let Some(&b) = st.index.get(&id) else {
                     continue;
                 };
-                match postcard::from_bytes::<Item>(&payload) {
+                match Item::decode(&payload) {
                     Ok(mut item) => {
                         if item.state == ItemState::InFlight && item.job_id.is_none() {
                             // It may have been sent; send it again with the same key.
@@ -436,6 +553,13 @@ impl Scheduler {
                     }
                 }
             }
+            // Batches finished under a version that did not note when are kept a full
+            // retention from now.
+            for b in &mut st.batches {
+                if let Some(h) = b.note_finished(now) {
+                    finished.push(h);
+                }
+            }
             let orgs: Vec<String> = st.batches.iter().map(|b| b.header.org.clone()).collect();
             for org in orgs {
                 s.update_gauges(&st, &org);
@@ -446,7 +570,9 @@ impl Scheduler {
                 items = requeued.len(),
                 "items in flight at the last stop will be sent again with their keys"
             );
-            s.live.record_batches(Vec::new(), requeued);
+        }
+        if !requeued.is_empty() || !finished.is_empty() {
+            s.live.record_batches(finished, requeued);
         }
         s
     }
@@ -584,6 +710,7 @@ impl Scheduler {
                 job_id: None,
                 result: None,
                 error: None,
+                result_bytes: None,
             });
         }
         let header = Header {
@@ -593,6 +720,7 @@ impl Scheduler {
             mode: req.mode.unwrap_or(Mode::Offpeak),
             created_ms: now,
             cancelled: false,
+            finished_ms: None,
         };
         let mut st = self.lock();
         if let Some(&at) = st.index.get(&id) {
@@ -650,29 +778,89 @@ impl Scheduler {
         Ok(self.summary(&st, i, now))
     }
 
-    /// One batch's items, as SPEC §7 NDJSON rows.
-    pub fn items(&self, id: &str) -> Result<Vec<Value>, BatchError> {
+    /// Rows (SPEC §7 NDJSON) of one batch's items whose index is above `after` (all with
+    /// `None`), at most `limit` of them, and whether more follow.
+    pub fn items_page(
+        &self,
+        id: &str,
+        after: Option<u32>,
+        limit: usize,
+    ) -> Result<(Vec<Value>, bool), BatchError> {
         let st = self.lock();
         let &i = st
             .index
             .get(id)
             .ok_or_else(|| BatchError::NotFound(format!("no batch {id:?}")))?;
-        Ok(st.batches[i]
-            .items
+        let items = &st.batches[i].items;
+        // Items are held in index order.
+        let start = after.map_or(0, |a| items.partition_point(|it| it.index <= a));
+        let end = start.saturating_add(limit).min(items.len());
+        let rows = items[start..end].iter().map(item_row).collect();
+        Ok((rows, end < items.len()))
+    }
+
+    /// Where a page of [`Scheduler::items_page`] would end: the index of its last row when
+    /// more rows follow it, else `None`.
+    pub fn page_end(
+        &self,
+        id: &str,
+        after: Option<u32>,
+        limit: usize,
+    ) -> Result<Option<u32>, BatchError> {
+        let st = self.lock();
+        let &i = st
+            .index
+            .get(id)
+            .ok_or_else(|| BatchError::NotFound(format!("no batch {id:?}")))?;
+        let items = &st.batches[i].items;
+        let start = after.map_or(0, |a| items.partition_point(|it| it.index <= a));
+        let end = start.saturating_add(limit).min(items.len());
+        Ok((end < items.len() && end > start).then(|| items[end - 1].index))
+    }
+
+    /// Forgets the batches that finished `retention` or longer before `now`, here and in the
+    /// store; returns how many.
+    pub fn prune(&self, now: i64) -> usize {
+        let cutoff = now.saturating_sub(self.cfg.retention_ms);
+        let mut st = self.lock();
+        let expired = |b: &Batch| b.header.finished_ms.is_some_and(|f| f <= cutoff);
+        let gone: Vec<(String, String)> = st
+            .batches
             .iter()
-            .map(|it| {
-                json!({
-                    "index": it.index,
-                    "state": it.state.as_str(),
-                    "attempts": it.attempts,
-                    "last_status": it.last_status,
-                    "job_id": it.job_id,
-                    "idempotency_key": it.key,
-                    "result": it.result.as_deref().map(|r| serde_json::from_str::<Value>(r).unwrap_or_else(|_| Value::String(r.to_string()))),
-                    "error": it.error,
-                })
-            })
-            .collect())
+            .filter(|b| expired(b))
+            .map(|b| (b.header.id.clone(), b.header.org.clone()))
+            .collect();
+        if gone.is_empty() {
+            return 0;
+        }
+        st.batches.retain(|b| !expired(b));
+        let index = st
+            .batches
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.header.id.clone(), i))
+            .collect();
+        st.index = index;
+        for lane in st.lanes.values_mut() {
+            lane.polled
+                .retain(|(batch, _), _| !gone.iter().any(|(id, _)| id == batch));
+        }
+        let mut orgs: Vec<&String> = gone.iter().map(|(_, org)| org).collect();
+        orgs.sort();
+        orgs.dedup();
+        for org in orgs {
+            self.update_gauges(&st, org);
+        }
+        drop(st);
+        tracing::info!(
+            batches = gone.len(),
+            retention_ms = self.cfg.retention_ms,
+            "finished batches past their retention forgotten"
+        );
+        let n = gone.len();
+        self.live
+            .forget_batches(gone.into_iter().map(|(id, _)| id).collect());
+        n
     }
 
     /// Cancels the items not sent yet.
@@ -692,6 +880,9 @@ impl Scheduler {
                 changed.push((id.to_string(), it.index, encode(it)));
             }
         }
+        // The header is stored either way (it now says cancelled); finished too if nothing
+        // is left in flight.
+        let _ = b.note_finished(now);
         let seq = self
             .live
             .record_batches(vec![(id.to_string(), encode(&b.header))], changed);
@@ -826,6 +1017,7 @@ impl Scheduler {
             self.cfg.backoff_cap_ms,
         );
         let (circuit_after, cooldown) = (self.cfg.circuit_after, self.cfg.circuit_cooldown_ms);
+        let max_result = self.cfg.max_result_bytes;
         let State { batches, lanes, .. } = &mut *st;
         let lane = lanes.entry(upstream.clone()).or_default();
         lane.awaiting = lane.awaiting.saturating_sub(1);
@@ -855,7 +1047,7 @@ impl Scheduler {
                     job_id,
                 } => {
                     it.last_status = Some(status);
-                    it.result = Some(truncate(&body));
+                    it.keep_result(&body, max_result);
                     event = Some(crate::events::Event {
                         ts_ms: Some(sent_at),
                         org: org.clone().into(),
@@ -922,7 +1114,7 @@ impl Scheduler {
                             it.state = ItemState::Failed;
                             it.error = Some(format!(
                                 "HTTP {status}: {}",
-                                truncate(&body).chars().take(500).collect::<String>()
+                                body.chars().take(ERROR_QUOTE_CHARS).collect::<String>()
                             ));
                             outcome = "client_error";
                         }
@@ -936,7 +1128,9 @@ impl Scheduler {
             }
             tracing::debug!(batch = %d.batch, index = d.index, state = it.state.as_str(), outcome, "item attempt settled");
             let record = (d.batch.clone(), it.index, encode(it));
-            self.live.record_batches(Vec::new(), vec![record]);
+            let header = b.note_finished(now);
+            self.live
+                .record_batches(header.into_iter().collect(), vec![record]);
         }
         self.metrics.batch_request(&org, outcome);
         self.update_gauges(&st, &org);
@@ -1013,19 +1207,21 @@ impl Scheduler {
             }
             JobStatus::Done(body) => {
                 it.state = ItemState::Succeeded;
-                it.result = Some(truncate(&body));
+                it.keep_result(&body, self.cfg.max_result_bytes);
                 it.error = None;
                 (Some(crate::events::Kind::JobCompleted), true)
             }
             JobStatus::Failed(body) => {
                 it.state = ItemState::Failed;
-                it.result = Some(truncate(&body));
+                it.keep_result(&body, self.cfg.max_result_bytes);
                 it.error = Some("the upstream reports the job failed".into());
                 (Some(crate::events::Kind::JobFailed), true)
             }
         };
         let record = (p.batch.clone(), it.index, encode(it));
-        self.live.record_batches(Vec::new(), vec![record]);
+        let header = st.batches[bi].note_finished(now);
+        self.live
+            .record_batches(header.into_iter().collect(), vec![record]);
         if done && let Some(lane) = st.lanes.get_mut(&upstream) {
             lane.polled.remove(&(p.batch.clone(), p.index));
         }

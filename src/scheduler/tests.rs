@@ -50,6 +50,11 @@ fn batch(mode: &str, n: usize) -> NewBatch {
     .unwrap()
 }
 
+/// Every item row of a batch.
+fn rows(sched: &Scheduler, id: &str) -> Vec<Value> {
+    sched.items_page(id, None, usize::MAX).unwrap().0
+}
+
 fn send(f: &Fixture) -> Option<Dispatch> {
     match f.sched.next("u", f.clock.now_ms()) {
         Next::Send(d) => Some(d),
@@ -155,14 +160,14 @@ fn retry_after_is_honoured_and_failures_are_final() {
     f.sched.create(batch("asap", 2), None).unwrap();
     let d = send(&f).unwrap();
     f.sched.settle(&d, answer(429, Some(20)));
-    let items = f.sched.items(&d.batch).unwrap();
+    let items = rows(&f.sched, &d.batch);
     assert_eq!(items[0]["state"], "retrying");
     // The other item goes meanwhile; the retried one not before 20 s.
     f.clock.advance(1_000);
     let other = send(&f).unwrap();
     assert_eq!(other.index, 1);
     f.sched.settle(&other, answer(400, None));
-    let items = f.sched.items(&d.batch).unwrap();
+    let items = rows(&f.sched, &d.batch);
     assert_eq!(items[1]["state"], "failed", "400 fails at once");
     assert_eq!(items[1]["attempts"], 1);
     assert!(items[1]["error"].as_str().unwrap().starts_with("HTTP 400"));
@@ -187,7 +192,7 @@ fn max_retries_then_failed() {
         f.clock.advance(10_000);
     }
     let id = f.sched.list()[0]["id"].as_str().unwrap().to_string();
-    let items = f.sched.items(&id).unwrap();
+    let items = rows(&f.sched, &id);
     assert_eq!(items[0]["state"], "failed", "1 attempt + max_retries 2");
     assert_eq!(f.sched.get(&id).unwrap()["state"], "completed");
 }
@@ -227,7 +232,7 @@ fn cancel_stops_pending_items() {
     f.clock.advance(2_000);
     assert!(send(&f).is_none());
     f.sched.settle(&d, answer(200, None));
-    assert_eq!(f.sched.items(id).unwrap()[0]["state"], "succeeded");
+    assert_eq!(rows(&f.sched, id)[0]["state"], "succeeded");
 }
 
 #[test]
@@ -255,7 +260,7 @@ fn restored_in_flight_items_are_sent_again_with_their_key() {
         other => panic!("{other:?}"),
     };
     assert_eq!(again.key, d.key);
-    assert_eq!(restored.items(&d.batch).unwrap()[0]["attempts"], 2);
+    assert_eq!(rows(&restored, &d.batch)[0]["attempts"], 2);
 }
 
 #[test]
@@ -283,7 +288,7 @@ fn polled_jobs_hold_their_item_until_done() {
         Some("vid_1"),
         "the request event starts a job in the tracker"
     );
-    assert_eq!(f.sched.items(&d.batch).unwrap()[0]["state"], "in_flight");
+    assert_eq!(rows(&f.sched, &d.batch)[0]["state"], "in_flight");
     let polls = f.sched.polls_due("u", f.clock.now_ms());
     assert_eq!(polls.len(), 1);
     assert!(
@@ -299,7 +304,7 @@ fn polled_jobs_hold_their_item_until_done() {
         )
         .unwrap();
     assert_eq!(done.kind, crate::events::Kind::JobCompleted);
-    assert_eq!(f.sched.items(&d.batch).unwrap()[0]["state"], "succeeded");
+    assert_eq!(rows(&f.sched, &d.batch)[0]["state"], "succeeded");
 }
 
 #[test]
@@ -359,7 +364,7 @@ fn batch_limits_and_validation() {
         .create(serde_json::from_value(json!({"upstream": "u", "mode": "asap", "requests": [{"path": "/x", "idempotency_key": "mine-1"}]})).unwrap(), None)
         .unwrap();
     assert_eq!(
-        f.sched.items(b["id"].as_str().unwrap()).unwrap()[0]["idempotency_key"],
+        rows(&f.sched, b["id"].as_str().unwrap())[0]["idempotency_key"],
         "mine-1"
     );
 }
@@ -374,4 +379,157 @@ fn eta_follows_the_pacing_rate_and_the_windows() {
     // Behind the asap batch (120 items at 60 rpm) once the window opens at 19:00.
     assert_eq!(night["eta"], crate::clock::rfc3339(FRI_19H + 120_000));
     assert_eq!(night["next_dispatch"], crate::clock::rfc3339(FRI_19H));
+}
+
+#[test]
+fn finished_batches_are_forgotten_after_retention() {
+    let f = fixture("retention = \"1h\"\n", FRI_14H);
+    let (done, _, _) = f.sched.create(batch("asap", 1), None).unwrap();
+    let (open, _, _) = f.sched.create(batch("offpeak", 1), None).unwrap();
+    let d = send(&f).unwrap();
+    assert_eq!(d.batch, done["id"].as_str().unwrap());
+    f.clock.advance(10_000);
+    f.sched.settle(&d, answer(200, None));
+    let done = done["id"].as_str().unwrap();
+    let open = open["id"].as_str().unwrap();
+    // Kept for the retention from when it finished, not from when it was created.
+    assert_eq!(f.sched.prune(FRI_14H + 10_000 + 3_599_999), 0);
+    assert!(f.sched.get(done).is_ok());
+    assert_eq!(f.sched.prune(FRI_14H + 10_000 + 3_600_000), 1);
+    assert!(matches!(f.sched.get(done), Err(BatchError::NotFound(_))));
+    // A batch with work left is never forgotten, however old.
+    assert_eq!(f.sched.prune(FRI_14H + 30 * 86_400_000), 0);
+    assert!(f.sched.get(open).is_ok());
+    assert_eq!(f.sched.list().len(), 1);
+    // The index still finds what is left after the removal.
+    f.sched.cancel(open).unwrap();
+    assert_eq!(f.sched.get(open).unwrap()["state"], "cancelled");
+}
+
+#[test]
+fn item_rows_page_by_index() {
+    let f = fixture("", FRI_14H);
+    let (b, _, _) = f.sched.create(batch("offpeak", 5), None).unwrap();
+    let id = b["id"].as_str().unwrap();
+    let idx = |rows: &[Value]| {
+        rows.iter()
+            .map(|r| r["index"].as_u64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    let (rows, more) = f.sched.items_page(id, None, 2).unwrap();
+    assert_eq!((idx(&rows), more), (vec![0, 1], true));
+    assert_eq!(f.sched.page_end(id, None, 2).unwrap(), Some(1));
+    let (rows, more) = f.sched.items_page(id, Some(1), 2).unwrap();
+    assert_eq!((idx(&rows), more), (vec![2, 3], true));
+    let (rows, more) = f.sched.items_page(id, Some(3), 2).unwrap();
+    assert_eq!((idx(&rows), more), (vec![4], false));
+    assert_eq!(f.sched.page_end(id, Some(3), 2).unwrap(), None);
+    let (rows, more) = f.sched.items_page(id, Some(4), 2).unwrap();
+    assert!(rows.is_empty() && !more);
+    assert!(f.sched.items_page("nope", None, 2).is_err());
+}
+
+#[test]
+fn long_answers_are_cut_and_say_so() {
+    let f = fixture("max_result_bytes = 256\n", FRI_14H);
+    let (b, _, _) = f.sched.create(batch("asap", 2), None).unwrap();
+    let id = b["id"].as_str().unwrap();
+    let d = send(&f).unwrap();
+    let long = format!("{{\"data\":\"{}\"}}", "é".repeat(400));
+    f.sched.settle(
+        &d,
+        Attempt::Answer {
+            status: 200,
+            body: long.clone(),
+            retry_after: None,
+            job_id: None,
+        },
+    );
+    let row = &rows(&f.sched, id)[0];
+    assert_eq!(row["result_truncated"], true);
+    assert_eq!(row["result_bytes"], long.len());
+    let kept = row["result"].as_str().unwrap();
+    assert!(kept.len() <= 256 && kept.len() >= 254, "{}", kept.len());
+    assert!(long.starts_with(kept));
+    // A short answer is kept whole, as JSON, with no flag.
+    f.clock.advance(2_000);
+    let d = send(&f).unwrap();
+    f.sched.settle(&d, answer(200, None));
+    let row = &rows(&f.sched, id)[1];
+    assert_eq!(row["result"]["status"], 200);
+    assert!(row.get("result_truncated").is_none());
+}
+
+#[test]
+fn batches_stored_before_retention_existed_still_load() {
+    // Encoded exactly as the first stores wrote them (no finished_ms, no result_bytes).
+    #[derive(Serialize)]
+    struct OldHeader<'a> {
+        id: &'a str,
+        upstream: &'a str,
+        org: &'a str,
+        mode: Mode,
+        created_ms: i64,
+        cancelled: bool,
+    }
+    #[derive(Serialize)]
+    struct OldItem<'a> {
+        index: u32,
+        method: &'a str,
+        path: &'a str,
+        body: Option<&'a str>,
+        key: &'a str,
+        state: ItemState,
+        attempts: u32,
+        next_attempt_ms: i64,
+        dispatched_ms: Option<i64>,
+        last_status: Option<u16>,
+        job_id: Option<&'a str>,
+        result: Option<&'a str>,
+        error: Option<&'a str>,
+    }
+    let header = postcard::to_stdvec(&OldHeader {
+        id: "old",
+        upstream: "u",
+        org: "acme",
+        mode: Mode::Asap,
+        created_ms: FRI_14H - 30 * 86_400_000,
+        cancelled: false,
+    })
+    .unwrap();
+    let item = postcard::to_stdvec(&OldItem {
+        index: 0,
+        method: "POST",
+        path: "/v1/videos",
+        body: None,
+        key: "k0",
+        state: ItemState::Succeeded,
+        attempts: 1,
+        next_attempt_ms: 0,
+        dispatched_ms: Some(FRI_14H - 30 * 86_400_000),
+        last_status: Some(200),
+        job_id: None,
+        result: Some("{\"ok\":true}"),
+        error: None,
+    })
+    .unwrap();
+    let cfg = config("retention = \"1h\"\n");
+    let clock = Arc::new(ManualClock::new(FRI_14H));
+    let live = Live::in_memory(Tracker::new(&cfg), clock.clone());
+    let metrics = Arc::new(Metrics::new(
+        Arc::new(OnceLock::from(live.clone())),
+        cfg.offpeak.clone(),
+    ));
+    let sched = Scheduler::new(
+        &cfg,
+        live,
+        metrics,
+        vec![("old".into(), header)],
+        vec![("old".into(), 0, item)],
+    );
+    assert_eq!(sched.get("old").unwrap()["state"], "completed");
+    assert_eq!(rows(&sched, "old")[0]["result"]["ok"], true);
+    // Finished long ago but with no date: kept a full retention from this start.
+    assert_eq!(sched.prune(FRI_14H + 3_599_999), 0);
+    assert_eq!(sched.prune(FRI_14H + 3_600_000), 1);
 }

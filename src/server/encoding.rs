@@ -14,6 +14,8 @@ use std::io::Read;
 use axum::http::HeaderMap;
 use axum::http::header::CONTENT_ENCODING;
 
+use super::body::Charge;
+
 /// A body's content coding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Coding {
@@ -37,6 +39,8 @@ pub enum CodingError {
     Undecodable(String),
     /// Decoded, the body is larger than the limit (413).
     TooLarge,
+    /// The decoded bytes do not fit in the budget of bodies in memory (429).
+    Saturated,
 }
 
 /// The coding the request's `Content-Encoding` header(s) name. Several codings (stacked, in
@@ -67,23 +71,30 @@ pub fn coding(headers: &HeaderMap) -> Result<Coding, CodingError> {
     }
 }
 
-/// `body` decoded from `coding`, at most `max` bytes of it.
-pub fn decode(coding: Coding, body: &[u8], max: usize) -> Result<Cow<'_, [u8]>, CodingError> {
+/// `body` decoded from `coding`, at most `max` bytes of it; each growth of the decoded copy
+/// is charged to `charge` (which already covers `body`) before it is made.
+pub fn decode<'b>(
+    coding: Coding,
+    body: &'b [u8],
+    max: usize,
+    charge: &mut Charge,
+) -> Result<Cow<'b, [u8]>, CodingError> {
+    let base = body.len();
     let bad = |what: &str, e: std::io::Error| CodingError::Undecodable(format!("{what}: {e}"));
     match coding {
         Coding::Identity => Ok(Cow::Borrowed(body)),
-        Coding::Gzip => read_limited(flate2::read::MultiGzDecoder::new(body), max)
+        Coding::Gzip => read_limited(flate2::read::MultiGzDecoder::new(body), max, base, charge)
             .map_err(|e| e.or_else(|io| bad("not a valid gzip stream", io))),
         Coding::Deflate if zlib_header(body) => {
             let mut dec = flate2::bufread::ZlibDecoder::new(body);
-            let out = read_limited(&mut dec, max)
+            let out = read_limited(&mut dec, max, base, charge)
                 .map_err(|e| e.or_else(|io| bad("not a valid deflate (zlib) stream", io)))?;
             nothing_after(dec.into_inner())?;
             Ok(out)
         }
         Coding::Deflate => {
             let mut dec = flate2::bufread::DeflateDecoder::new(body);
-            let out = read_limited(&mut dec, max)
+            let out = read_limited(&mut dec, max, base, charge)
                 .map_err(|e| e.or_else(|io| bad("not a valid deflate stream", io)))?;
             nothing_after(dec.into_inner())?;
             Ok(out)
@@ -91,7 +102,8 @@ pub fn decode(coding: Coding, body: &[u8], max: usize) -> Result<Cow<'_, [u8]>, 
         Coding::Zstd => {
             let dec = zstd::stream::read::Decoder::with_buffer(body)
                 .map_err(|e| bad("not a valid zstd stream", e))?;
-            read_limited(dec, max).map_err(|e| e.or_else(|io| bad("not a valid zstd stream", io)))
+            read_limited(dec, max, base, charge)
+                .map_err(|e| e.or_else(|io| bad("not a valid zstd stream", io)))
         }
     }
 }
@@ -115,6 +127,7 @@ fn zlib_header(b: &[u8]) -> bool {
 /// Why [`read_limited`] stopped: over the limit, or a read error.
 enum Stop {
     TooLarge,
+    Saturated,
     Io(std::io::Error),
 }
 
@@ -122,20 +135,43 @@ impl Stop {
     fn or_else(self, f: impl FnOnce(std::io::Error) -> CodingError) -> CodingError {
         match self {
             Stop::TooLarge => CodingError::TooLarge,
+            Stop::Saturated => CodingError::Saturated,
             Stop::Io(e) => f(e),
         }
     }
 }
 
-fn read_limited(r: impl Read, max: usize) -> Result<Cow<'static, [u8]>, Stop> {
-    let mut out = Vec::new();
-    r.take(max as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(Stop::Io)?;
-    if out.len() > max {
-        return Err(Stop::TooLarge);
+/// Reads `r` to its end, at most `max` bytes; the buffer grows by doubling and each growth is
+/// charged (on top of the `base` bytes already charged) before it is made.
+fn read_limited(
+    mut r: impl Read,
+    max: usize,
+    base: usize,
+    charge: &mut Charge,
+) -> Result<Cow<'static, [u8]>, Stop> {
+    const STEP: usize = 64 * 1024;
+    let mut out: Vec<u8> = Vec::new();
+    let mut scratch = vec![0u8; STEP];
+    loop {
+        let n = match r.read(&mut scratch) {
+            Ok(0) => return Ok(Cow::Owned(out)),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Stop::Io(e)),
+        };
+        let need = out.len() + n;
+        if need > max {
+            return Err(Stop::TooLarge);
+        }
+        if need > out.capacity() {
+            let cap = need.max(out.capacity().saturating_mul(2)).min(max);
+            if !charge.cover(base.saturating_add(cap)) {
+                return Err(Stop::Saturated);
+            }
+            out.reserve_exact(cap - out.len());
+        }
+        out.extend_from_slice(&scratch[..n]);
     }
-    Ok(Cow::Owned(out))
 }
 
 #[cfg(test)]
@@ -143,6 +179,32 @@ mod tests {
     use std::io::Write;
 
     use super::*;
+
+    /// Decodes with a budget that never runs out.
+    fn dec(coding: Coding, body: &[u8], max: usize) -> Result<Vec<u8>, CodingError> {
+        let budget = super::super::body::Budget::new(1 << 30);
+        decode(coding, body, max, &mut budget.charge()).map(|c| c.into_owned())
+    }
+
+    #[test]
+    fn a_decoded_copy_is_charged_as_it_grows() {
+        let budget = super::super::body::Budget::new(320 * 1024);
+        let big = gz(&[b' '; 200 * 1024]);
+        let mut charge = budget.charge();
+        assert!(charge.cover(big.len()));
+        let out = decode(Coding::Gzip, &big, 1 << 20, &mut charge).unwrap();
+        assert_eq!(out.len(), 200 * 1024);
+        assert!(budget.in_use() >= 200 * 1024 + big.len());
+        drop(charge);
+        assert_eq!(budget.in_use(), 0);
+
+        let bigger = gz(&[b' '; 300 * 1024]);
+        let mut charge = budget.charge();
+        assert_eq!(
+            decode(Coding::Gzip, &bigger, 1 << 20, &mut charge),
+            Err(CodingError::Saturated)
+        );
+    }
 
     fn gz(b: &[u8]) -> Vec<u8> {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -165,10 +227,10 @@ mod tests {
     fn every_member_and_frame_is_read() {
         let mut two = gz(b"a\n");
         two.extend(gz(b"b\n"));
-        assert_eq!(&*decode(Coding::Gzip, &two, 100).unwrap(), b"a\nb\n");
+        assert_eq!(&*dec(Coding::Gzip, &two, 100).unwrap(), b"a\nb\n");
         let mut frames = zstd::encode_all(&b"a\n"[..], 1).unwrap();
         frames.extend(zstd::encode_all(&b"b\n"[..], 1).unwrap());
-        assert_eq!(&*decode(Coding::Zstd, &frames, 100).unwrap(), b"a\nb\n");
+        assert_eq!(&*dec(Coding::Zstd, &frames, 100).unwrap(), b"a\nb\n");
     }
 
     #[test]
@@ -176,20 +238,20 @@ mod tests {
         let mut g = gz(b"a\n");
         g.extend_from_slice(b"garbage");
         assert!(matches!(
-            decode(Coding::Gzip, &g, 100),
+            dec(Coding::Gzip, &g, 100),
             Err(CodingError::Undecodable(_))
         ));
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
         z.write_all(b"a\n").unwrap();
         let mut z = z.finish().unwrap();
-        assert_eq!(&*decode(Coding::Deflate, &z, 100).unwrap(), b"a\n");
+        assert_eq!(&*dec(Coding::Deflate, &z, 100).unwrap(), b"a\n");
         z.extend_from_slice(b"xx");
         assert!(matches!(
-            decode(Coding::Deflate, &z, 100),
+            dec(Coding::Deflate, &z, 100),
             Err(CodingError::Undecodable(_))
         ));
         assert!(matches!(
-            decode(Coding::Zstd, b"not zstd", 100),
+            dec(Coding::Zstd, b"not zstd", 100),
             Err(CodingError::Undecodable(_))
         ));
     }
@@ -199,7 +261,7 @@ mod tests {
         let mut d = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
         d.write_all(b"raw\n").unwrap();
         assert_eq!(
-            &*decode(Coding::Deflate, &d.finish().unwrap(), 100).unwrap(),
+            &*dec(Coding::Deflate, &d.finish().unwrap(), 100).unwrap(),
             b"raw\n"
         );
     }
@@ -207,11 +269,9 @@ mod tests {
     #[test]
     fn the_limit_holds_for_the_decoded_size() {
         let big = gz(&vec![b' '; 1 << 20]);
-        assert_eq!(decode(Coding::Gzip, &big, 4096), Err(CodingError::TooLarge));
+        assert_eq!(dec(Coding::Gzip, &big, 4096), Err(CodingError::TooLarge));
         assert_eq!(
-            decode(Coding::Gzip, &gz(&[b' '; 4096]), 4096)
-                .unwrap()
-                .len(),
+            dec(Coding::Gzip, &gz(&[b' '; 4096]), 4096).unwrap().len(),
             4096
         );
     }

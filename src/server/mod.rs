@@ -6,6 +6,7 @@
 //! `{"error":{"code","message"}}` and never leak internals.
 
 mod auth;
+pub mod body;
 pub mod conn;
 mod encoding;
 mod json;
@@ -15,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -41,6 +42,8 @@ use encoding::CodingError;
 
 /// How long a request waits for the store to confirm what it changed.
 pub const DURABLE_WAIT: Duration = Duration::from_secs(30);
+/// Events of a body parsed before they are applied (see [`ingest_body`]).
+const APPLY_SLICE: usize = 4096;
 /// Most per-event errors listed in one ingest answer (the counts stay exact).
 const MAX_LISTED_ERRORS: usize = 100;
 /// Ingest requests processed at once; past this the daemon answers 429 rather than queue
@@ -74,6 +77,8 @@ pub struct ApiState {
     pub offpeak: OffPeak,
     /// Ingest admission.
     pub ingest_slots: Arc<Semaphore>,
+    /// Request bodies in memory, across requests (`max_inflight_bytes`).
+    pub bodies: body::Budget,
 }
 
 impl ApiState {
@@ -103,6 +108,7 @@ impl ApiState {
             scheduler: Arc::new(OnceLock::new()),
             offpeak: config.offpeak.clone(),
             ingest_slots: Arc::new(Semaphore::new(INGEST_CONCURRENCY)),
+            bodies: body::Budget::new(config.server.max_inflight_bytes),
         }
     }
 }
@@ -119,14 +125,6 @@ fn starting() -> ApiError {
         StatusCode::SERVICE_UNAVAILABLE,
         "starting",
         "recovering stored state; retry shortly",
-    )
-}
-
-fn body_too_large(max_body_bytes: usize) -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "too_large",
-        format!("body is larger than max_body_bytes ({max_body_bytes})"),
     )
 }
 
@@ -307,41 +305,32 @@ enum Problem {
     Field(FieldError),
 }
 
-/// The whole body, within `max_body_bytes` and `body_read_timeout`; `events` says whether a
-/// body too large counts as a rejected event.
-async fn read_body(st: &ApiState, body: Body, events: bool) -> Result<Bytes, ApiError> {
-    match tokio::time::timeout(
+/// The whole body ([`body::read`]); `events` says whether a body too large counts as a
+/// rejected event.
+async fn read_body(
+    st: &ApiState,
+    headers: &HeaderMap,
+    body: Body,
+    events: bool,
+) -> Result<body::Held, ApiError> {
+    body::read(
+        &st.bodies,
+        headers,
+        body,
+        st.max_body_bytes,
         st.body_read_timeout,
-        axum::body::to_bytes(body, st.max_body_bytes),
     )
     .await
-    {
-        Ok(read) => read.map_err(|e| body_error(st, e, events)),
-        Err(_) => Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
-            format!("the body did not arrive within {:?}", st.body_read_timeout),
-        )),
-    }
-}
-
-/// Why a body could not be read: too large, or the connection failed.
-fn body_error(st: &ApiState, e: axum::Error, events: bool) -> ApiError {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-    while let Some(c) = cause {
-        if c.is::<http_body_util::LengthLimitError>() {
-            if events {
-                st.metrics.rejected("http", Reason::TooLarge, 1);
+    .map_err(|e| {
+        match e {
+            body::BodyError::TooLarge if events => st.metrics.rejected("http", Reason::TooLarge, 1),
+            body::BodyError::Unreadable(ref why) => {
+                tracing::debug!(error = %why, "request body unreadable")
             }
-            return body_too_large(st.max_body_bytes);
+            _ => {}
         }
-        cause = c.source();
-    }
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "unreadable_body",
-        format!("the body could not be read: {e}"),
-    )
+        e.to_api(st.max_body_bytes)
+    })
 }
 
 impl ApiError {
@@ -361,8 +350,9 @@ impl ApiError {
             ),
             CodingError::TooLarge => {
                 st.metrics.rejected("http", Reason::TooLarge, 1);
-                body_too_large(st.max_body_bytes)
+                body::too_large(st.max_body_bytes)
             }
+            CodingError::Saturated => body::saturated(),
         }
     }
 }
@@ -373,42 +363,28 @@ async fn ingest(
     body: Body,
 ) -> Result<Response, ApiError> {
     st.tokens.ingest.check(&headers)?;
-    let saturated = || {
-        ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "saturated",
-            "too many ingest requests in progress or waiting for the store; retry shortly",
-        )
-    };
     let live = st.live()?.clone();
     let coding = encoding::coding(&headers).map_err(|e| ApiError::of_coding(&st, e))?;
     // The limit holds for the bytes on the wire and again for the decoded body (a small
-    // compression bomb stops at the limit).
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > st.max_body_bytes) {
-        st.metrics.rejected("http", Reason::TooLarge, 1);
-        return Err(body_too_large(st.max_body_bytes));
-    }
-    let bytes = read_body(&st, body, true).await?;
+    // compression bomb stops at the limit); both are charged to the in-flight budget.
+    let held = read_body(&st, &headers, body, true).await?;
     // A slot is taken only once the body is here: a client that announces a body and sends
     // it slowly holds its own connection, not everyone's ingest.
     let _slot = st
         .ingest_slots
         .clone()
         .try_acquire_owned()
-        .map_err(|_| saturated())?;
+        .map_err(|_| body::saturated())?;
     if live.pending_bytes() > crate::live::MAX_PENDING_BYTES {
-        return Err(saturated());
+        return Err(body::saturated());
     }
     writable(&live)?;
     let json_type = is_json(&headers);
     let worker = live.clone();
     let max = st.max_body_bytes;
     let result = tokio::task::spawn_blocking(move || {
-        let body = encoding::decode(coding, &bytes, max)?;
+        let body::Held { bytes, mut charge } = held;
+        let body = encoding::decode(coding, &bytes, max, &mut charge)?;
         Ok(ingest_body(&worker, &body, json_type))
     })
     .await
@@ -473,6 +449,7 @@ fn ingest_body(live: &Live, bytes: &[u8], json_type: bool) -> IngestResult {
     let mut events = Vec::new();
     let mut index = 0usize;
     let mut found = Default::default();
+    let mut seq = 0;
     body_records(bytes, json_type, |record| {
         format.decode(record, &ctx, &mut found, |r| {
             tally.note(&r);
@@ -493,9 +470,17 @@ fn ingest_body(live: &Live, bytes: &[u8], json_type: bool) -> IngestResult {
                 }
             }
             index += 1;
-        })
+        });
+        // Applied in slices, so that what a body costs beyond its bytes stays small however
+        // many events it holds (and the tracker lock is never held for a whole body).
+        if events.len() >= APPLY_SLICE {
+            seq = live.apply(&mut events, now, None);
+            events.clear();
+        }
     });
-    let seq = live.apply(&mut events, now, None);
+    if !events.is_empty() || seq == 0 {
+        seq = live.apply(&mut events, now, None);
+    }
     IngestResult { tally, errors, seq }
 }
 
@@ -568,8 +553,8 @@ async fn create_batch(
 ) -> Result<Response, ApiError> {
     st.tokens.admin.check(&headers)?;
     let scheduler = st.scheduler()?.clone();
-    let bytes = read_body(&st, body, false).await?;
-    let req: NewBatch = serde_json::from_slice(&bytes).map_err(|e| {
+    let held = read_body(&st, &headers, body, false).await?;
+    let req: NewBatch = serde_json::from_slice(&held.bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_batch",
@@ -638,19 +623,108 @@ async fn cancel_batch(
     Ok(axum::Json(summary).into_response())
 }
 
+/// `GET /v1/batches/{id}/items[?after=I&limit=N]`: NDJSON rows, streamed a page at a time
+/// (the scheduler's lock is held per page, and the answer is never whole in memory). With a
+/// `limit` and more rows left, `Link: <…?after=I&limit=N>; rel="next"` (RFC 8288) names the
+/// next page.
 async fn batch_items(
     State(st): State<ApiState>,
     headers: HeaderMap,
     axum::extract::Path(id): axum::extract::Path<String>,
+    query: Result<
+        axum::extract::Query<std::collections::HashMap<String, String>>,
+        axum::extract::rejection::QueryRejection,
+    >,
 ) -> Result<Response, ApiError> {
     st.tokens.admin.check(&headers)?;
-    let items = st.scheduler()?.items(&id)?;
-    let mut body = String::new();
-    for item in items {
-        body.push_str(&item.to_string());
-        body.push('\n');
+    let scheduler = st.scheduler()?.clone();
+    let bad = |what: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", what);
+    let query = query.map_err(|e| bad(e.body_text()))?.0;
+    let after = match query.get("after") {
+        Some(a) => Some(
+            a.parse::<u32>()
+                .map_err(|_| bad(format!("after must be an item index, not {a:?}")))?,
+        ),
+        None => None,
+    };
+    let limit = match query.get("limit") {
+        Some(l) => Some(l.parse::<usize>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+            bad(format!(
+                "limit must be a whole number of at least 1, not {l:?}"
+            ))
+        })?),
+        None => None,
+    };
+    if let Some(k) = query.keys().find(|k| *k != "after" && *k != "limit") {
+        return Err(bad(format!("unknown parameter {k:?} (after, limit)")));
     }
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+    // Fails now (404) rather than after a 200 has begun.
+    let next = scheduler.page_end(&id, after, limit.unwrap_or(usize::MAX))?;
+    let mut resp = Response::new(Body::new(ItemRows {
+        scheduler: scheduler.clone(),
+        id: id.clone(),
+        after,
+        left: limit.unwrap_or(usize::MAX),
+    }));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    if let (Some(limit), Some(last)) = (limit, next) {
+        let link = format!(
+            "</v1/batches/{}/items?after={last}&limit={limit}>; rel=\"next\"",
+            percent_encoding::utf8_percent_encode(&id, percent_encoding::NON_ALPHANUMERIC)
+        );
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            resp.headers_mut().insert(header::LINK, v);
+        }
+    }
+    Ok(resp)
+}
+
+/// Rows a page at a time.
+const ROWS_PER_FRAME: usize = 256;
+
+/// The body of [`batch_items`]: each frame is the next page of rows.
+struct ItemRows {
+    scheduler: Arc<Scheduler>,
+    id: String,
+    after: Option<u32>,
+    left: usize,
+}
+
+impl http_body::Body for ItemRows {
+    type Data = axum::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.left.min(ROWS_PER_FRAME);
+        // A batch forgotten (past its retention) while it was being read ends the rows.
+        let Ok((rows, _)) = self.scheduler.items_page(&self.id, self.after, n) else {
+            return std::task::Poll::Ready(None);
+        };
+        let Some(last) = rows.last().and_then(|r| r["index"].as_u64()) else {
+            return std::task::Poll::Ready(None);
+        };
+        self.after = u32::try_from(last).ok();
+        self.left = if self.after.is_some() {
+            self.left - rows.len()
+        } else {
+            0
+        };
+        let mut text = String::new();
+        for row in rows {
+            text.push_str(&row.to_string());
+            text.push('\n');
+        }
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(text.into()))))
+    }
 }
 
 async fn metrics(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {

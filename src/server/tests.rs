@@ -756,3 +756,79 @@ async fn a_full_disk_never_answers_an_error_after_the_change() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn batch_items_page_with_a_link_to_the_next() {
+    let cfg = config(
+        "[[upstreams]]\nname = \"u\"\nbase_url = \"http://127.0.0.1:9\"\norg = \"acme\"\n[scheduler]\nmax_batch_items = 2000\n",
+    );
+    let st = state_with(&cfg, tokens());
+    let live = st.live.get().unwrap().clone();
+    let metrics = st.metrics.clone();
+    let _ = st.scheduler.set(Arc::new(Scheduler::new(
+        &cfg,
+        live,
+        metrics,
+        Vec::new(),
+        Vec::new(),
+    )));
+    let requests: Vec<Value> = (0..1000)
+        .map(|i| json!({"path": format!("/v1/x/{i}")}))
+        .collect();
+    let body = json!({"upstream": "u", "requests": requests}).to_string();
+    let req = Request::post("/v1/batches")
+        .header(header::AUTHORIZATION, "Bearer ad-tok")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .unwrap();
+    // max_body_bytes is 4096 in these tests; this body is larger.
+    let big = ApiState {
+        max_body_bytes: 1 << 20,
+        ..st.clone()
+    };
+    let (status, _, answer) = call(&big, req).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let id = json(&answer)["id"].as_str().unwrap().to_string();
+    let indexes = |text: &str| -> Vec<u64> {
+        text.lines()
+            .map(|l| json(l)["index"].as_u64().unwrap())
+            .collect()
+    };
+    // Everything, streamed in frames, without parameters.
+    let (status, headers, all) =
+        call(&st, get(&format!("/v1/batches/{id}/items"), Some("ad-tok"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(indexes(&all), (0..1000).collect::<Vec<_>>());
+    assert!(headers.get(header::LINK).is_none());
+    // Pages, following the Link header to the end.
+    let mut next = Some(format!("/v1/batches/{id}/items?limit=300"));
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    while let Some(path) = next.take() {
+        let (status, headers, page) = call(&st, get(&path, Some("ad-tok"))).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let got = indexes(&page);
+        assert!(got.len() <= 300);
+        seen.extend(got);
+        pages += 1;
+        next = headers.get(header::LINK).map(|v| {
+            let v = v.to_str().unwrap();
+            assert!(v.ends_with("; rel=\"next\""), "{v}");
+            v[1..v.find('>').unwrap()].to_string()
+        });
+    }
+    assert_eq!(pages, 4);
+    assert_eq!(seen, (0..1000).collect::<Vec<_>>());
+    // Bad parameters are JSON errors.
+    for q in ["limit=0", "after=-1", "limit=x", "page=2"] {
+        let (status, _, body) = call(
+            &st,
+            get(&format!("/v1/batches/{id}/items?{q}"), Some("ad-tok")),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{q}: {body}");
+        assert_eq!(json(&body)["error"]["code"], "invalid_query", "{q}");
+    }
+    let (status, _, body) = call(&st, get("/v1/batches/nope/items?limit=5", Some("ad-tok"))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+}

@@ -125,6 +125,8 @@ pub struct Commit<'a> {
     pub batches: &'a [(String, Vec<u8>)],
     /// Batch items created or changed: (batch id, index, encoded item).
     pub batch_items: &'a [(String, u32, Vec<u8>)],
+    /// Batches forgotten, with their items (after those above are written).
+    pub batches_dropped: &'a [String],
 }
 
 /// What a store holds at start-up.

@@ -325,6 +325,13 @@ impl StateStore for SqliteStore {
             for (id, idx, payload) in c.batch_items {
                 item.execute(params![id, *idx as i64, payload])?;
             }
+            let mut drop_items =
+                tx.prepare_cached("DELETE FROM batch_items WHERE batch_id = ?1")?;
+            let mut drop_batch = tx.prepare_cached("DELETE FROM batches WHERE id = ?1")?;
+            for id in c.batches_dropped {
+                drop_items.execute([id])?;
+                drop_batch.execute([id])?;
+            }
             let mut done = tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
             let mut retry = tx.prepare_cached(
                 "UPDATE outbox SET attempts = ?2, next_attempt_ms = ?3, last_error = ?4 WHERE id = ?1",
@@ -489,6 +496,36 @@ mod tests {
         );
         assert_eq!((r.outbox[1].attempts, r.outbox[1].next_attempt_ms), (2, 99));
         assert_eq!(r.outbox[1].last_error.as_deref(), Some("503 busy"));
+    }
+
+    #[test]
+    fn dropped_batches_go_with_their_items() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = SqliteStore::open(dir.path()).unwrap();
+            s.commit(&Commit {
+                seq: 1,
+                batches: &[
+                    ("b1".into(), b"one".to_vec()),
+                    ("b2".into(), b"two".to_vec()),
+                ],
+                batch_items: &[
+                    ("b1".into(), 0, b"x".to_vec()),
+                    ("b2".into(), 0, b"y".to_vec()),
+                ],
+                ..Commit::default()
+            })
+            .unwrap();
+            s.commit(&Commit {
+                seq: 2,
+                batches_dropped: &["b1".into()],
+                ..Commit::default()
+            })
+            .unwrap();
+        }
+        let r = SqliteStore::open(dir.path()).unwrap().recover().unwrap();
+        assert_eq!(r.batches, vec![("b2".into(), b"two".to_vec())]);
+        assert_eq!(r.batch_items, vec![("b2".into(), 0, b"y".to_vec())]);
     }
 
     #[test]
