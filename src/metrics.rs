@@ -369,7 +369,8 @@ impl Collector for TrackerCollector {
             "Store commits that failed; each is retried until the store writes again",
             [(Vec::<(&str, String)>::new(), live.store_failures())],
         )?;
-        let (orgs, overflow) = live.with_tracker(|t| (t.snapshot(now), t.overflow()));
+        let (orgs, overflow, new_orgs_refused) =
+            live.with_tracker(|t| (t.snapshot(now), t.overflow(), t.new_orgs_refused()));
         let org_l = |o: &str| vec![("org", o.to_string())];
         let dim_l = |o: &str, d: Dimension| {
             vec![
@@ -547,9 +548,10 @@ impl Collector for TrackerCollector {
         counter(
             &mut enc,
             "series_overflow",
-            "Events routed to __overflow__ series (org, app) and jobs dropped past max_jobs_per_org (job)",
+            "Events routed to __overflow__ series (org: past max_orgs; org_rate: a new org past max_new_orgs_per_second; app) and jobs dropped past max_jobs_per_org (job)",
             [
                 ("org", overflow.orgs),
+                ("org_rate", new_orgs_refused),
                 ("app", overflow.apps),
                 ("job", overflow.jobs),
             ]

@@ -736,3 +736,94 @@ fn a_notification_is_given_up_after_max_age() {
     );
     assert!(d.log_text().contains("gave up after max_age"));
 }
+
+#[test]
+fn one_request_creating_1000_orgs_is_at_most_max_per_minute_deliveries() {
+    let receiver = Receiver::start(0);
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        dir.path(),
+        &with_webhook(&receiver.url(), ""),
+        &[("T_HOOK_SECRET", "s")],
+    );
+    // 1 000 orgs never seen, each starting a job: every one fills its single concurrency
+    // slot (default tier) and fires UsageHigh critical.
+    let now = chrono::Utc::now().timestamp_millis();
+    let lines: Vec<String> = (0..1000)
+        .map(|i| format!(r#"{{"org":"new-{i}","ts":{now},"status":202,"job_id":"j{i}"}}"#))
+        .collect();
+    post(&d, &lines);
+    let total = |d: &Daemon| {
+        let n = |o: &str| {
+            metric(
+                &d.base,
+                &format!(r#"ratewarden_notifications_total{{channel="hook",outcome="{o}"}}"#),
+            )
+            .unwrap_or(0.0)
+        };
+        n("sent") + n("grouped")
+    };
+    assert!(
+        eventually(20, || (total(&d) == 1000.0).then_some(())).is_some(),
+        "{} of 1000 notifications accounted for\n{}",
+        total(&d),
+        d.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let hits = receiver.hits();
+    eprintln!("deliveries for one 1000-new-org request: {}", hits.len());
+    assert!(hits.len() <= 60, "{} deliveries", hits.len());
+    assert!(hits.iter().all(|h| verify("s", h)), "every delivery signed");
+    let (grouped, single): (Vec<&Hit>, Vec<&Hit>) = hits
+        .iter()
+        .partition(|h| h.json()["alert"] == "NotificationsGrouped");
+    assert_eq!(grouped.len(), 1, "the overflow is one summary");
+    let summary = grouped[0].json();
+    assert_eq!(
+        summary["grouped"].as_u64().unwrap() as usize + single.len(),
+        1000,
+        "{summary}"
+    );
+    assert_eq!(summary["severity"], "critical");
+    assert_eq!(summary["notifications"].as_array().unwrap().len(), 100);
+    assert_eq!(
+        metric(
+            &d.base,
+            r#"ratewarden_series_overflow_total{kind="org_rate"}"#
+        ),
+        Some(0.0)
+    );
+
+    // With max_new_orgs_per_second, the same request creates that many orgs; the rest of
+    // its events count in __overflow__, which raises no alerts.
+    let receiver = Receiver::start(0);
+    let dir = tempfile::tempdir().unwrap();
+    let config = with_webhook(&receiver.url(), "").replace(
+        "[alerts]",
+        "[limits]\nmax_new_orgs_per_second = 100\n\n[alerts]",
+    );
+    let d = Daemon::start(dir.path(), &config, &[("T_HOOK_SECRET", "s")]);
+    post(&d, &lines);
+    assert_eq!(
+        metric(
+            &d.base,
+            r#"ratewarden_series_overflow_total{kind="org_rate"}"#
+        ),
+        Some(900.0)
+    );
+    let (_, usage) = http("GET", &format!("{}/v1/usage", d.base), &[], b"").unwrap();
+    let usage: Value = serde_json::from_str(&usage).unwrap();
+    let orgs = usage["orgs"].as_array().unwrap();
+    let new = orgs
+        .iter()
+        .filter(|o| o["org"].as_str().unwrap().starts_with("new-"))
+        .count();
+    assert_eq!(new, 100);
+    let overflow = orgs.iter().find(|o| o["org"] == "__overflow__").unwrap();
+    assert_eq!(overflow["usage"]["concurrency"], 900, "{overflow}");
+    assert!(
+        eventually(20, || (total(&d) == 100.0).then_some(())).is_some(),
+        "{}",
+        d.log_text()
+    );
+}

@@ -61,17 +61,26 @@ impl EmailSender {
 
     /// Delivers `t` once.
     pub async fn send(&self, t: &Transition, delivery_id: &str) -> Result<(), DeliveryError> {
-        let mut message = Message::builder()
-            .from(self.from.clone())
-            .subject(render::subject(t));
+        self.mail(
+            render::subject(t),
+            render::text_body(t, delivery_id),
+            render::html_body(t, delivery_id),
+        )
+        .await
+    }
+
+    /// Delivers a group of notifications once, as one message.
+    pub async fn send_group(&self, g: &render::Group<'_>) -> Result<(), DeliveryError> {
+        self.mail(g.subject(), g.text_body(), g.html_body()).await
+    }
+
+    async fn mail(&self, subject: String, text: String, html: String) -> Result<(), DeliveryError> {
+        let mut message = Message::builder().from(self.from.clone()).subject(subject);
         for to in &self.to {
             message = message.to(to.clone());
         }
         let message = message
-            .multipart(MultiPart::alternative_plain_html(
-                render::text_body(t, delivery_id),
-                render::html_body(t, delivery_id),
-            ))
+            .multipart(MultiPart::alternative_plain_html(text, html))
             .map_err(|e| DeliveryError::Permanent {
                 message: format!("cannot build the message: {e}"),
             })?;

@@ -168,6 +168,18 @@ impl Sender {
             Sender::Webhook(w) => w.send(t, delivery_id, now_ms).await,
         }
     }
+
+    /// Delivers a group of notifications once, as one message or request.
+    pub async fn send_group(
+        &self,
+        g: &render::Group<'_>,
+        now_ms: i64,
+    ) -> Result<(), DeliveryError> {
+        match self {
+            Sender::Email(e) => e.send_group(g).await,
+            Sender::Webhook(w) => w.send_group(g, now_ms).await,
+        }
+    }
 }
 
 /// A channel's delivery state, shown by `GET /v1/alerts`.
@@ -278,6 +290,9 @@ impl Delivery {
                 states: states.clone(),
                 policy,
                 queue: VecDeque::new(),
+                max_per_minute: c.max_per_minute,
+                attempts: VecDeque::new(),
+                group: None,
             };
             tasks.push(tokio::spawn(worker.run(rx, stop_rx.clone())));
         }
@@ -342,6 +357,48 @@ struct Worker {
     states: ChannelStates,
     policy: Policy,
     queue: VecDeque<Pending>,
+    /// `max_per_minute` (0: no limit).
+    max_per_minute: u32,
+    /// When each attempt of the last minute was made (for `max_per_minute`).
+    attempts: VecDeque<i64>,
+    /// Notifications being sent together, ahead of `queue`.
+    group: Option<Group>,
+}
+
+/// Notifications that came faster than the channel's `max_per_minute`, sent as one delivery
+/// (retried as one, given up as one).
+struct Group {
+    members: Vec<Pending>,
+    /// Stable for the same members, so a receiver can tell a retry.
+    id: String,
+    attempts: u32,
+    next_attempt_ms: i64,
+    /// The oldest member's creation: the group is given up `max_age` after it.
+    created_ms: i64,
+}
+
+/// Most notifications in one group.
+const MAX_GROUP: usize = 1_000;
+/// The window of `max_per_minute`.
+const MINUTE_MS: i64 = 60_000;
+
+impl Group {
+    fn of(members: Vec<Pending>, now: i64) -> Group {
+        let ids: Vec<&[u8]> = members.iter().map(|m| m.entry.id.as_bytes()).collect();
+        let a = stable_hash(&ids);
+        let b = stable_hash(&[&a.to_le_bytes(), b"ratewarden-group"]);
+        Group {
+            id: format!("{a:016x}{b:016x}"),
+            created_ms: members
+                .iter()
+                .map(|m| m.entry.created_ms)
+                .min()
+                .unwrap_or(now),
+            members,
+            attempts: 0,
+            next_attempt_ms: now,
+        }
+    }
 }
 
 impl Worker {
@@ -359,28 +416,58 @@ impl Worker {
         }
     }
 
+    /// Notifications waiting, grouped ones included.
+    fn waiting(&self) -> usize {
+        self.queue.len() + self.group.as_ref().map_or(0, |g| g.members.len())
+    }
+
+    /// When the next attempt may be made as far as `max_per_minute` is concerned.
+    fn slot_at(&mut self, now: i64) -> i64 {
+        while self.attempts.front().is_some_and(|&t| t <= now - MINUTE_MS) {
+            self.attempts.pop_front();
+        }
+        match self.attempts.front() {
+            Some(&oldest)
+                if self.max_per_minute > 0
+                    && self.attempts.len() >= self.max_per_minute as usize =>
+            {
+                oldest + MINUTE_MS
+            }
+            _ => now,
+        }
+    }
+
     async fn run(
         mut self,
         mut rx: mpsc::UnboundedReceiver<OutboxEntry>,
         mut stop: watch::Receiver<bool>,
     ) {
         loop {
-            let pending = self.queue.len();
+            // Everything committed so far is in the queue before a grouping decision.
+            while let Ok(e) = rx.try_recv() {
+                self.push(e);
+            }
+            let pending = self.waiting();
             self.state(|s| s.pending = pending);
             self.metrics.channel_pending(&self.name, pending as i64);
-            let Some(head) = self.queue.front() else {
-                tokio::select! {
-                    msg = rx.recv() => match msg {
-                        Some(e) => self.push(e),
-                        None => return,
-                    },
-                    _ = stop.changed() => return,
+            let due = match (&self.group, self.queue.front()) {
+                (Some(g), _) => g.next_attempt_ms,
+                (None, Some(head)) => head.entry.next_attempt_ms,
+                (None, None) => {
+                    tokio::select! {
+                        msg = rx.recv() => match msg {
+                            Some(e) => self.push(e),
+                            None => return,
+                        },
+                        _ = stop.changed() => return,
+                    }
+                    continue;
                 }
-                continue;
             };
             let now = self.live.now_ms();
-            if head.entry.next_attempt_ms > now {
-                let wait = Duration::from_millis((head.entry.next_attempt_ms - now) as u64);
+            let at = due.max(self.slot_at(now));
+            if at > now {
+                let wait = Duration::from_millis((at - now) as u64);
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     msg = rx.recv() => if let Some(e) = msg { self.push(e) },
@@ -388,17 +475,127 @@ impl Worker {
                 }
                 continue;
             }
-            let result = tokio::select! {
-                r = self.sender.send(&head.transition, &head.entry.id, now) => r,
-                _ = stop.changed() => return,
+            // The last attempt the minute allows carries everything waiting, if more than
+            // one notification waits.
+            if self.group.is_none()
+                && self.max_per_minute > 0
+                && self.queue.len() > 1
+                && self.attempts.len() + 1 >= self.max_per_minute as usize
+            {
+                let n = self.queue.len().min(MAX_GROUP);
+                let members: Vec<Pending> = self.queue.drain(..n).collect();
+                let group = Group::of(members, now);
+                tracing::warn!(channel = %self.name, notifications = group.members.len(), max_per_minute = self.max_per_minute, id = %group.id, "notifications arrive faster than max_per_minute; sending them grouped in one");
+                self.group = Some(group);
+            }
+            self.attempts.push_back(now);
+            let result = match &self.group {
+                Some(g) => {
+                    let transitions: Vec<Transition> =
+                        g.members.iter().map(|m| m.transition.clone()).collect();
+                    let view = render::Group {
+                        channel: &self.name,
+                        max_per_minute: self.max_per_minute,
+                        transitions: &transitions,
+                        delivery_id: &g.id,
+                    };
+                    tokio::select! {
+                        r = self.sender.send_group(&view, now) => r,
+                        _ = stop.changed() => return,
+                    }
+                }
+                None => {
+                    let Some(head) = self.queue.front() else {
+                        continue;
+                    };
+                    tokio::select! {
+                        r = self.sender.send(&head.transition, &head.entry.id, now) => r,
+                        _ = stop.changed() => return,
+                    }
+                }
             };
-            self.settle(result);
+            if self.group.is_some() {
+                self.settle_group(result);
+            } else {
+                self.settle(result);
+            }
         }
+    }
+
+    /// Records a failed attempt in the channel's state; returns its message.
+    fn note_error(&self, err: &DeliveryError, now: i64) -> String {
+        let message = err.message().to_string();
+        update_state(&self.states, &self.name, |s| {
+            s.last_error = Some(LastError {
+                at: rfc3339(now),
+                message: message.clone(),
+            })
+        });
+        message
+    }
+
+    /// Records the outcome of the attempt on the group.
+    fn settle_group(&mut self, result: Result<(), DeliveryError>) {
+        let now = self.live.now_ms();
+        let Some(g) = self.group.as_mut() else {
+            return;
+        };
+        let n = g.members.len();
+        let outcome = match result {
+            Ok(()) => {
+                tracing::info!(channel = %self.name, id = %g.id, notifications = n, "grouped notifications delivered");
+                "grouped"
+            }
+            Err(err) => {
+                let message = self.note_error(&err, now);
+                let Some(g) = self.group.as_mut() else {
+                    return;
+                };
+                let expired = now - g.created_ms >= self.policy.max_age_ms;
+                match err {
+                    DeliveryError::Retry { retry_after, .. } if !expired => {
+                        g.attempts += 1;
+                        let wait = self
+                            .policy
+                            .backoff(g.attempts)
+                            .max(retry_after.unwrap_or_default());
+                        g.next_attempt_ms = now + wait.as_millis() as i64;
+                        tracing::warn!(channel = %self.name, id = %g.id, notifications = n, attempts = g.attempts, retry_in_ms = wait.as_millis() as u64, "grouped delivery failed, will retry: {message}");
+                        self.metrics.notification(&self.name, "retried");
+                        return;
+                    }
+                    _ => {
+                        tracing::error!(channel = %self.name, id = %g.id, notifications = n, "grouped notifications not delivered: {message}");
+                        "failed"
+                    }
+                }
+            }
+        };
+        let Some(g) = self.group.take() else {
+            return;
+        };
+        for m in g.members {
+            self.metrics.notification(&self.name, outcome);
+            self.live.outbox_update(OutboxUpdate::Done(m.entry.id));
+        }
+        self.state(|s| {
+            if outcome == "grouped" {
+                s.delivered += n as u64;
+                s.last_success = Some(rfc3339(now));
+            } else {
+                s.failed += n as u64;
+            }
+        });
     }
 
     /// Records the outcome of the attempt on the queue's head.
     fn settle(&mut self, result: Result<(), DeliveryError>) {
         let now = self.live.now_ms();
+        let message = result
+            .as_ref()
+            .err()
+            .map(|e| self.note_error(e, now))
+            .unwrap_or_default();
         let Some(head) = self.queue.front_mut() else {
             return;
         };
@@ -416,13 +613,6 @@ impl Worker {
                 self.queue.pop_front();
             }
             Err(err) => {
-                let message = err.message().to_string();
-                update_state(&self.states, &self.name, |s| {
-                    s.last_error = Some(LastError {
-                        at: rfc3339(now),
-                        message: message.clone(),
-                    })
-                });
                 let expired = now - head.entry.created_ms >= self.policy.max_age_ms;
                 match err {
                     DeliveryError::Retry { retry_after, .. } if !expired => {

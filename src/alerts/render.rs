@@ -201,6 +201,175 @@ pub fn alertmanager_body(t: &Transition, min: Severity, firing_for_ms: i64) -> O
     (!alerts.is_empty()).then(|| Value::Array(alerts).to_string().into_bytes())
 }
 
+/// Notifications sent together because they came faster than the channel's
+/// `max_per_minute`: one delivery that stands for all of them, in order.
+pub struct Group<'a> {
+    /// The channel's name.
+    pub channel: &'a str,
+    /// Its `max_per_minute`.
+    pub max_per_minute: u32,
+    /// The notifications, oldest first.
+    pub transitions: &'a [Transition],
+    /// The group's delivery id.
+    pub delivery_id: &'a str,
+}
+
+/// Notifications listed one per line in a group's email and in its JSON; the rest are counted.
+pub const GROUP_LISTED: usize = 100;
+/// Lines of a group's Slack message (Slack cuts long messages).
+const GROUP_SLACK_LINES: usize = 20;
+
+impl Group<'_> {
+    fn counts(&self) -> String {
+        let mut critical = 0;
+        let mut warning = 0;
+        let mut resolved = 0;
+        for t in self.transitions {
+            match (t.status, t.severity) {
+                (Status::Resolved, _) => resolved += 1,
+                (_, Severity::Critical) => critical += 1,
+                _ => warning += 1,
+            }
+        }
+        [
+            (critical, "critical"),
+            (warning, "warning"),
+            (resolved, "resolved"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, w)| format!("{n} {w}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+    }
+
+    /// Highest severity among the notifications.
+    fn severity(&self) -> Severity {
+        self.transitions
+            .iter()
+            .map(|t| t.severity)
+            .max()
+            .unwrap_or(Severity::Warning)
+    }
+
+    /// One sentence saying what this is.
+    pub fn headline(&self) -> String {
+        format!(
+            "{} notifications ({}) came faster than channel {}'s max_per_minute ({}) and are sent together",
+            self.transitions.len(),
+            self.counts(),
+            self.channel,
+            self.max_per_minute
+        )
+    }
+
+    /// One line per notification: its subject without the `[ratewarden]` prefix.
+    fn lines(&self, most: usize) -> (Vec<String>, usize) {
+        let lines = self
+            .transitions
+            .iter()
+            .take(most)
+            .map(|t| subject(t).trim_start_matches("[ratewarden] ").to_string())
+            .collect();
+        (lines, self.transitions.len().saturating_sub(most))
+    }
+
+    /// Email subject.
+    pub fn subject(&self) -> String {
+        format!(
+            "[ratewarden] {} notifications grouped ({})",
+            self.transitions.len(),
+            self.counts()
+        )
+    }
+
+    /// Plain-text email body.
+    pub fn text_body(&self) -> String {
+        let mut out = format!("{}.\n\n", self.headline());
+        let (lines, more) = self.lines(GROUP_LISTED);
+        for l in lines {
+            out.push_str(&l);
+            out.push('\n');
+        }
+        if more > 0 {
+            out.push_str(&format!(
+                "… and {more} more (GET /v1/alerts lists every alert firing now)\n"
+            ));
+        }
+        out.push_str(&format!("\ndelivery     {}\n", self.delivery_id));
+        out
+    }
+
+    /// HTML alternative of the email body.
+    pub fn html_body(&self) -> String {
+        let mut out = format!(
+            "<html><body style=\"font-family:sans-serif\"><p style=\"font-size:16px\"><b>{}</b></p><ul>",
+            escape(&self.headline())
+        );
+        let (lines, more) = self.lines(GROUP_LISTED);
+        for l in lines {
+            out.push_str(&format!("<li>{}</li>", escape(&l)));
+        }
+        out.push_str("</ul>");
+        if more > 0 {
+            out.push_str(&format!("<p>… and {more} more</p>"));
+        }
+        out.push_str("</body></html>");
+        out
+    }
+
+    /// The JSON body: the SPEC §9 shape with `alert` = `NotificationsGrouped`, `grouped` (how
+    /// many), `notifications` (the first [`GROUP_LISTED`], each its own SPEC §9 object) and
+    /// `omitted`.
+    pub fn json_body(&self) -> Vec<u8> {
+        let first = self.transitions.first();
+        json!({
+            "version": "1",
+            "status": "firing",
+            "alert": "NotificationsGrouped",
+            "severity": self.severity().as_str(),
+            "org": null,
+            "app": null,
+            "summary": self.headline(),
+            "starts_at": first.map(|t| rfc3339(t.ts_ms)),
+            "ends_at": null,
+            "grouped": self.transitions.len(),
+            "notifications": self.transitions.iter().take(GROUP_LISTED).map(Transition::to_json).collect::<Vec<_>>(),
+            "omitted": self.transitions.len().saturating_sub(GROUP_LISTED),
+            "fingerprint": self.delivery_id,
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    /// Slack message: the headline and the first lines.
+    pub fn slack_body(&self) -> Vec<u8> {
+        let mut text = format!(":bell: *{}*", self.headline());
+        let (lines, more) = self.lines(GROUP_SLACK_LINES);
+        for l in lines {
+            text.push_str(&format!("\n• {l}"));
+        }
+        if more > 0 {
+            text.push_str(&format!("\n… and {more} more"));
+        }
+        json!({ "text": text }).to_string().into_bytes()
+    }
+
+    /// Alertmanager: every alert of every notification in one array (Alertmanager groups
+    /// them itself); `None` when none is at the channel's severity.
+    pub fn alertmanager_body(&self, min: Severity, firing_for_ms: i64) -> Option<Vec<u8>> {
+        let mut all = Vec::new();
+        for t in self.transitions {
+            if let Some(body) = alertmanager_body(t, min, firing_for_ms)
+                && let Ok(Value::Array(alerts)) = serde_json::from_slice::<Value>(&body)
+            {
+                all.extend(alerts);
+            }
+        }
+        (!all.is_empty()).then(|| Value::Array(all).to_string().into_bytes())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,6 +481,58 @@ mod tests {
             ..usage_high()
         };
         assert!(alertmanager_body(&warn, Severity::Critical, 1).is_none());
+    }
+
+    #[test]
+    fn a_group_counts_and_lists_its_notifications() {
+        let mut ts = Vec::new();
+        for i in 0..150 {
+            ts.push(Transition {
+                org: format!("org-{i}").into(),
+                severity: if i % 2 == 0 {
+                    Severity::Critical
+                } else {
+                    Severity::Warning
+                },
+                ..usage_high()
+            });
+        }
+        ts.push(Transition {
+            status: Status::Resolved,
+            ..usage_high()
+        });
+        let g = Group {
+            channel: "ops",
+            max_per_minute: 60,
+            transitions: &ts,
+            delivery_id: "g-1",
+        };
+        assert_eq!(
+            g.subject(),
+            "[ratewarden] 151 notifications grouped (75 critical, 75 warning, 1 resolved)"
+        );
+        let text = g.text_body();
+        assert!(
+            text.contains("CRITICAL UsageHigh org-0 rpm 92% (46/50)\n"),
+            "{text}"
+        );
+        assert!(text.contains("… and 51 more"), "{text}");
+        let v: Value = serde_json::from_slice(&g.json_body()).unwrap();
+        assert_eq!(v["alert"], "NotificationsGrouped");
+        assert_eq!(v["severity"], "critical");
+        assert_eq!(v["grouped"], 151);
+        assert_eq!(v["notifications"].as_array().unwrap().len(), GROUP_LISTED);
+        assert_eq!(v["notifications"][1]["org"], "org-1");
+        assert_eq!(v["omitted"], 51);
+        let v: Value = serde_json::from_slice(&g.slack_body()).unwrap();
+        assert_eq!(v["text"].as_str().unwrap().lines().count(), 22);
+        let v: Value =
+            serde_json::from_slice(&g.alertmanager_body(Severity::Critical, 1).unwrap()).unwrap();
+        assert_eq!(
+            v.as_array().unwrap().len(),
+            76,
+            "critical firings and the resolve"
+        );
     }
 
     #[test]

@@ -91,9 +91,36 @@ impl WebhookSender {
         delivery_id: &str,
         now_ms: i64,
     ) -> Result<(), DeliveryError> {
-        let Some(body) = self.body(t) else {
-            return Ok(());
+        match self.body(t) {
+            Some(body) => self.post(body, delivery_id, now_ms).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Delivers a group of notifications once, as one request.
+    pub async fn send_group(
+        &self,
+        g: &render::Group<'_>,
+        now_ms: i64,
+    ) -> Result<(), DeliveryError> {
+        let body = match self.format {
+            WebhookFormat::Json => Some(g.json_body()),
+            WebhookFormat::Slack => Some(g.slack_body()),
+            WebhookFormat::Alertmanager => g.alertmanager_body(self.min, self.firing_for_ms),
         };
+        match body {
+            Some(body) => self.post(body, g.delivery_id, now_ms).await,
+            None => Ok(()),
+        }
+    }
+
+    /// One signed POST of `body`.
+    async fn post(
+        &self,
+        body: Vec<u8>,
+        delivery_id: &str,
+        now_ms: i64,
+    ) -> Result<(), DeliveryError> {
         let timestamp = (now_ms / 1000).to_string();
         let mut req = self
             .client

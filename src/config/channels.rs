@@ -160,9 +160,15 @@ pub struct ChannelConfig {
     pub name: String,
     /// Least severity sent.
     pub min_severity: Severity,
+    /// Most deliveries a minute (0 = no limit); what arrives faster is sent grouped, several
+    /// notifications in one.
+    pub max_per_minute: u32,
     /// Email or webhook.
     pub kind: ChannelKind,
 }
+
+/// Default `max_per_minute` of a channel.
+pub const DEFAULT_MAX_PER_MINUTE: u32 = 60;
 
 impl ChannelConfig {
     /// Secrets the channel needs, with what they are for.
@@ -211,6 +217,7 @@ pub(super) struct RawEmail {
     from: Spanned<String>,
     to: Spanned<Vec<String>>,
     min_severity: Option<Severity>,
+    max_per_minute: Option<u32>,
     ca_file: Option<PathBuf>,
     #[serde(default = "default_timeout")]
     timeout: HumanDuration,
@@ -227,6 +234,7 @@ pub(super) struct RawWebhook {
     secret_env: Option<String>,
     secret_file: Option<PathBuf>,
     min_severity: Option<Severity>,
+    max_per_minute: Option<u32>,
     #[serde(default = "default_timeout")]
     timeout: HumanDuration,
 }
@@ -305,6 +313,7 @@ impl RawEmail {
         Ok(ChannelConfig {
             name: name(&self.name, format!("email-{}", index + 1))?,
             min_severity: self.min_severity.unwrap_or(Severity::Warning),
+            max_per_minute: self.max_per_minute.unwrap_or(DEFAULT_MAX_PER_MINUTE),
             kind: ChannelKind::Email(EmailConfig {
                 smtp_host: host.to_string(),
                 smtp_port: self.smtp_port.unwrap_or(match tls {
@@ -355,6 +364,7 @@ impl RawWebhook {
         Ok(ChannelConfig {
             name: name(&self.name, format!("webhook-{}", index + 1))?,
             min_severity: self.min_severity.unwrap_or(Severity::Warning),
+            max_per_minute: self.max_per_minute.unwrap_or(DEFAULT_MAX_PER_MINUTE),
             kind: ChannelKind::Webhook(WebhookConfig {
                 url,
                 format: self.format.unwrap_or(WebhookFormat::Json),

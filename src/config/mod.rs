@@ -162,6 +162,10 @@ pub struct LimitsConfig {
     pub max_jobs_per_org: usize,
     /// `request_id`s remembered for deduplication (0 turns it off).
     pub max_request_ids: usize,
+    /// Orgs first seen in one second (of the daemon's clock; of event time in replay) that
+    /// are tracked individually; events of further new orgs in that second share
+    /// `__overflow__`.
+    pub max_new_orgs_per_second: usize,
 }
 
 /// One `[[orgs]]` entry with its tier resolved.
@@ -688,6 +692,7 @@ struct RawLimits {
     max_apps_per_org: Spanned<u64>,
     max_jobs_per_org: Spanned<u64>,
     max_request_ids: u64,
+    max_new_orgs_per_second: Spanned<u64>,
 }
 
 impl Default for RawLimits {
@@ -698,6 +703,7 @@ impl Default for RawLimits {
             max_apps_per_org: Spanned::new(0..0, 100),
             max_jobs_per_org: Spanned::new(0..0, 1_000),
             max_request_ids: 1_000_000,
+            max_new_orgs_per_second: Spanned::new(0..0, 1_000),
         }
     }
 }
@@ -1019,6 +1025,10 @@ impl RawLimits {
             max_apps_per_org: positive(&self.max_apps_per_org, "max_apps_per_org")?,
             max_jobs_per_org: positive(&self.max_jobs_per_org, "max_jobs_per_org")?,
             max_request_ids: usize::try_from(self.max_request_ids).unwrap_or(usize::MAX),
+            max_new_orgs_per_second: positive(
+                &self.max_new_orgs_per_second,
+                "max_new_orgs_per_second",
+            )?,
         })
     }
 }

@@ -199,6 +199,19 @@ pub struct Overflow {
     pub jobs: u64,
 }
 
+/// Orgs created in one second, against `max_new_orgs_per_second`.
+#[derive(Debug, Clone, Copy, Default)]
+struct NewOrgs {
+    /// The second (Unix seconds) counted.
+    second: i64,
+    /// Orgs created in it.
+    created: usize,
+    /// Events of new orgs routed to `__overflow__` because the second's allowance was spent,
+    /// since this process started (`series_overflow_total{kind="org_rate"}`; not in
+    /// snapshots, like any counter it starts again at a restart).
+    refused: u64,
+}
+
 /// Highest window values seen at any event time (replay's `peak_*`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Peaks {
@@ -347,6 +360,8 @@ pub struct Settings {
     pub max_jobs_per_org: usize,
     /// `max_request_ids`.
     pub max_request_ids: usize,
+    /// `max_new_orgs_per_second`.
+    pub max_new_orgs_per_second: usize,
 }
 
 impl Settings {
@@ -361,6 +376,7 @@ impl Settings {
             max_apps_per_org: config.limits.max_apps_per_org,
             max_jobs_per_org: config.limits.max_jobs_per_org,
             max_request_ids: config.limits.max_request_ids,
+            max_new_orgs_per_second: config.limits.max_new_orgs_per_second,
         }
     }
 }
@@ -394,6 +410,7 @@ pub struct Tracker {
     /// Index of `__overflow__` in `orgs`, once used.
     overflow_org: Option<usize>,
     overflow: Overflow,
+    new_orgs: NewOrgs,
     dedupe: Dedupe,
     /// Firing alerts and when they were last notified, for `repeat_interval`.
     repeats: BTreeMap<AlertKey, i64>,
@@ -413,6 +430,7 @@ impl Tracker {
             index: HashMap::default(),
             overflow_org: None,
             overflow: Overflow::default(),
+            new_orgs: NewOrgs::default(),
             dedupe: Dedupe::new(config.limits.max_request_ids),
             repeats: BTreeMap::new(),
             clock_ms: i64::MIN,
@@ -441,17 +459,34 @@ impl Tracker {
         self.overflow
     }
 
+    /// Events of new orgs routed to `__overflow__` by `max_new_orgs_per_second` since start.
+    pub fn new_orgs_refused(&self) -> u64 {
+        self.new_orgs.refused
+    }
+
     /// Tracked orgs (including `__overflow__` once used).
     pub fn orgs(&self) -> &[Org] {
         &self.orgs
     }
 
-    fn org_index(&mut self, name: &str) -> usize {
+    /// The org's index; a new org is created while fewer than `max_orgs` are tracked and
+    /// fewer than `max_new_orgs_per_second` were created in the second of `at` (so one body
+    /// or one second of random org names cannot create thousands of orgs, and their alerts,
+    /// at once); otherwise its events share `__overflow__`.
+    fn org_index(&mut self, name: &str, at: i64) -> usize {
         if let Some(&i) = self.index.get(name) {
             return i;
         }
         let tracked = self.orgs.len() - usize::from(self.overflow_org.is_some());
-        if tracked < self.settings.max_orgs {
+        let second = at.div_euclid(1000);
+        if self.new_orgs.second != second {
+            self.new_orgs.second = second;
+            self.new_orgs.created = 0;
+        }
+        let room = tracked < self.settings.max_orgs;
+        let allowed = self.new_orgs.created < self.settings.max_new_orgs_per_second;
+        if room && allowed {
+            self.new_orgs.created += 1;
             let org = Org::new(
                 name.into(),
                 self.settings.default_tier.clone(),
@@ -464,7 +499,11 @@ impl Tracker {
             self.orgs.push(org);
             return i;
         }
-        self.overflow.orgs += 1;
+        if room {
+            self.new_orgs.refused += 1;
+        } else {
+            self.overflow.orgs += 1;
+        }
         match self.overflow_org {
             Some(i) => i,
             None => {
@@ -500,7 +539,14 @@ impl Tracker {
         {
             return false;
         }
-        let oi = self.org_index(&ev.org);
+        // The daemon's clock decides the second (journaled, so recovery decides alike);
+        // replay has no clock and uses event time.
+        let at = if self.clock_ms == i64::MIN {
+            ts
+        } else {
+            self.clock_ms
+        };
+        let oi = self.org_index(&ev.org, at);
         let s = &self.settings;
         let org = &mut self.orgs[oi];
         // The org's present moves with event times, but in the daemon never past its clock: an

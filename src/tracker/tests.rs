@@ -203,6 +203,49 @@ fn unconfigured_org_gets_the_default_tier_and_overflow_past_max_orgs() {
 }
 
 #[test]
+fn new_orgs_per_second_are_bounded_and_counted() {
+    let mut t = Tracker::new(&config("[limits]\nmax_new_orgs_per_second = 3\n"));
+    t.note_clock(T0);
+    let mut out = Vec::new();
+    for i in 0..10 {
+        out.extend(feed(
+            &mut t,
+            &format!(r#"{{"org":"new-{i}","ts":{T0},"kind":"job_started","job_id":"j{i}"}}"#),
+            T0,
+        ));
+    }
+    let s = t.snapshot(T0);
+    let names: Vec<&str> = s.iter().map(|o| &*o.org).collect();
+    assert_eq!(
+        names,
+        vec!["acme", "new-0", "new-1", "new-2", "__overflow__"]
+    );
+    assert_eq!(t.new_orgs_refused(), 7);
+    assert_eq!(t.overflow().orgs, 0, "not past max_orgs");
+    // Each created org's first job fills its one concurrency slot: 3 alerts, not 10.
+    assert_eq!(
+        out.iter()
+            .filter(|x| x.alert == AlertName::UsageHigh)
+            .count(),
+        3
+    );
+    // Known orgs keep counting; the next second admits new ones again.
+    req(&mut t, "new-1", T0 + 10, 200);
+    t.note_clock(T0 + 1_000);
+    req(&mut t, "new-9", T0 + 1_000, 200);
+    let s = t.snapshot(T0 + 1_000);
+    assert_eq!(org(&s, "new-1").usage_of(Dimension::Rpm), Some(1));
+    assert_eq!(org(&s, "new-9").usage_of(Dimension::Rpm), Some(1));
+    // Without a clock (replay) event time decides the second.
+    let mut r = Tracker::new(&config("[limits]\nmax_new_orgs_per_second = 1\n"));
+    req(&mut r, "a", T0, 200);
+    req(&mut r, "b", T0 + 10, 200);
+    req(&mut r, "c", T0 + 1_000, 200);
+    assert_eq!(r.new_orgs_refused(), 1);
+    assert!(r.snapshot(T0 + 1_000).iter().any(|o| &*o.org == "c"));
+}
+
+#[test]
 fn overflow_org_raises_no_alerts() {
     let mut t = Tracker::new(&config("[limits]\nmax_orgs = 1\n"));
     let mut out = Vec::new();
