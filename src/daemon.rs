@@ -112,15 +112,40 @@ pub struct Daemon {
     store: SqliteStore,
     state: ApiState,
     clock: Arc<dyn Clock>,
+    /// `run --recover`: start from what can be read of a damaged store.
+    salvage: bool,
+}
+
+/// Opens the store in `dir`; with `salvage`, a damaged one is moved aside and what can be
+/// read of it copied into a new one (the log says what was kept and lost).
+fn open_store(dir: &std::path::Path, salvage: bool) -> Result<SqliteStore, StoreError> {
+    match SqliteStore::open(dir) {
+        Err(StoreError::Damaged { path, why }) if salvage => {
+            tracing::error!(store = %path, "run --recover: the store is damaged: {why}");
+            salvaged(dir)
+        }
+        other => other,
+    }
+}
+
+/// [`SqliteStore::salvage`], logged.
+fn salvaged(dir: &std::path::Path) -> Result<SqliteStore, StoreError> {
+    let (store, report) = SqliteStore::salvage(dir)?;
+    for line in report {
+        tracing::warn!("run --recover: {line}");
+    }
+    Ok(store)
 }
 
 impl Daemon {
-    /// Validates exposure, opens the store and binds the listener, with the wall clock.
-    pub async fn bind(config: &Config) -> Result<Daemon, DaemonError> {
+    /// Validates exposure, opens the store and binds the listener, with the wall clock;
+    /// `salvage` is `run --recover`.
+    pub async fn bind(config: &Config, salvage: bool) -> Result<Daemon, DaemonError> {
         Daemon::bind_with(
             config,
             Tokens::from_env(&config.server),
             Arc::new(SystemClock),
+            salvage,
         )
         .await
     }
@@ -130,6 +155,7 @@ impl Daemon {
         config: &Config,
         tokens: Tokens,
         clock: Arc<dyn Clock>,
+        salvage: bool,
     ) -> Result<Daemon, DaemonError> {
         check_exposure(config, &tokens)?;
         if let Some((who, what, why)) = config.missing_secrets().into_iter().next() {
@@ -138,7 +164,7 @@ impl Daemon {
             )));
         }
         let path = config.storage.path.clone();
-        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+        let store = tokio::task::spawn_blocking(move || open_store(&path, salvage))
             .await
             .map_err(|e| DaemonError::Serve(std::io::Error::other(e)))??;
         let addr = config.server.listen;
@@ -151,6 +177,7 @@ impl Daemon {
             store,
             state: ApiState::starting(config, tokens),
             clock,
+            salvage,
         })
     }
 
@@ -170,6 +197,7 @@ impl Daemon {
             store,
             state,
             clock,
+            salvage,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
 
@@ -195,7 +223,29 @@ impl Daemon {
         let recover_config = config.clone();
         let (to_delivery, delivery_rx) = tokio::sync::mpsc::unbounded_channel();
         let recovered = tokio::task::spawn_blocking(move || {
-            Live::recover(&recover_config, Box::new(store), clock, Some(to_delivery))
+            let dir = recover_config.storage.path.clone();
+            match Live::recover(
+                &recover_config,
+                Box::new(store),
+                clock.clone(),
+                Some(to_delivery.clone()),
+                salvage,
+            ) {
+                // Pages SQLite cannot read, met while reading the state: copy out what can be
+                // read (the failed attempt has released the store).
+                Err(RecoverError::Store(StoreError::Damaged { path, why })) if salvage => {
+                    tracing::error!(store = %path, "run --recover: the store is damaged: {why}");
+                    let store = salvaged(&dir)?;
+                    Live::recover(
+                        &recover_config,
+                        Box::new(store),
+                        clock,
+                        Some(to_delivery),
+                        true,
+                    )
+                }
+                other => other,
+            }
         })
         .await
         .map_err(|e| DaemonError::Serve(std::io::Error::other(e)))?;
@@ -295,9 +345,10 @@ impl Daemon {
 /// Runs the daemon on `config` until `shutdown` resolves.
 pub async fn run(
     config: &Config,
+    salvage: bool,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
-    let daemon = Daemon::bind(config).await?;
+    let daemon = Daemon::bind(config, salvage).await?;
     if let Some(addr) = daemon.local_addr() {
         tracing::info!(%addr, "listening");
     }

@@ -24,7 +24,7 @@ use crate::clock::Clock;
 use crate::config::{ChannelConfig, Config};
 use crate::detect::{Status, Transition};
 use crate::events::Event;
-use crate::store::{Checkpoint, Commit, OutboxEntry, OutboxUpdate, StateStore};
+use crate::store::{Checkpoint, Commit, OutboxEntry, OutboxUpdate, StateStore, StoreError};
 use crate::tracker::Tracker;
 
 /// A snapshot is taken once this many records were journaled since the last one...
@@ -182,9 +182,9 @@ pub enum RecoverError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    /// The snapshot could not be read.
-    #[error(transparent)]
-    Snapshot(#[from] crate::tracker::snapshot::RestoreError),
+    /// The snapshot was written by a newer ratewarden (never dropped, even by `--recover`).
+    #[error("{0}; run the ratewarden that wrote it, or a newer one")]
+    Snapshot(crate::tracker::snapshot::RestoreError),
     /// The writer thread could not start.
     #[error("cannot start the store writer: {0}")]
     Thread(#[from] std::io::Error),
@@ -226,24 +226,44 @@ impl Live {
     /// writer. Transitions met while rebuilding were handled before the restart (their
     /// notifications are in the outbox), so they are dropped here. Committed notifications
     /// are sent to `delivery`.
+    ///
+    /// A snapshot or journal entry that cannot be decoded is [`StoreError::Damaged`] (nothing
+    /// is started, nothing changed) unless `salvage` (`run --recover`): then a copy of the
+    /// store is kept beside it, what cannot be read is dropped and logged as lost, and a
+    /// snapshot of what could be read is written at once, so the damage is gone for good.
     pub fn recover(
         config: &Config,
         mut store: Box<dyn StateStore>,
         clock: Arc<dyn Clock>,
         delivery: Option<mpsc::UnboundedSender<OutboxEntry>>,
+        salvage: bool,
     ) -> Result<(Live, Writer, Recovery), RecoverError> {
         let rec = store.recover()?;
+        let mut damage: Vec<String> = Vec::new();
         let (from, mut tracker) = match &rec.snapshot {
-            Some((seq, bytes)) => (*seq, Tracker::restore(config, bytes)?),
+            Some((seq, bytes)) => match Tracker::restore(config, bytes) {
+                Ok(t) => (*seq, t),
+                Err(e @ crate::tracker::snapshot::RestoreError::Version { .. })
+                    if bytes.starts_with(b"RWT") =>
+                {
+                    return Err(RecoverError::Snapshot(e));
+                }
+                Err(e) => {
+                    damage.push(format!(
+                        "the snapshot (the state up to commit {seq}, {} bytes) cannot be read ({e}): every count before it is lost",
+                        bytes.len()
+                    ));
+                    (*seq, Tracker::new(config))
+                }
+            },
             None => (0, Tracker::new(config)),
         };
         let mut replayed = 0u64;
-        let mut corrupt = 0u64;
+        let mut corrupt: Vec<(u64, usize)> = Vec::new();
         let mut out = Vec::new();
         store.journal_after(from, &mut |seq, data| {
             let Some((&(1 | JOURNAL_FORMAT), mut data)) = data.split_first() else {
-                tracing::error!(seq, "journal entry in an unknown format; skipping it");
-                corrupt += 1;
+                corrupt.push((seq, data.len()));
                 return;
             };
             while !data.is_empty() {
@@ -263,16 +283,38 @@ impl Live {
                         out.clear();
                         replayed += 1;
                     }
-                    Err(e) => {
-                        tracing::error!(seq, error = %e, "unreadable journal entry; skipping its rest");
-                        corrupt += 1;
+                    Err(_) => {
+                        corrupt.push((seq, data.len()));
                         break;
                     }
                 }
             }
         })?;
-        if corrupt > 0 {
-            tracing::warn!(corrupt, "some journal entries could not be read");
+        if let (Some(first), Some(last)) = (corrupt.first(), corrupt.last()) {
+            let bytes: usize = corrupt.iter().map(|(_, b)| b).sum();
+            damage.push(format!(
+                "{} journal entries (commits {}..={}) cannot be read: {bytes} bytes of events from them are lost",
+                corrupt.len(),
+                first.0,
+                last.0
+            ));
+        }
+        let mut since_snapshot = rec.journal_events;
+        if !damage.is_empty() {
+            if !salvage {
+                return Err(StoreError::Damaged {
+                    path: store.location(),
+                    why: damage.join("; "),
+                }
+                .into());
+            }
+            let copy = store.keep_copy()?;
+            for d in &damage {
+                tracing::error!(store = %store.location(), "run --recover: {d}");
+            }
+            tracing::warn!(copy = %copy, replayed, "run --recover: started from what could be read; the store as it was is kept at the copy");
+            // The next commit writes a snapshot, which replaces the unreadable entries.
+            since_snapshot = SNAPSHOT_EVENTS;
         }
         let (committed, _) = watch::channel(rec.last_seq);
         let durable = Arc::new(Durable {
@@ -293,7 +335,6 @@ impl Live {
             durable: Some(durable.clone()),
         };
         let writer_live = live.clone();
-        let since_snapshot = rec.journal_events;
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || writer_loop(writer_live, store, since_snapshot))?;

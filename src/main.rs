@@ -34,6 +34,10 @@ enum Command {
         /// Config file.
         #[arg(long, env = CONFIG_ENV)]
         config: Option<PathBuf>,
+        /// The store is damaged: keep it beside as state.sqlite.damaged-TIME, start from what
+        /// can be read of it and log what was lost.
+        #[arg(long)]
+        recover: bool,
     },
     /// Validate a config file: exit 0 with a summary, or 2 with FILE:LINE:COL: message.
     CheckConfig {
@@ -289,9 +293,9 @@ fn main() -> ExitCode {
 
 fn command(command: Command) -> Result<ExitCode, Failed> {
     Ok(match command {
-        Command::Run { config } => {
+        Command::Run { config, recover } => {
             let config = load(config.as_ref())?;
-            match block_on(daemon::run(&config, shutdown_signal()))? {
+            match block_on(daemon::run(&config, recover, shutdown_signal()))? {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");

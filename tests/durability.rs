@@ -234,3 +234,143 @@ fn a_store_written_by_the_previous_version_is_read() {
         Some(10.0)
     );
 }
+
+/// The store file under the default `[storage] path`.
+fn store_file(dir: &std::path::Path) -> std::path::PathBuf {
+    dir.join("ratewarden-data").join("state.sqlite")
+}
+
+/// Files beside the store kept by `--recover`.
+fn kept_copies(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir.join("ratewarden-data"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| {
+            n.starts_with("state.sqlite.damaged-") && !n.ends_with("-wal") && !n.ends_with("-shm")
+        })
+        .collect()
+}
+
+#[test]
+fn an_empty_or_unreadable_store_is_not_a_first_start() {
+    for (what, bytes) in [
+        ("empty", Vec::new()),
+        (
+            "garbage",
+            b"this is not a database, it was overwritten".repeat(200),
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut d = Daemon::start(dir.path(), CONFIG, &[]);
+            let ts = chrono::Utc::now().timestamp_millis();
+            assert_eq!(post(&d.base, &batch(0, 5, ts)), Some(202));
+            assert_eq!(d.terminate(Duration::from_secs(10)), Some(0));
+        }
+        std::fs::write(store_file(dir.path()), &bytes).unwrap();
+        let refused = Daemon::try_start(dir.path(), CONFIG, &[])
+            .err()
+            .unwrap_or_else(|| panic!("{what}: started on a damaged store"));
+        assert!(
+            refused.contains("state.sqlite is damaged") && refused.contains("run --recover"),
+            "{what}: {refused}"
+        );
+        assert_eq!(
+            std::fs::read(store_file(dir.path())).unwrap(),
+            bytes,
+            "{what}: nothing was changed"
+        );
+        // --recover keeps the file aside and starts from what can be read (nothing here).
+        let d = Daemon::try_start_with(dir.path(), CONFIG, &[], &["--recover"])
+            .unwrap_or_else(|log| panic!("{what}: {log}"));
+        let copies = kept_copies(dir.path());
+        assert_eq!(copies.len(), 1, "{what}: {copies:?}");
+        let kept = dir.path().join("ratewarden-data").join(&copies[0]);
+        assert_eq!(std::fs::read(kept).unwrap(), bytes, "{what}");
+        let log = d.log_text();
+        assert!(log.contains("run --recover"), "{what}: {log}");
+        assert!(log.contains("is kept as"), "{what}: {log}");
+        assert_eq!(daily(&d.base), Some(0.0), "{what}");
+        // The new store is a real one: counts survive a restart without --recover.
+        let ts = chrono::Utc::now().timestamp_millis();
+        assert_eq!(post(&d.base, &batch(100, 3, ts)), Some(202));
+        let mut d = d;
+        assert_eq!(d.terminate(Duration::from_secs(10)), Some(0));
+        let d = Daemon::start(dir.path(), CONFIG, &[]);
+        assert_eq!(daily(&d.base), Some(3.0), "{what}");
+    }
+}
+
+#[test]
+fn a_corrupt_journal_entry_stops_start_until_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut d = Daemon::start(dir.path(), CONFIG, &[]);
+        let ts = chrono::Utc::now().timestamp_millis();
+        for k in 0..3 {
+            assert_eq!(post(&d.base, &batch(k * 10, 10, ts)), Some(202));
+        }
+        // No clean stop: the events are in journal entries after the last snapshot.
+        d.kill9();
+    }
+    {
+        let db = rusqlite::Connection::open(store_file(dir.path())).unwrap();
+        let entries: i64 = db
+            .query_row("SELECT COUNT(*) FROM journal", [], |r| r.get(0))
+            .unwrap();
+        assert!(entries >= 3, "{entries} journal entries");
+        db.execute(
+            "UPDATE journal SET data = x'02ff00ff00ff00ff' WHERE seq = (SELECT MIN(seq) FROM journal WHERE events = 10)",
+            [],
+        )
+        .unwrap();
+    }
+    let refused = Daemon::try_start(dir.path(), CONFIG, &[])
+        .err()
+        .expect("refused");
+    assert!(
+        refused.contains("journal entries") && refused.contains("cannot be read"),
+        "{refused}"
+    );
+    assert!(refused.contains("state.sqlite is damaged"), "{refused}");
+    let mut d = Daemon::try_start_with(dir.path(), CONFIG, &[], &["--recover"])
+        .unwrap_or_else(|log| panic!("{log}"));
+    assert_eq!(daily(&d.base), Some(20.0), "the two readable entries count");
+    let log = d.log_text();
+    assert!(log.contains("1 journal entries"), "{log}");
+    assert_eq!(kept_copies(dir.path()).len(), 1);
+    // The damage is gone for good: a plain start now works and counts the same.
+    std::thread::sleep(Duration::from_millis(500));
+    d.kill9();
+    let d = Daemon::start(dir.path(), CONFIG, &[]);
+    assert_eq!(daily(&d.base), Some(20.0));
+}
+
+#[test]
+fn damaged_pages_are_salvaged_table_by_table() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut d = Daemon::start(dir.path(), CONFIG, &[]);
+        let ts = chrono::Utc::now().timestamp_millis();
+        assert_eq!(post(&d.base, &batch(0, 7, ts)), Some(202));
+        assert_eq!(d.terminate(Duration::from_secs(10)), Some(0));
+    }
+    // Overwrite the pages after the schema: every table's root is damaged.
+    let path = store_file(dir.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.len() > 8192, "{} bytes", bytes.len());
+    for b in &mut bytes[4096..] {
+        *b = 0xA5;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let refused = Daemon::try_start(dir.path(), CONFIG, &[])
+        .err()
+        .expect("refused");
+    assert!(refused.contains("is damaged"), "{refused}");
+    let d = Daemon::try_start_with(dir.path(), CONFIG, &[], &["--recover"])
+        .unwrap_or_else(|log| panic!("{log}"));
+    let log = d.log_text();
+    assert!(log.contains("the rest is lost"), "{log}");
+    assert_eq!(daily(&d.base), Some(0.0));
+    assert_eq!(kept_copies(dir.path()).len(), 1);
+}

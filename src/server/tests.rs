@@ -651,6 +651,12 @@ impl crate::store::StateStore for Flaky {
         }
         self.inner.commit(c)
     }
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn keep_copy(&mut self) -> Result<String, crate::store::StoreError> {
+        self.inner.keep_copy()
+    }
 }
 
 /// An API over a durable store that can be made to fail, and that store's switch.
@@ -672,6 +678,7 @@ fn flaky_state(
         Box::new(store),
         Arc::new(ManualClock::new(NOW)),
         None,
+        false,
     )
     .unwrap();
     let mut st = ApiState::starting(&config, tokens());

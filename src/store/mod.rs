@@ -35,6 +35,19 @@ pub enum StoreError {
     /// The database failed.
     #[error("store: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The store's file is damaged: empty, not a database, corrupt pages, or entries that
+    /// cannot be decoded. Nothing was changed.
+    #[error(
+        "{path} is damaged: {why}. Nothing was changed. To go on: restore it from a backup, or \
+         start once with `ratewarden run --recover`, which keeps the damaged file beside it \
+         (state.sqlite.damaged-TIME) and starts from what can be read of it, logging what was lost"
+    )]
+    Damaged {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// The database was written by a newer ratewarden.
     #[error("the store has schema version {found}; this ratewarden knows up to {known}")]
     TooNew {
@@ -160,4 +173,11 @@ pub trait StateStore: Send {
 
     /// Writes one group commit atomically.
     fn commit(&mut self, c: &Commit<'_>) -> Result<(), StoreError>;
+
+    /// Where the state lives (a file, a server), for messages.
+    fn location(&self) -> String;
+
+    /// Keeps a copy of the state as it is now beside it (before `run --recover` drops what
+    /// cannot be read); returns where.
+    fn keep_copy(&mut self) -> Result<String, StoreError>;
 }

@@ -8,7 +8,7 @@
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 
 use super::{Checkpoint, Commit, OutboxEntry, OutboxUpdate, Recovered, StateStore, StoreError};
 
@@ -65,9 +65,32 @@ const MIGRATIONS: &[&str] = &[
      );",
 ];
 
+/// The database file in the data directory.
+pub const FILE: &str = "state.sqlite";
+
+/// Tables and their columns, in the order [`SqliteStore::salvage`] copies them.
+const TABLES: &[(&str, &str)] = &[
+    ("meta", "key, value"),
+    ("snapshot", "id, seq, state"),
+    ("journal", "seq, events, data"),
+    (
+        "checkpoints",
+        "source, file, path, byte_offset, head_len, head_hash",
+    ),
+    ("sources", "name"),
+    (
+        "outbox",
+        "id, channel, created_ms, attempts, next_attempt_ms, last_error, payload",
+    ),
+    ("batches", "id, payload"),
+    ("batch_items", "batch_id, idx, payload"),
+];
+
 /// SQLite-backed [`StateStore`].
 pub struct SqliteStore {
     conn: Connection,
+    /// The database file.
+    path: PathBuf,
     /// Held for the life of the store; the OS releases it if the process dies.
     _lock: File,
 }
@@ -85,9 +108,51 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
     }
 }
 
+/// What SQLite says about a file that is not (or no longer) a sound database, as
+/// [`StoreError::Damaged`]; other errors as they are.
+fn classify(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+    move |e| match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => StoreError::Damaged {
+            path: path.display().to_string(),
+            why: e.to_string(),
+        },
+        _ => StoreError::Sqlite(e),
+    }
+}
+
+/// `path` with `suffix` appended to its file name (`state.sqlite` → `state.sqlite-wal`).
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// `state.sqlite.damaged-YYYYMMDDTHHMMSSZ` beside `db`, not yet taken.
+fn aside_name(db: &Path) -> PathBuf {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    let mut n = 0;
+    loop {
+        let suffix = if n == 0 {
+            format!(".damaged-{stamp}")
+        } else {
+            format!(".damaged-{stamp}-{n}")
+        };
+        let p = with_suffix(db, &suffix);
+        if !p.exists() {
+            return p;
+        }
+        n += 1;
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the store in directory `dir`, takes its lock and brings the
     /// schema up to date.
+    ///
+    /// A new store is built under a temporary name and renamed into place once its schema is
+    /// written, so `state.sqlite` is never legitimately empty: an empty one, a write-ahead log
+    /// without its database, or a file SQLite cannot read is [`StoreError::Damaged`], never a
+    /// first start.
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let lock_path: PathBuf = dir.join("LOCK");
@@ -106,13 +171,146 @@ impl SqliteStore {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
         }
-        let conn = Connection::open(dir.join("state.sqlite"))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        let mut store = SqliteStore { conn, _lock: lock };
+        let path = dir.join(FILE);
+        let damaged = |why: &str| StoreError::Damaged {
+            path: path.display().to_string(),
+            why: why.to_string(),
+        };
+        match std::fs::metadata(&path) {
+            Ok(m) if m.len() == 0 => {
+                return Err(damaged(
+                    "it is empty (0 bytes), which no ratewarden writes: its contents are gone",
+                ));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if with_suffix(&path, "-wal").exists() {
+                    return Err(damaged(
+                        "it is missing but its write-ahead log (state.sqlite-wal) is there",
+                    ));
+                }
+                SqliteStore::create(dir, &path)?;
+            }
+            Err(e) => return Err(io(&path)(e)),
+        }
+        let conn = Connection::open(&path).map_err(classify(&path))?;
+        let mut store = SqliteStore {
+            conn,
+            path: path.clone(),
+            _lock: lock,
+        };
+        store.configure().map_err(classify(&path))?;
         store.migrate()?;
         Ok(store)
+    }
+
+    fn configure(&mut self) -> Result<(), rusqlite::Error> {
+        self.conn.pragma_update(None, "journal_mode", "WAL")?;
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        self.conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Reads the header and the schema: a file that is not a database fails here.
+        self.conn
+            .query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| {
+                r.get::<_, i64>(0)
+            })?;
+        Ok(())
+    }
+
+    /// Writes an empty store with the current schema as `path`, atomically.
+    fn create(dir: &Path, path: &Path) -> Result<(), StoreError> {
+        let tmp = dir.join(format!("{FILE}.new"));
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let _ = std::fs::remove_file(with_suffix(&tmp, suffix));
+        }
+        {
+            let conn = Connection::open(&tmp)?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            let tx = conn.unchecked_transaction()?;
+            for sql in MIGRATIONS {
+                tx.execute_batch(sql)?;
+            }
+            tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+            tx.commit()?;
+            // Closing checkpoints the log into the file, so the file alone is the store.
+            conn.close().map_err(|(_, e)| e)?;
+        }
+        std::fs::rename(&tmp, path).map_err(io(path))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(dir))?;
+        tracing::info!(path = %path.display(), "new store created");
+        Ok(())
+    }
+
+    /// `run --recover` after [`StoreError::Damaged`]: moves the damaged file (and its log)
+    /// aside as `state.sqlite.damaged-TIME`, creates a new store and copies into it every row
+    /// that can still be read from the damaged one, table by table. Returns the new store and
+    /// what was kept and lost, one line each, for the log. Call it with no store open on
+    /// `dir`.
+    pub fn salvage(dir: &Path) -> Result<(SqliteStore, Vec<String>), StoreError> {
+        let path = dir.join(FILE);
+        let aside = aside_name(&path);
+        let mut report = Vec::new();
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        for suffix in ["", "-wal", "-shm"] {
+            let from = with_suffix(&path, suffix);
+            if from.exists() {
+                std::fs::rename(&from, with_suffix(&aside, suffix)).map_err(io(&from))?;
+            }
+        }
+        report.push(format!(
+            "the damaged store ({size} bytes) is kept as {}",
+            aside.display()
+        ));
+        let mut store = SqliteStore::open(dir)?;
+        store.copy_from(&aside, &mut report);
+        Ok((store, report))
+    }
+
+    /// Copies every readable row of `from` into this (new, empty) store.
+    fn copy_from(&mut self, from: &Path, report: &mut Vec<String>) {
+        let src = match Connection::open_with_flags(from, OpenFlags::SQLITE_OPEN_READ_WRITE) {
+            Ok(c) => c,
+            Err(e) => {
+                report.push(format!("nothing could be read from it ({e}): every count, checkpoint, notification and batch it held is lost"));
+                return;
+            }
+        };
+        let tx = match self.conn.transaction() {
+            Ok(tx) => tx,
+            Err(e) => {
+                report.push(format!("cannot write the new store: {e}"));
+                return;
+            }
+        };
+        for (table, cols) in TABLES {
+            let mut read = 0u64;
+            let copied = (|| -> Result<(), rusqlite::Error> {
+                let mut get = src.prepare(&format!("SELECT {cols} FROM {table}"))?;
+                let n = get.column_count();
+                let marks = vec!["?"; n].join(", ");
+                let mut put = tx.prepare(&format!(
+                    "INSERT OR REPLACE INTO {table} ({cols}) VALUES ({marks})"
+                ))?;
+                let mut rows = get.query([])?;
+                while let Some(row) = rows.next()? {
+                    let values = (0..n)
+                        .map(|i| row.get::<_, rusqlite::types::Value>(i))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    put.execute(rusqlite::params_from_iter(values))?;
+                    read += 1;
+                }
+                Ok(())
+            })();
+            match copied {
+                Ok(()) => report.push(format!("{table}: {read} rows kept")),
+                Err(e) => report.push(format!("{table}: {read} rows kept, the rest is lost ({e})")),
+            }
+        }
+        if let Err(e) = tx.commit() {
+            report.push(format!("cannot write the new store: {e}"));
+        }
     }
 
     fn migrate(&mut self) -> Result<(), StoreError> {
@@ -146,6 +344,42 @@ impl SqliteStore {
 
 impl StateStore for SqliteStore {
     fn recover(&mut self) -> Result<Recovered, StoreError> {
+        self.read_all().map_err(classify(&self.path))
+    }
+
+    fn journal_after(&mut self, seq: u64, f: &mut dyn FnMut(u64, &[u8])) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, data FROM journal WHERE seq > ?1 ORDER BY seq")
+            .map_err(classify(&self.path))?;
+        let mut rows = stmt.query([seq as i64]).map_err(classify(&self.path))?;
+        while let Some(row) = rows.next().map_err(classify(&self.path))? {
+            let s: i64 = row.get(0)?;
+            let data = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
+            f(s as u64, data);
+        }
+        Ok(())
+    }
+
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn keep_copy(&mut self) -> Result<String, StoreError> {
+        let aside = aside_name(&self.path);
+        self.conn
+            .execute("VACUUM INTO ?1", [aside.display().to_string()])
+            .map_err(classify(&self.path))?;
+        Ok(aside.display().to_string())
+    }
+
+    fn commit(&mut self, c: &Commit<'_>) -> Result<(), StoreError> {
+        self.write(c)
+    }
+}
+
+impl SqliteStore {
+    fn read_all(&mut self) -> Result<Recovered, rusqlite::Error> {
         let snapshot: Option<(u64, Vec<u8>)> = self
             .conn
             .query_row("SELECT seq, state FROM snapshot WHERE id = 1", [], |r| {
@@ -235,20 +469,7 @@ impl StateStore for SqliteStore {
         })
     }
 
-    fn journal_after(&mut self, seq: u64, f: &mut dyn FnMut(u64, &[u8])) -> Result<(), StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT seq, data FROM journal WHERE seq > ?1 ORDER BY seq")?;
-        let mut rows = stmt.query([seq as i64])?;
-        while let Some(row) = rows.next()? {
-            let s: i64 = row.get(0)?;
-            let data = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
-            f(s as u64, data);
-        }
-        Ok(())
-    }
-
-    fn commit(&mut self, c: &Commit<'_>) -> Result<(), StoreError> {
+    fn write(&mut self, c: &Commit<'_>) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         match c.snapshot {
             Some(state) => {

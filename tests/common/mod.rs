@@ -62,11 +62,22 @@ impl Daemon {
 
     /// Like [`Daemon::start`] but returns the log on failure.
     pub fn try_start(dir: &Path, config: &str, env: &[(&str, &str)]) -> Result<Daemon, String> {
+        Daemon::try_start_with(dir, config, env, &[])
+    }
+
+    /// Like [`Daemon::try_start`] with more arguments to `run` (`--recover`).
+    pub fn try_start_with(
+        dir: &Path,
+        config: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Result<Daemon, String> {
         let path: PathBuf = dir.join("ratewarden.toml");
         std::fs::write(&path, config).expect("config written");
         let mut cmd = Command::new(bin());
         cmd.args(["--log-format", "json", "run", "--config"])
             .arg(&path)
+            .args(args)
             .current_dir(dir)
             .env_remove("RATEWARDEN_CONFIG")
             .env_remove("RATEWARDEN_INGEST_TOKEN")
