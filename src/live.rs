@@ -33,6 +33,8 @@ const SNAPSHOT_EVENTS: u64 = 500_000;
 const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(300);
 /// Past this much journal waiting for the store, intake pauses (HTTP answers 429).
 pub const MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
+/// Orgs snapshotted per hold of the lock by [`Live::org_snapshots`].
+const SNAPSHOT_SLICE: usize = 256;
 /// The writer sleeps at most this long when idle (it is woken on new work).
 const IDLE: Duration = Duration::from_millis(200);
 /// First byte of every journal entry: the record format below (2 added `Clock`; entries of
@@ -385,6 +387,20 @@ impl Live {
     /// Runs `f` with the tracker (reads for the API and `/metrics`).
     pub fn with_tracker<T>(&self, f: impl FnOnce(&Tracker) -> T) -> T {
         f(&self.lock().tracker)
+    }
+
+    /// Every org's snapshot at `now`, taken [`SNAPSHOT_SLICE`] orgs per hold of the lock, so
+    /// that a reader of many orgs (`/v1/usage`, `/metrics`) never holds ingest up for long.
+    pub fn org_snapshots(&self, now: i64) -> Vec<crate::tracker::OrgSnapshot> {
+        let mut all = Vec::new();
+        loop {
+            let part = self.with_tracker(|t| t.snapshot_of(now, all.len(), SNAPSHOT_SLICE));
+            let done = part.len() < SNAPSHOT_SLICE;
+            all.extend(part);
+            if done {
+                return all;
+            }
+        }
     }
 
     /// True while the store accepts writes (always true in memory).

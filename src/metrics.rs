@@ -285,6 +285,11 @@ impl Metrics {
     }
 }
 
+/// A count as a gauge value: never negative, however large (a saturated window is u64::MAX).
+fn as_gauge(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
 /// `offpeak_open`, computed against the clock at scrape time.
 struct OffPeakCollector {
     live: Arc<OnceLock<Live>>,
@@ -369,8 +374,9 @@ impl Collector for TrackerCollector {
             "Store commits that failed; each is retried until the store writes again",
             [(Vec::<(&str, String)>::new(), live.store_failures())],
         )?;
-        let (orgs, overflow, new_orgs_refused) =
-            live.with_tracker(|t| (t.snapshot(now), t.overflow(), t.new_orgs_refused()));
+        let orgs = live.org_snapshots(now);
+        let (overflow, new_orgs_refused) =
+            live.with_tracker(|t| (t.overflow(), t.new_orgs_refused()));
         let org_l = |o: &str| vec![("org", o.to_string())];
         let dim_l = |o: &str, d: Dimension| {
             vec![
@@ -424,15 +430,21 @@ impl Collector for TrackerCollector {
             &mut enc,
             "usage",
             "Current usage per dimension: requests in the rolling minute and 24 h, jobs in flight",
-            orgs.iter()
-                .flat_map(|o| o.usage.iter().map(|&(d, v)| (dim_l(&o.org, d), v as i64))),
+            orgs.iter().flat_map(|o| {
+                o.usage
+                    .iter()
+                    .map(|&(d, v)| (dim_l(&o.org, d), as_gauge(v)))
+            }),
         )?;
         gauge(
             &mut enc,
             "limit",
             "Limit per dimension (absent when unlimited)",
-            orgs.iter()
-                .flat_map(|o| o.limits.iter().map(|&(d, v)| (dim_l(&o.org, d), v as i64))),
+            orgs.iter().flat_map(|o| {
+                o.limits
+                    .iter()
+                    .map(|&(d, v)| (dim_l(&o.org, d), as_gauge(v)))
+            }),
         )?;
         gauge(
             &mut enc,
@@ -450,13 +462,14 @@ impl Collector for TrackerCollector {
             "jobs_in_flight",
             "Jobs started and not finished or released",
             orgs.iter()
-                .map(|o| (org_l(&o.org), o.jobs_in_flight as i64)),
+                .map(|o| (org_l(&o.org), as_gauge(o.jobs_in_flight as u64))),
         )?;
         gauge(
             &mut enc,
             "jobs_stuck",
             "Jobs in flight longer than stuck_after",
-            orgs.iter().map(|o| (org_l(&o.org), o.jobs_stuck as i64)),
+            orgs.iter()
+                .map(|o| (org_l(&o.org), as_gauge(o.jobs_stuck as u64))),
         )?;
         counter(
             &mut enc,
@@ -526,7 +539,7 @@ impl Collector for TrackerCollector {
                 [Dimension::Rpm, Dimension::Tpm]
                     .into_iter()
                     .zip(o.upstream_remaining)
-                    .filter_map(move |(d, v)| v.map(|v| (dim_l(&o.org, d), v as i64)))
+                    .filter_map(move |(d, v)| v.map(|v| (dim_l(&o.org, d), as_gauge(v))))
             }),
         )?;
         // Several apps of one org can storm at once; the label set has no app, so sum them.

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{HumanDuration, Spanned2, at};
+use super::{HumanDuration, Spanned2, at, request_timeout};
 use crate::detect::Severity;
 
 /// Where a secret lives: an environment variable or a file (never the config itself).
@@ -200,8 +200,8 @@ impl ChannelConfig {
     }
 }
 
-fn default_timeout() -> HumanDuration {
-    HumanDuration(std::time::Duration::from_secs(10))
+fn default_timeout() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration(std::time::Duration::from_secs(10)))
 }
 
 #[derive(Deserialize)]
@@ -209,7 +209,7 @@ fn default_timeout() -> HumanDuration {
 pub(super) struct RawEmail {
     name: Option<Spanned<String>>,
     smtp_host: Spanned<String>,
-    smtp_port: Option<u16>,
+    smtp_port: Option<Spanned<u16>>,
     tls: Option<EmailTls>,
     username: Option<String>,
     password_env: Option<String>,
@@ -220,7 +220,7 @@ pub(super) struct RawEmail {
     max_per_minute: Option<u32>,
     ca_file: Option<PathBuf>,
     #[serde(default = "default_timeout")]
-    timeout: HumanDuration,
+    timeout: Spanned<HumanDuration>,
 }
 
 #[derive(Deserialize)]
@@ -236,7 +236,7 @@ pub(super) struct RawWebhook {
     min_severity: Option<Severity>,
     max_per_minute: Option<u32>,
     #[serde(default = "default_timeout")]
-    timeout: HumanDuration,
+    timeout: Spanned<HumanDuration>,
 }
 
 fn name(raw: &Option<Spanned<String>>, default: String) -> Result<String, Spanned2> {
@@ -281,6 +281,10 @@ fn secret(
 }
 
 impl RawEmail {
+    pub(super) fn name_span(&self) -> Option<Range<usize>> {
+        self.name.as_ref().map(Spanned::span)
+    }
+
     pub(super) fn validate(
         &self,
         index: usize,
@@ -316,24 +320,34 @@ impl RawEmail {
             max_per_minute: self.max_per_minute.unwrap_or(DEFAULT_MAX_PER_MINUTE),
             kind: ChannelKind::Email(EmailConfig {
                 smtp_host: host.to_string(),
-                smtp_port: self.smtp_port.unwrap_or(match tls {
-                    EmailTls::None => 25,
-                    EmailTls::Starttls => 587,
-                    EmailTls::Tls => 465,
-                }),
+                smtp_port: match &self.smtp_port {
+                    Some(p) if *p.get_ref() == 0 => {
+                        return Err(at(p.span(), "smtp_port must be 1-65535"));
+                    }
+                    Some(p) => *p.get_ref(),
+                    None => match tls {
+                        EmailTls::None => 25,
+                        EmailTls::Starttls => 587,
+                        EmailTls::Tls => 465,
+                    },
+                },
                 tls,
                 username: self.username.clone(),
                 password,
                 from,
                 to,
                 ca_file: self.ca_file.clone(),
-                timeout_ms: self.timeout.as_millis_i64().max(1),
+                timeout_ms: request_timeout(&self.timeout)?,
             }),
         })
     }
 }
 
 impl RawWebhook {
+    pub(super) fn name_span(&self) -> Option<Range<usize>> {
+        self.name.as_ref().map(Spanned::span)
+    }
+
     pub(super) fn validate(
         &self,
         index: usize,
@@ -369,7 +383,7 @@ impl RawWebhook {
                 url,
                 format: self.format.unwrap_or(WebhookFormat::Json),
                 secret: secret(&self.secret_env, &self.secret_file, &whole, "secret")?,
-                timeout_ms: self.timeout.as_millis_i64().max(1),
+                timeout_ms: request_timeout(&self.timeout)?,
             }),
         })
     }

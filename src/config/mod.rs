@@ -73,6 +73,16 @@ fn at(span: Range<usize>, message: impl Into<String>) -> Spanned2 {
     }
 }
 
+/// A request timeout (`timeout` of a channel or an upstream), in ms: at least 100 ms, since
+/// nothing answers sooner and `"0s"` would fail every attempt at once.
+fn request_timeout(v: &Spanned<HumanDuration>) -> Result<i64, Spanned2> {
+    let ms = v.get_ref().as_millis_i64();
+    if ms < 100 {
+        return Err(at(v.span(), "timeout must be at least 100ms"));
+    }
+    Ok(ms)
+}
+
 /// A backoff's `base` and `cap` (named `names` in messages), in ms: the base at least 1 ms,
 /// the cap not below it.
 fn backoff_ms(
@@ -291,10 +301,29 @@ impl Config {
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Io {
             path: shown.clone(),
             source,
         })?;
+        let text = match String::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                // TOML is UTF-8 (TOML 1.0 §"Spec"); point at the first byte that is not.
+                let good = e.utf8_error().valid_up_to();
+                let bytes = e.as_bytes();
+                let before = String::from_utf8_lossy(&bytes[..good]);
+                let (line, col) = line_col(&before, before.len());
+                return Err(ConfigError::Invalid {
+                    path: shown,
+                    line,
+                    col,
+                    message: format!(
+                        "byte 0x{:02x} is not UTF-8: a config file must be UTF-8 text",
+                        bytes[good]
+                    ),
+                });
+            }
+        };
         Config::parse(&text, &shown)
     }
 
@@ -560,6 +589,12 @@ impl RawFileSource {
             None => format!("file-{}", index + 1),
         };
         let path = self.path.get_ref();
+        if path.trim().is_empty() {
+            return Err(at(
+                self.path.span(),
+                "path is empty: name a log file or a glob (\"/var/log/nginx/access.log*\")",
+            ));
+        }
         if let Err(e) = glob::Pattern::new(path) {
             return Err(at(self.path.span(), format!("invalid glob {path:?}: {e}")));
         }
@@ -708,13 +743,31 @@ impl Default for RawLimits {
     }
 }
 
+/// A limit value: 0 (unlimited) up to 2^63 − 1, the most a gauge (and Prometheus' integer
+/// view of it) shows without turning negative.
+fn limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let v = u64::deserialize(d)?;
+    if i64::try_from(v).is_err() {
+        return Err(serde::de::Error::custom(format!(
+            "{v} is too large: a limit is at most {}",
+            i64::MAX
+        )));
+    }
+    Ok(Some(v))
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawTier {
+    #[serde(default, deserialize_with = "limit")]
     rpm: Option<u64>,
+    #[serde(default, deserialize_with = "limit")]
     concurrency: Option<u64>,
+    #[serde(default, deserialize_with = "limit")]
     daily: Option<u64>,
+    #[serde(default, deserialize_with = "limit")]
     tpm: Option<u64>,
+    #[serde(default, deserialize_with = "limit")]
     tpd: Option<u64>,
 }
 
@@ -735,10 +788,15 @@ impl RawTier {
 struct RawOrg {
     id: Spanned<String>,
     tier: Option<Spanned<String>>,
+    #[serde(default, deserialize_with = "limit")]
     rpm: Option<u64>,
+    #[serde(default, deserialize_with = "limit")]
     concurrency: Option<u64>,
+    #[serde(default, deserialize_with = "limit")]
     daily: Option<u64>,
+    #[serde(default, deserialize_with = "limit")]
     tpm: Option<u64>,
+    #[serde(default, deserialize_with = "limit")]
     tpd: Option<u64>,
 }
 
@@ -1106,15 +1164,24 @@ impl RawAlerts {
             ("retry_base", "retry_cap"),
         )?;
         let mut channels: Vec<ChannelConfig> = Vec::new();
+        let mut spans = Vec::new();
         for (i, e) in self.email.iter().enumerate() {
             channels.push(e.get_ref().validate(i, e.span())?);
+            spans.push(e.get_ref().name_span().unwrap_or(e.span()));
         }
         for (i, w) in self.webhook.iter().enumerate() {
             channels.push(w.get_ref().validate(i, w.span())?);
+            spans.push(w.get_ref().name_span().unwrap_or(w.span()));
         }
         for (i, c) in channels.iter().enumerate() {
             if channels[..i].iter().any(|o| o.name == c.name) {
-                return Err(at(0..0, format!("two channels are named {:?}", c.name)));
+                return Err(at(
+                    spans[i].clone(),
+                    format!(
+                        "two channels are named {:?}: names label notifications_total and must differ",
+                        c.name
+                    ),
+                ));
             }
         }
         Ok(AlertsConfig {
@@ -1456,6 +1523,52 @@ mod tests {
         assert_eq!((c.alerts.warning_bp, c.alerts.critical_bp), (7000, 9500));
         assert!(err("[alerts]\nthresholds = [0.70001, 0.9]\n").contains("decimal places"));
         assert!(err("[alerts]\nthresholds = [0.7]\n").contains("two ratios"));
+    }
+
+    #[test]
+    fn edges_are_refused_at_their_place() {
+        let cases = [
+            (
+                "[tiers.x]\nrpm = 9223372036854775808\n",
+                "t.toml:2:7: 9223372036854775808 is too large",
+            ),
+            (
+                "[[orgs]]\nid = \"a\"\ntpd = 18446744073709551615\n",
+                "t.toml:3:7: 18446744073709551615 is too large",
+            ),
+            (
+                "[[alerts.webhook]]\nname = \"ops\"\nurl = \"http://h/a\"\n[[alerts.webhook]]\nname = \"ops\"\nurl = \"http://h/b\"\n",
+                "t.toml:5:8: two channels are named \"ops\"",
+            ),
+            (
+                "[[alerts.email]]\nsmtp_host = \"h\"\nsmtp_port = 0\nfrom = \"a@b.c\"\nto = [\"x@y.z\"]\n",
+                "t.toml:3:13: smtp_port must be 1-65535",
+            ),
+            (
+                "[[alerts.webhook]]\nurl = \"http://h/a\"\ntimeout = \"0s\"\n",
+                "t.toml:3:11: timeout must be at least 100ms",
+            ),
+            (
+                "[[upstreams]]\nname = \"u\"\nbase_url = \"http://h\"\norg = \"a\"\ntimeout = \"0s\"\n",
+                "t.toml:5:11: timeout must be at least 100ms",
+            ),
+            (
+                "[[sources.file]]\npath = \" \"\n",
+                "t.toml:2:8: path is empty",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = err(text);
+            assert!(e.starts_with(want), "{text}\n=> {e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, b"[server]\nlisten = \"127.0.0.1:1\"\n# caf\xe9\n").unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            e.ends_with("c.toml:3:6: byte 0xe9 is not UTF-8: a config file must be UTF-8 text"),
+            "{e}"
+        );
     }
 
     #[test]

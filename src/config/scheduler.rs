@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{HumanDuration, SecretRef, Spanned2, at, backoff_ms};
+use super::{HumanDuration, SecretRef, Spanned2, at, backoff_ms, request_timeout};
 use crate::events::valid_name;
 use crate::offpeak::{OffPeak, Window};
 
@@ -156,8 +156,8 @@ fn default_poll_interval() -> Spanned<HumanDuration> {
     Spanned::new(0..0, HumanDuration(std::time::Duration::from_secs(10)))
 }
 
-fn default_timeout() -> HumanDuration {
-    HumanDuration(std::time::Duration::from_secs(60))
+fn default_timeout() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration(std::time::Duration::from_secs(60)))
 }
 
 #[derive(Deserialize)]
@@ -169,7 +169,7 @@ pub(super) struct RawUpstream {
     api_key_file: Option<PathBuf>,
     org: Spanned<String>,
     #[serde(default = "default_timeout")]
-    timeout: HumanDuration,
+    timeout: Spanned<HumanDuration>,
     poll: Option<RawPoll>,
 }
 
@@ -245,7 +245,7 @@ impl RawUpstream {
             base_url: url.trim_end_matches('/').to_string(),
             api_key,
             org: self.org.get_ref().clone(),
-            timeout_ms: self.timeout.as_millis_i64().max(1),
+            timeout_ms: request_timeout(&self.timeout)?,
             poll,
         })
     }

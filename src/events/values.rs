@@ -111,15 +111,27 @@ pub(crate) fn number(raw: &Raw<'_>) -> Result<Option<f64>, Bad> {
     }
 }
 
-/// A non-negative integer (`tokens`, `x-ratelimit-*` counts); `"12"` and `12.0` count.
+/// A non-negative integer up to 2^63 − 1 (`tokens`, `x-ratelimit-*` counts); `"12"` and
+/// `12.0` count. Larger values are errors: no real count is that large, and a gauge showing
+/// one would turn negative.
 pub(crate) fn integer(raw: &Raw<'_>) -> Result<Option<u64>, Bad> {
+    let checked = |n: u64| {
+        if i64::try_from(n).is_ok() {
+            Ok(Some(n))
+        } else {
+            Err(Bad::from(format!(
+                "{n} is too large (at most {})",
+                i64::MAX
+            )))
+        }
+    };
     if let Raw::UInt(n) = raw {
-        return Ok(Some(*n));
+        return checked(*n);
     }
     if let Raw::Str(s) = raw
         && let Ok(n) = s.trim().parse::<u64>()
     {
-        return Ok(Some(n));
+        return checked(n);
     }
     match number(raw)? {
         None => Ok(None),
@@ -464,6 +476,13 @@ mod tests {
         assert_eq!(integer(&Raw::Float(12.0)), Ok(Some(12)));
         assert!(integer(&Raw::Float(12.5)).is_err());
         assert!(integer(&Raw::Int(-1)).is_err());
+        assert_eq!(
+            integer(&Raw::UInt(i64::MAX as u64)),
+            Ok(Some(i64::MAX as u64))
+        );
+        assert!(integer(&Raw::UInt(1 << 63)).is_err());
+        assert!(integer(&s("18446744073709551615")).is_err());
+        assert!(integer(&s("99999999999999999999999")).is_err());
         assert_eq!(retry_after_ms(&s("7"), None), Ok(Some(7_000)));
         assert_eq!(time(&s("1795788000")), Ok(Some(1_795_788_000_000)));
         assert_eq!(time(&s("1795788000123")), Ok(Some(1_795_788_000_123)));

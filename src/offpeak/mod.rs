@@ -65,6 +65,28 @@ impl Window {
             Some(next)
         })
     }
+
+    /// The starts before `from`, latest first, each once.
+    fn before(&self, from: &DateTime<Utc>) -> impl Iterator<Item = DateTime<Utc>> {
+        let mut iters: Vec<_> = self
+            .schedules
+            .iter()
+            .map(|s| {
+                let mut it = s.after_owned(*from);
+                let head = it.next_back();
+                (it, head)
+            })
+            .collect();
+        std::iter::from_fn(move || {
+            let next = iters.iter().filter_map(|(_, h)| *h).max()?;
+            for (it, head) in &mut iters {
+                if *head == Some(next) {
+                    *head = it.next_back();
+                }
+            }
+            Some(next)
+        })
+    }
 }
 
 /// Whether the off-peak period is open at some time, and when that changes.
@@ -121,10 +143,25 @@ impl OffPeak {
             .naive_local()
     }
 
+    /// How far local order and instant order may differ around `ms`: nothing when the zone
+    /// keeps one offset for [`OFFSET_MARGIN_MS`] either side (most of the year), the margin
+    /// around a change. Searches stay a step or two long unless a change is near.
+    fn margin(&self, ms: i64) -> i64 {
+        let offset = |at: i64| {
+            DateTime::<Utc>::from_timestamp_millis(at)
+                .map(|t| t.with_timezone(&self.tz).offset().fix().local_minus_utc())
+        };
+        if offset(ms - OFFSET_MARGIN_MS) == offset(ms + OFFSET_MARGIN_MS) {
+            0
+        } else {
+            OFFSET_MARGIN_MS
+        }
+    }
+
     /// Starts of `w` placed on the time line, for local times from about `from_ms`, in order
     /// of local time, while `keep` says to go on.
     fn starts(&self, w: &Window, from_ms: i64, mut keep: impl FnMut(i64) -> bool) {
-        let from = self.local(from_ms - OFFSET_MARGIN_MS).and_utc();
+        let from = self.local(from_ms - self.margin(from_ms)).and_utc();
         for naive in w.after(&from) {
             let at = place(&self.tz, naive.naive_utc());
             if !keep(at) {
@@ -133,24 +170,39 @@ impl OffPeak {
         }
     }
 
+    /// The end of the window of `w` that contains `now`, if one does: the latest start at or
+    /// before `now`, found by walking back from `now` (one step, unless a DST change is near),
+    /// so a window that starts every second costs no more than one that starts weekly.
+    fn covering_end_of(&self, w: &Window, now: i64) -> Option<i64> {
+        let margin = self.margin(now);
+        let local_ms = |ms: i64| self.local(ms).and_utc().timestamp_millis();
+        // Cron works in whole seconds and `before` is exclusive: a start at `now` counts.
+        let top = DateTime::<Utc>::from_timestamp_millis(local_ms(now + margin) + 1000)?;
+        let mut latest: Option<i64> = None;
+        for naive in w.before(&top) {
+            let at = place(&self.tz, naive.naive_utc());
+            if at <= now {
+                latest = Some(latest.map_or(at, |l| l.max(at)));
+            }
+            let floor = match latest {
+                Some(l) => local_ms(l) - margin,
+                None => local_ms(now - w.duration_ms) - margin,
+            };
+            if naive.timestamp_millis() < floor {
+                break;
+            }
+        }
+        latest
+            .map(|start| start + w.duration_ms)
+            .filter(|&end| end > now)
+    }
+
     /// Ends of windows that contain `now`.
     fn covering_end(&self, now: i64) -> Option<i64> {
-        let mut end: Option<i64> = None;
-        for w in &self.windows {
-            let from = now - w.duration_ms;
-            self.starts(w, from, |start| {
-                if start > now + OFFSET_MARGIN_MS {
-                    return false;
-                }
-                if start <= now && start + w.duration_ms > now {
-                    end = Some(
-                        end.map_or(start + w.duration_ms, |e: i64| e.max(start + w.duration_ms)),
-                    );
-                }
-                true
-            });
-        }
-        end
+        self.windows
+            .iter()
+            .filter_map(|w| self.covering_end_of(w, now))
+            .max()
     }
 
     /// The first window start after `now` (exclusive), however far ahead (a window on
@@ -164,8 +216,8 @@ impl OffPeak {
                     first = Some(first.map_or(start, |f| f.min(start)));
                 }
                 // Local order and instant order can differ by the size of a DST change; keep
-                // looking a little past the first hit.
-                first.is_none_or(|f| start <= f + OFFSET_MARGIN_MS)
+                // looking a little past the first hit when one is near.
+                first.is_none_or(|f| start <= f + self.margin(f))
             });
             if let Some(f) = first {
                 best = Some(best.map_or(f, |b| b.min(f)));
@@ -417,6 +469,34 @@ mod tests {
         assert!(o.is_open(ms("2026-12-01T03:30:00Z")), "Tuesday the 1st");
         assert!(o.is_open(ms("2026-12-06T03:30:00Z")), "Sunday the 6th");
         assert!(!o.is_open(ms("2026-12-02T03:30:00Z")));
+    }
+
+    #[test]
+    fn a_window_every_second_is_answered_from_the_latest_start() {
+        // Walking forward from `now - duration` would visit 82 800 starts per question.
+        let o = offpeak("UTC", &[("* * * * * *", 23 * H)]);
+        let now = ms("2026-11-30T10:00:00.400Z");
+        assert!(o.is_open(now));
+        assert_eq!(o.covering_end(now), Some(ms("2026-12-01T09:00:00Z")));
+        // Near a DST change the search widens, and the answer holds.
+        let ny = offpeak("America/New_York", &[("* * * * * *", 2_000)]);
+        let change = ms("2026-03-08T07:00:00Z"); // 02:00 EST becomes 03:00 EDT
+        for t in [change - 1_500, change, change + 500, change + 3_600_000] {
+            assert!(ny.is_open(t), "{}", at(t));
+            assert_eq!(
+                ny.covering_end(t),
+                Some(t - t.rem_euclid(1000) + 2_000),
+                "{}",
+                at(t)
+            );
+        }
+        // A weekly window: the latest start may be days back.
+        let weekly = offpeak("UTC", &[("0 0 * * Mon", 50 * H)]);
+        assert!(weekly.is_open(ms("2026-12-01T01:00:00Z")), "Tuesday 01:00");
+        assert!(
+            !weekly.is_open(ms("2026-12-02T03:00:00Z")),
+            "Wednesday 03:00"
+        );
     }
 
     #[test]

@@ -212,6 +212,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .with_state(state)
 }
@@ -223,6 +224,7 @@ pub fn lane_router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(async || {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -231,6 +233,14 @@ pub fn lane_router(state: ApiState) -> Router {
             )
         })
         .with_state(state)
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
 }
 
 async fn not_found() -> ApiError {
@@ -486,10 +496,24 @@ fn ingest_body(live: &Live, bytes: &[u8], json_type: bool) -> IngestResult {
 
 async fn usage(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
     st.tokens.admin.check(&headers)?;
-    let live = st.live()?;
-    let now = live.now_ms();
-    let snapshot = live.with_tracker(|t| t.snapshot(now));
-    Ok(axum::Json(json::usage(&snapshot)).into_response())
+    let live = st.live()?.clone();
+    // Off the async workers: tens of thousands of series take a while to copy and encode,
+    // and ingest must not wait behind it (the tracker lock is taken a slice at a time).
+    let body = tokio::task::spawn_blocking(move || {
+        let now = live.now_ms();
+        serde_json::to_vec(&json::usage(&live.org_snapshots(now)))
+    })
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .ok_or_else(|| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "usage encoding failed",
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 async fn alerts(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {

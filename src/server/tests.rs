@@ -839,3 +839,62 @@ async fn batch_items_page_with_a_link_to_the_next() {
     let (status, _, body) = call(&st, get("/v1/batches/nope/items?limit=5", Some("ad-tok"))).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 }
+
+#[tokio::test]
+async fn counts_past_two_to_the_63_are_field_errors_never_negative_gauges() {
+    let st = state_with(&config("tpm = 1000\n"), tokens());
+    let body = [
+        ev(0, r#","status":200,"tokens":18446744073709551615"#),
+        ev(1, r#","status":200,"tokens":"9223372036854775808""#),
+        ev(2, r#","status":200,"tokens":9223372036854775807"#),
+        ev(
+            3,
+            r#","status":429,"ratelimit":{"limit_requests":18446744073709551615,"remaining_requests":3}"#,
+        ),
+    ]
+    .join("\n");
+    let (status, _, answer) = call(&st, post(body, "application/x-ndjson", Some("in-tok"))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let a = json(&answer);
+    assert_eq!(a["accepted"], 4, "{a}");
+    let fields: Vec<&str> = a["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, vec!["tokens", "tokens", "ratelimit"], "{a}");
+    let text = metrics_text(&st).await;
+    let negative: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.rsplit(' ').next().is_some_and(|v| v.starts_with('-')))
+        .collect();
+    assert!(negative.is_empty(), "{negative:?}");
+    assert!(
+        text.contains("ratewarden_usage{org=\"acme\",dimension=\"tpm\"} 9223372036854775807"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_method_is_a_json_405_with_allow() {
+    let st = state();
+    for (method, path) in [
+        ("DELETE", "/v1/events"),
+        ("POST", "/v1/usage"),
+        ("PUT", "/metrics"),
+    ] {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::empty())
+            .unwrap();
+        let (status, headers, body) = call(&st, req).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        assert_eq!(json(&body)["error"]["code"], "method_not_allowed", "{body}");
+        assert!(
+            headers.contains_key(header::ALLOW),
+            "{method} {path}: {headers:?}"
+        );
+    }
+}

@@ -683,8 +683,16 @@ impl Tracker {
 
     /// Point-in-time view of every org at `now`, for the API and `/metrics`.
     pub fn snapshot(&self, now: i64) -> Vec<OrgSnapshot> {
+        self.snapshot_of(now, 0, usize::MAX)
+    }
+
+    /// [`Tracker::snapshot`] of at most `len` orgs from the `start`-th (in tracking order;
+    /// orgs are only ever added at the end).
+    pub fn snapshot_of(&self, now: i64, start: usize, len: usize) -> Vec<OrgSnapshot> {
         self.orgs
             .iter()
+            .skip(start)
+            .take(len)
             .map(|o| o.snapshot(now, &self.settings))
             .collect()
     }
