@@ -462,14 +462,13 @@ impl Collector for TrackerCollector {
             "jobs_in_flight",
             "Jobs started and not finished or released",
             orgs.iter()
-                .map(|o| (org_l(&o.org), as_gauge(o.jobs_in_flight as u64))),
+                .map(|o| (org_l(&o.org), as_gauge(o.jobs_in_flight))),
         )?;
         gauge(
             &mut enc,
             "jobs_stuck",
             "Jobs in flight longer than stuck_after",
-            orgs.iter()
-                .map(|o| (org_l(&o.org), as_gauge(o.jobs_stuck as u64))),
+            orgs.iter().map(|o| (org_l(&o.org), as_gauge(o.jobs_stuck))),
         )?;
         counter(
             &mut enc,
