@@ -4,6 +4,7 @@
     python3 bench/ingest.py post    --bin target/release/ratewarden [--seconds 20] [--clients 4]
     python3 bench/ingest.py startup --bin target/release/ratewarden [--orgs 1000] [--apps 10]
     python3 bench/ingest.py bodies  --bin target/release/ratewarden [--clients 32] [--rounds 3]
+    python3 bench/ingest.py usage   --bin target/release/ratewarden [--orgs 500] [--apps 100]
 
 post:    sustained POST /v1/events throughput, NDJSON bodies of 1,000 events over keep-alive
          loopback connections; every 202 means the batch is committed (full-sync SQLite).
@@ -14,6 +15,9 @@ startup: fills the store with 24 h of state (one request per minute for every or
 bodies:  memory under maximal bodies: --clients connections each send --rounds NDJSON bodies of
          just under the default max_body_bytes (16 MiB) at once; prints the daemon's peak RSS
          (VmHWM), its RSS when idle before, and how the answers split (202, 429 with Retry-After).
+usage:   ingest latency while /v1/usage is read: loads --orgs x --apps app series, then times
+         single-event POSTs on one keep-alive connection alone and with two clients reading
+         /v1/usage in a loop; prints p50/p99 of each and how long one /v1/usage takes.
 
 Standard library only. Each run uses a fresh temporary data directory and stops the daemon.
 """
@@ -249,18 +253,84 @@ def bench_bodies(args):
         shutil.rmtree(work, ignore_errors=True)
 
 
+def percentile(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
+
+
+def bench_usage(args):
+    work = tempfile.mkdtemp(prefix="rw-bench-")
+    try:
+        d = Daemon(args.bin, work, free_port())
+        d.start()
+        now = int(time.time() * 1000)
+        conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=120)
+        lines = [f'{{"ts":{now - 1000},"org":"org-{o}","app":"app-{a}","status":200}}'
+                 for o in range(args.orgs) for a in range(args.apps)]
+        for i in range(0, len(lines), 10_000):
+            conn.request("POST", "/v1/events", "\n".join(lines[i:i + 10_000]) + "\n",
+                         {"Content-Type": "application/x-ndjson"})
+            r = conn.getresponse()
+            r.read()
+            assert r.status == 202, r.status
+
+        def ingest_latencies(n):
+            c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=60)
+            out = []
+            for k in range(n):
+                body = f'{{"org":"org-{k % args.orgs}","app":"app-0","status":200}}'
+                t0 = time.perf_counter()
+                c.request("POST", "/v1/events", body, {"Content-Type": "application/x-ndjson"})
+                r = c.getresponse()
+                r.read()
+                out.append((time.perf_counter() - t0) * 1000)
+                assert r.status == 202, r.status
+            return out
+
+        alone = ingest_latencies(args.samples)
+        stop = threading.Event()
+        reads = []
+
+        def poller():
+            c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=120)
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                c.request("GET", "/v1/usage")
+                r = c.getresponse()
+                size = len(r.read())
+                reads.append(((time.perf_counter() - t0) * 1000, size))
+
+        pollers = [threading.Thread(target=poller) for _ in range(2)]
+        for t in pollers:
+            t.start()
+        time.sleep(0.5)
+        busy = ingest_latencies(args.samples)
+        stop.set()
+        for t in pollers:
+            t.join()
+        series = args.orgs * args.apps
+        print(f"usage: {series:,} app series; /v1/usage {reads[-1][1] / 1e6:.1f} MB, "
+              f"p50 {percentile([r[0] for r in reads], 50):.0f} ms over {len(reads)} reads")
+        print(f"usage: ingest alone      p50 {percentile(alone, 50):.2f} ms, p99 {percentile(alone, 99):.2f} ms")
+        print(f"usage: ingest, 2 pollers p50 {percentile(busy, 50):.2f} ms, p99 {percentile(busy, 99):.2f} ms")
+        d.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("mode", choices=["post", "startup", "bodies"])
+    ap.add_argument("mode", choices=["post", "startup", "bodies", "usage"])
     ap.add_argument("--bin", default="target/release/ratewarden")
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--orgs", type=int, default=1000)
     ap.add_argument("--apps", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--samples", type=int, default=400)
     args = ap.parse_args()
     args.bin = os.path.abspath(args.bin)
-    {"post": bench_post, "startup": bench_startup, "bodies": bench_bodies}[args.mode](args)
+    {"post": bench_post, "startup": bench_startup, "bodies": bench_bodies, "usage": bench_usage}[args.mode](args)
 
 
 if __name__ == "__main__":
