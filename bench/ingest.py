@@ -5,6 +5,7 @@
     python3 bench/ingest.py startup --bin target/release/ratewarden [--orgs 1000] [--apps 10]
     python3 bench/ingest.py bodies  --bin target/release/ratewarden [--clients 32] [--rounds 3]
     python3 bench/ingest.py usage   --bin target/release/ratewarden [--orgs 500] [--apps 100]
+    python3 bench/ingest.py idle    --bin target/release/ratewarden [--clients 1000]
 
 post:    sustained POST /v1/events throughput, NDJSON bodies of 1,000 events over keep-alive
          loopback connections; every 202 means the batch is committed (full-sync SQLite).
@@ -18,6 +19,8 @@ bodies:  memory under maximal bodies: --clients connections each send --rounds N
 usage:   ingest latency while /v1/usage is read: loads --orgs x --apps app series, then times
          single-event POSTs on one keep-alive connection alone and with two clients reading
          /v1/usage in a loop; prints p50/p99 of each and how long one /v1/usage takes.
+idle:    /healthz while --clients connections are open and silent (and as many more that sent
+         half a request head): the time to a 200 on a new connection, p50 and max of 50.
 
 Standard library only. Each run uses a fresh temporary data directory and stops the daemon.
 """
@@ -318,9 +321,42 @@ def bench_usage(args):
         shutil.rmtree(work, ignore_errors=True)
 
 
+def bench_idle(args):
+    work = tempfile.mkdtemp(prefix="rw-bench-")
+    held = []
+    try:
+        d = Daemon(args.bin, work, free_port(), server="")
+        d.start()
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 2 * args.clients + 256)), hard))
+        for i in range(2 * args.clients):
+            s = socket.create_connection(("127.0.0.1", d.port))
+            if i % 2:
+                s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            held.append(s)
+        times = []
+        for _ in range(50):
+            t0 = time.perf_counter()
+            c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=10)
+            c.request("GET", "/healthz")
+            r = c.getresponse()
+            r.read()
+            assert r.status == 200, r.status
+            c.close()
+            times.append((time.perf_counter() - t0) * 1000)
+        print(f"idle: {args.clients} silent + {args.clients} half-head connections open; "
+              f"/healthz p50 {percentile(times, 50):.2f} ms, max {max(times):.2f} ms")
+        d.stop()
+    finally:
+        for s in held:
+            s.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("mode", choices=["post", "startup", "bodies", "usage"])
+    ap.add_argument("mode", choices=["post", "startup", "bodies", "usage", "idle"])
     ap.add_argument("--bin", default="target/release/ratewarden")
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--clients", type=int, default=4)
@@ -330,7 +366,7 @@ def main():
     ap.add_argument("--samples", type=int, default=400)
     args = ap.parse_args()
     args.bin = os.path.abspath(args.bin)
-    {"post": bench_post, "startup": bench_startup, "bodies": bench_bodies, "usage": bench_usage}[args.mode](args)
+    {"post": bench_post, "startup": bench_startup, "bodies": bench_bodies, "usage": bench_usage, "idle": bench_idle}[args.mode](args)
 
 
 if __name__ == "__main__":
