@@ -494,25 +494,42 @@ fn ingest_body(live: &Live, bytes: &[u8], json_type: bool) -> IngestResult {
     IngestResult { tally, errors, seq }
 }
 
+/// Runs a long encoding on the blocking pool, so the async workers keep serving (ingest,
+/// health) meanwhile; a failure is `500 internal` naming `what`.
+async fn off_workers<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, ApiError> {
+    let failed = || {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("{what} encoding failed"),
+        )
+    };
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "{what} encoding failed");
+            Err(failed())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "{what} encoding panicked");
+            Err(failed())
+        }
+    }
+}
+
 async fn usage(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
     st.tokens.admin.check(&headers)?;
     let live = st.live()?.clone();
     // Off the async workers: tens of thousands of series take a while to copy and encode,
     // and ingest must not wait behind it (the tracker lock is taken a slice at a time).
-    let body = tokio::task::spawn_blocking(move || {
+    let body = off_workers("usage", move || {
         let now = live.now_ms();
         serde_json::to_vec(&json::usage(&live.org_snapshots(now)))
     })
-    .await
-    .ok()
-    .and_then(Result::ok)
-    .ok_or_else(|| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "usage encoding failed",
-        )
-    })?;
+    .await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
@@ -761,17 +778,7 @@ async fn metrics(State(st): State<ApiState>, headers: HeaderMap) -> Result<Respo
         .unwrap_or("")
         .to_ascii_lowercase();
     let classic = accept.contains("text/plain") && !accept.contains("application/openmetrics-text");
-    let text = tokio::task::spawn_blocking(move || metrics.encode(classic))
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "metrics encoding failed",
-            )
-        })?;
+    let text = off_workers("metrics", move || metrics.encode(classic)).await?;
     let content_type = if classic {
         "text/plain; version=0.0.4; charset=utf-8"
     } else {
