@@ -197,6 +197,33 @@ interval = "100ms"
             .all(|(_, auth)| auth.as_deref() == Some("Bearer sk-secret-key")),
         "the key went to the configured host only"
     );
+    // An answer that redirects is not followed: the item fails with it.
+    api.script(&[common::upstream::Misbehave::Redirect(format!(
+        "http://127.0.0.1:{other}/stolen"
+    ))]);
+    let body = r#"{"upstream":"api","mode":"asap","requests":[{"path":"/v1/videos"}]}"#;
+    let (status, answer) = http(
+        "POST",
+        &format!("{}/v1/batches", d.base),
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{answer}");
+    let id = serde_json::from_str::<serde_json::Value>(&answer).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let failed = common::eventually(10, || {
+        let (_, rows) = http(
+            "GET",
+            &format!("{}/v1/batches/{id}/items", d.base),
+            &[],
+            b"",
+        )?;
+        rows.contains("redirects are not followed").then_some(rows)
+    });
+    assert!(failed.is_some(), "{}", d.log_text());
     assert!(
         elsewhere.accept().is_err(),
         "nothing connected to the other port"
@@ -284,11 +311,22 @@ fn bodies_beyond_max_inflight_bytes_get_429_and_count_nothing() {
         "[server]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 100000\nmax_inflight_bytes = 150000\n",
         &[],
     );
-    // One body announced at the maximum and still arriving holds 100 000 of the 150 000.
+    // Bodies are charged for what they sent, not for what they announce: 20 sockets that
+    // announce the maximum and stall hold next to nothing, and others are served.
+    let _announced = stalled(
+        &d,
+        20,
+        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: 100000\r\n\r\n{\"org\":",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, body) = d.post_events(r#"{"org":"small","status":200}"#);
+    assert_eq!(status, 202, "{body}");
+    // One body that really sent 99 000 of its 100 000 bytes holds that much of the 150 000.
     let mut holder = TcpStream::connect(addr(&d)).unwrap();
     holder
-        .write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: 100000\r\n\r\n{\"org\":")
+        .write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: 100000\r\n\r\n")
         .unwrap();
+    holder.write_all(&vec![b' '; 99_000]).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     // A second body of 60 000 bytes does not fit: the client writes all of it, then reads a
     // clean 429 with Retry-After (not a reset), and none of its events count.
@@ -367,4 +405,42 @@ fn a_malformed_chunked_body_or_an_abort_is_400_not_too_large() {
     assert_eq!(too_large, 0.0, "{metrics}");
     let (_, usage) = http("GET", &format!("{}/v1/usage", d.base), &[], b"").unwrap();
     assert!(!usage.contains("\"acme\""), "{usage}");
+}
+
+#[test]
+fn a_webhook_that_redirects_is_not_followed() {
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    elsewhere.set_nonblocking(true).unwrap();
+    let other = elsewhere.local_addr().unwrap().port();
+    let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = hook.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = hook.accept().unwrap();
+        let mut buf = [0u8; 65536];
+        let _ = s.read(&mut buf);
+        let answer = format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{other}/stolen\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(answer.as_bytes()).unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("c.toml"),
+        format!("[[alerts.webhook]]\nname = \"hook\"\nurl = \"http://127.0.0.1:{port}/hook?token=tok-secret\"\n"),
+    )
+    .unwrap();
+    let out = common::run(&["alerts", "test", "--config", "c.toml"], dir.path());
+    server.join().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("redirects are not followed"), "{text}");
+    assert!(!text.contains("tok-secret"), "{text}");
+    assert!(
+        elsewhere.accept().is_err(),
+        "nothing connected to the other port"
+    );
 }

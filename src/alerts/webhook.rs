@@ -59,6 +59,8 @@ impl WebhookSender {
         firing_for_ms: i64,
     ) -> Result<WebhookSender, String> {
         let client = reqwest::Client::builder()
+            // Notifications go to the configured URL only: a 3xx is a failed delivery.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_millis(cfg.timeout_ms as u64))
             .connect_timeout(Duration::from_millis(cfg.timeout_ms.min(5_000) as u64))
             .build()
@@ -151,7 +153,11 @@ impl WebhookSender {
         let retry_after = retry_after(resp.headers(), now_ms);
         let text = resp.text().await.unwrap_or_default();
         let answer: String = text.chars().take(500).collect();
-        let message = format!("HTTP {status}: {answer}");
+        let message = if status.is_redirection() {
+            format!("HTTP {status}: redirects are not followed; configure the final URL")
+        } else {
+            format!("HTTP {status}: {answer}")
+        };
         if status.as_u16() == 408 || status.as_u16() == 429 || status.is_server_error() {
             Err(DeliveryError::Retry {
                 message,

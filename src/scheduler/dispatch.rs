@@ -61,6 +61,9 @@ impl Client {
             .transpose()
             .map_err(|e| format!("upstream {}: API key: {e}", up.name))?;
         let http = reqwest::Client::builder()
+            // A redirect would take the body and the idempotency key to wherever the answer
+            // says; a 3xx is an answer like any other (the item fails with it).
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_millis(up.timeout_ms as u64))
             .connect_timeout(Duration::from_millis(up.timeout_ms.min(10_000) as u64))
             .build()

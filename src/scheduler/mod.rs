@@ -1110,6 +1110,12 @@ impl Scheduler {
                                 .max(retry_after.map_or(0, |r| r.as_millis() as i64));
                             retry(it, wait, format!("HTTP {status}"));
                             outcome = "server_error";
+                        } else if (300..400).contains(&status) {
+                            it.state = ItemState::Failed;
+                            it.error = Some(format!(
+                                "HTTP {status}: redirects are not followed (the request would leave base_url); use the final path"
+                            ));
+                            outcome = "client_error";
                         } else {
                             it.state = ItemState::Failed;
                             it.error = Some(format!(

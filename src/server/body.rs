@@ -2,9 +2,9 @@
 //! and all of them together within `max_inflight_bytes`.
 //!
 //! The budget is what bounds the daemon's memory under many large bodies at once (SPEC §6):
-//! a body is charged before its bytes are stored (its `Content-Length` up front, or each
-//! growth of its buffer), a decoded (decompressed) copy is charged as it grows, and the charge
-//! is returned when the request is done with the bytes. A request that would go beyond the
+//! a body is charged as its bytes arrive (each growth of its buffer, before it is made), a
+//! decoded (decompressed) copy is charged as it grows, and the charge is returned when the
+//! request is done with the bytes. A request that would go beyond the
 //! budget is answered `429` with `Retry-After` and nothing of it is applied. This module never
 //! parses what it reads.
 
@@ -160,9 +160,11 @@ pub fn declared_length(headers: &HeaderMap) -> Option<usize> {
         .and_then(|v| v.trim().parse::<usize>().ok())
 }
 
-/// Reads the whole body: at most `max` bytes, within `timeout`, charged to `budget` before
-/// each byte is stored. With a `Content-Length` the whole length is charged (and allocated)
-/// up front; otherwise the buffer grows by doubling and each growth is charged first.
+/// Reads the whole body: at most `max` bytes, within `timeout`, charged to `budget` as it
+/// arrives. The buffer grows by doubling (never past the declared `Content-Length`, when there
+/// is one) and each growth is charged before it is made: a client is charged for what it has
+/// sent, not for what it announces, so sockets that announce large bodies and then stall
+/// cannot spend the budget of everyone else.
 ///
 /// A body that does not fit in the budget is still read to its end, into nothing, before
 /// [`BodyError::Saturated`] is returned: a client that writes its whole request before it
@@ -179,18 +181,12 @@ pub async fn read(
     if declared.is_some_and(|n| n > max) {
         return Err(BodyError::TooLarge);
     }
+    let ceiling = declared.unwrap_or(max);
     let mut charge = budget.charge();
     let mut bytes = Vec::new();
     // Bytes received so far; once the budget ran out (`keep` false) they are dropped.
     let mut received = 0usize;
     let mut keep = true;
-    if let Some(n) = declared {
-        if charge.cover(n) {
-            bytes.reserve_exact(n);
-        } else {
-            keep = false;
-        }
-    }
     let collect = async {
         let mut body = body;
         while let Some(frame) = body.frame().await {
@@ -207,7 +203,9 @@ pub async fn read(
                 continue;
             }
             if need > bytes.capacity() {
-                let cap = need.max(bytes.capacity().saturating_mul(2)).min(max);
+                let cap = need
+                    .max(bytes.capacity().saturating_mul(2))
+                    .min(ceiling.max(need));
                 if !charge.cover(cap) {
                     keep = false;
                     bytes = Vec::new();

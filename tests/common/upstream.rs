@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// What to do with one creating request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Misbehave {
     /// 429, with this Retry-After in seconds if any.
     TooMany(Option<u64>),
@@ -24,6 +24,8 @@ pub enum Misbehave {
     Drop,
     /// Answer normally after this long.
     Slow(Duration),
+    /// 307 to this URL.
+    Redirect(String),
 }
 
 /// A creating request as the upstream saw it.
@@ -121,7 +123,7 @@ impl Upstream {
             .lock()
             .unwrap()
             .script
-            .extend(steps.iter().copied());
+            .extend(steps.iter().cloned());
     }
 
     /// The next created jobs get these ids.
@@ -253,6 +255,11 @@ fn handle(stream: TcpStream, state: &Mutex<State>) {
                 "",
                 r#"{"error":{"code":"invalid_prompt","message":"prompt rejected"}}"#,
             );
+        }
+        Some(Misbehave::Redirect(to)) => {
+            record(&mut st, 307);
+            drop(st);
+            return respond(&stream, 307, &format!("Location: {to}\r\n"), "");
         }
         Some(Misbehave::Slow(d)) => {
             drop(st);
