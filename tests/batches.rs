@@ -282,7 +282,7 @@ fn the_circuit_opens_after_consecutive_429s_and_recovers() {
 fn kill_9_mid_batch_resumes_with_the_same_keys_and_loses_nothing() {
     let mut up = Upstream::start(1200, 100, Duration::ZERO);
     // Slow answers, so some are in flight when the daemon dies.
-    up.script(&[Misbehave::Slow(Duration::from_millis(400)); 40]);
+    up.script(&vec![Misbehave::Slow(Duration::from_millis(400)); 40]);
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&up, 1200, 100, 0.5, "");
     let mut d = Daemon::start(dir.path(), &cfg, &[KEY]);
