@@ -37,9 +37,70 @@ pub const MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
 const SNAPSHOT_SLICE: usize = 256;
 /// The writer sleeps at most this long when idle (it is woken on new work).
 const IDLE: Duration = Duration::from_millis(200);
-/// First byte of every journal entry: the record format below (2 added `Clock`; entries of
-/// format 1 read the same).
-const JOURNAL_FORMAT: u8 = 2;
+/// First byte of every journal entry: the record format below (2 added `Clock`; 3 added the
+/// [`JOURNAL_HEADER`]; entries of formats 1 and 2 read the same, unchecked).
+const JOURNAL_FORMAT: u8 = 3;
+/// A format 3 entry starts with: the format byte, the CRC-32 of everything after these five
+/// bytes (little-endian), and the commit of the journal entry before it (u64, little-endian)
+/// — or of the snapshot, for the first entry after one. Bits that flip in the store and rows
+/// that go missing are then found at start-up instead of read as other counts.
+const JOURNAL_HEADER: usize = 13;
+/// A snapshot as stored: this magic, the CRC-32 of the tracker's bytes (little-endian), then
+/// those bytes. Snapshots without it (older versions) are read as they are.
+const SNAPSHOT_SEAL: &[u8; 4] = b"RWS1";
+
+/// Fills in a journal entry's header before it is committed.
+fn seal_journal(journal: &mut [u8], prev: u64) {
+    if journal.len() >= JOURNAL_HEADER && journal[0] == JOURNAL_FORMAT {
+        journal[5..JOURNAL_HEADER].copy_from_slice(&prev.to_le_bytes());
+        let crc = crc32fast::hash(&journal[5..]);
+        journal[1..5].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// A journal entry's records and, for format 3, the commit of the entry before it; an error
+/// when the format is unknown or the check fails.
+fn open_journal(data: &[u8]) -> Result<(&[u8], Option<u64>), String> {
+    match data.split_first() {
+        Some((1 | 2, records)) => Ok((records, None)),
+        Some((&JOURNAL_FORMAT, _)) if data.len() >= JOURNAL_HEADER => {
+            let want = u32::from_le_bytes([data[1], data[2], data[3], data[4]]);
+            if crc32fast::hash(&data[5..]) != want {
+                return Err("its checksum does not match".into());
+            }
+            let mut prev = [0u8; 8];
+            prev.copy_from_slice(&data[5..JOURNAL_HEADER]);
+            Ok((&data[JOURNAL_HEADER..], Some(u64::from_le_bytes(prev))))
+        }
+        Some((f, _)) => Err(format!("format {f} is unknown or the entry is cut short")),
+        None => Err("it is empty".into()),
+    }
+}
+
+/// A snapshot as it is stored ([`SNAPSHOT_SEAL`]).
+fn seal_snapshot(inner: Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(inner.len() + 8);
+    out.extend_from_slice(SNAPSHOT_SEAL);
+    out.extend_from_slice(&crc32fast::hash(&inner).to_le_bytes());
+    out.extend_from_slice(&inner);
+    out
+}
+
+/// The tracker's bytes of a stored snapshot, checked when it carries a checksum.
+fn open_snapshot(bytes: &[u8]) -> Result<&[u8], String> {
+    match bytes.strip_prefix(SNAPSHOT_SEAL) {
+        Some(rest) if rest.len() >= 4 => {
+            let want = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+            if crc32fast::hash(&rest[4..]) == want {
+                Ok(&rest[4..])
+            } else {
+                Err("its checksum does not match".into())
+            }
+        }
+        Some(_) => Err("it is cut short".into()),
+        None => Ok(bytes),
+    }
+}
 
 /// One journal record, as written.
 #[derive(Serialize)]
@@ -100,7 +161,9 @@ impl Pending {
 
     fn record(&mut self, r: &RecordRef<'_, '_>) {
         if self.journal.is_empty() {
+            // The rest of the header is filled in at commit (`seal_journal`).
             self.journal.push(JOURNAL_FORMAT);
+            self.journal.extend_from_slice(&[0; JOURNAL_HEADER - 1]);
         }
         // Encoding into a Vec only fails on a serde bug; the change itself still applies.
         match postcard::to_extend(r, std::mem::take(&mut self.journal)) {
@@ -113,9 +176,9 @@ impl Pending {
     /// `self` (older, failed to commit) followed by `newer`.
     fn then(mut self, newer: Pending) -> Pending {
         self.seq = newer.seq;
-        match (self.journal.is_empty(), newer.journal.split_first()) {
+        match (self.journal.is_empty(), newer.journal.get(JOURNAL_HEADER..)) {
             (true, _) => self.journal = newer.journal,
-            (false, Some((_, rest))) => self.journal.extend_from_slice(rest),
+            (false, Some(records)) => self.journal.extend_from_slice(records),
             (false, None) => {}
         }
         self.records += newer.records;
@@ -243,30 +306,55 @@ impl Live {
         let rec = store.recover()?;
         let mut damage: Vec<String> = Vec::new();
         let (from, mut tracker) = match &rec.snapshot {
-            Some((seq, bytes)) => match Tracker::restore(config, bytes) {
-                Ok(t) => (*seq, t),
-                Err(e @ crate::tracker::snapshot::RestoreError::Version { .. })
-                    if bytes.starts_with(b"RWT") =>
-                {
-                    return Err(RecoverError::Snapshot(e));
+            Some((seq, sealed)) => {
+                let restored =
+                    open_snapshot(sealed).map(|bytes| (bytes, Tracker::restore(config, bytes)));
+                match restored {
+                    Ok((_, Ok(t))) => (*seq, t),
+                    Ok((
+                        bytes,
+                        Err(e @ crate::tracker::snapshot::RestoreError::Version { .. }),
+                    )) if bytes.starts_with(b"RWT") => {
+                        return Err(RecoverError::Snapshot(e));
+                    }
+                    Ok((_, Err(e))) => {
+                        damage.push(format!(
+                            "the snapshot (the state up to commit {seq}, {} bytes) cannot be read ({e}): every count before it is lost",
+                            sealed.len()
+                        ));
+                        (*seq, Tracker::new(config))
+                    }
+                    Err(why) => {
+                        damage.push(format!(
+                            "the snapshot (the state up to commit {seq}, {} bytes) cannot be read ({why}): every count before it is lost",
+                            sealed.len()
+                        ));
+                        (*seq, Tracker::new(config))
+                    }
                 }
-                Err(e) => {
-                    damage.push(format!(
-                        "the snapshot (the state up to commit {seq}, {} bytes) cannot be read ({e}): every count before it is lost",
-                        bytes.len()
-                    ));
-                    (*seq, Tracker::new(config))
-                }
-            },
+            }
             None => (0, Tracker::new(config)),
         };
         let mut replayed = 0u64;
         let mut corrupt: Vec<(u64, usize)> = Vec::new();
         let mut out = Vec::new();
+        // The commit of the last entry read; each format 3 entry names the one before it.
+        let mut last_entry: Option<u64> = None;
+        let mut gaps: Vec<(u64, u64)> = Vec::new();
         store.journal_after(from, &mut |seq, data| {
-            let Some((&(1 | JOURNAL_FORMAT), mut data)) = data.split_first() else {
-                corrupt.push((seq, data.len()));
-                return;
+            let expected = last_entry.unwrap_or(from);
+            last_entry = Some(seq);
+            let mut data = match open_journal(data) {
+                Ok((records, prev)) => {
+                    if prev.is_some_and(|p| p != expected) {
+                        gaps.push((expected, seq));
+                    }
+                    records
+                }
+                Err(_) => {
+                    corrupt.push((seq, data.len()));
+                    return;
+                }
             };
             while !data.is_empty() {
                 match postcard::take_from_bytes::<Record<'_>>(data) {
@@ -301,6 +389,12 @@ impl Live {
                 last.0
             ));
         }
+        for (after, at) in &gaps {
+            damage.push(format!(
+                "journal entries between commits {after} and {at} are missing: the events they held are lost"
+            ));
+        }
+        let last_journal = last_entry.unwrap_or(from);
         let mut since_snapshot = rec.journal_events;
         if !damage.is_empty() {
             if !salvage {
@@ -339,7 +433,7 @@ impl Live {
         let writer_live = live.clone();
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(writer_live, store, since_snapshot))?;
+            .spawn(move || writer_loop(writer_live, store, since_snapshot, last_journal))?;
         *durable
             .writer
             .lock()
@@ -595,7 +689,14 @@ impl Drop for Writer {
     }
 }
 
-fn writer_loop(live: Live, mut store: Box<dyn StateStore>, mut since_snapshot: u64) {
+/// Commits what is pending, again and again. `last_journal` is the commit of the newest journal
+/// entry (or snapshot) in the store, which the next entry names in its header.
+fn writer_loop(
+    live: Live,
+    mut store: Box<dyn StateStore>,
+    mut since_snapshot: u64,
+    mut last_journal: u64,
+) {
     let Some(durable) = live.durable.clone() else {
         return;
     };
@@ -605,7 +706,7 @@ fn writer_loop(live: Live, mut store: Box<dyn StateStore>, mut since_snapshot: u
         let snapshot_due = since_snapshot >= SNAPSHOT_EVENTS
             || (since_snapshot > 0 && last_snapshot.elapsed() >= SNAPSHOT_INTERVAL)
             || (stopping && since_snapshot > 0);
-        let (batch, snapshot) = {
+        let (mut batch, snapshot) = {
             let mut g = live.lock();
             if g.pending.is_empty() && !snapshot_due {
                 drop(g);
@@ -619,7 +720,7 @@ fn writer_loop(live: Live, mut store: Box<dyn StateStore>, mut since_snapshot: u
             let batch = std::mem::replace(&mut g.pending, Pending::new(next));
             let snapshot = if snapshot_due || since_snapshot + batch.records >= SNAPSHOT_EVENTS {
                 match g.tracker.encode() {
-                    Ok(s) => Some(s),
+                    Ok(s) => Some(seal_snapshot(s)),
                     Err(e) => {
                         tracing::error!(error = %e, "snapshot encoding failed; keeping the journal");
                         None
@@ -630,6 +731,7 @@ fn writer_loop(live: Live, mut store: Box<dyn StateStore>, mut since_snapshot: u
             };
             (batch, snapshot)
         };
+        seal_journal(&mut batch.journal, last_journal);
         let checkpoints: Vec<Checkpoint> = batch.checkpoints.values().cloned().collect();
         let commit = Commit {
             seq: batch.seq,
@@ -656,6 +758,9 @@ fn writer_loop(live: Live, mut store: Box<dyn StateStore>, mut since_snapshot: u
                     for entry in batch.outbox_new {
                         let _ = tx.send(entry);
                     }
+                }
+                if snapshot.is_some() || batch.records > 0 {
+                    last_journal = batch.seq;
                 }
                 if let Some(s) = &snapshot {
                     tracing::debug!(

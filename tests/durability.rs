@@ -223,7 +223,9 @@ fn a_store_written_by_the_previous_version_is_read() {
     let state: Vec<u8> = db
         .query_row("SELECT state FROM snapshot", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(&state[..4], b"RWT3");
+    // The current format: the checksummed envelope around RWT3.
+    assert_eq!(&state[..4], b"RWS1");
+    assert_eq!(&state[8..12], b"RWT3");
     drop(db);
     let d = Daemon::start(dir.path(), config, &[]);
     assert_eq!(
@@ -373,4 +375,138 @@ fn damaged_pages_are_salvaged_table_by_table() {
     assert!(log.contains("the rest is lost"), "{log}");
     assert_eq!(daily(&d.base), Some(0.0));
     assert_eq!(kept_copies(dir.path()).len(), 1);
+}
+
+/// Runs SQL on the stopped daemon's store.
+fn tamper(dir: &std::path::Path, sql: &str) {
+    let db = rusqlite::Connection::open(store_file(dir)).unwrap();
+    db.execute_batch(sql).unwrap();
+}
+
+/// Flips one bit of a blob in the stopped daemon's store, as a bad disk would.
+fn flip(dir: &std::path::Path, select: &str, update: &str, at: usize) {
+    let db = rusqlite::Connection::open(store_file(dir)).unwrap();
+    let mut blob: Vec<u8> = db.query_row(select, [], |r| r.get(0)).unwrap();
+    blob[at] ^= 0x04;
+    db.execute(update, [blob]).unwrap();
+}
+
+/// A store holding three journal entries of 10 events each after its snapshot (or none).
+fn three_entries(dir: &std::path::Path) {
+    let mut d = Daemon::start(dir, CONFIG, &[]);
+    let ts = chrono::Utc::now().timestamp_millis();
+    for k in 0..3 {
+        assert_eq!(post(&d.base, &batch(k * 10, 10, ts)), Some(202));
+    }
+    d.kill9();
+}
+
+fn refused(dir: &std::path::Path) -> String {
+    let log = match Daemon::try_start(dir, CONFIG, &[]) {
+        Err(log) => log,
+        Ok(d) => panic!("started on a damaged store:\n{}", d.log_text()),
+    };
+    assert!(log.contains("state.sqlite is damaged"), "{log}");
+    log
+}
+
+#[test]
+fn flipped_bits_and_missing_rows_are_found_not_counted() {
+    // A bit flipped inside an entry's events: the checksum says so.
+    let dir = tempfile::tempdir().unwrap();
+    three_entries(dir.path());
+    let first = "(SELECT MIN(seq) FROM journal WHERE events = 10)";
+    flip(
+        dir.path(),
+        &format!("SELECT data FROM journal WHERE seq = {first}"),
+        &format!("UPDATE journal SET data = ?1 WHERE seq = {first}"),
+        40,
+    );
+    let log = refused(dir.path());
+    assert!(log.contains("1 journal entries"), "{log}");
+
+    // An entry deleted from the middle: the next one names it.
+    let dir = tempfile::tempdir().unwrap();
+    three_entries(dir.path());
+    tamper(
+        dir.path(),
+        "DELETE FROM journal WHERE seq = (SELECT seq FROM journal ORDER BY seq LIMIT 1 OFFSET 1)",
+    );
+    let log = refused(dir.path());
+    assert!(log.contains("are missing"), "{log}");
+    let d = Daemon::try_start_with(dir.path(), CONFIG, &[], &["--recover"])
+        .unwrap_or_else(|log| panic!("{log}"));
+    assert_eq!(daily(&d.base), Some(20.0), "what is there still counts");
+    drop(d);
+
+    // The newest entry deleted: the store noted it.
+    let dir = tempfile::tempdir().unwrap();
+    three_entries(dir.path());
+    tamper(
+        dir.path(),
+        "DELETE FROM journal WHERE seq = (SELECT MAX(seq) FROM journal)",
+    );
+    let log = refused(dir.path());
+    assert!(log.contains("(the newest) is missing"), "{log}");
+    let d = Daemon::try_start_with(dir.path(), CONFIG, &[], &["--recover"])
+        .unwrap_or_else(|log| panic!("{log}"));
+    assert_eq!(daily(&d.base), Some(20.0), "what is there still counts");
+    drop(d);
+
+    // The snapshot row deleted, or a bit of it flipped.
+    for deleted in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut d = Daemon::start(dir.path(), CONFIG, &[]);
+            let ts = chrono::Utc::now().timestamp_millis();
+            assert_eq!(post(&d.base, &batch(0, 10, ts)), Some(202));
+            assert_eq!(d.terminate(Duration::from_secs(10)), Some(0));
+        }
+        if deleted {
+            tamper(dir.path(), "DELETE FROM snapshot");
+        } else {
+            flip(
+                dir.path(),
+                "SELECT state FROM snapshot",
+                "UPDATE snapshot SET state = ?1",
+                30,
+            );
+        }
+        let log = refused(dir.path());
+        assert!(log.contains("snapshot"), "{log}");
+        let d = Daemon::try_start_with(dir.path(), CONFIG, &[], &["--recover"])
+            .unwrap_or_else(|log| panic!("{log}"));
+        assert_eq!(daily(&d.base), Some(0.0), "the snapshot held them all");
+    }
+
+    // A table dropped: refused naming the file, and --recover carries over the rest.
+    let dir = tempfile::tempdir().unwrap();
+    three_entries(dir.path());
+    tamper(dir.path(), "DROP TABLE outbox");
+    let log = refused(dir.path());
+    assert!(log.contains("table outbox is missing"), "{log}");
+    let d = Daemon::try_start_with(dir.path(), CONFIG, &[], &["--recover"])
+        .unwrap_or_else(|log| panic!("{log}"));
+    assert_eq!(daily(&d.base), Some(30.0), "{}", d.log_text());
+}
+
+#[test]
+fn recover_reads_a_write_ahead_log_whose_database_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    three_entries(dir.path());
+    let wal = dir.path().join("ratewarden-data").join("state.sqlite-wal");
+    let wal_len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert!(wal_len > 0, "kill -9 leaves the log");
+    std::fs::write(store_file(dir.path()), b"").unwrap();
+    refused(dir.path());
+    let d = Daemon::try_start_with(dir.path(), CONFIG, &[], &["--recover"])
+        .unwrap_or_else(|log| panic!("{log}"));
+    assert_eq!(daily(&d.base), Some(30.0), "{}", d.log_text());
+    // The kept log is as it was found.
+    let kept = kept_copies(dir.path());
+    let kept_wal = dir
+        .path()
+        .join("ratewarden-data")
+        .join(format!("{}-wal", kept[0]));
+    assert_eq!(std::fs::metadata(kept_wal).unwrap().len(), wal_len);
 }

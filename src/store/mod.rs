@@ -36,9 +36,9 @@ pub enum StoreError {
     #[error("store: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// The store's file is damaged: empty, not a database, corrupt pages, or entries that
-    /// cannot be decoded. Nothing was changed.
+    /// cannot be decoded. Its content is left as it is.
     #[error(
-        "{path} is damaged: {why}. Nothing was changed. To go on: restore it from a backup, or \
+        "{path} is damaged: {why}. Its content was left as it is. To go on: restore it from a backup, or \
          start once with `ratewarden run --recover`, which keeps the damaged file beside it \
          (state.sqlite.damaged-TIME) and starts from what can be read of it, logging what was lost"
     )]

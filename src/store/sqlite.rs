@@ -252,20 +252,64 @@ impl SqliteStore {
         let path = dir.join(FILE);
         let aside = aside_name(&path);
         let mut report = Vec::new();
-        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let mut kept = Vec::new();
         for suffix in ["", "-wal", "-shm"] {
             let from = with_suffix(&path, suffix);
-            if from.exists() {
-                std::fs::rename(&from, with_suffix(&aside, suffix)).map_err(io(&from))?;
+            if let Ok(m) = std::fs::metadata(&from) {
+                let to = with_suffix(&aside, suffix);
+                std::fs::rename(&from, &to).map_err(io(&from))?;
+                kept.push(format!("{} ({} bytes)", to.display(), m.len()));
             }
         }
         report.push(format!(
-            "the damaged store ({size} bytes) is kept as {}",
-            aside.display()
+            "the damaged store is kept as {}; nothing reads or writes it from now on",
+            kept.join(", ")
         ));
         let mut store = SqliteStore::open(dir)?;
-        store.copy_from(&aside, &mut report);
+        // Read from a scratch copy: opening a database can change its files (SQLite
+        // checkpoints or discards a write-ahead log), and the kept copy must stay as found.
+        let scratch = dir.join(format!("{FILE}.salvage"));
+        match SqliteStore::scratch_copy(&aside, &scratch) {
+            Ok(()) => store.copy_from(&scratch, &mut report),
+            Err(e) => report.push(format!(
+                "nothing could be read from it ({e}): every count, checkpoint, notification and batch it held is lost"
+            )),
+        }
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let _ = std::fs::remove_file(with_suffix(&scratch, suffix));
+        }
         Ok((store, report))
+    }
+
+    /// Copies the kept database (and its log) to `scratch` for reading. A database file that
+    /// is empty or missing while its write-ahead log holds pages is given a fresh empty
+    /// database to stand on, so that SQLite reads the log instead of discarding it.
+    fn scratch_copy(aside: &Path, scratch: &Path) -> Result<(), StoreError> {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let _ = std::fs::remove_file(with_suffix(scratch, suffix));
+        }
+        let main_len = std::fs::metadata(aside).map(|m| m.len()).unwrap_or(0);
+        let wal = with_suffix(aside, "-wal");
+        let wal_len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        if main_len == 0 && wal_len > 0 {
+            // Pages not written since the last checkpoint are only in the lost database,
+            // the schema among them: an empty store of this schema puts its tables where the
+            // log expects them.
+            let dir = scratch.parent().unwrap_or(Path::new("."));
+            SqliteStore::create(dir, scratch)?;
+        } else if main_len > 0 {
+            std::fs::copy(aside, scratch).map_err(io(aside))?;
+        } else {
+            return Err(StoreError::Damaged {
+                path: aside.display().to_string(),
+                why: "neither the database nor its write-ahead log holds anything".into(),
+            });
+        }
+        if wal_len > 0 {
+            let to = with_suffix(scratch, "-wal");
+            std::fs::copy(&wal, &to).map_err(io(&wal))?;
+        }
+        Ok(())
     }
 
     /// Copies every readable row of `from` into this (new, empty) store.
@@ -287,7 +331,13 @@ impl SqliteStore {
         for (table, cols) in TABLES {
             let mut read = 0u64;
             let copied = (|| -> Result<(), rusqlite::Error> {
-                let mut get = src.prepare(&format!("SELECT {cols} FROM {table}"))?;
+                // The notes of what must be there describe the damaged store, not this one.
+                let only = if *table == "meta" {
+                    " WHERE key NOT IN ('snapshot_seq', 'journal_seq')"
+                } else {
+                    ""
+                };
+                let mut get = src.prepare(&format!("SELECT {cols} FROM {table}{only}"))?;
                 let n = get.column_count();
                 let marks = vec!["?"; n].join(", ");
                 let mut put = tx.prepare(&format!(
@@ -344,7 +394,66 @@ impl SqliteStore {
 
 impl StateStore for SqliteStore {
     fn recover(&mut self) -> Result<Recovered, StoreError> {
-        self.read_all().map_err(classify(&self.path))
+        let shown = self.path.display().to_string();
+        let damaged = |why: String| StoreError::Damaged {
+            path: shown.clone(),
+            why,
+        };
+        for (table, _) in TABLES {
+            let found: i64 = self
+                .conn
+                .query_row(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                    [table],
+                    |r| r.get(0),
+                )
+                .map_err(classify(&self.path))?;
+            if found == 0 {
+                return Err(damaged(format!("its table {table} is missing")));
+            }
+        }
+        let rec = self.read_all().map_err(classify(&self.path))?;
+        let noted: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'snapshot_seq'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(classify(&self.path))?;
+        let stored = rec.snapshot.as_ref().map(|(seq, _)| *seq as i64);
+        if let Some(noted) = noted
+            && stored.is_none_or(|s| s < noted)
+        {
+            return Err(damaged(format!(
+                "the snapshot of commit {noted} is missing{}",
+                stored.map_or(String::new(), |s| format!(
+                    " (an older one, of commit {s}, is there)"
+                ))
+            )));
+        }
+        let newest: Option<i64> = self
+            .conn
+            .query_row("SELECT MAX(seq) FROM journal", [], |r| r.get(0))
+            .map_err(classify(&self.path))?;
+        let journal_noted: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'journal_seq'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(classify(&self.path))?;
+        if let Some(noted) = journal_noted
+            && newest.max(stored).is_none_or(|top| top < noted)
+        {
+            return Err(damaged(format!(
+                "the journal entry of commit {noted} (the newest) is missing: the events it held are lost"
+            )));
+        }
+        Ok(rec)
     }
 
     fn journal_after(&mut self, seq: u64, f: &mut dyn FnMut(u64, &[u8])) -> Result<(), StoreError> {
@@ -583,6 +692,21 @@ impl SqliteStore {
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             [c.seq as i64],
         )?;
+        // So that a snapshot or a last journal entry that goes missing is noticed, not taken
+        // for a first start or a quiet end.
+        let note = |key: &str| {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, c.seq as i64],
+            )
+        };
+        if c.snapshot.is_some() {
+            note("snapshot_seq")?;
+            note("journal_seq")?;
+        } else if c.events > 0 {
+            note("journal_seq")?;
+        }
         tx.commit()?;
         Ok(())
     }
