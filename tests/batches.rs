@@ -420,4 +420,26 @@ fn a_submission_retried_with_its_idempotency_key_is_one_batch() {
             .len(),
         1
     );
+    // The key again with another request is not a retry: 422, and nothing is created.
+    let other = r#"{"upstream":"fake","mode":"asap","requests":[{"path":"/v1/videos","body":{"prompt":"else"}}]}"#;
+    let (status, answer) = http(
+        "POST",
+        &format!("{}/v1/batches", d.base),
+        &[
+            ("Content-Type", "application/json"),
+            ("Idempotency-Key", "nightly-2026-11-30"),
+        ],
+        other.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(status, 422, "{answer}");
+    assert!(answer.contains("idempotency_key_reused"), "{answer}");
+    let (_, list) = http("GET", &format!("{}/v1/batches", d.base), &[], b"").unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&list).unwrap()["batches"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }

@@ -445,18 +445,25 @@ impl Config {
                 .format("%a %Y-%m-%d %H:%M %Z")
                 .to_string()
         };
-        let windows: Vec<String> = self
-            .offpeak
-            .upcoming(now, 3)
-            .into_iter()
-            .map(|(a, b)| {
-                if a <= now {
-                    format!("open now until {}", local(b))
-                } else {
-                    format!("{} .. {}", local(a), local(b))
-                }
-            })
-            .collect();
+        let endless = {
+            let s = self.offpeak.status(now);
+            s.open && s.next_close.is_none()
+        };
+        let windows: Vec<String> = if endless {
+            vec!["open now, with no end (the windows overlap without a gap)".to_string()]
+        } else {
+            self.offpeak
+                .upcoming(now, 3)
+                .into_iter()
+                .map(|(a, b)| {
+                    if a <= now {
+                        format!("open now until {}", local(b))
+                    } else {
+                        format!("{} .. {}", local(a), local(b))
+                    }
+                })
+                .collect()
+        };
         out.push_str(&format!(
             "off-peak ({}): next {}\n",
             self.offpeak.tz,

@@ -226,17 +226,18 @@ impl OffPeak {
         best
     }
 
-    /// When the off-peak period that contains `at` ends (the union of overlapping windows).
-    fn close_after(&self, at: i64) -> Option<i64> {
+    /// When the off-peak period that contains `at` ends (the union of overlapping windows),
+    /// and whether that is really its end: windows that keep overlapping are followed for
+    /// [`MAX_HOPS`] windows, and a period still open then is reported as open until there.
+    fn close_after(&self, at: i64) -> Option<(i64, bool)> {
         let mut close = self.covering_end(at)?;
-        // Windows that start before the current one ends extend the period.
-        for _ in 0..64 {
+        for _ in 0..MAX_HOPS {
             match self.covering_end(close) {
                 Some(later) if later > close => close = later,
-                _ => break,
+                _ => return Some((close, true)),
             }
         }
-        Some(close)
+        Some((close, false))
     }
 
     /// Open at `now`?
@@ -244,33 +245,41 @@ impl OffPeak {
         self.covering_end(now).is_some()
     }
 
-    /// Open now, next opening and next closing.
+    /// Open now, next opening and next closing (`None` when the windows overlap without a
+    /// gap for as far as they are followed: open for good, as far as can be told).
     pub fn status(&self, now: i64) -> Status {
-        if let Some(close) = self.close_after(now) {
+        if let Some((close, ends)) = self.close_after(now) {
             return Status {
                 open: true,
                 next_open: None,
-                next_close: Some(close),
+                next_close: ends.then_some(close),
             };
         }
         let next_open = self.next_start(now);
         Status {
             open: false,
             next_open,
-            next_close: next_open.and_then(|o| self.close_after(o)),
+            next_close: next_open
+                .and_then(|o| self.close_after(o))
+                .and_then(|(c, ends)| ends.then_some(c)),
         }
     }
 
-    /// The next `n` open periods from `now` (the current one first if open), as (open, close).
+    /// The next `n` open periods from `now` (the current one first if open), as (open, close);
+    /// a period that does not end within [`MAX_HOPS`] windows is cut there.
     pub fn upcoming(&self, now: i64, n: usize) -> Vec<(i64, i64)> {
         let mut out = Vec::new();
         let mut at = now;
         while out.len() < n {
-            let s = self.status(at);
-            let (open, close) = match (s.open, s.next_open, s.next_close) {
-                (true, _, Some(c)) => (at, c),
-                (false, Some(o), Some(c)) => (o, c),
-                _ => break,
+            let (open, close) = match self.close_after(at) {
+                Some((close, _)) => (at, close),
+                None => match self
+                    .next_start(at)
+                    .and_then(|o| Some((o, self.close_after(o)?.0)))
+                {
+                    Some(period) => period,
+                    None => break,
+                },
             };
             out.push((open, close));
             at = close;
@@ -278,6 +287,9 @@ impl OffPeak {
         out
     }
 }
+
+/// Overlapping windows followed to find where an open period ends.
+const MAX_HOPS: usize = 64;
 
 #[cfg(test)]
 mod tests {
@@ -478,6 +490,8 @@ mod tests {
         let now = ms("2026-11-30T10:00:00.400Z");
         assert!(o.is_open(now));
         assert_eq!(o.covering_end(now), Some(ms("2026-12-01T09:00:00Z")));
+        let s = o.status(now);
+        assert!(s.open && s.next_close.is_none(), "open with no end: {s:?}");
         // Near a DST change the search widens, and the answer holds.
         let ny = offpeak("America/New_York", &[("* * * * * *", 2_000)]);
         let change = ms("2026-03-08T07:00:00Z"); // 02:00 EST becomes 03:00 EDT

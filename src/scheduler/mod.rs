@@ -103,6 +103,9 @@ struct Header {
     cancelled: bool,
     /// When its last item became final; the batch is forgotten `retention` later.
     finished_ms: Option<i64>,
+    /// With an `Idempotency-Key`: a hash of the submission's body, so the key used again
+    /// for another request is told apart from a retry.
+    request_hash: Option<u64>,
 }
 
 /// [`Header`] as the first stores wrote it (before `finished_ms`).
@@ -131,6 +134,7 @@ impl Header {
                 created_ms: v1.created_ms,
                 cancelled: v1.cancelled,
                 finished_ms: None,
+                request_hash: None,
             })
         })
     }
@@ -328,6 +332,9 @@ pub enum BatchError {
     /// Over `max_pending_items`: retry when the queue has drained.
     #[error("{0}")]
     Full(String),
+    /// An `Idempotency-Key` used again with a different request.
+    #[error("{0}")]
+    KeyReused(String),
 }
 
 /// Something to send now.
@@ -610,13 +617,15 @@ impl Scheduler {
     }
 
     /// Validates and stores a new batch; returns its summary and the commit to wait for.
-    /// `key` (the submission's `Idempotency-Key`) makes the batch's id a function of the key,
-    /// upstream and org, so the same submission again finds the first batch: it is answered
-    /// as it stands, `false` in the third place, and nothing is created.
+    /// `key` (the submission's `Idempotency-Key`, with a hash of its body) makes the batch's id
+    /// a function of the key, upstream and org, so the same submission again finds the first
+    /// batch: it is answered as it stands, `false` in the third place, and nothing is created.
+    /// The key with a different body is [`BatchError::KeyReused`] (the IETF Idempotency-Key
+    /// draft's 422).
     pub fn create(
         &self,
         req: NewBatch,
-        key: Option<&str>,
+        key: Option<(&str, u64)>,
     ) -> Result<(Value, u64, bool), BatchError> {
         let upstream = self.upstreams.get(&req.upstream).ok_or_else(|| {
             BatchError::NotFound(format!(
@@ -654,16 +663,26 @@ impl Scheduler {
         }
         let now = self.live.now_ms();
         let id = match key {
-            Some(k) => format!(
+            Some((k, _)) => format!(
                 "bk{:016x}",
                 stable_hash(&[upstream.name.as_bytes(), org.as_bytes(), k.as_bytes()])
             ),
             None => format!("b{:x}{:08x}", now, fastrand::u32(..)),
         };
+        let request_hash = key.map(|(_, h)| h);
+        let again = |st: &State, at: usize| {
+            let first = st.batches[at].header.request_hash;
+            if first.is_some() && first != request_hash {
+                return Err(BatchError::KeyReused(format!(
+                    "this Idempotency-Key was used for another request (batch {id}); use a new key for a new batch"
+                )));
+            }
+            Ok((self.summary(st, at, now), 0, false))
+        };
         {
             let st = self.lock();
             if let Some(&at) = st.index.get(&id) {
-                return Ok((self.summary(&st, at, now), 0, false));
+                return again(&st, at);
             }
         }
         let mut items = Vec::with_capacity(n);
@@ -721,11 +740,12 @@ impl Scheduler {
             created_ms: now,
             cancelled: false,
             finished_ms: None,
+            request_hash,
         };
         let mut st = self.lock();
         if let Some(&at) = st.index.get(&id) {
             // The same submission created it meanwhile.
-            return Ok((self.summary(&st, at, now), 0, false));
+            return again(&st, at);
         }
         let pending: usize = st
             .batches

@@ -582,6 +582,9 @@ impl From<BatchError> for ApiError {
             BatchError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             BatchError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             BatchError::Full(_) => (StatusCode::TOO_MANY_REQUESTS, "queue_full"),
+            BatchError::KeyReused(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+            }
         };
         ApiError::new(status, code, e.to_string())
     }
@@ -619,7 +622,8 @@ async fn create_batch(
         })
         .transpose()?;
     writable(live)?;
-    let (mut summary, seq, created) = scheduler.create(req, key)?;
+    let body_hash = crate::events::stable_hash(&[&held.bytes]);
+    let (mut summary, seq, created) = scheduler.create(req, key.map(|k| (k, body_hash)))?;
     if !created {
         // The same submission again (a client's retry): the first batch, unchanged.
         return Ok((StatusCode::OK, axum::Json(summary)).into_response());
