@@ -233,6 +233,22 @@ fn a_400_fails_at_once_with_the_upstreams_answer() {
         ),
         Some(1.0)
     );
+    // The operator hears of it without turning on debug logs: the failure with its reason
+    // as it happens, and the batch's tally when it finishes.
+    let log = d.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains("failed for good")
+            && l.contains("prompt rejected")),
+        "{log}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains("batch finished with failed items")
+            && l.contains("\"succeeded\":1")
+            && l.contains("\"failed\":1")),
+        "{log}"
+    );
 }
 
 #[test]

@@ -267,7 +267,27 @@ impl Batch {
             return None;
         }
         self.header.finished_ms = Some(now);
+        let count = |s: ItemState| self.items.iter().filter(|i| i.state == s).count();
+        let (ok, failed) = (count(ItemState::Succeeded), count(ItemState::Failed));
+        let cancelled = count(ItemState::Cancelled);
+        if failed > 0 {
+            tracing::warn!(batch = %self.header.id, succeeded = ok, failed, cancelled, "batch finished with failed items (see GET /v1/batches/{{id}}/items)");
+        } else {
+            tracing::info!(batch = %self.header.id, succeeded = ok, cancelled, "batch finished");
+        }
         Some((self.header.id.clone(), encode(&self.header)))
+    }
+
+    /// Logs the first item of the batch that failed for good, as it happens (the rest are
+    /// counted when the batch finishes): a batch sent to a wrong path says so at once, in one
+    /// line rather than one per item.
+    fn note_failure(&self, index: u32) {
+        let mut failed = self.items.iter().filter(|i| i.state == ItemState::Failed);
+        if let (Some(first), None) = (failed.next(), failed.next())
+            && first.index == index
+        {
+            tracing::warn!(batch = %self.header.id, index, error = first.error.as_deref().unwrap_or(""), "batch item failed for good");
+        }
     }
 
     fn state(&self) -> BatchState {
@@ -1154,6 +1174,7 @@ impl Scheduler {
             }
             tracing::debug!(batch = %d.batch, index = d.index, state = it.state.as_str(), outcome, "item attempt settled");
             let record = (d.batch.clone(), it.index, encode(it));
+            b.note_failure(d.index);
             let header = b.note_finished(now);
             self.live
                 .record_batches(header.into_iter().collect(), vec![record]);
@@ -1245,6 +1266,7 @@ impl Scheduler {
             }
         };
         let record = (p.batch.clone(), it.index, encode(it));
+        st.batches[bi].note_failure(p.index);
         let header = st.batches[bi].note_finished(now);
         self.live
             .record_batches(header.into_iter().collect(), vec![record]);
