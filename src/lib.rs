@@ -4,6 +4,9 @@
 //!
 //! Data moves one way; the modules below are listed in that order.
 //!
+//! * [`model`]: at the bottom, the words every stage shares (dimensions, alert names,
+//!   severities, tier limits, the overflow series, name checks, the stable hash); it imports
+//!   no stage.
 //! * [`config`]: the TOML file, parsed once into a validated [`config::Config`].
 //! * **sources**: where events come from. [`server`] takes `POST /v1/events`; [`sources`]
 //!   tails log files (JSON, nginx, Envoy); [`replay`] reads files offline.
@@ -44,6 +47,7 @@ pub mod detect;
 pub mod events;
 pub mod live;
 pub mod metrics;
+pub mod model;
 pub mod offpeak;
 pub mod outbound;
 pub mod replay;

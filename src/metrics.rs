@@ -6,6 +6,7 @@
 //! and every gauge is computed against the clock at the moment Prometheus asks.
 //! Label values are org/app names and fixed enums; never ids, paths or URLs.
 
+use crate::model::Dimension;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -24,7 +25,7 @@ use crate::events::intake::Tally;
 use crate::events::{EventField, Outcome, Reason};
 use crate::live::Live;
 use crate::offpeak::OffPeak;
-use crate::tracker::{Dimension, JOB_DURATION_BUCKETS, JobOutcome};
+use crate::tracker::{JOB_DURATION_BUCKETS, JobOutcome};
 
 /// Version reported by `build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -13,6 +13,7 @@ pub mod email;
 pub mod render;
 pub mod webhook;
 
+use crate::model::{AlertName, Severity};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -23,10 +24,10 @@ use tokio::task::JoinHandle;
 
 use crate::clock::rfc3339;
 use crate::config::{AlertsConfig, ChannelConfig, ChannelKind, WebhookFormat};
-use crate::detect::{AlertName, Severity, Status, Transition};
-use crate::events::stable_hash;
+use crate::detect::{Status, Transition};
 use crate::live::Live;
 use crate::metrics::Metrics;
+use crate::model::stable_hash;
 use crate::store::{OutboxEntry, OutboxUpdate};
 
 /// Why one delivery attempt failed.
@@ -679,7 +680,7 @@ pub async fn send_test(alerts: &AlertsConfig, now_ms: i64) -> Vec<(String, Resul
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::tracker::Dimension;
+    use crate::model::Dimension;
 
     fn channels() -> Vec<ChannelConfig> {
         Config::parse(

@@ -2,10 +2,11 @@
 //! JSON object, Slack's `text`, Alertmanager's v2 alert array. Pure functions of the
 //! transition, so every retry of one notification sends the same bytes.
 
+use crate::model::{AlertName, Severity};
 use serde_json::{Map, Value, json};
 
 use crate::clock::rfc3339;
-use crate::detect::{AlertName, Severity, Status, Transition};
+use crate::detect::{Status, Transition};
 
 /// `92% (46/50)` when usage and limit are known.
 fn share(t: &Transition) -> Option<String> {
@@ -373,7 +374,7 @@ impl Group<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tracker::Dimension;
+    use crate::model::Dimension;
 
     fn usage_high() -> Transition {
         Transition {

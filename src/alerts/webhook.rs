@@ -1,5 +1,6 @@
 //! Webhook delivery (JSON, Slack, Alertmanager) over reqwest, signed when a secret is set.
 
+use crate::model::Severity;
 use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -8,7 +9,7 @@ use sha2::Sha256;
 
 use super::{DeliveryError, render};
 use crate::config::{WebhookConfig, WebhookFormat};
-use crate::detect::{Severity, Transition};
+use crate::detect::Transition;
 
 /// `sha256=<hex HMAC-SHA256 of timestamp + "." + body>` (SPEC §9).
 pub fn signature(secret: &[u8], timestamp: &str, body: &[u8]) -> String {

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{HumanDuration, Spanned2, at, request_timeout};
-use crate::detect::Severity;
+use crate::model::Severity;
 
 /// Where a secret lives: an environment variable or a file (never the config itself).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -28,7 +28,7 @@ pub use duration::{HumanDuration, parse_duration};
 pub use scheduler::{PollConfig, SchedulerConfig, UpstreamConfig};
 
 use crate::events::format::{Dialect, LineFormat, Template};
-use crate::events::valid_name;
+use crate::model::{Limits, valid_name};
 
 /// Default listen address (SPEC §2).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9747";
@@ -104,21 +104,6 @@ fn backoff_ms(
         ));
     }
     Ok((base_ms, cap_ms))
-}
-
-/// Limits of one tier or org. `0` means unlimited in that dimension.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Limits {
-    /// Requests per rolling 60 s.
-    pub rpm: u64,
-    /// Jobs in flight at once.
-    pub concurrency: u64,
-    /// Requests per rolling 24 h.
-    pub daily: u64,
-    /// Tokens per rolling 60 s.
-    pub tpm: u64,
-    /// Tokens per rolling 24 h.
-    pub tpd: u64,
 }
 
 /// `[server]`.
@@ -940,12 +925,12 @@ impl RawConfig {
         let mut orgs: Vec<OrgConfig> = Vec::with_capacity(self.orgs.len());
         for raw in &self.orgs {
             let id = raw.id.get_ref();
-            if !valid_name(id) || id == crate::tracker::OVERFLOW {
+            if !valid_name(id) || id == crate::model::OVERFLOW {
                 return Err(at(
                     raw.id.span(),
                     format!(
                         "invalid org id {id:?}: 1-128 printable characters, not {:?}",
-                        crate::tracker::OVERFLOW
+                        crate::model::OVERFLOW
                     ),
                 ));
             }
@@ -1473,10 +1458,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(
-            a.channels[0].min_severity,
-            crate::detect::Severity::Critical
-        );
+        assert_eq!(a.channels[0].min_severity, crate::model::Severity::Critical);
         assert!(
             c.summary()
                 .contains("am (alertmanager to http://127.0.0.1:9093/…, warning and up)"),

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{HumanDuration, SecretRef, Spanned2, at, backoff_ms, request_timeout};
-use crate::events::valid_name;
+use crate::model::valid_name;
 use crate::offpeak::{OffPeak, Window};
 
 /// Polling of asynchronous jobs an upstream creates (`[upstreams.poll]`).

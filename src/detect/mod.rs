@@ -9,71 +9,9 @@
 pub mod burst;
 pub mod level;
 
-use std::fmt;
 use std::sync::Arc;
 
-use crate::tracker::Dimension;
-
-/// Alert names (SPEC §9).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-pub enum AlertName {
-    /// Usage at or above a threshold, per org × dimension.
-    UsageHigh,
-    /// A burst episode is open.
-    BurstDetected,
-    /// Jobs in flight longer than `stuck_after`.
-    JobsStuck,
-    /// Consecutive 429s for one org/app.
-    RetryStorm,
-    /// The rolling 24 h quota is used up.
-    DailyQuotaExhausted,
-    /// Not an alert: `ratewarden alerts test` checking a channel's wiring.
-    Test,
-}
-
-impl AlertName {
-    /// The name as users see it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlertName::UsageHigh => "UsageHigh",
-            AlertName::BurstDetected => "BurstDetected",
-            AlertName::JobsStuck => "JobsStuck",
-            AlertName::RetryStorm => "RetryStorm",
-            AlertName::DailyQuotaExhausted => "DailyQuotaExhausted",
-            AlertName::Test => "RatewardenTest",
-        }
-    }
-}
-
-impl fmt::Display for AlertName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Alert severity.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// Attention soon.
-    Warning,
-    /// Attention now.
-    Critical,
-}
-
-impl Severity {
-    /// Lower-case label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Warning => "warning",
-            Severity::Critical => "critical",
-        }
-    }
-}
+use crate::model::{AlertName, Dimension, Severity};
 
 /// Whether a transition starts or ends firing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -163,7 +101,7 @@ impl Transition {
     /// A stable id of the alert (not of this transition): the same alert on the same
     /// org/app/dimension always has the same fingerprint, across restarts and versions.
     pub fn fingerprint(&self) -> String {
-        let h = crate::events::stable_hash(&[
+        let h = crate::model::stable_hash(&[
             self.alert.as_str().as_bytes(),
             self.org.as_bytes(),
             self.app.as_deref().unwrap_or("").as_bytes(),

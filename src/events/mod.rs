@@ -249,25 +249,6 @@ impl Default for ParseContext<'_> {
     }
 }
 
-/// A 64-bit FNV-1a hash of `parts`, each followed by a separator so ("ab","c") and
-/// ("a","bc") differ. Stable across processes and versions: it is used for stored keys and
-/// alert fingerprints. Not a defence against chosen collisions.
-pub fn stable_hash(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for &b in part.iter().chain(&[0x1f]) {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
-}
-
-/// True for a valid org/app name: 1–128 printable characters.
-pub fn valid_name(s: &str) -> bool {
-    !s.is_empty() && s.chars().count() <= 128 && !s.chars().any(char::is_control)
-}
-
 /// An event field: what a format's value can be mapped to (`fields`), and the `field` label
 /// of `event_field_errors_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -437,6 +418,7 @@ pub fn parse_event<'a>(bytes: &'a [u8], ctx: &ParseContext<'a>) -> Result<Parsed
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::valid_name;
 
     fn parsed(s: &str) -> Parsed<'_> {
         parse_event(s.as_bytes(), &ParseContext::default()).unwrap()

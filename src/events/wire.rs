@@ -14,9 +14,9 @@ use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor}
 use super::values::{self, Bad, Raw};
 use super::{
     Event, EventField, FieldError, Kind, MAX_FUTURE_MS, ParseContext, Parsed, RateLimitInfo,
-    Reason, Rejection, valid_name,
+    Reason, Rejection,
 };
-use crate::tracker::OVERFLOW;
+use crate::model::{OVERFLOW, valid_name};
 
 /// The `ratelimit` object's keys, in [`RateLimitInfo`] order.
 const RATELIMIT_KEYS: [&str; 6] = [

@@ -13,6 +13,7 @@
 
 pub mod dispatch;
 
+use crate::model::{stable_hash, valid_name};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -22,7 +23,7 @@ use serde_json::{Value, json};
 
 use crate::clock::rfc3339;
 use crate::config::{Config, SchedulerConfig, UpstreamConfig};
-use crate::events::{stable_hash, valid_name};
+
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::offpeak::OffPeak;

@@ -622,7 +622,7 @@ async fn create_batch(
         })
         .transpose()?;
     writable(live)?;
-    let body_hash = crate::events::stable_hash(&[&held.bytes]);
+    let body_hash = crate::model::stable_hash(&[&held.bytes]);
     let (mut summary, seq, created) = scheduler.create(req, key.map(|k| (k, body_hash)))?;
     if !created {
         // The same submission again (a client's retry): the first batch, unchanged.

@@ -15,6 +15,7 @@
 //! written between logrotate's copy and its truncate are lost to every reader; that is
 //! copytruncate's own race.
 
+use crate::model::stable_hash;
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -26,8 +27,8 @@ use super::Health;
 use std::time::{Duration, Instant};
 
 use crate::config::{FileSourceConfig, ReadFrom};
+use crate::events::ParseContext;
 use crate::events::intake::{LineFramer, SourceStats, archive_format};
-use crate::events::{ParseContext, stable_hash};
 use crate::live::{Live, MAX_PENDING_BYTES};
 use crate::metrics::Metrics;
 use crate::store::Checkpoint;
@@ -577,7 +578,8 @@ mod tests {
     use super::*;
     use crate::clock::SystemClock;
     use crate::config::Config;
-    use crate::tracker::{Dimension, Tracker};
+    use crate::model::Dimension;
+    use crate::tracker::Tracker;
 
     struct Fixture {
         dir: Arc<tempfile::TempDir>,

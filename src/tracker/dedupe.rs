@@ -78,7 +78,7 @@ impl Dedupe {
 /// A hash of (org, request_id) that is the same in every process and version, because it is
 /// stored in snapshots (FNV-1a, 64 bit).
 pub fn request_key(org: &str, request_id: &str) -> u64 {
-    crate::events::stable_hash(&[org.as_bytes(), request_id.as_bytes()])
+    crate::model::stable_hash(&[org.as_bytes(), request_id.as_bytes()])
 }
 
 #[cfg(test)]

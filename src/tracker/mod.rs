@@ -18,24 +18,19 @@ pub mod jobs;
 pub mod snapshot;
 pub mod window;
 
+use crate::model::{AlertName, Dimension, Limits, OVERFLOW, Severity};
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::sync::Arc;
 
-use crate::config::{AlertsConfig, Config, DetectConfig, Limits};
+use crate::config::{AlertsConfig, Config, DetectConfig};
 use crate::detect::burst::{Burst, Edge, burst_threshold};
 use crate::detect::level::{Change, LevelAlert};
-use crate::detect::{
-    AlertName, Cause, CauseInputs, RetryState, Severity, Status, Storm, Transition, classify_429,
-};
+use crate::detect::{Cause, CauseInputs, RetryState, Status, Storm, Transition, classify_429};
 use crate::events::{Event, Kind, Outcome, RateLimitInfo};
 use concurrency::{EarlyEnds, HORIZON_MS, PeakConcurrency};
 use dedupe::{Dedupe, request_key};
 use jobs::{Jobs, Start};
 use window::Window;
-
-/// Name of the shared series past the cardinality limits.
-pub const OVERFLOW: &str = "__overflow__";
 
 /// Seconds in an rpm window: the current one and the 60 before (never fewer than 60 s).
 const RPM_WIDTH: usize = 61;
@@ -59,73 +54,6 @@ fn sec(ts: i64) -> i64 {
 
 fn minute(ts: i64) -> i64 {
     ts.div_euclid(60_000)
-}
-
-/// A usage dimension, the `dimension` label.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-pub enum Dimension {
-    /// Requests per rolling minute.
-    Rpm,
-    /// Requests per rolling 24 h.
-    Daily,
-    /// Jobs in flight.
-    Concurrency,
-    /// Tokens per rolling minute.
-    Tpm,
-    /// Tokens per rolling 24 h.
-    Tpd,
-}
-
-impl Dimension {
-    /// Every dimension, in label order.
-    pub const ALL: [Dimension; 5] = [
-        Dimension::Rpm,
-        Dimension::Daily,
-        Dimension::Concurrency,
-        Dimension::Tpm,
-        Dimension::Tpd,
-    ];
-
-    /// Label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Dimension::Rpm => "rpm",
-            Dimension::Daily => "daily",
-            Dimension::Concurrency => "concurrency",
-            Dimension::Tpm => "tpm",
-            Dimension::Tpd => "tpd",
-        }
-    }
-
-    /// Unit for summaries ("50 rpm", "5 concurrent jobs").
-    pub fn unit(self) -> &'static str {
-        match self {
-            Dimension::Rpm => "rpm",
-            Dimension::Daily => "daily requests",
-            Dimension::Concurrency => "concurrent jobs",
-            Dimension::Tpm => "tokens per minute",
-            Dimension::Tpd => "tokens per day",
-        }
-    }
-
-    /// The limit of this dimension in `l`.
-    pub fn limit(self, l: &Limits) -> u64 {
-        match self {
-            Dimension::Rpm => l.rpm,
-            Dimension::Daily => l.daily,
-            Dimension::Concurrency => l.concurrency,
-            Dimension::Tpm => l.tpm,
-            Dimension::Tpd => l.tpd,
-        }
-    }
-}
-
-impl fmt::Display for Dimension {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 /// How a job stopped holding its slot, the `outcome` label of `jobs_finished_total`.
@@ -725,7 +653,7 @@ fn dedupe_key(ev: &Event<'_>, rid: &str) -> u64 {
                 Kind::JobFailed => b"job_failed",
                 _ => b"job_cancelled",
             };
-            crate::events::stable_hash(&[ev.org.as_bytes(), rid.as_bytes(), kind])
+            crate::model::stable_hash(&[ev.org.as_bytes(), rid.as_bytes(), kind])
         }
     }
 }

@@ -4,12 +4,14 @@
 //! states, request ids). What the config decides (tiers, limits, caps) is taken from the
 //! config in use when restoring, so a tier change applies to state recorded under the old one.
 
+use crate::model::Limits;
 use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
-use super::{AlertKey, OVERFLOW, Org, Overflow, Settings, Tracker};
-use crate::config::{Config, Limits};
+use super::{AlertKey, Org, Overflow, Settings, Tracker};
+use crate::config::Config;
+use crate::model::OVERFLOW;
 use crate::tracker::dedupe::Dedupe;
 
 /// Leading bytes of a snapshot: format name and version. Bump the digit when the encoded
@@ -128,7 +130,7 @@ mod v2 {
     use crate::detect::level::LevelAlert;
     use crate::detect::{Cause, RetryState};
     use crate::events::Outcome;
-    use crate::tracker::Dimension;
+    use crate::model::Dimension;
     use crate::tracker::dedupe::Dedupe;
 
     pub(super) const MAGIC: &[u8; 4] = b"RWT2";

@@ -1,8 +1,9 @@
 //! Tracker behaviour through its public surface, with explicit times.
 
 use super::*;
-use crate::detect::{AlertName, Status, Transition};
+use crate::detect::{Status, Transition};
 use crate::events::{ParseContext, parse_event};
+use crate::model::AlertName;
 use std::collections::HashMap;
 
 const T0: i64 = 1_795_788_000_000; // 2026-11-27T14:00:00Z
@@ -1285,7 +1286,7 @@ fn firing_alerts_are_repeated_every_repeat_interval() {
         (
             AlertName::UsageHigh,
             Some(Dimension::Concurrency),
-            crate::detect::Severity::Critical
+            crate::model::Severity::Critical
         )
     );
     assert_eq!(r[0].starts_at_ms, T0, "a reminder keeps the original start");

@@ -1,0 +1,173 @@
+//! The domain's shared words: names every stage uses (dimensions, alert names, severities,
+//! tier limits, the overflow series) and the few pure helpers on them (name validity, the
+//! stable hash behind stored keys and fingerprints).
+//!
+//! It sits at the bottom of the crate: every stage may import it, and it imports no stage.
+//! Anything here must be plain data with no behaviour tied to one stage.
+
+use std::fmt;
+
+/// Name of the shared series past the cardinality limits.
+pub const OVERFLOW: &str = "__overflow__";
+
+/// Limits of one tier or org. `0` means unlimited in that dimension.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Requests per rolling 60 s.
+    pub rpm: u64,
+    /// Jobs in flight at once.
+    pub concurrency: u64,
+    /// Requests per rolling 24 h.
+    pub daily: u64,
+    /// Tokens per rolling 60 s.
+    pub tpm: u64,
+    /// Tokens per rolling 24 h.
+    pub tpd: u64,
+}
+
+/// A usage dimension, the `dimension` label.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub enum Dimension {
+    /// Requests per rolling minute.
+    Rpm,
+    /// Requests per rolling 24 h.
+    Daily,
+    /// Jobs in flight.
+    Concurrency,
+    /// Tokens per rolling minute.
+    Tpm,
+    /// Tokens per rolling 24 h.
+    Tpd,
+}
+
+impl Dimension {
+    /// Every dimension, in label order.
+    pub const ALL: [Dimension; 5] = [
+        Dimension::Rpm,
+        Dimension::Daily,
+        Dimension::Concurrency,
+        Dimension::Tpm,
+        Dimension::Tpd,
+    ];
+
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dimension::Rpm => "rpm",
+            Dimension::Daily => "daily",
+            Dimension::Concurrency => "concurrency",
+            Dimension::Tpm => "tpm",
+            Dimension::Tpd => "tpd",
+        }
+    }
+
+    /// Unit for summaries ("50 rpm", "5 concurrent jobs").
+    pub fn unit(self) -> &'static str {
+        match self {
+            Dimension::Rpm => "rpm",
+            Dimension::Daily => "daily requests",
+            Dimension::Concurrency => "concurrent jobs",
+            Dimension::Tpm => "tokens per minute",
+            Dimension::Tpd => "tokens per day",
+        }
+    }
+
+    /// The limit of this dimension in `l`.
+    pub fn limit(self, l: &Limits) -> u64 {
+        match self {
+            Dimension::Rpm => l.rpm,
+            Dimension::Daily => l.daily,
+            Dimension::Concurrency => l.concurrency,
+            Dimension::Tpm => l.tpm,
+            Dimension::Tpd => l.tpd,
+        }
+    }
+}
+
+impl fmt::Display for Dimension {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Alert names (SPEC §9).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub enum AlertName {
+    /// Usage at or above a threshold, per org × dimension.
+    UsageHigh,
+    /// A burst episode is open.
+    BurstDetected,
+    /// Jobs in flight longer than `stuck_after`.
+    JobsStuck,
+    /// Consecutive 429s for one org/app.
+    RetryStorm,
+    /// The rolling 24 h quota is used up.
+    DailyQuotaExhausted,
+    /// Not an alert: `ratewarden alerts test` checking a channel's wiring.
+    Test,
+}
+
+impl AlertName {
+    /// The name as users see it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertName::UsageHigh => "UsageHigh",
+            AlertName::BurstDetected => "BurstDetected",
+            AlertName::JobsStuck => "JobsStuck",
+            AlertName::RetryStorm => "RetryStorm",
+            AlertName::DailyQuotaExhausted => "DailyQuotaExhausted",
+            AlertName::Test => "RatewardenTest",
+        }
+    }
+}
+
+impl fmt::Display for AlertName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Alert severity.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Attention soon.
+    Warning,
+    /// Attention now.
+    Critical,
+}
+
+impl Severity {
+    /// Lower-case label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// A 64-bit FNV-1a hash of `parts`, each followed by a separator so ("ab","c") and
+/// ("a","bc") differ. Stable across processes and versions: it is used for stored keys and
+/// alert fingerprints. Not a defence against chosen collisions.
+pub fn stable_hash(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &b in part.iter().chain(&[0x1f]) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// True for a valid org/app name: 1–128 printable characters.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty() && s.chars().count() <= 128 && !s.chars().any(char::is_control)
+}
