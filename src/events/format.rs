@@ -13,10 +13,10 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::intake::FieldSet;
+use super::event::FieldSet;
+use super::event::{EventField, ParseContext, Parsed, Reason, Rejection};
 use super::values::Raw;
 use super::wire::Wire;
-use super::{EventField, ParseContext, Parsed, Reason, Rejection};
 
 /// nginx's predefined `combined` format (`log_format combined`, ngx_http_log_module).
 pub const NGINX_COMBINED: &str = r#"$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent""#;

@@ -12,8 +12,9 @@
 
 use serde_json::value::RawValue;
 
+pub use super::event::FieldSet;
+use super::event::{EventField, ParseContext, Parsed, Reason, Rejection};
 use super::format::LineFormat;
-use super::{EventField, ParseContext, Parsed, Reason, Rejection};
 
 /// The UTF-8 encoding of U+FEFF, the byte-order mark.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -22,22 +23,6 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 const FIRST_LINES: u32 = 100;
 /// Most bytes of a rejected line quoted in the first-lines warning.
 const SAMPLE_BYTES: usize = 200;
-
-/// A set of event fields.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FieldSet(u32);
-
-impl FieldSet {
-    /// Adds `f`.
-    pub fn insert(&mut self, f: EventField) {
-        self.0 |= 1 << f as u32;
-    }
-
-    /// True when `f` is in the set.
-    pub fn contains(&self, f: EventField) -> bool {
-        self.0 & (1 << f as u32) != 0
-    }
-}
 
 /// First bytes of the archive formats logrotate and friends write (RFC 1952 gzip, RFC 8878
 /// zstd, bzip2, xz): such bytes are never read as lines of text.

@@ -11,11 +11,11 @@ use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 
-use super::values::{self, Bad, Raw};
-use super::{
+use super::event::{
     Event, EventField, FieldError, Kind, MAX_FUTURE_MS, ParseContext, Parsed, RateLimitInfo,
     Reason, Rejection,
 };
+use super::values::{self, Bad, Raw};
 use crate::model::{OVERFLOW, valid_name};
 
 /// The `ratelimit` object's keys, in [`RateLimitInfo`] order.
