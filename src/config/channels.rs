@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{HumanDuration, Spanned2, at, request_timeout};
+use super::check::{Spanned2, at, request_timeout};
+use super::duration::HumanDuration;
 use crate::model::Severity;
 
 /// Where a secret lives: an environment variable or a file (never the config itself).

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{HumanDuration, SecretRef, Spanned2, at, backoff_ms, request_timeout};
+use super::channels::SecretRef;
+use super::check::{Spanned2, at, backoff_ms, request_timeout};
+use super::duration::HumanDuration;
 use crate::model::valid_name;
 use crate::offpeak::{OffPeak, Window};
 
