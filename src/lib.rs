@@ -35,8 +35,7 @@
 
 #![deny(missing_docs)]
 
-/// The `User-Agent` of every request ratewarden sends (webhooks, upstream APIs).
-pub const USER_AGENT: &str = concat!("ratewarden/", env!("CARGO_PKG_VERSION"));
+pub use outbound::USER_AGENT;
 
 pub mod alerts;
 pub mod client;

@@ -1,4 +1,10 @@
-//! Outbound HTTP hygiene: what may appear in an error, and where a request may go.
+//! Outbound HTTP: the one client setup, and its hygiene — what may appear in an error, and
+//! where a request may go. Alert delivery and the batch dispatcher both build on it.
+//!
+//! Every client sends [`USER_AGENT`], follows no redirect (a redirect would carry an API key or
+//! a signed body to a host nobody configured) and reads answers a chunk at a time up to a cap
+//! ([`read_body`]). [`retry_after`] reads `Retry-After` (RFC 9110 §10.2.3) and [`backoff_ms`]
+//! is the full-jitter backoff both retry loops use.
 //!
 //! A webhook URL is a credential (Slack-style paths, `?token=`), and an upstream request
 //! carries the API key: so no error text, log line or stored message ever holds a whole URL
@@ -6,8 +12,66 @@
 //! plus a path that cannot move it to another host, port or scheme ([`Base::url`]); a value
 //! from a remote answer goes into a path as one percent-encoded segment ([`segment`]).
 
+use std::time::Duration;
+
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use reqwest::Url;
+use reqwest::header::RETRY_AFTER;
+
+/// The `User-Agent` of every request ratewarden sends (webhooks, upstream APIs).
+pub const USER_AGENT: &str = concat!("ratewarden/", env!("CARGO_PKG_VERSION"));
+
+/// An HTTP client for outbound requests: [`USER_AGENT`], no redirects, the whole request
+/// bounded by `timeout_ms` and connecting by at most `connect_ms` of it.
+pub fn client(timeout_ms: i64, connect_ms: i64) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_millis(timeout_ms.max(0) as u64))
+        .connect_timeout(Duration::from_millis(
+            timeout_ms.min(connect_ms).max(0) as u64
+        ))
+        .build()
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))
+}
+
+/// An answer's first `max` bytes, read a chunk at a time so that a huge (or endless) answer
+/// costs no more than that; the rest is not read. A body that fails half-way is what arrived.
+pub async fn read_body(mut resp: reqwest::Response, max: usize) -> String {
+    let mut out = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        let room = max - out.len();
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() >= max {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `Retry-After` as seconds or an HTTP date (RFC 9110 §10.2.3), as a wait from `now_ms`; the
+/// same reading events use.
+pub fn parse_retry_after(value: &str, now_ms: i64) -> Option<Duration> {
+    crate::events::retry_after_header_ms(value, now_ms).map(|ms| Duration::from_millis(ms as u64))
+}
+
+/// The wait a response's `Retry-After` header asks for, if it has a readable one.
+pub fn retry_after(headers: &reqwest::header::HeaderMap, now_ms: i64) -> Option<Duration> {
+    headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, now_ms))
+}
+
+/// Full-jitter exponential backoff (ms): a random wait between `base` and
+/// `min(cap, base × 2^attempts)`.
+pub fn backoff_ms(base: i64, cap: i64, attempts: u32) -> i64 {
+    let ceiling = base
+        .saturating_mul(1i64 << attempts.min(30))
+        .min(cap)
+        .max(base);
+    fastrand::i64(base..=ceiling)
+}
 
 /// Characters escaped in one path segment (RFC 3986 §3.3: everything but unreserved and
 /// sub-delims, and `/`, `?`, `#`, `%` so the value stays one segment).
@@ -164,5 +228,22 @@ mod tests {
         assert!(base.url(":9/x").is_err());
         assert!(Base::parse("https://u:p@api.example.com").is_err());
         assert!(Base::parse("ftp://api.example.com").is_err());
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        assert_eq!(parse_retry_after("7", 0), Some(Duration::from_secs(7)));
+        let now = chrono::DateTime::parse_from_rfc2822("Fri, 27 Nov 2026 14:00:00 GMT")
+            .unwrap()
+            .timestamp_millis();
+        assert_eq!(
+            parse_retry_after("Fri, 27 Nov 2026 14:00:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Fri, 27 Nov 2026 13:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
     }
 }

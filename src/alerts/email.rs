@@ -7,7 +7,8 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use super::{DeliveryError, render};
+use super::error::DeliveryError;
+use super::render;
 use crate::config::{EmailConfig, EmailTls};
 use crate::detect::Transition;
 

@@ -10,8 +10,11 @@
 //! notification; its delivery id is stable so receivers can tell.
 
 pub mod email;
+mod error;
 pub mod render;
 pub mod webhook;
+
+pub use error::DeliveryError;
 
 use crate::model::{AlertName, Severity};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -29,31 +32,6 @@ use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::model::stable_hash;
 use crate::store::{OutboxEntry, OutboxUpdate};
-
-/// Why one delivery attempt failed.
-#[derive(Debug, Clone, PartialEq)]
-pub enum DeliveryError {
-    /// Worth trying again (network, timeout, 408, 429, 5xx, transient SMTP).
-    Retry {
-        /// What went wrong, with the receiver's answer.
-        message: String,
-        /// The receiver's `Retry-After`.
-        retry_after: Option<Duration>,
-    },
-    /// Will not succeed by retrying (other 4xx, permanent SMTP errors).
-    Permanent {
-        /// What went wrong, with the receiver's answer.
-        message: String,
-    },
-}
-
-impl DeliveryError {
-    fn message(&self) -> &str {
-        match self {
-            DeliveryError::Retry { message, .. } | DeliveryError::Permanent { message } => message,
-        }
-    }
-}
 
 fn is_alertmanager(c: &ChannelConfig) -> bool {
     matches!(&c.kind, ChannelKind::Webhook(w) if w.format == WebhookFormat::Alertmanager)
@@ -227,12 +205,9 @@ impl Policy {
     /// Full-jitter exponential backoff: a random wait between `base` and
     /// `min(cap, base × 2^attempts)`.
     fn backoff(&self, attempts: u32) -> Duration {
-        let ceiling = self
-            .base_ms
-            .saturating_mul(1i64 << attempts.min(30))
-            .min(self.cap_ms)
-            .max(self.base_ms);
-        Duration::from_millis(fastrand::i64(self.base_ms..=ceiling) as u64)
+        Duration::from_millis(
+            crate::outbound::backoff_ms(self.base_ms, self.cap_ms, attempts).max(0) as u64,
+        )
     }
 }
 

@@ -1,15 +1,15 @@
 //! Webhook delivery (JSON, Slack, Alertmanager) over reqwest, signed when a secret is set.
 
-use crate::model::Severity;
-use std::time::Duration;
-
 use hmac::{Hmac, KeyInit, Mac};
-use reqwest::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use reqwest::header::CONTENT_TYPE;
 use sha2::Sha256;
 
-use super::{DeliveryError, render};
+use super::error::DeliveryError;
+use super::render;
 use crate::config::{WebhookConfig, WebhookFormat};
 use crate::detect::Transition;
+use crate::model::Severity;
+use crate::outbound;
 
 /// `sha256=<hex HMAC-SHA256 of timestamp + "." + body>` (SPEC §9).
 pub fn signature(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
@@ -26,19 +26,8 @@ pub fn signature(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
     format!("sha256={hex}")
 }
 
-/// Seconds or an HTTP date, as a wait from `now_ms` (the one reading of `Retry-After` that
-/// events use too).
-pub fn parse_retry_after(value: &str, now_ms: i64) -> Option<Duration> {
-    crate::events::retry_after_header_ms(value, now_ms).map(|ms| Duration::from_millis(ms as u64))
-}
-
-/// The wait a response's `Retry-After` header asks for, if it has a readable one.
-pub fn retry_after(headers: &reqwest::header::HeaderMap, now_ms: i64) -> Option<Duration> {
-    headers
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, now_ms))
-}
+/// Most bytes of a receiver's error answer read (500 characters of it are quoted).
+const ANSWER_BYTES: usize = 4096;
 
 /// Sends to one webhook.
 pub struct WebhookSender {
@@ -59,13 +48,8 @@ impl WebhookSender {
         min: Severity,
         firing_for_ms: i64,
     ) -> Result<WebhookSender, String> {
-        let client = reqwest::Client::builder()
-            // Notifications go to the configured URL only: a 3xx is a failed delivery.
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_millis(cfg.timeout_ms as u64))
-            .connect_timeout(Duration::from_millis(cfg.timeout_ms.min(5_000) as u64))
-            .build()
-            .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+        // Notifications go to the configured URL only: a 3xx is a failed delivery.
+        let client = outbound::client(cfg.timeout_ms, 5_000)?;
         Ok(WebhookSender {
             client,
             url: cfg.url.resolve()?,
@@ -129,7 +113,6 @@ impl WebhookSender {
             .client
             .post(&self.url)
             .header(CONTENT_TYPE, "application/json")
-            .header(USER_AGENT, crate::USER_AGENT)
             .header("X-Ratewarden-Delivery", delivery_id)
             .header("X-Ratewarden-Timestamp", &timestamp);
         if let Some(secret) = &self.secret {
@@ -144,15 +127,15 @@ impl WebhookSender {
             .await
             .map_err(|e| DeliveryError::Retry {
                 // Never the URL: for a webhook it is a credential.
-                message: crate::outbound::error_text(&e),
+                message: outbound::error_text(&e),
                 retry_after: None,
             })?;
         let status = resp.status();
         if status.is_success() {
             return Ok(());
         }
-        let retry_after = retry_after(resp.headers(), now_ms);
-        let text = resp.text().await.unwrap_or_default();
+        let retry_after = outbound::retry_after(resp.headers(), now_ms);
+        let text = outbound::read_body(resp, ANSWER_BYTES).await;
         let answer: String = text.chars().take(500).collect();
         let message = if status.is_redirection() {
             format!("HTTP {status}: redirects are not followed; configure the final URL")
@@ -181,22 +164,5 @@ mod tests {
             signature(b"key", "1700000000", b"{}"),
             "sha256=9d713ed406bb7076d4123f0dc2c39d2df5c654ed4b0cd56b52c8b4c940bd63ae"
         );
-    }
-
-    #[test]
-    fn retry_after_in_seconds_or_as_a_date() {
-        assert_eq!(parse_retry_after("7", 0), Some(Duration::from_secs(7)));
-        let now = chrono::DateTime::parse_from_rfc2822("Fri, 27 Nov 2026 14:00:00 GMT")
-            .unwrap()
-            .timestamp_millis();
-        assert_eq!(
-            parse_retry_after("Fri, 27 Nov 2026 14:00:30 GMT", now),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(
-            parse_retry_after("Fri, 27 Nov 2026 13:00:00 GMT", now),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(parse_retry_after("soon", now), None);
     }
 }

@@ -6,17 +6,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::{Attempt, Dispatch, JobStatus, Next, Poll, Scheduler, field};
-use crate::alerts::webhook::retry_after;
 use crate::config::{PollConfig, UpstreamConfig};
 use crate::live::Live;
 use crate::metrics::Metrics;
-use crate::outbound::{Base, error_text, segment};
+use crate::outbound::{self, Base, error_text, segment};
 
 /// Longest wait before the lane looks at the clock again.
 const STEP: Duration = Duration::from_millis(200);
@@ -37,21 +36,6 @@ struct Client {
     poll: Option<PollConfig>,
 }
 
-/// The answer's first [`MAX_ANSWER`] bytes, read a chunk at a time so that a huge (or endless)
-/// answer costs no more than that; the rest is not read. A body that fails half-way is what
-/// arrived.
-async fn read_body(mut resp: reqwest::Response) -> String {
-    let mut out = Vec::new();
-    while let Ok(Some(chunk)) = resp.chunk().await {
-        let room = MAX_ANSWER - out.len();
-        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if out.len() >= MAX_ANSWER {
-            break;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 impl Client {
     fn new(up: &UpstreamConfig) -> Result<Client, String> {
         let key = up
@@ -60,13 +44,9 @@ impl Client {
             .map(|k| k.read())
             .transpose()
             .map_err(|e| format!("upstream {}: API key: {e}", up.name))?;
-        let http = reqwest::Client::builder()
-            // A redirect would take the body and the idempotency key to wherever the answer
-            // says; a 3xx is an answer like any other (the item fails with it).
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_millis(up.timeout_ms as u64))
-            .connect_timeout(Duration::from_millis(up.timeout_ms.min(10_000) as u64))
-            .build()
+        // A redirect would take the body and the idempotency key to wherever the answer
+        // says; a 3xx is an answer like any other (the item fails with it).
+        let http = outbound::client(up.timeout_ms, 10_000)
             .map_err(|e| format!("upstream {}: {e}", up.name))?;
         let base = Base::parse(&up.base_url).map_err(|e| format!("upstream {}: {e}", up.name))?;
         Ok(Client {
@@ -85,10 +65,7 @@ impl Client {
         path: &str,
     ) -> Result<reqwest::RequestBuilder, String> {
         let url = self.base.url(path)?;
-        let mut req = self
-            .http
-            .request(method, url)
-            .header(USER_AGENT, crate::USER_AGENT);
+        let mut req = self.http.request(method, url);
         if let Some(k) = &self.key {
             req = req.header(AUTHORIZATION, format!("Bearer {k}"));
         }
@@ -113,8 +90,8 @@ impl Client {
             Err(e) => return Attempt::Failed(format!("no answer: {}", error_text(&e))),
         };
         let status = resp.status().as_u16();
-        let retry_after = retry_after(resp.headers(), now_ms);
-        let body = read_body(resp).await;
+        let retry_after = outbound::retry_after(resp.headers(), now_ms);
+        let body = outbound::read_body(resp, MAX_ANSWER).await;
         let job_id = match (&self.poll, (200..300).contains(&status)) {
             (Some(p), true) => serde_json::from_str::<Value>(&body)
                 .ok()
@@ -143,7 +120,7 @@ impl Client {
             .await
             .map_err(|e| format!("poll failed: {}", error_text(&e)))?;
         let status = resp.status();
-        let body = read_body(resp).await;
+        let body = outbound::read_body(resp, MAX_ANSWER).await;
         if !status.is_success() {
             return Err(format!("poll answered HTTP {status}"));
         }

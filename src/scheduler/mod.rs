@@ -499,15 +499,6 @@ pub fn allowed(share: f64, limit: u64) -> Option<u64> {
     (limit > 0).then(|| ((share * limit as f64 + 1e-9).floor() as u64).max(1))
 }
 
-/// Full-jitter exponential backoff between `base` and `min(cap, base × 2^attempts)`.
-fn backoff(base: i64, cap: i64, attempts: u32) -> i64 {
-    let ceiling = base
-        .saturating_mul(1i64 << attempts.min(30))
-        .min(cap)
-        .max(base);
-    fastrand::i64(base..=ceiling)
-}
-
 /// The value at a dotted path, as text.
 pub fn field(v: &Value, path: &str) -> Option<String> {
     let found = path.split('.').try_fold(v, |cur, seg| cur.get(seg))?;
@@ -1111,7 +1102,7 @@ impl Scheduler {
                             }
                             circuit.open_until = Some(now + cooldown);
                         }
-                        let wait = backoff(base, cap, it.attempts)
+                        let wait = crate::outbound::backoff_ms(base, cap, it.attempts)
                             .max(retry_after.map_or(0, |r| r.as_millis() as i64));
                         retry(
                             it,
@@ -1147,7 +1138,7 @@ impl Scheduler {
                             }
                             outcome = "success";
                         } else if status == 408 || status >= 500 {
-                            let wait = backoff(base, cap, it.attempts)
+                            let wait = crate::outbound::backoff_ms(base, cap, it.attempts)
                                 .max(retry_after.map_or(0, |r| r.as_millis() as i64));
                             retry(it, wait, format!("HTTP {status}"));
                             outcome = "server_error";
@@ -1168,7 +1159,7 @@ impl Scheduler {
                     }
                 }
                 Attempt::Failed(why) => {
-                    let wait = backoff(base, cap, it.attempts);
+                    let wait = crate::outbound::backoff_ms(base, cap, it.attempts);
                     retry(it, wait, why);
                     outcome = "error";
                 }

@@ -3,7 +3,7 @@
 use axum::http::{HeaderMap, StatusCode, header};
 use subtle::ConstantTimeEq;
 
-use super::ApiError;
+use super::error::ApiError;
 use crate::config::ServerConfig;
 
 /// A token, or `None` when its variable is unset or empty (that route is open).

@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::ApiError;
+use super::error::ApiError;
 
 /// The budget counts in units of this many bytes, so that a body of any allowed size is one
 /// `u32` of permits.

@@ -9,6 +9,7 @@ mod auth;
 pub mod body;
 pub mod conn;
 mod encoding;
+mod error;
 mod json;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +40,7 @@ use crate::scheduler::{BatchError, NewBatch, Scheduler};
 use crate::sources::Health;
 use crate::tracker::Tracker;
 use encoding::CodingError;
+pub use error::ApiError;
 
 /// How long a request waits for the store to confirm what it changed.
 pub const DURABLE_WAIT: Duration = Duration::from_secs(30);
@@ -157,47 +159,6 @@ async fn stored(st: &ApiState, live: &Live, seq: u64, what: &str) -> bool {
 
 /// The note an answer carries when its change is made but not yet stored.
 const NOT_DURABLE: &str = "applied, but the store has not confirmed it (is the disk full?): do not send it again; it is written when the store recovers and lost if the daemon stops first";
-
-/// An API error answer.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
-        let mut resp = (self.status, axum::Json(body)).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        if self.status == StatusCode::TOO_MANY_REQUESTS {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        if self.status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
-            // RFC 9110 §12.5.3: say which codings would have been accepted.
-            resp.headers_mut().insert(
-                header::ACCEPT_ENCODING,
-                HeaderValue::from_static("gzip, deflate, zstd"),
-            );
-        }
-        resp
-    }
-}
 
 /// The whole API.
 pub fn router(state: ApiState) -> Router {

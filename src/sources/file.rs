@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::Health;
+use super::health::Health;
 use std::time::{Duration, Instant};
 
 use crate::config::{FileSourceConfig, ReadFrom};

@@ -6,6 +6,7 @@
 //! on its own thread (file I/O blocks); [`Sources`] owns the threads and stops them.
 
 pub mod file;
+mod health;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,15 +15,7 @@ use std::thread::JoinHandle;
 use crate::config::Config;
 use crate::live::{Live, Recovery};
 use crate::metrics::Metrics;
-
-/// A source's readiness, cleared when its thread ends for any reason.
-#[derive(Debug, Default)]
-pub struct Health {
-    /// Source name.
-    pub name: String,
-    /// First scan done and running.
-    pub ready: AtomicBool,
-}
+pub use health::Health;
 
 /// Clears the flag when the thread ends, panics included.
 struct Running(Arc<Health>);
