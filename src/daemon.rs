@@ -207,6 +207,7 @@ impl Daemon {
         let limits = conn::Limits {
             header_read_timeout: config.server.header_read_timeout,
             idle_timeout: config.server.idle_timeout,
+            write_timeout: config.server.write_timeout,
             max_connections: config
                 .server
                 .max_connections

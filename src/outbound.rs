@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::Url;
 use reqwest::header::RETRY_AFTER;
 
@@ -73,26 +73,14 @@ pub fn backoff_ms(base: i64, cap: i64, attempts: u32) -> i64 {
     fastrand::i64(base..=ceiling)
 }
 
-/// Characters escaped in one path segment (RFC 3986 §3.3: everything but unreserved and
-/// sub-delims, and `/`, `?`, `#`, `%` so the value stays one segment).
-const SEGMENT: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b'/')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'@')
-    .add(b'[')
-    .add(b'\\')
-    .add(b']')
-    .add(b'^')
-    .add(b'`')
-    .add(b'{')
-    .add(b'|')
-    .add(b'}');
+/// Characters escaped in a value put into a path: everything but RFC 3986's unreserved
+/// characters (§2.3), so the value stays one segment and cannot add a query (`?a&b=c`), a
+/// fragment or a parent step, wherever in the URL the template puts it.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// A URL as it may be shown: scheme, host and port, nothing of its path, query or user.
 pub fn redact(url: &str) -> String {
@@ -166,7 +154,8 @@ impl Base {
     }
 
     /// The URL for `path` (which starts with `/`) under this base, or why it would leave the
-    /// configured scheme, host and port (then nothing is sent).
+    /// configured scheme, host and port, or climb out of the base URL's path (`/../admin`,
+    /// `/%2e%2e/admin`): then nothing is sent.
     pub fn url(&self, path: &str) -> Result<Url, String> {
         let base = self.url.as_str().trim_end_matches('/');
         let url = Url::parse(&format!("{base}{path}"))
@@ -178,6 +167,17 @@ impl Base {
             || url.password().is_some()
         {
             return Err("refused: the request would go to another host than base_url".into());
+        }
+        let prefix = self.url.path().trim_end_matches('/');
+        let inside = url
+            .path()
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+        if !inside {
+            return Err(format!(
+                "refused: the path leaves base_url's path {}",
+                if prefix.is_empty() { "/" } else { prefix }
+            ));
         }
         Ok(url)
     }
@@ -211,6 +211,33 @@ mod tests {
             assert!(url.path().starts_with("/api/v1/videos/"), "{id}: {url}");
             assert_eq!(url.path_segments().unwrap().count(), 4, "{id}: {url}");
         }
+    }
+
+    #[test]
+    fn a_value_cannot_add_to_a_query() {
+        let base = Base::parse("http://127.0.0.1:8080/api").unwrap();
+        let path = format!("/s?id={}", segment("1&admin=true#x").unwrap());
+        let url = base.url(&path).unwrap();
+        assert_eq!(url.query(), Some("id=1%26admin%3Dtrue%23x"));
+        assert_eq!(url.query_pairs().count(), 1);
+    }
+
+    #[test]
+    fn a_path_cannot_climb_out_of_the_base_path() {
+        let base = Base::parse("http://h.example/api/").unwrap();
+        assert!(base.url("/v1/x").is_ok());
+        for path in [
+            "/../p4",
+            "/../../p4",
+            "/%2e%2e/p8",
+            "/v1/../../p",
+            "/.%2E/p",
+        ] {
+            let e = base.url(path).unwrap_err();
+            assert!(e.contains("leaves base_url's path /api"), "{path}: {e}");
+        }
+        let root = Base::parse("http://h.example").unwrap();
+        assert!(root.url("/../x").is_ok(), "nothing to leave at the root");
     }
 
     #[test]

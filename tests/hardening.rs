@@ -144,7 +144,7 @@ fn an_upstream_answer_never_chooses_where_the_api_key_goes() {
     elsewhere.set_nonblocking(true).unwrap();
     let other = elsewhere.local_addr().unwrap().port();
     let hostile = format!("@127.0.0.1:{other}/x");
-    api.hand_out_ids(&[&hostile, "../../admin"]);
+    api.hand_out_ids(&[&hostile, "../../admin", ".."]);
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
         r#"
@@ -172,7 +172,7 @@ interval = "100ms"
         api.url()
     );
     let d = Daemon::start(dir.path(), &config, &[("T_UP_KEY", "sk-secret-key")]);
-    let body = r#"{"upstream":"api","mode":"asap","requests":[{"path":"/v1/videos"},{"path":"/v1/videos"}]}"#;
+    let body = r#"{"upstream":"api","mode":"asap","requests":[{"path":"/v1/videos"},{"path":"/v1/videos"},{"path":"/v1/videos"}]}"#;
     let (status, answer) = http(
         "POST",
         &format!("{}/v1/batches", d.base),
@@ -183,7 +183,7 @@ interval = "100ms"
     assert_eq!(status, 201, "{answer}");
     // Each id goes into the path as one percent-encoded segment.
     let want = [
-        format!("/v1/videos/%40127.0.0.1:{other}%2Fx"),
+        format!("/v1/videos/%40127.0.0.1%3A{other}%2Fx"),
         "/v1/videos/..%2F..%2Fadmin".to_string(),
     ];
     let polled = common::eventually(10, || {
@@ -191,6 +191,30 @@ interval = "100ms"
         want.iter().all(|w| paths.contains(w)).then_some(paths)
     });
     assert!(polled.is_some(), "{:?}", api.gets());
+    // An id that cannot be one segment (`..`) is never polled: its item fails, saying why,
+    // and its job stops holding a slot.
+    let batch = serde_json::from_str::<serde_json::Value>(&answer).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let unpollable = common::eventually(10, || {
+        let (_, rows) = http(
+            "GET",
+            &format!("{}/v1/batches/{batch}/items", d.base),
+            &[],
+            b"",
+        )?;
+        rows.lines()
+            .find(|l| l.contains("cannot be polled"))
+            .map(str::to_string)
+    });
+    let row = unpollable.unwrap_or_else(|| panic!("{}", d.log_text()));
+    assert!(row.contains(r#""state":"failed""#), "{row}");
+    assert!(
+        api.gets().iter().all(|(p, _)| !p.ends_with("/..")),
+        "{:?}",
+        api.gets()
+    );
     assert!(
         api.gets()
             .iter()
@@ -443,4 +467,88 @@ fn a_webhook_that_redirects_is_not_followed() {
         elsewhere.accept().is_err(),
         "nothing connected to the other port"
     );
+}
+
+#[test]
+fn slow_readers_of_large_answers_are_cut_off_and_cannot_multiply_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        dir.path(),
+        "[server]\nlisten = \"127.0.0.1:0\"\nwrite_timeout = \"2s\"\n\
+         [limits]\nmax_new_orgs_per_second = 100000\n",
+        &[],
+    );
+    // Enough series that /metrics is several MB: more than the socket buffers hold.
+    let mut body = Vec::new();
+    for org in 0..4000 {
+        for app in 0..3 {
+            body.extend_from_slice(
+                format!("{{\"org\":\"org-{org}\",\"app\":\"app-{app}\",\"status\":200}}\n")
+                    .as_bytes(),
+            );
+        }
+    }
+    let answer = http(
+        "POST",
+        &format!("{}/v1/events", d.base),
+        &[("Content-Type", "application/x-ndjson")],
+        &body,
+    );
+    assert_eq!(answer.map(|a| a.0), Some(202));
+    let (status, full) = http("GET", &format!("{}/metrics", d.base), &[], b"").unwrap();
+    assert_eq!(status, 200);
+    assert!(full.len() > 6_000_000, "/metrics is {} bytes", full.len());
+
+    // Six clients ask and then read nothing: at most four answers are built and held at
+    // once, and each is cut off write_timeout after it was ready.
+    let asked = Instant::now();
+    let mut readers: Vec<TcpStream> = (0..6)
+        .map(|_| {
+            // A small receive buffer, set before connecting, as a slow reader's would be:
+            // otherwise loopback's (up to 32 MiB here) takes the whole answer at once.
+            let sock =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            sock.set_recv_buffer_size(16 * 1024).unwrap();
+            let to: std::net::SocketAddr = addr(&d).parse().unwrap();
+            sock.connect(&to.into()).unwrap();
+            let mut s: TcpStream = sock.into();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    // They read 4 KiB every 100 ms each (the whole answer would take minutes): each is cut
+    // off write_timeout after its answer was ready, the last two once a turn freed up.
+    let mut read = [0usize; 6];
+    let mut ended = [false; 6];
+    let mut buf = [0u8; 4096];
+    while ended.iter().any(|e| !e) && asked.elapsed() < Duration::from_secs(20) {
+        for (i, s) in readers.iter_mut().enumerate() {
+            if ended[i] {
+                continue;
+            }
+            s.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+            match s.read(&mut buf) {
+                Ok(0) => ended[i] = true,
+                Ok(n) => read[i] += n,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => ended[i] = true,
+                Err(_) => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for i in 0..6 {
+        assert!(ended[i], "reader {i} was cut off ({} bytes read)", read[i]);
+        assert!(
+            read[i] < full.len() / 2,
+            "reader {i} read {} bytes",
+            read[i]
+        );
+    }
+    assert!(asked.elapsed() < Duration::from_secs(20));
+    // A scraper that reads gets its whole answer again.
+    let (status, again) = http("GET", &format!("{}/metrics", d.base), &[], b"").unwrap();
+    assert_eq!(status, 200);
+    assert!(again.len() > 6_000_000);
+    assert!(!d.log_text().contains("panicked"), "{}", d.log_text());
 }

@@ -177,6 +177,7 @@ struct RawServer {
     header_read_timeout: Spanned<HumanDuration>,
     idle_timeout: Spanned<HumanDuration>,
     body_read_timeout: Spanned<HumanDuration>,
+    write_timeout: Spanned<HumanDuration>,
     max_connections: Option<Spanned<u64>>,
     max_inflight_bytes: Option<Spanned<u64>>,
 }
@@ -194,6 +195,7 @@ impl Default for RawServer {
             header_read_timeout: d(10),
             idle_timeout: d(60),
             body_read_timeout: d(30),
+            write_timeout: d(60),
             max_connections: None,
             max_inflight_bytes: None,
         }
@@ -527,6 +529,7 @@ impl RawServer {
             header_read_timeout: timeout(&self.header_read_timeout, "header_read_timeout")?,
             idle_timeout: timeout(&self.idle_timeout, "idle_timeout")?,
             body_read_timeout: timeout(&self.body_read_timeout, "body_read_timeout")?,
+            write_timeout: timeout(&self.write_timeout, "write_timeout")?,
             max_connections,
             max_inflight_bytes: usize::try_from(max_inflight).unwrap_or(usize::MAX),
         })

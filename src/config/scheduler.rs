@@ -220,10 +220,15 @@ impl RawUpstream {
                 if !p.status_path.get_ref().contains("{id}") {
                     return Err(at(p.status_path.span(), "status_path must contain {id}"));
                 }
-                if !p.status_path.get_ref().starts_with('/') {
+                if !p.status_path.get_ref().starts_with('/')
+                    || p.status_path.get_ref().starts_with("//")
+                {
                     // Appended to base_url; without a leading / the job id would be read as
-                    // part of the host.
-                    return Err(at(p.status_path.span(), "status_path must start with /"));
+                    // part of the host, and // reads as a host of its own in some clients.
+                    return Err(at(
+                        p.status_path.span(),
+                        "status_path must start with / (one: // would name a host)",
+                    ));
                 }
                 if p.done.get_ref().is_empty() {
                     return Err(at(p.done.span(), "done needs at least one status"));

@@ -65,6 +65,9 @@ pub struct ServerConfig {
     pub idle_timeout: std::time::Duration,
     /// A request body must arrive within this long (408 otherwise).
     pub body_read_timeout: std::time::Duration,
+    /// An answer must be taken by the client within this long once it is ready; a client
+    /// that reads slower is disconnected (it would hold the answer's memory meanwhile).
+    pub write_timeout: std::time::Duration,
     /// Most connections served at once; `None` sizes it to the open-file limit at start.
     pub max_connections: Option<usize>,
     /// Bytes of request bodies held in memory at once, across all requests (raw and

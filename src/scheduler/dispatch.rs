@@ -112,7 +112,14 @@ impl Client {
         };
         // The id comes from the upstream's answer: one percent-encoded segment, so it cannot
         // change the path's shape or the host the key goes to.
-        let id = segment(job_id).map_err(|e| format!("the job id {e}"))?;
+        let id = match segment(job_id) {
+            Ok(id) => id,
+            Err(e) => {
+                return Ok(JobStatus::Unpollable(format!(
+                    "the upstream's job id {e}: it cannot be polled"
+                )));
+            }
+        };
         let path = p.status_path.replace("{id}", &id);
         let resp = self
             .request(reqwest::Method::GET, &path)?
@@ -279,7 +286,9 @@ async fn poll_one(sched: &Scheduler, client: &Client, live: &Live, metrics: &Met
             feed(live, metrics, event);
         }
         Err(e) => {
-            tracing::debug!(batch = %p.batch, index = p.index, job = %p.job_id, "poll failed: {e}")
+            tracing::debug!(batch = %p.batch, index = p.index, job = %p.job_id, "poll failed: {e}");
+            let event = sched.polled(&p, JobStatus::Unknown(e));
+            feed(live, metrics, event);
         }
     }
 }

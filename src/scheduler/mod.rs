@@ -426,6 +426,11 @@ pub enum JobStatus {
     Failed(String),
     /// Not finished.
     Running,
+    /// The poll itself failed (no answer, an error status, not JSON): still running as far
+    /// as is known, until `detect.release_after` says otherwise.
+    Unknown(String),
+    /// The job id the upstream handed out cannot be polled (`.`, `..`, empty): the item fails.
+    Unpollable(String),
 }
 
 #[derive(Debug, Default)]
@@ -1232,17 +1237,27 @@ impl Scheduler {
             return None;
         }
         let (kind, done) = match status {
-            JobStatus::Running => {
+            JobStatus::Running | JobStatus::Unknown(_) => {
                 if it
                     .dispatched_ms
                     .is_some_and(|t| now - t >= self.release_after_ms)
                 {
                     it.state = ItemState::Failed;
-                    it.error = Some("the job did not finish within detect.release_after".into());
+                    it.error = Some(match status {
+                        JobStatus::Unknown(why) => format!(
+                            "the job did not finish within detect.release_after (last poll: {why})"
+                        ),
+                        _ => "the job did not finish within detect.release_after".into(),
+                    });
                     (None, true)
                 } else {
                     return None;
                 }
+            }
+            JobStatus::Unpollable(why) => {
+                it.state = ItemState::Failed;
+                it.error = Some(why);
+                (Some(crate::events::Kind::JobFailed), true)
             }
             JobStatus::Done(body) => {
                 it.state = ItemState::Succeeded;

@@ -241,6 +241,90 @@ fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// A large answer sent a slice at a time, holding `G` (a permit) until the last slice has
+/// been taken. Handed over whole, hyper would take the answer in one frame and drop the body
+/// at once, so neither the permit nor the connection's "answer in progress" would last while
+/// the bytes are still waiting for a slow client.
+pub struct Sliced<G> {
+    rest: axum::body::Bytes,
+    _guard: G,
+}
+
+/// Bytes of one slice of a [`Sliced`] answer.
+const SLICE: usize = 64 * 1024;
+
+impl<G> Sliced<G> {
+    /// `bytes`, holding `guard`.
+    pub fn new(bytes: impl Into<axum::body::Bytes>, guard: G) -> Self {
+        Sliced {
+            rest: bytes.into(),
+            _guard: guard,
+        }
+    }
+}
+
+impl<G: Unpin> http_body::Body for Sliced<G> {
+    type Data = axum::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if self.rest.is_empty() {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.rest.len().min(SLICE);
+        let slice = self.rest.split_to(n);
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(slice))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.rest.len() as u64)
+    }
+}
+
+/// An answer's body that holds `G` (a guard: the end of a request, a permit) until the body
+/// is done or dropped.
+pub struct Guarded<G> {
+    inner: Body,
+    _guard: G,
+}
+
+impl<G> Guarded<G> {
+    /// `inner`, holding `guard`.
+    pub fn new(inner: Body, guard: G) -> Self {
+        Guarded {
+            inner,
+            _guard: guard,
+        }
+    }
+}
+
+impl<G: Unpin> http_body::Body for Guarded<G> {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::VecDeque;

@@ -8,7 +8,9 @@
 //!   the lane, a connection is closed at once.
 //! * A request's head must arrive within `header_read_timeout` of its first byte (a client
 //!   that sends a partial header and waits, "slowloris", is cut off); a connection with no
-//!   request in progress and no bytes moving is closed after `idle_timeout`.
+//!   request in progress and no bytes moving is closed after `idle_timeout`; an answer must be
+//!   taken within `write_timeout` once it is ready (a client that reads a large answer a few
+//!   bytes at a time would otherwise hold its memory for as long as it likes).
 //!
 //! The deadlines are kept by a watchdog per connection that looks at two facts the socket and
 //! the service report: when bytes last moved, and whether a request is in progress (from the
@@ -44,6 +46,8 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Idle connections are closed after this.
     pub idle_timeout: Duration,
+    /// An answer must be taken within this long once it is ready.
+    pub write_timeout: Duration,
     /// Most connections served at once.
     pub max_connections: usize,
 }
@@ -79,6 +83,7 @@ pub async fn serve(
     let lane_limits = Limits {
         header_read_timeout: LANE_HEAD,
         idle_timeout: LANE_HEAD,
+        write_timeout: limits.write_timeout,
         max_connections: LANE,
     };
     let mut connections = tokio::task::JoinSet::new();
@@ -142,6 +147,11 @@ struct Activity {
     head_since_ms: AtomicU64,
     /// Requests between head and the end of their answer.
     in_progress: AtomicUsize,
+    /// Milliseconds since `start` when the answer in progress was ready, +1 (0 = none).
+    answer_since_ms: AtomicU64,
+    /// Set when the connection is cut off mid-answer: its socket is then reset, not closed,
+    /// so the bytes still queued for the slow client are dropped at once.
+    abort: std::sync::atomic::AtomicBool,
 }
 
 impl Activity {
@@ -167,17 +177,26 @@ impl Activity {
         self.head_since_ms.store(0, Ordering::Release);
     }
 
+    fn answer_ready(&self) {
+        self.answer_since_ms
+            .store(self.now_ms() + 1, Ordering::Release);
+    }
+
     fn request_ended(&self) {
+        self.answer_since_ms.store(0, Ordering::Release);
         self.in_progress.fetch_sub(1, Ordering::AcqRel);
         self.last_io_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
     /// Why the connection should close now, if it should.
     fn expired(&self, limits: &Limits) -> Option<&'static str> {
-        if self.in_progress.load(Ordering::Acquire) > 0 {
-            return None;
-        }
         let now = self.now_ms();
+        if self.in_progress.load(Ordering::Acquire) > 0 {
+            let answer = self.answer_since_ms.load(Ordering::Acquire);
+            let late = answer > 0
+                && now.saturating_sub(answer - 1) >= limits.write_timeout.as_millis() as u64;
+            return late.then_some("answer not taken in time");
+        }
         let head = self.head_since_ms.load(Ordering::Acquire);
         if head > 0 && now.saturating_sub(head - 1) >= limits.header_read_timeout.as_millis() as u64
         {
@@ -201,6 +220,8 @@ async fn connection(
         last_io_ms: AtomicU64::new(0),
         head_since_ms: AtomicU64::new(1),
         in_progress: AtomicUsize::new(0),
+        answer_since_ms: AtomicU64::new(0),
+        abort: std::sync::atomic::AtomicBool::new(false),
     });
     let io = TokioIo::new(Watched {
         inner: stream,
@@ -230,6 +251,9 @@ async fn connection(
             _ = watch.tick() => {
                 if let Some(why) = activity.expired(&limits) {
                     tracing::debug!(why, "closing a connection");
+                    if activity.in_progress.load(Ordering::Acquire) > 0 {
+                        activity.abort.store(true, Ordering::Release);
+                    }
                     return;
                 }
             }
@@ -255,6 +279,16 @@ impl AsyncRead for Watched {
             self.activity.bytes_moved(true);
         }
         r
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if self.activity.abort.load(Ordering::Acquire) {
+            // A reset discards what the kernel still holds for this client (up to the send
+            // buffer, megabytes); a close would keep sending it for as long as the client reads.
+            let _ = self.inner.set_zero_linger();
+        }
     }
 }
 
@@ -301,14 +335,11 @@ impl tower::Service<Request<Incoming>> for Tracked {
         self.activity.request_started();
         let guard = InProgress(self.activity.clone());
         let mut router = self.inner.clone();
+        let activity = self.activity.clone();
         Box::pin(async move {
             let resp = tower::Service::call(&mut router, req.map(Body::new)).await?;
-            Ok(resp.map(|body| {
-                Body::new(GuardedBody {
-                    inner: body,
-                    _guard: guard,
-                })
-            }))
+            activity.answer_ready();
+            Ok(resp.map(|body| Body::new(super::body::Guarded::new(body, guard))))
         })
     }
 }
@@ -322,32 +353,6 @@ impl Drop for InProgress {
     }
 }
 
-/// An answer's body that ends its request when done.
-struct GuardedBody {
-    inner: Body,
-    _guard: InProgress,
-}
-
-impl http_body::Body for GuardedBody {
-    type Data = axum::body::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,6 +362,7 @@ mod tests {
         let limits = Limits {
             header_read_timeout: Duration::from_millis(50),
             idle_timeout: Duration::from_millis(200),
+            write_timeout: Duration::from_millis(100),
             max_connections: 16,
         };
         let a = Activity {
@@ -364,6 +370,8 @@ mod tests {
             last_io_ms: AtomicU64::new(1_000),
             head_since_ms: AtomicU64::new(0),
             in_progress: AtomicUsize::new(0),
+            answer_since_ms: AtomicU64::new(0),
+            abort: std::sync::atomic::AtomicBool::new(false),
         };
         assert_eq!(a.expired(&limits), None, "fresh and idle");
         a.bytes_moved(true);
@@ -381,5 +389,10 @@ mod tests {
         a.request_ended();
         std::thread::sleep(Duration::from_millis(210));
         assert_eq!(a.expired(&limits), Some("idle"));
+        a.request_started();
+        a.answer_ready();
+        assert_eq!(a.expired(&limits), None, "an answer being taken");
+        std::thread::sleep(Duration::from_millis(110));
+        assert_eq!(a.expired(&limits), Some("answer not taken in time"));
     }
 }

@@ -51,6 +51,12 @@ const MAX_LISTED_ERRORS: usize = 100;
 /// Ingest requests processed at once; past this the daemon answers 429 rather than queue
 /// without bound.
 pub const INGEST_CONCURRENCY: usize = 64;
+/// Large answers (`/metrics`, `/v1/usage`: tens of MB at tens of thousands of series) built
+/// and held at once; each is held until its client has taken it (at most `write_timeout`), so
+/// slow readers cannot multiply the daemon's memory.
+pub const LARGE_ANSWERS: usize = 4;
+/// How long a request for a large answer waits for its turn before `503 busy`.
+const LARGE_ANSWER_WAIT: Duration = Duration::from_secs(10);
 
 /// Everything the handlers share.
 #[derive(Clone)]
@@ -81,6 +87,8 @@ pub struct ApiState {
     pub ingest_slots: Arc<Semaphore>,
     /// Request bodies in memory, across requests (`max_inflight_bytes`).
     pub bodies: body::Budget,
+    /// Turns for large answers ([`LARGE_ANSWERS`]).
+    pub large_answers: Arc<Semaphore>,
 }
 
 impl ApiState {
@@ -111,6 +119,7 @@ impl ApiState {
             offpeak: config.offpeak.clone(),
             ingest_slots: Arc::new(Semaphore::new(INGEST_CONCURRENCY)),
             bodies: body::Budget::new(config.server.max_inflight_bytes),
+            large_answers: Arc::new(Semaphore::new(LARGE_ANSWERS)),
         }
     }
 }
@@ -481,9 +490,35 @@ async fn off_workers<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
     }
 }
 
+/// A turn to build and send a large answer; `503 busy` when none frees up in time.
+async fn large_answer(st: &ApiState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    match tokio::time::timeout(LARGE_ANSWER_WAIT, st.large_answers.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            format!("{LARGE_ANSWERS} large answers are being sent; retry"),
+        )),
+    }
+}
+
+/// A large answer of `bytes`, holding `permit` until the client has taken it (or gone).
+fn large(
+    content_type: &'static str,
+    bytes: impl Into<axum::body::Bytes>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Response {
+    (
+        [(header::CONTENT_TYPE, content_type)],
+        Body::new(body::Sliced::new(bytes, permit)),
+    )
+        .into_response()
+}
+
 async fn usage(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
     st.tokens.admin.check(&headers)?;
     let live = st.live()?.clone();
+    let permit = large_answer(&st).await?;
     // Off the async workers: tens of thousands of series take a while to copy and encode,
     // and ingest must not wait behind it (the tracker lock is taken a slice at a time).
     let body = off_workers("usage", move || {
@@ -491,7 +526,7 @@ async fn usage(State(st): State<ApiState>, headers: HeaderMap) -> Result<Respons
         serde_json::to_vec(&json::usage(&live.org_snapshots(now)))
     })
     .await?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+    Ok(large("application/json", body, permit))
 }
 
 async fn alerts(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
@@ -743,13 +778,14 @@ async fn metrics(State(st): State<ApiState>, headers: HeaderMap) -> Result<Respo
         .unwrap_or("")
         .to_ascii_lowercase();
     let classic = accept.contains("text/plain") && !accept.contains("application/openmetrics-text");
+    let permit = large_answer(&st).await?;
     let text = off_workers("metrics", move || metrics.encode(classic)).await?;
     let content_type = if classic {
         "text/plain; version=0.0.4; charset=utf-8"
     } else {
         "application/openmetrics-text; version=1.0.0; charset=utf-8"
     };
-    Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())
+    Ok(large(content_type, text, permit))
 }
 
 #[cfg(test)]
