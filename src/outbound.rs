@@ -35,9 +35,67 @@ pub fn client(timeout_ms: i64, connect_ms: i64) -> Result<reqwest::Client, Strin
         .map_err(|e| format!("cannot build an HTTP client: {e}"))
 }
 
+/// Credentials a remote answer must not repeat back into our errors, logs, store or API: a
+/// receiver that echoes the request (an error page quoting the URL, a debug endpoint
+/// returning the headers) would otherwise hand them to whoever reads those.
+#[derive(Debug, Clone, Default)]
+pub struct Secrets(Vec<String>);
+
+/// What a scrubbed secret reads as.
+const SCRUBBED: &str = "[redacted]";
+
+impl Secrets {
+    /// The secrets of a URL that is itself a credential (a webhook's): the whole URL, its
+    /// path and query, the password, every query value and every path segment of 8 or more
+    /// characters (Slack-style tokens; short words such as `api` are left alone).
+    pub fn of_url(text: &str) -> Secrets {
+        let mut s = Secrets::default().with(text);
+        if let Ok(url) = Url::parse(text) {
+            s = s.with(url.path());
+            if let Some(q) = url.query() {
+                s = s.with(q);
+            }
+            if let Some(p) = url.password() {
+                s = s.with(p);
+            }
+            for (_, v) in url.query_pairs() {
+                s = s.with(&v);
+            }
+            for seg in url.path_segments().into_iter().flatten() {
+                if seg.len() >= 8 {
+                    s = s.with(seg);
+                }
+            }
+        }
+        s
+    }
+
+    /// These and `secret` (ignored when shorter than 4 bytes: too common to mean anything).
+    pub fn with(mut self, secret: &str) -> Secrets {
+        if secret.len() >= 4 && !self.0.iter().any(|s| s == secret) {
+            self.0.push(secret.to_string());
+            // Longest first, so a URL goes as a whole before its parts are looked for.
+            self.0.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        }
+        self
+    }
+
+    /// `text` with every secret replaced by `[redacted]`.
+    pub fn scrub(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for s in &self.0 {
+            if out.contains(s.as_str()) {
+                out = out.replace(s.as_str(), SCRUBBED);
+            }
+        }
+        out
+    }
+}
+
 /// An answer's first `max` bytes, read a chunk at a time so that a huge (or endless) answer
 /// costs no more than that; the rest is not read. A body that fails half-way is what arrived.
-pub async fn read_body(mut resp: reqwest::Response, max: usize) -> String {
+/// `secrets` are scrubbed from it (see [`Secrets`]).
+pub async fn read_body(mut resp: reqwest::Response, max: usize, secrets: &Secrets) -> String {
     let mut out = Vec::new();
     while let Ok(Some(chunk)) = resp.chunk().await {
         let room = max - out.len();
@@ -46,7 +104,7 @@ pub async fn read_body(mut resp: reqwest::Response, max: usize) -> String {
             break;
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    secrets.scrub(&String::from_utf8_lossy(&out))
 }
 
 /// `Retry-After` as seconds or an HTTP date (RFC 9110 §10.2.3), as a wait from `now_ms`; the
@@ -238,6 +296,22 @@ mod tests {
         }
         let root = Base::parse("http://h.example").unwrap();
         assert!(root.url("/../x").is_ok(), "nothing to leave at the root");
+    }
+
+    #[test]
+    fn echoed_credentials_are_scrubbed() {
+        let url = "https://hooks.example.com/hook/SECRETPATH2?token=SECRETQ2";
+        let s = Secrets::of_url(url).with("sk-SECRETKEY123");
+        let echoed = format!(
+            "<h1>500</h1> POST {url} GET /hook/SECRETPATH2?token=SECRETQ2 token=SECRETQ2 \
+             Authorization: Bearer sk-SECRETKEY123 at /hook"
+        );
+        let clean = s.scrub(&echoed);
+        for secret in ["SECRETPATH2", "SECRETQ2", "sk-SECRETKEY123"] {
+            assert!(!clean.contains(secret), "{clean}");
+        }
+        assert!(clean.contains("at /hook"), "short words stay: {clean}");
+        assert_eq!(Secrets::default().with("ab").scrub("ab cd"), "ab cd");
     }
 
     #[test]

@@ -552,3 +552,115 @@ fn slow_readers_of_large_answers_are_cut_off_and_cannot_multiply_them() {
     assert!(again.len() > 6_000_000);
     assert!(!d.log_text().contains("panicked"), "{}", d.log_text());
 }
+
+/// A receiver that answers every request with an error quoting the request back, head and
+/// all, as default error pages and debug endpoints do: `400` under `/v1/`, else `500`.
+fn echo_server() -> (String, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let handle = std::thread::spawn(move || {
+        // Serves until the test's daemon stops calling; each connection is one request.
+        listener.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let Ok((mut s, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            s.set_nonblocking(false).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let text = String::from_utf8_lossy(&head).to_string();
+            let status = if text.contains(" /v1/") {
+                "400 Bad Request"
+            } else {
+                "500 Oops"
+            };
+            let body = format!("you sent: {text}");
+            let _ = s.write_all(
+                format!(
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    (url, handle)
+}
+
+#[test]
+fn credentials_a_receiver_echoes_back_are_scrubbed() {
+    let (echo, _server) = echo_server();
+    let hook = format!("{echo}/hook/SECRETPATH2?token=SECRETQ2");
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[tiers.t]\nconcurrency = 1\n[tiers.u]\nrpm = 600\n\
+         [limits]\ndefault_tier = \"t\"\n[[orgs]]\nid = \"beta\"\ntier = \"u\"\n\
+         [[alerts.webhook]]\nname = \"hook\"\nurl_env = \"T_HOOK_URL\"\n\
+         [alerts]\nretry_base = \"100ms\"\nretry_cap = \"200ms\"\n\
+         [[upstreams]]\nname = \"api\"\nbase_url = \"{echo}\"\napi_key_env = \"T_UP_KEY\"\norg = \"beta\"\n"
+    );
+    let d = Daemon::start(
+        dir.path(),
+        &config,
+        &[("T_HOOK_URL", &hook), ("T_UP_KEY", "sk-SECRETKEY123")],
+    );
+    // UsageHigh fires; its delivery gets a 500 quoting the URL.
+    assert_eq!(
+        d.post_events(r#"{"org":"acme","status":202,"job_id":"j"}"#)
+            .0,
+        202
+    );
+    // A batch item gets a 400 quoting the Authorization header.
+    let body = r#"{"upstream":"api","mode":"asap","requests":[{"path":"/v1/videos"}]}"#;
+    let (status, answer) = http(
+        "POST",
+        &format!("{}/v1/batches", d.base),
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{answer}");
+    let batch = serde_json::from_str::<serde_json::Value>(&answer).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let alerts = common::eventually(10, || {
+        let (_, a) = http("GET", &format!("{}/v1/alerts", d.base), &[], b"").unwrap();
+        a.contains("you sent").then_some(a)
+    })
+    .unwrap_or_else(|| panic!("a failed delivery quoting the request: {}", d.log_text()));
+    let items = common::eventually(10, || {
+        let (_, rows) = http(
+            "GET",
+            &format!("{}/v1/batches/{batch}/items", d.base),
+            &[],
+            b"",
+        )?;
+        rows.contains("you sent").then_some(rows)
+    })
+    .unwrap_or_else(|| panic!("a failed item quoting the request: {}", d.log_text()));
+    assert!(items.contains("[redacted]"), "{items}");
+    let log = d.log_text();
+    for secret in ["SECRETPATH2", "SECRETQ2", "sk-SECRETKEY123"] {
+        assert!(!alerts.contains(secret), "{secret} in {alerts}");
+        assert!(!items.contains(secret), "{secret} in {items}");
+        assert!(!log.contains(secret), "{secret} in {log}");
+    }
+    drop(d);
+    let stored = std::fs::read(dir.path().join("ratewarden-data/state.sqlite")).unwrap();
+    let wal =
+        std::fs::read(dir.path().join("ratewarden-data/state.sqlite-wal")).unwrap_or_default();
+    for secret in [&b"SECRETPATH2"[..], b"SECRETQ2", b"sk-SECRETKEY123"] {
+        assert!(!stored.windows(secret.len()).any(|w| w == secret));
+        assert!(!wal.windows(secret.len()).any(|w| w == secret));
+    }
+}

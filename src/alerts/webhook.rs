@@ -35,6 +35,8 @@ pub struct WebhookSender {
     url: String,
     format: WebhookFormat,
     secret: Option<String>,
+    /// The URL's credentials and the signing secret, scrubbed from the receiver's answers.
+    secrets: outbound::Secrets,
     min: Severity,
     /// How long Alertmanager should keep a firing alert without a reminder.
     firing_for_ms: i64,
@@ -50,11 +52,17 @@ impl WebhookSender {
     ) -> Result<WebhookSender, String> {
         // Notifications go to the configured URL only: a 3xx is a failed delivery.
         let client = outbound::client(cfg.timeout_ms, 5_000)?;
+        let url = cfg.url.resolve()?;
+        let mut secrets = outbound::Secrets::of_url(&url);
+        if let Some(s) = &secret {
+            secrets = secrets.with(s);
+        }
         Ok(WebhookSender {
             client,
-            url: cfg.url.resolve()?,
+            url,
             format: cfg.format,
             secret,
+            secrets,
             min,
             firing_for_ms,
         })
@@ -135,7 +143,7 @@ impl WebhookSender {
             return Ok(());
         }
         let retry_after = outbound::retry_after(resp.headers(), now_ms);
-        let text = outbound::read_body(resp, ANSWER_BYTES).await;
+        let text = outbound::read_body(resp, ANSWER_BYTES, &self.secrets).await;
         let answer: String = text.chars().take(500).collect();
         let message = if status.is_redirection() {
             format!("HTTP {status}: redirects are not followed; configure the final URL")

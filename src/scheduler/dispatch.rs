@@ -33,6 +33,8 @@ struct Client {
     /// Every request goes to this scheme, host and port, or is not sent.
     base: Base,
     key: Option<String>,
+    /// The key, scrubbed from every answer kept or logged.
+    secrets: outbound::Secrets,
     poll: Option<PollConfig>,
 }
 
@@ -49,10 +51,14 @@ impl Client {
         let http = outbound::client(up.timeout_ms, 10_000)
             .map_err(|e| format!("upstream {}: {e}", up.name))?;
         let base = Base::parse(&up.base_url).map_err(|e| format!("upstream {}: {e}", up.name))?;
+        let secrets = key.as_deref().map_or_else(outbound::Secrets::default, |k| {
+            outbound::Secrets::default().with(k)
+        });
         Ok(Client {
             http,
             base,
             key,
+            secrets,
             poll: up.poll.clone(),
         })
     }
@@ -91,7 +97,7 @@ impl Client {
         };
         let status = resp.status().as_u16();
         let retry_after = outbound::retry_after(resp.headers(), now_ms);
-        let body = outbound::read_body(resp, MAX_ANSWER).await;
+        let body = outbound::read_body(resp, MAX_ANSWER, &self.secrets).await;
         let job_id = match (&self.poll, (200..300).contains(&status)) {
             (Some(p), true) => serde_json::from_str::<Value>(&body)
                 .ok()
@@ -127,7 +133,7 @@ impl Client {
             .await
             .map_err(|e| format!("poll failed: {}", error_text(&e)))?;
         let status = resp.status();
-        let body = outbound::read_body(resp, MAX_ANSWER).await;
+        let body = outbound::read_body(resp, MAX_ANSWER, &self.secrets).await;
         if !status.is_success() {
             return Err(format!("poll answered HTTP {status}"));
         }
