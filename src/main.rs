@@ -1,5 +1,42 @@
 //! The `ratewarden` binary: parses flags, loads config, starts tracing, and hands off.
 
+/// `print!` to standard output, exiting quietly when the reader has gone (`check-config |
+/// head -1`): a closed pipe is not an error of ours, and `print!` would panic on it.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        write_out(format_args!($($arg)*), false)
+    };
+}
+
+/// `println!`, the same way as [`out!`].
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        write_out(format_args!($($arg)*), true)
+    };
+}
+
+fn write_out(args: std::fmt::Arguments<'_>, newline: bool) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout
+        .write_fmt(args)
+        .and_then(|()| {
+            if newline {
+                stdout.write_all(b"\n")
+            } else {
+                Ok(())
+            }
+        })
+        .and_then(|()| stdout.flush());
+    if let Err(e) = written {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("ratewarden: writing to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -305,8 +342,8 @@ fn command(command: Command) -> Result<ExitCode, Failed> {
         }
         Command::CheckConfig { file } => {
             let config = Config::load(&file).map_err(Failed::usage)?;
-            println!("{}: OK", file.display());
-            print!("{}", config.summary());
+            outln!("{}: OK", file.display());
+            out!("{}", config.summary());
             for (who, what, why) in config.missing_secrets() {
                 eprintln!(
                     "warning: {who}: its {what} is missing ({why}); `run` will refuse to start"
@@ -379,10 +416,10 @@ fn command(command: Command) -> Result<ExitCode, Failed> {
             let mut failed = false;
             for (channel, result) in results {
                 match result {
-                    Ok(()) => println!("{channel}: sent"),
+                    Ok(()) => outln!("{channel}: sent"),
                     Err(e) => {
                         failed = true;
-                        println!("{channel}: FAILED: {e}");
+                        outln!("{channel}: FAILED: {e}");
                     }
                 }
             }
@@ -396,7 +433,7 @@ fn command(command: Command) -> Result<ExitCode, Failed> {
             let token = std::env::var("RATEWARDEN_ADMIN_TOKEN").ok();
             let out = block_on(batch(&server, token, command))?
                 .map_err(|e| Failed::other(format!("batch: {e}")))?;
-            print!("{out}");
+            out!("{out}");
             ExitCode::SUCCESS
         }
         Command::Health { server } => {
@@ -412,7 +449,7 @@ fn command(command: Command) -> Result<ExitCode, Failed> {
             let token = std::env::var("RATEWARDEN_ADMIN_TOKEN").ok();
             let table = block_on(status::fetch(&server, token.as_deref()))?
                 .map_err(|e| Failed::other(format!("status: {e}")))?;
-            print!("{table}");
+            out!("{table}");
             ExitCode::SUCCESS
         }
     })

@@ -265,3 +265,26 @@ fn replay_reads_nginx_and_envoy_logs() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["orgs"][0]["rate_limited"]["unexplained"], 1);
 }
+
+#[test]
+fn a_reader_that_goes_away_is_not_a_crash() {
+    // `check-config | head -1`: the reader closes the pipe before the summary is written.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("c.toml"),
+        "[server]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let mut child = Command::new(common::bin())
+        .args(["check-config", "c.toml"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -377,6 +377,38 @@ fn damaged_pages_are_salvaged_table_by_table() {
     assert_eq!(kept_copies(dir.path()).len(), 1);
 }
 
+#[test]
+fn a_store_cut_short_under_its_write_ahead_log_is_named_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut d = Daemon::start(dir.path(), CONFIG, &[]);
+        let ts = chrono::Utc::now().timestamp_millis();
+        for i in 0..20 {
+            assert_eq!(post(&d.base, &batch(i * 50, 50, ts)), Some(202));
+        }
+        // Killed: the write-ahead log stays beside the file.
+        d.kill9();
+    }
+    let path = store_file(dir.path());
+    let wal = path.with_file_name("state.sqlite-wal");
+    assert!(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0) > 0);
+    let half = std::fs::metadata(&path).unwrap().len() / 2;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(half)
+        .unwrap();
+    let refused = Daemon::try_start(dir.path(), CONFIG, &[])
+        .err()
+        .expect("refused");
+    assert!(refused.contains("is damaged"), "{refused}");
+    assert!(refused.contains("--recover"), "{refused}");
+    let d = Daemon::try_start_with(dir.path(), CONFIG, &[], &["--recover"])
+        .unwrap_or_else(|log| panic!("{log}"));
+    assert_eq!(kept_copies(dir.path()).len(), 1, "{}", d.log_text());
+}
+
 /// Runs SQL on the stopped daemon's store.
 fn tamper(dir: &std::path::Path, sql: &str) {
     let db = rusqlite::Connection::open(store_file(dir)).unwrap();

@@ -116,6 +116,21 @@ fn classify(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
             path: path.display().to_string(),
             why: e.to_string(),
         },
+        // Reading failed below SQLite: a file cut short (a copy that stopped, a truncation
+        // under its write-ahead log) reads this way as well as a failing disk. Either way the
+        // operator needs the file named and the way out, not "disk I/O error" alone.
+        Some(ErrorCode::SystemIoFailure) => {
+            let code = match &e {
+                rusqlite::Error::SqliteFailure(f, _) => f.extended_code,
+                _ => 0,
+            };
+            StoreError::Damaged {
+                path: path.display().to_string(),
+                why: format!(
+                    "reading it failed ({e}, SQLite code {code}): it may be cut short, or the disk may be failing (check the kernel log)"
+                ),
+            }
+        }
         _ => StoreError::Sqlite(e),
     }
 }

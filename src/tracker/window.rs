@@ -10,16 +10,18 @@
 pub trait Slot: Copy + Default + Send + Sync + 'static {
     /// The value as `u64`.
     fn get(self) -> u64;
-    /// Adds `n`, saturating; returns what was actually added so totals stay exact.
-    fn add_saturating(&mut self, n: u64) -> u64;
+    /// Adds `n`, saturating at `cap` (or the type's own maximum); returns what was actually
+    /// added so totals stay exact.
+    fn add_saturating(&mut self, n: u64, cap: u64) -> u64;
 }
 
 impl Slot for u32 {
     fn get(self) -> u64 {
         self as u64
     }
-    fn add_saturating(&mut self, n: u64) -> u64 {
-        let added = n.min((u32::MAX - *self) as u64);
+    fn add_saturating(&mut self, n: u64, cap: u64) -> u64 {
+        let cap = cap.min(u32::MAX as u64);
+        let added = n.min(cap.saturating_sub(*self as u64));
         *self += added as u32;
         added
     }
@@ -29,8 +31,8 @@ impl Slot for u64 {
     fn get(self) -> u64 {
         self
     }
-    fn add_saturating(&mut self, n: u64) -> u64 {
-        let added = n.min(u64::MAX - *self);
+    fn add_saturating(&mut self, n: u64, cap: u64) -> u64 {
+        let added = n.min(cap.saturating_sub(*self));
         *self += added;
         added
     }
@@ -113,7 +115,10 @@ impl<S: Slot> Window<S> {
             return false;
         }
         let i = bucket.rem_euclid(self.len()) as usize;
-        let added = self.slots[i].add_saturating(n);
+        // Each slot stops at its share of i64::MAX, so no window total (all of them, at most)
+        // passes what a gauge or a signed 64-bit JSON reader can hold, nor overflows.
+        let cap = i64::MAX as u64 / self.slots.len() as u64;
+        let added = self.slots[i].add_saturating(n, cap);
         self.total += added;
         if bucket > self.head - self.width {
             self.head_sum += added;
@@ -273,6 +278,15 @@ mod tests {
         assert_eq!(w.count_at(1), u32::MAX as u64);
         w.add(3, 1);
         assert_eq!(w.count_at(3), 1);
+        // Token windows: however many huge counts arrive, totals stay within i64.
+        let mut t: Window<u64> = Window::new(61, 300);
+        for s in 0..70 {
+            for _ in 0..3 {
+                t.add(s, i64::MAX as u64);
+            }
+            assert!(t.count_at(s) <= i64::MAX as u64, "at {s}");
+        }
+        assert!(t.count_at(69) > 0);
     }
 
     const SEC: i64 = 1000;
