@@ -10,18 +10,16 @@
 pub trait Slot: Copy + Default + Send + Sync + 'static {
     /// The value as `u64`.
     fn get(self) -> u64;
-    /// Adds `n`, saturating at `cap` (or the type's own maximum); returns what was actually
-    /// added so totals stay exact.
-    fn add_saturating(&mut self, n: u64, cap: u64) -> u64;
+    /// Adds `n`, saturating; returns what was actually added so totals stay exact.
+    fn add_saturating(&mut self, n: u64) -> u64;
 }
 
 impl Slot for u32 {
     fn get(self) -> u64 {
         self as u64
     }
-    fn add_saturating(&mut self, n: u64, cap: u64) -> u64 {
-        let cap = cap.min(u32::MAX as u64);
-        let added = n.min(cap.saturating_sub(*self as u64));
+    fn add_saturating(&mut self, n: u64) -> u64 {
+        let added = n.min((u32::MAX - *self) as u64);
         *self += added as u32;
         added
     }
@@ -31,8 +29,8 @@ impl Slot for u64 {
     fn get(self) -> u64 {
         self
     }
-    fn add_saturating(&mut self, n: u64, cap: u64) -> u64 {
-        let added = n.min(cap.saturating_sub(*self));
+    fn add_saturating(&mut self, n: u64) -> u64 {
+        let added = n.min(u64::MAX - *self);
         *self += added;
         added
     }
@@ -45,10 +43,12 @@ pub struct Window<S: Slot> {
     slots: Box<[S]>,
     /// Newest bucket held; the ring covers `head − len + 1 ..= head`.
     head: i64,
-    /// Sum of every slot.
-    total: u64,
+    /// Sum of every slot. Sums are kept in 128 bits so that slots near their maximum never
+    /// overflow them; answers are clamped to `i64::MAX`, the most a gauge or a signed 64-bit
+    /// JSON reader holds (a token count that large means nothing more anyway).
+    total: u128,
     /// Sum of the window ending at the head, so the common query (at the head) is O(1).
-    head_sum: u64,
+    head_sum: u128,
     /// Buckets in one window (61 for rpm: the current second and the 60 before).
     width: i64,
 }
@@ -91,7 +91,7 @@ impl<S: Slot> Window<S> {
             self.head_sum = 0;
         } else {
             for b in self.head - self.width + 1..=bucket - self.width {
-                self.head_sum -= self.slot(b).get();
+                self.head_sum -= self.slot(b).get() as u128;
             }
         }
         if self.head == i64::MIN || bucket - self.head >= self.len() {
@@ -100,7 +100,7 @@ impl<S: Slot> Window<S> {
         } else {
             for b in self.head + 1..=bucket {
                 let i = b.rem_euclid(self.len()) as usize;
-                self.total -= self.slots[i].get();
+                self.total -= self.slots[i].get() as u128;
                 self.slots[i] = S::default();
             }
         }
@@ -115,23 +115,25 @@ impl<S: Slot> Window<S> {
             return false;
         }
         let i = bucket.rem_euclid(self.len()) as usize;
-        // Each slot stops at its share of i64::MAX, so no window total (all of them, at most)
-        // passes what a gauge or a signed 64-bit JSON reader can hold, nor overflows.
-        let cap = i64::MAX as u64 / self.slots.len() as u64;
-        let added = self.slots[i].add_saturating(n, cap);
-        self.total += added;
+        let added = self.slots[i].add_saturating(n);
+        self.total += added as u128;
         if bucket > self.head - self.width {
-            self.head_sum += added;
+            self.head_sum += added as u128;
         }
         true
     }
 
-    fn sum(&self, from: i64, to: i64) -> u64 {
-        (from..=to).map(|b| self.slot(b).get()).sum()
+    fn sum(&self, from: i64, to: i64) -> u128 {
+        (from..=to).map(|b| self.slot(b).get() as u128).sum()
     }
 
-    /// Events in the window ending at bucket `q` (buckets `q − width + 1 ..= q`).
+    /// Events in the window ending at bucket `q` (buckets `q − width + 1 ..= q`), at most
+    /// `i64::MAX`.
     pub fn count_at(&self, q: i64) -> u64 {
+        clamp(self.count_exact(q))
+    }
+
+    fn count_exact(&self, q: i64) -> u128 {
         if self.head == i64::MIN {
             return 0;
         }
@@ -173,13 +175,13 @@ impl<S: Slot> Window<S> {
                 self.slot(b).get()
             }
         };
-        let mut count = self.count_at(from);
+        let mut count = self.count_exact(from);
         let mut best = count;
         for q in from + 1..=to {
-            count = (count + held(q)).saturating_sub(held(q - self.width));
+            count = (count + held(q) as u128).saturating_sub(held(q - self.width) as u128);
             best = best.max(count);
         }
-        best
+        clamp(best)
     }
 
     /// The first bucket at which the window holds fewer than `limit` events, counting only
@@ -189,17 +191,22 @@ impl<S: Slot> Window<S> {
         if count < limit || self.head == i64::MIN {
             return q;
         }
-        let excess = count - limit + 1;
-        let mut cum = 0;
+        let excess = (count - limit + 1) as u128;
+        let mut cum: u128 = 0;
         let a = (q - self.width + 1).max(self.ring_lo());
         for b in a..=q.min(self.head) {
-            cum += self.slot(b).get();
+            cum += self.slot(b).get() as u128;
             if cum >= excess {
                 return b + self.width;
             }
         }
         q.min(self.head) + self.width
     }
+}
+
+/// A window sum as answered: at most `i64::MAX`.
+fn clamp(v: u128) -> u64 {
+    v.min(i64::MAX as u128) as u64
 }
 
 #[cfg(test)]
@@ -278,15 +285,19 @@ mod tests {
         assert_eq!(w.count_at(1), u32::MAX as u64);
         w.add(3, 1);
         assert_eq!(w.count_at(3), 1);
-        // Token windows: however many huge counts arrive, totals stay within i64.
+        // Token windows: however many huge counts arrive, answers stay within i64 and a
+        // single count is kept whole.
         let mut t: Window<u64> = Window::new(61, 300);
+        t.add(0, i64::MAX as u64);
+        assert_eq!(t.count_at(0), i64::MAX as u64);
         for s in 0..70 {
             for _ in 0..3 {
                 t.add(s, i64::MAX as u64);
             }
-            assert!(t.count_at(s) <= i64::MAX as u64, "at {s}");
+            assert_eq!(t.count_at(s), i64::MAX as u64, "at {s}");
+            assert_eq!(t.max_count(s.saturating_sub(5), s), i64::MAX as u64);
         }
-        assert!(t.count_at(69) > 0);
+        assert_eq!(t.count_at(69 + 61 + 1), 0, "all of it leaves the window");
     }
 
     const SEC: i64 = 1000;
