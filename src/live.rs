@@ -341,17 +341,25 @@ impl Live {
         // The commit of the last entry read; each format 3 entry names the one before it.
         let mut last_entry: Option<u64> = None;
         let mut gaps: Vec<(u64, u64)> = Vec::new();
+        let mut repeats: Vec<(u64, u64)> = Vec::new();
         store.journal_after(from, &mut |seq, data| {
             let expected = last_entry.unwrap_or(from);
-            last_entry = Some(seq);
             let mut data = match open_journal(data) {
+                // An entry that follows a commit already followed repeats history (a copied
+                // row): its events are in the state already, and would count twice.
+                Ok((_, Some(prev))) if prev < expected => {
+                    repeats.push((seq, prev));
+                    return;
+                }
                 Ok((records, prev)) => {
                     if prev.is_some_and(|p| p != expected) {
                         gaps.push((expected, seq));
                     }
+                    last_entry = Some(seq);
                     records
                 }
                 Err(_) => {
+                    last_entry = Some(seq);
                     corrupt.push((seq, data.len()));
                     return;
                 }
@@ -387,6 +395,11 @@ impl Live {
                 corrupt.len(),
                 first.0,
                 last.0
+            ));
+        }
+        for (seq, prev) in &repeats {
+            damage.push(format!(
+                "journal entry {seq} follows commit {prev}, which a previous entry already followed: it repeats events already counted and is skipped"
             ));
         }
         for (after, at) in &gaps {

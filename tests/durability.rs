@@ -471,6 +471,22 @@ fn flipped_bits_and_missing_rows_are_found_not_counted() {
     assert_eq!(daily(&d.base), Some(20.0), "what is there still counts");
     drop(d);
 
+    // The newest entry copied as one more: it repeats history, found and skipped.
+    let dir = tempfile::tempdir().unwrap();
+    three_entries(dir.path());
+    tamper(
+        dir.path(),
+        "INSERT INTO journal SELECT seq + 1, events, data FROM journal \
+         WHERE seq = (SELECT MAX(seq) FROM journal); \
+         UPDATE meta SET value = value + 1 WHERE key IN ('last_seq', 'journal_seq')",
+    );
+    let log = refused(dir.path());
+    assert!(log.contains("repeats events already counted"), "{log}");
+    let d = Daemon::try_start_with(dir.path(), CONFIG, &[], &["--recover"])
+        .unwrap_or_else(|log| panic!("{log}"));
+    assert_eq!(daily(&d.base), Some(30.0), "counted once");
+    drop(d);
+
     // The newest entry deleted: the store noted it.
     let dir = tempfile::tempdir().unwrap();
     three_entries(dir.path());
