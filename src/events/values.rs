@@ -137,6 +137,10 @@ pub(crate) fn integer(raw: &Raw<'_>) -> Result<Option<u64>, Bad> {
         None => Ok(None),
         // 2^53: past it a float no longer holds every integer exactly.
         Some(n) if n.fract() == 0.0 && n < 9_007_199_254_740_992.0 => Ok(Some(n as u64)),
+        Some(n) if n.fract() == 0.0 => Err(format!(
+            "{n:e} is written as a floating-point number too large to be exact (2^53 or more): write it as an integer"
+        )
+        .into()),
         Some(n) => Err(format!("must be a whole number, got {n}").into()),
     }
 }
@@ -475,6 +479,8 @@ mod tests {
         assert_eq!(integer(&s("12")), Ok(Some(12)));
         assert_eq!(integer(&Raw::Float(12.0)), Ok(Some(12)));
         assert!(integer(&Raw::Float(12.5)).is_err());
+        let big = integer(&Raw::Float(1e18)).unwrap_err();
+        assert!(format!("{big:?}").contains("1e18"), "{big:?}");
         assert!(integer(&Raw::Int(-1)).is_err());
         assert_eq!(
             integer(&Raw::UInt(i64::MAX as u64)),
