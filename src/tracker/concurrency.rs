@@ -15,7 +15,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use super::JobOutcome;
+use super::jobs::JobOutcome;
 
 /// How late a job event may be and still be counted exactly (the windows' slack).
 pub const HORIZON_MS: i64 = 300_000;

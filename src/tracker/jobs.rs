@@ -8,6 +8,66 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+/// How a job stopped holding its slot, the `outcome` label of `jobs_finished_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// `job_completed`.
+    Completed,
+    /// `job_failed`.
+    Failed,
+    /// `job_cancelled`.
+    Cancelled,
+    /// Released after `release_after`.
+    TimedOut,
+}
+
+impl JobOutcome {
+    /// Every outcome, in label order.
+    pub const ALL: [JobOutcome; 4] = [
+        JobOutcome::Completed,
+        JobOutcome::Failed,
+        JobOutcome::Cancelled,
+        JobOutcome::TimedOut,
+    ];
+
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobOutcome::Completed => "completed",
+            JobOutcome::Failed => "failed",
+            JobOutcome::Cancelled => "cancelled",
+            JobOutcome::TimedOut => "timed_out",
+        }
+    }
+}
+
+/// Upper bounds (seconds) of `job_duration_seconds`: video jobs take seconds to many minutes.
+pub const JOB_DURATION_BUCKETS: [f64; 12] = [
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0,
+];
+
+/// A plain histogram of job durations (per-bucket counts, not cumulative).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DurationHistogram {
+    /// Observations per bucket of [`JOB_DURATION_BUCKETS`]; the last slot is `+Inf`.
+    pub counts: [u64; JOB_DURATION_BUCKETS.len() + 1],
+    /// Sum of observed seconds.
+    pub sum: f64,
+}
+
+impl DurationHistogram {
+    pub(super) fn observe(&mut self, secs: f64) {
+        let i = JOB_DURATION_BUCKETS.partition_point(|&b| b < secs);
+        self.counts[i] += 1;
+        self.sum += secs;
+    }
+
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
 /// A job in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Job {

@@ -5,7 +5,7 @@
 //! config in use when restoring, so a tier change applies to state recorded under the old one.
 
 use crate::model::Limits;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use std::collections::BTreeMap;
 
@@ -43,15 +43,27 @@ struct SnapshotRef<'a> {
     clock_ms: i64,
 }
 
-#[derive(Deserialize)]
-struct SnapshotOwned {
-    orgs: Vec<Org>,
-    overflow_org: Option<usize>,
-    overflow: Overflow,
-    dedupe: Dedupe,
-    repeats: BTreeMap<AlertKey, i64>,
-    clock_ms: i64,
+/// The state as read back, for this format and the older ones alike.
+mod owned {
+    use std::collections::BTreeMap;
+
+    use serde::Deserialize;
+
+    use crate::tracker::dedupe::Dedupe;
+    use crate::tracker::{AlertKey, Org, Overflow};
+
+    #[derive(Deserialize)]
+    pub(super) struct SnapshotOwned {
+        pub(super) orgs: Vec<Org>,
+        pub(super) overflow_org: Option<usize>,
+        pub(super) overflow: Overflow,
+        pub(super) dedupe: Dedupe,
+        pub(super) repeats: BTreeMap<AlertKey, i64>,
+        pub(super) clock_ms: i64,
+    }
 }
+
+use owned::SnapshotOwned;
 
 impl Tracker {
     /// The whole dynamic state as bytes.
@@ -125,7 +137,7 @@ mod v2 {
         AlertKey, App, DurationHistogram, JobOutcome, Org, Overflow, Peaks, Settings, TokenWindows,
         UpstreamReport,
     };
-    use super::SnapshotOwned;
+    use super::owned::SnapshotOwned;
     use crate::detect::burst::Burst;
     use crate::detect::level::LevelAlert;
     use crate::detect::{Cause, RetryState};
