@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //!
-//! Data moves one way; the modules below are listed in that order.
+//! Data moves one way; the modules below are listed in that order. Imports go downward only,
+//! in the layers the README's Architecture section lists (`tests/architecture.rs` checks it).
 //!
 //! * [`model`]: at the bottom, the words every stage shares (dimensions, alert names,
 //!   severities, tier limits, the overflow series, name checks, the stable hash); it imports
@@ -21,8 +22,11 @@
 //!   with the file offsets they reached, in one critical section.
 //! * [`store`]: underneath, what survives a restart (journal, snapshots, checkpoints), behind
 //!   the narrow [`store::StateStore`] trait; SQLite by default.
-//! * [`alerts`]: delivery of transitions by email and webhook from a durable outbox.
-//! * [`metrics`]: everything above as Prometheus metrics at `/metrics`.
+//! * [`outbox`]: which channels get a transition, and the outbox entry (stable delivery id)
+//!   [`live`] writes for each in the commit that caused it.
+//! * [`alerts`]: delivery of outbox entries by email and webhook.
+//! * [`metrics`]: everything above as Prometheus metrics at `/metrics`; scrape-time values
+//!   come from a [`metrics::ScrapeSource`] (the live state), which it does not import.
 //! * [`scheduler`]: beside the tracker, deferred batches dispatched upstream in the
 //!   [`offpeak`] windows, paced by the tracker's usage; its answers go back in as events.
 //! * [`daemon`]: wires the long-running pieces (HTTP server, sources, writer, delivery,
@@ -49,6 +53,7 @@ pub mod metrics;
 pub mod model;
 pub mod offpeak;
 pub mod outbound;
+pub mod outbox;
 pub mod replay;
 pub mod scheduler;
 pub mod server;

@@ -536,7 +536,7 @@ impl Live {
             for t in transitions {
                 pending
                     .outbox_new
-                    .extend(crate::alerts::route(&d.channels, t, now));
+                    .extend(crate::outbox::route(&d.channels, t, now));
             }
         }
     }
@@ -825,5 +825,27 @@ fn log(transitions: &[Transition]) {
                 "alert resolved: {summary}"
             ),
         }
+    }
+}
+
+/// Scrape-time values for `/metrics`, once state has been recovered.
+impl crate::metrics::ScrapeSource for std::sync::OnceLock<Live> {
+    fn now_ms(&self) -> Option<i64> {
+        self.get().map(Live::now_ms)
+    }
+
+    fn scrape(&self) -> Option<crate::metrics::Scraped> {
+        let live = self.get()?;
+        let now_ms = live.now_ms();
+        let (overflow, new_orgs_refused) =
+            live.with_tracker(|t| (t.overflow(), t.new_orgs_refused()));
+        Some(crate::metrics::Scraped {
+            now_ms,
+            store_writable: live.healthy(),
+            store_commit_failures: live.store_failures(),
+            orgs: live.org_snapshots(now_ms),
+            overflow,
+            new_orgs_refused,
+        })
     }
 }

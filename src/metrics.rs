@@ -9,7 +9,7 @@
 use crate::model::Dimension;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -23,7 +23,6 @@ use prometheus_client::registry::Registry;
 use crate::detect::Cause;
 use crate::events::intake::Tally;
 use crate::events::{EventField, Outcome, Reason};
-use crate::live::Live;
 use crate::offpeak::OffPeak;
 use crate::tracker::{JOB_DURATION_BUCKETS, JobOutcome};
 
@@ -84,9 +83,35 @@ pub struct Metrics {
     batch_requests: Family<BatchRequestLabels, Counter>,
 }
 
+/// What a scrape reads of the live state, taken at scrape time.
+#[derive(Debug, Clone)]
+pub struct Scraped {
+    /// Now, by the daemon's clock (Unix ms).
+    pub now_ms: i64,
+    /// False after a failed store commit until one succeeds.
+    pub store_writable: bool,
+    /// Store commits that failed.
+    pub store_commit_failures: u64,
+    /// Every tracked org at `now_ms`.
+    pub orgs: Vec<crate::tracker::OrgSnapshot>,
+    /// Events routed to the overflow series, by kind.
+    pub overflow: crate::tracker::Overflow,
+    /// Orgs past `max_new_orgs_per_second`.
+    pub new_orgs_refused: u64,
+}
+
+/// Where scrape-time values come from. The daemon's live state implements it; `metrics`
+/// never reaches into that state, it only asks this (nothing while state is recovering).
+pub trait ScrapeSource: Send + Sync {
+    /// Now, by the daemon's clock; `None` while state is recovering.
+    fn now_ms(&self) -> Option<i64>;
+    /// The values a scrape shows; `None` while state is recovering.
+    fn scrape(&self) -> Option<Scraped>;
+}
+
 impl Metrics {
-    /// Registers every metric; tracker-derived ones are read from `tracker` at scrape time.
-    pub fn new(live: Arc<OnceLock<Live>>, offpeak: OffPeak) -> Metrics {
+    /// Registers every metric; tracker-derived ones are read from `source` at scrape time.
+    pub fn new(source: Arc<dyn ScrapeSource>, offpeak: OffPeak) -> Metrics {
         let mut registry = Registry::with_prefix("ratewarden");
         let ingested = Family::<SourceLabels, Counter>::default();
         let rejected = Family::<RejectLabels, Counter>::default();
@@ -142,10 +167,10 @@ impl Metrics {
             Info::new(vec![("version", VERSION)]),
         );
         registry.register_collector(Box::new(OffPeakCollector {
-            live: live.clone(),
+            source: source.clone(),
             offpeak,
         }));
-        registry.register_collector(Box::new(TrackerCollector { live }));
+        registry.register_collector(Box::new(TrackerCollector { source }));
         let m = Metrics {
             registry,
             ingested,
@@ -293,7 +318,7 @@ fn as_gauge(v: u64) -> i64 {
 
 /// `offpeak_open`, computed against the clock at scrape time.
 struct OffPeakCollector {
-    live: Arc<OnceLock<Live>>,
+    source: Arc<dyn ScrapeSource>,
     offpeak: OffPeak,
 }
 
@@ -305,10 +330,10 @@ impl fmt::Debug for OffPeakCollector {
 
 impl Collector for OffPeakCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
-        let Some(live) = self.live.get() else {
+        let Some(now) = self.source.now_ms() else {
             return Ok(());
         };
-        let open = self.offpeak.is_open(live.now_ms());
+        let open = self.offpeak.is_open(now);
         let m = enc.encode_descriptor(
             "offpeak_open",
             "1 while an off-peak window is open",
@@ -322,7 +347,7 @@ impl Collector for OffPeakCollector {
 /// Reads the tracker at scrape time.
 struct TrackerCollector {
     /// Empty while start-up recovery runs; nothing is exported from the tracker until then.
-    live: Arc<OnceLock<Live>>,
+    source: Arc<dyn ScrapeSource>,
 }
 
 impl fmt::Debug for TrackerCollector {
@@ -359,25 +384,29 @@ fn gauge<V: prometheus_client::encoding::EncodeGaugeValue + fmt::Debug>(
 
 impl Collector for TrackerCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
-        let Some(live) = self.live.get() else {
+        let Some(Scraped {
+            now_ms: _,
+            store_writable,
+            store_commit_failures,
+            orgs,
+            overflow,
+            new_orgs_refused,
+        }) = self.source.scrape()
+        else {
             return Ok(());
         };
-        let now = live.now_ms();
         gauge(
             &mut enc,
             "store_writable",
             "1 while the store commits, 0 after a failed commit (a full disk) until one succeeds",
-            [(Vec::<(&str, String)>::new(), i64::from(live.healthy()))],
+            [(Vec::<(&str, String)>::new(), i64::from(store_writable))],
         )?;
         counter(
             &mut enc,
             "store_commit_failures",
             "Store commits that failed; each is retried until the store writes again",
-            [(Vec::<(&str, String)>::new(), live.store_failures())],
+            [(Vec::<(&str, String)>::new(), store_commit_failures)],
         )?;
-        let orgs = live.org_snapshots(now);
-        let (overflow, new_orgs_refused) =
-            live.with_tracker(|t| (t.overflow(), t.new_orgs_refused()));
         let org_l = |o: &str| vec![("org", o.to_string())];
         let dim_l = |o: &str, d: Dimension| {
             vec![

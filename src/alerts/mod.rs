@@ -1,7 +1,7 @@
 //! Alert delivery: every notifying transition to every channel that wants it, at least once.
 //!
-//! [`route`] decides which channels a transition goes to; the resulting notifications are
-//! written to the store's outbox in the same commit as the transition's cause (see
+//! [`crate::outbox`] decides which channels a transition goes to; the resulting notifications
+//! are written to the store's outbox in the same commit as the transition's cause (see
 //! [`crate::live`]). Only committed notifications reach [`Delivery`], which runs one worker per
 //! channel: a FIFO queue (a resolve never overtakes its firing), full-jitter exponential
 //! backoff between `retry_base` and `retry_cap`, the receiver's `Retry-After` honoured, and a
@@ -26,79 +26,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::clock::rfc3339;
-use crate::config::{AlertsConfig, ChannelConfig, ChannelKind, WebhookFormat};
-use crate::detect::{Status, Transition};
+use crate::config::{AlertsConfig, ChannelConfig, ChannelKind};
+use crate::detect::Transition;
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::model::stable_hash;
+use crate::outbox::delivery_id;
 use crate::store::{OutboxEntry, OutboxUpdate};
-
-fn is_alertmanager(c: &ChannelConfig) -> bool {
-    matches!(&c.kind, ChannelKind::Webhook(w) if w.format == WebhookFormat::Alertmanager)
-}
-
-/// Whether channel `c` gets transition `t`.
-///
-/// People get notifying transitions at or above the channel's severity (a resolve counts with
-/// the highest severity its firing reached, so it follows any notification sent). Alertmanager
-/// holds alert state rather than notifying, so it also gets silent severity changes.
-pub fn wants(c: &ChannelConfig, t: &Transition) -> bool {
-    if t.alert == AlertName::Test {
-        return false;
-    }
-    if is_alertmanager(c) {
-        let top = [Some(t.severity), t.previous_severity, Some(t.peak)]
-            .into_iter()
-            .flatten()
-            .max();
-        return top.is_some_and(|s| s >= c.min_severity);
-    }
-    if !t.notify {
-        return false;
-    }
-    let severity = match t.status {
-        Status::Resolved => t.peak.max(t.severity),
-        Status::Firing => t.severity,
-    };
-    severity >= c.min_severity
-}
-
-/// The delivery id of `t` on `channel`: the same for every retry, and for the same transition
-/// met again after a crash.
-pub fn delivery_id(channel: &str, t: &Transition) -> String {
-    let fingerprint = t.fingerprint();
-    let parts: [&[u8]; 6] = [
-        channel.as_bytes(),
-        fingerprint.as_bytes(),
-        &t.ts_ms.to_le_bytes(),
-        t.status.as_str().as_bytes(),
-        t.severity.as_str().as_bytes(),
-        &[u8::from(t.repeat)],
-    ];
-    let a = stable_hash(&parts);
-    let b = stable_hash(&[&a.to_le_bytes(), b"ratewarden-delivery"]);
-    format!("{a:016x}{b:016x}")
-}
-
-/// Outbox entries for `t`, one per channel that wants it.
-pub fn route(channels: &[ChannelConfig], t: &Transition, now_ms: i64) -> Vec<OutboxEntry> {
-    channels
-        .iter()
-        .filter(|c| wants(c, t))
-        .filter_map(|c| {
-            let payload = postcard::to_stdvec(t).ok()?;
-            Some(OutboxEntry {
-                id: delivery_id(&c.name, t),
-                channel: c.name.clone(),
-                created_ms: now_ms,
-                attempts: 0,
-                next_attempt_ms: now_ms,
-                last_error: None,
-                payload,
-            })
-        })
-        .collect()
-}
 
 /// How long Alertmanager should hold a firing alert without hearing from us again.
 fn firing_for_ms(a: &AlertsConfig) -> i64 {
@@ -655,7 +589,9 @@ pub async fn send_test(alerts: &AlertsConfig, now_ms: i64) -> Vec<(String, Resul
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::detect::Status;
     use crate::model::Dimension;
+    use crate::outbox::route;
 
     fn channels() -> Vec<ChannelConfig> {
         Config::parse(
