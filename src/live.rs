@@ -496,7 +496,7 @@ impl Live {
         f(&self.lock().tracker)
     }
 
-    /// Every org's snapshot at `now`, taken [`SNAPSHOT_SLICE`] orgs per hold of the lock, so
+    /// Every org's snapshot at `now`, taken `SNAPSHOT_SLICE` (256) orgs per hold of the lock, so
     /// that a reader of many orgs (`/v1/usage`, `/metrics`) never holds ingest up for long.
     pub fn org_snapshots(&self, now: i64) -> Vec<crate::tracker::OrgSnapshot> {
         let mut all = Vec::new();

@@ -266,7 +266,7 @@ impl OffPeak {
     }
 
     /// The next `n` open periods from `now` (the current one first if open), as (open, close);
-    /// a period that does not end within [`MAX_HOPS`] windows is cut there.
+    /// a period that does not end within 64 windows is cut there.
     pub fn upcoming(&self, now: i64, n: usize) -> Vec<(i64, i64)> {
         let mut out = Vec::new();
         let mut at = now;

@@ -1,7 +1,7 @@
 //! Drives the scheduler: one task per upstream that sends what [`Scheduler::next`] says when it
 //! says so, polls asynchronous jobs, and feeds every answer back to the tracker as an event
 //! (source `scheduler`). Waits are short and re-read the clock, so an injected clock (tests)
-//! or a window opening is noticed within [`STEP`].
+//! or a window opening is noticed within `STEP`.
 
 use std::sync::Arc;
 use std::time::Duration;
