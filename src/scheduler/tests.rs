@@ -1,6 +1,10 @@
 //! Scheduler decisions with an injected clock: no HTTP, no waiting.
 
 use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::json;
 
 use super::*;
 use crate::clock::{Clock, ManualClock};
