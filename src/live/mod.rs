@@ -11,13 +11,15 @@
 //! Critical sections are short and CPU-only and never await; large batches are applied from
 //! `spawn_blocking` or a source's own thread.
 
+mod journal;
+mod recover;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use crate::clock::Clock;
@@ -26,6 +28,7 @@ use crate::detect::{Status, Transition};
 use crate::events::Event;
 use crate::store::{Checkpoint, Commit, OutboxEntry, OutboxUpdate, StateStore, StoreError};
 use crate::tracker::Tracker;
+use journal::{JOURNAL_FORMAT, JOURNAL_HEADER, RecordRef, seal_journal, seal_snapshot};
 
 /// A snapshot is taken once this many records were journaled since the last one...
 const SNAPSHOT_EVENTS: u64 = 500_000;
@@ -37,91 +40,6 @@ pub const MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
 const SNAPSHOT_SLICE: usize = 256;
 /// The writer sleeps at most this long when idle (it is woken on new work).
 const IDLE: Duration = Duration::from_millis(200);
-/// First byte of every journal entry: the record format below (2 added `Clock`; 3 added the
-/// [`JOURNAL_HEADER`]; entries of formats 1 and 2 read the same, unchecked).
-const JOURNAL_FORMAT: u8 = 3;
-/// A format 3 entry starts with: the format byte, the CRC-32 of everything after these five
-/// bytes (little-endian), and the commit of the journal entry before it (u64, little-endian)
-/// — or of the snapshot, for the first entry after one. Bits that flip in the store and rows
-/// that go missing are then found at start-up instead of read as other counts.
-const JOURNAL_HEADER: usize = 13;
-/// A snapshot as stored: this magic, the CRC-32 of the tracker's bytes (little-endian), then
-/// those bytes. Snapshots without it (older versions) are read as they are.
-const SNAPSHOT_SEAL: &[u8; 4] = b"RWS1";
-
-/// Fills in a journal entry's header before it is committed.
-fn seal_journal(journal: &mut [u8], prev: u64) {
-    if journal.len() >= JOURNAL_HEADER && journal[0] == JOURNAL_FORMAT {
-        journal[5..JOURNAL_HEADER].copy_from_slice(&prev.to_le_bytes());
-        let crc = crc32fast::hash(&journal[5..]);
-        journal[1..5].copy_from_slice(&crc.to_le_bytes());
-    }
-}
-
-/// A journal entry's records and, for format 3, the commit of the entry before it; an error
-/// when the format is unknown or the check fails.
-fn open_journal(data: &[u8]) -> Result<(&[u8], Option<u64>), String> {
-    match data.split_first() {
-        Some((1 | 2, records)) => Ok((records, None)),
-        Some((&JOURNAL_FORMAT, _)) if data.len() >= JOURNAL_HEADER => {
-            let want = u32::from_le_bytes([data[1], data[2], data[3], data[4]]);
-            if crc32fast::hash(&data[5..]) != want {
-                return Err("its checksum does not match".into());
-            }
-            let mut prev = [0u8; 8];
-            prev.copy_from_slice(&data[5..JOURNAL_HEADER]);
-            Ok((&data[JOURNAL_HEADER..], Some(u64::from_le_bytes(prev))))
-        }
-        Some((f, _)) => Err(format!("format {f} is unknown or the entry is cut short")),
-        None => Err("it is empty".into()),
-    }
-}
-
-/// A snapshot as it is stored ([`SNAPSHOT_SEAL`]).
-fn seal_snapshot(inner: Vec<u8>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(inner.len() + 8);
-    out.extend_from_slice(SNAPSHOT_SEAL);
-    out.extend_from_slice(&crc32fast::hash(&inner).to_le_bytes());
-    out.extend_from_slice(&inner);
-    out
-}
-
-/// The tracker's bytes of a stored snapshot, checked when it carries a checksum.
-fn open_snapshot(bytes: &[u8]) -> Result<&[u8], String> {
-    match bytes.strip_prefix(SNAPSHOT_SEAL) {
-        Some(rest) if rest.len() >= 4 => {
-            let want = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
-            if crc32fast::hash(&rest[4..]) == want {
-                Ok(&rest[4..])
-            } else {
-                Err("its checksum does not match".into())
-            }
-        }
-        Some(_) => Err("it is cut short".into()),
-        None => Ok(bytes),
-    }
-}
-
-/// One journal record, as written.
-#[derive(Serialize)]
-enum RecordRef<'r, 'a> {
-    Event(&'r Event<'a>),
-    Tick(i64),
-    Clock(i64),
-}
-
-/// One journal record, as read back (same variant order as [`RecordRef`]).
-// Records live one at a time on the stack while replaying; boxing the event would allocate
-// for every record instead.
-#[allow(clippy::large_enum_variant)]
-#[derive(Deserialize)]
-enum Record<'a> {
-    #[serde(borrow)]
-    Event(Event<'a>),
-    Tick(i64),
-    Clock(i64),
-}
-
 /// Changes since the last commit, waiting for the store.
 #[derive(Debug, Default)]
 struct Pending {
@@ -285,188 +203,6 @@ impl Live {
             clock,
             durable: None,
         }
-    }
-
-    /// Rebuilds the state in `store` (its snapshot, then its journal in order) and starts the
-    /// writer. Transitions met while rebuilding were handled before the restart (their
-    /// notifications are in the outbox), so they are dropped here. Committed notifications
-    /// are sent to `delivery`.
-    ///
-    /// A snapshot or journal entry that cannot be decoded is [`StoreError::Damaged`] (nothing
-    /// is started, nothing changed) unless `salvage` (`run --recover`): then a copy of the
-    /// store is kept beside it, what cannot be read is dropped and logged as lost, and a
-    /// snapshot of what could be read is written at once, so the damage is gone for good.
-    pub fn recover(
-        config: &Config,
-        mut store: Box<dyn StateStore>,
-        clock: Arc<dyn Clock>,
-        delivery: Option<mpsc::UnboundedSender<OutboxEntry>>,
-        salvage: bool,
-    ) -> Result<(Live, Writer, Recovery), RecoverError> {
-        let rec = store.recover()?;
-        let mut damage: Vec<String> = Vec::new();
-        let (from, mut tracker) = match &rec.snapshot {
-            Some((seq, sealed)) => {
-                let restored =
-                    open_snapshot(sealed).map(|bytes| (bytes, Tracker::restore(config, bytes)));
-                match restored {
-                    Ok((_, Ok(t))) => (*seq, t),
-                    Ok((
-                        bytes,
-                        Err(e @ crate::tracker::snapshot::RestoreError::Version { .. }),
-                    )) if bytes.starts_with(b"RWT") => {
-                        return Err(RecoverError::Snapshot(e));
-                    }
-                    Ok((_, Err(e))) => {
-                        damage.push(format!(
-                            "the snapshot (the state up to commit {seq}, {} bytes) cannot be read ({e}): every count before it is lost",
-                            sealed.len()
-                        ));
-                        (*seq, Tracker::new(config))
-                    }
-                    Err(why) => {
-                        damage.push(format!(
-                            "the snapshot (the state up to commit {seq}, {} bytes) cannot be read ({why}): every count before it is lost",
-                            sealed.len()
-                        ));
-                        (*seq, Tracker::new(config))
-                    }
-                }
-            }
-            None => (0, Tracker::new(config)),
-        };
-        let mut replayed = 0u64;
-        let mut corrupt: Vec<(u64, usize)> = Vec::new();
-        let mut out = Vec::new();
-        // The commit of the last entry read; each format 3 entry names the one before it.
-        let mut last_entry: Option<u64> = None;
-        let mut gaps: Vec<(u64, u64)> = Vec::new();
-        let mut repeats: Vec<(u64, u64)> = Vec::new();
-        store.journal_after(from, &mut |seq, data| {
-            let expected = last_entry.unwrap_or(from);
-            let mut data = match open_journal(data) {
-                // An entry that follows a commit already followed repeats history (a copied
-                // row): its events are in the state already, and would count twice.
-                Ok((_, Some(prev))) if prev < expected => {
-                    repeats.push((seq, prev));
-                    return;
-                }
-                Ok((records, prev)) => {
-                    if prev.is_some_and(|p| p != expected) {
-                        gaps.push((expected, seq));
-                    }
-                    last_entry = Some(seq);
-                    records
-                }
-                Err(_) => {
-                    last_entry = Some(seq);
-                    corrupt.push((seq, data.len()));
-                    return;
-                }
-            };
-            while !data.is_empty() {
-                match postcard::take_from_bytes::<Record<'_>>(data) {
-                    Ok((record, rest)) => {
-                        data = rest;
-                        match record {
-                            Record::Event(ev) => {
-                                let ts = ev.ts_ms.unwrap_or(0);
-                                tracker.apply(&ev, ts, &mut out);
-                            }
-                            Record::Tick(now) => {
-                                tracker.tick(now, &mut out);
-                            }
-                            Record::Clock(now) => tracker.note_clock(now),
-                        }
-                        out.clear();
-                        replayed += 1;
-                    }
-                    Err(_) => {
-                        corrupt.push((seq, data.len()));
-                        break;
-                    }
-                }
-            }
-        })?;
-        if let (Some(first), Some(last)) = (corrupt.first(), corrupt.last()) {
-            let bytes: usize = corrupt.iter().map(|(_, b)| b).sum();
-            damage.push(format!(
-                "{} journal entries (commits {}..={}) cannot be read: {bytes} bytes of events from them are lost",
-                corrupt.len(),
-                first.0,
-                last.0
-            ));
-        }
-        for (seq, prev) in &repeats {
-            damage.push(format!(
-                "journal entry {seq} follows commit {prev}, which a previous entry already followed: it repeats events already counted and is skipped"
-            ));
-        }
-        for (after, at) in &gaps {
-            damage.push(format!(
-                "journal entries between commits {after} and {at} are missing: the events they held are lost"
-            ));
-        }
-        let last_journal = last_entry.unwrap_or(from);
-        let mut since_snapshot = rec.journal_events;
-        if !damage.is_empty() {
-            if !salvage {
-                return Err(StoreError::Damaged {
-                    path: store.location(),
-                    why: damage.join("; "),
-                }
-                .into());
-            }
-            let copy = store.keep_copy()?;
-            for d in &damage {
-                tracing::error!(store = %store.location(), "run --recover: {d}");
-            }
-            tracing::warn!(copy = %copy, replayed, "run --recover: started from what could be read; the store as it was is kept at the copy");
-            // The next commit writes a snapshot, which replaces the unreadable entries.
-            since_snapshot = SNAPSHOT_EVENTS;
-        }
-        let (committed, _) = watch::channel(rec.last_seq);
-        let durable = Arc::new(Durable {
-            committed,
-            writer: Mutex::new(None),
-            stop: AtomicBool::new(false),
-            healthy: AtomicBool::new(true),
-            failures: std::sync::atomic::AtomicU64::new(0),
-            channels: config.alerts.channels.clone(),
-            delivery,
-        });
-        let live = Live {
-            inner: Arc::new(Mutex::new(Inner {
-                tracker,
-                pending: Pending::new(rec.last_seq + 1),
-            })),
-            clock,
-            durable: Some(durable.clone()),
-        };
-        let writer_live = live.clone();
-        let handle = std::thread::Builder::new()
-            .name("store-writer".into())
-            .spawn(move || writer_loop(writer_live, store, since_snapshot, last_journal))?;
-        *durable
-            .writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(handle.thread().clone());
-        Ok((
-            live,
-            Writer {
-                handle: Some(handle),
-                durable,
-            },
-            Recovery {
-                checkpoints: rec.checkpoints,
-                started_sources: rec.started_sources,
-                outbox: rec.outbox,
-                batches: rec.batches,
-                batch_items: rec.batch_items,
-                replayed,
-                from_snapshot: rec.snapshot.is_some(),
-            },
-        ))
     }
 
     /// The clock.
