@@ -6,6 +6,7 @@
 //! output is [`Transition`]s (firing, escalation, resolve) that the daemon logs, exports and,
 //! with alert delivery, sends.
 
+pub mod alerts;
 pub mod burst;
 pub mod level;
 

@@ -18,14 +18,14 @@ pub mod jobs;
 pub mod snapshot;
 pub mod window;
 
-use crate::model::{AlertName, Dimension, Limits, OVERFLOW, Severity};
-use std::collections::{BTreeMap, HashMap};
+use crate::model::{Dimension, Limits, OVERFLOW};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::{AlertsConfig, Config, DetectConfig};
+use crate::detect::alerts::{AlertRules, OrgAlerts, Reminders};
 use crate::detect::burst::{Burst, Edge, burst_threshold};
-use crate::detect::level::{Change, LevelAlert};
-use crate::detect::{Cause, CauseInputs, RetryState, Status, Storm, Transition, classify_429};
+use crate::detect::{Cause, CauseInputs, RetryState, Transition, classify_429};
 use crate::events::{Event, Kind, Outcome, RateLimitInfo};
 use concurrency::{EarlyEnds, HORIZON_MS, PeakConcurrency};
 use dedupe::{Dedupe, request_key};
@@ -159,13 +159,8 @@ pub struct Org {
     ever_stuck: u64,
     peaks: Peaks,
     burst: Burst,
-    /// When the open (or last) burst episode began.
-    burst_since: i64,
-    /// When the last burst episode closed (`i64::MIN` while none has).
-    burst_until: i64,
-    usage_alerts: [LevelAlert; Dimension::ALL.len()],
-    quota_alert: LevelAlert,
-    stuck_since: Option<i64>,
+    /// Its alerts (stored in place of the fields they replaced, in the same order).
+    alerts: OrgAlerts,
     /// The org's present: the newest event time or clock tick it has seen. Current-state
     /// alerts are judged at this time, so an event older than it (a late one) never dates a
     /// transition before one already made, and only changes what it changes now.
@@ -217,6 +212,8 @@ pub struct Settings {
     pub detect: DetectConfig,
     /// `[alerts]` thresholds.
     pub alerts: AlertsConfig,
+    /// The level rules each org's alerts follow.
+    pub rules: AlertRules,
     /// Tier name of unconfigured orgs.
     pub default_tier: Arc<str>,
     /// Limits of unconfigured orgs.
@@ -239,6 +236,7 @@ impl Settings {
         Settings {
             detect: config.detect.clone(),
             alerts: config.alerts.clone(),
+            rules: AlertRules::from_config(config),
             default_tier: config.limits.default_tier.as_str().into(),
             default_limits: config.default_limits(),
             max_orgs: config.limits.max_orgs,
@@ -246,26 +244,6 @@ impl Settings {
             max_jobs_per_org: config.limits.max_jobs_per_org,
             max_request_ids: config.limits.max_request_ids,
             max_new_orgs_per_second: config.limits.max_new_orgs_per_second,
-        }
-    }
-}
-
-/// Which alert a transition belongs to (the same as its fingerprint's inputs).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-pub struct AlertKey {
-    org: Arc<str>,
-    alert: AlertName,
-    app: Option<Arc<str>>,
-    dimension: Option<Dimension>,
-}
-
-impl AlertKey {
-    fn of(t: &Transition) -> AlertKey {
-        AlertKey {
-            org: t.org.clone(),
-            alert: t.alert,
-            app: t.app.clone(),
-            dimension: t.dimension,
         }
     }
 }
@@ -282,7 +260,7 @@ pub struct Tracker {
     new_orgs: NewOrgs,
     dedupe: Dedupe,
     /// Firing alerts and when they were last notified, for `repeat_interval`.
-    repeats: BTreeMap<AlertKey, i64>,
+    reminders: Reminders,
     /// The daemon's clock as last noted ([`Tracker::note_clock`]); `i64::MIN` in replay,
     /// whose clock is the events'. No org's present is behind it, so events older than the
     /// clock (a backfill, a log read from its beginning) are late for every org, also for
@@ -301,7 +279,7 @@ impl Tracker {
             overflow: Overflow::default(),
             new_orgs: NewOrgs::default(),
             dedupe: Dedupe::new(config.limits.max_request_ids),
-            repeats: BTreeMap::new(),
+            reminders: Reminders::default(),
             clock_ms: i64::MIN,
         };
         for o in &config.orgs {
@@ -482,50 +460,27 @@ impl Tracker {
         self.remind(now, out) || active
     }
 
-    /// Keeps `repeats` in step with what was notified.
+    /// Keeps the reminders in step with what was notified.
     fn note_notified(&mut self, transitions: &[Transition]) {
-        for t in transitions.iter().filter(|t| t.notify) {
-            match t.status {
-                Status::Firing => {
-                    self.repeats.insert(AlertKey::of(t), t.ts_ms);
-                }
-                Status::Resolved => {
-                    self.repeats.remove(&AlertKey::of(t));
-                }
-            }
-        }
+        self.reminders.note_notified(transitions);
     }
 
     /// Emits reminders that are due; true if any alert was due.
     fn remind(&mut self, now: i64, out: &mut Vec<Transition>) -> bool {
         let every = self.settings.alerts.repeat_interval_ms;
-        if every <= 0 {
-            return false;
-        }
-        let due: Vec<AlertKey> = self
-            .repeats
-            .iter()
-            .filter(|(_, last)| now - **last >= every)
-            .map(|(k, _)| k.clone())
-            .collect();
-        let any = !due.is_empty();
-        for key in due {
-            let current = self.index.get(&key.org).and_then(|&i| {
+        let (orgs, index, settings) = (&self.orgs, &self.index, &self.settings);
+        self.reminders.remind(
+            now,
+            every,
+            |key| {
                 let mut active = Vec::new();
-                self.orgs[i].active_alerts(now, &self.settings, &mut active);
-                active.into_iter().find(|t| AlertKey::of(t) == key)
-            });
-            match current {
-                Some(t) => {
-                    self.repeats.insert(key, now);
-                    out.push(Transition { repeat: true, ..t });
+                if let Some(&i) = index.get(&**key.org()) {
+                    orgs[i].active_alerts(now, settings, &mut active);
                 }
-                None => {
-                    self.repeats.remove(&key);
-                }
-            }
-        }
-        any
+                active
+            },
+            out,
+        )
     }
 
     /// What `org` uses at `now` and may use: the dispatcher's admission control. An org not
@@ -606,15 +561,6 @@ fn job_cap(s: &Settings, limits: &Limits) -> usize {
         .max(usize::try_from(limits.concurrency.saturating_mul(2)).unwrap_or(usize::MAX))
 }
 
-/// `UsageHigh` is a warning at the first threshold and critical at the second.
-fn level_severity(level: u8) -> Severity {
-    if level <= 1 {
-        Severity::Warning
-    } else {
-        Severity::Critical
-    }
-}
-
 impl Org {
     fn new(name: Arc<str>, tier: Arc<str>, limits: Limits, alerting: bool, s: &Settings) -> Org {
         let tokens = (limits.tpm > 0 || limits.tpd > 0).then(TokenWindows::boxed);
@@ -641,11 +587,7 @@ impl Org {
             ever_stuck: 0,
             peaks: Peaks::default(),
             burst: Burst::default(),
-            burst_since: 0,
-            burst_until: i64::MIN,
-            usage_alerts: [LevelAlert::default(); Dimension::ALL.len()],
-            quota_alert: LevelAlert::default(),
-            stuck_since: None,
+            alerts: OrgAlerts::default(),
             present_ms: i64::MIN,
             concurrency: {
                 let mut c = PeakConcurrency::default();
@@ -681,11 +623,7 @@ impl Org {
     }
 
     fn needs_tick(&self) -> bool {
-        self.jobs.in_flight() > 0
-            || self.burst.is_open()
-            || self.stuck_since.is_some()
-            || self.quota_alert.is_active()
-            || self.usage_alerts.iter().any(LevelAlert::is_active)
+        self.jobs.in_flight() > 0 || self.burst.is_open() || self.alerts.any_active()
     }
 
     fn usage_at(&self, dim: Dimension, ts: i64) -> u64 {
@@ -766,27 +704,13 @@ impl Org {
             retry.on_response(ts.min(present), ev.status, s.detect.retry_storm_after)
         };
         if let (Some(change), true) = (storm, self.alerting) {
-            let app = &self.apps[ai];
-            let t = Transition::firing(
+            OrgAlerts::storm(
                 &self.name,
+                &self.apps[ai].name,
+                change,
                 ts.min(present),
-                AlertName::RetryStorm,
-                Severity::Critical,
+                out,
             );
-            out.push(match change {
-                Storm::Fired(n) => Transition {
-                    app: Some(app.name.clone()),
-                    usage: Some(n as u64),
-                    ..t
-                },
-                Storm::Resolved { since } => Transition {
-                    app: Some(app.name.clone()),
-                    status: Status::Resolved,
-                    starts_at_ms: since,
-                    usage: Some(0),
-                    ..t
-                },
-            });
         }
 
         if let Some(threshold) = self.burst_threshold {
@@ -857,7 +781,7 @@ impl Org {
     ) {
         let before = self.burst.count(ts, window);
         self.burst.insert_late(ts, window, threshold);
-        let known = ts >= self.burst_since.saturating_sub(window) && ts <= self.burst_until;
+        let known = self.alerts.in_known_burst(ts, window);
         let completes = before < threshold && before + 1 >= threshold;
         if !self.burst.is_open() && self.burst.count(present, window) >= threshold {
             if !known {
@@ -868,10 +792,8 @@ impl Org {
         } else if completes && !known {
             // A burst back then, over before the present (or before the open one began).
             self.burst.episodes += 1;
-            if !self.burst.is_open() && ts > self.burst_until {
-                self.burst_since = ts;
-                self.burst_until = ts.saturating_add(window);
-            }
+            self.alerts
+                .note_past_burst(ts, window, self.burst.is_open());
         }
     }
 
@@ -879,24 +801,9 @@ impl Org {
         let (Some(edge), Some(threshold)) = (edge, self.burst_threshold) else {
             return;
         };
-        let status = match edge {
-            Edge::Opened => {
-                self.burst_since = ts;
-                self.burst_until = i64::MAX;
-                Status::Firing
-            }
-            Edge::Closed => {
-                self.burst_until = ts;
-                Status::Resolved
-            }
-        };
-        out.push(Transition {
-            status,
-            starts_at_ms: self.burst_since,
-            usage: Some(self.burst.count(ts, s.detect.burst_window_ms)),
-            limit: Some(threshold),
-            ..Transition::firing(&self.name, ts, AlertName::BurstDetected, Severity::Warning)
-        });
+        let count = self.burst.count(ts, s.detect.burst_window_ms);
+        self.alerts
+            .burst(&self.name, edge, ts, count, threshold, out);
     }
 
     /// Feeds one dimension's usage at `ts` to its alert state machines.
@@ -909,62 +816,9 @@ impl Org {
         out: &mut Vec<Transition>,
     ) {
         let limit = dim.limit(&self.limits);
-        if limit == 0 {
-            return;
-        }
-        let a = &s.alerts;
-        let thresholds = [a.warning_bp, a.critical_bp];
-        let alert = &mut self.usage_alerts[dim as usize];
-        let before = alert.level();
-        if let Some(change) =
-            alert.evaluate(usage, limit, ts, &thresholds, a.hysteresis_bp, a.for_ms)
-        {
-            let started = alert.started_ms();
-            let peak = level_severity(alert.peak());
-            let (status, level, notify) = match change {
-                Change::Fired(l) | Change::Escalated(l) => (Status::Firing, l, true),
-                Change::Lowered(l) => (Status::Firing, l, false),
-                Change::Resolved => (Status::Resolved, before, true),
-            };
-            let previous = matches!(change, Change::Escalated(_) | Change::Lowered(_))
-                .then(|| level_severity(before));
-            out.push(Transition {
-                dimension: Some(dim),
-                status,
-                notify,
-                starts_at_ms: started,
-                usage: Some(usage),
-                limit: Some(limit),
-                threshold_bp: Some(thresholds[level as usize - 1]),
-                previous_severity: previous,
-                peak,
-                ..Transition::firing(&self.name, ts, AlertName::UsageHigh, level_severity(level))
-            });
-        }
-        if dim == Dimension::Daily {
-            let q = &mut self.quota_alert;
-            if let Some(change) = q.evaluate(usage, limit, ts, &[10_000], a.hysteresis_bp, a.for_ms)
-            {
-                let status = match change {
-                    Change::Resolved => Status::Resolved,
-                    _ => Status::Firing,
-                };
-                let started = q.started_ms();
-                out.push(Transition {
-                    status,
-                    starts_at_ms: started,
-                    usage: Some(usage),
-                    limit: Some(limit),
-                    threshold_bp: Some(10_000),
-                    ..Transition::firing(
-                        &self.name,
-                        ts,
-                        AlertName::DailyQuotaExhausted,
-                        Severity::Critical,
-                    )
-                });
-            }
-        }
+        let rules = s.rules.for_org(&self.name);
+        self.alerts
+            .usage(&self.name, dim, usage, limit, ts, rules, out);
     }
 
     fn start_job(
@@ -1060,24 +914,7 @@ impl Org {
 
     fn judge_stuck(&mut self, ts: i64, out: &mut Vec<Transition>) {
         let stuck = self.jobs.stuck_count() as u64;
-        let status = match (stuck > 0, self.stuck_since) {
-            (true, None) => {
-                self.stuck_since = Some(ts);
-                Status::Firing
-            }
-            (false, Some(_)) => Status::Resolved,
-            _ => return,
-        };
-        let since = self.stuck_since.unwrap_or(ts);
-        if status == Status::Resolved {
-            self.stuck_since = None;
-        }
-        out.push(Transition {
-            status,
-            starts_at_ms: since,
-            usage: Some(stuck),
-            ..Transition::firing(&self.name, ts, AlertName::JobsStuck, Severity::Warning)
-        });
+        self.alerts.stuck(&self.name, stuck, ts, out);
     }
 
     fn tick(&mut self, now: i64, s: &Settings, out: &mut Vec<Transition>) {
@@ -1231,66 +1068,29 @@ impl Org {
         if !self.alerting {
             return;
         }
-        let thresholds = [s.alerts.warning_bp, s.alerts.critical_bp];
-        for dim in Dimension::ALL {
-            let alert = &self.usage_alerts[dim as usize];
-            let level = alert.level();
-            if level > 0 {
-                out.push(Transition {
-                    dimension: Some(dim),
-                    starts_at_ms: alert.started_ms(),
-                    usage: Some(self.usage_at(dim, now)),
-                    limit: Some(dim.limit(&self.limits)),
-                    threshold_bp: Some(thresholds[level as usize - 1]),
-                    peak: level_severity(alert.peak()),
-                    ..Transition::firing(
-                        &self.name,
-                        now,
-                        AlertName::UsageHigh,
-                        level_severity(level),
-                    )
-                });
-            }
-        }
-        if self.quota_alert.level() > 0 {
-            out.push(Transition {
-                starts_at_ms: self.quota_alert.started_ms(),
-                usage: Some(self.usage_at(Dimension::Daily, now)),
-                limit: Some(self.limits.daily),
-                threshold_bp: Some(10_000),
-                ..Transition::firing(
-                    &self.name,
-                    now,
-                    AlertName::DailyQuotaExhausted,
-                    Severity::Critical,
+        let usage = |dim: Dimension| self.usage_at(dim, now);
+        let limit = |dim: Dimension| dim.limit(&self.limits);
+        let at = crate::detect::alerts::Now {
+            usage: &usage,
+            limit: &limit,
+            burst: self.burst.is_open().then(|| {
+                (
+                    self.burst.count(now, s.detect.burst_window_ms),
+                    self.burst_threshold,
                 )
-            });
-        }
-        if self.burst.is_open() {
-            out.push(Transition {
-                starts_at_ms: self.burst_since,
-                usage: Some(self.burst.count(now, s.detect.burst_window_ms)),
-                limit: self.burst_threshold,
-                ..Transition::firing(&self.name, now, AlertName::BurstDetected, Severity::Warning)
-            });
-        }
-        if let Some(since) = self.stuck_since {
-            out.push(Transition {
-                starts_at_ms: since,
-                usage: Some(self.jobs.stuck_count() as u64),
-                ..Transition::firing(&self.name, now, AlertName::JobsStuck, Severity::Warning)
-            });
-        }
-        for app in &self.apps {
-            if let Some(since) = app.retry.storming() {
-                out.push(Transition {
-                    app: Some(app.name.clone()),
-                    starts_at_ms: since,
-                    usage: Some(app.retry.consecutive() as u64),
-                    ..Transition::firing(&self.name, now, AlertName::RetryStorm, Severity::Critical)
-                });
-            }
-        }
+            }),
+            stuck: self.jobs.stuck_count() as u64,
+            storms: self
+                .apps
+                .iter()
+                .filter_map(|app| {
+                    let since = app.retry.storming()?;
+                    Some((app.name.clone(), since, app.retry.consecutive() as u64))
+                })
+                .collect(),
+        };
+        self.alerts
+            .active(&self.name, &at, now, s.rules.for_org(&self.name), out);
     }
 
     fn report(&self) -> OrgReport {

@@ -9,8 +9,9 @@ use serde::Serialize;
 
 use std::collections::BTreeMap;
 
-use super::{AlertKey, Org, Overflow, Settings, Tracker};
+use super::{Org, Overflow, Settings, Tracker};
 use crate::config::Config;
+use crate::detect::alerts::{AlertKey, Reminders};
 use crate::model::OVERFLOW;
 use crate::tracker::dedupe::Dedupe;
 
@@ -49,8 +50,9 @@ mod owned {
 
     use serde::Deserialize;
 
+    use crate::detect::alerts::AlertKey;
     use crate::tracker::dedupe::Dedupe;
-    use crate::tracker::{AlertKey, Org, Overflow};
+    use crate::tracker::{Org, Overflow};
 
     #[derive(Deserialize)]
     pub(super) struct SnapshotOwned {
@@ -73,7 +75,7 @@ impl Tracker {
             overflow_org: self.overflow_org,
             overflow: self.overflow,
             dedupe: &self.dedupe,
-            repeats: &self.repeats,
+            repeats: self.reminders.as_map(),
             clock_ms: self.clock_ms,
         };
         postcard::to_extend(&state, MAGIC.to_vec())
@@ -96,7 +98,7 @@ impl Tracker {
         t.overflow = state.overflow;
         t.dedupe = state.dedupe;
         t.dedupe.rebind(t.settings.max_request_ids);
-        t.repeats = state.repeats;
+        t.reminders = Reminders::from_map(state.repeats);
         t.clock_ms = state.clock_ms;
         for (i, mut org) in state.orgs.into_iter().enumerate() {
             if Some(i) == state.overflow_org || &*org.name == OVERFLOW {
@@ -134,10 +136,11 @@ mod v2 {
     use super::super::jobs::Jobs;
     use super::super::window::Window;
     use super::super::{
-        AlertKey, App, DurationHistogram, JobOutcome, Org, Overflow, Peaks, Settings, TokenWindows,
+        App, DurationHistogram, JobOutcome, Org, Overflow, Peaks, Settings, TokenWindows,
         UpstreamReport,
     };
     use super::owned::SnapshotOwned;
+    use crate::detect::alerts::{AlertKey, OrgAlerts};
     use crate::detect::burst::Burst;
     use crate::detect::level::LevelAlert;
     use crate::detect::{Cause, RetryState};
@@ -248,16 +251,19 @@ mod v2 {
                 });
                 org.ever_stuck = o.ever_stuck;
                 org.peaks = o.peaks;
-                org.burst_until = if o.burst.is_open() {
+                let burst_until = if o.burst.is_open() {
                     i64::MAX
                 } else {
                     i64::MIN
                 };
+                org.alerts = OrgAlerts::from_parts(
+                    o.burst_since,
+                    burst_until,
+                    o.usage_alerts,
+                    o.quota_alert,
+                    o.stuck_since,
+                );
                 org.burst = o.burst;
-                org.burst_since = o.burst_since;
-                org.usage_alerts = o.usage_alerts;
-                org.quota_alert = o.quota_alert;
-                org.stuck_since = o.stuck_since;
                 org
             })
             .collect();

@@ -1,9 +1,11 @@
 //! Tracker behaviour through its public surface, with explicit times.
 
 use super::*;
+use crate::detect::alerts::AlertKey;
 use crate::detect::{Status, Transition};
 use crate::events::{ParseContext, parse_event};
-use crate::model::AlertName;
+use crate::model::{AlertName, Severity};
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 
 const T0: i64 = 1_795_788_000_000; // 2026-11-27T14:00:00Z

@@ -1,0 +1,454 @@
+//! One org's alert state and every [`Transition`] built from it (SPEC §9): `UsageHigh` per
+//! dimension, `DailyQuotaExhausted`, `BurstDetected`, `JobsStuck`, `RetryStorm`, the list of
+//! alerts firing now, and the reminders of those still firing.
+//!
+//! The tracker measures (usage, stuck jobs, burst counts, runs of 429s) and hands each
+//! measurement here with the time it is judged at; this is the only place an alert is
+//! started, escalated, lowered, resolved or repeated. Changing how an alert fires means
+//! changing this file (and its thresholds in the config), nothing else.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::burst::Edge;
+use super::level::{Change, LevelAlert};
+use super::{Status, Storm, Transition};
+use crate::config::Config;
+use crate::model::{AlertName, Dimension, Severity};
+
+/// Thresholds of `UsageHigh` and the rules every level alert follows (`[alerts]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LevelRules {
+    /// Warning and critical thresholds, basis points of the limit.
+    pub thresholds_bp: [u32; 2],
+    /// Resolve below `threshold − hysteresis`, basis points.
+    pub hysteresis_bp: u32,
+    /// How long a level must hold before it fires, ms.
+    pub for_ms: i64,
+}
+
+/// The level rules of every org, from the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertRules {
+    default: LevelRules,
+}
+
+impl AlertRules {
+    /// `[alerts]` thresholds, hysteresis and `for`.
+    pub fn from_config(config: &Config) -> AlertRules {
+        let a = &config.alerts;
+        AlertRules {
+            default: LevelRules {
+                thresholds_bp: [a.warning_bp, a.critical_bp],
+                hysteresis_bp: a.hysteresis_bp,
+                for_ms: a.for_ms,
+            },
+        }
+    }
+
+    /// The rules `org`'s alerts follow.
+    pub fn for_org(&self, _org: &str) -> &LevelRules {
+        &self.default
+    }
+}
+
+/// `UsageHigh` is a warning at the first threshold and critical at the second.
+fn level_severity(level: u8) -> Severity {
+    if level <= 1 {
+        Severity::Warning
+    } else {
+        Severity::Critical
+    }
+}
+
+/// What is known of an org's alerts. Stored in snapshots as these fields in this order (it
+/// sits inside the tracker's org record, where they were before it had a name).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OrgAlerts {
+    /// When the open (or last) burst episode began.
+    burst_since: i64,
+    /// When the last burst episode closed (`i64::MIN` while none has; `i64::MAX` while open).
+    burst_until: i64,
+    usage: [LevelAlert; Dimension::ALL.len()],
+    quota: LevelAlert,
+    stuck_since: Option<i64>,
+}
+
+impl Default for OrgAlerts {
+    fn default() -> Self {
+        OrgAlerts {
+            burst_since: 0,
+            burst_until: i64::MIN,
+            usage: [LevelAlert::default(); Dimension::ALL.len()],
+            quota: LevelAlert::default(),
+            stuck_since: None,
+        }
+    }
+}
+
+/// What [`OrgAlerts::active`] needs to know of the org now.
+pub struct Now<'a> {
+    /// Usage of a dimension at the time asked.
+    pub usage: &'a dyn Fn(Dimension) -> u64,
+    /// Limit of a dimension (0 = unlimited).
+    pub limit: &'a dyn Fn(Dimension) -> u64,
+    /// Requests in the burst window now, and the burst threshold, while a burst is open.
+    pub burst: Option<(u64, Option<u64>)>,
+    /// Jobs stuck now.
+    pub stuck: u64,
+    /// Apps in a retry storm: name, since, consecutive 429s.
+    pub storms: Vec<(Arc<str>, i64, u64)>,
+}
+
+impl OrgAlerts {
+    /// The state as an older snapshot layout held it.
+    pub fn from_parts(
+        burst_since: i64,
+        burst_until: i64,
+        usage: [LevelAlert; Dimension::ALL.len()],
+        quota: LevelAlert,
+        stuck_since: Option<i64>,
+    ) -> OrgAlerts {
+        OrgAlerts {
+            burst_since,
+            burst_until,
+            usage,
+            quota,
+            stuck_since,
+        }
+    }
+
+    /// True while any alert is active or arming (the clock must keep judging the org).
+    pub fn any_active(&self) -> bool {
+        self.stuck_since.is_some()
+            || self.quota.is_active()
+            || self.usage.iter().any(LevelAlert::is_active)
+    }
+
+    /// Whether a late request at `ts` belongs to the last burst episode known (one that
+    /// began up to a window later, or had not ended by then).
+    pub fn in_known_burst(&self, ts: i64, window_ms: i64) -> bool {
+        ts >= self.burst_since.saturating_sub(window_ms) && ts <= self.burst_until
+    }
+
+    /// A burst found late that was over before the present: remembered as the last episode
+    /// (no alert) unless one is open or a later one is known.
+    pub fn note_past_burst(&mut self, ts: i64, window_ms: i64, open: bool) {
+        if !open && ts > self.burst_until {
+            self.burst_since = ts;
+            self.burst_until = ts.saturating_add(window_ms);
+        }
+    }
+
+    /// A burst opened or closed at `ts` with `count` requests in the window.
+    pub fn burst(
+        &mut self,
+        org: &Arc<str>,
+        edge: Edge,
+        ts: i64,
+        count: u64,
+        threshold: u64,
+        out: &mut Vec<Transition>,
+    ) {
+        let status = match edge {
+            Edge::Opened => {
+                self.burst_since = ts;
+                self.burst_until = i64::MAX;
+                Status::Firing
+            }
+            Edge::Closed => {
+                self.burst_until = ts;
+                Status::Resolved
+            }
+        };
+        out.push(Transition {
+            status,
+            starts_at_ms: self.burst_since,
+            usage: Some(count),
+            limit: Some(threshold),
+            ..Transition::firing(org, ts, AlertName::BurstDetected, Severity::Warning)
+        });
+    }
+
+    /// One dimension's usage at `ts` against its limit: `UsageHigh`, and for the daily
+    /// window `DailyQuotaExhausted`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn usage(
+        &mut self,
+        org: &Arc<str>,
+        dim: Dimension,
+        usage: u64,
+        limit: u64,
+        ts: i64,
+        rules: &LevelRules,
+        out: &mut Vec<Transition>,
+    ) {
+        if limit == 0 {
+            return;
+        }
+        let thresholds = rules.thresholds_bp;
+        let alert = &mut self.usage[dim as usize];
+        let before = alert.level();
+        if let Some(change) = alert.evaluate(
+            usage,
+            limit,
+            ts,
+            &thresholds,
+            rules.hysteresis_bp,
+            rules.for_ms,
+        ) {
+            let started = alert.started_ms();
+            let peak = level_severity(alert.peak());
+            let (status, level, notify) = match change {
+                Change::Fired(l) | Change::Escalated(l) => (Status::Firing, l, true),
+                Change::Lowered(l) => (Status::Firing, l, false),
+                Change::Resolved => (Status::Resolved, before, true),
+            };
+            let previous = matches!(change, Change::Escalated(_) | Change::Lowered(_))
+                .then(|| level_severity(before));
+            out.push(Transition {
+                dimension: Some(dim),
+                status,
+                notify,
+                starts_at_ms: started,
+                usage: Some(usage),
+                limit: Some(limit),
+                threshold_bp: Some(thresholds[level as usize - 1]),
+                previous_severity: previous,
+                peak,
+                ..Transition::firing(org, ts, AlertName::UsageHigh, level_severity(level))
+            });
+        }
+        if dim == Dimension::Daily {
+            let q = &mut self.quota;
+            if let Some(change) = q.evaluate(
+                usage,
+                limit,
+                ts,
+                &[10_000],
+                rules.hysteresis_bp,
+                rules.for_ms,
+            ) {
+                let status = match change {
+                    Change::Resolved => Status::Resolved,
+                    _ => Status::Firing,
+                };
+                out.push(Transition {
+                    status,
+                    starts_at_ms: q.started_ms(),
+                    usage: Some(usage),
+                    limit: Some(limit),
+                    threshold_bp: Some(10_000),
+                    ..Transition::firing(
+                        org,
+                        ts,
+                        AlertName::DailyQuotaExhausted,
+                        Severity::Critical,
+                    )
+                });
+            }
+        }
+    }
+
+    /// `stuck` jobs in flight longer than `stuck_after` at `ts`: `JobsStuck`.
+    pub fn stuck(&mut self, org: &Arc<str>, stuck: u64, ts: i64, out: &mut Vec<Transition>) {
+        let status = match (stuck > 0, self.stuck_since) {
+            (true, None) => {
+                self.stuck_since = Some(ts);
+                Status::Firing
+            }
+            (false, Some(_)) => Status::Resolved,
+            _ => return,
+        };
+        let since = self.stuck_since.unwrap_or(ts);
+        if status == Status::Resolved {
+            self.stuck_since = None;
+        }
+        out.push(Transition {
+            status,
+            starts_at_ms: since,
+            usage: Some(stuck),
+            ..Transition::firing(org, ts, AlertName::JobsStuck, Severity::Warning)
+        });
+    }
+
+    /// A retry storm of `app` started or ended at `ts`: `RetryStorm`.
+    pub fn storm(
+        org: &Arc<str>,
+        app: &Arc<str>,
+        change: Storm,
+        ts: i64,
+        out: &mut Vec<Transition>,
+    ) {
+        let t = Transition::firing(org, ts, AlertName::RetryStorm, Severity::Critical);
+        out.push(match change {
+            Storm::Fired(n) => Transition {
+                app: Some(app.clone()),
+                usage: Some(n as u64),
+                ..t
+            },
+            Storm::Resolved { since } => Transition {
+                app: Some(app.clone()),
+                status: Status::Resolved,
+                starts_at_ms: since,
+                usage: Some(0),
+                ..t
+            },
+        });
+    }
+
+    /// Every alert of the org firing at `now`, as transitions dated `now`.
+    pub fn active(
+        &self,
+        org: &Arc<str>,
+        at: &Now<'_>,
+        now: i64,
+        rules: &LevelRules,
+        out: &mut Vec<Transition>,
+    ) {
+        for dim in Dimension::ALL {
+            let alert = &self.usage[dim as usize];
+            let level = alert.level();
+            if level > 0 {
+                out.push(Transition {
+                    dimension: Some(dim),
+                    starts_at_ms: alert.started_ms(),
+                    usage: Some((at.usage)(dim)),
+                    limit: Some((at.limit)(dim)),
+                    threshold_bp: Some(rules.thresholds_bp[level as usize - 1]),
+                    peak: level_severity(alert.peak()),
+                    ..Transition::firing(org, now, AlertName::UsageHigh, level_severity(level))
+                });
+            }
+        }
+        if self.quota.level() > 0 {
+            out.push(Transition {
+                starts_at_ms: self.quota.started_ms(),
+                usage: Some((at.usage)(Dimension::Daily)),
+                limit: Some((at.limit)(Dimension::Daily)),
+                threshold_bp: Some(10_000),
+                ..Transition::firing(org, now, AlertName::DailyQuotaExhausted, Severity::Critical)
+            });
+        }
+        if let Some((count, threshold)) = at.burst {
+            out.push(Transition {
+                starts_at_ms: self.burst_since,
+                usage: Some(count),
+                limit: threshold,
+                ..Transition::firing(org, now, AlertName::BurstDetected, Severity::Warning)
+            });
+        }
+        if let Some(since) = self.stuck_since {
+            out.push(Transition {
+                starts_at_ms: since,
+                usage: Some(at.stuck),
+                ..Transition::firing(org, now, AlertName::JobsStuck, Severity::Warning)
+            });
+        }
+        for (app, since, consecutive) in &at.storms {
+            out.push(Transition {
+                app: Some(app.clone()),
+                starts_at_ms: *since,
+                usage: Some(*consecutive),
+                ..Transition::firing(org, now, AlertName::RetryStorm, Severity::Critical)
+            });
+        }
+    }
+}
+
+/// Which alert a transition belongs to (the same as its fingerprint's inputs).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AlertKey {
+    org: Arc<str>,
+    alert: AlertName,
+    app: Option<Arc<str>>,
+    dimension: Option<Dimension>,
+}
+
+impl AlertKey {
+    /// The alert `t` belongs to.
+    pub fn of(t: &Transition) -> AlertKey {
+        AlertKey {
+            org: t.org.clone(),
+            alert: t.alert,
+            app: t.app.clone(),
+            dimension: t.dimension,
+        }
+    }
+
+    /// The org of the alert.
+    pub fn org(&self) -> &Arc<str> {
+        &self.org
+    }
+}
+
+/// Reminders of alerts still firing (`repeat_interval`): when each was last notified.
+#[derive(Debug, Clone, Default)]
+pub struct Reminders {
+    last: BTreeMap<AlertKey, i64>,
+}
+
+impl Reminders {
+    /// As stored in a snapshot.
+    pub fn from_map(last: BTreeMap<AlertKey, i64>) -> Reminders {
+        Reminders { last }
+    }
+
+    /// As stored in a snapshot.
+    pub fn as_map(&self) -> &BTreeMap<AlertKey, i64> {
+        &self.last
+    }
+
+    /// Keeps the reminders in step with what was notified.
+    pub fn note_notified(&mut self, transitions: &[Transition]) {
+        for t in transitions.iter().filter(|t| t.notify) {
+            match t.status {
+                Status::Firing => {
+                    self.last.insert(AlertKey::of(t), t.ts_ms);
+                }
+                Status::Resolved => {
+                    self.last.remove(&AlertKey::of(t));
+                }
+            }
+        }
+    }
+
+    /// Reminders due at `now` every `every_ms`: each due alert still firing (as `firing_now`
+    /// finds it among its org's active alerts) is repeated; one no longer firing is
+    /// forgotten. True if any alert was due.
+    pub fn remind(
+        &mut self,
+        now: i64,
+        every_ms: i64,
+        firing_now: impl Fn(&AlertKey) -> Vec<Transition>,
+        out: &mut Vec<Transition>,
+    ) -> bool {
+        if every_ms <= 0 {
+            return false;
+        }
+        let due: Vec<AlertKey> = self
+            .last
+            .iter()
+            .filter(|(_, last)| now - **last >= every_ms)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let any = !due.is_empty();
+        for key in due {
+            let current = firing_now(&key)
+                .into_iter()
+                .find(|t| AlertKey::of(t) == key);
+            match current {
+                Some(t) => {
+                    self.last.insert(key, now);
+                    out.push(Transition { repeat: true, ..t });
+                }
+                None => {
+                    self.last.remove(&key);
+                }
+            }
+        }
+        any
+    }
+}
