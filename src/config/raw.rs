@@ -282,6 +282,8 @@ struct RawOrg {
     tpm: Option<u64>,
     #[serde(default, deserialize_with = "limit")]
     tpd: Option<u64>,
+    /// `UsageHigh` thresholds of this org, instead of `[alerts] thresholds`.
+    thresholds: Option<Spanned<Vec<f64>>>,
 }
 
 impl RawOrg {
@@ -397,6 +399,8 @@ impl RawConfig {
         }
 
         let mut orgs: Vec<OrgConfig> = Vec::with_capacity(self.orgs.len());
+        // Checked against `[alerts] hysteresis` once that is known.
+        let mut own_thresholds: Vec<(std::ops::Range<usize>, u32)> = Vec::new();
         for raw in &self.orgs {
             let id = raw.id.get_ref();
             if !valid_name(id) || id == crate::model::OVERFLOW {
@@ -424,10 +428,19 @@ impl RawConfig {
                     ),
                 ));
             };
+            let thresholds_bp = match &raw.thresholds {
+                Some(t) => {
+                    let pair = threshold_pair(t)?;
+                    own_thresholds.push((t.span(), pair[0]));
+                    Some(pair)
+                }
+                None => None,
+            };
             orgs.push(OrgConfig {
                 id: id.clone(),
                 tier,
                 limits: raw.overrides().apply(*base),
+                thresholds_bp,
             });
         }
         if orgs.len() > limits.max_orgs {
@@ -476,7 +489,19 @@ impl RawConfig {
             tiers,
             orgs,
             detect: self.detect.validate()?,
-            alerts: self.alerts.validate()?,
+            alerts: {
+                let alerts = self.alerts.validate()?;
+                if let Some((span, _)) = own_thresholds
+                    .into_iter()
+                    .find(|(_, warning)| alerts.hysteresis_bp >= *warning)
+                {
+                    return Err(at(
+                        span,
+                        "the warning threshold must be above [alerts] hysteresis",
+                    ));
+                }
+                alerts
+            },
         })
     }
 }
@@ -599,24 +624,30 @@ impl RawDetect {
     }
 }
 
+/// `[warning, critical]` ratios as basis points: two of them, `0 < warning < critical <= 1`.
+fn threshold_pair(thresholds: &Spanned<Vec<f64>>) -> Result<[u32; 2], Spanned2> {
+    let span = thresholds.span();
+    let t = thresholds.get_ref();
+    if t.len() != 2 {
+        return Err(at(
+            span,
+            "thresholds must be two ratios: [warning, critical], e.g. [0.70, 0.90]",
+        ));
+    }
+    let warning_bp = basis_points(&span, "warning threshold", t[0])?;
+    let critical_bp = basis_points(&span, "critical threshold", t[1])?;
+    if warning_bp == 0 || warning_bp >= critical_bp {
+        return Err(at(
+            span,
+            "thresholds must satisfy 0 < warning < critical <= 1",
+        ));
+    }
+    Ok([warning_bp, critical_bp])
+}
+
 impl RawAlerts {
     fn validate(self) -> Result<AlertsConfig, Spanned2> {
-        let span = self.thresholds.span();
-        let t = self.thresholds.get_ref();
-        if t.len() != 2 {
-            return Err(at(
-                span,
-                "thresholds must be two ratios: [warning, critical], e.g. [0.70, 0.90]",
-            ));
-        }
-        let warning_bp = basis_points(&span, "warning threshold", t[0])?;
-        let critical_bp = basis_points(&span, "critical threshold", t[1])?;
-        if warning_bp == 0 || warning_bp >= critical_bp {
-            return Err(at(
-                span,
-                "thresholds must satisfy 0 < warning < critical <= 1",
-            ));
-        }
+        let [warning_bp, critical_bp] = threshold_pair(&self.thresholds)?;
         let hspan = self.hysteresis.span();
         let hysteresis_bp = basis_points(&hspan, "hysteresis", *self.hysteresis.get_ref())?;
         if hysteresis_bp >= warning_bp {

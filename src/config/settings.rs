@@ -113,6 +113,9 @@ pub struct OrgConfig {
     pub tier: String,
     /// Tier limits with this org's overrides applied.
     pub limits: Limits,
+    /// Its own `UsageHigh` thresholds `[warning, critical]` in basis points, if set
+    /// (`thresholds = [0.6, 0.85]`); otherwise `[alerts] thresholds` apply.
+    pub thresholds_bp: Option<[u32; 2]>,
 }
 
 /// `[detect]`, durations in milliseconds.

@@ -33,24 +33,39 @@ pub struct LevelRules {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlertRules {
     default: LevelRules,
+    /// Orgs with thresholds of their own (`[[orgs]] thresholds`).
+    own: std::collections::HashMap<String, LevelRules>,
 }
 
 impl AlertRules {
     /// `[alerts]` thresholds, hysteresis and `for`.
     pub fn from_config(config: &Config) -> AlertRules {
         let a = &config.alerts;
-        AlertRules {
-            default: LevelRules {
-                thresholds_bp: [a.warning_bp, a.critical_bp],
-                hysteresis_bp: a.hysteresis_bp,
-                for_ms: a.for_ms,
-            },
-        }
+        let default = LevelRules {
+            thresholds_bp: [a.warning_bp, a.critical_bp],
+            hysteresis_bp: a.hysteresis_bp,
+            for_ms: a.for_ms,
+        };
+        let own = config
+            .orgs
+            .iter()
+            .filter_map(|o| {
+                let thresholds_bp = o.thresholds_bp?;
+                Some((
+                    o.id.clone(),
+                    LevelRules {
+                        thresholds_bp,
+                        ..default
+                    },
+                ))
+            })
+            .collect();
+        AlertRules { default, own }
     }
 
-    /// The rules `org`'s alerts follow.
-    pub fn for_org(&self, _org: &str) -> &LevelRules {
-        &self.default
+    /// The rules `org`'s alerts follow: its own thresholds if it has them.
+    pub fn for_org(&self, org: &str) -> &LevelRules {
+        self.own.get(org).unwrap_or(&self.default)
     }
 }
 
@@ -450,5 +465,64 @@ impl Reminders {
             }
         }
         any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        Config::parse(text, "test.toml").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn an_org_with_its_own_thresholds_fires_at_them() {
+        let c = config(
+            "[tiers.t]\nrpm = 100\n[[orgs]]\nid = \"early\"\ntier = \"t\"\nthresholds = [0.6, 0.85]\n\
+             [[orgs]]\nid = \"usual\"\ntier = \"t\"\n",
+        );
+        let rules = AlertRules::from_config(&c);
+        assert_eq!(rules.for_org("early").thresholds_bp, [6_000, 8_500]);
+        assert_eq!(rules.for_org("usual").thresholds_bp, [7_000, 9_000]);
+        assert_eq!(rules.for_org("unknown").thresholds_bp, [7_000, 9_000]);
+        let mut fired = Vec::new();
+        for org in ["early", "usual"] {
+            let name: Arc<str> = org.into();
+            let mut alerts = OrgAlerts::default();
+            let mut out = Vec::new();
+            alerts.usage(
+                &name,
+                Dimension::Rpm,
+                60,
+                100,
+                1_000,
+                rules.for_org(org),
+                &mut out,
+            );
+            fired.extend(out);
+        }
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        assert_eq!(&*fired[0].org, "early");
+        assert_eq!(fired[0].severity, Severity::Warning);
+        assert_eq!(fired[0].threshold_bp, Some(6_000));
+    }
+
+    #[test]
+    fn own_thresholds_are_checked_like_the_global_ones() {
+        for (bad, says) in [
+            ("[0.9, 0.5]", "0 < warning < critical"),
+            ("[0.6]", "two ratios"),
+            ("[0.04, 0.5]", "above [alerts] hysteresis"),
+        ] {
+            let text = format!(
+                "[tiers.t]\nrpm = 100\n[[orgs]]\nid = \"a\"\ntier = \"t\"\nthresholds = {bad}\n"
+            );
+            let e = Config::parse(&text, "test.toml").unwrap_err().to_string();
+            assert!(
+                e.contains(says) && e.starts_with("test.toml:6:"),
+                "{bad}: {e}"
+            );
+        }
     }
 }
