@@ -495,3 +495,35 @@ fn top_level_modules_import_only_lower_layers() {
         .insert(vec!["daemon".to_string()]);
     assert_eq!(against_layers(&modules, &up, &layers).len(), 1);
 }
+#[test]
+fn no_source_file_outgrows_a_reader() {
+    // 800 lines outside tests: files of tests (tests.rs) and the inline test module at a
+    // file's end do not count.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut big = Vec::new();
+    let mut stack = vec![src];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs")
+                || path.file_name().is_some_and(|n| n == "tests.rs")
+            {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let code = text
+                .lines()
+                .take_while(|l| !l.starts_with("#[cfg(test)]"))
+                .count();
+            if code > 800 {
+                big.push(format!("{}: {code} lines", path.display()));
+            }
+        }
+    }
+    big.sort();
+    assert!(big.is_empty(), "files over 800 lines:\n{}", big.join("\n"));
+}

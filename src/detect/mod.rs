@@ -4,7 +4,8 @@
 //! Detectors judge each event at its own time with values the tracker hands them; they
 //! never read a clock, never count requests themselves and never deliver anything. Their
 //! output is [`Transition`]s (firing, escalation, resolve) that the daemon logs, exports and,
-//! with alert delivery, sends.
+//! with alert delivery, sends. [`alerts`] holds each org's alert state and is the one place
+//! a transition is built.
 
 pub mod alerts;
 pub mod burst;

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::detect::alerts::AlertKey;
-use crate::detect::{Status, Transition};
+use crate::detect::{Cause, Status, Transition};
 use crate::events::{ParseContext, parse_event};
 use crate::model::{AlertName, Severity};
 use std::collections::BTreeMap;

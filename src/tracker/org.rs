@@ -1,0 +1,677 @@
+//! One tracked org: its windows, jobs, apps and counters, and how each event changes them.
+//! It measures; its alerts are judged by [`crate::detect::alerts`], which it calls.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::detect::alerts::OrgAlerts;
+use crate::detect::burst::{Burst, Edge, burst_threshold};
+use crate::detect::{Cause, CauseInputs, RetryState, Transition, classify_429};
+use crate::events::{Event, Outcome, RateLimitInfo};
+use crate::model::{Dimension, Limits, OVERFLOW};
+
+use super::concurrency::{EarlyEnds, HORIZON_MS, PeakConcurrency};
+use super::jobs::{self, DurationHistogram, JobOutcome, Jobs, Start};
+use super::report::{
+    AppSnapshot, OrgReport, OrgSnapshot, Overflow, Peaks, StuckJob, UpstreamReport,
+};
+use super::settings::*;
+use super::window::Window;
+
+/// Token windows, allocated only for orgs that have token limits or send token counts.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(super) struct TokenWindows {
+    pub(super) tpm: Window<u64>,
+    pub(super) tpd: Window<u64>,
+}
+
+/// One tracked app within an org.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct App {
+    pub(super) name: Arc<str>,
+    pub(super) rpm: Window<u32>,
+    pub(super) daily: Window<u32>,
+    pub(super) in_flight: u64,
+    pub(super) requests: [u64; Outcome::ALL.len()],
+    pub(super) rate_limited: [u64; Cause::ALL.len()],
+    pub(super) retry_violations: u64,
+    pub(super) retry: RetryState,
+}
+
+impl App {
+    pub(super) fn new(name: Arc<str>) -> Self {
+        App {
+            name,
+            rpm: Window::new(RPM_WIDTH, RPM_SLACK),
+            daily: Window::new(DAILY_WIDTH, DAILY_SLACK),
+            in_flight: 0,
+            requests: [0; Outcome::ALL.len()],
+            rate_limited: [0; Cause::ALL.len()],
+            retry_violations: 0,
+            retry: RetryState::default(),
+        }
+    }
+}
+
+/// One tracked org.
+///
+/// Serialized for snapshots without what the config decides (tier, limits, thresholds,
+/// caps): [`Tracker::restore`] takes those from the config in use, so a changed tier
+/// applies to state recorded under the old one.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Org {
+    pub(super) name: Arc<str>,
+    #[serde(skip)]
+    pub(super) tier: Arc<str>,
+    #[serde(skip)]
+    pub(super) limits: Limits,
+    /// False for `__overflow__`: usage only, no limits, no alerts.
+    #[serde(skip)]
+    pub(super) alerting: bool,
+    #[serde(skip)]
+    pub(super) burst_threshold: Option<u64>,
+    pub(super) rpm: Window<u32>,
+    pub(super) daily: Window<u32>,
+    pub(super) tokens: Option<Box<TokenWindows>>,
+    pub(super) jobs: Jobs,
+    pub(super) apps: Vec<App>,
+    #[serde(skip)]
+    pub(super) app_index: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
+    pub(super) overflow_app: Option<usize>,
+    pub(super) jobs_finished: [u64; JobOutcome::ALL.len()],
+    pub(super) job_duration: DurationHistogram,
+    /// Newest upstream rate-limit report (requests, tokens).
+    pub(super) upstream: [Option<UpstreamReport>; 2],
+    pub(super) ever_stuck: u64,
+    pub(super) peaks: Peaks,
+    pub(super) burst: Burst,
+    /// Its alerts (stored in place of the fields they replaced, in the same order).
+    pub(super) alerts: OrgAlerts,
+    /// The org's present: the newest event time or clock tick it has seen. Current-state
+    /// alerts are judged at this time, so an event older than it (a late one) never dates a
+    /// transition before one already made, and only changes what it changes now.
+    pub(super) present_ms: i64,
+    /// Jobs in flight at each job start, for the peak, whatever order job events arrive in.
+    pub(super) concurrency: PeakConcurrency,
+    /// Job ends that arrived before their starts.
+    pub(super) early_ends: EarlyEnds,
+}
+
+impl Org {
+    pub(super) fn new(
+        name: Arc<str>,
+        tier: Arc<str>,
+        limits: Limits,
+        alerting: bool,
+        s: &Settings,
+    ) -> Org {
+        let tokens = (limits.tpm > 0 || limits.tpd > 0).then(TokenWindows::boxed);
+        Org {
+            name,
+            tier,
+            limits,
+            alerting,
+            burst_threshold: if alerting {
+                burst_threshold(limits.rpm, s.detect.burst_window_ms, s.detect.burst_factor)
+            } else {
+                None
+            },
+            rpm: Window::new(RPM_WIDTH, RPM_SLACK),
+            daily: Window::new(DAILY_WIDTH, DAILY_SLACK),
+            tokens,
+            jobs: Jobs::new(job_cap(s, &limits)),
+            apps: Vec::new(),
+            app_index: HashMap::default(),
+            overflow_app: None,
+            jobs_finished: [0; JobOutcome::ALL.len()],
+            job_duration: DurationHistogram::default(),
+            upstream: [None; 2],
+            ever_stuck: 0,
+            peaks: Peaks::default(),
+            burst: Burst::default(),
+            alerts: OrgAlerts::default(),
+            present_ms: i64::MIN,
+            concurrency: {
+                let mut c = PeakConcurrency::default();
+                c.set_cap(job_cap(s, &limits).saturating_mul(2));
+                c
+            },
+            early_ends: EarlyEnds::default(),
+        }
+    }
+
+    /// The org's name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    pub(super) fn app_index(&mut self, name: &str, max_apps: usize, overflow: &mut u64) -> usize {
+        if let Some(&i) = self.app_index.get(name) {
+            return i;
+        }
+        let tracked = self.apps.len() - usize::from(self.overflow_app.is_some());
+        if tracked < max_apps {
+            let app = App::new(name.into());
+            let i = self.apps.len();
+            self.app_index.insert(app.name.clone(), i);
+            self.apps.push(app);
+            return i;
+        }
+        *overflow += 1;
+        *self.overflow_app.get_or_insert_with(|| {
+            self.apps.push(App::new(OVERFLOW.into()));
+            self.apps.len() - 1
+        })
+    }
+
+    pub(super) fn needs_tick(&self) -> bool {
+        self.jobs.in_flight() > 0 || self.burst.is_open() || self.alerts.any_active()
+    }
+
+    pub(super) fn usage_at(&self, dim: Dimension, ts: i64) -> u64 {
+        match dim {
+            Dimension::Rpm => self.rpm.count_at(sec(ts)),
+            Dimension::Daily => self.daily.count_at(minute(ts)),
+            Dimension::Concurrency => self.jobs.in_flight() as u64,
+            Dimension::Tpm => self.tokens.as_ref().map_or(0, |t| t.tpm.count_at(sec(ts))),
+            Dimension::Tpd => self
+                .tokens
+                .as_ref()
+                .map_or(0, |t| t.tpd.count_at(minute(ts))),
+        }
+    }
+
+    /// Moves the org's present to `ts` if that is newer; returns the present. What is older
+    /// than the lateness horizon behind it is settled.
+    pub(super) fn advance_to(&mut self, ts: i64) -> i64 {
+        if ts > self.present_ms {
+            self.present_ms = ts;
+            let floor = ts.saturating_sub(HORIZON_MS);
+            self.concurrency.settle(floor);
+            self.early_ends.expire(floor);
+        }
+        self.present_ms
+    }
+
+    pub(super) fn request(
+        &mut self,
+        ai: usize,
+        ts: i64,
+        ev: &Event<'_>,
+        s: &Settings,
+        overflow: &mut Overflow,
+        out: &mut Vec<Transition>,
+    ) {
+        let window = s.detect.burst_window_ms;
+        let present = self.present_ms;
+        let late = ts < present;
+        let app = &mut self.apps[ai];
+        if app.retry.is_violation(ts) {
+            app.retry_violations += 1;
+        }
+        if ev.status == Some(429) {
+            let cause = classify_429(&CauseInputs {
+                error_code: ev.error_code.as_deref(),
+                in_flight: self.jobs.in_flight_at(ts) as u64,
+                concurrency_limit: self.limits.concurrency,
+                rpm: self.rpm.count_at(sec(ts)),
+                rpm_limit: self.limits.rpm,
+                daily: self.daily.count_at(minute(ts)),
+                daily_limit: self.limits.daily,
+                burst_count: self.burst.count(ts, window),
+                burst_threshold: self.burst_threshold,
+            });
+            self.apps[ai].rate_limited[cause.index()] += 1;
+        }
+
+        self.rpm.add(sec(ts), 1);
+        self.daily.add(minute(ts), 1);
+        let app = &mut self.apps[ai];
+        app.rpm.add(sec(ts), 1);
+        app.daily.add(minute(ts), 1);
+        app.requests[ev.outcome().index()] += 1;
+        if let Some(n) = ev.tokens {
+            let t = self.tokens.get_or_insert_with(TokenWindows::boxed);
+            t.tpm.add(sec(ts), n);
+            t.tpd.add(minute(ts), n);
+        }
+
+        let retry = &mut self.apps[ai].retry;
+        retry.note_retry_after(ts, ev.status, ev.retry_after_ms);
+        // A run of 429s long gone (a backfill) is not a storm now; within the horizon the
+        // run is read in arrival order, stamped no later than the present.
+        let storm = if ts < present.saturating_sub(HORIZON_MS) {
+            None
+        } else {
+            retry.on_response(ts.min(present), ev.status, s.detect.retry_storm_after)
+        };
+        if let (Some(change), true) = (storm, self.alerting) {
+            OrgAlerts::storm(
+                &self.name,
+                &self.apps[ai].name,
+                change,
+                ts.min(present),
+                out,
+            );
+        }
+
+        if let Some(threshold) = self.burst_threshold {
+            if late {
+                self.late_burst(ts, present, window, threshold, s, out);
+            } else {
+                let edge = self.burst.record(ts, window, threshold);
+                self.burst_edge(edge, present, s, out);
+            }
+        }
+
+        // Peaks are the highest window values at any event time. An event in order is the
+        // newest: its window is the one at the head. A late one also raises every window
+        // that ends after it and holds it, up to the present.
+        let (rpm_peak, daily_peak) = if late {
+            (
+                self.rpm.max_count(sec(ts), sec(ts) + RPM_WIDTH as i64 - 1),
+                self.daily
+                    .max_count(minute(ts), minute(ts) + DAILY_WIDTH as i64 - 1),
+            )
+        } else {
+            (self.rpm.count_at(sec(ts)), self.daily.count_at(minute(ts)))
+        };
+        self.peaks.rpm = self.peaks.rpm.max(rpm_peak);
+        self.peaks.daily = self.peaks.daily.max(daily_peak);
+
+        if matches!(ev.status, Some(200..=299))
+            && let Some(id) = &ev.job_id
+        {
+            self.start_job(ai, id, ts, s, overflow, out);
+        }
+
+        if self.alerting {
+            // Current-state alerts follow the present. A late event is judged there only for
+            // the dimensions whose present value it changed (it fell inside their window).
+            let now_holds =
+                |width: usize, bucket: fn(i64) -> i64| bucket(ts) > bucket(present) - width as i64;
+            let tokens = ev.tokens.is_some();
+            let judged = [
+                (Dimension::Rpm, now_holds(RPM_WIDTH, sec)),
+                (Dimension::Tpm, tokens && now_holds(RPM_WIDTH, sec)),
+                (Dimension::Daily, now_holds(DAILY_WIDTH, minute)),
+                (Dimension::Tpd, tokens && now_holds(DAILY_WIDTH, minute)),
+            ];
+            for (dim, changed) in judged {
+                if changed {
+                    let usage = self.usage_at(dim, present);
+                    self.judge(dim, usage, present, s, out);
+                }
+            }
+        }
+    }
+
+    /// A request older than the org's present, for burst detection, judged at its own time
+    /// and at the present. A burst it makes that is still on at the present opens now (the
+    /// alert is dated now, never before a transition already made); one that was over before
+    /// the present counts as an episode without an alert. Either counts only if it is not
+    /// the last episode known (a request up to one window before an episode began belongs
+    /// to the same run of requests).
+    pub(super) fn late_burst(
+        &mut self,
+        ts: i64,
+        present: i64,
+        window: i64,
+        threshold: u64,
+        s: &Settings,
+        out: &mut Vec<Transition>,
+    ) {
+        let before = self.burst.count(ts, window);
+        self.burst.insert_late(ts, window, threshold);
+        let known = self.alerts.in_known_burst(ts, window);
+        let completes = before < threshold && before + 1 >= threshold;
+        if !self.burst.is_open() && self.burst.count(present, window) >= threshold {
+            if !known {
+                self.burst.episodes += 1;
+            }
+            let edge = self.burst.open_now();
+            self.burst_edge(edge, present, s, out);
+        } else if completes && !known {
+            // A burst back then, over before the present (or before the open one began).
+            self.burst.episodes += 1;
+            self.alerts
+                .note_past_burst(ts, window, self.burst.is_open());
+        }
+    }
+
+    pub(super) fn burst_edge(
+        &mut self,
+        edge: Option<Edge>,
+        ts: i64,
+        s: &Settings,
+        out: &mut Vec<Transition>,
+    ) {
+        let (Some(edge), Some(threshold)) = (edge, self.burst_threshold) else {
+            return;
+        };
+        let count = self.burst.count(ts, s.detect.burst_window_ms);
+        self.alerts
+            .burst(&self.name, edge, ts, count, threshold, out);
+    }
+
+    /// Feeds one dimension's usage at `ts` to its alert state machines.
+    pub(super) fn judge(
+        &mut self,
+        dim: Dimension,
+        usage: u64,
+        ts: i64,
+        s: &Settings,
+        out: &mut Vec<Transition>,
+    ) {
+        let limit = dim.limit(&self.limits);
+        let rules = s.rules.for_org(&self.name);
+        self.alerts
+            .usage(&self.name, dim, usage, limit, ts, rules, out);
+    }
+
+    pub(super) fn start_job(
+        &mut self,
+        ai: usize,
+        id: &str,
+        ts: i64,
+        s: &Settings,
+        overflow: &mut Overflow,
+        out: &mut Vec<Transition>,
+    ) {
+        let present = self.present_ms;
+        let floor = present.saturating_sub(HORIZON_MS);
+        let d = &s.detect;
+        // A job that ended before its start arrived, or started so long ago that it would
+        // have been released by now: counted as what it was, never holding a slot now.
+        let finished = match self.early_ends.take(id) {
+            Some((end, outcome)) => Some((end.max(ts), outcome)),
+            None if ts.saturating_add(d.release_after_ms) <= present => {
+                Some((ts + d.release_after_ms, JobOutcome::TimedOut))
+            }
+            None => None,
+        };
+        if let Some((end, outcome)) = finished {
+            self.jobs_finished[outcome as usize] += 1;
+            if outcome != JobOutcome::TimedOut {
+                self.job_duration.observe((end - ts) as f64 / 1000.0);
+            }
+            if end - ts > d.stuck_after_ms {
+                self.ever_stuck += 1;
+            }
+            let others = self.jobs.in_flight_at(ts) as u64;
+            self.concurrency.start(ts, Some(end), others, floor);
+            return;
+        }
+        match self.jobs.start(id, ai as u32, ts) {
+            Start::Duplicate => return,
+            Start::Started => {}
+            Start::Evicted(old) => {
+                overflow.jobs += 1;
+                self.release_slot(&old);
+                self.concurrency.end(old.started_ms, ts, floor);
+            }
+        }
+        self.apps[ai].in_flight += 1;
+        let in_flight = self.jobs.in_flight() as u64;
+        let others = (self.jobs.in_flight_at(ts) as u64).saturating_sub(1);
+        self.concurrency.start(ts, None, others, floor);
+        if self.alerting {
+            self.judge(Dimension::Concurrency, in_flight, present, s, out);
+        }
+    }
+
+    /// Frees the app's slot of a job that left `jobs`.
+    pub(super) fn release_slot(&mut self, job: &jobs::Job) {
+        if let Some(app) = self.apps.get_mut(job.app as usize) {
+            app.in_flight = app.in_flight.saturating_sub(1);
+        }
+    }
+
+    pub(super) fn finish_job(
+        &mut self,
+        id: &str,
+        outcome: JobOutcome,
+        ts: i64,
+        s: &Settings,
+        out: &mut Vec<Transition>,
+    ) {
+        let present = self.present_ms;
+        let floor = present.saturating_sub(HORIZON_MS);
+        let Some(job) = self.jobs.finish(id) else {
+            // Its start may still come (another shipper, a later file): remembered for the
+            // horizon so that start is a finished job, not one in flight forever.
+            if ts >= floor {
+                self.early_ends.note(id, ts, outcome, EARLY_ENDS_PER_ORG);
+            }
+            tracing::debug!(org = %self.name, job_id = id, "finishing event for a job not in flight");
+            return;
+        };
+        self.release_slot(&job);
+        self.jobs_finished[outcome as usize] += 1;
+        self.job_duration
+            .observe((ts - job.started_ms).max(0) as f64 / 1000.0);
+        self.concurrency.end(job.started_ms, ts, floor);
+        if self.alerting {
+            let in_flight = self.jobs.in_flight() as u64;
+            self.judge(Dimension::Concurrency, in_flight, present, s, out);
+            if job.stuck {
+                self.judge_stuck(present, out);
+            }
+        }
+    }
+
+    pub(super) fn judge_stuck(&mut self, ts: i64, out: &mut Vec<Transition>) {
+        let stuck = self.jobs.stuck_count() as u64;
+        self.alerts.stuck(&self.name, stuck, ts, out);
+    }
+
+    pub(super) fn tick(&mut self, now: i64, s: &Settings, out: &mut Vec<Transition>) {
+        // Events may run a little ahead of the clock (live, up to 5 minutes): the clock
+        // never takes the org back behind what it has seen.
+        let now = self.advance_to(now);
+        let d = &s.detect;
+        if self.jobs.in_flight() > 0 {
+            let mut newly_stuck = 0;
+            let mut released = Vec::new();
+            self.jobs.advance(
+                now,
+                d.stuck_after_ms,
+                d.release_after_ms,
+                |_| newly_stuck += 1,
+                |j| released.push(*j),
+            );
+            self.ever_stuck += newly_stuck;
+            let floor = now.saturating_sub(HORIZON_MS);
+            for job in &released {
+                self.release_slot(job);
+                self.jobs_finished[JobOutcome::TimedOut as usize] += 1;
+                // It stopped holding a slot when it became due, whenever the clock noticed.
+                let due = job.started_ms.saturating_add(d.release_after_ms);
+                self.concurrency.end(job.started_ms, due.min(now), floor);
+            }
+        }
+        if !self.alerting {
+            return;
+        }
+        if let Some(threshold) = self.burst_threshold {
+            let edge = self.burst.tick(now, d.burst_window_ms, threshold);
+            self.burst_edge(edge, now, s, out);
+        }
+        self.judge_stuck(now, out);
+        for dim in Dimension::ALL {
+            if dim.limit(&self.limits) > 0 {
+                let usage = self.usage_at(dim, now);
+                self.judge(dim, usage, now, s, out);
+            }
+        }
+    }
+
+    pub(super) fn note_ratelimit(&mut self, ts: i64, rl: &RateLimitInfo) {
+        let reports = [
+            (
+                rl.remaining_requests,
+                rl.limit_requests,
+                rl.reset_requests_ms,
+            ),
+            (rl.remaining_tokens, rl.limit_tokens, rl.reset_tokens_ms),
+        ];
+        for (slot, (remaining, limit, reset)) in self.upstream.iter_mut().zip(reports) {
+            if let Some(remaining) = remaining
+                && slot.is_none_or(|r| ts >= r.ts_ms)
+            {
+                *slot = Some(UpstreamReport {
+                    ts_ms: ts,
+                    remaining,
+                    limit,
+                    reset_at_ms: reset.map(|ms| ts.saturating_add(ms)),
+                });
+            }
+        }
+    }
+
+    /// Seconds until one more request fits in `dim` at `now`: `None` for an unlimited
+    /// dimension, `Some(None)` when it waits on a job finishing.
+    pub(super) fn headroom_seconds(&self, dim: Dimension, now: i64) -> Option<Option<u64>> {
+        let limit = dim.limit(&self.limits);
+        if limit == 0 {
+            return None;
+        }
+        let tokens = self.tokens.as_deref();
+        let frees_at_ms = match dim {
+            Dimension::Concurrency => {
+                return Some(((self.jobs.in_flight() as u64) < limit).then_some(0));
+            }
+            Dimension::Rpm => self.rpm.frees_at(sec(now), limit) * 1_000,
+            Dimension::Daily => self.daily.frees_at(minute(now), limit) * 60_000,
+            Dimension::Tpm => tokens.map_or(now, |t| t.tpm.frees_at(sec(now), limit) * 1_000),
+            Dimension::Tpd => tokens.map_or(now, |t| t.tpd.frees_at(minute(now), limit) * 60_000),
+        };
+        Some(Some(((frees_at_ms - now).max(0) as u64).div_ceil(1_000)))
+    }
+
+    pub(super) fn snapshot(&self, now: i64, s: &Settings) -> OrgSnapshot {
+        let dims: Vec<Dimension> = Dimension::ALL
+            .into_iter()
+            .filter(|d| match d {
+                Dimension::Tpm | Dimension::Tpd => self.tokens.is_some(),
+                _ => true,
+            })
+            .collect();
+        let usage = dims.iter().map(|&d| (d, self.usage_at(d, now))).collect();
+        let limits = dims
+            .iter()
+            .filter_map(|&d| Some((d, d.limit(&self.limits))).filter(|(_, l)| *l > 0))
+            .collect();
+        let headroom = dims
+            .iter()
+            .filter_map(|&d| self.headroom_seconds(d, now).map(|h| (d, h)))
+            .collect();
+        let apps = self
+            .apps
+            .iter()
+            .map(|a| AppSnapshot {
+                app: a.name.clone(),
+                rpm: a.rpm.count_at(sec(now)),
+                daily: a.daily.count_at(minute(now)),
+                in_flight: a.in_flight,
+                requests: a.requests,
+                rate_limited: a.rate_limited,
+                retry_violations: a.retry_violations,
+            })
+            .collect();
+        let stuck_jobs = self
+            .jobs
+            .stuck_jobs()
+            .take(STUCK_LISTED)
+            .map(|(id, j)| StuckJob {
+                job_id: id.to_string(),
+                app: self
+                    .apps
+                    .get(j.app as usize)
+                    .map_or_else(|| Arc::from("default"), |a| a.name.clone()),
+                age_seconds: ((now - j.started_ms).max(0) / 1000) as u64,
+            })
+            .collect();
+        let mut alerts = Vec::new();
+        self.active_alerts(now, s, &mut alerts);
+        OrgSnapshot {
+            org: self.name.clone(),
+            tier: self.tier.clone(),
+            usage,
+            limits,
+            headroom_seconds: headroom,
+            apps,
+            stuck_jobs,
+            jobs_in_flight: self.jobs.in_flight() as u64,
+            jobs_stuck: self.jobs.stuck_count() as u64,
+            jobs_finished: self.jobs_finished,
+            job_duration: self.job_duration.clone(),
+            bursts: self.burst.episodes,
+            upstream_remaining: self.upstream.map(|r| r.and_then(|r| r.remaining_at(now))),
+            alerts,
+        }
+    }
+
+    pub(super) fn active_alerts(&self, now: i64, s: &Settings, out: &mut Vec<Transition>) {
+        if !self.alerting {
+            return;
+        }
+        let usage = |dim: Dimension| self.usage_at(dim, now);
+        let limit = |dim: Dimension| dim.limit(&self.limits);
+        let at = crate::detect::alerts::Now {
+            usage: &usage,
+            limit: &limit,
+            burst: self.burst.is_open().then(|| {
+                (
+                    self.burst.count(now, s.detect.burst_window_ms),
+                    self.burst_threshold,
+                )
+            }),
+            stuck: self.jobs.stuck_count() as u64,
+            storms: self
+                .apps
+                .iter()
+                .filter_map(|app| {
+                    let since = app.retry.storming()?;
+                    Some((app.name.clone(), since, app.retry.consecutive() as u64))
+                })
+                .collect(),
+        };
+        self.alerts
+            .active(&self.name, &at, now, s.rules.for_org(&self.name), out);
+    }
+
+    pub(super) fn report(&self) -> OrgReport {
+        let mut rate_limited = [0u64; Cause::ALL.len()];
+        let mut requests = 0;
+        let mut retry_violations = 0;
+        for app in &self.apps {
+            requests += app.requests.iter().sum::<u64>();
+            retry_violations += app.retry_violations;
+            for (total, n) in rate_limited.iter_mut().zip(app.rate_limited) {
+                *total += n;
+            }
+        }
+        OrgReport {
+            org: self.name.clone(),
+            requests,
+            peaks: Peaks {
+                concurrency: self.peaks.concurrency.max(self.concurrency.peak()),
+                ..self.peaks
+            },
+            rate_limited,
+            bursts: self.burst.episodes,
+            stuck_jobs: self.ever_stuck,
+            retry_violations,
+        }
+    }
+}
+
+impl TokenWindows {
+    pub(super) fn boxed() -> Box<TokenWindows> {
+        Box::new(TokenWindows {
+            tpm: Window::new(RPM_WIDTH, RPM_SLACK),
+            tpd: Window::new(DAILY_WIDTH, DAILY_SLACK),
+        })
+    }
+}

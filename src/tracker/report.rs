@@ -1,0 +1,174 @@
+//! What the tracker answers about an org: its load for admission, a snapshot for `/v1/usage`
+//! and `/metrics`, and replay's totals.
+
+use std::sync::Arc;
+
+use crate::detect::{Cause, Transition};
+use crate::events::Outcome;
+use crate::model::{Dimension, Limits};
+
+use super::jobs::{DurationHistogram, JobOutcome};
+
+/// Usage and limits of one org, for admission control.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrgLoad {
+    /// Requests in the rolling minute.
+    pub rpm: u64,
+    /// Requests in the rolling 24 h.
+    pub daily: u64,
+    /// Jobs in flight.
+    pub in_flight: u64,
+    /// The org's limits.
+    pub limits: Limits,
+}
+
+/// One app in a snapshot.
+#[derive(Debug, Clone)]
+pub struct AppSnapshot {
+    /// App name.
+    pub app: Arc<str>,
+    /// Requests in the rolling minute.
+    pub rpm: u64,
+    /// Requests in the rolling 24 h.
+    pub daily: u64,
+    /// Jobs in flight.
+    pub in_flight: u64,
+    /// Requests by [`Outcome`] index.
+    pub requests: [u64; Outcome::ALL.len()],
+    /// 429s by [`Cause`] index.
+    pub rate_limited: [u64; Cause::ALL.len()],
+    /// Requests before a Retry-After elapsed.
+    pub retry_violations: u64,
+}
+
+/// A stuck job in a snapshot.
+#[derive(Debug, Clone)]
+pub struct StuckJob {
+    /// Job id.
+    pub job_id: String,
+    /// Its app.
+    pub app: Arc<str>,
+    /// Seconds in flight.
+    pub age_seconds: u64,
+}
+
+/// One org at a point in time.
+#[derive(Debug, Clone)]
+pub struct OrgSnapshot {
+    /// Org name.
+    pub org: Arc<str>,
+    /// Tier name.
+    pub tier: Arc<str>,
+    /// Usage of every tracked dimension, limited or not.
+    pub usage: Vec<(Dimension, u64)>,
+    /// Limits of limited dimensions.
+    pub limits: Vec<(Dimension, u64)>,
+    /// Seconds until one more request fits, per limited dimension (`None` = waits on a job).
+    pub headroom_seconds: Vec<(Dimension, Option<u64>)>,
+    /// Apps.
+    pub apps: Vec<AppSnapshot>,
+    /// Stuck jobs, oldest first (at most 100).
+    pub stuck_jobs: Vec<StuckJob>,
+    /// Jobs in flight.
+    pub jobs_in_flight: u64,
+    /// Jobs stuck now.
+    pub jobs_stuck: u64,
+    /// Jobs finished by [`JobOutcome`] index.
+    pub jobs_finished: [u64; JobOutcome::ALL.len()],
+    /// Durations of finished jobs.
+    pub job_duration: DurationHistogram,
+    /// Bursts so far.
+    pub bursts: u64,
+    /// Upstream's remaining requests and tokens at the snapshot's time, when reported: the
+    /// limit again once the reported reset has passed (absent if the limit is unknown).
+    pub upstream_remaining: [Option<u64>; 2],
+    /// Alerts firing now.
+    pub alerts: Vec<Transition>,
+}
+
+impl OrgSnapshot {
+    /// Usage of `dim`, if tracked.
+    pub fn usage_of(&self, dim: Dimension) -> Option<u64> {
+        self.usage.iter().find(|(d, _)| *d == dim).map(|(_, v)| *v)
+    }
+
+    /// Limit of `dim`, if limited.
+    pub fn limit_of(&self, dim: Dimension) -> Option<u64> {
+        self.limits.iter().find(|(d, _)| *d == dim).map(|(_, v)| *v)
+    }
+}
+
+/// Replay totals of one org.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrgReport {
+    /// Org name.
+    pub org: Arc<str>,
+    /// Requests of any status.
+    pub requests: u64,
+    /// Highest window values.
+    pub peaks: Peaks,
+    /// 429s by [`Cause`] index.
+    pub rate_limited: [u64; Cause::ALL.len()],
+    /// Burst episodes.
+    pub bursts: u64,
+    /// Jobs that were ever stuck.
+    pub stuck_jobs: u64,
+    /// Retry-After violations.
+    pub retry_violations: u64,
+}
+
+/// Events routed to shared overflow series, by kind (`series_overflow_total{kind}`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Overflow {
+    /// Events of orgs past `max_orgs`.
+    pub orgs: u64,
+    /// Events of apps past `max_apps_per_org`.
+    pub apps: u64,
+    /// Jobs dropped past `max_jobs_per_org`.
+    pub jobs: u64,
+}
+
+/// Highest window values seen at any event time (replay's `peak_*`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Peaks {
+    /// Highest rpm usage.
+    pub rpm: u64,
+    /// Highest 24 h usage.
+    pub daily: u64,
+    /// Most jobs in flight.
+    pub concurrency: u64,
+}
+
+/// How long an upstream report without a reset time is believed: the limits reported this
+/// way are per minute (OpenAI's `x-ratelimit-*-requests`, `-tokens`).
+pub const UPSTREAM_UNTIMED_MS: i64 = 60_000;
+
+/// What the upstream last said about one limit (`x-ratelimit-*`), with when it said it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UpstreamReport {
+    /// Event time of the report.
+    pub ts_ms: i64,
+    /// `remaining`.
+    pub remaining: u64,
+    /// `limit`, when reported.
+    pub limit: Option<u64>,
+    /// When `remaining` is back to `limit`, when a reset was reported.
+    pub reset_at_ms: Option<i64>,
+}
+
+impl UpstreamReport {
+    /// What is left at `now`: the report's `remaining` until its reset time, then the limit
+    /// again, or nothing when the limit is unknown (never a stale 0). A report without a reset
+    /// time holds for [`UPSTREAM_UNTIMED_MS`].
+    pub fn remaining_at(&self, now: i64) -> Option<u64> {
+        let reset = self
+            .reset_at_ms
+            .unwrap_or(self.ts_ms.saturating_add(UPSTREAM_UNTIMED_MS));
+        if reset <= now {
+            // Without a reset time nothing says the limit is back either: no value.
+            self.limit.filter(|_| self.reset_at_ms.is_some())
+        } else {
+            Some(self.remaining)
+        }
+    }
+}

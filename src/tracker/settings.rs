@@ -1,0 +1,82 @@
+//! What the tracker takes from the config, and the sizes every part of it shares (window
+//! widths and slack, caps per org).
+
+use std::sync::Arc;
+
+use crate::config::{AlertsConfig, Config, DetectConfig};
+use crate::detect::alerts::AlertRules;
+use crate::model::Limits;
+
+/// Seconds in an rpm window: the current one and the 60 before (never fewer than 60 s).
+pub(super) const RPM_WIDTH: usize = 61;
+/// Seconds behind the newest request that the rpm window still answers exactly; covers the
+/// 5 minutes live events may run ahead of the wall clock.
+pub(super) const RPM_SLACK: usize = 300;
+/// Minutes in a daily window: the current one and the 1 440 before.
+pub(super) const DAILY_WIDTH: usize = 1441;
+/// Minutes behind the newest request that the daily window still answers exactly.
+pub(super) const DAILY_SLACK: usize = 5;
+
+/// Most job ends kept per org waiting for their starts (about 170 bytes each).
+pub(super) const EARLY_ENDS_PER_ORG: usize = 256;
+
+/// Most stuck jobs listed per org in `/v1/usage`.
+pub(super) const STUCK_LISTED: usize = 100;
+
+pub(super) fn sec(ts: i64) -> i64 {
+    ts.div_euclid(1_000)
+}
+
+pub(super) fn minute(ts: i64) -> i64 {
+    ts.div_euclid(60_000)
+}
+
+/// What the tracker needs from the config, copied once.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `[detect]`.
+    pub detect: DetectConfig,
+    /// `[alerts]` thresholds.
+    pub alerts: AlertsConfig,
+    /// The level rules each org's alerts follow.
+    pub rules: AlertRules,
+    /// Tier name of unconfigured orgs.
+    pub default_tier: Arc<str>,
+    /// Limits of unconfigured orgs.
+    pub default_limits: Limits,
+    /// `max_orgs`.
+    pub max_orgs: usize,
+    /// `max_apps_per_org`.
+    pub max_apps_per_org: usize,
+    /// `max_jobs_per_org`.
+    pub max_jobs_per_org: usize,
+    /// `max_request_ids`.
+    pub max_request_ids: usize,
+    /// `max_new_orgs_per_second`.
+    pub max_new_orgs_per_second: usize,
+}
+
+impl Settings {
+    /// Takes what the tracker needs from `config`.
+    pub fn from_config(config: &Config) -> Settings {
+        Settings {
+            detect: config.detect.clone(),
+            alerts: config.alerts.clone(),
+            rules: AlertRules::from_config(config),
+            default_tier: config.limits.default_tier.as_str().into(),
+            default_limits: config.default_limits(),
+            max_orgs: config.limits.max_orgs,
+            max_apps_per_org: config.limits.max_apps_per_org,
+            max_jobs_per_org: config.limits.max_jobs_per_org,
+            max_request_ids: config.limits.max_request_ids,
+            max_new_orgs_per_second: config.limits.max_new_orgs_per_second,
+        }
+    }
+}
+
+/// Jobs an org may have in flight: an org allowed more concurrent jobs than
+/// `max_jobs_per_org` must still be able to reach its thresholds.
+pub(super) fn job_cap(s: &Settings, limits: &Limits) -> usize {
+    s.max_jobs_per_org
+        .max(usize::try_from(limits.concurrency.saturating_mul(2)).unwrap_or(usize::MAX))
+}
