@@ -56,7 +56,7 @@ impl App {
 /// One tracked org.
 ///
 /// Serialized for snapshots without what the config decides (tier, limits, thresholds,
-/// caps): [`Tracker::restore`] takes those from the config in use, so a changed tier
+/// caps): [`crate::tracker::Tracker::restore`] takes those from the config in use, so a changed tier
 /// applies to state recorded under the old one.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Org {
