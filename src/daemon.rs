@@ -18,10 +18,11 @@ use tokio::sync::watch;
 use crate::alerts::Delivery;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::live::{Live, RecoverError};
+use crate::live::{Live, RecoverError, Writer};
+use crate::metrics::{Metrics, Recovering};
 use crate::scheduler::Scheduler;
 use crate::scheduler::dispatch::Dispatcher;
-use crate::server::{ApiState, Tokens, conn, lane_router, router};
+use crate::server::{ApiState, Parts, Tokens, conn, lane_router, router, starting_router};
 use crate::sources::Sources;
 use crate::store::StoreError;
 use crate::store::sqlite::SqliteStore;
@@ -110,7 +111,7 @@ pub struct Daemon {
     config: Config,
     listener: TcpListener,
     store: SqliteStore,
-    state: ApiState,
+    tokens: Tokens,
     clock: Arc<dyn Clock>,
     /// `run --recover`: start from what can be read of a damaged store.
     salvage: bool,
@@ -175,7 +176,7 @@ impl Daemon {
             config: config.clone(),
             listener,
             store,
-            state: ApiState::starting(config, tokens),
+            tokens,
             clock,
             salvage,
         })
@@ -187,6 +188,12 @@ impl Daemon {
     }
 
     /// Serves until `shutdown` resolves, then drains, flushes and returns.
+    ///
+    /// While stored state is recovered the listener answers `/healthz`, `/metrics` (the
+    /// registry alone) and `503 starting`. Then every part is built (metrics over the live
+    /// state, delivery, scheduler and dispatcher, sources), the API is handed them whole and
+    /// replaces the starting routes, and the daemon turns ready. If any step fails, whatever
+    /// was started is stopped (and the store flushed) before the error is returned.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -195,14 +202,18 @@ impl Daemon {
             config,
             listener,
             store,
-            state,
+            tokens,
             clock,
             salvage,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
 
-        let app = router(state.clone());
-        let lane = lane_router(state.clone());
+        let recovering = Arc::new(Metrics::new(Arc::new(Recovering), config.offpeak.clone()));
+        let starting = starting_router(Arc::new(tokens.clone()), recovering);
+        let (routers, routers_rx) = watch::channel(conn::Routers {
+            app: starting.clone(),
+            lane: starting,
+        });
         let open_files = conn::raise_open_files();
         let limits = conn::Limits {
             header_read_timeout: config.server.header_read_timeout,
@@ -218,9 +229,22 @@ impl Daemon {
             max_connections = limits.max_connections,
             "connection limits"
         );
-        let server = tokio::spawn(conn::serve(listener, app, lane, limits, stop_rx.clone()));
+        let mut started = Started {
+            stop: stop_tx,
+            server: Some(tokio::spawn(conn::serve(
+                listener,
+                routers_rx,
+                limits,
+                stop_rx.clone(),
+            ))),
+            ticker: None,
+            dispatcher: None,
+            delivery: None,
+            sources: None,
+            writer: None,
+        };
 
-        let started = std::time::Instant::now();
+        let began = std::time::Instant::now();
         let recover_config = config.clone();
         let (to_delivery, delivery_rx) = tokio::sync::mpsc::unbounded_channel();
         let recovered = tokio::task::spawn_blocking(move || {
@@ -249,53 +273,74 @@ impl Daemon {
             }
         })
         .await
-        .map_err(|e| DaemonError::Serve(std::io::Error::other(e)))?;
+        .map_err(|e| DaemonError::Serve(std::io::Error::other(e)));
         let (live, writer, mut recovery) = match recovered {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = stop_tx.send(true);
-                let _ = server.await;
-                return Err(e.into());
-            }
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return started.abandon(e.into()).await,
+            Err(e) => return started.abandon(e).await,
         };
+        started.writer = Some(writer);
         tracing::info!(
             from_snapshot = recovery.from_snapshot,
             replayed = recovery.replayed,
-            took_ms = started.elapsed().as_millis() as u64,
+            took_ms = began.elapsed().as_millis() as u64,
             "state recovered"
         );
-        let _ = state.live.set(live.clone());
+
+        let metrics = Arc::new(Metrics::new(Arc::new(live.clone()), config.offpeak.clone()));
         let pending_notifications = recovery.outbox.len();
-        let delivery = Delivery::start(
+        let delivery = match Delivery::start(
             &config.alerts,
             live.clone(),
-            state.metrics.clone(),
+            metrics.clone(),
             std::mem::take(&mut recovery.outbox),
             delivery_rx,
-        )
-        .map_err(DaemonError::Channel)?;
-        let _ = state.channels.set(delivery.states());
+        ) {
+            Ok(d) => d,
+            Err(e) => return started.abandon(DaemonError::Channel(e)).await,
+        };
+        let channels = delivery.states();
+        started.delivery = Some(delivery);
         let scheduler = Arc::new(Scheduler::new(
             &config,
             live.clone(),
-            state.metrics.clone(),
+            metrics.clone(),
             std::mem::take(&mut recovery.batches),
             std::mem::take(&mut recovery.batch_items),
         ));
-        let dispatcher = Dispatcher::start(scheduler.clone(), live.clone(), state.metrics.clone())
-            .map_err(DaemonError::Channel)?;
-        let _ = state.scheduler.set(scheduler);
+        match Dispatcher::start(scheduler.clone(), live.clone(), metrics.clone()) {
+            Ok(d) => started.dispatcher = Some(d),
+            Err(e) => return started.abandon(DaemonError::Channel(e)).await,
+        }
         if pending_notifications > 0 {
             tracing::info!(
                 pending_notifications,
                 "resuming delivery of stored notifications"
             );
         }
-        let sources = Sources::start(&config, &live, &state.metrics, &recovery)
-            .map_err(DaemonError::Serve)?;
-        let _ = state.sources.set(sources.health());
+        let sources = match Sources::start(&config, &live, &metrics, &recovery) {
+            Ok(s) => s,
+            Err(e) => return started.abandon(DaemonError::Serve(e)).await,
+        };
+        let health = sources.health();
+        started.sources = Some(sources);
 
-        let ticker = {
+        let state = ApiState::with_parts(
+            &config,
+            tokens,
+            Parts {
+                live: live.clone(),
+                metrics,
+                sources: health,
+                channels: Some(channels),
+                scheduler: Some(scheduler),
+            },
+        );
+        routers.send_replace(conn::Routers {
+            app: router(state.clone()),
+            lane: lane_router(state.clone()),
+        });
+        started.ticker = Some({
             let live = live.clone();
             let mut stop = stop_rx.clone();
             tokio::spawn(async move {
@@ -308,7 +353,7 @@ impl Daemon {
                     }
                 }
             })
-        };
+        });
 
         state.ready.store(true, Ordering::Release);
         tracing::info!(store = %config.storage.path.display(), "ready");
@@ -316,22 +361,55 @@ impl Daemon {
         shutdown.await;
         tracing::info!("shutting down: no new requests, finishing those in progress");
         state.ready.store(false, Ordering::Release);
-        let _ = stop_tx.send(true);
+        started.stop().await
+    }
+}
 
-        let result = match tokio::time::timeout(DRAIN, server).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(join)) => Err(DaemonError::Serve(std::io::Error::other(join))),
-            Err(_) => {
-                tracing::warn!("requests still open after {DRAIN:?}; closing them");
-                Ok(())
-            }
-        };
-        let _ = ticker.await;
-        dispatcher.stop().await;
-        delivery.stop().await;
+/// What [`Daemon::run`] has started, stopped in reverse order by [`Started::stop`]: on
+/// shutdown, and when a later step of start-up fails.
+struct Started {
+    stop: watch::Sender<bool>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    ticker: Option<tokio::task::JoinHandle<()>>,
+    dispatcher: Option<Dispatcher>,
+    delivery: Option<Delivery>,
+    sources: Option<Sources>,
+    writer: Option<Writer>,
+}
+
+impl Started {
+    /// Stops everything started (requests in progress get [`DRAIN`]), flushes the store and
+    /// joins every task and thread.
+    async fn stop(mut self) -> Result<(), DaemonError> {
+        let _ = self.stop.send(true);
+        let mut result = Ok(());
+        if let Some(server) = self.server.take() {
+            result = match tokio::time::timeout(DRAIN, server).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(join)) => Err(DaemonError::Serve(std::io::Error::other(join))),
+                Err(_) => {
+                    tracing::warn!("requests still open after {DRAIN:?}; closing them");
+                    Ok(())
+                }
+            };
+        }
+        if let Some(ticker) = self.ticker.take() {
+            let _ = ticker.await;
+        }
+        if let Some(dispatcher) = self.dispatcher.take() {
+            dispatcher.stop().await;
+        }
+        if let Some(delivery) = self.delivery.take() {
+            delivery.stop().await;
+        }
+        let (sources, writer) = (self.sources.take(), self.writer.take());
         if tokio::task::spawn_blocking(move || {
-            sources.stop();
-            writer.shutdown();
+            if let Some(sources) = sources {
+                sources.stop();
+            }
+            if let Some(writer) = writer {
+                writer.shutdown();
+            }
         })
         .await
         .is_err()
@@ -340,6 +418,13 @@ impl Daemon {
         }
         tracing::info!("stopped");
         result
+    }
+
+    /// Start-up failed with `error`: stops what was started, then returns the error.
+    async fn abandon(self, error: DaemonError) -> Result<(), DaemonError> {
+        tracing::error!(%error, "start-up failed; stopping what was started");
+        let _ = self.stop().await;
+        Err(error)
     }
 }
 
@@ -354,4 +439,57 @@ pub async fn run(
         tracing::info!(%addr, "listening");
     }
     daemon.run(shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failed_start_stops_what_was_started() {
+        // The server is up (answering /healthz while state is recovered) when a later step
+        // fails: it must be stopped, not left serving, and the error returned as it was.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = Config::default();
+        let recovering = Arc::new(Metrics::new(Arc::new(Recovering), config.offpeak.clone()));
+        let starting = starting_router(Arc::new(Tokens::default()), recovering);
+        let (_routers, routers_rx) = watch::channel(conn::Routers {
+            app: starting.clone(),
+            lane: starting,
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let limits = conn::Limits {
+            header_read_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            write_timeout: Duration::from_secs(1),
+            max_connections: 16,
+        };
+        let started = Started {
+            stop,
+            server: Some(tokio::spawn(conn::serve(
+                listener, routers_rx, limits, stop_rx,
+            ))),
+            ticker: None,
+            dispatcher: None,
+            delivery: None,
+            sources: None,
+            writer: None,
+        };
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_ok(),
+            "serving"
+        );
+        let result = started
+            .abandon(DaemonError::Channel("channel x: no way out".into()))
+            .await;
+        assert!(
+            matches!(&result, Err(DaemonError::Channel(m)) if m == "channel x: no way out"),
+            "{result:?}"
+        );
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "the listener is closed once start-up failed"
+        );
+    }
 }

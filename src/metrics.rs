@@ -109,6 +109,20 @@ pub trait ScrapeSource: Send + Sync {
     fn scrape(&self) -> Option<Scraped>;
 }
 
+/// No scrape-time values: stored state is still being recovered, so `/metrics` shows the
+/// registry alone.
+pub struct Recovering;
+
+impl ScrapeSource for Recovering {
+    fn now_ms(&self) -> Option<i64> {
+        None
+    }
+
+    fn scrape(&self) -> Option<Scraped> {
+        None
+    }
+}
+
 impl Metrics {
     /// Registers every metric; tracker-derived ones are read from `source` at scrape time.
     pub fn new(source: Arc<dyn ScrapeSource>, offpeak: OffPeak) -> Metrics {

@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::upstream::{Misbehave, Upstream};
@@ -370,10 +370,7 @@ fn offpeak_batches_start_when_the_injected_clock_opens_the_window() {
     let friday_14h = 1_795_806_000_000;
     let clock = Arc::new(ManualClock::new(friday_14h));
     let live = Live::in_memory(Tracker::new(&cfg), clock.clone());
-    let metrics = Arc::new(Metrics::new(
-        Arc::new(OnceLock::from(live.clone())),
-        cfg.offpeak.clone(),
-    ));
+    let metrics = Arc::new(Metrics::new(Arc::new(live.clone()), cfg.offpeak.clone()));
     let sched = Arc::new(Scheduler::new(
         &cfg,
         live.clone(),

@@ -564,14 +564,14 @@ fn log(transitions: &[Transition]) {
     }
 }
 
-/// Scrape-time values for `/metrics`, once state has been recovered.
-impl crate::metrics::ScrapeSource for std::sync::OnceLock<Live> {
+/// Scrape-time values for `/metrics`.
+impl crate::metrics::ScrapeSource for Live {
     fn now_ms(&self) -> Option<i64> {
-        self.get().map(Live::now_ms)
+        Some(Live::now_ms(self))
     }
 
     fn scrape(&self) -> Option<crate::metrics::Scraped> {
-        let live = self.get()?;
+        let live = self;
         let now_ms = live.now_ms();
         let (overflow, new_orgs_refused) =
             live.with_tracker(|t| (t.overflow(), t.new_orgs_refused()));

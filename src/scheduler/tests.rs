@@ -1,6 +1,5 @@
 //! Scheduler decisions with an injected clock: no HTTP, no waiting.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -37,10 +36,7 @@ fn fixture(extra: &str, at: i64) -> Fixture {
     let cfg = config(extra);
     let clock = Arc::new(ManualClock::new(at));
     let live = Live::in_memory(Tracker::new(&cfg), clock.clone());
-    let metrics = Arc::new(Metrics::new(
-        Arc::new(OnceLock::from(live.clone())),
-        cfg.offpeak.clone(),
-    ));
+    let metrics = Arc::new(Metrics::new(Arc::new(live.clone()), cfg.offpeak.clone()));
     let sched = Scheduler::new(&cfg, live.clone(), metrics, Vec::new(), Vec::new());
     Fixture { clock, live, sched }
 }
@@ -254,10 +250,7 @@ fn restored_in_flight_items_are_sent_again_with_their_key() {
         )
     };
     let cfg = config("");
-    let metrics = Arc::new(Metrics::new(
-        Arc::new(OnceLock::from(f.live.clone())),
-        cfg.offpeak.clone(),
-    ));
+    let metrics = Arc::new(Metrics::new(Arc::new(f.live.clone()), cfg.offpeak.clone()));
     let restored = Scheduler::new(&cfg, f.live.clone(), metrics, batches, items);
     let again = match restored.next("u", FRI_14H + 5_000) {
         Next::Send(d) => d,
@@ -347,10 +340,7 @@ fn batch_limits_and_validation() {
         .unwrap();
         let clock = Arc::new(ManualClock::new(FRI_14H));
         let live = Live::in_memory(Tracker::new(&cfg), clock);
-        let metrics = Arc::new(Metrics::new(
-            Arc::new(OnceLock::from(live.clone())),
-            cfg.offpeak.clone(),
-        ));
+        let metrics = Arc::new(Metrics::new(Arc::new(live.clone()), cfg.offpeak.clone()));
         Scheduler::new(&cfg, live, metrics, Vec::new(), Vec::new())
     };
     assert!(matches!(
@@ -520,10 +510,7 @@ fn batches_stored_before_retention_existed_still_load() {
     let cfg = config("retention = \"1h\"\n");
     let clock = Arc::new(ManualClock::new(FRI_14H));
     let live = Live::in_memory(Tracker::new(&cfg), clock.clone());
-    let metrics = Arc::new(Metrics::new(
-        Arc::new(OnceLock::from(live.clone())),
-        cfg.offpeak.clone(),
-    ));
+    let metrics = Arc::new(Metrics::new(Arc::new(live.clone()), cfg.offpeak.clone()));
     let sched = Scheduler::new(
         &cfg,
         live,

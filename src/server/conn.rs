@@ -69,12 +69,22 @@ pub fn default_max_connections(open_files: u64) -> usize {
     usize::try_from(open_files.saturating_sub(256).max(64)).unwrap_or(usize::MAX)
 }
 
-/// Serves `app` on `listener` within `limits` (and `lane` beyond them) until `stop` turns
-/// true; then every connection finishes its request in progress and closes.
+/// What connections are answered with: the API, and the spare lane's routes. The daemon
+/// hands over a new pair when start-up is done (recovering, then running); each request is
+/// answered by the pair current when it arrives.
+#[derive(Clone)]
+pub struct Routers {
+    /// Connections within `max_connections`.
+    pub app: Router,
+    /// The spare lane beyond them ([`LANE`]).
+    pub lane: Router,
+}
+
+/// Serves `routers` on `listener` within `limits` (and the lane beyond them) until `stop`
+/// turns true; then every connection finishes its request in progress and closes.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
-    lane: Router,
+    routers: watch::Receiver<Routers>,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -108,7 +118,7 @@ pub async fn serve(
         if let Ok(permit) = open.clone().try_acquire_owned() {
             connections.spawn(connection(
                 stream,
-                app.clone(),
+                (routers.clone(), false),
                 limits,
                 true,
                 stop.clone(),
@@ -117,7 +127,7 @@ pub async fn serve(
         } else if let Ok(permit) = spare.clone().try_acquire_owned() {
             connections.spawn(connection(
                 stream,
-                lane.clone(),
+                (routers.clone(), true),
                 lane_limits,
                 false,
                 stop.clone(),
@@ -209,7 +219,7 @@ impl Activity {
 
 async fn connection(
     stream: TcpStream,
-    app: Router,
+    (routers, lane): (watch::Receiver<Routers>, bool),
     limits: Limits,
     keep_alive: bool,
     mut stop: watch::Receiver<bool>,
@@ -228,7 +238,8 @@ async fn connection(
         activity: activity.clone(),
     });
     let service = hyper_util::service::TowerToHyperService::new(Tracked {
-        inner: app,
+        routers,
+        lane,
         activity: activity.clone(),
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -318,7 +329,8 @@ impl AsyncWrite for Watched {
 /// is done (or dropped).
 #[derive(Clone)]
 struct Tracked {
-    inner: Router,
+    routers: watch::Receiver<Routers>,
+    lane: bool,
     activity: Arc<Activity>,
 }
 
@@ -334,7 +346,14 @@ impl tower::Service<Request<Incoming>> for Tracked {
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
         self.activity.request_started();
         let guard = InProgress(self.activity.clone());
-        let mut router = self.inner.clone();
+        let mut router = {
+            let r = self.routers.borrow();
+            if self.lane {
+                r.lane.clone()
+            } else {
+                r.app.clone()
+            }
+        };
         let activity = self.activity.clone();
         Box::pin(async move {
             let resp = tower::Service::call(&mut router, req.map(Body::new)).await?;

@@ -11,9 +11,10 @@ pub mod conn;
 mod encoding;
 mod error;
 mod json;
+mod state;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
@@ -27,107 +28,47 @@ use tokio::sync::Semaphore;
 
 pub use auth::{Secret, Tokens};
 
-use crate::alerts::ChannelStates;
-use crate::clock::Clock;
-use crate::config::Config;
 use crate::events::format::LineFormat;
 use crate::events::intake::{Tally, body_records};
 use crate::events::{FieldError, ParseContext, Reason, Rejection};
 use crate::live::Live;
 use crate::metrics::Metrics;
-use crate::offpeak::OffPeak;
 use crate::scheduler::{BatchError, NewBatch, Scheduler};
-use crate::sources::Health;
-use crate::tracker::Tracker;
 use encoding::CodingError;
 pub use error::ApiError;
+pub use state::{ApiState, DURABLE_WAIT, INGEST_CONCURRENCY, LARGE_ANSWERS, Parts};
 
-/// How long a request waits for the store to confirm what it changed.
-pub const DURABLE_WAIT: Duration = Duration::from_secs(30);
 /// Events of a body parsed before they are applied (see [`ingest_body`]).
 const APPLY_SLICE: usize = 4096;
 /// Most per-event errors listed in one ingest answer (the counts stay exact).
 const MAX_LISTED_ERRORS: usize = 100;
-/// Ingest requests processed at once; past this the daemon answers 429 rather than queue
-/// without bound.
-pub const INGEST_CONCURRENCY: usize = 64;
-/// Large answers (`/metrics`, `/v1/usage`: tens of MB at tens of thousands of series) built
-/// and held at once; each is held until its client has taken it (at most `write_timeout`), so
-/// slow readers cannot multiply the daemon's memory.
-pub const LARGE_ANSWERS: usize = 4;
 /// How long a request for a large answer waits for its turn before `503 busy`.
 const LARGE_ANSWER_WAIT: Duration = Duration::from_secs(10);
 
-/// Everything the handlers share.
-#[derive(Clone)]
-pub struct ApiState {
-    /// Tracker, clock and journal; empty until start-up recovery has finished.
-    pub live: Arc<OnceLock<Live>>,
-    /// Metric registry.
-    pub metrics: Arc<Metrics>,
-    /// Bearer tokens per route group.
-    pub tokens: Arc<Tokens>,
-    /// Largest accepted body.
-    pub max_body_bytes: usize,
-    /// A body must arrive within this long (408 otherwise).
-    pub body_read_timeout: Duration,
-    /// How long a change waits for the store's confirmation ([`DURABLE_WAIT`]).
-    pub durable_wait: Duration,
-    /// Readiness: state recovered and intake running.
-    pub ready: Arc<AtomicBool>,
-    /// Health of the file sources (empty until they start).
-    pub sources: Arc<OnceLock<Vec<Arc<Health>>>>,
-    /// Delivery state of the notification channels (empty until delivery starts).
-    pub channels: Arc<OnceLock<ChannelStates>>,
-    /// The batch scheduler (empty until start-up recovery has finished).
-    pub scheduler: Arc<OnceLock<Arc<Scheduler>>>,
-    /// Off-peak windows.
-    pub offpeak: OffPeak,
-    /// Ingest admission.
-    pub ingest_slots: Arc<Semaphore>,
-    /// Request bodies in memory, across requests (`max_inflight_bytes`).
-    pub bodies: body::Budget,
-    /// Turns for large answers ([`LARGE_ANSWERS`]).
-    pub large_answers: Arc<Semaphore>,
-}
-
-impl ApiState {
-    /// In-memory state for `config` with the given tokens and clock (tests); not ready until
-    /// the caller says so.
-    pub fn new(config: &Config, tokens: Tokens, clock: Arc<dyn Clock>) -> ApiState {
-        let st = ApiState::starting(config, tokens);
-        let _ = st.live.set(Live::in_memory(Tracker::new(config), clock));
-        st
+/// What is answered while stored state is being recovered: `/healthz`, `/metrics` (the
+/// registry alone: nothing is tracked yet), and `503 starting` for everything else.
+pub fn starting_router(tokens: Arc<Tokens>, metrics: Arc<Metrics>) -> Router {
+    #[derive(Clone)]
+    struct Starting {
+        tokens: Arc<Tokens>,
+        metrics: Arc<Metrics>,
+        large_answers: Arc<Semaphore>,
     }
-
-    /// State whose [`Live`] arrives later (after recovery); routes that need it answer 503
-    /// until then.
-    pub fn starting(config: &Config, tokens: Tokens) -> ApiState {
-        let live = Arc::new(OnceLock::new());
-        let metrics = Arc::new(Metrics::new(live.clone(), config.offpeak.clone()));
-        ApiState {
-            live,
-            metrics,
-            tokens: Arc::new(tokens),
-            max_body_bytes: config.server.max_body_bytes,
-            body_read_timeout: config.server.body_read_timeout,
-            durable_wait: DURABLE_WAIT,
-            ready: Arc::new(AtomicBool::new(false)),
-            sources: Arc::new(OnceLock::new()),
-            channels: Arc::new(OnceLock::new()),
-            scheduler: Arc::new(OnceLock::new()),
-            offpeak: config.offpeak.clone(),
-            ingest_slots: Arc::new(Semaphore::new(INGEST_CONCURRENCY)),
-            bodies: body::Budget::new(config.server.max_inflight_bytes),
-            large_answers: Arc::new(Semaphore::new(LARGE_ANSWERS)),
-        }
-    }
-}
-
-impl ApiState {
-    fn live(&self) -> Result<&Live, ApiError> {
-        self.live.get().ok_or_else(starting)
-    }
+    let st = Starting {
+        tokens,
+        metrics,
+        large_answers: Arc::new(Semaphore::new(LARGE_ANSWERS)),
+    };
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route(
+            "/metrics",
+            get(async |State(st): State<Starting>, headers: HeaderMap| {
+                metrics_answer(&st.tokens, &st.metrics, &st.large_answers, &headers).await
+            }),
+        )
+        .fallback(async || starting())
+        .with_state(st)
 }
 
 /// What every route that needs recovered state answers until it is.
@@ -222,10 +163,7 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn readyz(State(st): State<ApiState>) -> Response {
-    let live = match st.live() {
-        Ok(live) => live,
-        Err(e) => return e.into_response(),
-    };
+    let live = &st.live;
     if !live.healthy() {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -236,9 +174,7 @@ async fn readyz(State(st): State<ApiState>) -> Response {
     }
     let waiting: Vec<&str> = st
         .sources
-        .get()
-        .into_iter()
-        .flatten()
+        .iter()
         .filter(|h| !h.ready.load(Ordering::Acquire))
         .map(|h| h.name.as_str())
         .collect();
@@ -343,7 +279,7 @@ async fn ingest(
     body: Body,
 ) -> Result<Response, ApiError> {
     st.tokens.ingest.check(&headers)?;
-    let live = st.live()?.clone();
+    let live = st.live.clone();
     let coding = encoding::coding(&headers).map_err(|e| ApiError::of_coding(&st, e))?;
     // The limit holds for the bytes on the wire and again for the decoded body (a small
     // compression bomb stops at the limit); both are charged to the in-flight budget.
@@ -491,8 +427,10 @@ async fn off_workers<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
 }
 
 /// A turn to build and send a large answer; `503 busy` when none frees up in time.
-async fn large_answer(st: &ApiState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-    match tokio::time::timeout(LARGE_ANSWER_WAIT, st.large_answers.clone().acquire_owned()).await {
+async fn large_answer(
+    turns: &Arc<Semaphore>,
+) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    match tokio::time::timeout(LARGE_ANSWER_WAIT, turns.clone().acquire_owned()).await {
         Ok(Ok(permit)) => Ok(permit),
         _ => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -517,8 +455,8 @@ fn large(
 
 async fn usage(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
     st.tokens.admin.check(&headers)?;
-    let live = st.live()?.clone();
-    let permit = large_answer(&st).await?;
+    let live = st.live.clone();
+    let permit = large_answer(&st.large_answers).await?;
     // Off the async workers: tens of thousands of series take a while to copy and encode,
     // and ingest must not wait behind it (the tracker lock is taken a slice at a time).
     let body = off_workers("usage", move || {
@@ -531,12 +469,12 @@ async fn usage(State(st): State<ApiState>, headers: HeaderMap) -> Result<Respons
 
 async fn alerts(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
     st.tokens.admin.check(&headers)?;
-    let live = st.live()?;
+    let live = &st.live;
     let now = live.now_ms();
     let active = live.with_tracker(|t| t.active_alerts(now));
     let channels: Vec<_> = st
         .channels
-        .get()
+        .as_ref()
         .map(|c| {
             c.lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -554,7 +492,7 @@ async fn alerts(State(st): State<ApiState>, headers: HeaderMap) -> Result<Respon
 
 async fn offpeak(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
     st.tokens.admin.check(&headers)?;
-    let now = st.live()?.now_ms();
+    let now = st.live.now_ms();
     let s = st.offpeak.status(now);
     Ok(axum::Json(json!({
         "open": s.open,
@@ -567,7 +505,7 @@ async fn offpeak(State(st): State<ApiState>, headers: HeaderMap) -> Result<Respo
 
 impl ApiState {
     fn scheduler(&self) -> Result<&Arc<Scheduler>, ApiError> {
-        self.scheduler.get().ok_or_else(starting)
+        self.scheduler.as_ref().ok_or_else(starting)
     }
 }
 
@@ -601,7 +539,7 @@ async fn create_batch(
             format!("not a batch: {e}"),
         )
     })?;
-    let live = st.live()?;
+    let live = &st.live;
     let key = headers
         .get("idempotency-key")
         .map(|v| {
@@ -654,7 +592,7 @@ async fn cancel_batch(
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<Response, ApiError> {
     st.tokens.admin.check(&headers)?;
-    let live = st.live()?;
+    let live = &st.live;
     writable(live)?;
     let (mut summary, seq) = st.scheduler()?.cancel(&id)?;
     if !stored(&st, live, seq, "cancel").await {
@@ -769,8 +707,18 @@ impl http_body::Body for ItemRows {
 }
 
 async fn metrics(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    st.tokens.metrics.check(&headers)?;
-    let metrics = st.metrics.clone();
+    metrics_answer(&st.tokens, &st.metrics, &st.large_answers, &headers).await
+}
+
+/// `/metrics`, for the running API and while starting.
+async fn metrics_answer(
+    tokens: &Tokens,
+    metrics: &Arc<Metrics>,
+    large_answers: &Arc<Semaphore>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    tokens.metrics.check(headers)?;
+    let metrics = metrics.clone();
     // OpenMetrics unless the client asks for the classic text format and not for OpenMetrics.
     let accept = headers
         .get(header::ACCEPT)
@@ -778,7 +726,7 @@ async fn metrics(State(st): State<ApiState>, headers: HeaderMap) -> Result<Respo
         .unwrap_or("")
         .to_ascii_lowercase();
     let classic = accept.contains("text/plain") && !accept.contains("application/openmetrics-text");
-    let permit = large_answer(&st).await?;
+    let permit = large_answer(large_answers).await?;
     let text = off_workers("metrics", move || metrics.encode(classic)).await?;
     let content_type = if classic {
         "text/plain; version=0.0.4; charset=utf-8"

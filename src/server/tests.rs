@@ -11,6 +11,7 @@ use tower::ServiceExt;
 
 use super::*;
 use crate::clock::ManualClock;
+use crate::config::Config;
 
 const NOW: i64 = 1_795_788_000_000; // 2026-11-27T14:00:00Z
 
@@ -681,9 +682,8 @@ fn flaky_state(
         false,
     )
     .unwrap();
-    let mut st = ApiState::starting(&config, tokens());
+    let mut st = ApiState::with_live(&config, tokens(), live);
     st.durable_wait = std::time::Duration::from_millis(300);
-    let _ = st.live.set(live);
     st.ready.store(true, Ordering::Release);
     (st, fail, writer)
 }
@@ -754,7 +754,7 @@ async fn a_full_disk_never_answers_an_error_after_the_change() {
             .await
             .contains("ratewarden_store_writable 1")
     );
-    let live = st.live.get().unwrap().clone();
+    let live = st.live.clone();
     drop(st);
     tokio::task::spawn_blocking(move || {
         drop(live);
@@ -769,10 +769,10 @@ async fn batch_items_page_with_a_link_to_the_next() {
     let cfg = config(
         "[[upstreams]]\nname = \"u\"\nbase_url = \"http://127.0.0.1:9\"\norg = \"acme\"\n[scheduler]\nmax_batch_items = 2000\n",
     );
-    let st = state_with(&cfg, tokens());
-    let live = st.live.get().unwrap().clone();
+    let mut st = state_with(&cfg, tokens());
+    let live = st.live.clone();
     let metrics = st.metrics.clone();
-    let _ = st.scheduler.set(Arc::new(Scheduler::new(
+    st.scheduler = Some(Arc::new(Scheduler::new(
         &cfg,
         live,
         metrics,

@@ -573,7 +573,6 @@ fn find_copy(
 #[cfg(test)]
 mod tests {
     use std::io::Write;
-    use std::sync::OnceLock;
 
     use super::*;
     use crate::clock::SystemClock;
@@ -608,10 +607,7 @@ mod tests {
             )
             .unwrap();
             let live = Live::in_memory(Tracker::new(&config), Arc::new(SystemClock));
-            let metrics = Arc::new(Metrics::new(
-                Arc::new(OnceLock::from(live.clone())),
-                config.offpeak.clone(),
-            ));
+            let metrics = Arc::new(Metrics::new(Arc::new(live.clone()), config.offpeak.clone()));
             Fixture {
                 dir,
                 live,

@@ -57,15 +57,26 @@ impl Sources {
                 name: cfg.name.clone(),
                 ready: AtomicBool::new(false),
             });
-            let (stop, flag) = (stop.clone(), h.clone());
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("source-{}", cfg.name))
-                    .spawn(move || {
-                        let _running = Running(flag.clone());
-                        source.run(&stop, &flag);
-                    })?,
-            );
+            let (stop_flag, flag) = (stop.clone(), h.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("source-{}", cfg.name))
+                .spawn(move || {
+                    let _running = Running(flag.clone());
+                    source.run(&stop_flag, &flag);
+                });
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    // Stop the sources already running rather than leave them behind.
+                    Sources {
+                        threads,
+                        stop,
+                        health,
+                    }
+                    .stop();
+                    return Err(e);
+                }
+            }
             health.push(h);
         }
         Ok(Sources {
