@@ -163,7 +163,24 @@ pub struct Recovered {
     pub batch_items: Vec<(String, u32, Vec<u8>)>,
 }
 
-/// Durable state, as the rest of ratewarden sees it.
+/// Durable state, as the rest of ratewarden sees it: the one boundary a second backend
+/// implements.
+///
+/// What must be atomic together, and why:
+///
+/// * **Everything in one [`Commit`]** — the journal entry (or the snapshot that replaces the
+///   journal up to `seq`), the checkpoints its events reached, the outbox entries its
+///   transitions caused, the outbox updates, batch and item records, and the noted `seq`.
+///   A crash may lose a whole commit (its requests were not yet answered) but never part of
+///   one: a count without the file offset that produced it is counted twice after a restart,
+///   a transition without its notification is never sent, an item marked in flight without
+///   its key is sent again under another.
+/// * **Commits in `seq` order** — a commit is visible only after every earlier one; the
+///   journal after a snapshot starts at the commit the snapshot covers.
+/// * **[`StateStore::recover`] and [`StateStore::journal_after`] read one consistent
+///   state** — no commit lands between them (one process holds the store while it starts).
+///
+/// Nothing else is promised: `keep_copy` is a best-effort copy for `run --recover`.
 pub trait StateStore: Send {
     /// The snapshot, checkpoints and bookkeeping.
     fn recover(&mut self) -> Result<Recovered, StoreError>;
