@@ -164,7 +164,10 @@ fn interactive_traffic_leaves_the_batch_only_the_rest_of_the_share() {
         .collect();
     assert_eq!(d.post_events(&interactive).0, 202);
     let id = submit(&d, 10);
-    std::thread::sleep(Duration::from_secs(3));
+    common::observe(
+        Duration::from_secs(3),
+        "no batch request beyond the share left this minute",
+    );
     assert_eq!(
         up.seen().len(),
         4,
@@ -307,11 +310,15 @@ fn kill_9_mid_batch_resumes_with_the_same_keys_and_loses_nothing() {
     d.kill9();
     let before = up.seen().len();
     // Let answers to the dead daemon finish; then a fresh upstream keeps the record.
-    std::thread::sleep(Duration::from_millis(600));
+    common::observe(
+        Duration::from_millis(600),
+        "no request reaches the old upstream after the kill",
+    );
     let addr = up.addr;
     let old = up.seen();
     drop(up);
-    std::thread::sleep(Duration::from_millis(100));
+    // Once the old upstream's port is free again.
+    assert!(eventually(5, || std::net::TcpListener::bind(addr).ok().map(drop)).is_some());
     up = Upstream::start_on(addr, 1200, 100, Duration::ZERO);
     let d = Daemon::start(dir.path(), &cfg, &[KEY]);
     let b = completed(&d, &id, 30);
@@ -386,7 +393,14 @@ fn offpeak_batches_start_when_the_injected_clock_opens_the_window() {
         )
         .unwrap();
         sched.create(req, None).unwrap();
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::task::spawn_blocking(|| {
+            common::observe(
+                Duration::from_secs(1),
+                "nothing is sent while the window is closed",
+            )
+        })
+        .await
+        .unwrap();
         assert!(up.seen().is_empty(), "window closed: nothing sent");
         clock.set(friday_14h + 5 * 3_600_000);
         let started = Instant::now();

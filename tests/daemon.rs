@@ -350,7 +350,7 @@ fn history_and_out_of_order_events_do_not_page_anyone() {
         Some(0.0),
         "no phantom job"
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    common::observe(Duration::from_millis(1500), "no alert fires");
     let logged = d.log_text();
     assert!(!logged.contains("alert firing"), "{logged}");
     let (_, alerts) = http(

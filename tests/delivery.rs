@@ -263,7 +263,10 @@ fn signed_webhook_survives_a_receiver_that_answers_503_three_times() {
             .contains("503"),
         "{hook}"
     );
-    std::thread::sleep(Duration::from_secs(1));
+    common::observe(
+        Duration::from_secs(1),
+        "nothing is sent twice after success",
+    );
     assert_eq!(receiver.hits().len(), 4, "nothing sent twice after success");
 }
 
@@ -312,7 +315,7 @@ fn a_permanent_4xx_is_not_retried() {
         .filter(|v| *v == 1.0)
     });
     assert!(failed.is_some(), "{}", d.log_text());
-    std::thread::sleep(Duration::from_secs(1));
+    common::observe(Duration::from_secs(1), "a failed delivery is not retried");
     assert_eq!(*hits.lock().unwrap(), 1);
     assert!(
         d.log_text().contains("unknown channel"),
@@ -349,7 +352,7 @@ fn delivered_after_both_the_receiver_and_the_daemon_come_back() {
     .unwrap_or_else(|| panic!("not delivered after restart\n{}", d.log_text()));
     assert_eq!(got[0].json()["status"], "firing");
     assert!(verify("s", &got[0]));
-    std::thread::sleep(Duration::from_secs(2));
+    common::observe(Duration::from_secs(2), "the firing is not delivered again");
     let firing = receiver
         .hits()
         .iter()
@@ -384,7 +387,7 @@ fn no_flapping_inside_the_hysteresis_band() {
         post(&d, &finish_jobs("gamma", 13..14));
         post(&d, &start_jobs("gamma", 13..14));
     }
-    std::thread::sleep(Duration::from_secs(2));
+    common::observe(Duration::from_secs(2), "no further notification");
     assert_eq!(
         receiver.hits().len(),
         1,
@@ -684,11 +687,21 @@ fn clock_driven_alerts_are_not_sent_again_after_a_crash() {
         "{}",
         d.log_text()
     );
-    // Let the tick that made the job stuck reach the store, then crash.
-    std::thread::sleep(Duration::from_millis(500));
+    // Once the delivery is recorded (the outbox is empty), crash.
+    assert!(
+        eventually(10, || {
+            (common::store_value(dir.path(), "SELECT COUNT(*) FROM outbox") == Some(0))
+                .then_some(())
+        })
+        .is_some(),
+        "the delivery is recorded"
+    );
     d.kill9();
     let d = Daemon::start(dir.path(), &config, &env);
-    std::thread::sleep(Duration::from_secs(3));
+    common::observe(
+        Duration::from_secs(3),
+        "the restart does not notify JobsStuck again",
+    );
     assert_eq!(
         stuck(&receiver),
         1,
@@ -728,7 +741,7 @@ fn a_notification_is_given_up_after_max_age() {
         ),
         Some(0.0)
     );
-    std::thread::sleep(Duration::from_secs(2));
+    common::observe(Duration::from_secs(2), "no attempt after giving up");
     assert_eq!(
         receiver.hits().len(),
         attempts,
@@ -769,7 +782,10 @@ fn one_request_creating_1000_orgs_is_at_most_max_per_minute_deliveries() {
         total(&d),
         d.log_text()
     );
-    std::thread::sleep(Duration::from_millis(500));
+    common::observe(
+        Duration::from_millis(500),
+        "no delivery beyond the minute's cap",
+    );
     let hits = receiver.hits();
     eprintln!("deliveries for one 1000-new-org request: {}", hits.len());
     assert!(hits.len() <= 60, "{} deliveries", hits.len());

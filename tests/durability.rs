@@ -341,8 +341,18 @@ fn a_corrupt_journal_entry_stops_start_until_recovered() {
     let log = d.log_text();
     assert!(log.contains("1 journal entries"), "{log}");
     assert_eq!(kept_copies(dir.path()).len(), 1);
-    // The damage is gone for good: a plain start now works and counts the same.
-    std::thread::sleep(Duration::from_millis(500));
+    // The damage is gone for good: once the snapshot written at once has replaced the
+    // entries (the newest commit is a snapshot), a plain start works and counts the same.
+    let snapshot_is_newest = common::eventually(10, || {
+        let snap = common::store_value(
+            dir.path(),
+            "SELECT value FROM meta WHERE key = 'snapshot_seq'",
+        )?;
+        let last =
+            common::store_value(dir.path(), "SELECT value FROM meta WHERE key = 'last_seq'")?;
+        (snap == last).then_some(())
+    });
+    assert!(snapshot_is_newest.is_some(), "{}", d.log_text());
     d.kill9();
     let d = Daemon::start(dir.path(), CONFIG, &[]);
     assert_eq!(daily(&d.base), Some(20.0));

@@ -405,7 +405,18 @@ share = 0.5
             ev(r#""app":"ui","status":202,"job_id":"done-1""#),
         ],
     );
-    std::thread::sleep(Duration::from_secs(3));
+    // Once Prometheus has scraped phase 1, phase 2's increases fall inside its windows.
+    assert!(
+        eventually(30, || {
+            (promql(&prom, "sum(ratewarden_events_ingested_total)")["data"]["result"][0]["value"]
+                [1]
+            .as_str()
+                == Some("3"))
+            .then_some(())
+        })
+        .is_some(),
+        "Prometheus scraped phase 1"
+    );
     // Phase 2: over every threshold.
     let mut lines = Vec::new();
     for _ in 0..7 {

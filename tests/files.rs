@@ -244,21 +244,39 @@ fn every_line_counted_exactly_once_through_kill_9_and_rotations() {
         (None, Some(Rotate::Rename)),
         (Some(Rotate::Rename), Some(Rotate::CopyTruncate)),
     ];
+    // The daemon has counted `more` lines beyond what it had when asked.
+    let counts_on = |d: &Daemon, more: f64| {
+        let from = eventually(10, || daily(d)).expect("the daemon answers");
+        assert!(
+            eventually(10, || daily(d).filter(|&n| n >= from + more)).is_some(),
+            "counting goes on from {from}\n{}",
+            d.log_text()
+        );
+    };
+    // The writer has written `more` lines beyond what it had when asked.
+    let writes_on = |more: u64| {
+        let from = written.load(Ordering::Acquire);
+        assert!(
+            eventually(10, || (written.load(Ordering::Acquire) >= from + more)
+                .then_some(()))
+            .is_some()
+        );
+    };
     for (while_running, while_stopped) in plan {
-        std::thread::sleep(Duration::from_millis(700));
+        counts_on(&d, 100.0);
         if let Some(r) = while_running {
             rotate(r);
         }
-        std::thread::sleep(Duration::from_millis(500));
+        counts_on(&d, 100.0);
         d.kill9();
-        std::thread::sleep(Duration::from_millis(200));
+        writes_on(50);
         if let Some(r) = while_stopped {
             rotate(r);
         }
-        std::thread::sleep(Duration::from_millis(200));
+        writes_on(50);
         d = Daemon::start(dir.path(), &config, &[]);
     }
-    std::thread::sleep(Duration::from_millis(500));
+    counts_on(&d, 100.0);
     stop.store(true, Ordering::Release);
     w.join().unwrap();
     let total = written.load(Ordering::Acquire) as f64;
@@ -269,7 +287,7 @@ fn every_line_counted_exactly_once_through_kill_9_and_rotations() {
         daily(&d),
         d.log_text()
     );
-    std::thread::sleep(Duration::from_secs(2));
+    common::observe(Duration::from_secs(2), "no line is counted twice");
     assert_eq!(
         daily(&d),
         Some(total),

@@ -121,7 +121,10 @@ fn slow_bodies_hold_no_ingest_slot_and_get_408() {
     let head = b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: 1000\r\n\r\n{\"org\":";
     let mut slow = stalled(&d, 80, head);
     assert_eq!(slow.len(), 80);
-    std::thread::sleep(Duration::from_millis(300));
+    common::observe(
+        Duration::from_millis(300),
+        "the stalled senders do not block others once accepted",
+    );
     // Everyone else is served.
     let (status, body) = d.post_events(r#"{"org":"acme","status":200}"#);
     assert_eq!(status, 202, "{body}");
@@ -342,7 +345,10 @@ fn bodies_beyond_max_inflight_bytes_get_429_and_count_nothing() {
         20,
         b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: 100000\r\n\r\n{\"org\":",
     );
-    std::thread::sleep(Duration::from_millis(300));
+    common::observe(
+        Duration::from_millis(300),
+        "stalled bodies that sent little hold little",
+    );
     let (status, body) = d.post_events(r#"{"org":"small","status":200}"#);
     assert_eq!(status, 202, "{body}");
     // One body that really sent 99 000 of its 100 000 bytes holds that much of the 150 000.
@@ -351,7 +357,10 @@ fn bodies_beyond_max_inflight_bytes_get_429_and_count_nothing() {
         .write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: 100000\r\n\r\n")
         .unwrap();
     holder.write_all(&vec![b' '; 99_000]).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    common::observe(
+        Duration::from_millis(300),
+        "the 99 000 bytes sent are charged before the next body",
+    );
     // A second body of 60 000 bytes does not fit: the client writes all of it, then reads a
     // clean 429 with Retry-After (not a reset), and none of its events count.
     let line = "{\"org\":\"late\",\"status\":200}\n";
@@ -416,7 +425,10 @@ fn a_malformed_chunked_body_or_an_abort_is_400_not_too_large() {
     )
     .unwrap();
     drop(gone);
-    std::thread::sleep(Duration::from_millis(300));
+    common::observe(
+        Duration::from_millis(300),
+        "the aborted body is not counted",
+    );
     let metrics = common::eventually(5, || {
         http("GET", &format!("{}/metrics", d.base), &[], b"").map(|(_, m)| m)
     })

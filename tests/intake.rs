@@ -306,7 +306,10 @@ fn compressed_files_are_skipped_and_excluded_paths_never_read() {
         "{}",
         d.log_text()
     );
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    common::observe(
+        std::time::Duration::from_millis(1500),
+        "no line of a skipped file is read",
+    );
     assert_eq!(
         m(r#"ratewarden_events_ingested_total{source="app"}"#),
         Some(3.0),
@@ -442,7 +445,10 @@ status = "response.status"
         "203.0.113.7 - - [02/Nov/2026:15:00:00 +0000] \"GET / HTTP/1.1\" 200 1\n".repeat(5),
     )
     .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    common::observe(
+        std::time::Duration::from_millis(1500),
+        "the first-lines warning is not repeated",
+    );
     let logged = d.log_text();
     assert_eq!(
         logged

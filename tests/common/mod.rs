@@ -268,6 +268,26 @@ pub fn metric(base: &str, series: &str) -> Option<f64> {
 }
 
 /// Polls `f` until it returns `Some`, for at most `secs`.
+/// The one fixed wait tests take: a window in which something must *not* happen (nothing
+/// sent twice, no alert, no line read), named by `what` so a failure says what was watched.
+/// Everything else polls a condition with [`eventually`].
+pub fn observe(window: Duration, what: &str) {
+    eprintln!("observing for {window:?}: {what}");
+    std::thread::sleep(window);
+}
+
+/// One number read from a running daemon's store in `dir` (WAL mode lets a reader in), or
+/// `None` while it cannot be read: for waiting on what the store has committed.
+#[allow(dead_code)]
+pub fn store_value(dir: &Path, sql: &str) -> Option<i64> {
+    let db = rusqlite::Connection::open_with_flags(
+        dir.join("ratewarden-data/state.sqlite"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .ok()?;
+    db.query_row(sql, [], |r| r.get(0)).ok()
+}
+
 pub fn eventually<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
