@@ -307,6 +307,7 @@ impl Daemon {
             metrics.clone(),
             std::mem::take(&mut recovery.batches),
             std::mem::take(&mut recovery.batch_items),
+            live.now_ms(),
         ));
         match Dispatcher::start(scheduler.clone(), live.clone(), metrics.clone()) {
             Ok(d) => started.dispatcher = Some(d),

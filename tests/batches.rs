@@ -384,6 +384,7 @@ fn offpeak_batches_start_when_the_injected_clock_opens_the_window() {
         metrics.clone(),
         Vec::new(),
         Vec::new(),
+        friday_14h,
     ));
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -392,7 +393,7 @@ fn offpeak_batches_start_when_the_injected_clock_opens_the_window() {
             json!({"upstream": "fake", "mode": "offpeak", "requests": [{"path": "/v1/videos"}]}),
         )
         .unwrap();
-        sched.create(req, None).unwrap();
+        sched.create(req, None, friday_14h).unwrap();
         tokio::task::spawn_blocking(|| {
             common::observe(
                 Duration::from_secs(1),

@@ -250,7 +250,8 @@ async fn lane(
                 };
                 if let Err(e) = stored {
                     tracing::warn!(batch = %d.batch, index = d.index, error = %e, "not sent: the store did not confirm");
-                    let event = sched.settle(&d, Attempt::Failed(format!("not sent: {e}")));
+                    let event =
+                        sched.settle(&d, Attempt::Failed(format!("not sent: {e}")), live.now_ms());
                     feed(&live, &metrics, event);
                     continue;
                 }
@@ -281,19 +282,19 @@ async fn send_one(sched: &Scheduler, client: &Client, live: &Live, metrics: &Met
     if let Attempt::Answer { status, .. } = &attempt {
         tracing::debug!(batch = %d.batch, index = d.index, status, "upstream answered");
     }
-    let event = sched.settle(&d, attempt);
+    let event = sched.settle(&d, attempt, live.now_ms());
     feed(live, metrics, event);
 }
 
 async fn poll_one(sched: &Scheduler, client: &Client, live: &Live, metrics: &Metrics, p: Poll) {
     match client.poll(&p.job_id).await {
         Ok(status) => {
-            let event = sched.polled(&p, status);
+            let event = sched.polled(&p, status, live.now_ms());
             feed(live, metrics, event);
         }
         Err(e) => {
             tracing::debug!(batch = %p.batch, index = p.index, job = %p.job_id, "poll failed: {e}");
-            let event = sched.polled(&p, JobStatus::Unknown(e));
+            let event = sched.polled(&p, JobStatus::Unknown(e), live.now_ms());
             feed(live, metrics, event);
         }
     }

@@ -2,7 +2,8 @@
 //! windows (or at once), paced under the share of each limit that interactive traffic leaves
 //! (SPEC §7).
 //!
-//! This module holds the batches and every decision about them, as plain functions of `now`:
+//! This module holds the batches and every decision about them, as plain functions of `now`
+//! (passed in by the caller: nothing here reads a clock):
 //! which item goes next and when ([`Scheduler::next`]), what a response means for it
 //! ([`Scheduler::settle`]), which jobs to poll. [`dispatch`] drives it with HTTP and timers.
 //! Admission reads the org's live usage from the tracker (interactive and batch requests alike,
@@ -74,6 +75,7 @@ impl Scheduler {
         metrics: Arc<Metrics>,
         batches: Vec<(String, Vec<u8>)>,
         items: Vec<(String, u32, Vec<u8>)>,
+        now: i64,
     ) -> Scheduler {
         let s = Scheduler {
             cfg: config.scheduler.clone(),
@@ -89,7 +91,6 @@ impl Scheduler {
             state: Mutex::new(State::default()),
             wake: tokio::sync::Notify::new(),
         };
-        let now = s.live.now_ms();
         let mut requeued = Vec::new();
         let mut finished = Vec::new();
         {
@@ -194,6 +195,7 @@ impl Scheduler {
         &self,
         req: NewBatch,
         key: Option<(&str, u64)>,
+        now: i64,
     ) -> Result<(Value, u64, bool), BatchError> {
         let upstream = self.upstreams.get(&req.upstream).ok_or_else(|| {
             BatchError::NotFound(format!(
@@ -229,7 +231,6 @@ impl Scheduler {
                 self.cfg.max_batch_items
             )));
         }
-        let now = self.live.now_ms();
         let id = match key {
             Some((k, _)) => format!(
                 "bk{:016x}",
@@ -391,8 +392,7 @@ impl Scheduler {
     }
 
     /// Cancels the items not sent yet.
-    pub fn cancel(&self, id: &str) -> Result<(Value, u64), BatchError> {
-        let now = self.live.now_ms();
+    pub fn cancel(&self, id: &str, now: i64) -> Result<(Value, u64), BatchError> {
         let mut st = self.lock();
         let &i = st
             .index
@@ -531,8 +531,12 @@ impl Scheduler {
 
     /// Records how an attempt ended. Returns the request event to feed to the tracker (what
     /// the upstream counted), if it answered.
-    pub fn settle(&self, d: &Dispatch, attempt: Attempt) -> Option<crate::events::Event<'static>> {
-        let now = self.live.now_ms();
+    pub fn settle(
+        &self,
+        d: &Dispatch,
+        attempt: Attempt,
+        now: i64,
+    ) -> Option<crate::events::Event<'static>> {
         let mut st = self.lock();
         let &bi = st.index.get(&d.batch)?;
         let upstream = st.batches[bi].header.upstream.clone();
@@ -713,8 +717,12 @@ impl Scheduler {
     }
 
     /// Records a poll's finding. Returns the lifecycle event to feed to the tracker.
-    pub fn polled(&self, p: &Poll, status: JobStatus) -> Option<crate::events::Event<'static>> {
-        let now = self.live.now_ms();
+    pub fn polled(
+        &self,
+        p: &Poll,
+        status: JobStatus,
+        now: i64,
+    ) -> Option<crate::events::Event<'static>> {
         let mut st = self.lock();
         let &bi = st.index.get(&p.batch)?;
         let org = st.batches[bi].header.org.clone();

@@ -37,7 +37,7 @@ fn fixture(extra: &str, at: i64) -> Fixture {
     let clock = Arc::new(ManualClock::new(at));
     let live = Live::in_memory(Tracker::new(&cfg), clock.clone());
     let metrics = Arc::new(Metrics::new(Arc::new(live.clone()), cfg.offpeak.clone()));
-    let sched = Scheduler::new(&cfg, live.clone(), metrics, Vec::new(), Vec::new());
+    let sched = Scheduler::new(&cfg, live.clone(), metrics, Vec::new(), Vec::new(), at);
     Fixture { clock, live, sched }
 }
 
@@ -74,7 +74,9 @@ fn answer(status: u16, retry_after: Option<u64>) -> Attempt {
 #[test]
 fn offpeak_batches_wait_for_the_window_then_start() {
     let f = fixture("", FRI_14H);
-    f.sched.create(batch("offpeak", 2), None).unwrap();
+    f.sched
+        .create(batch("offpeak", 2), None, f.live.now_ms())
+        .unwrap();
     match f.sched.next("u", FRI_14H) {
         Next::Wait(until) => assert_eq!(until, FRI_19H, "waits for 19:00 EST"),
         other => panic!("{other:?}"),
@@ -85,7 +87,9 @@ fn offpeak_batches_wait_for_the_window_then_start() {
     assert!(send(&f).is_some(), "sends once the window opens");
     // An asap batch does not wait.
     let g = fixture("", FRI_14H);
-    g.sched.create(batch("asap", 1), None).unwrap();
+    g.sched
+        .create(batch("asap", 1), None, g.live.now_ms())
+        .unwrap();
     assert!(send(&g).is_some());
 }
 
@@ -93,9 +97,11 @@ fn offpeak_batches_wait_for_the_window_then_start() {
 fn dispatches_are_evenly_spaced_at_the_share() {
     // 120 rpm × 0.5 = 60 rpm: one every second.
     let f = fixture("", FRI_14H);
-    f.sched.create(batch("asap", 3), None).unwrap();
+    f.sched
+        .create(batch("asap", 3), None, f.live.now_ms())
+        .unwrap();
     let d = send(&f).unwrap();
-    f.sched.settle(&d, answer(200, None));
+    f.sched.settle(&d, answer(200, None), f.live.now_ms());
     f.clock.advance(500);
     match f.sched.next("u", f.clock.now_ms()) {
         Next::Wait(until) => assert_eq!(until, FRI_14H + 1_000),
@@ -125,7 +131,9 @@ fn interactive(f: &Fixture, n: usize) {
 #[test]
 fn interactive_traffic_leaves_less_for_batches() {
     let f = fixture("", FRI_14H);
-    f.sched.create(batch("asap", 2), None).unwrap();
+    f.sched
+        .create(batch("asap", 2), None, f.live.now_ms())
+        .unwrap();
     // 59 interactive requests this minute: one more reaches the batch share of 60.
     interactive(&f, 59);
     assert!(send(&f).is_some());
@@ -143,7 +151,9 @@ fn interactive_traffic_leaves_less_for_batches() {
 fn concurrency_share_counts_requests_awaiting_an_answer() {
     // 4 concurrent × 0.5 = 2.
     let f = fixture("", FRI_14H);
-    f.sched.create(batch("asap", 3), None).unwrap();
+    f.sched
+        .create(batch("asap", 3), None, f.live.now_ms())
+        .unwrap();
     assert!(send(&f).is_some());
     f.clock.advance(1_000);
     assert!(send(&f).is_some());
@@ -157,16 +167,18 @@ fn concurrency_share_counts_requests_awaiting_an_answer() {
 #[test]
 fn retry_after_is_honoured_and_failures_are_final() {
     let f = fixture("", FRI_14H);
-    f.sched.create(batch("asap", 2), None).unwrap();
+    f.sched
+        .create(batch("asap", 2), None, f.live.now_ms())
+        .unwrap();
     let d = send(&f).unwrap();
-    f.sched.settle(&d, answer(429, Some(20)));
+    f.sched.settle(&d, answer(429, Some(20)), f.live.now_ms());
     let items = rows(&f.sched, &d.batch);
     assert_eq!(items[0]["state"], "retrying");
     // The other item goes meanwhile; the retried one not before 20 s.
     f.clock.advance(1_000);
     let other = send(&f).unwrap();
     assert_eq!(other.index, 1);
-    f.sched.settle(&other, answer(400, None));
+    f.sched.settle(&other, answer(400, None), f.live.now_ms());
     let items = rows(&f.sched, &d.batch);
     assert_eq!(items[1]["state"], "failed", "400 fails at once");
     assert_eq!(items[1]["attempts"], 1);
@@ -185,25 +197,35 @@ fn retry_after_is_honoured_and_failures_are_final() {
 #[test]
 fn max_retries_then_failed() {
     let f = fixture("", FRI_14H);
-    f.sched.create(batch("asap", 1), None).unwrap();
+    f.sched
+        .create(batch("asap", 1), None, f.live.now_ms())
+        .unwrap();
     for attempt in 1..=3 {
         let d = send(&f).unwrap_or_else(|| panic!("attempt {attempt}"));
-        f.sched.settle(&d, answer(503, None));
+        f.sched.settle(&d, answer(503, None), f.live.now_ms());
         f.clock.advance(10_000);
     }
-    let id = f.sched.list()[0]["id"].as_str().unwrap().to_string();
+    let id = f.sched.list(f.live.now_ms())[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let items = rows(&f.sched, &id);
     assert_eq!(items[0]["state"], "failed", "1 attempt + max_retries 2");
-    assert_eq!(f.sched.get(&id).unwrap()["state"], "completed");
+    assert_eq!(
+        f.sched.get(&id, f.live.now_ms()).unwrap()["state"],
+        "completed"
+    );
 }
 
 #[test]
 fn circuit_opens_after_consecutive_429s_and_half_opens() {
     let f = fixture("", FRI_14H);
-    f.sched.create(batch("asap", 3), None).unwrap();
+    f.sched
+        .create(batch("asap", 3), None, f.live.now_ms())
+        .unwrap();
     for _ in 0..2 {
         let d = send(&f).unwrap();
-        f.sched.settle(&d, answer(429, Some(1)));
+        f.sched.settle(&d, answer(429, Some(1)), f.live.now_ms());
         f.clock.advance(1_000);
     }
     // Open for 30 s from the second 429.
@@ -215,30 +237,35 @@ fn circuit_opens_after_consecutive_429s_and_half_opens() {
     let probe = send(&f).expect("one probe after the cooldown");
     f.clock.advance(1_000);
     assert!(send(&f).is_none(), "only one probe at a time");
-    f.sched.settle(&probe, answer(200, None));
+    f.sched.settle(&probe, answer(200, None), f.live.now_ms());
     assert!(send(&f).is_some(), "closed again after a success");
 }
 
 #[test]
 fn cancel_stops_pending_items() {
     let f = fixture("", FRI_14H);
-    let (b, _, _) = f.sched.create(batch("asap", 3), None).unwrap();
+    let (b, _, _) = f
+        .sched
+        .create(batch("asap", 3), None, f.live.now_ms())
+        .unwrap();
     let id = b["id"].as_str().unwrap();
     let d = send(&f).unwrap();
-    let (summary, _) = f.sched.cancel(id).unwrap();
+    let (summary, _) = f.sched.cancel(id, f.live.now_ms()).unwrap();
     assert_eq!(summary["state"], "cancelled");
     assert_eq!(summary["counts"]["cancelled"], 2);
     assert_eq!(summary["counts"]["in_flight"], 1, "the one sent finishes");
     f.clock.advance(2_000);
     assert!(send(&f).is_none());
-    f.sched.settle(&d, answer(200, None));
+    f.sched.settle(&d, answer(200, None), f.live.now_ms());
     assert_eq!(rows(&f.sched, id)[0]["state"], "succeeded");
 }
 
 #[test]
 fn restored_in_flight_items_are_sent_again_with_their_key() {
     let f = fixture("", FRI_14H);
-    f.sched.create(batch("asap", 1), None).unwrap();
+    f.sched
+        .create(batch("asap", 1), None, f.live.now_ms())
+        .unwrap();
     let d = send(&f).unwrap();
     // What the store would hold: the header and the item as in flight.
     let (batches, items) = {
@@ -251,7 +278,14 @@ fn restored_in_flight_items_are_sent_again_with_their_key() {
     };
     let cfg = config("");
     let metrics = Arc::new(Metrics::new(Arc::new(f.live.clone()), cfg.offpeak.clone()));
-    let restored = Scheduler::new(&cfg, f.live.clone(), metrics, batches, items);
+    let restored = Scheduler::new(
+        &cfg,
+        f.live.clone(),
+        metrics,
+        batches,
+        items,
+        f.live.now_ms(),
+    );
     let again = match restored.next("u", FRI_14H + 5_000) {
         Next::Send(d) => d,
         other => panic!("{other:?}"),
@@ -266,7 +300,9 @@ fn polled_jobs_hold_their_item_until_done() {
         "[upstreams.poll]\nstatus_path = \"/v1/videos/{id}\"\ndone = [\"completed\"]\nfailed = [\"failed\"]\ninterval = \"1s\"\n",
         FRI_14H,
     );
-    f.sched.create(batch("asap", 1), None).unwrap();
+    f.sched
+        .create(batch("asap", 1), None, f.live.now_ms())
+        .unwrap();
     let d = send(&f).unwrap();
     let ev = f
         .sched
@@ -278,6 +314,7 @@ fn polled_jobs_hold_their_item_until_done() {
                 retry_after: None,
                 job_id: Some("vid_1".into()),
             },
+            f.live.now_ms(),
         )
         .unwrap();
     assert_eq!(
@@ -292,12 +329,17 @@ fn polled_jobs_hold_their_item_until_done() {
         f.sched.polls_due("u", f.clock.now_ms() + 500).is_empty(),
         "not before the interval"
     );
-    assert!(f.sched.polled(&polls[0], JobStatus::Running).is_none());
+    assert!(
+        f.sched
+            .polled(&polls[0], JobStatus::Running, f.live.now_ms())
+            .is_none()
+    );
     let done = f
         .sched
         .polled(
             &polls[0],
             JobStatus::Done(r#"{"status":"completed"}"#.into()),
+            f.live.now_ms(),
         )
         .unwrap();
     assert_eq!(done.kind, crate::events::Kind::JobCompleted);
@@ -309,7 +351,7 @@ fn batch_limits_and_validation() {
     let f = fixture("", FRI_14H);
     let err = |v: Value| {
         f.sched
-            .create(serde_json::from_value(v).unwrap(), None)
+            .create(serde_json::from_value(v).unwrap(), None, FRI_14H)
             .unwrap_err()
     };
     assert!(matches!(
@@ -341,21 +383,21 @@ fn batch_limits_and_validation() {
         let clock = Arc::new(ManualClock::new(FRI_14H));
         let live = Live::in_memory(Tracker::new(&cfg), clock);
         let metrics = Arc::new(Metrics::new(Arc::new(live.clone()), cfg.offpeak.clone()));
-        Scheduler::new(&cfg, live, metrics, Vec::new(), Vec::new())
+        Scheduler::new(&cfg, live, metrics, Vec::new(), Vec::new(), FRI_14H)
     };
     assert!(matches!(
-        small.create(batch("asap", 3), None),
+        small.create(batch("asap", 3), None, FRI_14H),
         Err(BatchError::TooLarge(_))
     ));
-    small.create(batch("asap", 2), None).unwrap();
+    small.create(batch("asap", 2), None, FRI_14H).unwrap();
     assert!(matches!(
-        small.create(batch("asap", 2), None),
+        small.create(batch("asap", 2), None, FRI_14H),
         Err(BatchError::Full(_))
     ));
     // Caller keys are kept.
     let (b, _, _) = f
         .sched
-        .create(serde_json::from_value(json!({"upstream": "u", "mode": "asap", "requests": [{"path": "/x", "idempotency_key": "mine-1"}]})).unwrap(), None)
+        .create(serde_json::from_value(json!({"upstream": "u", "mode": "asap", "requests": [{"path": "/x", "idempotency_key": "mine-1"}]})).unwrap(), None, FRI_14H)
         .unwrap();
     assert_eq!(
         rows(&f.sched, b["id"].as_str().unwrap())[0]["idempotency_key"],
@@ -366,10 +408,16 @@ fn batch_limits_and_validation() {
 #[test]
 fn eta_follows_the_pacing_rate_and_the_windows() {
     let f = fixture("", FRI_14H);
-    let (asap, _, _) = f.sched.create(batch("asap", 60), None).unwrap();
+    let (asap, _, _) = f
+        .sched
+        .create(batch("asap", 60), None, f.live.now_ms())
+        .unwrap();
     // 60 rpm: 60 items take a minute.
     assert_eq!(asap["eta"], crate::clock::rfc3339(FRI_14H + 60_000));
-    let (night, _, _) = f.sched.create(batch("offpeak", 60), None).unwrap();
+    let (night, _, _) = f
+        .sched
+        .create(batch("offpeak", 60), None, f.live.now_ms())
+        .unwrap();
     // Behind the asap batch (120 items at 60 rpm) once the window opens at 19:00.
     assert_eq!(night["eta"], crate::clock::rfc3339(FRI_19H + 120_000));
     assert_eq!(night["next_dispatch"], crate::clock::rfc3339(FRI_19H));
@@ -378,32 +426,47 @@ fn eta_follows_the_pacing_rate_and_the_windows() {
 #[test]
 fn finished_batches_are_forgotten_after_retention() {
     let f = fixture("retention = \"1h\"\n", FRI_14H);
-    let (done, _, _) = f.sched.create(batch("asap", 1), None).unwrap();
-    let (open, _, _) = f.sched.create(batch("offpeak", 1), None).unwrap();
+    let (done, _, _) = f
+        .sched
+        .create(batch("asap", 1), None, f.live.now_ms())
+        .unwrap();
+    let (open, _, _) = f
+        .sched
+        .create(batch("offpeak", 1), None, f.live.now_ms())
+        .unwrap();
     let d = send(&f).unwrap();
     assert_eq!(d.batch, done["id"].as_str().unwrap());
     f.clock.advance(10_000);
-    f.sched.settle(&d, answer(200, None));
+    f.sched.settle(&d, answer(200, None), f.live.now_ms());
     let done = done["id"].as_str().unwrap();
     let open = open["id"].as_str().unwrap();
     // Kept for the retention from when it finished, not from when it was created.
     assert_eq!(f.sched.prune(FRI_14H + 10_000 + 3_599_999), 0);
-    assert!(f.sched.get(done).is_ok());
+    assert!(f.sched.get(done, f.live.now_ms()).is_ok());
     assert_eq!(f.sched.prune(FRI_14H + 10_000 + 3_600_000), 1);
-    assert!(matches!(f.sched.get(done), Err(BatchError::NotFound(_))));
+    assert!(matches!(
+        f.sched.get(done, f.live.now_ms()),
+        Err(BatchError::NotFound(_))
+    ));
     // A batch with work left is never forgotten, however old.
     assert_eq!(f.sched.prune(FRI_14H + 30 * 86_400_000), 0);
-    assert!(f.sched.get(open).is_ok());
-    assert_eq!(f.sched.list().len(), 1);
+    assert!(f.sched.get(open, f.live.now_ms()).is_ok());
+    assert_eq!(f.sched.list(f.live.now_ms()).len(), 1);
     // The index still finds what is left after the removal.
-    f.sched.cancel(open).unwrap();
-    assert_eq!(f.sched.get(open).unwrap()["state"], "cancelled");
+    f.sched.cancel(open, f.live.now_ms()).unwrap();
+    assert_eq!(
+        f.sched.get(open, f.live.now_ms()).unwrap()["state"],
+        "cancelled"
+    );
 }
 
 #[test]
 fn item_rows_page_by_index() {
     let f = fixture("", FRI_14H);
-    let (b, _, _) = f.sched.create(batch("offpeak", 5), None).unwrap();
+    let (b, _, _) = f
+        .sched
+        .create(batch("offpeak", 5), None, f.live.now_ms())
+        .unwrap();
     let id = b["id"].as_str().unwrap();
     let idx = |rows: &[Value]| {
         rows.iter()
@@ -426,7 +489,10 @@ fn item_rows_page_by_index() {
 #[test]
 fn long_answers_are_cut_and_say_so() {
     let f = fixture("max_result_bytes = 256\n", FRI_14H);
-    let (b, _, _) = f.sched.create(batch("asap", 2), None).unwrap();
+    let (b, _, _) = f
+        .sched
+        .create(batch("asap", 2), None, f.live.now_ms())
+        .unwrap();
     let id = b["id"].as_str().unwrap();
     let d = send(&f).unwrap();
     let long = format!("{{\"data\":\"{}\"}}", "é".repeat(400));
@@ -438,6 +504,7 @@ fn long_answers_are_cut_and_say_so() {
             retry_after: None,
             job_id: None,
         },
+        f.live.now_ms(),
     );
     let row = &rows(&f.sched, id)[0];
     assert_eq!(row["result_truncated"], true);
@@ -448,7 +515,7 @@ fn long_answers_are_cut_and_say_so() {
     // A short answer is kept whole, as JSON, with no flag.
     f.clock.advance(2_000);
     let d = send(&f).unwrap();
-    f.sched.settle(&d, answer(200, None));
+    f.sched.settle(&d, answer(200, None), f.live.now_ms());
     let row = &rows(&f.sched, id)[1];
     assert_eq!(row["result"]["status"], 200);
     assert!(row.get("result_truncated").is_none());
@@ -517,8 +584,9 @@ fn batches_stored_before_retention_existed_still_load() {
         metrics,
         vec![("old".into(), header)],
         vec![("old".into(), 0, item)],
+        FRI_14H,
     );
-    assert_eq!(sched.get("old").unwrap()["state"], "completed");
+    assert_eq!(sched.get("old", FRI_14H).unwrap()["state"], "completed");
     assert_eq!(rows(&sched, "old")[0]["result"]["ok"], true);
     // Finished long ago but with no date: kept a full retention from this start.
     assert_eq!(sched.prune(FRI_14H + 3_599_999), 0);

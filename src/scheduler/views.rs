@@ -33,8 +33,7 @@ fn item_row(it: &Item) -> Value {
 
 impl Scheduler {
     /// Summaries of every batch, newest first.
-    pub fn list(&self) -> Vec<Value> {
-        let now = self.live.now_ms();
+    pub fn list(&self, now: i64) -> Vec<Value> {
         let st = self.lock();
         (0..st.batches.len())
             .rev()
@@ -43,8 +42,7 @@ impl Scheduler {
     }
 
     /// One batch's summary.
-    pub fn get(&self, id: &str) -> Result<Value, BatchError> {
-        let now = self.live.now_ms();
+    pub fn get(&self, id: &str, now: i64) -> Result<Value, BatchError> {
         let st = self.lock();
         let &i = st
             .index

@@ -557,7 +557,8 @@ async fn create_batch(
         .transpose()?;
     writable(live)?;
     let body_hash = crate::model::stable_hash(&[&held.bytes]);
-    let (mut summary, seq, created) = scheduler.create(req, key.map(|k| (k, body_hash)))?;
+    let (mut summary, seq, created) =
+        scheduler.create(req, key.map(|k| (k, body_hash)), st.live.now_ms())?;
     if !created {
         // The same submission again (a client's retry): the first batch, unchanged.
         return Ok((StatusCode::OK, axum::Json(summary)).into_response());
@@ -574,7 +575,7 @@ async fn list_batches(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     st.tokens.admin.check(&headers)?;
-    Ok(axum::Json(json!({"batches": st.scheduler()?.list()})).into_response())
+    Ok(axum::Json(json!({"batches": st.scheduler()?.list(st.live.now_ms())})).into_response())
 }
 
 async fn get_batch(
@@ -583,7 +584,7 @@ async fn get_batch(
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<Response, ApiError> {
     st.tokens.admin.check(&headers)?;
-    Ok(axum::Json(st.scheduler()?.get(&id)?).into_response())
+    Ok(axum::Json(st.scheduler()?.get(&id, st.live.now_ms())?).into_response())
 }
 
 async fn cancel_batch(
@@ -594,7 +595,7 @@ async fn cancel_batch(
     st.tokens.admin.check(&headers)?;
     let live = &st.live;
     writable(live)?;
-    let (mut summary, seq) = st.scheduler()?.cancel(&id)?;
+    let (mut summary, seq) = st.scheduler()?.cancel(&id, st.live.now_ms())?;
     if !stored(&st, live, seq, "cancel").await {
         summary["durable"] = json!(false);
         summary["warning"] = json!(NOT_DURABLE);

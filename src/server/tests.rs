@@ -772,12 +772,14 @@ async fn batch_items_page_with_a_link_to_the_next() {
     let mut st = state_with(&cfg, tokens());
     let live = st.live.clone();
     let metrics = st.metrics.clone();
+    let now = live.now_ms();
     st.scheduler = Some(Arc::new(Scheduler::new(
         &cfg,
         live,
         metrics,
         Vec::new(),
         Vec::new(),
+        now,
     )));
     let requests: Vec<Value> = (0..1000)
         .map(|i| json!({"path": format!("/v1/x/{i}")}))
