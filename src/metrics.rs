@@ -64,6 +64,12 @@ struct RejectLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RecordErrorLabels {
+    record: &'static str,
+    op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FieldErrorLabels {
     source: String,
     field: &'static str,
@@ -77,6 +83,7 @@ pub struct Metrics {
     rejected: Family<RejectLabels, Counter>,
     field_errors: Family<FieldErrorLabels, Counter>,
     files_skipped: Family<RejectLabels, Counter>,
+    record_errors: Family<RecordErrorLabels, Counter>,
     notifications: Family<NotificationLabels, Counter>,
     pending: Family<ChannelLabels, Gauge>,
     batch_items: Family<BatchItemLabels, Gauge>,
@@ -145,6 +152,12 @@ impl Metrics {
             "Fields of accepted events that did not parse and were treated as absent, by source and field",
             field_errors.clone(),
         );
+        let record_errors = Family::<RecordErrorLabels, Counter>::default();
+        registry.register(
+            "store_record_errors",
+            "Stored records (batches, batch items, notifications) that could not be encoded or decoded, by record and op; each is logged",
+            record_errors.clone(),
+        );
         let files_skipped = Family::<RejectLabels, Counter>::default();
         registry.register(
             "source_files_skipped",
@@ -191,6 +204,7 @@ impl Metrics {
             rejected,
             field_errors,
             files_skipped,
+            record_errors,
             notifications,
             pending,
             batch_items,
@@ -293,6 +307,14 @@ impl Metrics {
     }
 
     /// Counts a file `source` skipped for `reason`.
+    /// A stored record of `record` type that could not be encoded or decoded (`op`).
+    pub fn store_record_error(&self, record: &'static str, op: &'static str) {
+        self.record_errors
+            .get_or_create(&RecordErrorLabels { record, op })
+            .inc();
+    }
+
+    /// A file a source skipped, by reason.
     pub fn file_skipped(&self, source: &str, reason: &'static str) {
         self.files_skipped
             .get_or_create(&RejectLabels {

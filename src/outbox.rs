@@ -7,6 +7,7 @@ use crate::config::{ChannelConfig, ChannelKind, WebhookFormat};
 use crate::detect::{Status, Transition};
 use crate::model::{AlertName, stable_hash};
 use crate::store::OutboxEntry;
+use crate::store::record;
 
 /// Whether `c` posts to Alertmanager (which holds alert state rather than notifying).
 pub fn is_alertmanager(c: &ChannelConfig) -> bool {
@@ -63,7 +64,7 @@ pub fn route(channels: &[ChannelConfig], t: &Transition, now_ms: i64) -> Vec<Out
         .filter(|c| wants(c, t))
         .filter_map(|c| {
             let payload = match postcard::to_stdvec(t) {
-                Ok(p) => p,
+                Ok(p) => record::seal(record::Kind::Notification, &p),
                 Err(e) => {
                     // Never silently: the notification cannot be stored, so it is lost.
                     tracing::error!(channel = %c.name, alert = %t.alert, org = %t.org, error = %e,

@@ -32,7 +32,7 @@ use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::model::stable_hash;
 use crate::outbox::delivery_id;
-use crate::store::{OutboxEntry, OutboxUpdate};
+use crate::store::{OutboxEntry, OutboxUpdate, record};
 
 /// How long Alertmanager should hold a firing alert without hearing from us again.
 fn firing_for_ms(a: &AlertsConfig) -> i64 {
@@ -317,10 +317,26 @@ impl Worker {
     }
 
     fn push(&mut self, entry: OutboxEntry) {
-        match postcard::from_bytes::<Transition>(&entry.payload) {
+        let kind = record::Kind::Notification;
+        let decoded = record::open(kind, &entry.payload).and_then(|opened| {
+            let body = match opened {
+                record::Opened::Current(body) | record::Opened::Legacy(body) => body,
+            };
+            postcard::from_bytes::<Transition>(body).map_err(|e| record::RecordError::Undecodable {
+                kind: kind.as_str(),
+                why: e.to_string(),
+            })
+        });
+        match decoded {
             Ok(transition) => self.queue.push_back(Pending { entry, transition }),
+            // Kept in the outbox for the version that wrote it; not sent by this one.
+            Err(e @ record::RecordError::Newer { .. }) => {
+                tracing::error!(channel = %self.name, id = %entry.id, error = %e, "notification not sent");
+                self.metrics.store_record_error(kind.as_str(), "decode");
+            }
             Err(e) => {
                 tracing::error!(channel = %self.name, id = %entry.id, error = %e, "unreadable notification; dropped");
+                self.metrics.store_record_error(kind.as_str(), "decode");
                 self.live.outbox_update(OutboxUpdate::Done(entry.id));
             }
         }

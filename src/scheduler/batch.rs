@@ -7,6 +7,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::metrics::Metrics;
+use crate::store::record::{self, Kind, Opened, RecordError};
 use serde_json::Value;
 
 /// Most bytes of an upstream's answer quoted in an item's `error`.
@@ -105,20 +108,28 @@ impl Header {
     /// Reads a stored header of either form. postcard is not self-describing: the older form
     /// ends before `finished_ms`, so reading it as the newer one fails and it is read as the
     /// older one.
-    pub(super) fn decode(bytes: &[u8]) -> Result<Header, postcard::Error> {
-        postcard::from_bytes::<Header>(bytes).or_else(|e| {
-            let v1 = postcard::from_bytes::<HeaderV1>(bytes).map_err(|_| e)?;
-            Ok(Header {
-                id: v1.id,
-                upstream: v1.upstream,
-                org: v1.org,
-                mode: v1.mode,
-                created_ms: v1.created_ms,
-                cancelled: v1.cancelled,
-                finished_ms: None,
-                request_hash: None,
+    pub(super) fn decode(bytes: &[u8]) -> Result<Header, RecordError> {
+        let bytes = match record::open(Kind::Batch, bytes)? {
+            Opened::Current(body) => {
+                return postcard::from_bytes(body).map_err(undecodable(Kind::Batch));
+            }
+            Opened::Legacy(bytes) => bytes,
+        };
+        postcard::from_bytes::<Header>(bytes)
+            .or_else(|e| {
+                let v1 = postcard::from_bytes::<HeaderV1>(bytes).map_err(|_| e)?;
+                Ok(Header {
+                    id: v1.id,
+                    upstream: v1.upstream,
+                    org: v1.org,
+                    mode: v1.mode,
+                    created_ms: v1.created_ms,
+                    cancelled: v1.cancelled,
+                    finished_ms: None,
+                    request_hash: None,
+                })
             })
-        })
+            .map_err(undecodable(Kind::Batch))
     }
 }
 
@@ -173,26 +184,34 @@ pub(super) struct ItemV1 {
 
 impl Item {
     /// Reads a stored item of either form (see [`Header::decode`]).
-    pub(super) fn decode(bytes: &[u8]) -> Result<Item, postcard::Error> {
-        postcard::from_bytes::<Item>(bytes).or_else(|e| {
-            let v1 = postcard::from_bytes::<ItemV1>(bytes).map_err(|_| e)?;
-            Ok(Item {
-                index: v1.index,
-                method: v1.method,
-                path: v1.path,
-                body: v1.body,
-                key: v1.key,
-                state: v1.state,
-                attempts: v1.attempts,
-                next_attempt_ms: v1.next_attempt_ms,
-                dispatched_ms: v1.dispatched_ms,
-                last_status: v1.last_status,
-                job_id: v1.job_id,
-                result: v1.result,
-                error: v1.error,
-                result_bytes: None,
+    pub(super) fn decode(bytes: &[u8]) -> Result<Item, RecordError> {
+        let bytes = match record::open(Kind::BatchItem, bytes)? {
+            Opened::Current(body) => {
+                return postcard::from_bytes(body).map_err(undecodable(Kind::BatchItem));
+            }
+            Opened::Legacy(bytes) => bytes,
+        };
+        postcard::from_bytes::<Item>(bytes)
+            .or_else(|e| {
+                let v1 = postcard::from_bytes::<ItemV1>(bytes).map_err(|_| e)?;
+                Ok(Item {
+                    index: v1.index,
+                    method: v1.method,
+                    path: v1.path,
+                    body: v1.body,
+                    key: v1.key,
+                    state: v1.state,
+                    attempts: v1.attempts,
+                    next_attempt_ms: v1.next_attempt_ms,
+                    dispatched_ms: v1.dispatched_ms,
+                    last_status: v1.last_status,
+                    job_id: v1.job_id,
+                    result: v1.result,
+                    error: v1.error,
+                    result_bytes: None,
+                })
             })
-        })
+            .map_err(undecodable(Kind::BatchItem))
     }
 
     /// Keeps the start of an upstream's answer, at most `max` bytes (at a character
@@ -244,7 +263,11 @@ impl BatchState {
 impl Batch {
     /// Marks the batch finished when its last item has become final; returns the header to
     /// store when it did.
-    pub(super) fn note_finished(&mut self, now: i64) -> Option<(String, Vec<u8>)> {
+    pub(super) fn note_finished(
+        &mut self,
+        now: i64,
+        metrics: &Metrics,
+    ) -> Option<(String, Vec<u8>)> {
         if self.header.finished_ms.is_some() || !self.items.iter().all(|i| i.state.is_final()) {
             return None;
         }
@@ -257,7 +280,10 @@ impl Batch {
         } else {
             tracing::info!(batch = %self.header.id, succeeded = ok, cancelled, "batch finished");
         }
-        Some((self.header.id.clone(), encode(&self.header)))
+        Some((
+            self.header.id.clone(),
+            encode(Kind::Batch, &self.header, metrics),
+        ))
     }
 
     /// Logs the first item of the batch that failed for good, as it happens (the rest are
@@ -440,11 +466,23 @@ pub(super) struct State {
     pub(super) lanes: HashMap<String, Lane>,
 }
 
-/// A record as stored. Encoding plain data cannot fail; if it ever does, the record is not
-/// silently stored empty: the failure is logged and the empty record is refused on reading.
-pub(super) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    postcard::to_stdvec(v).unwrap_or_else(|e| {
-        tracing::error!(error = %e, "a batch record cannot be encoded; it is not stored");
-        Vec::new()
-    })
+/// A record as stored: `v` in the envelope of `kind` ([`record::seal`]). Encoding plain data
+/// cannot fail; if it ever does, the failure is logged and counted and the record is stored
+/// empty, which reading refuses (logged and counted again) rather than mistake for data.
+pub(super) fn encode<T: Serialize>(kind: Kind, v: &T, metrics: &Metrics) -> Vec<u8> {
+    match postcard::to_stdvec(v) {
+        Ok(body) => record::seal(kind, &body),
+        Err(e) => {
+            tracing::error!(record = kind.as_str(), error = %e, "a batch record cannot be encoded; it is not stored");
+            metrics.store_record_error(kind.as_str(), "encode");
+            Vec::new()
+        }
+    }
+}
+
+fn undecodable(kind: Kind) -> impl Fn(postcard::Error) -> RecordError {
+    move |e| RecordError::Undecodable {
+        kind: kind.as_str(),
+        why: e.to_string(),
+    }
 }

@@ -18,8 +18,10 @@
 
 mod batch;
 pub mod dispatch;
+mod polls;
 mod views;
 
+use crate::store::record::Kind;
 pub use batch::{
     Attempt, BatchError, BatchState, Dispatch, Item, ItemState, JobStatus, Mode, NewBatch,
     NewRequest, Next, Poll,
@@ -106,7 +108,8 @@ impl Scheduler {
                         });
                     }
                     Err(e) => {
-                        tracing::error!(batch = %id, error = %e, "unreadable stored batch; skipped")
+                        tracing::error!(batch = %id, error = %e, "unreadable stored batch; skipped");
+                        s.metrics.store_record_error(Kind::Batch.as_str(), "decode");
                     }
                 }
             }
@@ -120,19 +123,25 @@ impl Scheduler {
                             // It may have been sent; send it again with the same key.
                             item.state = ItemState::Retrying;
                             item.next_attempt_ms = now;
-                            requeued.push((id.clone(), index, encode(&item)));
+                            requeued.push((
+                                id.clone(),
+                                index,
+                                encode(Kind::BatchItem, &item, &s.metrics),
+                            ));
                         }
                         st.batches[b].items.push(item);
                     }
                     Err(e) => {
-                        tracing::error!(batch = %id, index, error = %e, "unreadable stored item; skipped")
+                        tracing::error!(batch = %id, index, error = %e, "unreadable stored item; skipped");
+                        s.metrics
+                            .store_record_error(Kind::BatchItem.as_str(), "decode");
                     }
                 }
             }
             // Batches finished under a version that did not note when are kept a full
             // retention from now.
             for b in &mut st.batches {
-                if let Some(h) = b.note_finished(now) {
+                if let Some(h) = b.note_finished(now, &s.metrics) {
                     finished.push(h);
                 }
             }
@@ -329,10 +338,16 @@ impl Scheduler {
             )));
         }
         let seq = self.live.record_batches(
-            vec![(id.clone(), encode(&header))],
+            vec![(id.clone(), encode(Kind::Batch, &header, &self.metrics))],
             items
                 .iter()
-                .map(|i| (id.clone(), i.index, encode(i)))
+                .map(|i| {
+                    (
+                        id.clone(),
+                        i.index,
+                        encode(Kind::BatchItem, i, &self.metrics),
+                    )
+                })
                 .collect(),
         );
         let at = st.batches.len();
@@ -404,15 +419,23 @@ impl Scheduler {
         for it in &mut b.items {
             if matches!(it.state, ItemState::Pending | ItemState::Retrying) {
                 it.state = ItemState::Cancelled;
-                changed.push((id.to_string(), it.index, encode(it)));
+                changed.push((
+                    id.to_string(),
+                    it.index,
+                    encode(Kind::BatchItem, it, &self.metrics),
+                ));
             }
         }
         // The header is stored either way (it now says cancelled); finished too if nothing
         // is left in flight.
-        let _ = b.note_finished(now);
-        let seq = self
-            .live
-            .record_batches(vec![(id.to_string(), encode(&b.header))], changed);
+        let _ = b.note_finished(now, &self.metrics);
+        let seq = self.live.record_batches(
+            vec![(
+                id.to_string(),
+                encode(Kind::Batch, &b.header, &self.metrics),
+            )],
+            changed,
+        );
         let org = b.header.org.clone();
         self.update_gauges(&st, &org);
         tracing::info!(batch = %id, "batch cancelled");
@@ -513,7 +536,11 @@ impl Scheduler {
             key: it.key.clone(),
             seq: 0,
         };
-        let record = (b.header.id.clone(), it.index, encode(it));
+        let record = (
+            b.header.id.clone(),
+            it.index,
+            encode(Kind::BatchItem, it, &self.metrics),
+        );
         let org = b.header.org.clone();
         let seq = self.live.record_batches(Vec::new(), vec![record]);
         self.update_gauges(&st, &org);
@@ -664,9 +691,13 @@ impl Scheduler {
                 }
             }
             tracing::debug!(batch = %d.batch, index = d.index, state = it.state.as_str(), outcome, "item attempt settled");
-            let record = (d.batch.clone(), it.index, encode(it));
+            let record = (
+                d.batch.clone(),
+                it.index,
+                encode(Kind::BatchItem, it, &self.metrics),
+            );
             b.note_failure(d.index);
-            let header = b.note_finished(now);
+            let header = b.note_finished(now, &self.metrics);
             self.live
                 .record_batches(header.into_iter().collect(), vec![record]);
         }
@@ -675,126 +706,6 @@ impl Scheduler {
         drop(st);
         self.wake.notify_waiters();
         event
-    }
-
-    /// Jobs of `upstream` due for a poll at `now`.
-    pub fn polls_due(&self, upstream: &str, now: i64) -> Vec<Poll> {
-        let Some(interval) = self
-            .upstreams
-            .get(upstream)
-            .and_then(|u| u.poll.as_ref())
-            .map(|p| p.interval_ms)
-        else {
-            return Vec::new();
-        };
-        let mut st = self.lock();
-        let mut due = Vec::new();
-        for b in st.batches.iter().filter(|b| b.header.upstream == upstream) {
-            for it in &b.items {
-                if let (ItemState::InFlight, Some(job)) = (it.state, &it.job_id) {
-                    due.push((b.header.id.clone(), it.index, job.clone()));
-                }
-            }
-        }
-        let lane = st.lanes.entry(upstream.to_string()).or_default();
-        let mut out = Vec::new();
-        for (batch, index, job_id) in due {
-            let last = lane
-                .polled
-                .get(&(batch.clone(), index))
-                .copied()
-                .unwrap_or(i64::MIN);
-            if now.saturating_sub(last) >= interval {
-                lane.polled.insert((batch.clone(), index), now);
-                out.push(Poll {
-                    batch,
-                    index,
-                    job_id,
-                });
-            }
-        }
-        out
-    }
-
-    /// Records a poll's finding. Returns the lifecycle event to feed to the tracker.
-    pub fn polled(
-        &self,
-        p: &Poll,
-        status: JobStatus,
-        now: i64,
-    ) -> Option<crate::events::Event<'static>> {
-        let mut st = self.lock();
-        let &bi = st.index.get(&p.batch)?;
-        let org = st.batches[bi].header.org.clone();
-        let upstream = st.batches[bi].header.upstream.clone();
-        let it = st.batches[bi]
-            .items
-            .iter_mut()
-            .find(|i| i.index == p.index)?;
-        if it.state != ItemState::InFlight {
-            return None;
-        }
-        let (kind, done) = match status {
-            JobStatus::Running | JobStatus::Unknown(_) => {
-                if it
-                    .dispatched_ms
-                    .is_some_and(|t| now - t >= self.release_after_ms)
-                {
-                    it.state = ItemState::Failed;
-                    it.error = Some(match status {
-                        JobStatus::Unknown(why) => format!(
-                            "the job did not finish within detect.release_after (last poll: {why})"
-                        ),
-                        _ => "the job did not finish within detect.release_after".into(),
-                    });
-                    (None, true)
-                } else {
-                    return None;
-                }
-            }
-            JobStatus::Unpollable(why) => {
-                it.state = ItemState::Failed;
-                it.error = Some(why);
-                (Some(crate::events::Kind::JobFailed), true)
-            }
-            JobStatus::Done(body) => {
-                it.state = ItemState::Succeeded;
-                it.keep_result(&body, self.cfg.max_result_bytes);
-                it.error = None;
-                (Some(crate::events::Kind::JobCompleted), true)
-            }
-            JobStatus::Failed(body) => {
-                it.state = ItemState::Failed;
-                it.keep_result(&body, self.cfg.max_result_bytes);
-                it.error = Some("the upstream reports the job failed".into());
-                (Some(crate::events::Kind::JobFailed), true)
-            }
-        };
-        let record = (p.batch.clone(), it.index, encode(it));
-        st.batches[bi].note_failure(p.index);
-        let header = st.batches[bi].note_finished(now);
-        self.live
-            .record_batches(header.into_iter().collect(), vec![record]);
-        if done && let Some(lane) = st.lanes.get_mut(&upstream) {
-            lane.polled.remove(&(p.batch.clone(), p.index));
-        }
-        self.update_gauges(&st, &org);
-        drop(st);
-        self.wake.notify_waiters();
-        kind.map(|kind| crate::events::Event {
-            ts_ms: Some(now),
-            org: org.into(),
-            app: Some("batch".into()),
-            kind,
-            status: None,
-            job_id: Some(p.job_id.clone().into()),
-            retry_after_ms: None,
-            error_code: None,
-            tokens: None,
-            latency_ms: None,
-            request_id: None,
-            ratelimit: None,
-        })
     }
 }
 

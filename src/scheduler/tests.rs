@@ -272,8 +272,15 @@ fn restored_in_flight_items_are_sent_again_with_their_key() {
         let st = f.sched.lock();
         let b = &st.batches[0];
         (
-            vec![(b.header.id.clone(), encode(&b.header))],
-            vec![(b.header.id.clone(), 0, encode(&b.items[0]))],
+            vec![(
+                b.header.id.clone(),
+                encode(Kind::Batch, &b.header, &f.sched.metrics),
+            )],
+            vec![(
+                b.header.id.clone(),
+                0,
+                encode(Kind::BatchItem, &b.items[0], &f.sched.metrics),
+            )],
         )
     };
     let cfg = config("");

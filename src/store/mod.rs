@@ -11,6 +11,7 @@
 //! enough for a shared backend (Redis, for several replicas) to implement without touching
 //! the tracker. [`sqlite::SqliteStore`] is the embedded default.
 
+pub mod record;
 pub mod sqlite;
 
 /// Why the store failed.
