@@ -61,6 +61,14 @@ pub enum DaemonError {
     /// The stored state could not be recovered.
     #[error("recovering stored state: {0}")]
     Recover(#[from] RecoverError),
+    /// A part of the daemon could not start (or its start-up task failed).
+    #[error("cannot start {part}: {why}")]
+    Start {
+        /// What could not start.
+        part: &'static str,
+        /// Why.
+        why: String,
+    },
     /// The server failed while running.
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
@@ -167,7 +175,10 @@ impl Daemon {
         let path = config.storage.path.clone();
         let store = tokio::task::spawn_blocking(move || open_store(&path, salvage))
             .await
-            .map_err(|e| DaemonError::Serve(std::io::Error::other(e)))??;
+            .map_err(|e| DaemonError::Start {
+                part: "the store",
+                why: e.to_string(),
+            })??;
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -273,7 +284,10 @@ impl Daemon {
             }
         })
         .await
-        .map_err(|e| DaemonError::Serve(std::io::Error::other(e)));
+        .map_err(|e| DaemonError::Start {
+            part: "state recovery",
+            why: e.to_string(),
+        });
         let (live, writer, mut recovery) = match recovered {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => return started.abandon(e.into()).await,
@@ -311,7 +325,14 @@ impl Daemon {
         ));
         match Dispatcher::start(scheduler.clone(), live.clone(), metrics.clone()) {
             Ok(d) => started.dispatcher = Some(d),
-            Err(e) => return started.abandon(DaemonError::Channel(e)).await,
+            Err(e) => {
+                return started
+                    .abandon(DaemonError::Start {
+                        part: "the batch dispatcher",
+                        why: e,
+                    })
+                    .await;
+            }
         }
         if pending_notifications > 0 {
             tracing::info!(
@@ -321,7 +342,14 @@ impl Daemon {
         }
         let sources = match Sources::start(&config, &live, &metrics, &recovery) {
             Ok(s) => s,
-            Err(e) => return started.abandon(DaemonError::Serve(e)).await,
+            Err(e) => {
+                return started
+                    .abandon(DaemonError::Start {
+                        part: "the file sources",
+                        why: e.to_string(),
+                    })
+                    .await;
+            }
         };
         let health = sources.health();
         started.sources = Some(sources);
@@ -366,8 +394,10 @@ impl Daemon {
     }
 }
 
-/// What [`Daemon::run`] has started, stopped in reverse order by [`Started::stop`]: on
-/// shutdown, and when a later step of start-up fails.
+/// What [`Daemon::run`] has started, stopped by [`Started::stop`] — intake first (the
+/// server, then the clock), then what it feeds (dispatcher, delivery), then the sources and
+/// the store writer, which flushes last — on shutdown, and when a later step of start-up
+/// fails.
 struct Started {
     stop: watch::Sender<bool>,
     server: Option<tokio::task::JoinHandle<()>>,

@@ -1,6 +1,6 @@
 //! The shape of the house, checked: the modules of `src/` import each other without cycles,
-//! and the top-level modules only downward in the order the README's Architecture section
-//! gives (its named exceptions aside); no source file outgrows a reader.
+//! and the top-level modules only downward in the layers the README's Architecture section
+//! gives (there are no exceptions); no source file outgrows a reader.
 //!
 //! The import graph is built from the source with `syn`: an edge runs from a module to each
 //! module its paths name (`use crate::…`, `super::…`, `self::…`, a child's name, and paths
@@ -17,7 +17,7 @@ type ModPath = Vec<String>;
 
 struct Module {
     file: PathBuf,
-    /// The paths it names, as written (segments), with the module they were written in.
+    /// The paths it names, as written (segments).
     paths: Vec<Vec<String>>,
     children: BTreeSet<String>,
 }

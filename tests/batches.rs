@@ -350,10 +350,13 @@ fn kill_9_mid_batch_resumes_with_the_same_keys_and_loses_nothing() {
         "only items in flight at the crash were sent again ({repeated})"
     );
     let resent: Vec<_> = listed.values().filter(|a| **a > 1).collect();
-    assert_eq!(
-        resent.len(),
-        repeated,
-        "items sent twice say so in attempts"
+    // Every item sent twice says so in its attempts. An item can also count an attempt that
+    // never arrived: the kill can land after it was stored as in flight and before its
+    // request left, and it is then sent again (with its key) after the restart.
+    assert!(
+        resent.len() >= repeated && resent.len() <= before,
+        "items sent twice say so in attempts ({} resent, {repeated} seen twice)",
+        resent.len()
     );
 }
 

@@ -419,6 +419,32 @@ fn a_store_cut_short_under_its_write_ahead_log_is_named_damaged() {
     assert_eq!(kept_copies(dir.path()).len(), 1, "{}", d.log_text());
 }
 
+#[test]
+fn a_journal_of_a_newer_version_is_refused_not_salvaged() {
+    let dir = tempfile::tempdir().unwrap();
+    three_entries(dir.path());
+    // Format byte 3 becomes 7.
+    let newest = "(SELECT MAX(seq) FROM journal)";
+    flip(
+        dir.path(),
+        &format!("SELECT data FROM journal WHERE seq = {newest}"),
+        &format!("UPDATE journal SET data = ?1 WHERE seq = {newest}"),
+        0,
+    );
+    for flags in [&[][..], &["--recover"][..]] {
+        let log = match Daemon::try_start_with(dir.path(), CONFIG, &[], flags) {
+            Err(log) => log,
+            Ok(d) => panic!("started on a newer journal ({flags:?}):\n{}", d.log_text()),
+        };
+        assert!(log.contains("newer than this ratewarden knows"), "{log}");
+        assert!(log.contains("run the ratewarden that wrote it"), "{log}");
+    }
+    assert!(
+        kept_copies(dir.path()).is_empty(),
+        "nothing dropped or set aside"
+    );
+}
+
 /// Runs SQL on the stopped daemon's store.
 fn tamper(dir: &std::path::Path, sql: &str) {
     let db = rusqlite::Connection::open(store_file(dir)).unwrap();

@@ -42,6 +42,9 @@ pub(super) fn open_journal(data: &[u8]) -> Result<(&[u8], Option<u64>), String> 
             prev.copy_from_slice(&data[5..JOURNAL_HEADER]);
             Ok((&data[JOURNAL_HEADER..], Some(u64::from_le_bytes(prev))))
         }
+        Some((f, _)) if *f > JOURNAL_FORMAT => Err(format!(
+            "format {f}, newer than this ratewarden knows ({JOURNAL_FORMAT})"
+        )),
         Some((f, _)) => Err(format!("format {f} is unknown or the entry is cut short")),
         None => Err("it is empty".into()),
     }

@@ -83,12 +83,17 @@ impl Pending {
             self.journal.push(JOURNAL_FORMAT);
             self.journal.extend_from_slice(&[0; JOURNAL_HEADER - 1]);
         }
-        // Encoding into a Vec only fails on a serde bug; the change itself still applies.
-        match postcard::to_extend(r, std::mem::take(&mut self.journal)) {
-            Ok(j) => self.journal = j,
-            Err(e) => tracing::error!(error = %e, "journal encoding failed"),
+        // Encoding into a Vec only fails on a serde bug; the change itself still applies. The
+        // record's partial bytes are cut off, so a failure loses that record only (logged),
+        // never the entry it would have joined.
+        let before = self.journal.len();
+        match postcard::to_io(r, &mut self.journal) {
+            Ok(_) => self.records += 1,
+            Err(e) => {
+                self.journal.truncate(before);
+                tracing::error!(error = %e, "a journal record cannot be encoded; it is not journaled")
+            }
         }
-        self.records += 1;
     }
 
     /// `self` (older, failed to commit) followed by `newer`.
@@ -168,6 +173,15 @@ pub enum RecoverError {
     /// The snapshot was written by a newer ratewarden (never dropped, even by `--recover`).
     #[error("{0}; run the ratewarden that wrote it, or a newer one")]
     Snapshot(crate::tracker::snapshot::RestoreError),
+    /// Journal entries were written by a newer ratewarden (never dropped, even by
+    /// `--recover`).
+    #[error("journal entry {seq}: {why}; run the ratewarden that wrote it, or a newer one")]
+    Journal {
+        /// The first such entry's commit.
+        seq: u64,
+        /// What its format says.
+        why: String,
+    },
     /// The writer thread could not start.
     #[error("cannot start the store writer: {0}")]
     Thread(#[from] std::io::Error),
@@ -221,9 +235,8 @@ impl Live {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Usage and limits of `org` now.
-    pub fn load_of(&self, org: &str) -> crate::tracker::OrgLoad {
-        let now = self.now_ms();
+    /// Usage and limits of `org` at `now`.
+    pub fn load_of(&self, org: &str, now: i64) -> crate::tracker::OrgLoad {
         self.lock().tracker.load_of(org, now)
     }
 
@@ -372,8 +385,14 @@ impl Live {
         }
         let seq = {
             let mut g = self.lock();
-            g.pending.batches.extend(batches);
-            g.pending.batch_items.extend(items);
+            // An empty record is one that could not be encoded (logged and counted where it
+            // was made): it is never stored in place of the record.
+            g.pending
+                .batches
+                .extend(batches.into_iter().filter(|(_, b)| !b.is_empty()));
+            g.pending
+                .batch_items
+                .extend(items.into_iter().filter(|(_, _, b)| !b.is_empty()));
             g.pending.seq
         };
         self.wake_writer();

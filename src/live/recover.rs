@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::journal::{Record, open_journal, open_snapshot};
+use super::journal::{JOURNAL_FORMAT, Record, open_journal, open_snapshot};
 use super::*;
 
 impl Live {
@@ -62,9 +62,17 @@ impl Live {
         let mut last_entry: Option<u64> = None;
         let mut gaps: Vec<(u64, u64)> = Vec::new();
         let mut repeats: Vec<(u64, u64)> = Vec::new();
+        let mut newer: Option<(u64, String)> = None;
         store.journal_after(from, &mut |seq, data| {
+            if newer.is_some() {
+                return;
+            }
             let expected = last_entry.unwrap_or(from);
             let mut data = match open_journal(data) {
+                Err(why) if data.first().is_some_and(|&f| f > JOURNAL_FORMAT) => {
+                    newer = Some((seq, why));
+                    return;
+                }
                 // An entry that follows a commit already followed repeats history (a copied
                 // row): its events are in the state already, and would count twice.
                 Ok((_, Some(prev))) if prev < expected => {
@@ -108,6 +116,9 @@ impl Live {
                 }
             }
         })?;
+        if let Some((seq, why)) = newer {
+            return Err(RecoverError::Journal { seq, why });
+        }
         if let (Some(first), Some(last)) = (corrupt.first(), corrupt.last()) {
             let bytes: usize = corrupt.iter().map(|(_, b)| b).sum();
             damage.push(format!(

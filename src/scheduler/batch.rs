@@ -467,8 +467,8 @@ pub(super) struct State {
 }
 
 /// A record as stored: `v` in the envelope of `kind` ([`record::seal`]). Encoding plain data
-/// cannot fail; if it ever does, the failure is logged and counted and the record is stored
-/// empty, which reading refuses (logged and counted again) rather than mistake for data.
+/// cannot fail; if it ever does, the failure is logged and counted and the bytes are empty,
+/// which `live` never stores (the stored record stays as it was).
 pub(super) fn encode<T: Serialize>(kind: Kind, v: &T, metrics: &Metrics) -> Vec<u8> {
     match postcard::to_stdvec(v) {
         Ok(body) => record::seal(kind, &body),

@@ -442,8 +442,8 @@ impl Scheduler {
         Ok((self.summary(&st, i, now), seq))
     }
 
-    fn spacing_ms(&self, upstream: &UpstreamConfig) -> i64 {
-        let load = self.live.load_of(&upstream.org);
+    fn spacing_ms(&self, upstream: &UpstreamConfig, now: i64) -> i64 {
+        let load = self.live.load_of(&upstream.org, now);
         allowed(self.cfg.share, load.limits.rpm)
             .map_or(0, |rpm| (60_000 + rpm as i64 - 1) / rpm as i64)
     }
@@ -491,8 +491,8 @@ impl Scheduler {
             }
             return wake_at.map_or(Next::Idle, Next::Wait);
         };
-        let spacing = self.spacing_ms(up);
-        let load = self.live.load_of(&up.org);
+        let spacing = self.spacing_ms(up, now);
+        let load = self.live.load_of(&up.org, now);
         let lane = st.lanes.entry(upstream.to_string()).or_default();
         // Circuit: open until the cooldown ends, then one probe at a time.
         if let Some(until) = lane.circuit.open_until {

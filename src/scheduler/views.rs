@@ -92,8 +92,8 @@ impl Scheduler {
     }
 
     /// Requests per minute a batch of `upstream` can go at (the pacing rate).
-    pub(super) fn rate_per_min(&self, up: &UpstreamConfig) -> f64 {
-        let load = self.live.load_of(&up.org);
+    pub(super) fn rate_per_min(&self, up: &UpstreamConfig, now: i64) -> f64 {
+        let load = self.live.load_of(&up.org, now);
         let rpm = allowed(self.cfg.share, load.limits.rpm).map_or(600.0, |a| a as f64);
         match (&up.poll, allowed(self.cfg.share, load.limits.concurrency)) {
             // Each job holds a slot for at least one poll interval.
@@ -116,7 +116,7 @@ impl Scheduler {
             .filter(|o| o.header.upstream == b.header.upstream && !o.header.cancelled)
             .map(|o| o.items.iter().filter(|i| !i.state.is_final()).count())
             .sum();
-        let per_ms = self.rate_per_min(up) / 60_000.0;
+        let per_ms = self.rate_per_min(up, now) / 60_000.0;
         let mut work = (ahead + remaining) as f64 / per_ms;
         if b.header.mode == Mode::Asap {
             return Some(now + work.ceil() as i64);

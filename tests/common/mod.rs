@@ -267,7 +267,6 @@ pub fn metric(base: &str, series: &str) -> Option<f64> {
     http("GET", &format!("{base}/metrics"), &[], b"").and_then(|(_, body)| sample(&body, series))
 }
 
-/// Polls `f` until it returns `Some`, for at most `secs`.
 /// The one fixed wait tests take: a window in which something must *not* happen (nothing
 /// sent twice, no alert, no line read), named by `what` so a failure says what was watched.
 /// Everything else polls a condition with [`eventually`].
@@ -288,6 +287,7 @@ pub fn store_value(dir: &Path, sql: &str) -> Option<i64> {
     db.query_row(sql, [], |r| r.get(0)).ok()
 }
 
+/// Polls `f` until it returns `Some`, for at most `secs`.
 pub fn eventually<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
