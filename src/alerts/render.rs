@@ -128,9 +128,31 @@ pub fn html_body(t: &Transition, delivery_id: &str) -> String {
     out
 }
 
+/// The SPEC §9 notification object (`version`, `status`, `alert`, …, `fingerprint`): the
+/// `json` webhook body and each entry of `GET /v1/alerts`.
+pub fn json(t: &Transition) -> Value {
+    json!({
+        "version": "1",
+        "status": t.status.as_str(),
+        "alert": t.alert.as_str(),
+        "severity": t.severity.as_str(),
+        "org": &*t.org,
+        "app": t.app.as_deref(),
+        "dimension": t.dimension.map(|d| d.as_str()),
+        "value": t.value(),
+        "threshold": t.threshold_bp.map(|bp| bp as f64 / 10_000.0),
+        "usage": t.usage,
+        "limit": t.limit,
+        "starts_at": rfc3339(t.starts_at_ms),
+        "ends_at": (t.status == Status::Resolved).then(|| rfc3339(t.ts_ms)),
+        "summary": t.summary(),
+        "fingerprint": t.fingerprint(),
+    })
+}
+
 /// The SPEC §9 JSON object (`format = "json"`).
 pub fn json_body(t: &Transition) -> Vec<u8> {
-    t.to_json().to_string().into_bytes()
+    json(t).to_string().into_bytes()
 }
 
 /// Slack incoming-webhook message (`format = "slack"`).
@@ -335,7 +357,7 @@ impl Group<'_> {
             "starts_at": first.map(|t| rfc3339(t.ts_ms)),
             "ends_at": null,
             "grouped": self.transitions.len(),
-            "notifications": self.transitions.iter().take(GROUP_LISTED).map(Transition::to_json).collect::<Vec<_>>(),
+            "notifications": self.transitions.iter().take(GROUP_LISTED).map(json).collect::<Vec<_>>(),
             "omitted": self.transitions.len().saturating_sub(GROUP_LISTED),
             "fingerprint": self.delivery_id,
         })
@@ -390,6 +412,22 @@ mod tests {
                 Severity::Critical,
             )
         }
+    }
+
+    #[test]
+    fn the_notification_object_as_in_the_spec() {
+        let t = usage_high();
+        let j = json(&t);
+        assert_eq!(j["threshold"], 0.9);
+        assert_eq!(j["value"], 0.92);
+        assert_eq!(j["ends_at"], Value::Null);
+        assert_eq!(j["fingerprint"].as_str().map(str::len), Some(16));
+        assert_eq!(j["summary"], "acme at 92% of its 50 rpm");
+        let resolved = json(&Transition {
+            status: Status::Resolved,
+            ..t
+        });
+        assert_eq!(resolved["ends_at"], "2026-11-27T14:00:00.000Z");
     }
 
     #[test]

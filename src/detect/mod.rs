@@ -112,28 +112,6 @@ impl Transition {
         format!("{h:016x}")
     }
 
-    /// The SPEC §9 notification body (`version`, `status`, `alert`, …, `fingerprint`).
-    pub fn to_json(&self) -> serde_json::Value {
-        let ts = crate::clock::rfc3339;
-        serde_json::json!({
-            "version": "1",
-            "status": self.status.as_str(),
-            "alert": self.alert.as_str(),
-            "severity": self.severity.as_str(),
-            "org": &*self.org,
-            "app": self.app.as_deref(),
-            "dimension": self.dimension.map(|d| d.as_str()),
-            "value": self.value(),
-            "threshold": self.threshold_bp.map(|bp| bp as f64 / 10_000.0),
-            "usage": self.usage,
-            "limit": self.limit,
-            "starts_at": ts(self.starts_at_ms),
-            "ends_at": (self.status == Status::Resolved).then(|| ts(self.ts_ms)),
-            "summary": self.summary(),
-            "fingerprint": self.fingerprint(),
-        })
-    }
-
     /// One line for humans: "acme at 92% of its 50 rpm".
     pub fn summary(&self) -> String {
         let who = match &self.app {
@@ -511,10 +489,7 @@ mod tests {
         };
         assert_eq!(t.summary(), "acme at 92% of its 50 rpm");
         assert_eq!(t.value(), Some(0.92));
-        let j = t.to_json();
-        assert_eq!(j["threshold"], 0.9);
-        assert_eq!(j["ends_at"], serde_json::Value::Null);
-        assert_eq!(j["fingerprint"].as_str().map(str::len), Some(16));
+        assert_eq!(t.fingerprint().len(), 16);
         let resolved = Transition {
             status: Status::Resolved,
             severity: Severity::Warning,

@@ -53,5 +53,5 @@ fn org(o: &OrgSnapshot) -> Value {
 
 /// One entry of `GET /v1/alerts`: the notification body of the alert's current state.
 pub fn alert(t: &Transition) -> Value {
-    t.to_json()
+    crate::alerts::render::json(t)
 }

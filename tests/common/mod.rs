@@ -92,11 +92,11 @@ impl Daemon {
         let stderr = child.stderr.take().expect("stderr piped");
         let log = Arc::new(Mutex::new(Vec::new()));
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let mut reader = Some(std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 sink.lock().unwrap().push(line);
             }
-        });
+        }));
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut daemon = Daemon {
             child,
@@ -105,7 +105,10 @@ impl Daemon {
         };
         while Instant::now() < deadline {
             if let Ok(Some(_)) = daemon.child.try_wait() {
-                std::thread::sleep(Duration::from_millis(100));
+                // Its standard error ends with it: every line it wrote is read.
+                if let Some(r) = reader.take() {
+                    let _ = r.join();
+                }
                 return Err(daemon.log_text());
             }
             if daemon.base.is_empty()
