@@ -93,8 +93,6 @@ pub struct Metrics {
 /// What a scrape reads of the live state, taken at scrape time.
 #[derive(Debug, Clone)]
 pub struct Scraped {
-    /// Now, by the daemon's clock (Unix ms).
-    pub now_ms: i64,
     /// False after a failed store commit until one succeeds.
     pub store_writable: bool,
     /// Store commits that failed.
@@ -421,7 +419,6 @@ fn gauge<V: prometheus_client::encoding::EncodeGaugeValue + fmt::Debug>(
 impl Collector for TrackerCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
         let Some(Scraped {
-            now_ms: _,
             store_writable,
             store_commit_failures,
             orgs,

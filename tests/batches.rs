@@ -52,18 +52,7 @@ fn submit(d: &Daemon, n: usize) -> String {
         .map(|i| json!({"path": "/v1/videos", "body": {"prompt": format!("clip {i}")}}))
         .collect();
     let body = json!({"upstream": "fake", "mode": "asap", "requests": requests}).to_string();
-    let (status, answer) = http(
-        "POST",
-        &format!("{}/v1/batches", d.base),
-        &[("Content-Type", "application/json")],
-        body.as_bytes(),
-    )
-    .unwrap();
-    assert_eq!(status, 201, "{answer}");
-    serde_json::from_str::<Value>(&answer).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    common::create_batch(d, &body)
 }
 
 fn batch(d: &Daemon, id: &str) -> Value {

@@ -176,14 +176,7 @@ interval = "100ms"
     );
     let d = Daemon::start(dir.path(), &config, &[("T_UP_KEY", "sk-secret-key")]);
     let body = r#"{"upstream":"api","mode":"asap","requests":[{"path":"/v1/videos"},{"path":"/v1/videos"},{"path":"/v1/videos"}]}"#;
-    let (status, answer) = http(
-        "POST",
-        &format!("{}/v1/batches", d.base),
-        &[("Content-Type", "application/json")],
-        body.as_bytes(),
-    )
-    .unwrap();
-    assert_eq!(status, 201, "{answer}");
+    let batch = common::create_batch(&d, body);
     // Each id goes into the path as one percent-encoded segment.
     let want = [
         format!("/v1/videos/%40127.0.0.1%3A{other}%2Fx"),
@@ -196,10 +189,6 @@ interval = "100ms"
     assert!(polled.is_some(), "{:?}", api.gets());
     // An id that cannot be one segment (`..`) is never polled: its item fails, saying why,
     // and its job stops holding a slot.
-    let batch = serde_json::from_str::<serde_json::Value>(&answer).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let unpollable = common::eventually(10, || {
         let (_, rows) = http(
             "GET",
@@ -229,18 +218,7 @@ interval = "100ms"
         "http://127.0.0.1:{other}/stolen"
     ))]);
     let body = r#"{"upstream":"api","mode":"asap","requests":[{"path":"/v1/videos"}]}"#;
-    let (status, answer) = http(
-        "POST",
-        &format!("{}/v1/batches", d.base),
-        &[("Content-Type", "application/json")],
-        body.as_bytes(),
-    )
-    .unwrap();
-    assert_eq!(status, 201, "{answer}");
-    let id = serde_json::from_str::<serde_json::Value>(&answer).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = common::create_batch(&d, body);
     let failed = common::eventually(10, || {
         let (_, rows) = http(
             "GET",
@@ -633,18 +611,7 @@ fn credentials_a_receiver_echoes_back_are_scrubbed() {
     );
     // A batch item gets a 400 quoting the Authorization header.
     let body = r#"{"upstream":"api","mode":"asap","requests":[{"path":"/v1/videos"}]}"#;
-    let (status, answer) = http(
-        "POST",
-        &format!("{}/v1/batches", d.base),
-        &[("Content-Type", "application/json")],
-        body.as_bytes(),
-    )
-    .unwrap();
-    assert_eq!(status, 201, "{answer}");
-    let batch = serde_json::from_str::<serde_json::Value>(&answer).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let batch = common::create_batch(&d, body);
     let alerts = common::eventually(10, || {
         let (_, a) = http("GET", &format!("{}/v1/alerts", d.base), &[], b"").unwrap();
         a.contains("you sent").then_some(a)

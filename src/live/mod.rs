@@ -595,7 +595,6 @@ impl crate::metrics::ScrapeSource for Live {
         let (overflow, new_orgs_refused) =
             live.with_tracker(|t| (t.overflow(), t.new_orgs_refused()));
         Some(crate::metrics::Scraped {
-            now_ms,
             store_writable: live.healthy(),
             store_commit_failures: live.store_failures(),
             orgs: live.org_snapshots(now_ms),

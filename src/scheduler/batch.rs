@@ -105,31 +105,18 @@ pub(super) struct HeaderV1 {
 }
 
 impl Header {
-    /// Reads a stored header of either form. postcard is not self-describing: the older form
-    /// ends before `finished_ms`, so reading it as the newer one fails and it is read as the
-    /// older one.
+    /// Reads a stored header of any form (see [`decode`]).
     pub(super) fn decode(bytes: &[u8]) -> Result<Header, RecordError> {
-        let bytes = match record::open(Kind::Batch, bytes)? {
-            Opened::Current(body) => {
-                return postcard::from_bytes(body).map_err(undecodable(Kind::Batch));
-            }
-            Opened::Legacy(bytes) => bytes,
-        };
-        postcard::from_bytes::<Header>(bytes)
-            .or_else(|e| {
-                let v1 = postcard::from_bytes::<HeaderV1>(bytes).map_err(|_| e)?;
-                Ok(Header {
-                    id: v1.id,
-                    upstream: v1.upstream,
-                    org: v1.org,
-                    mode: v1.mode,
-                    created_ms: v1.created_ms,
-                    cancelled: v1.cancelled,
-                    finished_ms: None,
-                    request_hash: None,
-                })
-            })
-            .map_err(undecodable(Kind::Batch))
+        decode(Kind::Batch, bytes, |v1: HeaderV1| Header {
+            id: v1.id,
+            upstream: v1.upstream,
+            org: v1.org,
+            mode: v1.mode,
+            created_ms: v1.created_ms,
+            cancelled: v1.cancelled,
+            finished_ms: None,
+            request_hash: None,
+        })
     }
 }
 
@@ -183,35 +170,24 @@ pub(super) struct ItemV1 {
 }
 
 impl Item {
-    /// Reads a stored item of either form (see [`Header::decode`]).
+    /// Reads a stored item of any form (see [`decode`]).
     pub(super) fn decode(bytes: &[u8]) -> Result<Item, RecordError> {
-        let bytes = match record::open(Kind::BatchItem, bytes)? {
-            Opened::Current(body) => {
-                return postcard::from_bytes(body).map_err(undecodable(Kind::BatchItem));
-            }
-            Opened::Legacy(bytes) => bytes,
-        };
-        postcard::from_bytes::<Item>(bytes)
-            .or_else(|e| {
-                let v1 = postcard::from_bytes::<ItemV1>(bytes).map_err(|_| e)?;
-                Ok(Item {
-                    index: v1.index,
-                    method: v1.method,
-                    path: v1.path,
-                    body: v1.body,
-                    key: v1.key,
-                    state: v1.state,
-                    attempts: v1.attempts,
-                    next_attempt_ms: v1.next_attempt_ms,
-                    dispatched_ms: v1.dispatched_ms,
-                    last_status: v1.last_status,
-                    job_id: v1.job_id,
-                    result: v1.result,
-                    error: v1.error,
-                    result_bytes: None,
-                })
-            })
-            .map_err(undecodable(Kind::BatchItem))
+        decode(Kind::BatchItem, bytes, |v1: ItemV1| Item {
+            index: v1.index,
+            method: v1.method,
+            path: v1.path,
+            body: v1.body,
+            key: v1.key,
+            state: v1.state,
+            attempts: v1.attempts,
+            next_attempt_ms: v1.next_attempt_ms,
+            dispatched_ms: v1.dispatched_ms,
+            last_status: v1.last_status,
+            job_id: v1.job_id,
+            result: v1.result,
+            error: v1.error,
+            result_bytes: None,
+        })
     }
 
     /// Keeps the start of an upstream's answer, at most `max` bytes (at a character
@@ -477,6 +453,27 @@ pub(super) fn encode<T: Serialize>(kind: Kind, v: &T, metrics: &Metrics) -> Vec<
             metrics.store_record_error(kind.as_str(), "encode");
             Vec::new()
         }
+    }
+}
+
+/// A stored record of `kind`: in its envelope, as it is now; without (written before the
+/// envelope existed), as the current layout or, failing that, the first one, upgraded.
+/// postcard is not self-describing: the first layout ends early, so reading it as the
+/// current one fails and it is read as the first.
+fn decode<T: serde::de::DeserializeOwned, V1: serde::de::DeserializeOwned>(
+    kind: Kind,
+    bytes: &[u8],
+    upgrade: impl FnOnce(V1) -> T,
+) -> Result<T, RecordError> {
+    match record::open(kind, bytes)? {
+        Opened::Current(body) => postcard::from_bytes(body).map_err(undecodable(kind)),
+        Opened::Legacy(bytes) => postcard::from_bytes::<T>(bytes)
+            .or_else(|e| {
+                postcard::from_bytes::<V1>(bytes)
+                    .map(upgrade)
+                    .map_err(|_| e)
+            })
+            .map_err(undecodable(kind)),
     }
 }
 

@@ -31,6 +31,24 @@ fn item_row(it: &Item) -> Value {
     row
 }
 
+/// Batch `id`'s items and the bounds of the page after index `after` (exclusive), at most
+/// `limit` long. Items are held in index order.
+fn page<'s>(
+    st: &'s State,
+    id: &str,
+    after: Option<u32>,
+    limit: usize,
+) -> Result<(&'s [Item], usize, usize), BatchError> {
+    let &i = st
+        .index
+        .get(id)
+        .ok_or_else(|| BatchError::NotFound(format!("no batch {id:?}")))?;
+    let items = &st.batches[i].items;
+    let start = after.map_or(0, |a| items.partition_point(|it| it.index <= a));
+    let end = start.saturating_add(limit).min(items.len());
+    Ok((items, start, end))
+}
+
 impl Scheduler {
     /// Summaries of every batch, newest first.
     pub fn list(&self, now: i64) -> Vec<Value> {
@@ -60,14 +78,7 @@ impl Scheduler {
         limit: usize,
     ) -> Result<(Vec<Value>, bool), BatchError> {
         let st = self.lock();
-        let &i = st
-            .index
-            .get(id)
-            .ok_or_else(|| BatchError::NotFound(format!("no batch {id:?}")))?;
-        let items = &st.batches[i].items;
-        // Items are held in index order.
-        let start = after.map_or(0, |a| items.partition_point(|it| it.index <= a));
-        let end = start.saturating_add(limit).min(items.len());
+        let (items, start, end) = page(&st, id, after, limit)?;
         let rows = items[start..end].iter().map(item_row).collect();
         Ok((rows, end < items.len()))
     }
@@ -81,13 +92,7 @@ impl Scheduler {
         limit: usize,
     ) -> Result<Option<u32>, BatchError> {
         let st = self.lock();
-        let &i = st
-            .index
-            .get(id)
-            .ok_or_else(|| BatchError::NotFound(format!("no batch {id:?}")))?;
-        let items = &st.batches[i].items;
-        let start = after.map_or(0, |a| items.partition_point(|it| it.index <= a));
-        let end = start.saturating_add(limit).min(items.len());
+        let (items, start, end) = page(&st, id, after, limit)?;
         Ok((end < items.len() && end > start).then(|| items[end - 1].index))
     }
 

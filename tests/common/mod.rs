@@ -270,6 +270,23 @@ pub fn metric(base: &str, series: &str) -> Option<f64> {
     http("GET", &format!("{base}/metrics"), &[], b"").and_then(|(_, body)| sample(&body, series))
 }
 
+/// `POST /v1/batches` with `body` (no token); asserts `201` and answers the batch's id.
+#[allow(dead_code)]
+pub fn create_batch(d: &Daemon, body: &str) -> String {
+    let (status, answer) = http(
+        "POST",
+        &format!("{}/v1/batches", d.base),
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{answer}");
+    serde_json::from_str::<serde_json::Value>(&answer).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// The one fixed wait tests take: a window in which something must *not* happen (nothing
 /// sent twice, no alert, no line read), named by `what` so a failure says what was watched.
 /// Everything else polls a condition with [`eventually`].
