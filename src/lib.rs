@@ -31,7 +31,8 @@
 //!   [`offpeak`] windows, paced by the tracker's usage; its answers go back in as events.
 //! * [`daemon`]: wires the long-running pieces (HTTP server, sources, writer, delivery,
 //!   dispatcher, clock ticks, shutdown).
-//! * [`status`] and [`client`]: the CLI commands that talk to a running daemon.
+//! * [`cli`]: the CLI commands that are clients (`status`, `batch …`, `health`, `alerts
+//!   test`), of a running daemon or of the alert channels.
 //! * [`outbound`]: what outbound requests (webhooks, upstream APIs) may show in errors and
 //!   where they may go.
 //!
@@ -42,7 +43,7 @@
 pub use outbound::USER_AGENT;
 
 pub mod alerts;
-pub mod client;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
@@ -58,6 +59,5 @@ pub mod replay;
 pub mod scheduler;
 pub mod server;
 pub mod sources;
-pub mod status;
 pub mod store;
 pub mod tracker;

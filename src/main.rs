@@ -41,8 +41,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use ratewarden::cli::{self, Api, ClientError};
 use ratewarden::config::{CONFIG_ENV, Config};
-use ratewarden::{client, daemon, replay, status};
+use ratewarden::{daemon, replay};
 
 #[derive(Parser)]
 #[command(
@@ -260,10 +261,9 @@ async fn batch(
     server: &str,
     token: Option<String>,
     command: BatchCommand,
-) -> Result<String, client::ClientError> {
-    use reqwest::Method;
-    let api = client::Api::new(server, token)?;
-    Ok(match command {
+) -> Result<String, ClientError> {
+    let api = Api::new(server, token)?;
+    match command {
         BatchCommand::Submit {
             upstream,
             org,
@@ -275,45 +275,18 @@ async fn batch(
             } else {
                 std::fs::read_to_string(&file)
             }
-            .map_err(|e| client::ClientError::Input(format!("{}: {e}", file.display())))?;
-            let requests = client::read_requests(&text)?;
-            let body = serde_json::json!({
-                "upstream": upstream,
-                "org": org,
-                "mode": match mode { ModeArg::Offpeak => "offpeak", ModeArg::Asap => "asap" },
-                "requests": requests,
-            });
-            let b = api
-                .json(
-                    Method::POST,
-                    "/v1/batches",
-                    Some(body.to_string().into_bytes()),
-                )
-                .await?;
-            client::render_batch(&b)
+            .map_err(|e| ClientError::Input(format!("{}: {e}", file.display())))?;
+            let mode = match mode {
+                ModeArg::Offpeak => "offpeak",
+                ModeArg::Asap => "asap",
+            };
+            cli::batch::submit(&api, &upstream, org.as_deref(), mode, &text).await
         }
-        BatchCommand::List => {
-            let v = api.json(Method::GET, "/v1/batches", None).await?;
-            client::render_batches(
-                v["batches"]
-                    .as_array()
-                    .map(Vec::as_slice)
-                    .unwrap_or_default(),
-            )
-        }
-        BatchCommand::Status { id } => client::render_batch(
-            &api.json(Method::GET, &format!("/v1/batches/{id}"), None)
-                .await?,
-        ),
-        BatchCommand::Items { id } => {
-            api.call(Method::GET, &format!("/v1/batches/{id}/items"), None)
-                .await?
-        }
-        BatchCommand::Cancel { id } => client::render_batch(
-            &api.json(Method::DELETE, &format!("/v1/batches/{id}"), None)
-                .await?,
-        ),
-    })
+        BatchCommand::List => cli::batch::list(&api).await,
+        BatchCommand::Status { id } => cli::batch::status(&api, &id).await,
+        BatchCommand::Items { id } => cli::batch::items(&api, &id).await,
+        BatchCommand::Cancel { id } => cli::batch::cancel(&api, &id).await,
+    }
 }
 
 fn main() -> ExitCode {
@@ -412,21 +385,13 @@ fn command(command: Command) -> Result<ExitCode, Failed> {
                 ));
             }
             let now = chrono::Utc::now().timestamp_millis();
-            let results = block_on(ratewarden::alerts::send_test(&config.alerts, now))?;
-            let mut failed = false;
-            for (channel, result) in results {
-                match result {
-                    Ok(()) => outln!("{channel}: sent"),
-                    Err(e) => {
-                        failed = true;
-                        outln!("{channel}: FAILED: {e}");
-                    }
-                }
-            }
-            if failed {
-                ExitCode::FAILURE
-            } else {
+            let results = block_on(cli::alerts_test::send_test(&config.alerts, now))?;
+            let (report, all_sent) = cli::alerts_test::report(&results);
+            out!("{report}");
+            if all_sent {
                 ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
             }
         }
         Command::Batch { server, command } => {
@@ -437,17 +402,13 @@ fn command(command: Command) -> Result<ExitCode, Failed> {
             ExitCode::SUCCESS
         }
         Command::Health { server } => {
-            block_on(async {
-                client::Api::new(&server, None)?
-                    .call(reqwest::Method::GET, "/readyz", None)
-                    .await
-            })?
-            .map_err(|e| Failed::other(format!("not ready: {e}")))?;
+            block_on(cli::health::ready(&server))?
+                .map_err(|e| Failed::other(format!("not ready: {e}")))?;
             ExitCode::SUCCESS
         }
         Command::Status { server } => {
             let token = std::env::var("RATEWARDEN_ADMIN_TOKEN").ok();
-            let table = block_on(status::fetch(&server, token.as_deref()))?
+            let table = block_on(cli::status::fetch(&server, token.as_deref()))?
                 .map_err(|e| Failed::other(format!("status: {e}")))?;
             out!("{table}");
             ExitCode::SUCCESS

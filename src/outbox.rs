@@ -84,3 +84,88 @@ pub fn route(channels: &[ChannelConfig], t: &Transition, now_ms: i64) -> Vec<Out
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::model::{Dimension, Severity};
+
+    fn channels() -> Vec<ChannelConfig> {
+        Config::parse(
+            "[[alerts.webhook]]\nname = \"all\"\nurl = \"http://h/x\"\n\
+             [[alerts.webhook]]\nname = \"crit\"\nurl = \"http://h/y\"\nmin_severity = \"critical\"\n\
+             [[alerts.webhook]]\nname = \"am\"\nurl = \"http://h/z\"\nformat = \"alertmanager\"\nmin_severity = \"critical\"\n",
+            "t",
+        )
+        .unwrap()
+        .alerts
+        .channels
+    }
+
+    fn t(severity: Severity, status: Status, notify: bool) -> Transition {
+        Transition {
+            ts_ms: 1,
+            dimension: Some(Dimension::Rpm),
+            status,
+            notify,
+            ..Transition::firing(&"acme".into(), 0, AlertName::UsageHigh, severity)
+        }
+    }
+
+    fn to(tr: &Transition) -> Vec<String> {
+        route(&channels(), tr, 5)
+            .into_iter()
+            .map(|e| e.channel)
+            .collect()
+    }
+
+    #[test]
+    fn routing_by_severity() {
+        assert_eq!(to(&t(Severity::Warning, Status::Firing, true)), vec!["all"]);
+        assert_eq!(
+            to(&t(Severity::Critical, Status::Firing, true)),
+            vec!["all", "crit", "am"]
+        );
+        // A resolve reaches the channels its firing reached.
+        let resolved = Transition {
+            peak: Severity::Critical,
+            ..t(Severity::Warning, Status::Resolved, true)
+        };
+        assert_eq!(to(&resolved), vec!["all", "crit", "am"]);
+        // A silent fall from critical to warning only updates Alertmanager.
+        let lowered = Transition {
+            previous_severity: Some(Severity::Critical),
+            ..t(Severity::Warning, Status::Firing, false)
+        };
+        assert_eq!(to(&lowered), vec!["am"]);
+    }
+
+    #[test]
+    fn delivery_ids_are_stable_and_distinct() {
+        let a = t(Severity::Warning, Status::Firing, true);
+        assert_eq!(delivery_id("x", &a), delivery_id("x", &a));
+        assert_eq!(delivery_id("x", &a).len(), 32);
+        assert_ne!(delivery_id("x", &a), delivery_id("y", &a));
+        assert_ne!(
+            delivery_id("x", &a),
+            delivery_id(
+                "x",
+                &Transition {
+                    repeat: true,
+                    ..a.clone()
+                }
+            )
+        );
+        assert_ne!(
+            delivery_id("x", &a),
+            delivery_id(
+                "x",
+                &Transition {
+                    status: Status::Resolved,
+                    ..a
+                }
+            )
+        );
+    }
+}

@@ -21,7 +21,8 @@ pub enum DeliveryError {
 }
 
 impl DeliveryError {
-    pub(super) fn message(&self) -> &str {
+    /// What went wrong, with the receiver's answer.
+    pub fn message(&self) -> &str {
         match self {
             DeliveryError::Retry { message, .. } | DeliveryError::Permanent { message } => message,
         }

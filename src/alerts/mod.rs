@@ -16,7 +16,6 @@ pub mod webhook;
 
 pub use error::DeliveryError;
 
-use crate::model::{AlertName, Severity};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -31,7 +30,6 @@ use crate::detect::Transition;
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::model::stable_hash;
-use crate::outbox::delivery_id;
 use crate::store::{OutboxEntry, OutboxUpdate, record};
 
 /// How long Alertmanager should hold a firing alert without hearing from us again.
@@ -575,117 +573,9 @@ impl Worker {
     }
 }
 
-/// `ratewarden alerts test`: sends a test notification to every channel directly (not through
-/// the outbox) and returns each channel's outcome.
-pub async fn send_test(alerts: &AlertsConfig, now_ms: i64) -> Vec<(String, Result<(), String>)> {
-    let mut out = Vec::new();
-    for c in &alerts.channels {
-        let t = Transition::firing(
-            &"ratewarden".into(),
-            now_ms,
-            AlertName::Test,
-            Severity::Critical,
-        );
-        let result = match Sender::new(c, alerts) {
-            Err(e) => Err(e),
-            Ok(sender) => {
-                let id = delivery_id(&c.name, &t);
-                sender
-                    .send(&t, &id, now_ms)
-                    .await
-                    .map_err(|e| e.message().to_string())
-            }
-        };
-        out.push((c.name.clone(), result));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-    use crate::detect::Status;
-    use crate::model::Dimension;
-    use crate::outbox::route;
-
-    fn channels() -> Vec<ChannelConfig> {
-        Config::parse(
-            "[[alerts.webhook]]\nname = \"all\"\nurl = \"http://h/x\"\n\
-             [[alerts.webhook]]\nname = \"crit\"\nurl = \"http://h/y\"\nmin_severity = \"critical\"\n\
-             [[alerts.webhook]]\nname = \"am\"\nurl = \"http://h/z\"\nformat = \"alertmanager\"\nmin_severity = \"critical\"\n",
-            "t",
-        )
-        .unwrap()
-        .alerts
-        .channels
-    }
-
-    fn t(severity: Severity, status: Status, notify: bool) -> Transition {
-        Transition {
-            ts_ms: 1,
-            dimension: Some(Dimension::Rpm),
-            status,
-            notify,
-            ..Transition::firing(&"acme".into(), 0, AlertName::UsageHigh, severity)
-        }
-    }
-
-    fn to(tr: &Transition) -> Vec<String> {
-        route(&channels(), tr, 5)
-            .into_iter()
-            .map(|e| e.channel)
-            .collect()
-    }
-
-    #[test]
-    fn routing_by_severity() {
-        assert_eq!(to(&t(Severity::Warning, Status::Firing, true)), vec!["all"]);
-        assert_eq!(
-            to(&t(Severity::Critical, Status::Firing, true)),
-            vec!["all", "crit", "am"]
-        );
-        // A resolve reaches the channels its firing reached.
-        let resolved = Transition {
-            peak: Severity::Critical,
-            ..t(Severity::Warning, Status::Resolved, true)
-        };
-        assert_eq!(to(&resolved), vec!["all", "crit", "am"]);
-        // A silent fall from critical to warning only updates Alertmanager.
-        let lowered = Transition {
-            previous_severity: Some(Severity::Critical),
-            ..t(Severity::Warning, Status::Firing, false)
-        };
-        assert_eq!(to(&lowered), vec!["am"]);
-    }
-
-    #[test]
-    fn delivery_ids_are_stable_and_distinct() {
-        let a = t(Severity::Warning, Status::Firing, true);
-        assert_eq!(delivery_id("x", &a), delivery_id("x", &a));
-        assert_eq!(delivery_id("x", &a).len(), 32);
-        assert_ne!(delivery_id("x", &a), delivery_id("y", &a));
-        assert_ne!(
-            delivery_id("x", &a),
-            delivery_id(
-                "x",
-                &Transition {
-                    repeat: true,
-                    ..a.clone()
-                }
-            )
-        );
-        assert_ne!(
-            delivery_id("x", &a),
-            delivery_id(
-                "x",
-                &Transition {
-                    status: Status::Resolved,
-                    ..a
-                }
-            )
-        );
-    }
 
     #[test]
     fn backoff_stays_between_base_and_cap() {

@@ -26,7 +26,10 @@ use crate::clock::Clock;
 use crate::config::{ChannelConfig, Config};
 use crate::detect::{Status, Transition};
 use crate::events::Event;
-use crate::store::{Checkpoint, Commit, OutboxEntry, OutboxUpdate, StateStore, StoreError};
+use crate::store::{
+    BatchRecord, Checkpoint, Commit, FileRef, ItemRecord, OutboxEntry, OutboxUpdate, StateStore,
+    StoreError,
+};
 use crate::tracker::Tracker;
 use journal::{JOURNAL_FORMAT, JOURNAL_HEADER, RecordRef, seal_journal, seal_snapshot};
 
@@ -48,12 +51,12 @@ struct Pending {
     journal: Vec<u8>,
     records: u64,
     checkpoints: BTreeMap<(String, String), Checkpoint>,
-    forget: Vec<(String, String)>,
+    forget: Vec<FileRef>,
     started: Vec<String>,
     outbox_new: Vec<OutboxEntry>,
     outbox_updates: Vec<OutboxUpdate>,
-    batches: Vec<(String, Vec<u8>)>,
-    batch_items: Vec<(String, u32, Vec<u8>)>,
+    batches: Vec<BatchRecord>,
+    batch_items: Vec<ItemRecord>,
     batches_dropped: Vec<String>,
 }
 
@@ -196,10 +199,10 @@ pub struct Recovery {
     pub started_sources: Vec<String>,
     /// Notifications not yet delivered, oldest first.
     pub outbox: Vec<OutboxEntry>,
-    /// Stored batches and items, for the scheduler.
-    pub batches: Vec<(String, Vec<u8>)>,
+    /// Stored batches, for the scheduler.
+    pub batches: Vec<BatchRecord>,
     /// Stored batch items.
-    pub batch_items: Vec<(String, u32, Vec<u8>)>,
+    pub batch_items: Vec<ItemRecord>,
     /// Journal records replayed.
     pub replayed: u64,
     /// Whether a snapshot was loaded.
@@ -354,7 +357,7 @@ impl Live {
     }
 
     /// Records that a file is gone for good, or that a source ran for the first time.
-    pub fn note_sources(&self, forget: Vec<(String, String)>, started: Vec<String>) -> u64 {
+    pub fn note_sources(&self, forget: Vec<FileRef>, started: Vec<String>) -> u64 {
         let seq = {
             let mut g = self.lock();
             g.pending.forget.extend(forget);
@@ -375,24 +378,14 @@ impl Live {
     }
 
     /// Records batch and item changes; returns the commit to wait for before acting on them.
-    pub fn record_batches(
-        &self,
-        batches: Vec<(String, Vec<u8>)>,
-        items: Vec<(String, u32, Vec<u8>)>,
-    ) -> u64 {
+    pub fn record_batches(&self, batches: Vec<BatchRecord>, items: Vec<ItemRecord>) -> u64 {
         if self.durable.is_none() {
             return 0;
         }
         let seq = {
             let mut g = self.lock();
-            // An empty record is one that could not be encoded (logged and counted where it
-            // was made): it is never stored in place of the record.
-            g.pending
-                .batches
-                .extend(batches.into_iter().filter(|(_, b)| !b.is_empty()));
-            g.pending
-                .batch_items
-                .extend(items.into_iter().filter(|(_, _, b)| !b.is_empty()));
+            g.pending.batches.extend(batches);
+            g.pending.batch_items.extend(items);
             g.pending.seq
         };
         self.wake_writer();

@@ -26,7 +26,7 @@ impl Live {
         let rec = store.recover()?;
         let mut damage: Vec<String> = Vec::new();
         let (from, mut tracker) = match &rec.snapshot {
-            Some((seq, sealed)) => {
+            Some(crate::store::Snapshot { seq, state: sealed }) => {
                 let restored =
                     open_snapshot(sealed).map(|bytes| (bytes, Tracker::restore(config, bytes)));
                 match restored {

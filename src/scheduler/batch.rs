@@ -1,5 +1,4 @@
-//! A batch and its items as the scheduler holds them and stores them: states, the stored
-//! records (with the older layouts they are read from), the API's request shapes, and what
+//! A batch and its items as the scheduler holds them: states, the API's request shapes, and what
 //! the dispatcher is handed (a [`Dispatch`], a [`Poll`]) and hands back (an [`Attempt`], a
 //! [`JobStatus`]). Plain data; the decisions are in `scheduler`.
 
@@ -8,8 +7,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::Metrics;
-use crate::store::record::{self, Kind, Opened, RecordError};
 use serde_json::Value;
 
 /// Most bytes of an upstream's answer quoted in an item's `error`.
@@ -93,33 +90,6 @@ pub(super) struct Header {
     pub(super) request_hash: Option<u64>,
 }
 
-/// [`Header`] as the first stores wrote it (before `finished_ms`).
-#[derive(Deserialize)]
-pub(super) struct HeaderV1 {
-    pub(super) id: String,
-    pub(super) upstream: String,
-    pub(super) org: String,
-    pub(super) mode: Mode,
-    pub(super) created_ms: i64,
-    pub(super) cancelled: bool,
-}
-
-impl Header {
-    /// Reads a stored header of any form (see [`decode`]).
-    pub(super) fn decode(bytes: &[u8]) -> Result<Header, RecordError> {
-        decode(Kind::Batch, bytes, |v1: HeaderV1| Header {
-            id: v1.id,
-            upstream: v1.upstream,
-            org: v1.org,
-            mode: v1.mode,
-            created_ms: v1.created_ms,
-            cancelled: v1.cancelled,
-            finished_ms: None,
-            request_hash: None,
-        })
-    }
-}
-
 /// One request of a batch, as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Item {
@@ -151,45 +121,7 @@ pub struct Item {
     pub result_bytes: Option<u64>,
 }
 
-/// [`Item`] as the first stores wrote it (before `result_bytes`).
-#[derive(Deserialize)]
-pub(super) struct ItemV1 {
-    pub(super) index: u32,
-    pub(super) method: String,
-    pub(super) path: String,
-    pub(super) body: Option<String>,
-    pub(super) key: String,
-    pub(super) state: ItemState,
-    pub(super) attempts: u32,
-    pub(super) next_attempt_ms: i64,
-    pub(super) dispatched_ms: Option<i64>,
-    pub(super) last_status: Option<u16>,
-    pub(super) job_id: Option<String>,
-    pub(super) result: Option<String>,
-    pub(super) error: Option<String>,
-}
-
 impl Item {
-    /// Reads a stored item of any form (see [`decode`]).
-    pub(super) fn decode(bytes: &[u8]) -> Result<Item, RecordError> {
-        decode(Kind::BatchItem, bytes, |v1: ItemV1| Item {
-            index: v1.index,
-            method: v1.method,
-            path: v1.path,
-            body: v1.body,
-            key: v1.key,
-            state: v1.state,
-            attempts: v1.attempts,
-            next_attempt_ms: v1.next_attempt_ms,
-            dispatched_ms: v1.dispatched_ms,
-            last_status: v1.last_status,
-            job_id: v1.job_id,
-            result: v1.result,
-            error: v1.error,
-            result_bytes: None,
-        })
-    }
-
     /// Keeps the start of an upstream's answer, at most `max` bytes (at a character
     /// boundary), noting the whole size when it is cut.
     pub(super) fn keep_result(&mut self, body: &str, max: usize) {
@@ -237,15 +169,11 @@ impl BatchState {
 }
 
 impl Batch {
-    /// Marks the batch finished when its last item has become final; returns the header to
-    /// store when it did.
-    pub(super) fn note_finished(
-        &mut self,
-        now: i64,
-        metrics: &Metrics,
-    ) -> Option<(String, Vec<u8>)> {
+    /// Marks the batch finished when its last item has become final; true when it did (its
+    /// header is then to be stored).
+    pub(super) fn note_finished(&mut self, now: i64) -> bool {
         if self.header.finished_ms.is_some() || !self.items.iter().all(|i| i.state.is_final()) {
-            return None;
+            return false;
         }
         self.header.finished_ms = Some(now);
         let count = |s: ItemState| self.items.iter().filter(|i| i.state == s).count();
@@ -256,10 +184,7 @@ impl Batch {
         } else {
             tracing::info!(batch = %self.header.id, succeeded = ok, cancelled, "batch finished");
         }
-        Some((
-            self.header.id.clone(),
-            encode(Kind::Batch, &self.header, metrics),
-        ))
+        true
     }
 
     /// Logs the first item of the batch that failed for good, as it happens (the rest are
@@ -440,46 +365,4 @@ pub(super) struct State {
     pub(super) batches: Vec<Batch>,
     pub(super) index: HashMap<String, usize>,
     pub(super) lanes: HashMap<String, Lane>,
-}
-
-/// A record as stored: `v` in the envelope of `kind` ([`record::seal`]). Encoding plain data
-/// cannot fail; if it ever does, the failure is logged and counted and the bytes are empty,
-/// which `live` never stores (the stored record stays as it was).
-pub(super) fn encode<T: Serialize>(kind: Kind, v: &T, metrics: &Metrics) -> Vec<u8> {
-    match postcard::to_stdvec(v) {
-        Ok(body) => record::seal(kind, &body),
-        Err(e) => {
-            tracing::error!(record = kind.as_str(), error = %e, "a batch record cannot be encoded; it is not stored");
-            metrics.store_record_error(kind.as_str(), "encode");
-            Vec::new()
-        }
-    }
-}
-
-/// A stored record of `kind`: in its envelope, as it is now; without (written before the
-/// envelope existed), as the current layout or, failing that, the first one, upgraded.
-/// postcard is not self-describing: the first layout ends early, so reading it as the
-/// current one fails and it is read as the first.
-fn decode<T: serde::de::DeserializeOwned, V1: serde::de::DeserializeOwned>(
-    kind: Kind,
-    bytes: &[u8],
-    upgrade: impl FnOnce(V1) -> T,
-) -> Result<T, RecordError> {
-    match record::open(kind, bytes)? {
-        Opened::Current(body) => postcard::from_bytes(body).map_err(undecodable(kind)),
-        Opened::Legacy(bytes) => postcard::from_bytes::<T>(bytes)
-            .or_else(|e| {
-                postcard::from_bytes::<V1>(bytes)
-                    .map(upgrade)
-                    .map_err(|_| e)
-            })
-            .map_err(undecodable(kind)),
-    }
-}
-
-fn undecodable(kind: Kind) -> impl Fn(postcard::Error) -> RecordError {
-    move |e| RecordError::Undecodable {
-        kind: kind.as_str(),
-        why: e.to_string(),
-    }
 }

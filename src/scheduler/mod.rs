@@ -12,24 +12,29 @@
 //! idempotency key, before it is sent, so after a crash it is retried with the same key.
 //! Upstream credentials live in the config only: never in items, logs or answers.
 //!
-//! Its parts: `batch` (batches and items as held and stored, and the shapes exchanged with the
-//! dispatcher), `views` (the API's JSON: batches, items, next dispatch, ETA), [`dispatch`] (the
-//! driver); this file keeps the decisions.
+//! Its parts: this file and `polls` keep the decisions (the state machine); `batch` is the
+//! data (batches and items as held, the shapes exchanged with the dispatcher); `persist` turns
+//! what a decision changed into stored records and rebuilds batches from them; `report` is
+//! what the scheduler tells the rest (metrics, the events fed back to the tracker); `views`
+//! is the API's JSON (batches, items, next dispatch, ETA); [`dispatch`] is the driver (HTTP,
+//! timers, the clock).
 
 mod batch;
 pub mod dispatch;
+mod persist;
 mod polls;
+mod report;
 mod views;
 
-use crate::store::record::Kind;
 pub use batch::{
     Attempt, BatchError, BatchState, Dispatch, Item, ItemState, JobStatus, Mode, NewBatch,
     NewRequest, Next, Poll,
 };
-use batch::{Batch, ERROR_QUOTE_CHARS, Header, MAX_KEY_LEN, State, encode};
+use batch::{Batch, ERROR_QUOTE_CHARS, Header, MAX_KEY_LEN, State};
+use persist::Changes;
 
 use crate::model::{stable_hash, valid_name};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde_json::Value;
@@ -39,6 +44,7 @@ use crate::config::{Config, SchedulerConfig, UpstreamConfig};
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::offpeak::OffPeak;
+use crate::store::{BatchRecord, ItemRecord};
 
 /// The batches and the decisions about them.
 pub struct Scheduler {
@@ -75,8 +81,8 @@ impl Scheduler {
         config: &Config,
         live: Live,
         metrics: Arc<Metrics>,
-        batches: Vec<(String, Vec<u8>)>,
-        items: Vec<(String, u32, Vec<u8>)>,
+        batches: Vec<BatchRecord>,
+        items: Vec<ItemRecord>,
         now: i64,
     ) -> Scheduler {
         let s = Scheduler {
@@ -93,73 +99,42 @@ impl Scheduler {
             state: Mutex::new(State::default()),
             wake: tokio::sync::Notify::new(),
         };
-        let mut requeued = Vec::new();
-        let mut finished = Vec::new();
-        {
-            let mut st = s.lock();
-            for (id, payload) in batches {
-                match Header::decode(&payload) {
-                    Ok(header) => {
-                        let at = st.batches.len();
-                        st.index.insert(id, at);
-                        st.batches.push(Batch {
-                            header,
-                            items: Vec::new(),
-                        });
-                    }
-                    Err(e) => {
-                        tracing::error!(batch = %id, error = %e, "unreadable stored batch; skipped");
-                        s.metrics.store_record_error(Kind::Batch.as_str(), "decode");
-                    }
-                }
-            }
-            for (id, index, payload) in items {
-                let Some(&b) = st.index.get(&id) else {
-                    continue;
-                };
-                match Item::decode(&payload) {
-                    Ok(mut item) => {
-                        if item.state == ItemState::InFlight && item.job_id.is_none() {
-                            // It may have been sent; send it again with the same key.
-                            item.state = ItemState::Retrying;
-                            item.next_attempt_ms = now;
-                            requeued.push((
-                                id.clone(),
-                                index,
-                                encode(Kind::BatchItem, &item, &s.metrics),
-                            ));
-                        }
-                        st.batches[b].items.push(item);
-                    }
-                    Err(e) => {
-                        tracing::error!(batch = %id, index, error = %e, "unreadable stored item; skipped");
-                        s.metrics
-                            .store_record_error(Kind::BatchItem.as_str(), "decode");
-                    }
+        let mut st = persist::restore(batches, items, &s.metrics);
+        let mut changes = Changes::new(&s.metrics);
+        for b in &mut st.batches {
+            for item in &mut b.items {
+                if item.state == ItemState::InFlight && item.job_id.is_none() {
+                    // It may have been sent; send it again with the same key.
+                    item.state = ItemState::Retrying;
+                    item.next_attempt_ms = now;
+                    changes.item(&b.header.id, item);
                 }
             }
             // Batches finished under a version that did not note when are kept a full
             // retention from now.
-            for b in &mut st.batches {
-                if let Some(h) = b.note_finished(now, &s.metrics) {
-                    finished.push(h);
-                }
-            }
-            let orgs: Vec<String> = st.batches.iter().map(|b| b.header.org.clone()).collect();
-            for org in orgs {
-                s.update_gauges(&st, &org);
+            if b.note_finished(now) {
+                changes.batch(&b.header);
             }
         }
-        if !requeued.is_empty() {
+        if changes.items() > 0 {
             tracing::info!(
-                items = requeued.len(),
+                items = changes.items(),
                 "items in flight at the last stop will be sent again with their keys"
             );
         }
-        if !requeued.is_empty() || !finished.is_empty() {
-            s.live.record_batches(finished, requeued);
+        changes.store(&s.live);
+        let mut orgs: Vec<&str> = st.batches.iter().map(|b| b.header.org.as_str()).collect();
+        orgs.sort_unstable();
+        orgs.dedup();
+        for org in orgs {
+            s.update_gauges(&st, org);
         }
+        *s.lock() = st;
         s
+    }
+
+    fn update_gauges(&self, st: &State, org: &str) {
+        report::gauges(&self.metrics, st, org);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -179,19 +154,6 @@ impl Scheduler {
     /// The off-peak windows.
     pub fn offpeak(&self) -> &OffPeak {
         &self.offpeak
-    }
-
-    fn update_gauges(&self, st: &State, org: &str) {
-        let mut counts: HashMap<ItemState, i64> = HashMap::new();
-        for b in st.batches.iter().filter(|b| b.header.org == org) {
-            for i in &b.items {
-                *counts.entry(i.state).or_default() += 1;
-            }
-        }
-        for s in ItemState::ALL {
-            self.metrics
-                .batch_items(org, s.as_str(), counts.get(&s).copied().unwrap_or(0));
-        }
     }
 
     /// Validates and stores a new batch; returns its summary and the commit to wait for.
@@ -337,19 +299,12 @@ impl Scheduler {
                 self.cfg.max_pending_items
             )));
         }
-        let seq = self.live.record_batches(
-            vec![(id.clone(), encode(Kind::Batch, &header, &self.metrics))],
-            items
-                .iter()
-                .map(|i| {
-                    (
-                        id.clone(),
-                        i.index,
-                        encode(Kind::BatchItem, i, &self.metrics),
-                    )
-                })
-                .collect(),
-        );
+        let mut changes = Changes::new(&self.metrics);
+        changes.batch(&header);
+        for i in &items {
+            changes.item(&id, i);
+        }
+        let seq = changes.store(&self.live);
         let at = st.batches.len();
         st.index.insert(id.clone(), at);
         st.batches.push(Batch { header, items });
@@ -415,27 +370,18 @@ impl Scheduler {
             .ok_or_else(|| BatchError::NotFound(format!("no batch {id:?}")))?;
         let b = &mut st.batches[i];
         b.header.cancelled = true;
-        let mut changed = Vec::new();
+        let mut changes = Changes::new(&self.metrics);
         for it in &mut b.items {
             if matches!(it.state, ItemState::Pending | ItemState::Retrying) {
                 it.state = ItemState::Cancelled;
-                changed.push((
-                    id.to_string(),
-                    it.index,
-                    encode(Kind::BatchItem, it, &self.metrics),
-                ));
+                changes.item(id, it);
             }
         }
         // The header is stored either way (it now says cancelled); finished too if nothing
         // is left in flight.
-        let _ = b.note_finished(now, &self.metrics);
-        let seq = self.live.record_batches(
-            vec![(
-                id.to_string(),
-                encode(Kind::Batch, &b.header, &self.metrics),
-            )],
-            changed,
-        );
+        b.note_finished(now);
+        changes.batch(&b.header);
+        let seq = changes.store(&self.live);
         let org = b.header.org.clone();
         self.update_gauges(&st, &org);
         tracing::info!(batch = %id, "batch cancelled");
@@ -536,13 +482,10 @@ impl Scheduler {
             key: it.key.clone(),
             seq: 0,
         };
-        let record = (
-            b.header.id.clone(),
-            it.index,
-            encode(Kind::BatchItem, it, &self.metrics),
-        );
+        let mut changes = Changes::new(&self.metrics);
+        changes.item(&b.header.id, it);
         let org = b.header.org.clone();
-        let seq = self.live.record_batches(Vec::new(), vec![record]);
+        let seq = changes.store(&self.live);
         self.update_gauges(&st, &org);
         Next::Send(Dispatch { seq, ..dispatch })
     }
@@ -606,20 +549,7 @@ impl Scheduler {
                 } => {
                     it.last_status = Some(status);
                     it.keep_result(&body, max_result);
-                    event = Some(crate::events::Event {
-                        ts_ms: Some(sent_at),
-                        org: org.clone().into(),
-                        app: Some("batch".into()),
-                        kind: crate::events::Kind::Request,
-                        status: Some(status),
-                        job_id: None,
-                        retry_after_ms: retry_after.map(|r| r.as_millis() as i64),
-                        error_code: None,
-                        tokens: None,
-                        latency_ms: Some((now - sent_at).max(0) as f64),
-                        request_id: None,
-                        ratelimit: None,
-                    });
+                    event = Some(report::answered(&org, sent_at, status, retry_after, now));
                     if status == 429 {
                         circuit.consecutive_429 += 1;
                         if circuit.consecutive_429 >= circuit_after {
@@ -691,15 +621,13 @@ impl Scheduler {
                 }
             }
             tracing::debug!(batch = %d.batch, index = d.index, state = it.state.as_str(), outcome, "item attempt settled");
-            let record = (
-                d.batch.clone(),
-                it.index,
-                encode(Kind::BatchItem, it, &self.metrics),
-            );
+            let mut changes = Changes::new(&self.metrics);
+            changes.item(&d.batch, it);
             b.note_failure(d.index);
-            let header = b.note_finished(now, &self.metrics);
-            self.live
-                .record_batches(header.into_iter().collect(), vec![record]);
+            if b.note_finished(now) {
+                changes.batch(&b.header);
+            }
+            changes.store(&self.live);
         }
         self.metrics.batch_request(&org, outcome);
         self.update_gauges(&st, &org);

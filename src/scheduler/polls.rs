@@ -2,9 +2,9 @@
 //! status poll, and what a poll's finding means for the item (done, failed, still running,
 //! past `release_after`, or an id that cannot be polled).
 
+use super::Scheduler;
 use super::batch::{ItemState, JobStatus, Poll};
-use super::{Scheduler, encode};
-use crate::store::record::Kind;
+use super::persist::Changes;
 
 impl Scheduler {
     /// Jobs of `upstream` due for a poll at `now`.
@@ -100,34 +100,20 @@ impl Scheduler {
                 (Some(crate::events::Kind::JobFailed), true)
             }
         };
-        let record = (
-            p.batch.clone(),
-            it.index,
-            encode(Kind::BatchItem, it, &self.metrics),
-        );
-        st.batches[bi].note_failure(p.index);
-        let header = st.batches[bi].note_finished(now, &self.metrics);
-        self.live
-            .record_batches(header.into_iter().collect(), vec![record]);
+        let mut changes = Changes::new(&self.metrics);
+        changes.item(&p.batch, it);
+        let b = &mut st.batches[bi];
+        b.note_failure(p.index);
+        if b.note_finished(now) {
+            changes.batch(&b.header);
+        }
+        changes.store(&self.live);
         if done && let Some(lane) = st.lanes.get_mut(&upstream) {
             lane.polled.remove(&(p.batch.clone(), p.index));
         }
         self.update_gauges(&st, &org);
         drop(st);
         self.wake.notify_waiters();
-        kind.map(|kind| crate::events::Event {
-            ts_ms: Some(now),
-            org: org.into(),
-            app: Some("batch".into()),
-            kind,
-            status: None,
-            job_id: Some(p.job_id.clone().into()),
-            retry_after_ms: None,
-            error_code: None,
-            tokens: None,
-            latency_ms: None,
-            request_id: None,
-            ratelimit: None,
-        })
+        kind.map(|kind| super::report::job_ended(&org, &p.job_id, kind, now))
     }
 }

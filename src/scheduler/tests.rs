@@ -271,17 +271,10 @@ fn restored_in_flight_items_are_sent_again_with_their_key() {
     let (batches, items) = {
         let st = f.sched.lock();
         let b = &st.batches[0];
-        (
-            vec![(
-                b.header.id.clone(),
-                encode(Kind::Batch, &b.header, &f.sched.metrics),
-            )],
-            vec![(
-                b.header.id.clone(),
-                0,
-                encode(Kind::BatchItem, &b.items[0], &f.sched.metrics),
-            )],
-        )
+        let mut changes = Changes::new(&f.sched.metrics);
+        changes.batch(&b.header);
+        changes.item(&b.header.id, &b.items[0]);
+        changes.into_records()
     };
     let cfg = config("");
     let metrics = Arc::new(Metrics::new(Arc::new(f.live.clone()), cfg.offpeak.clone()));
@@ -589,8 +582,15 @@ fn batches_stored_before_retention_existed_still_load() {
         &cfg,
         live,
         metrics,
-        vec![("old".into(), header)],
-        vec![("old".into(), 0, item)],
+        vec![BatchRecord {
+            id: "old".into(),
+            record: header,
+        }],
+        vec![ItemRecord {
+            batch: "old".into(),
+            index: 0,
+            record: item,
+        }],
         FRI_14H,
     );
     assert_eq!(sched.get("old", FRI_14H).unwrap()["state"], "completed");

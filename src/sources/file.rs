@@ -31,7 +31,7 @@ use crate::events::ParseContext;
 use crate::events::intake::{LineFramer, SourceStats, archive_format};
 use crate::live::{Live, MAX_PENDING_BYTES};
 use crate::metrics::Metrics;
-use crate::store::Checkpoint;
+use crate::store::{Checkpoint, FileRef};
 
 /// Bytes of a file's start that identify it together with its inode.
 const HEAD_MAX: u64 = 256;
@@ -239,7 +239,10 @@ impl FileSource {
                             detached: Some(Instant::now()),
                         });
                     }
-                    _ => forget.push((cp.source, cp.file)),
+                    _ => forget.push(FileRef {
+                        source: cp.source,
+                        file: cp.file,
+                    }),
                 }
             }
             if !forget.is_empty() {
@@ -351,7 +354,10 @@ impl FileSource {
         for i in closed.into_iter().rev() {
             let t = self.files.remove(i);
             tracing::info!(source = %self.cfg.name, path = %t.path.display(), "rotated file drained; closed");
-            forget.push((self.cfg.name.clone(), t.id));
+            forget.push(FileRef {
+                source: self.cfg.name.clone(),
+                file: t.id,
+            });
         }
         self.live.note_sources(forget, Vec::new());
     }

@@ -113,6 +113,45 @@ pub enum OutboxUpdate {
     },
 }
 
+/// A batch as stored: its id and its record (a [`record::Kind::Batch`] envelope, encoded by
+/// the scheduler; opaque here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchRecord {
+    /// Batch id.
+    pub id: String,
+    /// The sealed record.
+    pub record: Vec<u8>,
+}
+
+/// One item of a batch as stored (a [`record::Kind::BatchItem`] envelope, opaque here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemRecord {
+    /// Id of the batch it belongs to.
+    pub batch: String,
+    /// Its place in the batch, from 0.
+    pub index: u32,
+    /// The sealed record.
+    pub record: Vec<u8>,
+}
+
+/// One file as a source knows it: the key of a [`Checkpoint`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRef {
+    /// Source name.
+    pub source: String,
+    /// File identity: `device:inode`.
+    pub file: String,
+}
+
+/// The latest snapshot of the whole tracker (encoded by the tracker, opaque here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The commit it covers: the journal after it starts at `seq + 1`.
+    pub seq: u64,
+    /// The encoded state.
+    pub state: Vec<u8>,
+}
+
 /// One group commit.
 #[derive(Debug, Default)]
 pub struct Commit<'a> {
@@ -127,18 +166,18 @@ pub struct Commit<'a> {
     pub snapshot: Option<&'a [u8]>,
     /// Checkpoints reached by this commit's events.
     pub checkpoints: &'a [Checkpoint],
-    /// Checkpoints of files that are gone: (source, file).
-    pub forget: &'a [(String, String)],
+    /// Checkpoints of files that are gone.
+    pub forget: &'a [FileRef],
     /// Sources that ran for the first time (their `read_from` no longer applies afterwards).
     pub started_sources: &'a [String],
     /// Notifications caused by this commit's transitions.
     pub outbox_new: &'a [OutboxEntry],
     /// Outcomes of delivery attempts.
     pub outbox_updates: &'a [OutboxUpdate],
-    /// Batches created or changed: (id, encoded batch).
-    pub batches: &'a [(String, Vec<u8>)],
-    /// Batch items created or changed: (batch id, index, encoded item).
-    pub batch_items: &'a [(String, u32, Vec<u8>)],
+    /// Batches created or changed.
+    pub batches: &'a [BatchRecord],
+    /// Batch items created or changed.
+    pub batch_items: &'a [ItemRecord],
     /// Batches forgotten, with their items (after those above are written).
     pub batches_dropped: &'a [String],
 }
@@ -146,8 +185,8 @@ pub struct Commit<'a> {
 /// What a store holds at start-up.
 #[derive(Debug, Default)]
 pub struct Recovered {
-    /// The latest snapshot and the sequence number it covers.
-    pub snapshot: Option<(u64, Vec<u8>)>,
+    /// The latest snapshot.
+    pub snapshot: Option<Snapshot>,
     /// Highest sequence number committed.
     pub last_seq: u64,
     /// Every checkpoint.
@@ -158,10 +197,10 @@ pub struct Recovered {
     pub journal_events: u64,
     /// Notifications not yet delivered, oldest first.
     pub outbox: Vec<OutboxEntry>,
-    /// Every batch, oldest first: (id, encoded batch).
-    pub batches: Vec<(String, Vec<u8>)>,
+    /// Every batch, oldest first.
+    pub batches: Vec<BatchRecord>,
     /// Every batch item, by batch (oldest first) then index.
-    pub batch_items: Vec<(String, u32, Vec<u8>)>,
+    pub batch_items: Vec<ItemRecord>,
 }
 
 /// Durable state, as the rest of ratewarden sees it: the one boundary a second backend

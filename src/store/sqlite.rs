@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 
-use super::{Checkpoint, Commit, OutboxEntry, OutboxUpdate, Recovered, StateStore, StoreError};
+use super::{
+    BatchRecord, Checkpoint, Commit, ItemRecord, OutboxEntry, OutboxUpdate, Recovered, Snapshot,
+    StateStore, StoreError,
+};
 
 /// Schema migrations, applied in order; entry `i` takes the schema from version `i` to `i+1`.
 /// Later features (the alert outbox, batches) add entries here.
@@ -437,7 +440,7 @@ impl StateStore for SqliteStore {
             )
             .optional()
             .map_err(classify(&self.path))?;
-        let stored = rec.snapshot.as_ref().map(|(seq, _)| *seq as i64);
+        let stored = rec.snapshot.as_ref().map(|s| s.seq as i64);
         if let Some(noted) = noted
             && stored.is_none_or(|s| s < noted)
         {
@@ -504,10 +507,13 @@ impl StateStore for SqliteStore {
 
 impl SqliteStore {
     fn read_all(&mut self) -> Result<Recovered, rusqlite::Error> {
-        let snapshot: Option<(u64, Vec<u8>)> = self
+        let snapshot: Option<Snapshot> = self
             .conn
             .query_row("SELECT seq, state FROM snapshot WHERE id = 1", [], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+                Ok(Snapshot {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    state: r.get(1)?,
+                })
             })
             .optional()?;
         let last_journal: Option<i64> =
@@ -519,7 +525,7 @@ impl SqliteStore {
                 r.get(0)
             })
             .optional()?;
-        let snap_seq = snapshot.as_ref().map_or(0, |(s, _)| *s);
+        let snap_seq = snapshot.as_ref().map_or(0, |s| s.seq);
         let journal_events: i64 = self.conn.query_row(
             "SELECT COALESCE(SUM(events), 0) FROM journal WHERE seq > ?1",
             [snap_seq as i64],
@@ -565,17 +571,26 @@ impl SqliteStore {
             .conn
             .prepare("SELECT id, payload FROM batches ORDER BY rowid")?;
         let batches = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<Vec<(String, Vec<u8>)>, _>>()?;
+            .query_map([], |r| {
+                Ok(BatchRecord {
+                    id: r.get(0)?,
+                    record: r.get(1)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
         let mut stmt = self.conn.prepare(
             "SELECT i.batch_id, i.idx, i.payload FROM batch_items i JOIN batches b ON b.id = i.batch_id
              ORDER BY b.rowid, i.idx",
         )?;
         let batch_items = stmt
             .query_map([], |r| {
-                Ok((r.get(0)?, r.get::<_, i64>(1)? as u32, r.get(2)?))
+                Ok(ItemRecord {
+                    batch: r.get(0)?,
+                    index: r.get::<_, i64>(1)? as u32,
+                    record: r.get(2)?,
+                })
             })?
-            .collect::<Result<Vec<(String, u32, Vec<u8>)>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
         let last_seq = [last_journal, last_meta, Some(snap_seq as i64)]
             .into_iter()
             .flatten()
@@ -632,8 +647,8 @@ impl SqliteStore {
             }
             let mut del =
                 tx.prepare_cached("DELETE FROM checkpoints WHERE source = ?1 AND file = ?2")?;
-            for (source, file) in c.forget {
-                del.execute(params![source, file])?;
+            for f in c.forget {
+                del.execute(params![f.source, f.file])?;
             }
             let mut started =
                 tx.prepare_cached("INSERT OR IGNORE INTO sources (name) VALUES (?1)")?;
@@ -660,15 +675,15 @@ impl SqliteStore {
                 "INSERT INTO batches (id, payload) VALUES (?1, ?2)
                  ON CONFLICT (id) DO UPDATE SET payload = excluded.payload",
             )?;
-            for (id, payload) in c.batches {
-                batch.execute(params![id, payload])?;
+            for b in c.batches {
+                batch.execute(params![b.id, b.record])?;
             }
             let mut item = tx.prepare_cached(
                 "INSERT INTO batch_items (batch_id, idx, payload) VALUES (?1, ?2, ?3)
                  ON CONFLICT (batch_id, idx) DO UPDATE SET payload = excluded.payload",
             )?;
-            for (id, idx, payload) in c.batch_items {
-                item.execute(params![id, *idx as i64, payload])?;
+            for i in c.batch_items {
+                item.execute(params![i.batch, i.index as i64, i.record])?;
             }
             let mut drop_items =
                 tx.prepare_cached("DELETE FROM batch_items WHERE batch_id = ?1")?;
@@ -730,6 +745,22 @@ impl SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::FileRef;
+
+    fn batch(id: &str, record: &[u8]) -> BatchRecord {
+        BatchRecord {
+            id: id.into(),
+            record: record.to_vec(),
+        }
+    }
+
+    fn item(batch: &str, index: u32, record: &[u8]) -> ItemRecord {
+        ItemRecord {
+            batch: batch.into(),
+            index,
+            record: record.to_vec(),
+        }
+    }
 
     fn cp(file: &str, offset: u64) -> Checkpoint {
         Checkpoint {
@@ -790,7 +821,10 @@ mod tests {
         s.commit(&Commit {
             seq: 3,
             snapshot: Some(b"state-3"),
-            forget: &[("logs".to_string(), "1:3".to_string())],
+            forget: &[FileRef {
+                source: "logs".into(),
+                file: "1:3".into(),
+            }],
             ..Commit::default()
         })
         .unwrap();
@@ -802,7 +836,13 @@ mod tests {
         })
         .unwrap();
         let r = s.recover().unwrap();
-        assert_eq!(r.snapshot, Some((3, b"state-3".to_vec())));
+        assert_eq!(
+            r.snapshot,
+            Some(Snapshot {
+                seq: 3,
+                state: b"state-3".to_vec()
+            })
+        );
         assert_eq!(r.last_seq, 4);
         assert_eq!(r.journal_events, 1);
         assert_eq!(r.checkpoints.len(), 1);
@@ -865,14 +905,8 @@ mod tests {
             let mut s = SqliteStore::open(dir.path()).unwrap();
             s.commit(&Commit {
                 seq: 1,
-                batches: &[
-                    ("b1".into(), b"one".to_vec()),
-                    ("b2".into(), b"two".to_vec()),
-                ],
-                batch_items: &[
-                    ("b1".into(), 0, b"x".to_vec()),
-                    ("b2".into(), 0, b"y".to_vec()),
-                ],
+                batches: &[batch("b1", b"one"), batch("b2", b"two")],
+                batch_items: &[item("b1", 0, b"x"), item("b2", 0, b"y")],
                 ..Commit::default()
             })
             .unwrap();
@@ -884,8 +918,8 @@ mod tests {
             .unwrap();
         }
         let r = SqliteStore::open(dir.path()).unwrap().recover().unwrap();
-        assert_eq!(r.batches, vec![("b2".into(), b"two".to_vec())]);
-        assert_eq!(r.batch_items, vec![("b2".into(), 0, b"y".to_vec())]);
+        assert_eq!(r.batches, vec![batch("b2", b"two")]);
+        assert_eq!(r.batch_items, vec![item("b2", 0, b"y")]);
     }
 
     #[test]
@@ -895,39 +929,30 @@ mod tests {
             let mut s = SqliteStore::open(dir.path()).unwrap();
             s.commit(&Commit {
                 seq: 1,
-                batches: &[
-                    ("b2".into(), b"two".to_vec()),
-                    ("b1".into(), b"one".to_vec()),
-                ],
+                batches: &[batch("b2", b"two"), batch("b1", b"one")],
                 batch_items: &[
-                    ("b1".into(), 1, b"x".to_vec()),
-                    ("b1".into(), 0, b"y".to_vec()),
-                    ("b2".into(), 0, b"z".to_vec()),
+                    item("b1", 1, b"x"),
+                    item("b1", 0, b"y"),
+                    item("b2", 0, b"z"),
                 ],
                 ..Commit::default()
             })
             .unwrap();
             s.commit(&Commit {
                 seq: 2,
-                batch_items: &[("b1".into(), 1, b"x2".to_vec())],
+                batch_items: &[item("b1", 1, b"x2")],
                 ..Commit::default()
             })
             .unwrap();
         }
         let r = SqliteStore::open(dir.path()).unwrap().recover().unwrap();
-        assert_eq!(
-            r.batches,
-            vec![
-                ("b2".into(), b"two".to_vec()),
-                ("b1".into(), b"one".to_vec())
-            ]
-        );
+        assert_eq!(r.batches, vec![batch("b2", b"two"), batch("b1", b"one")]);
         assert_eq!(
             r.batch_items,
             vec![
-                ("b2".into(), 0, b"z".to_vec()),
-                ("b1".into(), 0, b"y".to_vec()),
-                ("b1".into(), 1, b"x2".to_vec())
+                item("b2", 0, b"z"),
+                item("b1", 0, b"y"),
+                item("b1", 1, b"x2")
             ]
         );
     }

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use crate::client::{Api, ClientError};
+use super::api::{Api, ClientError};
 
 /// Fetches `/v1/usage` from `server` with the admin `token` and renders it.
 pub async fn fetch(server: &str, token: Option<&str>) -> Result<String, ClientError> {

@@ -1,120 +1,70 @@
-//! Commands that talk to a running daemon: `status` and `batch …`. The admin token comes from
-//! `RATEWARDEN_ADMIN_TOKEN`.
+//! `ratewarden batch …`: submits, lists, shows and cancels deferred batches through a running
+//! daemon's `/v1/batches` API (SPEC §7), and renders the answers as tables.
 
 use std::fmt::Write as _;
-use std::time::Duration;
 
-use serde_json::Value;
+use reqwest::Method;
+use serde_json::{Value, json};
 
-/// Why a client command failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    /// The daemon could not be reached.
-    #[error("cannot reach {url}: {source}")]
-    Unreachable {
-        /// What was asked.
-        url: String,
-        /// Why.
-        source: reqwest::Error,
-    },
-    /// The daemon answered with an error.
-    #[error("{url} answered {status}: {message}")]
-    Refused {
-        /// What was asked.
-        url: String,
-        /// HTTP status.
-        status: u16,
-        /// The daemon's error message.
-        message: String,
-    },
-    /// The answer was not what the command expected.
-    #[error("{url} answered something unexpected: {detail}")]
-    Malformed {
-        /// What was asked.
-        url: String,
-        /// What was wrong.
-        detail: String,
-    },
-    /// The command's own input is wrong.
-    #[error("{0}")]
-    Input(String),
+use super::api::{Api, ClientError};
+
+/// `batch submit`: `text` holds the requests, one JSON object per line; `mode` is `offpeak`
+/// or `asap`. Returns the new batch, rendered.
+pub async fn submit(
+    api: &Api,
+    upstream: &str,
+    org: Option<&str>,
+    mode: &str,
+    text: &str,
+) -> Result<String, ClientError> {
+    let requests = read_requests(text)?;
+    let body = json!({
+        "upstream": upstream,
+        "org": org,
+        "mode": mode,
+        "requests": requests,
+    });
+    let b = api
+        .json(
+            Method::POST,
+            "/v1/batches",
+            Some(body.to_string().into_bytes()),
+        )
+        .await?;
+    Ok(render_batch(&b))
 }
 
-/// A daemon's API.
-pub struct Api {
-    base: String,
-    token: Option<String>,
-    http: reqwest::Client,
+/// `batch list`: every batch, one line each.
+pub async fn list(api: &Api) -> Result<String, ClientError> {
+    let v = api.json(Method::GET, "/v1/batches", None).await?;
+    Ok(render_batches(
+        v["batches"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default(),
+    ))
 }
 
-impl Api {
-    /// The API at `server`, with the admin `token`.
-    pub fn new(server: &str, token: Option<String>) -> Result<Api, ClientError> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|source| ClientError::Unreachable {
-                url: server.to_string(),
-                source,
-            })?;
-        Ok(Api {
-            base: server.trim_end_matches('/').to_string(),
-            token: token.filter(|t| !t.is_empty()),
-            http,
-        })
-    }
+/// `batch status ID`: one batch in detail.
+pub async fn status(api: &Api, id: &str) -> Result<String, ClientError> {
+    Ok(render_batch(
+        &api.json(Method::GET, &format!("/v1/batches/{id}"), None)
+            .await?,
+    ))
+}
 
-    /// Sends a request and returns the answer's body.
-    pub async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<String, ClientError> {
-        let url = format!("{}{path}", self.base);
-        let mut req = self.http.request(method, &url);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(b);
-        }
-        let unreachable = |source| ClientError::Unreachable {
-            url: url.clone(),
-            source,
-        };
-        let resp = req.send().await.map_err(unreachable)?;
-        let status = resp.status();
-        let text = resp.text().await.map_err(unreachable)?;
-        if !status.is_success() {
-            let message = serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-                .unwrap_or(text);
-            return Err(ClientError::Refused {
-                url,
-                status: status.as_u16(),
-                message,
-            });
-        }
-        Ok(text)
-    }
+/// `batch items ID`: the items as the daemon sends them (NDJSON, one item per line).
+pub async fn items(api: &Api, id: &str) -> Result<String, ClientError> {
+    api.call(Method::GET, &format!("/v1/batches/{id}/items"), None)
+        .await
+}
 
-    /// `call` for a JSON answer.
-    pub async fn json(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<Value, ClientError> {
-        let text = self.call(method, path, body).await?;
-        serde_json::from_str(&text).map_err(|e| ClientError::Malformed {
-            url: format!("{}{path}", self.base),
-            detail: e.to_string(),
-        })
-    }
+/// `batch cancel ID`: cancels what is not sent yet; returns the batch as it now stands.
+pub async fn cancel(api: &Api, id: &str) -> Result<String, ClientError> {
+    Ok(render_batch(
+        &api.json(Method::DELETE, &format!("/v1/batches/{id}"), None)
+            .await?,
+    ))
 }
 
 /// Reads requests, one JSON object per line (blank lines skipped), for `batch submit`.

@@ -1,0 +1,219 @@
+//! The scheduler's persistence: batches and items as stored records (`store::record`
+//! envelopes, with the older layouts they are still read from), the changes one decision
+//! makes (handed to `live` together, so they land in one commit), and the batches rebuilt
+//! from the store at start-up. It decides nothing: which records change is the decisions'
+//! business (`scheduler`).
+
+use serde::{Deserialize, Serialize};
+
+use super::batch::{Batch, Header, Item, ItemState, Mode, State};
+use crate::live::Live;
+use crate::metrics::Metrics;
+use crate::store::record::{self, Kind, Opened, RecordError};
+use crate::store::{BatchRecord, ItemRecord};
+
+/// The records one decision changed, stored together by [`Changes::store`].
+pub(super) struct Changes<'a> {
+    metrics: &'a Metrics,
+    batches: Vec<BatchRecord>,
+    items: Vec<ItemRecord>,
+}
+
+impl<'a> Changes<'a> {
+    pub(super) fn new(metrics: &'a Metrics) -> Changes<'a> {
+        Changes {
+            metrics,
+            batches: Vec::new(),
+            items: Vec::new(),
+        }
+    }
+
+    /// The batch's header changed.
+    pub(super) fn batch(&mut self, header: &Header) {
+        if let Some(record) = encode(Kind::Batch, header, self.metrics) {
+            self.batches.push(BatchRecord {
+                id: header.id.clone(),
+                record,
+            });
+        }
+    }
+
+    /// An item of batch `batch` changed.
+    pub(super) fn item(&mut self, batch: &str, item: &Item) {
+        if let Some(record) = encode(Kind::BatchItem, item, self.metrics) {
+            self.items.push(ItemRecord {
+                batch: batch.to_string(),
+                index: item.index,
+                record,
+            });
+        }
+    }
+
+    /// Items changed so far.
+    pub(super) fn items(&self) -> usize {
+        self.items.len()
+    }
+
+    /// The records, as [`Changes::store`] would hand them on.
+    #[cfg(test)]
+    pub(super) fn into_records(self) -> (Vec<BatchRecord>, Vec<ItemRecord>) {
+        (self.batches, self.items)
+    }
+
+    /// Hands the records to `live`; returns the commit to wait for before acting on them.
+    pub(super) fn store(self, live: &Live) -> u64 {
+        live.record_batches(self.batches, self.items)
+    }
+}
+
+/// The batches as stored, rebuilt in their stored order. A record that cannot be read is
+/// logged, counted and skipped (with its items, for a batch): the rest still run.
+pub(super) fn restore(
+    batches: Vec<BatchRecord>,
+    items: Vec<ItemRecord>,
+    metrics: &Metrics,
+) -> State {
+    let mut st = State::default();
+    for BatchRecord { id, record } in batches {
+        match Header::decode(&record) {
+            Ok(header) => {
+                st.index.insert(id, st.batches.len());
+                st.batches.push(Batch {
+                    header,
+                    items: Vec::new(),
+                });
+            }
+            Err(e) => {
+                tracing::error!(batch = %id, error = %e, "unreadable stored batch; skipped");
+                metrics.store_record_error(Kind::Batch.as_str(), "decode");
+            }
+        }
+    }
+    for ItemRecord {
+        batch,
+        index,
+        record,
+    } in items
+    {
+        let Some(&b) = st.index.get(&batch) else {
+            continue;
+        };
+        match Item::decode(&record) {
+            Ok(item) => st.batches[b].items.push(item),
+            Err(e) => {
+                tracing::error!(batch = %batch, index, error = %e, "unreadable stored item; skipped");
+                metrics.store_record_error(Kind::BatchItem.as_str(), "decode");
+            }
+        }
+    }
+    st
+}
+
+/// [`Header`] as the first stores wrote it (before `finished_ms`).
+#[derive(Deserialize)]
+struct HeaderV1 {
+    id: String,
+    upstream: String,
+    org: String,
+    mode: Mode,
+    created_ms: i64,
+    cancelled: bool,
+}
+
+impl Header {
+    /// Reads a stored header of any form (see [`decode`]).
+    fn decode(bytes: &[u8]) -> Result<Header, RecordError> {
+        decode(Kind::Batch, bytes, |v1: HeaderV1| Header {
+            id: v1.id,
+            upstream: v1.upstream,
+            org: v1.org,
+            mode: v1.mode,
+            created_ms: v1.created_ms,
+            cancelled: v1.cancelled,
+            finished_ms: None,
+            request_hash: None,
+        })
+    }
+}
+
+/// [`Item`] as the first stores wrote it (before `result_bytes`).
+#[derive(Deserialize)]
+struct ItemV1 {
+    index: u32,
+    method: String,
+    path: String,
+    body: Option<String>,
+    key: String,
+    state: ItemState,
+    attempts: u32,
+    next_attempt_ms: i64,
+    dispatched_ms: Option<i64>,
+    last_status: Option<u16>,
+    job_id: Option<String>,
+    result: Option<String>,
+    error: Option<String>,
+}
+
+impl Item {
+    /// Reads a stored item of any form (see [`decode`]).
+    pub(super) fn decode(bytes: &[u8]) -> Result<Item, RecordError> {
+        decode(Kind::BatchItem, bytes, |v1: ItemV1| Item {
+            index: v1.index,
+            method: v1.method,
+            path: v1.path,
+            body: v1.body,
+            key: v1.key,
+            state: v1.state,
+            attempts: v1.attempts,
+            next_attempt_ms: v1.next_attempt_ms,
+            dispatched_ms: v1.dispatched_ms,
+            last_status: v1.last_status,
+            job_id: v1.job_id,
+            result: v1.result,
+            error: v1.error,
+            result_bytes: None,
+        })
+    }
+}
+
+/// A record as stored: `v` in the envelope of `kind` ([`record::seal`]). Encoding plain data
+/// cannot fail; if it ever does, the failure is logged and counted and there is no record
+/// (the stored one stays as it was).
+fn encode<T: Serialize>(kind: Kind, v: &T, metrics: &Metrics) -> Option<Vec<u8>> {
+    match postcard::to_stdvec(v) {
+        Ok(body) => Some(record::seal(kind, &body)),
+        Err(e) => {
+            tracing::error!(record = kind.as_str(), error = %e, "a batch record cannot be encoded; it is not stored");
+            metrics.store_record_error(kind.as_str(), "encode");
+            None
+        }
+    }
+}
+
+/// A stored record of `kind`: in its envelope, as it is now; without (written before the
+/// envelope existed), as the current layout or, failing that, the first one, upgraded.
+/// postcard is not self-describing: the first layout ends early, so reading it as the
+/// current one fails and it is read as the first.
+fn decode<T: serde::de::DeserializeOwned, V1: serde::de::DeserializeOwned>(
+    kind: Kind,
+    bytes: &[u8],
+    upgrade: impl FnOnce(V1) -> T,
+) -> Result<T, RecordError> {
+    match record::open(kind, bytes)? {
+        Opened::Current(body) => postcard::from_bytes(body).map_err(undecodable(kind)),
+        Opened::Legacy(bytes) => postcard::from_bytes::<T>(bytes)
+            .or_else(|e| {
+                postcard::from_bytes::<V1>(bytes)
+                    .map(upgrade)
+                    .map_err(|_| e)
+            })
+            .map_err(undecodable(kind)),
+    }
+}
+
+fn undecodable(kind: Kind) -> impl Fn(postcard::Error) -> RecordError {
+    move |e| RecordError::Undecodable {
+        kind: kind.as_str(),
+        why: e.to_string(),
+    }
+}
