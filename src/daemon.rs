@@ -15,15 +15,15 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::alerts::Delivery;
+use crate::alerts::{Delivering, Delivery};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::live::{Live, RecoverError, Writer};
 use crate::metrics::{Metrics, Recovering};
 use crate::scheduler::Scheduler;
-use crate::scheduler::dispatch::Dispatcher;
+use crate::scheduler::dispatch::{Dispatcher, Dispatching};
 use crate::server::{ApiState, Parts, Tokens, conn, lane_router, router, starting_router};
-use crate::sources::Sources;
+use crate::sources::{self, Sources};
 use crate::store::StoreError;
 use crate::store::sqlite::SqliteStore;
 
@@ -301,9 +301,10 @@ impl Daemon {
             "state recovered"
         );
 
+        // Build every part; nothing below starts a task until all of them are built.
         let metrics = Arc::new(Metrics::new(Arc::new(live.clone()), config.offpeak.clone()));
         let pending_notifications = recovery.outbox.len();
-        let delivery = match Delivery::start(
+        let delivery = match Delivery::new(
             &config.alerts,
             live.clone(),
             metrics.clone(),
@@ -313,8 +314,6 @@ impl Daemon {
             Ok(d) => d,
             Err(e) => return started.abandon(DaemonError::Channel(e)).await,
         };
-        let channels = delivery.states();
-        started.delivery = Some(delivery);
         let scheduler = Arc::new(Scheduler::new(
             &config,
             live.clone(),
@@ -323,8 +322,8 @@ impl Daemon {
             std::mem::take(&mut recovery.batch_items),
             live.now_ms(),
         ));
-        match Dispatcher::start(scheduler.clone(), live.clone(), metrics.clone()) {
-            Ok(d) => started.dispatcher = Some(d),
+        let dispatcher = match Dispatcher::new(scheduler.clone(), live.clone(), metrics.clone()) {
+            Ok(d) => d,
             Err(e) => {
                 return started
                     .abandon(DaemonError::Start {
@@ -333,15 +332,31 @@ impl Daemon {
                     })
                     .await;
             }
-        }
+        };
+        let sources = Sources::new(&config, &live, &metrics, &recovery);
+        let state = ApiState::with_parts(
+            &config,
+            tokens,
+            Parts {
+                live: live.clone(),
+                metrics,
+                sources: sources.health(),
+                channels: Some(delivery.states()),
+                scheduler: Some(scheduler),
+            },
+        );
+
+        // Start them: what feeds on the state first, then the sources, then the API.
         if pending_notifications > 0 {
             tracing::info!(
                 pending_notifications,
                 "resuming delivery of stored notifications"
             );
         }
-        let sources = match Sources::start(&config, &live, &metrics, &recovery) {
-            Ok(s) => s,
+        started.delivery = Some(delivery.start());
+        started.dispatcher = Some(dispatcher.start());
+        match sources.start() {
+            Ok(s) => started.sources = Some(s),
             Err(e) => {
                 return started
                     .abandon(DaemonError::Start {
@@ -350,21 +365,7 @@ impl Daemon {
                     })
                     .await;
             }
-        };
-        let health = sources.health();
-        started.sources = Some(sources);
-
-        let state = ApiState::with_parts(
-            &config,
-            tokens,
-            Parts {
-                live: live.clone(),
-                metrics,
-                sources: health,
-                channels: Some(channels),
-                scheduler: Some(scheduler),
-            },
-        );
+        }
         routers.send_replace(conn::Routers {
             app: router(state.clone()),
             lane: lane_router(state.clone()),
@@ -402,9 +403,9 @@ struct Started {
     stop: watch::Sender<bool>,
     server: Option<tokio::task::JoinHandle<()>>,
     ticker: Option<tokio::task::JoinHandle<()>>,
-    dispatcher: Option<Dispatcher>,
-    delivery: Option<Delivery>,
-    sources: Option<Sources>,
+    dispatcher: Option<Dispatching>,
+    delivery: Option<Delivering>,
+    sources: Option<sources::Running>,
     writer: Option<Writer>,
 }
 

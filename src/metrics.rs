@@ -87,6 +87,7 @@ pub struct Metrics {
     notifications: Family<NotificationLabels, Counter>,
     pending: Family<ChannelLabels, Gauge>,
     batch_items: Family<BatchItemLabels, Gauge>,
+    body_bytes_held: Gauge,
     batch_requests: Family<BatchRequestLabels, Counter>,
 }
 
@@ -186,6 +187,12 @@ impl Metrics {
             "Requests the dispatcher sent, by outcome (success, rate_limited, client_error, server_error, error)",
             batch_requests.clone(),
         );
+        let body_bytes_held = Gauge::default();
+        registry.register(
+            "http_body_bytes_held",
+            "Bytes of request bodies held in memory now, charged against [server] max_inflight_bytes (in 1 KiB units)",
+            body_bytes_held.clone(),
+        );
         registry.register(
             "build",
             "Build information",
@@ -207,9 +214,16 @@ impl Metrics {
             pending,
             batch_items,
             batch_requests,
+            body_bytes_held,
         };
         m.declare_source("http");
         m
+    }
+
+    /// The gauge of request body bytes held (`ratewarden_http_body_bytes_held`), for the
+    /// server's body budget to keep.
+    pub fn body_bytes_held(&self) -> Gauge {
+        self.body_bytes_held.clone()
     }
 
     /// Creates a source's series at zero so `rate()` sees its first events.

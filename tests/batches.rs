@@ -380,7 +380,9 @@ fn offpeak_batches_start_when_the_injected_clock_opens_the_window() {
     ));
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let dispatcher = Dispatcher::start(sched.clone(), live.clone(), metrics).unwrap();
+        let dispatcher = Dispatcher::new(sched.clone(), live.clone(), metrics)
+            .unwrap()
+            .start();
         let req = serde_json::from_value(
             json!({"upstream": "fake", "mode": "offpeak", "requests": [{"path": "/v1/videos"}]}),
         )

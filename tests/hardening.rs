@@ -335,10 +335,12 @@ fn bodies_beyond_max_inflight_bytes_get_429_and_count_nothing() {
         .write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: 100000\r\n\r\n")
         .unwrap();
     holder.write_all(&vec![b' '; 99_000]).unwrap();
-    common::observe(
-        Duration::from_millis(300),
-        "the 99 000 bytes sent are charged before the next body",
-    );
+    // Wait until the server holds them (its gauge of body bytes held says so).
+    common::eventually(5, || {
+        let (_, m) = http("GET", &format!("{}/metrics", d.base), &[], b"")?;
+        (common::sample(&m, "ratewarden_http_body_bytes_held")? >= 99_000.0).then_some(())
+    })
+    .expect("the 99 000 bytes sent are charged");
     // A second body of 60 000 bytes does not fit: the client writes all of it, then reads a
     // clean 429 with Retry-After (not a reset), and none of its events count.
     let line = "{\"org\":\"late\",\"status\":200}\n";
@@ -525,7 +527,7 @@ fn slow_readers_of_large_answers_are_cut_off_and_cannot_multiply_them() {
                 Err(_) => {}
             }
         }
-        std::thread::sleep(Duration::from_millis(100));
+        common::pace(Duration::from_millis(100), "six slow readers");
     }
     for i in 0..6 {
         assert!(ended[i], "reader {i} was cut off ({} bytes read)", read[i]);

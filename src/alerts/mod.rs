@@ -143,9 +143,19 @@ impl Policy {
     }
 }
 
-/// The running delivery workers.
+/// Delivery, built and not started: a worker per channel (its sender ready), the stored
+/// backlog and the queue of what is committed from now on. [`Delivery::start`] starts it.
 pub struct Delivery {
     states: ChannelStates,
+    live: Live,
+    workers: Vec<(Worker, mpsc::UnboundedReceiver<OutboxEntry>)>,
+    queues: HashMap<String, mpsc::UnboundedSender<OutboxEntry>>,
+    backlog: Vec<OutboxEntry>,
+    incoming: mpsc::UnboundedReceiver<OutboxEntry>,
+}
+
+/// The running delivery workers, stopped by [`Delivering::stop`].
+pub struct Delivering {
     tasks: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
 }
@@ -156,16 +166,16 @@ struct Pending {
 }
 
 impl Delivery {
-    /// Starts one worker per channel. `backlog` (from the store, oldest first) is delivered
-    /// before what arrives on `incoming` (notifications committed from now on).
-    pub fn start(
+    /// A worker per channel. `backlog` (from the store, oldest first) is to be delivered before
+    /// what arrives on `incoming` (notifications committed from now on). Fails, starting
+    /// nothing, when a channel's sender cannot be built (its TLS, its address).
+    pub fn new(
         alerts: &AlertsConfig,
         live: Live,
         metrics: Arc<Metrics>,
         backlog: Vec<OutboxEntry>,
-        mut incoming: mpsc::UnboundedReceiver<OutboxEntry>,
+        incoming: mpsc::UnboundedReceiver<OutboxEntry>,
     ) -> Result<Delivery, String> {
-        let (stop, stop_rx) = watch::channel(false);
         let states: ChannelStates = Arc::default();
         let policy = Policy {
             base_ms: alerts.retry_base_ms,
@@ -173,7 +183,7 @@ impl Delivery {
             max_age_ms: alerts.max_age_ms,
         };
         let mut queues: HashMap<String, mpsc::UnboundedSender<OutboxEntry>> = HashMap::new();
-        let mut tasks = Vec::new();
+        let mut workers = Vec::new();
         for c in &alerts.channels {
             let sender = Sender::new(c, alerts).map_err(|e| format!("channel {}: {e}", c.name))?;
             let (tx, rx) = mpsc::unbounded_channel();
@@ -202,6 +212,37 @@ impl Delivery {
                 attempts: VecDeque::new(),
                 group: None,
             };
+            workers.push((worker, rx));
+        }
+        Ok(Delivery {
+            states,
+            live,
+            workers,
+            queues,
+            backlog,
+            incoming,
+        })
+    }
+
+    /// Channel states for the API.
+    pub fn states(&self) -> ChannelStates {
+        self.states.clone()
+    }
+
+    /// Starts the workers and the router that hands each entry to its channel's worker: the
+    /// backlog first. Starting cannot fail.
+    pub fn start(self) -> Delivering {
+        let (stop, stop_rx) = watch::channel(false);
+        let Delivery {
+            live,
+            workers,
+            queues,
+            backlog,
+            mut incoming,
+            ..
+        } = self;
+        let mut tasks = Vec::new();
+        for (worker, rx) in workers {
             tasks.push(tokio::spawn(worker.run(rx, stop_rx.clone())));
         }
         let route = move |entry: OutboxEntry, live: &Live| match queues.get(&entry.channel) {
@@ -229,18 +270,11 @@ impl Delivery {
                 }
             }
         }));
-        Ok(Delivery {
-            states,
-            tasks,
-            stop,
-        })
+        Delivering { tasks, stop }
     }
+}
 
-    /// Channel states for the API.
-    pub fn states(&self) -> ChannelStates {
-        self.states.clone()
-    }
-
+impl Delivering {
     /// Stops the workers; an attempt in progress is abandoned (it is retried after restart).
     pub async fn stop(self) {
         let _ = self.stop.send(true);

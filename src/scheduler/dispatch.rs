@@ -159,40 +159,65 @@ fn feed(live: &Live, metrics: &Metrics, event: Option<crate::events::Event<'stat
     }
 }
 
-/// The running dispatcher lanes.
+/// The dispatcher, built and not started: a lane per configured upstream, its HTTP client
+/// ready. [`Dispatcher::start`] starts it.
 pub struct Dispatcher {
+    sched: Arc<Scheduler>,
+    live: Live,
+    metrics: Arc<Metrics>,
+    lanes: Vec<(String, Client)>,
+}
+
+/// The running dispatcher lanes, stopped by [`Dispatching::stop`].
+pub struct Dispatching {
     tasks: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
 }
 
 impl Dispatcher {
-    /// Starts a lane per configured upstream.
-    pub fn start(
+    /// A lane per configured upstream. Fails, starting nothing, when an upstream's client
+    /// cannot be built.
+    pub fn new(
         sched: Arc<Scheduler>,
         live: Live,
         metrics: Arc<Metrics>,
     ) -> Result<Dispatcher, String> {
-        let (stop, stop_rx) = watch::channel(false);
-        metrics.declare_source("scheduler");
-        let mut tasks = Vec::new();
+        let mut lanes = Vec::new();
         for name in sched.upstream_names() {
             let Some(up) = sched.upstream(&name) else {
                 continue;
             };
-            let client = Client::new(up)?;
+            lanes.push((name, Client::new(up)?));
+        }
+        metrics.declare_source("scheduler");
+        Ok(Dispatcher {
+            sched,
+            live,
+            metrics,
+            lanes,
+        })
+    }
+
+    /// Starts the lanes and the pruning of finished batches. Starting cannot fail.
+    pub fn start(self) -> Dispatching {
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        for (name, client) in self.lanes {
             tasks.push(tokio::spawn(lane(
-                sched.clone(),
+                self.sched.clone(),
                 client,
                 name,
-                live.clone(),
-                metrics.clone(),
+                self.live.clone(),
+                self.metrics.clone(),
                 stop_rx.clone(),
             )));
         }
-        tasks.push(tokio::spawn(prune(sched, live, stop_rx)));
-        Ok(Dispatcher { tasks, stop })
+        tasks.push(tokio::spawn(prune(self.sched, self.live, stop_rx)));
+        Dispatching { tasks, stop }
     }
+}
 
+impl Dispatching {
     /// Stops the lanes. Requests in progress are abandoned: their items stay in flight in the
     /// store and are sent again, with the same key, after the next start.
     pub async fn stop(self) {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use http_body_util::BodyExt;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::ApiError;
@@ -26,6 +27,8 @@ const UNIT: usize = 1024;
 pub struct Budget {
     permits: std::sync::Arc<Semaphore>,
     bytes: usize,
+    /// `ratewarden_http_body_bytes_held`, when exported.
+    held: Option<Gauge>,
 }
 
 impl Budget {
@@ -35,7 +38,14 @@ impl Budget {
         Budget {
             permits: std::sync::Arc::new(Semaphore::new(units)),
             bytes,
+            held: None,
         }
+    }
+
+    /// The same budget, keeping `gauge` at the bytes charged.
+    pub fn exported(mut self, gauge: Gauge) -> Budget {
+        self.held = Some(gauge);
+        self
     }
 
     /// Bytes charged right now.
@@ -83,10 +93,21 @@ impl Charge {
                     Some(h) => h.merge(p),
                     None => self.held = Some(p),
                 }
+                if let Some(g) = &self.budget.held {
+                    g.inc_by(((want - have) * UNIT) as i64);
+                }
                 self.bytes = want * UNIT;
                 true
             }
             Err(_) => false,
+        }
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        if let Some(g) = &self.budget.held {
+            g.dec_by(self.bytes as i64);
         }
     }
 }
@@ -353,6 +374,23 @@ mod tests {
 
     fn chunks(c: Vec<Result<Bytes, std::io::Error>>) -> Body {
         Body::new(Chunks(c.into()))
+    }
+
+    #[test]
+    fn the_exported_gauge_follows_the_charges() {
+        let gauge = Gauge::default();
+        let b = Budget::new(10 * UNIT).exported(gauge.clone());
+        let mut one = b.charge();
+        assert!(one.cover(UNIT + 1));
+        assert_eq!(gauge.get(), 2 * UNIT as i64);
+        let mut two = b.charge();
+        assert!(two.cover(3 * UNIT));
+        assert!(!two.cover(20 * UNIT), "a refused growth charges nothing");
+        assert_eq!(gauge.get(), 5 * UNIT as i64);
+        drop(one);
+        assert_eq!(gauge.get(), 3 * UNIT as i64);
+        drop(two);
+        assert_eq!(gauge.get(), 0);
     }
 
     #[test]

@@ -102,6 +102,8 @@ impl ApiState {
 
     /// State over the parts the daemon built.
     pub fn with_parts(config: &Config, tokens: Tokens, parts: Parts) -> ApiState {
+        let bodies = body::Budget::new(config.server.max_inflight_bytes)
+            .exported(parts.metrics.body_bytes_held());
         ApiState {
             live: parts.live,
             metrics: parts.metrics,
@@ -115,7 +117,7 @@ impl ApiState {
             scheduler: parts.scheduler,
             offpeak: config.offpeak.clone(),
             ingest_slots: Arc::new(Semaphore::new(INGEST_CONCURRENCY)),
-            bodies: body::Budget::new(config.server.max_inflight_bytes),
+            bodies,
             large_answers: Arc::new(Semaphore::new(LARGE_ANSWERS)),
         }
     }

@@ -289,10 +289,19 @@ pub fn create_batch(d: &Daemon, body: &str) -> String {
 
 /// The one fixed wait tests take: a window in which something must *not* happen (nothing
 /// sent twice, no alert, no line read), named by `what` so a failure says what was watched.
-/// Everything else polls a condition with [`eventually`].
+/// Everything else polls a condition with [`eventually`] (or a loop with a deadline).
 pub fn observe(window: Duration, what: &str) {
     eprintln!("observing for {window:?}: {what}");
     std::thread::sleep(window);
+}
+
+/// A peer that is slow on purpose (an upstream that takes its time, a client that reads a
+/// little at a time) waits here: not a test waiting for something, but the behaviour under
+/// test. `who` names the peer.
+#[allow(dead_code)]
+pub fn pace(period: Duration, who: &str) {
+    let _ = who;
+    std::thread::sleep(period);
 }
 
 /// One number read from a running daemon's store in `dir` (WAL mode lets a reader in), or

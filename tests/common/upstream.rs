@@ -60,6 +60,7 @@ pub struct Upstream {
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
     stop: Arc<AtomicBool>,
+    accepter: Option<std::thread::JoinHandle<()>>,
 }
 
 fn respond(mut s: &TcpStream, status: u16, extra: &str, body: &str) {
@@ -89,7 +90,6 @@ impl Upstream {
     /// Like [`Upstream::start`] on a given address (to come back on the same port).
     pub fn start_on(addr: SocketAddr, rpm: usize, concurrency: usize, job: Duration) -> Upstream {
         let listener = TcpListener::bind(addr).unwrap();
-        listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State {
             rpm,
@@ -99,18 +99,25 @@ impl Upstream {
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let (st, halt) = (state.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !halt.load(Ordering::Acquire) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        let st = st.clone();
-                        std::thread::spawn(move || handle(stream, &st));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        let accepter = std::thread::spawn(move || {
+            // Blocks in accept; `Drop` wakes it with a connection of its own after setting
+            // the flag.
+            for stream in listener.incoming() {
+                if halt.load(Ordering::Acquire) {
+                    break;
+                }
+                if let Ok(stream) = stream {
+                    let st = st.clone();
+                    std::thread::spawn(move || handle(stream, &st));
                 }
             }
         });
-        Upstream { addr, state, stop }
+        Upstream {
+            addr,
+            state,
+            stop,
+            accepter: Some(accepter),
+        }
     }
 
     pub fn url(&self) -> String {
@@ -155,8 +162,14 @@ impl Upstream {
 }
 
 impl Drop for Upstream {
+    /// Stops accepting and closes the listener before returning, so the port is free for an
+    /// upstream that comes back on it.
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(t) = self.accepter.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -263,7 +276,7 @@ fn handle(stream: TcpStream, state: &Mutex<State>) {
         }
         Some(Misbehave::Slow(d)) => {
             drop(st);
-            std::thread::sleep(d);
+            super::pace(d, "a slow upstream");
             st = state.lock().unwrap();
         }
         None => {}
