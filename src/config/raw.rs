@@ -240,19 +240,32 @@ impl Default for RawLimits {
     }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawTier {
-    #[serde(default, deserialize_with = "limit")]
-    rpm: Option<u64>,
-    #[serde(default, deserialize_with = "limit")]
-    concurrency: Option<u64>,
-    #[serde(default, deserialize_with = "limit")]
-    daily: Option<u64>,
-    #[serde(default, deserialize_with = "limit")]
-    tpm: Option<u64>,
-    #[serde(default, deserialize_with = "limit")]
-    tpd: Option<u64>,
+/// Declares a table that holds the five limits (`rpm`, `concurrency`, `daily`, `tpm`, `tpd`,
+/// each optional) after its own fields. Tiers and orgs share them; serde's `flatten` would
+/// say it once but cannot be combined with `deny_unknown_fields`.
+macro_rules! with_limits {
+    ($(#[$attr:meta])* struct $name:ident { $($own:tt)* }) => {
+        $(#[$attr])*
+        struct $name {
+            $($own)*
+            #[serde(default, deserialize_with = "limit")]
+            rpm: Option<u64>,
+            #[serde(default, deserialize_with = "limit")]
+            concurrency: Option<u64>,
+            #[serde(default, deserialize_with = "limit")]
+            daily: Option<u64>,
+            #[serde(default, deserialize_with = "limit")]
+            tpm: Option<u64>,
+            #[serde(default, deserialize_with = "limit")]
+            tpd: Option<u64>,
+        }
+    };
+}
+
+with_limits! {
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    struct RawTier {}
 }
 
 impl RawTier {
@@ -267,23 +280,15 @@ impl RawTier {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawOrg {
-    id: Spanned<String>,
-    tier: Option<Spanned<String>>,
-    #[serde(default, deserialize_with = "limit")]
-    rpm: Option<u64>,
-    #[serde(default, deserialize_with = "limit")]
-    concurrency: Option<u64>,
-    #[serde(default, deserialize_with = "limit")]
-    daily: Option<u64>,
-    #[serde(default, deserialize_with = "limit")]
-    tpm: Option<u64>,
-    #[serde(default, deserialize_with = "limit")]
-    tpd: Option<u64>,
-    /// `UsageHigh` thresholds of this org, instead of `[alerts] thresholds`.
-    thresholds: Option<Spanned<Vec<f64>>>,
+with_limits! {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawOrg {
+        id: Spanned<String>,
+        tier: Option<Spanned<String>>,
+        /// `UsageHigh` thresholds of this org, instead of `[alerts] thresholds`.
+        thresholds: Option<Spanned<Vec<f64>>>,
+    }
 }
 
 impl RawOrg {

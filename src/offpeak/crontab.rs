@@ -20,30 +20,10 @@ struct FieldDef {
     names: &'static [&'static str],
 }
 
-const SECOND: FieldDef = FieldDef {
-    name: "second",
-    min: 0,
-    max: 59,
-    names: &[],
-};
-const MINUTE: FieldDef = FieldDef {
-    name: "minute",
-    min: 0,
-    max: 59,
-    names: &[],
-};
-const HOUR: FieldDef = FieldDef {
-    name: "hour",
-    min: 0,
-    max: 23,
-    names: &[],
-};
-const DAY_OF_MONTH: FieldDef = FieldDef {
-    name: "day of month",
-    min: 1,
-    max: 31,
-    names: &[],
-};
+const SECOND: FieldDef = FieldDef::numeric("second", 0, 59);
+const MINUTE: FieldDef = FieldDef::numeric("minute", 0, 59);
+const HOUR: FieldDef = FieldDef::numeric("hour", 0, 23);
+const DAY_OF_MONTH: FieldDef = FieldDef::numeric("day of month", 1, 31);
 const MONTH: FieldDef = FieldDef {
     name: "month",
     min: 1,
@@ -59,6 +39,18 @@ const DAY_OF_WEEK: FieldDef = FieldDef {
     max: 7,
     names: &["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"],
 };
+
+impl FieldDef {
+    /// A field of numbers only.
+    const fn numeric(name: &'static str, min: u32, max: u32) -> FieldDef {
+        FieldDef {
+            name,
+            min,
+            max,
+            names: &[],
+        }
+    }
+}
 
 /// The set of values a field means, one bit per value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -30,6 +30,15 @@ fn feed(t: &mut Tracker, json: &str, now: i64) -> Vec<Transition> {
     out
 }
 
+/// Feeds a job event (`kind` `job_started`, `job_completed`, …) of `org` at `ts`.
+fn job(t: &mut Tracker, org: &str, kind: &str, id: &str, ts: i64) -> Vec<Transition> {
+    feed(
+        t,
+        &format!(r#"{{"org":"{org}","ts":{ts},"kind":"{kind}","job_id":"{id}"}}"#),
+        T0,
+    )
+}
+
 fn req(t: &mut Tracker, org: &str, ts: i64, status: u16) -> Vec<Transition> {
     feed(
         t,
@@ -295,14 +304,7 @@ fn jobs_stuck_then_released_with_alert() {
     assert_eq!(a.apps[0].in_flight, 0);
     assert_eq!(t.report()[0].stuck_jobs, 1);
     // A late finishing event for a released job changes nothing.
-    feed(
-        &mut t,
-        &format!(
-            r#"{{"org":"acme","kind":"job_completed","job_id":"j1","ts":{}}}"#,
-            T0 + 1_900_000
-        ),
-        T0,
-    );
+    job(&mut t, "acme", "job_completed", "j1", T0 + 1_900_000);
     assert_eq!(
         t.snapshot(T0)[0].jobs_finished[JobOutcome::Completed as usize],
         0
@@ -338,22 +340,8 @@ fn job_lifecycle_events_and_durations() {
         Some(2),
         "job_started is not a request"
     );
-    feed(
-        &mut t,
-        &format!(
-            r#"{{"org":"acme","kind":"job_failed","job_id":"x","ts":{}}}"#,
-            T0 + 42_000
-        ),
-        T0,
-    );
-    feed(
-        &mut t,
-        &format!(
-            r#"{{"org":"acme","kind":"job_cancelled","job_id":"y","ts":{}}}"#,
-            T0 + 1_000
-        ),
-        T0,
-    );
+    job(&mut t, "acme", "job_failed", "x", T0 + 42_000);
+    job(&mut t, "acme", "job_cancelled", "y", T0 + 1_000);
     let s = t.snapshot(T0);
     let a = org(&s, "acme");
     assert_eq!(a.jobs_in_flight, 0);
@@ -1299,22 +1287,8 @@ fn firing_alerts_are_repeated_every_repeat_interval() {
     // A restart keeps the schedule.
     let mut back = Tracker::restore(&config("[alerts]\nrepeat_interval = \"1h\"\n[detect]\nstuck_after = \"1d\"\nrelease_after = \"2d\"\n"), &t.encode().unwrap()).unwrap();
     assert_eq!(reminders(&mut back, T0 + 7_200_000).len(), 1);
-    feed(
-        &mut t,
-        &format!(
-            r#"{{"org":"acme","ts":{},"kind":"job_completed","job_id":"a"}}"#,
-            T0 + 3_700_000
-        ),
-        T0,
-    );
-    feed(
-        &mut t,
-        &format!(
-            r#"{{"org":"acme","ts":{},"kind":"job_completed","job_id":"b"}}"#,
-            T0 + 3_700_000
-        ),
-        T0,
-    );
+    job(&mut t, "acme", "job_completed", "a", T0 + 3_700_000);
+    job(&mut t, "acme", "job_completed", "b", T0 + 3_700_000);
     assert!(
         reminders(&mut t, T0 + 9_000_000).is_empty(),
         "resolved alerts are not repeated"
