@@ -258,7 +258,7 @@ impl Daemon {
         let began = std::time::Instant::now();
         let recover_config = config.clone();
         let (to_delivery, delivery_rx) = tokio::sync::mpsc::unbounded_channel();
-        let recovered = tokio::task::spawn_blocking(move || {
+        let recovering = tokio::task::spawn_blocking(move || {
             let dir = recover_config.storage.path.clone();
             match Live::recover(
                 &recover_config,
@@ -282,9 +282,19 @@ impl Daemon {
                 }
                 other => other,
             }
-        })
-        .await
-        .map_err(|e| DaemonError::Start {
+        });
+        // A shutdown asked for while state is recovered takes effect once it is: recovery
+        // cannot be cut short (it holds the store), and what it started is then stopped.
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut recovering = std::pin::pin!(recovering);
+        let (recovered, stop_now) = tokio::select! {
+            r = &mut recovering => (r, false),
+            () = &mut shutdown => {
+                tracing::info!("shutdown asked for during start-up; stopping once state is recovered");
+                ((&mut recovering).await, true)
+            }
+        };
+        let recovered = recovered.map_err(|e| DaemonError::Start {
             part: "state recovery",
             why: e.to_string(),
         });
@@ -294,6 +304,9 @@ impl Daemon {
             Err(e) => return started.abandon(e).await,
         };
         started.writer = Some(writer);
+        if stop_now {
+            return started.stop().await;
+        }
         tracing::info!(
             from_snapshot = recovery.from_snapshot,
             replayed = recovery.replayed,
@@ -523,5 +536,25 @@ mod tests {
             tokio::net::TcpStream::connect(addr).await.is_err(),
             "the listener is closed once start-up failed"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_shutdown_during_start_up_stops_cleanly_once_state_is_recovered() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = \"{}\"\n",
+            dir.path().join("data").display()
+        );
+        let config = Config::parse(&text, "t").unwrap();
+        // Shutdown is asked for before recovery can have finished.
+        let result = tokio::time::timeout(Duration::from_secs(20), run(&config, false, async {}))
+            .await
+            .expect("returns");
+        assert!(result.is_ok(), "{result:?}");
+        // The store was released: a second daemon starts on it.
+        let again = tokio::time::timeout(Duration::from_secs(20), run(&config, false, async {}))
+            .await
+            .expect("returns");
+        assert!(again.is_ok(), "{again:?}");
     }
 }

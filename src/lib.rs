@@ -20,11 +20,13 @@
 //!   machines; their output is [`detect::Transition`]s.
 //! * [`live`]: the tracker shared by the daemon's tasks; applies events and journals them
 //!   with the file offsets they reached, in one critical section.
-//! * [`store`]: underneath, what survives a restart (journal, snapshots, checkpoints), behind
-//!   the narrow [`store::StateStore`] trait; SQLite by default.
+//! * [`store`]: underneath, what survives a restart (journal, snapshots, checkpoints, the
+//!   outbox, batches and their items), behind the narrow [`store::StateStore`] trait; SQLite
+//!   by default. Records stored as bytes carry a typed, versioned envelope ([`store::record`]).
 //! * [`outbox`]: which channels get a transition, and the outbox entry (stable delivery id)
 //!   [`live`] writes for each in the commit that caused it.
-//! * [`alerts`]: delivery of outbox entries by email and webhook.
+//! * [`alerts`]: delivery of outbox entries by email and webhook, one worker per channel;
+//!   [`alerts::render`] presents a transition (SPEC §9 JSON, email, Slack, Alertmanager).
 //! * [`metrics`]: everything above as Prometheus metrics at `/metrics`; scrape-time values
 //!   come from a [`metrics::ScrapeSource`] (the live state), which it does not import.
 //! * [`scheduler`]: beside the tracker, deferred batches dispatched upstream in the
@@ -33,8 +35,9 @@
 //!   dispatcher, clock ticks, shutdown).
 //! * [`cli`]: the CLI commands that are clients (`status`, `batch …`, `health`, `alerts
 //!   test`), of a running daemon or of the alert channels.
-//! * [`outbound`]: what outbound requests (webhooks, upstream APIs) may show in errors and
-//!   where they may go.
+//! * [`outbound`]: what every outbound request shares (webhooks, upstream APIs, the CLI): the
+//!   HTTP client (user agent, no redirects, timeouts), capped answer reading with echoed
+//!   secrets scrubbed, `Retry-After`, full-jitter backoff, and what may be shown of a URL.
 //!
 //! [`clock`] supplies "now" to everything that needs it; nothing reads the wall clock itself.
 

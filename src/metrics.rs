@@ -7,9 +7,9 @@
 //! Label values are org/app names and fixed enums; never ids, paths or URLs.
 
 use crate::model::Dimension;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -76,7 +76,6 @@ struct FieldErrorLabels {
 }
 
 /// The daemon's metrics: a registry with the `ratewarden_` prefix and the ingest counters.
-#[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     ingested: Family<SourceLabels, Counter>,
@@ -84,11 +83,23 @@ pub struct Metrics {
     field_errors: Family<FieldErrorLabels, Counter>,
     files_skipped: Family<RejectLabels, Counter>,
     record_errors: Family<RecordErrorLabels, Counter>,
+    /// Where scrape-time values come from, and how much of its `unencodable` counts the
+    /// `record_errors` family has taken in.
+    source: Arc<dyn ScrapeSource>,
+    unencodable_seen: Mutex<HashMap<&'static str, u64>>,
     notifications: Family<NotificationLabels, Counter>,
     pending: Family<ChannelLabels, Gauge>,
     batch_items: Family<BatchItemLabels, Gauge>,
     body_bytes_held: Gauge,
     batch_requests: Family<BatchRequestLabels, Counter>,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics")
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a scrape reads of the live state, taken at scrape time.
@@ -113,6 +124,11 @@ pub trait ScrapeSource: Send + Sync {
     fn now_ms(&self) -> Option<i64>;
     /// The values a scrape shows; `None` while state is recovering.
     fn scrape(&self) -> Option<Scraped>;
+    /// Records the state could not encode since start, by kind (`journal`, `snapshot`,
+    /// `notification`): counted in `store_record_errors_total{op="encode"}`.
+    fn unencodable(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 /// No scrape-time values: stored state is still being recovered, so `/metrics` shows the
@@ -202,7 +218,9 @@ impl Metrics {
             source: source.clone(),
             offpeak,
         }));
-        registry.register_collector(Box::new(TrackerCollector { source }));
+        registry.register_collector(Box::new(TrackerCollector {
+            source: source.clone(),
+        }));
         let m = Metrics {
             registry,
             ingested,
@@ -210,6 +228,8 @@ impl Metrics {
             field_errors,
             files_skipped,
             record_errors,
+            source,
+            unencodable_seen: Mutex::default(),
             notifications,
             pending,
             batch_items,
@@ -349,6 +369,7 @@ impl Metrics {
     /// The exposition: OpenMetrics, or the classic Prometheus text format (0.0.4) for
     /// clients that ask for `text/plain` only (older scrapers, `promtool check metrics`).
     pub fn encode(&self, classic: bool) -> Result<String, fmt::Error> {
+        self.take_unencodable();
         let mut out = String::with_capacity(16 * 1024);
         if classic {
             prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
@@ -356,6 +377,28 @@ impl Metrics {
             prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         }
         Ok(out)
+    }
+}
+
+impl Metrics {
+    /// Adds what the source newly counted as unencodable to `store_record_errors_total`.
+    fn take_unencodable(&self) {
+        let mut seen = self
+            .unencodable_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (record, n) in self.source.unencodable() {
+            let before = seen.entry(record).or_default();
+            if n > *before {
+                self.record_errors
+                    .get_or_create(&RecordErrorLabels {
+                        record,
+                        op: "encode",
+                    })
+                    .inc_by(n - *before);
+                *before = n;
+            }
+        }
     }
 }
 
@@ -647,5 +690,53 @@ impl Collector for TrackerCollector {
             .map(|(k, v)| (vec![("kind", k.to_string())], v)),
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A source whose only values are its unencodable journal records.
+    struct Failing(AtomicU64);
+
+    impl ScrapeSource for Failing {
+        fn now_ms(&self) -> Option<i64> {
+            None
+        }
+        fn scrape(&self) -> Option<Scraped> {
+            None
+        }
+        fn unencodable(&self) -> Vec<(&'static str, u64)> {
+            vec![("journal", self.0.load(Ordering::Relaxed))]
+        }
+    }
+
+    fn encode_failures(text: &str) -> Option<f64> {
+        text.lines()
+            .find(|l| {
+                l.starts_with("ratewarden_store_record_errors_total{")
+                    && l.contains(r#"record="journal""#)
+                    && l.contains(r#"op="encode""#)
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    #[test]
+    fn unencodable_records_of_the_source_are_counted_once_each() {
+        let source = Arc::new(Failing(AtomicU64::new(0)));
+        let offpeak = crate::config::Config::parse("", "t").unwrap().offpeak;
+        let m = Metrics::new(source.clone(), offpeak);
+        assert_eq!(encode_failures(&m.encode(true).unwrap()), None);
+        source.0.store(2, Ordering::Relaxed);
+        assert_eq!(encode_failures(&m.encode(true).unwrap()), Some(2.0));
+        assert_eq!(
+            encode_failures(&m.encode(true).unwrap()),
+            Some(2.0),
+            "a scrape counts only what is new"
+        );
+        source.0.store(3, Ordering::Relaxed);
+        assert_eq!(encode_failures(&m.encode(false).unwrap()), Some(3.0));
     }
 }

@@ -57,8 +57,14 @@ pub fn delivery_id(channel: &str, t: &Transition) -> String {
     format!("{a:016x}{b:016x}")
 }
 
-/// Outbox entries for `t`, one per channel that wants it.
-pub fn route(channels: &[ChannelConfig], t: &Transition, now_ms: i64) -> Vec<OutboxEntry> {
+/// Outbox entries for `t`, one per channel that wants it. A notification that cannot be
+/// encoded is logged and counted in `unencodable` (it cannot be stored, so it is lost).
+pub fn route(
+    channels: &[ChannelConfig],
+    t: &Transition,
+    now_ms: i64,
+    unencodable: &mut u64,
+) -> Vec<OutboxEntry> {
     channels
         .iter()
         .filter(|c| wants(c, t))
@@ -69,6 +75,7 @@ pub fn route(channels: &[ChannelConfig], t: &Transition, now_ms: i64) -> Vec<Out
                     // Never silently: the notification cannot be stored, so it is lost.
                     tracing::error!(channel = %c.name, alert = %t.alert, org = %t.org, error = %e,
                         "a notification cannot be encoded for the outbox; it is not sent");
+                    *unencodable += 1;
                     return None;
                 }
             };
@@ -114,7 +121,7 @@ mod tests {
     }
 
     fn to(tr: &Transition) -> Vec<String> {
-        route(&channels(), tr, 5)
+        route(&channels(), tr, 5, &mut 0)
             .into_iter()
             .map(|e| e.channel)
             .collect()

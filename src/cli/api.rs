@@ -1,7 +1,9 @@
 //! The daemon's HTTP API as the CLI commands call it: one request, its errors told apart
 //! (unreachable, refused with the daemon's own message, malformed answer).
 
-use std::time::Duration;
+/// Longest a command waits for the daemon's answer, and for a connection.
+const TIMEOUT_MS: i64 = 30_000;
+const CONNECT_MS: i64 = 5_000;
 
 use serde_json::Value;
 
@@ -9,12 +11,12 @@ use serde_json::Value;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The daemon could not be reached.
-    #[error("cannot reach {url}: {source}")]
+    #[error("cannot reach {url}: {why}")]
     Unreachable {
         /// What was asked.
         url: String,
-        /// Why.
-        source: reqwest::Error,
+        /// Why (refused, timed out, ...).
+        why: String,
     },
     /// The daemon answered with an error.
     #[error("{url} answered {status}: {message}")]
@@ -49,13 +51,14 @@ pub struct Api {
 impl Api {
     /// The API at `server`, with the admin `token`.
     pub fn new(server: &str, token: Option<String>) -> Result<Api, ClientError> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|source| ClientError::Unreachable {
+        // The daemon's API answers directly; like every request ratewarden sends, it carries
+        // the user agent and follows no redirect.
+        let http = crate::outbound::client(TIMEOUT_MS, CONNECT_MS).map_err(|why| {
+            ClientError::Unreachable {
                 url: server.to_string(),
-                source,
-            })?;
+                why,
+            }
+        })?;
         Ok(Api {
             base: server.trim_end_matches('/').to_string(),
             token: token.filter(|t| !t.is_empty()),
@@ -80,9 +83,9 @@ impl Api {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(b);
         }
-        let unreachable = |source| ClientError::Unreachable {
+        let unreachable = |e: reqwest::Error| ClientError::Unreachable {
             url: url.clone(),
-            source,
+            why: crate::outbound::error_text(&e),
         };
         let resp = req.send().await.map_err(unreachable)?;
         let status = resp.status();

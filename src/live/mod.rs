@@ -43,6 +43,14 @@ pub const MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
 const SNAPSHOT_SLICE: usize = 256;
 /// The writer sleeps at most this long when idle (it is woken on new work).
 const IDLE: Duration = Duration::from_millis(200);
+/// Kinds of record counted when they cannot be encoded (the `record` label of
+/// `ratewarden_store_record_errors_total{op="encode"}`): journal records, snapshots and
+/// notifications. Batch records are counted where they are made (`scheduler`).
+pub const UNENCODABLE: [&str; 3] = ["journal", "snapshot", "notification"];
+const JOURNAL: usize = 0;
+const SNAPSHOT: usize = 1;
+const NOTIFICATION: usize = 2;
+
 /// Changes since the last commit, waiting for the store.
 #[derive(Debug, Default)]
 struct Pending {
@@ -55,6 +63,8 @@ struct Pending {
     started: Vec<String>,
     outbox_new: Vec<OutboxEntry>,
     outbox_updates: Vec<OutboxUpdate>,
+    /// Journal records and notifications that could not be encoded (logged as they failed).
+    unencodable: [u64; UNENCODABLE.len()],
     batches: Vec<BatchRecord>,
     batch_items: Vec<ItemRecord>,
     batches_dropped: Vec<String>,
@@ -94,6 +104,7 @@ impl Pending {
             Ok(_) => self.records += 1,
             Err(e) => {
                 self.journal.truncate(before);
+                self.unencodable[JOURNAL] += 1;
                 tracing::error!(error = %e, "a journal record cannot be encoded; it is not journaled")
             }
         }
@@ -113,6 +124,8 @@ impl Pending {
         self.started.extend(newer.started);
         self.outbox_new.extend(newer.outbox_new);
         self.outbox_updates.extend(newer.outbox_updates);
+        // The older batch's were counted when it was taken for its commit.
+        self.unencodable = newer.unencodable;
         self.batches.extend(newer.batches);
         self.batch_items.extend(newer.batch_items);
         self.batches_dropped.extend(newer.batches_dropped);
@@ -136,6 +149,8 @@ struct Durable {
     healthy: AtomicBool,
     /// Commits that failed (each is retried).
     failures: std::sync::atomic::AtomicU64,
+    /// Records that could not be encoded, by [`UNENCODABLE`] kind.
+    unencodable: [std::sync::atomic::AtomicU64; UNENCODABLE.len()],
     /// Notification channels, for routing transitions.
     channels: Vec<ChannelConfig>,
     /// Where committed notifications go for delivery.
@@ -262,8 +277,19 @@ impl Live {
         }
     }
 
-    /// True while the store accepts writes (always true in memory).
-    /// Store commits that failed so far (each was retried).
+    /// Records that could not be encoded so far, by kind ([`UNENCODABLE`]); each was logged.
+    pub fn unencodable(&self) -> Vec<(&'static str, u64)> {
+        let Some(d) = &self.durable else {
+            return Vec::new();
+        };
+        UNENCODABLE
+            .iter()
+            .zip(&d.unencodable)
+            .map(|(kind, n)| (*kind, n.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// Store commits that failed so far.
     pub fn store_failures(&self) -> u64 {
         self.durable
             .as_ref()
@@ -286,9 +312,13 @@ impl Live {
     fn notify(&self, pending: &mut Pending, transitions: &[Transition], now: i64) {
         if let Some(d) = &self.durable {
             for t in transitions {
-                pending
-                    .outbox_new
-                    .extend(crate::outbox::route(&d.channels, t, now));
+                let routed = crate::outbox::route(
+                    &d.channels,
+                    t,
+                    now,
+                    &mut pending.unencodable[NOTIFICATION],
+                );
+                pending.outbox_new.extend(routed);
             }
         }
     }
@@ -479,11 +509,15 @@ fn writer_loop(
             }
             let next = g.pending.seq + 1;
             let batch = std::mem::replace(&mut g.pending, Pending::new(next));
+            for (total, n) in durable.unencodable.iter().zip(batch.unencodable) {
+                total.fetch_add(n, Ordering::Relaxed);
+            }
             let snapshot = if snapshot_due || since_snapshot + batch.records >= SNAPSHOT_EVENTS {
                 match g.tracker.encode() {
                     Ok(s) => Some(seal_snapshot(s)),
                     Err(e) => {
                         tracing::error!(error = %e, "snapshot encoding failed; keeping the journal");
+                        durable.unencodable[SNAPSHOT].fetch_add(1, Ordering::Relaxed);
                         None
                     }
                 }
@@ -594,5 +628,9 @@ impl crate::metrics::ScrapeSource for Live {
             overflow,
             new_orgs_refused,
         })
+    }
+
+    fn unencodable(&self) -> Vec<(&'static str, u64)> {
+        Live::unencodable(self)
     }
 }

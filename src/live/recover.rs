@@ -163,6 +163,7 @@ impl Live {
             stop: AtomicBool::new(false),
             healthy: AtomicBool::new(true),
             failures: std::sync::atomic::AtomicU64::new(0),
+            unencodable: Default::default(),
             channels: config.alerts.channels.clone(),
             delivery,
         });

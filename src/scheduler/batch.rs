@@ -142,6 +142,9 @@ impl Item {
 pub(super) struct Batch {
     pub(super) header: Header,
     pub(super) items: Vec<Item>,
+    /// Stored items this binary could not read (a newer format): the batch is then never
+    /// finished or forgotten here, so those rows stay for the binary that wrote them.
+    pub(super) unreadable: usize,
 }
 
 /// A batch's overall state (SPEC §7).
@@ -172,7 +175,10 @@ impl Batch {
     /// Marks the batch finished when its last item has become final; true when it did (its
     /// header is then to be stored).
     pub(super) fn note_finished(&mut self, now: i64) -> bool {
-        if self.header.finished_ms.is_some() || !self.items.iter().all(|i| i.state.is_final()) {
+        if self.header.finished_ms.is_some()
+            || self.unreadable > 0
+            || !self.items.iter().all(|i| i.state.is_final())
+        {
             return false;
         }
         self.header.finished_ms = Some(now);

@@ -307,7 +307,11 @@ impl Scheduler {
         let seq = changes.store(&self.live);
         let at = st.batches.len();
         st.index.insert(id.clone(), at);
-        st.batches.push(Batch { header, items });
+        st.batches.push(Batch {
+            header,
+            items,
+            unreadable: 0,
+        });
         self.update_gauges(&st, &org);
         let summary = self.summary(&st, st.batches.len() - 1, now);
         drop(st);
@@ -321,7 +325,8 @@ impl Scheduler {
     pub fn prune(&self, now: i64) -> usize {
         let cutoff = now.saturating_sub(self.cfg.retention_ms);
         let mut st = self.lock();
-        let expired = |b: &Batch| b.header.finished_ms.is_some_and(|f| f <= cutoff);
+        let expired =
+            |b: &Batch| b.unreadable == 0 && b.header.finished_ms.is_some_and(|f| f <= cutoff);
         let gone: Vec<(String, String)> = st
             .batches
             .iter()

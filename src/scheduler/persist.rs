@@ -81,6 +81,7 @@ pub(super) fn restore(
                 st.batches.push(Batch {
                     header,
                     items: Vec::new(),
+                    unreadable: 0,
                 });
             }
             Err(e) => {
@@ -101,7 +102,8 @@ pub(super) fn restore(
         match Item::decode(&record) {
             Ok(item) => st.batches[b].items.push(item),
             Err(e) => {
-                tracing::error!(batch = %batch, index, error = %e, "unreadable stored item; skipped");
+                st.batches[b].unreadable += 1;
+                tracing::error!(batch = %batch, index, error = %e, "unreadable stored item; skipped (its batch is kept as it is)");
                 metrics.store_record_error(Kind::BatchItem.as_str(), "decode");
             }
         }

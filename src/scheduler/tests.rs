@@ -461,6 +461,50 @@ fn finished_batches_are_forgotten_after_retention() {
 }
 
 #[test]
+fn a_batch_with_an_item_of_a_newer_format_is_never_forgotten() {
+    let f = fixture("retention = \"1h\"\n", FRI_14H);
+    f.sched
+        .create(batch("asap", 2), None, f.live.now_ms())
+        .unwrap();
+    for _ in 0..2 {
+        let d = send(&f).unwrap();
+        f.clock.advance(1_000);
+        f.sched.settle(&d, answer(200, None), f.live.now_ms());
+    }
+    let (batches, items) = {
+        let st = f.sched.lock();
+        let b = &st.batches[0];
+        assert!(b.header.finished_ms.is_some());
+        let mut changes = Changes::new(&f.sched.metrics);
+        changes.batch(&b.header);
+        for it in &b.items {
+            changes.item(&b.header.id, it);
+        }
+        changes.into_records()
+    };
+    let restore = |items: Vec<ItemRecord>| {
+        let cfg = config("retention = \"1h\"\n");
+        let metrics = Arc::new(Metrics::new(Arc::new(f.live.clone()), cfg.offpeak.clone()));
+        Scheduler::new(
+            &cfg,
+            f.live.clone(),
+            metrics,
+            batches.clone(),
+            items,
+            FRI_14H,
+        )
+    };
+    // As written: finished, so forgotten after the retention.
+    assert_eq!(restore(items.clone()).prune(FRI_14H + 86_400_000), 1);
+    // Its second item written by a newer ratewarden: kept, rows and all.
+    let mut newer = items;
+    newer[1].record[4] += 1;
+    let kept = restore(newer);
+    assert_eq!(kept.prune(FRI_14H + 86_400_000), 0);
+    assert_eq!(kept.list(FRI_14H).len(), 1);
+}
+
+#[test]
 fn item_rows_page_by_index() {
     let f = fixture("", FRI_14H);
     let (b, _, _) = f

@@ -10,14 +10,12 @@ use tokio::sync::Semaphore;
 use super::auth::Tokens;
 use super::body;
 use crate::alerts::ChannelStates;
-use crate::clock::Clock;
 use crate::config::Config;
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::offpeak::OffPeak;
 use crate::scheduler::Scheduler;
 use crate::sources::Health;
-use crate::tracker::Tracker;
 
 /// How long a request waits for the store to confirm what it changed.
 pub const DURABLE_WAIT: Duration = Duration::from_secs(30);
@@ -78,28 +76,6 @@ pub struct Parts {
 }
 
 impl ApiState {
-    /// In-memory state for `config` with the given tokens and clock (tests); not ready until
-    /// the caller says so.
-    pub fn new(config: &Config, tokens: Tokens, clock: Arc<dyn Clock>) -> ApiState {
-        ApiState::with_live(config, tokens, Live::in_memory(Tracker::new(config), clock))
-    }
-
-    /// State over `live` alone: no sources, channels or scheduler (tests).
-    pub fn with_live(config: &Config, tokens: Tokens, live: Live) -> ApiState {
-        let metrics = Arc::new(Metrics::new(Arc::new(live.clone()), config.offpeak.clone()));
-        ApiState::with_parts(
-            config,
-            tokens,
-            Parts {
-                live,
-                metrics,
-                sources: Vec::new(),
-                channels: None,
-                scheduler: None,
-            },
-        )
-    }
-
     /// State over the parts the daemon built.
     pub fn with_parts(config: &Config, tokens: Tokens, parts: Parts) -> ApiState {
         let bodies = body::Budget::new(config.server.max_inflight_bytes)

@@ -12,8 +12,31 @@ use tower::ServiceExt;
 use super::*;
 use crate::clock::ManualClock;
 use crate::config::Config;
+use crate::tracker::Tracker;
 
 const NOW: i64 = 1_795_788_000_000; // 2026-11-27T14:00:00Z
+
+/// In-memory state for `config` with the given tokens and clock; not ready until the test
+/// says so.
+fn in_memory(config: &Config, tokens: Tokens, clock: Arc<dyn crate::clock::Clock>) -> ApiState {
+    over(config, tokens, Live::in_memory(Tracker::new(config), clock))
+}
+
+/// State over `live` alone: no sources, channels or scheduler.
+fn over(config: &Config, tokens: Tokens, live: Live) -> ApiState {
+    let metrics = Arc::new(Metrics::new(Arc::new(live.clone()), config.offpeak.clone()));
+    ApiState::with_parts(
+        config,
+        tokens,
+        Parts {
+            live,
+            metrics,
+            sources: Vec::new(),
+            channels: None,
+            scheduler: None,
+        },
+    )
+}
 
 fn config(extra: &str) -> Config {
     Config::parse(
@@ -34,7 +57,7 @@ fn tokens() -> Tokens {
 }
 
 fn state_with(config: &Config, tokens: Tokens) -> ApiState {
-    let st = ApiState::new(config, tokens, Arc::new(ManualClock::new(NOW)));
+    let st = in_memory(config, tokens, Arc::new(ManualClock::new(NOW)));
     st.ready.store(true, Ordering::Release);
     st
 }
@@ -682,7 +705,7 @@ fn flaky_state(
         false,
     )
     .unwrap();
-    let mut st = ApiState::with_live(&config, tokens(), live);
+    let mut st = over(&config, tokens(), live);
     st.durable_wait = std::time::Duration::from_millis(300);
     st.ready.store(true, Ordering::Release);
     (st, fail, writer)

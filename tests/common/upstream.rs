@@ -53,6 +53,19 @@ struct State {
     ids: VecDeque<String>,
     /// Status polls as seen: (path, Authorization).
     gets: Vec<(String, Option<String>)>,
+    /// Connections being answered now.
+    answering: usize,
+}
+
+/// Counts a connection as being answered until it is dropped.
+struct Answering<'a>(&'a Mutex<State>);
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut st) = self.0.lock() {
+            st.answering -= 1;
+        }
+    }
 }
 
 /// The fake upstream; stops when dropped.
@@ -156,6 +169,11 @@ impl Upstream {
         self.state.lock().unwrap().limited_429
     }
 
+    /// Connections being answered right now (a slow answer counts until it is written).
+    pub fn answering(&self) -> usize {
+        self.state.lock().unwrap().answering
+    }
+
     pub fn max_in_flight(&self) -> usize {
         self.state.lock().unwrap().max_in_flight
     }
@@ -174,6 +192,8 @@ impl Drop for Upstream {
 }
 
 fn handle(stream: TcpStream, state: &Mutex<State>) {
+    state.lock().unwrap().answering += 1;
+    let _answering = Answering(state);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut request_line = String::new();

@@ -1,0 +1,312 @@
+#!/usr/bin/env python3
+"""Performance and footprint, in one run, as ratios against baselines run alongside.
+
+    python3 bench/perf.py replay [--bin target/release/ratewarden] [--lines 2000000]
+    python3 bench/perf.py scale  [--bin target/release/ratewarden] [--orgs 10000] [--apps 3]
+    python3 bench/perf.py all    [--bin ...] [--baseline OTHER_BINARY]
+
+replay: generates the workload once (../shared/bench/gen_events.py, deterministic; cached
+        under $XDG_CACHE_HOME or ~/.cache/ratewarden-bench), then times on that one file:
+        `wc -l`; mtail 3 with ../shared/bench/requests.mtail (when `mtail` is installed);
+        `ratewarden replay --json` with `--threads 1` and with the default thread count. Prints
+        lines/s, CPU seconds per million lines and peak RSS of each, and every figure as a
+        ratio to mtail (and to `wc -l`). With --baseline, the same runs of another binary
+        (an older build) are printed beside, with the ratio new/old.
+scale:  the daemon with its store, at scale: 24 h of traffic for --orgs x --apps (one request
+        per org and app every 10 minutes, spread over the last 24 h) posted as NDJSON; then
+        its RSS (VmRSS) and peak (VmHWM), `GET /metrics` size and time (median of 5), and the
+        time from a restart after `kill -9` to `/readyz` 200, with the usage checked intact
+        (every org's daily usage the same before and after). Then a second daemon with
+        500 orgs x 100 apps, one request each (50 000 app series): its RSS.
+
+Figures on a shared machine are noisy: compare ratios from one run, not absolute times
+across runs. Standard library only; each daemon runs in a fresh temporary directory on a
+free loopback port and is stopped at the end.
+"""
+import argparse
+import http.client
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SHARED = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "bench"))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def timed(cmd, stdout=subprocess.DEVNULL, stdin=None):
+    """Runs `cmd`; returns (wall s, CPU s of the children, peak RSS KiB of the child)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
+    # A fresh process each time so that ru_maxrss is this command's own peak.
+    wrapper = [sys.executable, "-c",
+               "import resource,subprocess,sys;"
+               "r=subprocess.run(sys.argv[1:],stdout=sys.stdout,stdin=sys.stdin);"
+               "u=resource.getrusage(resource.RUSAGE_CHILDREN);"
+               "sys.stderr.write(f'\\nPEAK {u.ru_maxrss}\\n');sys.exit(r.returncode)"] + cmd
+    p = subprocess.run(wrapper, stdout=stdout, stdin=stdin, stderr=subprocess.PIPE)
+    wall = time.monotonic() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {p.stderr.decode(errors='replace')[-2000:]}")
+    peak = 0
+    for line in p.stderr.decode(errors="replace").splitlines():
+        if line.startswith("PEAK "):
+            peak = int(line.split()[1])
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, peak
+
+
+def workload(lines):
+    cache = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
+                         "ratewarden-bench")
+    os.makedirs(cache, exist_ok=True)
+    path = os.path.join(cache, f"events-{lines}.jsonl")
+    if not os.path.exists(path):
+        print(f"generating {lines:,} lines into {path} ...", flush=True)
+        tmp = path + ".part"
+        subprocess.run([sys.executable, os.path.join(SHARED, "gen_events.py"), str(lines), tmp], check=True)
+        os.replace(tmp, path)
+    return path
+
+
+def supports_threads(binary):
+    out = subprocess.run([binary, "replay", "--help"], capture_output=True, text=True).stdout
+    return "--threads" in out
+
+
+def bench_replay(args):
+    path = workload(args.lines)
+    size = os.path.getsize(path)
+    # Read it once so every run starts from the page cache.
+    with open(path, "rb") as f:
+        while f.read(1 << 24):
+            pass
+    n = args.lines
+    rows = []
+
+    def run(name, cmd, stdout=subprocess.DEVNULL, stdin=None):
+        wall, cpu, peak = timed(cmd, stdout=stdout, stdin=stdin)
+        rows.append((name, wall, cpu, peak))
+        print(f"  {name:<34} {n / wall / 1e6:7.2f} M lines/s  {cpu / (n / 1e6):6.2f} CPU-s/M lines"
+              f"  peak RSS {peak / 1024:6.1f} MiB  ({wall:.2f} s)", flush=True)
+        return wall
+
+    print(f"replay: {n:,} lines, {size / 1e6:.0f} MB, {os.cpu_count()} cores")
+    with open(path, "rb") as f:
+        wc = run("wc -l", ["wc", "-l"], stdin=f)
+    mtail = None
+    if shutil.which("mtail"):
+        prog = os.path.join(SHARED, "requests.mtail")
+        tmp = tempfile.mkdtemp(prefix="rw-mtail-")
+        try:
+            shutil.copy(prog, tmp)
+            mtail = run("mtail 3 (requests.mtail)",
+                        ["mtail", "--one_shot", "--one_shot_format", "json", "--progs", tmp,
+                         "--logs", path, "--logtostderr"])
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        print("  mtail not installed (Debian package mtail): its row is left out")
+    results = {}
+    bins = [("new", args.bin)] + ([("old", args.baseline)] if args.baseline else [])
+    for label, binary in bins:
+        threads = supports_threads(binary)
+        variants = [("1 thread", ["--threads", "1"]), ("default threads", [])] if threads else [("", [])]
+        for vname, extra in variants:
+            name = f"ratewarden {label} {vname}".strip()
+            out = tempfile.NamedTemporaryFile(prefix="rw-replay-", suffix=".json", delete=False)
+            try:
+                results[(label, vname)] = run(name, [binary, "replay", "--json", *extra, path], stdout=out)
+            finally:
+                out.close()
+                os.unlink(out.name)
+    print("ratios (throughput, higher is faster):")
+    for (label, vname), wall in results.items():
+        name = f"ratewarden {label} {vname}".strip()
+        parts = []
+        if mtail:
+            parts.append(f"{mtail / wall:5.1f}x mtail")
+        parts.append(f"{wc / wall:5.3f}x wc -l")
+        if label == "new" and ("old", "") in results:
+            parts.append(f"{results[('old', '')] / wall:5.2f}x old")
+        elif label == "new" and ("old", vname) in results:
+            parts.append(f"{results[('old', vname)] / wall:5.2f}x old")
+        print(f"  {name:<34} " + ", ".join(parts))
+
+
+class Daemon:
+    def __init__(self, binary, workdir, extra=""):
+        self.binary, self.workdir, self.port = binary, workdir, free_port()
+        self.cfg = os.path.join(workdir, "bench.toml")
+        with open(self.cfg, "w") as f:
+            f.write(f'[server]\nlisten = "127.0.0.1:{self.port}"\nmax_body_bytes = 67108864\n'
+                    f'[storage]\npath = "{workdir}/data"\n'
+                    f'[limits]\nmax_orgs = 20000\n{extra}')
+        self.proc = None
+
+    def start(self, timeout=300):
+        t0 = time.monotonic()
+        log = open(os.path.join(self.workdir, "daemon.log"), "ab")
+        env = dict(os.environ, RUST_LOG="warn")
+        self.proc = subprocess.Popen([self.binary, "run", "--config", self.cfg],
+                                     stdout=log, stderr=log, env=env)
+        while time.monotonic() - t0 < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited; see {self.workdir}/daemon.log")
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
+                c.request("GET", "/readyz")
+                if c.getresponse().status == 200:
+                    return time.monotonic() - t0
+            except OSError:
+                pass
+            time.sleep(0.005)
+        raise RuntimeError("daemon did not become ready")
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(60)
+
+    def kib(self, field):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+        return 0
+
+    def get(self, path):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        t0 = time.perf_counter()
+        c.request("GET", path)
+        r = c.getresponse()
+        body = r.read()
+        return r.status, body, time.perf_counter() - t0
+
+    def post_lines(self, lines, per_body=20_000):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=300)
+        for i in range(0, len(lines), per_body):
+            c.request("POST", "/v1/events", "\n".join(lines[i:i + per_body]) + "\n",
+                      {"Content-Type": "application/x-ndjson"})
+            r = c.getresponse()
+            r.read()
+            if r.status != 202:
+                raise RuntimeError(f"POST /v1/events answered {r.status}")
+
+
+def daily_by_org(d):
+    status, body, _ = d.get("/v1/usage")
+    assert status == 200, status
+    return {o["org"]: o["usage"]["daily"] for o in json.loads(body)["orgs"]}
+
+
+def settle_rss(d):
+    time.sleep(2)
+    return d.kib("VmRSS"), d.kib("VmHWM")
+
+
+def bench_scale_one(binary, args, label):
+    work = tempfile.mkdtemp(prefix="rw-scale-")
+    d = Daemon(binary, work)
+    try:
+        d.start()
+        idle, _ = settle_rss(d)
+        now = int(time.time() * 1000)
+        steps = 24 * 6  # one request per org and app every 10 minutes, for 24 h
+        series = [(f"org-{o:05d}", f"app-{a}") for o in range(args.orgs) for a in range(args.apps)]
+        t0 = time.monotonic()
+        sent = 0
+        for s in range(steps, 0, -1):
+            base = now - s * 600_000
+            # Each series at its own second within the 10 minutes, the same every time.
+            lines = [f'{{"ts":{base + (i * 7919) % 600 * 1000},"org":"{o}","app":"{a}","status":200}}'
+                     for i, (o, a) in enumerate(series)]
+            d.post_lines(lines)
+            sent += len(lines)
+        load = time.monotonic() - t0
+        rss, peak = settle_rss(d)
+        sizes, times = [], []
+        for _ in range(5):
+            status, body, took = d.get("/metrics")
+            assert status == 200, status
+            sizes.append(len(body))
+            times.append(took)
+        per_org = body.decode().count('org="org-00001"')
+        before = daily_by_org(d)
+        d.stop(signal.SIGKILL)
+        ready = d.start()
+        after = daily_by_org(d)
+        intact = before == after
+        print(f"  [{label}] {args.orgs:,} orgs x {args.apps} apps, {sent:,} events over 24 h loaded in {load:.0f} s")
+        print(f"  [{label}] RSS idle {idle / 1024:.0f} MiB; after the load {rss / 1024:.0f} MiB, peak {peak / 1024:.0f} MiB")
+        print(f"  [{label}] GET /metrics {statistics.median(sizes) / 1e6:.2f} MB, "
+              f"{statistics.median(times) * 1000:.0f} ms (median of 5), {per_org} series for one org")
+        print(f"  [{label}] ready {ready:.2f} s after kill -9; usage intact: {intact} "
+              f"({len(after):,} orgs, daily total {sum(after.values()):,})")
+        d.stop()
+        # 50 000 app series: 500 orgs x 100 apps, one request each.
+        d2 = Daemon(binary, tempfile.mkdtemp(prefix="rw-apps-", dir=work), "max_apps_per_org = 100\n")
+        try:
+            d2.start()
+            lines = [f'{{"ts":{now - 1000},"org":"org-{o}","app":"app-{a}","status":200}}'
+                     for o in range(500) for a in range(100)]
+            d2.post_lines(lines, per_body=10_000)
+            rss2, _ = settle_rss(d2)
+            print(f"  [{label}] 500 orgs x 100 apps, one request each: RSS {rss2 / 1024:.0f} MiB")
+        finally:
+            d2.stop()
+        return {"rss": rss, "peak": peak, "metrics_bytes": statistics.median(sizes),
+                "metrics_s": statistics.median(times), "ready": ready, "rss_apps": rss2}
+    finally:
+        d.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def bench_scale(args):
+    print(f"scale: {os.cpu_count()} cores")
+    new = bench_scale_one(args.bin, args, "new")
+    if args.baseline:
+        old = bench_scale_one(args.baseline, args, "old")
+        print("ratios new/old (lower is better):")
+        for k, what in [("rss", "RSS after load"), ("peak", "peak RSS"), ("metrics_bytes", "/metrics size"),
+                        ("metrics_s", "/metrics time"), ("ready", "ready after kill -9"),
+                        ("rss_apps", "RSS with 50 000 app series")]:
+            print(f"  {what:<28} {new[k] / old[k]:6.3f}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("mode", choices=["replay", "scale", "all"])
+    ap.add_argument("--bin", default="target/release/ratewarden")
+    ap.add_argument("--baseline", help="another ratewarden binary to run alongside")
+    ap.add_argument("--lines", type=int, default=2_000_000)
+    ap.add_argument("--orgs", type=int, default=10_000)
+    ap.add_argument("--apps", type=int, default=3)
+    args = ap.parse_args()
+    args.bin = os.path.abspath(args.bin)
+    if args.baseline:
+        args.baseline = os.path.abspath(args.baseline)
+    if args.mode in ("replay", "all"):
+        bench_replay(args)
+    if args.mode in ("scale", "all"):
+        bench_scale(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
