@@ -122,13 +122,13 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap, now_ms: i64) -> Option<
 }
 
 /// Full-jitter exponential backoff (ms): a random wait between `base` and
-/// `min(cap, base × 2^attempts)`.
-pub fn backoff_ms(base: i64, cap: i64, attempts: u32) -> i64 {
+/// `min(cap, base × 2^attempts)`, drawn from `rng`.
+pub fn backoff_ms(rng: &mut fastrand::Rng, base: i64, cap: i64, attempts: u32) -> i64 {
     let ceiling = base
         .saturating_mul(1i64 << attempts.min(30))
         .min(cap)
         .max(base);
-    fastrand::i64(base..=ceiling)
+    rng.i64(base..=ceiling)
 }
 
 /// Characters escaped in a value put into a path: everything but RFC 3986's unreserved

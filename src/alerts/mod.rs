@@ -138,7 +138,13 @@ impl Policy {
     /// `min(cap, base × 2^attempts)`.
     fn backoff(&self, attempts: u32) -> Duration {
         Duration::from_millis(
-            crate::outbound::backoff_ms(self.base_ms, self.cap_ms, attempts).max(0) as u64,
+            crate::outbound::backoff_ms(
+                &mut fastrand::Rng::new(),
+                self.base_ms,
+                self.cap_ms,
+                attempts,
+            )
+            .max(0) as u64,
         )
     }
 }

@@ -371,4 +371,6 @@ pub(super) struct State {
     pub(super) batches: Vec<Batch>,
     pub(super) index: HashMap<String, usize>,
     pub(super) lanes: HashMap<String, Lane>,
+    /// For batch ids and backoff jitter (seeded from the system's entropy).
+    pub(super) rng: fastrand::Rng,
 }

@@ -1,69 +1,62 @@
 //! The scheduler's persistence: batches and items as stored records (`store::record`
-//! envelopes, with the older layouts they are still read from), the changes one decision
-//! makes (handed to `live` together, so they land in one commit), and the batches rebuilt
-//! from the store at start-up. It decides nothing: which records change is the decisions'
-//! business (`scheduler`).
+//! envelopes, with the older layouts they are still read from), what one decision changed
+//! handed to `live` together (so it lands in one commit), and the batches rebuilt from the
+//! store at start-up. It decides nothing: which records change is the decisions' business
+//! (`machine`).
 
 use serde::{Deserialize, Serialize};
 
 use super::batch::{Batch, Header, Item, ItemState, Mode, State};
+use super::machine::Effects;
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::store::record::{self, Kind, Opened, RecordError};
 use crate::store::{BatchRecord, ItemRecord};
 
-/// The records one decision changed, stored together by [`Changes::store`].
-pub(super) struct Changes<'a> {
-    metrics: &'a Metrics,
-    batches: Vec<BatchRecord>,
-    items: Vec<ItemRecord>,
+/// The records a decision's [`Effects`] name, as they are in `st` now: headers and items,
+/// each sealed in its envelope. One that cannot be encoded is logged and counted, and left
+/// out (the stored one stays as it was).
+pub(super) fn records(
+    st: &State,
+    fx: &Effects,
+    metrics: &Metrics,
+) -> (Vec<BatchRecord>, Vec<ItemRecord>) {
+    let batches = fx
+        .headers
+        .iter()
+        .filter_map(|&bi| {
+            let header = &st.batches[bi].header;
+            Some(BatchRecord {
+                id: header.id.clone(),
+                record: encode(Kind::Batch, header, metrics)?,
+            })
+        })
+        .collect();
+    let items = fx
+        .items
+        .iter()
+        .filter_map(|&(bi, ii)| {
+            let b = &st.batches[bi];
+            let item = &b.items[ii];
+            Some(ItemRecord {
+                batch: b.header.id.clone(),
+                index: item.index,
+                record: encode(Kind::BatchItem, item, metrics)?,
+            })
+        })
+        .collect();
+    (batches, items)
 }
 
-impl<'a> Changes<'a> {
-    pub(super) fn new(metrics: &'a Metrics) -> Changes<'a> {
-        Changes {
-            metrics,
-            batches: Vec::new(),
-            items: Vec::new(),
-        }
+/// Stores what `fx` changed: the records in the next commit, the forgotten batches dropped.
+/// Returns the commit to wait for before acting on them.
+pub(super) fn store(st: &State, fx: &mut Effects, metrics: &Metrics, live: &Live) -> u64 {
+    let forgotten = std::mem::take(&mut fx.forgotten);
+    if !forgotten.is_empty() {
+        live.forget_batches(forgotten);
     }
-
-    /// The batch's header changed.
-    pub(super) fn batch(&mut self, header: &Header) {
-        if let Some(record) = encode(Kind::Batch, header, self.metrics) {
-            self.batches.push(BatchRecord {
-                id: header.id.clone(),
-                record,
-            });
-        }
-    }
-
-    /// An item of batch `batch` changed.
-    pub(super) fn item(&mut self, batch: &str, item: &Item) {
-        if let Some(record) = encode(Kind::BatchItem, item, self.metrics) {
-            self.items.push(ItemRecord {
-                batch: batch.to_string(),
-                index: item.index,
-                record,
-            });
-        }
-    }
-
-    /// Items changed so far.
-    pub(super) fn items(&self) -> usize {
-        self.items.len()
-    }
-
-    /// The records, as [`Changes::store`] would hand them on.
-    #[cfg(test)]
-    pub(super) fn into_records(self) -> (Vec<BatchRecord>, Vec<ItemRecord>) {
-        (self.batches, self.items)
-    }
-
-    /// Hands the records to `live`; returns the commit to wait for before acting on them.
-    pub(super) fn store(self, live: &Live) -> u64 {
-        live.record_batches(self.batches, self.items)
-    }
+    let (batches, items) = records(st, fx, metrics);
+    live.record_batches(batches, items)
 }
 
 /// The batches as stored, rebuilt in their stored order. A record that cannot be read is

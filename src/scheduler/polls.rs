@@ -2,13 +2,13 @@
 //! status poll, and what a poll's finding means for the item (done, failed, still running,
 //! past `release_after`, or an id that cannot be polled).
 
-use super::Scheduler;
-use super::batch::{ItemState, JobStatus, Poll};
-use super::persist::Changes;
+use super::batch::{ItemState, JobStatus, Poll, State};
+use super::machine::{Effects, Rules};
+use crate::events::Event;
 
-impl Scheduler {
+impl Rules {
     /// Jobs of `upstream` due for a poll at `now`.
-    pub fn polls_due(&self, upstream: &str, now: i64) -> Vec<Poll> {
+    pub(super) fn polls_due(&self, st: &mut State, upstream: &str, now: i64) -> Vec<Poll> {
         let Some(interval) = self
             .upstreams
             .get(upstream)
@@ -17,7 +17,6 @@ impl Scheduler {
         else {
             return Vec::new();
         };
-        let mut st = self.lock();
         let mut due = Vec::new();
         for b in st.batches.iter().filter(|b| b.header.upstream == upstream) {
             for it in &b.items {
@@ -47,20 +46,21 @@ impl Scheduler {
     }
 
     /// Records a poll's finding. Returns the lifecycle event to feed to the tracker.
-    pub fn polled(
+    pub(super) fn polled(
         &self,
+        st: &mut State,
         p: &Poll,
         status: JobStatus,
         now: i64,
-    ) -> Option<crate::events::Event<'static>> {
-        let mut st = self.lock();
+    ) -> Option<(Option<Event<'static>>, Effects)> {
         let &bi = st.index.get(&p.batch)?;
         let org = st.batches[bi].header.org.clone();
         let upstream = st.batches[bi].header.upstream.clone();
-        let it = st.batches[bi]
+        let ii = st.batches[bi]
             .items
-            .iter_mut()
-            .find(|i| i.index == p.index)?;
+            .iter()
+            .position(|i| i.index == p.index)?;
+        let it = &mut st.batches[bi].items[ii];
         if it.state != ItemState::InFlight {
             return None;
         }
@@ -100,20 +100,21 @@ impl Scheduler {
                 (Some(crate::events::Kind::JobFailed), true)
             }
         };
-        let mut changes = Changes::new(&self.metrics);
-        changes.item(&p.batch, it);
+        let mut fx = Effects {
+            items: vec![(bi, ii)],
+            orgs: vec![org.clone()],
+            wake: true,
+            ..Effects::default()
+        };
         let b = &mut st.batches[bi];
         b.note_failure(p.index);
         if b.note_finished(now) {
-            changes.batch(&b.header);
+            fx.headers.push(bi);
         }
-        changes.store(&self.live);
         if done && let Some(lane) = st.lanes.get_mut(&upstream) {
             lane.polled.remove(&(p.batch.clone(), p.index));
         }
-        self.update_gauges(&st, &org);
-        drop(st);
-        self.wake.notify_waiters();
-        kind.map(|kind| super::report::job_ended(&org, &p.job_id, kind, now))
+        let event = kind.map(|kind| super::report::job_ended(&org, &p.job_id, kind, now));
+        Some((event, fx))
     }
 }

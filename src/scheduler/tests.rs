@@ -270,11 +270,12 @@ fn restored_in_flight_items_are_sent_again_with_their_key() {
     // What the store would hold: the header and the item as in flight.
     let (batches, items) = {
         let st = f.sched.lock();
-        let b = &st.batches[0];
-        let mut changes = Changes::new(&f.sched.metrics);
-        changes.batch(&b.header);
-        changes.item(&b.header.id, &b.items[0]);
-        changes.into_records()
+        let fx = Effects {
+            headers: vec![0],
+            items: vec![(0, 0)],
+            ..Effects::default()
+        };
+        persist::records(&st, &fx, &f.sched.metrics)
     };
     let cfg = config("");
     let metrics = Arc::new(Metrics::new(Arc::new(f.live.clone()), cfg.offpeak.clone()));
@@ -473,14 +474,13 @@ fn a_batch_with_an_item_of_a_newer_format_is_never_forgotten() {
     }
     let (batches, items) = {
         let st = f.sched.lock();
-        let b = &st.batches[0];
-        assert!(b.header.finished_ms.is_some());
-        let mut changes = Changes::new(&f.sched.metrics);
-        changes.batch(&b.header);
-        for it in &b.items {
-            changes.item(&b.header.id, it);
-        }
-        changes.into_records()
+        assert!(st.batches[0].header.finished_ms.is_some());
+        let fx = Effects {
+            headers: vec![0],
+            items: vec![(0, 0), (0, 1)],
+            ..Effects::default()
+        };
+        persist::records(&st, &fx, &f.sched.metrics)
     };
     let restore = |items: Vec<ItemRecord>| {
         let cfg = config("retention = \"1h\"\n");

@@ -99,8 +99,11 @@ impl Scheduler {
     /// Requests per minute a batch of `upstream` can go at (the pacing rate).
     pub(super) fn rate_per_min(&self, up: &UpstreamConfig, now: i64) -> f64 {
         let load = self.live.load_of(&up.org, now);
-        let rpm = allowed(self.cfg.share, load.limits.rpm).map_or(600.0, |a| a as f64);
-        match (&up.poll, allowed(self.cfg.share, load.limits.concurrency)) {
+        let rpm = allowed(self.rules.cfg.share, load.limits.rpm).map_or(600.0, |a| a as f64);
+        match (
+            &up.poll,
+            allowed(self.rules.cfg.share, load.limits.concurrency),
+        ) {
             // Each job holds a slot for at least one poll interval.
             (Some(p), Some(c)) => rpm.min(c as f64 * 60_000.0 / p.interval_ms.max(1) as f64),
             _ => rpm,
@@ -114,7 +117,7 @@ impl Scheduler {
         if remaining == 0 || b.header.cancelled {
             return None;
         }
-        let up = self.upstreams.get(&b.header.upstream)?;
+        let up = self.rules.upstreams.get(&b.header.upstream)?;
         // Batches of the same upstream go first-in, first-out.
         let ahead: usize = st.batches[..bi]
             .iter()
@@ -126,7 +129,7 @@ impl Scheduler {
         if b.header.mode == Mode::Asap {
             return Some(now + work.ceil() as i64);
         }
-        for (open, close) in self.offpeak.upcoming(now, 64) {
+        for (open, close) in self.rules.offpeak.upcoming(now, 64) {
             let span = (close - open.max(now)) as f64;
             if work <= span {
                 return Some(open.max(now) + work.ceil() as i64);
@@ -159,10 +162,10 @@ impl Scheduler {
                 .min()
                 .unwrap_or(now)
                 .max(now);
-            if self.may_send(b, now) {
+            if self.rules.may_send(b, now) {
                 Some(due)
             } else {
-                self.offpeak.status(now).next_open.map(|o| o.max(due))
+                self.rules.offpeak.status(now).next_open.map(|o| o.max(due))
             }
         } else {
             None
