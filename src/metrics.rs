@@ -24,7 +24,7 @@ use crate::detect::Cause;
 use crate::events::intake::Tally;
 use crate::events::{EventField, Outcome, Reason};
 use crate::offpeak::OffPeak;
-use crate::tracker::{JOB_DURATION_BUCKETS, JobOutcome};
+use crate::tracker::{AppSnapshot, JOB_DURATION_BUCKETS, JobOutcome, OrgSnapshot};
 
 /// Version reported by `build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -447,11 +447,11 @@ impl fmt::Debug for TrackerCollector {
     }
 }
 
-fn counter(
+fn counter<L: EncodeLabelSet>(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    series: impl IntoIterator<Item = (Vec<(&'static str, String)>, u64)>,
+    series: impl IntoIterator<Item = (L, u64)>,
 ) -> fmt::Result {
     let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
     for (labels, v) in series {
@@ -460,11 +460,11 @@ fn counter(
     Ok(())
 }
 
-fn gauge<V: prometheus_client::encoding::EncodeGaugeValue + fmt::Debug>(
+fn gauge<L: EncodeLabelSet, V: prometheus_client::encoding::EncodeGaugeValue + fmt::Debug>(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    series: impl IntoIterator<Item = (Vec<(&'static str, String)>, V)>,
+    series: impl IntoIterator<Item = (L, V)>,
 ) -> fmt::Result {
     let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
     for (labels, v) in series {
@@ -473,7 +473,34 @@ fn gauge<V: prometheus_client::encoding::EncodeGaugeValue + fmt::Debug>(
     Ok(())
 }
 
+/// No labels.
+const NONE: [(&str, &str); 0] = [];
+
+fn org_l(o: &OrgSnapshot) -> [(&'static str, &str); 1] {
+    [("org", &*o.org)]
+}
+
+fn dim_l(o: &OrgSnapshot, d: Dimension) -> [(&'static str, &str); 2] {
+    [("org", &*o.org), ("dimension", d.as_str())]
+}
+
+/// Whether `o` has ever had a job (in flight, stuck or finished): its job series and its
+/// concurrency dimension have something to say only then.
+fn had_jobs(o: &OrgSnapshot) -> bool {
+    o.jobs_in_flight > 0 || o.jobs_stuck > 0 || o.jobs_finished.iter().any(|&n| n > 0)
+}
+
+/// Whether dimension `d` of `o` is exported: every dimension but concurrency, which only
+/// for an org that has had jobs (before that its usage is 0 and says nothing).
+fn shows(o: &OrgSnapshot, d: Dimension) -> bool {
+    d != Dimension::Concurrency || had_jobs(o)
+}
+
 impl Collector for TrackerCollector {
+    /// Series appear once they have something to say: a request outcome once it happened, the
+    /// 429 causes and retry violations of an app once it had a 429 (all at once, so `rate()`
+    /// sees each from zero), job series and the concurrency dimension once the org had a job,
+    /// the duration histogram once a job finished. Labels are borrowed, not built per series.
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
         let Some(Scraped {
             store_writable,
@@ -489,21 +516,15 @@ impl Collector for TrackerCollector {
             &mut enc,
             "store_writable",
             "1 while the store commits, 0 after a failed commit (a full disk) until one succeeds",
-            [(Vec::<(&str, String)>::new(), i64::from(store_writable))],
+            [(NONE, i64::from(store_writable))],
         )?;
         counter(
             &mut enc,
             "store_commit_failures",
             "Store commits that failed; each is retried until the store writes again",
-            [(Vec::<(&str, String)>::new(), store_commit_failures)],
+            [(NONE, store_commit_failures)],
         )?;
-        let org_l = |o: &str| vec![("org", o.to_string())];
-        let dim_l = |o: &str, d: Dimension| {
-            vec![
-                ("org", o.to_string()),
-                ("dimension", d.as_str().to_string()),
-            ]
-        };
+        let limited_429 = |a: &AppSnapshot| a.rate_limited.iter().any(|&n| n > 0);
 
         counter(
             &mut enc,
@@ -511,16 +532,19 @@ impl Collector for TrackerCollector {
             "Requests seen, of any status, by outcome",
             orgs.iter().flat_map(|o| {
                 o.apps.iter().flat_map(move |a| {
-                    Outcome::ALL.into_iter().map(move |out| {
-                        (
-                            vec![
-                                ("org", o.org.to_string()),
-                                ("app", a.app.to_string()),
-                                ("outcome", out.as_str().to_string()),
-                            ],
-                            a.requests[out.index()],
-                        )
-                    })
+                    Outcome::ALL
+                        .into_iter()
+                        .filter(|out| a.requests[out.index()] > 0)
+                        .map(move |out| {
+                            (
+                                [
+                                    ("org", &*o.org),
+                                    ("app", &*a.app),
+                                    ("outcome", out.as_str()),
+                                ],
+                                a.requests[out.index()],
+                            )
+                        })
                 })
             }),
         )?;
@@ -529,21 +553,14 @@ impl Collector for TrackerCollector {
             "rate_limited",
             "429 responses by most likely cause",
             orgs.iter().flat_map(|o| {
-                o.apps
-                    .iter()
-                    .filter(|a| a.rate_limited.iter().any(|&n| n > 0))
-                    .flat_map(move |a| {
-                        Cause::ALL.into_iter().map(move |c| {
-                            (
-                                vec![
-                                    ("org", o.org.to_string()),
-                                    ("app", a.app.to_string()),
-                                    ("cause", c.as_str().to_string()),
-                                ],
-                                a.rate_limited[c.index()],
-                            )
-                        })
+                o.apps.iter().filter(|a| limited_429(a)).flat_map(move |a| {
+                    Cause::ALL.into_iter().map(move |c| {
+                        (
+                            [("org", &*o.org), ("app", &*a.app), ("cause", c.as_str())],
+                            a.rate_limited[c.index()],
+                        )
                     })
+                })
             }),
         )?;
         gauge(
@@ -553,7 +570,8 @@ impl Collector for TrackerCollector {
             orgs.iter().flat_map(|o| {
                 o.usage
                     .iter()
-                    .map(|&(d, v)| (dim_l(&o.org, d), as_gauge(v)))
+                    .filter(|(d, _)| shows(o, *d))
+                    .map(move |&(d, v)| (dim_l(o, d), as_gauge(v)))
             }),
         )?;
         gauge(
@@ -563,7 +581,8 @@ impl Collector for TrackerCollector {
             orgs.iter().flat_map(|o| {
                 o.limits
                     .iter()
-                    .map(|&(d, v)| (dim_l(&o.org, d), as_gauge(v)))
+                    .filter(|(d, _)| shows(o, *d))
+                    .map(move |&(d, v)| (dim_l(o, d), as_gauge(v)))
             }),
         )?;
         gauge(
@@ -571,36 +590,36 @@ impl Collector for TrackerCollector {
             "utilization_ratio",
             "Usage divided by limit per dimension",
             orgs.iter().flat_map(|o| {
-                o.limits.iter().map(|&(d, l)| {
-                    let u = o.usage_of(d).unwrap_or(0);
-                    (dim_l(&o.org, d), u as f64 / l as f64)
-                })
+                o.limits
+                    .iter()
+                    .filter(|(d, _)| shows(o, *d))
+                    .map(move |&(d, l)| {
+                        let u = o.usage_of(d).unwrap_or(0);
+                        (dim_l(o, d), u as f64 / l as f64)
+                    })
             }),
         )?;
+        let with_jobs = || orgs.iter().filter(|o| had_jobs(o));
         gauge(
             &mut enc,
             "jobs_in_flight",
             "Jobs started and not finished or released",
-            orgs.iter()
-                .map(|o| (org_l(&o.org), as_gauge(o.jobs_in_flight))),
+            with_jobs().map(|o| (org_l(o), as_gauge(o.jobs_in_flight))),
         )?;
         gauge(
             &mut enc,
             "jobs_stuck",
             "Jobs in flight longer than stuck_after",
-            orgs.iter().map(|o| (org_l(&o.org), as_gauge(o.jobs_stuck))),
+            with_jobs().map(|o| (org_l(o), as_gauge(o.jobs_stuck))),
         )?;
         counter(
             &mut enc,
             "jobs_finished",
             "Jobs that stopped holding a slot, by outcome",
-            orgs.iter().flat_map(|o| {
+            with_jobs().flat_map(|o| {
                 JobOutcome::ALL.into_iter().map(move |j| {
                     (
-                        vec![
-                            ("org", o.org.to_string()),
-                            ("outcome", j.as_str().to_string()),
-                        ],
+                        [("org", &*o.org), ("outcome", j.as_str())],
                         o.jobs_finished[j as usize],
                     )
                 })
@@ -613,7 +632,7 @@ impl Collector for TrackerCollector {
                 None,
                 MetricType::Histogram,
             )?;
-            for o in &orgs {
+            for o in orgs.iter().filter(|o| o.job_duration.count() > 0) {
                 let h = &o.job_duration;
                 let buckets: Vec<(f64, u64)> = JOB_DURATION_BUCKETS
                     .iter()
@@ -621,8 +640,7 @@ impl Collector for TrackerCollector {
                     .chain([f64::INFINITY])
                     .zip(h.counts)
                     .collect();
-                let labels = org_l(&o.org);
-                m.encode_family(&labels)?
+                m.encode_family(&org_l(o))?
                     .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
                         h.sum,
                         h.count(),
@@ -635,19 +653,19 @@ impl Collector for TrackerCollector {
             &mut enc,
             "bursts",
             "Burst episodes",
-            orgs.iter().map(|o| (org_l(&o.org), o.bursts)),
+            orgs.iter()
+                .filter(|o| o.bursts > 0 || o.limit_of(Dimension::Rpm).is_some())
+                .map(|o| (org_l(o), o.bursts)),
         )?;
         counter(
             &mut enc,
             "retry_violations",
             "Requests sent before the Retry-After of the last 429 elapsed",
             orgs.iter().flat_map(|o| {
-                o.apps.iter().map(move |a| {
-                    (
-                        vec![("org", o.org.to_string()), ("app", a.app.to_string())],
-                        a.retry_violations,
-                    )
-                })
+                o.apps
+                    .iter()
+                    .filter(|a| a.retry_violations > 0 || limited_429(a))
+                    .map(move |a| ([("org", &*o.org), ("app", &*a.app)], a.retry_violations))
             }),
         )?;
         gauge(
@@ -658,21 +676,17 @@ impl Collector for TrackerCollector {
                 [Dimension::Rpm, Dimension::Tpm]
                     .into_iter()
                     .zip(o.upstream_remaining)
-                    .filter_map(move |(d, v)| v.map(|v| (dim_l(&o.org, d), as_gauge(v))))
+                    .filter_map(move |(d, v)| v.map(|v| (dim_l(o, d), as_gauge(v))))
             }),
         )?;
         // Several apps of one org can storm at once; the label set has no app, so sum them.
-        let mut firing: BTreeMap<Vec<(&'static str, String)>, i64> = BTreeMap::new();
+        let mut firing: BTreeMap<[(&str, &str); 4], i64> = BTreeMap::new();
         for a in orgs.iter().flat_map(|o| &o.alerts) {
-            let labels = vec![
-                ("org", a.org.to_string()),
-                ("alert", a.alert.as_str().to_string()),
-                (
-                    "dimension",
-                    a.dimension
-                        .map_or(String::new(), |d| d.as_str().to_string()),
-                ),
-                ("severity", a.severity.as_str().to_string()),
+            let labels = [
+                ("org", &*a.org),
+                ("alert", a.alert.as_str()),
+                ("dimension", a.dimension.map_or("", |d| d.as_str())),
+                ("severity", a.severity.as_str()),
             ];
             *firing.entry(labels).or_default() += 1;
         }
@@ -687,7 +701,7 @@ impl Collector for TrackerCollector {
                 ("app", overflow.apps),
                 ("job", overflow.jobs),
             ]
-            .map(|(k, v)| (vec![("kind", k.to_string())], v)),
+            .map(|(k, v)| ([("kind", k)], v)),
         )?;
         Ok(())
     }

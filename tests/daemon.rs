@@ -224,9 +224,10 @@ fn a_flood_of_org_names_stays_within_max_orgs() {
         ),
         Some(491.0)
     );
+    // Every tracked org has a daily usage series (job series appear only with jobs).
     let tracked = m
         .lines()
-        .filter(|l| l.starts_with("ratewarden_jobs_in_flight{"))
+        .filter(|l| l.starts_with("ratewarden_usage{") && l.contains(r#"dimension="daily""#))
         .count();
     assert_eq!(tracked, 11, "10 orgs and __overflow__");
 }
