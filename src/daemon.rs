@@ -219,7 +219,7 @@ impl Daemon {
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
 
-        let recovering = Arc::new(Metrics::new(Arc::new(Recovering), config.offpeak.clone()));
+        let recovering = Arc::new(Metrics::new(Arc::new(Recovering), &config));
         let starting = starting_router(Arc::new(tokens.clone()), recovering);
         let (routers, routers_rx) = watch::channel(conn::Routers {
             app: starting.clone(),
@@ -315,7 +315,7 @@ impl Daemon {
         );
 
         // Build every part; nothing below starts a task until all of them are built.
-        let metrics = Arc::new(Metrics::new(Arc::new(live.clone()), config.offpeak.clone()));
+        let metrics = Arc::new(Metrics::new(Arc::new(live.clone()), &config));
         let pending_notifications = recovery.outbox.len();
         let delivery = match Delivery::new(
             &config.alerts,
@@ -497,7 +497,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let config = Config::default();
-        let recovering = Arc::new(Metrics::new(Arc::new(Recovering), config.offpeak.clone()));
+        let recovering = Arc::new(Metrics::new(Arc::new(Recovering), &config));
         let starting = starting_router(Arc::new(Tokens::default()), recovering);
         let (_routers, routers_rx) = watch::channel(conn::Routers {
             app: starting.clone(),

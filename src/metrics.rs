@@ -20,11 +20,12 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
+use crate::config::{Config, MetricsConfig};
 use crate::detect::Cause;
 use crate::events::intake::Tally;
 use crate::events::{EventField, Outcome, Reason};
 use crate::offpeak::OffPeak;
-use crate::tracker::{AppSnapshot, JOB_DURATION_BUCKETS, JobOutcome, OrgSnapshot};
+use crate::tracker::{JOB_DURATION_BUCKETS, JobOutcome, OrgSnapshot};
 
 /// Version reported by `build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -147,7 +148,8 @@ impl ScrapeSource for Recovering {
 
 impl Metrics {
     /// Registers every metric; tracker-derived ones are read from `source` at scrape time.
-    pub fn new(source: Arc<dyn ScrapeSource>, offpeak: OffPeak) -> Metrics {
+    pub fn new(source: Arc<dyn ScrapeSource>, config: &Config) -> Metrics {
+        let offpeak = config.offpeak.clone();
         let mut registry = Registry::with_prefix("ratewarden");
         let ingested = Family::<SourceLabels, Counter>::default();
         let rejected = Family::<RejectLabels, Counter>::default();
@@ -220,6 +222,7 @@ impl Metrics {
         }));
         registry.register_collector(Box::new(TrackerCollector {
             source: source.clone(),
+            series: config.metrics,
         }));
         let m = Metrics {
             registry,
@@ -439,6 +442,74 @@ impl Collector for OffPeakCollector {
 struct TrackerCollector {
     /// Empty while start-up recovery runs; nothing is exported from the tracker until then.
     source: Arc<dyn ScrapeSource>,
+    /// Which optional series to export.
+    series: MetricsConfig,
+}
+
+/// The `app` label, or none (per-app series switched off).
+struct AppLabel<'a>(Option<&'a str>);
+
+impl EncodeLabelSet for AppLabel<'_> {
+    fn encode(&self, encoder: &mut prometheus_client::encoding::LabelSetEncoder) -> fmt::Result {
+        match self.0 {
+            Some(app) => [("app", app)].encode(encoder),
+            None => Ok(()),
+        }
+    }
+}
+
+/// An app's counters as exported: one app's, or the sum of an org's apps under no app label.
+struct AppCounts<'a> {
+    app: Option<&'a str>,
+    requests: [u64; Outcome::ALL.len()],
+    rate_limited: [u64; Cause::ALL.len()],
+    retry_violations: u64,
+}
+
+impl AppCounts<'_> {
+    fn had_429(&self) -> bool {
+        self.rate_limited.iter().any(|&n| n > 0)
+    }
+}
+
+/// The labels of an app's series: its org and, per app, its app.
+fn app_l<'a>(
+    o: &'a OrgSnapshot,
+    a: &AppCounts<'a>,
+) -> ([(&'static str, &'a str); 1], AppLabel<'a>) {
+    (org_l(o), AppLabel(a.app))
+}
+
+/// `o`'s apps' counters, each app's or (not `per_app`) their sum.
+fn app_counts(o: &OrgSnapshot, per_app: bool) -> Vec<AppCounts<'_>> {
+    if per_app {
+        return o
+            .apps
+            .iter()
+            .map(|a| AppCounts {
+                app: Some(&*a.app),
+                requests: a.requests,
+                rate_limited: a.rate_limited,
+                retry_violations: a.retry_violations,
+            })
+            .collect();
+    }
+    let mut sum = AppCounts {
+        app: None,
+        requests: [0; Outcome::ALL.len()],
+        rate_limited: [0; Cause::ALL.len()],
+        retry_violations: 0,
+    };
+    for a in &o.apps {
+        for (s, n) in sum.requests.iter_mut().zip(a.requests) {
+            *s += n;
+        }
+        for (s, n) in sum.rate_limited.iter_mut().zip(a.rate_limited) {
+            *s += n;
+        }
+        sum.retry_violations += a.retry_violations;
+    }
+    vec![sum]
 }
 
 impl fmt::Debug for TrackerCollector {
@@ -524,24 +595,21 @@ impl Collector for TrackerCollector {
             "Store commits that failed; each is retried until the store writes again",
             [(NONE, store_commit_failures)],
         )?;
-        let limited_429 = |a: &AppSnapshot| a.rate_limited.iter().any(|&n| n > 0);
-
+        let per_app = self.series.per_app;
+        let apps: Vec<(&OrgSnapshot, Vec<AppCounts>)> =
+            orgs.iter().map(|o| (o, app_counts(o, per_app))).collect();
         counter(
             &mut enc,
             "requests",
             "Requests seen, of any status, by outcome",
-            orgs.iter().flat_map(|o| {
-                o.apps.iter().flat_map(move |a| {
+            apps.iter().flat_map(|(o, apps)| {
+                apps.iter().flat_map(move |a| {
                     Outcome::ALL
                         .into_iter()
                         .filter(|out| a.requests[out.index()] > 0)
                         .map(move |out| {
                             (
-                                [
-                                    ("org", &*o.org),
-                                    ("app", &*a.app),
-                                    ("outcome", out.as_str()),
-                                ],
+                                (app_l(o, a), [("outcome", out.as_str())]),
                                 a.requests[out.index()],
                             )
                         })
@@ -552,11 +620,11 @@ impl Collector for TrackerCollector {
             &mut enc,
             "rate_limited",
             "429 responses by most likely cause",
-            orgs.iter().flat_map(|o| {
-                o.apps.iter().filter(|a| limited_429(a)).flat_map(move |a| {
+            apps.iter().flat_map(|(o, apps)| {
+                apps.iter().filter(|a| a.had_429()).flat_map(move |a| {
                     Cause::ALL.into_iter().map(move |c| {
                         (
-                            [("org", &*o.org), ("app", &*a.app), ("cause", c.as_str())],
+                            (app_l(o, a), [("cause", c.as_str())]),
                             a.rate_limited[c.index()],
                         )
                     })
@@ -625,7 +693,7 @@ impl Collector for TrackerCollector {
                 })
             }),
         )?;
-        {
+        if self.series.job_histogram {
             let mut m = enc.encode_descriptor(
                 "job_duration_seconds",
                 "Duration of finished jobs",
@@ -661,11 +729,10 @@ impl Collector for TrackerCollector {
             &mut enc,
             "retry_violations",
             "Requests sent before the Retry-After of the last 429 elapsed",
-            orgs.iter().flat_map(|o| {
-                o.apps
-                    .iter()
-                    .filter(|a| a.retry_violations > 0 || limited_429(a))
-                    .map(move |a| ([("org", &*o.org), ("app", &*a.app)], a.retry_violations))
+            apps.iter().flat_map(|(o, apps)| {
+                apps.iter()
+                    .filter(|a| a.retry_violations > 0 || a.had_429())
+                    .map(move |a| (app_l(o, a), a.retry_violations))
             }),
         )?;
         gauge(
@@ -740,8 +807,7 @@ mod tests {
     #[test]
     fn unencodable_records_of_the_source_are_counted_once_each() {
         let source = Arc::new(Failing(AtomicU64::new(0)));
-        let offpeak = crate::config::Config::parse("", "t").unwrap().offpeak;
-        let m = Metrics::new(source.clone(), offpeak);
+        let m = Metrics::new(source.clone(), &Config::default());
         assert_eq!(encode_failures(&m.encode(true).unwrap()), None);
         source.0.store(2, Ordering::Relaxed);
         assert_eq!(encode_failures(&m.encode(true).unwrap()), Some(2.0));

@@ -376,7 +376,7 @@ fn offpeak_batches_start_when_the_injected_clock_opens_the_window() {
     let friday_14h = 1_795_806_000_000;
     let clock = Arc::new(ManualClock::new(friday_14h));
     let live = Live::in_memory(Tracker::new(&cfg), clock.clone());
-    let metrics = Arc::new(Metrics::new(Arc::new(live.clone()), cfg.offpeak.clone()));
+    let metrics = Arc::new(Metrics::new(Arc::new(live.clone()), &cfg));
     let sched = Arc::new(Scheduler::new(
         &cfg,
         live.clone(),

@@ -33,6 +33,24 @@ pub(super) struct RawConfig {
     offpeak: super::scheduler::RawOffPeak,
     upstreams: Vec<Spanned<super::scheduler::RawUpstream>>,
     scheduler: super::scheduler::RawScheduler,
+    metrics: RawMetrics,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawMetrics {
+    per_app: bool,
+    job_histogram: bool,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        let d = MetricsConfig::default();
+        RawMetrics {
+            per_app: d.per_app,
+            job_histogram: d.job_histogram,
+        }
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -485,6 +503,10 @@ impl RawConfig {
             offpeak: self.offpeak.validate()?,
             upstreams,
             scheduler: self.scheduler.validate()?,
+            metrics: MetricsConfig {
+                per_app: self.metrics.per_app,
+                job_histogram: self.metrics.job_histogram,
+            },
             sources,
             server,
             storage: StorageConfig {

@@ -214,6 +214,27 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// `[scheduler]`.
     pub scheduler: SchedulerConfig,
+    /// `[metrics]`.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: which optional series `/metrics` exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Per-app series (`requests_total`, `rate_limited_total`, `retry_violations_total` with
+    /// an `app` label); when off, one series per org (summed over its apps, no `app` label).
+    pub per_app: bool,
+    /// `job_duration_seconds` (a 13-bucket histogram per org that finished a job).
+    pub job_histogram: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            per_app: true,
+            job_histogram: true,
+        }
+    }
 }
 
 impl Default for Config {

@@ -36,7 +36,7 @@ fn fixture(extra: &str, at: i64) -> Fixture {
     let cfg = config(extra);
     let clock = Arc::new(ManualClock::new(at));
     let live = Live::in_memory(Tracker::new(&cfg), clock.clone());
-    let metrics = Arc::new(Metrics::new(Arc::new(live.clone()), cfg.offpeak.clone()));
+    let metrics = Arc::new(Metrics::new(Arc::new(live.clone()), &cfg));
     let sched = Scheduler::new(&cfg, live.clone(), metrics, Vec::new(), Vec::new(), at);
     Fixture { clock, live, sched }
 }
@@ -278,7 +278,7 @@ fn restored_in_flight_items_are_sent_again_with_their_key() {
         persist::records(&st, &fx, &f.sched.metrics)
     };
     let cfg = config("");
-    let metrics = Arc::new(Metrics::new(Arc::new(f.live.clone()), cfg.offpeak.clone()));
+    let metrics = Arc::new(Metrics::new(Arc::new(f.live.clone()), &cfg));
     let restored = Scheduler::new(
         &cfg,
         f.live.clone(),
@@ -383,7 +383,7 @@ fn batch_limits_and_validation() {
         .unwrap();
         let clock = Arc::new(ManualClock::new(FRI_14H));
         let live = Live::in_memory(Tracker::new(&cfg), clock);
-        let metrics = Arc::new(Metrics::new(Arc::new(live.clone()), cfg.offpeak.clone()));
+        let metrics = Arc::new(Metrics::new(Arc::new(live.clone()), &cfg));
         Scheduler::new(&cfg, live, metrics, Vec::new(), Vec::new(), FRI_14H)
     };
     assert!(matches!(
@@ -484,7 +484,7 @@ fn a_batch_with_an_item_of_a_newer_format_is_never_forgotten() {
     };
     let restore = |items: Vec<ItemRecord>| {
         let cfg = config("retention = \"1h\"\n");
-        let metrics = Arc::new(Metrics::new(Arc::new(f.live.clone()), cfg.offpeak.clone()));
+        let metrics = Arc::new(Metrics::new(Arc::new(f.live.clone()), &cfg));
         Scheduler::new(
             &cfg,
             f.live.clone(),
@@ -621,7 +621,7 @@ fn batches_stored_before_retention_existed_still_load() {
     let cfg = config("retention = \"1h\"\n");
     let clock = Arc::new(ManualClock::new(FRI_14H));
     let live = Live::in_memory(Tracker::new(&cfg), clock.clone());
-    let metrics = Arc::new(Metrics::new(Arc::new(live.clone()), cfg.offpeak.clone()));
+    let metrics = Arc::new(Metrics::new(Arc::new(live.clone()), &cfg));
     let sched = Scheduler::new(
         &cfg,
         live,

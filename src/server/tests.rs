@@ -24,7 +24,7 @@ fn in_memory(config: &Config, tokens: Tokens, clock: Arc<dyn crate::clock::Clock
 
 /// State over `live` alone: no sources, channels or scheduler.
 fn over(config: &Config, tokens: Tokens, live: Live) -> ApiState {
-    let metrics = Arc::new(Metrics::new(Arc::new(live.clone()), config.offpeak.clone()));
+    let metrics = Arc::new(Metrics::new(Arc::new(live.clone()), config));
     ApiState::with_parts(
         config,
         tokens,

@@ -613,7 +613,7 @@ mod tests {
             )
             .unwrap();
             let live = Live::in_memory(Tracker::new(&config), Arc::new(SystemClock));
-            let metrics = Arc::new(Metrics::new(Arc::new(live.clone()), config.offpeak.clone()));
+            let metrics = Arc::new(Metrics::new(Arc::new(live.clone()), &config));
             Fixture {
                 dir,
                 live,
