@@ -47,12 +47,12 @@ def free_port():
 
 
 class Daemon:
-    def __init__(self, binary, workdir, port, server="max_body_bytes = 67108864\n"):
+    def __init__(self, binary, workdir, port, server="max_body_bytes = 67108864\n", limits=""):
         self.binary, self.workdir, self.port = binary, workdir, port
         self.cfg = os.path.join(workdir, "bench.toml")
         with open(self.cfg, "w") as f:
             f.write(f'[server]\nlisten = "127.0.0.1:{port}"\n{server}'
-                    f'[storage]\npath = "{workdir}/data"\n[limits]\nmax_orgs = 20000\n')
+                    f'[storage]\npath = "{workdir}/data"\n[limits]\nmax_orgs = 20000\n{limits}')
         self.proc = None
 
     def start(self, timeout=600):

@@ -30,7 +30,6 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,15 +37,10 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import ingest  # noqa: E402  (the daemon harness shared with the store benchmarks)
+from ingest import free_port  # noqa: E402
 SHARED = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "bench"))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def timed(cmd, stdout=subprocess.DEVNULL, stdin=None):
@@ -150,46 +144,15 @@ def bench_replay(args):
         print(f"  {name:<34} " + ", ".join(parts))
 
 
-class Daemon:
-    def __init__(self, binary, workdir, extra=""):
-        self.binary, self.workdir, self.port = binary, workdir, free_port()
-        self.cfg = os.path.join(workdir, "bench.toml")
-        with open(self.cfg, "w") as f:
-            f.write(f'[server]\nlisten = "127.0.0.1:{self.port}"\nmax_body_bytes = 67108864\n'
-                    f'[storage]\npath = "{workdir}/data"\n'
-                    f'[limits]\nmax_orgs = 20000\n{extra}')
-        self.proc = None
+class Daemon(ingest.Daemon):
+    """The daemon of bench/ingest.py on a free port, with what the scale runs read of it."""
 
-    def start(self, timeout=300):
-        t0 = time.monotonic()
-        log = open(os.path.join(self.workdir, "daemon.log"), "ab")
-        env = dict(os.environ, RUST_LOG="warn")
-        self.proc = subprocess.Popen([self.binary, "run", "--config", self.cfg],
-                                     stdout=log, stderr=log, env=env)
-        while time.monotonic() - t0 < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"daemon exited; see {self.workdir}/daemon.log")
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
-                c.request("GET", "/readyz")
-                if c.getresponse().status == 200:
-                    return time.monotonic() - t0
-            except OSError:
-                pass
-            time.sleep(0.005)
-        raise RuntimeError("daemon did not become ready")
+    def __init__(self, binary, workdir, limits=""):
+        super().__init__(binary, workdir, free_port(), limits=limits)
 
     def stop(self, sig=signal.SIGTERM):
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(60)
-
-    def kib(self, field):
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-        return 0
+            super().stop(sig)
 
     def get(self, path):
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
@@ -218,7 +181,7 @@ def daily_by_org(d):
 
 def settle_rss(d):
     time.sleep(2)
-    return d.kib("VmRSS"), d.kib("VmHWM")
+    return d.status_kb("VmRSS"), d.status_kb("VmHWM")
 
 
 def bench_scale_one(binary, args, label):
@@ -261,7 +224,7 @@ def bench_scale_one(binary, args, label):
               f"({len(after):,} orgs, daily total {sum(after.values()):,})")
         d.stop()
         # 50 000 app series: 500 orgs x 100 apps, one request each.
-        d2 = Daemon(binary, tempfile.mkdtemp(prefix="rw-apps-", dir=work), "max_apps_per_org = 100\n")
+        d2 = Daemon(binary, tempfile.mkdtemp(prefix="rw-apps-", dir=work), limits="max_apps_per_org = 100\n")
         try:
             d2.start()
             lines = [f'{{"ts":{now - 1000},"org":"org-{o}","app":"app-{a}","status":200}}'
