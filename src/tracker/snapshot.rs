@@ -9,16 +9,19 @@ use serde::Serialize;
 
 use std::collections::BTreeMap;
 
-use super::{Org, Overflow, Settings, Tracker};
+use super::{Org, Overflow, Settings, Tracker, window};
 use crate::config::Config;
 use crate::detect::alerts::{AlertKey, Reminders};
 use crate::model::OVERFLOW;
 use crate::tracker::dedupe::Dedupe;
 
 /// Leading bytes of a snapshot: format name and version. Bump the digit when the encoded
-/// structures change; an older binary then refuses a newer snapshot instead of misreading it,
-/// and this one reads the previous version through [`v2`].
-const MAGIC: &[u8; 4] = b"RWT3";
+/// structures change; an older binary then refuses a newer snapshot instead of misreading it.
+/// This one reads format 3 (the same structures with dense window rings) and format 2
+/// (through [`v2`]), converting their windows.
+const MAGIC: &[u8; 4] = b"RWT4";
+/// Format 3: as 4, but every window a dense ring of all its buckets.
+const MAGIC_V3: &[u8; 4] = b"RWT3";
 
 /// Why a snapshot could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -85,9 +88,12 @@ impl Tracker {
     pub fn restore(config: &Config, bytes: &[u8]) -> Result<Tracker, RestoreError> {
         let state: SnapshotOwned = match bytes.get(..MAGIC.len()) {
             Some(m) if m == MAGIC => postcard::from_bytes(&bytes[MAGIC.len()..])?,
-            Some(m) if m == v2::MAGIC => {
-                v2::read(&bytes[MAGIC.len()..], &Settings::from_config(config))?
+            Some(m) if m == MAGIC_V3 => {
+                window::reading_dense(|| postcard::from_bytes(&bytes[MAGIC.len()..]))?
             }
+            Some(m) if m == v2::MAGIC => window::reading_dense(|| {
+                v2::read(&bytes[MAGIC.len()..], &Settings::from_config(config))
+            })?,
             _ => {
                 return Err(RestoreError::Version {
                     found: String::from_utf8_lossy(&bytes[..bytes.len().min(4)]).into_owned(),

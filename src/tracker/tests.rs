@@ -1225,6 +1225,44 @@ fn restore_applies_the_current_config() {
 }
 
 #[test]
+fn a_snapshot_of_format_3_with_dense_windows_is_read_and_the_new_one_is_smaller() {
+    let cfg = config("");
+    let mut t = Tracker::new(&cfg);
+    for i in 0..400 {
+        let org = format!("o{}", i % 4);
+        feed(
+            &mut t,
+            &format!(
+                r#"{{"org":"{org}","app":"a{}","ts":{},"status":200,"tokens":{{"total":10}}}}"#,
+                i % 3,
+                T0 + i * 3_100
+            ),
+            T0,
+        );
+    }
+    let mut v3 = super::window::writing_dense(|| t.encode().unwrap());
+    v3[..4].copy_from_slice(b"RWT3");
+    let v4 = t.encode().unwrap();
+    assert!(
+        v4.len() * 4 < v3.len(),
+        "compact {} bytes, dense {} bytes",
+        v4.len(),
+        v3.len()
+    );
+    let back = Tracker::restore(&cfg, &v3).unwrap();
+    for now in [T0 + 1_240_000, T0 + 1_300_000, T0 + 90_000_000] {
+        let (a, b) = (t.snapshot(now), back.snapshot(now));
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x.usage, y.usage, "{} at {now}", x.org);
+            let apps = |s: &crate::tracker::OrgSnapshot| {
+                s.apps.iter().map(|a| (a.rpm, a.daily)).collect::<Vec<_>>()
+            };
+            assert_eq!(apps(x), apps(y));
+        }
+    }
+}
+
+#[test]
 fn duplicate_request_ids_count_once() {
     let mut t = Tracker::new(&config(""));
     let line = format!(r#"{{"org":"acme","ts":{T0},"status":200,"request_id":"abc"}}"#);

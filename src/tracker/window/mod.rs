@@ -1,0 +1,576 @@
+//! Rolling bucketed counters: the rpm (1 s buckets) and daily (1 min buckets) windows.
+//!
+//! A [`Window`] answers "how many in the window ending at bucket `q`" for any `q` from the
+//! newest bucket back `slack` buckets, exactly at its resolution: the answer counts every
+//! event of the buckets `q − width + 1 ..= q`, so it never holds fewer than the window and at
+//! most one bucket more (SPEC §5). The slack lets late events be judged at their own time.
+//!
+//! Memory follows activity, not time: only buckets that counted something are kept, each as
+//! two LEB128 varints (its distance from the previous one, its count), so a quiet series costs
+//! a few bytes and an app with one request every 10 minutes about 300 bytes a day, where a
+//! ring of every bucket costs 5.8 KB whatever happens. The common operations stay O(1)
+//! amortized: counting at the newest bucket appends or bumps the last entry, moving the head
+//! walks past the entries that leave, and the count at the head is kept. Queries behind the
+//! head (late events) walk the entries. [`dense::Dense`] is the ring this replaced: the
+//! layout older snapshots hold, and the model the tests check this against.
+
+pub mod dense;
+
+use std::marker::PhantomData;
+
+/// A bucket counter slot: `u32` for requests, `u64` for tokens.
+pub trait Slot: Copy + Default + Send + Sync + 'static {
+    /// The largest count one bucket holds.
+    const MAX: u64;
+    /// The value as `u64`.
+    fn get(self) -> u64;
+    /// Adds `n`, saturating; returns what was actually added so totals stay exact.
+    fn add_saturating(&mut self, n: u64) -> u64;
+}
+
+impl Slot for u32 {
+    const MAX: u64 = u32::MAX as u64;
+    fn get(self) -> u64 {
+        self as u64
+    }
+    fn add_saturating(&mut self, n: u64) -> u64 {
+        let added = n.min((u32::MAX - *self) as u64);
+        *self += added as u32;
+        added
+    }
+}
+
+impl Slot for u64 {
+    const MAX: u64 = u64::MAX;
+    fn get(self) -> u64 {
+        self
+    }
+    fn add_saturating(&mut self, n: u64) -> u64 {
+        let added = n.min(u64::MAX - *self);
+        *self += added;
+        added
+    }
+}
+
+/// Appends `v` as an LEB128 varint.
+fn put(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Bytes [`put`] writes for `v` (a gap, never negative).
+fn varint_len(v: i64) -> usize {
+    let mut v = v as u64;
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+/// Reads an LEB128 varint at `*at`, moving past it. The bytes are only ever written by
+/// [`put`] (or checked when decoded from a snapshot), so they are well formed.
+fn take(bytes: &[u8], at: &mut usize) -> u64 {
+    let mut v = 0u64;
+    let mut shift = 0;
+    while let Some(&b) = bytes.get(*at) {
+        *at += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+    }
+    v
+}
+
+/// A position in the entries: the byte offset of an entry and the bucket before it (its gap
+/// counts from there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cursor {
+    at: usize,
+    prev: i64,
+}
+
+/// Rolling counts of the buckets `head − width − slack + 1 ..= head`, keeping only the
+/// buckets that counted something.
+#[derive(Debug, Clone)]
+pub struct Window<S: Slot> {
+    /// Entries in ascending bucket order from `front.at`: varint(gap from the bucket before),
+    /// varint(count). Bytes before `front.at` are dropped entries not yet compacted away.
+    bytes: Vec<u8>,
+    /// The first entry the ring still holds.
+    front: Cursor,
+    /// The first entry inside the window ending at the head (bucket > head − width).
+    inside: Cursor,
+    /// Newest bucket held (`i64::MIN` until the first count).
+    head: i64,
+    /// Bucket of the last entry, and the offset of its count (`None` when there is none).
+    last: Option<(i64, usize)>,
+    /// Sum of every entry held, and of those inside the window ending at the head; 128 bits
+    /// so that counts near their maximum never overflow them (answers are clamped).
+    total: u128,
+    head_sum: u128,
+    /// Buckets in one window (61 for rpm: the current second and the 60 before).
+    width: i64,
+    /// Buckets held: `width + slack`.
+    span: i64,
+    slot: PhantomData<S>,
+}
+
+impl<S: Slot> Window<S> {
+    /// A window of `width` buckets that can still be queried `slack` buckets behind its head.
+    /// Allocates nothing until it counts.
+    pub fn new(width: usize, slack: usize) -> Self {
+        Window {
+            bytes: Vec::new(),
+            front: Cursor { at: 0, prev: 0 },
+            inside: Cursor { at: 0, prev: 0 },
+            head: i64::MIN,
+            last: None,
+            total: 0,
+            head_sum: 0,
+            width: width as i64,
+            span: (width + slack) as i64,
+            slot: PhantomData,
+        }
+    }
+
+    /// Newest bucket seen, if any.
+    pub fn head(&self) -> Option<i64> {
+        (self.head != i64::MIN).then_some(self.head)
+    }
+
+    /// Oldest bucket the ring still holds.
+    fn ring_lo(&self) -> i64 {
+        self.head.saturating_sub(self.span - 1)
+    }
+
+    /// The entry at `c` and the cursor after it, if there is one.
+    fn entry(&self, c: Cursor) -> Option<(i64, u64, Cursor)> {
+        if c.at >= self.bytes.len() {
+            return None;
+        }
+        let mut at = c.at;
+        let bucket = c.prev + take(&self.bytes, &mut at) as i64;
+        let count = take(&self.bytes, &mut at);
+        Some((bucket, count, Cursor { at, prev: bucket }))
+    }
+
+    /// Every entry held, oldest first.
+    fn entries(&self) -> impl Iterator<Item = (i64, u64)> + '_ {
+        let mut c = self.front;
+        std::iter::from_fn(move || {
+            let (b, n, next) = self.entry(c)?;
+            c = next;
+            Some((b, n))
+        })
+    }
+
+    /// Moves the head forward to `bucket` (counting nothing): entries leave the window and
+    /// the ring as they fall behind.
+    pub(super) fn advance_to(&mut self, bucket: i64) {
+        if self.head != i64::MIN && bucket <= self.head {
+            return;
+        }
+        self.head = bucket;
+        let lo = self.ring_lo();
+        while let Some((b, n, next)) = self.entry(self.front)
+            && b < lo
+        {
+            self.total -= n as u128;
+            self.front = next;
+        }
+        if self.inside.at < self.front.at {
+            self.inside = self.front;
+            self.head_sum = self.entries().map(|(_, n)| n as u128).sum();
+        }
+        let edge = self.head - self.width;
+        while let Some((b, n, next)) = self.entry(self.inside)
+            && b <= edge
+        {
+            self.head_sum -= n as u128;
+            self.inside = next;
+        }
+        if self.front.at >= self.bytes.len() {
+            // Nothing left: start the bytes over.
+            self.bytes.clear();
+            self.front = Cursor {
+                at: 0,
+                prev: lo - 1,
+            };
+            self.inside = self.front;
+            self.last = None;
+            self.total = 0;
+            self.head_sum = 0;
+        } else if self.front.at > 64 && self.front.at * 2 > self.bytes.len() {
+            self.compact();
+        }
+    }
+
+    /// Drops the bytes of entries that left the ring.
+    fn compact(&mut self) {
+        let cut = self.front.at;
+        self.bytes.drain(..cut);
+        self.front.at = 0;
+        self.inside.at -= cut;
+        if let Some((_, at)) = &mut self.last {
+            *at -= cut;
+        }
+        if self.bytes.capacity() > 4 * self.bytes.len().max(16) {
+            self.bytes.shrink_to(2 * self.bytes.len());
+        }
+    }
+
+    /// Counts `n` at `bucket`. Returns false when the bucket is older than the ring holds.
+    pub fn add(&mut self, bucket: i64, n: u64) -> bool {
+        if self.head == i64::MIN || bucket > self.head {
+            self.advance_to(bucket);
+        } else if bucket < self.ring_lo() {
+            return false;
+        }
+        if n == 0 {
+            return true;
+        }
+        let added = match self.last {
+            Some((last, at)) if bucket == last => {
+                let mut end = at;
+                let count = take(&self.bytes, &mut end);
+                let added = n.min(S::MAX - count);
+                self.bytes.truncate(at);
+                put(&mut self.bytes, count + added);
+                added
+            }
+            Some((last, _)) if bucket < last => return self.insert(bucket, n),
+            last => {
+                let from = last.map_or(self.front.prev, |(b, _)| b);
+                let at_end = self.inside.at >= self.bytes.len();
+                put(&mut self.bytes, (bucket - from) as u64);
+                let at = self.bytes.len();
+                let added = n.min(S::MAX);
+                put(&mut self.bytes, added);
+                self.last = Some((bucket, at));
+                if at_end && bucket <= self.head - self.width {
+                    // Appended behind the head's window (the head moved on without a count).
+                    self.inside = Cursor {
+                        at: self.bytes.len(),
+                        prev: bucket,
+                    };
+                }
+                added
+            }
+        };
+        self.total += added as u128;
+        if bucket > self.head - self.width {
+            self.head_sum += added as u128;
+        }
+        true
+    }
+
+    /// Counts `n` at a bucket before the last entry (a late event), in place: the entries
+    /// are walked to its place and the bytes there replaced.
+    fn insert(&mut self, bucket: i64, n: u64) -> bool {
+        let mut c = self.front;
+        let Some((b, count, next)) = (loop {
+            match self.entry(c) {
+                Some((b, _, next)) if b < bucket => c = next,
+                other => break other,
+            }
+        }) else {
+            return true;
+        };
+        let (added, replacement, range) = if b == bucket {
+            let mut count_at = c.at;
+            take(&self.bytes, &mut count_at);
+            let added = n.min(S::MAX - count);
+            let mut r = Vec::with_capacity(10);
+            put(&mut r, count + added);
+            (added, r, count_at..next.at)
+        } else {
+            // A new entry before the one at `c`, whose gap now counts from it.
+            let added = n.min(S::MAX);
+            let mut r = Vec::with_capacity(30);
+            put(&mut r, (bucket - c.prev) as u64);
+            put(&mut r, added);
+            put(&mut r, (b - bucket) as u64);
+            let mut gap_end = c.at;
+            take(&self.bytes, &mut gap_end);
+            (added, r, c.at..gap_end)
+        };
+        let delta = replacement.len() as isize - range.len() as isize;
+        let at = range.start;
+        // Where the entry at `c` starts once a new one is put before it.
+        let moved = Cursor {
+            at: c.at + replacement.len() - varint_len(b - bucket),
+            prev: bucket,
+        };
+        self.bytes.splice(range, replacement);
+        let shift = |o: &mut usize| {
+            if *o > at {
+                *o = (*o as isize + delta) as usize;
+            }
+        };
+        if let Some((_, o)) = &mut self.last {
+            shift(o);
+        }
+        let edge = self.head - self.width;
+        if b != bucket && self.inside.at == c.at {
+            // A new entry where the head's window started: it is the first inside, or the
+            // window still starts at the entry it was put before.
+            self.inside = if bucket > edge { c } else { moved };
+        } else {
+            shift(&mut self.inside.at);
+        }
+        self.total += added as u128;
+        if bucket > edge {
+            self.head_sum += added as u128;
+        }
+        true
+    }
+
+    /// Writes `entries` (ascending, non-empty counts) as the whole content, and recomputes
+    /// the sums and cursors.
+    fn rebuild(&mut self, entries: &[(i64, u64)]) {
+        let base = entries.first().map_or(self.ring_lo() - 1, |e| e.0 - 1);
+        let mut bytes = Vec::with_capacity(entries.len() * 2 + 4);
+        let mut prev = base;
+        let mut last = None;
+        for &(b, n) in entries {
+            put(&mut bytes, (b - prev) as u64);
+            last = Some((b, bytes.len()));
+            put(&mut bytes, n);
+            prev = b;
+        }
+        self.bytes = bytes;
+        self.front = Cursor { at: 0, prev: base };
+        self.last = last;
+        self.total = entries.iter().map(|e| e.1 as u128).sum();
+        let edge = self.head - self.width;
+        self.inside = self.front;
+        while let Some((b, _, next)) = self.entry(self.inside)
+            && b <= edge
+        {
+            self.inside = next;
+        }
+        self.head_sum = entries
+            .iter()
+            .filter(|e| e.0 > edge)
+            .map(|e| e.1 as u128)
+            .sum();
+    }
+
+    /// Events in the window ending at bucket `q` (buckets `q − width + 1 ..= q`), at most
+    /// `i64::MAX`.
+    pub fn count_at(&self, q: i64) -> u64 {
+        clamp(self.count_exact(q))
+    }
+
+    fn count_exact(&self, q: i64) -> u128 {
+        if self.head == i64::MIN {
+            return 0;
+        }
+        if q == self.head {
+            return self.head_sum;
+        }
+        let from = q - self.width + 1;
+        if q > self.head {
+            // The head's window less what leaves it by `q`.
+            if from > self.head {
+                return 0;
+            }
+            let mut sum = self.head_sum;
+            let mut c = self.inside;
+            while let Some((b, n, next)) = self.entry(c)
+                && b < from
+            {
+                sum -= n as u128;
+                c = next;
+            }
+            return sum;
+        }
+        self.entries()
+            .skip_while(|e| e.0 < from)
+            .take_while(|e| e.0 <= q)
+            .map(|e| e.1 as u128)
+            .sum()
+    }
+
+    /// The highest count of a window ending at any bucket from `from` to `to` (at most the
+    /// head), each as [`Window::count_at`] answers it: the peak that a late event, counted at
+    /// `from`, may have raised. O(entries + `to − from`).
+    pub fn max_count(&self, from: i64, to: i64) -> u64 {
+        if self.head == i64::MIN {
+            return 0;
+        }
+        let to = to.min(self.head);
+        if from > to {
+            return 0;
+        }
+        let held: Vec<(i64, u64)> = self
+            .entries()
+            .skip_while(|e| e.0 <= from - self.width)
+            .take_while(|e| e.0 <= to)
+            .collect();
+        let at = |b: i64| {
+            held.binary_search_by_key(&b, |e| e.0)
+                .map_or(0, |i| held[i].1 as u128)
+        };
+        let mut count = self.count_exact(from);
+        let mut best = count;
+        for q in from + 1..=to {
+            count = (count + at(q)).saturating_sub(at(q - self.width));
+            best = best.max(count);
+        }
+        clamp(best)
+    }
+
+    /// The first bucket at which the window holds fewer than `limit` events, counting only
+    /// what is already in it: `q` itself when it already does.
+    pub fn frees_at(&self, q: i64, limit: u64) -> i64 {
+        let count = self.count_at(q);
+        if count < limit || self.head == i64::MIN {
+            return q;
+        }
+        let excess = (count - limit + 1) as u128;
+        let mut cum: u128 = 0;
+        let a = (q - self.width + 1).max(self.ring_lo());
+        for (b, n) in self
+            .entries()
+            .skip_while(|e| e.0 < a)
+            .take_while(|e| e.0 <= q.min(self.head))
+        {
+            cum += n as u128;
+            if cum >= excess {
+                return b + self.width;
+            }
+        }
+        q.min(self.head) + self.width
+    }
+
+    /// Bytes held for the entries (for tests and sizing).
+    pub fn held_bytes(&self) -> usize {
+        self.bytes.capacity()
+    }
+}
+
+/// A window sum as answered: at most `i64::MAX`.
+fn clamp(v: u128) -> u64 {
+    v.min(i64::MAX as u128) as u64
+}
+
+/// The stored form: the head, the shape, and the entries from the first one held.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Stored<'a> {
+    head: i64,
+    width: i64,
+    span: i64,
+    /// The bucket before the first entry.
+    prev: i64,
+    #[serde(borrow)]
+    entries: std::borrow::Cow<'a, [u8]>,
+}
+
+impl<S: Slot + serde::Serialize> serde::Serialize for Window<S> {
+    fn serialize<Z: serde::Serializer>(&self, s: Z) -> Result<Z::Ok, Z::Error> {
+        #[cfg(test)]
+        if DENSE.with(|d| d.get()) {
+            return dense::Dense::from_compact(self).serialize(s);
+        }
+        Stored {
+            head: self.head,
+            width: self.width,
+            span: self.span,
+            prev: self.front.prev,
+            entries: std::borrow::Cow::Borrowed(&self.bytes[self.front.at..]),
+        }
+        .serialize(s)
+    }
+}
+
+thread_local! {
+    /// Set while a snapshot of format 3 or older is read: its windows are dense rings.
+    static DENSE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `write` with windows written in the dense layout of format 3 (tests make old
+/// snapshots with it).
+#[cfg(test)]
+pub(crate) fn writing_dense<T>(write: impl FnOnce() -> T) -> T {
+    reading_dense(write)
+}
+
+/// Runs `read` with windows read in the dense layout of snapshot formats up to 3 (and
+/// converted); postcard is not self-describing, so the reader has to be told.
+pub(crate) fn reading_dense<T>(read: impl FnOnce() -> T) -> T {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            DENSE.with(|d| d.set(false));
+        }
+    }
+    DENSE.with(|d| d.set(true));
+    let _reset = Reset;
+    read()
+}
+
+/// The entries of `bytes` after `prev`, if they are well formed varints whose buckets do not
+/// overflow.
+fn decode(bytes: &[u8], mut prev: i64) -> Option<Vec<(i64, u64)>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    let varint = |at: &mut usize| -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = *bytes.get(*at)?;
+            *at += 1;
+            v |= u64::from(b & 0x7f).checked_shl(shift)?;
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    };
+    while at < bytes.len() {
+        let gap = i64::try_from(varint(&mut at)?).ok()?;
+        prev = prev.checked_add(gap)?;
+        out.push((prev, varint(&mut at)?));
+    }
+    Some(out)
+}
+
+impl<'de, S: Slot + serde::Deserialize<'de>> serde::Deserialize<'de> for Window<S> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        if DENSE.with(|d| d.get()) {
+            return dense::Dense::<S>::deserialize(d).map(dense::Dense::into_compact);
+        }
+        let stored = Stored::deserialize(d)?;
+        if stored.width < 1 || stored.span < stored.width || stored.span > 1 << 24 {
+            return Err(D::Error::custom("a window of an impossible shape"));
+        }
+        let mut w = Window::new(stored.width as usize, (stored.span - stored.width) as usize);
+        w.head = stored.head;
+        // Every entry checked: well formed, ascending, within the ring, counts within a slot.
+        let entries = decode(&stored.entries, stored.prev)
+            .ok_or_else(|| D::Error::custom("window entries that do not decode"))?;
+        let lo = w.ring_lo();
+        let ordered = entries.windows(2).all(|p| p[0].0 < p[1].0);
+        let inside = entries
+            .iter()
+            .all(|&(b, n)| b >= lo && b <= w.head && n > 0 && n <= S::MAX);
+        if !ordered || !inside || (w.head == i64::MIN && !entries.is_empty()) {
+            return Err(D::Error::custom(
+                "window entries out of order or out of range",
+            ));
+        }
+        w.rebuild(&entries);
+        Ok(w)
+    }
+}
+
+#[cfg(test)]
+mod tests;

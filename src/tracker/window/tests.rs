@@ -1,0 +1,259 @@
+//! The compact window: its own cases, and random histories checked against the dense ring
+//! (the straightforward model) and against exact timestamps.
+
+use proptest::prelude::*;
+
+use super::dense::Dense;
+use super::*;
+
+#[test]
+fn rpm_window_holds_61_one_second_buckets() {
+    let mut w: Window<u32> = Window::new(61, 0);
+    w.add(100, 1);
+    assert_eq!(w.count_at(100), 1);
+    assert_eq!(w.count_at(160), 1, "t-60 s still inside: conservative");
+    assert_eq!(w.count_at(161), 0);
+    w.add(161, 2);
+    assert_eq!(w.count_at(161), 2);
+    assert!(!w.add(100, 1), "older than the ring");
+}
+
+#[test]
+fn slack_allows_exact_late_queries() {
+    let mut w: Window<u32> = Window::new(61, 300);
+    for b in 0..400 {
+        w.add(b, 1);
+    }
+    assert_eq!(w.count_at(399), 61);
+    assert_eq!(w.count_at(200), 61, "300 buckets back is still exact");
+    assert_eq!(w.count_at(420), 40);
+    assert_eq!(w.count_at(1000), 0);
+    w.add(150, 5);
+    assert_eq!(w.count_at(150), 66);
+    assert_eq!(w.count_at(399), 61);
+}
+
+#[test]
+fn max_count_is_the_highest_window_over_a_range() {
+    let mut w: Window<u32> = Window::new(61, 300);
+    for b in [100, 130, 150, 200, 205] {
+        w.add(b, 1);
+    }
+    let by_hand = |from: i64, to: i64| (from..=to).map(|q| w.count_at(q)).max().unwrap();
+    for (from, to) in [(100, 205), (150, 160), (161, 205), (200, 400), (90, 99)] {
+        assert_eq!(
+            w.max_count(from, to),
+            by_hand(from, to.min(205)),
+            "{from}..{to}"
+        );
+    }
+    assert_eq!(
+        w.max_count(100, 205),
+        3,
+        "130, 150 and the one at 100..=160"
+    );
+    assert_eq!(w.max_count(300, 200), 0);
+}
+
+#[test]
+fn frees_at_finds_when_the_oldest_leave() {
+    let mut w: Window<u32> = Window::new(61, 0);
+    w.add(10, 3);
+    w.add(20, 2);
+    assert_eq!(w.frees_at(30, 6), 30, "room now");
+    assert_eq!(
+        w.frees_at(30, 5),
+        71,
+        "the three at 10 leave the window at 71"
+    );
+    assert_eq!(w.frees_at(30, 2), 81);
+    assert_eq!(w.frees_at(30, 1), 81);
+}
+
+#[test]
+fn saturating_slots_keep_totals_consistent() {
+    let mut w: Window<u32> = Window::new(2, 0);
+    w.add(1, u64::MAX);
+    assert_eq!(w.count_at(1), u32::MAX as u64);
+    w.add(3, 1);
+    assert_eq!(w.count_at(3), 1);
+    // Token windows: however many huge counts arrive, answers stay within i64 and a
+    // single count is kept whole.
+    let mut t: Window<u64> = Window::new(61, 300);
+    t.add(0, i64::MAX as u64);
+    assert_eq!(t.count_at(0), i64::MAX as u64);
+    for s in 0..70 {
+        for _ in 0..3 {
+            t.add(s, i64::MAX as u64);
+        }
+        assert_eq!(t.count_at(s), i64::MAX as u64, "at {s}");
+        assert_eq!(t.max_count(s.saturating_sub(5), s), i64::MAX as u64);
+    }
+    assert_eq!(t.count_at(69 + 61 + 1), 0, "all of it leaves the window");
+}
+
+const SEC: i64 = 1000;
+
+proptest! {
+    /// The rpm window against a model that keeps every timestamp, on random out-of-order
+    /// streams: never fewer than the exact count of `(t − 60 s, t]`, never more than the
+    /// conservative bound (the 61 whole seconds `floor(t) − 60 ..= floor(t)`).
+    #[test]
+    fn rpm_window_is_conservative(
+        start in 1_700_000_000_000i64..1_800_000_000_000,
+        deltas in prop::collection::vec((-200_000i64..=5_000, 1u64..4), 1..400),
+        probes in prop::collection::vec(-300_000i64..=120_000, 1..20),
+    ) {
+        let slack = 300;
+        let mut w: Window<u32> = Window::new(61, slack);
+        let mut newest = start;
+        let mut all: Vec<(i64, u64)> = Vec::new();
+        for (d, n) in deltas {
+            // Mostly forward, sometimes far behind: late events up to 200 s old.
+            let ts = (newest + d).max(0);
+            newest = newest.max(ts);
+            let held = w.add(ts.div_euclid(SEC), n);
+            // The ring may only drop events that no supported query can need.
+            prop_assert!(held || ts.div_euclid(SEC) <= newest.div_euclid(SEC) - (61 + slack as i64));
+            all.push((ts, n));
+            // The O(1) answer at the head agrees with the model after every step.
+            let q = newest.div_euclid(SEC);
+            let at_head = w.count_at(q);
+            let bound: u64 = all.iter().filter(|(t, _)| t.div_euclid(SEC) >= q - 60 && t.div_euclid(SEC) <= q).map(|e| e.1).sum();
+            prop_assert_eq!(at_head, bound, "at the head the window holds exactly its 61 buckets");
+        }
+        for p in probes {
+            let t = newest + p;
+            // Queries are supported from `slack` seconds behind the head onwards.
+            prop_assume!(t.div_euclid(SEC) >= newest.div_euclid(SEC) - slack as i64);
+            let got = w.count_at(t.div_euclid(SEC));
+            let exact: u64 = all.iter().filter(|(ts, _)| *ts > t - 60 * SEC && *ts <= t).map(|e| e.1).sum();
+            let lo = (t.div_euclid(SEC) - 60) * SEC;
+            let hi = (t.div_euclid(SEC) + 1) * SEC;
+            let bound: u64 = all.iter().filter(|(ts, _)| *ts >= lo && *ts < hi).map(|e| e.1).sum();
+            prop_assert!(got >= exact, "undercount at {t}: got {got} < exact {exact}");
+            prop_assert!(got <= bound, "overcount at {t}: got {got} > bound {bound}");
+        }
+    }
+
+    /// The daily window (1 min buckets, 1441 of them) under the same model.
+    #[test]
+    fn daily_window_is_conservative(
+        start in 1_700_000_000_000i64..1_800_000_000_000,
+        deltas in prop::collection::vec((-240_000i64..=3_600_000, 1u64..4), 1..300),
+        probes in prop::collection::vec(-240_000i64..=7_200_000, 1..20),
+    ) {
+        const MIN: i64 = 60_000;
+        let mut w: Window<u32> = Window::new(1441, 5);
+        let mut newest = start;
+        let mut all: Vec<(i64, u64)> = Vec::new();
+        for (d, n) in deltas {
+            let ts = newest + d;
+            newest = newest.max(ts);
+            w.add(ts.div_euclid(MIN), n);
+            all.push((ts, n));
+        }
+        for p in probes {
+            let t = newest + p;
+            prop_assume!(t.div_euclid(MIN) >= newest.div_euclid(MIN) - 5);
+            let got = w.count_at(t.div_euclid(MIN));
+            let exact: u64 = all.iter().filter(|(ts, _)| *ts > t - 1440 * MIN && *ts <= t).map(|e| e.1).sum();
+            let lo = (t.div_euclid(MIN) - 1440) * MIN;
+            let hi = (t.div_euclid(MIN) + 1) * MIN;
+            let bound: u64 = all.iter().filter(|(ts, _)| *ts >= lo && *ts < hi).map(|e| e.1).sum();
+            prop_assert!(got >= exact, "undercount at {t}: got {got} < exact {exact}");
+            prop_assert!(got <= bound, "overcount at {t}: got {got} > bound {bound}");
+        }
+    }
+}
+
+/// One step of a history: count `n` at `ahead` buckets from the newest (negative: late).
+fn history() -> impl Strategy<Value = Vec<(i64, u64)>> {
+    prop::collection::vec(
+        prop_oneof![
+            4 => (0i64..3, 1u64..5),
+            2 => (-400i64..0, 1u64..5),
+            1 => (3i64..2_000, 1u64..5),
+            1 => (0i64..1, u32::MAX as u64 - 2..u32::MAX as u64 + 10),
+        ],
+        1..300,
+    )
+}
+
+proptest! {
+    /// Compact and dense give the same answer to every query, after every step of random
+    /// histories with late counts, long quiet gaps and saturating counts, for the rpm and the
+    /// daily shapes.
+    #[test]
+    fn compact_answers_as_the_dense_ring(
+        steps in history(),
+        daily in any::<bool>(),
+        start in -5_000i64..1_800_000_000,
+        probes in prop::collection::vec(-2_000i64..2_000, 1..8),
+    ) {
+        let (width, slack) = if daily { (1441, 5) } else { (61, 300) };
+        let mut c: Window<u32> = Window::new(width, slack);
+        let mut d: Dense<u32> = Dense::new(width, slack);
+        let mut newest = start;
+        for (ahead, n) in steps {
+            let b = newest + ahead;
+            newest = newest.max(b);
+            prop_assert_eq!(c.add(b, n), d.add(b, n), "add({}, {})", b, n);
+            prop_assert_eq!(c.head(), d.head());
+            prop_assert_eq!(c.count_at(newest), d.count_at(newest));
+            for &p in &probes {
+                let q = newest + p;
+                prop_assert_eq!(c.count_at(q), d.count_at(q), "count_at({}) head {}", q, newest);
+                prop_assert_eq!(c.max_count(q, q + 40), d.max_count(q, q + 40), "max_count({})", q);
+                for limit in [1, 3, 50] {
+                    prop_assert_eq!(c.frees_at(q, limit), d.frees_at(q, limit), "frees_at({}, {})", q, limit);
+                }
+            }
+        }
+        // Stored and read back, and from the dense layout older snapshots hold: the same.
+        let back: Window<u32> = postcard::from_bytes(&postcard::to_stdvec(&c).unwrap()).unwrap();
+        let converted = d.clone().into_compact();
+        for p in probes.iter().map(|p| newest + p).chain([newest]) {
+            prop_assert_eq!(back.count_at(p), d.count_at(p));
+            prop_assert_eq!(converted.count_at(p), d.count_at(p));
+        }
+    }
+}
+
+#[test]
+fn memory_follows_activity() {
+    // One request every 10 minutes for a day, in the daily window: about 2 bytes each.
+    let mut w: Window<u32> = Window::new(1441, 5);
+    for i in 0..144 {
+        w.add(i * 10, 1);
+    }
+    assert_eq!(w.count_at(1430), 144);
+    assert!(w.held_bytes() <= 600, "{} bytes", w.held_bytes());
+    // A quiet window holds nothing.
+    let quiet: Window<u32> = Window::new(1441, 5);
+    assert_eq!(quiet.held_bytes(), 0);
+    // Entries that leave the ring give their bytes back.
+    for i in 0..100_000 {
+        w.add(2_000 + i, 1);
+    }
+    assert!(w.held_bytes() <= 16 * 1446, "{} bytes", w.held_bytes());
+}
+
+#[test]
+fn a_stored_window_that_does_not_decode_is_refused() {
+    let mut w: Window<u32> = Window::new(61, 300);
+    w.add(1_000, 3);
+    let mut bytes = postcard::to_stdvec(&w).unwrap();
+    // Cut inside the entries.
+    bytes.truncate(bytes.len() - 1);
+    assert!(postcard::from_bytes::<Window<u32>>(&bytes).is_err());
+    // A count of zero, or an entry past the head, is not a window this code writes.
+    let bad = Stored {
+        head: 10,
+        width: 61,
+        span: 361,
+        prev: 5,
+        entries: std::borrow::Cow::Owned(vec![10, 1]),
+    };
+    assert!(postcard::from_bytes::<Window<u32>>(&postcard::to_stdvec(&bad).unwrap()).is_err());
+}
