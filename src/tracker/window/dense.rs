@@ -1,25 +1,25 @@
 //! The dense window: a ring of `width + slack` slots, one per bucket. It was the window until
 //! memory had to follow activity; it stays as the layout older snapshots hold (read and
-//! converted by [`Dense::into_compact`]) and, in tests, as the straightforward model the
-//! compact [`super::Window`] is checked against.
+//! converted by `Window::from_dense`) and, in tests, as the straightforward model the
+//! compact window is checked against.
 
-use super::{Slot, Window};
+use super::slot::Slot;
 
 /// A ring of buckets with a running total (the stored layout of snapshot formats up to 3).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Dense<S: Slot> {
     /// Ring of `width + slack` buckets; bucket `b` lives at `b mod len`.
-    slots: Box<[S]>,
+    pub(super) slots: Box<[S]>,
     /// Newest bucket held; the ring covers `head − len + 1 ..= head`.
-    head: i64,
+    pub(super) head: i64,
     /// Sum of every slot. Sums are kept in 128 bits so that slots near their maximum never
     /// overflow them; answers are clamped to `i64::MAX`, the most a gauge or a signed 64-bit
     /// JSON reader holds (a token count that large means nothing more anyway).
-    total: u128,
+    pub(super) total: u128,
     /// Sum of the window ending at the head, so the common query (at the head) is O(1).
-    head_sum: u128,
+    pub(super) head_sum: u128,
     /// Buckets in one window (61 for rpm: the current second and the 60 before).
-    width: i64,
+    pub(super) width: i64,
 }
 
 // The queries are the model the compact window is tested against; outside tests only the
@@ -179,36 +179,4 @@ impl<S: Slot> Dense<S> {
 /// A window sum as answered: at most `i64::MAX`.
 fn clamp(v: u128) -> u64 {
     v.min(i64::MAX as u128) as u64
-}
-
-impl<S: Slot> Dense<S> {
-    /// The same counts as a dense ring (tests write older snapshots with it).
-    #[cfg(test)]
-    pub fn from_compact(w: &Window<S>) -> Dense<S> {
-        let mut d = Dense::new(w.width as usize, (w.span - w.width) as usize);
-        for (b, n) in w.entries() {
-            d.add(b, n);
-        }
-        if let Some(head) = w.head() {
-            d.add(head, 0);
-        }
-        d
-    }
-
-    /// The same counts as a compact [`Window`]: every non-empty bucket the ring holds.
-    pub fn into_compact(self) -> Window<S> {
-        let mut w = Window::new(self.width as usize, self.slots.len() - self.width as usize);
-        if self.head == i64::MIN {
-            return w;
-        }
-        let lo = self.head.saturating_sub(self.slots.len() as i64 - 1);
-        for b in lo..=self.head {
-            let n = self.slots[b.rem_euclid(self.slots.len() as i64) as usize].get();
-            if n > 0 {
-                w.add(b, n);
-            }
-        }
-        w.advance_to(self.head);
-        w
-    }
 }

@@ -15,42 +15,13 @@
 //! layout older snapshots hold, and the model the tests check this against.
 
 pub mod dense;
+mod slot;
+
+use dense::Dense;
+
+pub use slot::Slot;
 
 use std::marker::PhantomData;
-
-/// A bucket counter slot: `u32` for requests, `u64` for tokens.
-pub trait Slot: Copy + Default + Send + Sync + 'static {
-    /// The largest count one bucket holds.
-    const MAX: u64;
-    /// The value as `u64`.
-    fn get(self) -> u64;
-    /// Adds `n`, saturating; returns what was actually added so totals stay exact.
-    fn add_saturating(&mut self, n: u64) -> u64;
-}
-
-impl Slot for u32 {
-    const MAX: u64 = u32::MAX as u64;
-    fn get(self) -> u64 {
-        self as u64
-    }
-    fn add_saturating(&mut self, n: u64) -> u64 {
-        let added = n.min((u32::MAX - *self) as u64);
-        *self += added as u32;
-        added
-    }
-}
-
-impl Slot for u64 {
-    const MAX: u64 = u64::MAX;
-    fn get(self) -> u64 {
-        self
-    }
-    fn add_saturating(&mut self, n: u64) -> u64 {
-        let added = n.min(u64::MAX - *self);
-        *self += added;
-        added
-    }
-}
 
 /// Appends `v` as an LEB128 varint.
 fn put(out: &mut Vec<u8>, mut v: u64) {
@@ -457,6 +428,39 @@ impl<S: Slot> Window<S> {
     }
 }
 
+impl<S: Slot> Window<S> {
+    /// The same counts as a dense ring (tests write older snapshots with it).
+    #[cfg(test)]
+    fn to_dense(&self) -> Dense<S> {
+        let mut d = Dense::new(self.width as usize, (self.span - self.width) as usize);
+        for (b, n) in self.entries() {
+            d.add(b, n);
+        }
+        if let Some(head) = self.head() {
+            d.add(head, 0);
+        }
+        d
+    }
+
+    /// The counts of a dense ring (a snapshot of format 3 or older): every non-empty bucket
+    /// it holds.
+    pub fn from_dense(d: Dense<S>) -> Window<S> {
+        let len = d.slots.len() as i64;
+        let mut w = Window::new(d.width as usize, (len - d.width) as usize);
+        if d.head == i64::MIN {
+            return w;
+        }
+        for b in d.head.saturating_sub(len - 1)..=d.head {
+            let n = d.slots[b.rem_euclid(len) as usize].get();
+            if n > 0 {
+                w.add(b, n);
+            }
+        }
+        w.advance_to(d.head);
+        w
+    }
+}
+
 /// A window sum as answered: at most `i64::MAX`.
 fn clamp(v: u128) -> u64 {
     v.min(i64::MAX as u128) as u64
@@ -478,7 +482,7 @@ impl<S: Slot + serde::Serialize> serde::Serialize for Window<S> {
     fn serialize<Z: serde::Serializer>(&self, s: Z) -> Result<Z::Ok, Z::Error> {
         #[cfg(test)]
         if DENSE.with(|d| d.get()) {
-            return dense::Dense::from_compact(self).serialize(s);
+            return self.to_dense().serialize(s);
         }
         Stored {
             head: self.head,
@@ -546,7 +550,7 @@ impl<'de, S: Slot + serde::Deserialize<'de>> serde::Deserialize<'de> for Window<
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
         if DENSE.with(|d| d.get()) {
-            return dense::Dense::<S>::deserialize(d).map(dense::Dense::into_compact);
+            return Dense::<S>::deserialize(d).map(Window::from_dense);
         }
         let stored = Stored::deserialize(d)?;
         if stored.width < 1 || stored.span < stored.width || stored.span > 1 << 24 {
