@@ -471,12 +471,13 @@ fn slow_readers_of_large_answers_are_cut_off_and_cannot_multiply_them() {
     let d = Daemon::start(
         dir.path(),
         "[server]\nlisten = \"127.0.0.1:0\"\nwrite_timeout = \"2s\"\n\
-         [limits]\nmax_new_orgs_per_second = 100000\n",
+         [limits]\nmax_new_orgs_per_second = 100000\nmax_orgs = 20000\n",
         &[],
     );
-    // Enough series that /metrics is several MB: more than the socket buffers hold.
+    // Enough series that /metrics is several MB: more than the socket buffers hold (an org
+    // whose apps only succeed has about 8 series).
     let mut body = Vec::new();
-    for org in 0..4000 {
+    for org in 0..12_000 {
         for app in 0..3 {
             body.extend_from_slice(
                 format!("{{\"org\":\"org-{org}\",\"app\":\"app-{app}\",\"status\":200}}\n")
