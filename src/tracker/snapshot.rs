@@ -27,7 +27,10 @@ const MAGIC_V3: &[u8; 4] = b"RWT3";
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
     /// Not a snapshot of a version this binary reads.
-    #[error("the stored state has format {found:?}, this ratewarden reads {MAGIC:?}")]
+    #[error(
+        "the stored state has format {found:?}, this ratewarden reads {:?} and older",
+        String::from_utf8_lossy(MAGIC)
+    )]
     Version {
         /// The leading bytes found.
         found: String,
