@@ -289,7 +289,25 @@ async fn batch(
     }
 }
 
+/// Has the allocator map large buffers (request bodies, snapshots, `/metrics` answers) on
+/// their own and give them back when freed. glibc raises this threshold each time such a
+/// buffer is freed and then keeps the next ones in its heap, so a daemon would hold its peak
+/// for good (measured: 87 MiB resident after the 10 000-org scale run against 64 MiB with a
+/// fixed threshold).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn return_large_buffers() {
+    // SAFETY: mallopt only sets an allocator parameter; it is called before any other thread
+    // exists, as glibc asks.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn return_large_buffers() {}
+
 fn main() -> ExitCode {
+    return_large_buffers();
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     match command(cli.command) {

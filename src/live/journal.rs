@@ -50,13 +50,24 @@ pub(super) fn open_journal(data: &[u8]) -> Result<(&[u8], Option<u64>), String> 
     }
 }
 
-/// A snapshot as it is stored ([`SNAPSHOT_SEAL`]).
-pub(super) fn seal_snapshot(inner: Vec<u8>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(inner.len() + 8);
-    out.extend_from_slice(SNAPSHOT_SEAL);
-    out.extend_from_slice(&crc32fast::hash(&inner).to_le_bytes());
-    out.extend_from_slice(&inner);
-    out
+/// Bytes before the tracker's in a stored snapshot: [`SNAPSHOT_SEAL`] and the CRC-32.
+const SEAL_LEN: usize = SNAPSHOT_SEAL.len() + 4;
+
+/// A buffer for a snapshot of about `size_hint` bytes, its seal's place kept at the front: the
+/// tracker encodes after it and [`seal_snapshot`] fills it in, so the snapshot is never copied.
+pub(super) fn snapshot_buffer(size_hint: usize) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(SEAL_LEN + size_hint + size_hint / 8);
+    buf.extend_from_slice(SNAPSHOT_SEAL);
+    buf.extend_from_slice(&[0; 4]);
+    buf
+}
+
+/// A snapshot as it is stored ([`SNAPSHOT_SEAL`], CRC-32, the tracker's bytes), from a
+/// [`snapshot_buffer`] the tracker encoded into.
+pub(super) fn seal_snapshot(mut buf: Vec<u8>) -> Vec<u8> {
+    let crc = crc32fast::hash(&buf[SEAL_LEN..]);
+    buf[SNAPSHOT_SEAL.len()..SEAL_LEN].copy_from_slice(&crc.to_le_bytes());
+    buf
 }
 
 /// The tracker's bytes of a stored snapshot, checked when it carries a checksum.

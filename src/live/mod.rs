@@ -31,7 +31,9 @@ use crate::store::{
     StoreError,
 };
 use crate::tracker::Tracker;
-use journal::{JOURNAL_FORMAT, JOURNAL_HEADER, RecordRef, seal_journal, seal_snapshot};
+use journal::{
+    JOURNAL_FORMAT, JOURNAL_HEADER, RecordRef, seal_journal, seal_snapshot, snapshot_buffer,
+};
 
 /// A snapshot is taken once this many records were journaled since the last one...
 const SNAPSHOT_EVENTS: u64 = 500_000;
@@ -492,6 +494,8 @@ fn writer_loop(
         return;
     };
     let mut last_snapshot = Instant::now();
+    // Sizes the next snapshot's buffer, so it does not grow by doubling (and copying) to it.
+    let mut last_snapshot_len = 0;
     loop {
         let stopping = durable.stop.load(Ordering::Acquire);
         let snapshot_due = since_snapshot >= SNAPSHOT_EVENTS
@@ -513,8 +517,11 @@ fn writer_loop(
                 total.fetch_add(n, Ordering::Relaxed);
             }
             let snapshot = if snapshot_due || since_snapshot + batch.records >= SNAPSHOT_EVENTS {
-                match g.tracker.encode() {
-                    Ok(s) => Some(seal_snapshot(s)),
+                match g.tracker.encode_after(snapshot_buffer(last_snapshot_len)) {
+                    Ok(s) => {
+                        last_snapshot_len = s.len();
+                        Some(seal_snapshot(s))
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "snapshot encoding failed; keeping the journal");
                         durable.unencodable[SNAPSHOT].fetch_add(1, Ordering::Relaxed);

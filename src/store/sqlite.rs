@@ -8,6 +8,7 @@
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
+use rusqlite::blob::ZeroBlob;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 
 use super::{
@@ -612,11 +613,21 @@ impl SqliteStore {
         let tx = self.conn.transaction()?;
         match c.snapshot {
             Some(state) => {
+                let len = i32::try_from(state.len()).map_err(|_| StoreError::Io {
+                    path: self.path.display().to_string(),
+                    source: std::io::Error::other("a snapshot over 2 GiB cannot be stored"),
+                })?;
+                // The row gets a blob of the right size, then the snapshot is written into it
+                // in place: bound as a parameter it would be copied whole first, doubling
+                // what a snapshot costs in memory.
                 tx.execute(
                     "INSERT INTO snapshot (id, seq, state) VALUES (1, ?1, ?2)
                      ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, state = excluded.state",
-                    params![c.seq as i64, state],
+                    params![c.seq as i64, ZeroBlob(len)],
                 )?;
+                let mut blob = tx.blob_open(c"main", "snapshot", "state", 1, false)?;
+                blob.write_at(state, 0)?;
+                blob.close()?;
                 tx.execute("DELETE FROM journal WHERE seq <= ?1", [c.seq as i64])?;
             }
             None if c.events > 0 => {

@@ -149,6 +149,11 @@ impl Org {
         if let Some(&i) = self.app_index.get(name) {
             return i;
         }
+        // Most orgs have a few apps: room for one more at a time up to 8 (an `App` is about
+        // 400 bytes, and doubling would leave a spare one in most orgs), then as usual.
+        if self.apps.len() < 8 {
+            self.apps.reserve_exact(1);
+        }
         let tracked = self.apps.len() - usize::from(self.overflow_app.is_some());
         if tracked < max_apps {
             let app = App::new(name.into());

@@ -76,6 +76,12 @@ use owned::SnapshotOwned;
 impl Tracker {
     /// The whole dynamic state as bytes.
     pub fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
+        self.encode_after(Vec::new())
+    }
+
+    /// [`Tracker::encode`] appended to `prefix` (a header the caller fills in afterwards, so
+    /// a large snapshot is written once, not copied behind its header).
+    pub fn encode_after(&self, mut prefix: Vec<u8>) -> Result<Vec<u8>, postcard::Error> {
         let state = SnapshotRef {
             orgs: &self.orgs,
             overflow_org: self.overflow_org,
@@ -84,7 +90,8 @@ impl Tracker {
             repeats: self.reminders.as_map(),
             clock_ms: self.clock_ms,
         };
-        postcard::to_extend(&state, MAGIC.to_vec())
+        prefix.extend_from_slice(MAGIC);
+        postcard::to_extend(&state, prefix)
     }
 
     /// A tracker for `config` holding the state of `bytes`.

@@ -80,16 +80,16 @@ pub struct Window<S: Slot> {
     inside: Cursor,
     /// Newest bucket held (`i64::MIN` until the first count).
     head: i64,
-    /// Bucket of the last entry, and the offset of its count (`None` when there is none).
-    last: Option<(i64, usize)>,
-    /// Sum of every entry held, and of those inside the window ending at the head; 128 bits
-    /// so that counts near their maximum never overflow them (answers are clamped).
-    total: u128,
+    /// Bucket of the last entry (`i64::MIN` when there is none) and the offset of its count.
+    last_bucket: i64,
+    last_at: u32,
+    /// Sum of the entries inside the window ending at the head; 128 bits so that counts near
+    /// their maximum never overflow it (answers are clamped).
     head_sum: u128,
     /// Buckets in one window (61 for rpm: the current second and the 60 before).
-    width: i64,
+    width: u16,
     /// Buckets held: `width + slack`.
-    span: i64,
+    span: u16,
     slot: PhantomData<S>,
 }
 
@@ -97,18 +97,36 @@ impl<S: Slot> Window<S> {
     /// A window of `width` buckets that can still be queried `slack` buckets behind its head.
     /// Allocates nothing until it counts.
     pub fn new(width: usize, slack: usize) -> Self {
+        debug_assert!(width >= 1 && width + slack <= usize::from(u16::MAX));
         Window {
             bytes: Vec::new(),
             front: Cursor { at: 0, prev: 0 },
             inside: Cursor { at: 0, prev: 0 },
             head: i64::MIN,
-            last: None,
-            total: 0,
+            last_bucket: i64::MIN,
+            last_at: 0,
             head_sum: 0,
-            width: width as i64,
-            span: (width + slack) as i64,
+            width: width as u16,
+            span: (width + slack) as u16,
             slot: PhantomData,
         }
+    }
+
+    fn width(&self) -> i64 {
+        i64::from(self.width)
+    }
+
+    fn span(&self) -> i64 {
+        i64::from(self.span)
+    }
+
+    /// The last entry: its bucket and the offset of its count.
+    fn last(&self) -> Option<(i64, usize)> {
+        (self.last_bucket != i64::MIN).then_some((self.last_bucket, self.last_at as usize))
+    }
+
+    fn set_last(&mut self, last: Option<(i64, usize)>) {
+        (self.last_bucket, self.last_at) = last.map_or((i64::MIN, 0), |(b, at)| (b, at as u32));
     }
 
     /// Newest bucket seen, if any.
@@ -118,7 +136,7 @@ impl<S: Slot> Window<S> {
 
     /// Oldest bucket the ring still holds.
     fn ring_lo(&self) -> i64 {
-        self.head.saturating_sub(self.span - 1)
+        self.head.saturating_sub(self.span() - 1)
     }
 
     /// The entry at `c` and the cursor after it, if there is one.
@@ -150,17 +168,16 @@ impl<S: Slot> Window<S> {
         }
         self.head = bucket;
         let lo = self.ring_lo();
-        while let Some((b, n, next)) = self.entry(self.front)
+        while let Some((b, _, next)) = self.entry(self.front)
             && b < lo
         {
-            self.total -= n as u128;
             self.front = next;
         }
         if self.inside.at < self.front.at {
             self.inside = self.front;
             self.head_sum = self.entries().map(|(_, n)| n as u128).sum();
         }
-        let edge = self.head - self.width;
+        let edge = self.head - self.width();
         while let Some((b, n, next)) = self.entry(self.inside)
             && b <= edge
         {
@@ -175,11 +192,19 @@ impl<S: Slot> Window<S> {
                 prev: lo - 1,
             };
             self.inside = self.front;
-            self.last = None;
-            self.total = 0;
+            self.set_last(None);
             self.head_sum = 0;
         } else if self.front.at > 64 && self.front.at * 2 > self.bytes.len() {
             self.compact();
+        }
+    }
+
+    /// Makes room for `more` bytes, growing by a quarter rather than doubling: windows are
+    /// many and mostly small, so the spare room of doubling would be a third of them.
+    fn room(&mut self, more: usize) {
+        if self.bytes.capacity() - self.bytes.len() < more {
+            self.bytes
+                .reserve_exact(more.max(self.bytes.len() / 4).max(16));
         }
     }
 
@@ -189,8 +214,8 @@ impl<S: Slot> Window<S> {
         self.bytes.drain(..cut);
         self.front.at = 0;
         self.inside.at -= cut;
-        if let Some((_, at)) = &mut self.last {
-            *at -= cut;
+        if let Some((b, at)) = self.last() {
+            self.set_last(Some((b, at - cut)));
         }
         if self.bytes.capacity() > 4 * self.bytes.len().max(16) {
             self.bytes.shrink_to(2 * self.bytes.len());
@@ -207,7 +232,7 @@ impl<S: Slot> Window<S> {
         if n == 0 {
             return true;
         }
-        let added = match self.last {
+        let added = match self.last() {
             Some((last, at)) if bucket == last => {
                 let mut end = at;
                 let count = take(&self.bytes, &mut end);
@@ -220,12 +245,13 @@ impl<S: Slot> Window<S> {
             last => {
                 let from = last.map_or(self.front.prev, |(b, _)| b);
                 let at_end = self.inside.at >= self.bytes.len();
+                self.room(20);
                 put(&mut self.bytes, (bucket - from) as u64);
                 let at = self.bytes.len();
                 let added = n.min(S::MAX);
                 put(&mut self.bytes, added);
-                self.last = Some((bucket, at));
-                if at_end && bucket <= self.head - self.width {
+                self.set_last(Some((bucket, at)));
+                if at_end && bucket <= self.head - self.width() {
                     // Appended behind the head's window (the head moved on without a count).
                     self.inside = Cursor {
                         at: self.bytes.len(),
@@ -235,8 +261,7 @@ impl<S: Slot> Window<S> {
                 added
             }
         };
-        self.total += added as u128;
-        if bucket > self.head - self.width {
+        if bucket > self.head - self.width() {
             self.head_sum += added as u128;
         }
         true
@@ -285,10 +310,11 @@ impl<S: Slot> Window<S> {
                 *o = (*o as isize + delta) as usize;
             }
         };
-        if let Some((_, o)) = &mut self.last {
-            shift(o);
+        if let Some((b, mut o)) = self.last() {
+            shift(&mut o);
+            self.set_last(Some((b, o)));
         }
-        let edge = self.head - self.width;
+        let edge = self.head - self.width();
         if b != bucket && self.inside.at == c.at {
             // A new entry where the head's window started: it is the first inside, or the
             // window still starts at the entry it was put before.
@@ -296,7 +322,6 @@ impl<S: Slot> Window<S> {
         } else {
             shift(&mut self.inside.at);
         }
-        self.total += added as u128;
         if bucket > edge {
             self.head_sum += added as u128;
         }
@@ -318,9 +343,8 @@ impl<S: Slot> Window<S> {
         }
         self.bytes = bytes;
         self.front = Cursor { at: 0, prev: base };
-        self.last = last;
-        self.total = entries.iter().map(|e| e.1 as u128).sum();
-        let edge = self.head - self.width;
+        self.set_last(last);
+        let edge = self.head - self.width();
         self.inside = self.front;
         while let Some((b, _, next)) = self.entry(self.inside)
             && b <= edge
@@ -347,7 +371,7 @@ impl<S: Slot> Window<S> {
         if q == self.head {
             return self.head_sum;
         }
-        let from = q - self.width + 1;
+        let from = q - self.width() + 1;
         if q > self.head {
             // The head's window less what leaves it by `q`.
             if from > self.head {
@@ -383,7 +407,7 @@ impl<S: Slot> Window<S> {
         }
         let held: Vec<(i64, u64)> = self
             .entries()
-            .skip_while(|e| e.0 <= from - self.width)
+            .skip_while(|e| e.0 <= from - self.width())
             .take_while(|e| e.0 <= to)
             .collect();
         let at = |b: i64| {
@@ -393,7 +417,7 @@ impl<S: Slot> Window<S> {
         let mut count = self.count_exact(from);
         let mut best = count;
         for q in from + 1..=to {
-            count = (count + at(q)).saturating_sub(at(q - self.width));
+            count = (count + at(q)).saturating_sub(at(q - self.width()));
             best = best.max(count);
         }
         clamp(best)
@@ -408,7 +432,7 @@ impl<S: Slot> Window<S> {
         }
         let excess = (count - limit + 1) as u128;
         let mut cum: u128 = 0;
-        let a = (q - self.width + 1).max(self.ring_lo());
+        let a = (q - self.width() + 1).max(self.ring_lo());
         for (b, n) in self
             .entries()
             .skip_while(|e| e.0 < a)
@@ -416,10 +440,10 @@ impl<S: Slot> Window<S> {
         {
             cum += n as u128;
             if cum >= excess {
-                return b + self.width;
+                return b + self.width();
             }
         }
-        q.min(self.head) + self.width
+        q.min(self.head) + self.width()
     }
 
     /// Bytes held for the entries (for tests and sizing).
@@ -432,7 +456,7 @@ impl<S: Slot> Window<S> {
     /// The same counts as a dense ring (tests write older snapshots with it).
     #[cfg(test)]
     fn to_dense(&self) -> Dense<S> {
-        let mut d = Dense::new(self.width as usize, (self.span - self.width) as usize);
+        let mut d = Dense::new(self.width() as usize, (self.span() - self.width()) as usize);
         for (b, n) in self.entries() {
             d.add(b, n);
         }
@@ -486,8 +510,8 @@ impl<S: Slot + serde::Serialize> serde::Serialize for Window<S> {
         }
         Stored {
             head: self.head,
-            width: self.width,
-            span: self.span,
+            width: self.width(),
+            span: self.span(),
             prev: self.front.prev,
             entries: std::borrow::Cow::Borrowed(&self.bytes[self.front.at..]),
         }
@@ -553,7 +577,7 @@ impl<'de, S: Slot + serde::Deserialize<'de>> serde::Deserialize<'de> for Window<
             return Dense::<S>::deserialize(d).map(Window::from_dense);
         }
         let stored = Stored::deserialize(d)?;
-        if stored.width < 1 || stored.span < stored.width || stored.span > 1 << 24 {
+        if stored.width < 1 || stored.span < stored.width || stored.span > i64::from(u16::MAX) {
             return Err(D::Error::custom("a window of an impossible shape"));
         }
         let mut w = Window::new(stored.width as usize, (stored.span - stored.width) as usize);
