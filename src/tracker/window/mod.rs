@@ -328,34 +328,56 @@ impl<S: Slot> Window<S> {
         true
     }
 
-    /// Writes `entries` (ascending, non-empty counts) as the whole content, and recomputes
-    /// the sums and cursors.
-    fn rebuild(&mut self, entries: &[(i64, u64)]) {
-        let base = entries.first().map_or(self.ring_lo() - 1, |e| e.0 - 1);
-        let mut bytes = Vec::with_capacity(entries.len() * 2 + 4);
-        let mut prev = base;
+    /// Takes `bytes` (entries after the bucket `prev`, as stored) as its entries once every one
+    /// is checked — well formed, ascending, within the ring, a count within a slot — and finds
+    /// its last entry, the start of the head's window and the sum there on the way.
+    fn adopt(&mut self, bytes: Vec<u8>, prev: i64) -> Result<(), &'static str> {
+        let bad = "window entries that do not decode, out of order or out of range";
+        if self.head == i64::MIN && !bytes.is_empty() {
+            return Err(bad);
+        }
+        let varint = |at: &mut usize| -> Option<u64> {
+            let mut v = 0u64;
+            for shift in (0..64).step_by(7) {
+                let b = *bytes.get(*at)?;
+                *at += 1;
+                v |= u64::from(b & 0x7f).checked_shl(shift)?;
+                if b & 0x80 == 0 {
+                    return Some(v);
+                }
+            }
+            None
+        };
+        let (lo, edge) = (self.ring_lo(), self.head - self.width());
+        let mut c = Cursor { at: 0, prev };
+        let mut inside = None;
         let mut last = None;
-        for &(b, n) in entries {
-            put(&mut bytes, (b - prev) as u64);
-            last = Some((b, bytes.len()));
-            put(&mut bytes, n);
-            prev = b;
+        let mut head_sum = 0u128;
+        while c.at < bytes.len() {
+            let mut at = c.at;
+            let gap = varint(&mut at).filter(|&g| g >= 1).ok_or(bad)?;
+            let bucket = i64::try_from(gap)
+                .ok()
+                .and_then(|g| c.prev.checked_add(g))
+                .filter(|b| (lo..=self.head).contains(b))
+                .ok_or(bad)?;
+            let count_at = at;
+            let count = varint(&mut at)
+                .filter(|n| (1..=S::MAX).contains(n))
+                .ok_or(bad)?;
+            if bucket > edge {
+                inside.get_or_insert(c);
+                head_sum += count as u128;
+            }
+            last = Some((bucket, count_at));
+            c = Cursor { at, prev: bucket };
         }
+        self.inside = inside.unwrap_or(c);
         self.bytes = bytes;
-        self.front = Cursor { at: 0, prev: base };
+        self.front = Cursor { at: 0, prev };
         self.set_last(last);
-        let edge = self.head - self.width();
-        self.inside = self.front;
-        while let Some((b, _, next)) = self.entry(self.inside)
-            && b <= edge
-        {
-            self.inside = next;
-        }
-        self.head_sum = entries
-            .iter()
-            .filter(|e| e.0 > edge)
-            .map(|e| e.1 as u128)
-            .sum();
+        self.head_sum = head_sum;
+        Ok(())
     }
 
     /// Events in the window ending at bucket `q` (buckets `q − width + 1 ..= q`), at most
@@ -405,19 +427,28 @@ impl<S: Slot> Window<S> {
         if from > to {
             return 0;
         }
-        let held: Vec<(i64, u64)> = self
+        // The entries that enter the window (buckets after `from`) and those that leave it
+        // (`width` behind), each walked once and in order: no copy of the entries.
+        let mut enter = self.entries().skip_while(|e| e.0 <= from).peekable();
+        let mut leave = self
             .entries()
             .skip_while(|e| e.0 <= from - self.width())
-            .take_while(|e| e.0 <= to)
-            .collect();
-        let at = |b: i64| {
-            held.binary_search_by_key(&b, |e| e.0)
-                .map_or(0, |i| held[i].1 as u128)
-        };
+            .peekable();
         let mut count = self.count_exact(from);
         let mut best = count;
         for q in from + 1..=to {
-            count = (count + at(q)).saturating_sub(at(q - self.width()));
+            if let Some(&(b, n)) = enter.peek()
+                && b == q
+            {
+                count += n as u128;
+                enter.next();
+            }
+            if let Some(&(b, n)) = leave.peek()
+                && b == q - self.width()
+            {
+                count = count.saturating_sub(n as u128);
+                leave.next();
+            }
             best = best.max(count);
         }
         clamp(best)
@@ -545,31 +576,6 @@ pub(crate) fn reading_dense<T>(read: impl FnOnce() -> T) -> T {
     read()
 }
 
-/// The entries of `bytes` after `prev`, if they are well formed varints whose buckets do not
-/// overflow.
-fn decode(bytes: &[u8], mut prev: i64) -> Option<Vec<(i64, u64)>> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    let varint = |at: &mut usize| -> Option<u64> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = *bytes.get(*at)?;
-            *at += 1;
-            v |= u64::from(b & 0x7f).checked_shl(shift)?;
-            if b & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
-    };
-    while at < bytes.len() {
-        let gap = i64::try_from(varint(&mut at)?).ok()?;
-        prev = prev.checked_add(gap)?;
-        out.push((prev, varint(&mut at)?));
-    }
-    Some(out)
-}
-
 impl<'de, S: Slot + serde::Deserialize<'de>> serde::Deserialize<'de> for Window<S> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
@@ -582,20 +588,8 @@ impl<'de, S: Slot + serde::Deserialize<'de>> serde::Deserialize<'de> for Window<
         }
         let mut w = Window::new(stored.width as usize, (stored.span - stored.width) as usize);
         w.head = stored.head;
-        // Every entry checked: well formed, ascending, within the ring, counts within a slot.
-        let entries = decode(&stored.entries, stored.prev)
-            .ok_or_else(|| D::Error::custom("window entries that do not decode"))?;
-        let lo = w.ring_lo();
-        let ordered = entries.windows(2).all(|p| p[0].0 < p[1].0);
-        let inside = entries
-            .iter()
-            .all(|&(b, n)| b >= lo && b <= w.head && n > 0 && n <= S::MAX);
-        if !ordered || !inside || (w.head == i64::MIN && !entries.is_empty()) {
-            return Err(D::Error::custom(
-                "window entries out of order or out of range",
-            ));
-        }
-        w.rebuild(&entries);
+        w.adopt(stored.entries.into_owned(), stored.prev)
+            .map_err(D::Error::custom)?;
         Ok(w)
     }
 }
