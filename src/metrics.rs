@@ -88,6 +88,8 @@ pub struct Metrics {
     /// `record_errors` family has taken in.
     source: Arc<dyn ScrapeSource>,
     unencodable_seen: Mutex<HashMap<&'static str, u64>>,
+    /// Length of the last exposition, to size the next one.
+    last_len: std::sync::atomic::AtomicUsize,
     notifications: Family<NotificationLabels, Counter>,
     pending: Family<ChannelLabels, Gauge>,
     batch_items: Family<BatchItemLabels, Gauge>,
@@ -233,6 +235,7 @@ impl Metrics {
             record_errors,
             source,
             unencodable_seen: Mutex::default(),
+            last_len: std::sync::atomic::AtomicUsize::new(0),
             notifications,
             pending,
             batch_items,
@@ -373,12 +376,16 @@ impl Metrics {
     /// clients that ask for `text/plain` only (older scrapers, `promtool check metrics`).
     pub fn encode(&self, classic: bool) -> Result<String, fmt::Error> {
         self.take_unencodable();
-        let mut out = String::with_capacity(16 * 1024);
+        // Sized from the last answer: growing a few MB by doubling copies it all each time.
+        let last = self.last_len.load(std::sync::atomic::Ordering::Relaxed);
+        let mut out = String::with_capacity((last + last / 16).max(16 * 1024));
         if classic {
             prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
         } else {
             prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         }
+        self.last_len
+            .store(out.len(), std::sync::atomic::Ordering::Relaxed);
         Ok(out)
     }
 }
