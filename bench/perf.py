@@ -3,6 +3,7 @@
 
     python3 bench/perf.py replay [--bin target/release/ratewarden] [--lines 2000000]
     python3 bench/perf.py scale  [--bin target/release/ratewarden] [--orgs 10000] [--apps 3]
+    python3 bench/perf.py post   [--bin ...] [--clients 4] [--seconds 15]
     python3 bench/perf.py all    [--bin ...] [--baseline OTHER_BINARY]
 
 replay: generates the workload once (../shared/bench/gen_events.py, deterministic; cached
@@ -18,6 +19,11 @@ scale:  the daemon with its store, at scale: 24 h of traffic for --orgs x --apps
         time from a restart after `kill -9` to `/readyz` 200, with the usage checked intact
         (every org's daily usage the same before and after). Then a second daemon with
         500 orgs x 100 apps, one request each (50 000 app series): its RSS.
+
+post:   sustained durable `POST /v1/events` (NDJSON bodies of 1 000 events, keep-alive, every
+        202 after its commit) driven by the compiled load generator
+        `target/release/examples/post_load` (built with `cargo build --release --example
+        post_load`): events/s for each binary.
 
 Figures on a shared machine are noisy: compare ratios from one run, not absolute times
 across runs. Standard library only; each daemon runs in a fresh temporary directory on a
@@ -253,14 +259,39 @@ def bench_scale(args):
             print(f"  {what:<28} {new[k] / old[k]:6.3f}")
 
 
+def bench_post(args):
+    loader = os.path.join(os.path.dirname(HERE), "target", "release", "examples", "post_load")
+    if not os.path.exists(loader):
+        sys.exit(f"{loader} is missing: cargo build --release --example post_load")
+    print(f"post: {args.clients} clients, {args.seconds:.0f} s, {os.cpu_count()} cores (daemon and load share them)")
+    rates = {}
+    for label, binary in [("new", args.bin)] + ([("old", args.baseline)] if args.baseline else []):
+        work = tempfile.mkdtemp(prefix="rw-post-")
+        d = Daemon(binary, work)
+        try:
+            d.start()
+            out = subprocess.run([loader, "--addr", f"127.0.0.1:{d.port}", "--clients", str(args.clients),
+                                  "--seconds", str(int(args.seconds))], capture_output=True, text=True, check=True)
+            line = out.stdout.strip()
+            print(f"  [{label}] {line}")
+            rates[label] = float(line.split(" = ")[1].split()[0])
+        finally:
+            d.stop()
+            shutil.rmtree(work, ignore_errors=True)
+    if "old" in rates:
+        print(f"ratio new/old (higher is faster): {rates['new'] / rates['old']:.2f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("mode", choices=["replay", "scale", "all"])
+    ap.add_argument("mode", choices=["replay", "scale", "post", "all"])
     ap.add_argument("--bin", default="target/release/ratewarden")
     ap.add_argument("--baseline", help="another ratewarden binary to run alongside")
     ap.add_argument("--lines", type=int, default=2_000_000)
     ap.add_argument("--orgs", type=int, default=10_000)
     ap.add_argument("--apps", type=int, default=3)
+    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--seconds", type=float, default=15)
     args = ap.parse_args()
     args.bin = os.path.abspath(args.bin)
     if args.baseline:
@@ -269,6 +300,8 @@ def main():
         bench_replay(args)
     if args.mode in ("scale", "all"):
         bench_scale(args)
+    if args.mode in ("post", "all"):
+        bench_post(args)
 
 
 if __name__ == "__main__":
