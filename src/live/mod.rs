@@ -39,6 +39,8 @@ use journal::{
 const SNAPSHOT_EVENTS: u64 = 500_000;
 /// ...or this long after the last one, if anything changed.
 const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(300);
+/// Largest snapshot stored: under SQLite's default limit on one value (1 000 000 000 bytes).
+const MAX_SNAPSHOT_BYTES: usize = 900_000_000;
 /// Past this much journal waiting for the store, intake pauses (HTTP answers 429).
 pub const MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
 /// Orgs snapshotted per hold of the lock by [`Live::org_snapshots`].
@@ -518,6 +520,20 @@ fn writer_loop(
             }
             let snapshot = if snapshot_due || since_snapshot + batch.records >= SNAPSHOT_EVENTS {
                 match g.tracker.encode_after(snapshot_buffer(last_snapshot_len)) {
+                    Ok(s) if s.len() > MAX_SNAPSHOT_BYTES => {
+                        // SQLite stores no blob this large: writing it would fail every
+                        // retry and hold the journal back with it.
+                        tracing::error!(
+                            bytes = s.len(),
+                            max = MAX_SNAPSHOT_BYTES,
+                            "the snapshot is too large to store; keeping the journal (lower [limits] max_orgs or max_apps_per_org)"
+                        );
+                        durable.unencodable[SNAPSHOT].fetch_add(1, Ordering::Relaxed);
+                        // Not again at once: at the next interval or batch of events.
+                        since_snapshot = 0;
+                        last_snapshot = Instant::now();
+                        None
+                    }
                     Ok(s) => {
                         last_snapshot_len = s.len();
                         Some(seal_snapshot(s))

@@ -615,7 +615,9 @@ impl SqliteStore {
             Some(state) => {
                 let len = i32::try_from(state.len()).map_err(|_| StoreError::Io {
                     path: self.path.display().to_string(),
-                    source: std::io::Error::other("a snapshot over 2 GiB cannot be stored"),
+                    source: std::io::Error::other(
+                        "a snapshot over 2 GiB cannot be stored in SQLite",
+                    ),
                 })?;
                 // The row gets a blob of the right size, then the snapshot is written into it
                 // in place: bound as a parameter it would be copied whole first, doubling

@@ -237,8 +237,14 @@ impl<S: Slot> Window<S> {
                 let mut end = at;
                 let count = take(&self.bytes, &mut end);
                 let added = n.min(S::MAX - count);
+                // The last entry may already be behind the head's window (the head moved on
+                // without a count): the window then starts at the end, wherever that now is.
+                let at_end = self.inside.at >= self.bytes.len();
                 self.bytes.truncate(at);
                 put(&mut self.bytes, count + added);
+                if at_end {
+                    self.inside.at = self.bytes.len();
+                }
                 added
             }
             Some((last, _)) if bucket < last => return self.insert(bucket, n),
@@ -333,8 +339,12 @@ impl<S: Slot> Window<S> {
     /// its last entry, the start of the head's window and the sum there on the way.
     fn adopt(&mut self, bytes: Vec<u8>, prev: i64) -> Result<(), &'static str> {
         let bad = "window entries that do not decode, out of order or out of range";
-        if self.head == i64::MIN && !bytes.is_empty() {
-            return Err(bad);
+        if self.head == i64::MIN {
+            // Never counted: nothing to adopt.
+            return if bytes.is_empty() { Ok(()) } else { Err(bad) };
+        }
+        if self.head < i64::MIN / 2 {
+            return Err("a window head no timestamp gives");
         }
         let varint = |at: &mut usize| -> Option<u64> {
             let mut v = 0u64;
@@ -372,7 +382,18 @@ impl<S: Slot> Window<S> {
             last = Some((bucket, count_at));
             c = Cursor { at, prev: bucket };
         }
-        self.inside = inside.unwrap_or(c);
+        // With no entry, appends count their gap from just before the ring, whatever was stored.
+        let (prev, end) = match last {
+            None => (
+                lo - 1,
+                Cursor {
+                    at: 0,
+                    prev: lo - 1,
+                },
+            ),
+            Some(_) => (prev, c),
+        };
+        self.inside = inside.unwrap_or(end);
         self.bytes = bytes;
         self.front = Cursor { at: 0, prev };
         self.set_last(last);

@@ -175,6 +175,9 @@ fn history() -> impl Strategy<Value = Vec<(i64, u64)>> {
             2 => (-400i64..0, 1u64..5),
             1 => (3i64..2_000, 1u64..5),
             1 => (0i64..1, u32::MAX as u64 - 2..u32::MAX as u64 + 10),
+            // The head moving on without a count, then counts that lengthen a varint.
+            1 => (0i64..120, 0u64..1),
+            1 => (-400i64..1, 100u64..20_000),
         ],
         1..300,
     )
@@ -256,4 +259,31 @@ fn a_stored_window_that_does_not_decode_is_refused() {
         entries: std::borrow::Cow::Owned(vec![10, 1]),
     };
     assert!(postcard::from_bytes::<Window<u32>>(&postcard::to_stdvec(&bad).unwrap()).is_err());
+}
+
+#[test]
+fn bumping_the_last_entry_behind_the_head_keeps_the_window_start() {
+    // The reviewer's sequence: the head moves on with a zero count, then a late count on
+    // the last entry lengthens its varint.
+    let mut c: Window<u32> = Window::new(61, 300);
+    let mut d: Dense<u32> = Dense::new(61, 300);
+    for (b, n) in [(100, 1), (200, 0), (100, 16_382), (210, 5), (289, 1)] {
+        assert_eq!(c.add(b, n), d.add(b, n));
+        for q in [b, 271, 289, 300] {
+            assert_eq!(c.count_at(q), d.count_at(q), "after add({b}, {n}), at {q}");
+        }
+    }
+}
+
+#[test]
+fn a_window_that_never_counted_round_trips() {
+    let w: Window<u64> = Window::new(61, 300);
+    let back: Window<u64> = postcard::from_bytes(&postcard::to_stdvec(&w).unwrap()).unwrap();
+    assert_eq!(back.head(), None);
+    // Moved on without counting, stored, read back, then counted.
+    let mut w: Window<u64> = Window::new(61, 300);
+    w.add(1_000, 0);
+    let mut back: Window<u64> = postcard::from_bytes(&postcard::to_stdvec(&w).unwrap()).unwrap();
+    assert!(back.add(990, 4));
+    assert_eq!(back.count_at(1_000), 4);
 }
