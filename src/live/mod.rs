@@ -402,17 +402,14 @@ impl Live {
         seq
     }
 
-    /// Records that batches (and their items) are gone for good.
-    pub fn forget_batches(&self, ids: Vec<String>) {
-        if self.durable.is_none() || ids.is_empty() {
-            return;
-        }
-        self.lock().pending.batches_dropped.extend(ids);
-        self.wake_writer();
-    }
-
-    /// Records batch and item changes; returns the commit to wait for before acting on them.
-    pub fn record_batches(&self, batches: Vec<BatchRecord>, items: Vec<ItemRecord>) -> u64 {
+    /// Records batch and item changes, and batches (with their items) gone for good; returns
+    /// the commit to wait for before acting on them.
+    pub fn record_batches(
+        &self,
+        batches: Vec<BatchRecord>,
+        items: Vec<ItemRecord>,
+        dropped: Vec<String>,
+    ) -> u64 {
         if self.durable.is_none() {
             return 0;
         }
@@ -420,6 +417,7 @@ impl Live {
             let mut g = self.lock();
             g.pending.batches.extend(batches);
             g.pending.batch_items.extend(items);
+            g.pending.batches_dropped.extend(dropped);
             g.pending.seq
         };
         self.wake_writer();

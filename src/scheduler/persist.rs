@@ -51,12 +51,8 @@ pub(super) fn records(
 /// Stores what `fx` changed: the records in the next commit, the forgotten batches dropped.
 /// Returns the commit to wait for before acting on them.
 pub(super) fn store(st: &State, fx: &mut Effects, metrics: &Metrics, live: &Live) -> u64 {
-    let forgotten = std::mem::take(&mut fx.forgotten);
-    if !forgotten.is_empty() {
-        live.forget_batches(forgotten);
-    }
     let (batches, items) = records(st, fx, metrics);
-    live.record_batches(batches, items)
+    live.record_batches(batches, items, std::mem::take(&mut fx.forgotten))
 }
 
 /// The batches as stored, rebuilt in their stored order. A record that cannot be read is

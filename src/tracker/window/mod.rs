@@ -43,20 +43,24 @@ fn varint_len(v: i64) -> usize {
     n
 }
 
-/// Reads an LEB128 varint at `*at`, moving past it. The bytes are only ever written by
-/// [`put`] (or checked when decoded from a snapshot), so they are well formed.
-fn take(bytes: &[u8], at: &mut usize) -> u64 {
+/// Reads an LEB128 varint at `*at`, moving past it; `None` when the bytes end first or it
+/// does not fit 64 bits (only stored bytes can be like that: [`Window::adopt`] checks them).
+fn take(bytes: &[u8], at: &mut usize) -> Option<u64> {
     let mut v = 0u64;
-    let mut shift = 0;
-    while let Some(&b) = bytes.get(*at) {
+    for shift in (0..64).step_by(7) {
+        let b = *bytes.get(*at)?;
         *at += 1;
-        v |= u64::from(b & 0x7f) << shift;
+        v |= u64::from(b & 0x7f).checked_shl(shift)?;
         if b & 0x80 == 0 {
-            break;
+            return Some(v);
         }
-        shift += 7;
     }
-    v
+    None
+}
+
+/// [`take`] on bytes this window wrote with [`put`], which are well formed.
+fn read(bytes: &[u8], at: &mut usize) -> u64 {
+    take(bytes, at).unwrap_or(0)
 }
 
 /// A position in the entries: the byte offset of an entry and the bucket before it (its gap
@@ -145,8 +149,8 @@ impl<S: Slot> Window<S> {
             return None;
         }
         let mut at = c.at;
-        let bucket = c.prev + take(&self.bytes, &mut at) as i64;
-        let count = take(&self.bytes, &mut at);
+        let bucket = c.prev + read(&self.bytes, &mut at) as i64;
+        let count = read(&self.bytes, &mut at);
         Some((bucket, count, Cursor { at, prev: bucket }))
     }
 
@@ -235,7 +239,7 @@ impl<S: Slot> Window<S> {
         let added = match self.last() {
             Some((last, at)) if bucket == last => {
                 let mut end = at;
-                let count = take(&self.bytes, &mut end);
+                let count = read(&self.bytes, &mut end);
                 let added = n.min(S::MAX - count);
                 // The last entry may already be behind the head's window (the head moved on
                 // without a count): the window then starts at the end, wherever that now is.
@@ -287,7 +291,7 @@ impl<S: Slot> Window<S> {
         };
         let (added, replacement, range) = if b == bucket {
             let mut count_at = c.at;
-            take(&self.bytes, &mut count_at);
+            read(&self.bytes, &mut count_at);
             let added = n.min(S::MAX - count);
             let mut r = Vec::with_capacity(10);
             put(&mut r, count + added);
@@ -300,7 +304,7 @@ impl<S: Slot> Window<S> {
             put(&mut r, added);
             put(&mut r, (b - bucket) as u64);
             let mut gap_end = c.at;
-            take(&self.bytes, &mut gap_end);
+            read(&self.bytes, &mut gap_end);
             (added, r, c.at..gap_end)
         };
         let delta = replacement.len() as isize - range.len() as isize;
@@ -346,18 +350,6 @@ impl<S: Slot> Window<S> {
         if self.head < i64::MIN / 2 {
             return Err("a window head no timestamp gives");
         }
-        let varint = |at: &mut usize| -> Option<u64> {
-            let mut v = 0u64;
-            for shift in (0..64).step_by(7) {
-                let b = *bytes.get(*at)?;
-                *at += 1;
-                v |= u64::from(b & 0x7f).checked_shl(shift)?;
-                if b & 0x80 == 0 {
-                    return Some(v);
-                }
-            }
-            None
-        };
         let (lo, edge) = (self.ring_lo(), self.head - self.width());
         let mut c = Cursor { at: 0, prev };
         let mut inside = None;
@@ -365,14 +357,14 @@ impl<S: Slot> Window<S> {
         let mut head_sum = 0u128;
         while c.at < bytes.len() {
             let mut at = c.at;
-            let gap = varint(&mut at).filter(|&g| g >= 1).ok_or(bad)?;
+            let gap = take(&bytes, &mut at).filter(|&g| g >= 1).ok_or(bad)?;
             let bucket = i64::try_from(gap)
                 .ok()
                 .and_then(|g| c.prev.checked_add(g))
                 .filter(|b| (lo..=self.head).contains(b))
                 .ok_or(bad)?;
             let count_at = at;
-            let count = varint(&mut at)
+            let count = take(&bytes, &mut at)
                 .filter(|n| (1..=S::MAX).contains(n))
                 .ok_or(bad)?;
             if bucket > edge {
