@@ -108,6 +108,10 @@ enum Command {
         /// Org of lines that carry none (nginx and Envoy logs usually do not).
         #[arg(long)]
         org: Option<String>,
+        /// Threads that decode lines; events are applied in input order, so the report is
+        /// the same for any count [default: the number of cores, at most 8].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+        threads: Option<u16>,
         /// Files to read in order ("-" for standard input).
         #[arg(required = true)]
         files: Vec<String>,
@@ -357,6 +361,7 @@ fn command(command: Command) -> Result<ExitCode, Failed> {
             source,
             json,
             org,
+            threads,
             files,
         } => {
             let config = load(config.as_ref())?;
@@ -365,6 +370,9 @@ fn command(command: Command) -> Result<ExitCode, Failed> {
             opts.line_format = line_format;
             opts.source = source;
             opts.org = org;
+            if let Some(n) = threads {
+                opts.threads = n.into();
+            }
             for f in fields {
                 let Some((field, place)) = f.split_once('=') else {
                     return Err(Failed::usage(format!(

@@ -388,6 +388,11 @@ impl FieldSet {
         self.0 |= 1 << f as u32;
     }
 
+    /// Adds every field of `other`.
+    pub fn extend(&mut self, other: FieldSet) {
+        self.0 |= other.0;
+    }
+
     /// True when `f` is in the set.
     pub fn contains(&self, f: EventField) -> bool {
         self.0 & (1 << f as u32) != 0

@@ -588,6 +588,12 @@ impl LineFormat {
                     )));
                 };
                 if fields.is_empty() {
+                    // A line within the event limit is at most one event of that size.
+                    if text.len() <= ctx.max_event_bytes
+                        && let Some(w) = super::scan::flat_event(text)
+                    {
+                        return emit(w.validate(ctx));
+                    }
                     objects::<Wire<'l>>(text, ctx.max_event_bytes, |w| {
                         emit(w.and_then(|w| w.validate(ctx)))
                     });

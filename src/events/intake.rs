@@ -288,6 +288,19 @@ impl SourceStats {
         self.first.found = found;
     }
 
+    /// Counts the records of one line decoded elsewhere (replay's parser threads) as
+    /// [`SourceStats::line`] would have; `found` is the mapped fields the line held. Call
+    /// `record` for each record of the line in order, then `line_done`.
+    pub fn record(&mut self, format: &LineFormat, line: &[u8], r: &Result<Parsed<'_>, Rejection>) {
+        self.tally.note(r);
+        self.observe(format, line, r);
+    }
+
+    /// Ends a line counted with [`SourceStats::record`]: notes the mapped fields it held.
+    pub fn line_done(&mut self, found: FieldSet) {
+        self.first.found.extend(found);
+    }
+
     fn observe(&mut self, format: &LineFormat, line: &[u8], r: &Result<Parsed<'_>, Rejection>) {
         let f = &mut self.first;
         if f.done {

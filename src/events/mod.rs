@@ -9,12 +9,15 @@
 //! an event is. The per-event path allocates only for strings with JSON escapes and for
 //! field errors.
 
+mod detached;
 mod event;
 pub mod format;
 pub mod intake;
+mod scan;
 mod values;
 mod wire;
 
+pub use detached::Detached;
 pub use event::{
     DEFAULT_MAX_EVENT_BYTES, Event, EventField, FieldError, Kind, MAX_FUTURE_MS, Outcome,
     ParseContext, Parsed, RateLimitInfo, Reason, Rejection,

@@ -5,8 +5,10 @@
 //! `max` jobs the oldest is dropped, because a flood of ids that never finish must not grow
 //! memory (SPEC §10); far past any concurrency limit the count carries no information.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
 
 /// How a job stopped holding its slot, the `outcome` label of `jobs_finished_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,14 +94,26 @@ pub enum Start {
     Evicted(Job),
 }
 
+/// A job in flight under its id.
+#[derive(Debug)]
+struct Entry {
+    id: Box<str>,
+    job: Job,
+}
+
 /// Jobs of one org.
+///
+/// The table is keyed by the id's hash, computed once per event; the orderings hold that
+/// hash, and a job is found again by hash and `seq` (unique within the org), so dropping the
+/// oldest job or moving it to stuck hashes and compares no string.
 #[derive(Debug)]
 pub struct Jobs {
-    by_id: HashMap<Arc<str>, Job, foldhash::fast::RandomState>,
-    /// Not yet stuck, by (start time, seq): integer keys keep the ordering cheap.
-    fresh: BTreeMap<(i64, u64), Arc<str>>,
-    /// Stuck and not yet released, by (start time, seq).
-    stuck: BTreeMap<(i64, u64), Arc<str>>,
+    by_id: HashTable<Entry>,
+    hasher: foldhash::fast::RandomState,
+    /// Not yet stuck, by (start time, seq) → id hash: integer keys keep the ordering cheap.
+    fresh: BTreeMap<(i64, u64), u64>,
+    /// Stuck and not yet released, by (start time, seq) → id hash.
+    stuck: BTreeMap<(i64, u64), u64>,
     max: usize,
     next_seq: u64,
 }
@@ -108,7 +122,8 @@ impl Jobs {
     /// An empty set holding at most `max` jobs.
     pub fn new(max: usize) -> Self {
         Jobs {
-            by_id: HashMap::default(),
+            by_id: HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
             fresh: BTreeMap::new(),
             stuck: BTreeMap::new(),
             max: max.max(1),
@@ -128,15 +143,20 @@ impl Jobs {
 
     /// Jobs in flight that had started by `ts`: the concurrency a late event saw.
     pub fn in_flight_at(&self, ts: i64) -> usize {
-        let later = |s: &BTreeMap<(i64, u64), Arc<str>>| {
+        let later = |s: &BTreeMap<(i64, u64), u64>| {
             s.keys().rev().take_while(|(start, _)| *start > ts).count()
         };
         self.by_id.len() - later(&self.fresh) - later(&self.stuck)
     }
 
+    fn hash(&self, id: &str) -> u64 {
+        self.hasher.hash_one(id)
+    }
+
     /// Starts job `id` at `ts`.
     pub fn start(&mut self, id: &str, app: u32, ts: i64) -> Start {
-        if self.by_id.contains_key(id) {
+        let hash = self.hash(id);
+        if self.by_id.find(hash, |e| &*e.id == id).is_some() {
             return Start::Duplicate;
         }
         let evicted = if self.by_id.len() >= self.max {
@@ -144,20 +164,27 @@ impl Jobs {
         } else {
             None
         };
-        let id: Arc<str> = Arc::from(id);
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.fresh.insert((ts, seq), id.clone());
-        self.by_id.insert(
-            id,
-            Job {
-                started_ms: ts,
-                app,
-                stuck: false,
-                seq,
-            },
-        );
+        self.fresh.insert((ts, seq), hash);
+        let job = Job {
+            started_ms: ts,
+            app,
+            stuck: false,
+            seq,
+        };
+        let hasher = &self.hasher;
+        self.by_id
+            .insert_unique(hash, Entry { id: id.into(), job }, |e| {
+                hasher.hash_one(&*e.id)
+            });
         evicted.map_or(Start::Started, Start::Evicted)
+    }
+
+    /// Removes the job of `seq` filed under `hash`.
+    fn take(&mut self, hash: u64, seq: u64) -> Option<Job> {
+        let found = self.by_id.find_entry(hash, |e| e.job.seq == seq).ok()?;
+        Some(found.remove().0.job)
     }
 
     fn evict_oldest(&mut self) -> Option<Job> {
@@ -171,13 +198,15 @@ impl Jobs {
         } else {
             &mut self.fresh
         };
-        let (_, id) = set.pop_first()?;
-        self.by_id.remove(&id)
+        let ((_, seq), hash) = set.pop_first()?;
+        self.take(hash, seq)
     }
 
     /// Ends job `id`; `None` if it was not in flight.
     pub fn finish(&mut self, id: &str) -> Option<Job> {
-        let job = self.by_id.remove(id)?;
+        let hash = self.hash(id);
+        let found = self.by_id.find_entry(hash, |e| &*e.id == id).ok()?;
+        let job = found.remove().0.job;
         let set = if job.stuck {
             &mut self.stuck
         } else {
@@ -200,22 +229,22 @@ impl Jobs {
         while let Some((&(start, _), _)) = self.fresh.first_key_value()
             && start <= now - stuck_after
         {
-            let Some((key, id)) = self.fresh.pop_first() else {
+            let Some((key, hash)) = self.fresh.pop_first() else {
                 break;
             };
-            if let Some(job) = self.by_id.get_mut(&id) {
-                job.stuck = true;
-                on_stuck(job);
+            if let Some(e) = self.by_id.find_mut(hash, |e| e.job.seq == key.1) {
+                e.job.stuck = true;
+                on_stuck(&e.job);
             }
-            self.stuck.insert(key, id);
+            self.stuck.insert(key, hash);
         }
         while let Some((&(start, _), _)) = self.stuck.first_key_value()
             && start <= now - release_after
         {
-            let Some((_, id)) = self.stuck.pop_first() else {
+            let Some(((_, seq), hash)) = self.stuck.pop_first() else {
                 break;
             };
-            if let Some(job) = self.by_id.remove(&id) {
+            if let Some(job) = self.take(hash, seq) {
                 on_release(&job);
             }
         }
@@ -223,9 +252,11 @@ impl Jobs {
 
     /// Stuck jobs, oldest first: (id, job).
     pub fn stuck_jobs(&self) -> impl Iterator<Item = (&str, &Job)> {
-        self.stuck
-            .values()
-            .filter_map(|id| self.by_id.get(id).map(|j| (&**id, j)))
+        self.stuck.iter().filter_map(|(&(_, seq), &hash)| {
+            self.by_id
+                .find(hash, |e| e.job.seq == seq)
+                .map(|e| (&*e.id, &e.job))
+        })
     }
 }
 
@@ -233,20 +264,20 @@ impl Jobs {
 #[derive(serde::Serialize)]
 struct JobsRef<'a> {
     next_seq: u64,
-    jobs: Vec<(&'a Arc<str>, &'a Job)>,
+    jobs: Vec<(&'a str, &'a Job)>,
 }
 
 #[derive(serde::Deserialize)]
 struct JobsOwned {
     next_seq: u64,
-    jobs: Vec<(Arc<str>, Job)>,
+    jobs: Vec<(Box<str>, Job)>,
 }
 
 impl serde::Serialize for Jobs {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         JobsRef {
             next_seq: self.next_seq,
-            jobs: self.by_id.iter().collect(),
+            jobs: self.by_id.iter().map(|e| (&*e.id, &e.job)).collect(),
         }
         .serialize(s)
     }
@@ -258,13 +289,16 @@ impl<'de> serde::Deserialize<'de> for Jobs {
         let mut jobs = Jobs::new(usize::MAX);
         jobs.next_seq = owned.next_seq;
         for (id, job) in owned.jobs {
+            let hash = jobs.hash(&id);
             let set = if job.stuck {
                 &mut jobs.stuck
             } else {
                 &mut jobs.fresh
             };
-            set.insert((job.started_ms, job.seq), id.clone());
-            jobs.by_id.insert(id, job);
+            set.insert((job.started_ms, job.seq), hash);
+            let hasher = &jobs.hasher;
+            jobs.by_id
+                .insert_unique(hash, Entry { id, job }, |e| hasher.hash_one(&*e.id));
         }
         Ok(jobs)
     }

@@ -20,8 +20,10 @@ use crate::config::Config;
 use crate::detect::{Cause, Transition};
 use crate::events::format::{Dialect, LineFormat, Template};
 use crate::events::intake::{Line, LineFramer, SourceStats, Tally, archive_format};
-use crate::events::{DEFAULT_MAX_EVENT_BYTES, EventField, ParseContext};
+use crate::events::{DEFAULT_MAX_EVENT_BYTES, Event, EventField, ParseContext};
 use crate::tracker::{OrgReport, Tracker};
+
+mod parallel;
 
 /// Most alerts listed by the text report (all of them are in `--json`).
 const TEXT_ALERTS: usize = 200;
@@ -81,6 +83,16 @@ pub struct Options {
     /// Lines longer than this are rejected as `too_large` (each event in them is still held
     /// to 64 KiB, as in a `POST /v1/events` body).
     pub max_line_bytes: usize,
+    /// Threads that decode lines (besides the one that applies them in input order); 1
+    /// reads, decodes and applies on the calling thread alone. The report is the same
+    /// whatever the count.
+    pub threads: usize,
+}
+
+/// The default of `--threads`: one decoding thread per core, at most 8 (past that the one
+/// thread applying events in order is the limit, and more blocks in flight only cost memory).
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
 }
 
 /// Default longest line `replay` holds: as long as a default HTTP body, so a line of objects
@@ -99,6 +111,7 @@ impl Options {
             org: None,
             progress: true,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            threads: default_threads(),
         }
     }
 
@@ -179,6 +192,17 @@ struct Reading {
     max_event_bytes: usize,
 }
 
+impl Reading {
+    fn context(&self) -> ParseContext<'_> {
+        ParseContext {
+            default_org: self.org.as_deref(),
+            default_app: self.app.as_deref(),
+            now_ms: None,
+            max_event_bytes: self.max_event_bytes,
+        }
+    }
+}
+
 /// Alert transitions as JSON lines in an anonymous temporary file.
 struct AlertLog {
     file: BufWriter<File>,
@@ -221,6 +245,12 @@ impl AlertLog {
 pub struct Replayer {
     reading: Reading,
     stats: SourceStats,
+    apply: Applier,
+    alerts: AlertLog,
+}
+
+/// The tracker and the replay clock: accepted events go in, in input order.
+struct Applier {
     tracker: Tracker,
     /// Newest event time seen (the replay clock).
     clock: Option<i64>,
@@ -229,7 +259,25 @@ pub struct Replayer {
     last_tick_sec: i64,
     first_ts: Option<i64>,
     out: Vec<Transition>,
-    alerts: AlertLog,
+}
+
+impl Applier {
+    /// Applies one accepted event at the replay clock, after the clock ticks it moved past.
+    fn accept(&mut self, ev: &Event<'_>) {
+        if let Some(ts) = ev.ts_ms {
+            self.first_ts.get_or_insert(ts);
+            if self.clock.is_none_or(|c| ts > c) {
+                self.clock = Some(ts);
+            }
+        }
+        let now = self.clock.unwrap_or(self.start_ms);
+        catch_up(&mut self.tracker, self.last_tick_sec, now, &mut self.out);
+        self.tracker.apply(ev, now, &mut self.out);
+        if now.div_euclid(1000) > self.last_tick_sec {
+            self.last_tick_sec = now.div_euclid(1000);
+            self.tracker.tick(now, &mut self.out);
+        }
+    }
 }
 
 impl Replayer {
@@ -246,12 +294,14 @@ impl Replayer {
                 max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             },
             stats: SourceStats::new("replay"),
-            tracker: Tracker::new(config),
-            clock: None,
-            start_ms,
-            last_tick_sec: i64::MIN,
-            first_ts: None,
-            out: Vec::new(),
+            apply: Applier {
+                tracker: Tracker::new(config),
+                clock: None,
+                start_ms,
+                last_tick_sec: i64::MIN,
+                first_ts: None,
+                out: Vec::new(),
+            },
             alerts: AlertLog::new()?,
         })
     }
@@ -274,40 +324,16 @@ impl Replayer {
         let Replayer {
             reading,
             stats,
-            tracker,
-            clock,
-            start_ms,
-            last_tick_sec,
-            first_ts,
-            out,
+            apply,
             ..
         } = self;
-        let ctx = ParseContext {
-            default_org: reading.org.as_deref(),
-            default_app: reading.app.as_deref(),
-            now_ms: None,
-            max_event_bytes: reading.max_event_bytes,
-        };
-        stats.line(&reading.format, &ctx, line, |p| {
-            let ev = p.event;
-            if let Some(ts) = ev.ts_ms {
-                first_ts.get_or_insert(ts);
-                if clock.is_none_or(|c| ts > c) {
-                    *clock = Some(ts);
-                }
-            }
-            let now = clock.unwrap_or(*start_ms);
-            catch_up(tracker, *last_tick_sec, now, out);
-            tracker.apply(&ev, now, out);
-            if now.div_euclid(1000) > *last_tick_sec {
-                *last_tick_sec = now.div_euclid(1000);
-                tracker.tick(now, out);
-            }
+        stats.line(&reading.format, &reading.context(), line, |p| {
+            apply.accept(&p.event)
         });
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        for t in self.out.drain(..) {
+        for t in self.apply.out.drain(..) {
             if t.notify {
                 self.alerts.push(&t)?;
             }
@@ -320,18 +346,18 @@ impl Replayer {
         // The clock stops at the newest event: what it changes for every org (stuck jobs,
         // windows that emptied, bursts that ended) happens, also for orgs whose events came
         // from an earlier input and stopped before it.
-        if let Some(now) = self.clock {
-            self.tracker.tick(now, &mut self.out);
+        if let Some(now) = self.apply.clock {
+            self.apply.tracker.tick(now, &mut self.apply.out);
         }
         self.flush()?;
         self.stats.settle(&self.reading.format);
-        let mut orgs = self.tracker.report();
+        let mut orgs = self.apply.tracker.report();
         orgs.sort_by(|a, b| a.org.cmp(&b.org));
         Ok(Report {
             tally: self.stats.take(),
             orgs,
-            first_ts: self.first_ts,
-            last_ts: self.clock,
+            first_ts: self.apply.first_ts,
+            last_ts: self.apply.clock,
             alerts: self.alerts,
         })
     }
@@ -556,9 +582,39 @@ pub fn run(config: &Config, opts: &Options, start_ms: i64) -> Result<Report, Rep
     let max = reading.max_line_bytes;
     replayer.stats = SourceStats::new(&reading.name);
     replayer.reading = reading;
+    if opts.threads > 1 {
+        let mut done = 0u64;
+        let mut chunks = 0u64;
+        let bar_ref = bar.as_ref();
+        parallel::run(&mut replayer, &opts.inputs, opts.threads, |n| {
+            done += n;
+            chunks += 1;
+            if let Some(bar) = bar_ref
+                && chunks.is_multiple_of(4)
+            {
+                bar.set_position(done.min(total));
+            }
+        })?;
+    } else {
+        one_thread(&mut replayer, &opts.inputs, max, total, bar.as_ref())?;
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(replayer.finish()?)
+}
+
+/// Reads, decodes and applies every input on the calling thread.
+fn one_thread(
+    replayer: &mut Replayer,
+    inputs: &[String],
+    max: usize,
+    total: u64,
+    bar: Option<&indicatif::ProgressBar>,
+) -> Result<(), ReplayError> {
     let mut done = 0u64;
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + max.min(CHUNK));
-    for input in &opts.inputs {
+    for input in inputs {
         let input_err = |source| ReplayError::Input {
             path: input.clone(),
             source,
@@ -583,7 +639,7 @@ pub fn run(config: &Config, opts: &Options, start_ms: i64) -> Result<Report, Rep
             buf.drain(..used);
             done += n as u64;
             chunks += 1;
-            if let Some(bar) = &bar
+            if let Some(bar) = bar
                 && chunks.is_multiple_of(4)
             {
                 // Decompressed inputs yield more bytes than their files hold.
@@ -594,10 +650,7 @@ pub fn run(config: &Config, opts: &Options, start_ms: i64) -> Result<Report, Rep
             }
         }
     }
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    Ok(replayer.finish()?)
+    Ok(())
 }
 
 /// An input as text: a file or standard input, decompressed when its first bytes are a gzip

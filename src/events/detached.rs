@@ -1,0 +1,147 @@
+//! An accepted event detached from the buffer it was decoded from, so that it can cross
+//! threads (replay decodes on worker threads and applies in input order on one).
+//!
+//! Strings the event borrowed from the buffer are kept as byte ranges of it, not copied; only
+//! strings that were owned already (JSON escapes) or borrowed from elsewhere (a source's
+//! default org) are held as their own. [`Detached::attach`] gives the same [`Event`] back
+//! given the same buffer.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use super::event::{Event, Kind, RateLimitInfo};
+
+/// A string of a detached event.
+#[derive(Debug, Clone, PartialEq)]
+enum Text {
+    /// Bytes `start..end` of the buffer.
+    Span(u32, u32),
+    Own(Box<str>),
+}
+
+impl Text {
+    /// A span when `s` lies inside the buffer at `base` (an owned string never does).
+    fn detach(s: &str, base: &Range<usize>) -> Text {
+        let at = s.as_ptr() as usize;
+        if base.contains(&at)
+            && at + s.len() <= base.end
+            && u32::try_from(at + s.len() - base.start).is_ok()
+        {
+            let start = (at - base.start) as u32;
+            Text::Span(start, start + s.len() as u32)
+        } else {
+            Text::Own(s.into())
+        }
+    }
+
+    fn attach<'b>(&'b self, buf: &'b [u8]) -> Cow<'b, str> {
+        match self {
+            // A span is a whole `str` of this very buffer, so it is valid UTF-8 and in bounds;
+            // a buffer that is not the one detached from gives replacement characters, never
+            // a panic.
+            Text::Span(a, b) => {
+                String::from_utf8_lossy(buf.get(*a as usize..*b as usize).unwrap_or_default())
+            }
+            Text::Own(s) => Cow::Borrowed(s),
+        }
+    }
+}
+
+/// An [`Event`] without its lifetime: see the module docs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detached {
+    ts_ms: Option<i64>,
+    org: Text,
+    app: Option<Text>,
+    kind: Kind,
+    status: Option<u16>,
+    job_id: Option<Text>,
+    retry_after_ms: Option<i64>,
+    error_code: Option<Text>,
+    tokens: Option<u64>,
+    latency_ms: Option<f64>,
+    request_id: Option<Text>,
+    /// Boxed: rare, and large beside the rest.
+    ratelimit: Option<Box<RateLimitInfo>>,
+}
+
+impl Detached {
+    /// Detaches `ev`, decoded from `buf`.
+    pub fn new(ev: &Event<'_>, buf: &[u8]) -> Detached {
+        let base = buf.as_ptr_range();
+        let base = base.start as usize..base.end as usize;
+        let text = |s: &Option<Cow<'_, str>>| s.as_ref().map(|s| Text::detach(s, &base));
+        Detached {
+            ts_ms: ev.ts_ms,
+            org: Text::detach(&ev.org, &base),
+            app: text(&ev.app),
+            kind: ev.kind,
+            status: ev.status,
+            job_id: text(&ev.job_id),
+            retry_after_ms: ev.retry_after_ms,
+            error_code: text(&ev.error_code),
+            tokens: ev.tokens,
+            latency_ms: ev.latency_ms,
+            request_id: text(&ev.request_id),
+            ratelimit: ev.ratelimit.map(Box::new),
+        }
+    }
+
+    /// The event again, borrowing from `buf`: the buffer it was detached from.
+    pub fn attach<'b>(&'b self, buf: &'b [u8]) -> Event<'b> {
+        let text = |t: &'b Option<Text>| t.as_ref().map(|t| t.attach(buf));
+        Event {
+            ts_ms: self.ts_ms,
+            org: self.org.attach(buf),
+            app: text(&self.app),
+            kind: self.kind,
+            status: self.status,
+            job_id: text(&self.job_id),
+            retry_after_ms: self.retry_after_ms,
+            error_code: text(&self.error_code),
+            tokens: self.tokens,
+            latency_ms: self.latency_ms,
+            request_id: text(&self.request_id),
+            ratelimit: self.ratelimit.as_deref().copied(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{ParseContext, parse_event};
+
+    #[test]
+    fn an_event_comes_back_the_same_from_its_buffer() {
+        let buf = br#"{"ts":"2026-11-02T15:00:00Z","org":"acme","app":"a\u00e9","job_id":"j1","request_id":"r","error_code":"x","status":429,"tokens":5,"latency_ms":1.5}"#;
+        let ctx = ParseContext::default();
+        let Ok(p) = parse_event(buf, &ctx) else {
+            panic!("the fixture is a valid event");
+        };
+        let d = Detached::new(&p.event, buf);
+        assert!(matches!(d.org, Text::Span(..)));
+        assert!(
+            matches!(d.app, Some(Text::Own(_))),
+            "an escaped string is owned"
+        );
+        let copy = buf.to_vec();
+        assert_eq!(d.attach(&copy), p.event);
+    }
+
+    #[test]
+    fn strings_from_outside_the_buffer_are_owned() {
+        let buf = br#"{"status":200}"#;
+        let ctx = ParseContext {
+            default_org: Some("fallback"),
+            ..ParseContext::default()
+        };
+        let Ok(p) = parse_event(buf, &ctx) else {
+            panic!("the default org makes it valid");
+        };
+        let d = Detached::new(&p.event, buf);
+        assert_eq!(d.org, Text::Own("fallback".into()));
+        assert_eq!(d.attach(buf).org, "fallback");
+        assert_eq!(d.attach(b"").org, "fallback");
+    }
+}

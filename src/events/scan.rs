@@ -1,0 +1,272 @@
+//! The fast path for the common native event: one flat JSON object on its line.
+//!
+//! Most lines a producer writes are one object of plain strings, small integers, booleans and
+//! nulls, with no escapes (`{"ts":"…","org":"acme","status":200,…}`). For exactly that subset
+//! of JSON (RFC 8259 §2–7) this scanner fills the [`Wire`] that serde_json would, in one pass
+//! and without serde's per-token machinery. Anything outside it (an escape, a nested object
+//! or array, a fraction or exponent, a negative or 19-digit number, a second object on the
+//! line, a control character, a `ratelimit` key) returns `None`, and the caller reads the
+//! line with serde_json as before: so serde_json stays the reference for every other input
+//! and for every error message. Chosen by measurement (see the README's replay figures); a
+//! differential property test holds it to serde_json's answers.
+
+use super::event::EventField;
+use super::values::Raw;
+use super::wire::Wire;
+use std::borrow::Cow;
+
+/// The line as one flat object's fields, or `None` for anything outside the subset.
+pub(crate) fn flat_event(text: &str) -> Option<Wire<'_>> {
+    let mut s = Scanner {
+        text,
+        b: text.as_bytes(),
+        i: 0,
+    };
+    let mut w = Wire::default();
+    s.ws();
+    s.eat(b'{')?;
+    s.ws();
+    if !s.eat_if(b'}') {
+        loop {
+            let key = s.string()?;
+            s.ws();
+            s.eat(b':')?;
+            s.ws();
+            let value = s.value()?;
+            if let Some(f) = EventField::parse(key) {
+                if f == EventField::RateLimit {
+                    return None;
+                }
+                if w.has(f) {
+                    w.mark_duplicate(f);
+                }
+                w.set(f, value);
+            }
+            s.ws();
+            if s.eat_if(b',') {
+                s.ws();
+                continue;
+            }
+            s.eat(b'}')?;
+            break;
+        }
+    }
+    s.ws();
+    (s.i == s.b.len()).then_some(w)
+}
+
+struct Scanner<'a> {
+    text: &'a str,
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Scanner<'a> {
+    /// Skips JSON whitespace (RFC 8259 §2).
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        self.eat_if(c).then_some(())
+    }
+
+    fn eat_if(&mut self, c: u8) -> bool {
+        let hit = self.b.get(self.i) == Some(&c);
+        self.i += usize::from(hit);
+        hit
+    }
+
+    /// A string without escapes or control characters, borrowed.
+    fn string(&mut self) -> Option<&'a str> {
+        self.eat(b'"')?;
+        let start = self.i;
+        let rest = self.b.get(start..)?;
+        let len = rest
+            .iter()
+            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+        if rest[len] != b'"' {
+            return None;
+        }
+        self.i = start + len + 1;
+        // Both ends are ASCII quotes, so these are character boundaries of `text`.
+        self.text.get(start..start + len)
+    }
+
+    fn value(&mut self) -> Option<Raw<'a>> {
+        match *self.b.get(self.i)? {
+            b'"' => self.string().map(|s| Raw::Str(Cow::Borrowed(s))),
+            b'0'..=b'9' => self.integer(),
+            b't' => self.word(b"true", Raw::Bool(true)),
+            b'f' => self.word(b"false", Raw::Bool(false)),
+            b'n' => self.word(b"null", Raw::Null),
+            _ => None,
+        }
+    }
+
+    fn word(&mut self, w: &[u8], v: Raw<'a>) -> Option<Raw<'a>> {
+        self.b.get(self.i..)?.starts_with(w).then(|| {
+            self.i += w.len();
+            v
+        })
+    }
+
+    /// A non-negative integer of at most 18 digits (so it fits a u64 without overflow), no
+    /// leading zero, not followed by a fraction or exponent.
+    fn integer(&mut self) -> Option<Raw<'a>> {
+        let start = self.i;
+        let mut n: u64 = 0;
+        while let Some(d @ b'0'..=b'9') = self.b.get(self.i) {
+            n = n * 10 + u64::from(d - b'0');
+            self.i += 1;
+        }
+        let digits = self.i - start;
+        let leading_zero = digits > 1 && self.b[start] == b'0';
+        let more = matches!(self.b.get(self.i), Some(b'.' | b'e' | b'E'));
+        (digits <= 18 && !leading_zero && !more).then_some(Raw::UInt(n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::ParseContext;
+    use proptest::prelude::*;
+
+    /// What serde_json's path answers for `text`, validated, as text.
+    fn by_serde(text: &str) -> String {
+        let ctx = ParseContext::default();
+        let mut got = Vec::new();
+        let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Wire<'_>>();
+        if let Some(r) = stream.next() {
+            got.push(format!("{:?}", r.map(|w| w.validate(&ctx))));
+        }
+        got.join("|")
+    }
+
+    fn by_scan(text: &str) -> Option<String> {
+        let ctx = ParseContext::default();
+        flat_event(text).map(|w| format!("{:?}", Ok::<_, ()>(w.validate(&ctx))))
+    }
+
+    #[test]
+    fn the_common_line_is_scanned() {
+        let line = r#"{"ts":"2026-11-27T14:00:00.001Z","org":"org-3","app":"render-bot","user":"u-60","model":"sora-2","kind":"request","status":200,"job_id":"vid_5d","latency_ms":251}"#;
+        assert!(flat_event(line).is_some());
+        assert_eq!(by_scan(line).as_deref(), Some(&*by_serde(line)));
+    }
+
+    #[test]
+    fn anything_outside_the_subset_is_left_to_serde() {
+        for line in [
+            r#"{"org":"a\"b"}"#,
+            r#"{"org":"a","ratelimit":{"limit_requests":5}}"#,
+            r#"{"org":"a","x":[1]}"#,
+            r#"{"org":"a","latency_ms":1.5}"#,
+            r#"{"org":"a","tokens":-1}"#,
+            r#"{"org":"a","tokens":0123}"#,
+            r#"{"org":"a","tokens":1234567890123456789}"#,
+            r#"{"org":"a"}{"org":"b"}"#,
+            r#"{"org":"a",}"#,
+            "{\"org\":\"a\tb\"}",
+            r#"[{"org":"a"}]"#,
+            r#"{"org":"a""#,
+        ] {
+            assert!(flat_event(line).is_none(), "{line}");
+        }
+    }
+
+    #[test]
+    fn duplicates_are_marked_as_serde_marks_them() {
+        let line = r#"{"org":"a","org":"b","status":200}"#;
+        assert_eq!(by_scan(line).as_deref(), Some(&*by_serde(line)));
+        let line = r#"{"org":"a","app":"x","app":"y"}"#;
+        assert_eq!(by_scan(line).as_deref(), Some(&*by_serde(line)));
+    }
+
+    fn token() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("\"org\"".to_string()),
+            Just("\"app\"".to_string()),
+            Just("\"ts\"".to_string()),
+            Just("\"status\"".to_string()),
+            Just("\"kind\"".to_string()),
+            Just("\"job_id\"".to_string()),
+            Just("\"tokens\"".to_string()),
+            Just("\"retry_after_ms\"".to_string()),
+            Just("\"latency_ms\"".to_string()),
+            Just("\"request_id\"".to_string()),
+            Just("\"2026-11-02T15:00:00Z\"".to_string()),
+            Just("\"request\"".to_string()),
+            Just("\"job_started\"".to_string()),
+            "\"[a-z\\-é ]{0,6}\"",
+            "[0-9]{1,20}",
+            Just("-1".to_string()),
+            Just("1.5".to_string()),
+            Just("1e3".to_string()),
+            Just("true".to_string()),
+            Just("null".to_string()),
+            Just("{".to_string()),
+            Just("}".to_string()),
+            Just("[".to_string()),
+            Just(":".to_string()),
+            Just(",".to_string()),
+            Just(" ".to_string()),
+            Just("\\".to_string()),
+        ]
+    }
+
+    fn event() -> impl Strategy<Value = String> {
+        let value = prop_oneof![
+            "\"[a-z0-9\\-:.TZ]{0,24}\"",
+            "[0-9]{1,19}",
+            Just("true".to_string()),
+            Just("null".to_string()),
+            Just("429".to_string()),
+            Just("\"2026-11-02T15:00:00.5Z\"".to_string()),
+        ];
+        let key = prop_oneof![
+            Just("org"),
+            Just("app"),
+            Just("ts"),
+            Just("status"),
+            Just("kind"),
+            Just("job_id"),
+            Just("tokens"),
+            Just("retry_after_ms"),
+            Just("latency_ms"),
+            Just("error_code"),
+            Just("request_id"),
+            Just("other"),
+        ];
+        prop::collection::vec((key, value, prop::bool::ANY), 0..8).prop_map(|fields| {
+            let body: Vec<String> = fields
+                .iter()
+                .map(|(k, v, space)| {
+                    if *space {
+                        format!(" \"{k}\" : {v} ")
+                    } else {
+                        format!("\"{k}\":{v}")
+                    }
+                })
+                .collect();
+            format!("{{{}}}", body.join(","))
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Wherever the scanner answers, it answers as serde_json does.
+        #[test]
+        fn the_scanner_agrees_with_serde_json(
+            line in prop_oneof![event(), prop::collection::vec(token(), 0..12).prop_map(|t| t.concat())]
+        ) {
+            if let Some(got) = by_scan(&line) {
+                prop_assert_eq!(got, by_serde(&line), "{}", line);
+            }
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! Replay on several threads with the answers of one: a reader frames the inputs into blocks
+//! of whole lines, worker threads decode and validate each block, and the calling thread
+//! applies the decoded blocks to the tracker in input order.
+//!
+//! Decoding (JSON or a log template, then SPEC §4 validation) is the larger part of the
+//! per-line cost and needs nothing but the line, so it spreads over threads; the tracker sees
+//! exactly the sequence of events, rejections and ticks a single thread would give it, so
+//! the report is byte-identical whatever the thread count. Blocks in flight are bounded
+//! (twice the workers, each about [`BLOCK`] bytes), so memory does not grow with the input.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+
+use super::{Reading, ReplayError, Replayer, open_input};
+
+/// Bytes read into one block: big enough that handing it over costs little per line, small
+/// enough to stay under the allocator's mmap threshold (each block is a fresh allocation
+/// that would otherwise be mapped and unmapped) and to keep the blocks in flight small.
+const BLOCK: usize = 256 << 10;
+use crate::events::format::LineFormat;
+use crate::events::intake::{FieldSet, Line, LineFramer};
+use crate::events::{Detached, FieldError, Parsed, Rejection};
+
+/// Whole lines of one input, as read.
+struct Block {
+    seq: u64,
+    bytes: Vec<u8>,
+    /// Each framed line: its bytes, or `None` for a line over the limit (not kept).
+    lines: Vec<Option<Range<usize>>>,
+}
+
+/// One record of a decoded line.
+enum Record {
+    Accepted(Detached, Vec<FieldError>),
+    Rejected(Rejection),
+}
+
+/// A decoded line: its records and the mapped fields it held.
+struct DecodedLine {
+    line: Option<Range<usize>>,
+    found: FieldSet,
+    records: Range<usize>,
+}
+
+/// A block after decoding, ready to apply.
+struct Decoded {
+    seq: u64,
+    bytes: Vec<u8>,
+    lines: Vec<DecodedLine>,
+    records: Vec<Record>,
+}
+
+/// Reads and frames every input into blocks for the workers; the first read error goes to
+/// `results` (the replay fails with it, as a single-thread replay would).
+fn read(
+    inputs: &[String],
+    max: usize,
+    work: SyncSender<Block>,
+    results: SyncSender<Result<Decoded, ReplayError>>,
+    mut progress: impl FnMut(u64),
+) {
+    let mut seq = 0u64;
+    let mut buf: Vec<u8> = Vec::with_capacity(BLOCK + max.min(BLOCK));
+    for input in inputs {
+        let input_err = |source| ReplayError::Input {
+            path: input.clone(),
+            source,
+        };
+        let mut reader = match open_input(input) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = results.send(Err(input_err(e)));
+                return;
+            }
+        };
+        // Each input is its own stream: a line never continues into the next file.
+        let mut framer = LineFramer::new(max);
+        buf.clear();
+        loop {
+            let have = buf.len();
+            buf.resize(have + BLOCK, 0);
+            let n = loop {
+                match reader.read(&mut buf[have..]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        let _ = results.send(Err(input_err(e)));
+                        return;
+                    }
+                }
+            };
+            buf.truncate(have + n);
+            let base = buf.as_ptr() as usize;
+            let mut lines = Vec::new();
+            let used = framer.feed(&buf, n == 0, |l| {
+                lines.push(match l {
+                    Line::Text(t) => {
+                        let at = t.as_ptr() as usize - base;
+                        Some(at..at + t.len())
+                    }
+                    Line::TooLong => None,
+                })
+            });
+            if !lines.is_empty() {
+                let block = Block {
+                    seq,
+                    bytes: buf[..used].to_vec(),
+                    lines,
+                };
+                seq += 1;
+                if work.send(block).is_err() {
+                    return;
+                }
+            }
+            buf.drain(..used);
+            progress(n as u64);
+            if n == 0 {
+                break;
+            }
+        }
+    }
+}
+
+/// Decodes blocks until the reader is done or the applier has gone.
+fn decode(
+    reading: &Reading,
+    work: &Mutex<Receiver<Block>>,
+    results: SyncSender<Result<Decoded, ReplayError>>,
+) {
+    let ctx = reading.context();
+    loop {
+        // The lock is held only to take one block.
+        let next = match work.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(block) = next else { return };
+        let decoded = decode_block(&reading.format, &ctx, block);
+        if results.send(Ok(decoded)).is_err() {
+            return;
+        }
+    }
+}
+
+fn decode_block(
+    format: &LineFormat,
+    ctx: &crate::events::ParseContext<'_>,
+    block: Block,
+) -> Decoded {
+    let Block { seq, bytes, lines } = block;
+    let mut records = Vec::with_capacity(lines.len());
+    let mut out = Vec::with_capacity(lines.len());
+    for line in lines {
+        let from = records.len();
+        let mut found = FieldSet::default();
+        if let Some(range) = &line {
+            let text = &bytes[range.clone()];
+            format.decode(text, ctx, &mut found, |r| {
+                records.push(match r {
+                    Ok(Parsed {
+                        event,
+                        field_errors,
+                    }) => Record::Accepted(Detached::new(&event, &bytes), field_errors),
+                    Err(e) => Record::Rejected(e),
+                })
+            });
+        }
+        out.push(DecodedLine {
+            line,
+            found,
+            records: from..records.len(),
+        });
+    }
+    Decoded {
+        seq,
+        bytes,
+        lines: out,
+        records,
+    }
+}
+
+impl Replayer {
+    /// Counts and applies one decoded block, as [`Replayer::framed`] does line by line.
+    fn apply_decoded(&mut self, d: Decoded) -> std::io::Result<()> {
+        let Decoded {
+            bytes,
+            lines,
+            mut records,
+            ..
+        } = d;
+        for line in lines {
+            let Some(range) = line.line else {
+                self.framed(Line::TooLong);
+                continue;
+            };
+            let text = &bytes[range];
+            for r in &mut records[line.records] {
+                let r = match r {
+                    Record::Accepted(ev, field_errors) => Ok(Parsed {
+                        event: ev.attach(&bytes),
+                        field_errors: std::mem::take(field_errors),
+                    }),
+                    Record::Rejected(e) => Err(e.clone()),
+                };
+                self.stats.record(&self.reading.format, text, &r);
+                if let Ok(p) = r {
+                    self.apply.accept(&p.event);
+                }
+            }
+            self.stats.line_done(line.found);
+        }
+        self.flush()
+    }
+}
+
+/// Replays `inputs` into `replayer` with `threads` decoding threads (at least one besides
+/// the caller, which applies). `progress` is called on the reader thread with bytes read.
+pub(super) fn run(
+    replayer: &mut Replayer,
+    inputs: &[String],
+    threads: usize,
+    progress: impl FnMut(u64) + Send,
+) -> Result<(), ReplayError> {
+    let threads = threads.max(1);
+    let reading = Arc::new(replayer.reading.clone());
+    let max = reading.max_line_bytes;
+    std::thread::scope(|scope| {
+        let (work_tx, work_rx) = sync_channel::<Block>(threads * 2);
+        let (result_tx, result_rx) = sync_channel(threads * 2);
+        let work_rx = Arc::new(Mutex::new(work_rx));
+        for _ in 0..threads {
+            let (reading, work_rx, result_tx) =
+                (reading.clone(), work_rx.clone(), result_tx.clone());
+            scope.spawn(move || decode(&reading, &work_rx, result_tx));
+        }
+        scope.spawn(move || read(inputs, max, work_tx, result_tx, progress));
+        // Dropping the receiver on any return (an error included) ends the other threads:
+        // their sends fail, so the scope can join them.
+        apply_in_order(replayer, result_rx)
+    })
+}
+
+fn apply_in_order(
+    replayer: &mut Replayer,
+    results: Receiver<Result<Decoded, ReplayError>>,
+) -> Result<(), ReplayError> {
+    let mut next = 0u64;
+    let mut waiting: BTreeMap<u64, Decoded> = BTreeMap::new();
+    for r in results {
+        let d = r?;
+        waiting.insert(d.seq, d);
+        while let Some(d) = waiting.remove(&next) {
+            replayer.apply_decoded(d)?;
+            next += 1;
+        }
+    }
+    Ok(())
+}
