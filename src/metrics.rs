@@ -25,7 +25,7 @@ use crate::detect::Cause;
 use crate::events::intake::Tally;
 use crate::events::{EventField, Outcome, Reason};
 use crate::offpeak::OffPeak;
-use crate::tracker::{JOB_DURATION_BUCKETS, JobOutcome, OrgSnapshot};
+use crate::tracker::{JobOutcome, OrgSnapshot};
 
 /// Version reported by `build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -224,7 +224,7 @@ impl Metrics {
         }));
         registry.register_collector(Box::new(TrackerCollector {
             source: source.clone(),
-            series: config.metrics,
+            series: config.metrics.clone(),
         }));
         let m = Metrics {
             registry,
@@ -701,6 +701,7 @@ impl Collector for TrackerCollector {
             }),
         )?;
         if self.series.job_histogram {
+            let bounds = &self.series.job_duration_buckets;
             let mut m = enc.encode_descriptor(
                 "job_duration_seconds",
                 "Duration of finished jobs",
@@ -709,11 +710,13 @@ impl Collector for TrackerCollector {
             )?;
             for o in orgs.iter().filter(|o| o.job_duration.count() > 0) {
                 let h = &o.job_duration;
-                let buckets: Vec<(f64, u64)> = JOB_DURATION_BUCKETS
+                // The snapshot restore clears histograms of other bounds, so the counts
+                // are those of these bounds (and +Inf).
+                let buckets: Vec<(f64, u64)> = bounds
                     .iter()
                     .copied()
                     .chain([f64::INFINITY])
-                    .zip(h.counts)
+                    .zip(h.counts.iter().copied())
                     .collect();
                 m.encode_family(&org_l(o))?
                     .encode_histogram::<prometheus_client::encoding::NoLabelSet>(

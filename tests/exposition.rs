@@ -152,3 +152,50 @@ fn an_unknown_metrics_setting_is_refused() {
     let err = Config::parse("[metrics]\nper_apps = false\n", "t.toml").unwrap_err();
     assert!(err.to_string().contains("per_apps"), "{err}");
 }
+
+#[test]
+fn job_duration_buckets_are_set_by_the_config() {
+    let lines = vec![
+        format!(
+            r#"{{"org":"acme","kind":"job_started","job_id":"j1","ts":{}}}"#,
+            NOW - 45_000
+        ),
+        format!(r#"{{"org":"acme","kind":"job_completed","job_id":"j1","ts":{NOW}}}"#),
+    ];
+    let text = exposition(
+        "[metrics]\njob_duration_buckets = [10, 60, 600.5]\n",
+        &lines,
+    );
+    let buckets: Vec<&str> = series_of(&text, "acme")
+        .into_iter()
+        .filter(|l| l.starts_with("ratewarden_job_duration_seconds_bucket"))
+        .collect();
+    assert_eq!(
+        buckets,
+        [
+            r#"ratewarden_job_duration_seconds_bucket{org="acme",le="10"} 0"#,
+            r#"ratewarden_job_duration_seconds_bucket{org="acme",le="60"} 1"#,
+            r#"ratewarden_job_duration_seconds_bucket{org="acme",le="600.5"} 1"#,
+            r#"ratewarden_job_duration_seconds_bucket{org="acme",le="+Inf"} 1"#,
+        ]
+    );
+    for (bad, says) in [
+        ("[]", "1 to 30"),
+        ("[5, 1]", "strictly increasing"),
+        ("[1, 1]", "strictly increasing"),
+        ("[0, 1]", "positive"),
+        ("[-1]", "positive"),
+        ("[\"5s\"]", "invalid type"),
+    ] {
+        let err = Config::parse(
+            &format!("[metrics]\njob_duration_buckets = {bad}\n"),
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(says) && err.contains("t.toml:2"),
+            "{bad}: {err}"
+        );
+    }
+}

@@ -41,6 +41,7 @@ pub(super) struct RawConfig {
 struct RawMetrics {
     per_app: bool,
     job_histogram: bool,
+    job_duration_buckets: Spanned<Vec<f64>>,
 }
 
 impl Default for RawMetrics {
@@ -49,9 +50,42 @@ impl Default for RawMetrics {
         RawMetrics {
             per_app: d.per_app,
             job_histogram: d.job_histogram,
+            job_duration_buckets: Spanned::new(0..0, d.job_duration_buckets.to_vec()),
         }
     }
 }
+
+impl RawMetrics {
+    fn validate(self) -> Result<MetricsConfig, Spanned2> {
+        let span = self.job_duration_buckets.span();
+        let buckets = self.job_duration_buckets.into_inner();
+        if buckets.is_empty() || buckets.len() > MAX_JOB_BUCKETS {
+            return Err(at(
+                span,
+                format!(
+                    "job_duration_buckets must list 1 to {MAX_JOB_BUCKETS} upper bounds in seconds (+Inf is implied)"
+                ),
+            ));
+        }
+        if buckets.iter().any(|b| !b.is_finite() || *b <= 0.0) {
+            return Err(at(
+                span,
+                "job_duration_buckets must be positive, finite seconds",
+            ));
+        }
+        if buckets.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(at(span, "job_duration_buckets must be strictly increasing"));
+        }
+        Ok(MetricsConfig {
+            per_app: self.per_app,
+            job_histogram: self.job_histogram,
+            job_duration_buckets: buckets.into(),
+        })
+    }
+}
+
+/// Most bounds `job_duration_buckets` may list: each is a series per org.
+const MAX_JOB_BUCKETS: usize = 30;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -503,10 +537,7 @@ impl RawConfig {
             offpeak: self.offpeak.validate()?,
             upstreams,
             scheduler: self.scheduler.validate()?,
-            metrics: MetricsConfig {
-                per_app: self.metrics.per_app,
-                job_histogram: self.metrics.job_histogram,
-            },
+            metrics: self.metrics.validate()?,
             sources,
             server,
             storage: StorageConfig {

@@ -219,13 +219,16 @@ pub struct Config {
 }
 
 /// `[metrics]`: which optional series `/metrics` exports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MetricsConfig {
     /// Per-app series (`requests_total`, `rate_limited_total`, `retry_violations_total` with
     /// an `app` label); when off, one series per org (summed over its apps, no `app` label).
     pub per_app: bool,
-    /// `job_duration_seconds` (a 13-bucket histogram per org that finished a job).
+    /// `job_duration_seconds` (a histogram per org that finished a job).
     pub job_histogram: bool,
+    /// Upper bounds of `job_duration_seconds`, in seconds, strictly increasing (`+Inf` is
+    /// implied). Changing them starts the histograms over (their counts cannot be re-bucketed).
+    pub job_duration_buckets: std::sync::Arc<[f64]>,
 }
 
 impl Default for MetricsConfig {
@@ -233,6 +236,7 @@ impl Default for MetricsConfig {
         MetricsConfig {
             per_app: true,
             job_histogram: true,
+            job_duration_buckets: crate::model::JOB_DURATION_BUCKETS.into(),
         }
     }
 }

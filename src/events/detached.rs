@@ -40,7 +40,11 @@ impl Text {
             // a buffer that is not the one detached from gives replacement characters, never
             // a panic.
             Text::Span(a, b) => {
-                String::from_utf8_lossy(buf.get(*a as usize..*b as usize).unwrap_or_default())
+                let bytes = buf.get(*a as usize..*b as usize).unwrap_or_default();
+                match std::str::from_utf8(bytes) {
+                    Ok(s) => Cow::Borrowed(s),
+                    Err(_) => String::from_utf8_lossy(bytes).into_owned().into(),
+                }
             }
             Text::Own(s) => Cow::Borrowed(s),
         }

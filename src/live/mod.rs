@@ -30,7 +30,7 @@ use crate::store::{
     BatchRecord, Checkpoint, Commit, FileRef, ItemRecord, OutboxEntry, OutboxUpdate, StateStore,
     StoreError,
 };
-use crate::tracker::Tracker;
+use crate::tracker::{Tracker, View};
 use journal::{
     JOURNAL_FORMAT, JOURNAL_HEADER, RecordRef, seal_journal, seal_snapshot, snapshot_buffer,
 };
@@ -269,10 +269,10 @@ impl Live {
 
     /// Every org's snapshot at `now`, taken `SNAPSHOT_SLICE` (256) orgs per hold of the lock, so
     /// that a reader of many orgs (`/v1/usage`, `/metrics`) never holds ingest up for long.
-    pub fn org_snapshots(&self, now: i64) -> Vec<crate::tracker::OrgSnapshot> {
+    pub fn org_snapshots(&self, now: i64, view: View) -> Vec<crate::tracker::OrgSnapshot> {
         let mut all = Vec::new();
         loop {
-            let part = self.with_tracker(|t| t.snapshot_of(now, all.len(), SNAPSHOT_SLICE));
+            let part = self.with_tracker(|t| t.snapshot_of(now, all.len(), SNAPSHOT_SLICE, view));
             let done = part.len() < SNAPSHOT_SLICE;
             all.extend(part);
             if done {
@@ -645,7 +645,7 @@ impl crate::metrics::ScrapeSource for Live {
         Some(crate::metrics::Scraped {
             store_writable: live.healthy(),
             store_commit_failures: live.store_failures(),
-            orgs: live.org_snapshots(now_ms),
+            orgs: live.org_snapshots(now_ms, View::Metrics),
             overflow,
             new_orgs_refused,
         })

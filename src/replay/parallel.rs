@@ -230,12 +230,20 @@ pub(super) fn run(
         let (work_tx, work_rx) = sync_channel::<Block>(threads * 2);
         let (result_tx, result_rx) = sync_channel(threads * 2);
         let work_rx = Arc::new(Mutex::new(work_rx));
-        for _ in 0..threads {
+        for i in 0..threads {
             let (reading, work_rx, result_tx) =
                 (reading.clone(), work_rx.clone(), result_tx.clone());
-            scope.spawn(move || decode(&reading, &work_rx, result_tx));
+            std::thread::Builder::new()
+                .name(format!("replay-decode-{i}"))
+                .spawn_scoped(scope, move || decode(&reading, &work_rx, result_tx))
+                .map_err(ReplayError::Output)?;
         }
-        scope.spawn(move || read(inputs, max, work_tx, result_tx, progress));
+        std::thread::Builder::new()
+            .name("replay-read".into())
+            .spawn_scoped(scope, move || {
+                read(inputs, max, work_tx, result_tx, progress)
+            })
+            .map_err(ReplayError::Output)?;
         // Dropping the receiver on any return (an error included) ends the other threads:
         // their sends fail, so the scope can join them.
         apply_in_order(replayer, result_rx)

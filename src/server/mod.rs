@@ -461,7 +461,9 @@ async fn usage(State(st): State<ApiState>, headers: HeaderMap) -> Result<Respons
     // and ingest must not wait behind it (the tracker lock is taken a slice at a time).
     let body = off_workers("usage", move || {
         let now = live.now_ms();
-        serde_json::to_vec(&json::usage(&live.org_snapshots(now)))
+        serde_json::to_vec(&json::usage(
+            &live.org_snapshots(now, crate::tracker::View::Full),
+        ))
     })
     .await?;
     Ok(large("application/json", body, permit))

@@ -43,23 +43,95 @@ impl JobOutcome {
     }
 }
 
-/// Upper bounds (seconds) of `job_duration_seconds`: video jobs take seconds to many minutes.
-pub const JOB_DURATION_BUCKETS: [f64; 12] = [
-    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0,
-];
-
-/// A plain histogram of job durations (per-bucket counts, not cumulative).
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+/// A plain histogram of job durations (per-bucket counts, not cumulative) over the bounds the
+/// config gives ([`crate::model::JOB_DURATION_BUCKETS`] by default); empty until the first
+/// observation, so an org without finished jobs holds no buckets.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct DurationHistogram {
-    /// Observations per bucket of [`JOB_DURATION_BUCKETS`]; the last slot is `+Inf`.
-    pub counts: [u64; JOB_DURATION_BUCKETS.len() + 1],
+    /// Observations per bucket; one more slot than bounds, the last `+Inf`.
+    pub counts: Vec<u64>,
     /// Sum of observed seconds.
     pub sum: f64,
 }
 
+thread_local! {
+    /// Set while reading a snapshot of format 4 or older, whose histograms are 13 fixed
+    /// buckets of the default bounds.
+    static FIXED_LAYOUT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `read` with histograms read (or, in tests making old snapshots, written) in the fixed
+/// layout of snapshot formats up to 4; postcard is not self-describing, so the reader has to
+/// be told.
+pub(super) fn reading_fixed_histograms<T>(read: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            FIXED_LAYOUT.set(self.0);
+        }
+    }
+    let _reset = Reset(FIXED_LAYOUT.replace(true));
+    read()
+}
+
+impl serde::Serialize for DurationHistogram {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("DurationHistogram", 2)?;
+        if FIXED_LAYOUT.get() {
+            let mut fixed = [0u64; crate::model::JOB_DURATION_BUCKETS.len() + 1];
+            for (slot, n) in fixed.iter_mut().zip(&self.counts) {
+                *slot = *n;
+            }
+            st.serialize_field("counts", &fixed)?;
+        } else {
+            st.serialize_field("counts", &self.counts)?;
+        }
+        st.serialize_field("sum", &self.sum)?;
+        st.end()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DurationHistogram {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        struct Now {
+            counts: Vec<u64>,
+            sum: f64,
+        }
+        #[derive(serde::Deserialize)]
+        struct Fixed {
+            counts: [u64; crate::model::JOB_DURATION_BUCKETS.len() + 1],
+            sum: f64,
+        }
+        if FIXED_LAYOUT.get() {
+            let f = Fixed::deserialize(d)?;
+            let any = f.counts.iter().any(|&n| n > 0);
+            Ok(DurationHistogram {
+                counts: if any { f.counts.to_vec() } else { Vec::new() },
+                sum: f.sum,
+            })
+        } else {
+            let n = Now::deserialize(d)?;
+            Ok(DurationHistogram {
+                counts: n.counts,
+                sum: n.sum,
+            })
+        }
+    }
+}
+
 impl DurationHistogram {
-    pub(super) fn observe(&mut self, secs: f64) {
-        let i = JOB_DURATION_BUCKETS.partition_point(|&b| b < secs);
+    /// Counts one job of `secs` seconds in the buckets of `bounds`.
+    pub(super) fn observe(&mut self, bounds: &[f64], secs: f64) {
+        if self.counts.len() != bounds.len() + 1 {
+            // Empty (no job yet), or counted over other bounds: those cannot be re-bucketed.
+            *self = DurationHistogram {
+                counts: vec![0; bounds.len() + 1],
+                sum: 0.0,
+            };
+        }
+        let i = bounds.partition_point(|&b| b < secs);
         self.counts[i] += 1;
         self.sum += secs;
     }

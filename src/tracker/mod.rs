@@ -35,7 +35,7 @@ use crate::detect::Transition;
 use crate::detect::alerts::Reminders;
 use crate::events::{Event, Kind};
 use dedupe::{Dedupe, request_key};
-pub use jobs::{DurationHistogram, JOB_DURATION_BUCKETS, JobOutcome};
+pub use jobs::{DurationHistogram, JobOutcome};
 use org::TokenWindows;
 pub use org::{App, Org};
 pub use report::{
@@ -43,6 +43,7 @@ pub use report::{
     UpstreamReport,
 };
 pub use settings::Settings;
+
 use settings::*;
 
 /// Orgs created in one second, against `max_new_orgs_per_second`.
@@ -317,17 +318,17 @@ impl Tracker {
 
     /// Point-in-time view of every org at `now`, for the API and `/metrics`.
     pub fn snapshot(&self, now: i64) -> Vec<OrgSnapshot> {
-        self.snapshot_of(now, 0, usize::MAX)
+        self.snapshot_of(now, 0, usize::MAX, View::Full)
     }
 
     /// [`Tracker::snapshot`] of at most `len` orgs from the `start`-th (in tracking order;
-    /// orgs are only ever added at the end).
-    pub fn snapshot_of(&self, now: i64, start: usize, len: usize) -> Vec<OrgSnapshot> {
+    /// orgs are only ever added at the end), with what `view` needs.
+    pub fn snapshot_of(&self, now: i64, start: usize, len: usize, view: View) -> Vec<OrgSnapshot> {
         self.orgs
             .iter()
             .skip(start)
             .take(len)
-            .map(|o| o.snapshot(now, &self.settings))
+            .map(|o| o.snapshot(now, &self.settings, view))
             .collect()
     }
 
@@ -344,6 +345,17 @@ impl Tracker {
     pub fn report(&self) -> Vec<OrgReport> {
         self.orgs.iter().map(Org::report).collect()
     }
+}
+
+/// What a snapshot is for: its reader decides what is worth computing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// Everything (`/v1/usage`, `status`).
+    Full,
+    /// What `/metrics` exports: no headroom, no stuck-job list and no per-app window counts
+    /// (each walks windows or jobs, and no series carries them; they read as empty or 0), so
+    /// a scrape of 10 000 orgs stays cheap.
+    Metrics,
 }
 
 /// The dedupe key of an event with a `request_id`. A request and its job's lifecycle events

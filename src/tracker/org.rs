@@ -398,7 +398,8 @@ impl Org {
         if let Some((end, outcome)) = finished {
             self.jobs_finished[outcome as usize] += 1;
             if outcome != JobOutcome::TimedOut {
-                self.job_duration.observe((end - ts) as f64 / 1000.0);
+                self.job_duration
+                    .observe(&s.job_buckets, (end - ts) as f64 / 1000.0);
             }
             if end - ts > d.stuck_after_ms {
                 self.ever_stuck += 1;
@@ -454,7 +455,7 @@ impl Org {
         self.release_slot(&job);
         self.jobs_finished[outcome as usize] += 1;
         self.job_duration
-            .observe((ts - job.started_ms).max(0) as f64 / 1000.0);
+            .observe(&s.job_buckets, (ts - job.started_ms).max(0) as f64 / 1000.0);
         self.concurrency.end(job.started_ms, ts, floor);
         if self.alerting {
             let in_flight = self.jobs.in_flight() as u64;
@@ -554,7 +555,8 @@ impl Org {
         Some(Some(((frees_at_ms - now).max(0) as u64).div_ceil(1_000)))
     }
 
-    pub(super) fn snapshot(&self, now: i64, s: &Settings) -> OrgSnapshot {
+    pub(super) fn snapshot(&self, now: i64, s: &Settings, view: super::View) -> OrgSnapshot {
+        let full = view == super::View::Full;
         let dims: Vec<Dimension> = Dimension::ALL
             .into_iter()
             .filter(|d| match d {
@@ -569,6 +571,7 @@ impl Org {
             .collect();
         let headroom = dims
             .iter()
+            .filter(|_| full)
             .filter_map(|&d| self.headroom_seconds(d, now).map(|h| (d, h)))
             .collect();
         let apps = self
@@ -576,8 +579,13 @@ impl Org {
             .iter()
             .map(|a| AppSnapshot {
                 app: a.name.clone(),
-                rpm: a.rpm.count_at(sec(now)),
-                daily: a.daily.count_at(minute(now)),
+                // No series carries an app's window counts: a scrape skips them.
+                rpm: if full { a.rpm.count_at(sec(now)) } else { 0 },
+                daily: if full {
+                    a.daily.count_at(minute(now))
+                } else {
+                    0
+                },
                 in_flight: a.in_flight,
                 requests: a.requests,
                 rate_limited: a.rate_limited,
@@ -587,7 +595,7 @@ impl Org {
         let stuck_jobs = self
             .jobs
             .stuck_jobs()
-            .take(STUCK_LISTED)
+            .take(if full { STUCK_LISTED } else { 0 })
             .map(|(id, j)| StuckJob {
                 job_id: id.to_string(),
                 app: self

@@ -9,17 +9,20 @@ use serde::Serialize;
 
 use std::collections::BTreeMap;
 
-use super::{Org, Overflow, Settings, Tracker, window};
+use super::{Org, Overflow, Settings, Tracker, jobs, window};
 use crate::config::Config;
 use crate::detect::alerts::{AlertKey, Reminders};
+use crate::model::JOB_DURATION_BUCKETS;
 use crate::model::OVERFLOW;
 use crate::tracker::dedupe::Dedupe;
 
 /// Leading bytes of a snapshot: format name and version. Bump the digit when the encoded
 /// structures change; an older binary then refuses a newer snapshot instead of misreading it.
-/// This one reads format 3 (the same structures with dense window rings) and format 2
-/// (through [`v2`]), converting their windows.
-const MAGIC: &[u8; 4] = b"RWT4";
+/// This one reads format 4 (job histograms of 13 fixed buckets, no bounds stored), format 3
+/// (as 4 with dense window rings) and format 2 (through [`v2`]), converting them.
+const MAGIC: &[u8; 4] = b"RWT5";
+/// Format 4: as 5 without the histogram bounds, each histogram the default 13 buckets.
+const MAGIC_V4: &[u8; 4] = b"RWT4";
 /// Format 3: as 4, but every window a dense ring of all its buckets.
 const MAGIC_V3: &[u8; 4] = b"RWT3";
 
@@ -40,8 +43,10 @@ pub enum RestoreError {
     Corrupt(#[from] postcard::Error),
 }
 
+/// Format 5: the job histogram bounds the counts were taken over, then the state.
 #[derive(Serialize)]
 struct SnapshotRef<'a> {
+    job_buckets: &'a [f64],
     orgs: &'a [Org],
     overflow_org: Option<usize>,
     overflow: Overflow,
@@ -83,6 +88,7 @@ impl Tracker {
     /// a large snapshot is written once, not copied behind its header).
     pub fn encode_after(&self, mut prefix: Vec<u8>) -> Result<Vec<u8>, postcard::Error> {
         let state = SnapshotRef {
+            job_buckets: &self.settings.job_buckets,
             orgs: &self.orgs,
             overflow_org: self.overflow_org,
             overflow: self.overflow,
@@ -94,22 +100,70 @@ impl Tracker {
         postcard::to_extend(&state, prefix)
     }
 
+    /// The state in format 4 (no histogram bounds, 13 fixed buckets): tests make old
+    /// snapshots with it.
+    #[cfg(test)]
+    pub(super) fn encode_v4(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct V4<'a> {
+            orgs: &'a [Org],
+            overflow_org: Option<usize>,
+            overflow: Overflow,
+            dedupe: &'a Dedupe,
+            repeats: &'a BTreeMap<AlertKey, i64>,
+            clock_ms: i64,
+        }
+        let state = V4 {
+            orgs: &self.orgs,
+            overflow_org: self.overflow_org,
+            overflow: self.overflow,
+            dedupe: &self.dedupe,
+            repeats: self.reminders.as_map(),
+            clock_ms: self.clock_ms,
+        };
+        let body = jobs::reading_fixed_histograms(|| postcard::to_stdvec(&state));
+        let mut out = MAGIC_V4.to_vec();
+        out.extend(body.unwrap_or_default());
+        out
+    }
+
     /// A tracker for `config` holding the state of `bytes`.
     pub fn restore(config: &Config, bytes: &[u8]) -> Result<Tracker, RestoreError> {
-        let state: SnapshotOwned = match bytes.get(..MAGIC.len()) {
-            Some(m) if m == MAGIC => postcard::from_bytes(&bytes[MAGIC.len()..])?,
+        let fixed = |read: &dyn Fn() -> Result<SnapshotOwned, postcard::Error>| {
+            jobs::reading_fixed_histograms(read).map(|state| (JOB_DURATION_BUCKETS.to_vec(), state))
+        };
+        let body = bytes.get(MAGIC.len()..).unwrap_or_default();
+        let (job_buckets, mut state): (Vec<f64>, SnapshotOwned) = match bytes.get(..MAGIC.len()) {
+            Some(m) if m == MAGIC => postcard::from_bytes(body)?,
+            Some(m) if m == MAGIC_V4 => fixed(&|| postcard::from_bytes(body))?,
             Some(m) if m == MAGIC_V3 => {
-                window::reading_dense(|| postcard::from_bytes(&bytes[MAGIC.len()..]))?
+                fixed(&|| window::reading_dense(|| postcard::from_bytes(body)))?
             }
-            Some(m) if m == v2::MAGIC => window::reading_dense(|| {
-                v2::read(&bytes[MAGIC.len()..], &Settings::from_config(config))
-            })?,
+            Some(m) if m == v2::MAGIC => {
+                fixed(&|| window::reading_dense(|| v2::read(body, &Settings::from_config(config))))?
+            }
             _ => {
                 return Err(RestoreError::Version {
                     found: String::from_utf8_lossy(&bytes[..bytes.len().min(4)]).into_owned(),
                 });
             }
         };
+        if *job_buckets != *config.metrics.job_duration_buckets {
+            let counted = state
+                .orgs
+                .iter()
+                .filter(|o| o.job_duration.count() > 0)
+                .count();
+            if counted > 0 {
+                tracing::warn!(
+                    orgs = counted,
+                    "job_duration_buckets changed: the job duration histograms start over"
+                );
+            }
+            for org in &mut state.orgs {
+                org.job_duration = Default::default();
+            }
+        }
         let mut t = Tracker::new(config);
         t.overflow = state.overflow;
         t.dedupe = state.dedupe;

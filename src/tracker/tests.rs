@@ -1240,7 +1240,7 @@ fn a_snapshot_of_format_3_with_dense_windows_is_read_and_the_new_one_is_smaller(
             T0,
         );
     }
-    let mut v3 = super::window::writing_dense(|| t.encode().unwrap());
+    let mut v3 = super::window::writing_dense(|| t.encode_v4());
     v3[..4].copy_from_slice(b"RWT3");
     let v4 = t.encode().unwrap();
     assert!(
@@ -1260,6 +1260,65 @@ fn a_snapshot_of_format_3_with_dense_windows_is_read_and_the_new_one_is_smaller(
             assert_eq!(apps(x), apps(y));
         }
     }
+}
+
+#[test]
+fn job_histograms_survive_format_4_and_start_over_when_their_bounds_change() {
+    let cfg = config("");
+    let mut t = Tracker::new(&cfg);
+    for (i, secs) in [(0, 3), (1, 40), (2, 9_000)] {
+        let start = T0 + i * 1_000;
+        feed(
+            &mut t,
+            &format!(r#"{{"org":"a","ts":{start},"kind":"job_started","job_id":"j{i}"}}"#),
+            T0,
+        );
+        let end = start + secs * 1_000;
+        feed(
+            &mut t,
+            &format!(r#"{{"org":"a","ts":{end},"kind":"job_completed","job_id":"j{i}"}}"#),
+            T0,
+        );
+    }
+    feed(
+        &mut t,
+        &format!(r#"{{"org":"idle","ts":{T0},"status":200}}"#),
+        T0,
+    );
+    let now = T0 + 10_000_000;
+    let before = t.snapshot(now);
+    let hist = |s: &[crate::tracker::OrgSnapshot], o: &str| org(s, o).job_duration.clone();
+    assert_eq!(hist(&before, "a").count(), 3);
+    assert_eq!(hist(&before, "a").counts[1], 1, "3 s in le=5");
+    assert!(
+        hist(&before, "idle").counts.is_empty(),
+        "no buckets before a job ends"
+    );
+    for bytes in [t.encode().unwrap(), t.encode_v4()] {
+        let back = Tracker::restore(&cfg, &bytes).unwrap();
+        let after = back.snapshot(now);
+        assert_eq!(hist(&after, "a"), hist(&before, "a"), "{:?}", &bytes[..4]);
+        assert!(hist(&after, "idle").counts.is_empty());
+    }
+    let other = config("[metrics]\njob_duration_buckets = [10, 60]\n");
+    let mut back = Tracker::restore(&other, &t.encode().unwrap()).unwrap();
+    assert_eq!(
+        hist(&back.snapshot(now), "a").count(),
+        0,
+        "other bounds: starts over"
+    );
+    feed(
+        &mut back,
+        &format!(r#"{{"org":"a","ts":{now},"kind":"job_started","job_id":"k"}}"#),
+        now,
+    );
+    let later = now + 30_000;
+    feed(
+        &mut back,
+        &format!(r#"{{"org":"a","ts":{later},"kind":"job_completed","job_id":"k"}}"#),
+        later,
+    );
+    assert_eq!(hist(&back.snapshot(later), "a").counts, vec![0, 1, 0]);
 }
 
 #[test]
