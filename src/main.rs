@@ -15,6 +15,15 @@ macro_rules! outln {
     };
 }
 
+/// `eprintln!` that never panics: a closed standard error (`check-config 2>&1 | head -1`)
+/// loses the message, as there is nowhere left to say it.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 fn write_out(args: std::fmt::Arguments<'_>, newline: bool) {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
@@ -32,7 +41,7 @@ fn write_out(args: std::fmt::Arguments<'_>, newline: bool) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
-        eprintln!("ratewarden: writing to standard output: {e}");
+        errln!("ratewarden: writing to standard output: {e}");
         std::process::exit(1);
     }
 }
@@ -317,7 +326,7 @@ fn main() -> ExitCode {
     match command(cli.command) {
         Ok(code) => code,
         Err(Failed(code, msg)) => {
-            eprintln!("{msg}");
+            errln!("{msg}");
             ExitCode::from(code)
         }
     }
@@ -340,13 +349,11 @@ fn command(command: Command) -> Result<ExitCode, Failed> {
             outln!("{}: OK", file.display());
             out!("{}", config.summary());
             for (who, what, why) in config.missing_secrets() {
-                eprintln!(
-                    "warning: {who}: its {what} is missing ({why}); `run` will refuse to start"
-                );
+                errln!("warning: {who}: its {what} is missing ({why}); `run` will refuse to start");
             }
             for (var, what) in config.secret_envs() {
                 if std::env::var(var).map_or(true, |v| v.is_empty()) {
-                    eprintln!(
+                    errln!(
                         "warning: ${var} ({what}) is unset: that route is open, which `run` allows only on a loopback address"
                     );
                 }

@@ -362,16 +362,42 @@ fn chrono_like(secs: i64) -> String {
     )
 }
 
+/// Lines of exactly `limit` bytes ended by CRLF, placed so that their `\r` falls on the last
+/// byte of a read (64 KiB, 256 KiB, 1 MiB multiples and between), with short lines between.
+fn crlf_on_read_boundaries(limit: usize) -> Vec<u8> {
+    let json = |len: usize| {
+        let head = r#"{"org":"o","ts":1795000000000,"status":200,"pad":""#;
+        format!("{head}{}\"}}", "x".repeat(len - head.len() - 2))
+    };
+    let mut out = Vec::new();
+    for target in [65_535usize, 262_143, 327_679, 524_287, 1_048_575, 1_310_719] {
+        let start = target - limit;
+        while out.len() < start {
+            let room = start - out.len();
+            if room >= 60 {
+                out.extend(json(room.min(900) - 1).as_bytes());
+            }
+            out.push(b'\n');
+        }
+        out.extend(json(limit).as_bytes());
+        out.extend(b"\r\n");
+    }
+    out
+}
+
 #[test]
 fn replay_answers_the_same_for_any_thread_count() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("mixed.jsonl"), mixed_log(60_000)).unwrap();
-    // Lines over 64 KiB are skipped by the framer here, across block boundaries too.
+    // Lines over 64 KiB are skipped by the framer here, across block boundaries too; lines
+    // of exactly 1 KiB are not, wherever a read ends.
     std::fs::write(
         dir.path().join("small.toml"),
-        "[[sources.file]]\nname = \"small\"\npath = \"/nonexistent/*.jsonl\"\nmax_line_bytes = 65536\n",
+        "[[sources.file]]\nname = \"small\"\npath = \"/nonexistent/*.jsonl\"\nmax_line_bytes = 65536\n\
+         [[sources.file]]\nname = \"kib\"\npath = \"/nonexistent/*.log\"\nmax_line_bytes = 1024\n",
     )
     .unwrap();
+    std::fs::write(dir.path().join("crlf.jsonl"), crlf_on_read_boundaries(1024)).unwrap();
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let fx = |name: &str| fixtures.join(name).display().to_string();
     let cases: Vec<Vec<String>> = vec![
@@ -384,6 +410,13 @@ fn replay_answers_the_same_for_any_thread_count() {
         ],
         vec!["mixed.jsonl".into(), fx("real-world.jsonl")],
         vec![fx("real-world.jsonl")],
+        vec![
+            "--config".into(),
+            "small.toml".into(),
+            "--source".into(),
+            "kib".into(),
+            "crlf.jsonl".into(),
+        ],
         vec![
             "--format".into(),
             "nginx".into(),
@@ -419,6 +452,12 @@ fn replay_answers_the_same_for_any_thread_count() {
         }
         let v: serde_json::Value = serde_json::from_slice(&reports[0].1).unwrap();
         assert!(v["events"].as_u64().unwrap() > 0, "{case:?}: {v}");
+        if case.contains(&"crlf.jsonl".to_string()) {
+            assert_eq!(
+                v["rejected"], 0,
+                "no line is over 1 KiB once its CR is dropped: {v}"
+            );
+        }
         for (threads, report) in &reports[1..] {
             assert!(
                 report == &reports[0].1,

@@ -116,8 +116,11 @@ impl LineFramer {
             }
             return buf.len();
         }
-        if rest.len() > self.max {
-            // An unfinished line already over the limit: drop it as it comes.
+        // An unfinished line surely over the limit: drop it as it comes. A leading BOM and a
+        // last `\r` (its `\n` may be next) do not count, as `line` strips them: where a read
+        // ends must not change what is too long.
+        let body = strip_bom(rest);
+        if body.len() - usize::from(body.ends_with(b"\r")) > self.max {
             self.skipping = true;
             return buf.len();
         }
@@ -411,6 +414,17 @@ mod tests {
             frame(&[b"0123456789\r\n"], 10),
             vec![Ok("0123456789".into())]
         );
+        // Wherever a read ends: before the `\n` of a CRLF, or after a BOM and the limit.
+        assert_eq!(
+            frame(&[b"0123456789\r", b"\n"], 10),
+            vec![Ok("0123456789".into())]
+        );
+        assert_eq!(
+            frame(&[b"\xEF\xBB\xBF0123456789", b"\r", b"\n"], 10),
+            vec![Ok("0123456789".into())]
+        );
+        assert_eq!(frame(&[b"0123456789x\r", b"\n"], 10), vec![Err(())]);
+        assert_eq!(frame(&[b"0123456789\r\r", b"\n"], 10), vec![Err(())]);
     }
 
     fn body(b: &[u8], json: bool) -> Vec<String> {

@@ -3,9 +3,11 @@
 //! Every source (HTTP bodies, the file tailer, `replay`) hands raw bytes to [`intake`], which
 //! normalises them (a UTF-8 BOM, CRLF line ends), frames them into records (lines, JSON arrays,
 //! objects back to back), and decodes each record with a [`format::LineFormat`] into a
-//! `Wire` of fields as written. The private `wire` module validates that into an [`Event`] borrowing
-//! from those bytes, with a [`FieldError`] for each field that did not parse, or exactly one
-//! [`Rejection`] reason. This module never counts, stores or judges events; it only says what
+//! `Wire` of fields as written (the private `scan` module reads the common flat native object
+//! in one pass; serde_json reads everything else). The private `wire` module validates that
+//! into an [`Event`] borrowing from those bytes, with a [`FieldError`] for each field that did
+//! not parse, or exactly one [`Rejection`] reason; [`Detached`] carries an event across
+//! threads as byte ranges of its buffer. This module never counts, stores or judges events; it only says what
 //! an event is. The per-event path allocates only for strings with JSON escapes and for
 //! field errors.
 

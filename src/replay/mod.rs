@@ -1,6 +1,7 @@
 //! `ratewarden replay`: the tracker and detectors run offline over log files, in event time.
 //!
-//! Input is streamed line by line through one reused buffer; lines longer than the limit are
+//! Input is streamed through one reused buffer (or, with `--threads`, in blocks decoded on
+//! worker threads and applied in input order: `parallel`); lines longer than the limit are
 //! skipped (counted `too_large`) without being held. The replay clock is the newest `ts`
 //! seen; whenever it enters a new second the tracker ticks, so stuck jobs, releases and
 //! resolves happen as they would have live. Alert transitions are spilled to an anonymous
@@ -11,7 +12,6 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Read, Seek, Write};
-use std::path::PathBuf;
 
 use serde_json::json;
 
@@ -19,35 +19,20 @@ use crate::clock::rfc3339;
 use crate::config::Config;
 use crate::detect::{Cause, Transition};
 use crate::events::format::{Dialect, LineFormat, Template};
-use crate::events::intake::{Line, LineFramer, SourceStats, Tally, archive_format};
-use crate::events::{DEFAULT_MAX_EVENT_BYTES, Event, EventField, ParseContext};
+use crate::events::intake::{Line, LineFramer, SourceStats, Tally};
+use crate::events::{DEFAULT_MAX_EVENT_BYTES, Event, EventField, Parsed};
 use crate::tracker::{OrgReport, Tracker};
 
+mod input;
 mod parallel;
+
+pub use input::ReplayError;
+use input::{Reading, open_input};
 
 /// Most alerts listed by the text report (all of them are in `--json`).
 const TEXT_ALERTS: usize = 200;
 /// Bytes read from an input at a time.
 const CHUNK: usize = 1 << 20;
-
-/// Why a replay failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ReplayError {
-    /// An input could not be opened or read.
-    #[error("{path}: {source}")]
-    Input {
-        /// The input as given.
-        path: String,
-        /// Why.
-        source: io::Error,
-    },
-    /// The report could not be written (or its temporary file used).
-    #[error("writing the report: {0}")]
-    Output(#[from] io::Error),
-    /// The line format asked for does not compile, or names a source that does not exist.
-    #[error("{0}")]
-    Format(String),
-}
 
 /// Line format of the inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -177,29 +162,6 @@ impl Options {
             max_line_bytes: self.max_line_bytes,
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
         })
-    }
-}
-
-/// How inputs are read: what a file source would read them with.
-#[derive(Debug, Clone)]
-struct Reading {
-    /// The source name in logs (`replay`, or `--source`'s).
-    name: String,
-    format: LineFormat,
-    org: Option<String>,
-    app: Option<String>,
-    max_line_bytes: usize,
-    max_event_bytes: usize,
-}
-
-impl Reading {
-    fn context(&self) -> ParseContext<'_> {
-        ParseContext {
-            default_org: self.org.as_deref(),
-            default_app: self.app.as_deref(),
-            now_ms: None,
-            max_event_bytes: self.max_event_bytes,
-        }
     }
 }
 
@@ -360,6 +322,41 @@ impl Replayer {
             last_ts: self.apply.clock,
             alerts: self.alerts,
         })
+    }
+}
+
+impl Replayer {
+    /// Counts and applies one block decoded by [`parallel`], as [`Replayer::framed`] does line
+    /// by line.
+    fn apply_decoded(&mut self, d: parallel::Decoded) -> Result<(), ReplayError> {
+        let parallel::Decoded {
+            bytes,
+            lines,
+            mut records,
+            ..
+        } = d;
+        for line in lines {
+            let Some(range) = line.line else {
+                self.framed(Line::TooLong);
+                continue;
+            };
+            let text = &bytes[range];
+            for r in &mut records[line.records] {
+                let r = match r {
+                    parallel::Record::Accepted(ev, field_errors) => Ok(Parsed {
+                        event: ev.attach(&bytes),
+                        field_errors: std::mem::take(field_errors),
+                    }),
+                    parallel::Record::Rejected(e) => Err(e.clone()),
+                };
+                self.stats.record(&self.reading.format, text, &r);
+                if let Ok(p) = r {
+                    self.apply.accept(&p.event);
+                }
+            }
+            self.stats.line_done(line.found);
+        }
+        Ok(self.flush()?)
     }
 }
 
@@ -586,7 +583,8 @@ pub fn run(config: &Config, opts: &Options, start_ms: i64) -> Result<Report, Rep
         let mut done = 0u64;
         let mut chunks = 0u64;
         let bar_ref = bar.as_ref();
-        parallel::run(&mut replayer, &opts.inputs, opts.threads, |n| {
+        let reading = replayer.reading.clone();
+        let progress = |n| {
             done += n;
             chunks += 1;
             if let Some(bar) = bar_ref
@@ -594,6 +592,9 @@ pub fn run(config: &Config, opts: &Options, start_ms: i64) -> Result<Report, Rep
             {
                 bar.set_position(done.min(total));
             }
+        };
+        parallel::run(&reading, &opts.inputs, opts.threads, progress, |d| {
+            replayer.apply_decoded(d)
         })?;
     } else {
         one_thread(&mut replayer, &opts.inputs, max, total, bar.as_ref())?;
@@ -651,28 +652,6 @@ fn one_thread(
         }
     }
     Ok(())
-}
-
-/// An input as text: a file or standard input, decompressed when its first bytes are a gzip
-/// or zstd stream (rotated logs are often compressed); bzip2 and xz are refused by name.
-fn open_input(input: &str) -> io::Result<Box<dyn Read>> {
-    let raw: Box<dyn Read> = if input == "-" {
-        Box::new(io::stdin().lock())
-    } else {
-        Box::new(File::open(PathBuf::from(input))?)
-    };
-    let mut buffered = BufReader::with_capacity(1 << 16, raw);
-    let head = buffered.fill_buf()?;
-    Ok(match archive_format(head) {
-        None => Box::new(buffered),
-        Some("gzip") => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
-        Some("zstd") => Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?),
-        Some(other) => {
-            return Err(io::Error::other(format!(
-                "compressed with {other}; decompress it first and replay standard input, e.g. `{other} -dc FILE | ratewarden replay -`"
-            )));
-        }
-    })
 }
 
 fn progress_bar(enabled: bool, total: u64) -> Option<indicatif::ProgressBar> {

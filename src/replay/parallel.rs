@@ -5,23 +5,78 @@
 //! Decoding (JSON or a log template, then SPEC §4 validation) is the larger part of the
 //! per-line cost and needs nothing but the line, so it spreads over threads; the tracker sees
 //! exactly the sequence of events, rejections and ticks a single thread would give it, so
-//! the report is byte-identical whatever the thread count. Blocks in flight are bounded
-//! (twice the workers, each about [`BLOCK`] bytes), so memory does not grow with the input.
+//! the report is byte-identical whatever the thread count. Input bytes in flight are held
+//! to a budget ([`BUDGET_PER_THREAD`] per thread; one block at a time past it, for a block
+//! that holds one long line), so memory does not grow with the input.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
-use super::{Reading, ReplayError, Replayer, open_input};
+use super::input::{Reading, ReplayError, open_input};
+use crate::events::format::LineFormat;
+use crate::events::intake::{FieldSet, Line, LineFramer};
+use crate::events::{Detached, FieldError, Parsed, Rejection};
 
 /// Bytes read into one block: big enough that handing it over costs little per line, small
 /// enough to stay under the allocator's mmap threshold (each block is a fresh allocation
 /// that would otherwise be mapped and unmapped) and to keep the blocks in flight small.
 const BLOCK: usize = 256 << 10;
-use crate::events::format::LineFormat;
-use crate::events::intake::{FieldSet, Line, LineFramer};
-use crate::events::{Detached, FieldError, Parsed, Rejection};
+
+/// Input bytes in flight (read, not yet applied) per decoding thread. A block is let in
+/// only while the total stays under the budget (or nothing else is in flight, so a block
+/// holding one long line still goes): a slow block cannot make the others pile up.
+const BUDGET_PER_THREAD: usize = 2 * BLOCK;
+
+/// Input bytes read and not yet applied, and the budget they are held to.
+struct InFlight {
+    /// Bytes held, and whether the applier has stopped (nothing will be released again).
+    state: Mutex<(usize, bool)>,
+    freed: Condvar,
+    budget: usize,
+}
+
+impl InFlight {
+    fn new(budget: usize) -> InFlight {
+        InFlight {
+            state: Mutex::new((0, false)),
+            freed: Condvar::new(),
+            budget,
+        }
+    }
+
+    /// Waits until `n` more bytes fit (always when nothing is held); false once the applier
+    /// has stopped.
+    fn admit(&self, n: usize) -> bool {
+        let Ok(mut state) = self.state.lock() else {
+            return false;
+        };
+        while !state.1 && state.0 > 0 && state.0 + n > self.budget {
+            state = match self.freed.wait(state) {
+                Ok(s) => s,
+                Err(_) => return false,
+            };
+        }
+        state.0 += n;
+        !state.1
+    }
+
+    fn release(&self, n: usize) {
+        if let Ok(mut state) = self.state.lock() {
+            state.0 = state.0.saturating_sub(n);
+        }
+        self.freed.notify_all();
+    }
+
+    /// The applier has stopped: the reader must not wait for it.
+    fn close(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.1 = true;
+        }
+        self.freed.notify_all();
+    }
+}
 
 /// Whole lines of one input, as read.
 struct Block {
@@ -32,24 +87,25 @@ struct Block {
 }
 
 /// One record of a decoded line.
-enum Record {
+pub(super) enum Record {
     Accepted(Detached, Vec<FieldError>),
     Rejected(Rejection),
 }
 
-/// A decoded line: its records and the mapped fields it held.
-struct DecodedLine {
-    line: Option<Range<usize>>,
-    found: FieldSet,
-    records: Range<usize>,
+/// A decoded line: its bytes in the block (`None`: over the limit, not kept), its records
+/// and the mapped fields it held.
+pub(super) struct DecodedLine {
+    pub(super) line: Option<Range<usize>>,
+    pub(super) found: FieldSet,
+    pub(super) records: Range<usize>,
 }
 
-/// A block after decoding, ready to apply.
-struct Decoded {
+/// A block after decoding, ready to apply: its lines in order, each pointing at its records.
+pub(super) struct Decoded {
     seq: u64,
-    bytes: Vec<u8>,
-    lines: Vec<DecodedLine>,
-    records: Vec<Record>,
+    pub(super) bytes: Vec<u8>,
+    pub(super) lines: Vec<DecodedLine>,
+    pub(super) records: Vec<Record>,
 }
 
 /// Reads and frames every input into blocks for the workers; the first read error goes to
@@ -57,6 +113,7 @@ struct Decoded {
 fn read(
     inputs: &[String],
     max: usize,
+    in_flight: &InFlight,
     work: SyncSender<Block>,
     results: SyncSender<Result<Decoded, ReplayError>>,
     mut progress: impl FnMut(u64),
@@ -104,6 +161,9 @@ fn read(
                 })
             });
             if !lines.is_empty() {
+                if !in_flight.admit(used) {
+                    return;
+                }
                 let block = Block {
                     seq,
                     bytes: buf[..used].to_vec(),
@@ -181,78 +241,50 @@ fn decode_block(
     }
 }
 
-impl Replayer {
-    /// Counts and applies one decoded block, as [`Replayer::framed`] does line by line.
-    fn apply_decoded(&mut self, d: Decoded) -> std::io::Result<()> {
-        let Decoded {
-            bytes,
-            lines,
-            mut records,
-            ..
-        } = d;
-        for line in lines {
-            let Some(range) = line.line else {
-                self.framed(Line::TooLong);
-                continue;
-            };
-            let text = &bytes[range];
-            for r in &mut records[line.records] {
-                let r = match r {
-                    Record::Accepted(ev, field_errors) => Ok(Parsed {
-                        event: ev.attach(&bytes),
-                        field_errors: std::mem::take(field_errors),
-                    }),
-                    Record::Rejected(e) => Err(e.clone()),
-                };
-                self.stats.record(&self.reading.format, text, &r);
-                if let Ok(p) = r {
-                    self.apply.accept(&p.event);
-                }
-            }
-            self.stats.line_done(line.found);
-        }
-        self.flush()
-    }
-}
-
-/// Replays `inputs` into `replayer` with `threads` decoding threads (at least one besides
-/// the caller, which applies). `progress` is called on the reader thread with bytes read.
+/// Reads `inputs` as `reading` says with `threads` decoding threads (at least one besides
+/// the caller) and hands each decoded block to `apply` on the calling thread, in input order.
+/// `progress` is called on the reader thread with the bytes read.
 pub(super) fn run(
-    replayer: &mut Replayer,
+    reading: &Reading,
     inputs: &[String],
     threads: usize,
     progress: impl FnMut(u64) + Send,
+    mut apply: impl FnMut(Decoded) -> Result<(), ReplayError>,
 ) -> Result<(), ReplayError> {
     let threads = threads.max(1);
-    let reading = Arc::new(replayer.reading.clone());
     let max = reading.max_line_bytes;
+    let in_flight = InFlight::new(threads * BUDGET_PER_THREAD);
     std::thread::scope(|scope| {
         let (work_tx, work_rx) = sync_channel::<Block>(threads * 2);
         let (result_tx, result_rx) = sync_channel(threads * 2);
         let work_rx = Arc::new(Mutex::new(work_rx));
         for i in 0..threads {
-            let (reading, work_rx, result_tx) =
-                (reading.clone(), work_rx.clone(), result_tx.clone());
+            let (work_rx, result_tx) = (work_rx.clone(), result_tx.clone());
             std::thread::Builder::new()
                 .name(format!("replay-decode-{i}"))
-                .spawn_scoped(scope, move || decode(&reading, &work_rx, result_tx))
+                .spawn_scoped(scope, move || decode(reading, &work_rx, result_tx))
                 .map_err(ReplayError::Output)?;
         }
+        let in_flight = &in_flight;
         std::thread::Builder::new()
             .name("replay-read".into())
             .spawn_scoped(scope, move || {
-                read(inputs, max, work_tx, result_tx, progress)
+                read(inputs, max, in_flight, work_tx, result_tx, progress)
             })
             .map_err(ReplayError::Output)?;
         // Dropping the receiver on any return (an error included) ends the other threads:
-        // their sends fail, so the scope can join them.
-        apply_in_order(replayer, result_rx)
+        // their sends fail, so the scope can join them; the reader, if it waits for budget,
+        // is told to stop.
+        let out = apply_in_order(result_rx, in_flight, &mut apply);
+        in_flight.close();
+        out
     })
 }
 
 fn apply_in_order(
-    replayer: &mut Replayer,
     results: Receiver<Result<Decoded, ReplayError>>,
+    in_flight: &InFlight,
+    apply: &mut impl FnMut(Decoded) -> Result<(), ReplayError>,
 ) -> Result<(), ReplayError> {
     let mut next = 0u64;
     let mut waiting: BTreeMap<u64, Decoded> = BTreeMap::new();
@@ -260,7 +292,9 @@ fn apply_in_order(
         let d = r?;
         waiting.insert(d.seq, d);
         while let Some(d) = waiting.remove(&next) {
-            replayer.apply_decoded(d)?;
+            let n = d.bytes.len();
+            apply(d)?;
+            in_flight.release(n);
             next += 1;
         }
     }

@@ -40,7 +40,7 @@ use org::TokenWindows;
 pub use org::{App, Org};
 pub use report::{
     AppSnapshot, OrgLoad, OrgReport, OrgSnapshot, Overflow, Peaks, StuckJob, UPSTREAM_UNTIMED_MS,
-    UpstreamReport,
+    UpstreamReport, View,
 };
 pub use settings::Settings;
 
@@ -345,17 +345,6 @@ impl Tracker {
     pub fn report(&self) -> Vec<OrgReport> {
         self.orgs.iter().map(Org::report).collect()
     }
-}
-
-/// What a snapshot is for: its reader decides what is worth computing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum View {
-    /// Everything (`/v1/usage`, `status`).
-    Full,
-    /// What `/metrics` exports: no headroom, no stuck-job list and no per-app window counts
-    /// (each walks windows or jobs, and no series carries them; they read as empty or 0), so
-    /// a scrape of 10 000 orgs stays cheap.
-    Metrics,
 }
 
 /// The dedupe key of an event with a `request_id`. A request and its job's lifecycle events

@@ -13,7 +13,7 @@ use crate::model::{Dimension, Limits, OVERFLOW};
 use super::concurrency::{EarlyEnds, HORIZON_MS, PeakConcurrency};
 use super::jobs::{self, DurationHistogram, JobOutcome, Jobs, Start};
 use super::report::{
-    AppSnapshot, OrgReport, OrgSnapshot, Overflow, Peaks, StuckJob, UpstreamReport,
+    AppSnapshot, OrgReport, OrgSnapshot, Overflow, Peaks, StuckJob, UpstreamReport, View,
 };
 use super::settings::*;
 use super::window::Window;
@@ -555,8 +555,8 @@ impl Org {
         Some(Some(((frees_at_ms - now).max(0) as u64).div_ceil(1_000)))
     }
 
-    pub(super) fn snapshot(&self, now: i64, s: &Settings, view: super::View) -> OrgSnapshot {
-        let full = view == super::View::Full;
+    pub(super) fn snapshot(&self, now: i64, s: &Settings, view: View) -> OrgSnapshot {
+        let full = view == View::Full;
         let dims: Vec<Dimension> = Dimension::ALL
             .into_iter()
             .filter(|d| match d {

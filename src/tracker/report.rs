@@ -172,3 +172,14 @@ impl UpstreamReport {
         }
     }
 }
+
+/// What a snapshot is for: its reader decides what is worth computing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// Everything (`/v1/usage`, `status`).
+    Full,
+    /// What `/metrics` exports: no headroom, no stuck-job list and no per-app window counts
+    /// (each walks windows or jobs, and no series carries them; they read as empty or 0), so
+    /// a scrape of 10 000 orgs stays cheap.
+    Metrics,
+}

@@ -1,0 +1,75 @@
+//! What replay reads and how: the inputs opened (decompressed when they are gzip or zstd),
+//! the line format and defaults they are read with, and why reading failed. Shared by the
+//! single-thread loop and [`super::parallel`]; it never decodes or applies anything.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::PathBuf;
+
+use crate::events::ParseContext;
+use crate::events::format::LineFormat;
+use crate::events::intake::archive_format;
+
+/// Why a replay failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// An input could not be opened or read.
+    #[error("{path}: {source}")]
+    Input {
+        /// The input as given.
+        path: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// The report could not be written (or its temporary file used).
+    #[error("writing the report: {0}")]
+    Output(#[from] io::Error),
+    /// The line format asked for does not compile, or names a source that does not exist.
+    #[error("{0}")]
+    Format(String),
+}
+
+/// How inputs are read: what a file source would read them with.
+#[derive(Debug, Clone)]
+pub(super) struct Reading {
+    /// The source name in logs (`replay`, or `--source`'s).
+    pub(super) name: String,
+    pub(super) format: LineFormat,
+    pub(super) org: Option<String>,
+    pub(super) app: Option<String>,
+    pub(super) max_line_bytes: usize,
+    pub(super) max_event_bytes: usize,
+}
+
+impl Reading {
+    pub(super) fn context(&self) -> ParseContext<'_> {
+        ParseContext {
+            default_org: self.org.as_deref(),
+            default_app: self.app.as_deref(),
+            now_ms: None,
+            max_event_bytes: self.max_event_bytes,
+        }
+    }
+}
+
+/// An input as text: a file or standard input, decompressed when its first bytes are a gzip
+/// or zstd stream (rotated logs are often compressed); bzip2 and xz are refused by name.
+pub(super) fn open_input(input: &str) -> io::Result<Box<dyn Read>> {
+    let raw: Box<dyn Read> = if input == "-" {
+        Box::new(io::stdin().lock())
+    } else {
+        Box::new(File::open(PathBuf::from(input))?)
+    };
+    let mut buffered = BufReader::with_capacity(1 << 16, raw);
+    let head = buffered.fill_buf()?;
+    Ok(match archive_format(head) {
+        None => Box::new(buffered),
+        Some("gzip") => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+        Some("zstd") => Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?),
+        Some(other) => {
+            return Err(io::Error::other(format!(
+                "compressed with {other}; decompress it first and replay standard input, e.g. `{other} -dc FILE | ratewarden replay -`"
+            )));
+        }
+    })
+}
