@@ -73,3 +73,22 @@ pub(super) fn open_input(input: &str) -> io::Result<Box<dyn Read>> {
         }
     })
 }
+
+/// Appends up to `size` bytes from `reader` to `buf`, retrying interrupted reads; returns how
+/// many (0 at the end of the input).
+pub(super) fn read_more(
+    reader: &mut dyn Read,
+    buf: &mut Vec<u8>,
+    size: usize,
+) -> io::Result<usize> {
+    let have = buf.len();
+    buf.resize(have + size, 0);
+    let read = loop {
+        match reader.read(&mut buf[have..]) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => break other,
+        }
+    };
+    buf.truncate(have + *read.as_ref().unwrap_or(&0));
+    read
+}

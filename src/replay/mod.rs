@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Read, Seek, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Seek, Write};
 
 use serde_json::json;
 
@@ -27,7 +27,7 @@ mod input;
 mod parallel;
 
 pub use input::ReplayError;
-use input::{Reading, open_input};
+use input::{Reading, open_input, read_more};
 
 /// Most alerts listed by the text report (all of them are in `--json`).
 const TEXT_ALERTS: usize = 200;
@@ -626,16 +626,7 @@ fn one_thread(
         buf.clear();
         let mut chunks = 0u64;
         loop {
-            let have = buf.len();
-            buf.resize(have + CHUNK, 0);
-            let n = loop {
-                match reader.read(&mut buf[have..]) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(input_err(e)),
-                }
-            };
-            buf.truncate(have + n);
+            let n = read_more(&mut reader, &mut buf, CHUNK).map_err(input_err)?;
             let used = replayer.feed(&mut framer, &buf, n == 0)?;
             buf.drain(..used);
             done += n as u64;

@@ -14,7 +14,7 @@ use std::ops::Range;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex};
 
-use super::input::{Reading, ReplayError, open_input};
+use super::input::{Reading, ReplayError, open_input, read_more};
 use crate::events::format::LineFormat;
 use crate::events::intake::{FieldSet, Line, LineFramer};
 use crate::events::{Detached, FieldError, Parsed, Rejection};
@@ -136,19 +136,13 @@ fn read(
         let mut framer = LineFramer::new(max);
         buf.clear();
         loop {
-            let have = buf.len();
-            buf.resize(have + BLOCK, 0);
-            let n = loop {
-                match reader.read(&mut buf[have..]) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        let _ = results.send(Err(input_err(e)));
-                        return;
-                    }
+            let n = match read_more(&mut reader, &mut buf, BLOCK) {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = results.send(Err(input_err(e)));
+                    return;
                 }
             };
-            buf.truncate(have + n);
             let base = buf.as_ptr() as usize;
             let mut lines = Vec::new();
             let used = framer.feed(&buf, n == 0, |l| {
