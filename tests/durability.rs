@@ -223,9 +223,9 @@ fn a_store_written_by_the_previous_version_is_read() {
     let state: Vec<u8> = db
         .query_row("SELECT state FROM snapshot", [], |r| r.get(0))
         .unwrap();
-    // The current format: the checksummed envelope around RWT4.
+    // The current format: the checksummed envelope around RWT5.
     assert_eq!(&state[..4], b"RWS1");
-    assert_eq!(&state[8..12], b"RWT4");
+    assert_eq!(&state[8..12], b"RWT5");
     drop(db);
     let d = Daemon::start(dir.path(), config, &[]);
     assert_eq!(
