@@ -30,6 +30,7 @@ across runs. Standard library only; each daemon runs in a fresh temporary direct
 free loopback port and is stopped at the end.
 """
 import argparse
+import hashlib
 import http.client
 import json
 import os
@@ -124,6 +125,7 @@ def bench_replay(args):
     else:
         print("  mtail not installed (Debian package mtail): its row is left out")
     results = {}
+    reports = {}
     bins = [("new", args.bin)] + ([("old", args.baseline)] if args.baseline else [])
     for label, binary in bins:
         threads = supports_threads(binary)
@@ -133,9 +135,16 @@ def bench_replay(args):
             out = tempfile.NamedTemporaryFile(prefix="rw-replay-", suffix=".json", delete=False)
             try:
                 results[(label, vname)] = run(name, [binary, "replay", "--json", *extra, path], stdout=out)
+                out.flush()
+                with open(out.name, "rb") as f:
+                    reports[(label, vname)] = hashlib.sha256(f.read()).hexdigest()
             finally:
                 out.close()
                 os.unlink(out.name)
+    for label, _ in bins:
+        mine = [h for (l, _), h in reports.items() if l == label]
+        if len(mine) > 1:
+            print(f"  {label}: reports of every thread count identical: {len(set(mine)) == 1}")
     print("ratios (throughput, higher is faster):")
     for (label, vname), wall in results.items():
         name = f"ratewarden {label} {vname}".strip()
