@@ -282,8 +282,7 @@ impl SourceStats {
         };
         let mut found = self.first.found;
         format.decode(text, ctx, &mut found, |r| {
-            self.tally.note(&r);
-            self.observe(format, text, &r);
+            self.record(format, text, &r);
             if let Ok(p) = r {
                 accept(p);
             }

@@ -7,9 +7,9 @@
 //! in one pass; serde_json reads everything else). The private `wire` module validates that
 //! into an [`Event`] borrowing from those bytes, with a [`FieldError`] for each field that did
 //! not parse, or exactly one [`Rejection`] reason; [`Detached`] carries an event across
-//! threads as byte ranges of its buffer. This module never counts, stores or judges events; it only says what
-//! an event is. The per-event path allocates only for strings with JSON escapes and for
-//! field errors.
+//! threads as byte ranges of its buffer. This module never counts, stores or judges events;
+//! it only says what an event is. The per-event path allocates only for strings with JSON
+//! escapes and for field errors.
 
 mod detached;
 mod event;

@@ -303,29 +303,6 @@ impl Replayer {
         Ok(())
     }
 
-    /// The report.
-    pub fn finish(mut self) -> io::Result<Report> {
-        // The clock stops at the newest event: what it changes for every org (stuck jobs,
-        // windows that emptied, bursts that ended) happens, also for orgs whose events came
-        // from an earlier input and stopped before it.
-        if let Some(now) = self.apply.clock {
-            self.apply.tracker.tick(now, &mut self.apply.out);
-        }
-        self.flush()?;
-        self.stats.settle(&self.reading.format);
-        let mut orgs = self.apply.tracker.report();
-        orgs.sort_by(|a, b| a.org.cmp(&b.org));
-        Ok(Report {
-            tally: self.stats.take(),
-            orgs,
-            first_ts: self.apply.first_ts,
-            last_ts: self.apply.clock,
-            alerts: self.alerts,
-        })
-    }
-}
-
-impl Replayer {
     /// Counts and applies one block decoded by [`parallel`], as [`Replayer::framed`] does line
     /// by line.
     fn apply_decoded(&mut self, d: parallel::Decoded) -> Result<(), ReplayError> {
@@ -357,6 +334,27 @@ impl Replayer {
             self.stats.line_done(line.found);
         }
         Ok(self.flush()?)
+    }
+
+    /// The report.
+    pub fn finish(mut self) -> io::Result<Report> {
+        // The clock stops at the newest event: what it changes for every org (stuck jobs,
+        // windows that emptied, bursts that ended) happens, also for orgs whose events came
+        // from an earlier input and stopped before it.
+        if let Some(now) = self.apply.clock {
+            self.apply.tracker.tick(now, &mut self.apply.out);
+        }
+        self.flush()?;
+        self.stats.settle(&self.reading.format);
+        let mut orgs = self.apply.tracker.report();
+        orgs.sort_by(|a, b| a.org.cmp(&b.org));
+        Ok(Report {
+            tally: self.stats.take(),
+            orgs,
+            first_ts: self.apply.first_ts,
+            last_ts: self.apply.clock,
+            alerts: self.alerts,
+        })
     }
 }
 
@@ -729,6 +727,14 @@ mod tests {
         assert_eq!(names, vec!["firing", "resolved"]);
     }
 
+    /// The report's entry for `org`.
+    fn org_of<'a>(v: &'a serde_json::Value, org: &str) -> &'a serde_json::Value {
+        v["orgs"]
+            .as_array()
+            .and_then(|orgs| orgs.iter().find(|o| o["org"] == org))
+            .unwrap_or_else(|| panic!("no org {org} in {v}"))
+    }
+
     fn replay_with(config: &str, lines: &[String]) -> serde_json::Value {
         let config = Config::parse(config, "t.toml").unwrap();
         let mut r = Replayer::new(&config, 0).unwrap();
@@ -846,12 +852,7 @@ mod tests {
         lines.push(job(10, "k"));
         lines.push(req("b", 11, 0));
         let v = replay_with("", &lines);
-        let b = v["orgs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|o| o["org"] == "b")
-            .unwrap();
+        let b = org_of(&v, "b");
         assert_eq!(b["stuck_jobs"], 1, "{v}");
         // A job released while the clock was away holds no slot for a later-arriving start.
         let lines = [
@@ -863,12 +864,7 @@ mod tests {
             ),
         ];
         let v = replay_with("", &lines);
-        let b = v["orgs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|o| o["org"] == "b")
-            .unwrap();
+        let b = org_of(&v, "b");
         assert_eq!(b["peak_concurrency"], 1, "{v}");
     }
 

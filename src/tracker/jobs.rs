@@ -245,12 +245,15 @@ impl Jobs {
             stuck: false,
             seq,
         };
+        self.insert(hash, Entry { id: id.into(), job });
+        evicted.map_or(Start::Started, Start::Evicted)
+    }
+
+    /// Files `entry` under `hash` (its id's, not yet in the table).
+    fn insert(&mut self, hash: u64, entry: Entry) {
         let hasher = &self.hasher;
         self.by_id
-            .insert_unique(hash, Entry { id: id.into(), job }, |e| {
-                hasher.hash_one(&*e.id)
-            });
-        evicted.map_or(Start::Started, Start::Evicted)
+            .insert_unique(hash, entry, |e| hasher.hash_one(&*e.id));
     }
 
     /// Removes the job of `seq` filed under `hash`.
@@ -368,9 +371,7 @@ impl<'de> serde::Deserialize<'de> for Jobs {
                 &mut jobs.fresh
             };
             set.insert((job.started_ms, job.seq), hash);
-            let hasher = &jobs.hasher;
-            jobs.by_id
-                .insert_unique(hash, Entry { id, job }, |e| hasher.hash_one(&*e.id));
+            jobs.insert(hash, Entry { id, job });
         }
         Ok(jobs)
     }

@@ -569,11 +569,13 @@ impl Org {
             .iter()
             .filter_map(|&d| Some((d, d.limit(&self.limits))).filter(|(_, l)| *l > 0))
             .collect();
-        let headroom = dims
-            .iter()
-            .filter(|_| full)
-            .filter_map(|&d| self.headroom_seconds(d, now).map(|h| (d, h)))
-            .collect();
+        let headroom = if full {
+            dims.iter()
+                .filter_map(|&d| self.headroom_seconds(d, now).map(|h| (d, h)))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let apps = self
             .apps
             .iter()

@@ -43,10 +43,9 @@ pub enum RestoreError {
     Corrupt(#[from] postcard::Error),
 }
 
-/// Format 5: the job histogram bounds the counts were taken over, then the state.
+/// The state after the histogram bounds (format 5), or alone (format 4).
 #[derive(Serialize)]
-struct SnapshotRef<'a> {
-    job_buckets: &'a [f64],
+struct StateRef<'a> {
     orgs: &'a [Org],
     overflow_org: Option<usize>,
     overflow: Overflow,
@@ -85,43 +84,29 @@ impl Tracker {
     }
 
     /// [`Tracker::encode`] appended to `prefix` (a header the caller fills in afterwards, so
-    /// a large snapshot is written once, not copied behind its header).
+    /// a large snapshot is written once, not copied behind its header). Format 5: the job
+    /// histogram bounds the counts were taken over, then the state.
     pub fn encode_after(&self, mut prefix: Vec<u8>) -> Result<Vec<u8>, postcard::Error> {
-        let state = SnapshotRef {
-            job_buckets: &self.settings.job_buckets,
+        prefix.extend_from_slice(MAGIC);
+        postcard::to_extend(&(&*self.settings.job_buckets, self.state_ref()), prefix)
+    }
+
+    fn state_ref(&self) -> StateRef<'_> {
+        StateRef {
             orgs: &self.orgs,
             overflow_org: self.overflow_org,
             overflow: self.overflow,
             dedupe: &self.dedupe,
             repeats: self.reminders.as_map(),
             clock_ms: self.clock_ms,
-        };
-        prefix.extend_from_slice(MAGIC);
-        postcard::to_extend(&state, prefix)
+        }
     }
 
     /// The state in format 4 (no histogram bounds, 13 fixed buckets): tests make old
     /// snapshots with it.
     #[cfg(test)]
     pub(super) fn encode_v4(&self) -> Vec<u8> {
-        #[derive(Serialize)]
-        struct V4<'a> {
-            orgs: &'a [Org],
-            overflow_org: Option<usize>,
-            overflow: Overflow,
-            dedupe: &'a Dedupe,
-            repeats: &'a BTreeMap<AlertKey, i64>,
-            clock_ms: i64,
-        }
-        let state = V4 {
-            orgs: &self.orgs,
-            overflow_org: self.overflow_org,
-            overflow: self.overflow,
-            dedupe: &self.dedupe,
-            repeats: self.reminders.as_map(),
-            clock_ms: self.clock_ms,
-        };
-        let body = jobs::reading_fixed_histograms(|| postcard::to_stdvec(&state));
+        let body = jobs::reading_fixed_histograms(|| postcard::to_stdvec(&self.state_ref()));
         let mut out = MAGIC_V4.to_vec();
         out.extend(body.unwrap_or_default());
         out
