@@ -5,7 +5,7 @@
 //! `max` jobs the oldest is dropped, because a flood of ids that never finish must not grow
 //! memory (SPEC §10); far past any concurrency limit the count carries no information.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
@@ -169,8 +169,131 @@ pub enum Start {
 /// A job in flight under its id.
 #[derive(Debug)]
 struct Entry {
-    id: Box<str>,
+    id: JobId,
     job: Job,
+}
+
+/// Bytes of an id held inline.
+const INLINE_ID: usize = 30;
+
+/// A job id, inline when it fits (provider ids such as OpenAI's `vid_…` and `batch_…` or
+/// Anthropic's `msgbatch_…` do), so starting and dropping a job allocates nothing and
+/// comparing ids reads no other cache line.
+#[derive(Debug)]
+enum JobId {
+    Inline { len: u8, bytes: [u8; INLINE_ID] },
+    Boxed(Box<str>),
+}
+
+impl JobId {
+    fn new(id: &str) -> Self {
+        match u8::try_from(id.len()) {
+            Ok(len) if id.len() <= INLINE_ID => {
+                let mut bytes = [0; INLINE_ID];
+                bytes[..id.len()].copy_from_slice(id.as_bytes());
+                JobId::Inline { len, bytes }
+            }
+            _ => JobId::Boxed(id.into()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            JobId::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            JobId::Boxed(b) => b.as_bytes(),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Built from a `&str` and cut at its length, so always UTF-8.
+            JobId::Inline { .. } => std::str::from_utf8(self.as_bytes()).unwrap_or_default(),
+            JobId::Boxed(b) => b,
+        }
+    }
+
+    fn is(&self, id: &str) -> bool {
+        self.as_bytes() == id.as_bytes()
+    }
+}
+
+/// Jobs not yet stuck, oldest start (then seq) first, as (start, seq, id hash).
+///
+/// Starts come mostly in time order, so they are appended to a queue; a start older than the
+/// queue's newest goes to `late`, a tree. A job that finishes leaves its queue slot behind:
+/// the slot is found dead (its seq no longer filed) when it reaches the front, and dead slots
+/// are swept once they outnumber the live ones. So the common start, finish and eviction
+/// touch no tree (a tree insert and pop per job were a fifth of replay's per-event work).
+#[derive(Debug, Default)]
+struct Fresh {
+    queue: VecDeque<(i64, u64, u64)>,
+    late: BTreeMap<(i64, u64), u64>,
+}
+
+impl Fresh {
+    fn push(&mut self, start: i64, seq: u64, hash: u64) {
+        match self.queue.back() {
+            Some(&(newest, _, _)) if start < newest => {
+                self.late.insert((start, seq), hash);
+            }
+            _ => self.queue.push_back((start, seq, hash)),
+        }
+    }
+
+    /// Forgets a job that finished: at once if it is in `late`, lazily if in the queue.
+    fn forget(&mut self, start: i64, seq: u64) {
+        self.late.remove(&(start, seq));
+    }
+
+    /// Drops the queue's dead slots once they outnumber the `live` jobs (plus some slack).
+    fn sweep(&mut self, live: usize, holds: impl Fn(u64, u64) -> bool) {
+        if self.queue.len() > 2 * live + 64 {
+            self.queue.retain(|&(_, seq, hash)| holds(hash, seq));
+        }
+    }
+
+    /// The oldest live job, dropping dead slots off the queue's front on the way.
+    fn first(&mut self, holds: impl Fn(u64, u64) -> bool) -> Option<(i64, u64, u64)> {
+        while let Some(&(_, seq, hash)) = self.queue.front() {
+            if holds(hash, seq) {
+                break;
+            }
+            self.queue.pop_front();
+        }
+        let queued = self.queue.front().copied();
+        let late = self.late.first_key_value().map(|(&(s, q), &h)| (s, q, h));
+        match (queued, late) {
+            (Some(a), Some(b)) => Some(if (b.0, b.1) < (a.0, a.1) { b } else { a }),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Removes `first`, as [`Fresh::first`] returned it.
+    fn pop(&mut self, first: (i64, u64, u64)) {
+        if self.queue.front().is_some_and(|f| f.1 == first.1) {
+            self.queue.pop_front();
+        } else {
+            self.late.remove(&(first.0, first.1));
+        }
+    }
+
+    /// Live jobs that started after `ts`.
+    fn later_than(&self, ts: i64, holds: impl Fn(u64, u64) -> bool) -> usize {
+        let late = self
+            .late
+            .keys()
+            .rev()
+            .take_while(|(start, _)| *start > ts)
+            .count();
+        let queued = self
+            .queue
+            .iter()
+            .rev()
+            .take_while(|(start, _, _)| *start > ts)
+            .filter(|&&(_, seq, hash)| holds(hash, seq))
+            .count();
+        late + queued
+    }
 }
 
 /// Jobs of one org.
@@ -182,8 +305,8 @@ struct Entry {
 pub struct Jobs {
     by_id: HashTable<Entry>,
     hasher: foldhash::fast::RandomState,
-    /// Not yet stuck, by (start time, seq) → id hash: integer keys keep the ordering cheap.
-    fresh: BTreeMap<(i64, u64), u64>,
+    /// Not yet stuck, oldest start first.
+    fresh: Fresh,
     /// Stuck and not yet released, by (start time, seq) → id hash.
     stuck: BTreeMap<(i64, u64), u64>,
     max: usize,
@@ -196,7 +319,7 @@ impl Jobs {
         Jobs {
             by_id: HashTable::new(),
             hasher: foldhash::fast::RandomState::default(),
-            fresh: BTreeMap::new(),
+            fresh: Fresh::default(),
             stuck: BTreeMap::new(),
             max: max.max(1),
             next_seq: 0,
@@ -215,10 +338,19 @@ impl Jobs {
 
     /// Jobs in flight that had started by `ts`: the concurrency a late event saw.
     pub fn in_flight_at(&self, ts: i64) -> usize {
-        let later = |s: &BTreeMap<(i64, u64), u64>| {
-            s.keys().rev().take_while(|(start, _)| *start > ts).count()
-        };
-        self.by_id.len() - later(&self.fresh) - later(&self.stuck)
+        let later_stuck = self
+            .stuck
+            .keys()
+            .rev()
+            .take_while(|(start, _)| *start > ts)
+            .count();
+        let later_fresh = self.fresh.later_than(ts, |h, seq| self.holds(h, seq));
+        self.by_id.len() - later_fresh - later_stuck
+    }
+
+    /// Whether the job of `seq` is still filed under `hash`.
+    fn holds(&self, hash: u64, seq: u64) -> bool {
+        self.by_id.find(hash, |e| e.job.seq == seq).is_some()
     }
 
     fn hash(&self, id: &str) -> u64 {
@@ -228,7 +360,7 @@ impl Jobs {
     /// Starts job `id` at `ts`.
     pub fn start(&mut self, id: &str, app: u32, ts: i64) -> Start {
         let hash = self.hash(id);
-        if self.by_id.find(hash, |e| &*e.id == id).is_some() {
+        if self.by_id.find(hash, |e| e.id.is(id)).is_some() {
             return Start::Duplicate;
         }
         let evicted = if self.by_id.len() >= self.max {
@@ -238,14 +370,20 @@ impl Jobs {
         };
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.fresh.insert((ts, seq), hash);
+        self.fresh.push(ts, seq, hash);
         let job = Job {
             started_ms: ts,
             app,
             stuck: false,
             seq,
         };
-        self.insert(hash, Entry { id: id.into(), job });
+        self.insert(
+            hash,
+            Entry {
+                id: JobId::new(id),
+                job,
+            },
+        );
         evicted.map_or(Start::Started, Start::Evicted)
     }
 
@@ -253,7 +391,7 @@ impl Jobs {
     fn insert(&mut self, hash: u64, entry: Entry) {
         let hasher = &self.hasher;
         self.by_id
-            .insert_unique(hash, entry, |e| hasher.hash_one(&*e.id));
+            .insert_unique(hash, entry, |e| hasher.hash_one(e.id.as_str()));
     }
 
     /// Removes the job of `seq` filed under `hash`.
@@ -263,31 +401,43 @@ impl Jobs {
     }
 
     fn evict_oldest(&mut self) -> Option<Job> {
-        let from_stuck = match (self.fresh.first_key_value(), self.stuck.first_key_value()) {
-            (Some(f), Some(s)) => s.0 <= f.0,
+        let Jobs {
+            by_id,
+            fresh,
+            stuck,
+            ..
+        } = self;
+        let fresh_first = fresh.first(|h, seq| by_id.find(h, |e| e.job.seq == seq).is_some());
+        let from_stuck = match (fresh_first, stuck.first_key_value()) {
+            (Some(f), Some(s)) => *s.0 <= (f.0, f.1),
             (None, Some(_)) => true,
             (_, None) => false,
         };
-        let set = if from_stuck {
-            &mut self.stuck
+        let (seq, hash) = if from_stuck {
+            let ((_, seq), hash) = stuck.pop_first()?;
+            (seq, hash)
         } else {
-            &mut self.fresh
+            let f = fresh_first?;
+            fresh.pop(f);
+            (f.1, f.2)
         };
-        let ((_, seq), hash) = set.pop_first()?;
         self.take(hash, seq)
     }
 
     /// Ends job `id`; `None` if it was not in flight.
     pub fn finish(&mut self, id: &str) -> Option<Job> {
         let hash = self.hash(id);
-        let found = self.by_id.find_entry(hash, |e| &*e.id == id).ok()?;
+        let found = self.by_id.find_entry(hash, |e| e.id.is(id)).ok()?;
         let job = found.remove().0.job;
-        let set = if job.stuck {
-            &mut self.stuck
+        if job.stuck {
+            self.stuck.remove(&(job.started_ms, job.seq));
         } else {
-            &mut self.fresh
-        };
-        set.remove(&(job.started_ms, job.seq));
+            self.fresh.forget(job.started_ms, job.seq);
+            let live = self.by_id.len() - self.stuck.len();
+            let by_id = &self.by_id;
+            self.fresh
+                .sweep(live, |h, seq| by_id.find(h, |e| e.job.seq == seq).is_some());
+        }
         Some(job)
     }
 
@@ -301,17 +451,24 @@ impl Jobs {
         mut on_stuck: impl FnMut(&Job),
         mut on_release: impl FnMut(&Job),
     ) {
-        while let Some((&(start, _), _)) = self.fresh.first_key_value()
-            && start <= now - stuck_after
-        {
-            let Some((key, hash)) = self.fresh.pop_first() else {
+        loop {
+            let by_id = &self.by_id;
+            let Some(first) = self
+                .fresh
+                .first(|h, seq| by_id.find(h, |e| e.job.seq == seq).is_some())
+            else {
                 break;
             };
-            if let Some(e) = self.by_id.find_mut(hash, |e| e.job.seq == key.1) {
+            let (start, seq, hash) = first;
+            if start > now - stuck_after {
+                break;
+            }
+            self.fresh.pop(first);
+            if let Some(e) = self.by_id.find_mut(hash, |e| e.job.seq == seq) {
                 e.job.stuck = true;
                 on_stuck(&e.job);
             }
-            self.stuck.insert(key, hash);
+            self.stuck.insert((start, seq), hash);
         }
         while let Some((&(start, _), _)) = self.stuck.first_key_value()
             && start <= now - release_after
@@ -330,7 +487,7 @@ impl Jobs {
         self.stuck.iter().filter_map(|(&(_, seq), &hash)| {
             self.by_id
                 .find(hash, |e| e.job.seq == seq)
-                .map(|e| (&*e.id, &e.job))
+                .map(|e| (e.id.as_str(), &e.job))
         })
     }
 }
@@ -352,7 +509,7 @@ impl serde::Serialize for Jobs {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         JobsRef {
             next_seq: self.next_seq,
-            jobs: self.by_id.iter().map(|e| (&*e.id, &e.job)).collect(),
+            jobs: self.by_id.iter().map(|e| (e.id.as_str(), &e.job)).collect(),
         }
         .serialize(s)
     }
@@ -363,15 +520,25 @@ impl<'de> serde::Deserialize<'de> for Jobs {
         let owned = JobsOwned::deserialize(d)?;
         let mut jobs = Jobs::new(usize::MAX);
         jobs.next_seq = owned.next_seq;
+        let mut fresh = Vec::new();
         for (id, job) in owned.jobs {
             let hash = jobs.hash(&id);
-            let set = if job.stuck {
-                &mut jobs.stuck
+            if job.stuck {
+                jobs.stuck.insert((job.started_ms, job.seq), hash);
             } else {
-                &mut jobs.fresh
-            };
-            set.insert((job.started_ms, job.seq), hash);
-            jobs.insert(hash, Entry { id, job });
+                fresh.push((job.started_ms, job.seq, hash));
+            }
+            jobs.insert(
+                hash,
+                Entry {
+                    id: JobId::new(&id),
+                    job,
+                },
+            );
+        }
+        fresh.sort_unstable();
+        for (start, seq, hash) in fresh {
+            jobs.fresh.push(start, seq, hash);
         }
         Ok(jobs)
     }
@@ -392,6 +559,165 @@ impl Jobs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The obvious model: every job in one list, searched from end to end.
+    #[derive(Default)]
+    struct Model {
+        jobs: Vec<(String, Job)>,
+        next_seq: u64,
+    }
+
+    impl Model {
+        fn oldest(&self, stuck: Option<bool>) -> Option<usize> {
+            (0..self.jobs.len())
+                .filter(|&i| stuck.is_none_or(|s| self.jobs[i].1.stuck == s))
+                .min_by_key(|&i| (self.jobs[i].1.started_ms, self.jobs[i].1.seq))
+        }
+        fn start(&mut self, id: &str, app: u32, ts: i64, max: usize) -> Start {
+            if self.jobs.iter().any(|(j, _)| j == id) {
+                return Start::Duplicate;
+            }
+            let evicted = if self.jobs.len() >= max {
+                self.oldest(None).map(|i| self.jobs.remove(i).1)
+            } else {
+                None
+            };
+            let job = Job {
+                started_ms: ts,
+                app,
+                stuck: false,
+                seq: self.next_seq,
+            };
+            self.next_seq += 1;
+            self.jobs.push((id.to_owned(), job));
+            evicted.map_or(Start::Started, Start::Evicted)
+        }
+        fn finish(&mut self, id: &str) -> Option<Job> {
+            let i = self.jobs.iter().position(|(j, _)| j == id)?;
+            Some(self.jobs.remove(i).1)
+        }
+        fn advance(&mut self, now: i64, stuck_after: i64, release_after: i64) -> Vec<(bool, Job)> {
+            let mut seen = Vec::new();
+            while let Some(i) = self.oldest(Some(false))
+                && self.jobs[i].1.started_ms <= now - stuck_after
+            {
+                self.jobs[i].1.stuck = true;
+                seen.push((true, self.jobs[i].1));
+            }
+            while let Some(i) = self.oldest(Some(true))
+                && self.jobs[i].1.started_ms <= now - release_after
+            {
+                seen.push((false, self.jobs.remove(i).1));
+            }
+            seen
+        }
+        fn stuck_jobs(&self) -> Vec<(String, Job)> {
+            let mut v: Vec<_> = self.jobs.iter().filter(|(_, j)| j.stuck).cloned().collect();
+            v.sort_by_key(|(_, j)| (j.started_ms, j.seq));
+            v
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Start(u8, i64),
+        Finish(u8),
+        Advance(i64),
+        InFlightAt(i64),
+        Restore,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            5 => (0u8..24, -50i64..60).prop_map(|(id, dt)| Op::Start(id, dt)),
+            3 => (0u8..24).prop_map(Op::Finish),
+            2 => (0i64..40).prop_map(Op::Advance),
+            1 => (-60i64..60).prop_map(Op::InFlightAt),
+            1 => Just(Op::Restore),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+        /// Starts (in order, late or duplicate), finishes, eviction at the cap, stuck and
+        /// release, counts as of a past moment and a snapshot restore all answer as the model.
+        #[test]
+        fn jobs_answer_as_the_obvious_model(max in 1usize..8, ops in prop::collection::vec(op(), 1..120)) {
+            let (stuck_after, release_after) = (30, 70);
+            let mut j = Jobs::new(max);
+            let mut m = Model::default();
+            let mut now = 0i64;
+            for op in ops {
+                match op {
+                    Op::Start(id, dt) => {
+                        let id = format!("job-{id}");
+                        let ts = now + dt;
+                        prop_assert_eq!(j.start(&id, u32::from(id.len() as u8), ts), m.start(&id, u32::from(id.len() as u8), ts, max));
+                    }
+                    Op::Finish(id) => {
+                        let id = format!("job-{id}");
+                        prop_assert_eq!(j.finish(&id), m.finish(&id));
+                    }
+                    Op::Advance(dt) => {
+                        now += dt;
+                        let mut seen = Vec::new();
+                        let seen_cell = std::cell::RefCell::new(&mut seen);
+                        j.advance(
+                            now,
+                            stuck_after,
+                            release_after,
+                            |x| seen_cell.borrow_mut().push((true, *x)),
+                            |x| seen_cell.borrow_mut().push((false, *x)),
+                        );
+                        prop_assert_eq!(seen, m.advance(now, stuck_after, release_after));
+                    }
+                    Op::InFlightAt(dt) => {
+                        let ts = now + dt;
+                        let want = m.jobs.iter().filter(|(_, x)| x.started_ms <= ts).count();
+                        prop_assert_eq!(j.in_flight_at(ts), want);
+                    }
+                    Op::Restore => {
+                        let bytes = postcard::to_allocvec(&j).expect("encode");
+                        j = postcard::from_bytes(&bytes).expect("decode");
+                        j.set_max(max);
+                    }
+                }
+                prop_assert_eq!(j.in_flight(), m.jobs.len());
+                prop_assert_eq!(j.stuck_count(), m.stuck_jobs().len());
+                let stuck: Vec<(String, Job)> =
+                    j.stuck_jobs().map(|(id, x)| (id.to_owned(), *x)).collect();
+                prop_assert_eq!(stuck, m.stuck_jobs());
+            }
+        }
+    }
+
+    #[test]
+    fn ids_inline_or_boxed_are_the_same_ids() {
+        let ids = [
+            String::new(),
+            "a".repeat(INLINE_ID - 1),
+            "b".repeat(INLINE_ID),
+            "c".repeat(INLINE_ID + 1),
+            "é".repeat(INLINE_ID / 2),
+            "vid_5d916bfe1561191a3281fc75".to_owned(),
+            "x".repeat(300),
+        ];
+        let mut j = Jobs::new(100);
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(j.start(id, 0, i as i64), Start::Started, "{id}");
+            assert_eq!(JobId::new(id).as_str(), id);
+        }
+        for id in &ids {
+            assert_eq!(j.start(id, 0, 99), Start::Duplicate, "{id}");
+        }
+        // A prefix of a held id is another id.
+        assert_eq!(j.finish(&"c".repeat(INLINE_ID)), None);
+        for id in &ids {
+            assert!(j.finish(id).is_some(), "{id}");
+        }
+        assert_eq!(j.in_flight(), 0);
+    }
 
     #[test]
     fn start_finish_and_duplicates() {

@@ -1,31 +1,34 @@
-//! Prometheus metrics (SPEC §8), exposed at `/metrics` as OpenMetrics text.
+//! Prometheus metrics (SPEC §8), exposed at `/metrics` as OpenMetrics text or, for clients
+//! that ask for it, the classic Prometheus text format.
 //!
 //! Ingest counters are ordinary prometheus-client handles, bumped once per batch. Everything
 //! the tracker knows (usage, limits, requests, 429 causes, jobs, alerts) is read at scrape
-//! time by a [`Collector`] from one snapshot, so the per-event path never touches a label map
-//! and every gauge is computed against the clock at the moment Prometheus asks.
-//! Label values are org/app names and fixed enums; never ids, paths or URLs.
+//! time from one snapshot ([`tracker`]) and written by [`text`], so the per-event path never
+//! touches a label map and every gauge is computed against the clock at the moment
+//! Prometheus asks. Label values are org/app names and fixed enums; never ids, paths or URLs.
 
-use crate::model::Dimension;
-use std::collections::{BTreeMap, HashMap};
+mod text;
+mod tracker;
+
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::config::{Config, MetricsConfig};
-use crate::detect::Cause;
+use crate::config::Config;
 use crate::events::intake::Tally;
-use crate::events::{EventField, Outcome, Reason};
+use crate::events::{EventField, Reason};
 use crate::offpeak::OffPeak;
-use crate::tracker::{JobOutcome, OrgSnapshot};
+use text::{Format, PREFIX};
+use tracker::TrackerFamilies;
 
 /// Version reported by `build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -95,6 +98,7 @@ pub struct Metrics {
     batch_items: Family<BatchItemLabels, Gauge>,
     body_bytes_held: Gauge,
     batch_requests: Family<BatchRequestLabels, Counter>,
+    tracker: TrackerFamilies,
 }
 
 impl fmt::Debug for Metrics {
@@ -152,7 +156,7 @@ impl Metrics {
     /// Registers every metric; tracker-derived ones are read from `source` at scrape time.
     pub fn new(source: Arc<dyn ScrapeSource>, config: &Config) -> Metrics {
         let offpeak = config.offpeak.clone();
-        let mut registry = Registry::with_prefix("ratewarden");
+        let mut registry = Registry::with_prefix(PREFIX);
         let ingested = Family::<SourceLabels, Counter>::default();
         let rejected = Family::<RejectLabels, Counter>::default();
         registry.register(
@@ -222,10 +226,6 @@ impl Metrics {
             source: source.clone(),
             offpeak,
         }));
-        registry.register_collector(Box::new(TrackerCollector {
-            source: source.clone(),
-            series: config.metrics.clone(),
-        }));
         let m = Metrics {
             registry,
             ingested,
@@ -233,7 +233,6 @@ impl Metrics {
             field_errors,
             files_skipped,
             record_errors,
-            source,
             unencodable_seen: Mutex::default(),
             last_len: std::sync::atomic::AtomicUsize::new(0),
             notifications,
@@ -241,6 +240,11 @@ impl Metrics {
             batch_items,
             batch_requests,
             body_bytes_held,
+            tracker: TrackerFamilies {
+                source: source.clone(),
+                series: config.metrics.clone(),
+            },
+            source,
         };
         m.declare_source("http");
         m
@@ -379,10 +383,15 @@ impl Metrics {
         // Sized from the last answer: growing a few MB by doubling copies it all each time.
         let last = self.last_len.load(std::sync::atomic::Ordering::Relaxed);
         let mut out = String::with_capacity((last + last / 16).max(16 * 1024));
+        // The registry first, then the tracker's families (most of the bytes at scale)
+        // straight into the same buffer, then the end marker OpenMetrics requires.
         if classic {
             prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
+            self.tracker.write(&mut out, Format::Classic);
         } else {
-            prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+            prometheus_client::encoding::text::encode_registry(&mut out, &self.registry)?;
+            self.tracker.write(&mut out, Format::OpenMetrics);
+            prometheus_client::encoding::text::encode_eof(&mut out)?;
         }
         self.last_len
             .store(out.len(), std::sync::atomic::Ordering::Relaxed);
@@ -412,11 +421,6 @@ impl Metrics {
     }
 }
 
-/// A count as a gauge value: never negative, however large (a saturated window is u64::MAX).
-fn as_gauge(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
 /// `offpeak_open`, computed against the clock at scrape time.
 struct OffPeakCollector {
     source: Arc<dyn ScrapeSource>,
@@ -442,345 +446,6 @@ impl Collector for OffPeakCollector {
             MetricType::Gauge,
         )?;
         ConstGauge::new(i64::from(open)).encode(m)
-    }
-}
-
-/// Reads the tracker at scrape time.
-struct TrackerCollector {
-    /// Empty while start-up recovery runs; nothing is exported from the tracker until then.
-    source: Arc<dyn ScrapeSource>,
-    /// Which optional series to export.
-    series: MetricsConfig,
-}
-
-/// The `app` label, or none (per-app series switched off).
-struct AppLabel<'a>(Option<&'a str>);
-
-impl EncodeLabelSet for AppLabel<'_> {
-    fn encode(&self, encoder: &mut prometheus_client::encoding::LabelSetEncoder) -> fmt::Result {
-        match self.0 {
-            Some(app) => [("app", app)].encode(encoder),
-            None => Ok(()),
-        }
-    }
-}
-
-/// An app's counters as exported: one app's, or the sum of an org's apps under no app label.
-struct AppCounts<'a> {
-    app: Option<&'a str>,
-    requests: [u64; Outcome::ALL.len()],
-    rate_limited: [u64; Cause::ALL.len()],
-    retry_violations: u64,
-}
-
-impl AppCounts<'_> {
-    fn had_429(&self) -> bool {
-        self.rate_limited.iter().any(|&n| n > 0)
-    }
-}
-
-/// The labels of an app's series: its org and, per app, its app.
-fn app_l<'a>(
-    o: &'a OrgSnapshot,
-    a: &AppCounts<'a>,
-) -> ([(&'static str, &'a str); 1], AppLabel<'a>) {
-    (org_l(o), AppLabel(a.app))
-}
-
-/// `o`'s apps' counters, each app's or (not `per_app`) their sum.
-fn app_counts(o: &OrgSnapshot, per_app: bool) -> Vec<AppCounts<'_>> {
-    if per_app {
-        return o
-            .apps
-            .iter()
-            .map(|a| AppCounts {
-                app: Some(&*a.app),
-                requests: a.requests,
-                rate_limited: a.rate_limited,
-                retry_violations: a.retry_violations,
-            })
-            .collect();
-    }
-    let mut sum = AppCounts {
-        app: None,
-        requests: [0; Outcome::ALL.len()],
-        rate_limited: [0; Cause::ALL.len()],
-        retry_violations: 0,
-    };
-    for a in &o.apps {
-        for (s, n) in sum.requests.iter_mut().zip(a.requests) {
-            *s += n;
-        }
-        for (s, n) in sum.rate_limited.iter_mut().zip(a.rate_limited) {
-            *s += n;
-        }
-        sum.retry_violations += a.retry_violations;
-    }
-    vec![sum]
-}
-
-impl fmt::Debug for TrackerCollector {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("TrackerCollector")
-    }
-}
-
-fn counter<L: EncodeLabelSet>(
-    enc: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    series: impl IntoIterator<Item = (L, u64)>,
-) -> fmt::Result {
-    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for (labels, v) in series {
-        ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
-    }
-    Ok(())
-}
-
-fn gauge<L: EncodeLabelSet, V: prometheus_client::encoding::EncodeGaugeValue + fmt::Debug>(
-    enc: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    series: impl IntoIterator<Item = (L, V)>,
-) -> fmt::Result {
-    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    for (labels, v) in series {
-        ConstGauge::new(v).encode(m.encode_family(&labels)?)?;
-    }
-    Ok(())
-}
-
-/// No labels.
-const NONE: [(&str, &str); 0] = [];
-
-fn org_l(o: &OrgSnapshot) -> [(&'static str, &str); 1] {
-    [("org", &*o.org)]
-}
-
-fn dim_l(o: &OrgSnapshot, d: Dimension) -> [(&'static str, &str); 2] {
-    [("org", &*o.org), ("dimension", d.as_str())]
-}
-
-/// Whether `o` has ever had a job (in flight, stuck or finished): its job series and its
-/// concurrency dimension have something to say only then.
-fn had_jobs(o: &OrgSnapshot) -> bool {
-    o.jobs_in_flight > 0 || o.jobs_stuck > 0 || o.jobs_finished.iter().any(|&n| n > 0)
-}
-
-/// Whether dimension `d` of `o` is exported: every dimension but concurrency, which only
-/// for an org that has had jobs (before that its usage is 0 and says nothing).
-fn shows(o: &OrgSnapshot, d: Dimension) -> bool {
-    d != Dimension::Concurrency || had_jobs(o)
-}
-
-impl Collector for TrackerCollector {
-    /// Series appear once they have something to say: a request outcome once it happened, the
-    /// 429 causes and retry violations of an app once it had a 429 (all at once, so `rate()`
-    /// sees each from zero), job series and the concurrency dimension once the org had a job,
-    /// the duration histogram once a job finished. Labels are borrowed, not built per series.
-    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
-        let Some(Scraped {
-            store_writable,
-            store_commit_failures,
-            orgs,
-            overflow,
-            new_orgs_refused,
-        }) = self.source.scrape()
-        else {
-            return Ok(());
-        };
-        gauge(
-            &mut enc,
-            "store_writable",
-            "1 while the store commits, 0 after a failed commit (a full disk) until one succeeds",
-            [(NONE, i64::from(store_writable))],
-        )?;
-        counter(
-            &mut enc,
-            "store_commit_failures",
-            "Store commits that failed; each is retried until the store writes again",
-            [(NONE, store_commit_failures)],
-        )?;
-        let per_app = self.series.per_app;
-        let apps: Vec<(&OrgSnapshot, Vec<AppCounts>)> =
-            orgs.iter().map(|o| (o, app_counts(o, per_app))).collect();
-        counter(
-            &mut enc,
-            "requests",
-            "Requests seen, of any status, by outcome",
-            apps.iter().flat_map(|(o, apps)| {
-                apps.iter().flat_map(move |a| {
-                    Outcome::ALL
-                        .into_iter()
-                        .filter(|out| a.requests[out.index()] > 0)
-                        .map(move |out| {
-                            (
-                                (app_l(o, a), [("outcome", out.as_str())]),
-                                a.requests[out.index()],
-                            )
-                        })
-                })
-            }),
-        )?;
-        counter(
-            &mut enc,
-            "rate_limited",
-            "429 responses by most likely cause",
-            apps.iter().flat_map(|(o, apps)| {
-                apps.iter().filter(|a| a.had_429()).flat_map(move |a| {
-                    Cause::ALL.into_iter().map(move |c| {
-                        (
-                            (app_l(o, a), [("cause", c.as_str())]),
-                            a.rate_limited[c.index()],
-                        )
-                    })
-                })
-            }),
-        )?;
-        gauge(
-            &mut enc,
-            "usage",
-            "Current usage per dimension: requests in the rolling minute and 24 h, jobs in flight",
-            orgs.iter().flat_map(|o| {
-                o.usage
-                    .iter()
-                    .filter(|(d, _)| shows(o, *d))
-                    .map(move |&(d, v)| (dim_l(o, d), as_gauge(v)))
-            }),
-        )?;
-        gauge(
-            &mut enc,
-            "limit",
-            "Limit per dimension (absent when unlimited)",
-            orgs.iter().flat_map(|o| {
-                o.limits
-                    .iter()
-                    .filter(|(d, _)| shows(o, *d))
-                    .map(move |&(d, v)| (dim_l(o, d), as_gauge(v)))
-            }),
-        )?;
-        gauge(
-            &mut enc,
-            "utilization_ratio",
-            "Usage divided by limit per dimension",
-            orgs.iter().flat_map(|o| {
-                o.limits
-                    .iter()
-                    .filter(|(d, _)| shows(o, *d))
-                    .map(move |&(d, l)| {
-                        let u = o.usage_of(d).unwrap_or(0);
-                        (dim_l(o, d), u as f64 / l as f64)
-                    })
-            }),
-        )?;
-        let with_jobs = || orgs.iter().filter(|o| had_jobs(o));
-        gauge(
-            &mut enc,
-            "jobs_in_flight",
-            "Jobs started and not finished or released",
-            with_jobs().map(|o| (org_l(o), as_gauge(o.jobs_in_flight))),
-        )?;
-        gauge(
-            &mut enc,
-            "jobs_stuck",
-            "Jobs in flight longer than stuck_after",
-            with_jobs().map(|o| (org_l(o), as_gauge(o.jobs_stuck))),
-        )?;
-        counter(
-            &mut enc,
-            "jobs_finished",
-            "Jobs that stopped holding a slot, by outcome",
-            with_jobs().flat_map(|o| {
-                JobOutcome::ALL.into_iter().map(move |j| {
-                    (
-                        [("org", &*o.org), ("outcome", j.as_str())],
-                        o.jobs_finished[j as usize],
-                    )
-                })
-            }),
-        )?;
-        if self.series.job_histogram {
-            let bounds = &self.series.job_duration_buckets;
-            let mut m = enc.encode_descriptor(
-                "job_duration_seconds",
-                "Duration of finished jobs",
-                None,
-                MetricType::Histogram,
-            )?;
-            for o in orgs.iter().filter(|o| o.job_duration.count() > 0) {
-                let h = &o.job_duration;
-                // The snapshot restore clears histograms of other bounds, so the counts
-                // are those of these bounds (and +Inf).
-                let buckets: Vec<(f64, u64)> = bounds
-                    .iter()
-                    .copied()
-                    .chain([f64::INFINITY])
-                    .zip(h.counts.iter().copied())
-                    .collect();
-                m.encode_family(&org_l(o))?
-                    .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-                        h.sum,
-                        h.count(),
-                        &buckets,
-                        None,
-                    )?;
-            }
-        }
-        counter(
-            &mut enc,
-            "bursts",
-            "Burst episodes",
-            orgs.iter()
-                .filter(|o| o.bursts > 0 || o.limit_of(Dimension::Rpm).is_some())
-                .map(|o| (org_l(o), o.bursts)),
-        )?;
-        counter(
-            &mut enc,
-            "retry_violations",
-            "Requests sent before the Retry-After of the last 429 elapsed",
-            apps.iter().flat_map(|(o, apps)| {
-                apps.iter()
-                    .filter(|a| a.retry_violations > 0 || a.had_429())
-                    .map(move |a| (app_l(o, a), a.retry_violations))
-            }),
-        )?;
-        gauge(
-            &mut enc,
-            "upstream_remaining",
-            "Remaining requests (rpm) and tokens (tpm) as last reported by the upstream",
-            orgs.iter().flat_map(|o| {
-                [Dimension::Rpm, Dimension::Tpm]
-                    .into_iter()
-                    .zip(o.upstream_remaining)
-                    .filter_map(move |(d, v)| v.map(|v| (dim_l(o, d), as_gauge(v))))
-            }),
-        )?;
-        // Several apps of one org can storm at once; the label set has no app, so sum them.
-        let mut firing: BTreeMap<[(&str, &str); 4], i64> = BTreeMap::new();
-        for a in orgs.iter().flat_map(|o| &o.alerts) {
-            let labels = [
-                ("org", &*a.org),
-                ("alert", a.alert.as_str()),
-                ("dimension", a.dimension.map_or("", |d| d.as_str())),
-                ("severity", a.severity.as_str()),
-            ];
-            *firing.entry(labels).or_default() += 1;
-        }
-        gauge(&mut enc, "alerts_firing", "Alerts firing now", firing)?;
-        counter(
-            &mut enc,
-            "series_overflow",
-            "Events routed to __overflow__ series (org: past max_orgs; org_rate: a new org past max_new_orgs_per_second; app) and jobs dropped past max_jobs_per_org (job)",
-            [
-                ("org", overflow.orgs),
-                ("org_rate", new_orgs_refused),
-                ("app", overflow.apps),
-                ("job", overflow.jobs),
-            ]
-            .map(|(k, v)| ([("kind", k)], v)),
-        )?;
-        Ok(())
     }
 }
 

@@ -1,0 +1,302 @@
+//! The tracker's families (SPEC §8), read at scrape time from one [`Scraped`] and written
+//! with [`super::text`]: usage, limits, requests, 429 causes, jobs, bursts, alerts, overflow.
+//!
+//! Series appear once they have something to say: a request outcome once it happened, the
+//! 429 causes and retry violations of an app once it had a 429 (all at once, so `rate()`
+//! sees each from zero), job series and the concurrency dimension once the org had a job,
+//! the duration histogram once a job finished. Labels are borrowed, never built per series.
+//! It never reaches into the live state: it reads only what the [`ScrapeSource`] hands over.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::text::{Family, Format, Type, le_values};
+use super::{ScrapeSource, Scraped};
+use crate::config::MetricsConfig;
+use crate::detect::Cause;
+use crate::events::Outcome;
+use crate::model::Dimension;
+use crate::tracker::{JobOutcome, OrgSnapshot};
+
+/// Reads the tracker at scrape time.
+pub(super) struct TrackerFamilies {
+    /// Empty while start-up recovery runs; nothing is exported from the tracker until then.
+    pub source: Arc<dyn ScrapeSource>,
+    /// Which optional series to export.
+    pub series: MetricsConfig,
+}
+
+/// A count as a gauge value: never negative, however large (a saturated window is u64::MAX).
+fn as_gauge(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// An app's counters as exported: one app's, or the sum of an org's apps under no app label.
+struct AppCounts<'a> {
+    app: Option<&'a str>,
+    requests: [u64; Outcome::ALL.len()],
+    rate_limited: [u64; Cause::ALL.len()],
+    retry_violations: u64,
+}
+
+impl AppCounts<'_> {
+    fn had_429(&self) -> bool {
+        self.rate_limited.iter().any(|&n| n > 0)
+    }
+}
+
+/// `o`'s apps' counters, each app's or (not `per_app`) their sum.
+fn app_counts(o: &OrgSnapshot, per_app: bool) -> Vec<AppCounts<'_>> {
+    if per_app {
+        return o
+            .apps
+            .iter()
+            .map(|a| AppCounts {
+                app: Some(&*a.app),
+                requests: a.requests,
+                rate_limited: a.rate_limited,
+                retry_violations: a.retry_violations,
+            })
+            .collect();
+    }
+    let mut sum = AppCounts {
+        app: None,
+        requests: [0; Outcome::ALL.len()],
+        rate_limited: [0; Cause::ALL.len()],
+        retry_violations: 0,
+    };
+    for a in &o.apps {
+        for (s, n) in sum.requests.iter_mut().zip(a.requests) {
+            *s += n;
+        }
+        for (s, n) in sum.rate_limited.iter_mut().zip(a.rate_limited) {
+            *s += n;
+        }
+        sum.retry_violations += a.retry_violations;
+    }
+    vec![sum]
+}
+
+/// The labels of an app's series: its org, its app (per app) and `extra`.
+fn app_l<'a>(
+    org: &'a str,
+    a: &AppCounts<'a>,
+    extra: Option<(&'static str, &'a str)>,
+    buf: &mut Vec<(&'static str, &'a str)>,
+) {
+    buf.clear();
+    buf.push(("org", org));
+    buf.extend(a.app.map(|app| ("app", app)));
+    buf.extend(extra);
+}
+
+/// Whether `o` has ever had a job (in flight, stuck or finished): its job series and its
+/// concurrency dimension have something to say only then.
+fn had_jobs(o: &OrgSnapshot) -> bool {
+    o.jobs_in_flight > 0 || o.jobs_stuck > 0 || o.jobs_finished.iter().any(|&n| n > 0)
+}
+
+/// Whether dimension `d` of `o` is exported: every dimension but concurrency, which only
+/// for an org that has had jobs (before that its usage is 0 and says nothing).
+fn shows(o: &OrgSnapshot, d: Dimension) -> bool {
+    d != Dimension::Concurrency || had_jobs(o)
+}
+
+impl TrackerFamilies {
+    /// Appends the tracker's families to `out` in `format`; nothing while state recovers.
+    pub fn write(&self, out: &mut String, format: Format) {
+        let Some(scraped) = self.source.scrape() else {
+            return;
+        };
+        self.write_scraped(&scraped, format, out);
+    }
+
+    /// One walk over the orgs fills every per-org family, so each org's state is read while
+    /// it is in cache (a family-by-family walk read all 10 000 orgs a dozen times, each time
+    /// from memory); the families are then written in turn.
+    fn write_scraped(&self, s: &Scraped, format: Format, out: &mut String) {
+        let fam = |name, help, ty| Family::new(format, name, help, ty);
+        let mut store_writable = fam(
+            "store_writable",
+            "1 while the store commits, 0 after a failed commit (a full disk) until one succeeds",
+            Type::Gauge,
+        );
+        store_writable.int(&[], i64::from(s.store_writable));
+        let mut store_failures = fam(
+            "store_commit_failures",
+            "Store commits that failed; each is retried until the store writes again",
+            Type::Counter,
+        );
+        store_failures.int(&[], s.store_commit_failures);
+        let mut requests = fam(
+            "requests",
+            "Requests seen, of any status, by outcome",
+            Type::Counter,
+        );
+        let mut rate_limited = fam(
+            "rate_limited",
+            "429 responses by most likely cause",
+            Type::Counter,
+        );
+        let mut usage = fam(
+            "usage",
+            "Current usage per dimension: requests in the rolling minute and 24 h, jobs in flight",
+            Type::Gauge,
+        );
+        let mut limit = fam(
+            "limit",
+            "Limit per dimension (absent when unlimited)",
+            Type::Gauge,
+        );
+        let mut utilization = fam(
+            "utilization_ratio",
+            "Usage divided by limit per dimension",
+            Type::Gauge,
+        );
+        let mut in_flight = fam(
+            "jobs_in_flight",
+            "Jobs started and not finished or released",
+            Type::Gauge,
+        );
+        let mut stuck = fam(
+            "jobs_stuck",
+            "Jobs in flight longer than stuck_after",
+            Type::Gauge,
+        );
+        let mut finished = fam(
+            "jobs_finished",
+            "Jobs that stopped holding a slot, by outcome",
+            Type::Counter,
+        );
+        let mut durations = self.series.job_histogram.then(|| {
+            fam(
+                "job_duration_seconds",
+                "Duration of finished jobs",
+                Type::Histogram,
+            )
+        });
+        // The snapshot restore clears histograms of other bounds, so the counts are those of
+        // these bounds (and +Inf).
+        let le = le_values(format, &self.series.job_duration_buckets);
+        let mut bursts = fam("bursts", "Burst episodes", Type::Counter);
+        let mut violations = fam(
+            "retry_violations",
+            "Requests sent before the Retry-After of the last 429 elapsed",
+            Type::Counter,
+        );
+        let mut remaining = fam(
+            "upstream_remaining",
+            "Remaining requests (rpm) and tokens (tpm) as last reported by the upstream",
+            Type::Gauge,
+        );
+
+        let mut l = Vec::with_capacity(4);
+        for o in &s.orgs {
+            let org = &*o.org;
+            for a in &app_counts(o, self.series.per_app) {
+                for out in Outcome::ALL {
+                    let n = a.requests[out.index()];
+                    if n > 0 {
+                        app_l(org, a, Some(("outcome", out.as_str())), &mut l);
+                        requests.int(&l, n);
+                    }
+                }
+                if a.had_429() {
+                    for c in Cause::ALL {
+                        app_l(org, a, Some(("cause", c.as_str())), &mut l);
+                        rate_limited.int(&l, a.rate_limited[c.index()]);
+                    }
+                }
+                if a.retry_violations > 0 || a.had_429() {
+                    app_l(org, a, None, &mut l);
+                    violations.int(&l, a.retry_violations);
+                }
+            }
+            for &(d, v) in o.usage.iter().filter(|(d, _)| shows(o, *d)) {
+                usage.int(&[("org", org), ("dimension", d.as_str())], as_gauge(v));
+            }
+            for &(d, lim) in o.limits.iter().filter(|(d, _)| shows(o, *d)) {
+                let labels = [("org", org), ("dimension", d.as_str())];
+                limit.int(&labels, as_gauge(lim));
+                let u = o.usage_of(d).unwrap_or(0);
+                utilization.float(&labels, u as f64 / lim as f64);
+            }
+            if had_jobs(o) {
+                in_flight.int(&[("org", org)], as_gauge(o.jobs_in_flight));
+                stuck.int(&[("org", org)], as_gauge(o.jobs_stuck));
+                for j in JobOutcome::ALL {
+                    let labels = [("org", org), ("outcome", j.as_str())];
+                    finished.int(&labels, o.jobs_finished[j as usize]);
+                }
+            }
+            if let Some(f) = &mut durations
+                && o.job_duration.count() > 0
+            {
+                let h = &o.job_duration;
+                f.histogram(&[("org", org)], h.sum, h.count(), &le, &h.counts);
+            }
+            if o.bursts > 0 || o.limit_of(Dimension::Rpm).is_some() {
+                bursts.int(&[("org", org)], o.bursts);
+            }
+            for (d, v) in [Dimension::Rpm, Dimension::Tpm]
+                .into_iter()
+                .zip(o.upstream_remaining)
+            {
+                if let Some(v) = v {
+                    remaining.int(&[("org", org), ("dimension", d.as_str())], as_gauge(v));
+                }
+            }
+        }
+
+        // Several apps of one org can storm at once; the label set has no app, so sum them.
+        let mut firing: BTreeMap<[(&str, &str); 4], i64> = BTreeMap::new();
+        for a in s.orgs.iter().flat_map(|o| &o.alerts) {
+            let labels = [
+                ("org", &*a.org),
+                ("alert", a.alert.as_str()),
+                ("dimension", a.dimension.map_or("", |d| d.as_str())),
+                ("severity", a.severity.as_str()),
+            ];
+            *firing.entry(labels).or_default() += 1;
+        }
+        let mut alerts = fam("alerts_firing", "Alerts firing now", Type::Gauge);
+        for (labels, n) in &firing {
+            alerts.int(labels, *n);
+        }
+        let mut overflow = fam(
+            "series_overflow",
+            "Events routed to __overflow__ series (org: past max_orgs; org_rate: a new org past max_new_orgs_per_second; app) and jobs dropped past max_jobs_per_org (job)",
+            Type::Counter,
+        );
+        for (k, v) in [
+            ("org", s.overflow.orgs),
+            ("org_rate", s.new_orgs_refused),
+            ("app", s.overflow.apps),
+            ("job", s.overflow.jobs),
+        ] {
+            overflow.int(&[("kind", k)], v);
+        }
+
+        let families = [
+            Some(&store_writable),
+            Some(&store_failures),
+            Some(&requests),
+            Some(&rate_limited),
+            Some(&usage),
+            Some(&limit),
+            Some(&utilization),
+            Some(&in_flight),
+            Some(&stuck),
+            Some(&finished),
+            durations.as_ref(),
+            Some(&bursts),
+            Some(&violations),
+            Some(&remaining),
+            Some(&alerts),
+            Some(&overflow),
+        ];
+        for f in families.into_iter().flatten() {
+            f.write(out);
+        }
+    }
+}
