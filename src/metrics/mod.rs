@@ -7,8 +7,11 @@
 //! touches a label map and every gauge is computed against the clock at the moment
 //! Prometheus asks. Label values are org/app names and fixed enums; never ids, paths or URLs.
 
+mod source;
 mod text;
 mod tracker;
+
+pub use source::{Recovering, ScrapeSource, Scraped};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -106,49 +109,6 @@ impl fmt::Debug for Metrics {
         f.debug_struct("Metrics")
             .field("registry", &self.registry)
             .finish_non_exhaustive()
-    }
-}
-
-/// What a scrape reads of the live state, taken at scrape time.
-#[derive(Debug, Clone)]
-pub struct Scraped {
-    /// False after a failed store commit until one succeeds.
-    pub store_writable: bool,
-    /// Store commits that failed.
-    pub store_commit_failures: u64,
-    /// Every tracked org at `now_ms`.
-    pub orgs: Vec<crate::tracker::OrgSnapshot>,
-    /// Events routed to the overflow series, by kind.
-    pub overflow: crate::tracker::Overflow,
-    /// Orgs past `max_new_orgs_per_second`.
-    pub new_orgs_refused: u64,
-}
-
-/// Where scrape-time values come from. The daemon's live state implements it; `metrics`
-/// never reaches into that state, it only asks this (nothing while state is recovering).
-pub trait ScrapeSource: Send + Sync {
-    /// Now, by the daemon's clock; `None` while state is recovering.
-    fn now_ms(&self) -> Option<i64>;
-    /// The values a scrape shows; `None` while state is recovering.
-    fn scrape(&self) -> Option<Scraped>;
-    /// Records the state could not encode since start, by kind (`journal`, `snapshot`,
-    /// `notification`): counted in `store_record_errors_total{op="encode"}`.
-    fn unencodable(&self) -> Vec<(&'static str, u64)> {
-        Vec::new()
-    }
-}
-
-/// No scrape-time values: stored state is still being recovered, so `/metrics` shows the
-/// registry alone.
-pub struct Recovering;
-
-impl ScrapeSource for Recovering {
-    fn now_ms(&self) -> Option<i64> {
-        None
-    }
-
-    fn scrape(&self) -> Option<Scraped> {
-        None
     }
 }
 

@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::source::{ScrapeSource, Scraped};
 use super::text::{Family, Format, Type, le_values};
-use super::{ScrapeSource, Scraped};
 use crate::config::MetricsConfig;
 use crate::detect::Cause;
 use crate::events::Outcome;
