@@ -217,6 +217,14 @@ impl JobId {
     }
 }
 
+/// Entries of `set` (keyed by start time, then seq) that started after `ts`.
+fn started_after(set: &BTreeMap<(i64, u64), u64>, ts: i64) -> usize {
+    set.keys()
+        .rev()
+        .take_while(|(start, _)| *start > ts)
+        .count()
+}
+
 /// Jobs not yet stuck, oldest start (then seq) first, as (start, seq, id hash).
 ///
 /// Starts come mostly in time order, so they are appended to a queue; a start older than the
@@ -279,12 +287,7 @@ impl Fresh {
 
     /// Live jobs that started after `ts`.
     fn later_than(&self, ts: i64, holds: impl Fn(u64, u64) -> bool) -> usize {
-        let late = self
-            .late
-            .keys()
-            .rev()
-            .take_while(|(start, _)| *start > ts)
-            .count();
+        let late = started_after(&self.late, ts);
         let queued = self
             .queue
             .iter()
@@ -338,12 +341,7 @@ impl Jobs {
 
     /// Jobs in flight that had started by `ts`: the concurrency a late event saw.
     pub fn in_flight_at(&self, ts: i64) -> usize {
-        let later_stuck = self
-            .stuck
-            .keys()
-            .rev()
-            .take_while(|(start, _)| *start > ts)
-            .count();
+        let later_stuck = started_after(&self.stuck, ts);
         let later_fresh = self.fresh.later_than(ts, |h, seq| self.holds(h, seq));
         self.by_id.len() - later_fresh - later_stuck
     }
