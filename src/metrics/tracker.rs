@@ -177,7 +177,10 @@ impl TrackerFamilies {
         });
         // The snapshot restore clears histograms of other bounds, so the counts are those of
         // these bounds (and +Inf).
-        let le = le_values(format, &self.series.job_duration_buckets);
+        let le = match durations {
+            Some(_) => le_values(format, &self.series.job_duration_buckets),
+            None => Vec::new(),
+        };
         let mut bursts = fam("bursts", "Burst episodes", Type::Counter);
         let mut violations = fam(
             "retry_violations",

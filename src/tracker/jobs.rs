@@ -217,6 +217,11 @@ impl JobId {
     }
 }
 
+/// Whether the job of `seq` is still filed under `hash`.
+fn holds(by_id: &HashTable<Entry>, hash: u64, seq: u64) -> bool {
+    by_id.find(hash, |e| e.job.seq == seq).is_some()
+}
+
 /// Entries of `set` (keyed by start time, then seq) that started after `ts`.
 fn started_after(set: &BTreeMap<(i64, u64), u64>, ts: i64) -> usize {
     set.keys()
@@ -254,16 +259,16 @@ impl Fresh {
     }
 
     /// Drops the queue's dead slots once they outnumber the `live` jobs (plus some slack).
-    fn sweep(&mut self, live: usize, holds: impl Fn(u64, u64) -> bool) {
+    fn sweep(&mut self, live: usize, filed: impl Fn(u64, u64) -> bool) {
         if self.queue.len() > 2 * live + 64 {
-            self.queue.retain(|&(_, seq, hash)| holds(hash, seq));
+            self.queue.retain(|&(_, seq, hash)| filed(hash, seq));
         }
     }
 
     /// The oldest live job, dropping dead slots off the queue's front on the way.
-    fn first(&mut self, holds: impl Fn(u64, u64) -> bool) -> Option<(i64, u64, u64)> {
+    fn first(&mut self, filed: impl Fn(u64, u64) -> bool) -> Option<(i64, u64, u64)> {
         while let Some(&(_, seq, hash)) = self.queue.front() {
-            if holds(hash, seq) {
+            if filed(hash, seq) {
                 break;
             }
             self.queue.pop_front();
@@ -286,14 +291,14 @@ impl Fresh {
     }
 
     /// Live jobs that started after `ts`.
-    fn later_than(&self, ts: i64, holds: impl Fn(u64, u64) -> bool) -> usize {
+    fn later_than(&self, ts: i64, filed: impl Fn(u64, u64) -> bool) -> usize {
         let late = started_after(&self.late, ts);
         let queued = self
             .queue
             .iter()
             .rev()
             .take_while(|(start, _, _)| *start > ts)
-            .filter(|&&(_, seq, hash)| holds(hash, seq))
+            .filter(|&&(_, seq, hash)| filed(hash, seq))
             .count();
         late + queued
     }
@@ -342,13 +347,10 @@ impl Jobs {
     /// Jobs in flight that had started by `ts`: the concurrency a late event saw.
     pub fn in_flight_at(&self, ts: i64) -> usize {
         let later_stuck = started_after(&self.stuck, ts);
-        let later_fresh = self.fresh.later_than(ts, |h, seq| self.holds(h, seq));
+        let later_fresh = self
+            .fresh
+            .later_than(ts, |h, seq| holds(&self.by_id, h, seq));
         self.by_id.len() - later_fresh - later_stuck
-    }
-
-    /// Whether the job of `seq` is still filed under `hash`.
-    fn holds(&self, hash: u64, seq: u64) -> bool {
-        self.by_id.find(hash, |e| e.job.seq == seq).is_some()
     }
 
     fn hash(&self, id: &str) -> u64 {
@@ -405,7 +407,7 @@ impl Jobs {
             stuck,
             ..
         } = self;
-        let fresh_first = fresh.first(|h, seq| by_id.find(h, |e| e.job.seq == seq).is_some());
+        let fresh_first = fresh.first(|h, seq| holds(by_id, h, seq));
         let from_stuck = match (fresh_first, stuck.first_key_value()) {
             (Some(f), Some(s)) => *s.0 <= (f.0, f.1),
             (None, Some(_)) => true,
@@ -433,8 +435,7 @@ impl Jobs {
             self.fresh.forget(job.started_ms, job.seq);
             let live = self.by_id.len() - self.stuck.len();
             let by_id = &self.by_id;
-            self.fresh
-                .sweep(live, |h, seq| by_id.find(h, |e| e.job.seq == seq).is_some());
+            self.fresh.sweep(live, |h, seq| holds(by_id, h, seq));
         }
         Some(job)
     }
@@ -451,10 +452,7 @@ impl Jobs {
     ) {
         loop {
             let by_id = &self.by_id;
-            let Some(first) = self
-                .fresh
-                .first(|h, seq| by_id.find(h, |e| e.job.seq == seq).is_some())
-            else {
+            let Some(first) = self.fresh.first(|h, seq| holds(by_id, h, seq)) else {
                 break;
             };
             let (start, seq, hash) = first;
