@@ -293,8 +293,10 @@ fn a_reader_that_goes_away_is_not_a_crash() {
 /// A log that exercises what a block boundary could break: jobs that start in one block and
 /// end in another, 429s with and without Retry-After, late events, escapes, objects back to
 /// back, broken lines, CRLF ends, a line over the limit and blank lines; several orgs.
-fn mixed_log(lines: usize) -> String {
-    let mut out = String::new();
+/// Bytes that are not UTF-8 (in a counted field and in one ignored) come only in the first
+/// half, so blocks of text and blocks that are not both occur.
+fn mixed_log(lines: usize) -> Vec<u8> {
+    let mut out = Vec::new();
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut next = || {
         x ^= x << 13;
@@ -328,14 +330,23 @@ fn mixed_log(lines: usize) -> String {
             8 => format!(
                 r#"{{"ts":"{ts}","org":"{org}","status":200,"tokens":1500,"ratelimit":{{"limit_requests":60,"remaining_requests":3}}}}"#
             ),
+            9 if i < lines / 2 && i % 7 == 0 => {
+                out.extend(format!(r#"{{"ts":"{ts}","org":"{org}","app":""#).as_bytes());
+                out.extend(b"\xff\xfe\"}\n");
+                out.extend(
+                    format!(r#"{{"ts":"{ts}","org":"{org}","status":200,"note":""#).as_bytes(),
+                );
+                out.extend(b"caf\xc3\"}\n");
+                continue;
+            }
             _ => format!(
                 r#"{{"ts":"{ts}","org":"{org}","app":"app-{}","status":202,"job_id":"{job}","latency_ms":{}}}"#,
                 r % 3,
                 r % 900
             ),
         };
-        out.push_str(&line);
-        out.push('\n');
+        out.extend(line.as_bytes());
+        out.push(b'\n');
     }
     out
 }

@@ -34,13 +34,21 @@ impl Text {
         }
     }
 
-    fn attach<'b>(&'b self, buf: &'b [u8]) -> Cow<'b, str> {
+    fn attach<'b>(&'b self, buf: Buffer<'b>) -> Cow<'b, str> {
         match self {
             // A span is a whole `str` of this very buffer, so it is valid UTF-8 and in bounds;
             // a buffer that is not the one detached from gives replacement characters, never
             // a panic.
             Text::Span(a, b) => {
-                let bytes = buf.get(*a as usize..*b as usize).unwrap_or_default();
+                let span = *a as usize..*b as usize;
+                let bytes = match buf {
+                    Buffer::Text(s) => match s.get(span.clone()) {
+                        Some(s) => return Cow::Borrowed(s),
+                        None => s.as_bytes(),
+                    },
+                    Buffer::Bytes(b) => b,
+                };
+                let bytes = bytes.get(span).unwrap_or_default();
                 match std::str::from_utf8(bytes) {
                     Ok(s) => Cow::Borrowed(s),
                     Err(_) => String::from_utf8_lossy(bytes).into_owned().into(),
@@ -49,6 +57,16 @@ impl Text {
             Text::Own(s) => Cow::Borrowed(s),
         }
     }
+}
+
+/// The buffer a detached event is attached to again: text already checked to be UTF-8 (its
+/// spans are then taken without checking each again), or bytes.
+#[derive(Debug, Clone, Copy)]
+pub enum Buffer<'b> {
+    /// The whole buffer, known to be UTF-8.
+    Text(&'b str),
+    /// The buffer as read.
+    Bytes(&'b [u8]),
 }
 
 /// An [`Event`] without its lifetime: see the module docs.
@@ -92,7 +110,7 @@ impl Detached {
     }
 
     /// The event again, borrowing from `buf`: the buffer it was detached from.
-    pub fn attach<'b>(&'b self, buf: &'b [u8]) -> Event<'b> {
+    pub fn attach<'b>(&'b self, buf: Buffer<'b>) -> Event<'b> {
         let text = |t: &'b Option<Text>| t.as_ref().map(|t| t.attach(buf));
         Event {
             ts_ms: self.ts_ms,
@@ -130,7 +148,21 @@ mod tests {
             "an escaped string is owned"
         );
         let copy = buf.to_vec();
-        assert_eq!(d.attach(&copy), p.event);
+        assert_eq!(d.attach(Buffer::Bytes(&copy)), p.event);
+        let Ok(text) = std::str::from_utf8(buf) else {
+            panic!("the fixture is UTF-8");
+        };
+        assert_eq!(d.attach(Buffer::Text(text)), p.event);
+        // Text whose two-byte characters put the org's span off their boundaries.
+        let Text::Span(at, _) = d.org else {
+            panic!("the org is a span");
+        };
+        let skew = if at % 2 == 1 { "" } else { "x" };
+        let other = format!("{skew}{}", "\u{e9}".repeat(buf.len()));
+        assert!(
+            d.attach(Buffer::Text(&other)).org.contains('\u{fffd}'),
+            "a span off the text's character boundaries gives replacement characters"
+        );
     }
 
     #[test]
@@ -145,7 +177,7 @@ mod tests {
         };
         let d = Detached::new(&p.event, buf);
         assert_eq!(d.org, Text::Own("fallback".into()));
-        assert_eq!(d.attach(buf).org, "fallback");
-        assert_eq!(d.attach(b"").org, "fallback");
+        assert_eq!(d.attach(Buffer::Bytes(buf)).org, "fallback");
+        assert_eq!(d.attach(Buffer::Bytes(b"")).org, "fallback");
     }
 }

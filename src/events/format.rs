@@ -578,15 +578,30 @@ impl LineFormat {
                     "the line is not valid UTF-8",
                 )),
             }),
+            // One UTF-8 check of the whole record is cheaper than serde_json's check of
+            // every string.
+            LineFormat::Json { .. } => match std::str::from_utf8(record) {
+                Ok(text) => self.decode_text(text, ctx, found, emit),
+                Err(_) => emit(Err(Rejection::new(
+                    Reason::InvalidJson,
+                    "event is not valid UTF-8",
+                ))),
+            },
+        }
+    }
+
+    /// [`LineFormat::decode`] of a record already known to be UTF-8 (replay checks a whole
+    /// block at once).
+    pub fn decode_text<'l>(
+        &self,
+        text: &'l str,
+        ctx: &ParseContext<'l>,
+        found: &mut FieldSet,
+        mut emit: impl FnMut(Result<Parsed<'l>, Rejection>),
+    ) {
+        match self {
+            LineFormat::Template(t) => emit(t.parse(text, ctx)),
             LineFormat::Json { fields } => {
-                // One UTF-8 check of the whole record is cheaper than serde_json's check of
-                // every string.
-                let Ok(text) = std::str::from_utf8(record) else {
-                    return emit(Err(Rejection::new(
-                        Reason::InvalidJson,
-                        "event is not valid UTF-8",
-                    )));
-                };
                 if fields.is_empty() {
                     // A line within the event limit is at most one event of that size.
                     if text.len() <= ctx.max_event_bytes

@@ -19,7 +19,7 @@ mod scan;
 mod values;
 mod wire;
 
-pub use detached::Detached;
+pub use detached::{Buffer, Detached};
 pub use event::{
     DEFAULT_MAX_EVENT_BYTES, Event, EventField, FieldError, Kind, MAX_FUTURE_MS, Outcome,
     ParseContext, Parsed, RateLimitInfo, Reason, Rejection,

@@ -305,23 +305,23 @@ impl Replayer {
 
     /// Counts and applies one block decoded by [`parallel`], as [`Replayer::framed`] does line
     /// by line.
-    fn apply_decoded(&mut self, d: parallel::Decoded) -> Result<(), ReplayError> {
+    fn apply_decoded(&mut self, d: &mut parallel::Decoded) -> Result<(), ReplayError> {
         let parallel::Decoded {
             bytes,
             lines,
-            mut records,
+            records,
             ..
         } = d;
-        for line in lines {
-            let Some(range) = line.line else {
+        for line in lines.iter() {
+            let Some(range) = line.line.clone() else {
                 self.framed(Line::TooLong);
                 continue;
             };
-            let text = &bytes[range];
-            for r in &mut records[line.records] {
+            let text = &bytes.as_bytes()[range];
+            for r in &mut records[line.records.clone()] {
                 let r = match r {
                     parallel::Record::Accepted(ev, field_errors) => Ok(Parsed {
-                        event: ev.attach(&bytes),
+                        event: ev.attach(bytes.buffer()),
                         field_errors: std::mem::take(field_errors),
                     }),
                     parallel::Record::Rejected(e) => Err(e.clone()),

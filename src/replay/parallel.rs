@@ -17,7 +17,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use super::input::{Reading, ReplayError, open_input, read_more};
 use crate::events::format::LineFormat;
 use crate::events::intake::{FieldSet, Line, LineFramer};
-use crate::events::{Detached, FieldError, Parsed, Rejection};
+use crate::events::{Buffer, Detached, FieldError, Parsed, Rejection};
 
 /// Bytes read into one block: big enough that handing it over costs little per line, small
 /// enough to stay under the allocator's mmap threshold (each block is a fresh allocation
@@ -78,6 +78,42 @@ impl InFlight {
     }
 }
 
+/// Buffers the applier is done with, kept for the reader and the decoders to fill again:
+/// a fresh quarter-megabyte block per read (and its decoded records) costs page faults
+/// and zeroed pages on every block, which made the threaded replay spend a seventh of its
+/// CPU time in the kernel. At most the blocks in flight are ever held here.
+#[derive(Default)]
+struct Spares {
+    bytes: Mutex<Vec<Vec<u8>>>,
+    spans: Mutex<Vec<Vec<Option<Range<usize>>>>>,
+    lines: Mutex<Vec<Vec<DecodedLine>>>,
+    records: Mutex<Vec<Vec<Record>>>,
+}
+
+/// An emptied buffer from `pool`, or a new one.
+fn spare<T>(pool: &Mutex<Vec<Vec<T>>>) -> Vec<T> {
+    pool.lock()
+        .ok()
+        .and_then(|mut p| p.pop())
+        .unwrap_or_default()
+}
+
+/// Keeps `v`, emptied, in `pool`.
+fn keep<T>(pool: &Mutex<Vec<Vec<T>>>, mut v: Vec<T>) {
+    v.clear();
+    if let Ok(mut p) = pool.lock() {
+        p.push(v);
+    }
+}
+
+impl Spares {
+    fn keep_decoded(&self, d: Decoded) {
+        keep(&self.bytes, d.bytes.into_vec());
+        keep(&self.lines, d.lines);
+        keep(&self.records, d.records);
+    }
+}
+
 /// Whole lines of one input, as read.
 struct Block {
     seq: u64,
@@ -100,10 +136,48 @@ pub(super) struct DecodedLine {
     pub(super) records: Range<usize>,
 }
 
+/// A block's bytes: text when the whole block is UTF-8, else as read. One check of the block
+/// on a decoding thread replaces one per line there, and the applying thread then takes the
+/// strings its events borrow without checking each again.
+pub(super) enum BlockBytes {
+    Text(String),
+    Raw(Vec<u8>),
+}
+
+impl BlockBytes {
+    fn new(bytes: Vec<u8>) -> BlockBytes {
+        match String::from_utf8(bytes) {
+            Ok(s) => BlockBytes::Text(s),
+            Err(e) => BlockBytes::Raw(e.into_bytes()),
+        }
+    }
+
+    pub(super) fn as_bytes(&self) -> &[u8] {
+        match self {
+            BlockBytes::Text(s) => s.as_bytes(),
+            BlockBytes::Raw(b) => b,
+        }
+    }
+
+    pub(super) fn buffer(&self) -> Buffer<'_> {
+        match self {
+            BlockBytes::Text(s) => Buffer::Text(s),
+            BlockBytes::Raw(b) => Buffer::Bytes(b),
+        }
+    }
+
+    fn into_vec(self) -> Vec<u8> {
+        match self {
+            BlockBytes::Text(s) => s.into_bytes(),
+            BlockBytes::Raw(b) => b,
+        }
+    }
+}
+
 /// A block after decoding, ready to apply: its lines in order, each pointing at its records.
 pub(super) struct Decoded {
     seq: u64,
-    pub(super) bytes: Vec<u8>,
+    pub(super) bytes: BlockBytes,
     pub(super) lines: Vec<DecodedLine>,
     pub(super) records: Vec<Record>,
 }
@@ -114,6 +188,7 @@ fn read(
     inputs: &[String],
     max: usize,
     in_flight: &InFlight,
+    spares: &Spares,
     work: SyncSender<Block>,
     results: SyncSender<Result<Decoded, ReplayError>>,
     mut progress: impl FnMut(u64),
@@ -144,7 +219,7 @@ fn read(
                 }
             };
             let base = buf.as_ptr() as usize;
-            let mut lines = Vec::new();
+            let mut lines = spare(&spares.spans);
             let used = framer.feed(&buf, n == 0, |l| {
                 lines.push(match l {
                     Line::Text(t) => {
@@ -154,15 +229,15 @@ fn read(
                     Line::TooLong => None,
                 })
             });
-            if !lines.is_empty() {
+            if lines.is_empty() {
+                keep(&spares.spans, lines);
+            } else {
                 if !in_flight.admit(used) {
                     return;
                 }
-                let block = Block {
-                    seq,
-                    bytes: buf[..used].to_vec(),
-                    lines,
-                };
+                let mut bytes = spare(&spares.bytes);
+                bytes.extend_from_slice(&buf[..used]);
+                let block = Block { seq, bytes, lines };
                 seq += 1;
                 if work.send(block).is_err() {
                     return;
@@ -180,6 +255,7 @@ fn read(
 /// Decodes blocks until the reader is done or the applier has gone.
 fn decode(
     reading: &Reading,
+    spares: &Spares,
     work: &Mutex<Receiver<Block>>,
     results: SyncSender<Result<Decoded, ReplayError>>,
 ) {
@@ -191,7 +267,7 @@ fn decode(
             Err(_) => return,
         };
         let Ok(block) = next else { return };
-        let decoded = decode_block(&reading.format, &ctx, block);
+        let decoded = decode_block(&reading.format, &ctx, spares, block);
         if results.send(Ok(decoded)).is_err() {
             return;
         }
@@ -201,25 +277,42 @@ fn decode(
 fn decode_block(
     format: &LineFormat,
     ctx: &crate::events::ParseContext<'_>,
+    spares: &Spares,
     block: Block,
 ) -> Decoded {
-    let Block { seq, bytes, lines } = block;
-    let mut records = Vec::with_capacity(lines.len());
-    let mut out = Vec::with_capacity(lines.len());
-    for line in lines {
+    let Block {
+        seq,
+        bytes,
+        mut lines,
+    } = block;
+    let mut records = spare(&spares.records);
+    records.reserve(lines.len());
+    let mut out = spare(&spares.lines);
+    out.reserve(lines.len());
+    let bytes = BlockBytes::new(bytes);
+    let all = bytes.as_bytes();
+    for line in lines.drain(..) {
         let from = records.len();
         let mut found = FieldSet::default();
-        if let Some(range) = &line {
-            let text = &bytes[range.clone()];
-            format.decode(text, ctx, &mut found, |r| {
-                records.push(match r {
-                    Ok(Parsed {
-                        event,
-                        field_errors,
-                    }) => Record::Accepted(Detached::new(&event, &bytes), field_errors),
-                    Err(e) => Record::Rejected(e),
-                })
-            });
+        let mut emit = |r| {
+            records.push(match r {
+                Ok(Parsed {
+                    event,
+                    field_errors,
+                }) => Record::Accepted(Detached::new(&event, all), field_errors),
+                Err(e) => Record::Rejected(e),
+            })
+        };
+        match (&bytes, &line) {
+            (_, None) => {}
+            // Lines end at a newline, so a line of UTF-8 text is on its character boundaries.
+            (BlockBytes::Text(text), Some(range)) => match text.get(range.clone()) {
+                Some(line) => format.decode_text(line, ctx, &mut found, &mut emit),
+                None => format.decode(&all[range.clone()], ctx, &mut found, &mut emit),
+            },
+            (BlockBytes::Raw(raw), Some(range)) => {
+                format.decode(&raw[range.clone()], ctx, &mut found, &mut emit)
+            }
         }
         out.push(DecodedLine {
             line,
@@ -227,6 +320,7 @@ fn decode_block(
             records: from..records.len(),
         });
     }
+    keep(&spares.spans, lines);
     Decoded {
         seq,
         bytes,
@@ -243,9 +337,11 @@ pub(super) fn run(
     inputs: &[String],
     threads: usize,
     progress: impl FnMut(u64) + Send,
-    mut apply: impl FnMut(Decoded) -> Result<(), ReplayError>,
+    mut apply: impl FnMut(&mut Decoded) -> Result<(), ReplayError>,
 ) -> Result<(), ReplayError> {
     let threads = threads.max(1);
+    let spares = Spares::default();
+    let spares = &spares;
     let max = reading.max_line_bytes;
     let in_flight = InFlight::new(threads * BUDGET_PER_THREAD);
     std::thread::scope(|scope| {
@@ -256,20 +352,20 @@ pub(super) fn run(
             let (work_rx, result_tx) = (work_rx.clone(), result_tx.clone());
             std::thread::Builder::new()
                 .name(format!("replay-decode-{i}"))
-                .spawn_scoped(scope, move || decode(reading, &work_rx, result_tx))
+                .spawn_scoped(scope, move || decode(reading, spares, &work_rx, result_tx))
                 .map_err(ReplayError::Output)?;
         }
         let in_flight = &in_flight;
         std::thread::Builder::new()
             .name("replay-read".into())
             .spawn_scoped(scope, move || {
-                read(inputs, max, in_flight, work_tx, result_tx, progress)
+                read(inputs, max, in_flight, spares, work_tx, result_tx, progress)
             })
             .map_err(ReplayError::Output)?;
         // Dropping the receiver on any return (an error included) ends the other threads:
         // their sends fail, so the scope can join them; the reader, if it waits for budget,
         // is told to stop.
-        let out = apply_in_order(result_rx, in_flight, &mut apply);
+        let out = apply_in_order(result_rx, in_flight, spares, &mut apply);
         in_flight.close();
         out
     })
@@ -278,16 +374,18 @@ pub(super) fn run(
 fn apply_in_order(
     results: Receiver<Result<Decoded, ReplayError>>,
     in_flight: &InFlight,
-    apply: &mut impl FnMut(Decoded) -> Result<(), ReplayError>,
+    spares: &Spares,
+    apply: &mut impl FnMut(&mut Decoded) -> Result<(), ReplayError>,
 ) -> Result<(), ReplayError> {
     let mut next = 0u64;
     let mut waiting: BTreeMap<u64, Decoded> = BTreeMap::new();
     for r in results {
         let d = r?;
         waiting.insert(d.seq, d);
-        while let Some(d) = waiting.remove(&next) {
-            let n = d.bytes.len();
-            apply(d)?;
+        while let Some(mut d) = waiting.remove(&next) {
+            let n = d.bytes.as_bytes().len();
+            apply(&mut d)?;
+            spares.keep_decoded(d);
             in_flight.release(n);
             next += 1;
         }
