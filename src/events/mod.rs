@@ -15,6 +15,7 @@ mod detached;
 mod event;
 pub mod format;
 pub mod intake;
+mod keyed;
 mod scan;
 mod values;
 mod wire;
