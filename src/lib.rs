@@ -23,6 +23,9 @@
 //! * [`store`]: underneath, what survives a restart (journal, snapshots, checkpoints, the
 //!   outbox, batches and their items), behind the narrow [`store::StateStore`] trait; SQLite
 //!   by default. Records stored as bytes carry a typed, versioned envelope ([`store::record`]).
+//! * [`cluster`]: beside the store, for several replicas: the shared, ordered log on Redis or
+//!   Valkey that every replica's tracker applies (connection, keys, appends, reads); it
+//!   treats entries as opaque bytes.
 //! * [`outbox`]: which channels get a transition, and the outbox entry (stable delivery id)
 //!   [`live`] writes for each in the commit that caused it.
 //! * [`alerts`]: delivery of outbox entries by email and webhook, one worker per channel;
@@ -48,6 +51,7 @@ pub use outbound::USER_AGENT;
 pub mod alerts;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod detect;

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod redis;
 pub mod upstream;
 
 use std::io::{BufRead, BufReader};

@@ -1,0 +1,335 @@
+//! The shared log on a Redis Stream (`XADD`, `XREAD`; Redis ≥ 5, Valkey alike): appends that
+//! answer only once the entry is stored (and, with `min_replicas_ack`, held by that many
+//! Redis replicas, `WAIT`), a file checkpoint stored in the same `MULTI`/`EXEC` as the entry
+//! its lines produced, and reads in log order from any entry on.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::streams::StreamReadReply;
+use redis::{AsyncConnectionConfig, IntoConnectionInfo};
+
+use super::settings::ClusterSettings;
+
+/// How long one command may take before the engine counts as unreachable.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why the shared engine did not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The engine refused, or could not be reached.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Fewer Redis replicas than `min_replicas_ack` confirmed the entry in time; it is on the
+    /// primary and may yet be lost with it.
+    #[error(
+        "only {got} of the {wanted} Redis replicas required (min_replicas_ack) confirmed the write within {timeout:?}"
+    )]
+    NotReplicated {
+        /// `min_replicas_ack`.
+        wanted: u32,
+        /// Replicas that confirmed.
+        got: u32,
+        /// How long the append waited.
+        timeout: Duration,
+    },
+    /// The engine is older than the log needs.
+    #[error("the shared engine is Redis {0}; ratewarden needs Redis 7 or newer, or Valkey")]
+    TooOld(String),
+    /// The engine answered something this log never writes.
+    #[error("unexpected answer from the shared log: {0}")]
+    Reply(String),
+}
+
+/// A log entry's id, as Redis Streams give them: milliseconds of the primary's clock, then a
+/// sequence number within that millisecond. Ids only grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct EntryId {
+    /// Milliseconds part.
+    pub ms: u64,
+    /// Sequence part.
+    pub seq: u64,
+}
+
+impl EntryId {
+    /// Before every entry: reading after it reads the whole log.
+    pub const ZERO: EntryId = EntryId { ms: 0, seq: 0 };
+}
+
+impl fmt::Display for EntryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+impl FromStr for EntryId {
+    type Err = ClusterError;
+
+    /// `MS-SEQ`, as `XADD` answers and `XREAD` lists.
+    fn from_str(s: &str) -> Result<EntryId, ClusterError> {
+        let bad = || ClusterError::Reply(format!("{s:?} is not a stream entry id"));
+        let (ms, seq) = s.split_once('-').ok_or_else(bad)?;
+        Ok(EntryId {
+            ms: ms.parse().map_err(|_| bad())?,
+            seq: seq.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// One entry of the log as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Its place in the log.
+    pub id: EntryId,
+    /// The replica that appended it.
+    pub replica: String,
+    /// What was appended (a journal entry; opaque here).
+    pub bytes: Vec<u8>,
+}
+
+/// Key names, all under the configured prefix.
+#[derive(Debug, Clone)]
+struct Keys {
+    log: String,
+    checkpoints: String,
+}
+
+impl Keys {
+    fn new(prefix: &str, replica: &str) -> Keys {
+        Keys {
+            log: format!("{prefix}:log"),
+            // Per replica: each tails its own files, and its offsets mean nothing elsewhere.
+            checkpoints: format!("{prefix}:checkpoints:{replica}"),
+        }
+    }
+}
+
+/// The log, for appending; [`SharedLog::reader`] opens a connection to read it.
+#[derive(Clone)]
+pub struct SharedLog {
+    client: redis::Client,
+    conn: MultiplexedConnection,
+    keys: Keys,
+    replica: String,
+    min_replicas_ack: u32,
+    ack_timeout: Duration,
+}
+
+impl fmt::Debug for SharedLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedLog")
+            .field("log", &self.keys.log)
+            .field("replica", &self.replica)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedLog {
+    /// Connects to the engine `settings` name, with the password given there (never one in
+    /// the URL's place: the config refuses those).
+    pub async fn connect(settings: &ClusterSettings) -> Result<SharedLog, ClusterError> {
+        let mut info = settings.redis_url.as_str().into_connection_info()?;
+        if let Some(password) = &settings.password {
+            let redis = info.redis_settings().clone().set_password(password);
+            info = info.set_redis_settings(redis);
+        }
+        let client = redis::Client::open(info)?;
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&config(Some(RESPONSE_TIMEOUT)))
+            .await?;
+        // Connecting does not authenticate: a wrong or missing password shows on the first
+        // command, so ask now, and check the engine speaks what the log needs.
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn)
+            .await?;
+        check_version(&info)?;
+        Ok(SharedLog {
+            client,
+            conn,
+            keys: Keys::new(&settings.key_prefix, &settings.replica_id),
+            replica: settings.replica_id.clone(),
+            min_replicas_ack: settings.min_replicas_ack,
+            ack_timeout: settings.ack_timeout,
+        })
+    }
+
+    /// Appends `entry`, and with it (in one `MULTI`/`EXEC`) this replica's `checkpoint` of a
+    /// file as `(file, offset record)`; returns its id once stored, and once held by
+    /// `min_replicas_ack` Redis replicas when that is set. An error means the entry may or
+    /// may not be in the log: the caller must not acknowledge it.
+    pub async fn append(
+        &self,
+        entry: &[u8],
+        checkpoint: Option<(&str, &[u8])>,
+    ) -> Result<EntryId, ClusterError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("XADD")
+            .arg(&self.keys.log)
+            .arg("*")
+            .arg("r")
+            .arg(&self.replica)
+            .arg("b")
+            .arg(entry);
+        if let Some((file, record)) = checkpoint {
+            pipe.cmd("HSET")
+                .arg(&self.keys.checkpoints)
+                .arg(file)
+                .arg(record)
+                .ignore();
+        }
+        let mut conn = self.conn.clone();
+        let (id,): (String,) = pipe.query_async(&mut conn).await?;
+        if self.min_replicas_ack > 0 {
+            let got: u32 = redis::cmd("WAIT")
+                .arg(self.min_replicas_ack)
+                .arg(self.ack_timeout.as_millis() as u64)
+                .query_async(&mut conn)
+                .await?;
+            if got < self.min_replicas_ack {
+                return Err(ClusterError::NotReplicated {
+                    wanted: self.min_replicas_ack,
+                    got,
+                    timeout: self.ack_timeout,
+                });
+            }
+        }
+        id.parse()
+    }
+
+    /// This replica's stored file checkpoints, as `(file, offset record)`.
+    pub async fn checkpoints(&self) -> Result<Vec<(String, Vec<u8>)>, ClusterError> {
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("HGETALL")
+            .arg(&self.keys.checkpoints)
+            .query_async(&mut conn)
+            .await?)
+    }
+
+    /// A reader of the log on a connection of its own (its blocking reads would hold up
+    /// appends on a shared one).
+    pub async fn reader(&self) -> Result<LogReader, ClusterError> {
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config(None))
+            .await?;
+        Ok(LogReader {
+            conn,
+            log: self.keys.log.clone(),
+        })
+    }
+}
+
+/// Oldest engine the log runs on: Redis 7 (Valkey reports itself as Redis 7.2).
+const MIN_MAJOR: u32 = 7;
+
+/// Checks `INFO server`'s `redis_version`.
+fn check_version(info: &str) -> Result<(), ClusterError> {
+    let version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .map(str::trim)
+        .ok_or_else(|| ClusterError::Reply("INFO server names no redis_version".into()))?;
+    let major = version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse::<u32>().ok());
+    match major {
+        Some(m) if m >= MIN_MAJOR => Ok(()),
+        _ => Err(ClusterError::TooOld(version.to_owned())),
+    }
+}
+
+fn config(response_timeout: Option<Duration>) -> AsyncConnectionConfig {
+    AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(response_timeout)
+}
+
+/// Reads the log in order.
+pub struct LogReader {
+    conn: MultiplexedConnection,
+    log: String,
+}
+
+impl LogReader {
+    /// Up to `count` entries after `after`, oldest first, waiting up to `block` for one when
+    /// there is none yet (an empty answer then).
+    pub async fn read_after(
+        &mut self,
+        after: EntryId,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<Entry>, ClusterError> {
+        let reply: Option<StreamReadReply> = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(count.max(1))
+            .arg("BLOCK")
+            .arg(block.as_millis().max(1) as u64)
+            .arg("STREAMS")
+            .arg(&self.log)
+            .arg(after.to_string())
+            .query_async(&mut self.conn)
+            .await?;
+        let mut out = Vec::new();
+        for key in reply.map(|r| r.keys).unwrap_or_default() {
+            for mut e in key.ids {
+                let id = e.id.parse()?;
+                let field =
+                    |map: &mut std::collections::HashMap<String, redis::Value>, name| match map
+                        .remove(name)
+                    {
+                        Some(redis::Value::BulkString(b)) => Ok(b),
+                        other => Err(ClusterError::Reply(format!(
+                            "entry {id} has no {name:?} field of bytes: {other:?}"
+                        ))),
+                    };
+                let bytes = field(&mut e.map, "b")?;
+                let replica = String::from_utf8_lossy(&field(&mut e.map, "r")?).into_owned();
+                out.push(Entry { id, replica, bytes });
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_ids_read_back_and_order_as_redis_orders_them() {
+        let a: EntryId = "1700000000000-0".parse().expect("an id");
+        let b: EntryId = "1700000000000-12".parse().expect("an id");
+        let c: EntryId = "1700000000001-0".parse().expect("an id");
+        assert!(EntryId::ZERO < a && a < b && b < c);
+        assert_eq!(b.to_string(), "1700000000000-12");
+        for bad in [
+            "",
+            "12",
+            "a-1",
+            "1-",
+            "-1",
+            "1-2-3",
+            "18446744073709551616-0",
+        ] {
+            assert!(bad.parse::<EntryId>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn engines_older_than_redis_7_are_refused_by_name() {
+        let info = |v: &str| format!("# Server\r\nredis_version:{v}\r\nredis_mode:standalone\r\n");
+        assert!(check_version(&info("7.0.15")).is_ok());
+        assert!(check_version(&info("7.2.4")).is_ok(), "Valkey 8 says 7.2.4");
+        assert!(check_version(&info("8.0.2")).is_ok());
+        let err = check_version(&info("6.2.14")).expect_err("too old");
+        assert!(err.to_string().contains("Redis 6.2.14"), "{err}");
+        assert!(check_version("# Server\r\n").is_err());
+    }
+}

@@ -1,0 +1,228 @@
+//! The shared log of `[cluster]` against a real Redis: one order for every reader, whatever
+//! number of replicas and tasks append; appends answer only once stored (and, with
+//! `min_replicas_ack`, once a real Redis replica holds them); checkpoints stored with their
+//! entry; passwords from the settings; an unreachable engine is an error, not a hang.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::redis::Redis;
+use ratewarden::cluster::{ClusterError, ClusterSettings, EntryId, SharedLog};
+
+fn settings(url: &str, replica: &str) -> ClusterSettings {
+    ClusterSettings::new(url, replica)
+}
+
+async fn read_all(log: &SharedLog) -> Vec<ratewarden::cluster::Entry> {
+    let mut reader = log.reader().await.expect("a reader");
+    let mut all = Vec::new();
+    let mut after = EntryId::ZERO;
+    loop {
+        let got = reader
+            .read_after(after, 500, Duration::from_millis(50))
+            .await
+            .expect("read");
+        let Some(last) = got.last() else {
+            return all;
+        };
+        after = last.id;
+        all.extend(got);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_from_many_replicas_and_tasks_read_back_in_one_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path(), &[]);
+    let mut tasks = Vec::new();
+    for replica in ["a", "b", "c"] {
+        let log = SharedLog::connect(&settings(&redis.url(), replica))
+            .await
+            .expect("connect");
+        for task in 0..4 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in 0..150 {
+                    let bytes = format!("{replica}/{task}/{i}").into_bytes();
+                    let id = log.append(&bytes, None).await.expect("append");
+                    ids.push((id, bytes));
+                }
+                ids
+            }));
+        }
+    }
+    let mut appended = HashMap::new();
+    for t in tasks {
+        for (id, bytes) in t.await.unwrap() {
+            assert!(appended.insert(id, bytes).is_none(), "{id} answered twice");
+        }
+    }
+    assert_eq!(appended.len(), 3 * 4 * 150);
+
+    let one = SharedLog::connect(&settings(&redis.url(), "reader-1"))
+        .await
+        .unwrap();
+    let two = SharedLog::connect(&settings(&redis.url(), "reader-2"))
+        .await
+        .unwrap();
+    let (first, second) = (read_all(&one).await, read_all(&two).await);
+    assert_eq!(first, second, "two readers read one order");
+    assert_eq!(first.len(), appended.len());
+    for pair in first.windows(2) {
+        assert!(
+            pair[0].id < pair[1].id,
+            "{} then {}",
+            pair[0].id,
+            pair[1].id
+        );
+    }
+    for e in &first {
+        assert_eq!(appended.get(&e.id), Some(&e.bytes), "{}", e.id);
+        assert!(
+            e.bytes.starts_with(format!("{}/", e.replica).as_bytes()),
+            "{} names its replica",
+            e.id
+        );
+    }
+    // Each task's own appends are in the log in the order it made them.
+    let mut last_seen: HashMap<String, u32> = HashMap::new();
+    for e in &first {
+        let text = String::from_utf8(e.bytes.clone()).unwrap();
+        let (who, i) = text.rsplit_once('/').unwrap();
+        let i: u32 = i.parse().unwrap();
+        if let Some(prev) = last_seen.insert(who.to_owned(), i) {
+            assert_eq!(i, prev + 1, "{who}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_is_stored_with_its_entry_per_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path(), &[]);
+    let a = SharedLog::connect(&settings(&redis.url(), "a"))
+        .await
+        .unwrap();
+    let b = SharedLog::connect(&settings(&redis.url(), "b"))
+        .await
+        .unwrap();
+    a.append(b"lines 1-10", Some(("8:1234", b"offset=812")))
+        .await
+        .unwrap();
+    a.append(b"lines 11-12", Some(("8:1234", b"offset=990")))
+        .await
+        .unwrap();
+    assert_eq!(
+        a.checkpoints().await.unwrap(),
+        vec![("8:1234".to_owned(), b"offset=990".to_vec())]
+    );
+    assert_eq!(
+        b.checkpoints().await.unwrap(),
+        vec![],
+        "b tails its own files"
+    );
+    assert_eq!(read_all(&b).await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_password_comes_from_the_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path(), &["--requirepass", "s3cret pass"]);
+    let without = match SharedLog::connect(&settings(&redis.url(), "a")).await {
+        Ok(log) => log.append(b"x", None).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    let err = without.expect_err("no password, no entry");
+    assert!(
+        err.to_string().contains("NOAUTH") || err.to_string().contains("uthentication"),
+        "{err}"
+    );
+    let mut s = settings(&redis.url(), "a");
+    s.password = Some("s3cret pass".into());
+    let log = SharedLog::connect(&s).await.expect("connect with password");
+    log.append(b"x", None).await.expect("append");
+    assert_eq!(read_all(&log).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_replicas_ack_waits_for_a_real_redis_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = Redis::start(dir.path(), &[]);
+    let mut s = settings(&primary.url(), "a");
+    s.min_replicas_ack = 1;
+    s.ack_timeout = Duration::from_millis(200);
+    let log = SharedLog::connect(&s).await.unwrap();
+    match log.append(b"alone", None).await {
+        Err(ClusterError::NotReplicated {
+            wanted: 1, got: 0, ..
+        }) => {}
+        other => panic!("no Redis replica, no acknowledgement: {other:?}"),
+    }
+
+    let replica_dir = tempfile::tempdir().unwrap();
+    let port = primary.port.to_string();
+    let _replica = Redis::start(replica_dir.path(), &["--replicaof", "127.0.0.1", &port]);
+    let started = Instant::now();
+    let mut last = None;
+    // The replica syncs first; then every append is acknowledged by it.
+    while started.elapsed() < Duration::from_secs(10) {
+        match log.append(b"held twice", None).await {
+            Ok(id) => {
+                last = Some(id);
+                break;
+            }
+            Err(ClusterError::NotReplicated { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(last.is_some(), "a synced replica acknowledges the append");
+    for _ in 0..20 {
+        log.append(b"held twice", None).await.expect("acknowledged");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_waits_for_the_next_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path(), &[]);
+    let log = SharedLog::connect(&settings(&redis.url(), "a"))
+        .await
+        .unwrap();
+    let mut reader = log.reader().await.unwrap();
+    let writer = log.clone();
+    let append = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        writer.append(b"late", None).await.unwrap()
+    });
+    let started = Instant::now();
+    let got = reader
+        .read_after(EntryId::ZERO, 10, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let id = append.await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].id, got[0].bytes.as_slice()), (id, &b"late"[..]));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "answered when the entry came, not at the end of the wait"
+    );
+    let none = reader
+        .read_after(id, 10, Duration::from_millis(50))
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_that_is_not_there_is_an_error_soon() {
+    let port = common::free_port();
+    let started = Instant::now();
+    let err = SharedLog::connect(&settings(&format!("redis://127.0.0.1:{port}"), "a"))
+        .await
+        .expect_err("nothing listens there");
+    assert!(started.elapsed() < Duration::from_secs(5), "{err}");
+    assert!(err.to_string().starts_with("redis: "), "{err}");
+}
