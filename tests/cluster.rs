@@ -226,3 +226,165 @@ async fn an_engine_that_is_not_there_is_an_error_soon() {
     assert!(started.elapsed() < Duration::from_secs(5), "{err}");
     assert!(err.to_string().starts_with("redis: "), "{err}");
 }
+
+/// The test's events as JSON lines: 10 orgs, requests (some 429s, some with tokens), jobs
+/// that start and finish (some finishing before their start arrives), late events, and
+/// `request_id`s that come again, from another replica.
+fn traffic(base_ms: i64) -> Vec<String> {
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut lines = Vec::new();
+    for i in 0..900i64 {
+        let r = next();
+        let org = format!("org-{}", (r >> 20) % 10);
+        let late = if r % 13 == 0 { 40_000 } else { 0 };
+        let ts = ratewarden::clock::rfc3339(base_ms + i * 50 - late);
+        let rid = if r % 7 == 0 {
+            format!(r#","request_id":"r{}""#, i / 3)
+        } else {
+            String::new()
+        };
+        lines.push(match r % 5 {
+            0 => format!(
+                r#"{{"ts":"{ts}","org":"{org}","app":"a{}","status":429,"retry_after_ms":1000{rid}}}"#,
+                r % 3
+            ),
+            1 => format!(
+                r#"{{"ts":"{ts}","org":"{org}","kind":"job_completed","job_id":"j{}"}}"#,
+                (r >> 8) % 40
+            ),
+            2 => format!(
+                r#"{{"ts":"{ts}","org":"{org}","app":"a{}","status":200,"tokens":{}{rid}}}"#,
+                r % 3,
+                r % 2000
+            ),
+            _ => format!(
+                r#"{{"ts":"{ts}","org":"{org}","app":"a{}","status":202,"job_id":"j{}"{rid}}}"#,
+                r % 3,
+                (r >> 8) % 40
+            ),
+        });
+    }
+    lines
+}
+
+fn parse(line: &str) -> ratewarden::events::Event<'_> {
+    let ctx = ratewarden::events::ParseContext::default();
+    match ratewarden::events::parse_event(line.as_bytes(), &ctx) {
+        Ok(p) => p.event,
+        Err(e) => panic!("{line}: {e:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_following_the_log_answer_as_one_tracker_fed_every_event() {
+    use ratewarden::clock::ManualClock;
+    use ratewarden::live::Live;
+    use ratewarden::tracker::Tracker;
+    use std::sync::Arc;
+    use tokio::sync::watch;
+
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path(), &[]);
+    let config = ratewarden::config::Config::default();
+    let base = 1_795_000_000_000i64;
+    let now = base + 60_000;
+    let lines = traffic(base);
+
+    // Three replicas: each appends a third of the events and follows the whole log.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut replicas = Vec::new();
+    let mut followers = Vec::new();
+    for name in ["a", "b", "c"] {
+        let log = SharedLog::connect(&settings(&redis.url(), name))
+            .await
+            .unwrap();
+        let live = Live::in_memory(Tracker::new(&config), Arc::new(ManualClock::new(now)));
+        let (applied_tx, applied_rx) = watch::channel(EntryId::ZERO);
+        let mut reader = log.reader().await.unwrap();
+        let (follower, stop) = (live.clone(), stop_rx.clone());
+        followers.push(tokio::spawn(async move {
+            follower.follow(&mut reader, &applied_tx, &stop).await
+        }));
+        replicas.push((log, live, applied_rx));
+    }
+    let mut appends = Vec::new();
+    for (k, (log, live, _)) in replicas.iter().enumerate() {
+        let (log, live) = (log.clone(), live.clone());
+        let mine: Vec<String> = lines
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| (i / 5) % 3 == k)
+            .map(|(_, l)| l.clone())
+            .collect();
+        appends.push(tokio::spawn(async move {
+            let mut appended = Vec::new();
+            for chunk in mine.chunks(5) {
+                let mut events: Vec<_> = chunk.iter().map(|l| parse(l)).collect();
+                let entry = live.log_entry(&mut events, now);
+                let id = log.append(&entry, None).await.expect("append");
+                appended.push((id, chunk.to_vec()));
+            }
+            appended
+        }));
+    }
+    // Which lines each entry holds, in log order.
+    let mut in_log = std::collections::BTreeMap::new();
+    for a in appends {
+        in_log.extend(a.await.unwrap());
+    }
+    let last = *in_log.keys().last().unwrap();
+    for (name, (_, _, applied)) in ["a", "b", "c"].iter().zip(&mut replicas) {
+        tokio::time::timeout(Duration::from_secs(5), applied.wait_for(|&id| id >= last))
+            .await
+            .unwrap_or_else(|_| panic!("replica {name} applied the log within 5 s"))
+            .unwrap();
+    }
+    stop_tx.send_replace(true);
+    for f in followers {
+        f.await.unwrap().expect("the follower stops cleanly");
+    }
+
+    // One daemon's tracker fed every event directly, in the log's order (the order decides
+    // answers: which copy of a request_id counts, a job id started again after it ended).
+    let single = Live::in_memory(Tracker::new(&config), Arc::new(ManualClock::new(now)));
+    for chunk in in_log.values() {
+        let mut events: Vec<_> = chunk.iter().map(|l| parse(l)).collect();
+        single.apply(&mut events, now, None);
+    }
+    let orgs: Vec<String> = (0..10).map(|o| format!("org-{o}")).collect();
+    let loads = |live: &Live| -> Vec<_> { orgs.iter().map(|o| live.load_of(o, now)).collect() };
+    let want = loads(&single);
+    assert!(
+        want.iter().all(|l| l.daily > 0),
+        "every org counted something: {want:?}"
+    );
+    // Requests counted once per org and request_id, whichever replica took the copy in.
+    let mut seen = std::collections::HashSet::new();
+    let counted = lines
+        .iter()
+        .map(|l| parse(l))
+        .filter(|e| e.kind == ratewarden::events::Kind::Request)
+        .filter(|e| match &e.request_id {
+            Some(rid) => seen.insert((e.org.to_string(), rid.to_string())),
+            None => true,
+        })
+        .count() as u64;
+    let requests = lines.iter().filter(|l| !l.contains("\"kind\"")).count() as u64;
+    assert!(counted < requests, "some request_ids came again");
+    assert_eq!(want.iter().map(|l| l.daily).sum::<u64>(), counted);
+    let report = |live: &Live| live.with_tracker(|t| t.report());
+    for (name, (_, live, _)) in ["a", "b", "c"].iter().zip(&replicas) {
+        assert_eq!(loads(live), want, "replica {name} against one tracker");
+        assert_eq!(
+            report(live),
+            report(&replicas[0].1),
+            "replica {name} against a"
+        );
+    }
+}

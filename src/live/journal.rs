@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::EntryId;
 use crate::events::Event;
 
 /// First byte of every journal entry: the record format below (2 added `Clock`; 3 added the
@@ -104,4 +105,35 @@ pub(super) enum Record<'a> {
     Event(Event<'a>),
     Tick(i64),
     Clock(i64),
+}
+
+/// Calls `f` with each record of a journal entry's `records` (as [`open_journal`] gives
+/// them), in order; returns how many were read, and the bytes left when a record cannot be
+/// decoded (the rest of the entry is then unreadable).
+pub(super) fn each_record<'a>(
+    mut records: &'a [u8],
+    mut f: impl FnMut(Record<'a>),
+) -> (u64, Option<usize>) {
+    let mut read = 0;
+    while !records.is_empty() {
+        match postcard::take_from_bytes::<Record<'a>>(records) {
+            Ok((record, rest)) => {
+                records = rest;
+                f(record);
+                read += 1;
+            }
+            Err(_) => return (read, Some(records.len())),
+        }
+    }
+    (read, None)
+}
+
+/// Why a log entry was not applied.
+#[derive(Debug, thiserror::Error)]
+#[error("log entry {id} cannot be read: {why}")]
+pub struct BadEntry {
+    /// The entry.
+    pub id: EntryId,
+    /// What is wrong with it.
+    pub why: String,
 }

@@ -11,8 +11,11 @@
 //! Critical sections are short and CPU-only and never await; large batches are applied from
 //! `spawn_blocking` or a source's own thread.
 
+mod follow;
 mod journal;
 mod recover;
+
+pub use journal::BadEntry;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::journal::{JOURNAL_FORMAT, Record, open_journal, open_snapshot};
+use super::journal::{JOURNAL_FORMAT, Record, each_record, open_journal, open_snapshot};
 use super::*;
 
 impl Live {
@@ -68,7 +68,7 @@ impl Live {
                 return;
             }
             let expected = last_entry.unwrap_or(from);
-            let mut data = match open_journal(data) {
+            let data = match open_journal(data) {
                 Err(why) if data.first().is_some_and(|&f| f > JOURNAL_FORMAT) => {
                     newer = Some((seq, why));
                     return;
@@ -92,28 +92,13 @@ impl Live {
                     return;
                 }
             };
-            while !data.is_empty() {
-                match postcard::take_from_bytes::<Record<'_>>(data) {
-                    Ok((record, rest)) => {
-                        data = rest;
-                        match record {
-                            Record::Event(ev) => {
-                                let ts = ev.ts_ms.unwrap_or(0);
-                                tracker.apply(&ev, ts, &mut out);
-                            }
-                            Record::Tick(now) => {
-                                tracker.tick(now, &mut out);
-                            }
-                            Record::Clock(now) => tracker.note_clock(now),
-                        }
-                        out.clear();
-                        replayed += 1;
-                    }
-                    Err(_) => {
-                        corrupt.push((seq, data.len()));
-                        break;
-                    }
-                }
+            let (read, unreadable) = each_record(data, |record| {
+                apply_record(&mut tracker, &record, &mut out);
+                out.clear();
+            });
+            replayed += read;
+            if let Some(left) = unreadable {
+                corrupt.push((seq, left));
             }
         })?;
         if let Some((seq, why)) = newer {
@@ -199,5 +184,20 @@ impl Live {
                 from_snapshot: rec.snapshot.is_some(),
             },
         ))
+    }
+}
+
+/// Applies one journal record to `tracker`, its transitions to `out`: how recovery and a
+/// replica following the shared log both rebuild state.
+pub(super) fn apply_record(tracker: &mut Tracker, record: &Record<'_>, out: &mut Vec<Transition>) {
+    match record {
+        Record::Event(ev) => {
+            let ts = ev.ts_ms.unwrap_or(0);
+            tracker.apply(ev, ts, out);
+        }
+        Record::Tick(now) => {
+            tracker.tick(*now, out);
+        }
+        Record::Clock(now) => tracker.note_clock(*now),
     }
 }
