@@ -17,6 +17,8 @@ use tokio::sync::watch;
 
 use crate::alerts::{Delivering, Delivery};
 use crate::clock::{Clock, SystemClock};
+use crate::cluster::{ClusterSettings, EntryId, SharedLog, SharedStore};
+use crate::config::ClusterConfig;
 use crate::config::Config;
 use crate::live::{Live, RecoverError, Writer};
 use crate::metrics::{Metrics, Recovering};
@@ -24,8 +26,8 @@ use crate::scheduler::Scheduler;
 use crate::scheduler::dispatch::{Dispatcher, Dispatching};
 use crate::server::{ApiState, Parts, Tokens, conn, lane_router, router, starting_router};
 use crate::sources::{self, Sources};
-use crate::store::StoreError;
 use crate::store::sqlite::SqliteStore;
+use crate::store::{StateStore, StoreError};
 
 /// How often live gauges, stuck jobs and alert states advance with the wall clock.
 const TICK: Duration = Duration::from_secs(1);
@@ -253,6 +255,23 @@ impl Daemon {
             delivery: None,
             sources: None,
             writer: None,
+            follower: None,
+        };
+
+        let shared = match &config.cluster {
+            Some(c) => match connect_cluster(c).await {
+                Ok(log) => Some(log),
+                Err(e) => return started.abandon(e).await,
+            },
+            None => None,
+        };
+        let store: Box<dyn StateStore> = match &shared {
+            Some(log) => Box::new(SharedStore::new(
+                Box::new(store),
+                log.clone(),
+                tokio::runtime::Handle::current(),
+            )),
+            None => Box::new(store),
         };
 
         let began = std::time::Instant::now();
@@ -262,7 +281,7 @@ impl Daemon {
             let dir = recover_config.storage.path.clone();
             match Live::recover(
                 &recover_config,
-                Box::new(store),
+                store,
                 clock.clone(),
                 Some(to_delivery.clone()),
                 salvage,
@@ -313,6 +332,13 @@ impl Daemon {
             took_ms = began.elapsed().as_millis() as u64,
             "state recovered"
         );
+
+        if let Some(log) = shared {
+            match follow_until_caught_up(&live, log, stop_rx.clone()).await {
+                Ok(follower) => started.follower = Some(follower),
+                Err(e) => return started.abandon(e).await,
+            }
+        }
 
         // Build every part; nothing below starts a task until all of them are built.
         let metrics = Arc::new(Metrics::new(Arc::new(live.clone()), &config));
@@ -420,6 +446,8 @@ struct Started {
     delivery: Option<Delivering>,
     sources: Option<sources::Running>,
     writer: Option<Writer>,
+    /// A replica's task applying the shared log.
+    follower: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Started {
@@ -440,6 +468,9 @@ impl Started {
         }
         if let Some(ticker) = self.ticker.take() {
             let _ = ticker.await;
+        }
+        if let Some(follower) = self.follower.take() {
+            let _ = follower.await;
         }
         if let Some(dispatcher) = self.dispatcher.take() {
             dispatcher.stop().await;
@@ -471,6 +502,73 @@ impl Started {
         let _ = self.stop().await;
         Err(error)
     }
+}
+
+/// `[cluster]`'s shared log, connected; start-up fails, naming why, when the engine cannot be
+/// reached or refuses the password.
+async fn connect_cluster(c: &ClusterConfig) -> Result<SharedLog, DaemonError> {
+    let password = match &c.redis_password {
+        Some(secret) => Some(secret.read().map_err(|why| DaemonError::Start {
+            part: "[cluster] redis password",
+            why,
+        })?),
+        None => None,
+    };
+    let settings = ClusterSettings {
+        redis_url: c.redis_url.clone(),
+        password,
+        replica_id: c.replica_id.clone(),
+        min_replicas_ack: c.min_replicas_ack,
+        ack_timeout: Duration::from_millis(c.ack_timeout_ms),
+        key_prefix: c.key_prefix.clone(),
+    };
+    let log = SharedLog::connect(&settings)
+        .await
+        .map_err(|e| DaemonError::Start {
+            part: "the shared log ([cluster] redis_url)",
+            why: e.to_string(),
+        })?;
+    tracing::info!(replica = %c.replica_id, redis = %crate::outbound::redact(&c.redis_url), "connected to the shared log");
+    Ok(log)
+}
+
+/// Starts applying the shared log to `live` (reconnecting after a failure, from the last
+/// entry applied) and returns once everything in the log at start-up is applied, so the
+/// replica answers like the others from its first ready moment.
+async fn follow_until_caught_up(
+    live: &Live,
+    log: SharedLog,
+    stop: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, DaemonError> {
+    let failed = |e: crate::cluster::ClusterError| DaemonError::Start {
+        part: "the shared log",
+        why: e.to_string(),
+    };
+    let end = log.last_id().await.map_err(failed)?;
+    let (applied_tx, mut applied) = watch::channel(EntryId::ZERO);
+    let began = std::time::Instant::now();
+    let follower = {
+        let (live, stop) = (live.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !*stop.borrow() {
+                let outcome = match log.reader().await {
+                    Ok(mut reader) => live.follow(&mut reader, &applied_tx, &stop).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = outcome {
+                    tracing::warn!(error = %e, "reading the shared log failed; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        })
+    };
+    let _ = applied.wait_for(|&id| id >= end).await;
+    tracing::info!(
+        up_to = %end,
+        took_ms = began.elapsed().as_millis() as u64,
+        "caught up with the shared log"
+    );
+    Ok(follower)
 }
 
 /// Runs the daemon on `config` until `shutdown` resolves.
@@ -520,6 +618,7 @@ mod tests {
             delivery: None,
             sources: None,
             writer: None,
+            follower: None,
         };
         assert!(
             tokio::net::TcpStream::connect(addr).await.is_ok(),

@@ -24,8 +24,9 @@
 //!   outbox, batches and their items), behind the narrow [`store::StateStore`] trait; SQLite
 //!   by default. Records stored as bytes carry a typed, versioned envelope ([`store::record`]).
 //! * [`cluster`]: beside the store, for several replicas: the shared, ordered log on Redis or
-//!   Valkey that every replica's tracker applies (connection, keys, appends, reads); it
-//!   treats entries as opaque bytes.
+//!   Valkey (connection, keys, appends, reads) and the [`store::StateStore`] whose journal is
+//!   that log; it treats entries as opaque bytes. [`live`] of a replica only journals what
+//!   comes in and applies the log, its own entries included, in the log's order.
 //! * [`outbox`]: which channels get a transition, and the outbox entry (stable delivery id)
 //!   [`live`] writes for each in the commit that caused it.
 //! * [`alerts`]: delivery of outbox entries by email and webhook, one worker per channel;

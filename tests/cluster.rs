@@ -388,3 +388,137 @@ async fn replicas_following_the_log_answer_as_one_tracker_fed_every_event() {
         );
     }
 }
+
+/// `/v1/usage` without what moves with the moment it is asked (a stuck job's age, the seconds
+/// until a window frees).
+fn usage_of(base: &str) -> serde_json::Value {
+    let (status, body) =
+        common::http("GET", &format!("{base}/v1/usage"), &[], b"").expect("usage answers");
+    assert_eq!(status, 200, "{body}");
+    let mut v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.retain(|k, _| k != "age_seconds" && k != "headroom_seconds");
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut v);
+    v
+}
+
+#[test]
+fn three_daemons_on_one_redis_answer_as_one() {
+    let redis_dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(redis_dir.path(), &[]);
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let config = |i: usize| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[[orgs]]\nid = \"acme\"\ntier = \"pro\"\n\
+             [cluster]\nredis_url = \"{}\"\nreplica_id = \"r{i}\"\n",
+            redis.url()
+        )
+    };
+    let mut daemons: Vec<_> = (0..3)
+        .map(|i| common::Daemon::start(dirs[i].path(), &config(i), &[]))
+        .collect();
+    let now = chrono_now_ms();
+    // Round-robin from three clients; every fifth request_id is sent again to the next
+    // replica (a client retrying elsewhere); some events are a minute late.
+    let clients: Vec<_> = (0..3)
+        .map(|c| {
+            let bases: Vec<String> = daemons.iter().map(|d| d.base.clone()).collect();
+            std::thread::spawn(move || {
+                let mut acked = 0u64;
+                for k in 0..40u64 {
+                    let n = c * 1000 + k;
+                    let late = if k % 9 == 0 { 60_000 } else { 0 };
+                    let org = ["acme", "globex", "initech"][(k % 3) as usize];
+                    let line = format!(
+                        "{{\"org\":\"{org}\",\"app\":\"c{c}\",\"ts\":{},\"status\":200,\"request_id\":\"q{n}\"}}\n",
+                        now - late
+                    );
+                    let base = &bases[((c + k) % 3) as usize];
+                    let (status, body) = common::http(
+                        "POST",
+                        &format!("{base}/v1/events"),
+                        &[("Content-Type", "application/x-ndjson")],
+                        line.as_bytes(),
+                    )
+                    .expect("ingest answers");
+                    assert_eq!(status, 202, "{body}");
+                    acked += 1;
+                    if k % 5 == 0 {
+                        let other = &bases[((c + k + 1) % 3) as usize];
+                        let again = common::http(
+                            "POST",
+                            &format!("{other}/v1/events"),
+                            &[("Content-Type", "application/x-ndjson")],
+                            line.as_bytes(),
+                        )
+                        .expect("ingest answers");
+                        assert_eq!(again.0, 202, "{}", again.1);
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    let acked: u64 = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    assert_eq!(acked, 120);
+
+    // Within a second of the last acknowledgement every replica answers alike, and counts
+    // each request_id once.
+    let settled = common::eventually(1, || {
+        let all: Vec<_> = daemons.iter().map(|d| usage_of(&d.base)).collect();
+        (all[0] == all[1] && all[1] == all[2]).then_some(all)
+    });
+    let all = settled.unwrap_or_else(|| {
+        panic!(
+            "replicas differ:\n{:#}",
+            serde_json::json!(
+                daemons
+                    .iter()
+                    .map(|d| usage_of(&d.base))
+                    .collect::<Vec<_>>()
+            )
+        )
+    });
+    let daily: u64 = ["acme", "globex", "initech"]
+        .iter()
+        .map(|org| {
+            common::metric(
+                &daemons[2].base,
+                &format!("ratewarden_usage{{org=\"{org}\",dimension=\"daily\"}}"),
+            )
+            .unwrap_or(0.0) as u64
+        })
+        .sum();
+    assert_eq!(daily, acked, "each request_id counted once: {:#}", all[0]);
+    let from_usage: u64 = all[0]["orgs"]
+        .as_array()
+        .expect("orgs")
+        .iter()
+        .map(|o| o["usage"]["rpm"].as_u64().expect("rpm usage"))
+        .sum();
+    assert!(from_usage > 0, "{:#}", all[0]);
+
+    // A replica started now catches up before it answers ready, and answers alike.
+    let late_dir = tempfile::tempdir().unwrap();
+    daemons.push(common::Daemon::start(late_dir.path(), &config(3), &[]));
+    assert_eq!(
+        usage_of(&daemons[3].base),
+        all[0],
+        "a new replica catches up"
+    );
+}
+
+fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}

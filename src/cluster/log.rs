@@ -202,6 +202,24 @@ impl SharedLog {
         id.parse()
     }
 
+    /// The id of the newest entry in the log ([`EntryId::ZERO`] when it is empty): a replica
+    /// that has applied it has caught up with the log as it was when asked.
+    pub async fn last_id(&self) -> Result<EntryId, ClusterError> {
+        let mut conn = self.conn.clone();
+        let newest: Vec<(String, Vec<(String, redis::Value)>)> = redis::cmd("XREVRANGE")
+            .arg(&self.keys.log)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await?;
+        match newest.first() {
+            Some((id, _)) => id.parse(),
+            None => Ok(EntryId::ZERO),
+        }
+    }
+
     /// This replica's stored file checkpoints, as `(file, offset record)`.
     pub async fn checkpoints(&self) -> Result<Vec<(String, Vec<u8>)>, ClusterError> {
         let mut conn = self.conn.clone();

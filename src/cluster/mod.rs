@@ -9,6 +9,8 @@
 
 mod log;
 mod settings;
+mod store;
 
 pub use log::{ClusterError, Entry, EntryId, LogReader, SharedLog};
 pub use settings::ClusterSettings;
+pub use store::SharedStore;

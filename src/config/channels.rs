@@ -261,7 +261,7 @@ fn name(raw: &Option<Spanned<String>>, default: String) -> Result<String, Spanne
     }
 }
 
-fn secret(
+pub(super) fn secret(
     env: &Option<String>,
     file: &Option<PathBuf>,
     whole: &Range<usize>,

@@ -10,6 +10,7 @@
 
 mod channels;
 mod check;
+mod cluster;
 mod duration;
 mod raw;
 mod scheduler;
@@ -20,6 +21,7 @@ use std::path::Path;
 pub use channels::{
     ChannelConfig, ChannelKind, EmailConfig, EmailTls, SecretRef, WebhookConfig, WebhookFormat,
 };
+pub use cluster::ClusterConfig;
 pub use duration::{HumanDuration, parse_duration};
 pub use scheduler::{PollConfig, SchedulerConfig, UpstreamConfig};
 pub use settings::*;

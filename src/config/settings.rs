@@ -216,6 +216,8 @@ pub struct Config {
     pub scheduler: SchedulerConfig,
     /// `[metrics]`.
     pub metrics: MetricsConfig,
+    /// `[cluster]`: several replicas on Redis or Valkey; `None`, one process on SQLite.
+    pub cluster: Option<super::cluster::ClusterConfig>,
 }
 
 /// `[metrics]`: which optional series `/metrics` exports.

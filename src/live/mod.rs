@@ -170,6 +170,9 @@ pub struct Live {
     inner: Arc<Mutex<Inner>>,
     clock: Arc<dyn Clock>,
     durable: Option<Arc<Durable>>,
+    /// A replica of a cluster: what comes in is only journaled (to the shared log); the
+    /// tracker changes when the log is applied ([`Live::follow`]), in the log's order.
+    shared: bool,
 }
 
 /// Why events were not made durable.
@@ -241,6 +244,7 @@ impl Live {
             })),
             clock,
             durable: None,
+            shared: false,
         }
     }
 
@@ -334,6 +338,9 @@ impl Live {
     /// source got to and queues the notifications they cause, all in one critical section.
     /// Returns the sequence number to wait for with [`Live::durable_at`].
     pub fn apply(&self, events: &mut [Event<'_>], now: i64, checkpoint: Option<Checkpoint>) -> u64 {
+        if self.shared && self.durable.is_some() {
+            return self.journal_only(events, now, checkpoint);
+        }
         let mut out = Vec::new();
         let seq = {
             let mut g = self.lock();
@@ -375,9 +382,42 @@ impl Live {
         seq
     }
 
+    /// [`Live::apply`] of a replica: the clock note, the events and the checkpoint go to the
+    /// journal (the shared log) only; every replica applies them from the log.
+    fn journal_only(
+        &self,
+        events: &mut [Event<'_>],
+        now: i64,
+        checkpoint: Option<Checkpoint>,
+    ) -> u64 {
+        let seq = {
+            let mut g = self.lock();
+            let pending = &mut g.pending;
+            pending.record(&RecordRef::Clock(now));
+            for ev in events.iter_mut() {
+                ev.ts_ms.get_or_insert(now);
+                pending.record(&RecordRef::Event(ev));
+            }
+            if let Some(cp) = checkpoint {
+                pending
+                    .checkpoints
+                    .insert((cp.source.clone(), cp.file.clone()), cp);
+            }
+            pending.seq
+        };
+        self.wake_writer();
+        seq
+    }
+
     /// Advances every org to the current time; journaled so recovery meets the same changes.
+    /// A replica only journals the tick: the log brings it back, in order, to every replica.
     pub fn tick(&self) {
         let now = self.now_ms();
+        if self.shared && self.durable.is_some() {
+            self.lock().pending.record(&RecordRef::Tick(now));
+            self.wake_writer();
+            return;
+        }
         let mut out = Vec::new();
         {
             let mut g = self.lock();
@@ -501,9 +541,11 @@ fn writer_loop(
     let mut last_snapshot_len = 0;
     loop {
         let stopping = durable.stop.load(Ordering::Acquire);
-        let snapshot_due = since_snapshot >= SNAPSHOT_EVENTS
-            || (since_snapshot > 0 && last_snapshot.elapsed() >= SNAPSHOT_INTERVAL)
-            || (stopping && since_snapshot > 0);
+        // A replica's tracker is rebuilt from the shared log, not from snapshots of its own.
+        let snapshot_due = !live.shared
+            && (since_snapshot >= SNAPSHOT_EVENTS
+                || (since_snapshot > 0 && last_snapshot.elapsed() >= SNAPSHOT_INTERVAL)
+                || (stopping && since_snapshot > 0));
         let (mut batch, snapshot) = {
             let mut g = live.lock();
             if g.pending.is_empty() && !snapshot_due {
@@ -519,7 +561,9 @@ fn writer_loop(
             for (total, n) in durable.unencodable.iter().zip(batch.unencodable) {
                 total.fetch_add(n, Ordering::Relaxed);
             }
-            let snapshot = if snapshot_due || since_snapshot + batch.records >= SNAPSHOT_EVENTS {
+            let snapshot = if snapshot_due
+                || (!live.shared && since_snapshot + batch.records >= SNAPSHOT_EVENTS)
+            {
                 match g.tracker.encode_after(snapshot_buffer(last_snapshot_len)) {
                     Ok(s) if s.len() > MAX_SNAPSHOT_BYTES => {
                         // SQLite stores no blob this large: writing it would fail every

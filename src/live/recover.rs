@@ -159,6 +159,7 @@ impl Live {
             })),
             clock,
             durable: Some(durable.clone()),
+            shared: config.cluster.is_some(),
         };
         let writer_live = live.clone();
         let handle = std::thread::Builder::new()

@@ -36,6 +36,9 @@ pub enum StoreError {
     /// The database failed.
     #[error("store: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The shared engine of `[cluster]` (Redis, Valkey) failed or could not be reached.
+    #[error("shared log: {0}")]
+    Shared(String),
     /// The store's file is damaged: empty, not a database, corrupt pages, or entries that
     /// cannot be decoded. Its content is left as it is.
     #[error(
