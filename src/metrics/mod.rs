@@ -3,7 +3,7 @@
 //!
 //! Ingest counters are ordinary prometheus-client handles, bumped once per batch. Everything
 //! the tracker knows (usage, limits, requests, 429 causes, jobs, alerts) is read at scrape
-//! time from one snapshot ([`tracker`]) and written by [`text`], so the per-event path never
+//! time from one snapshot (`tracker`) and written by `text`, so the per-event path never
 //! touches a label map and every gauge is computed against the clock at the moment
 //! Prometheus asks. Label values are org/app names and fixed enums; never ids, paths or URLs.
 
