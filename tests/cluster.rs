@@ -522,3 +522,125 @@ fn chrono_now_ms() -> i64 {
         .unwrap()
         .as_millis() as i64
 }
+
+#[test]
+fn redis_away_for_ten_seconds_loses_nothing_acknowledged() {
+    let redis_dir = tempfile::tempdir().unwrap();
+    let mut redis = Redis::start(
+        redis_dir.path(),
+        &["--appendonly", "yes", "--appendfsync", "always"],
+    );
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let config = |i: usize| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[cluster]\nredis_url = \"{}\"\nreplica_id = \"r{i}\"\n",
+            redis.url()
+        )
+    };
+    let daemons: Vec<_> = (0..2)
+        .map(|i| common::Daemon::start(dirs[i].path(), &config(i), &[]))
+        .collect();
+    let bases: Vec<String> = daemons.iter().map(|d| d.base.clone()).collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let now = chrono_now_ms();
+    // Two clients post without pause, each event once (no retries: a 503 is simply not
+    // counted, so what counts must equal what was acknowledged).
+    let clients: Vec<_> = (0..2u64)
+        .map(|c| {
+            let (base, stop) = (bases[c as usize].clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (mut acked, mut refused, mut other) = (0u64, 0u64, Vec::new());
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                    let body: String = (0..10)
+                        .map(|k| {
+                            format!(
+                                "{{\"org\":\"acme\",\"ts\":{now},\"status\":200,\"request_id\":\"c{c}-{n}-{k}\"}}\n"
+                            )
+                        })
+                        .collect();
+                    n += 1;
+                    match common::http(
+                        "POST",
+                        &format!("{base}/v1/events"),
+                        &[("Content-Type", "application/x-ndjson")],
+                        body.as_bytes(),
+                    ) {
+                        Some((202, _)) => acked += 10,
+                        Some((503, _)) => {
+                            refused += 10;
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        answer => other.push(format!("{answer:?}")),
+                    }
+                }
+                (acked, refused, other)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    redis.kill();
+    let down = Instant::now();
+    // While Redis is away: not ready, the gauge says so, /metrics still answers.
+    let noticed = common::eventually(10, || {
+        let ready = common::http_status(&format!("{}/readyz", bases[0]));
+        let gauge = common::metric(&bases[0], "ratewarden_cluster_connected");
+        (ready == Some(503) && gauge == Some(0.0)).then_some(())
+    });
+    assert!(
+        noticed.is_some(),
+        "readyz 503 and cluster_connected 0 while Redis is away"
+    );
+    let slept = down.elapsed();
+    if slept < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_secs(10) - slept);
+    }
+    redis.start_again();
+    let back = common::eventually(15, || {
+        bases
+            .iter()
+            .all(|b| common::http_status(&format!("{b}/readyz")) == Some(200))
+            .then_some(())
+    });
+    assert!(back.is_some(), "ready again once Redis is back");
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let (mut acked, mut refused) = (0, 0);
+    for c in clients {
+        let (a, r, other) = c.join().unwrap();
+        assert!(
+            other.is_empty(),
+            "answers other than 202 and 503: {other:?}"
+        );
+        acked += a;
+        refused += r;
+    }
+    assert!(refused > 0, "some posts met Redis away");
+    let counted = common::eventually(5, || {
+        let all: Vec<u64> = bases
+            .iter()
+            .map(|b| {
+                common::metric(b, r#"ratewarden_usage{org="acme",dimension="daily"}"#)
+                    .unwrap_or(-1.0) as u64
+            })
+            .collect();
+        // A post in flight when Redis was killed may have reached it and lost only its
+        // answer: counted, though answered 503 (one body of 10 per client at most).
+        (all.iter().all(|&n| n == all[0]) && (acked..=acked + 20).contains(&all[0])).then_some(all)
+    });
+    assert!(
+        counted.is_some(),
+        "every replica counts the {acked} acknowledged events, alike ({refused} refused): {:?}",
+        bases
+            .iter()
+            .map(|b| common::metric(b, r#"ratewarden_usage{org="acme",dimension="daily"}"#))
+            .collect::<Vec<_>>()
+    );
+    eprintln!(
+        "Redis away 10 s: {acked} events acknowledged, {refused} refused, counted {counted:?}"
+    );
+    assert_eq!(
+        common::metric(&bases[1], "ratewarden_cluster_connected"),
+        Some(1.0)
+    );
+}

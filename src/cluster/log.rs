@@ -7,7 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::streams::StreamReadReply;
 use redis::{AsyncConnectionConfig, IntoConnectionInfo};
 
@@ -109,10 +109,14 @@ impl Keys {
 }
 
 /// The log, for appending; [`SharedLog::reader`] opens a connection to read it.
+///
+/// Appends share one connection that reconnects by itself (the request that meets a broken
+/// connection fails, the next one connects again), so an engine that went away and came back
+/// needs nothing from the caller.
 #[derive(Clone)]
 pub struct SharedLog {
     client: redis::Client,
-    conn: MultiplexedConnection,
+    conn: ConnectionManager,
     keys: Keys,
     replica: String,
     min_replicas_ack: u32,
@@ -138,9 +142,13 @@ impl SharedLog {
             info = info.set_redis_settings(redis);
         }
         let client = redis::Client::open(info)?;
-        let mut conn = client
-            .get_multiplexed_async_connection_with_config(&config(Some(RESPONSE_TIMEOUT)))
-            .await?;
+        // One attempt at start-up: an engine that is not there is the caller's error to show.
+        let manager = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let mut conn = ConnectionManager::new_with_config(client.clone(), manager).await?;
         // Connecting does not authenticate: a wrong or missing password shows on the first
         // command, so ask now, and check the engine speaks what the log needs.
         let info: String = redis::cmd("INFO")

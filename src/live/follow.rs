@@ -76,7 +76,14 @@ impl Live {
     ) -> Result<(), ClusterError> {
         let mut after = *applied.borrow();
         while !*stop.borrow() {
-            let entries = reader.read_after(after, READ_BATCH, READ_WAIT).await?;
+            let entries = match reader.read_after(after, READ_BATCH, READ_WAIT).await {
+                Ok(e) => e,
+                Err(e) => {
+                    self.note_log_readable(false);
+                    return Err(e);
+                }
+            };
+            self.note_log_readable(true);
             for e in &entries {
                 if let Err(bad) = self.apply_entry(e.id, &e.bytes) {
                     tracing::error!(error = %bad, replica = %e.replica, "a shared log entry is damaged; what could not be read is lost");

@@ -158,6 +158,11 @@ struct Durable {
     failures: std::sync::atomic::AtomicU64,
     /// Records that could not be encoded, by [`UNENCODABLE`] kind.
     unencodable: [std::sync::atomic::AtomicU64; UNENCODABLE.len()],
+    /// A replica: false while the shared log cannot be read (set by [`Live::follow`]).
+    log_readable: AtomicBool,
+    /// A replica: commits whose events the shared log did not take, as `(after, through)`
+    /// ranges of seqs (the newest few); their requests are answered "not stored".
+    dropped: Mutex<std::collections::VecDeque<(u64, u64)>>,
     /// Notification channels, for routing transitions.
     channels: Vec<ChannelConfig>,
     /// Where committed notifications go for delivery.
@@ -184,6 +189,9 @@ pub enum DurableError {
     /// The writer has stopped.
     #[error("the store writer has stopped")]
     Stopped,
+    /// A replica: the shared log did not take the events; they are not counted anywhere.
+    #[error("the shared log did not take the events (is Redis reachable?); they are not counted")]
+    NotStored,
 }
 
 /// Owns the store writer thread; [`Writer::shutdown`] flushes and joins it.
@@ -309,9 +317,28 @@ impl Live {
 
     /// True unless the last store commit failed (a full disk, a read-only file system).
     pub fn healthy(&self) -> bool {
-        self.durable
-            .as_ref()
-            .is_none_or(|d| d.healthy.load(Ordering::Acquire))
+        self.durable.as_ref().is_none_or(|d| {
+            d.healthy.load(Ordering::Acquire) && d.log_readable.load(Ordering::Acquire)
+        })
+    }
+
+    /// A replica: whether the shared log answers (writes and reads); `None` without
+    /// `[cluster]`.
+    pub fn cluster_connected(&self) -> Option<bool> {
+        self.shared.then(|| self.healthy())
+    }
+
+    /// A replica's follower notes whether the shared log can be read.
+    pub(crate) fn note_log_readable(&self, ok: bool) {
+        if let Some(d) = &self.durable
+            && d.log_readable.swap(ok, Ordering::AcqRel) != ok
+        {
+            if ok {
+                tracing::info!("the shared log can be read again");
+            } else {
+                tracing::error!("the shared log cannot be read; not ready until it can");
+            }
+        }
     }
 
     /// Bytes of journal waiting for the store.
@@ -493,8 +520,16 @@ impl Live {
         let Some(d) = &self.durable else {
             return Ok(());
         };
+        let dropped = || {
+            d.dropped
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .any(|&(after, through)| after < seq && seq <= through)
+        };
         let mut rx = d.committed.subscribe();
-        match tokio::time::timeout(limit, rx.wait_for(|&c| c >= seq)).await {
+        match tokio::time::timeout(limit, rx.wait_for(|&c| c >= seq || dropped())).await {
+            Ok(Ok(_)) if dropped() => Err(DurableError::NotStored),
             Ok(Ok(_)) => Ok(()),
             Ok(Err(_)) => Err(DurableError::Stopped),
             Err(_) => Err(DurableError::Timeout(limit)),
@@ -643,6 +678,31 @@ fn writer_loop(
                 if durable.healthy.swap(false, Ordering::AcqRel) {
                     tracing::error!(error = %e, "store commit failed; retrying (ingest waits)");
                 }
+                if live.shared && batch.records > 0 {
+                    // A replica's events are acknowledged only once in the shared log: these
+                    // were not, so their requests are told so (a client retries them, with
+                    // request_id at most once counted) and they are not sent later behind
+                    // the client's back. The rest (outbox, batches) is kept and retried.
+                    let after = *durable.committed.borrow();
+                    {
+                        let mut dropped = durable
+                            .dropped
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner);
+                        if dropped.len() >= 64 {
+                            dropped.pop_front();
+                        }
+                        dropped.push_back((after, batch.seq));
+                    }
+                    tracing::warn!(
+                        records = batch.records,
+                        "the shared log did not take a commit's events; their requests are answered 503"
+                    );
+                    batch.journal.clear();
+                    batch.records = 0;
+                    batch.checkpoints.clear();
+                    durable.committed.send_modify(|_| {});
+                }
                 let mut g = live.lock();
                 let newer = std::mem::take(&mut g.pending);
                 g.pending = batch.then(newer);
@@ -692,6 +752,7 @@ impl crate::metrics::ScrapeSource for Live {
         Some(crate::metrics::Scraped {
             store_writable: live.healthy(),
             store_commit_failures: live.store_failures(),
+            cluster_connected: live.cluster_connected(),
             orgs: live.org_snapshots(now_ms, View::Metrics),
             overflow,
             new_orgs_refused,

@@ -149,6 +149,8 @@ impl Live {
             healthy: AtomicBool::new(true),
             failures: std::sync::atomic::AtomicU64::new(0),
             unencodable: Default::default(),
+            log_readable: AtomicBool::new(true),
+            dropped: Mutex::new(Default::default()),
             channels: config.alerts.channels.clone(),
             delivery,
         });

@@ -9,6 +9,8 @@ pub struct Scraped {
     pub store_writable: bool,
     /// Store commits that failed.
     pub store_commit_failures: u64,
+    /// A replica of a cluster: whether the shared log answers; `None` without `[cluster]`.
+    pub cluster_connected: Option<bool>,
     /// Every tracked org at `now_ms`.
     pub orgs: Vec<crate::tracker::OrgSnapshot>,
     /// Events routed to the overflow series, by kind.

@@ -128,6 +128,15 @@ impl TrackerFamilies {
             Type::Counter,
         );
         store_failures.int(&[], s.store_commit_failures);
+        let cluster_connected = s.cluster_connected.map(|up| {
+            let mut f = fam(
+                "cluster_connected",
+                "1 while this replica's shared log (Redis, Valkey) takes and gives entries, 0 while it does not (ingest then answers 503); absent without [cluster]",
+                Type::Gauge,
+            );
+            f.int(&[], i64::from(up));
+            f
+        });
         let mut requests = fam(
             "requests",
             "Requests seen, of any status, by outcome",
@@ -283,6 +292,7 @@ impl TrackerFamilies {
         let families = [
             Some(&store_writable),
             Some(&store_failures),
+            cluster_connected.as_ref(),
             Some(&requests),
             Some(&rate_limited),
             Some(&usage),

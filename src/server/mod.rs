@@ -31,7 +31,7 @@ pub use auth::{Secret, Tokens};
 use crate::events::format::LineFormat;
 use crate::events::intake::{Tally, body_records};
 use crate::events::{FieldError, ParseContext, Reason, Rejection};
-use crate::live::Live;
+use crate::live::{DurableError, Live};
 use crate::metrics::Metrics;
 use crate::scheduler::{BatchError, NewBatch, Scheduler};
 use encoding::CodingError;
@@ -97,12 +97,31 @@ fn writable(live: &Live) -> Result<(), ApiError> {
 /// Waits until the store has committed `seq`. A change already made is never answered with
 /// an error (a client's retry would make it twice): when the store does not confirm in time,
 /// the answer says the change was made but is not yet stored (`"durable": false`).
-async fn stored(st: &ApiState, live: &Live, seq: u64, what: &str) -> bool {
+///
+/// A replica of a cluster acknowledges only what the shared log holds: events it did not take
+/// (or did not confirm in time) are answered `503 not_stored`, so the client sends them
+/// again; nothing of them was counted, and with a `request_id` a copy that did reach the log
+/// counts once.
+async fn stored(st: &ApiState, live: &Live, seq: u64, what: &str) -> Result<bool, ApiError> {
+    let not_stored = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_stored",
+            format!(
+                "the shared log (Redis) did not take the {what}: they are not counted; send them again (events with a request_id count once however often they are sent)"
+            ),
+        )
+    };
     match live.durable_at(seq, st.durable_wait).await {
-        Ok(()) => true,
+        Ok(()) => Ok(true),
+        Err(DurableError::NotStored) => Err(not_stored()),
+        Err(e) if live.cluster_connected().is_some() => {
+            tracing::warn!(error = %e, "{what} not confirmed by the shared log in time; answered 503");
+            Err(not_stored())
+        }
         Err(e) => {
             tracing::warn!(error = %e, "{what} applied but not confirmed by the store; answered as not yet durable");
-            false
+            Ok(false)
         }
     }
 }
@@ -315,7 +334,7 @@ async fn ingest(
     .map_err(|e| ApiError::of_coding(&st, e))?;
 
     let tally = &result.tally;
-    let durable = tally.accepted == 0 || stored(&st, &live, result.seq, "events").await;
+    let durable = tally.accepted == 0 || stored(&st, &live, result.seq, "events").await?;
     st.metrics.intake("http", tally);
     let errors: Vec<_> = result
         .errors
@@ -565,7 +584,7 @@ async fn create_batch(
         // The same submission again (a client's retry): the first batch, unchanged.
         return Ok((StatusCode::OK, axum::Json(summary)).into_response());
     }
-    if !stored(&st, live, seq, "batch").await {
+    if !stored(&st, live, seq, "batch").await? {
         summary["durable"] = json!(false);
         summary["warning"] = json!(NOT_DURABLE);
     }
@@ -598,7 +617,7 @@ async fn cancel_batch(
     let live = &st.live;
     writable(live)?;
     let (mut summary, seq) = st.scheduler()?.cancel(&id, st.live.now_ms())?;
-    if !stored(&st, live, seq, "cancel").await {
+    if !stored(&st, live, seq, "cancel").await? {
         summary["durable"] = json!(false);
         summary["warning"] = json!(NOT_DURABLE);
     }

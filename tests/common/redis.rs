@@ -10,7 +10,9 @@ use super::{Reaped, free_port};
 /// A running Redis.
 pub struct Redis {
     pub port: u16,
-    _process: Reaped,
+    process: Option<Reaped>,
+    dir: std::path::PathBuf,
+    extra: Vec<String>,
 }
 
 impl Redis {
@@ -20,7 +22,39 @@ impl Redis {
         let mut last = String::new();
         // The port is free when picked; another process may take it before Redis binds.
         for _ in 0..5 {
-            let port = free_port();
+            match Redis::start_on(free_port(), dir, extra) {
+                Ok(r) => return r,
+                Err(e) => last = e,
+            }
+        }
+        panic!("redis-server did not start: {last}");
+    }
+
+    /// Kills Redis (`SIGKILL`: what is not in its append-only file is lost).
+    pub fn kill(&mut self) {
+        self.process = None;
+    }
+
+    /// Starts Redis again on the same port and directory, after [`Redis::kill`].
+    pub fn start_again(&mut self) {
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match Redis::start_on(self.port, &self.dir, &extra) {
+                Ok(mut r) => {
+                    self.process = r.process.take();
+                    return;
+                }
+                // The old socket may linger a moment.
+                Err(e) if Instant::now() > deadline => panic!("redis-server did not restart: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    fn start_on(port: u16, dir: &Path, extra: &[&str]) -> Result<Redis, String> {
+        let mut last = String::new();
+        {
             let child = Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
@@ -43,15 +77,17 @@ impl Redis {
                     break;
                 }
                 if ping(port, password.copied()) {
-                    return Redis {
+                    return Ok(Redis {
                         port,
-                        _process: process,
-                    };
+                        process: Some(process),
+                        dir: dir.to_path_buf(),
+                        extra: extra.iter().map(|s| s.to_string()).collect(),
+                    });
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        panic!("redis-server did not start: {last}");
+        Err(last)
     }
 
     pub fn url(&self) -> String {
