@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::alerts::{Delivering, Delivery};
 use crate::clock::{Clock, SystemClock};
-use crate::cluster::{ClusterSettings, EntryId, SharedLog, SharedStore};
+use crate::cluster::{ClusterSettings, EntryId, Leadership, SharedLog, SharedStore};
 use crate::config::ClusterConfig;
 use crate::config::Config;
 use crate::live::{Live, RecoverError, Writer};
@@ -256,6 +256,7 @@ impl Daemon {
             sources: None,
             writer: None,
             follower: None,
+            lease: None,
         };
 
         let shared = match &config.cluster {
@@ -265,10 +266,12 @@ impl Daemon {
             },
             None => None,
         };
+        let leadership = Leadership::default();
         let store: Box<dyn StateStore> = match &shared {
             Some(log) => Box::new(SharedStore::new(
                 Box::new(store),
                 log.clone(),
+                leadership.clone(),
                 tokio::runtime::Handle::current(),
             )),
             None => Box::new(store),
@@ -333,8 +336,8 @@ impl Daemon {
             "state recovered"
         );
 
-        if let Some(log) = shared {
-            match follow_until_caught_up(&live, log, stop_rx.clone()).await {
+        if let Some(log) = &shared {
+            match follow_until_caught_up(&live, log.clone(), stop_rx.clone()).await {
                 Ok(follower) => started.follower = Some(follower),
                 Err(e) => return started.abandon(e).await,
             }
@@ -350,7 +353,13 @@ impl Daemon {
             std::mem::take(&mut recovery.outbox),
             delivery_rx,
         ) {
-            Ok(d) => d,
+            Ok(d) => match &shared {
+                Some(log) => d.gated(crate::alerts::Gate {
+                    log: log.clone(),
+                    leadership: leadership.clone(),
+                }),
+                None => d,
+            },
             Err(e) => return started.abandon(DaemonError::Channel(e)).await,
         };
         let scheduler = Arc::new(Scheduler::new(
@@ -391,6 +400,17 @@ impl Daemon {
                 pending_notifications,
                 "resuming delivery of stored notifications"
             );
+        }
+        if let Some(log) = &shared {
+            started.lease = Some((
+                tokio::spawn(keep_the_lease(
+                    log.clone(),
+                    leadership.clone(),
+                    stop_rx.clone(),
+                )),
+                log.clone(),
+                leadership.clone(),
+            ));
         }
         started.delivery = Some(delivery.start());
         started.dispatcher = Some(dispatcher.start());
@@ -448,6 +468,8 @@ struct Started {
     writer: Option<Writer>,
     /// A replica's task applying the shared log.
     follower: Option<tokio::task::JoinHandle<()>>,
+    /// A replica's task keeping (or waiting for) the lead, and what it steps down from.
+    lease: Option<(tokio::task::JoinHandle<()>, SharedLog, Leadership)>,
 }
 
 impl Started {
@@ -491,6 +513,19 @@ impl Started {
         .is_err()
         {
             tracing::error!("the final store commit panicked");
+        }
+        // Last: the final commit has marked what this replica delivered, so the next leader,
+        // taking over at once, sends none of it again.
+        if let Some((task, log, leadership)) = self.lease.take() {
+            let _ = task.await;
+            if leadership.leads() {
+                match log.step_down(&leadership).await {
+                    Ok(()) => tracing::info!("stepped down as leader"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not step down; another replica leads once the lease lapses")
+                    }
+                }
+            }
         }
         tracing::info!("stopped");
         result
@@ -571,6 +606,35 @@ async fn follow_until_caught_up(
     Ok(follower)
 }
 
+/// How long a lease lasts without renewal: a killed leader's successor takes over after it.
+const LEASE_TTL: Duration = Duration::from_secs(10);
+/// How often the lease is renewed, or asked for.
+const LEASE_EVERY: Duration = Duration::from_secs(2);
+
+/// Keeps the lead while this replica has it, and takes it when it is free, until `stop`.
+async fn keep_the_lease(log: SharedLog, leadership: Leadership, mut stop: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(LEASE_EVERY);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let before = leadership.token();
+        match log.lead(&leadership, LEASE_TTL).await {
+            Ok(now) if now != before => match now {
+                Some(token) => {
+                    tracing::info!(token, "leading: this replica delivers notifications")
+                }
+                None => tracing::info!("another replica leads"),
+            },
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reach the shared engine for the lease; not leading")
+            }
+        }
+    }
+}
+
 /// Runs the daemon on `config` until `shutdown` resolves.
 pub async fn run(
     config: &Config,
@@ -619,6 +683,7 @@ mod tests {
             sources: None,
             writer: None,
             follower: None,
+            lease: None,
         };
         assert!(
             tokio::net::TcpStream::connect(addr).await.is_ok(),

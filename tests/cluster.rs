@@ -644,3 +644,141 @@ fn redis_away_for_ten_seconds_loses_nothing_acknowledged() {
         Some(1.0)
     );
 }
+
+/// A webhook receiver: answers 200 and keeps each delivery's id and body.
+struct Hooks {
+    url: String,
+    hits: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+impl Hooks {
+    fn start() -> Hooks {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let hits = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = hits.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let sink = sink.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    loop {
+                        let (mut id, mut len) = (String::new(), 0usize);
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        loop {
+                            let mut h = String::new();
+                            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let h = h.trim_end();
+                            if h.is_empty() {
+                                break;
+                            }
+                            let (k, v) = h.split_once(':').unwrap_or((h, ""));
+                            match k.to_ascii_lowercase().as_str() {
+                                "x-ratewarden-delivery" => id = v.trim().to_owned(),
+                                "content-length" => len = v.trim().parse().unwrap_or(0),
+                                _ => {}
+                            }
+                        }
+                        let mut body = vec![0; len];
+                        if reader.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        sink.lock()
+                            .unwrap()
+                            .push((id, String::from_utf8_lossy(&body).into_owned()));
+                        let mut out = reader.get_ref();
+                        let _ = out.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+                    }
+                });
+            }
+        });
+        Hooks { url, hits }
+    }
+
+    fn hits(&self) -> Vec<(String, String)> {
+        self.hits.lock().unwrap().clone()
+    }
+}
+
+#[test]
+fn one_leader_delivers_each_notification_once_and_hands_over_on_sigterm() {
+    let redis_dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(redis_dir.path(), &[]);
+    let hooks = Hooks::start();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let config = |i: usize| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[alerts]\nretry_base = \"100ms\"\n\
+             [[alerts.webhook]]\nname = \"hook\"\nurl = \"{}\"\nformat = \"json\"\n\
+             [cluster]\nredis_url = \"{}\"\nreplica_id = \"r{i}\"\n",
+            hooks.url,
+            redis.url()
+        )
+    };
+    let mut daemons: Vec<_> = (0..2)
+        .map(|i| common::Daemon::start(dirs[i].path(), &config(i), &[]))
+        .collect();
+    let leading = |d: &common::Daemon| d.log_text().contains("this replica delivers notifications");
+    let leader =
+        common::eventually(10, || daemons.iter().position(&leading)).expect("one replica leads");
+    // One job in flight in an org of the default tier (1 concurrent) fires UsageHigh there.
+    let start_job = |d: &common::Daemon, org: &str| {
+        let now = chrono_now_ms();
+        let (status, body) = d.post_events(&format!(
+            "{{\"org\":\"{org}\",\"ts\":{now},\"status\":202,\"job_id\":\"j-{org}\"}}\n"
+        ));
+        assert_eq!(status, 202, "{body}");
+    };
+    for (k, org) in ["o1", "o2", "o3"].iter().enumerate() {
+        start_job(&daemons[k % 2], org);
+    }
+    let firing =
+        |n: usize| common::eventually(15, || (hooks.hits().len() >= n).then_some(())).is_some();
+    assert!(firing(3), "three notifications: {:?}", hooks.hits());
+    common::observe(Duration::from_secs(3), "no replica sends them again");
+    let hits = hooks.hits();
+    let ids: std::collections::HashSet<_> = hits.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!((hits.len(), ids.len()), (3, 3), "each once: {hits:?}");
+    // The follower drops from its outbox what the leader delivered.
+    let follower = 1 - leader;
+    let pruned = common::eventually(10, || {
+        (common::store_value(dirs[follower].path(), "SELECT COUNT(*) FROM outbox") == Some(0))
+            .then_some(())
+    });
+    assert!(pruned.is_some(), "the follower's outbox empties");
+
+    // The leader stops; the other takes over within 15 s and sends what comes next, once.
+    assert_eq!(daemons[leader].terminate(Duration::from_secs(20)), Some(0));
+    let took_over = Instant::now();
+    start_job(&daemons[follower], "o4");
+    start_job(&daemons[follower], "o5");
+    assert!(firing(5), "two more after the handover: {:?}", hooks.hits());
+    assert!(
+        took_over.elapsed() < Duration::from_secs(15),
+        "taken over in {:?}",
+        took_over.elapsed()
+    );
+    common::observe(
+        Duration::from_secs(3),
+        "nothing is sent twice after the handover",
+    );
+    let hits = hooks.hits();
+    let ids: std::collections::HashSet<_> = hits.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!((hits.len(), ids.len()), (5, 5), "each once: {hits:?}");
+    assert!(
+        leading(&daemons[follower]),
+        "{}",
+        daemons[follower].log_text()
+    );
+    eprintln!(
+        "leader SIGTERM: the other replica delivered the next notifications {:?} after",
+        took_over.elapsed()
+    );
+}

@@ -158,7 +158,20 @@ pub struct Delivery {
     queues: HashMap<String, mpsc::UnboundedSender<OutboxEntry>>,
     backlog: Vec<OutboxEntry>,
     incoming: mpsc::UnboundedReceiver<OutboxEntry>,
+    gate: Option<Gate>,
 }
+
+/// A replica of a cluster delivers only while it leads; what the leader delivered is marked
+/// in the shared engine and dropped from every other replica's outbox (see `cluster`).
+pub struct Gate {
+    /// Where the marks and the lease are.
+    pub log: crate::cluster::SharedLog,
+    /// This replica's standing.
+    pub leadership: crate::cluster::Leadership,
+}
+
+/// How often a replica that does not lead looks for what the leader delivered.
+const GATE_CHECK: Duration = Duration::from_secs(1);
 
 /// The running delivery workers, stopped by [`Delivering::stop`].
 pub struct Delivering {
@@ -221,6 +234,7 @@ impl Delivery {
             workers.push((worker, rx));
         }
         Ok(Delivery {
+            gate: None,
             states,
             live,
             workers,
@@ -235,6 +249,12 @@ impl Delivery {
         self.states.clone()
     }
 
+    /// Delivers only while `gate`'s replica leads (a replica of a cluster).
+    pub fn gated(mut self, gate: Gate) -> Delivery {
+        self.gate = Some(gate);
+        self
+    }
+
     /// Starts the workers and the router that hands each entry to its channel's worker: the
     /// backlog first. Starting cannot fail.
     pub fn start(self) -> Delivering {
@@ -245,6 +265,7 @@ impl Delivery {
             queues,
             backlog,
             mut incoming,
+            gate,
             ..
         } = self;
         let mut tasks = Vec::new();
@@ -261,10 +282,28 @@ impl Delivery {
                 live.outbox_update(OutboxUpdate::Done(entry.id));
             }
         };
+        let mut stop_router = stop_rx.clone();
+        if let Some(gate) = gate {
+            tasks.push(tokio::spawn(async move {
+                let mut held = backlog;
+                let mut check = tokio::time::interval(GATE_CHECK);
+                loop {
+                    tokio::select! {
+                        msg = incoming.recv() => match msg {
+                            Some(entry) => held.push(entry),
+                            None => break,
+                        },
+                        _ = check.tick() => {}
+                        _ = stop_router.changed() => break,
+                    }
+                    held = gate.pass(held, &live, &route).await;
+                }
+            }));
+            return Delivering { tasks, stop };
+        }
         for entry in backlog {
             route(entry, &live);
         }
-        let mut stop_router = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -277,6 +316,40 @@ impl Delivery {
             }
         }));
         Delivering { tasks, stop }
+    }
+}
+
+impl Gate {
+    /// Drops from `held` what the leader marked delivered; routes the rest if this replica
+    /// leads, else keeps it (for the day it does). With the engine away nothing moves.
+    async fn pass(
+        &self,
+        held: Vec<OutboxEntry>,
+        live: &Live,
+        route: &impl Fn(OutboxEntry, &Live),
+    ) -> Vec<OutboxEntry> {
+        if held.is_empty() {
+            return held;
+        }
+        let ids: Vec<String> = held.iter().map(|e| e.id.clone()).collect();
+        let marks = match self.log.delivered(&ids).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot ask the shared engine what was delivered; holding notifications");
+                return held;
+            }
+        };
+        let mut keep = Vec::new();
+        for (entry, delivered) in held.into_iter().zip(marks) {
+            if delivered {
+                live.outbox_update(OutboxUpdate::Done(entry.id));
+            } else if self.leadership.leads() {
+                route(entry, live);
+            } else {
+                keep.push(entry);
+            }
+        }
+        keep
     }
 }
 

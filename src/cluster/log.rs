@@ -94,6 +94,7 @@ pub struct Entry {
 /// Key names, all under the configured prefix.
 #[derive(Debug, Clone)]
 struct Keys {
+    prefix: String,
     log: String,
     checkpoints: String,
 }
@@ -101,6 +102,7 @@ struct Keys {
 impl Keys {
     fn new(prefix: &str, replica: &str) -> Keys {
         Keys {
+            prefix: prefix.to_owned(),
             log: format!("{prefix}:log"),
             // Per replica: each tails its own files, and its offsets mean nothing elsewhere.
             checkpoints: format!("{prefix}:checkpoints:{replica}"),
@@ -226,6 +228,21 @@ impl SharedLog {
             Some((id, _)) => id.parse(),
             None => Ok(EntryId::ZERO),
         }
+    }
+
+    /// The key `name` under the configured prefix.
+    pub(super) fn key(&self, name: &str) -> String {
+        format!("{}:{name}", self.keys.prefix)
+    }
+
+    /// This replica's name.
+    pub(super) fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    /// The shared, reconnecting connection.
+    pub(super) fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
     }
 
     /// This replica's stored file checkpoints, as `(file, offset record)`.

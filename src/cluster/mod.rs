@@ -7,10 +7,12 @@
 //! never interprets an entry (the tracker's journal format is opaque here) and never applies
 //! one itself.
 
+mod lease;
 mod log;
 mod settings;
 mod store;
 
+pub use lease::{Leadership, MARK_TTL};
 pub use log::{ClusterError, Entry, EntryId, LogReader, SharedLog};
 pub use settings::ClusterSettings;
 pub use store::SharedStore;

@@ -8,23 +8,32 @@
 
 use tokio::runtime::Handle;
 
+use super::lease::Leadership;
 use super::log::SharedLog;
-use crate::store::{Commit, Recovered, StateStore, StoreError};
+use crate::store::{Commit, OutboxUpdate, Recovered, StateStore, StoreError};
 
 /// A [`StateStore`] whose journal is the shared log.
 pub struct SharedStore {
     local: Box<dyn StateStore>,
     log: SharedLog,
+    leadership: Leadership,
     runtime: Handle,
 }
 
 impl SharedStore {
-    /// `local` for what stays on this replica; `log` for the journal; `runtime` runs the
-    /// log's requests for the (synchronous) store writer.
-    pub fn new(local: Box<dyn StateStore>, log: SharedLog, runtime: Handle) -> SharedStore {
+    /// `local` for what stays on this replica; `log` for the journal; `leadership` to mark
+    /// what this replica delivered while it leads; `runtime` runs the log's requests for the
+    /// (synchronous) store writer.
+    pub fn new(
+        local: Box<dyn StateStore>,
+        log: SharedLog,
+        leadership: Leadership,
+        runtime: Handle,
+    ) -> SharedStore {
         SharedStore {
             local,
             log,
+            leadership,
             runtime,
         }
     }
@@ -48,10 +57,33 @@ impl StateStore for SharedStore {
     }
 
     fn commit(&mut self, c: &Commit<'_>) -> Result<(), StoreError> {
+        let shared = |e: super::log::ClusterError| StoreError::Shared(e.to_string());
         if c.events > 0 && !c.journal.is_empty() {
             self.runtime
                 .block_on(self.log.append(c.journal, None))
-                .map_err(|e| StoreError::Shared(e.to_string()))?;
+                .map_err(shared)?;
+        }
+        // What leaves the leader's outbox is marked first, so the others drop it from theirs
+        // and no successor sends it again.
+        let done: Vec<String> = c
+            .outbox_updates
+            .iter()
+            .filter_map(|u| match u {
+                OutboxUpdate::Done(id) => Some(id.clone()),
+                OutboxUpdate::Retry { .. } => None,
+            })
+            .collect();
+        if let Some(token) = self.leadership.token()
+            && !done.is_empty()
+            && !self
+                .runtime
+                .block_on(self.log.mark_delivered(token, &done))
+                .map_err(shared)?
+        {
+            tracing::warn!(
+                notifications = done.len(),
+                "this replica lost the lead while delivering; its last deliveries may be sent again by the new leader"
+            );
         }
         self.local.commit(&Commit {
             journal: &[],
