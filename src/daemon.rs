@@ -267,12 +267,14 @@ impl Daemon {
             None => None,
         };
         let leadership = Leadership::default();
+        let follow_from = Arc::new(std::sync::Mutex::new(EntryId::ZERO));
         let store: Box<dyn StateStore> = match &shared {
             Some(log) => Box::new(SharedStore::new(
                 Box::new(store),
                 log.clone(),
                 leadership.clone(),
                 tokio::runtime::Handle::current(),
+                follow_from.clone(),
             )),
             None => Box::new(store),
         };
@@ -337,7 +339,11 @@ impl Daemon {
         );
 
         if let Some(log) = &shared {
-            match follow_until_caught_up(&live, log.clone(), stop_rx.clone()).await {
+            let from = *follow_from
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let upkeep = crate::live::follow::Upkeep::new(log.clone(), leadership.clone(), &config);
+            match follow_until_caught_up(&live, upkeep, from, stop_rx.clone()).await {
                 Ok(follower) => started.follower = Some(follower),
                 Err(e) => return started.abandon(e).await,
             }
@@ -572,22 +578,27 @@ async fn connect_cluster(c: &ClusterConfig) -> Result<SharedLog, DaemonError> {
 /// replica answers like the others from its first ready moment.
 async fn follow_until_caught_up(
     live: &Live,
-    log: SharedLog,
+    mut upkeep: crate::live::follow::Upkeep,
+    from: EntryId,
     stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, DaemonError> {
+    let log = upkeep.log().clone();
     let failed = |e: crate::cluster::ClusterError| DaemonError::Start {
         part: "the shared log",
         why: e.to_string(),
     };
     let end = log.last_id().await.map_err(failed)?;
-    let (applied_tx, mut applied) = watch::channel(EntryId::ZERO);
+    let (applied_tx, mut applied) = watch::channel(from);
     let began = std::time::Instant::now();
     let follower = {
         let (live, stop) = (live.clone(), stop.clone());
         tokio::spawn(async move {
             while !*stop.borrow() {
                 let outcome = match log.reader().await {
-                    Ok(mut reader) => live.follow(&mut reader, &applied_tx, &stop).await,
+                    Ok(mut reader) => {
+                        live.follow(&mut reader, &applied_tx, &stop, &mut upkeep)
+                            .await
+                    }
                     Err(e) => Err(e),
                 };
                 if let Err(e) = outcome {
@@ -597,7 +608,9 @@ async fn follow_until_caught_up(
             }
         })
     };
-    let _ = applied.wait_for(|&id| id >= end).await;
+    if end > from {
+        let _ = applied.wait_for(|&id| id >= end).await;
+    }
     tracing::info!(
         up_to = %end,
         took_ms = began.elapsed().as_millis() as u64,

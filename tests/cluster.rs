@@ -308,8 +308,15 @@ async fn replicas_following_the_log_answer_as_one_tracker_fed_every_event() {
         let (applied_tx, applied_rx) = watch::channel(EntryId::ZERO);
         let mut reader = log.reader().await.unwrap();
         let (follower, stop) = (live.clone(), stop_rx.clone());
+        let mut upkeep = ratewarden::live::follow::Upkeep::new(
+            log.clone(),
+            ratewarden::cluster::Leadership::default(),
+            &config,
+        );
         followers.push(tokio::spawn(async move {
-            follower.follow(&mut reader, &applied_tx, &stop).await
+            follower
+                .follow(&mut reader, &applied_tx, &stop, &mut upkeep)
+                .await
         }));
         replicas.push((log, live, applied_rx));
     }
@@ -947,4 +954,79 @@ fn a_leader_killed_with_kill_9_loses_no_notification() {
     );
     assert_eq!(ids().len(), 5, "{hits:?}");
     assert!(leading(&daemons[follower]));
+}
+
+/// `redis-cli` against `redis`, its answer trimmed.
+fn redis_cli(redis: &Redis, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn the_log_is_trimmed_behind_snapshots_and_a_new_replica_starts_from_one() {
+    let redis_dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(redis_dir.path(), &[]);
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let config = |i: usize| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[cluster]\nredis_url = \"{}\"\nreplica_id = \"r{i}\"\nsnapshot_interval = \"500ms\"\n",
+            redis.url()
+        )
+    };
+    let daemons: Vec<_> = (0..2)
+        .map(|i| common::Daemon::start(dirs[i].path(), &config(i), &[]))
+        .collect();
+    let now = chrono_now_ms();
+    for k in 0..300u64 {
+        let org = format!("org-{}", k % 30);
+        let (status, body) = daemons[(k % 2) as usize].post_events(&format!(
+            "{{\"org\":\"{org}\",\"ts\":{now},\"status\":200,\"request_id\":\"t{k}\"}}\n"
+        ));
+        assert_eq!(status, 202, "{body}");
+    }
+    // Each post (and each replica's tick every second) is an entry; the leader's snapshots
+    // trim them away behind both replicas.
+    let trimmed = common::eventually(10, || {
+        let len: u64 = redis_cli(&redis, &["XLEN", "ratewarden:log"])
+            .parse()
+            .ok()?;
+        (len < 50).then_some(len)
+    });
+    assert!(
+        trimmed.is_some(),
+        "the log is trimmed: {} entries left",
+        redis_cli(&redis, &["XLEN", "ratewarden:log"])
+    );
+    assert!(!redis_cli(&redis, &["HGET", "ratewarden:snapshot", "at"]).is_empty());
+
+    // A replica started now restores the snapshot and follows on: it answers as the others.
+    let third = common::Daemon::start(dirs[2].path(), &config(2), &[]);
+    let recovered = third.find_log("state recovered").expect("recovery logged");
+    assert_eq!(recovered["fields"]["from_snapshot"], true, "{recovered}");
+    let alike = common::eventually(5, || {
+        let all: Vec<_> = [&daemons[0], &daemons[1], &third]
+            .iter()
+            .map(|d| usage_of(&d.base))
+            .collect();
+        (all[0] == all[1] && all[1] == all[2]).then_some(all)
+    });
+    let all = alike.expect("the new replica answers as the others");
+    let daily: u64 = all[2]["orgs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            o["apps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["daily"].as_u64().unwrap())
+                .sum::<u64>()
+        })
+        .sum();
+    assert_eq!(daily, 300, "{:#}", all[2]);
 }

@@ -230,6 +230,89 @@ impl SharedLog {
         }
     }
 
+    /// Stores a snapshot of the tracker as of entry `at` (sealed; opaque here), replacing the
+    /// previous one in one command, so a reader never sees one's bytes with another's id.
+    pub async fn store_snapshot(&self, at: EntryId, sealed: &[u8]) -> Result<(), ClusterError> {
+        let _: () = redis::cmd("HSET")
+            .arg(self.key("snapshot"))
+            .arg("at")
+            .arg(at.to_string())
+            .arg("state")
+            .arg(sealed)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// The latest snapshot and the entry it was taken after, if any.
+    pub async fn snapshot(&self) -> Result<Option<(EntryId, Vec<u8>)>, ClusterError> {
+        let (at, state): (Option<String>, Option<Vec<u8>>) = redis::cmd("HMGET")
+            .arg(self.key("snapshot"))
+            .arg("at")
+            .arg("state")
+            .query_async(&mut self.conn())
+            .await?;
+        match (at, state) {
+            (Some(at), Some(state)) => Ok(Some((at.parse()?, state))),
+            _ => Ok(None),
+        }
+    }
+
+    /// Notes how far this replica has applied the log, and when (the leader trims only behind
+    /// every replica seen lately).
+    pub async fn note_applied(&self, at: EntryId, now_ms: i64) -> Result<(), ClusterError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("HSET")
+            .arg(self.key("applied"))
+            .arg(&self.replica)
+            .arg(format!("{at} {now_ms}"))
+            .ignore();
+        let _: () = pipe.query_async(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    /// Where each replica noted it had applied the log, with when: `(replica, at, ms)`.
+    /// Notes that cannot be read are left out.
+    pub async fn positions(&self) -> Result<Vec<(String, EntryId, i64)>, ClusterError> {
+        let all: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(self.key("applied"))
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(all
+            .into_iter()
+            .filter_map(|(replica, v)| {
+                let (at, ms) = v.split_once(' ')?;
+                Some((replica, at.parse().ok()?, ms.parse().ok()?))
+            })
+            .collect())
+    }
+
+    /// Drops the log's entries older than `before`; returns how many.
+    pub async fn trim(&self, before: EntryId) -> Result<u64, ClusterError> {
+        Ok(redis::cmd("XTRIM")
+            .arg(&self.keys.log)
+            .arg("MINID")
+            .arg(before.to_string())
+            .query_async(&mut self.conn())
+            .await?)
+    }
+
+    /// The id of the oldest entry still in the log ([`EntryId::ZERO`] when it is empty).
+    pub async fn first_id(&self) -> Result<EntryId, ClusterError> {
+        let oldest: Vec<(String, Vec<(String, redis::Value)>)> = redis::cmd("XRANGE")
+            .arg(&self.keys.log)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut self.conn())
+            .await?;
+        match oldest.first() {
+            Some((id, _)) => id.parse(),
+            None => Ok(EntryId::ZERO),
+        }
+    }
+
     /// The key `name` under the configured prefix.
     pub(super) fn key(&self, name: &str) -> String {
         format!("{}:{name}", self.keys.prefix)

@@ -2,15 +2,18 @@
 //! applies them from there, its own included), everything else (outbox, batches, sources)
 //! stays in the replica's embedded store for now.
 //!
-//! Snapshots are not kept: a replica rebuilds its tracker from the shared log. Recovery
-//! therefore hands the tracker nothing (no snapshot, no journal) and the replica follows the
-//! log from its start.
+//! The tracker comes from the shared engine: recovery hands over the leader's latest snapshot
+//! there (none of this replica's own), and the replica follows the log from the entry that
+//! snapshot was taken after ([`SharedStore::new`]'s `from`). Its own snapshots are not kept.
+
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::runtime::Handle;
 
 use super::lease::Leadership;
+use super::log::EntryId;
 use super::log::SharedLog;
-use crate::store::{Commit, OutboxUpdate, Recovered, StateStore, StoreError};
+use crate::store::{Commit, OutboxUpdate, Recovered, Snapshot, StateStore, StoreError};
 
 /// A [`StateStore`] whose journal is the shared log.
 pub struct SharedStore {
@@ -18,23 +21,27 @@ pub struct SharedStore {
     log: SharedLog,
     leadership: Leadership,
     runtime: Handle,
+    from: Arc<Mutex<EntryId>>,
 }
 
 impl SharedStore {
     /// `local` for what stays on this replica; `log` for the journal; `leadership` to mark
     /// what this replica delivered while it leads; `runtime` runs the log's requests for the
-    /// (synchronous) store writer.
+    /// (synchronous) store writer; `from` is set, at recovery, to the entry the snapshot
+    /// handed over was taken after (the one to follow the log from).
     pub fn new(
         local: Box<dyn StateStore>,
         log: SharedLog,
         leadership: Leadership,
         runtime: Handle,
+        from: Arc<Mutex<EntryId>>,
     ) -> SharedStore {
         SharedStore {
             local,
             log,
             leadership,
             runtime,
+            from,
         }
     }
 }
@@ -42,9 +49,16 @@ impl SharedStore {
 impl StateStore for SharedStore {
     fn recover(&mut self) -> Result<Recovered, StoreError> {
         let mut r = self.local.recover()?;
-        // The tracker comes from the shared log, not from this replica's past.
-        r.snapshot = None;
+        // The tracker comes from the shared engine, not from this replica's past.
         r.journal_events = 0;
+        r.snapshot = match self.runtime.block_on(self.log.snapshot()) {
+            Ok(Some((at, state))) => {
+                *self.from.lock().unwrap_or_else(PoisonError::into_inner) = at;
+                Some(Snapshot { seq: 0, state })
+            }
+            Ok(None) => None,
+            Err(e) => return Err(StoreError::Shared(e.to_string())),
+        };
         Ok(r)
     }
 

@@ -26,6 +26,9 @@ pub struct ClusterConfig {
     pub ack_timeout_ms: u64,
     /// Prefix of every key (several deployments may share one engine).
     pub key_prefix: String,
+    /// How often the leader snapshots its tracker into the shared engine and trims the log
+    /// behind it, ms.
+    pub snapshot_interval_ms: u64,
 }
 
 #[derive(Deserialize)]
@@ -41,6 +44,12 @@ pub(super) struct RawCluster {
     ack_timeout: Spanned<HumanDuration>,
     #[serde(default = "default_prefix")]
     key_prefix: Spanned<String>,
+    #[serde(default = "default_snapshot_interval")]
+    snapshot_interval: Spanned<HumanDuration>,
+}
+
+fn default_snapshot_interval() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration(std::time::Duration::from_secs(60)))
 }
 
 fn default_ack_timeout() -> Spanned<HumanDuration> {
@@ -108,7 +117,15 @@ impl RawCluster {
                 "ack_timeout must be above 0 when min_replicas_ack is set (WAIT 0 waits forever)",
             ));
         }
+        let every = self.snapshot_interval.get_ref().0;
+        if every < std::time::Duration::from_millis(100) {
+            return Err(at(
+                self.snapshot_interval.span(),
+                "snapshot_interval must be at least 100ms",
+            ));
+        }
         Ok(ClusterConfig {
+            snapshot_interval_ms: every.as_millis() as u64,
             redis_url: url.to_owned(),
             redis_password,
             replica_id,

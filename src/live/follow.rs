@@ -8,17 +8,149 @@
 //! the events. Its header's previous-commit field is 0: the log's ids order entries, and
 //! the CRC still catches a damaged one.
 
-use super::journal::{BadEntry, RecordRef, each_record, open_journal, seal_journal};
+use super::journal::{BadEntry, RecordRef, each_record, open_journal, open_snapshot, seal_journal};
 use super::recover::apply_record;
 use super::*;
-use crate::cluster::{ClusterError, EntryId, LogReader};
+use crate::cluster::{ClusterError, EntryId, Leadership, LogReader, SharedLog};
 
 /// Entries read from the log per request.
 const READ_BATCH: usize = 512;
 /// How long one read waits for a new entry before checking whether to stop.
 const READ_WAIT: Duration = Duration::from_millis(500);
+/// How often a replica notes in the shared engine how far it has applied the log.
+const NOTE_EVERY: Duration = Duration::from_secs(1);
+/// The leader snapshots its tracker into the shared engine after this many entries...
+const SNAPSHOT_ENTRIES: u64 = 20_000;
+/// The log is trimmed only behind replicas that noted their place this recently; one away
+/// longer starts again from the snapshot when it is back.
+const SEEN_WITHIN_MS: i64 = 10 * 60 * 1000;
+
+/// A replica's chores beside applying the log: noting how far it got and, while it leads,
+/// snapshotting its tracker into the shared engine and trimming the log behind the snapshot
+/// and behind every replica seen lately, so the engine's memory follows the orgs' state, not
+/// the number of events.
+pub struct Upkeep {
+    log: SharedLog,
+    leadership: Leadership,
+    config: Config,
+    noted: Option<Instant>,
+    snapshotted: Instant,
+    since: u64,
+}
+
+impl Upkeep {
+    /// Chores for a replica on `log`, restoring snapshots with `config`'s settings.
+    pub fn new(log: SharedLog, leadership: Leadership, config: &Config) -> Upkeep {
+        Upkeep {
+            log,
+            leadership,
+            config: config.clone(),
+            noted: None,
+            snapshotted: Instant::now(),
+            since: 0,
+        }
+    }
+
+    /// The shared log.
+    pub fn log(&self) -> &SharedLog {
+        &self.log
+    }
+
+    /// After entries up to `at` were applied (`n` of them): failures are logged, not
+    /// returned (the next round tries again; applying goes on meanwhile).
+    async fn after_apply(&mut self, live: &Live, at: EntryId, n: u64) {
+        self.since += n;
+        if self.noted.is_none_or(|t| t.elapsed() >= NOTE_EVERY) {
+            if let Err(e) = self.log.note_applied(at, live.now_ms()).await {
+                tracing::debug!(error = %e, "cannot note this replica's place in the shared log");
+            }
+            self.noted = Some(Instant::now());
+        }
+        // Or `[cluster] snapshot_interval` after the last one, if anything was applied since.
+        let every = Duration::from_millis(
+            self.config
+                .cluster
+                .as_ref()
+                .map_or(60_000, |c| c.snapshot_interval_ms),
+        );
+        let due = self.since >= SNAPSHOT_ENTRIES
+            || (self.since > 0 && self.snapshotted.elapsed() >= every);
+        if !due || !self.leadership.leads() {
+            return;
+        }
+        let began = Instant::now();
+        let Some(sealed) = live.sealed_snapshot() else {
+            return;
+        };
+        if let Err(e) = self.log.store_snapshot(at, &sealed).await {
+            tracing::warn!(error = %e, "cannot store a snapshot in the shared engine; trying again later");
+            return;
+        }
+        self.since = 0;
+        self.snapshotted = Instant::now();
+        let now = live.now_ms();
+        let behind = match self.log.positions().await {
+            Ok(p) => p
+                .into_iter()
+                .filter(|(_, _, seen)| now - seen <= SEEN_WITHIN_MS)
+                .map(|(_, applied, _)| applied)
+                .min()
+                .map_or(at, |m| m.min(at)),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the replicas' places; not trimming");
+                return;
+            }
+        };
+        match self.log.trim(behind).await {
+            Ok(trimmed) => tracing::debug!(
+                at = %at,
+                bytes = sealed.len(),
+                trimmed,
+                took_ms = began.elapsed().as_millis() as u64,
+                "snapshot stored in the shared engine; log trimmed behind it"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot trim the shared log"),
+        }
+    }
+
+    /// Whether entries after `after` were trimmed away (this replica was gone too long): then
+    /// the tracker is reloaded from the snapshot and `after` moves to it.
+    async fn close_gap(&self, live: &Live, after: &mut EntryId) -> Result<(), ClusterError> {
+        let first = self.log.first_id().await?;
+        if first == EntryId::ZERO || *after >= first {
+            return Ok(());
+        }
+        let Some((at, sealed)) = self.log.snapshot().await? else {
+            return Ok(());
+        };
+        if at <= *after {
+            return Ok(());
+        }
+        let restored = open_snapshot(&sealed)
+            .map_err(|why| ClusterError::Reply(format!("the shared snapshot: {why}")))
+            .and_then(|bytes| {
+                Tracker::restore(&self.config, bytes)
+                    .map_err(|e| ClusterError::Reply(format!("the shared snapshot: {e}")))
+            })?;
+        tracing::warn!(from = %after, to = %at, "entries this replica had not applied were trimmed from the shared log; continuing from the shared snapshot");
+        live.lock().tracker = restored;
+        *after = at;
+        Ok(())
+    }
+}
 
 impl Live {
+    /// The tracker as a sealed snapshot, as the store writer makes them.
+    fn sealed_snapshot(&self) -> Option<Vec<u8>> {
+        match self.lock().tracker.encode_after(snapshot_buffer(0)) {
+            Ok(s) => Some(seal_snapshot(s)),
+            Err(e) => {
+                tracing::error!(error = %e, "snapshot encoding failed");
+                None
+            }
+        }
+    }
+
     /// The log entry for `events` taken in at `now` (their missing `ts` set to `now`), led by
     /// a note of this replica's clock. Events that cannot be encoded are left out and counted
     /// as unencodable journal records, as in the SQLite journal.
@@ -73,8 +205,14 @@ impl Live {
         reader: &mut LogReader,
         applied: &watch::Sender<EntryId>,
         stop: &watch::Receiver<bool>,
+        upkeep: &mut Upkeep,
     ) -> Result<(), ClusterError> {
         let mut after = *applied.borrow();
+        if let Err(e) = upkeep.close_gap(self, &mut after).await {
+            self.note_log_readable(false);
+            return Err(e);
+        }
+        applied.send_replace(after);
         while !*stop.borrow() {
             let entries = match reader.read_after(after, READ_BATCH, READ_WAIT).await {
                 Ok(e) => e,
@@ -93,6 +231,7 @@ impl Live {
             if !entries.is_empty() {
                 applied.send_replace(after);
             }
+            upkeep.after_apply(self, after, entries.len() as u64).await;
         }
         Ok(())
     }

@@ -11,7 +11,7 @@
 //! Critical sections are short and CPU-only and never await; large batches are applied from
 //! `spawn_blocking` or a source's own thread.
 
-mod follow;
+pub mod follow;
 mod journal;
 mod recover;
 
