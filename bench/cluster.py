@@ -28,7 +28,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import ingest  # noqa: E402
-from ingest import free_port  # noqa: E402
+from ingest import free_port, post_lines  # noqa: E402
 
 
 class Redis:
@@ -150,17 +150,6 @@ def main():
                 shutil.rmtree(d.workdir, ignore_errors=True)
         redis.stop()
         shutil.rmtree(rdir, ignore_errors=True)
-
-
-def post_lines(port, lines, per_body=20_000):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-    for i in range(0, len(lines), per_body):
-        c.request("POST", "/v1/events", "\n".join(lines[i:i + per_body]) + "\n",
-                  {"Content-Type": "application/x-ndjson"})
-        r = c.getresponse()
-        r.read()
-        if r.status != 202:
-            raise RuntimeError(f"POST /v1/events answered {r.status}")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,18 @@ def free_port():
     return p
 
 
+def post_lines(port, lines, per_body=20_000):
+    """POSTs `lines` as NDJSON bodies of `per_body` lines on one connection; each must be 202."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    for i in range(0, len(lines), per_body):
+        c.request("POST", "/v1/events", "\n".join(lines[i:i + per_body]) + "\n",
+                  {"Content-Type": "application/x-ndjson"})
+        r = c.getresponse()
+        r.read()
+        if r.status != 202:
+            raise RuntimeError(f"POST /v1/events answered {r.status}")
+
+
 class Daemon:
     def __init__(self, binary, workdir, port, server="max_body_bytes = 67108864\n", limits=""):
         self.binary, self.workdir, self.port = binary, workdir, port

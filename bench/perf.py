@@ -178,14 +178,7 @@ class Daemon(ingest.Daemon):
         return r.status, body, time.perf_counter() - t0
 
     def post_lines(self, lines, per_body=20_000):
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=300)
-        for i in range(0, len(lines), per_body):
-            c.request("POST", "/v1/events", "\n".join(lines[i:i + per_body]) + "\n",
-                      {"Content-Type": "application/x-ndjson"})
-            r = c.getresponse()
-            r.read()
-            if r.status != 202:
-                raise RuntimeError(f"POST /v1/events answered {r.status}")
+        ingest.post_lines(self.port, lines, per_body)
 
 
 def daily_by_org(d):

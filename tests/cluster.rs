@@ -406,6 +406,40 @@ async fn replicas_following_the_log_answer_as_one_tracker_fed_every_event() {
     }
 }
 
+/// A Redis in a directory of its own, and `n` directories for replicas.
+fn redis_and_dirs(n: usize) -> (tempfile::TempDir, Redis, Vec<tempfile::TempDir>) {
+    let redis_dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(redis_dir.path(), &[]);
+    let dirs = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+    (redis_dir, redis, dirs)
+}
+
+/// Replica `i` started in `dirs[i]` with `config(i)`, for each of `dirs`.
+fn start_all(dirs: &[tempfile::TempDir], config: &dyn Fn(usize) -> String) -> Vec<common::Daemon> {
+    dirs.iter()
+        .enumerate()
+        .map(|(i, d)| common::Daemon::start(d.path(), &config(i), &[]))
+        .collect()
+}
+
+/// The config of replica `i` on the Redis at `url`: `before` goes ahead of `[cluster]`,
+/// `cluster` into it.
+fn replica_config(url: &str, i: usize, before: &str, cluster: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{before}[cluster]\nredis_url = \"{url}\"\nreplica_id = \"r{i}\"\n{cluster}"
+    )
+}
+
+/// `POST /v1/events` of an NDJSON `body` to `base`: the status and the answer.
+fn post_ndjson(base: &str, body: &str) -> Option<(u16, String)> {
+    common::http(
+        "POST",
+        &format!("{base}/v1/events"),
+        &[("Content-Type", "application/x-ndjson")],
+        body.as_bytes(),
+    )
+}
+
 /// `/v1/usage` without what moves with the moment it is asked (a stuck job's age, the seconds
 /// until a window frees).
 fn usage_of(base: &str) -> serde_json::Value {
@@ -430,19 +464,10 @@ fn usage_of(base: &str) -> serde_json::Value {
 #[test]
 fn three_daemons_on_one_redis_answer_as_one() {
     let _one = one_at_a_time();
-    let redis_dir = tempfile::tempdir().unwrap();
-    let redis = Redis::start(redis_dir.path(), &[]);
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let config = |i: usize| {
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[[orgs]]\nid = \"acme\"\ntier = \"pro\"\n\
-             [cluster]\nredis_url = \"{}\"\nreplica_id = \"r{i}\"\n",
-            redis.url()
-        )
-    };
-    let mut daemons: Vec<_> = (0..3)
-        .map(|i| common::Daemon::start(dirs[i].path(), &config(i), &[]))
-        .collect();
+    let (_redis_dir, redis, dirs) = redis_and_dirs(3);
+    let orgs = "[[orgs]]\nid = \"acme\"\ntier = \"pro\"\n";
+    let config = |i: usize| replica_config(&redis.url(), i, orgs, "");
+    let mut daemons = start_all(&dirs[..3], &config);
     let now = chrono_now_ms();
     // Round-robin from three clients; every fifth request_id is sent again to the next
     // replica (a client retrying elsewhere); some events are a minute late.
@@ -460,23 +485,13 @@ fn three_daemons_on_one_redis_answer_as_one() {
                         now - late
                     );
                     let base = &bases[((c + k) % 3) as usize];
-                    let (status, body) = common::http(
-                        "POST",
-                        &format!("{base}/v1/events"),
-                        &[("Content-Type", "application/x-ndjson")],
-                        line.as_bytes(),
-                    )
+                    let (status, body) = post_ndjson(base, &line)
                     .expect("ingest answers");
                     assert_eq!(status, 202, "{body}");
                     acked += 1;
                     if k % 5 == 0 {
                         let other = &bases[((c + k + 1) % 3) as usize];
-                        let again = common::http(
-                            "POST",
-                            &format!("{other}/v1/events"),
-                            &[("Content-Type", "application/x-ndjson")],
-                            line.as_bytes(),
-                        )
+                        let again = post_ndjson(other, &line)
                         .expect("ingest answers");
                         assert_eq!(again.0, 202, "{}", again.1);
                     }
@@ -556,15 +571,8 @@ fn redis_away_for_ten_seconds_loses_nothing_acknowledged() {
         &["--appendonly", "yes", "--appendfsync", "always"],
     );
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let config = |i: usize| {
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[cluster]\nredis_url = \"{}\"\nreplica_id = \"r{i}\"\n",
-            redis.url()
-        )
-    };
-    let daemons: Vec<_> = (0..2)
-        .map(|i| common::Daemon::start(dirs[i].path(), &config(i), &[]))
-        .collect();
+    let config = |i: usize| replica_config(&redis.url(), i, "", "");
+    let daemons = start_all(&dirs[..2], &config);
     let bases: Vec<String> = daemons.iter().map(|d| d.base.clone()).collect();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let now = chrono_now_ms();
@@ -585,12 +593,7 @@ fn redis_away_for_ten_seconds_loses_nothing_acknowledged() {
                         })
                         .collect();
                     n += 1;
-                    match common::http(
-                        "POST",
-                        &format!("{base}/v1/events"),
-                        &[("Content-Type", "application/x-ndjson")],
-                        body.as_bytes(),
-                    ) {
+                    match post_ndjson(&base, &body) {
                         Some((202, _)) => acked += 10,
                         Some((503, _)) => {
                             refused += 10;
@@ -732,36 +735,64 @@ impl Hooks {
     }
 }
 
+/// Two replicas on one Redis delivering to one webhook receiver, once one of them leads.
+struct Alerting {
+    _redis: Redis,
+    _redis_dir: tempfile::TempDir,
+    hooks: Hooks,
+    dirs: Vec<tempfile::TempDir>,
+    daemons: Vec<common::Daemon>,
+    leader: usize,
+}
+
+impl Alerting {
+    fn start() -> Alerting {
+        let (_redis_dir, redis, dirs) = redis_and_dirs(2);
+        let hooks = Hooks::start();
+        let alerts = format!(
+            "[alerts]\nretry_base = \"100ms\"\n[[alerts.webhook]]\nname = \"hook\"\nurl = \"{}\"\nformat = \"json\"\n",
+            hooks.url
+        );
+        let config = |i: usize| replica_config(&redis.url(), i, &alerts, "");
+        let daemons = start_all(&dirs[..2], &config);
+        let leader =
+            common::eventually(10, || daemons.iter().position(leading)).expect("one replica leads");
+        Alerting {
+            _redis: redis,
+            _redis_dir,
+            hooks,
+            dirs,
+            daemons,
+            leader,
+        }
+    }
+}
+
+fn leading(d: &common::Daemon) -> bool {
+    d.log_text().contains("this replica delivers notifications")
+}
+
+/// One job in flight in an org of the default tier (1 concurrent) fires UsageHigh there.
+fn start_job(d: &common::Daemon, org: &str) {
+    let now = chrono_now_ms();
+    let (status, body) = d.post_events(&format!(
+        "{{\"org\":\"{org}\",\"ts\":{now},\"status\":202,\"job_id\":\"j-{org}\"}}\n"
+    ));
+    assert_eq!(status, 202, "{body}");
+}
+
 #[test]
 fn one_leader_delivers_each_notification_once_and_hands_over_on_sigterm() {
     let _one = one_at_a_time();
-    let redis_dir = tempfile::tempdir().unwrap();
-    let redis = Redis::start(redis_dir.path(), &[]);
-    let hooks = Hooks::start();
-    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let config = |i: usize| {
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[alerts]\nretry_base = \"100ms\"\n\
-             [[alerts.webhook]]\nname = \"hook\"\nurl = \"{}\"\nformat = \"json\"\n\
-             [cluster]\nredis_url = \"{}\"\nreplica_id = \"r{i}\"\n",
-            hooks.url,
-            redis.url()
-        )
-    };
-    let mut daemons: Vec<_> = (0..2)
-        .map(|i| common::Daemon::start(dirs[i].path(), &config(i), &[]))
-        .collect();
-    let leading = |d: &common::Daemon| d.log_text().contains("this replica delivers notifications");
-    let leader =
-        common::eventually(10, || daemons.iter().position(&leading)).expect("one replica leads");
-    // One job in flight in an org of the default tier (1 concurrent) fires UsageHigh there.
-    let start_job = |d: &common::Daemon, org: &str| {
-        let now = chrono_now_ms();
-        let (status, body) = d.post_events(&format!(
-            "{{\"org\":\"{org}\",\"ts\":{now},\"status\":202,\"job_id\":\"j-{org}\"}}\n"
-        ));
-        assert_eq!(status, 202, "{body}");
-    };
+    // Every field is bound: what is left out of a pattern is dropped (Redis stopped) at once.
+    let Alerting {
+        _redis,
+        _redis_dir,
+        hooks,
+        dirs,
+        mut daemons,
+        leader,
+    } = Alerting::start();
     for (k, org) in ["o1", "o2", "o3"].iter().enumerate() {
         start_job(&daemons[k % 2], org);
     }
@@ -812,18 +843,9 @@ fn one_leader_delivers_each_notification_once_and_hands_over_on_sigterm() {
 #[test]
 fn kill_9_of_any_replica_under_load_loses_no_acknowledged_event() {
     let _one = one_at_a_time();
-    let redis_dir = tempfile::tempdir().unwrap();
-    let redis = Redis::start(redis_dir.path(), &[]);
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let config = |i: usize| {
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[cluster]\nredis_url = \"{}\"\nreplica_id = \"r{i}\"\n",
-            redis.url()
-        )
-    };
-    let daemons: Vec<_> = (0..3)
-        .map(|i| common::Daemon::start(dirs[i].path(), &config(i), &[]))
-        .collect();
+    let (_redis_dir, redis, dirs) = redis_and_dirs(3);
+    let config = |i: usize| replica_config(&redis.url(), i, "", "");
+    let daemons = start_all(&dirs[..3], &config);
     let bases = std::sync::Arc::new(std::sync::Mutex::new(
         daemons.iter().map(|d| d.base.clone()).collect::<Vec<_>>(),
     ));
@@ -851,12 +873,7 @@ fn kill_9_of_any_replica_under_load_loses_no_acknowledged_event() {
                     let mut attempt = 0u64;
                     loop {
                         let base = bases.lock().unwrap()[((c + n + attempt) % 3) as usize].clone();
-                        if let Some((202, _)) = common::http(
-                            "POST",
-                            &format!("{base}/v1/events"),
-                            &[("Content-Type", "application/x-ndjson")],
-                            body.as_bytes(),
-                        ) {
+                        if let Some((202, _)) = post_ndjson(&base, &body) {
                             break;
                         }
                         attempt += 1;
@@ -917,33 +934,15 @@ fn kill_9_of_any_replica_under_load_loses_no_acknowledged_event() {
 #[test]
 fn a_leader_killed_with_kill_9_loses_no_notification() {
     let _one = one_at_a_time();
-    let redis_dir = tempfile::tempdir().unwrap();
-    let redis = Redis::start(redis_dir.path(), &[]);
-    let hooks = Hooks::start();
-    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let config = |i: usize| {
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[alerts]\nretry_base = \"100ms\"\n\
-             [[alerts.webhook]]\nname = \"hook\"\nurl = \"{}\"\nformat = \"json\"\n\
-             [cluster]\nredis_url = \"{}\"\nreplica_id = \"r{i}\"\n",
-            hooks.url,
-            redis.url()
-        )
-    };
-    let mut daemons: Vec<_> = (0..2)
-        .map(|i| common::Daemon::start(dirs[i].path(), &config(i), &[]))
-        .collect();
-    let leading = |d: &common::Daemon| d.log_text().contains("this replica delivers notifications");
-    let leader =
-        common::eventually(10, || daemons.iter().position(&leading)).expect("one replica leads");
+    let Alerting {
+        _redis,
+        _redis_dir,
+        hooks,
+        dirs: _dirs,
+        mut daemons,
+        leader,
+    } = Alerting::start();
     let follower = 1 - leader;
-    let start_job = |d: &common::Daemon, org: &str| {
-        let now = chrono_now_ms();
-        let (status, body) = d.post_events(&format!(
-            "{{\"org\":\"{org}\",\"ts\":{now},\"status\":202,\"job_id\":\"j-{org}\"}}\n"
-        ));
-        assert_eq!(status, 202, "{body}");
-    };
     // Alerts fire, and the leader is killed at once, whatever it had sent by then.
     for org in ["k1", "k2", "k3"] {
         start_job(&daemons[follower], org);
@@ -990,18 +989,9 @@ fn redis_cli(redis: &Redis, args: &[&str]) -> String {
 #[test]
 fn the_log_is_trimmed_behind_snapshots_and_a_new_replica_starts_from_one() {
     let _one = one_at_a_time();
-    let redis_dir = tempfile::tempdir().unwrap();
-    let redis = Redis::start(redis_dir.path(), &[]);
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let config = |i: usize| {
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[cluster]\nredis_url = \"{}\"\nreplica_id = \"r{i}\"\nsnapshot_interval = \"500ms\"\n",
-            redis.url()
-        )
-    };
-    let daemons: Vec<_> = (0..2)
-        .map(|i| common::Daemon::start(dirs[i].path(), &config(i), &[]))
-        .collect();
+    let (_redis_dir, redis, dirs) = redis_and_dirs(3);
+    let config = |i: usize| replica_config(&redis.url(), i, "", "snapshot_interval = \"500ms\"\n");
+    let daemons = start_all(&dirs[..2], &config);
     let now = chrono_now_ms();
     for k in 0..300u64 {
         let org = format!("org-{}", k % 30);

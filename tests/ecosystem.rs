@@ -160,6 +160,85 @@ fn kubernetes_manifests_validate_against_their_schemas() {
 }
 
 #[test]
+fn the_replica_deployments_validate() {
+    let replicas = root().join("deploy/kubernetes/replicas");
+    let out = run(Command::new("python3")
+        .args(["-m", "kubernetes_validate"])
+        .args(["--strict", "-k", "1.30.0"])
+        .args(["configmap.yaml", "pdb.yaml", "redis.yaml"].map(|f| replicas.join(f))));
+    assert_eq!(
+        text(&out).matches("passed for resource").count(),
+        4,
+        "{}",
+        text(&out)
+    );
+    let kustomization = std::fs::read_to_string(replicas.join("kustomization.yaml")).unwrap();
+    for f in [
+        "../",
+        "redis.yaml",
+        "pdb.yaml",
+        "configmap.yaml",
+        "statefulset.yaml",
+    ] {
+        assert!(kustomization.contains(f), "{f} missing from the overlay");
+    }
+    let patch = std::fs::read_to_string(replicas.join("statefulset.yaml")).unwrap();
+    assert!(patch.contains("replicas: 3"), "{patch}");
+    // The replicas' configs (Kubernetes and Compose) are valid and name the shared log.
+    let cm = std::fs::read_to_string(replicas.join("configmap.yaml")).unwrap();
+    let toml: String = cm
+        .split("ratewarden.toml: |\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .map(|l| format!("{}\n", l.trim_start()))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cm.toml"), &toml).unwrap();
+    let deploy = root().join("deploy");
+    for config in [
+        dir.path().join("cm.toml"),
+        deploy.join("compose/ratewarden-cluster.toml"),
+    ] {
+        let text_of = std::fs::read_to_string(&config).unwrap();
+        assert!(text_of.contains("[cluster]"), "{}", config.display());
+        run(Command::new(common::bin())
+            .args(["check-config"])
+            .arg(&config));
+    }
+    let compose = std::fs::read_to_string(deploy.join("docker-compose.replicas.yml")).unwrap();
+    for service in [
+        "redis:",
+        "ratewarden-1:",
+        "ratewarden-2:",
+        "ratewarden-3:",
+        "prometheus:",
+    ] {
+        assert!(
+            compose.contains(&format!("\n  {service}")),
+            "service {service}"
+        );
+    }
+    for line in compose
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("- ./") || l.starts_with("- ../"))
+    {
+        let host = line.trim_start_matches("- ").split(':').next().unwrap();
+        assert!(deploy.join(host).exists(), "{host} does not exist");
+    }
+    let prometheus =
+        std::fs::read_to_string(deploy.join("compose/prometheus-replicas.yml")).unwrap();
+    for target in [
+        "ratewarden-1:9747",
+        "ratewarden-2:9747",
+        "ratewarden-3:9747",
+    ] {
+        assert!(prometheus.contains(target), "{target}");
+    }
+}
+
+#[test]
 fn the_systemd_unit_verifies_and_is_hardened() {
     let analyze = tool("systemd-analyze");
     // systemd-analyze insists that ExecStart's binary exists: point it at the one just built.

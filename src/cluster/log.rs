@@ -215,16 +215,25 @@ impl SharedLog {
     /// The id of the newest entry in the log ([`EntryId::ZERO`] when it is empty): a replica
     /// that has applied it has caught up with the log as it was when asked.
     pub async fn last_id(&self) -> Result<EntryId, ClusterError> {
-        let mut conn = self.conn.clone();
-        let newest: Vec<(String, Vec<(String, redis::Value)>)> = redis::cmd("XREVRANGE")
+        self.end_id("XREVRANGE", "+", "-").await
+    }
+
+    /// The id of the oldest entry still in the log ([`EntryId::ZERO`] when it is empty).
+    pub async fn first_id(&self) -> Result<EntryId, ClusterError> {
+        self.end_id("XRANGE", "-", "+").await
+    }
+
+    /// The first id `range` (`XRANGE` or `XREVRANGE`) lists from `from` to `to`.
+    async fn end_id(&self, range: &str, from: &str, to: &str) -> Result<EntryId, ClusterError> {
+        let ends: Vec<(String, Vec<(String, redis::Value)>)> = redis::cmd(range)
             .arg(&self.keys.log)
-            .arg("+")
-            .arg("-")
+            .arg(from)
+            .arg(to)
             .arg("COUNT")
             .arg(1)
-            .query_async(&mut conn)
+            .query_async(&mut self.conn())
             .await?;
-        match newest.first() {
+        match ends.first() {
             Some((id, _)) => id.parse(),
             None => Ok(EntryId::ZERO),
         }
@@ -295,22 +304,6 @@ impl SharedLog {
             .arg(before.to_string())
             .query_async(&mut self.conn())
             .await?)
-    }
-
-    /// The id of the oldest entry still in the log ([`EntryId::ZERO`] when it is empty).
-    pub async fn first_id(&self) -> Result<EntryId, ClusterError> {
-        let oldest: Vec<(String, Vec<(String, redis::Value)>)> = redis::cmd("XRANGE")
-            .arg(&self.keys.log)
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(1)
-            .query_async(&mut self.conn())
-            .await?;
-        match oldest.first() {
-            Some((id, _)) => id.parse(),
-            None => Ok(EntryId::ZERO),
-        }
     }
 
     /// The key `name` under the configured prefix.
