@@ -159,6 +159,29 @@ fn kubernetes_manifests_validate_against_their_schemas() {
     }
 }
 
+/// The `ratewarden.toml` a ConfigMap manifest holds.
+fn configmap_toml(path: &std::path::Path) -> String {
+    let cm = std::fs::read_to_string(path).unwrap();
+    cm.split("ratewarden.toml: |\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .map(|l| format!("{}\n", l.trim_start()))
+        .collect()
+}
+
+/// Every host path a Compose file bind-mounts (relative to `deploy`) exists.
+fn bind_mounts_exist(compose: &str, deploy: &std::path::Path) {
+    for line in compose
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("- ./") || l.starts_with("- ../"))
+    {
+        let host = line.trim_start_matches("- ").split(':').next().unwrap();
+        assert!(deploy.join(host).exists(), "{host} does not exist");
+    }
+}
+
 #[test]
 fn the_replica_deployments_validate() {
     let replicas = root().join("deploy/kubernetes/replicas");
@@ -185,14 +208,7 @@ fn the_replica_deployments_validate() {
     let patch = std::fs::read_to_string(replicas.join("statefulset.yaml")).unwrap();
     assert!(patch.contains("replicas: 3"), "{patch}");
     // The replicas' configs (Kubernetes and Compose) are valid and name the shared log.
-    let cm = std::fs::read_to_string(replicas.join("configmap.yaml")).unwrap();
-    let toml: String = cm
-        .split("ratewarden.toml: |\n")
-        .nth(1)
-        .unwrap()
-        .lines()
-        .map(|l| format!("{}\n", l.trim_start()))
-        .collect();
+    let toml = configmap_toml(&replicas.join("configmap.yaml"));
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("cm.toml"), &toml).unwrap();
     let deploy = root().join("deploy");
@@ -219,14 +235,7 @@ fn the_replica_deployments_validate() {
             "service {service}"
         );
     }
-    for line in compose
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with("- ./") || l.starts_with("- ../"))
-    {
-        let host = line.trim_start_matches("- ").split(':').next().unwrap();
-        assert!(deploy.join(host).exists(), "{host} does not exist");
-    }
+    bind_mounts_exist(&compose, &deploy);
     let prometheus =
         std::fs::read_to_string(deploy.join("compose/prometheus-replicas.yml")).unwrap();
     for target in [
@@ -278,14 +287,7 @@ fn the_compose_stack_refers_to_files_that_exist() {
         );
     }
     // Host paths of bind mounts, relative to deploy/.
-    for line in compose
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with("- ./") || l.starts_with("- ../"))
-    {
-        let host = line.trim_start_matches("- ").split(':').next().unwrap();
-        assert!(deploy.join(host).exists(), "{host} does not exist");
-    }
+    bind_mounts_exist(&compose, &deploy);
     assert!(
         std::fs::read_to_string(deploy.join("Dockerfile"))
             .unwrap()
@@ -298,14 +300,7 @@ fn the_compose_stack_refers_to_files_that_exist() {
         .args(["check-config"])
         .arg(deploy.join("compose/ratewarden.toml")));
     // So is the one in the Kubernetes ConfigMap.
-    let cm = std::fs::read_to_string(deploy.join("kubernetes/configmap.yaml")).unwrap();
-    let toml: String = cm
-        .split("ratewarden.toml: |\n")
-        .nth(1)
-        .unwrap()
-        .lines()
-        .map(|l| format!("{}\n", l.trim_start()))
-        .collect();
+    let toml = configmap_toml(&deploy.join("kubernetes/configmap.yaml"));
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("cm.toml"), toml).unwrap();
     run(Command::new(common::bin())
