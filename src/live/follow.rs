@@ -36,6 +36,10 @@ pub struct Upkeep {
     noted: Option<Instant>,
     snapshotted: Instant,
     since: u64,
+    /// The entry of the snapshot before the latest this replica stored: the log is trimmed
+    /// no further, so a replica that has just restored the latest one (and not yet noted its
+    /// place) finds every entry after it still there.
+    previous: Option<EntryId>,
 }
 
 impl Upkeep {
@@ -48,6 +52,7 @@ impl Upkeep {
             noted: None,
             snapshotted: Instant::now(),
             since: 0,
+            previous: None,
         }
     }
 
@@ -88,6 +93,9 @@ impl Upkeep {
         }
         self.since = 0;
         self.snapshotted = Instant::now();
+        let Some(previous) = self.previous.replace(at) else {
+            return;
+        };
         let now = live.now_ms();
         let behind = match self.log.positions().await {
             Ok(p) => p
@@ -95,7 +103,7 @@ impl Upkeep {
                 .filter(|(_, _, seen)| now - seen <= SEEN_WITHIN_MS)
                 .map(|(_, applied, _)| applied)
                 .min()
-                .map_or(at, |m| m.min(at)),
+                .map_or(previous, |m| m.min(previous)),
             Err(e) => {
                 tracing::debug!(error = %e, "cannot read the replicas' places; not trimming");
                 return;
