@@ -8,7 +8,7 @@
 //! the events. Its header's previous-commit field is 0: the log's ids order entries, and
 //! the CRC still catches a damaged one.
 
-use super::journal::{BadEntry, RecordRef, each_record, open_journal, open_snapshot, seal_journal};
+use super::journal::{BadEntry, each_record, open_journal, open_snapshot, seal_journal};
 use super::recover::apply_record;
 use super::*;
 use crate::cluster::{ClusterError, EntryId, Leadership, LogReader, SharedLog};
@@ -164,11 +164,7 @@ impl Live {
     /// as unencodable journal records, as in the SQLite journal.
     pub fn log_entry(&self, events: &mut [Event<'_>], now: i64) -> Vec<u8> {
         let mut pending = Pending::new(0);
-        pending.record(&RecordRef::Clock(now));
-        for ev in events.iter_mut() {
-            ev.ts_ms.get_or_insert(now);
-            pending.record(&RecordRef::Event(ev));
-        }
+        pending.record_taken_in(events, now);
         if let Some(d) = &self.durable {
             d.unencodable[JOURNAL].fetch_add(pending.unencodable[JOURNAL], Ordering::Relaxed);
         }

@@ -117,6 +117,16 @@ impl Pending {
         }
     }
 
+    /// What a replica took in at `now`: a note of its clock, then `events` (their missing
+    /// `ts` set to `now`), for the shared log.
+    fn record_taken_in(&mut self, events: &mut [Event<'_>], now: i64) {
+        self.record(&RecordRef::Clock(now));
+        for ev in events.iter_mut() {
+            ev.ts_ms.get_or_insert(now);
+            self.record(&RecordRef::Event(ev));
+        }
+    }
+
     /// `self` (older, failed to commit) followed by `newer`.
     fn then(mut self, newer: Pending) -> Pending {
         self.seq = newer.seq;
@@ -420,11 +430,7 @@ impl Live {
         let seq = {
             let mut g = self.lock();
             let pending = &mut g.pending;
-            pending.record(&RecordRef::Clock(now));
-            for ev in events.iter_mut() {
-                ev.ts_ms.get_or_insert(now);
-                pending.record(&RecordRef::Event(ev));
-            }
+            pending.record_taken_in(events, now);
             if let Some(cp) = checkpoint {
                 pending
                     .checkpoints
