@@ -18,6 +18,10 @@ DS = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
 SEL = 'org=~"$org"'
 SEL_APP = 'org=~"$org",app=~"$app"'
 RATE = "$__rate_interval"
+# Several replicas ([cluster]) each export the org-wide series under their own instance (and
+# pod): those are taken once, with ONCE, before anything is summed. Each replica's own series
+# (ingest, notifications, batches) are summed across replicas as they are.
+ONCE = "max without (instance, pod)"
 
 # 70 % warning, 90 % critical: the same thresholds as [alerts] and alerts/ratewarden.rules.yml.
 UTIL_THRESHOLDS = {
@@ -147,7 +151,7 @@ def build():
         g.add(gauge(f"{dim} utilization", f"Share of each org's {what} limit in use now.",
                     f'max by (org) (ratewarden_utilization_ratio{{{SEL},dimension="{dim}"}})'), 6, 6)
     g.add(stat("Alerts firing", "Alerts firing now in ratewarden, by alert and severity.",
-               [target(f"sum by (alert, severity) (ratewarden_alerts_firing{{{SEL}}})", "{{alert}} {{severity}}", "A")],
+               [target(f"sum by (alert, severity) ({ONCE} (ratewarden_alerts_firing{{{SEL}}}))", "{{alert}} {{severity}}", "A")],
                "none", {"mode": "absolute", "steps": [{"color": "green", "value": None}, {"color": "red", "value": 1}]}),
           6, 6)
 
@@ -156,43 +160,45 @@ def build():
                              ("daily", "Rolling 24 h requests vs daily limit", "short"),
                              ("concurrency", "Jobs in flight vs concurrency limit", "short")]:
         g.add(timeseries(title, f"{dim} usage per org, with its limit as a dashed line.", [
-            target(f'sum by (org) (ratewarden_usage{{{SEL},dimension="{dim}"}})', "{{org}} usage", "A"),
+            target(f'max by (org) (ratewarden_usage{{{SEL},dimension="{dim}"}})', "{{org}} usage", "A"),
             target(f'max by (org) (ratewarden_limit{{{SEL},dimension="{dim}"}})', "{{org}} limit", "B"),
         ], unit, limit_series=".* limit"), 8, 8)
     g.add(timeseries("Headroom (limit − usage)", "How much of each limited dimension is left now.", [
-        target(f"ratewarden_limit{{{SEL}}} - on (org, dimension) ratewarden_usage{{{SEL}}}", "{{org}} {{dimension}}", "A"),
+        target(f"{ONCE} (ratewarden_limit{{{SEL}}}) - on (org, dimension) {ONCE} (ratewarden_usage{{{SEL}}})",
+               "{{org}} {{dimension}}", "A"),
     ], "short"), 12, 8)
     g.add(timeseries("Upstream remaining (x-ratelimit headers)", "What the upstream itself reports as remaining.", [
-        target(f"ratewarden_upstream_remaining{{{SEL}}}", "{{org}} {{dimension}}", "A"),
+        target(f"{ONCE} (ratewarden_upstream_remaining{{{SEL}}})", "{{org}} {{dimension}}", "A"),
     ], "short"), 12, 8)
 
     g.row("Requests and 429s")
     g.add(timeseries("Requests by outcome", "All requests, 429s and errors included (they all count).", [
-        target(f"sum by (outcome) (rate(ratewarden_requests_total{{{SEL_APP}}}[{RATE}]))", "{{outcome}}", "A"),
+        target(f"sum by (outcome) ({ONCE} (rate(ratewarden_requests_total{{{SEL_APP}}}[{RATE}])))", "{{outcome}}", "A"),
     ], "reqps", stack=True), 8, 8)
     g.add(timeseries("429s by most likely cause", "quota, concurrency, rpm, daily, burst, or unexplained.", [
-        target(f"sum by (cause) (rate(ratewarden_rate_limited_total{{{SEL_APP}}}[{RATE}]))", "{{cause}}", "A"),
+        target(f"sum by (cause) ({ONCE} (rate(ratewarden_rate_limited_total{{{SEL_APP}}}[{RATE}])))", "{{cause}}", "A"),
     ], "reqps", stack=True), 8, 8)
     g.add(timeseries("Bursts and Retry-After violations", "Burst episodes per org; requests sent before a 429's Retry-After elapsed.", [
-        target(f"sum by (org) (increase(ratewarden_bursts_total{{{SEL}}}[{RATE}]))", "{{org}} bursts", "A"),
-        target(f"sum by (org, app) (increase(ratewarden_retry_violations_total{{{SEL_APP}}}[{RATE}]))", "{{org}}/{{app}} violations", "B"),
+        target(f"sum by (org) ({ONCE} (increase(ratewarden_bursts_total{{{SEL}}}[{RATE}])))", "{{org}} bursts", "A"),
+        target(f"sum by (org, app) ({ONCE} (increase(ratewarden_retry_violations_total{{{SEL_APP}}}[{RATE}])))",
+               "{{org}}/{{app}} violations", "B"),
     ], "short"), 8, 8)
 
     g.row("Jobs")
     g.add(timeseries("Stuck jobs", "Jobs in flight longer than detect.stuck_after.", [
-        target(f"sum by (org) (ratewarden_jobs_stuck{{{SEL}}})", "{{org}}", "A"),
+        target(f"max by (org) (ratewarden_jobs_stuck{{{SEL}}})", "{{org}}", "A"),
     ], "short"), 8, 8)
     g.add(timeseries("Jobs finished by outcome", "completed, failed, cancelled, timed_out (released after detect.release_after).", [
-        target(f"sum by (outcome) (rate(ratewarden_jobs_finished_total{{{SEL}}}[{RATE}]))", "{{outcome}}", "A"),
+        target(f"sum by (outcome) ({ONCE} (rate(ratewarden_jobs_finished_total{{{SEL}}}[{RATE}])))", "{{outcome}}", "A"),
     ], "ops", stack=True), 8, 8)
     g.add(timeseries("Job duration", "Median and 90th percentile of finished jobs.", [
-        target(f"histogram_quantile(0.5, sum by (le) (rate(ratewarden_job_duration_seconds_bucket{{{SEL}}}[{RATE}])))", "p50", "A"),
-        target(f"histogram_quantile(0.9, sum by (le) (rate(ratewarden_job_duration_seconds_bucket{{{SEL}}}[{RATE}])))", "p90", "B"),
+        target(f"histogram_quantile(0.5, sum by (le) ({ONCE} (rate(ratewarden_job_duration_seconds_bucket{{{SEL}}}[{RATE}]))))", "p50", "A"),
+        target(f"histogram_quantile(0.9, sum by (le) ({ONCE} (rate(ratewarden_job_duration_seconds_bucket{{{SEL}}}[{RATE}]))))", "p90", "B"),
     ], "s"), 8, 8)
 
     g.row("Alerts and notifications")
     g.add(table("Alert states", "Every alert firing now, with its org, dimension and severity.",
-                f"ratewarden_alerts_firing{{{SEL}}} > 0"), 8, 8)
+                f"{ONCE} (ratewarden_alerts_firing{{{SEL}}}) > 0"), 8, 8)
     g.add(timeseries("Notifications by outcome", "sent; retried (will be tried again); failed (given up).", [
         target(f"sum by (channel, outcome) (increase(ratewarden_notifications_total[{RATE}]))", "{{channel}} {{outcome}}", "A"),
     ], "short"), 8, 8)
@@ -222,7 +228,7 @@ def build():
         target(f"sum by (source, reason) (rate(ratewarden_events_rejected_total[{RATE}]))", "{{source}} {{reason}}", "A"),
     ], "ops"), 8, 8)
     g.add(timeseries("Series overflow", "Events routed to __overflow__ past max_orgs / max_apps_per_org, and jobs dropped past max_jobs_per_org.", [
-        target(f"sum by (kind) (rate(ratewarden_series_overflow_total[{RATE}]))", "{{kind}}", "A"),
+        target(f"sum by (kind) ({ONCE} (rate(ratewarden_series_overflow_total[{RATE}])))", "{{kind}}", "A"),
     ], "ops"), 4, 8)
     g.add(stat("Version", "Running ratewarden versions.",
                [target("count by (version) (ratewarden_build_info)", "{{version}}", "A")], "none"), 4, 8)

@@ -315,7 +315,7 @@ struct Prometheus {
     base: String,
 }
 
-fn start_prometheus(dir: &Path, target: &str) -> Prometheus {
+fn start_prometheus(dir: &Path, targets: &[&str]) -> Prometheus {
     // The shipped rules with `for` durations cut to zero and the recording interval to 1 s, so
     // the expressions are judged in seconds; `for` itself is covered by the promtool tests.
     let rules = std::fs::read_to_string(root().join("alerts/ratewarden.rules.yml")).unwrap();
@@ -338,7 +338,7 @@ fn start_prometheus(dir: &Path, target: &str) -> Prometheus {
         dir.join("prometheus.yml"),
         format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - rules.yml\n\
-             scrape_configs:\n  - job_name: ratewarden\n    static_configs:\n      - targets: [\"{target}\"]\n"
+             scrape_configs:\n  - job_name: ratewarden\n    static_configs:\n      - targets: {targets:?}\n"
         ),
     )
     .unwrap();
@@ -456,7 +456,7 @@ share = 0.5
     );
     let d = Daemon::start(dir.path(), &config, &[]);
     let target = d.base.trim_start_matches("http://").to_string();
-    let prom = start_prometheus(dir.path(), &target);
+    let prom = start_prometheus(dir.path(), &[&target]);
     let up_query = || {
         promql(&prom, r#"up{job="ratewarden"}"#)["data"]["result"][0]["value"][1].as_str()
             == Some("1")
@@ -660,5 +660,141 @@ share = 0.5
         out.status.success() && text(&out).trim().is_empty(),
         "promtool check metrics: {}",
         text(&out)
+    );
+}
+
+/// The first sample of an instant query's answer, as a number.
+fn value(p: &Prometheus, query: &str) -> Option<f64> {
+    promql(p, query)["data"]["result"][0]["value"][1]
+        .as_str()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn three_replicas_scraped_give_one_alert_and_rates_counted_once() {
+    let redis_dir = tempfile::tempdir().unwrap();
+    let redis = common::redis::Redis::start(redis_dir.path(), &[]);
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let daemons: Vec<Daemon> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let config = format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\n[tiers.small]\nrpm = 10\nconcurrency = 2\ndaily = 0\n\
+                 [[orgs]]\nid = \"acme\"\ntier = \"small\"\n\
+                 [cluster]\nredis_url = \"{}\"\nreplica_id = \"r{i}\"\n",
+                redis.url()
+            );
+            Daemon::start(d.path(), &config, &[])
+        })
+        .collect();
+    let targets: Vec<String> = daemons
+        .iter()
+        .map(|d| d.base.trim_start_matches("http://").to_string())
+        .collect();
+    let prom_dir = tempfile::tempdir().unwrap();
+    let prom = start_prometheus(
+        prom_dir.path(),
+        &targets.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert!(
+        eventually(30, || (value(&prom, "count(up == 1)") == Some(3.0))
+            .then_some(()))
+        .is_some(),
+        "Prometheus scrapes the three replicas"
+    );
+    // Nine requests (90 % of 10 rpm) through one replica: every replica shows them. The
+    // first makes the series, so Prometheus sees the other eight as an increase.
+    let now = chrono::Utc::now().timestamp_millis();
+    let lines: Vec<String> = (0..9)
+        .map(|i| format!("{{\"org\":\"acme\",\"app\":\"ui\",\"ts\":{now},\"status\":200,\"request_id\":\"q{i}\"}}"))
+        .collect();
+    events(&daemons[1], &lines[..1]);
+    let scraped = r#"count(ratewarden_requests_total{org="acme"})"#;
+    assert!(
+        eventually(30, || (value(&prom, scraped) == Some(3.0)).then_some(())).is_some(),
+        "every replica exports the first request"
+    );
+    events(&daemons[2], &lines[1..]);
+    let firing = r#"count(ALERTS{alertname="RatewardenUsageHigh",alertstate="firing",org="acme"})"#;
+    assert!(
+        eventually(30, || (value(&prom, firing) == Some(1.0)).then_some(())).is_some(),
+        "one UsageHigh alert for acme, not one per replica: {}",
+        promql(&prom, r#"ALERTS{alertname="RatewardenUsageHigh"}"#)
+    );
+    assert_eq!(
+        value(
+            &prom,
+            r#"count(ratewarden_utilization_ratio{org="acme",dimension="rpm"})"#
+        ),
+        Some(3.0),
+        "each replica exports the org-wide series"
+    );
+    // The recording rule and the dashboard count the requests once, not three times: each
+    // replica's rate of the same counter differs only by its scrape times.
+    let per_instance = |window: &str| -> Vec<f64> {
+        promql(
+            &prom,
+            &format!(
+                r#"sum by (instance) (rate(ratewarden_requests_total{{org="acme"}}[{window}]))"#
+            ),
+        )["data"]["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["value"][1].as_str()?.parse().ok())
+            .collect()
+    };
+    // The dashboard's own panel, as Grafana would send it for org acme.
+    let dash: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("dashboards/ratewarden.json")).unwrap(),
+    )
+    .unwrap();
+    let panel_expr = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["title"] == "Requests by outcome")
+        .and_then(|p| p["targets"][0]["expr"].as_str())
+        .expect("the requests panel")
+        .replace("$org", "acme")
+        .replace("$app", ".*")
+        .replace("$__rate_interval", "1m");
+    let counted_once = eventually(30, || {
+        let rates = per_instance("1m");
+        let slow = per_instance("5m");
+        let panel = value(&prom, &format!("sum({panel_expr})"))?;
+        let plain = value(
+            &prom,
+            r#"sum(rate(ratewarden_requests_total{org="acme"}[1m]))"#,
+        )?;
+        let recorded = value(&prom, r#"org:ratewarden_requests:rate5m{org="acme"}"#)?;
+        let (lo, hi) = (
+            slow.iter().copied().fold(f64::MAX, f64::min),
+            slow.iter().copied().fold(0.0, f64::max),
+        );
+        let (bottom, top) = (
+            rates.iter().copied().fold(f64::MAX, f64::min),
+            rates.iter().copied().fold(0.0, f64::max),
+        );
+        // Queries are answered a few milliseconds apart: within 10 % is one replica's count
+        // (three would be 200 % more).
+        (rates.len() == 3
+            && slow.len() == 3
+            && bottom > 0.0
+            && panel >= 0.9 * bottom
+            && panel <= 1.1 * top
+            && plain > 2.5 * panel
+            && recorded >= 0.5 * lo
+            && recorded <= 1.5 * hi)
+            .then_some((rates, panel, plain, recorded))
+    });
+    assert!(
+        counted_once.is_some(),
+        "rates counted once across replicas: per instance {:?} (5 m: {:?}), recorded {}",
+        per_instance("1m"),
+        per_instance("5m"),
+        promql(&prom, r#"org:ratewarden_requests:rate5m{org="acme"}"#)
     );
 }
