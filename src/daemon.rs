@@ -497,8 +497,14 @@ impl Started {
         if let Some(ticker) = self.ticker.take() {
             let _ = ticker.await;
         }
-        if let Some(follower) = self.follower.take() {
-            let _ = follower.await;
+        if let Some(mut follower) = self.follower.take() {
+            // It stops at its next read; one held by an engine that does not answer is let go.
+            if tokio::time::timeout(Duration::from_secs(3), &mut follower)
+                .await
+                .is_err()
+            {
+                follower.abort();
+            }
         }
         if let Some(dispatcher) = self.dispatcher.take() {
             dispatcher.stop().await;

@@ -637,6 +637,12 @@ fn redis_away_for_ten_seconds_loses_nothing_acknowledged() {
         noticed.is_some(),
         "readyz 503 and cluster_connected 0 while Redis is away"
     );
+    let (status, body) = post_ndjson(&bases[0], &acme_body(now, "away", 1)).expect("an answer");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("shared_log_unavailable"),
+        "named for what it is: {body}"
+    );
     let slept = down.elapsed();
     if slept < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_secs(10) - slept);
@@ -1038,4 +1044,31 @@ fn the_log_is_trimmed_behind_snapshots_and_a_new_replica_starts_from_one() {
         })
         .sum();
     assert_eq!(daily, 300, "{:#}", all[2]);
+}
+
+#[test]
+fn sigterm_while_redis_does_not_answer_still_stops() {
+    let _one = one_at_a_time();
+    let (_redis_dir, redis, dirs) = redis_and_dirs(1);
+    let mut daemon = common::Daemon::start(
+        dirs[0].path(),
+        &replica_config(&redis.url(), 0, "", ""),
+        &[],
+    );
+    let pid = redis.pid().to_string();
+    let signal = |sig: &str| {
+        std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill runs")
+    };
+    // A frozen Redis: connections stay open, nothing is answered.
+    signal("-STOP");
+    std::thread::sleep(Duration::from_secs(1));
+    let asked = Instant::now();
+    let code = daemon.terminate(Duration::from_secs(30));
+    let took = asked.elapsed();
+    signal("-CONT");
+    assert!(code.is_some(), "stopped within 30 s of SIGTERM");
+    eprintln!("SIGTERM with Redis frozen: stopped after {took:?} (exit {code:?})");
 }

@@ -17,6 +17,10 @@ use super::settings::ClusterSettings;
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest wait a reader asks `XREAD` for: its connection gives up on an engine that has not
+/// answered past this and [`RESPONSE_TIMEOUT`] (a frozen Redis must not hold a reader, and
+/// the daemon's shutdown behind it, forever).
+pub const MAX_READ_WAIT: Duration = Duration::from_secs(2);
 
 /// Why the shared engine did not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -335,7 +339,9 @@ impl SharedLog {
     pub async fn reader(&self) -> Result<LogReader, ClusterError> {
         let conn = self
             .client
-            .get_multiplexed_async_connection_with_config(&config(None))
+            .get_multiplexed_async_connection_with_config(&config(Some(
+                RESPONSE_TIMEOUT + MAX_READ_WAIT,
+            )))
             .await?;
         Ok(LogReader {
             conn,
@@ -377,8 +383,8 @@ pub struct LogReader {
 }
 
 impl LogReader {
-    /// Up to `count` entries after `after`, oldest first, waiting up to `block` for one when
-    /// there is none yet (an empty answer then).
+    /// Up to `count` entries after `after`, oldest first, waiting up to `block` (at most
+    /// [`MAX_READ_WAIT`]) for one when there is none yet (an empty answer then).
     pub async fn read_after(
         &mut self,
         after: EntryId,
@@ -389,7 +395,7 @@ impl LogReader {
             .arg("COUNT")
             .arg(count.max(1))
             .arg("BLOCK")
-            .arg(block.as_millis().max(1) as u64)
+            .arg(block.min(MAX_READ_WAIT).as_millis().max(1) as u64)
             .arg("STREAMS")
             .arg(&self.log)
             .arg(after.to_string())

@@ -208,6 +208,21 @@ mod tests {
     }
 
     #[test]
+    fn a_password_that_cannot_be_read_is_a_missing_secret() {
+        let c = parse(
+            "redis_url = \"redis://r\"\nredis_password_env = \"RW_SURELY_UNSET_REDIS_PASSWORD\"\n",
+        )
+        .expect("valid");
+        let missing = c.missing_secrets();
+        assert_eq!(missing.len(), 1, "{missing:?}");
+        assert_eq!(
+            (missing[0].0.as_str(), missing[0].1),
+            ("[cluster]", "Redis password")
+        );
+        assert!(c.summary().contains("cluster: replica"), "{}", c.summary());
+    }
+
+    #[test]
     fn mistakes_are_named_at_their_line() {
         for (text, want) in [
             (

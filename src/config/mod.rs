@@ -105,7 +105,13 @@ impl Config {
                 .and_then(|k| k.read().err())
                 .map(|why| (format!("upstream {}", u.name), "API key", why))
         });
-        channels.chain(upstreams).collect()
+        let cluster = self.cluster.iter().filter_map(|c| {
+            c.redis_password
+                .as_ref()
+                .and_then(|p| p.read().err())
+                .map(|why| ("[cluster]".to_string(), "Redis password", why))
+        });
+        channels.chain(upstreams).chain(cluster).collect()
     }
 
     /// Names of the `*_env` variables this config reads, with what each is for.
@@ -161,6 +167,16 @@ impl Config {
             self.alerts.hysteresis_bp as f64 / 100.0,
             self.alerts.for_ms
         ));
+        if let Some(c) = &self.cluster {
+            out.push_str(&format!(
+                "cluster: replica {} on {} (keys {}:*), min_replicas_ack {}, snapshots every {} ms\n",
+                c.replica_id,
+                crate::outbound::redact(&c.redis_url),
+                c.key_prefix,
+                c.min_replicas_ack,
+                c.snapshot_interval_ms
+            ));
+        }
         if self.sources.is_empty() {
             out.push_str("sources: 0 (events arrive by POST /v1/events)\n");
         } else {

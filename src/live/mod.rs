@@ -199,8 +199,9 @@ pub enum DurableError {
     /// The writer has stopped.
     #[error("the store writer has stopped")]
     Stopped,
-    /// A replica: the shared log did not take the events; they are not counted anywhere.
-    #[error("the shared log did not take the events (is Redis reachable?); they are not counted")]
+    /// A replica: the shared log did not confirm the events (they may yet be in it: an append
+    /// that timed out, or one short of `min_replicas_ack`).
+    #[error("the shared log did not confirm the events (is Redis reachable?)")]
     NotStored,
 }
 
@@ -685,10 +686,12 @@ fn writer_loop(
                     tracing::error!(error = %e, "store commit failed; retrying (ingest waits)");
                 }
                 if live.shared && batch.records > 0 {
-                    // A replica's events are acknowledged only once in the shared log: these
-                    // were not, so their requests are told so (a client retries them, with
-                    // request_id at most once counted) and they are not sent later behind
-                    // the client's back. The rest (outbox, batches) is kept and retried.
+                    // A replica's events are acknowledged only once the shared log confirms
+                    // them: these were not, so their requests are told so (the client sends
+                    // them again; with request_id they count once) and they are not appended
+                    // again behind the client's back (an append that timed out, or fell short
+                    // of its Redis replicas, may be in the log already). The rest (outbox,
+                    // batches) is kept and retried.
                     let after = *durable.committed.borrow();
                     {
                         let mut dropped = durable

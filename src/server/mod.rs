@@ -85,6 +85,12 @@ fn starting() -> ApiError {
 fn writable(live: &Live) -> Result<(), ApiError> {
     if live.healthy() {
         Ok(())
+    } else if live.cluster_connected().is_some() {
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shared_log_unavailable",
+            "the shared log (Redis) cannot be reached; nothing of this request was taken; retry later",
+        ))
     } else {
         Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -98,17 +104,18 @@ fn writable(live: &Live) -> Result<(), ApiError> {
 /// an error (a client's retry would make it twice): when the store does not confirm in time,
 /// the answer says the change was made but is not yet stored (`"durable": false`).
 ///
-/// A replica of a cluster acknowledges only what the shared log holds: events it did not take
-/// (or did not confirm in time) are answered `503 not_stored`, so the client sends them
-/// again; nothing of them was counted, and with a `request_id` a copy that did reach the log
-/// counts once.
+/// A replica of a cluster acknowledges only what the shared log confirmed: events it did not
+/// confirm (unreachable, timed out, or short of `min_replicas_ack`) are answered
+/// `503 not_stored`, so the client sends them again. Whether a copy reached the log is not
+/// known (a timed-out append may still land, one short of its replicas is on the primary), so
+/// the answer says so; with a `request_id` the events count once however often they are sent.
 async fn stored(st: &ApiState, live: &Live, seq: u64, what: &str) -> Result<bool, ApiError> {
     let not_stored = || {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_stored",
             format!(
-                "the shared log (Redis) did not take the {what}: they are not counted; send them again (events with a request_id count once however often they are sent)"
+                "the shared log (Redis) did not confirm the {what} (unreachable, or fewer Redis replicas than min_replicas_ack confirmed in time): they may or may not be counted; send them again with the same request_id, which counts once however often it is sent"
             ),
         )
     };

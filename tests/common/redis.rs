@@ -90,6 +90,11 @@ impl Redis {
         Err(last)
     }
 
+    /// The server's process id (to stop and continue it).
+    pub fn pid(&self) -> u32 {
+        self.process.as_ref().map_or(0, |p| p.0.id())
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
