@@ -6,6 +6,10 @@
 //! `main`, a channel in tests): not ready, stop accepting and finish requests in progress,
 //! stop the sources, commit what is pending with a final snapshot, and return, all within the
 //! 10 s of SPEC §2. Every task and thread started here is joined before [`Daemon::run`] returns.
+//!
+//! With `[cluster]` it also connects to the shared log, follows it (ready only once caught up
+//! with it), gates delivery on the leader's lease, keeps or seeks that lease, and steps down
+//! last at shutdown, after the final commit has marked what this replica delivered.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

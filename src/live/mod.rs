@@ -10,6 +10,10 @@
 //! the journal after a crash reproduces the state exactly (so no transition is met twice).
 //! Critical sections are short and CPU-only and never await; large batches are applied from
 //! `spawn_blocking` or a source's own thread.
+//!
+//! A replica of a cluster (`[cluster]`) changes its tracker only in [`follow`]: what comes in
+//! is journaled, and the journal goes to the shared log; every entry of the log, this
+//! replica's own included, is applied in the log's order, so all replicas hold one state.
 
 pub mod follow;
 mod journal;
