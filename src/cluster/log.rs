@@ -384,7 +384,7 @@ pub struct LogReader {
 
 impl LogReader {
     /// Up to `count` entries after `after`, oldest first, waiting up to `block` (at most
-    /// [`MAX_READ_WAIT`]) for one when there is none yet (an empty answer then).
+    /// `MAX_READ_WAIT`, 2 s) for one when there is none yet (an empty answer then).
     pub async fn read_after(
         &mut self,
         after: EntryId,
