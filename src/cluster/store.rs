@@ -79,25 +79,26 @@ impl StateStore for SharedStore {
         }
         // What leaves the leader's outbox is marked first, so the others drop it from theirs
         // and no successor sends it again.
-        let done: Vec<String> = c
-            .outbox_updates
-            .iter()
-            .filter_map(|u| match u {
-                OutboxUpdate::Done(id) => Some(id.clone()),
-                OutboxUpdate::Retry { .. } => None,
-            })
-            .collect();
-        if let Some(token) = self.leadership.token()
-            && !done.is_empty()
-            && !self
-                .runtime
-                .block_on(self.log.mark_delivered(token, &done))
-                .map_err(shared)?
-        {
-            tracing::warn!(
-                notifications = done.len(),
-                "this replica lost the lead while delivering; its last deliveries may be sent again by the new leader"
-            );
+        if let Some(token) = self.leadership.token() {
+            let done: Vec<String> = c
+                .outbox_updates
+                .iter()
+                .filter_map(|u| match u {
+                    OutboxUpdate::Done(id) => Some(id.clone()),
+                    OutboxUpdate::Retry { .. } => None,
+                })
+                .collect();
+            if !done.is_empty()
+                && !self
+                    .runtime
+                    .block_on(self.log.mark_delivered(token, &done))
+                    .map_err(shared)?
+            {
+                tracing::warn!(
+                    notifications = done.len(),
+                    "this replica lost the lead while delivering; its last deliveries may be sent again by the new leader"
+                );
+            }
         }
         self.local.commit(&Commit {
             journal: &[],

@@ -33,6 +33,8 @@ pub struct Upkeep {
     log: SharedLog,
     leadership: Leadership,
     config: Config,
+    /// `[cluster] snapshot_interval`: a snapshot is due this long after the last one.
+    every: Duration,
     noted: Option<Instant>,
     snapshotted: Instant,
     since: u64,
@@ -49,6 +51,12 @@ impl Upkeep {
             log,
             leadership,
             config: config.clone(),
+            every: Duration::from_millis(
+                config
+                    .cluster
+                    .as_ref()
+                    .map_or(60_000, |c| c.snapshot_interval_ms),
+            ),
             noted: None,
             snapshotted: Instant::now(),
             since: 0,
@@ -71,15 +79,8 @@ impl Upkeep {
             }
             self.noted = Some(Instant::now());
         }
-        // Or `[cluster] snapshot_interval` after the last one, if anything was applied since.
-        let every = Duration::from_millis(
-            self.config
-                .cluster
-                .as_ref()
-                .map_or(60_000, |c| c.snapshot_interval_ms),
-        );
         let due = self.since >= SNAPSHOT_ENTRIES
-            || (self.since > 0 && self.snapshotted.elapsed() >= every);
+            || (self.since > 0 && self.snapshotted.elapsed() >= self.every);
         if !due || !self.leadership.leads() {
             return;
         }

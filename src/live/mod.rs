@@ -337,6 +337,12 @@ impl Live {
         })
     }
 
+    /// Whether this is a replica of a cluster (`[cluster]`): what it takes in is acknowledged
+    /// only once the shared log confirms it.
+    pub fn is_replica(&self) -> bool {
+        self.shared
+    }
+
     /// A replica: whether the shared log answers (writes and reads); `None` without
     /// `[cluster]`.
     pub fn cluster_connected(&self) -> Option<bool> {

@@ -85,7 +85,7 @@ fn starting() -> ApiError {
 fn writable(live: &Live) -> Result<(), ApiError> {
     if live.healthy() {
         Ok(())
-    } else if live.cluster_connected().is_some() {
+    } else if live.is_replica() {
         Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "shared_log_unavailable",
@@ -122,7 +122,7 @@ async fn stored(st: &ApiState, live: &Live, seq: u64, what: &str) -> Result<bool
     match live.durable_at(seq, st.durable_wait).await {
         Ok(()) => Ok(true),
         Err(DurableError::NotStored) => Err(not_stored()),
-        Err(e) if live.cluster_connected().is_some() => {
+        Err(e) if live.is_replica() => {
             tracing::warn!(error = %e, "{what} not confirmed by the shared log in time; answered 503");
             Err(not_stored())
         }
