@@ -391,7 +391,10 @@ impl Daemon {
                     .await;
             }
         };
-        let sources = Sources::new(&config, &live, &metrics, &recovery);
+        let replica = shared.as_ref().map(|log| {
+            crate::sources::Replica::new(log.clone(), tokio::runtime::Handle::current())
+        });
+        let sources = Sources::new(&config, &live, &metrics, &recovery, replica);
         let state = ApiState::with_parts(
             &config,
             tokens,

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::redis::Redis;
-use ratewarden::cluster::{ClusterError, ClusterSettings, EntryId, SharedLog};
+use ratewarden::cluster::{ClusterError, ClusterSettings, EntryId, FileMarks, SharedLog};
 
 /// The black-box tests run real daemons by the handful, and several measure time (a handover,
 /// an outage): one at a time, so they do not starve each other of this machine's two cores.
@@ -57,7 +57,7 @@ async fn appends_from_many_replicas_and_tasks_read_back_in_one_order() {
                 let mut ids = Vec::new();
                 for i in 0..150 {
                     let bytes = format!("{replica}/{task}/{i}").into_bytes();
-                    let id = log.append(&bytes, None).await.expect("append");
+                    let id = log.append(&bytes, &FileMarks::default()).await.expect("append");
                     ids.push((id, bytes));
                 }
                 ids
@@ -119,21 +119,46 @@ async fn a_checkpoint_is_stored_with_its_entry_per_replica() {
     let b = SharedLog::connect(&settings(&redis.url(), "b"))
         .await
         .unwrap();
-    a.append(b"lines 1-10", Some(("8:1234", b"offset=812")))
-        .await
-        .unwrap();
-    a.append(b"lines 11-12", Some(("8:1234", b"offset=990")))
-        .await
-        .unwrap();
+    let marks = |offset: &str| FileMarks {
+        set: vec![("8:1234".to_owned(), offset.as_bytes().to_vec())],
+        ..FileMarks::default()
+    };
+    a.append(b"lines 1-10", &marks("offset=812")).await.unwrap();
+    a.append(b"lines 11-12", &marks("offset=990")).await.unwrap();
+    a.mark_files(&FileMarks {
+        set: vec![("8:99".to_owned(), b"offset=0".to_vec())],
+        started: vec!["nginx".to_owned()],
+        ..FileMarks::default()
+    })
+    .await
+    .unwrap();
+    let mut stored = a.checkpoints().await.unwrap();
+    stored.sort();
+    assert_eq!(
+        stored,
+        vec![
+            ("8:1234".to_owned(), b"offset=990".to_vec()),
+            ("8:99".to_owned(), b"offset=0".to_vec())
+        ]
+    );
+    assert_eq!(a.started_sources().await.unwrap(), vec!["nginx".to_owned()]);
+    a.mark_files(&FileMarks {
+        forget: vec!["8:99".to_owned()],
+        ..FileMarks::default()
+    })
+    .await
+    .unwrap();
     assert_eq!(
         a.checkpoints().await.unwrap(),
-        vec![("8:1234".to_owned(), b"offset=990".to_vec())]
+        vec![("8:1234".to_owned(), b"offset=990".to_vec())],
+        "a forgotten file's record goes"
     );
     assert_eq!(
         b.checkpoints().await.unwrap(),
         vec![],
         "b tails its own files"
     );
+    assert!(b.started_sources().await.unwrap().is_empty());
     assert_eq!(read_all(&b).await.len(), 2);
 }
 
@@ -142,7 +167,7 @@ async fn the_password_comes_from_the_settings() {
     let dir = tempfile::tempdir().unwrap();
     let redis = Redis::start(dir.path(), &["--requirepass", "s3cret pass"]);
     let without = match SharedLog::connect(&settings(&redis.url(), "a")).await {
-        Ok(log) => log.append(b"x", None).await.map(|_| ()),
+        Ok(log) => log.append(b"x", &FileMarks::default()).await.map(|_| ()),
         Err(e) => Err(e),
     };
     let err = without.expect_err("no password, no entry");
@@ -153,7 +178,7 @@ async fn the_password_comes_from_the_settings() {
     let mut s = settings(&redis.url(), "a");
     s.password = Some("s3cret pass".into());
     let log = SharedLog::connect(&s).await.expect("connect with password");
-    log.append(b"x", None).await.expect("append");
+    log.append(b"x", &FileMarks::default()).await.expect("append");
     assert_eq!(read_all(&log).await.len(), 1);
 }
 
@@ -165,7 +190,7 @@ async fn min_replicas_ack_waits_for_a_real_redis_replica() {
     s.min_replicas_ack = 1;
     s.ack_timeout = Duration::from_millis(200);
     let log = SharedLog::connect(&s).await.unwrap();
-    match log.append(b"alone", None).await {
+    match log.append(b"alone", &FileMarks::default()).await {
         Err(ClusterError::NotReplicated {
             wanted: 1, got: 0, ..
         }) => {}
@@ -182,7 +207,7 @@ async fn min_replicas_ack_waits_for_a_real_redis_replica() {
     let mut last = None;
     // The replica syncs first; then every append is acknowledged by it.
     while started.elapsed() < Duration::from_secs(20) {
-        match log.append(b"held twice", None).await {
+        match log.append(b"held twice", &FileMarks::default()).await {
             Ok(id) => {
                 last = Some(id);
                 break;
@@ -193,7 +218,7 @@ async fn min_replicas_ack_waits_for_a_real_redis_replica() {
     }
     assert!(last.is_some(), "a synced replica acknowledges the append");
     for _ in 0..20 {
-        log.append(b"held twice", None).await.expect("acknowledged");
+        log.append(b"held twice", &FileMarks::default()).await.expect("acknowledged");
     }
 }
 
@@ -208,7 +233,7 @@ async fn a_reader_waits_for_the_next_entry() {
     let writer = log.clone();
     let append = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        writer.append(b"late", None).await.unwrap()
+        writer.append(b"late", &FileMarks::default()).await.unwrap()
     });
     let started = Instant::now();
     let got = reader
@@ -347,7 +372,7 @@ async fn replicas_following_the_log_answer_as_one_tracker_fed_every_event() {
             for chunk in mine.chunks(5) {
                 let mut events: Vec<_> = chunk.iter().map(|l| parse(l)).collect();
                 let entry = live.log_entry(&mut events, now);
-                let id = log.append(&entry, None).await.expect("append");
+                let id = log.append(&entry, &FileMarks::default()).await.expect("append");
                 appended.push((id, chunk.to_vec()));
             }
             appended
@@ -1081,4 +1106,141 @@ fn sigterm_while_redis_does_not_answer_still_stops() {
     signal("-CONT");
     assert!(code.is_some(), "stopped within 30 s of SIGTERM");
     eprintln!("SIGTERM with Redis frozen: stopped after {took:?} (exit {code:?})");
+}
+
+#[test]
+fn a_replica_tailing_a_rotating_file_counts_every_line_once_through_kill_9_and_redis_away() {
+    let _one = one_at_a_time();
+    let redis_dir = tempfile::tempdir().unwrap();
+    let mut redis = Redis::start(
+        redis_dir.path(),
+        &["--appendonly", "yes", "--appendfsync", "always"],
+    );
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let logs = tempfile::tempdir().unwrap();
+    let source = format!(
+        "[[sources.file]]\nname = \"app\"\npath = \"{}/app.log\"\norg = \"filed\"\n",
+        logs.path().display()
+    );
+    // r0 tails the file; r1 and r2 take HTTP.
+    let config = |i: usize| replica_config(&redis.url(), i, if i == 0 { &source } else { "" }, "");
+    let mut daemons = start_all(&dirs, &config);
+    let bases: Vec<String> = daemons.iter().map(|d| d.base.clone()).collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let now = chrono_now_ms();
+
+    // The writer appends lines without request ids (a line read twice would count twice) and
+    // rotates by rename + create every 5 000 lines (about 2 s: slower than the tailer's 1 s
+    // scan, as any tailer needs, or a file created and renamed away between two scans is
+    // never seen).
+    let writer = {
+        let (dir, stop) = (logs.path().to_path_buf(), stop.clone());
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let (mut written, mut rotations) = (0u64, 0u64);
+            let open = || {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join("app.log"))
+                    .unwrap()
+            };
+            let mut file = open();
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                let mut chunk = String::new();
+                for _ in 0..25 {
+                    chunk.push_str(&format!(
+                        "{{\"org\":\"filed\",\"app\":\"tail\",\"ts\":{now},\"status\":200}}\n"
+                    ));
+                }
+                file.write_all(chunk.as_bytes()).unwrap();
+                written += 25;
+                if written % 5000 == 0 {
+                    rotations += 1;
+                    std::fs::rename(dir.join("app.log"), dir.join(format!("app.log.{rotations}")))
+                        .unwrap();
+                    file = open();
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (written, rotations)
+        })
+    };
+    // Two clients post to r1 and r2, sending a body again until it is acknowledged.
+    let clients: Vec<_> = (1..3usize)
+        .map(|c| {
+            let (base, stop) = (bases[c].clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut acked = 0u64;
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                    let body = acme_body(now, &format!("c{c}-{n}"), 5);
+                    while !matches!(post_ndjson(&base, &body), Some((202, _))) {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    acked += 5;
+                    n += 1;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                acked
+            })
+        })
+        .collect();
+
+    // The tailing replica killed twice under load, then Redis away for 3 s.
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(1500));
+        daemons[0].kill9();
+        daemons[0] = common::Daemon::start(dirs[0].path(), &config(0), &[]);
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    redis.kill();
+    std::thread::sleep(Duration::from_secs(3));
+    redis.start_again();
+    let back = common::eventually(15, || {
+        daemons
+            .iter()
+            .all(|d| common::http_status(&format!("{}/readyz", d.base)) == Some(200))
+            .then_some(())
+    });
+    assert!(back.is_some(), "ready again once Redis is back");
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let (written, rotations) = writer.join().unwrap();
+    let acked: u64 = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    assert!(rotations >= 2, "the file rotated under the tailer ({rotations})");
+
+    let daily = |org: &str| -> Vec<u64> {
+        daemons
+            .iter()
+            .map(|d| {
+                common::metric(
+                    &d.base,
+                    &format!("ratewarden_usage{{org=\"{org}\",dimension=\"daily\"}}"),
+                )
+                .map_or(u64::MAX, |v| v as u64)
+            })
+            .collect()
+    };
+    let counted = common::eventually(20, || {
+        let (filed, acme) = (daily("filed"), daily("acme"));
+        (filed.iter().all(|&n| n == written) && acme.iter().all(|&n| n == acked))
+            .then_some((filed, acme))
+    });
+    eprintln!(
+        "tailing replica killed twice, Redis away 3 s: {written} lines written ({rotations} rotations), {acked} events acknowledged over HTTP; counted {counted:?}"
+    );
+    assert!(
+        counted.is_some(),
+        "every replica counts each line once ({written}) and what HTTP acknowledged ({acked}): filed {:?}, acme {:?}\n{}",
+        daily("filed"),
+        daily("acme"),
+        daemons[0].log_text()
+    );
+    let all: Vec<_> = daemons.iter().map(|d| usage_of(&d.base)).collect();
+    assert!(
+        all.windows(2).all(|w| w[0] == w[1]),
+        "replicas answer alike: {:#}",
+        serde_json::json!(all)
+    );
 }

@@ -95,12 +95,33 @@ pub struct Entry {
     pub bytes: Vec<u8>,
 }
 
+/// What a replica's file sources reached, stored per replica (each tails its own files, and
+/// its offsets mean nothing elsewhere). Opaque here: a field names a file, a record says
+/// where it got to.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FileMarks {
+    /// `(file, record)` to store, replacing the file's previous record.
+    pub set: Vec<(String, Vec<u8>)>,
+    /// Files whose records go (the files are gone).
+    pub forget: Vec<String>,
+    /// Sources that ran for the first time.
+    pub started: Vec<String>,
+}
+
+impl FileMarks {
+    /// Nothing to store.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.forget.is_empty() && self.started.is_empty()
+    }
+}
+
 /// Key names, all under the configured prefix.
 #[derive(Debug, Clone)]
 struct Keys {
     prefix: String,
     log: String,
     checkpoints: String,
+    started: String,
 }
 
 impl Keys {
@@ -110,6 +131,7 @@ impl Keys {
             log: format!("{prefix}:log"),
             // Per replica: each tails its own files, and its offsets mean nothing elsewhere.
             checkpoints: format!("{prefix}:checkpoints:{replica}"),
+            started: format!("{prefix}:sources:{replica}"),
         }
     }
 }
@@ -172,15 +194,11 @@ impl SharedLog {
         })
     }
 
-    /// Appends `entry`, and with it (in one `MULTI`/`EXEC`) this replica's `checkpoint` of a
-    /// file as `(file, offset record)`; returns its id once stored, and once held by
-    /// `min_replicas_ack` Redis replicas when that is set. An error means the entry may or
-    /// may not be in the log: the caller must not acknowledge it.
-    pub async fn append(
-        &self,
-        entry: &[u8],
-        checkpoint: Option<(&str, &[u8])>,
-    ) -> Result<EntryId, ClusterError> {
+    /// Appends `entry`, and with it (in one `MULTI`/`EXEC`) this replica's file `marks`;
+    /// returns its id once stored, and once held by `min_replicas_ack` Redis replicas when
+    /// that is set. An error means the entry may or may not be in the log (its marks with it,
+    /// or neither): the caller must not acknowledge it.
+    pub async fn append(&self, entry: &[u8], marks: &FileMarks) -> Result<EntryId, ClusterError> {
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("XADD")
@@ -190,30 +208,68 @@ impl SharedLog {
             .arg(&self.replica)
             .arg("b")
             .arg(entry);
-        if let Some((file, record)) = checkpoint {
-            pipe.cmd("HSET")
-                .arg(&self.keys.checkpoints)
-                .arg(file)
-                .arg(record)
-                .ignore();
-        }
+        self.add_marks(&mut pipe, marks);
         let mut conn = self.conn.clone();
         let (id,): (String,) = pipe.query_async(&mut conn).await?;
-        if self.min_replicas_ack > 0 {
-            let got: u32 = redis::cmd("WAIT")
-                .arg(self.min_replicas_ack)
-                .arg(self.ack_timeout.as_millis() as u64)
-                .query_async(&mut conn)
-                .await?;
-            if got < self.min_replicas_ack {
-                return Err(ClusterError::NotReplicated {
-                    wanted: self.min_replicas_ack,
-                    got,
-                    timeout: self.ack_timeout,
-                });
-            }
-        }
+        self.wait_for_replicas(&mut conn).await?;
         id.parse()
+    }
+
+    /// Stores this replica's file `marks` alone (files opened, forgotten, sources started:
+    /// nothing for the log), as [`SharedLog::append`] stores them with an entry.
+    pub async fn mark_files(&self, marks: &FileMarks) -> Result<(), ClusterError> {
+        if marks.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        self.add_marks(&mut pipe, marks);
+        let mut conn = self.conn.clone();
+        let () = pipe.query_async(&mut conn).await?;
+        self.wait_for_replicas(&mut conn).await
+    }
+
+    fn add_marks(&self, pipe: &mut redis::Pipeline, marks: &FileMarks) {
+        if !marks.set.is_empty() {
+            pipe.cmd("HSET").arg(&self.keys.checkpoints);
+            for (file, record) in &marks.set {
+                pipe.arg(file).arg(record);
+            }
+            pipe.ignore();
+        }
+        if !marks.forget.is_empty() {
+            pipe.cmd("HDEL")
+                .arg(&self.keys.checkpoints)
+                .arg(&marks.forget)
+                .ignore();
+        }
+        if !marks.started.is_empty() {
+            pipe.cmd("SADD")
+                .arg(&self.keys.started)
+                .arg(&marks.started)
+                .ignore();
+        }
+    }
+
+    /// With `min_replicas_ack`, waits (`WAIT`) until that many Redis replicas hold what this
+    /// connection wrote.
+    async fn wait_for_replicas(&self, conn: &mut ConnectionManager) -> Result<(), ClusterError> {
+        if self.min_replicas_ack == 0 {
+            return Ok(());
+        }
+        let got: u32 = redis::cmd("WAIT")
+            .arg(self.min_replicas_ack)
+            .arg(self.ack_timeout.as_millis() as u64)
+            .query_async(conn)
+            .await?;
+        if got < self.min_replicas_ack {
+            return Err(ClusterError::NotReplicated {
+                wanted: self.min_replicas_ack,
+                got,
+                timeout: self.ack_timeout,
+            });
+        }
+        Ok(())
     }
 
     /// The id of the newest entry in the log ([`EntryId::ZERO`] when it is empty): a replica
@@ -330,6 +386,15 @@ impl SharedLog {
         let mut conn = self.conn.clone();
         Ok(redis::cmd("HGETALL")
             .arg(&self.keys.checkpoints)
+            .query_async(&mut conn)
+            .await?)
+    }
+
+    /// This replica's sources that have run before.
+    pub async fn started_sources(&self) -> Result<Vec<String>, ClusterError> {
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("SMEMBERS")
+            .arg(&self.keys.started)
             .query_async(&mut conn)
             .await?)
     }

@@ -13,6 +13,6 @@ mod settings;
 mod store;
 
 pub use lease::{Leadership, MARK_TTL};
-pub use log::{ClusterError, Entry, EntryId, LogReader, SharedLog};
+pub use log::{ClusterError, Entry, EntryId, FileMarks, LogReader, SharedLog};
 pub use settings::ClusterSettings;
-pub use store::SharedStore;
+pub use store::{SharedStore, stored_checkpoints};

@@ -1,6 +1,8 @@
 //! The store of a replica in a cluster: journal entries go to the shared log (every replica
-//! applies them from there, its own included), everything else (outbox, batches, sources)
-//! stays in the replica's embedded store for now.
+//! applies them from there, its own included), and with each entry, in the same `MULTI`, the
+//! file checkpoints its lines reached (per replica, in the shared engine: a replica killed at
+//! any moment resumes its files where the log has their lines, no line lost or counted twice).
+//! Everything else (outbox, batches) stays in the replica's embedded store for now.
 //!
 //! The tracker comes from the shared engine: recovery hands over the leader's latest snapshot
 //! there (none of this replica's own), and the replica follows the log from the entry that
@@ -11,9 +13,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::runtime::Handle;
 
 use super::lease::Leadership;
-use super::log::EntryId;
 use super::log::SharedLog;
-use crate::store::{Commit, OutboxUpdate, Recovered, Snapshot, StateStore, StoreError};
+use super::log::{ClusterError, EntryId, FileMarks};
+use crate::store::{
+    Checkpoint, Commit, OutboxUpdate, Recovered, Snapshot, StateStore, StoreError,
+};
 
 /// A [`StateStore`] whose journal is the shared log.
 pub struct SharedStore {
@@ -49,8 +53,15 @@ impl SharedStore {
 impl StateStore for SharedStore {
     fn recover(&mut self) -> Result<Recovered, StoreError> {
         let mut r = self.local.recover()?;
-        // The tracker comes from the shared engine, not from this replica's past.
+        // The tracker and the files' checkpoints come from the shared engine, not from this
+        // replica's past.
         r.journal_events = 0;
+        let (checkpoints, started) = self
+            .runtime
+            .block_on(stored_checkpoints(&self.log))
+            .map_err(|e| StoreError::Shared(e.to_string()))?;
+        r.checkpoints = checkpoints;
+        r.started_sources = started;
         r.snapshot = match self.runtime.block_on(self.log.snapshot()) {
             Ok(Some((at, state))) => {
                 *self.from.lock().unwrap_or_else(PoisonError::into_inner) = at;
@@ -71,10 +82,23 @@ impl StateStore for SharedStore {
     }
 
     fn commit(&mut self, c: &Commit<'_>) -> Result<(), StoreError> {
-        let shared = |e: super::log::ClusterError| StoreError::Shared(e.to_string());
+        let shared = |e: ClusterError| StoreError::Shared(e.to_string());
+        let marks = FileMarks {
+            set: c
+                .checkpoints
+                .iter()
+                .map(|cp| (field(&cp.source, &cp.file), record(cp)))
+                .collect(),
+            forget: c.forget.iter().map(|f| field(&f.source, &f.file)).collect(),
+            started: c.started_sources.to_vec(),
+        };
         if c.events > 0 && !c.journal.is_empty() {
             self.runtime
-                .block_on(self.log.append(c.journal, None))
+                .block_on(self.log.append(c.journal, &marks))
+                .map_err(shared)?;
+        } else {
+            self.runtime
+                .block_on(self.log.mark_files(&marks))
                 .map_err(shared)?;
         }
         // What leaves the leader's outbox is marked first, so the others drop it from theirs
@@ -104,6 +128,9 @@ impl StateStore for SharedStore {
             journal: &[],
             events: 0,
             snapshot: None,
+            checkpoints: &[],
+            forget: &[],
+            started_sources: &[],
             ..*c
         })
     }
@@ -115,4 +142,36 @@ impl StateStore for SharedStore {
     fn keep_copy(&mut self) -> Result<String, StoreError> {
         self.local.keep_copy()
     }
+}
+
+/// The field a file's checkpoint is stored under: `source` and file identity as a JSON pair
+/// (source names may hold any character).
+fn field(source: &str, file: &str) -> String {
+    serde_json::json!([source, file]).to_string()
+}
+
+/// A checkpoint as stored: JSON, readable with `redis-cli HGETALL`.
+fn record(cp: &Checkpoint) -> Vec<u8> {
+    // A struct of strings and integers always serializes.
+    serde_json::to_vec(cp).unwrap_or_default()
+}
+
+/// This replica's checkpoints and started sources, as the shared engine holds them. A record
+/// that does not read is left out, with a warning (its file is then read as a new one).
+pub async fn stored_checkpoints(
+    log: &SharedLog,
+) -> Result<(Vec<Checkpoint>, Vec<String>), ClusterError> {
+    let checkpoints = log
+        .checkpoints()
+        .await?
+        .into_iter()
+        .filter_map(|(file, bytes)| match serde_json::from_slice(&bytes) {
+            Ok(cp) => Some(cp),
+            Err(e) => {
+                tracing::warn!(file, error = %e, "a stored file checkpoint does not read; ignoring it");
+                None
+            }
+        })
+        .collect();
+    Ok((checkpoints, log.started_sources().await?))
 }

@@ -539,14 +539,6 @@ impl RawConfig {
             upstreams,
             scheduler: self.scheduler.validate()?,
             cluster: match self.cluster {
-                // Offsets must be stored with the entries their lines made, in the shared
-                // engine; until they are, a replica tailing files could count lines twice.
-                Some(c) if !self.sources.file.is_empty() => {
-                    return Err(at(
-                        c.span(),
-                        "[cluster] does not take [[sources.file]] yet: run file sources on a single ratewarden, or ship the files' lines to POST /v1/events (Vector, Fluent Bit)",
-                    ));
-                }
                 Some(c) => {
                     let whole = c.span();
                     Some(c.into_inner().validate(whole)?)

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::health::Health;
+use super::replica::{Replica, Settled};
 use std::time::{Duration, Instant};
 
 use crate::config::{FileSourceConfig, ReadFrom};
@@ -87,6 +88,9 @@ struct Tailed {
     file: File,
     /// After the last complete line handed to the tracker.
     offset: u64,
+    /// Where this run began to follow it (read again from here when a replica's shared log
+    /// did not take its first lines and the engine holds no checkpoint for it).
+    base: u64,
     head_len: u64,
     head_hash: u64,
     /// Splits what is read into lines; it knows when it is inside an over-long line.
@@ -125,6 +129,10 @@ pub struct FileSource {
     stats: SourceStats,
     /// Identities of compressed files the glob matches, skipped (and logged) once.
     archives: Vec<String>,
+    /// On a replica of a cluster: the shared engine, that holds the offsets.
+    replica: Option<Replica>,
+    /// Set when the daemon stops (a replica's source may be waiting for the engine).
+    stop: Arc<AtomicBool>,
 }
 
 impl FileSource {
@@ -153,15 +161,25 @@ impl FileSource {
             buf: Vec::new(),
             stats: SourceStats::new(&cfg.name),
             archives: Vec::new(),
+            replica: None,
+            stop: Arc::new(AtomicBool::new(false)),
             cfg,
         }
     }
 
+    /// A source of a replica of a cluster: each step is in the shared log before the next
+    /// is read ([`Replica`]).
+    pub fn on_replica(mut self, replica: Replica) -> FileSource {
+        self.replica = Some(replica);
+        self
+    }
+
     /// Follows the files until `stop` is set; `health` turns ready after the first scan.
-    pub fn run(mut self, stop: &AtomicBool, health: &Health) {
+    pub fn run(mut self, stop: Arc<AtomicBool>, health: &Health) {
         tracing::info!(source = %self.cfg.name, path = %self.cfg.path, format = self.cfg.format_name, "file source started");
+        self.stop = stop;
         let mut last_scan: Option<Instant> = None;
-        while !stop.load(Ordering::Acquire) {
+        while !self.stop.load(Ordering::Acquire) {
             if last_scan.is_none_or(|t| t.elapsed() >= SCAN) {
                 let first = last_scan.is_none();
                 self.scan(first);
@@ -233,6 +251,7 @@ impl FileSource {
                             path,
                             file,
                             offset: cp.offset,
+                            base: cp.offset,
                             head_len: cp.head_len as u64,
                             head_hash: cp.head_hash,
                             framer: LineFramer::new(self.cfg.max_line_bytes),
@@ -297,6 +316,7 @@ impl FileSource {
             path,
             file,
             offset,
+            base: offset,
             head_len,
             head_hash: hash,
             framer: LineFramer::new(self.cfg.max_line_bytes),
@@ -452,6 +472,7 @@ impl FileSource {
             path,
             file,
             offset,
+            base: offset,
             head_len,
             head_hash: head,
             framer: LineFramer::new(self.cfg.max_line_bytes),
@@ -493,9 +514,44 @@ impl FileSource {
         }
         t.offset += used as u64;
         let cp = t.checkpoint(&cfg.name);
-        live.apply(&mut events, now, Some(cp));
+        let seq = live.apply(&mut events, now, Some(cp));
         self.metrics.intake(&self.cfg.name, &self.stats.take());
+        if let Some(replica) = &self.replica {
+            match replica.settle(&self.live, seq, &self.stop) {
+                Settled::Stored => {}
+                Settled::NotStored => {
+                    self.resume_from_engine();
+                    return 0;
+                }
+                Settled::Stopping => return 0,
+            }
+        }
         used
+    }
+
+    /// A replica's shared log did not take this source's last lines: every file goes back to
+    /// where the engine has it (lines of an append that landed after all are not read again),
+    /// once the engine answers.
+    fn resume_from_engine(&mut self) {
+        let Some(replica) = &self.replica else {
+            return;
+        };
+        tracing::warn!(source = %self.cfg.name, "the shared log did not take this source's lines; reading them again from the offsets the engine holds");
+        let Some(stored) = replica.checkpoints(&self.cfg.name, &self.stop) else {
+            return;
+        };
+        for t in &mut self.files {
+            match stored.get(&t.id) {
+                Some(cp) => {
+                    t.offset = cp.offset;
+                    t.head_len = cp.head_len as u64;
+                    t.head_hash = cp.head_hash;
+                }
+                None => t.offset = t.base,
+            }
+            t.framer = LineFramer::new(self.cfg.max_line_bytes);
+        }
+        tracing::info!(source = %self.cfg.name, "the shared engine answers again; reading on");
     }
 
     /// True (and logged once) when `file` is a compressed archive, which is never tailed.

@@ -8,6 +8,7 @@
 
 pub mod file;
 mod health;
+mod replica;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +18,7 @@ use crate::config::Config;
 use crate::live::{Live, Recovery};
 use crate::metrics::Metrics;
 pub use health::Health;
+pub use replica::Replica;
 
 /// Clears the flag when the thread ends, panics included.
 struct ReadyWhileRunning(Arc<Health>);
@@ -41,12 +43,14 @@ pub struct Running {
 }
 
 impl Sources {
-    /// Every configured file source, resuming from the recovered checkpoints.
+    /// Every configured file source, resuming from the recovered checkpoints; on a replica
+    /// of a cluster, `replica` is the shared engine that holds them.
     pub fn new(
         config: &Config,
         live: &Live,
         metrics: &Arc<Metrics>,
         recovery: &Recovery,
+        replica: Option<Replica>,
     ) -> Sources {
         let built = config
             .sources
@@ -60,6 +64,10 @@ impl Sources {
                     &recovery.checkpoints,
                     started,
                 );
+                let source = match &replica {
+                    Some(r) => source.on_replica(r.clone()),
+                    None => source,
+                };
                 let health = Arc::new(Health {
                     name: cfg.name.clone(),
                     ready: AtomicBool::new(false),
@@ -90,7 +98,7 @@ impl Sources {
                 .name(format!("source-{name}"))
                 .spawn(move || {
                     let _running = ReadyWhileRunning(flag.clone());
-                    source.run(&stop_flag, &flag);
+                    source.run(stop_flag, &flag);
                 });
             match spawned {
                 Ok(t) => running.threads.push(t),

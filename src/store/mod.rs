@@ -62,8 +62,8 @@ pub enum StoreError {
     },
 }
 
-/// How far a file source has read one file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How far a file source has read one file (stored as JSON by a replica of a cluster).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Checkpoint {
     /// Source name.
     pub source: String,
