@@ -263,11 +263,21 @@ impl Daemon {
             lease: None,
         };
 
+        let mut shutdown = std::pin::pin!(shutdown);
         let shared = match &config.cluster {
-            Some(c) => match connect_cluster(c).await {
-                Ok(log) => Some(log),
-                Err(e) => return started.abandon(e).await,
-            },
+            Some(c) => {
+                let connecting = connect_cluster(c);
+                tokio::select! {
+                    r = connecting => match r {
+                        Ok(log) => Some(log),
+                        Err(e) => return started.abandon(e).await,
+                    },
+                    () = &mut shutdown => {
+                        tracing::info!("shutdown asked for while waiting for the shared engine");
+                        return started.stop().await;
+                    }
+                }
+            }
             None => None,
         };
         let leadership = Leadership::default();
@@ -313,7 +323,6 @@ impl Daemon {
         });
         // A shutdown asked for while state is recovered takes effect once it is: recovery
         // cannot be cut short (it holds the store), and what it started is then stopped.
-        let mut shutdown = std::pin::pin!(shutdown);
         let mut recovering = std::pin::pin!(recovering);
         let (recovered, stop_now) = tokio::select! {
             r = &mut recovering => (r, false),
@@ -558,8 +567,11 @@ impl Started {
     }
 }
 
-/// `[cluster]`'s shared log, connected; start-up fails, naming why, when the engine cannot be
-/// reached or refuses the password.
+/// `[cluster]`'s shared log, connected. An engine that cannot be reached yet (not started,
+/// its name not resolvable yet, still loading its data) is asked again every
+/// [`CONNECT_RETRY`], not ready meanwhile, as a replica started before its Redis must wait
+/// rather than crash-loop; start-up fails, naming why, when the engine refuses the password or
+/// is too old.
 async fn connect_cluster(c: &ClusterConfig) -> Result<SharedLog, DaemonError> {
     let password = match &c.redis_password {
         Some(secret) => Some(secret.read().map_err(|why| DaemonError::Start {
@@ -576,15 +588,34 @@ async fn connect_cluster(c: &ClusterConfig) -> Result<SharedLog, DaemonError> {
         ack_timeout: Duration::from_millis(c.ack_timeout_ms),
         key_prefix: c.key_prefix.clone(),
     };
-    let log = SharedLog::connect(&settings)
-        .await
-        .map_err(|e| DaemonError::Start {
-            part: "the shared log ([cluster] redis_url)",
-            why: e.to_string(),
-        })?;
-    tracing::info!(replica = %c.replica_id, redis = %crate::outbound::redact(&c.redis_url), "connected to the shared log");
+    let redis = crate::outbound::redact(&c.redis_url);
+    let mut waiting_since: Option<std::time::Instant> = None;
+    let mut last_said = None::<std::time::Instant>;
+    let log = loop {
+        match SharedLog::connect(&settings).await {
+            Ok(log) => break log,
+            Err(e) if e.is_unreachable() => {
+                let since = *waiting_since.get_or_insert_with(std::time::Instant::now);
+                if last_said.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
+                    tracing::warn!(%redis, error = %e, waiting_s = since.elapsed().as_secs(), "cannot reach the shared engine; asking again every 2 s (not ready until it answers)");
+                    last_said = Some(std::time::Instant::now());
+                }
+                tokio::time::sleep(CONNECT_RETRY).await;
+            }
+            Err(e) => {
+                return Err(DaemonError::Start {
+                    part: "the shared log ([cluster] redis_url)",
+                    why: e.to_string(),
+                });
+            }
+        }
+    };
+    tracing::info!(replica = %c.replica_id, %redis, "connected to the shared log");
     Ok(log)
 }
+
+/// How often a replica asks again for an engine it could not reach at start-up.
+const CONNECT_RETRY: Duration = Duration::from_secs(2);
 
 /// Starts applying the shared log to `live` (reconnecting after a failure, from the last
 /// entry applied) and returns once everything in the log at start-up is applied, so the

@@ -57,7 +57,10 @@ async fn appends_from_many_replicas_and_tasks_read_back_in_one_order() {
                 let mut ids = Vec::new();
                 for i in 0..150 {
                     let bytes = format!("{replica}/{task}/{i}").into_bytes();
-                    let id = log.append(&bytes, &FileMarks::default()).await.expect("append");
+                    let id = log
+                        .append(&bytes, &FileMarks::default())
+                        .await
+                        .expect("append");
                     ids.push((id, bytes));
                 }
                 ids
@@ -124,7 +127,9 @@ async fn a_checkpoint_is_stored_with_its_entry_per_replica() {
         ..FileMarks::default()
     };
     a.append(b"lines 1-10", &marks("offset=812")).await.unwrap();
-    a.append(b"lines 11-12", &marks("offset=990")).await.unwrap();
+    a.append(b"lines 11-12", &marks("offset=990"))
+        .await
+        .unwrap();
     a.mark_files(&FileMarks {
         set: vec![("8:99".to_owned(), b"offset=0".to_vec())],
         started: vec!["nginx".to_owned()],
@@ -178,7 +183,9 @@ async fn the_password_comes_from_the_settings() {
     let mut s = settings(&redis.url(), "a");
     s.password = Some("s3cret pass".into());
     let log = SharedLog::connect(&s).await.expect("connect with password");
-    log.append(b"x", &FileMarks::default()).await.expect("append");
+    log.append(b"x", &FileMarks::default())
+        .await
+        .expect("append");
     assert_eq!(read_all(&log).await.len(), 1);
 }
 
@@ -218,7 +225,9 @@ async fn min_replicas_ack_waits_for_a_real_redis_replica() {
     }
     assert!(last.is_some(), "a synced replica acknowledges the append");
     for _ in 0..20 {
-        log.append(b"held twice", &FileMarks::default()).await.expect("acknowledged");
+        log.append(b"held twice", &FileMarks::default())
+            .await
+            .expect("acknowledged");
     }
 }
 
@@ -372,7 +381,10 @@ async fn replicas_following_the_log_answer_as_one_tracker_fed_every_event() {
             for chunk in mine.chunks(5) {
                 let mut events: Vec<_> = chunk.iter().map(|l| parse(l)).collect();
                 let entry = live.log_entry(&mut events, now);
-                let id = log.append(&entry, &FileMarks::default()).await.expect("append");
+                let id = log
+                    .append(&entry, &FileMarks::default())
+                    .await
+                    .expect("append");
                 appended.push((id, chunk.to_vec()));
             }
             appended
@@ -1157,8 +1169,11 @@ fn a_replica_tailing_a_rotating_file_counts_every_line_once_through_kill_9_and_r
                 written += 25;
                 if written % 5000 == 0 {
                     rotations += 1;
-                    std::fs::rename(dir.join("app.log"), dir.join(format!("app.log.{rotations}")))
-                        .unwrap();
+                    std::fs::rename(
+                        dir.join("app.log"),
+                        dir.join(format!("app.log.{rotations}")),
+                    )
+                    .unwrap();
                     file = open();
                 }
                 std::thread::sleep(Duration::from_millis(10));
@@ -1208,7 +1223,10 @@ fn a_replica_tailing_a_rotating_file_counts_every_line_once_through_kill_9_and_r
     stop.store(true, std::sync::atomic::Ordering::Release);
     let (written, rotations) = writer.join().unwrap();
     let acked: u64 = clients.into_iter().map(|c| c.join().unwrap()).sum();
-    assert!(rotations >= 2, "the file rotated under the tailer ({rotations})");
+    assert!(
+        rotations >= 2,
+        "the file rotated under the tailer ({rotations})"
+    );
 
     let daily = |org: &str| -> Vec<u64> {
         daemons
@@ -1243,4 +1261,34 @@ fn a_replica_tailing_a_rotating_file_counts_every_line_once_through_kill_9_and_r
         "replicas answer alike: {:#}",
         serde_json::json!(all)
     );
+}
+
+#[test]
+fn a_replica_started_before_its_redis_waits_for_it() {
+    let _one = one_at_a_time();
+    let (_redis_dir, mut redis, dirs) = redis_and_dirs(1);
+    let url = redis.url();
+    redis.kill();
+    // Redis comes up 4 s after the replica (a pod scheduled before its Redis): the replica
+    // waits, not ready, instead of exiting.
+    let later = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(4));
+        redis.start_again();
+        redis
+    });
+    let started = Instant::now();
+    let d = common::Daemon::start(dirs[0].path(), &replica_config(&url, 0, "", ""), &[]);
+    let _redis = later.join().unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "not ready before Redis answers ({:?})",
+        started.elapsed()
+    );
+    assert!(
+        d.find_log("cannot reach the shared engine").is_some(),
+        "says why it waits:\n{}",
+        d.log_text()
+    );
+    let (status, body) = post_ndjson(&d.base, &acme_body(chrono_now_ms(), "w", 3)).unwrap();
+    assert_eq!(status, 202, "{body}");
 }

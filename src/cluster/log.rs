@@ -49,6 +49,24 @@ pub enum ClusterError {
     Reply(String),
 }
 
+impl ClusterError {
+    /// True when the engine could not be reached, or answered that it cannot serve yet
+    /// (still loading its data, no primary): worth asking again later. A refused password,
+    /// an engine too old or an answer this log never writes are not.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            ClusterError::Redis(e) => {
+                e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || matches!(e.retry_method(), redis::RetryMethod::WaitAndRetry)
+            }
+            ClusterError::NotReplicated { .. } => true,
+            ClusterError::TooOld(_) | ClusterError::Reply(_) => false,
+        }
+    }
+}
+
 /// A log entry's id, as Redis Streams give them: milliseconds of the primary's clock, then a
 /// sequence number within that millisecond. Ids only grow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

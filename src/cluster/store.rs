@@ -15,9 +15,7 @@ use tokio::runtime::Handle;
 use super::lease::Leadership;
 use super::log::SharedLog;
 use super::log::{ClusterError, EntryId, FileMarks};
-use crate::store::{
-    Checkpoint, Commit, OutboxUpdate, Recovered, Snapshot, StateStore, StoreError,
-};
+use crate::store::{Checkpoint, Commit, OutboxUpdate, Recovered, Snapshot, StateStore, StoreError};
 
 /// A [`StateStore`] whose journal is the shared log.
 pub struct SharedStore {
