@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use crate::alerts::{Delivering, Delivery};
 use crate::clock::{Clock, SystemClock};
-use crate::cluster::{ClusterSettings, EntryId, Leadership, SharedLog, SharedStore};
+use crate::cluster::{ClusterSettings, EntryId, Leadership, Presence, SharedLog, SharedStore};
 use crate::config::ClusterConfig;
 use crate::config::Config;
 use crate::live::{Live, RecoverError, Writer};
@@ -81,6 +81,16 @@ pub enum DaemonError {
     /// A notification channel cannot be set up (a missing secret, a bad CA file).
     #[error("{0}")]
     Channel(String),
+    /// Another running instance uses this replica's `replica_id`.
+    #[error(
+        "another running ratewarden uses replica_id {replica:?} ({other}); each replica needs its own ([cluster] replica_id, default the host name)"
+    )]
+    ReplicaIdInUse {
+        /// The id.
+        replica: String,
+        /// What the other instance noted about itself.
+        other: String,
+    },
 }
 
 /// Refuses a non-loopback listen address that has no ingest or admin token (SPEC §6).
@@ -423,12 +433,14 @@ impl Daemon {
                 "resuming delivery of stored notifications"
             );
         }
+        let (twin_tx, mut twin) = tokio::sync::mpsc::channel(1);
         if let Some(log) = &shared {
             started.lease = Some((
                 tokio::spawn(keep_the_lease(
                     log.clone(),
                     leadership.clone(),
                     stop_rx.clone(),
+                    twin_tx,
                 )),
                 log.clone(),
                 leadership.clone(),
@@ -469,10 +481,22 @@ impl Daemon {
         state.ready.store(true, Ordering::Release);
         tracing::info!(store = %config.storage.path.display(), "ready");
 
-        shutdown.await;
+        let twin = tokio::select! {
+            () = &mut shutdown => None,
+            Some(other) = twin.recv() => Some(other),
+        };
         tracing::info!("shutting down: no new requests, finishing those in progress");
         state.ready.store(false, Ordering::Release);
-        started.stop().await
+        match (twin, &config.cluster) {
+            (Some(other), Some(c)) => {
+                let _ = started.stop().await;
+                Err(DaemonError::ReplicaIdInUse {
+                    replica: c.replica_id.clone(),
+                    other,
+                })
+            }
+            _ => started.stop().await,
+        }
     }
 }
 
@@ -668,13 +692,34 @@ const LEASE_TTL: Duration = Duration::from_secs(10);
 /// How often the lease is renewed, or asked for.
 const LEASE_EVERY: Duration = Duration::from_secs(2);
 
-/// Keeps the lead while this replica has it, and takes it when it is free, until `stop`.
-async fn keep_the_lease(log: SharedLog, leadership: Leadership, mut stop: watch::Receiver<bool>) {
+/// Keeps the lead while this replica has it, and takes it when it is free, until `stop`;
+/// notes this instance under its replica id each time, and sends on `twin` what another
+/// instance running under the same id says of itself ([`Presence`]).
+async fn keep_the_lease(
+    log: SharedLog,
+    leadership: Leadership,
+    mut stop: watch::Receiver<bool>,
+    twin: tokio::sync::mpsc::Sender<String>,
+) {
+    let me = format!(
+        "host {}, pid {}, started {}",
+        crate::config::host_name(),
+        std::process::id(),
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    );
+    let mut presence = Presence::default();
     let mut every = tokio::time::interval(LEASE_EVERY);
     loop {
         tokio::select! {
             _ = every.tick() => {}
             _ = stop.changed() => return,
+        }
+        if let Ok(before) = log.note_presence(&me, LEASE_TTL).await
+            && let Some(other) = presence.judge(&me, before)
+        {
+            tracing::error!(other = %other, "another running ratewarden uses this replica_id; stopping");
+            let _ = twin.send(other).await;
+            return;
         }
         let before = leadership.token();
         match log.lead(&leadership, LEASE_TTL).await {

@@ -1292,3 +1292,52 @@ fn a_replica_started_before_its_redis_waits_for_it() {
     let (status, body) = post_ndjson(&d.base, &acme_body(chrono_now_ms(), "w", 3)).unwrap();
     assert_eq!(status, 202, "{body}");
 }
+
+#[test]
+fn two_instances_with_one_replica_id_both_stop_saying_why() {
+    let _one = one_at_a_time();
+    let (_redis_dir, redis, dirs) = redis_and_dirs(3);
+    // r0 and its twin (the same replica_id in another directory); r1 is unaffected.
+    let mut a = common::Daemon::start(
+        dirs[0].path(),
+        &replica_config(&redis.url(), 0, "", ""),
+        &[],
+    );
+    let mut b = common::Daemon::start(
+        dirs[1].path(),
+        &replica_config(&redis.url(), 0, "", ""),
+        &[],
+    );
+    let mut c = common::Daemon::start(
+        dirs[2].path(),
+        &replica_config(&redis.url(), 1, "", ""),
+        &[],
+    );
+    let ended = |d: &mut common::Daemon| common::eventually(10, || d.exited());
+    let (ea, eb) = (ended(&mut a), ended(&mut b));
+    for (name, d, code) in [("first", &a, ea), ("twin", &b, eb)] {
+        assert!(
+            code.is_some_and(|c| c != 0),
+            "the {name} stops with an error: {code:?}\n{}",
+            d.log_text()
+        );
+        assert!(
+            d.log_text()
+                .contains("another running ratewarden uses replica_id"),
+            "the {name} says why:\n{}",
+            d.log_text()
+        );
+    }
+    assert_eq!(c.exited(), None, "another replica keeps running");
+    // Restarted at once after kill -9 (its note still in Redis), a replica is not its own
+    // twin.
+    c.kill9();
+    let c = common::Daemon::start(
+        dirs[2].path(),
+        &replica_config(&redis.url(), 1, "", ""),
+        &[],
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    let mut c = c;
+    assert_eq!(c.exited(), None, "{}", c.log_text());
+}

@@ -9,10 +9,12 @@
 
 mod lease;
 mod log;
+mod presence;
 mod settings;
 mod store;
 
 pub use lease::{Leadership, MARK_TTL};
 pub use log::{ClusterError, Entry, EntryId, FileMarks, LogReader, SharedLog};
+pub use presence::Presence;
 pub use settings::ClusterSettings;
 pub use store::{SharedStore, stored_checkpoints};

@@ -137,7 +137,7 @@ impl RawCluster {
 }
 
 /// The host name, made key-safe (`replica_id`'s default); `replica` if there is none.
-fn host_name() -> String {
+pub fn host_name() -> String {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())

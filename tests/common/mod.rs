@@ -164,6 +164,14 @@ impl Daemon {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// The exit code once the process has ended (-1 for a signal), `None` while it runs.
+    pub fn exited(&mut self) -> Option<i32> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(status.code().unwrap_or(-1)),
+            _ => None,
+        }
+    }
+
     /// `kill -9`: no chance to flush anything.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
