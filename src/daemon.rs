@@ -21,7 +21,9 @@ use tokio::sync::watch;
 
 use crate::alerts::{Delivering, Delivery};
 use crate::clock::{Clock, SystemClock};
-use crate::cluster::{ClusterSettings, EntryId, Leadership, Presence, SharedLog, SharedStore};
+use crate::cluster::{
+    ClusterSettings, EntryId, Leadership, Presence, SharedLog, SharedStore, differing,
+};
 use crate::config::ClusterConfig;
 use crate::config::Config;
 use crate::live::{Live, RecoverError, Writer};
@@ -441,6 +443,7 @@ impl Daemon {
                     leadership.clone(),
                     stop_rx.clone(),
                     twin_tx,
+                    (live.clone(), crate::config::shared_fingerprint(&config)),
                 )),
                 log.clone(),
                 leadership.clone(),
@@ -689,18 +692,23 @@ async fn follow_until_caught_up(
 
 /// How long a lease lasts without renewal: a killed leader's successor takes over after it.
 const LEASE_TTL: Duration = Duration::from_secs(10);
+/// A replica whose config note is older than this is not compared (it has stopped).
+const CONFIG_RECENT_MS: i64 = 60_000;
 /// How often the lease is renewed, or asked for.
 const LEASE_EVERY: Duration = Duration::from_secs(2);
 
 /// Keeps the lead while this replica has it, and takes it when it is free, until `stop`;
 /// notes this instance under its replica id each time, and sends on `twin` what another
-/// instance running under the same id says of itself ([`Presence`]).
+/// instance running under the same id says of itself ([`Presence`]); notes the config's
+/// `fingerprint` and tells `live` how many replicas run another.
 async fn keep_the_lease(
     log: SharedLog,
     leadership: Leadership,
     mut stop: watch::Receiver<bool>,
     twin: tokio::sync::mpsc::Sender<String>,
+    (live, fingerprint): (Live, u64),
 ) {
+    let mut differ: Vec<String> = Vec::new();
     let me = format!(
         "host {}, pid {}, started {}",
         crate::config::host_name(),
@@ -720,6 +728,20 @@ async fn keep_the_lease(
             tracing::error!(other = %other, "another running ratewarden uses this replica_id; stopping");
             let _ = twin.send(other).await;
             return;
+        }
+        let now = live.now_ms();
+        if let Ok(notes) = log.note_config(fingerprint, now).await {
+            let now_differ =
+                differing(log.replica_id(), fingerprint, &notes, now, CONFIG_RECENT_MS);
+            if now_differ != differ {
+                if now_differ.is_empty() {
+                    tracing::info!("every replica seen lately runs this replica's config");
+                } else {
+                    tracing::warn!(replicas = ?now_differ, "these replicas run another config (limits, tiers, orgs, detection or alerts): their answers differ from this one's; expected only during a rolling change");
+                }
+                live.note_config_differs(now_differ.len() as u32);
+                differ = now_differ;
+            }
         }
         let before = leadership.token();
         match log.lead(&leadership, LEASE_TTL).await {

@@ -598,6 +598,13 @@ fn three_daemons_on_one_redis_answer_as_one() {
         })
         .sum();
     assert_eq!(daily, acked, "each request_id counted once: {:#}", all[0]);
+    for d in &daemons {
+        assert_eq!(
+            common::metric(&d.base, "ratewarden_cluster_config_differs"),
+            Some(0.0),
+            "replicas with one config do not differ"
+        );
+    }
     let from_usage: u64 = all[0]["orgs"]
         .as_array()
         .expect("orgs")
@@ -1340,4 +1347,32 @@ fn two_instances_with_one_replica_id_both_stop_saying_why() {
     std::thread::sleep(Duration::from_secs(5));
     let mut c = c;
     assert_eq!(c.exited(), None, "{}", c.log_text());
+}
+
+#[test]
+fn replicas_with_different_limits_say_so_in_a_gauge() {
+    let _one = one_at_a_time();
+    let (_redis_dir, redis, dirs) = redis_and_dirs(3);
+    let orgs = |rpm: u32| format!("[[orgs]]\nid = \"acme\"\ntier = \"pro\"\nrpm = {rpm}\n");
+    // r0 and r1 agree; r2 was given another limit (a rolling change, or a mistake).
+    let config =
+        |i: usize| replica_config(&redis.url(), i, &orgs(if i == 2 { 90 } else { 60 }), "");
+    let daemons = start_all(&dirs, &config);
+    let gauge = |d: &common::Daemon| common::metric(&d.base, "ratewarden_cluster_config_differs");
+    let seen = common::eventually(10, || {
+        let all: Vec<_> = daemons.iter().map(gauge).collect();
+        (all == [Some(1.0), Some(1.0), Some(2.0)]).then_some(all)
+    });
+    assert!(
+        seen.is_some(),
+        "r0 and r1 see one replica differ, r2 sees two: {:?}",
+        daemons.iter().map(gauge).collect::<Vec<_>>()
+    );
+    assert!(
+        daemons[2]
+            .log_text()
+            .contains("these replicas run another config"),
+        "{}",
+        daemons[2].log_text()
+    );
 }

@@ -55,7 +55,7 @@ fn rules_pass_promtool_checks_and_unit_tests() {
         .args(["check", "rules"])
         .arg(root().join("alerts/ratewarden.rules.yml")));
     assert!(
-        text(&out).contains("SUCCESS: 19 rules found"),
+        text(&out).contains("SUCCESS: 21 rules found"),
         "{}",
         text(&out)
     );
@@ -88,7 +88,7 @@ fn every_runbook_url_leads_to_a_readme_section() {
         .lines()
         .filter_map(|l| l.trim().strip_prefix("runbook_url: "))
         .collect();
-    assert_eq!(urls.len(), 13, "one per alert");
+    assert_eq!(urls.len(), 15, "one per alert");
     for url in urls {
         let (page, anchor) = url.split_once('#').expect("an anchor");
         assert!(page.ends_with("/README.md"), "{url}");
@@ -580,7 +580,7 @@ share = 0.5
         .iter()
         .flat_map(|g| g["rules"].as_array().unwrap())
         .collect();
-    assert_eq!(all.len(), 19);
+    assert_eq!(all.len(), 21);
     assert!(all.iter().all(|r| r["health"] == "ok"), "{all:?}");
 
     // The expected alerts fire; the exporter ones do not.

@@ -394,6 +394,11 @@ impl SharedLog {
         &self.replica
     }
 
+    /// This replica's id (`[cluster] replica_id`).
+    pub fn replica_id(&self) -> &str {
+        &self.replica
+    }
+
     /// The shared, reconnecting connection.
     pub(super) fn conn(&self) -> ConnectionManager {
         self.conn.clone()

@@ -15,6 +15,6 @@ mod store;
 
 pub use lease::{Leadership, MARK_TTL};
 pub use log::{ClusterError, Entry, EntryId, FileMarks, LogReader, SharedLog};
-pub use presence::Presence;
+pub use presence::{Presence, differing};
 pub use settings::ClusterSettings;
 pub use store::{SharedStore, stored_checkpoints};

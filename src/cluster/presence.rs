@@ -7,6 +7,12 @@
 //!
 //! The first note may replace a predecessor's (a replica killed and started again within the
 //! note's lifetime): that is not a conflict.
+//!
+//! Every replica also notes the fingerprint of its config's tracker-shaping parts (limits,
+//! tiers, orgs, detection, alerts) in `KEY_PREFIX:configs`: each applies the same log with its
+//! own config, so replicas configured differently answer differently. That is normal for the
+//! minutes of a rolling change and wrong after; the replicas that differ are counted
+//! (`ratewarden_cluster_config_differs`), not refused.
 
 use std::time::Duration;
 
@@ -31,6 +37,52 @@ impl SharedLog {
     }
 }
 
+impl SharedLog {
+    /// Notes this replica's config `fingerprint` at `now_ms`; returns every replica's latest
+    /// note as `(replica, fingerprint, ms)` (notes that do not read are left out).
+    pub async fn note_config(
+        &self,
+        fingerprint: u64,
+        now_ms: i64,
+    ) -> Result<Vec<(String, u64, i64)>, ClusterError> {
+        let key = self.key("configs");
+        let mut pipe = redis::pipe();
+        pipe.cmd("HSET")
+            .arg(&key)
+            .arg(self.replica())
+            .arg(format!("{fingerprint:016x} {now_ms}"))
+            .ignore()
+            .cmd("HGETALL")
+            .arg(&key);
+        let (all,): (Vec<(String, String)>,) = pipe.query_async(&mut self.conn()).await?;
+        Ok(all
+            .into_iter()
+            .filter_map(|(replica, v)| {
+                let (fp, ms) = v.split_once(' ')?;
+                Some((replica, u64::from_str_radix(fp, 16).ok()?, ms.parse().ok()?))
+            })
+            .collect())
+    }
+}
+
+/// The replicas, other than `me`, whose config `notes` (from [`SharedLog::note_config`]) say
+/// differs from `mine`, among those that noted theirs within `recent_ms` of `now_ms`; sorted.
+pub fn differing(
+    me: &str,
+    mine: u64,
+    notes: &[(String, u64, i64)],
+    now_ms: i64,
+    recent_ms: i64,
+) -> Vec<String> {
+    let mut out: Vec<String> = notes
+        .iter()
+        .filter(|(r, fp, ms)| r != me && *fp != mine && now_ms - ms <= recent_ms)
+        .map(|(r, _, _)| r.clone())
+        .collect();
+    out.sort();
+    out
+}
+
 /// What a replica's notes found.
 #[derive(Debug, Default)]
 pub struct Presence {
@@ -52,6 +104,22 @@ impl Presence {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replicas_noted_lately_with_another_config_differ() {
+        let notes = vec![
+            ("a".to_owned(), 1, 10_000),
+            ("b".to_owned(), 2, 9_000),
+            ("c".to_owned(), 1, 9_500),
+            ("gone".to_owned(), 3, 1_000),
+        ];
+        assert_eq!(differing("a", 1, &notes, 10_000, 5_000), vec!["b"]);
+        assert_eq!(differing("b", 2, &notes, 10_000, 5_000), vec!["a", "c"]);
+        assert!(
+            differing("a", 1, &notes, 20_000, 5_000).is_empty(),
+            "old notes"
+        );
+    }
 
     #[test]
     fn only_a_later_note_replacing_another_instance_is_a_conflict() {

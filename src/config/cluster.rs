@@ -136,6 +136,18 @@ impl RawCluster {
     }
 }
 
+/// A fingerprint of what shapes the tracker's answers and notifications (limits, tiers,
+/// orgs, detection, alerts and their channels): replicas of one cluster apply one log, and
+/// answer alike only with equal fingerprints. Stable across processes and builds of one
+/// version (a hash of the parsed config's debug form, which holds no hash maps).
+pub fn shared_fingerprint(config: &super::Config) -> u64 {
+    let shaping = format!(
+        "{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+        config.limits, config.tiers, config.orgs, config.detect, config.alerts
+    );
+    crate::model::stable_hash(&[shaping.as_bytes()])
+}
+
 /// The host name, made key-safe (`replica_id`'s default); `replica` if there is none.
 pub fn host_name() -> String {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname")

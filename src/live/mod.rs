@@ -174,6 +174,8 @@ struct Durable {
     unencodable: [std::sync::atomic::AtomicU64; UNENCODABLE.len()],
     /// A replica: false while the shared log cannot be read (set by [`Live::follow`]).
     log_readable: AtomicBool,
+    /// A replica: other replicas seen lately whose config differs from this one's.
+    config_differs: std::sync::atomic::AtomicU32,
     /// A replica: commits whose events the shared log did not take, as `(after, through)`
     /// ranges of seqs (the newest few); their requests are answered "not stored".
     dropped: Mutex<std::collections::VecDeque<(u64, u64)>>,
@@ -347,6 +349,23 @@ impl Live {
     /// `[cluster]`.
     pub fn cluster_connected(&self) -> Option<bool> {
         self.shared.then(|| self.healthy())
+    }
+
+    /// A replica: how many other replicas seen lately run a config that shapes answers
+    /// differently; `None` without `[cluster]`.
+    pub fn cluster_config_differs(&self) -> Option<u32> {
+        self.shared.then(|| {
+            self.durable
+                .as_ref()
+                .map_or(0, |d| d.config_differs.load(Ordering::Acquire))
+        })
+    }
+
+    /// Notes how many other replicas run a different config.
+    pub fn note_config_differs(&self, n: u32) {
+        if let Some(d) = &self.durable {
+            d.config_differs.store(n, Ordering::Release);
+        }
     }
 
     /// A replica's follower notes whether the shared log can be read.
@@ -772,6 +791,7 @@ impl crate::metrics::ScrapeSource for Live {
             store_writable: live.healthy(),
             store_commit_failures: live.store_failures(),
             cluster_connected: live.cluster_connected(),
+            cluster_config_differs: live.cluster_config_differs(),
             orgs: live.org_snapshots(now_ms, View::Metrics),
             overflow,
             new_orgs_refused,

@@ -150,6 +150,7 @@ impl Live {
             failures: std::sync::atomic::AtomicU64::new(0),
             unencodable: Default::default(),
             log_readable: AtomicBool::new(true),
+            config_differs: std::sync::atomic::AtomicU32::new(0),
             dropped: Mutex::new(Default::default()),
             channels: config.alerts.channels.clone(),
             delivery,

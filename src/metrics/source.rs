@@ -11,6 +11,9 @@ pub struct Scraped {
     pub store_commit_failures: u64,
     /// A replica of a cluster: whether the shared log answers; `None` without `[cluster]`.
     pub cluster_connected: Option<bool>,
+    /// A replica: other replicas seen lately with a config that shapes answers differently;
+    /// `None` without `[cluster]`.
+    pub cluster_config_differs: Option<u32>,
     /// Every tracked org at `now_ms`.
     pub orgs: Vec<crate::tracker::OrgSnapshot>,
     /// Events routed to the overflow series, by kind.

@@ -137,6 +137,15 @@ impl TrackerFamilies {
             f.int(&[], i64::from(up));
             f
         });
+        let cluster_config_differs = s.cluster_config_differs.map(|n| {
+            let mut f = fam(
+                "cluster_config_differs",
+                "Other replicas, seen in the last minute, whose limits, tiers, orgs, detection or alerts config differs from this one's (their answers differ); absent without [cluster]",
+                Type::Gauge,
+            );
+            f.int(&[], i64::from(n));
+            f
+        });
         let mut requests = fam(
             "requests",
             "Requests seen, of any status, by outcome",
@@ -293,6 +302,7 @@ impl TrackerFamilies {
             Some(&store_writable),
             Some(&store_failures),
             cluster_connected.as_ref(),
+            cluster_config_differs.as_ref(),
             Some(&requests),
             Some(&rate_limited),
             Some(&usage),
