@@ -11,6 +11,8 @@
 //! with it), gates delivery on the leader's lease, keeps or seeks that lease, and steps down
 //! last at shutdown, after the final commit has marked what this replica delivered.
 
+mod lease;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -21,9 +23,7 @@ use tokio::sync::watch;
 
 use crate::alerts::{Delivering, Delivery};
 use crate::clock::{Clock, SystemClock};
-use crate::cluster::{
-    ClusterSettings, EntryId, Leadership, Presence, SharedLog, SharedStore, differing,
-};
+use crate::cluster::{ClusterSettings, EntryId, Leadership, SharedLog, SharedStore};
 use crate::config::ClusterConfig;
 use crate::config::Config;
 use crate::live::{Live, RecoverError, Writer};
@@ -363,13 +363,22 @@ impl Daemon {
             "state recovered"
         );
 
+        let mut applied = None;
         if let Some(log) = &shared {
+            // The batches of the shared snapshot; the log's changes after it follow.
+            live.seed_batches(
+                std::mem::take(&mut recovery.batches),
+                std::mem::take(&mut recovery.batch_items),
+            );
             let from = *follow_from
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let upkeep = crate::live::follow::Upkeep::new(log.clone(), leadership.clone(), &config);
             match follow_until_caught_up(&live, upkeep, from, stop_rx.clone()).await {
-                Ok(follower) => started.follower = Some(follower),
+                Ok((follower, at)) => {
+                    started.follower = Some(follower);
+                    applied = Some(at);
+                }
                 Err(e) => return started.abandon(e).await,
             }
         }
@@ -393,15 +402,28 @@ impl Daemon {
             },
             Err(e) => return started.abandon(DaemonError::Channel(e)).await,
         };
-        let scheduler = Arc::new(Scheduler::new(
-            &config,
-            live.clone(),
-            metrics.clone(),
-            std::mem::take(&mut recovery.batches),
-            std::mem::take(&mut recovery.batch_items),
-            live.now_ms(),
-        ));
+        let scheduler = match &shared {
+            // A replica's batches are the log's; it acts on them only while it leads.
+            Some(_) => live.attach_batches(|batches, items| {
+                Arc::new(Scheduler::following(
+                    &config,
+                    live.clone(),
+                    metrics.clone(),
+                    batches,
+                    items,
+                ))
+            }),
+            None => Arc::new(Scheduler::new(
+                &config,
+                live.clone(),
+                metrics.clone(),
+                std::mem::take(&mut recovery.batches),
+                std::mem::take(&mut recovery.batch_items),
+                live.now_ms(),
+            )),
+        };
         let dispatcher = match Dispatcher::new(scheduler.clone(), live.clone(), metrics.clone()) {
+            Ok(d) if shared.is_some() => d.led_by(leadership.clone()),
             Ok(d) => d,
             Err(e) => {
                 return started
@@ -438,12 +460,13 @@ impl Daemon {
         let (twin_tx, mut twin) = tokio::sync::mpsc::channel(1);
         if let Some(log) = &shared {
             started.lease = Some((
-                tokio::spawn(keep_the_lease(
+                tokio::spawn(lease::keep_the_lease(
                     log.clone(),
                     leadership.clone(),
                     stop_rx.clone(),
                     twin_tx,
-                    (live.clone(), crate::config::shared_fingerprint(&config)),
+                    (live.clone(), config.shared_fingerprint()),
+                    applied.take(),
                 )),
                 log.clone(),
                 leadership.clone(),
@@ -646,13 +669,14 @@ const CONNECT_RETRY: Duration = Duration::from_secs(2);
 
 /// Starts applying the shared log to `live` (reconnecting after a failure, from the last
 /// entry applied) and returns once everything in the log at start-up is applied, so the
-/// replica answers like the others from its first ready moment.
+/// replica answers like the others from its first ready moment; with the follower, the id
+/// of the last entry applied as it moves.
 async fn follow_until_caught_up(
     live: &Live,
     mut upkeep: crate::live::follow::Upkeep,
     from: EntryId,
     stop: watch::Receiver<bool>,
-) -> Result<tokio::task::JoinHandle<()>, DaemonError> {
+) -> Result<(tokio::task::JoinHandle<()>, watch::Receiver<EntryId>), DaemonError> {
     let log = upkeep.log().clone();
     let failed = |e: crate::cluster::ClusterError| DaemonError::Start {
         part: "the shared log",
@@ -687,76 +711,7 @@ async fn follow_until_caught_up(
         took_ms = began.elapsed().as_millis() as u64,
         "caught up with the shared log"
     );
-    Ok(follower)
-}
-
-/// How long a lease lasts without renewal: a killed leader's successor takes over after it.
-const LEASE_TTL: Duration = Duration::from_secs(10);
-/// A replica whose config note is older than this is not compared (it has stopped).
-const CONFIG_RECENT_MS: i64 = 60_000;
-/// How often the lease is renewed, or asked for.
-const LEASE_EVERY: Duration = Duration::from_secs(2);
-
-/// Keeps the lead while this replica has it, and takes it when it is free, until `stop`;
-/// notes this instance under its replica id each time, and sends on `twin` what another
-/// instance running under the same id says of itself ([`Presence`]); notes the config's
-/// `fingerprint` and tells `live` how many replicas run another.
-async fn keep_the_lease(
-    log: SharedLog,
-    leadership: Leadership,
-    mut stop: watch::Receiver<bool>,
-    twin: tokio::sync::mpsc::Sender<String>,
-    (live, fingerprint): (Live, u64),
-) {
-    let mut differ: Vec<String> = Vec::new();
-    let me = format!(
-        "host {}, pid {}, started {}",
-        crate::config::host_name(),
-        std::process::id(),
-        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-    );
-    let mut presence = Presence::default();
-    let mut every = tokio::time::interval(LEASE_EVERY);
-    loop {
-        tokio::select! {
-            _ = every.tick() => {}
-            _ = stop.changed() => return,
-        }
-        if let Ok(before) = log.note_presence(&me, LEASE_TTL).await
-            && let Some(other) = presence.judge(&me, before)
-        {
-            tracing::error!(other = %other, "another running ratewarden uses this replica_id; stopping");
-            let _ = twin.send(other).await;
-            return;
-        }
-        let now = live.now_ms();
-        if let Ok(notes) = log.note_config(fingerprint, now).await {
-            let now_differ =
-                differing(log.replica_id(), fingerprint, &notes, now, CONFIG_RECENT_MS);
-            if now_differ != differ {
-                if now_differ.is_empty() {
-                    tracing::info!("every replica seen lately runs this replica's config");
-                } else {
-                    tracing::warn!(replicas = ?now_differ, "these replicas run another config (limits, tiers, orgs, detection or alerts): their answers differ from this one's; expected only during a rolling change");
-                }
-                live.note_config_differs(now_differ.len() as u32);
-                differ = now_differ;
-            }
-        }
-        let before = leadership.token();
-        match log.lead(&leadership, LEASE_TTL).await {
-            Ok(now) if now != before => match now {
-                Some(token) => {
-                    tracing::info!(token, "leading: this replica delivers notifications")
-                }
-                None => tracing::info!("another replica leads"),
-            },
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot reach the shared engine for the lease; not leading")
-            }
-        }
-    }
+    Ok((follower, applied))
 }
 
 /// Runs the daemon on `config` until `shutdown` resolves.

@@ -207,8 +207,9 @@ async fn min_replicas_ack_waits_for_a_real_redis_replica() {
     let replica_dir = tempfile::tempdir().unwrap();
     let port = primary.port.to_string();
     let _replica = Redis::start(replica_dir.path(), &["--replicaof", "127.0.0.1", &port]);
-    // Time enough for a loaded machine: the point is that the replica answers, not how fast.
-    s.ack_timeout = Duration::from_secs(5);
+    // Time enough for a loaded machine: the point is that the replica answers, not how fast
+    // (the longest the config allows).
+    s.ack_timeout = ratewarden::cluster::MAX_ACK_TIMEOUT;
     let log = SharedLog::connect(&s).await.unwrap();
     let started = Instant::now();
     let mut last = None;
@@ -1375,4 +1376,137 @@ fn replicas_with_different_limits_say_so_in_a_gauge() {
         "{}",
         daemons[2].log_text()
     );
+}
+
+#[test]
+fn batches_are_dispatched_by_the_leader_alone_within_the_limits_across_a_handover() {
+    use common::upstream::Upstream;
+    let _one = one_at_a_time();
+    // Jobs run 1.5 s and the org may run 2 at once: the upstream answers 429 to a third.
+    let up = Upstream::start(600, 2, Duration::from_millis(1500));
+    let (_redis_dir, redis, dirs) = redis_and_dirs(2);
+    let before = format!(
+        r#"[tiers.api]
+rpm = 600
+concurrency = 2
+
+[[orgs]]
+id = "acme"
+tier = "api"
+
+[[upstreams]]
+name = "fake"
+base_url = "{}"
+org = "acme"
+timeout = "2s"
+
+[upstreams.poll]
+status_path = "/v1/videos/{{id}}"
+id_field = "id"
+status_field = "status"
+done = ["completed"]
+failed = ["failed"]
+interval = "100ms"
+
+[scheduler]
+share = 1.0
+"#,
+        up.url()
+    );
+    let config = |i: usize| replica_config(&redis.url(), i, &before, "");
+    let mut daemons = start_all(&dirs, &config);
+    let leader =
+        common::eventually(10, || daemons.iter().position(leading)).expect("one replica leads");
+    let follower = 1 - leader;
+    // The batch is submitted to the replica that does not lead: the leader sends it.
+    let requests: Vec<serde_json::Value> = (0..8)
+        .map(|i| serde_json::json!({"path": "/v1/videos", "body": {"prompt": format!("clip {i}")}}))
+        .collect();
+    let body =
+        serde_json::json!({"upstream": "fake", "mode": "asap", "requests": requests}).to_string();
+    let id = common::create_batch(&daemons[follower], &body);
+    let started = common::eventually(10, || (up.seen().len() >= 3).then_some(()));
+    assert!(
+        started.is_some(),
+        "the leader sends the batch: {:?}\n{}",
+        up.seen(),
+        daemons[leader].log_text()
+    );
+    let sent_by = |d: &common::Daemon| {
+        common::metric(
+            &d.base,
+            r#"ratewarden_batch_requests_total{org="acme",outcome="success"}"#,
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(sent_by(&daemons[leader]) >= 1.0);
+    assert_eq!(sent_by(&daemons[follower]), 0.0, "only the leader sends");
+    // The follower sees the leader's progress.
+    let seen_there = common::eventually(5, || {
+        let (_, b) = common::http(
+            "GET",
+            &format!("{}/v1/batches/{id}", daemons[follower].base),
+            &[],
+            b"",
+        )
+        .unwrap();
+        let b: serde_json::Value = serde_json::from_str(&b).unwrap_or_default();
+        (b["counts"]["succeeded"].as_u64().unwrap_or(0) >= 1).then_some(())
+    });
+    assert!(
+        seen_there.is_some(),
+        "the follower's copy follows the leader's"
+    );
+
+    // The leader stops mid-batch; the other takes over and finishes it.
+    let handover = Instant::now();
+    assert_eq!(daemons[leader].terminate(Duration::from_secs(20)), Some(0));
+    let done = common::eventually(40, || {
+        let (_, b) = common::http(
+            "GET",
+            &format!("{}/v1/batches/{id}", daemons[follower].base),
+            &[],
+            b"",
+        )
+        .unwrap();
+        let b: serde_json::Value = serde_json::from_str(&b).unwrap_or_default();
+        (b["state"] == "completed").then_some(b)
+    });
+    let seen = up.seen();
+    eprintln!(
+        "batch of 8 across a leader SIGTERM: completed {:?} after the handover; upstream saw {} creating requests, {} answered 429, at most {} jobs at once",
+        handover.elapsed(),
+        seen.len(),
+        up.limited(),
+        up.max_in_flight()
+    );
+    let done = done.unwrap_or_else(|| {
+        panic!(
+            "the other replica finishes the batch: {:?}\n{}",
+            seen,
+            daemons[follower].log_text()
+        )
+    });
+    assert_eq!(done["counts"]["succeeded"], 8, "{done}");
+    assert_eq!(
+        up.limited(),
+        0,
+        "never past the limits, across the handover"
+    );
+    assert!(up.max_in_flight() <= 2, "{}", up.max_in_flight());
+    let mut keys: Vec<String> = seen.iter().filter_map(|s| s.key.clone()).collect();
+    keys.sort();
+    let sent = keys.len();
+    keys.dedup();
+    assert_eq!(keys.len(), 8, "every item sent");
+    assert!(
+        sent - keys.len() <= 2,
+        "only what was in flight at the handover is sent again ({} repeats)",
+        sent - keys.len()
+    );
+    assert!(
+        sent_by(&daemons[follower]) >= 1.0,
+        "the new leader sent the rest"
+    );
+    drop(daemons);
 }

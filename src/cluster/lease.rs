@@ -48,14 +48,16 @@ return 1
 /// How long a delivered mark is kept: past any notification's `max_age`.
 pub const MARK_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// This replica's standing: the fencing token while it leads, 0 while it does not.
+/// This replica's standing: the fencing token while it leads, 0 while it does not; and the
+/// token under which it has caught up with the log since taking the lead (it acts on batches
+/// only then: what the previous leader did last must be known first).
 #[derive(Debug, Clone, Default)]
-pub struct Leadership(Arc<AtomicU64>);
+pub struct Leadership(Arc<(AtomicU64, AtomicU64)>);
 
 impl Leadership {
     /// The token held, if this replica leads.
     pub fn token(&self) -> Option<u64> {
-        match self.0.load(Ordering::Acquire) {
+        match self.0.0.load(Ordering::Acquire) {
             0 => None,
             t => Some(t),
         }
@@ -66,8 +68,21 @@ impl Leadership {
         self.token().is_some()
     }
 
+    /// Notes that this replica, leading under `token`, has applied the log as it was when it
+    /// took the lead.
+    pub fn caught_up(&self, token: u64) {
+        self.0.1.store(token, Ordering::Release);
+    }
+
+    /// The token to dispatch under: this replica leads and has caught up since it took the
+    /// lead.
+    pub fn dispatching(&self) -> Option<u64> {
+        self.token()
+            .filter(|&t| self.0.1.load(Ordering::Acquire) == t)
+    }
+
     fn set(&self, token: Option<u64>) {
-        self.0.store(token.unwrap_or(0), Ordering::Release);
+        self.0.0.store(token.unwrap_or(0), Ordering::Release);
     }
 }
 

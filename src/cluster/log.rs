@@ -15,6 +15,10 @@ use super::settings::ClusterSettings;
 
 /// How long one command may take before the engine counts as unreachable.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest `ack_timeout` a `WAIT` may be given: it must answer before the connection gives up
+/// on the engine ([`RESPONSE_TIMEOUT`]), or a slow Redis replica would look like a lost
+/// primary.
+pub const MAX_ACK_TIMEOUT: Duration = Duration::from_secs(4);
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest wait a reader asks `XREAD` for: its connection gives up on an engine that has not
@@ -109,8 +113,22 @@ pub struct Entry {
     pub id: EntryId,
     /// The replica that appended it.
     pub replica: String,
-    /// What was appended (a journal entry; opaque here).
+    /// What was appended (a journal entry; opaque here; empty when the entry carries only
+    /// batch records).
     pub bytes: Vec<u8>,
+    /// The batch records its commit changed, if any (opaque here).
+    pub batches: Option<Vec<u8>>,
+}
+
+/// The latest snapshot in the shared engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedSnapshot {
+    /// The entry it was taken after.
+    pub at: EntryId,
+    /// The tracker, sealed (opaque here).
+    pub state: Vec<u8>,
+    /// Every batch record as of `at` (opaque here), if the snapshot has them.
+    pub batches: Option<Vec<u8>>,
 }
 
 /// What a replica's file sources reached, stored per replica (each tails its own files, and
@@ -217,6 +235,17 @@ impl SharedLog {
     /// that is set. An error means the entry may or may not be in the log (its marks with it,
     /// or neither): the caller must not acknowledge it.
     pub async fn append(&self, entry: &[u8], marks: &FileMarks) -> Result<EntryId, ClusterError> {
+        self.append_with(entry, None, marks).await
+    }
+
+    /// [`SharedLog::append`] of an entry that also carries `batches` (opaque here), the
+    /// batch records its commit changed, in the entry's `k` field.
+    pub async fn append_with(
+        &self,
+        entry: &[u8],
+        batches: Option<&[u8]>,
+        marks: &FileMarks,
+    ) -> Result<EntryId, ClusterError> {
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("XADD")
@@ -226,6 +255,9 @@ impl SharedLog {
             .arg(&self.replica)
             .arg("b")
             .arg(entry);
+        if let Some(k) = batches {
+            pipe.arg("k").arg(k);
+        }
         self.add_marks(&mut pipe, marks);
         let mut conn = self.conn.clone();
         let (id,): (String,) = pipe.query_async(&mut conn).await?;
@@ -317,30 +349,44 @@ impl SharedLog {
         }
     }
 
-    /// Stores a snapshot of the tracker as of entry `at` (sealed; opaque here), replacing the
-    /// previous one in one command, so a reader never sees one's bytes with another's id.
-    pub async fn store_snapshot(&self, at: EntryId, sealed: &[u8]) -> Result<(), ClusterError> {
+    /// Stores a snapshot of the tracker as of entry `at` (sealed; opaque here), with every
+    /// batch record as of `at`, replacing the previous one in one command, so a reader never
+    /// sees one's bytes with another's id.
+    pub async fn store_snapshot(
+        &self,
+        at: EntryId,
+        sealed: &[u8],
+        batches: &[u8],
+    ) -> Result<(), ClusterError> {
         let _: () = redis::cmd("HSET")
             .arg(self.key("snapshot"))
             .arg("at")
             .arg(at.to_string())
             .arg("state")
             .arg(sealed)
+            .arg("batches")
+            .arg(batches)
             .query_async(&mut self.conn())
             .await?;
         Ok(())
     }
 
-    /// The latest snapshot and the entry it was taken after, if any.
-    pub async fn snapshot(&self) -> Result<Option<(EntryId, Vec<u8>)>, ClusterError> {
-        let (at, state): (Option<String>, Option<Vec<u8>>) = redis::cmd("HMGET")
-            .arg(self.key("snapshot"))
-            .arg("at")
-            .arg("state")
-            .query_async(&mut self.conn())
-            .await?;
+    /// The latest snapshot, if any.
+    pub async fn snapshot(&self) -> Result<Option<SharedSnapshot>, ClusterError> {
+        let (at, state, batches): (Option<String>, Option<Vec<u8>>, Option<Vec<u8>>) =
+            redis::cmd("HMGET")
+                .arg(self.key("snapshot"))
+                .arg("at")
+                .arg("state")
+                .arg("batches")
+                .query_async(&mut self.conn())
+                .await?;
         match (at, state) {
-            (Some(at), Some(state)) => Ok(Some((at.parse()?, state))),
+            (Some(at), Some(state)) => Ok(Some(SharedSnapshot {
+                at: at.parse()?,
+                state,
+                batches,
+            })),
             _ => Ok(None),
         }
     }
@@ -504,7 +550,16 @@ impl LogReader {
                     };
                 let bytes = field(&mut e.map, "b")?;
                 let replica = String::from_utf8_lossy(&field(&mut e.map, "r")?).into_owned();
-                out.push(Entry { id, replica, bytes });
+                let batches = match e.map.contains_key("k") {
+                    true => Some(field(&mut e.map, "k")?),
+                    false => None,
+                };
+                out.push(Entry {
+                    id,
+                    replica,
+                    bytes,
+                    batches,
+                });
             }
         }
         Ok(out)

@@ -14,7 +14,9 @@ mod settings;
 mod store;
 
 pub use lease::{Leadership, MARK_TTL};
-pub use log::{ClusterError, Entry, EntryId, FileMarks, LogReader, SharedLog};
+pub use log::{
+    ClusterError, Entry, EntryId, FileMarks, LogReader, MAX_ACK_TIMEOUT, SharedLog, SharedSnapshot,
+};
 pub use presence::{Presence, differing};
 pub use settings::ClusterSettings;
 pub use store::{SharedStore, stored_checkpoints};

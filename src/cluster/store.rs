@@ -2,7 +2,9 @@
 //! applies them from there, its own included), and with each entry, in the same `MULTI`, the
 //! file checkpoints its lines reached (per replica, in the shared engine: a replica killed at
 //! any moment resumes its files where the log has their lines, no line lost or counted twice).
-//! Everything else (outbox, batches) stays in the replica's embedded store for now.
+//! Batch records go into the same entry (its `k` field): every replica keeps the latest of
+//! each, and the leader's snapshot holds them all. The outbox stays in the replica's
+//! embedded store (every replica computes the same notifications from the log).
 //!
 //! The tracker comes from the shared engine: recovery hands over the leader's latest snapshot
 //! there (none of this replica's own), and the replica follows the log from the entry that
@@ -15,7 +17,9 @@ use tokio::runtime::Handle;
 use super::lease::Leadership;
 use super::log::SharedLog;
 use super::log::{ClusterError, EntryId, FileMarks};
-use crate::store::{Checkpoint, Commit, OutboxUpdate, Recovered, Snapshot, StateStore, StoreError};
+use crate::store::{
+    BatchChanges, Checkpoint, Commit, OutboxUpdate, Recovered, Snapshot, StateStore, StoreError,
+};
 
 /// A [`StateStore`] whose journal is the shared log.
 pub struct SharedStore {
@@ -60,10 +64,23 @@ impl StateStore for SharedStore {
             .map_err(|e| StoreError::Shared(e.to_string()))?;
         r.checkpoints = checkpoints;
         r.started_sources = started;
+        // So are the batches: those of the snapshot, then the log's changes after it.
+        r.batches = Vec::new();
+        r.batch_items = Vec::new();
         r.snapshot = match self.runtime.block_on(self.log.snapshot()) {
-            Ok(Some((at, state))) => {
-                *self.from.lock().unwrap_or_else(PoisonError::into_inner) = at;
-                Some(Snapshot { seq: 0, state })
+            Ok(Some(snap)) => {
+                *self.from.lock().unwrap_or_else(PoisonError::into_inner) = snap.at;
+                if let Some(bytes) = &snap.batches {
+                    let all = BatchChanges::decode(bytes).map_err(|why| {
+                        StoreError::Shared(format!("the shared snapshot's batches: {why}"))
+                    })?;
+                    r.batches = all.batches;
+                    r.batch_items = all.items;
+                }
+                Some(Snapshot {
+                    seq: 0,
+                    state: snap.state,
+                })
             }
             Ok(None) => None,
             Err(e) => return Err(StoreError::Shared(e.to_string())),
@@ -90,9 +107,17 @@ impl StateStore for SharedStore {
             forget: c.forget.iter().map(|f| field(&f.source, &f.file)).collect(),
             started: c.started_sources.to_vec(),
         };
-        if c.events > 0 && !c.journal.is_empty() {
+        let batches = BatchChanges {
+            batches: c.batches.to_vec(),
+            items: c.batch_items.to_vec(),
+            dropped: c.batches_dropped.to_vec(),
+        };
+        let has_events = c.events > 0 && !c.journal.is_empty();
+        if has_events || !batches.is_empty() {
+            let journal = if has_events { c.journal } else { &[] };
+            let k = (!batches.is_empty()).then(|| batches.encode());
             self.runtime
-                .block_on(self.log.append(c.journal, &marks))
+                .block_on(self.log.append_with(journal, k.as_deref(), &marks))
                 .map_err(shared)?;
         } else {
             self.runtime
@@ -129,6 +154,9 @@ impl StateStore for SharedStore {
             checkpoints: &[],
             forget: &[],
             started_sources: &[],
+            batches: &[],
+            batch_items: &[],
+            batches_dropped: &[],
             ..*c
         })
     }

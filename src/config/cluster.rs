@@ -117,6 +117,15 @@ impl RawCluster {
                 "ack_timeout must be above 0 when min_replicas_ack is set (WAIT 0 waits forever)",
             ));
         }
+        if ack > crate::cluster::MAX_ACK_TIMEOUT {
+            return Err(at(
+                self.ack_timeout.span(),
+                format!(
+                    "ack_timeout is at most {:?} (a WAIT must answer before the connection gives up on Redis)",
+                    crate::cluster::MAX_ACK_TIMEOUT
+                ),
+            ));
+        }
         let every = self.snapshot_interval.get_ref().0;
         if every < std::time::Duration::from_millis(100) {
             return Err(at(
@@ -134,18 +143,6 @@ impl RawCluster {
             key_prefix: self.key_prefix.into_inner(),
         })
     }
-}
-
-/// A fingerprint of what shapes the tracker's answers and notifications (limits, tiers,
-/// orgs, detection, alerts and their channels): replicas of one cluster apply one log, and
-/// answer alike only with equal fingerprints. Stable across processes and builds of one
-/// version (a hash of the parsed config's debug form, which holds no hash maps).
-pub fn shared_fingerprint(config: &super::Config) -> u64 {
-    let shaping = format!(
-        "{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
-        config.limits, config.tiers, config.orgs, config.detect, config.alerts
-    );
-    crate::model::stable_hash(&[shaping.as_bytes()])
 }
 
 /// The host name, made key-safe (`replica_id`'s default); `replica` if there is none.
@@ -257,6 +254,10 @@ mod tests {
             (
                 "redis_url = \"redis://r\"\nmin_replicas_ack = 1\nack_timeout = \"0s\"\n",
                 "ack_timeout must be above 0",
+            ),
+            (
+                "redis_url = \"redis://r\"\nmin_replicas_ack = 1\nack_timeout = \"5s\"\n",
+                "ack_timeout is at most 4s",
             ),
             ("redis_url = \"redis://r\"\nport = 1\n", "unknown field"),
             ("replica_id = \"a\"\n", "redis_url"),

@@ -21,7 +21,7 @@ use std::path::Path;
 pub use channels::{
     ChannelConfig, ChannelKind, EmailConfig, EmailTls, SecretRef, WebhookConfig, WebhookFormat,
 };
-pub use cluster::{ClusterConfig, host_name, shared_fingerprint};
+pub use cluster::{ClusterConfig, host_name};
 pub use duration::{HumanDuration, parse_duration};
 pub use scheduler::{PollConfig, SchedulerConfig, UpstreamConfig};
 pub use settings::*;

@@ -220,6 +220,20 @@ pub struct Config {
     pub cluster: Option<super::cluster::ClusterConfig>,
 }
 
+impl Config {
+    /// A fingerprint of what shapes the tracker's answers and notifications (limits, tiers,
+    /// orgs, detection, alerts and their channels): replicas of one cluster apply one log,
+    /// and answer alike only with equal fingerprints. Stable across processes of one version
+    /// (a hash of the parsed config's debug form, which holds no hash maps).
+    pub fn shared_fingerprint(&self) -> u64 {
+        let shaping = format!(
+            "{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+            self.limits, self.tiers, self.orgs, self.detect, self.alerts
+        );
+        crate::model::stable_hash(&[shaping.as_bytes()])
+    }
+}
+
 /// `[metrics]`: which optional series `/metrics` exports.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricsConfig {

@@ -6,12 +6,14 @@
 //!
 //! An entry is a sealed journal entry (the SQLite journal's format 3): a clock note, then
 //! the events. Its header's previous-commit field is 0: the log's ids order entries, and
-//! the CRC still catches a damaged one.
+//! the CRC still catches a damaged one. An entry may also carry the batch records its commit
+//! changed (kept in this replica's copy, `batches`), or only those.
 
 use super::journal::{BadEntry, each_record, open_journal, open_snapshot, seal_journal};
 use super::recover::apply_record;
 use super::*;
 use crate::cluster::{ClusterError, EntryId, Leadership, LogReader, SharedLog};
+use crate::store::BatchChanges;
 
 /// Entries read from the log per request.
 const READ_BATCH: usize = 512;
@@ -88,7 +90,8 @@ impl Upkeep {
         let Some(sealed) = live.sealed_snapshot() else {
             return;
         };
-        if let Err(e) = self.log.store_snapshot(at, &sealed).await {
+        let batches = live.batch_records().encode();
+        if let Err(e) = self.log.store_snapshot(at, &sealed, &batches).await {
             tracing::warn!(error = %e, "cannot store a snapshot in the shared engine; trying again later");
             return;
         }
@@ -129,13 +132,20 @@ impl Upkeep {
         if first == EntryId::ZERO || *after >= first {
             return Ok(());
         }
-        let Some((at, sealed)) = self.log.snapshot().await? else {
+        let Some(snap) = self.log.snapshot().await? else {
             return Ok(());
         };
+        let at = snap.at;
         if at <= *after {
             return Ok(());
         }
-        let restored = open_snapshot(&sealed)
+        let batches = match &snap.batches {
+            Some(b) => Some(BatchChanges::decode(b).map_err(|why| {
+                ClusterError::Reply(format!("the shared snapshot's batches: {why}"))
+            })?),
+            None => None,
+        };
+        let restored = open_snapshot(&snap.state)
             .map_err(|why| ClusterError::Reply(format!("the shared snapshot: {why}")))
             .and_then(|bytes| {
                 Tracker::restore(&self.config, bytes)
@@ -143,12 +153,57 @@ impl Upkeep {
             })?;
         tracing::warn!(from = %after, to = %at, "entries this replica had not applied were trimmed from the shared log; continuing from the shared snapshot");
         live.lock().tracker = restored;
+        if let Some(all) = batches {
+            live.replace_batches(all);
+        }
         *after = at;
         Ok(())
     }
 }
 
 impl Live {
+    /// Whether this is a replica of a cluster (`[cluster]`): what it takes in is acknowledged
+    /// only once the shared log confirms it.
+    pub fn is_replica(&self) -> bool {
+        self.shared
+    }
+
+    /// A replica: whether the shared log answers (writes and reads); `None` without
+    /// `[cluster]`.
+    pub fn cluster_connected(&self) -> Option<bool> {
+        self.shared.then(|| self.healthy())
+    }
+
+    /// A replica: how many other replicas seen lately run a config that shapes answers
+    /// differently; `None` without `[cluster]`.
+    pub fn cluster_config_differs(&self) -> Option<u32> {
+        self.shared.then(|| {
+            self.durable
+                .as_ref()
+                .map_or(0, |d| d.config_differs.load(Ordering::Acquire))
+        })
+    }
+
+    /// Notes how many other replicas run a different config.
+    pub fn note_config_differs(&self, n: u32) {
+        if let Some(d) = &self.durable {
+            d.config_differs.store(n, Ordering::Release);
+        }
+    }
+
+    /// A replica's follower notes whether the shared log can be read.
+    pub(crate) fn note_log_readable(&self, ok: bool) {
+        if let Some(d) = &self.durable
+            && d.log_readable.swap(ok, Ordering::AcqRel) != ok
+        {
+            if ok {
+                tracing::info!("the shared log can be read again");
+            } else {
+                tracing::error!("the shared log cannot be read; not ready until it can");
+            }
+        }
+    }
+
     /// The tracker as a sealed snapshot, as the store writer makes them.
     fn sealed_snapshot(&self) -> Option<Vec<u8>> {
         match self.lock().tracker.encode_after(snapshot_buffer(0)) {
@@ -228,8 +283,20 @@ impl Live {
             };
             self.note_log_readable(true);
             for e in &entries {
-                if let Err(bad) = self.apply_entry(e.id, &e.bytes) {
+                if !e.bytes.is_empty()
+                    && let Err(bad) = self.apply_entry(e.id, &e.bytes)
+                {
                     tracing::error!(error = %bad, replica = %e.replica, "a shared log entry is damaged; what could not be read is lost");
+                }
+                if let Some(k) = &e.batches {
+                    match BatchChanges::decode(k) {
+                        Ok(changes) => {
+                            self.apply_batch_changes(&changes, e.replica == upkeep.log.replica_id())
+                        }
+                        Err(why) => {
+                            tracing::error!(id = %e.id, replica = %e.replica, error = %why, "a shared log entry's batch records cannot be read; they are lost")
+                        }
+                    }
                 }
                 after = e.id;
             }

@@ -15,8 +15,10 @@
 //! is journaled, and the journal goes to the shared log; every entry of the log, this
 //! replica's own included, is applied in the log's order, so all replicas hold one state.
 
+pub mod batches;
 pub mod follow;
 mod journal;
+pub mod mirror;
 mod recover;
 
 pub use journal::BadEntry;
@@ -176,6 +178,8 @@ struct Durable {
     log_readable: AtomicBool,
     /// A replica: other replicas seen lately whose config differs from this one's.
     config_differs: std::sync::atomic::AtomicU32,
+    /// A replica: its copy of the shared log's batch records.
+    mirror: Mutex<mirror::Mirror>,
     /// A replica: commits whose events the shared log did not take, as `(after, through)`
     /// ranges of seqs (the newest few); their requests are answered "not stored".
     dropped: Mutex<std::collections::VecDeque<(u64, u64)>>,
@@ -337,48 +341,6 @@ impl Live {
         self.durable.as_ref().is_none_or(|d| {
             d.healthy.load(Ordering::Acquire) && d.log_readable.load(Ordering::Acquire)
         })
-    }
-
-    /// Whether this is a replica of a cluster (`[cluster]`): what it takes in is acknowledged
-    /// only once the shared log confirms it.
-    pub fn is_replica(&self) -> bool {
-        self.shared
-    }
-
-    /// A replica: whether the shared log answers (writes and reads); `None` without
-    /// `[cluster]`.
-    pub fn cluster_connected(&self) -> Option<bool> {
-        self.shared.then(|| self.healthy())
-    }
-
-    /// A replica: how many other replicas seen lately run a config that shapes answers
-    /// differently; `None` without `[cluster]`.
-    pub fn cluster_config_differs(&self) -> Option<u32> {
-        self.shared.then(|| {
-            self.durable
-                .as_ref()
-                .map_or(0, |d| d.config_differs.load(Ordering::Acquire))
-        })
-    }
-
-    /// Notes how many other replicas run a different config.
-    pub fn note_config_differs(&self, n: u32) {
-        if let Some(d) = &self.durable {
-            d.config_differs.store(n, Ordering::Release);
-        }
-    }
-
-    /// A replica's follower notes whether the shared log can be read.
-    pub(crate) fn note_log_readable(&self, ok: bool) {
-        if let Some(d) = &self.durable
-            && d.log_readable.swap(ok, Ordering::AcqRel) != ok
-        {
-            if ok {
-                tracing::info!("the shared log can be read again");
-            } else {
-                tracing::error!("the shared log cannot be read; not ready until it can");
-            }
-        }
     }
 
     /// Bytes of journal waiting for the store.

@@ -151,6 +151,7 @@ impl Live {
             unencodable: Default::default(),
             log_readable: AtomicBool::new(true),
             config_differs: std::sync::atomic::AtomicU32::new(0),
+            mirror: Mutex::new(Default::default()),
             dropped: Mutex::new(Default::default()),
             channels: config.alerts.channels.clone(),
             delivery,

@@ -373,4 +373,6 @@ pub(super) struct State {
     pub(super) lanes: HashMap<String, Lane>,
     /// For batch ids and backoff jitter (seeded from the system's entropy).
     pub(super) rng: fastrand::Rng,
+    /// A replica of a cluster: the lead term it last took over in (0: none).
+    pub(super) term: u64,
 }

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::{Attempt, Dispatch, JobStatus, Next, Poll, Scheduler, field};
+use crate::cluster::Leadership;
 use crate::config::{PollConfig, UpstreamConfig};
 use crate::live::Live;
 use crate::metrics::Metrics;
@@ -166,6 +167,7 @@ pub struct Dispatcher {
     live: Live,
     metrics: Arc<Metrics>,
     lanes: Vec<(String, Client)>,
+    lead: Option<Leadership>,
 }
 
 /// The running dispatcher lanes, stopped by [`Dispatching::stop`].
@@ -195,7 +197,16 @@ impl Dispatcher {
             live,
             metrics,
             lanes,
+            lead: None,
         })
+    }
+
+    /// A replica's dispatcher (`[cluster]`): it sends, polls and prunes only while
+    /// `lead` says this replica leads and has caught up with the log, taking over what is
+    /// in flight once per lead term ([`Scheduler::take_over`]).
+    pub fn led_by(mut self, lead: Leadership) -> Dispatcher {
+        self.lead = Some(lead);
+        self
     }
 
     /// Starts the lanes and the pruning of finished batches. Starting cannot fail.
@@ -207,12 +218,14 @@ impl Dispatcher {
                 self.sched.clone(),
                 client,
                 name,
-                self.live.clone(),
+                (self.live.clone(), self.lead.clone()),
                 self.metrics.clone(),
                 stop_rx.clone(),
             )));
         }
-        tasks.push(tokio::spawn(prune(self.sched, self.live, stop_rx)));
+        tasks.push(tokio::spawn(prune(
+            self.sched, self.live, self.lead, stop_rx,
+        )));
         Dispatching { tasks, stop }
     }
 }
@@ -230,13 +243,20 @@ impl Dispatching {
 
 /// Forgets finished batches past `[scheduler] retention`, at start and then every
 /// [`PRUNE_EVERY`] (also those of upstreams no longer configured).
-async fn prune(sched: Arc<Scheduler>, live: Live, mut stop: watch::Receiver<bool>) {
+async fn prune(
+    sched: Arc<Scheduler>,
+    live: Live,
+    lead: Option<Leadership>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut every = tokio::time::interval(PRUNE_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = every.tick() => {
-                sched.prune(live.now_ms());
+                if lead.as_ref().is_none_or(|l| l.dispatching().is_some()) {
+                    sched.prune(live.now_ms());
+                }
             }
             _ = stop.changed() => break,
         }
@@ -247,7 +267,7 @@ async fn lane(
     sched: Arc<Scheduler>,
     client: Client,
     name: String,
-    live: Live,
+    (live, lead): (Live, Option<Leadership>),
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -258,6 +278,19 @@ async fn lane(
         }
         while running.try_join_next().is_some() {}
         let now = live.now_ms();
+        if let Some(lead) = &lead {
+            match lead.dispatching() {
+                Some(term) => sched.take_over(term, now),
+                None => {
+                    // Another replica dispatches; this one waits for the lead.
+                    tokio::select! {
+                        _ = tokio::time::sleep(STEP) => {}
+                        _ = stop.changed() => break,
+                    }
+                    continue;
+                }
+            }
+        }
         for p in sched.polls_due(&name, now) {
             let (sched, client, live, metrics) =
                 (sched.clone(), client.clone(), live.clone(), metrics.clone());

@@ -94,6 +94,46 @@ impl Scheduler {
         s
     }
 
+    /// A replica's scheduler (`[cluster]`), holding the batches of the shared log: nothing
+    /// is changed or stored at start (the leader may be sending what is in flight); items
+    /// in flight become due again only when this replica takes the lead
+    /// ([`Scheduler::take_over`]).
+    pub fn following(
+        config: &Config,
+        live: Live,
+        metrics: Arc<Metrics>,
+        batches: Vec<BatchRecord>,
+        items: Vec<ItemRecord>,
+    ) -> Scheduler {
+        let st = persist::restore(batches, items, &metrics);
+        let mut orgs: Vec<&str> = st.batches.iter().map(|b| b.header.org.as_str()).collect();
+        orgs.sort_unstable();
+        orgs.dedup();
+        for org in orgs {
+            report::gauges(&metrics, &st, org);
+        }
+        Scheduler {
+            rules: Rules::new(config),
+            live,
+            metrics,
+            state: Mutex::new(st),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// A replica that leads under `term` (its fencing token) starts dispatching: once per
+    /// term, items left in flight (by the previous leader, or by this one in an earlier term)
+    /// become due again, with their keys, as after a restart.
+    pub fn take_over(&self, term: u64, now: i64) {
+        let mut st = self.lock();
+        if st.term == term {
+            return;
+        }
+        st.term = term;
+        let fx = self.rules.restored(&mut st, now);
+        self.apply(&st, fx);
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -216,3 +256,18 @@ impl Scheduler {
 
 #[cfg(test)]
 mod tests;
+
+/// Batch changes other replicas made, from the shared log: each record replaces this
+/// replica's (they come from the leader, that sends, or from a replica that took a new batch
+/// or a cancellation over HTTP).
+impl crate::live::mirror::BatchMirror for Scheduler {
+    fn absorb(&self, changes: &crate::store::BatchChanges) {
+        let mut st = self.lock();
+        let orgs = persist::absorb(&mut st, changes, &self.metrics);
+        for org in &orgs {
+            report::gauges(&self.metrics, &st, org);
+        }
+        drop(st);
+        self.wake.notify_waiters();
+    }
+}

@@ -11,7 +11,7 @@ use super::machine::Effects;
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::store::record::{self, Kind, Opened, RecordError};
-use crate::store::{BatchRecord, ItemRecord};
+use crate::store::{BatchChanges, BatchRecord, ItemRecord};
 
 /// The records a decision's [`Effects`] name, as they are in `st` now: headers and items,
 /// each sealed in its envelope. One that cannot be encoded is logged and counted, and left
@@ -98,6 +98,84 @@ pub(super) fn restore(
         }
     }
     st
+}
+
+/// Takes another replica's batch `changes` into `st`: each record replaces this replica's
+/// copy (a new batch is added, an item of a batch it does not know is skipped), forgotten
+/// batches go. Returns the orgs whose batches changed. Unreadable records are logged,
+/// counted and skipped, as at start-up.
+pub(super) fn absorb(st: &mut State, changes: &BatchChanges, metrics: &Metrics) -> Vec<String> {
+    let mut orgs = Vec::new();
+    for BatchRecord { id, record } in &changes.batches {
+        match Header::decode(record) {
+            Ok(header) => {
+                orgs.push(header.org.clone());
+                match st.index.get(id) {
+                    Some(&b) => st.batches[b].header = header,
+                    None => {
+                        st.index.insert(id.clone(), st.batches.len());
+                        st.batches.push(Batch {
+                            header,
+                            items: Vec::new(),
+                            unreadable: 0,
+                        });
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(batch = %id, error = %e, "unreadable batch from the shared log; skipped");
+                metrics.store_record_error(Kind::Batch.as_str(), "decode");
+            }
+        }
+    }
+    for ItemRecord {
+        batch,
+        index,
+        record,
+    } in &changes.items
+    {
+        let Some(&b) = st.index.get(batch) else {
+            continue;
+        };
+        match Item::decode(record) {
+            Ok(item) => {
+                let items = &mut st.batches[b].items;
+                match items.binary_search_by_key(index, |i| i.index) {
+                    Ok(at) => items[at] = item,
+                    Err(at) => items.insert(at, item),
+                }
+                orgs.push(st.batches[b].header.org.clone());
+            }
+            Err(e) => {
+                tracing::error!(batch = %batch, index, error = %e, "unreadable item from the shared log; skipped");
+                metrics.store_record_error(Kind::BatchItem.as_str(), "decode");
+            }
+        }
+    }
+    if !changes.dropped.is_empty() {
+        for b in st
+            .batches
+            .iter()
+            .filter(|b| changes.dropped.contains(&b.header.id))
+        {
+            orgs.push(b.header.org.clone());
+        }
+        st.batches
+            .retain(|b| !changes.dropped.contains(&b.header.id));
+        st.index = st
+            .batches
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.header.id.clone(), i))
+            .collect();
+        for lane in st.lanes.values_mut() {
+            lane.polled
+                .retain(|(batch, _), _| !changes.dropped.contains(batch));
+        }
+    }
+    orgs.sort_unstable();
+    orgs.dedup();
+    orgs
 }
 
 /// [`Header`] as the first stores wrote it (before `finished_ms`).

@@ -118,7 +118,7 @@ pub enum OutboxUpdate {
 
 /// A batch as stored: its id and its record (a [`record::Kind::Batch`] envelope, encoded by
 /// the scheduler; opaque here).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BatchRecord {
     /// Batch id.
     pub id: String,
@@ -127,7 +127,7 @@ pub struct BatchRecord {
 }
 
 /// One item of a batch as stored (a [`record::Kind::BatchItem`] envelope, opaque here).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ItemRecord {
     /// Id of the batch it belongs to.
     pub batch: String,
@@ -135,6 +135,37 @@ pub struct ItemRecord {
     pub index: u32,
     /// The sealed record.
     pub record: Vec<u8>,
+}
+
+/// Batch records changed by one commit (or, for a snapshot, every batch record there is), as
+/// replicas of a cluster exchange them through the shared log (postcard-encoded): each
+/// replica keeps the latest record per batch and item, in log order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BatchChanges {
+    /// Batches created or changed, oldest first.
+    pub batches: Vec<BatchRecord>,
+    /// Items created or changed.
+    pub items: Vec<ItemRecord>,
+    /// Batches forgotten, with their items (after those above are taken).
+    pub dropped: Vec<String>,
+}
+
+impl BatchChanges {
+    /// Nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.batches.is_empty() && self.items.is_empty() && self.dropped.is_empty()
+    }
+
+    /// The stored form.
+    pub fn encode(&self) -> Vec<u8> {
+        // Strings, integers and byte vectors always encode.
+        postcard::to_stdvec(self).unwrap_or_default()
+    }
+
+    /// Reads [`BatchChanges::encode`]'s form.
+    pub fn decode(bytes: &[u8]) -> Result<BatchChanges, String> {
+        postcard::from_bytes(bytes).map_err(|e| e.to_string())
+    }
 }
 
 /// One file as a source knows it: the key of a [`Checkpoint`].
