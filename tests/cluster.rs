@@ -1378,13 +1378,37 @@ fn replicas_with_different_limits_say_so_in_a_gauge() {
     );
 }
 
+/// A batch of 8 video jobs to the fake upstream, as a JSON body.
+fn video_batch(tag: &str) -> String {
+    let requests: Vec<serde_json::Value> = (0..8)
+        .map(|i| serde_json::json!({"path": "/v1/videos", "body": {"prompt": format!("{tag} {i}")}}))
+        .collect();
+    serde_json::json!({"upstream": "fake", "mode": "asap", "requests": requests}).to_string()
+}
+
+/// `GET /v1/batches/ID` on `d`.
+fn batch_on(d: &common::Daemon, id: &str) -> serde_json::Value {
+    common::http("GET", &format!("{}/v1/batches/{id}", d.base), &[], b"")
+        .and_then(|(_, b)| serde_json::from_str(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Successful batch requests `d` sent itself.
+fn sent_by(d: &common::Daemon) -> f64 {
+    common::metric(
+        &d.base,
+        r#"ratewarden_batch_requests_total{org="acme",outcome="success"}"#,
+    )
+    .unwrap_or(0.0)
+}
+
 #[test]
-fn batches_are_dispatched_by_the_leader_alone_within_the_limits_across_a_handover() {
+fn batches_are_dispatched_by_the_leader_alone_within_the_limits_across_handovers() {
     use common::upstream::Upstream;
     let _one = one_at_a_time();
     // Jobs run 1.5 s and the org may run 2 at once: the upstream answers 429 to a third.
     let up = Upstream::start(600, 2, Duration::from_millis(1500));
-    let (_redis_dir, redis, dirs) = redis_and_dirs(2);
+    let (_redis_dir, redis, dirs) = redis_and_dirs(3);
     let before = format!(
         r#"[tiers.api]
 rpm = 600
@@ -1415,98 +1439,87 @@ share = 1.0
     );
     let config = |i: usize| replica_config(&redis.url(), i, &before, "");
     let mut daemons = start_all(&dirs, &config);
-    let leader =
-        common::eventually(10, || daemons.iter().position(leading)).expect("one replica leads");
-    let follower = 1 - leader;
-    // The batch is submitted to the replica that does not lead: the leader sends it.
-    let requests: Vec<serde_json::Value> = (0..8)
-        .map(|i| serde_json::json!({"path": "/v1/videos", "body": {"prompt": format!("clip {i}")}}))
-        .collect();
-    let body =
-        serde_json::json!({"upstream": "fake", "mode": "asap", "requests": requests}).to_string();
-    let id = common::create_batch(&daemons[follower], &body);
+    let first = common::eventually(10, || daemons.iter().position(leading))
+        .expect("one replica leads");
+    let other = (first + 1) % 3;
+    // Submitted to a replica that does not lead: the leader sends it.
+    let id = common::create_batch(&daemons[other], &video_batch("one"));
     let started = common::eventually(10, || (up.seen().len() >= 3).then_some(()));
     assert!(
         started.is_some(),
         "the leader sends the batch: {:?}\n{}",
         up.seen(),
-        daemons[leader].log_text()
+        daemons[first].log_text()
     );
-    let sent_by = |d: &common::Daemon| {
-        common::metric(
-            &d.base,
-            r#"ratewarden_batch_requests_total{org="acme",outcome="success"}"#,
-        )
-        .unwrap_or(0.0)
-    };
-    assert!(sent_by(&daemons[leader]) >= 1.0);
-    assert_eq!(sent_by(&daemons[follower]), 0.0, "only the leader sends");
-    // The follower sees the leader's progress.
+    assert!(sent_by(&daemons[first]) >= 1.0);
+    for (i, d) in daemons.iter().enumerate() {
+        if i != first {
+            assert_eq!(sent_by(d), 0.0, "only the leader sends");
+        }
+    }
     let seen_there = common::eventually(5, || {
-        let (_, b) = common::http(
-            "GET",
-            &format!("{}/v1/batches/{id}", daemons[follower].base),
-            &[],
-            b"",
-        )
-        .unwrap();
-        let b: serde_json::Value = serde_json::from_str(&b).unwrap_or_default();
-        (b["counts"]["succeeded"].as_u64().unwrap_or(0) >= 1).then_some(())
+        (batch_on(&daemons[other], &id)["counts"]["succeeded"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1)
+            .then_some(())
     });
-    assert!(
-        seen_there.is_some(),
-        "the follower's copy follows the leader's"
-    );
+    assert!(seen_there.is_some(), "the other replicas' copies follow the leader's");
 
-    // The leader stops mid-batch; the other takes over and finishes it.
+    // SIGTERM of the leader mid-batch: another takes over and finishes it.
     let handover = Instant::now();
-    assert_eq!(daemons[leader].terminate(Duration::from_secs(20)), Some(0));
+    assert_eq!(daemons[first].terminate(Duration::from_secs(20)), Some(0));
     let done = common::eventually(40, || {
-        let (_, b) = common::http(
-            "GET",
-            &format!("{}/v1/batches/{id}", daemons[follower].base),
-            &[],
-            b"",
-        )
-        .unwrap();
-        let b: serde_json::Value = serde_json::from_str(&b).unwrap_or_default();
+        let b = batch_on(&daemons[other], &id);
+        (b["state"] == "completed").then_some(b)
+    })
+    .unwrap_or_else(|| panic!("the batch is finished: {:?}", up.seen()));
+    let after_sigterm = handover.elapsed();
+    assert_eq!(done["counts"]["succeeded"], 8, "{done}");
+    let second = [0, 1, 2]
+        .into_iter()
+        .find(|&i| i != first && leading(&daemons[i]))
+        .expect("another replica leads");
+    let third = 3 - first - second;
+
+    // kill -9 of the new leader mid-batch: the last replica takes over once the lease
+    // lapses, and sends again only what was in flight.
+    let seen_before = up.seen().len();
+    let id2 = common::create_batch(&daemons[third], &video_batch("two"));
+    let started = common::eventually(10, || (up.seen().len() >= seen_before + 3).then_some(()));
+    assert!(started.is_some(), "the new leader sends the second batch");
+    let killed = Instant::now();
+    daemons[second].kill9();
+    let done2 = common::eventually(40, || {
+        let b = batch_on(&daemons[third], &id2);
         (b["state"] == "completed").then_some(b)
     });
     let seen = up.seen();
     eprintln!(
-        "batch of 8 across a leader SIGTERM: completed {:?} after the handover; upstream saw {} creating requests, {} answered 429, at most {} jobs at once",
-        handover.elapsed(),
+        "two batches of 8 across a leader SIGTERM and a leader kill -9: done {after_sigterm:?} after the SIGTERM and {:?} after the kill; upstream saw {} creating requests, {} answered 429, at most {} jobs at once",
+        killed.elapsed(),
         seen.len(),
         up.limited(),
         up.max_in_flight()
     );
-    let done = done.unwrap_or_else(|| {
+    let done2 = done2.unwrap_or_else(|| {
         panic!(
-            "the other replica finishes the batch: {:?}\n{}",
-            seen,
-            daemons[follower].log_text()
+            "the last replica finishes the second batch: {seen:?}\n{}",
+            daemons[third].log_text()
         )
     });
-    assert_eq!(done["counts"]["succeeded"], 8, "{done}");
-    assert_eq!(
-        up.limited(),
-        0,
-        "never past the limits, across the handover"
-    );
+    assert_eq!(done2["counts"]["succeeded"], 8, "{done2}");
+    assert_eq!(up.limited(), 0, "never past the limits, across both handovers");
     assert!(up.max_in_flight() <= 2, "{}", up.max_in_flight());
     let mut keys: Vec<String> = seen.iter().filter_map(|s| s.key.clone()).collect();
     keys.sort();
     let sent = keys.len();
     keys.dedup();
-    assert_eq!(keys.len(), 8, "every item sent");
+    assert_eq!(keys.len(), 16, "every item of both batches sent");
     assert!(
-        sent - keys.len() <= 2,
-        "only what was in flight at the handover is sent again ({} repeats)",
+        sent - keys.len() <= 4,
+        "only what was in flight at a handover is sent again ({} repeats)",
         sent - keys.len()
     );
-    assert!(
-        sent_by(&daemons[follower]) >= 1.0,
-        "the new leader sent the rest"
-    );
-    drop(daemons);
+    assert!(sent_by(&daemons[third]) >= 1.0, "the last leader sent the rest");
 }
