@@ -24,9 +24,11 @@
 //!   outbox, batches and their items), behind the narrow [`store::StateStore`] trait; SQLite
 //!   by default. Records stored as bytes carry a typed, versioned envelope ([`store::record`]).
 //! * [`cluster`]: beside the store, for several replicas: the shared, ordered log on Redis or
-//!   Valkey (connection, keys, appends, reads) and the [`store::StateStore`] whose journal is
-//!   that log; it treats entries as opaque bytes. [`live`] of a replica only journals what
-//!   comes in and applies the log, its own entries included, in the log's order.
+//!   Valkey (connection, keys, appends, reads), the leader's lease, and the
+//!   [`store::StateStore`] whose journal, file checkpoints and batch records go there; it
+//!   treats entries as opaque bytes. [`live`] of a replica only journals what comes in and
+//!   applies the log, its own entries included, in the log's order, keeping the log's batch
+//!   records beside the tracker for the [`scheduler`], which dispatches only on the leader.
 //! * [`outbox`]: which channels get a transition, and the outbox entry (stable delivery id)
 //!   [`live`] writes for each in the commit that caused it.
 //! * [`alerts`]: delivery of outbox entries by email and webhook, one worker per channel;

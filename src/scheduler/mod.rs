@@ -11,7 +11,10 @@
 //! because the dispatcher feeds its own requests back as events) plus its own requests still
 //! awaiting an answer. Every item change is stored; an item is stored as in flight, with its
 //! idempotency key, before it is sent, so after a crash it is retried with the same key.
-//! Upstream credentials live in the config only: never in items, logs or answers.
+//! Upstream credentials live in the config only: never in items, logs or answers. On a
+//! replica of a cluster the batches are the shared log's ([`Scheduler::following`]): every
+//! replica takes changes over HTTP and absorbs the others' through the log, and only the
+//! leader's dispatcher acts ([`Scheduler::take_over`]).
 //!
 //! Its parts: `machine` and `polls` (the decisions), `batch` (the data and the shapes
 //! exchanged with the dispatcher), `persist` (what a decision changed as stored records, and
