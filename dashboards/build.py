@@ -19,8 +19,9 @@ SEL = 'org=~"$org"'
 SEL_APP = 'org=~"$org",app=~"$app"'
 RATE = "$__rate_interval"
 # Several replicas ([cluster]) each export the org-wide series under their own instance (and
-# pod): those are taken once, with ONCE, before anything is summed. Each replica's own series
-# (ingest, notifications, batches) are summed across replicas as they are.
+# pod): those are taken once, with ONCE, before anything is summed (batch items too: every
+# replica holds the shared log's batches). Each replica's own series (ingest, notifications,
+# batch requests sent) are summed across replicas as they are.
 ONCE = "max without (instance, pod)"
 
 # 70 % warning, 90 % critical: the same thresholds as [alerts] and alerts/ratewarden.rules.yml.
@@ -214,7 +215,7 @@ def build():
         target("max(ratewarden_offpeak_open)", "open", "A"),
     ], "bool_yes_no"), 8, 8)
     g.add(timeseries("Batch items by state", "Items of deferred batches: pending, in_flight, retrying, succeeded, failed, cancelled.", [
-        target(f"sum by (state) (ratewarden_batch_items{{{SEL}}})", "{{state}}", "A"),
+        target(f"sum by (state) ({ONCE} (ratewarden_batch_items{{{SEL}}}))", "{{state}}", "A"),
     ], "short", stack=True), 8, 8)
     g.add(timeseries("Batch requests by outcome", "Requests the dispatcher sent upstream.", [
         target(f"sum by (outcome) (rate(ratewarden_batch_requests_total{{{SEL}}}[{RATE}]))", "{{outcome}}", "A"),
