@@ -538,6 +538,7 @@ fn three_daemons_on_one_redis_answer_as_one() {
             let bases: Vec<String> = daemons.iter().map(|d| d.base.clone()).collect();
             std::thread::spawn(move || {
                 let mut acked = 0u64;
+                let mut sent = Vec::new();
                 for k in 0..40u64 {
                     let n = c * 1000 + k;
                     let late = if k % 9 == 0 { 60_000 } else { 0 };
@@ -551,18 +552,25 @@ fn three_daemons_on_one_redis_answer_as_one() {
                     .expect("ingest answers");
                     assert_eq!(status, 202, "{body}");
                     acked += 1;
+                    sent.push(line.clone());
                     if k % 5 == 0 {
                         let other = &bases[((c + k + 1) % 3) as usize];
                         let again = post_ndjson(other, &line)
                         .expect("ingest answers");
                         assert_eq!(again.0, 202, "{}", again.1);
+                        sent.push(line);
                     }
                 }
-                acked
+                (acked, sent)
             })
         })
         .collect();
-    let acked: u64 = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    let (mut acked, mut sent) = (0u64, Vec::new());
+    for c in clients {
+        let (a, lines) = c.join().unwrap();
+        acked += a;
+        sent.extend(lines);
+    }
     assert_eq!(acked, 120);
 
     // Every replica answers alike soon after the last acknowledgement (the contract's bound
@@ -606,6 +614,45 @@ fn three_daemons_on_one_redis_answer_as_one() {
             "replicas with one config do not differ"
         );
     }
+    // One daemon without [cluster], fed the union of the events (repeats included), answers
+    // exactly as the replicas do, asked at the same moment.
+    let single_dir = tempfile::tempdir().unwrap();
+    let single = common::Daemon::start(
+        single_dir.path(),
+        &format!("[server]\nlisten = \"127.0.0.1:0\"\n{orgs}"),
+        &[],
+    );
+    let (status, body) = post_ndjson(&single.base, &sent.concat()).expect("ingest answers");
+    assert_eq!(status, 202, "{body}");
+    // Orgs and apps are listed in the order they were first seen, which differs between the
+    // single daemon and the log; what each holds must not.
+    fn in_name_order(mut v: serde_json::Value) -> serde_json::Value {
+        let by = |key: &'static str| {
+            move |a: &serde_json::Value, b: &serde_json::Value| {
+                a[key].as_str().cmp(&b[key].as_str())
+            }
+        };
+        if let Some(orgs) = v["orgs"].as_array_mut() {
+            orgs.sort_by(by("org"));
+            for o in orgs {
+                if let Some(apps) = o["apps"].as_array_mut() {
+                    apps.sort_by(by("app"));
+                }
+            }
+        }
+        v
+    }
+    let alike = common::eventually(5, || {
+        let one = in_name_order(usage_of(&single.base));
+        let replica = in_name_order(usage_of(&daemons[1].base));
+        (one == replica).then_some(())
+    });
+    assert!(
+        alike.is_some(),
+        "a single daemon fed every event answers as the replicas:\n{:#}\n{:#}",
+        usage_of(&single.base),
+        usage_of(&daemons[1].base)
+    );
     let from_usage: u64 = all[0]["orgs"]
         .as_array()
         .expect("orgs")
@@ -1381,7 +1428,9 @@ fn replicas_with_different_limits_say_so_in_a_gauge() {
 /// A batch of 8 video jobs to the fake upstream, as a JSON body.
 fn video_batch(tag: &str) -> String {
     let requests: Vec<serde_json::Value> = (0..8)
-        .map(|i| serde_json::json!({"path": "/v1/videos", "body": {"prompt": format!("{tag} {i}")}}))
+        .map(
+            |i| serde_json::json!({"path": "/v1/videos", "body": {"prompt": format!("{tag} {i}")}}),
+        )
         .collect();
     serde_json::json!({"upstream": "fake", "mode": "asap", "requests": requests}).to_string()
 }
@@ -1439,8 +1488,8 @@ share = 1.0
     );
     let config = |i: usize| replica_config(&redis.url(), i, &before, "");
     let mut daemons = start_all(&dirs, &config);
-    let first = common::eventually(10, || daemons.iter().position(leading))
-        .expect("one replica leads");
+    let first =
+        common::eventually(10, || daemons.iter().position(leading)).expect("one replica leads");
     let other = (first + 1) % 3;
     // Submitted to a replica that does not lead: the leader sends it.
     let id = common::create_batch(&daemons[other], &video_batch("one"));
@@ -1464,7 +1513,10 @@ share = 1.0
             >= 1)
             .then_some(())
     });
-    assert!(seen_there.is_some(), "the other replicas' copies follow the leader's");
+    assert!(
+        seen_there.is_some(),
+        "the other replicas' copies follow the leader's"
+    );
 
     // SIGTERM of the leader mid-batch: another takes over and finishes it.
     let handover = Instant::now();
@@ -1509,7 +1561,11 @@ share = 1.0
         )
     });
     assert_eq!(done2["counts"]["succeeded"], 8, "{done2}");
-    assert_eq!(up.limited(), 0, "never past the limits, across both handovers");
+    assert_eq!(
+        up.limited(),
+        0,
+        "never past the limits, across both handovers"
+    );
     assert!(up.max_in_flight() <= 2, "{}", up.max_in_flight());
     let mut keys: Vec<String> = seen.iter().filter_map(|s| s.key.clone()).collect();
     keys.sort();
@@ -1521,5 +1577,8 @@ share = 1.0
         "only what was in flight at a handover is sent again ({} repeats)",
         sent - keys.len()
     );
-    assert!(sent_by(&daemons[third]) >= 1.0, "the last leader sent the rest");
+    assert!(
+        sent_by(&daemons[third]) >= 1.0,
+        "the last leader sent the rest"
+    );
 }

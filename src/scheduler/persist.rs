@@ -63,47 +63,20 @@ pub(super) fn restore(
     metrics: &Metrics,
 ) -> State {
     let mut st = State::default();
-    for BatchRecord { id, record } in batches {
-        match Header::decode(&record) {
-            Ok(header) => {
-                st.index.insert(id, st.batches.len());
-                st.batches.push(Batch {
-                    header,
-                    items: Vec::new(),
-                    unreadable: 0,
-                });
-            }
-            Err(e) => {
-                tracing::error!(batch = %id, error = %e, "unreadable stored batch; skipped");
-                metrics.store_record_error(Kind::Batch.as_str(), "decode");
-            }
-        }
-    }
-    for ItemRecord {
-        batch,
-        index,
-        record,
-    } in items
-    {
-        let Some(&b) = st.index.get(&batch) else {
-            continue;
-        };
-        match Item::decode(&record) {
-            Ok(item) => st.batches[b].items.push(item),
-            Err(e) => {
-                st.batches[b].unreadable += 1;
-                tracing::error!(batch = %batch, index, error = %e, "unreadable stored item; skipped (its batch is kept as it is)");
-                metrics.store_record_error(Kind::BatchItem.as_str(), "decode");
-            }
-        }
-    }
+    let all = BatchChanges {
+        batches,
+        items,
+        dropped: Vec::new(),
+    };
+    absorb(&mut st, &all, metrics);
     st
 }
 
-/// Takes another replica's batch `changes` into `st`: each record replaces this replica's
-/// copy (a new batch is added, an item of a batch it does not know is skipped), forgotten
-/// batches go. Returns the orgs whose batches changed. Unreadable records are logged,
-/// counted and skipped, as at start-up.
+/// Takes batch `changes` (the stored records at start-up; another replica's, from the shared
+/// log) into `st`: each record replaces the copy in `st` (a new batch is added, an item of a
+/// batch it does not know is skipped), forgotten batches go. Returns the orgs whose batches
+/// changed. A record that cannot be read is logged, counted and skipped; an unreadable item
+/// keeps its batch from being finished or forgotten here.
 pub(super) fn absorb(st: &mut State, changes: &BatchChanges, metrics: &Metrics) -> Vec<String> {
     let mut orgs = Vec::new();
     for BatchRecord { id, record } in &changes.batches {
@@ -123,7 +96,7 @@ pub(super) fn absorb(st: &mut State, changes: &BatchChanges, metrics: &Metrics) 
                 }
             }
             Err(e) => {
-                tracing::error!(batch = %id, error = %e, "unreadable batch from the shared log; skipped");
+                tracing::error!(batch = %id, error = %e, "unreadable batch record; skipped");
                 metrics.store_record_error(Kind::Batch.as_str(), "decode");
             }
         }
@@ -147,7 +120,8 @@ pub(super) fn absorb(st: &mut State, changes: &BatchChanges, metrics: &Metrics) 
                 orgs.push(st.batches[b].header.org.clone());
             }
             Err(e) => {
-                tracing::error!(batch = %batch, index, error = %e, "unreadable item from the shared log; skipped");
+                st.batches[b].unreadable += 1;
+                tracing::error!(batch = %batch, index, error = %e, "unreadable item record; skipped (its batch is kept as it is)");
                 metrics.store_record_error(Kind::BatchItem.as_str(), "decode");
             }
         }
