@@ -58,12 +58,15 @@ impl StateStore for SharedStore {
         // The tracker and the files' checkpoints come from the shared engine, not from this
         // replica's past.
         r.journal_events = 0;
-        let (checkpoints, started) = self
+        let shared = |e: ClusterError| StoreError::Shared(e.to_string());
+        r.checkpoints = self
             .runtime
             .block_on(stored_checkpoints(&self.log))
-            .map_err(|e| StoreError::Shared(e.to_string()))?;
-        r.checkpoints = checkpoints;
-        r.started_sources = started;
+            .map_err(shared)?;
+        r.started_sources = self
+            .runtime
+            .block_on(self.log.started_sources())
+            .map_err(shared)?;
         // So are the batches: those of the snapshot, then the log's changes after it.
         r.batches = Vec::new();
         r.batch_items = Vec::new();
@@ -182,12 +185,10 @@ fn record(cp: &Checkpoint) -> Vec<u8> {
     serde_json::to_vec(cp).unwrap_or_default()
 }
 
-/// This replica's checkpoints and started sources, as the shared engine holds them. A record
-/// that does not read is left out, with a warning (its file is then read as a new one).
-pub async fn stored_checkpoints(
-    log: &SharedLog,
-) -> Result<(Vec<Checkpoint>, Vec<String>), ClusterError> {
-    let checkpoints = log
+/// This replica's checkpoints, as the shared engine holds them. A record that does not read
+/// is left out, with a warning (its file is then read as a new one).
+pub async fn stored_checkpoints(log: &SharedLog) -> Result<Vec<Checkpoint>, ClusterError> {
+    Ok(log
         .checkpoints()
         .await?
         .into_iter()
@@ -198,6 +199,5 @@ pub async fn stored_checkpoints(
                 None
             }
         })
-        .collect();
-    Ok((checkpoints, log.started_sources().await?))
+        .collect())
 }

@@ -35,11 +35,13 @@ impl Mirror {
         for i in &changes.items {
             self.items.insert((i.batch.clone(), i.index), i.clone());
         }
-        for id in &changes.dropped {
-            if self.batches.remove(id).is_some() {
-                self.order.retain(|o| o != id);
+        if !changes.dropped.is_empty() {
+            // One pass over the copy however many batches a prune forgets at once.
+            for id in &changes.dropped {
+                self.batches.remove(id);
             }
-            self.items.retain(|(b, _), _| b != id);
+            self.order.retain(|o| !changes.dropped.contains(o));
+            self.items.retain(|(b, _), _| !changes.dropped.contains(b));
         }
     }
 

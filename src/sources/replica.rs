@@ -73,7 +73,7 @@ impl Replica {
         let mut logged = false;
         while !stop.load(Ordering::Acquire) {
             match self.runtime.block_on(stored_checkpoints(&self.log)) {
-                Ok((all, _)) => {
+                Ok(all) => {
                     return Some(
                         all.into_iter()
                             .filter(|c| c.source == source)
