@@ -43,6 +43,9 @@ const SCAN: Duration = Duration::from_secs(1);
 /// A renamed or deleted file is kept open this long after its end was reached, for writers
 /// that have not reopened yet.
 const GRACE: Duration = Duration::from_secs(5);
+/// Pause between two attempts of a replica's source to learn its offsets from an engine that
+/// did not answer.
+const RETRY: Duration = Duration::from_secs(1);
 /// Bytes read and applied in one step.
 const CHUNK: usize = 1 << 20;
 /// Most bytes read from one file per poll, so one busy file cannot starve the others.
@@ -133,6 +136,21 @@ pub struct FileSource {
     replica: Option<Replica>,
     /// Set when the daemon stops (a replica's source may be waiting for the engine).
     stop: Arc<AtomicBool>,
+    /// On a replica: whether the source may read on, or waits for the shared log.
+    step: Step,
+}
+
+/// Where a replica's file source stands with the shared log. A source that is not on a
+/// replica is always [`Step::Reading`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Everything read is in the log (or the source is not on a replica).
+    Reading,
+    /// Commit `seq` holds the last lines read: nothing more is read until it is stored.
+    Pending(u64),
+    /// The log did not take the last lines: read again from where the engine has each file,
+    /// once it answers.
+    Resync,
 }
 
 impl FileSource {
@@ -163,6 +181,7 @@ impl FileSource {
             archives: Vec::new(),
             replica: None,
             stop: Arc::new(AtomicBool::new(false)),
+            step: Step::Reading,
             cfg,
         }
     }
@@ -192,8 +211,16 @@ impl FileSource {
                     health.ready.store(true, Ordering::Release);
                 }
             }
-            self.poll();
-            std::thread::park_timeout(POLL);
+            match self.step {
+                Step::Reading => {
+                    self.poll();
+                    if self.step == Step::Reading {
+                        std::thread::park_timeout(POLL);
+                    }
+                }
+                Step::Pending(seq) => self.settle(seq),
+                Step::Resync => self.resume_from_engine(),
+            }
         }
         tracing::info!(source = %self.cfg.name, "file source stopped");
     }
@@ -351,6 +378,12 @@ impl FileSource {
                     tracing::warn!(source = %self.cfg.name, path = %self.files[i].path.display(), error = %e, "read failed");
                 }
             }
+            if self.step != Step::Reading {
+                // A replica's lines wait for the log: this file is not judged drained (and
+                // closed) before they are stored, nor is any other read.
+                caught_up = false;
+                break;
+            }
             let t = &self.files[i];
             let at_end = t.file.metadata().is_ok_and(|m| m.len() <= t.offset);
             caught_up &= at_end;
@@ -397,7 +430,7 @@ impl FileSource {
         }
         let mut budget = MAX_PER_POLL;
         let chunk = CHUNK.max(self.cfg.max_line_bytes + 1);
-        while self.files[i].offset < size && budget > 0 {
+        while self.files[i].offset < size && budget > 0 && self.step == Step::Reading {
             let t = &self.files[i];
             let want = (size - t.offset).min(chunk as u64) as usize;
             self.buf.resize(want, 0);
@@ -516,29 +549,45 @@ impl FileSource {
         let cp = t.checkpoint(&cfg.name);
         let seq = live.apply(&mut events, now, Some(cp));
         self.metrics.intake(&self.cfg.name, &self.stats.take());
-        if let Some(replica) = &self.replica {
-            match replica.settle(&self.live, seq, &self.stop) {
-                Settled::Stored => {}
-                Settled::NotStored => {
-                    self.resume_from_engine();
-                    return 0;
-                }
-                Settled::Stopping => return 0,
-            }
+        if self.replica.is_some() {
+            self.step = Step::Pending(seq);
         }
         used
     }
 
-    /// A replica's shared log did not take this source's last lines: every file goes back to
-    /// where the engine has it (lines of an append that landed after all are not read again),
-    /// once the engine answers.
-    fn resume_from_engine(&mut self) {
+    /// A replica's source waits a moment for commit `seq`, its last lines, to be in the log.
+    fn settle(&mut self, seq: u64) {
         let Some(replica) = &self.replica else {
+            self.step = Step::Reading;
             return;
         };
-        tracing::warn!(source = %self.cfg.name, "the shared log did not take this source's lines; reading them again from the offsets the engine holds");
-        let Some(stored) = replica.checkpoints(&self.cfg.name, &self.stop) else {
+        match replica.settled(&self.live, seq) {
+            Settled::Stored => self.step = Step::Reading,
+            Settled::Waiting => {}
+            Settled::NotStored => {
+                tracing::warn!(source = %self.cfg.name, "the shared log did not take this source's lines; reading them again from the offsets the engine holds once it answers");
+                self.step = Step::Resync;
+            }
+            // The daemon is stopping: the run loop sees its flag soon.
+            Settled::Stopping => std::thread::park_timeout(POLL),
+        }
+    }
+
+    /// A replica's shared log did not take this source's last lines: every file goes back to
+    /// where the engine has it (lines of an append that landed after all are not read again).
+    /// One attempt; while the engine does not answer the run loop scans and comes back.
+    fn resume_from_engine(&mut self) {
+        let Some(replica) = &self.replica else {
+            self.step = Step::Reading;
             return;
+        };
+        let stored = match replica.checkpoints(&self.cfg.name) {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::debug!(source = %self.cfg.name, error = %e, "the shared engine does not answer yet");
+                std::thread::park_timeout(RETRY);
+                return;
+            }
         };
         for t in &mut self.files {
             match stored.get(&t.id) {
@@ -551,6 +600,7 @@ impl FileSource {
             }
             t.framer = LineFramer::new(self.cfg.max_line_bytes);
         }
+        self.step = Step::Reading;
         tracing::info!(source = %self.cfg.name, "the shared engine answers again; reading on");
     }
 

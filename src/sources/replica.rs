@@ -5,31 +5,31 @@
 //! append that timed out and may or may not have landed) it asks the engine where each file
 //! stands and reads again from there: the lines of an append that landed are not read twice,
 //! those of one that did not are not lost. While the engine cannot be reached the source
-//! waits, its offsets where the engine has them.
+//! reads nothing, its offsets where the engine has them, but goes on scanning its glob: a file
+//! rotated in and out again during an outage is held open and read once the engine is back.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
 
-use crate::cluster::{SharedLog, stored_checkpoints};
+use crate::cluster::{ClusterError, SharedLog, stored_checkpoints};
 use crate::live::{DurableError, Live};
 use crate::store::Checkpoint;
 
-/// How long one wait for a commit lasts before the stop flag is looked at again.
-const WAIT_STEP: Duration = Duration::from_secs(1);
-/// Pause between two attempts to read the checkpoints from an engine that did not answer.
-const RETRY: Duration = Duration::from_secs(1);
+/// How long one wait for a commit lasts before the source looks at its files again.
+const WAIT_STEP: Duration = Duration::from_millis(250);
 
-/// How a step of a source ended.
+/// Where a step of a source stands.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Settled {
     /// In the shared log.
     Stored,
     /// Not taken: read again from the engine's checkpoints.
     NotStored,
-    /// The daemon is stopping (or the writer is gone): stop reading.
+    /// Not known yet: ask again.
+    Waiting,
+    /// The writer is gone (the daemon is stopping): stop reading.
     Stopping,
 }
 
@@ -47,49 +47,29 @@ impl Replica {
         Replica { log, runtime }
     }
 
-    /// Waits until commit `seq` (from [`Live::apply`]) is in the shared log, or is known not
-    /// to be, or `stop` is set.
-    pub(super) fn settle(&self, live: &Live, seq: u64, stop: &AtomicBool) -> Settled {
-        loop {
-            match self.runtime.block_on(live.durable_at(seq, WAIT_STEP)) {
-                Ok(()) => return Settled::Stored,
-                Err(DurableError::NotStored) => return Settled::NotStored,
-                Err(DurableError::Stopped) => return Settled::Stopping,
-                Err(DurableError::Timeout(_)) if stop.load(Ordering::Acquire) => {
-                    return Settled::Stopping;
-                }
-                Err(DurableError::Timeout(_)) => {}
-            }
+    /// Where commit `seq` (from [`Live::apply`]) stands, waiting up to a quarter of a second
+    /// for it to be in the shared log or known not to be. Short, so that the source goes on
+    /// scanning for rotated files while the engine does not answer.
+    pub(super) fn settled(&self, live: &Live, seq: u64) -> Settled {
+        match self.runtime.block_on(live.durable_at(seq, WAIT_STEP)) {
+            Ok(()) => Settled::Stored,
+            Err(DurableError::NotStored) => Settled::NotStored,
+            Err(DurableError::Stopped) => Settled::Stopping,
+            Err(DurableError::Timeout(_)) => Settled::Waiting,
         }
     }
 
-    /// `source`'s checkpoints as the engine holds them, by file identity; asked again each
-    /// second while the engine does not answer. `None` once `stop` is set.
+    /// `source`'s checkpoints as the engine holds them, by file identity: one attempt (the
+    /// source scans its files between two).
     pub(super) fn checkpoints(
         &self,
         source: &str,
-        stop: &AtomicBool,
-    ) -> Option<HashMap<String, Checkpoint>> {
-        let mut logged = false;
-        while !stop.load(Ordering::Acquire) {
-            match self.runtime.block_on(stored_checkpoints(&self.log)) {
-                Ok(all) => {
-                    return Some(
-                        all.into_iter()
-                            .filter(|c| c.source == source)
-                            .map(|c| (c.file.clone(), c))
-                            .collect(),
-                    );
-                }
-                Err(e) => {
-                    if !logged {
-                        tracing::warn!(source, error = %e, "cannot read this source's checkpoints from the shared engine; waiting for it");
-                        logged = true;
-                    }
-                    std::thread::sleep(RETRY);
-                }
-            }
-        }
-        None
+    ) -> Result<HashMap<String, Checkpoint>, ClusterError> {
+        let all = self.runtime.block_on(stored_checkpoints(&self.log))?;
+        Ok(all
+            .into_iter()
+            .filter(|c| c.source == source)
+            .map(|c| (c.file.clone(), c))
+            .collect())
     }
 }
