@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 use crate::alerts::{Delivering, Delivery};
 use crate::clock::{Clock, SystemClock};
-use crate::cluster::{ClusterSettings, EntryId, Leadership, SharedLog, SharedStore};
+use crate::cluster::{Claim, ClusterSettings, EntryId, Leadership, SharedLog, SharedStore};
 use crate::config::ClusterConfig;
 use crate::config::Config;
 use crate::live::{Live, RecoverError, Writer};
@@ -276,9 +276,14 @@ impl Daemon {
         };
 
         let mut shutdown = std::pin::pin!(shutdown);
+        let me = crate::cluster::instance_note(
+            &crate::config::host_name(),
+            std::process::id(),
+            chrono::Utc::now(),
+        );
         let shared = match &config.cluster {
             Some(c) => {
-                let connecting = connect_cluster(c);
+                let connecting = connect_cluster(c, &me);
                 tokio::select! {
                     r = connecting => match r {
                         Ok(log) => Some(log),
@@ -465,7 +470,7 @@ impl Daemon {
                     leadership.clone(),
                     stop_rx.clone(),
                     twin_tx,
-                    (live.clone(), config.shared_fingerprint()),
+                    (live.clone(), config.shared_fingerprint(), me.clone()),
                     applied.take(),
                 )),
                 log.clone(),
@@ -621,8 +626,9 @@ impl Started {
 /// its name not resolvable yet, still loading its data) is asked again every
 /// [`CONNECT_RETRY`], not ready meanwhile, as a replica started before its Redis must wait
 /// rather than crash-loop; start-up fails, naming why, when the engine refuses the password or
-/// is too old.
-async fn connect_cluster(c: &ClusterConfig) -> Result<SharedLog, DaemonError> {
+/// is too old, or when another running instance holds the replica id (claimed as `me` here,
+/// before any checkpoint is read or source started, so two never tail under one id).
+async fn connect_cluster(c: &ClusterConfig, me: &str) -> Result<SharedLog, DaemonError> {
     let password = match &c.redis_password {
         Some(secret) => Some(secret.read().map_err(|why| DaemonError::Start {
             part: "[cluster] redis password",
@@ -641,9 +647,16 @@ async fn connect_cluster(c: &ClusterConfig) -> Result<SharedLog, DaemonError> {
     let redis = crate::outbound::redact(&c.redis_url);
     let mut waiting_since: Option<std::time::Instant> = None;
     let mut last_said = None::<std::time::Instant>;
-    let log = loop {
-        match SharedLog::connect(&settings).await {
-            Ok(log) => break log,
+    let (log, claim) = loop {
+        let claimed = match SharedLog::connect(&settings).await {
+            Ok(log) => log
+                .claim_replica_id(me, lease::LEASE_TTL, lease::LEASE_EVERY)
+                .await
+                .map(|claim| (log, claim)),
+            Err(e) => Err(e),
+        };
+        match claimed {
+            Ok(done) => break done,
             Err(e) if e.is_unreachable() => {
                 let since = *waiting_since.get_or_insert_with(std::time::Instant::now);
                 if last_said.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
@@ -660,8 +673,14 @@ async fn connect_cluster(c: &ClusterConfig) -> Result<SharedLog, DaemonError> {
             }
         }
     };
-    tracing::info!(replica = %c.replica_id, %redis, "connected to the shared log");
-    Ok(log)
+    tracing::info!(replica = %c.replica_id, %redis, "connected to the shared log; the replica id is this instance's");
+    match claim {
+        Claim::Claimed => Ok(log),
+        Claim::InUse(other) => Err(DaemonError::ReplicaIdInUse {
+            replica: c.replica_id.clone(),
+            other,
+        }),
+    }
 }
 
 /// How often a replica asks again for an engine it could not reach at start-up.

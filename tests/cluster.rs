@@ -1355,52 +1355,136 @@ fn a_replica_started_before_its_redis_waits_for_it() {
 }
 
 #[test]
-fn two_instances_with_one_replica_id_both_stop_saying_why() {
+fn a_second_instance_with_a_running_replicas_id_does_not_start() {
     let _one = one_at_a_time();
-    let (_redis_dir, redis, dirs) = redis_and_dirs(3);
-    // r0 and its twin (the same replica_id in another directory); r1 is unaffected.
+    let (_redis_dir, redis, dirs) = redis_and_dirs(4);
+    let logs = tempfile::tempdir().unwrap();
+    let line = |i: usize| {
+        format!(
+            "{{\"org\":\"filed\",\"app\":\"tail\",\"ts\":{},\"status\":200}}\n",
+            chrono_now_ms() + i as i64
+        )
+    };
+    std::fs::write(
+        logs.path().join("app.log"),
+        (0..1000).map(line).collect::<String>(),
+    )
+    .unwrap();
+    let source = format!(
+        "[[sources.file]]\nname = \"app\"\npath = \"{}/app.log\"\norg = \"filed\"\n",
+        logs.path().display()
+    );
+    // r0 tails the file; its twin (the same replica_id and file, another directory) is
+    // started while r0 runs: it must not start, nor read a line under r0's checkpoints.
     let mut a = common::Daemon::start(
         dirs[0].path(),
-        &replica_config(&redis.url(), 0, "", ""),
+        &replica_config(&redis.url(), 0, &source, ""),
         &[],
     );
-    let mut b = common::Daemon::start(
-        dirs[1].path(),
-        &replica_config(&redis.url(), 0, "", ""),
-        &[],
-    );
-    let mut c = common::Daemon::start(
-        dirs[2].path(),
-        &replica_config(&redis.url(), 1, "", ""),
-        &[],
-    );
-    let ended = |d: &mut common::Daemon| common::eventually(10, || d.exited());
-    let (ea, eb) = (ended(&mut a), ended(&mut b));
-    for (name, d, code) in [("first", &a, ea), ("twin", &b, eb)] {
-        assert!(
-            code.is_some_and(|c| c != 0),
-            "the {name} stops with an error: {code:?}\n{}",
-            d.log_text()
-        );
-        assert!(
-            d.log_text()
-                .contains("another running ratewarden uses replica_id"),
-            "the {name} says why:\n{}",
-            d.log_text()
-        );
-    }
-    assert_eq!(c.exited(), None, "another replica keeps running");
-    // Restarted at once after kill -9 (its note still in Redis), a replica is not its own
-    // twin.
-    c.kill9();
     let c = common::Daemon::start(
         dirs[2].path(),
         &replica_config(&redis.url(), 1, "", ""),
         &[],
     );
-    std::thread::sleep(Duration::from_secs(5));
-    let mut c = c;
-    assert_eq!(c.exited(), None, "{}", c.log_text());
+    let filed = |d: &common::Daemon| {
+        common::metric(
+            &d.base,
+            "ratewarden_usage{org=\"filed\",dimension=\"daily\"}",
+        )
+    };
+    assert_eq!(
+        common::eventually(10, || (filed(&c) == Some(1000.0)).then_some(())),
+        Some(()),
+        "r1 counts r0's lines"
+    );
+    let started = std::time::Instant::now();
+    let twin = common::Daemon::try_start(
+        dirs[1].path(),
+        &replica_config(&redis.url(), 0, &source, ""),
+        &[],
+    );
+    let took = started.elapsed();
+    let log = match twin {
+        Ok(mut d) => {
+            d.kill9();
+            panic!("the twin started:\n{}", d.log_text())
+        }
+        Err(log) => log,
+    };
+    assert!(
+        log.contains("another running ratewarden uses replica_id")
+            && log.contains(&format!("pid {}", a.pid())),
+        "the twin says why, naming the running instance:\n{log}"
+    );
+    assert!(
+        !log.contains("file source started"),
+        "the twin read nothing:\n{log}"
+    );
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(logs.path().join("app.log"))
+        .and_then(|mut f| {
+            std::io::Write::write_all(
+                &mut f,
+                (1000..1500).map(line).collect::<String>().as_bytes(),
+            )
+        })
+        .unwrap();
+    assert_eq!(
+        common::eventually(10, || (filed(&c) == Some(1500.0)
+            && filed(&a) == Some(1500.0))
+        .then_some(())),
+        Some(()),
+        "every line counted once, by the running instance: r0 {:?}, r1 {:?}",
+        filed(&a),
+        filed(&c)
+    );
+    assert_eq!(
+        a.exited(),
+        None,
+        "the running instance goes on:\n{}",
+        a.log_text()
+    );
+    eprintln!("a twin of a running replica refused after {took:?}");
+
+    // Restarted at once after kill -9 (its note still in Redis), a replica is not its own
+    // twin: its predecessor's process is gone from this host.
+    a.kill9();
+    let started = std::time::Instant::now();
+    let mut a = common::Daemon::start(
+        dirs[0].path(),
+        &replica_config(&redis.url(), 0, &source, ""),
+        &[],
+    );
+    eprintln!(
+        "restarted after kill -9 and ready in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(a.exited(), None, "{}", a.log_text());
+    // A note left by an instance on another host that stopped renewing it (a pod moved to
+    // another node, killed) is taken over once it is seen not to be renewed.
+    redis_cli(
+        &redis,
+        &[
+            "SET",
+            "ratewarden:replica:r3",
+            "host elsewhere, pid 1, started 2026-01-01T00:00:00.000Z",
+            "PX",
+            "10000",
+        ],
+    );
+    let started = std::time::Instant::now();
+    let d = common::Daemon::start(
+        dirs[3].path(),
+        &replica_config(&redis.url(), 3, "", ""),
+        &[],
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2),
+        "it watched the note for a renewal period first ({took:?})"
+    );
+    drop(d);
 }
 
 #[test]

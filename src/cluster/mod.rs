@@ -17,6 +17,6 @@ pub use lease::{Leadership, MARK_TTL};
 pub use log::{
     ClusterError, Entry, EntryId, FileMarks, LogReader, MAX_ACK_TIMEOUT, SharedLog, SharedSnapshot,
 };
-pub use presence::{Presence, differing};
+pub use presence::{Claim, Presence, differing, instance_note};
 pub use settings::ClusterSettings;
 pub use store::{SharedStore, stored_checkpoints};

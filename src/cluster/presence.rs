@@ -5,8 +5,11 @@
 //! checkpoints and the applied position kept under that id (a tailer resuming the other's
 //! files at the other's offsets), so both stop, saying why.
 //!
-//! The first note may replace a predecessor's (a replica killed and started again within the
-//! note's lifetime): that is not a conflict.
+//! Before a replica reads its checkpoints or starts a source it claims its id
+//! ([`SharedLog::claim_replica_id`]): a note left by another instance is a predecessor's (a
+//! replica killed and started again within the note's lifetime) when that process is gone
+//! from this host, or when the note is not renewed within a renewal period; otherwise the
+//! other instance runs and this one does not start, so two instances never tail under one id.
 //!
 //! Every replica also notes the fingerprint of its config's tracker-shaping parts (limits,
 //! tiers, orgs, detection, alerts) in `KEY_PREFIX:configs`: each applies the same log with its
@@ -14,6 +17,7 @@
 //! minutes of a rolling change and wrong after; the replicas that differ are counted
 //! (`ratewarden_cluster_config_differs`), not refused.
 
+use std::path::Path;
 use std::time::Duration;
 
 use super::log::{ClusterError, SharedLog};
@@ -35,6 +39,104 @@ impl SharedLog {
             .query_async(&mut self.conn())
             .await?)
     }
+}
+
+/// Sets `KEYS[1]` to `ARGV[1]` for `ARGV[2]` ms when it holds nothing, `ARGV[1]` already, or
+/// `ARGV[3]` (a gone predecessor's note); otherwise returns what it holds.
+const CLAIM: &str = r"
+local now = redis.call('GET', KEYS[1])
+if now == false or now == ARGV[1] or now == ARGV[3] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return false
+end
+return now
+";
+
+/// What a starting instance learned of its replica id.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// The id is this instance's now.
+    Claimed,
+    /// Another running instance holds it; what it noted about itself.
+    InUse(String),
+}
+
+impl SharedLog {
+    /// Claims this replica's id for `me` (an [`instance_note`]) before anything is read under
+    /// it. A note by another instance is taken over when that instance is gone: its process is
+    /// no longer on this host, or the note is not renewed within `renew_every` plus a second
+    /// (it is renewed every `renew_every` while its instance runs).
+    pub async fn claim_replica_id(
+        &self,
+        me: &str,
+        ttl: Duration,
+        renew_every: Duration,
+    ) -> Result<Claim, ClusterError> {
+        let key = self.key(&format!("replica:{}", self.replica()));
+        let (before, pttl) = self.presence_note(&key).await?;
+        let mut expected = String::new();
+        if let Some(other) = before.filter(|other| other != me) {
+            if !gone_from_this_host(&other, me) {
+                let watched = renew_every + Duration::from_secs(1);
+                tokio::time::sleep(watched).await;
+                let (now, pttl_now) = self.presence_note(&key).await?;
+                // Unrenewed, a note's time to live falls by the time watched; renewed, it is
+                // set back up.
+                let renewed = pttl_now > pttl - watched.as_millis() as i64 + 500;
+                match now {
+                    Some(now) if now != other || renewed => return Ok(Claim::InUse(now)),
+                    _ => {}
+                }
+            }
+            expected = other;
+        }
+        // Two instances starting at once both find the id free: one takes it.
+        let found: Option<String> = redis::Script::new(CLAIM)
+            .key(&key)
+            .arg(me)
+            .arg(ttl.as_millis() as u64)
+            .arg(&expected)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(match found {
+            None => Claim::Claimed,
+            Some(other) => Claim::InUse(other),
+        })
+    }
+
+    /// The note under `key` and its time to live in ms (negative without one).
+    async fn presence_note(&self, key: &str) -> Result<(Option<String>, i64), ClusterError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(key).cmd("PTTL").arg(key);
+        Ok(pipe.query_async(&mut self.conn()).await?)
+    }
+}
+
+/// What an instance notes about itself under its replica id: host, pid and start time, so
+/// two instances tell each other apart (and a restarted one its killed predecessor).
+pub fn instance_note(host: &str, pid: u32, started: chrono::DateTime<chrono::Utc>) -> String {
+    format!(
+        "host {host}, pid {pid}, started {}",
+        started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    )
+}
+
+/// The host and pid an [`instance_note`] names.
+fn host_and_pid(note: &str) -> Option<(&str, u32)> {
+    let (host, rest) = note.strip_prefix("host ")?.split_once(", pid ")?;
+    Some((host, rest.split_once(',')?.0.parse().ok()?))
+}
+
+/// True when `note` (an [`instance_note`]) names a process of the host `me` names that is no
+/// longer running (or this process's own pid: a container's restarted pid 1). Elsewhere, or
+/// when it cannot tell, false: the caller watches the note instead.
+fn gone_from_this_host(note: &str, me: &str) -> bool {
+    let (Some((host, pid)), Some((my_host, _))) = (host_and_pid(note), host_and_pid(me)) else {
+        return false;
+    };
+    host == my_host
+        && (pid == std::process::id()
+            || (Path::new("/proc/self").exists() && !Path::new(&format!("/proc/{pid}")).exists()))
 }
 
 impl SharedLog {
@@ -119,6 +221,25 @@ mod tests {
             differing("a", 1, &notes, 20_000, 5_000).is_empty(),
             "old notes"
         );
+    }
+
+    #[test]
+    fn a_note_of_a_process_gone_from_this_host_is_a_predecessors() {
+        let at = chrono::Utc::now();
+        let note = |pid| instance_note("here", pid, at);
+        let me = note(std::process::id());
+        assert!(gone_from_this_host(&me, &me), "this pid: a restarted pid 1");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(gone_from_this_host(&note(pid), &me));
+        let mut running = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let alive = note(running.id());
+        assert!(!gone_from_this_host(&alive, &me), "a running process");
+        let _ = running.kill();
+        let _ = running.wait();
+        assert!(!gone_from_this_host(&instance_note("elsewhere", pid, at), &me));
+        assert!(!gone_from_this_host("written by something else", &me));
     }
 
     #[test]

@@ -11,31 +11,26 @@ use crate::cluster::{EntryId, Leadership, Presence, SharedLog, differing};
 use crate::live::Live;
 
 /// How long a lease lasts without renewal: a killed leader's successor takes over after it.
-const LEASE_TTL: Duration = Duration::from_secs(10);
+pub(super) const LEASE_TTL: Duration = Duration::from_secs(10);
 /// A replica whose config note is older than this is not compared (it has stopped).
 const CONFIG_RECENT_MS: i64 = 60_000;
 /// How often the lease is renewed, or asked for.
-const LEASE_EVERY: Duration = Duration::from_secs(2);
+pub(super) const LEASE_EVERY: Duration = Duration::from_secs(2);
 
 /// Keeps the lead while this replica has it, and takes it when it is free, until `stop`;
 /// notes this instance under its replica id each time, and sends on `twin` what another
-/// instance running under the same id says of itself ([`Presence`]); notes the config's
-/// `fingerprint` and tells `live` how many replicas run another.
+/// instance running under the same id says of itself ([`Presence`]; `me` is this instance's
+/// note, as it claimed the id); notes the config's `fingerprint` and tells `live` how many
+/// replicas run another.
 pub(super) async fn keep_the_lease(
     log: SharedLog,
     leadership: Leadership,
     mut stop: watch::Receiver<bool>,
     twin: tokio::sync::mpsc::Sender<String>,
-    (live, fingerprint): (Live, u64),
+    (live, fingerprint, me): (Live, u64, String),
     mut applied: Option<watch::Receiver<EntryId>>,
 ) {
     let mut differ: Vec<String> = Vec::new();
-    let me = format!(
-        "host {}, pid {}, started {}",
-        crate::config::host_name(),
-        std::process::id(),
-        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-    );
     let mut presence = Presence::default();
     let mut every = tokio::time::interval(LEASE_EVERY);
     loop {

@@ -172,6 +172,11 @@ impl Daemon {
         }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `kill -9`: no chance to flush anything.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
