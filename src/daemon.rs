@@ -297,6 +297,16 @@ impl Daemon {
             }
             None => None,
         };
+        let mut store = store;
+        let engine = match &shared {
+            Some(log) => match lease::join_engine(log, &mut store).await {
+                Ok(mark) => Some(mark),
+                Err((part, why)) => {
+                    return started.abandon(DaemonError::Start { part, why }).await;
+                }
+            },
+            None => None,
+        };
         let leadership = Leadership::default();
         let follow_from = Arc::new(std::sync::Mutex::new(EntryId::ZERO));
         let store: Box<dyn StateStore> = match &shared {
@@ -369,6 +379,9 @@ impl Daemon {
         );
 
         let mut applied = None;
+        if let Some(mark) = engine {
+            live.note_engine(mark);
+        }
         if let Some(log) = &shared {
             // The batches of the shared snapshot; the log's changes after it follow.
             live.seed_batches(

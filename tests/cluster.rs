@@ -1672,3 +1672,178 @@ share = 1.0
         "the last leader sent the rest"
     );
 }
+
+#[test]
+fn an_engine_that_lost_its_data_gets_it_back_from_the_running_replicas() {
+    let _one = one_at_a_time();
+    let (_redis_dir, redis, dirs) = redis_and_dirs(3);
+    let logs = tempfile::tempdir().unwrap();
+    let now = chrono_now_ms();
+    let lines = |from: usize, to: usize| -> String {
+        (from..to)
+            .map(|i| {
+                format!(
+                    "{{\"org\":\"filed\",\"app\":\"tail\",\"ts\":{},\"status\":200}}\n",
+                    now + i as i64
+                )
+            })
+            .collect()
+    };
+    let file = logs.path().join("app.log");
+    std::fs::write(&file, lines(0, 1000)).unwrap();
+    let source = format!(
+        "[[sources.file]]\nname = \"app\"\npath = \"{}\"\norg = \"filed\"\n",
+        file.display()
+    );
+    let config = |i: usize| replica_config(&redis.url(), i, if i == 0 { &source } else { "" }, "");
+    let mut r0 = common::Daemon::start(dirs[0].path(), &config(0), &[]);
+    let r1 = common::Daemon::start(dirs[1].path(), &config(1), &[]);
+    assert_eq!(
+        post_ndjson(&r1.base, &acme_body(now, "before", 100)).map(|r| r.0),
+        Some(202)
+    );
+    let counts = |d: &common::Daemon| {
+        (
+            common::metric(
+                &d.base,
+                "ratewarden_usage{org=\"filed\",dimension=\"daily\"}",
+            ),
+            common::metric(
+                &d.base,
+                "ratewarden_usage{org=\"acme\",dimension=\"daily\"}",
+            ),
+        )
+    };
+    let both = |want: (f64, f64)| {
+        common::eventually(10, || {
+            (counts(&r0) == (Some(want.0), Some(want.1))
+                && counts(&r1) == (Some(want.0), Some(want.1)))
+                .then_some(())
+        })
+    };
+    assert_eq!(
+        both((1000.0, 100.0)),
+        Some(()),
+        "{:?} {:?}",
+        counts(&r0),
+        counts(&r1)
+    );
+
+    // The engine loses everything while both replicas run.
+    redis_cli(&redis, &["FLUSHALL"]);
+    let noticed = common::eventually(10, || {
+        [&r0, &r1]
+            .iter()
+            .any(|d| d.log_text().contains("the shared engine lost its data"))
+            .then_some(())
+    });
+    assert_eq!(noticed, Some(()), "a replica notices within a lease period");
+    assert_eq!(
+        post_ndjson(&r1.base, &acme_body(now, "after", 50)).map(|r| r.0),
+        Some(202)
+    );
+    let put_back = common::eventually(15, || {
+        (redis_cli(&redis, &["EXISTS", "ratewarden:snapshot"]).trim() == "1"
+            && redis_cli(&redis, &["HLEN", "ratewarden:checkpoints:r0"]).trim() == "1"
+            && redis_cli(&redis, &["SISMEMBER", "ratewarden:sources:r0", "app"]).trim() == "1")
+            .then_some(())
+    });
+    assert_eq!(
+        put_back,
+        Some(()),
+        "the leader's snapshot and r0's checkpoint are in the engine again: {} {} {}\n{}",
+        redis_cli(&redis, &["EXISTS", "ratewarden:snapshot"]),
+        redis_cli(&redis, &["HGETALL", "ratewarden:checkpoints:r0"]),
+        redis_cli(&redis, &["SMEMBERS", "ratewarden:sources:r0"]),
+        r0.log_text()
+    );
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, lines(1000, 1500).as_bytes()))
+        .unwrap();
+    assert_eq!(
+        both((1500.0, 150.0)),
+        Some(()),
+        "{:?} {:?}",
+        counts(&r0),
+        counts(&r1)
+    );
+
+    // The tailing replica killed and started again resumes its file where it was, and a new
+    // replica starts from the snapshot put back: nothing counted twice, nothing lost.
+    r0.kill9();
+    let r0 = common::Daemon::start(dirs[0].path(), &config(0), &[]);
+    let r2 = common::Daemon::start(dirs[2].path(), &config(2), &[]);
+    let all = common::eventually(10, || {
+        [&r0, &r1, &r2]
+            .iter()
+            .all(|d| counts(d) == (Some(1500.0), Some(150.0)))
+            .then_some(())
+    });
+    assert_eq!(
+        all,
+        Some(()),
+        "after the loss: r0 {:?}, r1 {:?}, r2 {:?}",
+        counts(&r0),
+        counts(&r1),
+        counts(&r2)
+    );
+    assert_eq!(usage_of(&r1.base), usage_of(&r2.base));
+
+    // With no replica running to put it back, a replica that ran on the engine before says
+    // it starts from nothing.
+    drop((r0, r1, r2));
+    redis_cli(&redis, &["FLUSHALL"]);
+    let r1 = common::Daemon::start(dirs[1].path(), &config(1), &[]);
+    assert!(
+        r1.log_text()
+            .contains("the shared engine holds none of this cluster's data"),
+        "{}",
+        r1.log_text()
+    );
+}
+
+#[test]
+fn a_damaged_shared_snapshot_is_named_and_kept_by_recover() {
+    let _one = one_at_a_time();
+    let (_redis_dir, redis, dirs) = redis_and_dirs(1);
+    redis_cli(
+        &redis,
+        &[
+            "HSET",
+            "ratewarden:snapshot",
+            "at",
+            "1-0",
+            "state",
+            "not a snapshot",
+        ],
+    );
+    let config = replica_config(&redis.url(), 0, "", "");
+    let log = match common::Daemon::try_start(dirs[0].path(), &config, &[]) {
+        Ok(mut d) => {
+            d.kill9();
+            panic!("started on a damaged snapshot:\n{}", d.log_text())
+        }
+        Err(log) => log,
+    };
+    assert!(
+        log.contains("the shared snapshot (Redis key ratewarden:snapshot) is damaged")
+            && log.contains("run --recover")
+            && !log.contains("state.sqlite.damaged"),
+        "the error names the Redis key, not the local file:\n{log}"
+    );
+    let d = common::Daemon::try_start_with(dirs[0].path(), &config, &[], &["--recover"])
+        .unwrap_or_else(|log| panic!("--recover starts:\n{log}"));
+    let kept = redis_cli(&redis, &["KEYS", "ratewarden:snapshot:damaged-*"]);
+    assert!(
+        kept.trim().starts_with("ratewarden:snapshot:damaged-"),
+        "{kept}\n{}",
+        d.log_text()
+    );
+    assert_eq!(
+        redis_cli(&redis, &["HGET", kept.trim(), "state"]).trim(),
+        "not a snapshot",
+        "the damaged snapshot is kept as it was"
+    );
+}

@@ -391,6 +391,27 @@ impl SharedLog {
         }
     }
 
+    /// The snapshot's key.
+    pub fn snapshot_key(&self) -> String {
+        self.key("snapshot")
+    }
+
+    /// Copies the snapshot, as it is, to `KEY_PREFIX:snapshot:damaged-TIME` (before `run
+    /// --recover` starts without it); returns the copy's key.
+    pub async fn keep_snapshot_copy(&self) -> Result<String, ClusterError> {
+        let to = format!(
+            "{}:damaged-{}",
+            self.snapshot_key(),
+            chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+        );
+        let _: i64 = redis::cmd("COPY")
+            .arg(self.snapshot_key())
+            .arg(&to)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(to)
+    }
+
     /// Notes how far this replica has applied the log, and when (the leader trims only behind
     /// every replica seen lately).
     pub async fn note_applied(&self, at: EntryId, now_ms: i64) -> Result<(), ClusterError> {

@@ -7,12 +7,14 @@
 //! never interprets an entry (the tracker's journal format is opaque here) and never applies
 //! one itself.
 
+mod identity;
 mod lease;
 mod log;
 mod presence;
 mod settings;
 mod store;
 
+pub use identity::EngineMark;
 pub use lease::{Leadership, MARK_TTL};
 pub use log::{
     ClusterError, Entry, EntryId, FileMarks, LogReader, MAX_ACK_TIMEOUT, SharedLog, SharedSnapshot,

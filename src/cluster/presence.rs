@@ -233,12 +233,18 @@ mod tests {
         let pid = child.id();
         child.wait().unwrap();
         assert!(gone_from_this_host(&note(pid), &me));
-        let mut running = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let mut running = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
         let alive = note(running.id());
         assert!(!gone_from_this_host(&alive, &me), "a running process");
         let _ = running.kill();
         let _ = running.wait();
-        assert!(!gone_from_this_host(&instance_note("elsewhere", pid, at), &me));
+        assert!(!gone_from_this_host(
+            &instance_note("elsewhere", pid, at),
+            &me
+        ));
         assert!(!gone_from_this_host("written by something else", &me));
     }
 

@@ -165,11 +165,25 @@ impl StateStore for SharedStore {
     }
 
     fn location(&self) -> String {
-        format!("{:?} and {}", self.log, self.local.location())
+        format!(
+            "the shared engine (Redis key {}) and {}",
+            self.log.snapshot_key(),
+            self.local.location()
+        )
+    }
+
+    /// Only the snapshot is read from the engine at recovery, so only it can be damaged.
+    fn damaged(&self, why: String) -> StoreError {
+        StoreError::SharedDamaged {
+            key: self.log.snapshot_key(),
+            why,
+        }
     }
 
     fn keep_copy(&mut self) -> Result<String, StoreError> {
-        self.local.keep_copy()
+        self.runtime
+            .block_on(self.log.keep_snapshot_copy())
+            .map_err(|e| StoreError::Shared(e.to_string()))
     }
 }
 

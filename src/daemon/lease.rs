@@ -1,13 +1,15 @@
 //! A replica's lease task (`[cluster]`): keeps or takes the lead, notes this instance under
 //! its replica id (two running instances with one id both stop), notes the config's
-//! fingerprint and counts the replicas that run another, and marks the leader caught up with
-//! the log (batches are dispatched only then). It never applies the log nor sends anything.
+//! fingerprint and counts the replicas that run another, marks the leader caught up with
+//! the log (batches are dispatched only then), and notices an engine that lost its data
+//! ([`crate::cluster::EngineMark`]). It never applies the log nor sends anything.
 
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::cluster::{EntryId, Leadership, Presence, SharedLog, differing};
+use crate::cluster::{EngineMark, EntryId, Leadership, Presence, SharedLog, differing};
+use crate::store::StateStore;
 use crate::live::Live;
 
 /// How long a lease lasts without renewal: a killed leader's successor takes over after it.
@@ -32,6 +34,7 @@ pub(super) async fn keep_the_lease(
 ) {
     let mut differ: Vec<String> = Vec::new();
     let mut presence = Presence::default();
+    let mut other_engine = None;
     let mut every = tokio::time::interval(LEASE_EVERY);
     loop {
         tokio::select! {
@@ -45,6 +48,7 @@ pub(super) async fn keep_the_lease(
             let _ = twin.send(other).await;
             return;
         }
+        check_engine(&log, &live, &mut other_engine).await;
         let now = live.now_ms();
         if let Ok(notes) = log.note_config(fingerprint, now).await {
             let now_differ =
@@ -85,5 +89,89 @@ pub(super) async fn keep_the_lease(
             leadership.caught_up(token);
             tracing::info!(token, up_to = %end, "caught up as leader: this replica dispatches batches");
         }
+    }
+}
+
+/// Joins the shared engine at start-up: notes a new cluster id in an empty engine, and says so
+/// when the engine no longer holds the one this replica (`store`) last ran on. Errors name
+/// the part that failed, and why.
+pub(super) async fn join_engine(
+    log: &SharedLog,
+    store: &mut dyn StateStore,
+) -> Result<EngineMark, (&'static str, String)> {
+    let store_error = |e: crate::store::StoreError| ("the local store (cluster id)", e.to_string());
+    let last = store.cluster_id().map_err(store_error)?;
+    let fresh = EngineMark {
+        id: last.unwrap_or_else(|| fastrand::u64(1..)),
+        generation: 0,
+    };
+    let (held, noted) = log
+        .mark_engine(fresh)
+        .await
+        .map_err(|e| ("the shared engine's cluster id", e.to_string()))?;
+    match last {
+        Some(last) if noted => {
+            tracing::error!(
+                cluster = last,
+                "the shared engine holds none of this cluster's data (FLUSHALL, a Redis restarted without persistence, or another Redis behind redis_url), and no running replica put it back: this replica starts from what the engine holds now; usage counted before is lost, and file sources start their files over from read_from"
+            );
+        }
+        Some(last) if last != held.id => {
+            tracing::warn!(
+                last,
+                now = held.id,
+                "this replica last ran on another cluster's engine (another redis_url or key_prefix): it starts from this one's state"
+            );
+        }
+        None if noted => tracing::info!(
+            cluster = held.id,
+            "a new cluster: its id is noted in the shared engine"
+        ),
+        _ => {}
+    }
+    if last != Some(held.id) {
+        store.note_cluster_id(held.id).map_err(store_error)?;
+    }
+    Ok(held)
+}
+
+/// Notices, once per lease period, an engine that lost its data since this replica joined
+/// it: it no longer holds the cluster id. The first replica to notice puts the id back with
+/// the next generation; each replica that sees the new generation puts back what it holds
+/// (its sources' checkpoints; the leader a snapshot). `other` remembers an engine holding
+/// another cluster's id, said once.
+async fn check_engine(log: &SharedLog, live: &Live, other: &mut Option<u64>) {
+    let Some(known) = live.engine() else {
+        return;
+    };
+    let next = EngineMark {
+        id: known.id,
+        generation: known.generation + 1,
+    };
+    match log.mark_engine(next).await {
+        Ok((_, true)) => {
+            tracing::error!(
+                cluster = known.id,
+                "the shared engine lost its data (its cluster id was gone: FLUSHALL, a Redis restarted without persistence?); putting back what the replicas hold: the leader's snapshot, each replica's file checkpoints. request_id dedupe and delivered marks from before are lost"
+            );
+            live.note_engine(next);
+        }
+        Ok((held, false)) if held.id == known.id && held.generation > known.generation => {
+            tracing::warn!(
+                generation = held.generation,
+                "another replica found the shared engine's data lost; putting back what this replica holds"
+            );
+            live.note_engine(held);
+        }
+        Ok((held, false)) if held.id != known.id && *other != Some(held.id) => {
+            tracing::error!(
+                joined = known.id,
+                now = held.id,
+                "the shared engine now holds another cluster's data (redis_url or key_prefix shared with another cluster?): this replica's answers no longer match it"
+            );
+            *other = Some(held.id);
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!(error = %e, "cannot read the shared engine's cluster id"),
     }
 }

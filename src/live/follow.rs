@@ -12,7 +12,7 @@
 use super::journal::{BadEntry, each_record, open_journal, open_snapshot, seal_journal};
 use super::recover::apply_record;
 use super::*;
-use crate::cluster::{ClusterError, EntryId, Leadership, LogReader, SharedLog};
+use crate::cluster::{ClusterError, EngineMark, EntryId, Leadership, LogReader, SharedLog};
 use crate::store::BatchChanges;
 
 /// Entries read from the log per request.
@@ -44,6 +44,9 @@ pub struct Upkeep {
     /// no further, so a replica that has just restored the latest one (and not yet noted its
     /// place) finds every entry after it still there.
     previous: Option<EntryId>,
+    /// The engine generation this replica's last snapshot (or its start) saw: a later one
+    /// means the engine lost its data, and the leader puts a snapshot back at once.
+    generation: Option<u64>,
 }
 
 impl Upkeep {
@@ -63,6 +66,7 @@ impl Upkeep {
             snapshotted: Instant::now(),
             since: 0,
             previous: None,
+            generation: None,
         }
     }
 
@@ -81,7 +85,10 @@ impl Upkeep {
             }
             self.noted = Some(Instant::now());
         }
-        let due = self.since >= SNAPSHOT_ENTRIES
+        let generation = live.engine().map_or(0, |m| m.generation);
+        let lost = *self.generation.get_or_insert(generation) != generation;
+        let due = lost
+            || self.since >= SNAPSHOT_ENTRIES
             || (self.since > 0 && self.snapshotted.elapsed() >= self.every);
         if !due || !self.leadership.leads() {
             return;
@@ -97,6 +104,10 @@ impl Upkeep {
         }
         self.since = 0;
         self.snapshotted = Instant::now();
+        if lost {
+            tracing::warn!(at = %at, generation, "the shared engine had lost its data: this leader's snapshot is in it again");
+            self.generation = Some(generation);
+        }
         let Some(previous) = self.previous.replace(at) else {
             return;
         };
@@ -188,6 +199,24 @@ impl Live {
     pub fn note_config_differs(&self, n: u32) {
         if let Some(d) = &self.durable {
             d.config_differs.store(n, Ordering::Release);
+        }
+    }
+
+    /// A replica: the shared engine's cluster id and generation as this replica knows them.
+    pub fn engine(&self) -> Option<EngineMark> {
+        let d = self.durable.as_ref().filter(|_| self.shared)?;
+        Some(EngineMark {
+            id: d.engine[0].load(Ordering::Acquire),
+            generation: d.engine[1].load(Ordering::Acquire),
+        })
+    }
+
+    /// Notes the shared engine's cluster id and generation; a later generation tells the
+    /// file sources and the leader to put back what they hold.
+    pub fn note_engine(&self, mark: EngineMark) {
+        if let Some(d) = &self.durable {
+            d.engine[0].store(mark.id, Ordering::Release);
+            d.engine[1].store(mark.generation, Ordering::Release);
         }
     }
 

@@ -37,7 +37,6 @@ use crate::detect::{Status, Transition};
 use crate::events::Event;
 use crate::store::{
     BatchRecord, Checkpoint, Commit, FileRef, ItemRecord, OutboxEntry, OutboxUpdate, StateStore,
-    StoreError,
 };
 use crate::tracker::{Tracker, View};
 use journal::{
@@ -178,6 +177,9 @@ struct Durable {
     log_readable: AtomicBool,
     /// A replica: other replicas seen lately whose config differs from this one's.
     config_differs: std::sync::atomic::AtomicU32,
+    /// A replica: the shared engine's cluster id and generation ([`crate::cluster::EngineMark`]);
+    /// a new generation means the engine lost its data and what each replica holds is put back.
+    engine: [std::sync::atomic::AtomicU64; 2],
     /// A replica: its copy of the shared log's batch records.
     mirror: Mutex<mirror::Mirror>,
     /// A replica: commits whose events the shared log did not take, as `(after, through)`

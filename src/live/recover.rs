@@ -127,11 +127,7 @@ impl Live {
         let mut since_snapshot = rec.journal_events;
         if !damage.is_empty() {
             if !salvage {
-                return Err(StoreError::Damaged {
-                    path: store.location(),
-                    why: damage.join("; "),
-                }
-                .into());
+                return Err(store.damaged(damage.join("; ")).into());
             }
             let copy = store.keep_copy()?;
             for d in &damage {
@@ -151,6 +147,7 @@ impl Live {
             unencodable: Default::default(),
             log_readable: AtomicBool::new(true),
             config_differs: std::sync::atomic::AtomicU32::new(0),
+            engine: Default::default(),
             mirror: Mutex::new(Default::default()),
             dropped: Mutex::new(Default::default()),
             channels: config.alerts.channels.clone(),

@@ -138,6 +138,9 @@ pub struct FileSource {
     stop: Arc<AtomicBool>,
     /// On a replica: whether the source may read on, or waits for the shared log.
     step: Step,
+    /// On a replica: the shared engine's generation its checkpoints were written under; a
+    /// later one means the engine lost its data, and they are written again.
+    generation: Option<u64>,
 }
 
 /// Where a replica's file source stands with the shared log. A source that is not on a
@@ -182,6 +185,7 @@ impl FileSource {
             replica: None,
             stop: Arc::new(AtomicBool::new(false)),
             step: Step::Reading,
+            generation: None,
             cfg,
         }
     }
@@ -213,6 +217,7 @@ impl FileSource {
             }
             match self.step {
                 Step::Reading => {
+                    self.put_back_after_engine_loss();
                     self.poll();
                     if self.step == Step::Reading {
                         std::thread::park_timeout(POLL);
@@ -553,6 +558,29 @@ impl FileSource {
             self.step = Step::Pending(seq);
         }
         used
+    }
+
+    /// On a replica whose shared engine lost its data (a new engine generation): writes
+    /// every file's checkpoint and the source's start again, so that a restart resumes where
+    /// this run is rather than from `read_from`. Only while everything read is stored.
+    fn put_back_after_engine_loss(&mut self) {
+        let Some(generation) = self.live.engine().map(|m| m.generation) else {
+            return;
+        };
+        if *self.generation.get_or_insert(generation) == generation {
+            return;
+        }
+        self.generation = Some(generation);
+        tracing::warn!(source = %self.cfg.name, files = self.files.len(), "the shared engine had lost its data: writing this source's checkpoints again");
+        self.live
+            .note_sources(Vec::new(), vec![self.cfg.name.clone()]);
+        for t in &self.files {
+            self.live.apply(
+                &mut [],
+                self.live.now_ms(),
+                Some(t.checkpoint(&self.cfg.name)),
+            );
+        }
     }
 
     /// A replica's source waits a moment for commit `seq`, its last lines, to be in the log.

@@ -52,6 +52,20 @@ pub enum StoreError {
         /// What is wrong with it.
         why: String,
     },
+    /// The shared engine's snapshot (`[cluster]`) cannot be read. It is left as it is.
+    #[error(
+        "the shared snapshot (Redis key {key}) is damaged: {why}. It was left as it is. To go on: if \
+         other replicas run, their leader writes a new one within [cluster] snapshot_interval: start \
+         this replica again then; with none running, start once with `ratewarden run --recover`, \
+         which copies the damaged snapshot to {key}:damaged-TIME and starts from the log after it, \
+         logging what was lost"
+    )]
+    SharedDamaged {
+        /// The snapshot's key.
+        key: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// The database was written by a newer ratewarden.
     #[error("the store has schema version {found}; this ratewarden knows up to {known}")]
     TooNew {
@@ -271,4 +285,24 @@ pub trait StateStore: Send {
     /// Keeps a copy of the state as it is now beside it (before `run --recover` drops what
     /// cannot be read); returns where.
     fn keep_copy(&mut self) -> Result<String, StoreError>;
+
+    /// The error for state found damaged at recovery (`why`), naming where it is and how to
+    /// go on.
+    fn damaged(&self, why: String) -> StoreError {
+        StoreError::Damaged {
+            path: self.location(),
+            why,
+        }
+    }
+
+    /// The id of the shared engine this replica last ran on (`[cluster]`), if it noted one:
+    /// what tells a restarted replica that the engine lost its data meanwhile.
+    fn cluster_id(&mut self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+
+    /// Notes the id of the shared engine this replica runs on.
+    fn note_cluster_id(&mut self, _id: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

@@ -489,6 +489,26 @@ impl StateStore for SqliteStore {
         Ok(())
     }
 
+    fn cluster_id(&mut self) -> Result<Option<u64>, StoreError> {
+        let id: Option<i64> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'cluster_id'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        // The u64 is kept as the i64 of the same bits (SQLite integers are signed).
+        Ok(id.map(|v| v as u64))
+    }
+
+    fn note_cluster_id(&mut self, id: u64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('cluster_id', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [id as i64],
+        )?;
+        Ok(())
+    }
+
     fn location(&self) -> String {
         self.path.display().to_string()
     }
