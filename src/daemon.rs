@@ -465,6 +465,7 @@ impl Daemon {
                 sources: sources.health(),
                 channels: Some(delivery.states()),
                 scheduler: Some(scheduler),
+                cluster: shared.clone(),
             },
         );
 

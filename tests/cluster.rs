@@ -1525,30 +1525,9 @@ fn video_batch(tag: &str) -> String {
     serde_json::json!({"upstream": "fake", "mode": "asap", "requests": requests}).to_string()
 }
 
-/// `GET /v1/batches/ID` on `d`.
-fn batch_on(d: &common::Daemon, id: &str) -> serde_json::Value {
-    common::http("GET", &format!("{}/v1/batches/{id}", d.base), &[], b"")
-        .and_then(|(_, b)| serde_json::from_str(&b).ok())
-        .unwrap_or_default()
-}
-
-/// Successful batch requests `d` sent itself.
-fn sent_by(d: &common::Daemon) -> f64 {
-    common::metric(
-        &d.base,
-        r#"ratewarden_batch_requests_total{org="acme",outcome="success"}"#,
-    )
-    .unwrap_or(0.0)
-}
-
-#[test]
-fn batches_are_dispatched_by_the_leader_alone_within_the_limits_across_handovers() {
-    use common::upstream::Upstream;
-    let _one = one_at_a_time();
-    // Jobs run 1.5 s and the org may run 2 at once: the upstream answers 429 to a third.
-    let up = Upstream::start(600, 2, Duration::from_millis(1500));
-    let (_redis_dir, redis, dirs) = redis_and_dirs(3);
-    let before = format!(
+/// A config with upstream `fake` at `url` drawing on org `acme` (2 jobs at once).
+fn batch_config(url: &str) -> String {
+    format!(
         r#"[tiers.api]
 rpm = 600
 concurrency = 2
@@ -1574,8 +1553,34 @@ interval = "100ms"
 [scheduler]
 share = 1.0
 "#,
-        up.url()
-    );
+        url
+    )
+}
+
+/// `GET /v1/batches/ID` on `d`.
+fn batch_on(d: &common::Daemon, id: &str) -> serde_json::Value {
+    common::http("GET", &format!("{}/v1/batches/{id}", d.base), &[], b"")
+        .and_then(|(_, b)| serde_json::from_str(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Successful batch requests `d` sent itself.
+fn sent_by(d: &common::Daemon) -> f64 {
+    common::metric(
+        &d.base,
+        r#"ratewarden_batch_requests_total{org="acme",outcome="success"}"#,
+    )
+    .unwrap_or(0.0)
+}
+
+#[test]
+fn batches_are_dispatched_by_the_leader_alone_within_the_limits_across_handovers() {
+    use common::upstream::Upstream;
+    let _one = one_at_a_time();
+    // Jobs run 1.5 s and the org may run 2 at once: the upstream answers 429 to a third.
+    let up = Upstream::start(600, 2, Duration::from_millis(1500));
+    let (_redis_dir, redis, dirs) = redis_and_dirs(3);
+    let before = batch_config(&up.url());
     let config = |i: usize| replica_config(&redis.url(), i, &before, "");
     let mut daemons = start_all(&dirs, &config);
     let first =
@@ -1846,4 +1851,75 @@ fn a_damaged_shared_snapshot_is_named_and_kept_by_recover() {
         "not a snapshot",
         "the damaged snapshot is kept as it was"
     );
+}
+
+#[test]
+fn one_idempotency_key_given_to_two_replicas_at_once_creates_one_batch() {
+    use common::upstream::Upstream;
+    let _one = one_at_a_time();
+    let up = Upstream::start(600, 2, Duration::from_millis(1500));
+    let (_redis_dir, redis, dirs) = redis_and_dirs(2);
+    let before = batch_config(&up.url());
+    let daemons = start_all(&dirs, &|i| replica_config(&redis.url(), i, &before, ""));
+    let bases: Vec<String> = daemons.iter().map(|d| d.base.clone()).collect();
+    // Both replicas given `key` at once, with `bodies[0]` and `bodies[1]`.
+    let at_once = |key: &str, bodies: [String; 2]| -> Vec<(u16, serde_json::Value)> {
+        let go = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let posts: Vec<_> = bodies
+            .into_iter()
+            .zip(bases.clone())
+            .map(|(body, base)| {
+                let (go, key) = (go.clone(), key.to_string());
+                std::thread::spawn(move || {
+                    go.wait();
+                    let (status, answer) = common::http(
+                        "POST",
+                        &format!("{base}/v1/batches"),
+                        &[
+                            ("Idempotency-Key", &key),
+                            ("Content-Type", "application/json"),
+                        ],
+                        body.as_bytes(),
+                    )
+                    .expect("answered");
+                    (status, serde_json::from_str(&answer).unwrap_or_default())
+                })
+            })
+            .collect();
+        posts.into_iter().map(|p| p.join().unwrap()).collect()
+    };
+    for round in 0..5 {
+        let answers = at_once(
+            &format!("diff-{round}"),
+            [
+                video_batch(&format!("a{round}")),
+                video_batch(&format!("b{round}")),
+            ],
+        );
+        let mut statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+        statuses.sort();
+        assert_eq!(
+            statuses,
+            [201, 422],
+            "another body under the key: {answers:?}"
+        );
+        let answers = at_once(
+            &format!("same-{round}"),
+            [
+                video_batch(&format!("s{round}")),
+                video_batch(&format!("s{round}")),
+            ],
+        );
+        let mut statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+        statuses.sort();
+        assert_eq!(statuses, [200, 201], "the same body twice: {answers:?}");
+        assert_eq!(answers[0].1["id"], answers[1].1["id"], "{answers:?}");
+        let id = answers[0].1["id"].as_str().expect("an id").to_string();
+        assert!(
+            daemons
+                .iter()
+                .all(|d| batch_on(d, &id)["id"] == id.as_str()),
+            "both replicas hold the batch"
+        );
+    }
 }

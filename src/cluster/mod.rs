@@ -7,6 +7,7 @@
 //! never interprets an entry (the tracker's journal format is opaque here) and never applies
 //! one itself.
 
+mod claims;
 mod identity;
 mod lease;
 mod log;

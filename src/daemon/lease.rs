@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::cluster::{EngineMark, EntryId, Leadership, Presence, SharedLog, differing};
-use crate::store::StateStore;
 use crate::live::Live;
+use crate::store::StateStore;
 
 /// How long a lease lasts without renewal: a killed leader's successor takes over after it.
 pub(super) const LEASE_TTL: Duration = Duration::from_secs(10);

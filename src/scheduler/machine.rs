@@ -50,6 +50,15 @@ pub(super) struct Rules {
     pub(super) release_after_ms: i64,
 }
 
+/// The id of the batch submitted with `Idempotency-Key` `key` to `upstream` for `org`: the
+/// same submission again finds the first batch.
+pub(super) fn keyed_id(upstream: &str, org: &str, key: &str) -> String {
+    format!(
+        "bk{:016x}",
+        stable_hash(&[upstream.as_bytes(), org.as_bytes(), key.as_bytes()])
+    )
+}
+
 impl Rules {
     pub(super) fn new(config: &Config) -> Rules {
         Rules {
@@ -143,10 +152,7 @@ impl Rules {
             )));
         }
         let id = match key {
-            Some((k, _)) => format!(
-                "bk{:016x}",
-                stable_hash(&[upstream.name.as_bytes(), org.as_bytes(), k.as_bytes()])
-            ),
+            Some((k, _)) => keyed_id(&upstream.name, &org, k),
             None => format!("b{:x}{:08x}", now, st.rng.u32(..)),
         };
         let request_hash = key.map(|(_, h)| h);

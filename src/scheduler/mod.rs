@@ -190,6 +190,15 @@ impl Scheduler {
         Ok((self.summary(&st, at, now), seq, created))
     }
 
+    /// The id a batch submitted to `upstream` (for `org`, default the upstream's) with
+    /// `Idempotency-Key` `key` gets; `None` for an unknown upstream or another org (the
+    /// submission is refused anyway).
+    pub fn keyed_batch_id(&self, upstream: &str, org: Option<&str>, key: &str) -> Option<String> {
+        let u = self.rules.upstreams.get(upstream)?;
+        let org = org.unwrap_or(&u.org);
+        (org == u.org).then(|| machine::keyed_id(&u.name, org, key))
+    }
+
     /// Forgets the batches that finished `retention` or longer before `now`, here and in the
     /// store; returns how many.
     pub fn prune(&self, now: i64) -> usize {

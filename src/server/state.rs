@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 use super::auth::Tokens;
 use super::body;
 use crate::alerts::ChannelStates;
+use crate::cluster::SharedLog;
 use crate::config::Config;
 use crate::live::Live;
 use crate::metrics::Metrics;
@@ -51,6 +52,8 @@ pub struct ApiState {
     pub channels: Option<ChannelStates>,
     /// The batch scheduler (`None` without one: tests).
     pub scheduler: Option<Arc<Scheduler>>,
+    /// A replica's shared engine (`[cluster]`; `None` otherwise).
+    pub cluster: Option<SharedLog>,
     /// Off-peak windows.
     pub offpeak: OffPeak,
     /// Ingest admission.
@@ -73,6 +76,9 @@ pub struct Parts {
     pub channels: Option<ChannelStates>,
     /// The batch scheduler.
     pub scheduler: Option<Arc<Scheduler>>,
+    /// A replica's shared engine (`[cluster]`), for what must be decided once across
+    /// replicas (a batch's `Idempotency-Key`).
+    pub cluster: Option<SharedLog>,
 }
 
 impl ApiState {
@@ -91,6 +97,7 @@ impl ApiState {
             sources: parts.sources.into(),
             channels: parts.channels,
             scheduler: parts.scheduler,
+            cluster: parts.cluster,
             offpeak: config.offpeak.clone(),
             ingest_slots: Arc::new(Semaphore::new(INGEST_CONCURRENCY)),
             bodies,

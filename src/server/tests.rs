@@ -34,6 +34,7 @@ fn over(config: &Config, tokens: Tokens, live: Live) -> ApiState {
             sources: Vec::new(),
             channels: None,
             scheduler: None,
+            cluster: None,
         },
     )
 }
