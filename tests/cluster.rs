@@ -113,6 +113,24 @@ async fn appends_from_many_replicas_and_tasks_read_back_in_one_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_of_another_type_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path(), &[]);
+    let a = SharedLog::connect(&settings(&redis.url(), "a"))
+        .await
+        .unwrap();
+    redis_cli(&redis, &["SET", "ratewarden:checkpoints:a", "not a hash"]);
+    let e = ratewarden::cluster::stored_checkpoints(&a)
+        .await
+        .expect_err("a string where a hash belongs");
+    assert!(
+        e.to_string().contains("WRONGTYPE")
+            && e.to_string().contains("key_prefix holds another type"),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_is_stored_with_its_entry_per_replica() {
     let dir = tempfile::tempdir().unwrap();
     let redis = Redis::start(dir.path(), &[]);
@@ -1922,4 +1940,60 @@ fn one_idempotency_key_given_to_two_replicas_at_once_creates_one_batch() {
             "both replicas hold the batch"
         );
     }
+}
+
+#[test]
+fn values_written_into_the_engine_by_something_else_are_named_and_passed_over() {
+    let _one = one_at_a_time();
+    let (_redis_dir, redis, dirs) = redis_and_dirs(1);
+    // A lease key without an expiry (no replica writes one) is taken over, saying so.
+    redis_cli(&redis, &["SET", "ratewarden:leader", "junk"]);
+    let config = replica_config(&redis.url(), 0, "", "");
+    let mut d = common::Daemon::start(dirs[0].path(), &config, &[]);
+    assert!(
+        common::eventually(10, || leading(&d).then_some(())).is_some(),
+        "leads despite the junk lease:\n{}",
+        d.log_text()
+    );
+    assert!(d.log_text().contains("taken over"), "{}", d.log_text());
+    // Log entries not written by a replica are passed over, named; the next ones apply.
+    redis_cli(
+        &redis,
+        &["XADD", "ratewarden:log", "*", "b", "junk", "r", "x"],
+    );
+    redis_cli(&redis, &["XADD", "ratewarden:log", "*", "hello", "world"]);
+    let now = chrono_now_ms();
+    assert_eq!(
+        post_ndjson(&d.base, &acme_body(now, "after-junk", 3)).map(|r| r.0),
+        Some(202)
+    );
+    let counted = common::eventually(10, || {
+        (common::metric(
+            &d.base,
+            "ratewarden_usage{org=\"acme\",dimension=\"daily\"}",
+        ) == Some(3.0))
+        .then_some(())
+    });
+    assert_eq!(counted, Some(()), "{}", d.log_text());
+    let log = d.log_text();
+    assert!(
+        log.contains("not a journal entry") && log.contains("was not written by a replica"),
+        "{log}"
+    );
+    // An epoch that is not an integer is named, not taken for an unreachable engine.
+    assert_eq!(d.terminate(Duration::from_secs(20)), Some(0));
+    redis_cli(&redis, &["SET", "ratewarden:leader:epoch", "abc"]);
+    let d = common::Daemon::start(dirs[0].path(), &config, &[]);
+    let named = common::eventually(10, || {
+        d.log_text()
+            .contains(
+                "the lease script failed on keys ratewarden:leader and ratewarden:leader:epoch",
+            )
+            .then_some(())
+    });
+    assert_eq!(named, Some(()), "{}", d.log_text());
+    assert!(
+        !d.log_text()
+            .contains("cannot reach the shared engine for the lease")
+    );
 }

@@ -16,16 +16,23 @@ use std::time::Duration;
 use super::log::{ClusterError, SharedLog};
 
 /// Takes the lease when free, or renews it when `ARGV[1]` (`replica:token`) holds it.
-/// Returns the token held (0: another replica leads).
+/// Returns the token held (0: another replica leads). A value without an expiry was not
+/// written by a replica (every lease lapses): it is taken over, and the token is returned
+/// negated so that the replica says so.
 const TRY_LEAD: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if cur and cur == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return tonumber(ARGV[4])
 end
-if cur then return 0 end
+local foreign = false
+if cur then
+  if redis.call('PTTL', KEYS[1]) ~= -1 then return 0 end
+  foreign = true
+end
 local token = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], ARGV[3] .. ':' .. token, 'PX', ARGV[2])
+if foreign then return -token end
 return token
 ";
 
@@ -100,7 +107,7 @@ impl SharedLog {
         ttl: Duration,
     ) -> Result<Option<u64>, ClusterError> {
         let held = leadership.token().unwrap_or(0);
-        let outcome: Result<u64, redis::RedisError> = redis::Script::new(TRY_LEAD)
+        let outcome: Result<i64, redis::RedisError> = redis::Script::new(TRY_LEAD)
             .key(self.key("leader"))
             .key(self.key("leader:epoch"))
             .arg(self.holder(held))
@@ -115,12 +122,24 @@ impl SharedLog {
                 Ok(None)
             }
             Ok(token) => {
+                if token < 0 {
+                    tracing::warn!(key = %self.key("leader"), "the lease key held a value without an expiry, not written by a replica: taken over");
+                }
+                let token = token.unsigned_abs();
                 leadership.set(Some(token));
                 Ok(Some(token))
             }
             Err(e) => {
                 leadership.set(None);
-                Err(e.into())
+                let e = ClusterError::from(e);
+                Err(match e {
+                    e if e.is_unreachable() => e,
+                    e => ClusterError::Reply(format!(
+                        "the lease script failed on keys {} and {} (written by something else? each must hold what a replica writes: a string and an integer): {e}",
+                        self.key("leader"),
+                        self.key("leader:epoch")
+                    )),
+                })
             }
         }
     }

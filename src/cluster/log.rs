@@ -30,7 +30,7 @@ pub const MAX_READ_WAIT: Duration = Duration::from_secs(2);
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     /// The engine refused, or could not be reached.
-    #[error("redis: {0}")]
+    #[error("redis: {0}{hint}", hint = wrong_type_hint(.0))]
     Redis(#[from] redis::RedisError),
     /// Fewer Redis replicas than `min_replicas_ack` confirmed the entry in time; it is on the
     /// primary and may yet be lost with it.
@@ -51,6 +51,18 @@ pub enum ClusterError {
     /// The engine answered something this log never writes.
     #[error("unexpected answer from the shared log: {0}")]
     Reply(String),
+}
+
+/// What a `WRONGTYPE` answer means here: one of the keys under `key_prefix` holds something
+/// ratewarden does not write there.
+fn wrong_type_hint(e: &redis::RedisError) -> &'static str {
+    if e.code() == Some("WRONGTYPE") {
+        " (a key under [cluster] key_prefix holds another type than ratewarden writes there: \
+         written by something else, or the prefix shared with another program? `redis-cli --scan \
+         --pattern 'KEY_PREFIX:*'` and `TYPE` show which)"
+    } else {
+        ""
+    }
 }
 
 impl ClusterError {
@@ -471,6 +483,11 @@ impl SharedLog {
         self.conn.clone()
     }
 
+    /// The key of this replica's file checkpoints.
+    pub fn checkpoints_key(&self) -> &str {
+        &self.keys.checkpoints
+    }
+
     /// This replica's stored file checkpoints, as `(file, offset record)`.
     pub async fn checkpoints(&self) -> Result<Vec<(String, Vec<u8>)>, ClusterError> {
         let mut conn = self.conn.clone();
@@ -569,18 +586,34 @@ impl LogReader {
                             "entry {id} has no {name:?} field of bytes: {other:?}"
                         ))),
                     };
-                let bytes = field(&mut e.map, "b")?;
-                let replica = String::from_utf8_lossy(&field(&mut e.map, "r")?).into_owned();
-                let batches = match e.map.contains_key("k") {
-                    true => Some(field(&mut e.map, "k")?),
-                    false => None,
-                };
-                out.push(Entry {
-                    id,
-                    replica,
-                    bytes,
-                    batches,
-                });
+                let read = (|| {
+                    let bytes = field(&mut e.map, "b")?;
+                    let replica = String::from_utf8_lossy(&field(&mut e.map, "r")?).into_owned();
+                    let batches = match e.map.contains_key("k") {
+                        true => Some(field(&mut e.map, "k")?),
+                        false => None,
+                    };
+                    Ok::<_, ClusterError>(Entry {
+                        id,
+                        replica,
+                        bytes,
+                        batches,
+                    })
+                })();
+                match read {
+                    Ok(entry) => out.push(entry),
+                    // Not written by a replica: every replica passes over it alike (an entry
+                    // with nothing to apply), rather than stopping at it for good.
+                    Err(e) => {
+                        tracing::error!(key = %self.log, entry = %id, error = %e, "an entry of the shared log was not written by a replica (something else wrote to the key?); skipped");
+                        out.push(Entry {
+                            id,
+                            replica: String::new(),
+                            bytes: Vec::new(),
+                            batches: None,
+                        });
+                    }
+                }
             }
         }
         Ok(out)

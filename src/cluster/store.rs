@@ -67,6 +67,11 @@ impl StateStore for SharedStore {
             .runtime
             .block_on(self.log.started_sources())
             .map_err(shared)?;
+        for source in &r.started_sources {
+            if !r.checkpoints.iter().any(|c| &c.source == source) {
+                tracing::warn!(source, key = %self.log.checkpoints_key(), "this file source ran before, but the shared engine holds no checkpoint of any of its files: if it had files then (and the key was deleted), they are read again from the start and their lines count again");
+            }
+        }
         // So are the batches: those of the snapshot, then the log's changes after it.
         r.batches = Vec::new();
         r.batch_items = Vec::new();

@@ -72,8 +72,11 @@ pub(super) async fn keep_the_lease(
                 None => tracing::info!("another replica leads"),
             },
             Ok(_) => {}
-            Err(e) => {
+            Err(e) if e.is_unreachable() => {
                 tracing::warn!(error = %e, "cannot reach the shared engine for the lease; not leading")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the shared engine refused the lease; not leading")
             }
         }
         // Batches are dispatched only once what the previous leader recorded last is

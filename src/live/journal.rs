@@ -29,6 +29,13 @@ pub(super) fn seal_journal(journal: &mut [u8], prev: u64) {
     }
 }
 
+/// Whether an entry's first byte `f` names a journal format a newer ratewarden writes (such an
+/// entry is never dropped as damage). Formats grow one at a time; a byte far past the current
+/// one is damage or something else's bytes.
+pub(super) fn newer_format(f: u8) -> bool {
+    f > JOURNAL_FORMAT && f <= JOURNAL_FORMAT + 16
+}
+
 /// A journal entry's records and, for format 3, the commit of the entry before it; an error
 /// when the format is unknown or the check fails.
 pub(super) fn open_journal(data: &[u8]) -> Result<(&[u8], Option<u64>), String> {
@@ -43,8 +50,11 @@ pub(super) fn open_journal(data: &[u8]) -> Result<(&[u8], Option<u64>), String> 
             prev.copy_from_slice(&data[5..JOURNAL_HEADER]);
             Ok((&data[JOURNAL_HEADER..], Some(u64::from_le_bytes(prev))))
         }
-        Some((f, _)) if *f > JOURNAL_FORMAT => Err(format!(
+        Some((&f, _)) if newer_format(f) => Err(format!(
             "format {f}, newer than this ratewarden knows ({JOURNAL_FORMAT})"
+        )),
+        Some((&f, _)) if f > JOURNAL_FORMAT => Err(format!(
+            "not a journal entry (its first byte is {f}, no format ratewarden writes)"
         )),
         Some((f, _)) => Err(format!("format {f} is unknown or the entry is cut short")),
         None => Err("it is empty".into()),

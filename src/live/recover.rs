@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::journal::{JOURNAL_FORMAT, Record, each_record, open_journal, open_snapshot};
+use super::journal::{Record, each_record, newer_format, open_journal, open_snapshot};
 use super::*;
 
 impl Live {
@@ -69,7 +69,7 @@ impl Live {
             }
             let expected = last_entry.unwrap_or(from);
             let data = match open_journal(data) {
-                Err(why) if data.first().is_some_and(|&f| f > JOURNAL_FORMAT) => {
+                Err(why) if data.first().is_some_and(|&f| newer_format(f)) => {
                     newer = Some((seq, why));
                     return;
                 }
