@@ -7,6 +7,7 @@
 
 mod auth;
 pub mod body;
+mod claim;
 pub mod conn;
 mod encoding;
 mod error;
@@ -552,50 +553,6 @@ impl From<BatchError> for ApiError {
     }
 }
 
-/// How long a replica's claim of a batch's `Idempotency-Key` lasts in the shared engine: long
-/// enough for the batch it creates to reach every replica, whose own copy then answers a
-/// repeat (the claim only settles two replicas given the key at once).
-const BATCH_KEY_CLAIM: Duration = Duration::from_secs(600);
-
-/// On a replica: claims the batch `Idempotency-Key` `key` in the shared engine before the
-/// batch is created here, so that two replicas given it at once do not both create one. With
-/// another body it is [`BatchError::KeyReused`]; with the same body (the client sent it to
-/// another replica too) it waits, up to the durable wait, for that replica's batch to arrive
-/// through the log, which then answers it as it stands.
-async fn claim_batch_key(
-    st: &ApiState,
-    log: &crate::cluster::SharedLog,
-    scheduler: &Scheduler,
-    req: &NewBatch,
-    key: &str,
-    body_hash: u64,
-) -> Result<(), ApiError> {
-    let Some(id) = scheduler.keyed_batch_id(&req.upstream, req.org.as_deref(), key) else {
-        return Ok(());
-    };
-    match log.claim_batch_key(&id, body_hash, BATCH_KEY_CLAIM).await {
-        Ok(None) => Ok(()),
-        Ok(Some(first)) if first != body_hash => Err(BatchError::KeyReused(format!(
-            "this Idempotency-Key was used for another request (batch {id}); use a new key for a new batch"
-        ))
-        .into()),
-        Ok(Some(_)) => {
-            let deadline = tokio::time::Instant::now() + st.durable_wait;
-            while scheduler.get(&id, st.live.now_ms()).is_err()
-                && tokio::time::Instant::now() < deadline
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Ok(())
-        }
-        Err(e) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shared_log_unavailable",
-            format!("the shared engine (Redis) did not answer the Idempotency-Key's claim ({e}); nothing was created; retry later"),
-        )),
-    }
-}
-
 async fn create_batch(
     State(st): State<ApiState>,
     headers: HeaderMap,
@@ -630,7 +587,7 @@ async fn create_batch(
     writable(live)?;
     let body_hash = crate::model::stable_hash(&[&held.bytes]);
     if let (Some(log), Some(k)) = (&st.cluster, key) {
-        claim_batch_key(&st, log, &scheduler, &req, k, body_hash).await?;
+        claim::claim_batch_key(&st, log, &scheduler, &req, k, body_hash).await?;
     }
     let (mut summary, seq, created) =
         scheduler.create(req, key.map(|k| (k, body_hash)), st.live.now_ms())?;
