@@ -300,7 +300,7 @@ impl Daemon {
         let mut store = store;
         let engine = match &shared {
             Some(log) => match lease::join_engine(log, &mut store).await {
-                Ok(mark) => Some(mark),
+                Ok(joined) => Some(joined),
                 Err((part, why)) => {
                     return started.abandon(DaemonError::Start { part, why }).await;
                 }
@@ -310,13 +310,17 @@ impl Daemon {
         let leadership = Leadership::default();
         let follow_from = Arc::new(std::sync::Mutex::new(EntryId::ZERO));
         let store: Box<dyn StateStore> = match &shared {
-            Some(log) => Box::new(SharedStore::new(
-                Box::new(store),
-                log.clone(),
-                leadership.clone(),
-                tokio::runtime::Handle::current(),
-                follow_from.clone(),
-            )),
+            Some(log) => Box::new(
+                SharedStore::new(
+                    Box::new(store),
+                    log.clone(),
+                    leadership.clone(),
+                    tokio::runtime::Handle::current(),
+                    follow_from.clone(),
+                )
+                .after_engine_loss(engine.is_some_and(|(_, lost)| lost))
+                .salvaging(salvage),
+            ),
             None => Box::new(store),
         };
 
@@ -379,7 +383,7 @@ impl Daemon {
         );
 
         let mut applied = None;
-        if let Some(mark) = engine {
+        if let Some((mark, _)) = engine {
             live.note_engine(mark);
         }
         if let Some(log) = &shared {

@@ -1814,8 +1814,51 @@ fn an_engine_that_lost_its_data_gets_it_back_from_the_running_replicas() {
     );
     assert_eq!(usage_of(&r1.base), usage_of(&r2.base));
 
-    // With no replica running to put it back, a replica that ran on the engine before says
-    // it starts from nothing.
+    // The engine loses everything while the tailing replica is down: the running ones put
+    // the counts back, and the tailer resumes its file from the copy of its checkpoints in
+    // its local store (not from the start, which would count the file twice).
+    let mut r0 = r0;
+    r0.kill9();
+    redis_cli(&redis, &["FLUSHALL"]);
+    let put_back = common::eventually(15, || {
+        (redis_cli(&redis, &["EXISTS", "ratewarden:snapshot"]).trim() == "1").then_some(())
+    });
+    assert_eq!(
+        put_back,
+        Some(()),
+        "the leader's snapshot is back\n{}",
+        r1.log_text()
+    );
+    let r0 = common::Daemon::start(dirs[0].path(), &config(0), &[]);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, lines(1500, 1600).as_bytes()))
+        .unwrap();
+    let all = common::eventually(10, || {
+        [&r0, &r1, &r2]
+            .iter()
+            .all(|d| counts(d) == (Some(1600.0), Some(150.0)))
+            .then_some(())
+    });
+    assert_eq!(
+        all,
+        Some(()),
+        "the tailer down at the loss: r0 {:?}, r1 {:?}, r2 {:?}\n{}",
+        counts(&r0),
+        counts(&r1),
+        counts(&r2),
+        r0.log_text()
+    );
+    assert!(
+        r0.log_text()
+            .contains("resuming from the copy in the local store"),
+        "{}",
+        r0.log_text()
+    );
+
+    // With no replica running to put it back, every replica that ran on the engine before
+    // says it starts from nothing, not only the first to start.
     drop((r0, r1, r2));
     redis_cli(&redis, &["FLUSHALL"]);
     let r1 = common::Daemon::start(dirs[1].path(), &config(1), &[]);
@@ -1824,6 +1867,13 @@ fn an_engine_that_lost_its_data_gets_it_back_from_the_running_replicas() {
             .contains("the shared engine holds none of this cluster's data"),
         "{}",
         r1.log_text()
+    );
+    let r2 = common::Daemon::start(dirs[2].path(), &config(2), &[]);
+    assert!(
+        r2.log_text()
+            .contains("the shared engine lost its data since this replica last started"),
+        "{}",
+        r2.log_text()
     );
 }
 
@@ -1869,6 +1919,50 @@ fn a_damaged_shared_snapshot_is_named_and_kept_by_recover() {
         "not a snapshot",
         "the damaged snapshot is kept as it was"
     );
+    drop(d);
+
+    // Damage to its other fields, or a key of another type, is named the same way, and
+    // `--recover` moves such a snapshot aside.
+    let damages: [&[&str]; 4] = [
+        &[
+            "HSET",
+            "ratewarden:snapshot",
+            "at",
+            "not an id",
+            "state",
+            "x",
+        ],
+        &["HSET", "ratewarden:snapshot", "at", "1-0"],
+        &[
+            "HSET",
+            "ratewarden:snapshot",
+            "at",
+            "1-0",
+            "state",
+            "x",
+            "batches",
+            "junk",
+        ],
+        &["SET", "ratewarden:snapshot", "hello"],
+    ];
+    for damage in damages {
+        redis_cli(&redis, &["DEL", "ratewarden:snapshot"]);
+        redis_cli(&redis, damage);
+        let log = match common::Daemon::try_start(dirs[0].path(), &config, &[]) {
+            Ok(mut d) => {
+                d.kill9();
+                panic!("started on {damage:?}:\n{}", d.log_text())
+            }
+            Err(log) => log,
+        };
+        assert!(
+            log.contains("the shared snapshot (Redis key ratewarden:snapshot) is damaged"),
+            "{damage:?}: {log}"
+        );
+        let d = common::Daemon::try_start_with(dirs[0].path(), &config, &[], &["--recover"])
+            .unwrap_or_else(|log| panic!("--recover starts on {damage:?}:\n{log}"));
+        drop(d);
+    }
 }
 
 #[test]

@@ -1,21 +1,22 @@
 //! Which engine's data a replica runs on. The first replica to reach an empty engine notes a
-//! random cluster id in it (`KEY_PREFIX:cluster`, with a generation), and every replica keeps
-//! the id in its local store. An engine that lost its data (`FLUSHALL`, a Redis restarted
+//! random cluster id in it (`KEY_PREFIX:cluster`, with an incarnation), and every replica keeps
+//! the id (and incarnation) in its local store. An engine that lost its data (`FLUSHALL`, a Redis restarted
 //! without persistence, another Redis behind the same URL) no longer holds it: a running
-//! replica notices within a lease period and puts it back with the next generation, which
+//! replica notices within a lease period and puts it back with a new (random) incarnation, which
 //! tells every replica to put back what it holds (the leader a snapshot, each replica its
 //! files' checkpoints); a replica starting finds its noted id gone and says that what it
 //! starts from is not what was counted.
 
 use super::log::{ClusterError, SharedLog};
 
-/// What the engine holds under `KEY_PREFIX:cluster`: `"ID GENERATION"`.
+/// What the engine holds under `KEY_PREFIX:cluster`: `"ID INCARNATION"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EngineMark {
     /// The cluster's id, chosen by the first replica.
     pub id: u64,
-    /// How many times the engine was found to have lost its data and was put back.
-    pub generation: u64,
+    /// Random, new each time the id is put back after the engine lost its data: a replica
+    /// that knows another one learns of the loss.
+    pub incarnation: u64,
 }
 
 impl SharedLog {
@@ -26,7 +27,7 @@ impl SharedLog {
         let mut pipe = redis::pipe();
         pipe.cmd("SET")
             .arg(&key)
-            .arg(format!("{} {}", mark.id, mark.generation))
+            .arg(format!("{} {}", mark.id, mark.incarnation))
             .arg("NX")
             .cmd("GET")
             .arg(&key);
@@ -35,15 +36,15 @@ impl SharedLog {
         let held = now
             .as_deref()
             .and_then(|v| {
-                let (id, generation) = v.split_once(' ')?;
+                let (id, incarnation) = v.split_once(' ')?;
                 Some(EngineMark {
                     id: id.parse().ok()?,
-                    generation: generation.parse().ok()?,
+                    incarnation: incarnation.parse().ok()?,
                 })
             })
             .ok_or_else(|| {
                 ClusterError::Reply(format!(
-                    "key {key} holds {now:?}, not \"CLUSTER_ID GENERATION\" (written by something else?)"
+                    "key {key} holds {now:?}, not \"CLUSTER_ID INCARNATION\" (written by something else?)"
                 ))
             })?;
         Ok((held, put.is_some()))

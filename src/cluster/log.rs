@@ -395,11 +395,17 @@ impl SharedLog {
                 .await?;
         match (at, state) {
             (Some(at), Some(state)) => Ok(Some(SharedSnapshot {
-                at: at.parse()?,
+                at: at.parse().map_err(|e| {
+                    ClusterError::Reply(format!("its \"at\" field does not read: {e}"))
+                })?,
                 state,
                 batches,
             })),
-            _ => Ok(None),
+            (None, None) if batches.is_none() => Ok(None),
+            (at, _) => Err(ClusterError::Reply(format!(
+                "it lacks its {} field",
+                if at.is_none() { "\"at\"" } else { "\"state\"" }
+            ))),
         }
     }
 
@@ -411,17 +417,34 @@ impl SharedLog {
     /// Copies the snapshot, as it is, to `KEY_PREFIX:snapshot:damaged-TIME` (before `run
     /// --recover` starts without it); returns the copy's key.
     pub async fn keep_snapshot_copy(&self) -> Result<String, ClusterError> {
-        let to = format!(
-            "{}:damaged-{}",
-            self.snapshot_key(),
-            chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
-        );
+        let to = self.damaged_snapshot_key();
         let _: i64 = redis::cmd("COPY")
             .arg(self.snapshot_key())
             .arg(&to)
             .query_async(&mut self.conn())
             .await?;
         Ok(to)
+    }
+
+    /// Moves the snapshot, as it is, to `KEY_PREFIX:snapshot:damaged-TIME` (`run --recover`,
+    /// when not even its fields read: the leader's next snapshot takes its place); returns the
+    /// copy's key.
+    pub async fn set_snapshot_aside(&self) -> Result<String, ClusterError> {
+        let to = self.damaged_snapshot_key();
+        let _: () = redis::cmd("RENAME")
+            .arg(self.snapshot_key())
+            .arg(&to)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(to)
+    }
+
+    fn damaged_snapshot_key(&self) -> String {
+        format!(
+            "{}:damaged-{}",
+            self.snapshot_key(),
+            chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+        )
     }
 
     /// Notes how far this replica has applied the log, and when (the leader trims only behind

@@ -28,6 +28,11 @@ pub struct SharedStore {
     leadership: Leadership,
     runtime: Handle,
     from: Arc<Mutex<EntryId>>,
+    /// The engine lost its data since this replica last started: the file checkpoints kept
+    /// in the local store may stand in for those it lost.
+    after_loss: bool,
+    /// `run --recover`: a shared snapshot that cannot be read is moved aside, not refused.
+    salvage: bool,
 }
 
 impl SharedStore {
@@ -48,7 +53,63 @@ impl SharedStore {
             leadership,
             runtime,
             from,
+            after_loss: false,
+            salvage: false,
         }
+    }
+
+    /// `run --recover`: a shared snapshot that cannot be read is moved aside (kept under
+    /// another key) and recovery goes on without it.
+    pub fn salvaging(mut self, salvage: bool) -> SharedStore {
+        self.salvage = salvage;
+        self
+    }
+
+    /// Notes that the engine lost its data since this replica last started (the cluster id's
+    /// incarnation changed): recovery may take the file checkpoints from the local copy.
+    pub fn after_engine_loss(mut self, lost: bool) -> SharedStore {
+        self.after_loss = lost;
+        self
+    }
+
+    /// After an engine loss: when the engine holds nothing of this replica's sources but the
+    /// local store does, and the engine holds a snapshot again (the running replicas put the
+    /// counts back), the local copy is what this replica's files had reached; it is put back
+    /// into the engine and resumed from. Without a snapshot the counts are gone, and the
+    /// sources read their files again to count them anew.
+    fn checkpoints_after_loss(
+        &self,
+        r: &mut Recovered,
+        local: (Vec<Checkpoint>, Vec<String>),
+        snapshot_there: bool,
+    ) -> Result<(), StoreError> {
+        let (checkpoints, started) = local;
+        let engine_has_none = r.checkpoints.is_empty() && r.started_sources.is_empty();
+        if !self.after_loss || !engine_has_none || (checkpoints.is_empty() && started.is_empty()) {
+            return Ok(());
+        }
+        if !snapshot_there {
+            tracing::error!(
+                files = checkpoints.len(),
+                "the shared engine lost its data and holds no snapshot: the counts are gone, so this replica's file sources read their files again from read_from"
+            );
+            return Ok(());
+        }
+        tracing::warn!(files = checkpoints.len(), key = %self.log.checkpoints_key(), "the shared engine lost this replica's file checkpoints (it lost its data; the running replicas put the counts back): resuming from the copy in the local store, and putting it back");
+        let marks = FileMarks {
+            set: checkpoints
+                .iter()
+                .map(|cp| (field(&cp.source, &cp.file), record(cp)))
+                .collect(),
+            forget: Vec::new(),
+            started: started.clone(),
+        };
+        self.runtime
+            .block_on(self.log.mark_files(&marks))
+            .map_err(|e| StoreError::Shared(e.to_string()))?;
+        r.checkpoints = checkpoints;
+        r.started_sources = started;
+        Ok(())
     }
 }
 
@@ -59,6 +120,10 @@ impl StateStore for SharedStore {
         // replica's past.
         r.journal_events = 0;
         let shared = |e: ClusterError| StoreError::Shared(e.to_string());
+        let local = (
+            std::mem::take(&mut r.checkpoints),
+            std::mem::take(&mut r.started_sources),
+        );
         r.checkpoints = self
             .runtime
             .block_on(stored_checkpoints(&self.log))
@@ -67,21 +132,29 @@ impl StateStore for SharedStore {
             .runtime
             .block_on(self.log.started_sources())
             .map_err(shared)?;
-        for source in &r.started_sources {
-            if !r.checkpoints.iter().any(|c| &c.source == source) {
-                tracing::warn!(source, key = %self.log.checkpoints_key(), "this file source ran before, but the shared engine holds no checkpoint of any of its files: if it had files then (and the key was deleted), they are read again from the start and their lines count again");
-            }
-        }
         // So are the batches: those of the snapshot, then the log's changes after it.
         r.batches = Vec::new();
         r.batch_items = Vec::new();
-        r.snapshot = match self.runtime.block_on(self.log.snapshot()) {
-            Ok(Some(snap)) => {
+        let read = match self.runtime.block_on(self.log.snapshot()) {
+            Err(e) if e.is_unreachable() => return Err(StoreError::Shared(e.to_string())),
+            read => read.map_err(|e| e.to_string()).and_then(|snap| match snap {
+                Some(snap) => {
+                    let all = match &snap.batches {
+                        Some(bytes) => Some(
+                            BatchChanges::decode(bytes)
+                                .map_err(|why| format!("its batches do not read: {why}"))?,
+                        ),
+                        None => None,
+                    };
+                    Ok(Some((snap, all)))
+                }
+                None => Ok(None),
+            }),
+        };
+        r.snapshot = match read {
+            Ok(Some((snap, all))) => {
                 *self.from.lock().unwrap_or_else(PoisonError::into_inner) = snap.at;
-                if let Some(bytes) = &snap.batches {
-                    let all = BatchChanges::decode(bytes).map_err(|why| {
-                        StoreError::Shared(format!("the shared snapshot's batches: {why}"))
-                    })?;
+                if let Some(all) = all {
                     r.batches = all.batches;
                     r.batch_items = all.items;
                 }
@@ -91,8 +164,23 @@ impl StateStore for SharedStore {
                 })
             }
             Ok(None) => None,
-            Err(e) => return Err(StoreError::Shared(e.to_string())),
+            Err(why) if self.salvage => {
+                let copy = self
+                    .runtime
+                    .block_on(self.log.set_snapshot_aside())
+                    .map_err(|e| StoreError::Shared(e.to_string()))?;
+                tracing::error!(key = %self.log.snapshot_key(), %copy, "run --recover: the shared snapshot cannot be read ({why}); moved aside, starting from the log after it: every count before it is lost until the leader's next snapshot");
+                None
+            }
+            Err(why) => return Err(self.damaged(why)),
         };
+        let snapshot_there = r.snapshot.is_some();
+        self.checkpoints_after_loss(&mut r, local, snapshot_there)?;
+        for source in &r.started_sources {
+            if !r.checkpoints.iter().any(|c| &c.source == source) {
+                tracing::warn!(source, key = %self.log.checkpoints_key(), "this file source ran before, but the shared engine holds no checkpoint of any of its files: if it had files then (and the key was deleted), they are read again from the start and their lines count again");
+            }
+        }
         Ok(r)
     }
 
@@ -155,13 +243,12 @@ impl StateStore for SharedStore {
                 );
             }
         }
+        // The local store keeps a copy of the checkpoints the engine now holds: what a
+        // replica resumes from should the engine lose its data while it is down.
         self.local.commit(&Commit {
             journal: &[],
             events: 0,
             snapshot: None,
-            checkpoints: &[],
-            forget: &[],
-            started_sources: &[],
             batches: &[],
             batch_items: &[],
             batches_dropped: &[],

@@ -96,17 +96,22 @@ pub(super) async fn keep_the_lease(
 }
 
 /// Joins the shared engine at start-up: notes a new cluster id in an empty engine, and says so
-/// when the engine no longer holds the one this replica (`store`) last ran on. Errors name
-/// the part that failed, and why.
+/// when the engine no longer holds the one this replica (`store`) last started on; returns
+/// the engine's mark and whether it lost its data since (then the file checkpoints this
+/// replica kept locally may stand in for those the engine lost). Errors name the part that
+/// failed, and why.
 pub(super) async fn join_engine(
     log: &SharedLog,
     store: &mut dyn StateStore,
-) -> Result<EngineMark, (&'static str, String)> {
+) -> Result<(EngineMark, bool), (&'static str, String)> {
     let store_error = |e: crate::store::StoreError| ("the local store (cluster id)", e.to_string());
-    let last = store.cluster_id().map_err(store_error)?;
+    let noted_before = store.cluster_id().map_err(store_error)?;
+    let last = noted_before.map(|(id, _)| id);
+    // Put back after a loss, the id comes with a new incarnation, so that every replica
+    // that started on the engine before learns of the loss.
     let fresh = EngineMark {
         id: last.unwrap_or_else(|| fastrand::u64(1..)),
-        generation: 0,
+        incarnation: fastrand::u64(..),
     };
     let (held, noted) = log
         .mark_engine(fresh)
@@ -132,15 +137,27 @@ pub(super) async fn join_engine(
         ),
         _ => {}
     }
-    if last != Some(held.id) {
-        store.note_cluster_id(held.id).map_err(store_error)?;
+    let lost = match noted_before {
+        Some(_) if noted => true,
+        Some((id, incarnation)) if id == held.id && held.incarnation != incarnation => {
+            tracing::warn!(
+                "the shared engine lost its data since this replica last started (it was put back since: its incarnation changed)"
+            );
+            true
+        }
+        _ => false,
+    };
+    if noted_before != Some((held.id, held.incarnation)) {
+        store
+            .note_cluster_id(held.id, held.incarnation)
+            .map_err(store_error)?;
     }
-    Ok(held)
+    Ok((held, lost))
 }
 
 /// Notices, once per lease period, an engine that lost its data since this replica joined
 /// it: it no longer holds the cluster id. The first replica to notice puts the id back with
-/// the next generation; each replica that sees the new generation puts back what it holds
+/// a new incarnation; each replica that sees the new incarnation puts back what it holds
 /// (its sources' checkpoints; the leader a snapshot). `other` remembers an engine holding
 /// another cluster's id, said once.
 async fn check_engine(log: &SharedLog, live: &Live, other: &mut Option<u64>) {
@@ -149,7 +166,7 @@ async fn check_engine(log: &SharedLog, live: &Live, other: &mut Option<u64>) {
     };
     let next = EngineMark {
         id: known.id,
-        generation: known.generation + 1,
+        incarnation: fastrand::u64(..),
     };
     match log.mark_engine(next).await {
         Ok((_, true)) => {
@@ -159,9 +176,9 @@ async fn check_engine(log: &SharedLog, live: &Live, other: &mut Option<u64>) {
             );
             live.note_engine(next);
         }
-        Ok((held, false)) if held.id == known.id && held.generation > known.generation => {
+        Ok((held, false)) if held.id == known.id && held.incarnation != known.incarnation => {
             tracing::warn!(
-                generation = held.generation,
+                incarnation = held.incarnation,
                 "another replica found the shared engine's data lost; putting back what this replica holds"
             );
             live.note_engine(held);

@@ -44,9 +44,9 @@ pub struct Upkeep {
     /// no further, so a replica that has just restored the latest one (and not yet noted its
     /// place) finds every entry after it still there.
     previous: Option<EntryId>,
-    /// The engine generation this replica's last snapshot (or its start) saw: a later one
+    /// The engine incarnation this replica's last snapshot (or its start) saw: another one
     /// means the engine lost its data, and the leader puts a snapshot back at once.
-    generation: Option<u64>,
+    incarnation: Option<u64>,
 }
 
 impl Upkeep {
@@ -66,7 +66,7 @@ impl Upkeep {
             snapshotted: Instant::now(),
             since: 0,
             previous: None,
-            generation: None,
+            incarnation: None,
         }
     }
 
@@ -85,8 +85,8 @@ impl Upkeep {
             }
             self.noted = Some(Instant::now());
         }
-        let generation = live.engine().map_or(0, |m| m.generation);
-        let lost = *self.generation.get_or_insert(generation) != generation;
+        let incarnation = live.engine().map_or(0, |m| m.incarnation);
+        let lost = *self.incarnation.get_or_insert(incarnation) != incarnation;
         let due = lost
             || self.since >= SNAPSHOT_ENTRIES
             || (self.since > 0 && self.snapshotted.elapsed() >= self.every);
@@ -105,8 +105,8 @@ impl Upkeep {
         self.since = 0;
         self.snapshotted = Instant::now();
         if lost {
-            tracing::warn!(at = %at, generation, "the shared engine had lost its data: this leader's snapshot is in it again");
-            self.generation = Some(generation);
+            tracing::warn!(at = %at, incarnation, "the shared engine had lost its data: this leader's snapshot is in it again");
+            self.incarnation = Some(incarnation);
         }
         let Some(previous) = self.previous.replace(at) else {
             return;
@@ -202,21 +202,21 @@ impl Live {
         }
     }
 
-    /// A replica: the shared engine's cluster id and generation as this replica knows them.
+    /// A replica: the shared engine's cluster id and incarnation as this replica knows them.
     pub fn engine(&self) -> Option<EngineMark> {
         let d = self.durable.as_ref().filter(|_| self.shared)?;
         Some(EngineMark {
             id: d.engine[0].load(Ordering::Acquire),
-            generation: d.engine[1].load(Ordering::Acquire),
+            incarnation: d.engine[1].load(Ordering::Acquire),
         })
     }
 
-    /// Notes the shared engine's cluster id and generation; a later generation tells the
+    /// Notes the shared engine's cluster id and incarnation; another incarnation tells the
     /// file sources and the leader to put back what they hold.
     pub fn note_engine(&self, mark: EngineMark) {
         if let Some(d) = &self.durable {
             d.engine[0].store(mark.id, Ordering::Release);
-            d.engine[1].store(mark.generation, Ordering::Release);
+            d.engine[1].store(mark.incarnation, Ordering::Release);
         }
     }
 

@@ -177,8 +177,8 @@ struct Durable {
     log_readable: AtomicBool,
     /// A replica: other replicas seen lately whose config differs from this one's.
     config_differs: std::sync::atomic::AtomicU32,
-    /// A replica: the shared engine's cluster id and generation ([`crate::cluster::EngineMark`]);
-    /// a new generation means the engine lost its data and what each replica holds is put back.
+    /// A replica: the shared engine's cluster id and incarnation ([`crate::cluster::EngineMark`]);
+    /// a new incarnation means the engine lost its data and what each replica holds is put back.
     engine: [std::sync::atomic::AtomicU64; 2],
     /// A replica: its copy of the shared log's batch records.
     mirror: Mutex<mirror::Mirror>,

@@ -138,9 +138,9 @@ pub struct FileSource {
     stop: Arc<AtomicBool>,
     /// On a replica: whether the source may read on, or waits for the shared log.
     step: Step,
-    /// On a replica: the shared engine's generation its checkpoints were written under; a
+    /// On a replica: the shared engine's incarnation its checkpoints were written under; a
     /// later one means the engine lost its data, and they are written again.
-    generation: Option<u64>,
+    incarnation: Option<u64>,
 }
 
 /// Where a replica's file source stands with the shared log. A source that is not on a
@@ -185,7 +185,7 @@ impl FileSource {
             replica: None,
             stop: Arc::new(AtomicBool::new(false)),
             step: Step::Reading,
-            generation: None,
+            incarnation: None,
             cfg,
         }
     }
@@ -560,17 +560,17 @@ impl FileSource {
         used
     }
 
-    /// On a replica whose shared engine lost its data (a new engine generation): writes
+    /// On a replica whose shared engine lost its data (a new engine incarnation): writes
     /// every file's checkpoint and the source's start again, so that a restart resumes where
     /// this run is rather than from `read_from`. Only while everything read is stored.
     fn put_back_after_engine_loss(&mut self) {
-        let Some(generation) = self.live.engine().map(|m| m.generation) else {
+        let Some(incarnation) = self.live.engine().map(|m| m.incarnation) else {
             return;
         };
-        if *self.generation.get_or_insert(generation) == generation {
+        if *self.incarnation.get_or_insert(incarnation) == incarnation {
             return;
         }
-        self.generation = Some(generation);
+        self.incarnation = Some(incarnation);
         tracing::warn!(source = %self.cfg.name, files = self.files.len(), "the shared engine had lost its data: writing this source's checkpoints again");
         self.live
             .note_sources(Vec::new(), vec![self.cfg.name.clone()]);

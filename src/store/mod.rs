@@ -295,14 +295,15 @@ pub trait StateStore: Send {
         }
     }
 
-    /// The id of the shared engine this replica last ran on (`[cluster]`), if it noted one:
-    /// what tells a restarted replica that the engine lost its data meanwhile.
-    fn cluster_id(&mut self) -> Result<Option<u64>, StoreError> {
+    /// The id and incarnation of the shared engine this replica last started on
+    /// (`[cluster]`), if it noted them: what tells a restarted replica that the engine lost
+    /// its data meanwhile.
+    fn cluster_id(&mut self) -> Result<Option<(u64, u64)>, StoreError> {
         Ok(None)
     }
 
-    /// Notes the id of the shared engine this replica runs on.
-    fn note_cluster_id(&mut self, _id: u64) -> Result<(), StoreError> {
+    /// Notes the id and incarnation of the shared engine this replica starts on.
+    fn note_cluster_id(&mut self, _id: u64, _incarnation: u64) -> Result<(), StoreError> {
         Ok(())
     }
 }

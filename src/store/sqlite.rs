@@ -489,23 +489,29 @@ impl StateStore for SqliteStore {
         Ok(())
     }
 
-    fn cluster_id(&mut self) -> Result<Option<u64>, StoreError> {
-        let id: Option<i64> = self
-            .conn
-            .query_row("SELECT value FROM meta WHERE key = 'cluster_id'", [], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        // The u64 is kept as the i64 of the same bits (SQLite integers are signed).
-        Ok(id.map(|v| v as u64))
+    fn cluster_id(&mut self) -> Result<Option<(u64, u64)>, StoreError> {
+        let get = |key: &str| -> Result<Option<i64>, rusqlite::Error> {
+            self.conn
+                .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+        };
+        // The u64s are kept as the i64s of the same bits (SQLite integers are signed).
+        Ok(match (get("cluster_id")?, get("cluster_incarnation")?) {
+            (Some(id), incarnation) => Some((id as u64, incarnation.unwrap_or(0) as u64)),
+            (None, _) => None,
+        })
     }
 
-    fn note_cluster_id(&mut self, id: u64) -> Result<(), StoreError> {
-        self.conn.execute(
-            "INSERT INTO meta (key, value) VALUES ('cluster_id', ?1)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            [id as i64],
-        )?;
+    fn note_cluster_id(&mut self, id: u64, incarnation: u64) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        for (key, value) in [("cluster_id", id), ("cluster_incarnation", incarnation)] {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value as i64],
+            )?;
+        }
+        tx.commit()?;
         Ok(())
     }
 
