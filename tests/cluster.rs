@@ -128,6 +128,17 @@ async fn a_key_of_another_type_is_explained() {
             && e.to_string().contains("key_prefix holds another type"),
         "{e}"
     );
+    // The entry of an append whose checkpoints cannot be stored is in the log: it is answered
+    // stored (its lines are counted; reading them again would count them twice).
+    let marks = FileMarks {
+        set: vec![("8:1".to_owned(), b"offset=10".to_vec())],
+        ..FileMarks::default()
+    };
+    let id = a
+        .append(b"lines", &marks)
+        .await
+        .expect("the entry is stored");
+    assert_eq!(read_all(&a).await.last().map(|e| e.id), Some(id));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2034,6 +2045,36 @@ fn one_idempotency_key_given_to_two_replicas_at_once_creates_one_batch() {
             "both replicas hold the batch"
         );
     }
+    // Once every replica holds the batch, its own record answers for the key, even after
+    // Redis lost the claim.
+    let post = |d: &common::Daemon, body: &str| {
+        common::http(
+            "POST",
+            &format!("{}/v1/batches", d.base),
+            &[
+                ("Idempotency-Key", "kept"),
+                ("Content-Type", "application/json"),
+            ],
+            body.as_bytes(),
+        )
+        .map(|(status, _)| status)
+    };
+    let (first, other) = (video_batch("first"), video_batch("other"));
+    assert_eq!(post(&daemons[0], &first), Some(201));
+    let held = common::eventually(5, || (post(&daemons[1], &first) == Some(200)).then_some(()));
+    assert_eq!(held, Some(()), "the other replica holds the batch");
+    redis_cli(&redis, &["FLUSHALL"]);
+    assert_eq!(post(&daemons[1], &other), Some(422), "another body");
+    assert_eq!(
+        post(&daemons[1], &first),
+        Some(200),
+        "the first body, again"
+    );
+    assert_eq!(
+        post(&daemons[0], &first),
+        Some(200),
+        "the first body, again"
+    );
 }
 
 #[test]

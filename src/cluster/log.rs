@@ -271,8 +271,22 @@ impl SharedLog {
             pipe.arg("k").arg(k);
         }
         self.add_marks(&mut pipe, marks);
+        // Each command's outcome on its own: a MULTI does not undo the others when one fails
+        // (a key of another type), and an entry that is in the log is counted, so it must be
+        // answered stored, or its lines would be read and counted again.
+        pipe.ignore_errors();
         let mut conn = self.conn.clone();
-        let (id,): (String,) = pipe.query_async(&mut conn).await?;
+        let results: Vec<redis::RedisResult<redis::Value>> = pipe.query_async(&mut conn).await?;
+        let mut results = results.into_iter();
+        let id: String = match results.next() {
+            Some(Ok(v)) => redis::from_redis_value(v)
+                .map_err(|e| ClusterError::Reply(format!("XADD answered {e}")))?,
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err(ClusterError::Reply("no answer to XADD".into())),
+        };
+        for failed in results.filter_map(Result::err) {
+            tracing::error!(key = %self.keys.checkpoints, error = %ClusterError::from(failed), "the entry is in the shared log, but this replica's file checkpoints could not be stored with it: a restart would read those lines again");
+        }
         self.wait_for_replicas(&mut conn).await?;
         id.parse()
     }
@@ -287,7 +301,7 @@ impl SharedLog {
         pipe.atomic();
         self.add_marks(&mut pipe, marks);
         let mut conn = self.conn.clone();
-        let () = pipe.query_async(&mut conn).await?;
+        let _: redis::Value = pipe.query_async(&mut conn).await?;
         self.wait_for_replicas(&mut conn).await
     }
 
@@ -297,19 +311,14 @@ impl SharedLog {
             for (file, record) in &marks.set {
                 pipe.arg(file).arg(record);
             }
-            pipe.ignore();
         }
         if !marks.forget.is_empty() {
             pipe.cmd("HDEL")
                 .arg(&self.keys.checkpoints)
-                .arg(&marks.forget)
-                .ignore();
+                .arg(&marks.forget);
         }
         if !marks.started.is_empty() {
-            pipe.cmd("SADD")
-                .arg(&self.keys.started)
-                .arg(&marks.started)
-                .ignore();
+            pipe.cmd("SADD").arg(&self.keys.started).arg(&marks.started);
         }
     }
 

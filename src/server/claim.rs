@@ -31,6 +31,11 @@ pub(super) async fn claim_batch_key(
     let Some(id) = scheduler.keyed_batch_id(&req.upstream, req.org.as_deref(), key) else {
         return Ok(());
     };
+    // A batch this replica holds already answers for its key (200 or 422) from its own
+    // record, which outlives the claim (and a Redis that lost its data).
+    if scheduler.get(&id, st.live.now_ms()).is_ok() {
+        return Ok(());
+    }
     match log.claim_batch_key(&id, body_hash, BATCH_KEY_CLAIM).await {
         Ok(None) => Ok(()),
         Ok(Some(first)) if first != body_hash => Err(ApiError::new(

@@ -611,9 +611,16 @@ impl FileSource {
         };
         let stored = match replica.checkpoints(&self.cfg.name) {
             Ok(stored) => stored,
-            Err(e) => {
+            Err(e) if e.is_unreachable() => {
                 tracing::debug!(source = %self.cfg.name, error = %e, "the shared engine does not answer yet");
                 std::thread::park_timeout(RETRY);
+                return;
+            }
+            Err(e) => {
+                // Refused, not away (a key of another type): said each time, as nothing is
+                // read until it is mended.
+                tracing::error!(source = %self.cfg.name, error = %e, "cannot read this source's checkpoints from the shared engine; reading nothing until it can");
+                std::thread::park_timeout(RETRY * 10);
                 return;
             }
         };
