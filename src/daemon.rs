@@ -493,6 +493,7 @@ impl Daemon {
                 )),
                 log.clone(),
                 leadership.clone(),
+                me.clone(),
             ));
         }
         started.delivery = Some(delivery.start());
@@ -564,7 +565,7 @@ struct Started {
     /// A replica's task applying the shared log.
     follower: Option<tokio::task::JoinHandle<()>>,
     /// A replica's task keeping (or waiting for) the lead, and what it steps down from.
-    lease: Option<(tokio::task::JoinHandle<()>, SharedLog, Leadership)>,
+    lease: Option<(tokio::task::JoinHandle<()>, SharedLog, Leadership, String)>,
 }
 
 impl Started {
@@ -617,8 +618,11 @@ impl Started {
         }
         // Last: the final commit has marked what this replica delivered, so the next leader,
         // taking over at once, sends none of it again.
-        if let Some((task, log, leadership)) = self.lease.take() {
+        if let Some((task, log, leadership, me)) = self.lease.take() {
             let _ = task.await;
+            if let Err(e) = log.release_replica_id(&me).await {
+                tracing::debug!(error = %e, "could not let go of the replica id; it lapses in 10 s");
+            }
             if leadership.leads() {
                 match log.step_down(&leadership).await {
                     Ok(()) => tracing::info!("stepped down as leader"),

@@ -1490,6 +1490,20 @@ fn a_second_instance_with_a_running_replicas_id_does_not_start() {
         started.elapsed()
     );
     assert_eq!(a.exited(), None, "{}", a.log_text());
+    // Stopped cleanly, it lets go of its id.
+    assert_eq!(a.terminate(Duration::from_secs(20)), Some(0));
+    assert_eq!(
+        redis_cli(&redis, &["EXISTS", "ratewarden:replica:r0"]).trim(),
+        "0"
+    );
+    // A note without an expiry was not written by a replica: taken over at once, saying so.
+    redis_cli(&redis, &["SET", "ratewarden:replica:r4", "hello"]);
+    let r4 = common::Daemon::start(
+        dirs[1].path(),
+        &replica_config(&redis.url(), 4, "", ""),
+        &[],
+    );
+    assert!(r4.log_text().contains("has no expiry"), "{}", r4.log_text());
     // A note left by an instance on another host that stopped renewing it (a pod moved to
     // another node, killed) is taken over once it is seen not to be renewed.
     redis_cli(

@@ -52,6 +52,12 @@ end
 return now
 ";
 
+/// Deletes `KEYS[1]` if it holds `ARGV[1]`.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
 /// What a starting instance learned of its replica id.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Claim {
@@ -76,7 +82,10 @@ impl SharedLog {
         let (before, pttl) = self.presence_note(&key).await?;
         let mut expected = String::new();
         if let Some(other) = before.filter(|other| other != me) {
-            if !gone_from_this_host(&other, me) {
+            if pttl == -1 {
+                // Every note a replica writes lapses: this one was written by something else.
+                tracing::warn!(key, note = %other, "the replica id's note has no expiry, so no replica wrote it; taking it over");
+            } else if !gone_from_this_host(&other, me) {
                 let watched = renew_every + Duration::from_secs(1);
                 tokio::time::sleep(watched).await;
                 let (now, pttl_now) = self.presence_note(&key).await?;
@@ -102,6 +111,17 @@ impl SharedLog {
             None => Claim::Claimed,
             Some(other) => Claim::InUse(other),
         })
+    }
+
+    /// Lets go of this replica's id, if `me` still holds it (a replica that stops cleanly:
+    /// its successor need not wait to tell it gone).
+    pub async fn release_replica_id(&self, me: &str) -> Result<(), ClusterError> {
+        let _: i64 = redis::Script::new(RELEASE)
+            .key(self.key(&format!("replica:{}", self.replica())))
+            .arg(me)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(())
     }
 
     /// The note under `key` and its time to live in ms (negative without one).
@@ -135,8 +155,19 @@ fn gone_from_this_host(note: &str, me: &str) -> bool {
         return false;
     };
     host == my_host
-        && (pid == std::process::id()
-            || (Path::new("/proc/self").exists() && !Path::new(&format!("/proc/{pid}")).exists()))
+        && (pid == std::process::id() || (Path::new("/proc/self").exists() && !running(pid)))
+}
+
+/// Whether process `pid` runs on this (Linux) host: it exists and is not a zombie (killed,
+/// not yet reaped by its parent).
+fn running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // `pid (comm) STATE ...`; comm may hold spaces and parentheses.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_none_or(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
 }
 
 impl SharedLog {
@@ -178,7 +209,10 @@ pub fn differing(
 ) -> Vec<String> {
     let mut out: Vec<String> = notes
         .iter()
-        .filter(|(r, fp, ms)| r != me && *fp != mine && now_ms - ms <= recent_ms)
+        .filter(|(r, fp, ms)| {
+            // A note from the future was not written by a replica's clock: not believed.
+            r != me && *fp != mine && now_ms - ms <= recent_ms && *ms <= now_ms + recent_ms
+        })
         .map(|(r, _, _)| r.clone())
         .collect();
     out.sort();
@@ -214,6 +248,7 @@ mod tests {
             ("b".to_owned(), 2, 9_000),
             ("c".to_owned(), 1, 9_500),
             ("gone".to_owned(), 3, 1_000),
+            ("forged".to_owned(), 4, 99_999_999),
         ];
         assert_eq!(differing("a", 1, &notes, 10_000, 5_000), vec!["b"]);
         assert_eq!(differing("b", 2, &notes, 10_000, 5_000), vec!["a", "c"]);
@@ -233,6 +268,11 @@ mod tests {
         let pid = child.id();
         child.wait().unwrap();
         assert!(gone_from_this_host(&note(pid), &me));
+        // Killed but not yet reaped by its parent: a zombie runs no more.
+        let mut zombie = std::process::Command::new("true").spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(gone_from_this_host(&note(zombie.id()), &me), "a zombie");
+        zombie.wait().unwrap();
         let mut running = std::process::Command::new("sleep")
             .arg("5")
             .spawn()

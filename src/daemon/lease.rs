@@ -158,8 +158,8 @@ pub(super) async fn join_engine(
 /// Notices, once per lease period, an engine that lost its data since this replica joined
 /// it: it no longer holds the cluster id. The first replica to notice puts the id back with
 /// a new incarnation; each replica that sees the new incarnation puts back what it holds
-/// (its sources' checkpoints; the leader a snapshot). `other` remembers an engine holding
-/// another cluster's id, said once.
+/// (its sources' checkpoints; the leader a snapshot). `other` remembers what was said once:
+/// an engine holding another cluster's id, or (0) one whose id does not read.
 async fn check_engine(log: &SharedLog, live: &Live, other: &mut Option<u64>) {
     let Some(known) = live.engine() else {
         return;
@@ -192,6 +192,15 @@ async fn check_engine(log: &SharedLog, live: &Live, other: &mut Option<u64>) {
             *other = Some(held.id);
         }
         Ok(_) => {}
-        Err(e) => tracing::debug!(error = %e, "cannot read the shared engine's cluster id"),
+        Err(e) if e.is_unreachable() => {
+            tracing::debug!(error = %e, "cannot read the shared engine's cluster id")
+        }
+        // Junk under the key: a loss would go unnoticed while it stays; said once.
+        Err(e) => {
+            if other.is_none() {
+                tracing::error!(error = %e, "the shared engine's cluster id does not read: a loss of its data is not noticed until it does");
+                *other = Some(0);
+            }
+        }
     }
 }

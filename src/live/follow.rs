@@ -115,7 +115,9 @@ impl Upkeep {
         let behind = match self.log.positions().await {
             Ok(p) => p
                 .into_iter()
-                .filter(|(_, _, seen)| now - seen <= SEEN_WITHIN_MS)
+                .filter(|(_, _, seen)| {
+                    now - seen <= SEEN_WITHIN_MS && *seen <= now + SEEN_WITHIN_MS
+                })
                 .map(|(_, applied, _)| applied)
                 .min()
                 .map_or(previous, |m| m.min(previous)),
