@@ -8,7 +8,8 @@
 //! Before a replica reads its checkpoints or starts a source it claims its id
 //! ([`SharedLog::claim_replica_id`]): a note left by another instance is a predecessor's (a
 //! replica killed and started again within the note's lifetime) when that process is gone
-//! from this host, or when the note is not renewed within a renewal period; otherwise the
+//! from this host, or when the note is not renewed within a renewal period (or has no
+//! expiry: no replica wrote it); otherwise the
 //! other instance runs and this one does not start, so two instances never tail under one id.
 //!
 //! Every replica also notes the fingerprint of its config's tracker-shaping parts (limits,
@@ -70,8 +71,9 @@ pub enum Claim {
 impl SharedLog {
     /// Claims this replica's id for `me` (an [`instance_note`]) before anything is read under
     /// it. A note by another instance is taken over when that instance is gone: its process is
-    /// no longer on this host, or the note is not renewed within `renew_every` plus a second
-    /// (it is renewed every `renew_every` while its instance runs).
+    /// no longer running on this host, or the note is not renewed within `renew_every` plus a
+    /// second (it is renewed every `renew_every` while its instance runs); and a note without
+    /// an expiry, which no replica writes.
     pub async fn claim_replica_id(
         &self,
         me: &str,
