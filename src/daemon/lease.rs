@@ -34,7 +34,7 @@ pub(super) async fn keep_the_lease(
 ) {
     let mut differ: Vec<String> = Vec::new();
     let mut presence = Presence::default();
-    let mut other_engine = None;
+    let mut said = EngineSaid::default();
     let mut every = tokio::time::interval(LEASE_EVERY);
     loop {
         tokio::select! {
@@ -48,7 +48,7 @@ pub(super) async fn keep_the_lease(
             let _ = twin.send(other).await;
             return;
         }
-        check_engine(&log, &live, &mut other_engine).await;
+        check_engine(&log, &live, &mut said).await;
         let now = live.now_ms();
         if let Ok(notes) = log.note_config(fingerprint, now).await {
             let now_differ =
@@ -155,12 +155,20 @@ pub(super) async fn join_engine(
     Ok((held, lost))
 }
 
+/// What [`check_engine`] has said once already.
+#[derive(Default)]
+struct EngineSaid {
+    /// Another cluster's id the engine holds.
+    other: Option<u64>,
+    /// The engine's id does not read.
+    unreadable: bool,
+}
+
 /// Notices, once per lease period, an engine that lost its data since this replica joined
 /// it: it no longer holds the cluster id. The first replica to notice puts the id back with
 /// a new incarnation; each replica that sees the new incarnation puts back what it holds
-/// (its sources' checkpoints; the leader a snapshot). `other` remembers what was said once:
-/// an engine holding another cluster's id, or (0) one whose id does not read.
-async fn check_engine(log: &SharedLog, live: &Live, other: &mut Option<u64>) {
+/// (its sources' checkpoints; the leader a snapshot). `said` keeps what is said only once.
+async fn check_engine(log: &SharedLog, live: &Live, said: &mut EngineSaid) {
     let Some(known) = live.engine() else {
         return;
     };
@@ -183,13 +191,13 @@ async fn check_engine(log: &SharedLog, live: &Live, other: &mut Option<u64>) {
             );
             live.note_engine(held);
         }
-        Ok((held, false)) if held.id != known.id && *other != Some(held.id) => {
+        Ok((held, false)) if held.id != known.id && said.other != Some(held.id) => {
             tracing::error!(
                 joined = known.id,
                 now = held.id,
                 "the shared engine now holds another cluster's data (redis_url or key_prefix shared with another cluster?): this replica's answers no longer match it"
             );
-            *other = Some(held.id);
+            said.other = Some(held.id);
         }
         Ok(_) => {}
         Err(e) if e.is_unreachable() => {
@@ -197,9 +205,8 @@ async fn check_engine(log: &SharedLog, live: &Live, other: &mut Option<u64>) {
         }
         // Junk under the key: a loss would go unnoticed while it stays; said once.
         Err(e) => {
-            if other.is_none() {
+            if !std::mem::replace(&mut said.unreadable, true) {
                 tracing::error!(error = %e, "the shared engine's cluster id does not read: a loss of its data is not noticed until it does");
-                *other = Some(0);
             }
         }
     }

@@ -272,6 +272,15 @@ pub enum BatchError {
     KeyReused(String),
 }
 
+impl BatchError {
+    /// The `Idempotency-Key` of batch `id` sent again with another body.
+    pub fn key_reused(id: &str) -> BatchError {
+        BatchError::KeyReused(format!(
+            "this Idempotency-Key was used for another request (batch {id}); use a new key for a new batch"
+        ))
+    }
+}
+
 /// Something to send now.
 #[derive(Debug, Clone)]
 pub struct Dispatch {

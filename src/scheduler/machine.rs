@@ -159,9 +159,7 @@ impl Rules {
         let again = |st: &State, at: usize| {
             let first = st.batches[at].header.request_hash;
             if first.is_some() && first != request_hash {
-                return Err(BatchError::KeyReused(format!(
-                    "this Idempotency-Key was used for another request (batch {id}); use a new key for a new batch"
-                )));
+                return Err(BatchError::key_reused(&id));
             }
             Ok((at, false, Effects::default()))
         };

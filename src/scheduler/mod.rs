@@ -199,6 +199,11 @@ impl Scheduler {
         (org == u.org).then(|| machine::keyed_id(&u.name, org, key))
     }
 
+    /// Whether this scheduler holds batch `id`.
+    pub fn holds(&self, id: &str) -> bool {
+        self.lock().index.contains_key(id)
+    }
+
     /// Forgets the batches that finished `retention` or longer before `now`, here and in the
     /// store; returns how many.
     pub fn prune(&self, now: i64) -> usize {

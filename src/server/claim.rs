@@ -33,24 +33,15 @@ pub(super) async fn claim_batch_key(
     };
     // A batch this replica holds already answers for its key (200 or 422) from its own
     // record, which outlives the claim (and a Redis that lost its data).
-    if scheduler.get(&id, st.live.now_ms()).is_ok() {
+    if scheduler.holds(&id) {
         return Ok(());
     }
     match log.claim_batch_key(&id, body_hash, BATCH_KEY_CLAIM).await {
         Ok(None) => Ok(()),
-        Ok(Some(first)) if first != body_hash => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency_key_reused",
-            BatchError::KeyReused(format!(
-                "this Idempotency-Key was used for another request (batch {id}); use a new key for a new batch"
-            ))
-            .to_string(),
-        )),
+        Ok(Some(first)) if first != body_hash => Err(BatchError::key_reused(&id).into()),
         Ok(Some(_)) => {
             let deadline = tokio::time::Instant::now() + st.durable_wait;
-            while scheduler.get(&id, st.live.now_ms()).is_err()
-                && tokio::time::Instant::now() < deadline
-            {
+            while !scheduler.holds(&id) && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Ok(())
@@ -58,7 +49,9 @@ pub(super) async fn claim_batch_key(
         Err(e) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "shared_log_unavailable",
-            format!("the shared engine (Redis) did not answer the Idempotency-Key's claim ({e}); nothing was created; retry later"),
+            format!(
+                "the shared engine (Redis) did not answer the Idempotency-Key's claim ({e}); nothing was created; retry later"
+            ),
         )),
     }
 }

@@ -411,6 +411,15 @@ impl SqliteStore {
     }
 }
 
+/// Sets `key` in the `meta` table to `value`.
+fn set_meta(conn: &Connection, key: &str, value: i64) -> rusqlite::Result<usize> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )
+}
+
 impl StateStore for SqliteStore {
     fn recover(&mut self) -> Result<Recovered, StoreError> {
         let shown = self.path.display().to_string();
@@ -505,11 +514,7 @@ impl StateStore for SqliteStore {
     fn note_cluster_id(&mut self, id: u64, incarnation: u64) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         for (key, value) in [("cluster_id", id), ("cluster_incarnation", incarnation)] {
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES (?1, ?2)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                params![key, value as i64],
-            )?;
+            set_meta(&tx, key, value as i64)?;
         }
         tx.commit()?;
         Ok(())
@@ -756,20 +761,10 @@ impl SqliteStore {
                 }
             }
         }
-        tx.execute(
-            "INSERT INTO meta (key, value) VALUES ('last_seq', ?1)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            [c.seq as i64],
-        )?;
+        set_meta(&tx, "last_seq", c.seq as i64)?;
         // So that a snapshot or a last journal entry that goes missing is noticed, not taken
         // for a first start or a quiet end.
-        let note = |key: &str| {
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES (?1, ?2)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                params![key, c.seq as i64],
-            )
-        };
+        let note = |key: &str| set_meta(&tx, key, c.seq as i64);
         if c.snapshot.is_some() {
             note("snapshot_seq")?;
             note("journal_seq")?;
