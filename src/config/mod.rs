@@ -8,6 +8,7 @@
 //! Sections that later features bring (`sources`, alert channels, `offpeak`, `upstreams`,
 //! `scheduler`) are refused with a clear message until they work, never silently ignored.
 
+mod admission;
 mod channels;
 mod check;
 mod cluster;
@@ -18,6 +19,7 @@ mod settings;
 
 use std::path::Path;
 
+pub use admission::{AdmissionConfig, MAX_MARGIN_MS};
 pub use channels::{
     ChannelConfig, ChannelKind, EmailConfig, EmailTls, SecretRef, WebhookConfig, WebhookFormat,
 };

@@ -33,6 +33,7 @@ pub(super) struct RawConfig {
     offpeak: super::scheduler::RawOffPeak,
     upstreams: Vec<Spanned<super::scheduler::RawUpstream>>,
     scheduler: super::scheduler::RawScheduler,
+    admission: super::admission::RawAdmission,
     metrics: RawMetrics,
     cluster: Option<Spanned<super::cluster::RawCluster>>,
 }
@@ -534,7 +535,10 @@ impl RawConfig {
             upstreams.push(u);
         }
 
+        let detect = self.detect.validate()?;
+        let admission = self.admission.validate(detect.release_after_ms)?;
         Ok(Config {
+            admission,
             offpeak: self.offpeak.validate()?,
             upstreams,
             scheduler: self.scheduler.validate()?,
@@ -554,7 +558,7 @@ impl RawConfig {
             limits,
             tiers,
             orgs,
-            detect: self.detect.validate()?,
+            detect,
             alerts: {
                 let alerts = self.alerts.validate()?;
                 if let Some((span, _)) = own_thresholds

@@ -216,19 +216,21 @@ pub struct Config {
     pub scheduler: SchedulerConfig,
     /// `[metrics]`.
     pub metrics: MetricsConfig,
+    /// `[admission]`.
+    pub admission: super::admission::AdmissionConfig,
     /// `[cluster]`: several replicas on Redis or Valkey; `None`, one process on SQLite.
     pub cluster: Option<super::cluster::ClusterConfig>,
 }
 
 impl Config {
     /// A fingerprint of what shapes the tracker's answers and notifications (limits, tiers,
-    /// orgs, detection, alerts and their channels): replicas of one cluster apply one log,
+    /// orgs, detection, alerts and their channels, admission): replicas of one cluster apply one log,
     /// and answer alike only with equal fingerprints. Stable across processes of one version
     /// (a hash of the parsed config's debug form, which holds no hash maps).
     pub fn shared_fingerprint(&self) -> u64 {
         let shaping = format!(
-            "{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
-            self.limits, self.tiers, self.orgs, self.detect, self.alerts
+            "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+            self.limits, self.tiers, self.orgs, self.detect, self.alerts, self.admission
         );
         crate::model::stable_hash(&[shaping.as_bytes()])
     }

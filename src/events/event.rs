@@ -192,7 +192,7 @@ pub struct Event<'a> {
     pub tokens: Option<u64>,
     /// Request latency in milliseconds.
     pub latency_ms: Option<f64>,
-    /// Dedupe key.
+    /// Dedupe key: `request_id`, or the admission `lease` when the event names one.
     pub request_id: Option<Cow<'a, str>>,
     /// Upstream rate-limit headers.
     pub ratelimit: Option<RateLimitInfo>,
@@ -265,13 +265,16 @@ pub enum EventField {
     LatencyMs,
     /// `request_id`.
     RequestId,
+    /// `lease`: the admission lease the call was granted under (`POST /v1/admit`); it
+    /// stands for the request's id, so the event completes that grant's reservation.
+    Lease,
     /// `ratelimit` (an object of the upstream's `x-ratelimit-*` values).
     RateLimit,
 }
 
 impl EventField {
     /// Every field, in label order.
-    pub const ALL: [EventField; 14] = [
+    pub const ALL: [EventField; 15] = [
         EventField::Ts,
         EventField::Org,
         EventField::App,
@@ -285,11 +288,12 @@ impl EventField {
         EventField::Tokens,
         EventField::LatencyMs,
         EventField::RequestId,
+        EventField::Lease,
         EventField::RateLimit,
     ];
 
     /// Fields with one scalar value (all but `ratelimit`).
-    pub(crate) const SCALARS: usize = 13;
+    pub(crate) const SCALARS: usize = 14;
 
     /// The field's name in the event schema.
     pub fn name(self) -> &'static str {
@@ -307,6 +311,7 @@ impl EventField {
             EventField::Tokens => "tokens",
             EventField::LatencyMs => "latency_ms",
             EventField::RequestId => "request_id",
+            EventField::Lease => "lease",
             EventField::RateLimit => "ratelimit",
         }
     }
@@ -329,6 +334,7 @@ impl EventField {
             "tokens" => EventField::Tokens,
             "latency_ms" => EventField::LatencyMs,
             "request_id" => EventField::RequestId,
+            "lease" => EventField::Lease,
             "ratelimit" => EventField::RateLimit,
             _ => return None,
         })

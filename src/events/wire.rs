@@ -219,6 +219,13 @@ impl<'a> Wire<'a> {
             EventField::RequestId,
             self.values[EventField::RequestId as usize].take(),
         );
+        // A lease names the grant whose reservation this request completes: it is the id the
+        // request is counted (and deduplicated) under.
+        let lease = name(
+            EventField::Lease,
+            self.values[EventField::Lease as usize].take(),
+        );
+        let request_id = lease.or(request_id);
         // Attribution only: validated, not kept.
         let _ = (user, model);
         if kind != Kind::Request && job_id.is_none() {

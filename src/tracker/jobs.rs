@@ -495,6 +495,45 @@ impl Jobs {
         self.take(slot, seq)
     }
 
+    /// Files job `from` under the id `to` (an admission lease that learnt its job's id),
+    /// keeping its start and place in the orderings. False when `from` is not in flight or
+    /// `to` already is.
+    pub fn rename(&mut self, from: &str, to: &str) -> bool {
+        let (old, new) = (self.hash(from), self.hash(to));
+        let slots = &self.slots;
+        if self
+            .by_id
+            .find(new, |&s| slots[s as usize].id.is(to))
+            .is_some()
+        {
+            return false;
+        }
+        let Ok(found) = self
+            .by_id
+            .find_entry(old, |&s| slots[s as usize].id.is(from))
+        else {
+            return false;
+        };
+        let (slot, _) = found.remove();
+        let e = &mut self.slots[slot as usize];
+        e.id = JobId::new(to);
+        e.hash = new;
+        let slots = &self.slots;
+        self.by_id
+            .insert_unique(new, slot, |&s| slots[s as usize].hash);
+        true
+    }
+
+    /// When the oldest job in flight started: the first to be released by `release_after`.
+    pub fn oldest_start(&mut self) -> Option<i64> {
+        let fresh = self.fresh.first(&self.slots).map(|f| f.0);
+        let stuck = self.stuck.first_key_value().map(|(k, _)| k.0);
+        match (fresh, stuck) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Ends job `id`; `None` if it was not in flight.
     pub fn finish(&mut self, id: &str) -> Option<Job> {
         let hash = self.hash(id);

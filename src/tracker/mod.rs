@@ -17,6 +17,7 @@
 //! `window`, `jobs`, `concurrency`, `dedupe`, and `snapshot` (its stored form). It builds no
 //! alert: each org's alerts are [`crate::detect::alerts::OrgAlerts`], which it feeds.
 
+pub mod admit;
 pub mod concurrency;
 pub mod dedupe;
 pub mod jobs;
@@ -34,6 +35,7 @@ use crate::config::Config;
 use crate::detect::Transition;
 use crate::detect::alerts::Reminders;
 use crate::events::{Event, Kind};
+pub use admit::{Ask, Reservations, Verdict, share_of};
 use dedupe::{Dedupe, request_key};
 pub use jobs::{DurationHistogram, JobOutcome};
 use org::TokenWindows;
@@ -70,6 +72,8 @@ pub struct Tracker {
     overflow: Overflow,
     new_orgs: NewOrgs,
     dedupe: Dedupe,
+    /// Admission grants not yet completed by their events.
+    reservations: Reservations,
     /// Firing alerts and when they were last notified, for `repeat_interval`.
     reminders: Reminders,
     /// The daemon's clock as last noted ([`Tracker::note_clock`]); `i64::MIN` in replay,
@@ -90,6 +94,7 @@ impl Tracker {
             overflow: Overflow::default(),
             new_orgs: NewOrgs::default(),
             dedupe: Dedupe::new(config.limits.max_request_ids),
+            reservations: Reservations::default(),
             reminders: Reminders::default(),
             clock_ms: i64::MIN,
         };
@@ -192,7 +197,18 @@ impl Tracker {
 
     fn apply_event(&mut self, ev: &Event<'_>, now: i64, out: &mut Vec<Transition>) -> bool {
         let ts = ev.ts_ms.unwrap_or(now);
-        if let Some(rid) = &ev.request_id
+        // A request that completes an admission grant was counted by the grant (and its id
+        // noted then): what it adds is its outcome, tokens beyond those reserved, its job.
+        let completes = match (&ev.request_id, ev.kind) {
+            (Some(rid), Kind::Request) => self
+                .reservations
+                .lease_of(request_key(&ev.org, rid))
+                .map(Box::<str>::from)
+                .and_then(|lease| self.reservations.take(&lease).map(|h| (lease, h))),
+            _ => None,
+        };
+        if completes.is_none()
+            && let Some(rid) = &ev.request_id
             && !self.dedupe.first_seen(dedupe_key(ev, rid), ts)
         {
             return false;
@@ -219,7 +235,23 @@ impl Tracker {
         org.advance_to(self.clock_ms.max(order_ts));
         let ai = org.app_index(ev.app_name(), s.max_apps_per_org, &mut self.overflow.apps);
         match ev.kind {
-            Kind::Request => org.request(ai, ts, ev, s, &mut self.overflow, out),
+            Kind::Request => {
+                let reserved = completes.as_ref().map(|(_, h)| h.tokens);
+                // The grant's slot becomes the job's, or is given back when the call made
+                // no job.
+                let lease_job = completes.as_ref().and_then(|(_, h)| h.job.as_ref());
+                let started = matches!(ev.status, Some(200..=299)) && ev.job_id.is_some();
+                if let (Some((held_as, _)), Some(id), true) = (lease_job, &ev.job_id, started) {
+                    org.jobs.rename(held_as, id);
+                }
+                org.request(ai, ts, ev, reserved, s, &mut self.overflow, out);
+                if let Some((held_as, _)) = lease_job
+                    && !started
+                    && ev.status.is_some()
+                {
+                    org.end_lease(held_as, false, ts, s, out);
+                }
+            }
             Kind::JobStarted => {
                 if let Some(id) = &ev.job_id {
                     org.start_job(ai, id, ts, s, &mut self.overflow, out);
@@ -259,8 +291,8 @@ impl Tracker {
     /// could have changed (no org had anything the clock acts on), so it need not be recorded.
     pub fn tick(&mut self, now: i64, out: &mut Vec<Transition>) -> bool {
         let from = out.len();
+        let mut active = self.expire_leases(now, out);
         let s = &self.settings;
-        let mut active = false;
         for org in &mut self.orgs {
             if org.needs_tick() {
                 active = true;
@@ -292,6 +324,145 @@ impl Tracker {
             },
             out,
         )
+    }
+
+    /// Weighs `ask` against every limit of its org at `now` and, when it fits, reserves it
+    /// under `lease` (a unique id the caller made): see [`admit`]. An `ask` whose
+    /// `request_id` holds a grant already gets that grant again.
+    pub fn admit(
+        &mut self,
+        ask: &Ask<'_>,
+        lease: &str,
+        now: i64,
+        out: &mut Vec<Transition>,
+    ) -> Verdict {
+        self.expire_leases(now, out);
+        if let Some(rid) = ask.request_id
+            && let Some(held_as) = self.reservations.lease_of(request_key(ask.org, rid))
+            && let Some(h) = self.reservations.get(held_as)
+        {
+            return Verdict::Granted {
+                lease: held_as.into(),
+                expires_at_ms: self.expires_at(h.at, h.job.as_ref().map(|j| j.1)),
+                repeated: true,
+            };
+        }
+        let at = self.clock_ms.max(now);
+        let oi = self.org_index(ask.org, at);
+        let org = &mut self.orgs[oi];
+        org.advance_to(at);
+        org.release_due(at, &self.settings);
+        let first_expiry = self.reservations.first_expiry_of(&org.name);
+        match org.weigh(ask, now, &self.settings, first_expiry) {
+            Ok(()) => self.reserve(ask, lease, now, out),
+            Err(refused) => refused,
+        }
+    }
+
+    /// Reserves `ask` under `lease` at `now` without weighing it: a grant made before
+    /// (recovery replays the journaled ones), or the one [`Tracker::admit`] just weighed.
+    pub fn reserve(
+        &mut self,
+        ask: &Ask<'_>,
+        lease: &str,
+        now: i64,
+        out: &mut Vec<Transition>,
+    ) -> Verdict {
+        let from = out.len();
+        let at = self.clock_ms.max(now);
+        let oi = self.org_index(ask.org, at);
+        let s = &self.settings;
+        let org = &mut self.orgs[oi];
+        org.advance_to(at);
+        let ai = org.app_index(ask.app, s.max_apps_per_org, &mut self.overflow.apps);
+        org.reserve(ai, ask, lease, now, s, &mut self.overflow, out);
+        let keys = (
+            request_key(ask.org, lease),
+            ask.request_id.map(|r| request_key(ask.org, r)),
+        );
+        self.dedupe.first_seen(keys.0, now);
+        if let Some(k) = keys.1 {
+            self.dedupe.first_seen(k, now);
+        }
+        let expires = ask
+            .job
+            .then(|| now.saturating_add(s.admission.lease_ttl_ms));
+        let held = admit::Held {
+            org: org.name().clone(),
+            app: org.apps[ai].name.clone(),
+            keys,
+            at: now,
+            requests: ask.requests,
+            tokens: ask.tokens,
+            job: expires.map(|e| (Box::from(lease), e)),
+        };
+        self.reservations
+            .insert(lease.into(), held, self.settings.max_request_ids);
+        self.note_notified(&out[from..]);
+        Verdict::Granted {
+            lease: lease.into(),
+            expires_at_ms: self.expires_at(now, expires),
+            repeated: false,
+        }
+    }
+
+    fn expires_at(&self, granted: i64, job_expiry: Option<i64>) -> i64 {
+        job_expiry.unwrap_or(granted.saturating_add(self.settings.admission.margin_ms))
+    }
+
+    /// Gives back a grant: a job lease's slot is free at once; a call's reservation stays
+    /// counted (it was made). False when no grant of `lease` is held.
+    pub fn release(&mut self, lease: &str, now: i64, out: &mut Vec<Transition>) -> bool {
+        let Some(h) = self.reservations.take(lease) else {
+            return false;
+        };
+        if let Some((id, _)) = &h.job
+            && let Some(&oi) = self.index.get(&*h.org)
+        {
+            let from = out.len();
+            self.orgs[oi].end_lease(id, false, now, &self.settings, out);
+            self.note_notified(&out[from..]);
+        }
+        true
+    }
+
+    /// Attaches upstream job `job_id` to the job lease `lease`: the job's finishing event then
+    /// gives the slot back. Errors say why not.
+    pub fn attach(&mut self, lease: &str, job_id: &str) -> Result<(), AttachError> {
+        let Some(h) = self.reservations.get(lease) else {
+            return Err(AttachError::NoLease);
+        };
+        let Some((held_as, _)) = &h.job else {
+            return Err(AttachError::NotAJob);
+        };
+        let Some(&oi) = self.index.get(&*h.org) else {
+            return Err(AttachError::NoLease);
+        };
+        if **held_as != *job_id && !self.orgs[oi].jobs.rename(held_as, job_id) {
+            return Err(AttachError::JobInFlight);
+        }
+        self.reservations.rename_job(lease, job_id);
+        Ok(())
+    }
+
+    /// Ends job leases whose `lease_ttl` passed by `now` (each a job timed out) and forgets
+    /// grants older than a day; true when a slot was given back.
+    fn expire_leases(&mut self, now: i64, out: &mut Vec<Transition>) -> bool {
+        self.reservations.expire(now);
+        let due = self.reservations.due(now);
+        let from = out.len();
+        for h in &due {
+            if let (Some((id, _)), Some(&oi)) = (&h.job, self.index.get(&*h.org)) {
+                self.orgs[oi].end_lease(id, true, now, &self.settings, out);
+            }
+        }
+        self.note_notified(&out[from..]);
+        !due.is_empty()
+    }
+
+    /// Grants not yet completed.
+    pub fn reservations(&self) -> &Reservations {
+        &self.reservations
     }
 
     /// What `org` uses at `now` and may use: the dispatcher's admission control. An org not
@@ -366,4 +537,20 @@ fn dedupe_key(ev: &Event<'_>, rid: &str) -> u64 {
 }
 
 #[cfg(test)]
+mod admit_tests;
+#[cfg(test)]
 mod tests;
+
+/// Why a job id could not be attached to a lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AttachError {
+    /// No grant of that lease is held (never made, released or expired).
+    #[error("no lease of that id is held (never granted, released or expired)")]
+    NoLease,
+    /// The grant holds no job slot.
+    #[error("the lease holds no job slot (it was granted without \"job\": true)")]
+    NotAJob,
+    /// The job id is in flight already, on its own.
+    #[error("that job id is already in flight")]
+    JobInFlight,
+}

@@ -198,11 +198,15 @@ impl Org {
         self.present_ms
     }
 
+    /// Counts request `ev` of app `ai` at `ts`. `reserved` is `Some(tokens)` when it completes
+    /// an admission grant, which already counted it (and that many tokens) in the windows.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn request(
         &mut self,
         ai: usize,
         ts: i64,
         ev: &Event<'_>,
+        reserved: Option<u64>,
         s: &Settings,
         overflow: &mut Overflow,
         out: &mut Vec<Transition>,
@@ -229,13 +233,19 @@ impl Org {
             self.apps[ai].rate_limited[cause.index()] += 1;
         }
 
-        self.rpm.add(sec(ts), 1);
-        self.daily.add(minute(ts), 1);
-        let app = &mut self.apps[ai];
-        app.rpm.add(sec(ts), 1);
-        app.daily.add(minute(ts), 1);
-        app.requests[ev.outcome().index()] += 1;
-        if let Some(n) = ev.tokens {
+        if reserved.is_none() {
+            self.rpm.add(sec(ts), 1);
+            self.daily.add(minute(ts), 1);
+            let app = &mut self.apps[ai];
+            app.rpm.add(sec(ts), 1);
+            app.daily.add(minute(ts), 1);
+        }
+        self.apps[ai].requests[ev.outcome().index()] += 1;
+        // Tokens beyond those a grant reserved are counted when they are known; fewer leave
+        // the reservation counted as it was (never less than was used).
+        if let Some(n) = ev.tokens.map(|n| n.saturating_sub(reserved.unwrap_or(0)))
+            && (n > 0 || reserved.is_none())
+        {
             let t = self.tokens.get_or_insert_with(TokenWindows::boxed);
             t.tpm.add(sec(ts), n);
             t.tpd.add(minute(ts), n);
@@ -471,10 +481,9 @@ impl Org {
         self.alerts.stuck(&self.name, stuck, ts, out);
     }
 
-    pub(super) fn tick(&mut self, now: i64, s: &Settings, out: &mut Vec<Transition>) {
-        // Events may run a little ahead of the clock (live, up to 5 minutes): the clock
-        // never takes the org back behind what it has seen.
-        let now = self.advance_to(now);
+    /// Jobs past `stuck_after` become stuck and those past `release_after` stop holding a
+    /// slot (timed out), as of `now`.
+    pub(super) fn release_due(&mut self, now: i64, s: &Settings) {
         let d = &s.detect;
         if self.jobs.in_flight() > 0 {
             let mut newly_stuck = 0;
@@ -496,9 +505,17 @@ impl Org {
                 self.concurrency.end(job.started_ms, due.min(now), floor);
             }
         }
+    }
+
+    pub(super) fn tick(&mut self, now: i64, s: &Settings, out: &mut Vec<Transition>) {
+        // Events may run a little ahead of the clock (live, up to 5 minutes): the clock
+        // never takes the org back behind what it has seen.
+        let now = self.advance_to(now);
+        self.release_due(now, s);
         if !self.alerting {
             return;
         }
+        let d = &s.detect;
         if let Some(threshold) = self.burst_threshold {
             let edge = self.burst.tick(now, d.burst_window_ms, threshold);
             self.burst_edge(edge, now, s, out);

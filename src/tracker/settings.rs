@@ -56,6 +56,8 @@ pub struct Settings {
     pub max_new_orgs_per_second: usize,
     /// `[metrics] job_duration_buckets`: the bounds job durations are counted in.
     pub job_buckets: Arc<[f64]>,
+    /// `[admission]`.
+    pub admission: crate::config::AdmissionConfig,
 }
 
 impl Settings {
@@ -73,6 +75,7 @@ impl Settings {
             max_request_ids: config.limits.max_request_ids,
             max_new_orgs_per_second: config.limits.max_new_orgs_per_second,
             job_buckets: config.metrics.job_duration_buckets.clone(),
+            admission: config.admission.clone(),
         }
     }
 }

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use std::collections::BTreeMap;
 
+use super::admit::{Held, Reservations};
 use super::{Org, Overflow, Settings, Tracker, jobs, window};
 use crate::config::Config;
 use crate::detect::alerts::{AlertKey, Reminders};
@@ -18,9 +19,12 @@ use crate::tracker::dedupe::Dedupe;
 
 /// Leading bytes of a snapshot: format name and version. Bump the digit when the encoded
 /// structures change; an older binary then refuses a newer snapshot instead of misreading it.
-/// This one reads format 4 (job histograms of 13 fixed buckets, no bounds stored), format 3
-/// (as 4 with dense window rings) and format 2 (through [`v2`]), converting them.
-const MAGIC: &[u8; 4] = b"RWT5";
+/// This one reads format 5 (as 6 without admission grants), format 4 (job histograms of 13
+/// fixed buckets, no bounds stored), format 3 (as 4 with dense window rings) and format 2
+/// (through [`v2`]), converting them.
+const MAGIC: &[u8; 4] = b"RWT6";
+/// Format 5: as 6 without the admission grants after the state.
+const MAGIC_V5: &[u8; 4] = b"RWT5";
 /// Format 4: as 5 without the histogram bounds, each histogram the default 13 buckets.
 const MAGIC_V4: &[u8; 4] = b"RWT4";
 /// Format 3: as 4, but every window a dense ring of all its buckets.
@@ -84,11 +88,19 @@ impl Tracker {
     }
 
     /// [`Tracker::encode`] appended to `prefix` (a header the caller fills in afterwards, so
-    /// a large snapshot is written once, not copied behind its header). Format 5: the job
-    /// histogram bounds the counts were taken over, then the state.
+    /// a large snapshot is written once, not copied behind its header). Format 6: the job
+    /// histogram bounds the counts were taken over, the state, then the admission grants not
+    /// yet completed.
     pub fn encode_after(&self, mut prefix: Vec<u8>) -> Result<Vec<u8>, postcard::Error> {
         prefix.extend_from_slice(MAGIC);
-        postcard::to_extend(&(&*self.settings.job_buckets, self.state_ref()), prefix)
+        postcard::to_extend(
+            &(
+                &*self.settings.job_buckets,
+                self.state_ref(),
+                self.reservations.stored(),
+            ),
+            prefix,
+        )
     }
 
     fn state_ref(&self) -> StateRef<'_> {
@@ -118,8 +130,15 @@ impl Tracker {
             jobs::reading_fixed_histograms(read).map(|state| (JOB_DURATION_BUCKETS.to_vec(), state))
         };
         let body = bytes.get(MAGIC.len()..).unwrap_or_default();
+        let mut grants = Vec::new();
         let (job_buckets, mut state): (Vec<f64>, SnapshotOwned) = match bytes.get(..MAGIC.len()) {
-            Some(m) if m == MAGIC => postcard::from_bytes(body)?,
+            Some(m) if m == MAGIC => {
+                let (buckets, state, held): (Vec<f64>, SnapshotOwned, Vec<(Box<str>, Held)>) =
+                    postcard::from_bytes(body)?;
+                grants = held;
+                (buckets, state)
+            }
+            Some(m) if m == MAGIC_V5 => postcard::from_bytes(body)?,
             Some(m) if m == MAGIC_V4 => fixed(&|| postcard::from_bytes(body))?,
             Some(m) if m == MAGIC_V3 => {
                 fixed(&|| window::reading_dense(|| postcard::from_bytes(body)))?
@@ -153,6 +172,7 @@ impl Tracker {
         t.overflow = state.overflow;
         t.dedupe = state.dedupe;
         t.dedupe.rebind(t.settings.max_request_ids);
+        t.reservations = Reservations::restored(grants, t.settings.max_request_ids);
         t.reminders = Reminders::from_map(state.repeats);
         t.clock_ms = state.clock_ms;
         for (i, mut org) in state.orgs.into_iter().enumerate() {

@@ -490,6 +490,56 @@ impl<S: Slot> Window<S> {
         q.min(self.head) + self.width()
     }
 
+    /// Events counted in buckets `from` and later, those ahead of any query time included:
+    /// what admission weighs a grant against (a window longer than `width` by the margin, so
+    /// `from` may be up to `slack` buckets behind the window at the head; older buckets are
+    /// no longer held and count nothing).
+    pub fn count_from(&self, from: i64) -> u64 {
+        if self.head == i64::MIN || from > self.head {
+            return 0;
+        }
+        let edge = self.head - self.width() + 1;
+        let sum = if from <= edge {
+            // The head's window plus the held buckets behind it from `from`.
+            let behind: u128 = self
+                .entries()
+                .skip_while(|e| e.0 < from)
+                .take_while(|e| e.0 < edge)
+                .map(|e| e.1 as u128)
+                .sum();
+            self.head_sum + behind
+        } else {
+            let mut sum = self.head_sum;
+            let mut c = self.inside;
+            while let Some((b, n, next)) = self.entry(c)
+                && b < from
+            {
+                sum -= n as u128;
+                c = next;
+            }
+            sum
+        };
+        clamp(sum)
+    }
+
+    /// The first bucket `f ≥ from` with [`Window::count_from`]`(f) ≤ room`, counting only what
+    /// is already held: `from` itself when it already is.
+    pub fn frees_from(&self, from: i64, room: u64) -> i64 {
+        let total = self.count_from(from);
+        if total <= room {
+            return from;
+        }
+        let excess = u128::from(total - room);
+        let mut cum: u128 = 0;
+        for (b, n) in self.entries().skip_while(|e| e.0 < from) {
+            cum += n as u128;
+            if cum >= excess {
+                return b + 1;
+            }
+        }
+        self.head.saturating_add(1)
+    }
+
     /// Bytes held for the entries (for tests and sizing).
     pub fn held_bytes(&self) -> usize {
         self.bytes.capacity()

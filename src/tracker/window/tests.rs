@@ -287,3 +287,42 @@ fn a_window_that_never_counted_round_trips() {
     assert!(back.add(990, 4));
     assert_eq!(back.count_at(1_000), 4);
 }
+
+proptest! {
+    /// `count_from` sums every held bucket from a point on (those ahead of it too), and
+    /// `frees_from` is the first start at which that sum fits: checked against a plain map
+    /// of every count, for starts inside, behind and ahead of the window at the head.
+    #[test]
+    fn count_from_and_frees_from_match_a_plain_sum(
+        steps in prop::collection::vec((-350i64..3, 0u64..4), 1..200),
+        daily in any::<bool>(),
+        probes in prop::collection::vec(-1_800i64..5, 1..8),
+        rooms in prop::collection::vec(0u64..40, 1..4),
+    ) {
+        let (width, slack) = if daily { (1441i64, 5i64) } else { (61, 300) };
+        let mut w: Window<u32> = Window::new(width as usize, slack as usize);
+        let mut all: std::collections::BTreeMap<i64, u64> = Default::default();
+        let mut newest = 10_000i64;
+        for (ahead, n) in steps {
+            let b = newest + ahead;
+            if w.add(b, n) {
+                *all.entry(b).or_default() += n;
+            }
+            newest = newest.max(b);
+        }
+        let held_from = newest - width - slack + 1;
+        let sum = |from: i64| -> u64 { all.range(from.max(held_from)..).map(|e| e.1).sum() };
+        for p in probes {
+            let from = newest + p;
+            prop_assert_eq!(w.count_from(from), sum(from), "count_from({})", from);
+            for &room in &rooms {
+                let f = w.frees_from(from, room);
+                prop_assert!(f >= from);
+                prop_assert!(sum(f) <= room, "frees_from({}, {}) = {} holds {}", from, room, f, sum(f));
+                if f > from {
+                    prop_assert!(sum(f - 1) > room, "frees_from({}, {}) = {} is not the first", from, room, f);
+                }
+            }
+        }
+    }
+}
