@@ -289,17 +289,26 @@ enum Step {
     },
     /// Release the n-th lease granted so far.
     Release(usize),
+    /// Wait for the last refusal's retry_after, then ask as `Ask` does: callers that retry
+    /// when told meet the window's edges exactly.
+    Retry { requests: u64, job: bool, delay: i64 },
     /// Traffic that does not ask (counted, never refused).
     Raw { gap: i64 },
     /// The clock ticks after `gap` ms.
     Tick { gap: i64 },
 }
 
+/// How late a call reaches the upstream after its grant: often at either end of the margin.
+fn delay() -> impl Strategy<Value = i64> {
+    prop_oneof![Just(0i64), Just(2_000), 0i64..=2_000]
+}
+
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        6 => (0i64..4_000, 1u64..3, 0u64..400, any::<bool>(), 0i64..=2_000, any::<bool>()).prop_map(
+        6 => (0i64..4_000, 1u64..3, 0u64..400, any::<bool>(), delay(), any::<bool>()).prop_map(
             |(gap, requests, tokens, job, delay, report)| Step::Ask { gap, requests, tokens, job, delay, report }
         ),
+        4 => (1u64..3, any::<bool>(), delay()).prop_map(|(requests, job, delay)| Step::Retry { requests, job, delay }),
         1 => (0usize..64).prop_map(Step::Release),
         1 => (0i64..3_000).prop_map(|gap| Step::Raw { gap }),
         1 => (0i64..30_000).prop_map(|gap| Step::Tick { gap }),
@@ -322,7 +331,7 @@ fn max_in_window(mut arrivals: Vec<(i64, u64)>, width: i64) -> u64 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(96))]
+    #![proptest_config(ProptestConfig::with_cases(192))]
     /// Random interleavings of asks, reports, releases, lease expiries and traffic that does
     /// not ask: the calls granted never exceed share × limit in any upstream window of rpm,
     /// tpm and daily kind, whatever their delay up to the margin, nor the concurrency cap at
@@ -344,7 +353,15 @@ proptest! {
         // Lease intervals of job grants: (granted, given back or expired).
         let mut leases: Vec<(String, i64, Option<i64>)> = Vec::new();
         let mut out = Vec::new();
+        let mut next_retry = now;
         for (i, s) in steps.into_iter().enumerate() {
+            let s = match s {
+                Step::Retry { requests, job, delay } => {
+                    let gap = (next_retry - now).max(0);
+                    Step::Ask { gap, requests, tokens: 0, job, delay, report: false }
+                }
+                s => s,
+            };
             match s {
                 Step::Ask { gap, requests, tokens, job, delay, report } => {
                     now += gap;
@@ -365,6 +382,7 @@ proptest! {
                             }
                         }
                         Verdict::Refused { retry_after_ms, .. } => {
+                            next_retry = now + retry_after_ms as i64;
                             let copy = |t: &Tracker| Tracker::restore(&c, &t.encode().unwrap()).unwrap();
                             let retry = now + retry_after_ms as i64;
                             if retry_after_ms > 1 {
@@ -379,6 +397,7 @@ proptest! {
                         Verdict::Never { .. } => prop_assert!(requests > caps.0 || tokens > caps.1),
                     }
                 }
+                Step::Retry { .. } => unreachable!("turned into an ask above"),
                 Step::Release(n) => {
                     if let Some(l) = leases.get_mut(n)
                         && l.2.is_none()
