@@ -267,16 +267,29 @@ impl Live {
         let bad = |why: String| BadEntry { id, why };
         let (records, _) = open_journal(entry).map_err(bad)?;
         let mut out = Vec::new();
+        let mut decisions = Vec::new();
         let (read, unreadable) = {
             let mut g = self.lock();
             let Inner { tracker, pending } = &mut *g;
             each_record(records, |record| {
                 let from = out.len();
-                apply_record(tracker, &record, &mut out);
+                if let Some(decided) = apply_record(tracker, &record, &mut out) {
+                    decisions.push(decided);
+                }
                 let now = tracker.clock_ms();
                 self.notify(pending, &out[from..], now);
             })
         };
+        // Asks of this replica learn their verdicts (other replicas' asks wait nowhere here).
+        if let (false, Some(d)) = (decisions.is_empty(), &self.durable) {
+            d.decisions_waiting(|waiting| {
+                for (lease, verdict) in decisions {
+                    if let Some(tx) = waiting.remove(&lease) {
+                        let _ = tx.send(verdict);
+                    }
+                }
+            });
+        }
         self.wake_writer();
         log(&out);
         match unreadable {

@@ -9,8 +9,9 @@ use crate::cluster::EntryId;
 use crate::events::Event;
 
 /// First byte of every journal entry: the record format below (2 added `Clock`; 3 added the
-/// [`JOURNAL_HEADER`]; entries of formats 1 and 2 read the same, unchecked).
-pub(super) const JOURNAL_FORMAT: u8 = 3;
+/// [`JOURNAL_HEADER`]; 4 added the admission records; entries of formats 1 and 2 read the
+/// same, unchecked, and format 3 as 4).
+pub(super) const JOURNAL_FORMAT: u8 = 4;
 /// A format 3 entry starts with: the format byte, the CRC-32 of everything after these five
 /// bytes (little-endian), and the commit of the journal entry before it (u64, little-endian)
 /// — or of the snapshot, for the first entry after one. Bits that flip in the store and rows
@@ -41,7 +42,7 @@ pub(super) fn newer_format(f: u8) -> bool {
 pub(super) fn open_journal(data: &[u8]) -> Result<(&[u8], Option<u64>), String> {
     match data.split_first() {
         Some((1 | 2, records)) => Ok((records, None)),
-        Some((&JOURNAL_FORMAT, _)) if data.len() >= JOURNAL_HEADER => {
+        Some((&f, _)) if (f == 3 || f == JOURNAL_FORMAT) && data.len() >= JOURNAL_HEADER => {
             let want = u32::from_le_bytes([data[1], data[2], data[3], data[4]]);
             if crc32fast::hash(&data[5..]) != want {
                 return Err("its checksum does not match".into());
@@ -103,6 +104,45 @@ pub(super) enum RecordRef<'r, 'a> {
     Event(&'r Event<'a>),
     Tick(i64),
     Clock(i64),
+    /// A grant made (replayed as made, never weighed again).
+    Grant(&'r Admission<'a>),
+    /// A lease given back at a time (Unix ms).
+    Release(&'r str, i64),
+    /// A job id attached to a lease.
+    Attach(&'r str, &'r str),
+    /// A replica's ask: weighed when the log is applied, alike on every replica.
+    Ask(&'r Admission<'a>),
+}
+
+/// An admission grant or ask as journaled: [`crate::tracker::Ask`] with its lease and time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Admission<'a> {
+    #[serde(borrow)]
+    pub(super) org: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    pub(super) app: std::borrow::Cow<'a, str>,
+    pub(super) requests: u64,
+    pub(super) tokens: u64,
+    pub(super) job: bool,
+    #[serde(borrow)]
+    pub(super) request_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    pub(super) lease: std::borrow::Cow<'a, str>,
+    /// Unix ms.
+    pub(super) now: i64,
+}
+
+impl Admission<'_> {
+    pub(super) fn ask(&self) -> crate::tracker::Ask<'_> {
+        crate::tracker::Ask {
+            org: &self.org,
+            app: &self.app,
+            requests: self.requests,
+            tokens: self.tokens,
+            job: self.job,
+            request_id: self.request_id.as_deref(),
+        }
+    }
 }
 
 /// One journal record, as read back (same variant order as [`RecordRef`]).
@@ -115,6 +155,12 @@ pub(super) enum Record<'a> {
     Event(Event<'a>),
     Tick(i64),
     Clock(i64),
+    #[serde(borrow)]
+    Grant(Admission<'a>),
+    Release(&'a str, i64),
+    Attach(&'a str, &'a str),
+    #[serde(borrow)]
+    Ask(Admission<'a>),
 }
 
 /// Calls `f` with each record of a journal entry's `records` (as [`open_journal`] gives

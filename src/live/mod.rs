@@ -15,6 +15,7 @@
 //! is journaled, and the journal goes to the shared log; every entry of the log, this
 //! replica's own included, is applied in the log's order, so all replicas hold one state.
 
+pub mod admit;
 pub mod batches;
 pub mod follow;
 mod journal;
@@ -185,6 +186,11 @@ struct Durable {
     /// A replica: commits whose events the shared log did not take, as `(after, through)`
     /// ranges of seqs (the newest few); their requests are answered "not stored".
     dropped: Mutex<std::collections::VecDeque<(u64, u64)>>,
+    /// A replica: asks journaled by this replica and waiting for the shared log to decide
+    /// them, by lease.
+    decisions: Mutex<
+        std::collections::HashMap<Box<str>, tokio::sync::oneshot::Sender<crate::tracker::Verdict>>,
+    >,
     /// Notification channels, for routing transitions.
     channels: Vec<ChannelConfig>,
     /// Where committed notifications go for delivery.
@@ -215,6 +221,24 @@ pub enum DurableError {
     /// that timed out, or one short of `min_replicas_ack`).
     #[error("the shared log did not confirm the events (is Redis reachable?)")]
     NotStored,
+}
+
+impl Durable {
+    /// Runs `f` on the asks waiting for a decision (a short, CPU-only section).
+    fn decisions_waiting<T>(
+        &self,
+        f: impl FnOnce(
+            &mut std::collections::HashMap<
+                Box<str>,
+                tokio::sync::oneshot::Sender<crate::tracker::Verdict>,
+            >,
+        ) -> T,
+    ) -> T {
+        f(&mut self
+            .decisions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner))
+    }
 }
 
 /// Owns the store writer thread; [`Writer::shutdown`] flushes and joins it.
@@ -376,14 +400,7 @@ impl Live {
         let seq = {
             let mut g = self.lock();
             let Inner { tracker, pending } = &mut *g;
-            // The wall clock, noted once a second and journaled with it, so that recovery
-            // judges the events that follow as late or not exactly as this run does.
-            if now.div_euclid(1000) > tracker.clock_ms().div_euclid(1000) {
-                tracker.note_clock(now);
-                if self.durable.is_some() {
-                    pending.record(&RecordRef::Clock(now));
-                }
-            }
+            self.note_clock(tracker, pending, now);
             for ev in events.iter_mut() {
                 let ts = *ev.ts_ms.get_or_insert(now);
                 let from = out.len();
@@ -411,6 +428,17 @@ impl Live {
         self.wake_writer();
         log(&out);
         seq
+    }
+
+    /// Notes the wall clock once a second and journals it with it, so that recovery judges
+    /// the events that follow as late or not exactly as this run does.
+    fn note_clock(&self, tracker: &mut Tracker, pending: &mut Pending, now: i64) {
+        if now.div_euclid(1000) > tracker.clock_ms().div_euclid(1000) {
+            tracker.note_clock(now);
+            if self.durable.is_some() {
+                pending.record(&RecordRef::Clock(now));
+            }
+        }
     }
 
     /// [`Live::apply`] of a replica: the clock note, the events and the checkpoint go to the

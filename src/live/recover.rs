@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::journal::{Record, each_record, newer_format, open_journal, open_snapshot};
 use super::*;
+use crate::tracker::Verdict;
 
 impl Live {
     /// Rebuilds the state in `store` (its snapshot, then its journal in order) and starts the
@@ -150,6 +151,7 @@ impl Live {
             engine: Default::default(),
             mirror: Mutex::new(Default::default()),
             dropped: Mutex::new(Default::default()),
+            decisions: Mutex::new(Default::default()),
             channels: config.alerts.channels.clone(),
             delivery,
         });
@@ -189,9 +191,18 @@ impl Live {
     }
 }
 
+/// An ask older than this (by the log's clock) when the log is applied is not weighed: its
+/// replica stopped waiting for it (after 5 s).
+const ASK_STALE_MS: i64 = 4_000;
+
 /// Applies one journal record to `tracker`, its transitions to `out`: how recovery and a
 /// replica following the shared log both rebuild state.
-pub(super) fn apply_record(tracker: &mut Tracker, record: &Record<'_>, out: &mut Vec<Transition>) {
+/// Returns the verdict of a replica's ask (`Record::Ask`) with its lease.
+pub(super) fn apply_record(
+    tracker: &mut Tracker,
+    record: &Record<'_>,
+    out: &mut Vec<Transition>,
+) -> Option<(Box<str>, Verdict)> {
     match record {
         Record::Event(ev) => {
             let ts = ev.ts_ms.unwrap_or(0);
@@ -201,5 +212,29 @@ pub(super) fn apply_record(tracker: &mut Tracker, record: &Record<'_>, out: &mut
             tracker.tick(*now, out);
         }
         Record::Clock(now) => tracker.note_clock(*now),
+        Record::Grant(a) => {
+            tracker.reserve(&a.ask(), &a.lease, a.now, out);
+        }
+        Record::Release(lease, now) => {
+            tracker.release(lease, *now, out);
+        }
+        Record::Attach(lease, job_id) => {
+            // What could not be attached then cannot be now: the same answer.
+            let _ = tracker.attach(lease, job_id);
+        }
+        Record::Ask(a) => {
+            // An ask the log took too late to answer was answered "not decided" by its
+            // replica: it reserves nothing (decided by the log's own clock, alike everywhere).
+            let verdict = if tracker.clock_ms() > a.now.saturating_add(ASK_STALE_MS) {
+                Verdict::Refused {
+                    dimension: crate::model::Dimension::Rpm,
+                    retry_after_ms: 1,
+                }
+            } else {
+                tracker.admit(&a.ask(), &a.lease, a.now, out)
+            };
+            return Some((a.lease.as_ref().into(), verdict));
+        }
     }
+    None
 }

@@ -23,6 +23,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
@@ -65,6 +66,16 @@ struct BatchRequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OrgLabels {
+    org: String,
+}
+
+/// Upper bounds of `admission_wait_seconds`: from an answer at once to the longest wait.
+const ADMISSION_WAIT_BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RejectLabels {
     source: String,
     reason: &'static str,
@@ -101,6 +112,9 @@ pub struct Metrics {
     batch_items: Family<BatchItemLabels, Gauge>,
     body_bytes_held: Gauge,
     batch_requests: Family<BatchRequestLabels, Counter>,
+    admissions: Family<BatchRequestLabels, Counter>,
+    admission_wait: Histogram,
+    admission_waiting: Family<OrgLabels, Gauge>,
     tracker: TrackerFamilies,
 }
 
@@ -171,6 +185,24 @@ impl Metrics {
             "Requests the dispatcher sent, by outcome (success, rate_limited, client_error, server_error, error)",
             batch_requests.clone(),
         );
+        let admissions = Family::<BatchRequestLabels, Counter>::default();
+        registry.register(
+            "admissions",
+            "Admission asks (POST /v1/admit) answered, by org and outcome: granted, refused, timed_out (refused after waiting)",
+            admissions.clone(),
+        );
+        let admission_wait = Histogram::new(ADMISSION_WAIT_BUCKETS);
+        registry.register(
+            "admission_wait_seconds",
+            "Time from an admission ask to its answer",
+            admission_wait.clone(),
+        );
+        let admission_waiting = Family::<OrgLabels, Gauge>::default();
+        registry.register(
+            "admission_waiting",
+            "Admission asks waiting for room now, by org",
+            admission_waiting.clone(),
+        );
         let body_bytes_held = Gauge::default();
         registry.register(
             "http_body_bytes_held",
@@ -199,6 +231,9 @@ impl Metrics {
             pending,
             batch_items,
             batch_requests,
+            admissions,
+            admission_wait,
+            admission_waiting,
             body_bytes_held,
             tracker: TrackerFamilies {
                 source: source.clone(),
@@ -273,6 +308,26 @@ impl Metrics {
                 outcome,
             })
             .inc();
+    }
+
+    /// Counts one admission ask of `org` answered with `outcome` after `waited` seconds.
+    pub fn admission(&self, org: &str, outcome: &'static str, waited: f64) {
+        self.admissions
+            .get_or_create(&BatchRequestLabels {
+                org: org.to_string(),
+                outcome,
+            })
+            .inc();
+        self.admission_wait.observe(waited);
+    }
+
+    /// Sets how many admission asks of `org` are waiting.
+    pub fn admission_waiting(&self, org: &str, n: i64) {
+        self.admission_waiting
+            .get_or_create(&OrgLabels {
+                org: org.to_string(),
+            })
+            .set(n);
     }
 
     /// Counts `n` accepted events of `source`.

@@ -1,16 +1,20 @@
 //! JSON answers of `/v1/usage` and `/v1/alerts` (SPEC §11).
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use serde_json::{Map, Value, json};
 
 use crate::detect::Transition;
 use crate::tracker::OrgSnapshot;
 
-/// `GET /v1/usage`.
-pub fn usage(orgs: &[OrgSnapshot]) -> Value {
-    json!({"orgs": orgs.iter().map(org).collect::<Vec<_>>()})
+/// `GET /v1/usage`; `grants` holds each org's admission grants not yet completed by their
+/// events and the job leases among them.
+pub fn usage(orgs: &[OrgSnapshot], grants: &HashMap<Arc<str>, (u64, u64)>) -> Value {
+    json!({"orgs": orgs.iter().map(|o| org(o, grants.get(&o.org).copied().unwrap_or_default())).collect::<Vec<_>>()})
 }
 
-fn org(o: &OrgSnapshot) -> Value {
+fn org(o: &OrgSnapshot, (reservations, leases): (u64, u64)) -> Value {
     let obj = |pairs: Vec<(String, Value)>| Value::Object(pairs.into_iter().collect::<Map<_, _>>());
     let limits = obj(o
         .limits
@@ -48,6 +52,7 @@ fn org(o: &OrgSnapshot) -> Value {
         "stuck_jobs": o.stuck_jobs.iter().map(|j| json!({
             "job_id": j.job_id, "app": &*j.app, "age_seconds": j.age_seconds,
         })).collect::<Vec<_>>(),
+        "admission": {"reservations": reservations, "leases": leases},
     })
 }
 

@@ -5,6 +5,7 @@
 //! they never hold the tracker lock across an `.await`. Errors are JSON
 //! `{"error":{"code","message"}}` and never leak internals.
 
+mod admit;
 mod auth;
 pub mod body;
 mod claim;
@@ -13,6 +14,7 @@ mod encoding;
 mod error;
 mod json;
 mod state;
+mod waiters;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -141,6 +143,11 @@ const NOT_DURABLE: &str = "applied, but the store has not confirmed it (is the d
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/events", post(ingest))
+        .route("/v1/admit", post(admit::admit))
+        .route(
+            "/v1/admit/{lease}",
+            post(admit::attach).delete(admit::release),
+        )
         .route("/v1/usage", get(usage))
         .route("/v1/alerts", get(alerts))
         .route("/v1/offpeak", get(offpeak))
@@ -488,9 +495,9 @@ async fn usage(State(st): State<ApiState>, headers: HeaderMap) -> Result<Respons
     // and ingest must not wait behind it (the tracker lock is taken a slice at a time).
     let body = off_workers("usage", move || {
         let now = live.now_ms();
-        serde_json::to_vec(&json::usage(
-            &live.org_snapshots(now, crate::tracker::View::Full),
-        ))
+        let orgs = live.org_snapshots(now, crate::tracker::View::Full);
+        let grants = live.with_tracker(|t| t.reservations().per_org());
+        serde_json::to_vec(&json::usage(&orgs, &grants))
     })
     .await?;
     Ok(large("application/json", body, permit))

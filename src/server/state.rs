@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 
 use super::auth::Tokens;
 use super::body;
+use super::waiters::Admission;
 use crate::alerts::ChannelStates;
 use crate::cluster::SharedLog;
 use crate::config::Config;
@@ -62,6 +63,8 @@ pub struct ApiState {
     pub bodies: body::Budget,
     /// Turns for large answers ([`LARGE_ANSWERS`]).
     pub large_answers: Arc<Semaphore>,
+    /// Admission asks waiting for room.
+    pub admission: Arc<Admission>,
 }
 
 /// The parts the daemon built, for [`ApiState::with_parts`].
@@ -102,6 +105,9 @@ impl ApiState {
             ingest_slots: Arc::new(Semaphore::new(INGEST_CONCURRENCY)),
             bodies,
             large_answers: Arc::new(Semaphore::new(LARGE_ANSWERS)),
+            admission: Arc::new(Admission::new(Duration::from_millis(
+                u64::try_from(config.admission.max_wait_ms).unwrap_or(0),
+            ))),
         }
     }
 }

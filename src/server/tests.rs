@@ -924,3 +924,233 @@ async fn a_wrong_method_is_a_json_405_with_allow() {
         );
     }
 }
+
+fn admit_req(body: &str, token: Option<&str>) -> Request<Body> {
+    let mut b = Request::post("/v1/admit").header(header::CONTENT_TYPE, "application/json");
+    if let Some(t) = token {
+        b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    b.body(Body::from(body.to_string())).unwrap()
+}
+
+fn lease_req(method: &str, lease: &str, body: &str) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(format!("/v1/admit/{lease}"))
+        .header(header::AUTHORIZATION, "Bearer in-tok")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn admit_grants_until_the_limit_then_says_when_with_retry_after() {
+    let st = state();
+    let ask = r#"{"org":"acme","app":"bot","requests":1}"#;
+    let (status, _, _) = call(&st, admit_req(ask, None)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let mut leases = Vec::new();
+    for _ in 0..10 {
+        let (status, _, body) = call(&st, admit_req(ask, Some("in-tok"))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let v = json(&body);
+        assert_eq!(v["granted"], true);
+        // The margin (1 s by default) is the time the call has to reach the upstream.
+        assert_eq!(v["expires_at"], "2026-11-27T14:00:01.000Z");
+        leases.push(v["lease"].as_str().unwrap().to_string());
+    }
+    let (status, headers, body) = call(&st, admit_req(ask, Some("in-tok"))).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    let v = json(&body);
+    assert_eq!(
+        (v["granted"].clone(), v["dimension"].clone()),
+        (json!(false), json!("rpm"))
+    );
+    // 61 one-second buckets plus the 1 s margin.
+    assert_eq!(v["retry_after_ms"], 62_000);
+    assert_eq!(headers[header::RETRY_AFTER], "62");
+    // A report of a granted call completes it: usage stays 10, and the grant is done.
+    let report = format!(
+        r#"{{"org":"acme","app":"bot","ts":{NOW},"status":200,"lease":"{}"}}"#,
+        leases[0]
+    );
+    let (status, _, body) = call(&st, post(report, "application/json", Some("in-tok"))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (_, _, body) = call(&st, get("/v1/usage", Some("ad-tok"))).await;
+    let acme = json(&body)["orgs"][0].clone();
+    assert_eq!(acme["usage"]["rpm"], 10);
+    assert_eq!(acme["admission"], json!({"reservations": 9, "leases": 0}));
+    let m = metrics_text(&st).await;
+    assert!(
+        m.contains(r#"ratewarden_admissions_total{org="acme",outcome="granted"} 10"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"ratewarden_admissions_total{org="acme",outcome="refused"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains("ratewarden_admission_wait_seconds_count 11"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn admit_refuses_bad_asks_with_the_reason() {
+    let st = state();
+    for (body, status, says) in [
+        ("{", StatusCode::BAD_REQUEST, "not an admission ask"),
+        (
+            r#"{"app":"x"}"#,
+            StatusCode::BAD_REQUEST,
+            "missing field `org`",
+        ),
+        (
+            r#"{"org":"acme","color":1}"#,
+            StatusCode::BAD_REQUEST,
+            "unknown field `color`",
+        ),
+        (r#"{"org":""}"#, StatusCode::BAD_REQUEST, "1-128 printable"),
+        (
+            r#"{"org":"acme","requests":0}"#,
+            StatusCode::BAD_REQUEST,
+            "for nothing",
+        ),
+        (
+            r#"{"org":"acme","wait":"soon"}"#,
+            StatusCode::BAD_REQUEST,
+            "not a duration",
+        ),
+        (
+            r#"{"org":"acme","wait":"2h"}"#,
+            StatusCode::BAD_REQUEST,
+            "at most 60s",
+        ),
+        (
+            r#"{"org":"acme","wait":-1}"#,
+            StatusCode::BAD_REQUEST,
+            "seconds (0 or more)",
+        ),
+        (
+            r#"{"org":"acme","request_id":""}"#,
+            StatusCode::BAD_REQUEST,
+            "request_id",
+        ),
+        (
+            r#"{"org":"acme","requests":11}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "acme's share of its rpm limit is 10",
+        ),
+    ] {
+        let (got, _, text) = call(&st, admit_req(body, Some("in-tok"))).await;
+        assert_eq!(got, status, "{body}: {text}");
+        assert!(text.contains(says), "{body}: {text}");
+    }
+    let (status, _, text) = call(&st, lease_req("DELETE", "nope", "")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{text}");
+    let (status, _, text) = call(&st, lease_req("POST", "nope", r#"{"job_id":"j"}"#)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{text}");
+}
+
+#[tokio::test]
+async fn job_leases_free_their_slot_on_delete_and_on_the_attached_jobs_end() {
+    let st = state();
+    let ask = r#"{"org":"acme","app":"bot","job":true}"#;
+    let mut leases = Vec::new();
+    for _ in 0..2 {
+        let (status, _, body) = call(&st, admit_req(ask, Some("in-tok"))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        leases.push(json(&body)["lease"].as_str().unwrap().to_string());
+    }
+    let (status, _, body) = call(&st, admit_req(ask, Some("in-tok"))).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(json(&body)["dimension"], "concurrency");
+    let (status, _, _) = call(&st, lease_req("DELETE", &leases[0], "")).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _, body) = call(&st, admit_req(ask, Some("in-tok"))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _, text) = call(&st, lease_req("POST", &leases[1], r#"{"job_id":"vid_7"}"#)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{text}");
+    let (status, _, text) = call(&st, lease_req("POST", &leases[1], r#"{"id":"x"}"#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    let done = format!(r#"{{"org":"acme","ts":{NOW},"kind":"job_completed","job_id":"vid_7"}}"#);
+    let (status, _, _) = call(&st, post(done, "application/json", Some("in-tok"))).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, _, body) = call(&st, admit_req(ask, Some("in-tok"))).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the finished job's slot is free: {body}"
+    );
+}
+
+#[tokio::test]
+async fn waiting_asks_are_served_in_arrival_order_when_room_frees() {
+    let config = config("");
+    let clock = Arc::new(ManualClock::new(NOW));
+    let st = in_memory(&config, tokens(), clock.clone());
+    st.ready.store(true, Ordering::Release);
+    let job = r#"{"org":"acme","app":"bot","job":true}"#;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let (_, _, body) = call(&st, admit_req(job, Some("in-tok"))).await;
+        held.push(json(&body)["lease"].as_str().unwrap().to_string());
+    }
+    // Three waiters, in order; a caller that does not wait is refused while they wait.
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..3 {
+        let (st, order) = (st.clone(), order.clone());
+        tasks.push(tokio::spawn(async move {
+            let ask = r#"{"org":"acme","app":"bot","job":true,"wait":"5s"}"#;
+            let (status, _, body) = call(&st, admit_req(ask, Some("in-tok"))).await;
+            order.lock().unwrap().push(i);
+            (status, body)
+        }));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let m = metrics_text(&st).await;
+    assert!(
+        m.contains(r#"ratewarden_admission_waiting{org="acme"} 3"#),
+        "{m}"
+    );
+    let (status, _, body) = call(
+        &st,
+        admit_req(r#"{"org":"acme","requests":1}"#, Some("in-tok")),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "jumps no queue: {body}"
+    );
+    // Each release lets the next in line through.
+    for lease in &held {
+        let (status, _, _) = call(&st, lease_req("DELETE", lease, "")).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The third waits until its deadline and is told so.
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    assert_eq!(*order.lock().unwrap(), vec![0, 1, 2]);
+    assert_eq!(answers[0].0, StatusCode::OK, "{}", answers[0].1);
+    assert_eq!(answers[1].0, StatusCode::OK, "{}", answers[1].1);
+    assert_eq!(
+        answers[2].0,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        answers[2].1
+    );
+    let m = metrics_text(&st).await;
+    assert!(
+        m.contains(r#"ratewarden_admissions_total{org="acme",outcome="timed_out"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"ratewarden_admission_waiting{org="acme"} 0"#),
+        "{m}"
+    );
+}

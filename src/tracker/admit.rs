@@ -123,6 +123,11 @@ impl Reservations {
         self.held.is_empty()
     }
 
+    /// Whether a grant of `lease` is held.
+    pub fn get_lease(&self, lease: &str) -> bool {
+        self.held.contains_key(lease)
+    }
+
     pub(super) fn get(&self, lease: &str) -> Option<&Held> {
         self.held.get(lease)
     }
@@ -243,6 +248,12 @@ impl Reservations {
     }
 }
 
+/// The window a dimension is counted in (an org without token windows has used none).
+enum Counted<'w> {
+    Requests(&'w Window<u32>),
+    Tokens(Option<&'w Window<u64>>),
+}
+
 /// Where a window dimension frees up: `Ok` when `need` more fit, else the Unix ms at which
 /// they would. The window counts from `margin` before the usual window's start.
 fn weigh_window<S: Slot>(
@@ -281,38 +292,34 @@ impl Org {
         let tokens = self.tokens.as_deref();
         let rpm = (RPM_WIDTH as i64, 1_000);
         let daily = (DAILY_WIDTH as i64, 60_000);
-        let dims: [(
-            Dimension,
-            u64,
-            Option<&Window<u32>>,
-            Option<&Window<u64>>,
-            (i64, i64),
-        ); 4] = [
-            (Dimension::Rpm, ask.requests, Some(&self.rpm), None, rpm),
+        let dims = [
+            (
+                Dimension::Rpm,
+                ask.requests,
+                Counted::Requests(&self.rpm),
+                rpm,
+            ),
             (
                 Dimension::Daily,
                 ask.requests,
-                Some(&self.daily),
-                None,
+                Counted::Requests(&self.daily),
                 daily,
             ),
             (
                 Dimension::Tpm,
                 ask.tokens,
-                None,
-                tokens.map(|t| &t.tpm),
+                Counted::Tokens(tokens.map(|t| &t.tpm)),
                 rpm,
             ),
             (
                 Dimension::Tpd,
                 ask.tokens,
-                None,
-                tokens.map(|t| &t.tpd),
+                Counted::Tokens(tokens.map(|t| &t.tpd)),
                 daily,
             ),
         ];
         let mut worst: Option<(Dimension, i64)> = None;
-        for (dim, need, requests, token_window, shape) in dims {
+        for (dim, need, counted, shape) in dims {
             let limit = dim.limit(&self.limits);
             if limit == 0 || need == 0 {
                 continue;
@@ -324,9 +331,9 @@ impl Org {
                     cap,
                 });
             }
-            let weighed = match requests {
-                Some(w) => weigh_window(Some(w), shape, now, a.margin_ms, need, cap),
-                None => weigh_window(token_window, shape, now, a.margin_ms, need, cap),
+            let weighed = match counted {
+                Counted::Requests(w) => weigh_window(Some(w), shape, now, a.margin_ms, need, cap),
+                Counted::Tokens(w) => weigh_window(w, shape, now, a.margin_ms, need, cap),
             };
             if let Err(at) = weighed
                 && worst.is_none_or(|(_, w)| at > w)

@@ -291,7 +291,11 @@ enum Step {
     Release(usize),
     /// Wait for the last refusal's retry_after, then ask as `Ask` does: callers that retry
     /// when told meet the window's edges exactly.
-    Retry { requests: u64, job: bool, delay: i64 },
+    Retry {
+        requests: u64,
+        job: bool,
+        delay: i64,
+    },
     /// Traffic that does not ask (counted, never refused).
     Raw { gap: i64 },
     /// The clock ticks after `gap` ms.

@@ -524,6 +524,14 @@ impl Jobs {
         true
     }
 
+    /// Whether job `id` is in flight.
+    pub fn holds(&self, id: &str) -> bool {
+        let slots = &self.slots;
+        self.by_id
+            .find(self.hash(id), |&s| slots[s as usize].id.is(id))
+            .is_some()
+    }
+
     /// When the oldest job in flight started: the first to be released by `release_after`.
     pub fn oldest_start(&mut self) -> Option<i64> {
         let fresh = self.fresh.first(&self.slots).map(|f| f.0);

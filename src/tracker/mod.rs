@@ -429,6 +429,21 @@ impl Tracker {
     /// Attaches upstream job `job_id` to the job lease `lease`: the job's finishing event then
     /// gives the slot back. Errors say why not.
     pub fn attach(&mut self, lease: &str, job_id: &str) -> Result<(), AttachError> {
+        let (oi, held_as) = self.attachable(lease, job_id)?;
+        if *held_as != *job_id && !self.orgs[oi].jobs.rename(&held_as, job_id) {
+            return Err(AttachError::JobInFlight);
+        }
+        self.reservations.rename_job(lease, job_id);
+        Ok(())
+    }
+
+    /// What [`Tracker::attach`] would answer, changing nothing.
+    pub fn can_attach(&self, lease: &str, job_id: &str) -> Result<(), AttachError> {
+        self.attachable(lease, job_id).map(|_| ())
+    }
+
+    /// The org and the job id a lease's slot is held under, if `job_id` can take it over.
+    fn attachable(&self, lease: &str, job_id: &str) -> Result<(usize, Box<str>), AttachError> {
         let Some(h) = self.reservations.get(lease) else {
             return Err(AttachError::NoLease);
         };
@@ -438,11 +453,10 @@ impl Tracker {
         let Some(&oi) = self.index.get(&*h.org) else {
             return Err(AttachError::NoLease);
         };
-        if **held_as != *job_id && !self.orgs[oi].jobs.rename(held_as, job_id) {
+        if **held_as != *job_id && self.orgs[oi].jobs.holds(job_id) {
             return Err(AttachError::JobInFlight);
         }
-        self.reservations.rename_job(lease, job_id);
-        Ok(())
+        Ok((oi, held_as.clone()))
     }
 
     /// Ends job leases whose `lease_ttl` passed by `now` (each a job timed out) and forgets
@@ -458,6 +472,14 @@ impl Tracker {
         }
         self.note_notified(&out[from..]);
         !due.is_empty()
+    }
+
+    /// The name `org`'s series go by: its own once tracked, else `__overflow__`.
+    pub fn tracked_as(&self, org: &str) -> Arc<str> {
+        match self.index.get(org) {
+            Some(&i) => self.orgs[i].name().clone(),
+            None => OVERFLOW.into(),
+        }
     }
 
     /// Grants not yet completed.

@@ -81,6 +81,9 @@ mod owned {
 
 use owned::SnapshotOwned;
 
+/// Format 6 as read: histogram bounds, the state, the admission grants.
+type Format6 = (Vec<f64>, SnapshotOwned, Vec<(Box<str>, Held)>);
+
 impl Tracker {
     /// The whole dynamic state as bytes.
     pub fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
@@ -133,8 +136,7 @@ impl Tracker {
         let mut grants = Vec::new();
         let (job_buckets, mut state): (Vec<f64>, SnapshotOwned) = match bytes.get(..MAGIC.len()) {
             Some(m) if m == MAGIC => {
-                let (buckets, state, held): (Vec<f64>, SnapshotOwned, Vec<(Box<str>, Held)>) =
-                    postcard::from_bytes(body)?;
+                let (buckets, state, held): Format6 = postcard::from_bytes(body)?;
                 grants = held;
                 (buckets, state)
             }
