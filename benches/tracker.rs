@@ -1,5 +1,6 @@
 //! The tracker's per-event path, and parse + track together, on events shaped like
-//! `shared/bench/gen_events.py` output (50 orgs, 5 apps each, jobs, 5 % 429s).
+//! `shared/bench/gen_events.py` output (50 orgs, 5 apps each, jobs, 5 % 429s), and admission
+//! asks (each granted and reserved) over the same 50 orgs.
 //!
 //! `cargo bench --bench tracker`; compare runs as ratios, not absolute times.
 
@@ -104,6 +105,37 @@ fn bench(c: &mut Criterion) {
                         t.apply(&ev, now, &mut out);
                         out.clear();
                     }
+                }
+                t
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    // Admission: a grant weighed against every limit and reserved, per ask, against the
+    // per-event path above as the baseline (same orgs, same clock steps).
+    let big = Config::parse(
+        "[limits]\ndefault_tier = \"big\"\n[tiers.big]\nrpm = 1000000000\ndaily = 1000000000\n",
+        "bench.toml",
+    )
+    .expect("bench config");
+    let leases: Vec<String> = (0..N).map(|i| format!("{i:032x}")).collect();
+    let orgs: Vec<String> = (0..50).map(|o| format!("org-{o}")).collect();
+    g.bench_function("admit", |b| {
+        b.iter_batched(
+            || Tracker::new(&big),
+            |mut t| {
+                let mut out = Vec::new();
+                for (i, lease) in leases.iter().enumerate() {
+                    let ask = ratewarden::tracker::Ask {
+                        org: &orgs[i % 50],
+                        app: "bot",
+                        requests: 1,
+                        tokens: 0,
+                        job: false,
+                        request_id: None,
+                    };
+                    black_box(t.admit(&ask, lease, 1_795_788_000_000 + 2 * i as i64, &mut out));
+                    out.clear();
                 }
                 t
             },

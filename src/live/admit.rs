@@ -3,9 +3,10 @@
 //! shared log and is weighed where the log is applied, so every replica decides it alike and
 //! in one order (the decision is atomic across replicas because the log is).
 //!
-//! A grant is answered before its journal entry is committed: a crash in between loses the
-//! reservation (the call's own event, when reported, is then counted as any other), never a
-//! grant recorded twice.
+//! A grant is answered before its journal entry is committed, and does not hurry the writer
+//! (which commits it within its idle wait, 200 ms, or with the next change that is waited
+//! for): a crash in between loses those reservations (each call's own event, when reported,
+//! is then counted as any other), never a grant recorded twice.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,7 +82,11 @@ impl Live {
             self.notify(pending, &out, now);
             (v, tracker.tracked_as(ask.org))
         };
-        self.wake_writer();
+        // No one waits for a grant to be stored: the writer takes it with the next commit
+        // (within its idle wait), so asks do not each cost a commit. A transition does wake it.
+        if !out.is_empty() {
+            self.wake_writer();
+        }
         super::log(&out);
         Ok(verdict)
     }
