@@ -133,6 +133,7 @@ fn bench(c: &mut Criterion) {
                         tokens: 0,
                         job: false,
                         request_id: None,
+                        share_bp: None,
                     };
                     black_box(t.admit(&ask, lease, 1_795_788_000_000 + 2 * i as i64, &mut out));
                     out.clear();

@@ -217,3 +217,65 @@ fn clients_spread_over_three_replicas_never_meet_a_429_and_use_the_rpm() {
         .collect();
     assert!(rpm.windows(2).all(|w| w[0] == w[1]), "{rpm:?}");
 }
+
+/// The batch dispatcher asks the same arbiter, under `[scheduler] share`: grants apps got
+/// leave the batch only the rest of its share, and what the batch was granted counts for
+/// the apps that ask after it.
+#[test]
+fn the_batch_dispatcher_takes_its_slots_from_the_same_arbiter() {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start(100, 100, Duration::from_millis(100));
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[tiers.t]\nrpm = 20\n\n[[orgs]]\nid = \"acme\"\ntier = \"t\"\n\n\
+         [scheduler]\nshare = 0.5\n\n[[upstreams]]\nname = \"fake\"\nbase_url = \"{}\"\norg = \"acme\"\ntimeout = \"2s\"\n",
+        upstream.url()
+    );
+    let daemon = common::Daemon::start(dir.path(), &config, &[]);
+    let admit = |n: usize| -> usize {
+        (0..n)
+            .filter(|_| {
+                let ask = json!({"org": "acme", "app": "interactive"});
+                matches!(
+                    post_json(&format!("{}/v1/admit", daemon.base), &ask),
+                    Some((200, _))
+                )
+            })
+            .count()
+    };
+    // Apps take 8 of the 20: the batch's share (10) has 2 left.
+    assert_eq!(admit(8), 8);
+    let requests: Vec<Value> = (0..6)
+        .map(|i| json!({"method": "POST", "path": "/v1/videos", "body": {"n": i}}))
+        .collect();
+    common::create_batch(
+        &daemon,
+        &json!({"upstream": "fake", "org": "acme", "mode": "asap", "requests": requests})
+            .to_string(),
+    );
+    // The spacing at the share is 6 s: the first goes at once, the second 6 s later.
+    let sent = common::eventually(20, || (upstream.seen().len() >= 2).then_some(()));
+    assert!(sent.is_some(), "two batch requests were sent");
+    common::observe(
+        Duration::from_secs(7),
+        "the batch waiting for room it has not got",
+    );
+    assert_eq!(
+        upstream.seen().len(),
+        2,
+        "the batch took only the rest of its share"
+    );
+    // Apps see the batch's grants: 20 - 8 - 2 = 10 left for them.
+    assert_eq!(admit(12), 10);
+    let granted = common::metric(
+        &daemon.base,
+        r#"ratewarden_admissions_total{org="acme",outcome="granted"}"#,
+    )
+    .unwrap_or(0.0);
+    assert_eq!(
+        granted,
+        8.0 + 2.0 + 10.0,
+        "every grant, the batch's included, came from the arbiter"
+    );
+    assert_eq!(upstream.limited(), 0);
+}

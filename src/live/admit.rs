@@ -53,6 +53,7 @@ impl Live {
             request_id: ask.request_id.map(Into::into),
             lease: lease.into(),
             now,
+            share_bp: ask.share_bp,
         };
         if let (true, Some(d)) = (self.shared, &self.durable) {
             let (tx, rx) = oneshot::channel();

@@ -130,6 +130,7 @@ pub(super) struct Admission<'a> {
     pub(super) lease: std::borrow::Cow<'a, str>,
     /// Unix ms.
     pub(super) now: i64,
+    pub(super) share_bp: Option<u32>,
 }
 
 impl Admission<'_> {
@@ -141,6 +142,7 @@ impl Admission<'_> {
             tokens: self.tokens,
             job: self.job,
             request_id: self.request_id.as_deref(),
+            share_bp: self.share_bp,
         }
     }
 }

@@ -312,13 +312,19 @@ impl Metrics {
 
     /// Counts one admission ask of `org` answered with `outcome` after `waited` seconds.
     pub fn admission(&self, org: &str, outcome: &'static str, waited: f64) {
+        self.admission_decided(org, outcome);
+        self.admission_wait.observe(waited);
+    }
+
+    /// Counts one admission decision of `org` that nobody waited for (the batch
+    /// dispatcher's, which never waits in a queue).
+    pub fn admission_decided(&self, org: &str, outcome: &'static str) {
         self.admissions
             .get_or_create(&BatchRequestLabels {
                 org: org.to_string(),
                 outcome,
             })
             .inc();
-        self.admission_wait.observe(waited);
     }
 
     /// Sets how many admission asks of `org` are waiting.

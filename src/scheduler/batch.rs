@@ -298,6 +298,9 @@ pub struct Dispatch {
     pub key: String,
     /// Commit that holds the item's in-flight state; wait for it before sending.
     pub seq: u64,
+    /// The admission lease the arbiter granted this attempt (its answer's event completes
+    /// the reservation).
+    pub lease: Option<String>,
 }
 
 /// What the dispatcher should do for an upstream.

@@ -17,6 +17,7 @@ use crate::config::{PollConfig, UpstreamConfig};
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::outbound::{self, Base, error_text, segment};
+use crate::tracker::{Ask, Verdict};
 
 /// Longest wait before the lane looks at the clock again.
 const STEP: Duration = Duration::from_millis(200);
@@ -297,7 +298,16 @@ async fn lane(
             running.spawn(async move { poll_one(&sched, &client, &live, &metrics, p).await });
         }
         let wait = match sched.next(&name, now) {
-            Next::Send(d) => {
+            Next::Send(mut d) => {
+                // One place decides for batches and interactive callers alike: the arbiter,
+                // under the scheduler's share. Without room the item waits for it.
+                match arbiter((&sched, &live, &metrics), &name, &d).await {
+                    Ok(lease) => d.lease = lease,
+                    Err(until) => {
+                        sched.defer(&d, until);
+                        continue;
+                    }
+                }
                 // Stored as in flight (with its key) before anything leaves: after a crash it
                 // is sent again with the same key rather than lost or sent under a new one.
                 // Waited for here, not in the request's task, so the next request is paced
@@ -308,6 +318,7 @@ async fn lane(
                 };
                 if let Err(e) = stored {
                     tracing::warn!(batch = %d.batch, index = d.index, error = %e, "not sent: the store did not confirm");
+                    give_back(&live, &d);
                     let event =
                         sched.settle(&d, Attempt::Failed(format!("not sent: {e}")), live.now_ms());
                     feed(&live, &metrics, event);
@@ -334,11 +345,76 @@ async fn lane(
     while running.join_next().await.is_some() {}
 }
 
+/// Asks the arbiter for the slot of dispatch `d` of `upstream`'s org (one request, a job slot
+/// when the upstream's jobs are polled, at most `[scheduler] share` of each limit); the lease
+/// granted, or when to try again (Unix ms).
+async fn arbiter(
+    (sched, live, metrics): (&Scheduler, &Live, &Metrics),
+    upstream: &str,
+    d: &Dispatch,
+) -> Result<Option<String>, i64> {
+    let Some(org) = sched.org_of(upstream) else {
+        return Ok(None);
+    };
+    let lease = crate::live::admit::new_lease();
+    let ask = Ask {
+        org,
+        app: "batch",
+        requests: 1,
+        tokens: 0,
+        job: sched.polls(upstream),
+        request_id: None,
+        share_bp: Some(sched.share_bp()),
+    };
+    let now = live.now_ms();
+    let decided = live.admit(&ask, &lease).await;
+    if let Ok((v, org)) = &decided {
+        let outcome = match v {
+            Verdict::Granted { .. } => "granted",
+            _ => "refused",
+        };
+        metrics.admission_decided(org, outcome);
+    }
+    match decided {
+        Ok((Verdict::Granted { .. }, _)) => Ok(Some(lease)),
+        Ok((
+            Verdict::Refused {
+                retry_after_ms,
+                dimension,
+            },
+            _,
+        )) => {
+            tracing::debug!(batch = %d.batch, index = d.index, dimension = dimension.as_str(), retry_after_ms, "no room for a batch request yet");
+            Err(now.saturating_add(i64::try_from(retry_after_ms).unwrap_or(i64::MAX)))
+        }
+        Ok((Verdict::Never { dimension, cap }, _)) => {
+            tracing::warn!(batch = %d.batch, dimension = dimension.as_str(), cap, "the scheduler's share of a limit is below one request");
+            Err(now + 60_000)
+        }
+        Err(e) => {
+            tracing::warn!(batch = %d.batch, error = %e, "the arbiter did not answer; the batch request waits");
+            Err(now + 1_000)
+        }
+    }
+}
+
+/// Gives back the arbiter's grant of a dispatch that got no answer.
+fn give_back(live: &Live, d: &Dispatch) {
+    if let Some(lease) = &d.lease {
+        live.release(lease);
+    }
+}
+
 /// Sends a request whose in-flight record is durable and feeds the answer back.
 async fn send_one(sched: &Scheduler, client: &Client, live: &Live, metrics: &Metrics, d: Dispatch) {
     let attempt = client.send(&d, live.now_ms()).await;
-    if let Attempt::Answer { status, .. } = &attempt {
-        tracing::debug!(batch = %d.batch, index = d.index, status, "upstream answered");
+    match &attempt {
+        Attempt::Answer { status, .. } => {
+            tracing::debug!(batch = %d.batch, index = d.index, status, "upstream answered");
+        }
+        // No answer, so no event completes the grant: its job slot is given back here (the
+        // request itself stays counted: it may have reached the upstream).
+        Attempt::Failed(_) => give_back(live, &d),
     }
     let event = sched.settle(&d, attempt, live.now_ms());
     feed(live, metrics, event);

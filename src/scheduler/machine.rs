@@ -423,6 +423,7 @@ impl Rules {
             body: it.body.clone(),
             key: it.key.clone(),
             seq: 0,
+            lease: None,
         };
         let fx = Effects {
             items: vec![(bi, ii)],
@@ -439,6 +440,37 @@ impl Rules {
         if let Some(lane) = st.lanes.get_mut(upstream) {
             lane.last_dispatch_ms = Some(lane.last_dispatch_ms.map_or(now, |l| l.max(now)));
         }
+    }
+
+    /// Puts back an item chosen by [`Rules::next`] that was not sent (the arbiter had no
+    /// room for it): as it was before, due again at `until`, its attempt not counted.
+    pub(super) fn defer(&self, st: &mut State, d: &Dispatch, until: i64) -> Option<Effects> {
+        let &bi = st.index.get(&d.batch)?;
+        let upstream = st.batches[bi].header.upstream.clone();
+        if let Some(lane) = st.lanes.get_mut(&upstream) {
+            lane.awaiting = lane.awaiting.saturating_sub(1);
+            lane.circuit.probing = false;
+        }
+        let b = &mut st.batches[bi];
+        let ii = b.items.iter().position(|i| i.index == d.index)?;
+        let it = &mut b.items[ii];
+        if it.state != ItemState::InFlight || it.job_id.is_some() {
+            return None;
+        }
+        it.attempts = it.attempts.saturating_sub(1);
+        it.state = if it.attempts == 0 {
+            ItemState::Pending
+        } else {
+            ItemState::Retrying
+        };
+        it.dispatched_ms = None;
+        it.next_attempt_ms = until;
+        Some(Effects {
+            items: vec![(bi, ii)],
+            orgs: vec![b.header.org.clone()],
+            wake: true,
+            ..Effects::default()
+        })
     }
 
     /// Records how an attempt ended. Returns the request event to feed to the tracker (what
@@ -500,6 +532,9 @@ impl Rules {
                     it.last_status = Some(status);
                     it.keep_result(&body, max_result);
                     event = Some(report::answered(&org, sent_at, status, retry_after, now));
+                    if let (Some(ev), Some(lease)) = (&mut event, &d.lease) {
+                        ev.request_id = Some(lease.clone().into());
+                    }
                     if status == 429 {
                         circuit.consecutive_429 += 1;
                         if circuit.consecutive_429 >= circuit_after {

@@ -241,6 +241,34 @@ impl Scheduler {
         }
     }
 
+    /// The org whose limits `upstream` draws on.
+    pub fn org_of(&self, upstream: &str) -> Option<&str> {
+        self.rules.upstreams.get(upstream).map(|u| u.org.as_str())
+    }
+
+    /// Whether `upstream`'s jobs are polled (each dispatched one then holds a job slot).
+    pub fn polls(&self, upstream: &str) -> bool {
+        self.rules
+            .upstreams
+            .get(upstream)
+            .is_some_and(|u| u.poll.is_some())
+    }
+
+    /// `[scheduler] share`: the dispatcher's ceiling on each limit, in basis points.
+    pub fn share_bp(&self) -> u32 {
+        (self.rules.cfg.share * 10_000.0)
+            .round()
+            .clamp(1.0, 10_000.0) as u32
+    }
+
+    /// Puts back a chosen item that was not sent (the arbiter had no room): due again at
+    /// `until`, its attempt not counted. Returns the commit that stores it.
+    pub fn defer(&self, d: &Dispatch, until: i64) -> Option<u64> {
+        let mut st = self.lock();
+        let fx = self.rules.defer(&mut st, d, until)?;
+        Some(self.apply(&st, fx))
+    }
+
     /// Records that a dispatched request of `upstream` leaves now. Spacing counts from here,
     /// not from when it was chosen: between the two lies the store's confirmation, whose
     /// latency varies, and the upstream sees when requests arrive.

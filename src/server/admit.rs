@@ -140,6 +140,7 @@ pub(super) async fn admit(
         tokens: req.tokens,
         job: req.job,
         request_id: req.request_id.as_deref(),
+        share_bp: None,
     };
     let started = Instant::now();
     let answer = decide(&st, &ask, started + wait).await?;

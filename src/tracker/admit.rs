@@ -42,6 +42,9 @@ pub struct Ask<'a> {
     pub job: bool,
     /// The caller's id for the request; asking again with it answers the same grant.
     pub request_id: Option<&'a str>,
+    /// A lower ceiling than `[admission] share` for this caller, in basis points (the batch
+    /// dispatcher's `[scheduler] share`).
+    pub share_bp: Option<u32>,
 }
 
 /// The answer to an [`Ask`].
@@ -289,6 +292,7 @@ impl Org {
         first_lease_expiry: Option<i64>,
     ) -> Result<(), Verdict> {
         let a = &s.admission;
+        let share_bp = ask.share_bp.map_or(a.share_bp, |c| c.min(a.share_bp));
         let tokens = self.tokens.as_deref();
         let rpm = (RPM_WIDTH as i64, 1_000);
         let daily = (DAILY_WIDTH as i64, 60_000);
@@ -324,7 +328,7 @@ impl Org {
             if limit == 0 || need == 0 {
                 continue;
             }
-            let cap = share_of(limit, a.share_bp);
+            let cap = share_of(limit, share_bp);
             if need > cap {
                 return Err(Verdict::Never {
                     dimension: dim,
@@ -342,7 +346,7 @@ impl Org {
             }
         }
         if ask.job && self.limits.concurrency > 0 {
-            let cap = share_of(self.limits.concurrency, a.share_bp);
+            let cap = share_of(self.limits.concurrency, share_bp);
             if self.jobs.in_flight() as u64 >= cap {
                 let released = self
                     .jobs

@@ -27,6 +27,7 @@ fn ask(requests: u64, tokens: u64, job: bool) -> Ask<'static> {
         tokens,
         job,
         request_id: None,
+        share_bp: None,
     }
 }
 
@@ -369,7 +370,7 @@ proptest! {
             match s {
                 Step::Ask { gap, requests, tokens, job, delay, report } => {
                     now += gap;
-                    let a = Ask { org: "acme", app: "bot", requests, tokens, job, request_id: None };
+                    let a = Ask { org: "acme", app: "bot", requests, tokens, job, request_id: None, share_bp: None };
                     let lease = format!("l{i}");
                     match t.admit(&a, &lease, now, &mut out) {
                         Verdict::Granted { .. } => {
