@@ -279,3 +279,86 @@ fn the_batch_dispatcher_takes_its_slots_from_the_same_arbiter() {
     );
     assert_eq!(upstream.limited(), 0);
 }
+
+/// Apps waiting for room come first: the dispatcher asks only while none of the org's asks
+/// wait, so a freed job slot goes to the waiting app, the next one to the batch.
+#[test]
+fn the_batch_comes_behind_apps_that_wait() {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start(100, 100, Duration::from_millis(200));
+    let config = format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+[tiers.t]
+rpm = 100
+concurrency = 2
+[[orgs]]
+id = "acme"
+tier = "t"
+[scheduler]
+share = 1.0
+[[upstreams]]
+name = "fake"
+base_url = "{}"
+org = "acme"
+timeout = "2s"
+[upstreams.poll]
+status_path = "/v1/videos/{{id}}"
+id_field = "id"
+status_field = "status"
+done = ["completed"]
+failed = ["failed"]
+interval = "100ms"
+"#,
+        upstream.url()
+    );
+    let daemon = common::Daemon::start(dir.path(), &config, &[]);
+    let base = daemon.base.clone();
+    let ask = |wait: &str| {
+        let body = json!({"org": "acme", "app": "app", "job": true, "wait": wait});
+        post_json(&format!("{base}/v1/admit"), &body)
+    };
+    let lease = |answer: Option<(u16, String)>| -> String {
+        let (status, body) = answer.expect("admit answers");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Value>(&body).unwrap()["lease"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let held = [lease(ask("0s")), lease(ask("0s"))];
+    // An app waits for a slot; then a batch of one job arrives.
+    let waiter = {
+        let ask_body = json!({"org": "acme", "app": "app", "job": true, "wait": "20s"});
+        let url = format!("{base}/v1/admit");
+        std::thread::spawn(move || post_json(&url, &ask_body))
+    };
+    common::eventually(5, || {
+        common::metric(&base, r#"ratewarden_admission_waiting{org="acme"}"#).filter(|n| *n == 1.0)
+    })
+    .expect("the app waits");
+    common::create_batch(
+        &daemon,
+        &json!({"upstream": "fake", "org": "acme", "mode": "asap",
+                "requests": [{"method": "POST", "path": "/v1/videos", "body": {}}]})
+        .to_string(),
+    );
+    common::observe(Duration::from_secs(1), "the batch while no slot is free");
+    assert_eq!(upstream.seen().len(), 0);
+    // The first slot given back goes to the waiting app, not the batch.
+    let del = |l: &str| common::http("DELETE", &format!("{base}/v1/admit/{l}"), &[], b"");
+    assert_eq!(del(&held[0]).map(|r| r.0), Some(204));
+    let (status, body) = waiter.join().unwrap().expect("the waiter is answered");
+    assert_eq!(status, 200, "{body}");
+    common::observe(
+        Duration::from_secs(1),
+        "the batch while the app holds the slot",
+    );
+    assert_eq!(upstream.seen().len(), 0, "the batch came behind the app");
+    // The next slot is the batch's.
+    assert_eq!(del(&held[1]).map(|r| r.0), Some(204));
+    common::eventually(10, || (upstream.seen().len() == 1).then_some(()))
+        .expect("the batch request is sent once a slot is free and no app waits");
+    assert_eq!(upstream.limited(), 0);
+}

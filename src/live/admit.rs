@@ -92,6 +92,27 @@ impl Live {
         Ok(verdict)
     }
 
+    /// Notes that `n` admission asks of `org` wait in this process's queue.
+    pub fn note_waiting(&self, org: &str, n: usize) {
+        let mut w = self
+            .asks_waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if n == 0 {
+            w.remove(org);
+        } else {
+            w.insert(org.into(), n);
+        }
+    }
+
+    /// Whether admission asks of `org` wait in this process's queue.
+    pub fn waiting(&self, org: &str) -> bool {
+        self.asks_waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains_key(org)
+    }
+
     /// Gives back the grant of `lease` (a job lease's slot is free at once); false when no
     /// grant of it is held. A replica answers from the state it has applied and sends the
     /// release through the shared log.

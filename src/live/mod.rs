@@ -206,6 +206,9 @@ pub struct Live {
     /// A replica of a cluster: what comes in is only journaled (to the shared log); the
     /// tracker changes when the log is applied ([`Live::follow`]), in the log's order.
     shared: bool,
+    /// Admission asks of each org waiting in this process's queue (the batch dispatcher
+    /// asks only while none wait: it comes behind them).
+    asks_waiting: Arc<Mutex<std::collections::HashMap<Box<str>, usize>>>,
 }
 
 /// Why events were not made durable.
@@ -300,6 +303,7 @@ impl Live {
             clock,
             durable: None,
             shared: false,
+            asks_waiting: Arc::default(),
         }
     }
 

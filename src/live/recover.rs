@@ -163,6 +163,7 @@ impl Live {
             clock,
             durable: Some(durable.clone()),
             shared: config.cluster.is_some(),
+            asks_waiting: Arc::default(),
         };
         let writer_live = live.clone();
         let handle = std::thread::Builder::new()

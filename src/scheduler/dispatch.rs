@@ -356,6 +356,10 @@ async fn arbiter(
     let Some(org) = sched.org_of(upstream) else {
         return Ok(None);
     };
+    // Behind interactive callers: none of the org's asks may be waiting for room.
+    if live.waiting(org) {
+        return Err(live.now_ms() + 250);
+    }
     let lease = crate::live::admit::new_lease();
     let ask = Ask {
         org,

@@ -265,6 +265,7 @@ async fn decide(st: &ApiState, ask: &Ask<'_>, deadline: Instant) -> Result<Answe
         (q.changed.clone(), q.waiting.len())
     });
     st.metrics.admission_waiting(ask.org, waiting as i64);
+    st.live.note_waiting(ask.org, waiting);
     let leave = |head_refused: Option<(Dimension, Instant)>| {
         let left = waiters.with(|orgs| {
             let Some(q) = orgs.get_mut(ask.org) else {
@@ -280,6 +281,7 @@ async fn decide(st: &ApiState, ask: &Ask<'_>, deadline: Instant) -> Result<Answe
             left
         });
         st.metrics.admission_waiting(ask.org, left as i64);
+        st.live.note_waiting(ask.org, left);
     };
     let mut last: Option<(Dimension, u64, Arc<str>)> = None;
     loop {
