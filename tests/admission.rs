@@ -281,7 +281,8 @@ fn the_batch_dispatcher_takes_its_slots_from_the_same_arbiter() {
 }
 
 /// Apps waiting for room come first: the dispatcher asks only while none of the org's asks
-/// wait, so a freed job slot goes to the waiting app, the next one to the batch.
+/// wait, so a batch request that would fit (it needs no job slot) waits while an app waits
+/// for a job slot, and goes once the app is served.
 #[test]
 fn the_batch_comes_behind_apps_that_wait() {
     let _one = one_at_a_time();
@@ -303,13 +304,6 @@ name = "fake"
 base_url = "{}"
 org = "acme"
 timeout = "2s"
-[upstreams.poll]
-status_path = "/v1/videos/{{id}}"
-id_field = "id"
-status_field = "status"
-done = ["completed"]
-failed = ["failed"]
-interval = "100ms"
 "#,
         upstream.url()
     );
