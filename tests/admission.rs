@@ -281,52 +281,33 @@ fn the_batch_dispatcher_takes_its_slots_from_the_same_arbiter() {
 }
 
 /// Apps waiting for room come first: the dispatcher asks only while none of the org's asks
-/// wait, so a batch request that would fit (it needs no job slot) waits while an app waits
-/// for a job slot, and goes once the app is served.
+/// wait, so a batch request that would fit (it needs no tokens) waits while an app waits for
+/// tokens, and goes once the app's wait is over.
 #[test]
 fn the_batch_comes_behind_apps_that_wait() {
     let _one = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let upstream = Upstream::start(100, 100, Duration::from_millis(200));
     let config = format!(
-        r#"[server]
-listen = "127.0.0.1:0"
-[tiers.t]
-rpm = 100
-concurrency = 2
-[[orgs]]
-id = "acme"
-tier = "t"
-[scheduler]
-share = 1.0
-[[upstreams]]
-name = "fake"
-base_url = "{}"
-org = "acme"
-timeout = "2s"
-"#,
+        "[server]\nlisten = \"127.0.0.1:0\"\n[tiers.t]\nrpm = 100\ntpm = 1000\n\n[[orgs]]\nid = \"acme\"\ntier = \"t\"\n\n\
+         [scheduler]\nshare = 1.0\n\n[[upstreams]]\nname = \"fake\"\nbase_url = \"{}\"\norg = \"acme\"\ntimeout = \"2s\"\n",
         upstream.url()
     );
     let daemon = common::Daemon::start(dir.path(), &config, &[]);
     let base = daemon.base.clone();
-    let ask = |wait: &str| {
-        let body = json!({"org": "acme", "app": "app", "job": true, "wait": wait});
-        post_json(&format!("{base}/v1/admit"), &body)
-    };
-    let lease = |answer: Option<(u16, String)>| -> String {
-        let (status, body) = answer.expect("admit answers");
-        assert_eq!(status, 200, "{body}");
-        serde_json::from_str::<Value>(&body).unwrap()["lease"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    let held = [lease(ask("0s")), lease(ask("0s"))];
-    // An app waits for a slot; then a batch of one job arrives.
+    let url = format!("{base}/v1/admit");
+    let first = post_json(&url, &json!({"org": "acme", "app": "app", "tokens": 900}));
+    assert_eq!(first.map(|r| r.0), Some(200));
+    // An app waits for 500 tokens (the window frees them only in a minute); a batch request
+    // needs none and would fit at once.
     let waiter = {
-        let ask_body = json!({"org": "acme", "app": "app", "job": true, "wait": "20s"});
-        let url = format!("{base}/v1/admit");
-        std::thread::spawn(move || post_json(&url, &ask_body))
+        let url = url.clone();
+        std::thread::spawn(move || {
+            post_json(
+                &url,
+                &json!({"org": "acme", "app": "app", "tokens": 500, "wait": "3s"}),
+            )
+        })
     };
     common::eventually(5, || {
         common::metric(&base, r#"ratewarden_admission_waiting{org="acme"}"#).filter(|n| *n == 1.0)
@@ -338,21 +319,15 @@ timeout = "2s"
                 "requests": [{"method": "POST", "path": "/v1/videos", "body": {}}]})
         .to_string(),
     );
-    common::observe(Duration::from_secs(1), "the batch while no slot is free");
-    assert_eq!(upstream.seen().len(), 0);
-    // The first slot given back goes to the waiting app, not the batch.
-    let del = |l: &str| common::http("DELETE", &format!("{base}/v1/admit/{l}"), &[], b"");
-    assert_eq!(del(&held[0]).map(|r| r.0), Some(204));
-    let (status, body) = waiter.join().unwrap().expect("the waiter is answered");
-    assert_eq!(status, 200, "{body}");
-    common::observe(
-        Duration::from_secs(1),
-        "the batch while the app holds the slot",
+    common::observe(Duration::from_millis(1500), "the batch while an app waits");
+    assert_eq!(
+        upstream.seen().len(),
+        0,
+        "the batch came behind the waiting app"
     );
-    assert_eq!(upstream.seen().len(), 0, "the batch came behind the app");
-    // The next slot is the batch's.
-    assert_eq!(del(&held[1]).map(|r| r.0), Some(204));
+    let (status, body) = waiter.join().unwrap().expect("the waiter is answered");
+    assert_eq!(status, 429, "{body}");
     common::eventually(10, || (upstream.seen().len() == 1).then_some(()))
-        .expect("the batch request is sent once a slot is free and no app waits");
+        .expect("the batch request is sent once no app waits");
     assert_eq!(upstream.limited(), 0);
 }
