@@ -223,9 +223,9 @@ fn a_store_written_by_the_previous_version_is_read() {
     let state: Vec<u8> = db
         .query_row("SELECT state FROM snapshot", [], |r| r.get(0))
         .unwrap();
-    // The current format: the checksummed envelope around RWT5.
+    // The current format: the checksummed envelope around RWT6.
     assert_eq!(&state[..4], b"RWS1");
-    assert_eq!(&state[8..12], b"RWT5");
+    assert_eq!(&state[8..12], b"RWT6");
     drop(db);
     let d = Daemon::start(dir.path(), config, &[]);
     assert_eq!(
@@ -423,14 +423,24 @@ fn a_store_cut_short_under_its_write_ahead_log_is_named_damaged() {
 fn a_journal_of_a_newer_version_is_refused_not_salvaged() {
     let dir = tempfile::tempdir().unwrap();
     three_entries(dir.path());
-    // Format byte 3 becomes 7.
+    // Format byte 4 becomes 12.
     let newest = "(SELECT MAX(seq) FROM journal)";
-    flip(
-        dir.path(),
-        &format!("SELECT data FROM journal WHERE seq = {newest}"),
+    let db = rusqlite::Connection::open(store_file(dir.path())).unwrap();
+    let mut blob: Vec<u8> = db
+        .query_row(
+            &format!("SELECT data FROM journal WHERE seq = {newest}"),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(blob[0], 4, "the format this ratewarden writes");
+    blob[0] = 12;
+    db.execute(
         &format!("UPDATE journal SET data = ?1 WHERE seq = {newest}"),
-        0,
-    );
+        [blob],
+    )
+    .unwrap();
+    drop(db);
     for flags in [&[][..], &["--recover"][..]] {
         let log = match Daemon::try_start_with(dir.path(), CONFIG, &[], flags) {
             Err(log) => log,

@@ -64,7 +64,15 @@ impl Live {
             d.decisions_waiting(|w| w.remove(lease));
             return match decided {
                 Ok(Ok(v)) => Ok((v, self.lock().tracker.tracked_as(ask.org))),
-                _ => Err(AdmitError::NotDecided(DECIDED_WITHIN)),
+                _ => {
+                    // The ask may still reach the log: its release follows it there, so a
+                    // grant nobody was told of gives its room back where it is applied.
+                    self.lock()
+                        .pending
+                        .record(&RecordRef::Release(lease, self.now_ms()));
+                    self.wake_writer();
+                    Err(AdmitError::NotDecided(DECIDED_WITHIN))
+                }
             };
         }
         let mut out = Vec::new();
@@ -115,8 +123,8 @@ impl Live {
 
     /// Gives back the grant of `lease` (a job lease's slot is free at once); false when no
     /// grant of it is held. A replica answers from the state it has applied and sends the
-    /// release through the shared log.
-    pub fn release(&self, lease: &str) -> bool {
+    /// release through the shared log. With the commit to wait for ([`Live::durable_at`]).
+    pub fn release(&self, lease: &str) -> (bool, u64) {
         let now = self.now_ms();
         let mut out = Vec::new();
         let held = {
@@ -131,7 +139,7 @@ impl Live {
                 pending.record(&RecordRef::Release(lease, now));
             }
             self.notify(pending, &out, now);
-            held
+            (held, pending.seq)
         };
         self.wake_writer();
         super::log(&out);
@@ -139,8 +147,8 @@ impl Live {
     }
 
     /// Attaches upstream job `job_id` to the job lease `lease` (see
-    /// [`crate::tracker::Tracker::attach`]).
-    pub fn attach(&self, lease: &str, job_id: &str) -> Result<(), AttachError> {
+    /// [`crate::tracker::Tracker::attach`]); the commit to wait for.
+    pub fn attach(&self, lease: &str, job_id: &str) -> Result<u64, AttachError> {
         let attached = {
             let mut g = self.lock();
             let Inner { tracker, pending } = &mut *g;
@@ -152,7 +160,7 @@ impl Live {
             if attached.is_ok() && self.durable.is_some() {
                 pending.record(&RecordRef::Attach(lease, job_id));
             }
-            attached
+            attached.map(|()| pending.seq)
         };
         self.wake_writer();
         attached

@@ -391,6 +391,10 @@ async fn arbiter(
             tracing::debug!(batch = %d.batch, index = d.index, dimension = dimension.as_str(), retry_after_ms, "no room for a batch request yet");
             Err(now.saturating_add(i64::try_from(retry_after_ms).unwrap_or(i64::MAX)))
         }
+        Ok((Verdict::Untracked | Verdict::Reused, _)) => {
+            tracing::warn!(batch = %d.batch, org, "the org is not tracked (max_orgs): the arbiter cannot weigh its batch requests");
+            Err(now + 60_000)
+        }
         Ok((Verdict::Never { dimension, cap }, _)) => {
             tracing::warn!(batch = %d.batch, dimension = dimension.as_str(), cap, "the scheduler's share of a limit is below one request");
             Err(now + 60_000)
@@ -405,7 +409,8 @@ async fn arbiter(
 /// Gives back the arbiter's grant of a dispatch that got no answer.
 fn give_back(live: &Live, d: &Dispatch) {
     if let Some(lease) = &d.lease {
-        live.release(lease);
+        // Not waited for: a release that is not stored leaves the slot to its lease's ttl.
+        let _ = live.release(lease);
     }
 }
 

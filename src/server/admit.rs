@@ -22,7 +22,7 @@ use serde_json::json;
 use super::body;
 use super::error::ApiError;
 use super::state::ApiState;
-use super::waiters::Answer;
+use super::waiters::{Answer, Place};
 use crate::live::Live;
 use crate::live::admit::new_lease;
 use crate::model::{Dimension, valid_name};
@@ -119,6 +119,9 @@ pub(super) async fn admit(
     if !valid_name(&req.org) || !valid_name(&req.app) {
         return Err(bad("org and app must be 1-128 printable characters"));
     }
+    if req.org == crate::model::OVERFLOW {
+        return Err(bad("__overflow__ is not an org one can ask for"));
+    }
     if req.requests > MAX_ASK || req.tokens > MAX_ASK {
         return Err(bad(format!("requests and tokens may be at most {MAX_ASK}")));
     }
@@ -176,6 +179,25 @@ pub(super) async fn admit(
             st.metrics.admission(&org, "timed_out", waited);
             refused(dimension, retry_after_ms)
         }
+        Answer::Decided(Verdict::Untracked, org) => {
+            st.metrics.admission(&org, "refused", waited);
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "org_not_tracked",
+                format!(
+                    "{} is not tracked ([limits] max_orgs or max_new_orgs_per_second reached): its usage and limits are unknown, so nothing can be granted",
+                    req.org
+                ),
+            ));
+        }
+        Answer::Decided(Verdict::Reused, org) => {
+            st.metrics.admission(&org, "refused", waited);
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "request_id_reused",
+                "this request_id holds a grant of another ask (app, requests, tokens or job differ)",
+            ));
+        }
         Answer::Decided(Verdict::Never { dimension, cap }, org) => {
             st.metrics.admission(&org, "refused", waited);
             return Err(ApiError::new(
@@ -221,9 +243,18 @@ async fn weigh(live: &Live, ask: &Ask<'_>, lease: &str) -> Result<(Verdict, Arc<
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_decided",
-            e.to_string(),
+            format!(
+                "{e}; nothing is held for this ask (should it still be decided, it is given back)"
+            ),
         )
     })
+}
+
+/// Whether waiting until `deadline` can help an ask refused on `dimension`: a window frees
+/// no sooner than it said (unless a grant is given back), a job slot may free any time.
+fn fits_in_time(dimension: Dimension, retry_after_ms: u64, deadline: Instant) -> bool {
+    dimension == Dimension::Concurrency
+        || Instant::now() + Duration::from_millis(retry_after_ms) <= deadline
 }
 
 /// Weighs `ask`, waiting in its org's queue until `deadline` when it does not fit.
@@ -254,7 +285,10 @@ async fn decide(st: &ApiState, ask: &Ask<'_>, deadline: Instant) -> Result<Answe
     if queued.is_none() {
         let (v, org) = weigh(&st.live, ask, &lease).await?;
         match v {
-            Verdict::Refused { .. } if Instant::now() < deadline => {}
+            Verdict::Refused {
+                dimension,
+                retry_after_ms,
+            } if fits_in_time(dimension, retry_after_ms, deadline) => {}
             v => return Ok(Answer::Decided(v, org)),
         }
     }
@@ -266,22 +300,15 @@ async fn decide(st: &ApiState, ask: &Ask<'_>, deadline: Instant) -> Result<Answe
     });
     st.metrics.admission_waiting(ask.org, waiting as i64);
     st.live.note_waiting(ask.org, waiting);
-    let leave = |head_refused: Option<(Dimension, Instant)>| {
-        let left = waiters.with(|orgs| {
-            let Some(q) = orgs.get_mut(ask.org) else {
-                return 0;
-            };
-            q.waiting.retain(|&w| w != me);
-            q.head_refused = head_refused;
-            q.changed.notify_waiters();
-            let left = q.waiting.len();
-            if left == 0 {
-                orgs.remove(ask.org);
-            }
-            left
-        });
+    let note_left = |left: usize| {
         st.metrics.admission_waiting(ask.org, left as i64);
         st.live.note_waiting(ask.org, left);
+    };
+    let _place = Place {
+        waiters,
+        org: ask.org,
+        id: me,
+        left: &note_left,
     };
     let mut last: Option<(Dimension, u64, Arc<str>)> = None;
     loop {
@@ -297,10 +324,7 @@ async fn decide(st: &ApiState, ask: &Ask<'_>, deadline: Instant) -> Result<Answe
         if head {
             let (v, org) = match weigh(&st.live, ask, &lease).await {
                 Ok(d) => d,
-                Err(e) => {
-                    leave(None);
-                    return Err(e);
-                }
+                Err(e) => return Err(e),
             };
             match v {
                 Verdict::Refused {
@@ -313,19 +337,18 @@ async fn decide(st: &ApiState, ask: &Ask<'_>, deadline: Instant) -> Result<Answe
                             q.head_refused = Some((dimension, at));
                         }
                     });
+                    if !fits_in_time(dimension, retry_after_ms, deadline) {
+                        return Ok(Answer::TimedOut(dimension, retry_after_ms, org));
+                    }
                     last = Some((dimension, retry_after_ms, org));
                     wake_at = wake_at.min(at).min(Instant::now() + RECHECK);
                 }
-                v => {
-                    leave(None);
-                    return Ok(Answer::Decided(v, org));
-                }
+                v => return Ok(Answer::Decided(v, org)),
             }
         }
         if Instant::now() >= deadline {
             let now = Instant::now();
             let head_refused = waiters.with(|orgs| orgs.get(ask.org).and_then(|q| q.head_refused));
-            leave(if head { None } else { head_refused });
             let (dim, ms, org) = match last {
                 Some(l) => l,
                 None => {
@@ -350,11 +373,25 @@ pub(super) async fn release(
     Path(lease): Path<String>,
 ) -> Result<Response, ApiError> {
     st.tokens.ingest.check(&headers)?;
-    if !st.live.release(&lease) {
+    let (held, seq) = st.live.release(&lease);
+    if !held {
         return Err(no_lease());
     }
     st.admission.waiters.wake_all();
+    stored(&st, seq).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Waits until commit `seq` is stored: a replica's release or attach is only made where the
+/// shared log applies it, so one the log did not take must not be answered as done.
+async fn stored(st: &ApiState, seq: u64) -> Result<(), ApiError> {
+    st.live.durable_at(seq, st.durable_wait).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_stored",
+            format!("{e}; nothing was changed for certain, send it again"),
+        )
+    })
 }
 
 fn no_lease() -> ApiError {
@@ -382,7 +419,10 @@ pub(super) async fn attach(
         return Err(bad("job_id must be 1-256 bytes"));
     }
     match st.live.attach(&lease, &req.job_id) {
-        Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Ok(seq) => {
+            stored(&st, seq).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
         Err(AttachError::NoLease) => Err(no_lease()),
         Err(e) => Err(ApiError::new(
             StatusCode::CONFLICT,

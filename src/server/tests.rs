@@ -1154,3 +1154,66 @@ async fn waiting_asks_are_served_in_arrival_order_when_room_frees() {
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn a_waiting_client_that_goes_away_leaves_the_queue() {
+    let st = state();
+    let job = r#"{"org":"acme","app":"bot","job":true}"#;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let (_, _, body) = call(&st, admit_req(job, Some("in-tok"))).await;
+        held.push(json(&body)["lease"].as_str().unwrap().to_string());
+    }
+    let gone = {
+        let st = st.clone();
+        tokio::spawn(async move {
+            let ask = r#"{"org":"acme","app":"bot","job":true,"wait":"30s"}"#;
+            call(&st, admit_req(ask, Some("in-tok"))).await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(
+        metrics_text(&st)
+            .await
+            .contains(r#"ratewarden_admission_waiting{org="acme"} 1"#)
+    );
+    // The client hangs up: its handler is dropped mid-wait.
+    gone.abort();
+    let _ = gone.await;
+    let m = metrics_text(&st).await;
+    assert!(
+        m.contains(r#"ratewarden_admission_waiting{org="acme"} 0"#),
+        "{m}"
+    );
+    // Nobody waits now: a slot given back is there for the next ask at once.
+    let (status, _, _) = call(&st, lease_req("DELETE", &held[0], "")).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _, body) = call(&st, admit_req(job, Some("in-tok"))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn an_ask_that_cannot_fit_within_its_wait_is_answered_at_once() {
+    let st = state();
+    for _ in 0..10 {
+        call(
+            &st,
+            admit_req(r#"{"org":"acme","requests":1}"#, Some("in-tok")),
+        )
+        .await;
+    }
+    let started = std::time::Instant::now();
+    let (status, _, body) = call(
+        &st,
+        admit_req(r#"{"org":"acme","requests":1,"wait":"5s"}"#, Some("in-tok")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "answered without waiting"
+    );
+    assert_eq!(json(&body)["retry_after_ms"], 62_000);
+    let (status, _, body) = call(&st, admit_req(r#"{"org":"__overflow__"}"#, Some("in-tok"))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}

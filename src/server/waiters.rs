@@ -35,6 +35,26 @@ impl Waiters {
         f(&mut self.orgs.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
+    /// Takes `id` out of `org`'s queue (when it was the head, the next one weighs afresh)
+    /// and wakes the rest; the number left waiting.
+    pub(super) fn leave(&self, org: &str, id: u64) -> usize {
+        self.with(|orgs| {
+            let Some(q) = orgs.get_mut(org) else {
+                return 0;
+            };
+            if q.waiting.front() == Some(&id) {
+                q.head_refused = None;
+            }
+            q.waiting.retain(|&w| w != id);
+            q.changed.notify_waiters();
+            let left = q.waiting.len();
+            if left == 0 {
+                orgs.remove(org);
+            }
+            left
+        })
+    }
+
     /// Wakes every queue's head: a lease was given back.
     pub(super) fn wake_all(&self) {
         self.with(|orgs| {
@@ -66,5 +86,23 @@ impl Admission {
             waiters: Waiters::default(),
             max_wait,
         }
+    }
+}
+
+/// An ask's place in its org's queue. Dropping it leaves the queue, however the ask ended:
+/// answered, or its client gone mid-wait (the handler's future is dropped), so one vanished
+/// client never holds up the org's other asks.
+pub(super) struct Place<'a> {
+    pub(super) waiters: &'a Waiters,
+    pub(super) org: &'a str,
+    pub(super) id: u64,
+    /// Told how many are left waiting (metrics, the dispatcher's view).
+    pub(super) left: &'a (dyn Fn(usize) + Sync),
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        let left = self.waiters.leave(self.org, self.id);
+        (self.left)(left);
     }
 }

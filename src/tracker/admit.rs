@@ -67,6 +67,11 @@ pub enum Verdict {
         /// When it would be granted if nothing else arrived, ms from now (at least 1).
         retry_after_ms: u64,
     },
+    /// The org is not tracked (past `max_orgs` or `max_new_orgs_per_second`): its usage is
+    /// `__overflow__`'s, which has no limits, so nothing can be weighed.
+    Untracked,
+    /// The `request_id` holds a grant of another ask.
+    Reused,
     /// It can never fit: it asks more of `dimension` than its share of the limit.
     Never {
         /// The dimension.
@@ -96,6 +101,24 @@ pub(super) struct Held {
     /// For a job: the id its slot is held under in the org's jobs (the lease until a job id
     /// is attached) and when the slot is given back (Unix ms).
     pub(super) job: Option<(Box<str>, i64)>,
+    /// What was asked (app, requests, tokens, job), hashed: the same `request_id` asked again
+    /// for something else is not the same grant.
+    pub(super) asked: u64,
+}
+
+/// The hash [`Held::asked`] holds for `ask`.
+pub(super) fn asked(ask: &Ask<'_>) -> u64 {
+    crate::model::stable_hash(&[
+        ask.app.as_bytes(),
+        &ask.requests.to_le_bytes(),
+        &ask.tokens.to_le_bytes(),
+        &[u8::from(ask.job)],
+    ])
+}
+
+/// The key a job lease is found by once its job ends: the org and the job's id.
+fn job_key(org: &str, job_id: &str) -> u64 {
+    crate::model::stable_hash(&[org.as_bytes(), job_id.as_bytes()])
 }
 
 /// Grants not yet completed, by lease; at most `max` (then the oldest are forgotten: an
@@ -110,6 +133,8 @@ pub struct Reservations {
     order: VecDeque<(i64, Box<str>)>,
     /// (expiry, lease) of the job leases.
     expiries: BTreeSet<(i64, Box<str>)>,
+    /// Lease of each job lease by [`job_key`] of the id its slot is held under.
+    by_job: HashMap<u64, Box<str>, foldhash::fast::RandomState>,
 }
 
 /// How long a grant waits for its event.
@@ -144,8 +169,9 @@ impl Reservations {
         if let Some(k) = held.keys.1 {
             self.by_key.insert(k, lease.clone());
         }
-        if let Some((_, expires)) = &held.job {
+        if let Some((id, expires)) = &held.job {
             self.expiries.insert((*expires, lease.clone()));
+            self.by_job.insert(job_key(&held.org, id), lease.clone());
         }
         self.order.push_back((held.at, lease.clone()));
         self.held.insert(lease, held);
@@ -164,8 +190,9 @@ impl Reservations {
         if let Some(k) = held.keys.1 {
             self.by_key.remove(&k);
         }
-        if let Some((_, expires)) = &held.job {
+        if let Some((id, expires)) = &held.job {
             self.expiries.remove(&(*expires, Box::from(lease)));
+            self.by_job.remove(&job_key(&held.org, id));
         }
         // Taken ones stay in `order` until they reach its front; keep it near `held`.
         if self.order.len() > 2 * self.held.len() + 1_024 {
@@ -218,7 +245,33 @@ impl Reservations {
         if let Some(h) = self.held.get_mut(lease)
             && let Some((id, _)) = &mut h.job
         {
+            self.by_job.remove(&job_key(&h.org, id));
             *id = job_id.into();
+            self.by_job.insert(job_key(&h.org, job_id), lease.into());
+        }
+    }
+
+    /// The grant an event with dedupe `key` completes: it no longer answers to its keys
+    /// (the event's id is in the dedupe from the grant on, so a copy of the event is a
+    /// duplicate); a call's grant is done, a job's stays held for its slot (until released,
+    /// its job ends or its lease expires).
+    pub(super) fn complete(&mut self, key: u64) -> Option<(Box<str>, Held)> {
+        let lease = self.by_key.remove(&key)?;
+        let held = self.held.get(&lease)?.clone();
+        self.by_key.remove(&held.keys.0);
+        if let Some(k) = held.keys.1 {
+            self.by_key.remove(&k);
+        }
+        if held.job.is_none() {
+            self.take(&lease);
+        }
+        Some((lease, held))
+    }
+
+    /// The job `job_id` of `org` ended: a job lease holding its slot is done.
+    pub(super) fn job_ended(&mut self, org: &str, job_id: &str) {
+        if let Some(lease) = self.by_job.get(&job_key(org, job_id)).cloned() {
+            self.take(&lease);
         }
     }
 

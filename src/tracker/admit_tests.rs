@@ -5,6 +5,7 @@
 use super::*;
 use crate::events::{ParseContext, parse_event};
 use proptest::prelude::*;
+use std::sync::Arc;
 
 const T0: i64 = 1_795_788_000_000; // 2026-11-27T14:00:00Z
 
@@ -275,6 +276,72 @@ fn grants_and_leases_survive_a_snapshot() {
     assert!(back.reservations().is_empty());
 }
 
+#[test]
+fn a_job_lease_lives_until_its_job_ends_whatever_reports_it() {
+    let mut t = Tracker::new(&config("rpm = 100\nconcurrency = 3", ""));
+    let mut out = Vec::new();
+    // A 2xx report without a job id keeps the slot: the job id may follow.
+    assert!(granted(&admit(&mut t, &ask(1, 0, true), "j1", T0)));
+    feed(
+        &mut t,
+        &format!(r#"{{"org":"acme","ts":{T0},"status":200,"lease":"j1"}}"#),
+        T0,
+    );
+    assert_eq!(usage(&t, T0).2, 1);
+    assert_eq!(t.reservations().per_org()[&Arc::from("acme")], (1, 1));
+    // Attached, then its job ends: the lease is done too (no longer listed, 404 to DELETE).
+    assert_eq!(t.attach("j1", "vid_1"), Ok(()));
+    feed(
+        &mut t,
+        &format!(r#"{{"org":"acme","ts":{T0},"kind":"job_completed","job_id":"vid_1"}}"#),
+        T0,
+    );
+    assert_eq!(usage(&t, T0).2, 0);
+    assert!(t.reservations().is_empty());
+    assert!(!t.release("j1", T0, &mut out));
+    // The same through the report that carries both lease and job id.
+    assert!(granted(&admit(&mut t, &ask(1, 0, true), "j2", T0)));
+    feed(
+        &mut t,
+        &format!(r#"{{"org":"acme","ts":{T0},"status":201,"lease":"j2","job_id":"vid_2"}}"#),
+        T0,
+    );
+    assert_eq!(usage(&t, T0).2, 1);
+    feed(
+        &mut t,
+        &format!(r#"{{"org":"acme","ts":{T0},"kind":"job_failed","job_id":"vid_2"}}"#),
+        T0,
+    );
+    assert_eq!(usage(&t, T0).2, 0);
+    assert!(t.reservations().is_empty());
+}
+
+#[test]
+fn untracked_orgs_and_reused_request_ids_are_not_granted() {
+    let c = Config::parse(
+        "[limits]\nmax_orgs = 1\n[tiers.t]\nrpm = 5\n[[orgs]]\nid = \"acme\"\ntier = \"t\"\n",
+        "t.toml",
+    )
+    .unwrap();
+    let mut t = Tracker::new(&c);
+    let other = Ask {
+        org: "other",
+        ..ask(1, 0, false)
+    };
+    assert_eq!(admit(&mut t, &other, "o1", T0), Verdict::Untracked);
+    let first = Ask {
+        request_id: Some("r"),
+        ..ask(1, 0, false)
+    };
+    assert!(granted(&admit(&mut t, &first, "a1", T0)));
+    let second = Ask {
+        request_id: Some("r"),
+        ..ask(2, 0, false)
+    };
+    assert_eq!(admit(&mut t, &second, "a2", T0), Verdict::Reused);
+    assert_eq!(usage(&t, T0).0, 1);
+}
+
 /// One step of a random run.
 #[derive(Debug, Clone)]
 enum Step {
@@ -400,6 +467,7 @@ proptest! {
                             prop_assert!(granted(&v), "refused at retry_after ({retry_after_ms} ms): {v:?}");
                         }
                         Verdict::Never { .. } => prop_assert!(requests > caps.0 || tokens > caps.1),
+                        v => prop_assert!(false, "{v:?}"),
                     }
                 }
                 Step::Retry { .. } => unreachable!("turned into an ask above"),

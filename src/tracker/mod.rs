@@ -200,11 +200,7 @@ impl Tracker {
         // A request that completes an admission grant was counted by the grant (and its id
         // noted then): what it adds is its outcome, tokens beyond those reserved, its job.
         let completes = match (&ev.request_id, ev.kind) {
-            (Some(rid), Kind::Request) => self
-                .reservations
-                .lease_of(request_key(&ev.org, rid))
-                .map(Box::<str>::from)
-                .and_then(|lease| self.reservations.take(&lease).map(|h| (lease, h))),
+            (Some(rid), Kind::Request) => self.reservations.complete(request_key(&ev.org, rid)),
             _ => None,
         };
         if completes.is_none()
@@ -237,19 +233,24 @@ impl Tracker {
         match ev.kind {
             Kind::Request => {
                 let reserved = completes.as_ref().map(|(_, h)| h.tokens);
-                // The grant's slot becomes the job's, or is given back when the call made
-                // no job.
-                let lease_job = completes.as_ref().and_then(|(_, h)| h.job.as_ref());
-                let started = matches!(ev.status, Some(200..=299)) && ev.job_id.is_some();
-                if let (Some((held_as, _)), Some(id), true) = (lease_job, &ev.job_id, started) {
-                    org.jobs.rename(held_as, id);
+                // The grant's slot becomes the job's (a 2xx with a job id), is given back when
+                // the call failed, and stays the lease's otherwise (a job id may follow).
+                let lease_job = completes
+                    .as_ref()
+                    .and_then(|(lease, h)| h.job.as_ref().map(|(id, _)| (lease, id)));
+                let ok = matches!(ev.status, Some(200..=299));
+                if let (Some((lease, held_as)), Some(id), true) = (lease_job, &ev.job_id, ok)
+                    && org.jobs.rename(held_as, id)
+                {
+                    self.reservations.rename_job(lease, id);
                 }
                 org.request(ai, ts, ev, reserved, s, &mut self.overflow, out);
-                if let Some((held_as, _)) = lease_job
-                    && !started
+                if let Some((lease, held_as)) = lease_job
                     && ev.status.is_some()
+                    && !ok
                 {
                     org.end_lease(held_as, false, ts, s, out);
+                    self.reservations.take(lease);
                 }
             }
             Kind::JobStarted => {
@@ -265,6 +266,7 @@ impl Tracker {
                 };
                 if let Some(id) = &ev.job_id {
                     org.finish_job(id, outcome, ts, s, out);
+                    self.reservations.job_ended(&ev.org, id);
                 }
             }
         }
@@ -341,6 +343,9 @@ impl Tracker {
             && let Some(held_as) = self.reservations.lease_of(request_key(ask.org, rid))
             && let Some(h) = self.reservations.get(held_as)
         {
+            if h.asked != admit::asked(ask) {
+                return Verdict::Reused;
+            }
             return Verdict::Granted {
                 lease: held_as.into(),
                 expires_at_ms: self.expires_at(h.at, h.job.as_ref().map(|j| j.1)),
@@ -349,6 +354,9 @@ impl Tracker {
         }
         let at = self.clock_ms.max(now);
         let oi = self.org_index(ask.org, at);
+        if Some(oi) == self.overflow_org {
+            return Verdict::Untracked;
+        }
         let org = &mut self.orgs[oi];
         org.advance_to(at);
         org.release_due(at, &self.settings);
@@ -395,6 +403,7 @@ impl Tracker {
             requests: ask.requests,
             tokens: ask.tokens,
             job: expires.map(|e| (Box::from(lease), e)),
+            asked: admit::asked(ask),
         };
         self.reservations
             .insert(lease.into(), held, self.settings.max_request_ids);
