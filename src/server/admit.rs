@@ -97,6 +97,28 @@ fn wait_of(v: Option<&serde_json::Value>, max: Duration) -> Result<Duration, Api
     Ok(d)
 }
 
+/// Most bytes of an admission body (an ask is a few hundred).
+const MAX_ASK_BYTES: usize = 64 * 1024;
+
+/// An admission route's body, at most [`MAX_ASK_BYTES`] (or `max_body_bytes` if smaller).
+async fn read_small(
+    st: &ApiState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<body::Held, ApiError> {
+    let max = st.max_body_bytes.min(MAX_ASK_BYTES);
+    body::read(&st.bodies, headers, body, max, st.body_read_timeout)
+        .await
+        .map_err(|e| match e {
+            body::BodyError::TooLarge => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("an admission body may be at most {max} bytes"),
+            ),
+            e => e.to_api(max),
+        })
+}
+
 /// `POST /v1/admit`.
 pub(super) async fn admit(
     State(st): State<ApiState>,
@@ -104,15 +126,7 @@ pub(super) async fn admit(
     body: Body,
 ) -> Result<Response, ApiError> {
     st.tokens.ingest.check(&headers)?;
-    let held = body::read(
-        &st.bodies,
-        &headers,
-        body,
-        st.max_body_bytes.min(64 * 1024),
-        st.body_read_timeout,
-    )
-    .await
-    .map_err(|e| e.to_api(st.max_body_bytes.min(64 * 1024)))?;
+    let held = read_small(&st, &headers, body).await?;
     let req: AdmitBody = serde_json::from_slice(&held.bytes)
         .map_err(|e| bad(format!("not an admission ask: {e}")))?;
     drop(held);
@@ -410,9 +424,7 @@ pub(super) async fn attach(
     body: Body,
 ) -> Result<Response, ApiError> {
     st.tokens.ingest.check(&headers)?;
-    let held = body::read(&st.bodies, &headers, body, 64 * 1024, st.body_read_timeout)
-        .await
-        .map_err(|e| e.to_api(64 * 1024))?;
+    let held = read_small(&st, &headers, body).await?;
     let req: AttachBody = serde_json::from_slice(&held.bytes)
         .map_err(|e| bad(format!("expected {{\"job_id\": \"...\"}}: {e}")))?;
     if req.job_id.is_empty() || req.job_id.len() > MAX_ID_BYTES {
