@@ -412,15 +412,7 @@ impl<S: Slot> Window<S> {
             if from > self.head {
                 return 0;
             }
-            let mut sum = self.head_sum;
-            let mut c = self.inside;
-            while let Some((b, n, next)) = self.entry(c)
-                && b < from
-            {
-                sum -= n as u128;
-                c = next;
-            }
-            return sum;
+            return self.head_sum_from(from);
         }
         self.entries()
             .skip_while(|e| e.0 < from)
@@ -509,17 +501,22 @@ impl<S: Slot> Window<S> {
                 .sum();
             self.head_sum + behind
         } else {
-            let mut sum = self.head_sum;
-            let mut c = self.inside;
-            while let Some((b, n, next)) = self.entry(c)
-                && b < from
-            {
-                sum -= n as u128;
-                c = next;
-            }
-            sum
+            self.head_sum_from(from)
         };
         clamp(sum)
+    }
+
+    /// The head's window less its buckets before `from` (inside it).
+    fn head_sum_from(&self, from: i64) -> u128 {
+        let mut sum = self.head_sum;
+        let mut c = self.inside;
+        while let Some((b, n, next)) = self.entry(c)
+            && b < from
+        {
+            sum -= n as u128;
+            c = next;
+        }
+        sum
     }
 
     /// The first bucket `f ≥ from` with [`Window::count_from`]`(f) ≤ room`, counting only what
