@@ -392,8 +392,9 @@ async fn arbiter(
             Err(now.saturating_add(i64::try_from(retry_after_ms).unwrap_or(i64::MAX)))
         }
         Ok((Verdict::Untracked | Verdict::Reused, _)) => {
-            tracing::warn!(batch = %d.batch, org, "the org is not tracked (max_orgs): the arbiter cannot weigh its batch requests");
-            Err(now + 60_000)
+            // Past max_orgs the org has no known limits: the dispatcher's own checks decide.
+            tracing::debug!(batch = %d.batch, org, "the org is not tracked (max_orgs): sent without a grant");
+            Ok(None)
         }
         Ok((Verdict::Never { dimension, cap }, _)) => {
             tracing::warn!(batch = %d.batch, dimension = dimension.as_str(), cap, "the scheduler's share of a limit is below one request");
