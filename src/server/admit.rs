@@ -336,10 +336,7 @@ async fn decide(st: &ApiState, ask: &Ask<'_>, deadline: Instant) -> Result<Answe
         });
         let mut wake_at = deadline;
         if head {
-            let (v, org) = match weigh(&st.live, ask, &lease).await {
-                Ok(d) => d,
-                Err(e) => return Err(e),
-            };
+            let (v, org) = weigh(&st.live, ask, &lease).await?;
             match v {
                 Verdict::Refused {
                     dimension,
