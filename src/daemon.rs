@@ -77,6 +77,9 @@ pub enum DaemonError {
         /// Why.
         why: String,
     },
+    /// The web config's TLS files do not load.
+    #[error("{0}")]
+    Web(String),
     /// The server failed while running.
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
@@ -98,7 +101,8 @@ pub enum DaemonError {
 /// Refuses a non-loopback listen address that has no ingest or admin token (SPEC §6).
 pub fn check_exposure(config: &Config, tokens: &Tokens) -> Result<(), DaemonError> {
     let addr = config.server.listen;
-    if addr.ip().is_loopback() || config.server.allow_unauthenticated {
+    // Basic auth guards every route that a missing token would leave open.
+    if addr.ip().is_loopback() || config.server.allow_unauthenticated || tokens.basic.is_some() {
         return Ok(());
     }
     let mut missing = Vec::new();
@@ -141,6 +145,8 @@ pub struct Daemon {
     clock: Arc<dyn Clock>,
     /// `run --recover`: start from what can be read of a damaged store.
     salvage: bool,
+    /// TLS and answer headers from the web config.
+    web: crate::server::tls::Web,
 }
 
 /// Opens the store in `dir`; with `salvage`, a damaged one is moved aside and what can be
@@ -190,6 +196,7 @@ impl Daemon {
                 "{who}: its {what} is missing ({why}); refusing to start"
             )));
         }
+        let web = crate::server::tls::Web::of(config).map_err(DaemonError::Web)?;
         let path = config.storage.path.clone();
         let store = tokio::task::spawn_blocking(move || open_store(&path, salvage))
             .await
@@ -208,6 +215,7 @@ impl Daemon {
             tokens,
             clock,
             salvage,
+            web,
         })
     }
 
@@ -234,6 +242,7 @@ impl Daemon {
             tokens,
             clock,
             salvage,
+            web,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
 
@@ -264,6 +273,7 @@ impl Daemon {
                 listener,
                 routers_rx,
                 limits,
+                web,
                 stop_rx.clone(),
             ))),
             ticker: None,
@@ -795,7 +805,11 @@ mod tests {
         let started = Started {
             stop,
             server: Some(tokio::spawn(conn::serve(
-                listener, routers_rx, limits, stop_rx,
+                listener,
+                routers_rx,
+                limits,
+                crate::server::tls::Web::default(),
+                stop_rx,
             ))),
             ticker: None,
             dispatcher: None,

@@ -346,13 +346,19 @@ fn command(command: Command) -> Result<ExitCode, Failed> {
         }
         Command::CheckConfig { file } => {
             let config = Config::load(&file).map_err(Failed::usage)?;
+            ratewarden::server::tls::Web::of(&config).map_err(Failed::usage)?;
             outln!("{}: OK", file.display());
             out!("{}", config.summary());
             for (who, what, why) in config.missing_secrets() {
                 errln!("warning: {who}: its {what} is missing ({why}); `run` will refuse to start");
             }
+            let basic_auth = config
+                .server
+                .web
+                .as_ref()
+                .is_some_and(|w| !w.basic_auth_users.is_empty());
             for (var, what) in config.secret_envs() {
-                if std::env::var(var).map_or(true, |v| v.is_empty()) {
+                if !basic_auth && std::env::var(var).map_or(true, |v| v.is_empty()) {
                     errln!(
                         "warning: ${var} ({what}) is unset: that route is open, which `run` allows only on a loopback address"
                     );

@@ -16,6 +16,7 @@ mod duration;
 mod raw;
 mod scheduler;
 mod settings;
+mod web;
 
 use std::path::Path;
 
@@ -27,6 +28,10 @@ pub use cluster::{ClusterConfig, host_name};
 pub use duration::{HumanDuration, parse_duration};
 pub use scheduler::{PollConfig, SchedulerConfig, UpstreamConfig};
 pub use settings::*;
+pub use web::{
+    BcryptHash, CipherSuite, ClientAuth, Curve, PemSource, TlsSettings, TlsVersion, WebConfig,
+    WebConfigError,
+};
 
 use crate::model::Limits;
 
@@ -60,7 +65,24 @@ impl Config {
                 });
             }
         };
-        Config::parse(&text, &shown)
+        let mut config = Config::parse(&text, &shown)?;
+        if let Some(web) = &config.server.web_config_file {
+            config.server.web = Some(WebConfig::load(web).map_err(|e| match e {
+                web::WebConfigError::Io { path, source } => ConfigError::Io { path, source },
+                web::WebConfigError::Invalid {
+                    path,
+                    line,
+                    col,
+                    message,
+                } => ConfigError::Invalid {
+                    path,
+                    line,
+                    col,
+                    message,
+                },
+            })?);
+        }
+        Ok(config)
     }
 
     /// Validates `text`; `path` is only used in error messages.
@@ -151,6 +173,21 @@ impl Config {
             self.server.listen,
             self.storage.path.display()
         ));
+        if let Some(w) = &self.server.web {
+            out.push_str(&format!(
+                "web config {}: {}, {} basic auth user(s), {} extra header(s)\n",
+                w.path.display(),
+                match &w.tls {
+                    Some(t) => format!(
+                        "TLS {:?}..{:?}, clients {:?}",
+                        t.min_version, t.max_version, t.client_auth
+                    ),
+                    None => "plain HTTP".into(),
+                },
+                w.basic_auth_users.len(),
+                w.headers.len()
+            ));
+        }
         out.push_str(&format!("tiers: {}\n", tiers.join(", ")));
         out.push_str(&format!(
             "orgs: {} configured{}; others on {}\n",

@@ -234,6 +234,7 @@ struct RawServer {
     write_timeout: Spanned<HumanDuration>,
     max_connections: Option<Spanned<u64>>,
     max_inflight_bytes: Option<Spanned<u64>>,
+    web_config_file: String,
 }
 
 impl Default for RawServer {
@@ -252,6 +253,7 @@ impl Default for RawServer {
             write_timeout: d(60),
             max_connections: None,
             max_inflight_bytes: None,
+            web_config_file: String::new(),
         }
     }
 }
@@ -627,6 +629,9 @@ impl RawServer {
             write_timeout: timeout(&self.write_timeout, "write_timeout")?,
             max_connections,
             max_inflight_bytes: usize::try_from(max_inflight).unwrap_or(usize::MAX),
+            web_config_file: (!self.web_config_file.trim().is_empty())
+                .then(|| std::path::PathBuf::from(self.web_config_file)),
+            web: None,
         })
     }
 }

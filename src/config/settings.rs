@@ -73,6 +73,10 @@ pub struct ServerConfig {
     /// Bytes of request bodies held in memory at once, across all requests (raw and
     /// decoded); beyond it requests are answered 429 with `Retry-After`.
     pub max_inflight_bytes: usize,
+    /// `web_config_file`: the exporter-toolkit web configuration (TLS, basic auth, headers).
+    pub web_config_file: Option<std::path::PathBuf>,
+    /// That file, read by [`Config::load`] (`None` without one, or from [`Config::parse`]).
+    pub web: Option<super::web::WebConfig>,
 }
 
 /// Default `[server] max_inflight_bytes`: eight maximal bodies of the default size.

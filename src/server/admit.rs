@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::auth::Group;
 use super::body;
 use super::error::ApiError;
 use super::state::ApiState;
@@ -125,7 +126,7 @@ pub(super) async fn admit(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    st.tokens.ingest.check(&headers)?;
+    st.tokens.allow(Group::Ingest, &headers).await?;
     let held = read_small(&st, &headers, body).await?;
     let req: AdmitBody = serde_json::from_slice(&held.bytes)
         .map_err(|e| bad(format!("not an admission ask: {e}")))?;
@@ -383,7 +384,7 @@ pub(super) async fn release(
     headers: HeaderMap,
     Path(lease): Path<String>,
 ) -> Result<Response, ApiError> {
-    st.tokens.ingest.check(&headers)?;
+    st.tokens.allow(Group::Ingest, &headers).await?;
     let (held, seq) = st.live.release(&lease);
     if !held {
         return Err(no_lease());
@@ -420,7 +421,7 @@ pub(super) async fn attach(
     Path(lease): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    st.tokens.ingest.check(&headers)?;
+    st.tokens.allow(Group::Ingest, &headers).await?;
     let held = read_small(&st, &headers, body).await?;
     let req: AttachBody = serde_json::from_slice(&held.bytes)
         .map_err(|e| bad(format!("expected {{\"job_id\": \"...\"}}: {e}")))?;

@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{Request, Response};
+use axum::http::{HeaderName, HeaderValue, Request, Response};
+
+use super::tls::{Reloading, Web};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -86,6 +88,7 @@ pub async fn serve(
     listener: TcpListener,
     routers: watch::Receiver<Routers>,
     limits: Limits,
+    web: Web,
     mut stop: watch::Receiver<bool>,
 ) {
     let open = Arc::new(Semaphore::new(limits.max_connections));
@@ -119,6 +122,7 @@ pub async fn serve(
             connections.spawn(connection(
                 stream,
                 (routers.clone(), false),
+                web.clone(),
                 limits,
                 true,
                 stop.clone(),
@@ -128,6 +132,7 @@ pub async fn serve(
             connections.spawn(connection(
                 stream,
                 (routers.clone(), true),
+                web.clone(),
                 lane_limits,
                 false,
                 stop.clone(),
@@ -220,9 +225,10 @@ impl Activity {
 async fn connection(
     stream: TcpStream,
     (routers, lane): (watch::Receiver<Routers>, bool),
+    web: Web,
     limits: Limits,
     keep_alive: bool,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     _permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let activity = Arc::new(Activity {
@@ -233,39 +239,121 @@ async fn connection(
         answer_since_ms: AtomicU64::new(0),
         abort: std::sync::atomic::AtomicBool::new(false),
     });
-    let io = TokioIo::new(Watched {
+    let watched = Watched {
         inner: stream,
         activity: activity.clone(),
-    });
+    };
     let service = hyper_util::service::TowerToHyperService::new(Tracked {
         routers,
         lane,
         activity: activity.clone(),
+        headers: web.headers.clone(),
     });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        // hyper's own deadline backs ours up (it also runs while a keep-alive connection waits).
-        .header_read_timeout(limits.header_read_timeout.max(limits.idle_timeout))
-        .keep_alive(keep_alive);
-    let conn = builder.serve_connection(io, service);
-    tokio::pin!(conn);
-    let mut watch = tokio::time::interval(WATCH_EVERY);
-    let mut stopping = false;
-    loop {
-        tokio::select! {
-            _ = conn.as_mut() => return,
-            _ = stop.changed(), if !stopping => {
-                stopping = true;
-                conn.as_mut().graceful_shutdown();
+    let connection = Connection {
+        limits,
+        keep_alive,
+        stop,
+        activity,
+    };
+    match &web.tls {
+        None => connection.drive(watched, service).await,
+        Some(tls) => {
+            if let Some(stream) = handshake(watched, tls, limits.header_read_timeout).await {
+                connection.drive(stream, service).await;
             }
-            _ = watch.tick() => {
-                if let Some(why) = activity.expired(&limits) {
-                    tracing::debug!(why, "closing a connection");
-                    if activity.in_progress.load(Ordering::Acquire) > 0 {
-                        activity.abort.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Go's answer to a plain HTTP request on a TLS port (net/http), so a mistaken `http://`
+/// gets a readable reason rather than a reset.
+const PLAIN_ON_TLS: &[u8] = b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
+
+/// A TLS record starts with this content type (handshake; RFC 8446 §5.1).
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// The TLS handshake, within `deadline` (a client that opens and waits is cut like a slow
+/// request head); `None` when it fails, logged at debug (scanners and typos are common).
+async fn handshake(
+    mut stream: Watched,
+    tls: &Reloading,
+    deadline: Duration,
+) -> Option<tokio_rustls::server::TlsStream<Watched>> {
+    use tokio::io::AsyncWriteExt;
+    let shake = async {
+        let mut first = [0u8; 1];
+        if stream.inner.peek(&mut first).await.ok()? == 0 {
+            return None;
+        }
+        if first[0] != TLS_HANDSHAKE {
+            tracing::debug!("a plain HTTP request on the TLS port; answered 400");
+            let _ = stream.inner.write_all(PLAIN_ON_TLS).await;
+            let _ = stream.inner.shutdown().await;
+            return None;
+        }
+        let acceptor =
+            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
+        let start = match acceptor.await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "TLS handshake failed");
+                return None;
+            }
+        };
+        match start.into_stream(tls.config()).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::debug!(error = %e, "TLS handshake failed");
+                None
+            }
+        }
+    };
+    tokio::time::timeout(deadline, shake).await.ok().flatten()
+}
+
+/// One accepted connection's settings, for serving HTTP on whatever stream it turned into.
+struct Connection {
+    limits: Limits,
+    keep_alive: bool,
+    stop: watch::Receiver<bool>,
+    activity: Arc<Activity>,
+}
+
+impl Connection {
+    async fn drive<S>(
+        mut self,
+        stream: S,
+        service: hyper_util::service::TowerToHyperService<Tracked>,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (limits, activity) = (self.limits, self.activity.clone());
+        let io = TokioIo::new(stream);
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            // hyper's own deadline backs ours up (it also runs while a keep-alive connection waits).
+            .header_read_timeout(limits.header_read_timeout.max(limits.idle_timeout))
+            .keep_alive(self.keep_alive);
+        let conn = builder.serve_connection(io, service);
+        tokio::pin!(conn);
+        let mut watch = tokio::time::interval(WATCH_EVERY);
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = self.stop.changed(), if !stopping => {
+                    stopping = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = watch.tick() => {
+                    if let Some(why) = activity.expired(&limits) {
+                        tracing::debug!(why, "closing a connection");
+                        if activity.in_progress.load(Ordering::Acquire) > 0 {
+                            activity.abort.store(true, Ordering::Release);
+                        }
+                        return;
                     }
-                    return;
                 }
             }
         }
@@ -332,6 +420,7 @@ struct Tracked {
     routers: watch::Receiver<Routers>,
     lane: bool,
     activity: Arc<Activity>,
+    headers: Arc<[(HeaderName, HeaderValue)]>,
 }
 
 impl tower::Service<Request<Incoming>> for Tracked {
@@ -355,8 +444,12 @@ impl tower::Service<Request<Incoming>> for Tracked {
             }
         };
         let activity = self.activity.clone();
+        let headers = self.headers.clone();
         Box::pin(async move {
-            let resp = tower::Service::call(&mut router, req.map(Body::new)).await?;
+            let mut resp = tower::Service::call(&mut router, req.map(Body::new)).await?;
+            for (name, value) in headers.iter() {
+                resp.headers_mut().insert(name.clone(), value.clone());
+            }
             activity.answer_ready();
             Ok(resp.map(|body| Body::new(super::body::Guarded::new(body, guard))))
         })

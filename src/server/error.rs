@@ -11,6 +11,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// A 401 that basic auth would also answer: the challenge names both schemes.
+    basic: bool,
 }
 
 impl ApiError {
@@ -19,7 +21,14 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            basic: false,
         }
+    }
+
+    /// Offers basic auth in the 401's `WWW-Authenticate` (a browser then asks for a login).
+    pub(super) fn basic_challenge(mut self) -> Self {
+        self.basic = true;
+        self
     }
 }
 
@@ -28,8 +37,14 @@ impl IntoResponse for ApiError {
         let body = json!({"error": {"code": self.code, "message": self.message}});
         let mut resp = (self.status, axum::Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(if self.basic {
+                    "Basic realm=\"ratewarden\", charset=\"UTF-8\", Bearer"
+                } else {
+                    "Bearer"
+                }),
+            );
         }
         if self.status == StatusCode::TOO_MANY_REQUESTS
             || self.status == StatusCode::SERVICE_UNAVAILABLE

@@ -3,10 +3,12 @@
 //! [`router`] builds the whole API from an [`ApiState`] so tests drive it with `oneshot`
 //! and no socket. Handlers validate and authorize, then hand events to the [`Live`] state;
 //! they never hold the tracker lock across an `.await`. Errors are JSON
-//! `{"error":{"code","message"}}` and never leak internals.
+//! `{"error":{"code","message"}}` and never leak internals. [`conn`] accepts connections
+//! (TLS from the web config by [`tls`], re-read when its files change); [`auth`] decides who
+//! may use a route (bearer tokens, basic auth).
 
 mod admit;
-mod auth;
+pub mod auth;
 pub mod body;
 mod claim;
 pub mod conn;
@@ -14,6 +16,7 @@ mod encoding;
 mod error;
 mod json;
 mod state;
+pub mod tls;
 mod waiters;
 
 use std::sync::Arc;
@@ -29,7 +32,7 @@ use axum::routing::{get, post};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-pub use auth::{Secret, Tokens};
+pub use auth::{BasicAuth, Group, Secret, Tokens};
 
 use crate::events::format::LineFormat;
 use crate::events::intake::{Tally, body_records};
@@ -312,7 +315,7 @@ async fn ingest(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    st.tokens.ingest.check(&headers)?;
+    st.tokens.allow(Group::Ingest, &headers).await?;
     let live = st.live.clone();
     let coding = encoding::coding(&headers).map_err(|e| ApiError::of_coding(&st, e))?;
     // The limit holds for the bytes on the wire and again for the decoded body (a small
@@ -488,7 +491,7 @@ fn large(
 }
 
 async fn usage(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    st.tokens.admin.check(&headers)?;
+    st.tokens.allow(Group::Admin, &headers).await?;
     let live = st.live.clone();
     let permit = large_answer(&st.large_answers).await?;
     // Off the async workers: tens of thousands of series take a while to copy and encode,
@@ -504,7 +507,7 @@ async fn usage(State(st): State<ApiState>, headers: HeaderMap) -> Result<Respons
 }
 
 async fn alerts(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    st.tokens.admin.check(&headers)?;
+    st.tokens.allow(Group::Admin, &headers).await?;
     let live = &st.live;
     let now = live.now_ms();
     let active = live.with_tracker(|t| t.active_alerts(now));
@@ -527,7 +530,7 @@ async fn alerts(State(st): State<ApiState>, headers: HeaderMap) -> Result<Respon
 }
 
 async fn offpeak(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    st.tokens.admin.check(&headers)?;
+    st.tokens.allow(Group::Admin, &headers).await?;
     let now = st.live.now_ms();
     let s = st.offpeak.status(now);
     Ok(axum::Json(json!({
@@ -565,7 +568,7 @@ async fn create_batch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    st.tokens.admin.check(&headers)?;
+    st.tokens.allow(Group::Admin, &headers).await?;
     let scheduler = st.scheduler()?.clone();
     let held = read_body(&st, &headers, body, false).await?;
     let req: NewBatch = serde_json::from_slice(&held.bytes).map_err(|e| {
@@ -613,7 +616,7 @@ async fn list_batches(
     State(st): State<ApiState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    st.tokens.admin.check(&headers)?;
+    st.tokens.allow(Group::Admin, &headers).await?;
     Ok(axum::Json(json!({"batches": st.scheduler()?.list(st.live.now_ms())})).into_response())
 }
 
@@ -622,7 +625,7 @@ async fn get_batch(
     headers: HeaderMap,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<Response, ApiError> {
-    st.tokens.admin.check(&headers)?;
+    st.tokens.allow(Group::Admin, &headers).await?;
     Ok(axum::Json(st.scheduler()?.get(&id, st.live.now_ms())?).into_response())
 }
 
@@ -631,7 +634,7 @@ async fn cancel_batch(
     headers: HeaderMap,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<Response, ApiError> {
-    st.tokens.admin.check(&headers)?;
+    st.tokens.allow(Group::Admin, &headers).await?;
     let live = &st.live;
     writable(live)?;
     let (mut summary, seq) = st.scheduler()?.cancel(&id, st.live.now_ms())?;
@@ -655,7 +658,7 @@ async fn batch_items(
         axum::extract::rejection::QueryRejection,
     >,
 ) -> Result<Response, ApiError> {
-    st.tokens.admin.check(&headers)?;
+    st.tokens.allow(Group::Admin, &headers).await?;
     let scheduler = st.scheduler()?.clone();
     let bad = |what: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", what);
     let query = query.map_err(|e| bad(e.body_text()))?.0;
@@ -757,7 +760,7 @@ async fn metrics_answer(
     large_answers: &Arc<Semaphore>,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    tokens.metrics.check(headers)?;
+    tokens.allow(Group::Metrics, headers).await?;
     let metrics = metrics.clone();
     // OpenMetrics unless the client asks for the classic text format and not for OpenMetrics.
     let accept = headers

@@ -54,6 +54,7 @@ fn tokens() -> Tokens {
         ingest: Secret::new(Some("in-tok")),
         admin: Secret::new(Some("ad-tok")),
         metrics: Secret::new(None),
+        basic: None,
     }
 }
 
@@ -397,6 +398,55 @@ async fn auth_on_every_route_group() {
         StatusCode::OK
     );
     // Health is never behind a token.
+    assert_eq!(call(&st, get("/healthz", None)).await.0, StatusCode::OK);
+    // With basic auth users, basic auth or the group's token grants a route; a route with no
+    // token (metrics here) needs basic auth.
+    let users = [("ops".to_string(), bcrypt::hash("pw", 4).unwrap())].into();
+    let st = state_with(
+        &config(""),
+        Tokens {
+            basic: Some(std::sync::Arc::new(super::auth::BasicAuth::new(users))),
+            ..tokens()
+        },
+    );
+    let basic = |path: &str, cred: &str| {
+        use base64::Engine as _;
+        Request::get(path)
+            .header(
+                header::AUTHORIZATION,
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(cred)
+                ),
+            )
+            .body(Body::empty())
+            .unwrap()
+    };
+    for path in ["/v1/usage", "/metrics"] {
+        assert_eq!(call(&st, basic(path, "ops:pw")).await.0, StatusCode::OK);
+        let (s, h, _) = call(&st, basic(path, "ops:nope")).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{path}");
+        assert!(
+            h[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .starts_with("Basic realm=")
+        );
+        assert_eq!(
+            call(&st, basic(path, "eve:pw")).await.0,
+            StatusCode::UNAUTHORIZED,
+            "an unknown user with a known password"
+        );
+        assert_eq!(call(&st, get(path, None)).await.0, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(
+        call(&st, get("/v1/usage", Some("ad-tok"))).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&st, get("/metrics", Some("ad-tok"))).await.0,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(call(&st, get("/healthz", None)).await.0, StatusCode::OK);
     // Without tokens configured the routes are open.
     let open = state_with(&config(""), Tokens::default());

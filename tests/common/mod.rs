@@ -73,6 +73,20 @@ impl Daemon {
         env: &[(&str, &str)],
         args: &[&str],
     ) -> Result<Daemon, String> {
+        Daemon::try_start_probed(dir, config, env, args, &|base| {
+            http_status(&format!("{base}/readyz")) == Some(200)
+        })
+    }
+
+    /// Like [`Daemon::try_start_with`], judging readiness by `ready(base)` (a TLS listener
+    /// needs a TLS client); `base` is `http://ADDR`.
+    pub fn try_start_probed(
+        dir: &Path,
+        config: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+        ready: &dyn Fn(&str) -> bool,
+    ) -> Result<Daemon, String> {
         let path: PathBuf = dir.join("ratewarden.toml");
         std::fs::write(&path, config).expect("config written");
         let mut cmd = Command::new(bin());
@@ -119,9 +133,7 @@ impl Daemon {
             {
                 daemon.base = format!("http://{addr}");
             }
-            if !daemon.base.is_empty()
-                && http_status(&format!("{}/readyz", daemon.base)) == Some(200)
-            {
+            if !daemon.base.is_empty() && ready(&daemon.base) {
                 return Ok(daemon);
             }
             std::thread::sleep(Duration::from_millis(50));
