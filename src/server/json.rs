@@ -14,7 +14,7 @@ pub fn usage(orgs: &[OrgSnapshot], grants: &HashMap<Arc<str>, (u64, u64)>) -> Va
     json!({"orgs": orgs.iter().map(|o| org(o, grants.get(&o.org).copied().unwrap_or_default())).collect::<Vec<_>>()})
 }
 
-fn org(o: &OrgSnapshot, (reservations, leases): (u64, u64)) -> Value {
+pub(super) fn org(o: &OrgSnapshot, (reservations, leases): (u64, u64)) -> Value {
     let obj = |pairs: Vec<(String, Value)>| Value::Object(pairs.into_iter().collect::<Map<_, _>>());
     let limits = obj(o
         .limits

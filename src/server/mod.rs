@@ -8,6 +8,7 @@
 //! may use a route (bearer tokens, basic auth).
 
 mod admit;
+mod answer;
 pub mod auth;
 pub mod body;
 mod claim;
@@ -15,13 +16,13 @@ pub mod conn;
 mod encoding;
 mod error;
 mod json;
+mod page;
 mod state;
 pub mod tls;
 mod waiters;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -40,6 +41,7 @@ use crate::events::{FieldError, ParseContext, Reason, Rejection};
 use crate::live::{DurableError, Live};
 use crate::metrics::Metrics;
 use crate::scheduler::{BatchError, NewBatch, Scheduler};
+use answer::{large, large_answer, off_workers};
 use encoding::CodingError;
 pub use error::ApiError;
 pub use state::{ApiState, DURABLE_WAIT, INGEST_CONCURRENCY, LARGE_ANSWERS, Parts};
@@ -48,8 +50,6 @@ pub use state::{ApiState, DURABLE_WAIT, INGEST_CONCURRENCY, LARGE_ANSWERS, Parts
 const APPLY_SLICE: usize = 4096;
 /// Most per-event errors listed in one ingest answer (the counts stay exact).
 const MAX_LISTED_ERRORS: usize = 100;
-/// How long a request for a large answer waits for its turn before `503 busy`.
-const LARGE_ANSWER_WAIT: Duration = Duration::from_secs(10);
 
 /// What is answered while stored state is being recovered: `/healthz`, `/metrics` (the
 /// registry alone: nothing is tracked yet), and `503 starting` for everything else.
@@ -151,6 +151,8 @@ pub fn router(state: ApiState) -> Router {
             "/v1/admit/{lease}",
             post(admit::attach).delete(admit::release),
         )
+        .route("/", get(page::index))
+        .route("/v1/status", get(page::status))
         .route("/v1/usage", get(usage))
         .route("/v1/alerts", get(alerts))
         .route("/v1/offpeak", get(offpeak))
@@ -435,59 +437,6 @@ fn ingest_body(live: &Live, bytes: &[u8], json_type: bool) -> IngestResult {
         seq = live.apply(&mut events, now, None);
     }
     IngestResult { tally, errors, seq }
-}
-
-/// Runs a long encoding on the blocking pool, so the async workers keep serving (ingest,
-/// health) meanwhile; a failure is `500 internal` naming `what`.
-async fn off_workers<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
-    what: &'static str,
-    f: impl FnOnce() -> Result<T, E> + Send + 'static,
-) -> Result<T, ApiError> {
-    let failed = || {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("{what} encoding failed"),
-        )
-    };
-    match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "{what} encoding failed");
-            Err(failed())
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "{what} encoding panicked");
-            Err(failed())
-        }
-    }
-}
-
-/// A turn to build and send a large answer; `503 busy` when none frees up in time.
-async fn large_answer(
-    turns: &Arc<Semaphore>,
-) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-    match tokio::time::timeout(LARGE_ANSWER_WAIT, turns.clone().acquire_owned()).await {
-        Ok(Ok(permit)) => Ok(permit),
-        _ => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
-            format!("{LARGE_ANSWERS} large answers are being sent; retry"),
-        )),
-    }
-}
-
-/// A large answer of `bytes`, holding `permit` until the client has taken it (or gone).
-fn large(
-    content_type: &'static str,
-    bytes: impl Into<axum::body::Bytes>,
-    permit: tokio::sync::OwnedSemaphorePermit,
-) -> Response {
-    (
-        [(header::CONTENT_TYPE, content_type)],
-        Body::new(body::Sliced::new(bytes, permit)),
-    )
-        .into_response()
 }
 
 async fn usage(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {

@@ -41,8 +41,8 @@ pub use jobs::{DurationHistogram, JobOutcome};
 use org::TokenWindows;
 pub use org::{App, Org};
 pub use report::{
-    AppSnapshot, OrgLoad, OrgReport, OrgSnapshot, Overflow, Peaks, StuckJob, UPSTREAM_UNTIMED_MS,
-    UpstreamReport, View,
+    AppSnapshot, HISTORY_MINUTES, OrgLoad, OrgReport, OrgSnapshot, Overflow, Peaks, StuckJob,
+    UPSTREAM_UNTIMED_MS, UpstreamReport, View,
 };
 pub use settings::Settings;
 

@@ -13,7 +13,8 @@ use crate::model::{Dimension, Limits, OVERFLOW};
 use super::concurrency::{EarlyEnds, HORIZON_MS, PeakConcurrency};
 use super::jobs::{self, DurationHistogram, JobOutcome, Jobs, Start};
 use super::report::{
-    AppSnapshot, OrgReport, OrgSnapshot, Overflow, Peaks, StuckJob, UpstreamReport, View,
+    AppSnapshot, HISTORY_MINUTES, OrgReport, OrgSnapshot, Overflow, Peaks, StuckJob,
+    UpstreamReport, View,
 };
 use super::settings::*;
 use super::window::Window;
@@ -573,7 +574,7 @@ impl Org {
     }
 
     pub(super) fn snapshot(&self, now: i64, s: &Settings, view: View) -> OrgSnapshot {
-        let full = view == View::Full;
+        let full = view != View::Metrics;
         let dims: Vec<Dimension> = Dimension::ALL
             .into_iter()
             .filter(|d| match d {
@@ -635,6 +636,13 @@ impl Org {
             apps,
             stuck_jobs,
             jobs_in_flight: self.jobs.in_flight() as u64,
+            thresholds_bp: s.rules.for_org(&self.name).thresholds_bp,
+            requests_per_minute: if view == View::Page {
+                let to = minute(now);
+                self.daily.per_bucket(to - HISTORY_MINUTES as i64 + 1, to)
+            } else {
+                Vec::new()
+            },
             jobs_stuck: self.jobs.stuck_count() as u64,
             jobs_finished: self.jobs_finished,
             job_duration: self.job_duration.clone(),

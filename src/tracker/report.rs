@@ -84,7 +84,15 @@ pub struct OrgSnapshot {
     pub upstream_remaining: [Option<u64>; 2],
     /// Alerts firing now.
     pub alerts: Vec<Transition>,
+    /// `UsageHigh` warning and critical thresholds, basis points of the limit.
+    pub thresholds_bp: [u32; 2],
+    /// Requests per minute over the last hour, oldest first, the current minute last
+    /// ([`HISTORY_MINUTES`] entries; empty unless the view is [`View::Page`]).
+    pub requests_per_minute: Vec<u64>,
 }
+
+/// Minutes of [`OrgSnapshot::requests_per_minute`].
+pub const HISTORY_MINUTES: usize = 60;
 
 impl OrgSnapshot {
     /// Usage of `dim`, if tracked.
@@ -182,4 +190,6 @@ pub enum View {
     /// (each walks windows or jobs, and no series carries them; they read as empty or 0), so
     /// a scrape of 10 000 orgs stays cheap.
     Metrics,
+    /// [`View::Full`] and the last hour's requests per minute (the status page).
+    Page,
 }

@@ -421,6 +421,23 @@ impl<S: Slot> Window<S> {
             .sum()
     }
 
+    /// What each bucket from `from` to `to` holds (`to − from + 1` counts, 0 for buckets
+    /// with nothing or outside the window), oldest first. O(entries).
+    pub fn per_bucket(&self, from: i64, to: i64) -> Vec<u64> {
+        let len = usize::try_from(to.saturating_sub(from).saturating_add(1)).unwrap_or(0);
+        let mut out = vec![0u64; len];
+        for (b, n) in self.entries() {
+            if let Some(slot) = usize::try_from(b.saturating_sub(from))
+                .ok()
+                .filter(|_| b >= from && b <= to)
+                .and_then(|i| out.get_mut(i))
+            {
+                *slot += n;
+            }
+        }
+        out
+    }
+
     /// The highest count of a window ending at any bucket from `from` to `to` (at most the
     /// head), each as [`Window::count_at`] answers it: the peak that a late event, counted at
     /// `from`, may have raised. O(entries + `to − from`).

@@ -19,6 +19,21 @@ fn rpm_window_holds_61_one_second_buckets() {
 }
 
 #[test]
+fn per_bucket_lists_each_buckets_count_in_range() {
+    let mut w: Window<u32> = Window::new(1441, 0);
+    assert_eq!(w.per_bucket(0, 3), vec![0; 4], "empty");
+    w.add(10, 2);
+    w.add(12, 1);
+    w.add(12, 4);
+    w.add(20, 7);
+    assert_eq!(w.per_bucket(9, 13), vec![0, 2, 0, 5, 0]);
+    assert_eq!(w.per_bucket(19, 21), vec![0, 7, 0]);
+    assert_eq!(w.per_bucket(21, 20), Vec::<u64>::new(), "an empty range");
+    let sum: u64 = w.per_bucket(0, 20).iter().sum();
+    assert_eq!(sum, w.count_at(20));
+}
+
+#[test]
 fn slack_allows_exact_late_queries() {
     let mut w: Window<u32> = Window::new(61, 300);
     for b in 0..400 {
