@@ -114,6 +114,11 @@ enum Command {
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also write an HTML report to FILE: an overview, then per org usage over time
+        /// against its limits, 429s by cause, bursts, stuck jobs and alerts (self-contained;
+        /// opens from disk with no network).
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
         /// Org of lines that carry none (nginx and Envoy logs usually do not).
         #[arg(long)]
         org: Option<String>,
@@ -229,6 +234,26 @@ impl Failed {
     fn other(msg: impl std::fmt::Display) -> Failed {
         Failed(1, msg.to_string())
     }
+}
+
+/// Writes the HTML report to `path` whole or not at all (a temporary file beside it, renamed).
+fn write_html(report: &mut replay::Report, path: &std::path::Path) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let written = (|| {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        report.write_html(&mut w)?;
+        std::io::Write::flush(&mut w)?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 fn load(path: Option<&PathBuf>) -> Result<Config, Failed> {
@@ -373,6 +398,7 @@ fn command(command: Command) -> Result<ExitCode, Failed> {
             fields,
             source,
             json,
+            html,
             org,
             threads,
             files,
@@ -386,6 +412,7 @@ fn command(command: Command) -> Result<ExitCode, Failed> {
             if let Some(n) = threads {
                 opts.threads = n.into();
             }
+            opts.timeline = html.is_some();
             for f in fields {
                 let Some((field, place)) = f.split_once('=') else {
                     return Err(Failed::usage(format!(
@@ -396,10 +423,15 @@ fn command(command: Command) -> Result<ExitCode, Failed> {
                     .insert(field.trim().to_string(), place.trim().to_string());
             }
             let start = chrono::Utc::now().timestamp_millis();
-            let report = replay::run(&config, &opts, start).map_err(|e| match e {
+            let mut report = replay::run(&config, &opts, start).map_err(|e| match e {
                 replay::ReplayError::Format(_) => Failed::usage(format!("replay: {e}")),
                 e => Failed::other(format!("replay: {e}")),
             })?;
+            if let Some(path) = &html {
+                write_html(&mut report, path).map_err(|e| {
+                    Failed::other(format!("replay: writing {}: {e}", path.display()))
+                })?;
+            }
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
             let written = if json {

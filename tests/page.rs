@@ -338,3 +338,141 @@ fn the_status_page_shows_usage_alerts_appear_live_and_it_works_at_scale_and_on_a
         .unwrap();
     std::fs::write(shots().join("status-page-phone.png"), png).unwrap();
 }
+
+/// `replay --html` on the test fixtures: the file opens from disk in Chromium with no network
+/// request, draws the charts of every org, and its overview holds `replay --json`'s numbers.
+#[test]
+fn the_replay_html_report_opens_offline_with_a_chart_per_org_and_the_json_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    // Two fixtures and a generated hour with 429s, bursts and a stuck job, so every chart
+    // has something on it.
+    let mut hour = String::new();
+    for m in 0..60 {
+        for k in 0..(3 + (m % 7)) {
+            let status = if (20..25).contains(&m) && k % 2 == 0 {
+                429
+            } else {
+                200
+            };
+            hour.push_str(&format!(
+                "{{\"ts\":\"2026-11-02T11:{m:02}:{:02}Z\",\"org\":\"gamma\",\"app\":\"bot\",\"status\":{status}}}\n",
+                k * 5
+            ));
+        }
+    }
+    hour.push_str("{\"ts\":\"2026-11-02T11:05:00Z\",\"org\":\"gamma\",\"kind\":\"job_started\",\"job_id\":\"stuck-1\"}\n");
+    std::fs::write(dir.path().join("hour.jsonl"), hour).unwrap();
+    let inputs = [
+        fixtures.join("real-world.jsonl").display().to_string(),
+        fixtures.join("mapped.jsonl").display().to_string(),
+        dir.path().join("hour.jsonl").display().to_string(),
+    ];
+    let report = dir.path().join("report.html");
+    let mut args = vec!["replay", "--json", "--html", report.to_str().unwrap()];
+    args.extend(inputs.iter().map(String::as_str));
+    let out = common::run(&args, dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Without --json the same file is written beside the text report.
+    let plain = dir.path().join("plain.html");
+    let mut args = vec!["replay", "--html", plain.to_str().unwrap()];
+    args.extend(inputs.iter().map(String::as_str));
+    assert!(common::run(&args, dir.path()).status.success());
+    assert!(std::fs::metadata(&plain).unwrap().len() > 50_000);
+
+    let b = browser(1200, 1000);
+    let tab = b.new_tab().unwrap();
+    tab.set_default_timeout(Duration::from_secs(20));
+    tab.navigate_to(&format!("file://{}", report.display()))
+        .unwrap()
+        .wait_until_navigated()
+        .unwrap();
+    tab.wait_for_element("body[data-ready=true]").unwrap();
+    assert_eq!(
+        js(&tab, "performance.getEntriesByType('resource').length"),
+        serde_json::json!(0),
+        "nothing is fetched"
+    );
+    let orgs = json["orgs"].as_array().unwrap();
+    assert!(orgs.len() >= 3, "{json}");
+    for o in orgs {
+        let name = o["org"].as_str().unwrap();
+        let charts = js(
+            &tab,
+            &format!(
+                "document.querySelectorAll('section.org[data-org=\"{name}\"] .chart canvas').length"
+            ),
+        );
+        assert_eq!(
+            charts,
+            serde_json::json!(3),
+            "{name}: rpm, rolling 24 h and 429 charts"
+        );
+        for k in [
+            "requests",
+            "peak_rpm",
+            "peak_daily",
+            "peak_concurrency",
+            "bursts",
+            "stuck_jobs",
+            "retry_violations",
+        ] {
+            let shown = js(
+                &tab,
+                &format!(
+                    "document.querySelector('#overview tr[data-org=\"{name}\"] [data-k={k}]').textContent"
+                ),
+            );
+            assert_eq!(shown, Value::String(o[k].to_string()), "{name} {k}");
+        }
+        let total: u64 = o["rate_limited"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        let shown = js(
+            &tab,
+            &format!(
+                "document.querySelector('#overview tr[data-org=\"{name}\"] [data-k=rate_limited]').textContent"
+            ),
+        );
+        assert_eq!(shown, Value::String(total.to_string()), "{name} 429s");
+        // The timeline adds up to the report: its per-minute requests and 429s sum to the
+        // org's totals.
+        let sums = js(
+            &tab,
+            &format!(
+                "(() => {{ const t = JSON.parse(document.getElementById('data').textContent).timelines['{name}']; const s = (a) => a.reduce((x, y) => x + y, 0); return [s(t.requests), Object.values(t.rate_limited).map(s).reduce((x, y) => x + y, 0)].join(); }})()"
+            ),
+        );
+        assert_eq!(
+            sums,
+            Value::String(format!("{},{total}", o["requests"])),
+            "{name} timeline sums"
+        );
+    }
+    let alerts = json["alerts"].as_array().unwrap().len();
+    assert_eq!(
+        js(
+            &tab,
+            "document.querySelectorAll('details tr[data-alert]').length"
+        ),
+        serde_json::json!(alerts),
+        "every alert transition is in a timeline"
+    );
+    let gamma = js(
+        &tab,
+        "document.querySelector('section.org[data-org=gamma]').scrollIntoView(); 1",
+    );
+    assert_eq!(gamma, serde_json::json!(1));
+    let png = tab
+        .capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true)
+        .unwrap();
+    std::fs::write(shots().join("replay-report.png"), png).unwrap();
+}

@@ -23,8 +23,10 @@ use crate::events::intake::{Line, LineFramer, SourceStats, Tally};
 use crate::events::{DEFAULT_MAX_EVENT_BYTES, Event, EventField, Parsed};
 use crate::tracker::{OrgReport, Tracker};
 
+mod html;
 mod input;
 mod parallel;
+mod timeline;
 
 pub use input::ReplayError;
 use input::{Reading, open_input, read_more};
@@ -72,6 +74,8 @@ pub struct Options {
     /// reads, decodes and applies on the calling thread alone. The report is the same
     /// whatever the count.
     pub threads: usize,
+    /// Record usage over time per org, for [`Report::write_html`].
+    pub timeline: bool,
 }
 
 /// The default of `--threads`: one decoding thread per core, at most 8 (past that the one
@@ -97,6 +101,7 @@ impl Options {
             progress: true,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             threads: default_threads(),
+            timeline: false,
         }
     }
 
@@ -195,9 +200,10 @@ impl AlertLog {
         Ok(())
     }
 
-    /// Reads back every alert line.
-    fn lines(self) -> io::Result<impl Iterator<Item = io::Result<String>>> {
-        let mut file = self.file.into_inner().map_err(|e| e.into_error())?;
+    /// Reads back every alert line (again for each caller: `--html` and `--json` both do).
+    fn lines(&mut self) -> io::Result<impl Iterator<Item = io::Result<String>>> {
+        self.file.flush()?;
+        let mut file = self.file.get_ref().try_clone()?;
         file.rewind()?;
         Ok(BufReader::new(file).lines())
     }
@@ -221,6 +227,8 @@ struct Applier {
     last_tick_sec: i64,
     first_ts: Option<i64>,
     out: Vec<Transition>,
+    /// Usage over time (`--html`).
+    timeline: Option<timeline::Timeline>,
 }
 
 impl Applier {
@@ -235,6 +243,9 @@ impl Applier {
         let now = self.clock.unwrap_or(self.start_ms);
         catch_up(&mut self.tracker, self.last_tick_sec, now, &mut self.out);
         self.tracker.apply(ev, now, &mut self.out);
+        if let Some(t) = &mut self.timeline {
+            t.record(&self.tracker, &ev.org, ev.ts_ms.unwrap_or(now), now);
+        }
         if now.div_euclid(1000) > self.last_tick_sec {
             self.last_tick_sec = now.div_euclid(1000);
             self.tracker.tick(now, &mut self.out);
@@ -263,6 +274,7 @@ impl Replayer {
                 last_tick_sec: i64::MIN,
                 first_ts: None,
                 out: Vec::new(),
+                timeline: None,
             },
             alerts: AlertLog::new()?,
         })
@@ -354,6 +366,7 @@ impl Replayer {
             first_ts: self.apply.first_ts,
             last_ts: self.apply.clock,
             alerts: self.alerts,
+            timeline: self.apply.timeline,
         })
     }
 }
@@ -369,6 +382,8 @@ pub struct Report {
     /// Newest event time seen.
     pub last_ts: Option<i64>,
     alerts: AlertLog,
+    /// Usage over time, when [`Options::timeline`] asked for it.
+    timeline: Option<timeline::Timeline>,
 }
 
 impl Report {
@@ -387,27 +402,9 @@ impl Report {
         self.alerts.count
     }
 
-    /// Writes the SPEC §11 JSON object (and a newline).
-    pub fn write_json(self, w: &mut impl Write) -> io::Result<()> {
-        let field_errors: serde_json::Map<_, _> = EventField::ALL
-            .iter()
-            .filter(|f| self.tally.field_errors[**f as usize] > 0)
-            .map(|f| {
-                (
-                    f.name().to_string(),
-                    json!(self.tally.field_errors[*f as usize]),
-                )
-            })
-            .collect();
-        write!(
-            w,
-            "{{\"events\":{},\"rejected\":{},\"field_errors\":{},\"orgs\":",
-            self.events(),
-            self.rejected_total(),
-            serde_json::Value::Object(field_errors)
-        )?;
-        let orgs: Vec<_> = self
-            .orgs
+    /// The `orgs` of the SPEC §11 JSON object, one row per org.
+    fn org_rows(&self) -> Vec<serde_json::Value> {
+        self.orgs
             .iter()
             .map(|o| {
                 let causes: serde_json::Map<_, _> = Cause::ALL
@@ -426,8 +423,48 @@ impl Report {
                     "retry_violations": o.retry_violations,
                 })
             })
+            .collect()
+    }
+
+    /// Writes the HTML report (`replay --html`): see [`html`].
+    pub fn write_html(&mut self, w: &mut impl Write) -> io::Result<()> {
+        let alerts = self
+            .alerts
+            .lines()?
+            .map(|l| l.and_then(|l| serde_json::from_str(&l).map_err(io::Error::other)))
+            .collect::<io::Result<Vec<serde_json::Value>>>()?;
+        let data = json!({
+            "events": self.events(),
+            "rejected": self.rejected_total(),
+            "first": self.first_ts.map(rfc3339),
+            "last": self.last_ts.map(rfc3339),
+            "orgs": self.org_rows(),
+            "timelines": self.timeline.as_ref().map(timeline::Timeline::to_json).unwrap_or_default(),
+            "alerts": alerts,
+        });
+        html::write(w, &data)
+    }
+
+    /// Writes the SPEC §11 JSON object (and a newline).
+    pub fn write_json(mut self, w: &mut impl Write) -> io::Result<()> {
+        let field_errors: serde_json::Map<_, _> = EventField::ALL
+            .iter()
+            .filter(|f| self.tally.field_errors[**f as usize] > 0)
+            .map(|f| {
+                (
+                    f.name().to_string(),
+                    json!(self.tally.field_errors[*f as usize]),
+                )
+            })
             .collect();
-        serde_json::to_writer(&mut *w, &orgs)?;
+        write!(
+            w,
+            "{{\"events\":{},\"rejected\":{},\"field_errors\":{},\"orgs\":",
+            self.events(),
+            self.rejected_total(),
+            serde_json::Value::Object(field_errors)
+        )?;
+        serde_json::to_writer(&mut *w, &self.org_rows())?;
         w.write_all(b",\"alerts\":[")?;
         for (i, line) in self.alerts.lines()?.enumerate() {
             if i > 0 {
@@ -439,7 +476,7 @@ impl Report {
     }
 
     /// Writes a table for humans.
-    pub fn write_text(self, w: &mut impl Write) -> io::Result<()> {
+    pub fn write_text(mut self, w: &mut impl Write) -> io::Result<()> {
         let span = match (self.first_ts, self.last_ts) {
             (Some(a), Some(b)) => format!(", {} .. {}", rfc3339(a), rfc3339(b)),
             _ => String::new(),
@@ -577,6 +614,9 @@ pub fn run(config: &Config, opts: &Options, start_ms: i64) -> Result<Report, Rep
     let max = reading.max_line_bytes;
     replayer.stats = SourceStats::new(&reading.name);
     replayer.reading = reading;
+    if opts.timeline {
+        replayer.apply.timeline = Some(timeline::Timeline::default());
+    }
     if opts.threads > 1 {
         let mut done = 0u64;
         let mut chunks = 0u64;

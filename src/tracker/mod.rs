@@ -543,6 +543,19 @@ impl Tracker {
         out
     }
 
+    /// One org's load at `now` and its totals so far (replay's timeline; `None` for an org
+    /// not tracked under that name).
+    pub fn glance(&self, org: &str, now: i64) -> Option<(OrgLoad, OrgReport)> {
+        let o = &self.orgs[*self.index.get(org)?];
+        let load = OrgLoad {
+            rpm: o.usage_at(Dimension::Rpm, now),
+            daily: o.usage_at(Dimension::Daily, now),
+            in_flight: o.jobs.in_flight() as u64,
+            limits: o.limits,
+        };
+        Some((load, o.report()))
+    }
+
     /// Totals per org, for replay's report.
     pub fn report(&self) -> Vec<OrgReport> {
         self.orgs.iter().map(Org::report).collect()

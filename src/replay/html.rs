@@ -1,0 +1,34 @@
+//! `replay --html`: one self-contained HTML file: an overview table, then per org its usage
+//! over time against the limit (rpm and the rolling 24 h), 429s over time by cause, bursts
+//! and stuck jobs marked, and its alert timeline.
+//!
+//! The charts are drawn in the browser by uPlot (vendored in `assets/vendor/uplot`, MIT,
+//! inlined with its licence notice), from the report's own data embedded as JSON, so the file
+//! opens from disk with no network and its numbers are those of `replay --json`. This module
+//! only lays the data into the template; it never computes usage.
+
+use std::io::{self, Write};
+
+use serde_json::Value;
+
+/// Writes the report page for `data` (the object [`super::Report::write_html`] builds).
+pub fn write(w: &mut impl Write, data: &Value) -> io::Result<()> {
+    // `<` is escaped in the embedded JSON, so no text in it (an org name, say) can close the
+    // script element it sits in.
+    let json = serde_json::to_string(data)?.replace('<', "\\u003c");
+    let page = include_str!("report.html")
+        .replace(
+            "/*UPLOT_CSS*/",
+            include_str!("../../assets/vendor/uplot/uPlot.min.css"),
+        )
+        .replace(
+            "/*UPLOT_LICENSE*/",
+            &include_str!("../../assets/vendor/uplot/LICENSE").replace("*/", "* /"),
+        )
+        .replace(
+            "/*UPLOT_JS*/",
+            include_str!("../../assets/vendor/uplot/uPlot.iife.min.js"),
+        )
+        .replace("/*DATA*/", &json);
+    w.write_all(page.as_bytes())
+}
