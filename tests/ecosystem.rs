@@ -12,21 +12,11 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::upstream::Upstream;
-use common::{Daemon, eventually, http};
+use common::{Daemon, Prometheus, eventually, http, tool};
 use serde_json::{Value, json};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn tool(name: &str) -> String {
-    for dir in ["/usr/bin", "/usr/local/bin", "/bin"] {
-        let p = Path::new(dir).join(name);
-        if p.exists() {
-            return p.display().to_string();
-        }
-    }
-    panic!("{name} is not installed; scripts/test installs it")
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -310,11 +300,6 @@ fn the_compose_stack_refers_to_files_that_exist() {
 
 // ------------------------------------------------------------------ a real Prometheus
 
-struct Prometheus {
-    _process: common::Reaped,
-    base: String,
-}
-
 fn start_prometheus(dir: &Path, targets: &[&str]) -> Prometheus {
     // The shipped rules with `for` durations cut to zero and the recording interval to 1 s, so
     // the expressions are judged in seconds; `for` itself is covered by the promtool tests.
@@ -334,41 +319,13 @@ fn start_prometheus(dir: &Path, targets: &[&str]) -> Prometheus {
         })
         .collect();
     std::fs::write(dir.join("rules.yml"), fast).unwrap();
-    std::fs::write(
-        dir.join("prometheus.yml"),
-        format!(
+    common::start_prometheus(
+        dir,
+        &format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - rules.yml\n\
              scrape_configs:\n  - job_name: ratewarden\n    static_configs:\n      - targets: {targets:?}\n"
         ),
     )
-    .unwrap();
-    let port = common::free_port();
-    let child = Command::new(tool("prometheus"))
-        .arg(format!(
-            "--config.file={}",
-            dir.join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("tsdb").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus starts");
-    let base = format!("http://127.0.0.1:{port}");
-    assert!(
-        eventually(30, || (common::http_status(&format!("{base}/-/ready"))
-            == Some(200))
-        .then_some(()))
-        .is_some()
-    );
-    Prometheus {
-        _process: common::Reaped(child),
-        base,
-    }
 }
 
 fn promql(p: &Prometheus, query: &str) -> Value {

@@ -37,6 +37,27 @@ fn browser(width: u32, height: u32) -> Browser {
     .expect("Chromium starts")
 }
 
+/// The status page of `d` in a new tab of `b`, the admin token given in its form (and the
+/// filter set to `filter`), once globex's card is drawn.
+fn open_page(b: &Browser, d: &Daemon, filter: &str) -> std::sync::Arc<Tab> {
+    let tab = b.new_tab().unwrap();
+    tab.set_default_timeout(Duration::from_secs(20));
+    tab.navigate_to(&format!("{}/", d.base))
+        .unwrap()
+        .wait_until_navigated()
+        .unwrap();
+    tab.wait_for_element("#login input#token").unwrap();
+    js(
+        &tab,
+        &format!(
+            "document.getElementById('filter').value = '{filter}'; document.getElementById('token').value = '{ADMIN}'; document.getElementById('login').requestSubmit(); 1"
+        ),
+    );
+    tab.wait_for_element("[data-org=\"globex\"] [data-dim=\"rpm\"]")
+        .unwrap();
+    tab
+}
+
 /// The value of a JavaScript expression in the page.
 fn js(tab: &Tab, expr: &str) -> Value {
     tab.evaluate(expr, false)
@@ -137,22 +158,8 @@ fn the_status_page_shows_usage_alerts_appear_live_and_it_works_at_scale_and_on_a
     post(&d, &lines);
 
     let b = browser(1200, 900);
-    let tab = b.new_tab().unwrap();
-    tab.set_default_timeout(Duration::from_secs(20));
-    tab.navigate_to(&format!("{}/", d.base))
-        .unwrap()
-        .wait_until_navigated()
-        .unwrap();
     // The admin token is asked for once and kept in the tab's session storage.
-    tab.wait_for_element("#login input#token").unwrap();
-    js(
-        &tab,
-        &format!(
-            "document.getElementById('token').value = '{ADMIN}'; document.getElementById('login').requestSubmit(); 1"
-        ),
-    );
-    tab.wait_for_element("[data-org=\"globex\"] [data-dim=\"rpm\"]")
-        .unwrap();
+    let tab = open_page(&b, &d, "");
     assert_eq!(
         js(&tab, "sessionStorage.getItem('ratewarden.token')"),
         Value::String(ADMIN.into())
@@ -308,21 +315,7 @@ fn the_status_page_shows_usage_alerts_appear_live_and_it_works_at_scale_and_on_a
 
     // A phone-width screen: one column, nothing wider than the screen.
     let phone = browser(390, 844);
-    let tab = phone.new_tab().unwrap();
-    tab.set_default_timeout(Duration::from_secs(20));
-    tab.navigate_to(&format!("{}/", d.base))
-        .unwrap()
-        .wait_until_navigated()
-        .unwrap();
-    tab.wait_for_element("#login input#token").unwrap();
-    js(
-        &tab,
-        &format!(
-            "document.getElementById('token').value = '{ADMIN}'; document.getElementById('login').requestSubmit(); document.getElementById('filter').value = 'globex'; 1"
-        ),
-    );
-    tab.wait_for_element("[data-org=\"globex\"] [data-dim=\"rpm\"]")
-        .unwrap();
+    let tab = open_page(&phone, &d, "globex");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         js(

@@ -9,10 +9,9 @@ mod common;
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Daemon, eventually};
+use common::{Daemon, Prometheus, eventually};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
 /// A private CA; `leaf` signs a server certificate for 127.0.0.1 and localhost.
@@ -100,20 +99,6 @@ fn write(dir: &Path, name: &str, text: &str) {
     std::fs::rename(&tmp, dir.join(name)).unwrap();
 }
 
-fn tool(name: &str) -> String {
-    let bundled = format!("/usr/bin/{name}");
-    if Path::new(&bundled).exists() {
-        bundled
-    } else {
-        name.to_string()
-    }
-}
-
-struct Prometheus {
-    _process: common::Reaped,
-    base: String,
-}
-
 fn start_prometheus(dir: &Path, target: &str, ca_file: &Path) -> Prometheus {
     let job = |name: &str, password: &str| {
         format!(
@@ -121,43 +106,14 @@ fn start_prometheus(dir: &Path, target: &str, ca_file: &Path) -> Prometheus {
             ca_file.display()
         )
     };
-    std::fs::write(
-        dir.join("prometheus.yml"),
-        format!(
+    common::start_prometheus(
+        dir,
+        &format!(
             "global:\n  scrape_interval: 1s\nscrape_configs:\n{}{}",
             job("ratewarden", "s3cret"),
             job("wrong-password", "guess")
         ),
     )
-    .unwrap();
-    let port = common::free_port();
-    let child = Command::new(tool("prometheus"))
-        .arg(format!(
-            "--config.file={}",
-            dir.join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("tsdb").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus starts (scripts/test installs Debian's prometheus)");
-    let base = format!("http://127.0.0.1:{port}");
-    assert!(
-        eventually(30, || (common::http_status(&format!("{base}/-/ready"))
-            == Some(200))
-        .then_some(()))
-        .is_some(),
-        "prometheus ready"
-    );
-    Prometheus {
-        _process: common::Reaped(child),
-        base,
-    }
 }
 
 /// The targets' health and last error, by job.

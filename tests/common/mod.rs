@@ -364,3 +364,55 @@ pub fn sample(metrics: &str, series: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// A tool installed by `scripts/test` (Debian's prometheus, promtool, amtool...), by its path.
+pub fn tool(name: &str) -> String {
+    for dir in ["/usr/bin", "/usr/local/bin", "/bin"] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p.display().to_string();
+        }
+    }
+    panic!("{name} is not installed; scripts/test installs it")
+}
+
+/// A real Prometheus, stopped when dropped.
+pub struct Prometheus {
+    _process: Reaped,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+}
+
+/// Starts Prometheus in `dir` with `config` as its `prometheus.yml` (paths in it relative to
+/// `dir`) on a free port, and waits until it is ready.
+pub fn start_prometheus(dir: &Path, config: &str) -> Prometheus {
+    std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+    let port = free_port();
+    let child = Command::new(tool("prometheus"))
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus starts");
+    let base = format!("http://127.0.0.1:{port}");
+    assert!(
+        eventually(30, || (http_status(&format!("{base}/-/ready"))
+            == Some(200))
+        .then_some(()))
+        .is_some(),
+        "prometheus ready"
+    );
+    Prometheus {
+        _process: Reaped(child),
+        base,
+    }
+}
