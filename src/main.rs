@@ -236,19 +236,52 @@ impl Failed {
     }
 }
 
-/// Writes the HTML report to `path` whole or not at all (a temporary file beside it, renamed).
-fn write_html(report: &mut replay::Report, path: &std::path::Path) -> std::io::Result<()> {
-    let dir = path
+/// Writes the HTML report to `path`: a regular file (or a symlink to one) is replaced whole
+/// or not at all (a temporary file beside the target, renamed over it); anything else (a pipe,
+/// `/dev/stdout`) is written through. An output that is one of the `inputs` is refused.
+fn write_html(
+    report: &mut replay::Report,
+    path: &std::path::Path,
+    inputs: &[String],
+) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind, Write};
+    // Through symlinks, a dangling one included (the report is then written where it points).
+    let resolved = std::fs::canonicalize(path).ok().or_else(|| {
+        let link = std::fs::read_link(path).ok()?;
+        Some(match path.parent() {
+            Some(dir) if link.is_relative() => dir.join(link),
+            _ => link,
+        })
+    });
+    if let Some(out) = &resolved
+        && inputs
+            .iter()
+            .filter(|i| i.as_str() != "-")
+            .any(|i| std::fs::canonicalize(i).ok().as_ref() == Some(out))
+    {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "it is also an input: refusing to overwrite it",
+        ));
+    }
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        let mut w = std::io::BufWriter::new(std::fs::OpenOptions::new().write(true).open(path)?);
+        report.write_html(&mut w)?;
+        return w.flush();
+    }
+    let target = resolved.as_deref().unwrap_or(path);
+    let dir = target
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let written = (|| {
         let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
         report.write_html(&mut w)?;
-        std::io::Write::flush(&mut w)?;
-        std::fs::rename(&tmp, path)
+        w.flush()?;
+        drop(w);
+        std::fs::rename(&tmp, target)
     })();
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -428,7 +461,7 @@ fn command(command: Command) -> Result<ExitCode, Failed> {
                 e => Failed::other(format!("replay: {e}")),
             })?;
             if let Some(path) = &html {
-                write_html(&mut report, path).map_err(|e| {
+                write_html(&mut report, path, &opts.inputs).map_err(|e| {
                     Failed::other(format!("replay: writing {}: {e}", path.display()))
                 })?;
             }

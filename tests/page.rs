@@ -377,6 +377,30 @@ fn the_replay_html_report_opens_offline_with_a_chart_per_org_and_the_json_number
     args.extend(inputs.iter().map(String::as_str));
     assert!(common::run(&args, dir.path()).status.success());
     assert!(std::fs::metadata(&plain).unwrap().len() > 50_000);
+    // The report never replaces one of its inputs, and goes through a symlink to its target.
+    let before = std::fs::read(&inputs[2]).unwrap();
+    let out = common::run(&["replay", "--html", &inputs[2], &inputs[2]], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("also an input"));
+    assert_eq!(std::fs::read(&inputs[2]).unwrap(), before);
+    std::os::unix::fs::symlink("target.html", dir.path().join("link.html")).unwrap();
+    assert!(
+        common::run(&["replay", "--html", "link.html", &inputs[0]], dir.path())
+            .status
+            .success()
+    );
+    assert!(
+        std::fs::symlink_metadata(dir.path().join("link.html"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(
+        std::fs::metadata(dir.path().join("target.html"))
+            .unwrap()
+            .len()
+            > 50_000
+    );
 
     let b = browser(1200, 1000);
     let tab = b.new_tab().unwrap();

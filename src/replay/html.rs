@@ -9,10 +9,32 @@
 
 use std::io::{self, Write};
 
-use serde_json::Value;
+use std::collections::BTreeMap;
 
-/// Writes the report page for `data` (the object [`super::Report::write_html`] builds).
-pub fn write(w: &mut impl Write, data: &Value) -> io::Result<()> {
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+/// What the page's script reads (embedded as JSON).
+#[derive(serde::Serialize)]
+pub struct Data {
+    /// Accepted events.
+    pub events: u64,
+    /// Rejected lines.
+    pub rejected: u64,
+    /// First event time, RFC 3339.
+    pub first: Option<String>,
+    /// Newest event time, RFC 3339.
+    pub last: Option<String>,
+    /// The `orgs` rows of `replay --json`.
+    pub orgs: Vec<Value>,
+    /// Per org, its series (see `timeline`), already JSON.
+    pub timelines: BTreeMap<String, Box<RawValue>>,
+    /// Every alert transition, as `replay --json` lists them.
+    pub alerts: Vec<Value>,
+}
+
+/// Writes the report page for `data`.
+pub fn write(w: &mut impl Write, data: &Data) -> io::Result<()> {
     // `<` is escaped in the embedded JSON, so no text in it (an org name, say) can close the
     // script element it sits in.
     let json = serde_json::to_string(data)?.replace('<', "\\u003c");

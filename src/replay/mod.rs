@@ -433,15 +433,18 @@ impl Report {
             .lines()?
             .map(|l| l.and_then(|l| serde_json::from_str(&l).map_err(io::Error::other)))
             .collect::<io::Result<Vec<serde_json::Value>>>()?;
-        let data = json!({
-            "events": self.events(),
-            "rejected": self.rejected_total(),
-            "first": self.first_ts.map(rfc3339),
-            "last": self.last_ts.map(rfc3339),
-            "orgs": self.org_rows(),
-            "timelines": self.timeline.as_ref().map(timeline::Timeline::to_json).unwrap_or_default(),
-            "alerts": alerts,
-        });
+        let data = html::Data {
+            events: self.events(),
+            rejected: self.rejected_total(),
+            first: self.first_ts.map(rfc3339),
+            last: self.last_ts.map(rfc3339),
+            orgs: self.org_rows(),
+            timelines: match &self.timeline {
+                Some(t) => t.series()?,
+                None => Default::default(),
+            },
+            alerts,
+        };
         html::write(w, &data)
     }
 

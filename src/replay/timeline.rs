@@ -8,7 +8,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde_json::{Value, json};
+use std::io;
+
+use serde_json::value::RawValue;
 
 use crate::detect::Cause;
 use crate::tracker::{OrgReport, Tracker};
@@ -44,6 +46,34 @@ pub struct Timeline {
 /// summed counts per step), so a month of minutes stays a file a browser opens quickly.
 const MAX_POINTS: i64 = 1_500;
 
+/// Numbers in the whole report at most (about 13 per point): with many orgs each gets fewer
+/// points (never under [`MIN_POINTS`]), so the file stays tens of megabytes at 10 000 orgs.
+const POINTS_BUDGET: i64 = 4_000_000;
+
+/// Points per org at least, however many orgs.
+const MIN_POINTS: i64 = 60;
+
+/// Minutes the rolling 24 h spans, as the tracker's daily window counts them (its 1 441
+/// one-minute buckets).
+const DAILY_MINUTES: usize = 1_441;
+
+/// One org's series, as the report's script reads them.
+#[derive(serde::Serialize)]
+struct Series {
+    step_minutes: i64,
+    /// Start of each step, Unix seconds.
+    t: Vec<i64>,
+    rpm: Vec<u64>,
+    daily: Vec<u64>,
+    concurrency: Vec<u64>,
+    requests: Vec<u64>,
+    rate_limited: BTreeMap<&'static str, Vec<u64>>,
+    bursts: Vec<u64>,
+    stuck: Vec<u64>,
+    rpm_limit: u64,
+    daily_limit: u64,
+}
+
 impl Timeline {
     /// Records what `org` looks like after an event at `ts` (event time), the replay clock
     /// being `now`.
@@ -71,68 +101,173 @@ impl Timeline {
         line.last = Some(totals);
     }
 
-    /// Per org: `{"step_minutes", "t": [unix s], "rpm", "daily", "concurrency", "requests",
-    /// "rate_limited": {cause: [...]}, "bursts", "stuck", "rpm_limit", "daily_limit"}`, every
-    /// minute from the org's first to its last (quiet minutes as zero), in steps of
-    /// `step_minutes`.
-    pub fn to_json(&self) -> BTreeMap<String, Value> {
-        self.orgs
-            .iter()
-            .filter_map(|(org, line)| {
-                let (&first, _) = line.minutes.first_key_value()?;
-                let (&last, _) = line.minutes.last_key_value()?;
-                let step = ((last - first + 1) + MAX_POINTS - 1) / MAX_POINTS;
-                let steps = usize::try_from((last - first) / step + 1).unwrap_or(0);
-                let mut agg = vec![Minute::default(); steps];
-                for (&minute, m) in &line.minutes {
-                    let Some(a) = usize::try_from((minute - first) / step)
-                        .ok()
-                        .and_then(|i| agg.get_mut(i))
-                    else {
-                        continue;
-                    };
-                    a.rpm = a.rpm.max(m.rpm);
-                    a.daily = a.daily.max(m.daily);
-                    a.concurrency = a.concurrency.max(m.concurrency);
-                    a.requests += m.requests;
-                    for (x, y) in a.rate_limited.iter_mut().zip(m.rate_limited) {
-                        *x += y;
-                    }
-                    a.bursts += m.bursts;
-                    a.stuck += m.stuck;
+    /// Per org, its series as JSON: `{"step_minutes", "t": [unix s], "rpm", "daily",
+    /// "concurrency", "requests", "rate_limited": {cause: [...]}, "bursts", "stuck",
+    /// "rpm_limit", "daily_limit"}`, every minute from the org's first to its last, in steps
+    /// of `step_minutes`.
+    ///
+    /// Usage is sampled when the org has an event; a quiet minute still has usage, from what
+    /// came before: the rolling 24 h is the sum of the requests of the last 1 441 minutes (as
+    /// the tracker counts it), the rolling minute at least the previous minute's requests
+    /// (what its window holds as the quiet minute starts), and jobs in flight stay as they
+    /// were last seen.
+    pub fn series(&self) -> io::Result<BTreeMap<String, Box<RawValue>>> {
+        let orgs = i64::try_from(self.orgs.len().max(1)).unwrap_or(i64::MAX);
+        let max_points = (POINTS_BUDGET / 13 / orgs).clamp(MIN_POINTS, MAX_POINTS);
+        let mut out = BTreeMap::new();
+        for (org, line) in &self.orgs {
+            let (Some((&first, _)), Some((&last, _))) = (
+                line.minutes.first_key_value(),
+                line.minutes.last_key_value(),
+            ) else {
+                continue;
+            };
+            let span = last - first + 1;
+            let step = (span + max_points - 1) / max_points;
+            let steps = usize::try_from((span + step - 1) / step).unwrap_or(0);
+            let mut agg = vec![Minute::default(); steps];
+            // Requests of the last DAILY_MINUTES minutes, oldest first, and their sum.
+            let mut day: std::collections::VecDeque<u64> = std::collections::VecDeque::new();
+            let mut day_sum = 0u64;
+            let (mut prev_requests, mut in_flight) = (0u64, 0u64);
+            let quiet = Minute::default();
+            for minute in first..=last {
+                let m = line.minutes.get(&minute).unwrap_or(&quiet);
+                day.push_back(m.requests);
+                day_sum += m.requests;
+                if day.len() > DAILY_MINUTES {
+                    day_sum -= day.pop_front().unwrap_or(0);
                 }
-                let col = |f: fn(&Minute) -> u64| agg.iter().map(f).collect::<Vec<_>>();
-                let causes: serde_json::Map<String, Value> = Cause::ALL
+                if line.minutes.contains_key(&minute) {
+                    in_flight = m.concurrency;
+                }
+                let Some(a) = usize::try_from((minute - first) / step)
+                    .ok()
+                    .and_then(|i| agg.get_mut(i))
+                else {
+                    continue;
+                };
+                a.rpm = a.rpm.max(m.rpm).max(prev_requests);
+                a.daily = a.daily.max(m.daily).max(day_sum);
+                a.concurrency = a.concurrency.max(m.concurrency).max(in_flight);
+                a.requests += m.requests;
+                for (x, y) in a.rate_limited.iter_mut().zip(m.rate_limited) {
+                    *x += y;
+                }
+                a.bursts += m.bursts;
+                a.stuck += m.stuck;
+                prev_requests = m.requests;
+            }
+            let col = |f: fn(&Minute) -> u64| agg.iter().map(f).collect::<Vec<_>>();
+            let series = Series {
+                step_minutes: step,
+                t: (0..steps as i64).map(|i| (first + i * step) * 60).collect(),
+                rpm: col(|m| m.rpm),
+                daily: col(|m| m.daily),
+                concurrency: col(|m| m.concurrency),
+                requests: col(|m| m.requests),
+                rate_limited: Cause::ALL
                     .iter()
                     .map(|c| {
                         (
-                            c.as_str().to_string(),
-                            json!(
-                                agg.iter()
-                                    .map(|m| m.rate_limited[c.index()])
-                                    .collect::<Vec<_>>()
-                            ),
+                            c.as_str(),
+                            agg.iter().map(|m| m.rate_limited[c.index()]).collect(),
                         )
                     })
-                    .collect();
-                let t: Vec<i64> = (0..steps as i64).map(|i| (first + i * step) * 60).collect();
-                Some((
-                    org.clone(),
-                    json!({
-                        "step_minutes": step,
-                        "t": t,
-                        "rpm": col(|m| m.rpm),
-                        "daily": col(|m| m.daily),
-                        "concurrency": col(|m| m.concurrency),
-                        "requests": col(|m| m.requests),
-                        "rate_limited": causes,
-                        "bursts": col(|m| m.bursts),
-                        "stuck": col(|m| m.stuck),
-                        "rpm_limit": line.rpm_limit,
-                        "daily_limit": line.daily_limit,
-                    }),
-                ))
+                    .collect(),
+                bursts: col(|m| m.bursts),
+                stuck: col(|m| m.stuck),
+                rpm_limit: line.rpm_limit,
+                daily_limit: line.daily_limit,
+            };
+            out.insert(
+                org.clone(),
+                RawValue::from_string(serde_json::to_string(&series)?)?,
+            );
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn series_of(lines: &[String]) -> serde_json::Value {
+        let mut r = super::super::Replayer::new(&Config::default(), 0).unwrap();
+        r.apply.timeline = Some(Timeline::default());
+        for l in lines {
+            r.line(l.as_bytes()).unwrap();
+        }
+        let report = r.finish().unwrap();
+        let t = report.timeline.as_ref().unwrap().series().unwrap();
+        serde_json::from_str(t["gap"].get()).unwrap()
+    }
+
+    #[test]
+    fn quiet_minutes_keep_the_usage_their_windows_still_hold() {
+        let mut lines: Vec<String> = (0..10)
+            .map(|i| {
+                format!(
+                    "{{\"ts\":\"2026-11-27T14:00:{:02}Z\",\"org\":\"gap\",\"status\":200}}",
+                    i * 5
+                )
             })
-            .collect()
+            .collect();
+        lines.push("{\"ts\":\"2026-11-27T14:10:00Z\",\"org\":\"gap\",\"status\":429}".into());
+        let s = series_of(&lines);
+        assert_eq!(s["step_minutes"], 1);
+        assert_eq!(s["t"].as_array().unwrap().len(), 11);
+        assert_eq!(
+            s["daily"],
+            serde_json::json!([10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 11])
+        );
+        assert_eq!(
+            s["rpm"][1], 10,
+            "the minute after still holds the last minute's requests"
+        );
+        assert_eq!(s["rpm"][5], 0);
+        let requests: u64 = s["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert_eq!(requests, 11);
+        let limited: u64 = s["rate_limited"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| {
+                v.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|n| n.as_u64().unwrap())
+                    .sum::<u64>()
+            })
+            .sum();
+        assert_eq!(limited, 1);
+    }
+
+    #[test]
+    fn long_spans_are_drawn_in_wider_steps_that_keep_the_peaks() {
+        let lines: Vec<String> = (0..3)
+            .map(|d| {
+                format!(
+                    "{{\"ts\":\"2026-11-{:02}T10:00:00Z\",\"org\":\"gap\",\"status\":200}}",
+                    1 + d * 20
+                )
+            })
+            .collect();
+        let s = series_of(&lines);
+        let step = s["step_minutes"].as_i64().unwrap();
+        assert!(step > 1);
+        let points = s["t"].as_array().unwrap().len() as i64;
+        assert!(points <= MAX_POINTS, "{points}");
+        let daily = s["daily"].as_array().unwrap();
+        assert_eq!(daily.iter().map(|v| v.as_u64().unwrap()).max(), Some(1));
+        // A day after each request its rolling 24 h is empty again.
+        assert!(daily.iter().any(|v| v == 0));
     }
 }

@@ -296,19 +296,34 @@ async fn handshake(
         let start = match acceptor.await {
             Ok(s) => s,
             Err(e) => {
-                tracing::debug!(error = %e, "TLS handshake failed");
+                handshake_failed(&e);
                 return None;
             }
         };
         match start.into_stream(tls.config()).await {
             Ok(s) => Some(s),
             Err(e) => {
-                tracing::debug!(error = %e, "TLS handshake failed");
+                handshake_failed(&e);
                 None
             }
         }
     };
     tokio::time::timeout(deadline, shake).await.ok().flatten()
+}
+
+/// Failed handshakes so far.
+static HANDSHAKES_FAILED: AtomicU64 = AtomicU64::new(0);
+
+/// Logs a failed TLS handshake: the 1st, 2nd, 4th, 8th... at warn (a client that cannot
+/// connect, a certificate rustls refuses, should be visible without debug logs; scanners
+/// must not flood the log), every one at debug.
+fn handshake_failed(e: &std::io::Error) {
+    let n = HANDSHAKES_FAILED.fetch_add(1, Ordering::Relaxed) + 1;
+    if n.is_power_of_two() {
+        tracing::warn!(error = %e, failed_so_far = n, "TLS handshake failed");
+    } else {
+        tracing::debug!(error = %e, "TLS handshake failed");
+    }
 }
 
 /// One accepted connection's settings, for serving HTTP on whatever stream it turned into.
@@ -447,8 +462,12 @@ impl tower::Service<Request<Incoming>> for Tracked {
         let headers = self.headers.clone();
         Box::pin(async move {
             let mut resp = tower::Service::call(&mut router, req.map(Body::new)).await?;
+            // A header the route set itself stays (the status page's own
+            // Content-Security-Policy allows its inline script; a site-wide one would not).
             for (name, value) in headers.iter() {
-                resp.headers_mut().insert(name.clone(), value.clone());
+                resp.headers_mut()
+                    .entry(name.clone())
+                    .or_insert_with(|| value.clone());
             }
             activity.answer_ready();
             Ok(resp.map(|body| Body::new(super::body::Guarded::new(body, guard))))

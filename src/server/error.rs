@@ -37,14 +37,16 @@ impl IntoResponse for ApiError {
         let body = json!({"error": {"code": self.code, "message": self.message}});
         let mut resp = (self.status, axum::Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(if self.basic {
-                    "Basic realm=\"ratewarden\", charset=\"UTF-8\", Bearer"
-                } else {
-                    "Bearer"
-                }),
-            );
+            // One challenge per header line: browsers (Chromium) ignore a Basic challenge
+            // that shares its line with another scheme, and then never ask for a login.
+            if self.basic {
+                resp.headers_mut().append(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"ratewarden\", charset=\"UTF-8\""),
+                );
+            }
+            resp.headers_mut()
+                .append(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         if self.status == StatusCode::TOO_MANY_REQUESTS
             || self.status == StatusCode::SERVICE_UNAVAILABLE
