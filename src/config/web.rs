@@ -99,7 +99,7 @@ pub enum PemSource {
 }
 
 /// `client_auth_type`, Go's `tls.ClientAuthType` names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ClientAuth {
     /// No client certificate asked for.
     #[default]
@@ -251,7 +251,7 @@ struct RawTls {
     #[serde(default)]
     key: Option<String>,
     #[serde(default)]
-    client_auth_type: Option<ClientAuth>,
+    client_auth_type: Option<String>,
     #[serde(default)]
     client_ca_file: Option<String>,
     #[serde(default)]
@@ -264,6 +264,22 @@ struct RawTls {
     curve_preferences: Option<Vec<Curve>>,
     #[serde(default)]
     prefer_server_cipher_suites: Option<bool>,
+}
+
+/// `client_auth_type` by Go's names (`""` is the default, as in Go).
+fn client_auth(name: &str) -> Result<ClientAuth, String> {
+    Ok(match name {
+        "" | "NoClientCert" => ClientAuth::NoClientCert,
+        "RequestClientCert" => ClientAuth::RequestClientCert,
+        "RequireAnyClientCert" => ClientAuth::RequireAnyClientCert,
+        "VerifyClientCertIfGiven" => ClientAuth::VerifyClientCertIfGiven,
+        "RequireAndVerifyClientCert" => ClientAuth::RequireAndVerifyClientCert,
+        other => {
+            return Err(format!(
+                "unknown variant `{other}`, expected one of `NoClientCert`, `RequestClientCert`, `RequireAnyClientCert`, `VerifyClientCertIfGiven`, `RequireAndVerifyClientCert`"
+            ));
+        }
+    })
 }
 
 impl WebConfig {
@@ -321,7 +337,12 @@ impl WebConfig {
             let (line, col) = key_position(text, key);
             invalid(line, col, message)
         };
-        let tls = match raw.tls_server_config {
+        // As in Go, a tls_server_config naming no certificate and no key means plain HTTP.
+        let tls = match raw.tls_server_config.filter(|t| {
+            [&t.cert_file, &t.key_file, &t.cert, &t.key]
+                .iter()
+                .any(|v| v.as_deref().is_some_and(|v| !v.trim().is_empty()))
+        }) {
             None => None,
             Some(t) => {
                 let source =
@@ -340,7 +361,8 @@ impl WebConfig {
                     };
                 let cert = source(t.cert_file, t.cert, "cert")?;
                 let key = source(t.key_file, t.key, "key")?;
-                let client_auth = t.client_auth_type.unwrap_or_default();
+                let client_auth = client_auth(t.client_auth_type.as_deref().unwrap_or(""))
+                    .map_err(|m| at_key("client_auth_type", m))?;
                 let client_ca_file = t.client_ca_file.filter(|s| !s.trim().is_empty());
                 if client_auth.verifies() && client_ca_file.is_none() {
                     return Err(at_key(
@@ -350,12 +372,8 @@ impl WebConfig {
                         ),
                     ));
                 }
-                if client_ca_file.is_some() && !client_auth.verifies() {
-                    return Err(at_key(
-                        "client_ca_file",
-                        "client_ca_file is only used with client_auth_type VerifyClientCertIfGiven or RequireAndVerifyClientCert".into(),
-                    ));
-                }
+                // As in Go, a CA file beside a mode that does not verify is accepted (and
+                // only read by the modes that do).
                 let min_version = t.min_version.unwrap_or(TlsVersion::TLS12);
                 let max_version = t.max_version.unwrap_or(TlsVersion::TLS13);
                 if max_version < TlsVersion::TLS12 {
@@ -467,6 +485,20 @@ mod tests {
     fn an_empty_file_is_plain_http_without_auth() {
         let w = parse("# nothing yet\n").unwrap();
         assert!(w.tls.is_none() && w.basic_auth_users.is_empty());
+        // As in Go: TLS settings without a certificate or key mean plain HTTP.
+        let w = parse("tls_server_config:\n  cert_file: \"\"\n  min_version: TLS13\n").unwrap();
+        assert!(w.tls.is_none());
+        assert!(parse("tls_server_config: {}\n").unwrap().tls.is_none());
+    }
+
+    #[test]
+    fn go_spellings_are_accepted() {
+        let w =
+            parse("tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: \"\"\n")
+                .unwrap();
+        assert_eq!(w.tls.unwrap().client_auth, ClientAuth::NoClientCert);
+        let w = parse("tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: RequireAnyClientCert\n  client_ca_file: ca.pem\n").unwrap();
+        assert_eq!(w.tls.unwrap().client_auth, ClientAuth::RequireAnyClientCert);
     }
 
     #[test]

@@ -130,10 +130,16 @@ pub fn build(s: &TlsSettings) -> Result<ServerConfig, TlsError> {
             format!("{}: no CERTIFICATE block in it", shown(&s.cert)),
         ));
     }
-    let key = PrivateKeyDer::from_pem_slice(&pem_bytes(&s.key, key_key)?).map_err(|e| {
+    let key_pem = pem_bytes(&s.key, key_key)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        let hint = if key_pem.windows(9).any(|w| w == b"ENCRYPTED") {
+            "; it is encrypted: give the key unencrypted (openssl pkey -in KEY -out PLAIN)"
+        } else {
+            ""
+        };
         fail(
             key_key,
-            format!("{}: no usable private key ({e})", shown(&s.key)),
+            format!("{}: no usable private key ({e}){hint}", shown(&s.key)),
         )
     })?;
     let provider = Arc::new(provider(s));
