@@ -46,12 +46,14 @@
 //!   secrets scrubbed, `Retry-After`, full-jitter backoff, and what may be shown of a URL.
 //!
 //! [`clock`] supplies "now" to everything that needs it; nothing reads the wall clock itself.
+//! [`assets`] holds the files compiled in for the pages (the vendored chart library).
 
 #![deny(missing_docs)]
 
 pub use outbound::USER_AGENT;
 
 pub mod alerts;
+pub mod assets;
 pub mod cli;
 pub mod clock;
 pub mod cluster;

@@ -7,9 +7,8 @@
 //! opens from disk with no network and its numbers are those of `replay --json`. This module
 //! only lays the data into the template; it never computes usage.
 
-use std::io::{self, Write};
-
 use std::collections::BTreeMap;
+use std::io::{self, Write};
 
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -38,19 +37,6 @@ pub fn write(w: &mut impl Write, data: &Data) -> io::Result<()> {
     // `<` is escaped in the embedded JSON, so no text in it (an org name, say) can close the
     // script element it sits in.
     let json = serde_json::to_string(data)?.replace('<', "\\u003c");
-    let page = include_str!("report.html")
-        .replace(
-            "/*UPLOT_CSS*/",
-            include_str!("../../assets/vendor/uplot/uPlot.min.css"),
-        )
-        .replace(
-            "/*UPLOT_LICENSE*/",
-            &include_str!("../../assets/vendor/uplot/LICENSE").replace("*/", "* /"),
-        )
-        .replace(
-            "/*UPLOT_JS*/",
-            include_str!("../../assets/vendor/uplot/uPlot.iife.min.js"),
-        )
-        .replace("/*DATA*/", &json);
+    let page = crate::assets::with_uplot(include_str!("report.html")).replace("/*DATA*/", &json);
     w.write_all(page.as_bytes())
 }

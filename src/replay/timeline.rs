@@ -7,7 +7,6 @@
 //! the tracker's own counters, differenced, so the timeline adds up to the report's totals.
 
 use std::collections::{BTreeMap, HashMap};
-
 use std::io;
 
 use serde_json::value::RawValue;
@@ -55,7 +54,7 @@ const MIN_POINTS: i64 = 60;
 
 /// Minutes the rolling 24 h spans, as the tracker's daily window counts them (its 1 441
 /// one-minute buckets).
-const DAILY_MINUTES: usize = 1_441;
+const DAILY_MINUTES: i64 = 1_441;
 
 /// One org's series, as the report's script reads them.
 #[derive(serde::Serialize)]
@@ -126,19 +125,17 @@ impl Timeline {
             let step = (span + max_points - 1) / max_points;
             let steps = usize::try_from((span + step - 1) / step).unwrap_or(0);
             let mut agg = vec![Minute::default(); steps];
-            // Requests of the last DAILY_MINUTES minutes, oldest first, and their sum.
-            let mut day: std::collections::VecDeque<u64> = std::collections::VecDeque::new();
+            // Requests of the last DAILY_MINUTES minutes.
             let mut day_sum = 0u64;
             let (mut prev_requests, mut in_flight) = (0u64, 0u64);
             let quiet = Minute::default();
+            let requests_at = |minute: i64| line.minutes.get(&minute).map_or(0, |m| m.requests);
             for minute in first..=last {
-                let m = line.minutes.get(&minute).unwrap_or(&quiet);
-                day.push_back(m.requests);
+                let seen = line.minutes.get(&minute);
+                let m = seen.unwrap_or(&quiet);
                 day_sum += m.requests;
-                if day.len() > DAILY_MINUTES {
-                    day_sum -= day.pop_front().unwrap_or(0);
-                }
-                if line.minutes.contains_key(&minute) {
+                day_sum -= requests_at(minute - DAILY_MINUTES);
+                if seen.is_some() {
                     in_flight = m.concurrency;
                 }
                 let Some(a) = usize::try_from((minute - first) / step)

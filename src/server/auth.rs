@@ -185,8 +185,11 @@ const CHECKS_AT_ONCE: usize = 2;
 pub struct BasicAuth {
     users: BTreeMap<String, String>,
     /// A hash of the same cost as the users' own, checked for unknown users so the time
-    /// taken does not tell which user names exist.
-    decoy: String,
+    /// taken does not tell which user names exist; made at the first unknown user, not at
+    /// start (a bcrypt hash takes as long as a check).
+    decoy: Arc<std::sync::OnceLock<String>>,
+    /// The users' bcrypt cost, for the decoy.
+    cost: u32,
     /// SHA-256 of user, NUL, password → whether it matched.
     seen: Mutex<HashMap<[u8; 32], bool>>,
     checks: Semaphore,
@@ -207,10 +210,10 @@ impl BasicAuth {
             .values()
             .find_map(|h| h.parse::<bcrypt::HashParts>().ok())
             .map_or(bcrypt::DEFAULT_COST, |p| p.get_cost());
-        let decoy = bcrypt::hash("ratewarden decoy", cost).unwrap_or_default();
         BasicAuth {
             users,
-            decoy,
+            decoy: Arc::default(),
+            cost,
             seen: Mutex::new(HashMap::new()),
             checks: Semaphore::new(CHECKS_AT_ONCE),
         }
@@ -223,26 +226,26 @@ impl BasicAuth {
         h.update([0]);
         h.update(pass.as_bytes());
         let key: [u8; 32] = h.finalize().into();
-        if let Some(&ok) = self
-            .seen
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&key).copied())
-            .as_ref()
-        {
+        if let Some(ok) = self.seen.lock().ok().and_then(|m| m.get(&key).copied()) {
             return ok;
         }
         let Ok(_permit) = self.checks.acquire().await else {
             return false;
         };
         let known = self.users.get(user);
-        let hash = known.unwrap_or(&self.decoy).clone();
+        let hash = known.cloned();
+        let (decoy, cost) = (self.decoy.clone(), self.cost);
         let pass = pass.to_string();
-        let matched = tokio::task::spawn_blocking(move || bcrypt::verify(pass, &hash))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or(false);
+        let matched = tokio::task::spawn_blocking(move || {
+            let hash = hash.as_deref().unwrap_or_else(|| {
+                decoy.get_or_init(|| bcrypt::hash("ratewarden decoy", cost).unwrap_or_default())
+            });
+            bcrypt::verify(pass, hash)
+        })
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(false);
         let ok = matched && known.is_some();
         if let Ok(mut m) = self.seen.lock() {
             if m.len() >= CACHE_ENTRIES {

@@ -273,7 +273,7 @@ const PLAIN_ON_TLS: &[u8] = b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/pla
 const TLS_HANDSHAKE: u8 = 0x16;
 
 /// The TLS handshake, within `deadline` (a client that opens and waits is cut like a slow
-/// request head); `None` when it fails, logged at debug (scanners and typos are common).
+/// request head); `None` when it fails (logged by [`handshake_failed`]).
 async fn handshake(
     mut stream: Watched,
     tls: &Reloading,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 
 use crate::detect::Transition;
+use crate::offpeak::OffPeak;
 use crate::tracker::OrgSnapshot;
 
 /// `GET /v1/usage`; `grants` holds each org's admission grants not yet completed by their
@@ -59,4 +60,16 @@ pub(super) fn org(o: &OrgSnapshot, (reservations, leases): (u64, u64)) -> Value 
 /// One entry of `GET /v1/alerts`: the notification body of the alert's current state.
 pub fn alert(t: &Transition) -> Value {
     crate::alerts::render::json(t)
+}
+
+/// `GET /v1/offpeak` (and the status page's `offpeak`): whether a window is open at `now`,
+/// the next opening and closing, and the zone.
+pub fn offpeak(o: &OffPeak, now: i64) -> Value {
+    let s = o.status(now);
+    json!({
+        "open": s.open,
+        "next_open": s.next_open.map(crate::clock::rfc3339),
+        "next_close": s.next_close.map(crate::clock::rfc3339),
+        "timezone": o.tz.name(),
+    })
 }

@@ -480,15 +480,7 @@ async fn alerts(State(st): State<ApiState>, headers: HeaderMap) -> Result<Respon
 
 async fn offpeak(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
     st.tokens.allow(Group::Admin, &headers).await?;
-    let now = st.live.now_ms();
-    let s = st.offpeak.status(now);
-    Ok(axum::Json(json!({
-        "open": s.open,
-        "next_open": s.next_open.map(crate::clock::rfc3339),
-        "next_close": s.next_close.map(crate::clock::rfc3339),
-        "timezone": st.offpeak.tz.name(),
-    }))
-    .into_response())
+    Ok(axum::Json(json::offpeak(&st.offpeak, st.live.now_ms())).into_response())
 }
 
 impl ApiState {

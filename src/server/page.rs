@@ -23,17 +23,8 @@ use super::state::ApiState;
 use crate::clock::rfc3339;
 
 /// The page: markup, style and script in one file, uPlot inlined (`assets/vendor/uplot`).
-static PAGE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    include_str!("page/index.html")
-        .replace(
-            "/*UPLOT_CSS*/",
-            include_str!("../../assets/vendor/uplot/uPlot.min.css"),
-        )
-        .replace(
-            "/*UPLOT_JS*/",
-            include_str!("../../assets/vendor/uplot/uPlot.iife.min.js"),
-        )
-});
+static PAGE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| crate::assets::with_uplot(include_str!("page/index.html")));
 
 /// `GET /`.
 pub(super) async fn index(
@@ -85,18 +76,12 @@ pub(super) async fn status(
                 v
             })
             .collect();
-        let window = offpeak.status(now);
         serde_json::to_vec(&json!({
             "now": rfc3339(now),
             "orgs": orgs,
             "alerts": active.iter().map(answers::alert).collect::<Vec<_>>(),
             "batches": scheduler.map(|s| s.list(now)).unwrap_or_default(),
-            "offpeak": {
-                "open": window.open,
-                "next_open": window.next_open.map(rfc3339),
-                "next_close": window.next_close.map(rfc3339),
-                "timezone": offpeak.tz.name(),
-            },
+            "offpeak": answers::offpeak(&offpeak, now),
         }))
     })
     .await?;

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::events::{ParseContext, parse_event};
+use crate::model::Dimension;
 use proptest::prelude::*;
 use std::sync::Arc;
 

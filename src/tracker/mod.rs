@@ -27,7 +27,7 @@ mod settings;
 pub mod snapshot;
 pub mod window;
 
-use crate::model::{Dimension, Limits, OVERFLOW};
+use crate::model::{Limits, OVERFLOW};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -500,15 +500,7 @@ impl Tracker {
     /// seen yet uses nothing and has the default tier's limits.
     pub fn load_of(&self, org: &str, now: i64) -> OrgLoad {
         match self.index.get(org) {
-            Some(&i) => {
-                let o = &self.orgs[i];
-                OrgLoad {
-                    rpm: o.usage_at(Dimension::Rpm, now),
-                    daily: o.usage_at(Dimension::Daily, now),
-                    in_flight: o.jobs.in_flight() as u64,
-                    limits: o.limits,
-                }
-            }
+            Some(&i) => self.orgs[i].load(now),
             None => OrgLoad {
                 rpm: 0,
                 daily: 0,
@@ -547,13 +539,7 @@ impl Tracker {
     /// not tracked under that name).
     pub fn glance(&self, org: &str, now: i64) -> Option<(OrgLoad, OrgReport)> {
         let o = &self.orgs[*self.index.get(org)?];
-        let load = OrgLoad {
-            rpm: o.usage_at(Dimension::Rpm, now),
-            daily: o.usage_at(Dimension::Daily, now),
-            in_flight: o.jobs.in_flight() as u64,
-            limits: o.limits,
-        };
-        Some((load, o.report()))
+        Some((o.load(now), o.report()))
     }
 
     /// Totals per org, for replay's report.

@@ -13,7 +13,7 @@ use crate::model::{Dimension, Limits, OVERFLOW};
 use super::concurrency::{EarlyEnds, HORIZON_MS, PeakConcurrency};
 use super::jobs::{self, DurationHistogram, JobOutcome, Jobs, Start};
 use super::report::{
-    AppSnapshot, HISTORY_MINUTES, OrgReport, OrgSnapshot, Overflow, Peaks, StuckJob,
+    AppSnapshot, HISTORY_MINUTES, OrgLoad, OrgReport, OrgSnapshot, Overflow, Peaks, StuckJob,
     UpstreamReport, View,
 };
 use super::settings::*;
@@ -679,6 +679,16 @@ impl Org {
         };
         self.alerts
             .active(&self.name, &at, now, s.rules.for_org(&self.name), out);
+    }
+
+    /// What it uses at `now` and may use ([`super::Tracker::load_of`]).
+    pub(super) fn load(&self, now: i64) -> OrgLoad {
+        OrgLoad {
+            rpm: self.usage_at(Dimension::Rpm, now),
+            daily: self.usage_at(Dimension::Daily, now),
+            in_flight: self.jobs.in_flight() as u64,
+            limits: self.limits,
+        }
     }
 
     pub(super) fn report(&self) -> OrgReport {

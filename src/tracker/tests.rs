@@ -4,6 +4,7 @@ use super::*;
 use crate::detect::alerts::AlertKey;
 use crate::detect::{Cause, Status, Transition};
 use crate::events::{ParseContext, parse_event};
+use crate::model::Dimension;
 use crate::model::{AlertName, Severity};
 use std::collections::BTreeMap;
 use std::collections::HashMap;
