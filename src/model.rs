@@ -74,6 +74,17 @@ impl Dimension {
         }
     }
 
+    /// Sets the limit of this dimension in `l`.
+    pub fn set_limit(self, l: &mut Limits, v: u64) {
+        *match self {
+            Dimension::Rpm => &mut l.rpm,
+            Dimension::Daily => &mut l.daily,
+            Dimension::Concurrency => &mut l.concurrency,
+            Dimension::Tpm => &mut l.tpm,
+            Dimension::Tpd => &mut l.tpd,
+        } = v;
+    }
+
     /// The limit of this dimension in `l`.
     pub fn limit(self, l: &Limits) -> u64 {
         match self {
@@ -87,6 +98,85 @@ impl Dimension {
 }
 
 impl fmt::Display for Dimension {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A limit as upstreams report it in their rate-limit headers: the `dimension` label of
+/// `upstream_limit`, `upstream_remaining` and `usage_drift`. Where one matches a configured
+/// [`Dimension`] it carries that dimension's name, so the two series join on `dimension`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub enum UpstreamDimension {
+    /// Requests per minute (`x-ratelimit-*-requests`, `anthropic-ratelimit-requests-*`, an
+    /// IETF policy with a 60 s window).
+    Rpm,
+    /// Tokens per minute (`x-ratelimit-*-tokens`, `anthropic-ratelimit-tokens-*`).
+    Tpm,
+    /// Input tokens per minute (`anthropic-ratelimit-input-tokens-*`).
+    Itpm,
+    /// Output tokens per minute (`anthropic-ratelimit-output-tokens-*`).
+    Otpm,
+    /// Requests per day (Groq's `x-ratelimit-*-requests`, an IETF policy with a 86 400 s
+    /// window, Kong's `X-RateLimit-*-Day`).
+    Daily,
+    /// Requests in flight at once (an IETF policy of `qu="concurrent-requests"`).
+    Concurrency,
+    /// Percent of Anthropic's five-hour subscription window used
+    /// (`anthropic-ratelimit-unified-5h-*`): limit 100.
+    Unified5h,
+    /// Percent of Anthropic's seven-day subscription window used
+    /// (`anthropic-ratelimit-unified-7d-*`): limit 100.
+    Unified7d,
+}
+
+impl UpstreamDimension {
+    /// Every upstream dimension, in label order.
+    pub const ALL: [UpstreamDimension; 8] = [
+        UpstreamDimension::Rpm,
+        UpstreamDimension::Tpm,
+        UpstreamDimension::Itpm,
+        UpstreamDimension::Otpm,
+        UpstreamDimension::Daily,
+        UpstreamDimension::Concurrency,
+        UpstreamDimension::Unified5h,
+        UpstreamDimension::Unified7d,
+    ];
+
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamDimension::Rpm => "rpm",
+            UpstreamDimension::Tpm => "tpm",
+            UpstreamDimension::Itpm => "itpm",
+            UpstreamDimension::Otpm => "otpm",
+            UpstreamDimension::Daily => "daily",
+            UpstreamDimension::Concurrency => "concurrency",
+            UpstreamDimension::Unified5h => "unified_5h",
+            UpstreamDimension::Unified7d => "unified_7d",
+        }
+    }
+
+    /// The configured dimension this one is compared with (drift, `LimitMismatch`, learning).
+    pub fn configured(self) -> Option<Dimension> {
+        match self {
+            UpstreamDimension::Rpm => Some(Dimension::Rpm),
+            UpstreamDimension::Tpm => Some(Dimension::Tpm),
+            UpstreamDimension::Daily => Some(Dimension::Daily),
+            UpstreamDimension::Concurrency => Some(Dimension::Concurrency),
+            _ => None,
+        }
+    }
+
+    /// Position in [`UpstreamDimension::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for UpstreamDimension {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -109,6 +199,9 @@ pub enum AlertName {
     DailyQuotaExhausted,
     /// Not an alert: `ratewarden alerts test` checking a channel's wiring.
     Test,
+    /// The configured limit differs from the one the upstream reports, per org × dimension.
+    /// (Last: the variant's position is stored.)
+    LimitMismatch,
 }
 
 impl AlertName {
@@ -121,6 +214,7 @@ impl AlertName {
             AlertName::RetryStorm => "RetryStorm",
             AlertName::DailyQuotaExhausted => "DailyQuotaExhausted",
             AlertName::Test => "RatewardenTest",
+            AlertName::LimitMismatch => "LimitMismatch",
         }
     }
 }

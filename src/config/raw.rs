@@ -281,6 +281,7 @@ struct RawLimits {
     max_jobs_per_org: Spanned<u64>,
     max_request_ids: u64,
     max_new_orgs_per_second: Spanned<u64>,
+    learn: bool,
 }
 
 impl Default for RawLimits {
@@ -292,6 +293,7 @@ impl Default for RawLimits {
             max_jobs_per_org: Spanned::new(0..0, 1_000),
             max_request_ids: 1_000_000,
             max_new_orgs_per_second: Spanned::new(0..0, 1_000),
+            learn: false,
         }
     }
 }
@@ -654,6 +656,7 @@ impl RawLimits {
                 &self.max_new_orgs_per_second,
                 "max_new_orgs_per_second",
             )?,
+            learn: self.learn,
         })
     }
 }

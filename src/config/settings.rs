@@ -106,6 +106,9 @@ pub struct LimitsConfig {
     /// are tracked individually; events of further new orgs in that second share
     /// `__overflow__`.
     pub max_new_orgs_per_second: usize,
+    /// Adopt the limits the upstream reports in its rate-limit headers in place of the
+    /// configured ones (shown as `source: upstream`).
+    pub learn: bool,
 }
 
 /// One `[[orgs]]` entry with its tier resolved.

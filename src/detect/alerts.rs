@@ -1,6 +1,6 @@
 //! One org's alert state and every [`Transition`] built from it (SPEC §9): `UsageHigh` per
-//! dimension, `DailyQuotaExhausted`, `BurstDetected`, `JobsStuck`, `RetryStorm`, the list of
-//! alerts firing now, and the reminders of those still firing.
+//! dimension, `DailyQuotaExhausted`, `BurstDetected`, `JobsStuck`, `RetryStorm`,
+//! `LimitMismatch`, the list of alerts firing now, and the reminders of those still firing.
 //!
 //! The tracker measures (usage, stuck jobs, burst counts, runs of 429s) and hands each
 //! measurement here with the time it is judged at; this is the only place an alert is
@@ -373,6 +373,74 @@ impl OrgAlerts {
                 usage: Some(*consecutive),
                 ..Transition::firing(org, now, AlertName::RetryStorm, Severity::Critical)
             });
+        }
+    }
+}
+
+/// `LimitMismatch` per configured dimension (SPEC §9): since when the configured limit has
+/// differed from the one the upstream reports in its rate-limit headers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mismatch {
+    since: [Option<i64>; Dimension::ALL.len()],
+}
+
+impl Mismatch {
+    /// `configured` (0 = none) against `reported` for `dim` at `ts`. Only a configured limit
+    /// can be wrong: an unlimited dimension the upstream limits is not a mismatch.
+    #[allow(clippy::too_many_arguments)]
+    pub fn judge(
+        &mut self,
+        org: &Arc<str>,
+        dim: Dimension,
+        configured: u64,
+        reported: Option<u64>,
+        ts: i64,
+        out: &mut Vec<Transition>,
+    ) {
+        let differs = configured > 0 && reported.is_some_and(|r| r != configured);
+        let slot = &mut self.since[dim as usize];
+        let status = match (differs, *slot) {
+            (true, None) => {
+                *slot = Some(ts);
+                Status::Firing
+            }
+            (false, Some(_)) => Status::Resolved,
+            _ => return,
+        };
+        let since = slot.unwrap_or(ts);
+        if status == Status::Resolved {
+            *slot = None;
+        }
+        out.push(Transition {
+            dimension: Some(dim),
+            status,
+            starts_at_ms: since,
+            usage: reported,
+            limit: Some(configured),
+            ..Transition::firing(org, ts, AlertName::LimitMismatch, Severity::Warning)
+        });
+    }
+
+    /// The mismatches firing at `now`: `reported` gives the upstream's limit of a dimension,
+    /// `configured` the config's.
+    pub fn active(
+        &self,
+        org: &Arc<str>,
+        now: i64,
+        configured: &dyn Fn(Dimension) -> u64,
+        reported: &dyn Fn(Dimension) -> Option<u64>,
+        out: &mut Vec<Transition>,
+    ) {
+        for dim in Dimension::ALL {
+            if let Some(since) = self.since[dim as usize] {
+                out.push(Transition {
+                    dimension: Some(dim),
+                    starts_at_ms: since,
+                    usage: reported(dim),
+                    limit: Some(configured(dim)),
+                    ..Transition::firing(org, now, AlertName::LimitMismatch, Severity::Warning)
+                });
+            }
         }
     }
 }

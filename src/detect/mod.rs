@@ -45,7 +45,7 @@ pub struct Transition {
     pub app: Option<Arc<str>>,
     /// Which alert.
     pub alert: AlertName,
-    /// Dimension, for `UsageHigh`.
+    /// Dimension, for `UsageHigh` and `LimitMismatch`.
     pub dimension: Option<Dimension>,
     /// Severity after the change (for a resolve: the severity that was firing).
     pub severity: Severity,
@@ -138,6 +138,13 @@ impl Transition {
             (AlertName::JobsStuck, Some(u), _, _) => format!("{resolved}{who} has {u} stuck jobs"),
             (AlertName::RetryStorm, Some(u), _, _) => {
                 format!("{resolved}{who} got {u} consecutive 429s")
+            }
+            (AlertName::LimitMismatch, reported, Some(l), Some(d)) => {
+                let reported = reported.map_or("no limit".to_string(), |r| r.to_string());
+                format!(
+                    "{resolved}{who} is configured for {l} {} but the upstream reports {reported}",
+                    d.unit()
+                )
             }
             _ => format!("{resolved}{who} {}", self.alert),
         }

@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use super::event::{Event, Kind, RateLimitInfo};
+use super::event::{Event, Kind, QuotaReport};
 
 /// A string of a detached event.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,8 +83,8 @@ pub struct Detached {
     tokens: Option<u64>,
     latency_ms: Option<f64>,
     request_id: Option<Text>,
-    /// Boxed: rare, and large beside the rest.
-    ratelimit: Option<Box<RateLimitInfo>>,
+    /// A boxed slice: rare, so one word smaller than a `Vec` where absent.
+    upstream: Box<[QuotaReport]>,
 }
 
 impl Detached {
@@ -105,7 +105,7 @@ impl Detached {
             tokens: ev.tokens,
             latency_ms: ev.latency_ms,
             request_id: text(&ev.request_id),
-            ratelimit: ev.ratelimit.map(Box::new),
+            upstream: ev.upstream.as_slice().into(),
         }
     }
 
@@ -124,7 +124,7 @@ impl Detached {
             tokens: self.tokens,
             latency_ms: self.latency_ms,
             request_id: text(&self.request_id),
-            ratelimit: self.ratelimit.as_deref().copied(),
+            upstream: self.upstream.to_vec(),
         }
     }
 }

@@ -7,6 +7,8 @@ use std::fmt;
 
 use serde::Deserialize;
 
+use crate::model::UpstreamDimension;
+
 /// Live events further ahead of the wall clock than this are rejected (`future_timestamp`).
 pub const MAX_FUTURE_MS: i64 = 5 * 60 * 1000;
 /// Default largest accepted event (one NDJSON line or array element), in bytes.
@@ -149,21 +151,18 @@ impl Outcome {
     }
 }
 
-/// The upstream's `x-ratelimit-*` headers as carried by an event.
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, Deserialize)]
-pub struct RateLimitInfo {
-    /// `x-ratelimit-limit-requests`.
-    pub limit_requests: Option<u64>,
-    /// `x-ratelimit-remaining-requests`.
-    pub remaining_requests: Option<u64>,
-    /// `x-ratelimit-reset-requests`, in milliseconds.
-    pub reset_requests_ms: Option<i64>,
-    /// `x-ratelimit-limit-tokens`.
-    pub limit_tokens: Option<u64>,
-    /// `x-ratelimit-remaining-tokens`.
-    pub remaining_tokens: Option<u64>,
-    /// `x-ratelimit-reset-tokens`, in milliseconds.
-    pub reset_tokens_ms: Option<i64>,
+/// One limit as the upstream reported it with a response: from the event's `ratelimit`
+/// object or its `headers` (see `events::headers` for every header family read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct QuotaReport {
+    /// Which limit.
+    pub dimension: UpstreamDimension,
+    /// The limit, when reported.
+    pub limit: Option<u64>,
+    /// What is left of it, when reported.
+    pub remaining: Option<u64>,
+    /// Milliseconds from the event's time until `remaining` is back to `limit`.
+    pub reset_ms: Option<i64>,
 }
 
 /// A validated event, borrowing its strings from the input where it can.
@@ -194,8 +193,8 @@ pub struct Event<'a> {
     pub latency_ms: Option<f64>,
     /// Dedupe key: `request_id`, or the admission `lease` when the event names one.
     pub request_id: Option<Cow<'a, str>>,
-    /// Upstream rate-limit headers.
-    pub ratelimit: Option<RateLimitInfo>,
+    /// The limits the upstream reported (`ratelimit`, `headers`), at most one per dimension.
+    pub upstream: Vec<QuotaReport>,
 }
 
 impl Event<'_> {
@@ -270,11 +269,14 @@ pub enum EventField {
     Lease,
     /// `ratelimit` (an object of the upstream's `x-ratelimit-*` values).
     RateLimit,
+    /// `headers`: the response's headers as captured (`name → value`), of which the
+    /// upstream's rate-limit headers are read.
+    Headers,
 }
 
 impl EventField {
     /// Every field, in label order.
-    pub const ALL: [EventField; 15] = [
+    pub const ALL: [EventField; 16] = [
         EventField::Ts,
         EventField::Org,
         EventField::App,
@@ -290,9 +292,10 @@ impl EventField {
         EventField::RequestId,
         EventField::Lease,
         EventField::RateLimit,
+        EventField::Headers,
     ];
 
-    /// Fields with one scalar value (all but `ratelimit`).
+    /// Fields with one scalar value (all but `ratelimit` and `headers`).
     pub(crate) const SCALARS: usize = 14;
 
     /// The field's name in the event schema.
@@ -313,6 +316,7 @@ impl EventField {
             EventField::RequestId => "request_id",
             EventField::Lease => "lease",
             EventField::RateLimit => "ratelimit",
+            EventField::Headers => "headers",
         }
     }
 
@@ -336,6 +340,7 @@ impl EventField {
             "request_id" => EventField::RequestId,
             "lease" => EventField::Lease,
             "ratelimit" => EventField::RateLimit,
+            "headers" => EventField::Headers,
             _ => return None,
         })
     }

@@ -9,6 +9,7 @@
 //! `)`, so `%START_TIME(%s)%` is one operator). Every format fills a `Wire` that goes
 //! through the same validation as a native JSON event.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde_json::Value;
@@ -96,6 +97,9 @@ pub struct Template {
     segments: Vec<Segment>,
     vars: Vec<Var>,
     bindings: Vec<(EventField, usize, Conversion)>,
+    /// Response-header variables of the rate-limit families (`$upstream_http_*`,
+    /// `$sent_http_*`, `%RESP(...)%`): header name, variable.
+    headers: Vec<(String, usize)>,
 }
 
 /// Splits an Envoy operator (without its `%`s) into its normalised name and argument.
@@ -321,10 +325,30 @@ impl Template {
                 bindings.push((*field, idx, conversion(dialect, *field, &vars[idx])?));
             }
         }
+        let headers = vars
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| {
+                let name = match dialect {
+                    Dialect::Nginx => v
+                        .name
+                        .strip_prefix("upstream_http_")
+                        .or_else(|| v.name.strip_prefix("sent_http_"))?
+                        .replace('_', "-"),
+                    Dialect::Envoy => v
+                        .name
+                        .strip_prefix("RESP(")?
+                        .strip_suffix(')')?
+                        .to_ascii_lowercase(),
+                };
+                super::headers::is_rate_limit_header(&name).then_some((name, i))
+            })
+            .collect();
         Ok(Template {
             segments,
             vars,
             bindings,
+            headers,
         })
     }
 
@@ -403,6 +427,11 @@ impl Template {
                 _ => Raw::Str(text.into()),
             };
             wire.set(*field, raw);
+        }
+        for (name, idx) in &self.headers {
+            if let Some(text) = caps[*idx] {
+                wire.add_header(Cow::Owned(name.clone()), Raw::Str(text.into()));
+            }
         }
         wire.validate(ctx)
     }

@@ -14,6 +14,7 @@
 mod detached;
 mod event;
 pub mod format;
+mod headers;
 pub mod intake;
 mod keyed;
 mod scan;
@@ -23,7 +24,7 @@ mod wire;
 pub use detached::{Buffer, Detached};
 pub use event::{
     DEFAULT_MAX_EVENT_BYTES, Event, EventField, FieldError, Kind, MAX_FUTURE_MS, Outcome,
-    ParseContext, Parsed, RateLimitInfo, Reason, Rejection,
+    ParseContext, Parsed, QuotaReport, Reason, Rejection,
 };
 pub use values::{http_date_ms, parse_go_duration_ms, parse_rfc3339_ms, retry_after_header_ms};
 
@@ -93,9 +94,10 @@ mod tests {
         assert_eq!(e.outcome(), Outcome::RateLimited);
         assert_eq!(e.retry_after_ms, Some(2500));
         assert_eq!(e.tokens, Some(12));
-        let rl = e.ratelimit.unwrap();
-        assert_eq!(rl.remaining_requests, Some(0));
-        assert_eq!(rl.reset_requests_ms, Some(360_000));
+        let rl = e.upstream[0];
+        assert_eq!(rl.dimension, crate::model::UpstreamDimension::Rpm);
+        assert_eq!(rl.remaining, Some(0));
+        assert_eq!(rl.reset_ms, Some(360_000));
     }
 
     #[test]
@@ -266,13 +268,9 @@ mod tests {
         assert_eq!(e.retry_after_ms, Some(7_000));
         assert_eq!(e.tokens, Some(12));
         assert_eq!(e.latency_ms, Some(4.5));
-        let rl = e.ratelimit.unwrap();
+        let rl = e.upstream[0];
         assert_eq!(
-            (
-                rl.limit_requests,
-                rl.remaining_requests,
-                rl.reset_requests_ms
-            ),
+            (rl.limit, rl.remaining, rl.reset_ms),
             (Some(50), Some(0), Some(20_000))
         );
         assert_eq!(ok(r#"{"org":"a","status":0}"#).outcome(), Outcome::Unknown);

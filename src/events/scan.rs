@@ -5,8 +5,8 @@
 //! of JSON (RFC 8259 §2–7) this scanner fills the [`Wire`] that serde_json would, in one pass
 //! and without serde's per-token machinery. Anything outside it (an escape, a nested object
 //! or array, a fraction or exponent, a negative or 19-digit number, a second object on the
-//! line, a control character, a `ratelimit` key) returns `None`, and the caller reads the
-//! line with serde_json as before: so serde_json stays the reference for every other input
+//! line, a control character, a `ratelimit` or `headers` key) returns `None`, and the caller
+//! reads the line with serde_json as before: so serde_json stays the reference for every other input
 //! and for every error message. Chosen by measurement (see the README's replay figures); a
 //! differential property test holds it to serde_json's answers.
 
@@ -34,7 +34,7 @@ pub(crate) fn flat_event(text: &str) -> Option<Wire<'_>> {
             s.ws();
             let value = s.value()?;
             if let Some(f) = EventField::parse(key) {
-                if f == EventField::RateLimit {
+                if matches!(f, EventField::RateLimit | EventField::Headers) {
                     return None;
                 }
                 if w.has(f) {

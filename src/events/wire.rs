@@ -12,13 +12,14 @@ use std::fmt;
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use super::event::{
-    Event, EventField, FieldError, Kind, MAX_FUTURE_MS, ParseContext, Parsed, RateLimitInfo,
-    Reason, Rejection,
+    Event, EventField, FieldError, Kind, MAX_FUTURE_MS, ParseContext, Parsed, QuotaReport, Reason,
+    Rejection,
 };
+use super::headers;
 use super::values::{self, Bad, Raw};
-use crate::model::{OVERFLOW, valid_name};
+use crate::model::{OVERFLOW, UpstreamDimension, valid_name};
 
-/// The `ratelimit` object's keys, in [`RateLimitInfo`] order.
+/// The `ratelimit` object's keys: limit, remaining and reset of requests, then of tokens.
 const RATELIMIT_KEYS: [&str; 6] = [
     "limit_requests",
     "remaining_requests",
@@ -37,12 +38,22 @@ pub(crate) enum RawRateLimit<'a> {
     Not(&'static str),
 }
 
+/// The `headers` value as written.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum RawHeaders<'a> {
+    /// An object (or a template's header variables): name, value.
+    Object(Vec<(Cow<'a, str>, Raw<'a>)>),
+    /// Anything but an object.
+    Not(&'static str),
+}
+
 /// One event's fields as written, before validation.
 #[derive(Debug, Default)]
 pub(crate) struct Wire<'a> {
     /// Scalar fields by [`EventField`] index (everything but `ratelimit`).
     values: [Option<Raw<'a>>; EventField::SCALARS],
     ratelimit: Option<RawRateLimit<'a>>,
+    headers: Option<RawHeaders<'a>>,
     /// Fields that appeared more than once (bit per [`EventField`]).
     duplicates: u32,
     /// `latency_ms` holds seconds (nginx's `$request_time` and the like).
@@ -52,7 +63,12 @@ pub(crate) struct Wire<'a> {
 impl<'a> Wire<'a> {
     /// Sets `field` (a later value replaces an earlier one).
     pub fn set(&mut self, field: EventField, raw: Raw<'a>) {
-        if field == EventField::RateLimit {
+        if field == EventField::Headers {
+            self.headers = Some(RawHeaders::Not(match raw {
+                Raw::Compound => "an object whose keys cannot be read here",
+                _ => "not an object",
+            }));
+        } else if field == EventField::RateLimit {
             self.ratelimit = Some(match raw {
                 Raw::Compound => RawRateLimit::Not("an object whose keys cannot be read here"),
                 _ => RawRateLimit::Not("not an object"),
@@ -64,7 +80,16 @@ impl<'a> Wire<'a> {
 
     /// Sets `field` from a parsed JSON value (mapped JSON formats).
     pub fn set_value(&mut self, field: EventField, v: &serde_json::Value) {
-        if field == EventField::RateLimit {
+        if field == EventField::Headers {
+            self.headers = Some(match v.as_object() {
+                Some(obj) => RawHeaders::Object(
+                    obj.iter()
+                        .map(|(k, v)| (Cow::Owned(k.clone()), Raw::from_value(v)))
+                        .collect(),
+                ),
+                None => RawHeaders::Not("not an object"),
+            });
+        } else if field == EventField::RateLimit {
             self.ratelimit = Some(match v.as_object() {
                 Some(obj) => {
                     let mut keys: [Option<Raw<'a>>; 6] = Default::default();
@@ -80,6 +105,14 @@ impl<'a> Wire<'a> {
         }
     }
 
+    /// Adds response header `name` (a log template's `$upstream_http_*` or `%RESP(...)%`).
+    pub fn add_header(&mut self, name: Cow<'a, str>, value: Raw<'a>) {
+        match &mut self.headers {
+            Some(RawHeaders::Object(h)) => h.push((name, value)),
+            _ => self.headers = Some(RawHeaders::Object(vec![(name, value)])),
+        }
+    }
+
     /// Notes that `field` was given more than once (validation decides what that costs).
     pub fn mark_duplicate(&mut self, field: EventField) {
         self.duplicates |= 1 << field as u32;
@@ -89,6 +122,8 @@ impl<'a> Wire<'a> {
     pub fn has(&self, field: EventField) -> bool {
         if field == EventField::RateLimit {
             self.ratelimit.is_some()
+        } else if field == EventField::Headers {
+            self.headers.is_some()
         } else {
             self.values[field as usize].is_some()
         }
@@ -126,6 +161,8 @@ impl<'a> Wire<'a> {
                 errors.push(FieldError::new(f, "appears more than once; ignored"));
                 if f == EventField::RateLimit {
                     self.ratelimit = None;
+                } else if f == EventField::Headers {
+                    self.headers = None;
                 } else {
                     self.values[f as usize] = None;
                 }
@@ -277,20 +314,60 @@ impl<'a> Wire<'a> {
                     values::integer(raw).map(|v| v.map(|n| i64::try_from(n).unwrap_or(i64::MAX)))
                 };
                 let reset = |raw: &Raw<'a>| values::reset_ms(raw, reference);
-                let info = RateLimitInfo {
-                    limit_requests: get(0, &count).map(|n| n as u64),
-                    remaining_requests: get(1, &count).map(|n| n as u64),
-                    reset_requests_ms: get(2, &reset),
-                    limit_tokens: get(3, &count).map(|n| n as u64),
-                    remaining_tokens: get(4, &count).map(|n| n as u64),
-                    reset_tokens_ms: get(5, &reset),
+                let mut report = |dimension, at: usize| QuotaReport {
+                    dimension,
+                    limit: get(at, &count).map(|n| n as u64),
+                    remaining: get(at + 1, &count).map(|n| n as u64),
+                    reset_ms: get(at + 2, &reset),
                 };
+                let reports = [
+                    report(UpstreamDimension::Rpm, 0),
+                    report(UpstreamDimension::Tpm, 3),
+                ];
                 if !problems.is_empty() {
                     errors.push(FieldError::new(EventField::RateLimit, problems.join("; ")));
                 }
-                (info != RateLimitInfo::default()).then_some(info)
+                Some(reports)
             }
         };
+        let mut upstream: Vec<QuotaReport> = ratelimit
+            .into_iter()
+            .flatten()
+            .filter(|q| q.limit.is_some() || q.remaining.is_some())
+            .collect();
+        let mut retry_after_ms = retry_after_ms;
+        match self.headers.take() {
+            None => {}
+            Some(RawHeaders::Not(what)) => errors.push(FieldError::new(
+                EventField::Headers,
+                format!("must be an object of header names and values, got {what}"),
+            )),
+            Some(RawHeaders::Object(pairs)) => {
+                let mut problems = Vec::new();
+                let mut text = Vec::with_capacity(pairs.len());
+                for (name, raw) in pairs {
+                    match values::text(raw) {
+                        Ok(Some(v)) => text.push((name, v)),
+                        Ok(None) => {}
+                        Err(e) => problems.push(format!("{name} {e}")),
+                    }
+                }
+                let read = headers::read(&text, reference);
+                problems.extend(read.problems);
+                if !problems.is_empty() {
+                    errors.push(FieldError::new(EventField::Headers, problems.join("; ")));
+                }
+                // The `ratelimit` object, written by the producer itself, wins over headers
+                // for a dimension both give.
+                for q in read.reports {
+                    if !upstream.iter().any(|u| u.dimension == q.dimension) {
+                        upstream.push(q);
+                    }
+                }
+                upstream.sort_by_key(|q| q.dimension);
+                retry_after_ms = retry_after_ms.or(read.retry_after_ms);
+            }
+        }
         Ok(Parsed {
             event: Event {
                 ts_ms,
@@ -304,7 +381,7 @@ impl<'a> Wire<'a> {
                 tokens,
                 latency_ms,
                 request_id,
-                ratelimit,
+                upstream,
             },
             field_errors: errors,
         })
@@ -446,6 +523,48 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawRateLimit<'a> {
     }
 }
 
+impl<'de: 'a, 'a> Deserialize<'de> for RawHeaders<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = RawHeaders<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut pairs = Vec::new();
+                while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+                    pairs.push((k, map.next_value()?));
+                }
+                Ok(RawHeaders::Object(pairs))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(RawHeaders::Not("an array"))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(RawHeaders::Not("a string"))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(RawHeaders::Not("a number"))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(RawHeaders::Not("a number"))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(RawHeaders::Not("a number"))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(RawHeaders::Not("a boolean"))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(RawHeaders::Not("null"))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
 /// The native event schema: known keys read leniently, unknown keys skipped, a key given
 /// twice remembered (so `validate` can refuse an ambiguous org).
 impl<'de: 'a, 'a> Deserialize<'de> for Wire<'a> {
@@ -468,6 +587,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for Wire<'a> {
                     }
                     if f == EventField::RateLimit {
                         w.ratelimit = Some(map.next_value()?);
+                    } else if f == EventField::Headers {
+                        w.headers = Some(map.next_value()?);
                     } else {
                         w.values[f as usize] = Some(map.next_value()?);
                     }

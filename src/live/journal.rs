@@ -9,9 +9,10 @@ use crate::cluster::EntryId;
 use crate::events::Event;
 
 /// First byte of every journal entry: the record format below (2 added `Clock`; 3 added the
-/// [`JOURNAL_HEADER`]; 4 added the admission records; entries of formats 1 and 2 read the
-/// same, unchecked, and format 3 as 4).
-pub(super) const JOURNAL_FORMAT: u8 = 4;
+/// [`JOURNAL_HEADER`]; 4 added the admission records; 5 replaced an event's `ratelimit` by
+/// its upstream reports of every dimension; entries of formats 1 and 2 read as 4, unchecked,
+/// and format 3 as 4; format 4 events through [`v4::Event`]).
+pub(super) const JOURNAL_FORMAT: u8 = 5;
 /// A format 3 entry starts with: the format byte, the CRC-32 of everything after these five
 /// bytes (little-endian), and the commit of the journal entry before it (u64, little-endian)
 /// — or of the snapshot, for the first entry after one. Bits that flip in the store and rows
@@ -37,19 +38,36 @@ pub(super) fn newer_format(f: u8) -> bool {
     f > JOURNAL_FORMAT && f <= JOURNAL_FORMAT + 16
 }
 
-/// A journal entry's records and, for format 3, the commit of the entry before it; an error
+/// The records of a journal entry, and whether they are of a format before 5.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Records<'a> {
+    bytes: &'a [u8],
+    before_5: bool,
+}
+
+/// A journal entry's records and, from format 3, the commit of the entry before it; an error
 /// when the format is unknown or the check fails.
-pub(super) fn open_journal(data: &[u8]) -> Result<(&[u8], Option<u64>), String> {
+pub(super) fn open_journal(data: &[u8]) -> Result<(Records<'_>, Option<u64>), String> {
     match data.split_first() {
-        Some((1 | 2, records)) => Ok((records, None)),
-        Some((&f, _)) if (f == 3 || f == JOURNAL_FORMAT) && data.len() >= JOURNAL_HEADER => {
+        Some((1 | 2, records)) => Ok((
+            Records {
+                bytes: records,
+                before_5: true,
+            },
+            None,
+        )),
+        Some((&f, _)) if (3..=JOURNAL_FORMAT).contains(&f) && data.len() >= JOURNAL_HEADER => {
             let want = u32::from_le_bytes([data[1], data[2], data[3], data[4]]);
             if crc32fast::hash(&data[5..]) != want {
                 return Err("its checksum does not match".into());
             }
             let mut prev = [0u8; 8];
             prev.copy_from_slice(&data[5..JOURNAL_HEADER]);
-            Ok((&data[JOURNAL_HEADER..], Some(u64::from_le_bytes(prev))))
+            let records = Records {
+                bytes: &data[JOURNAL_HEADER..],
+                before_5: f < 5,
+            };
+            Ok((records, Some(u64::from_le_bytes(prev))))
         }
         Some((&f, _)) if newer_format(f) => Err(format!(
             "format {f}, newer than this ratewarden knows ({JOURNAL_FORMAT})"
@@ -169,12 +187,18 @@ pub(super) enum Record<'a> {
 /// them), in order; returns how many were read, and the bytes left when a record cannot be
 /// decoded (the rest of the entry is then unreadable).
 pub(super) fn each_record<'a>(
-    mut records: &'a [u8],
+    records: Records<'a>,
     mut f: impl FnMut(Record<'a>),
 ) -> (u64, Option<usize>) {
+    let (mut records, before_5) = (records.bytes, records.before_5);
     let mut read = 0;
     while !records.is_empty() {
-        match postcard::take_from_bytes::<Record<'a>>(records) {
+        let next = if before_5 {
+            postcard::take_from_bytes::<v4::Record<'a>>(records).map(|(r, rest)| (r.into(), rest))
+        } else {
+            postcard::take_from_bytes::<Record<'a>>(records)
+        };
+        match next {
             Ok((record, rest)) => {
                 records = rest;
                 f(record);
@@ -184,6 +208,112 @@ pub(super) fn each_record<'a>(
         }
     }
     (read, None)
+}
+
+/// Journal records of formats up to 4, whose events carried the `ratelimit` object's six
+/// values in place of a list of upstream reports.
+mod v4 {
+    use std::borrow::Cow;
+
+    use serde::Deserialize;
+
+    use super::Admission;
+    use crate::events::{Kind, QuotaReport};
+    use crate::model::UpstreamDimension;
+
+    /// An event of format 4, field for field.
+    #[derive(Deserialize)]
+    pub(super) struct Event<'a> {
+        ts_ms: Option<i64>,
+        #[serde(borrow)]
+        org: Cow<'a, str>,
+        app: Option<Cow<'a, str>>,
+        kind: Kind,
+        status: Option<u16>,
+        job_id: Option<Cow<'a, str>>,
+        retry_after_ms: Option<i64>,
+        error_code: Option<Cow<'a, str>>,
+        tokens: Option<u64>,
+        latency_ms: Option<f64>,
+        request_id: Option<Cow<'a, str>>,
+        ratelimit: Option<RateLimit>,
+    }
+
+    /// Limit, remaining and reset (ms) of requests, then of tokens.
+    type RateLimit = (
+        Option<u64>,
+        Option<u64>,
+        Option<i64>,
+        Option<u64>,
+        Option<u64>,
+        Option<i64>,
+    );
+
+    #[allow(clippy::large_enum_variant)]
+    #[derive(Deserialize)]
+    pub(super) enum Record<'a> {
+        #[serde(borrow)]
+        Event(Event<'a>),
+        Tick(i64),
+        Clock(i64),
+        #[serde(borrow)]
+        Grant(Admission<'a>),
+        Release(&'a str, i64),
+        Attach(&'a str, &'a str),
+        #[serde(borrow)]
+        Ask(Admission<'a>),
+    }
+
+    impl<'a> From<Record<'a>> for super::Record<'a> {
+        fn from(r: Record<'a>) -> Self {
+            match r {
+                Record::Event(e) => super::Record::Event(e.into()),
+                Record::Tick(t) => super::Record::Tick(t),
+                Record::Clock(t) => super::Record::Clock(t),
+                Record::Grant(a) => super::Record::Grant(a),
+                Record::Release(l, t) => super::Record::Release(l, t),
+                Record::Attach(l, j) => super::Record::Attach(l, j),
+                Record::Ask(a) => super::Record::Ask(a),
+            }
+        }
+    }
+
+    impl<'a> From<Event<'a>> for crate::events::Event<'a> {
+        fn from(e: Event<'a>) -> Self {
+            let upstream = e
+                .ratelimit
+                .map(|r| {
+                    [
+                        (UpstreamDimension::Rpm, r.0, r.1, r.2),
+                        (UpstreamDimension::Tpm, r.3, r.4, r.5),
+                    ]
+                    .into_iter()
+                    .map(|(dimension, limit, remaining, reset_ms)| QuotaReport {
+                        dimension,
+                        limit,
+                        remaining,
+                        reset_ms,
+                    })
+                    .filter(|q| q.limit.is_some() || q.remaining.is_some())
+                    .collect()
+                })
+                .unwrap_or_default();
+            crate::events::Event {
+                ts_ms: e.ts_ms,
+                org: e.org,
+                app: e.app,
+                kind: e.kind,
+                status: e.status,
+                job_id: e.job_id,
+                retry_after_ms: e.retry_after_ms,
+                error_code: e.error_code,
+                tokens: e.tokens,
+                latency_ms: e.latency_ms,
+                request_id: e.request_id,
+                upstream,
+            }
+        }
+    }
 }
 
 /// Why a log entry was not applied.

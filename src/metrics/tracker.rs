@@ -207,7 +207,17 @@ impl TrackerFamilies {
         );
         let mut remaining = fam(
             "upstream_remaining",
-            "Remaining requests (rpm) and tokens (tpm) as last reported by the upstream",
+            "What is left of each limit as the upstream last reported it in its rate-limit headers, back to the limit once its reset has passed (unified_5h, unified_7d: percent)",
+            Type::Gauge,
+        );
+        let mut upstream_limit = fam(
+            "upstream_limit",
+            "Each limit as the upstream last reported it in its rate-limit headers",
+            Type::Gauge,
+        );
+        let mut drift = fam(
+            "usage_drift",
+            "Upstream's use of a limit (limit - remaining) less ratewarden's own count in the same window, at the last report: traffic ratewarden does not see when positive",
             Type::Gauge,
         );
 
@@ -259,12 +269,16 @@ impl TrackerFamilies {
             if o.bursts > 0 || o.limit_of(Dimension::Rpm).is_some() {
                 bursts.int(&[("org", org)], o.bursts);
             }
-            for (d, v) in [Dimension::Rpm, Dimension::Tpm]
-                .into_iter()
-                .zip(o.upstream_remaining)
-            {
-                if let Some(v) = v {
-                    remaining.int(&[("org", org), ("dimension", d.as_str())], as_gauge(v));
+            for u in &o.upstream {
+                let labels = [("org", org), ("dimension", u.dimension.as_str())];
+                if let Some(v) = u.remaining {
+                    remaining.int(&labels, as_gauge(v));
+                }
+                if let Some(v) = u.limit {
+                    upstream_limit.int(&labels, as_gauge(v));
+                }
+                if let Some(v) = u.drift {
+                    drift.int(&labels, v);
                 }
             }
         }
@@ -315,6 +329,8 @@ impl TrackerFamilies {
             Some(&bursts),
             Some(&violations),
             Some(&remaining),
+            Some(&upstream_limit),
+            Some(&drift),
             Some(&alerts),
             Some(&overflow),
         ];

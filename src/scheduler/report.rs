@@ -43,7 +43,7 @@ pub(super) fn answered(
         tokens: None,
         latency_ms: Some((now - sent_at).max(0) as f64),
         request_id: None,
-        ratelimit: None,
+        upstream: Vec::new(),
     }
 }
 
@@ -61,6 +61,6 @@ pub(super) fn job_ended(org: &str, job_id: &str, kind: Kind, now: i64) -> Event<
         tokens: None,
         latency_ms: None,
         request_id: None,
-        ratelimit: None,
+        upstream: Vec::new(),
     }
 }

@@ -25,6 +25,7 @@ mod org;
 mod report;
 mod settings;
 pub mod snapshot;
+mod upstream;
 pub mod window;
 
 use crate::model::{Limits, OVERFLOW};
@@ -41,12 +42,10 @@ pub use jobs::{DurationHistogram, JobOutcome};
 use org::TokenWindows;
 pub use org::{App, Org};
 pub use report::{
-    AppSnapshot, HISTORY_MINUTES, OrgLoad, OrgReport, OrgSnapshot, Overflow, Peaks, StuckJob,
-    UPSTREAM_UNTIMED_MS, UpstreamReport, View,
+    AppSnapshot, HISTORY_MINUTES, OrgLoad, OrgReport, OrgSnapshot, Overflow, Peaks, StuckJob, View,
 };
 pub use settings::Settings;
-
-use settings::*;
+pub use upstream::{UPSTREAM_UNTIMED_MS, UpstreamReport, UpstreamSnapshot};
 
 /// Orgs created in one second, against `max_new_orgs_per_second`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -270,8 +269,8 @@ impl Tracker {
                 }
             }
         }
-        if let Some(rl) = &ev.ratelimit {
-            org.note_ratelimit(ts, rl);
+        if !ev.upstream.is_empty() {
+            org.note_upstream(ts, &ev.upstream, s, out);
         }
         true
     }

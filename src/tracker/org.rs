@@ -7,16 +7,16 @@ use std::sync::Arc;
 use crate::detect::alerts::OrgAlerts;
 use crate::detect::burst::{Burst, Edge, burst_threshold};
 use crate::detect::{Cause, CauseInputs, RetryState, Transition, classify_429};
-use crate::events::{Event, Outcome, RateLimitInfo};
+use crate::events::{Event, Outcome, QuotaReport};
 use crate::model::{Dimension, Limits, OVERFLOW};
 
 use super::concurrency::{EarlyEnds, HORIZON_MS, PeakConcurrency};
 use super::jobs::{self, DurationHistogram, JobOutcome, Jobs, Start};
 use super::report::{
-    AppSnapshot, HISTORY_MINUTES, OrgLoad, OrgReport, OrgSnapshot, Overflow, Peaks, StuckJob,
-    UpstreamReport, View,
+    AppSnapshot, HISTORY_MINUTES, OrgLoad, OrgReport, OrgSnapshot, Overflow, Peaks, StuckJob, View,
 };
 use super::settings::*;
+use super::upstream::{LegacyReport, Upstream};
 use super::window::Window;
 
 /// Token windows, allocated only for orgs that have token limits or send token counts.
@@ -81,8 +81,12 @@ pub struct Org {
     pub(super) overflow_app: Option<usize>,
     pub(super) jobs_finished: [u64; JobOutcome::ALL.len()],
     pub(super) job_duration: DurationHistogram,
-    /// Newest upstream rate-limit report (requests, tokens).
-    pub(super) upstream: [Option<UpstreamReport>; 2],
+    /// Where snapshot formats up to 6 kept the upstream's requests and tokens reports;
+    /// empty since (format 7 stores [`Org::upstream`] after the state).
+    pub(super) legacy_upstream: [Option<LegacyReport>; 2],
+    /// What the upstream reports of its limits, once it has.
+    #[serde(skip)]
+    pub(super) upstream: Option<Box<Upstream>>,
     pub(super) ever_stuck: u64,
     pub(super) peaks: Peaks,
     pub(super) burst: Burst,
@@ -126,7 +130,8 @@ impl Org {
             overflow_app: None,
             jobs_finished: [0; JobOutcome::ALL.len()],
             job_duration: DurationHistogram::default(),
-            upstream: [None; 2],
+            legacy_upstream: [None; 2],
+            upstream: None,
             ever_stuck: 0,
             peaks: Peaks::default(),
             burst: Burst::default(),
@@ -138,6 +143,23 @@ impl Org {
                 c
             },
             early_ends: EarlyEnds::default(),
+        }
+    }
+
+    /// Puts `limits` in force with what follows from them: the burst threshold, the job
+    /// cap and (for token limits) the token windows.
+    pub(super) fn set_limits(&mut self, limits: Limits, s: &Settings) {
+        self.limits = limits;
+        self.burst_threshold = if self.alerting {
+            burst_threshold(limits.rpm, s.detect.burst_window_ms, s.detect.burst_factor)
+        } else {
+            None
+        };
+        self.jobs.set_max(job_cap(s, &limits));
+        self.concurrency
+            .set_cap(job_cap(s, &limits).saturating_mul(2));
+        if self.tokens.is_none() && (limits.tpm > 0 || limits.tpd > 0) {
+            self.tokens = Some(TokenWindows::boxed());
         }
     }
 
@@ -530,26 +552,62 @@ impl Org {
         }
     }
 
-    pub(super) fn note_ratelimit(&mut self, ts: i64, rl: &RateLimitInfo) {
-        let reports = [
-            (
-                rl.remaining_requests,
-                rl.limit_requests,
-                rl.reset_requests_ms,
-            ),
-            (rl.remaining_tokens, rl.limit_tokens, rl.reset_tokens_ms),
-        ];
-        for (slot, (remaining, limit, reset)) in self.upstream.iter_mut().zip(reports) {
-            if let Some(remaining) = remaining
-                && slot.is_none_or(|r| ts >= r.ts_ms)
+    /// Notes what the upstream reported with an event at `ts`: each dimension's report and
+    /// its drift from ratewarden's own count (measured after the event itself was counted, as
+    /// the upstream's `remaining` was); then adopts changed limits (`learn`) or judges them
+    /// against the config (`LimitMismatch`).
+    pub(super) fn note_upstream(
+        &mut self,
+        ts: i64,
+        reports: &[QuotaReport],
+        s: &Settings,
+        out: &mut Vec<Transition>,
+    ) {
+        let configured = self.limits;
+        let mut changed = false;
+        let mut drifts = Vec::new();
+        for q in reports {
+            if let (Some(dim), Some(limit), Some(remaining)) =
+                (q.dimension.configured(), q.limit, q.remaining)
             {
-                *slot = Some(UpstreamReport {
-                    ts_ms: ts,
-                    remaining,
-                    limit,
-                    reset_at_ms: reset.map(|ms| ts.saturating_add(ms)),
-                });
+                let used = i64::try_from(limit.saturating_sub(remaining)).unwrap_or(i64::MAX);
+                let ours = i64::try_from(self.usage_at(dim, ts)).unwrap_or(i64::MAX);
+                drifts.push((q.dimension, used - ours));
             }
+        }
+        let u = self
+            .upstream
+            .get_or_insert_with(|| Box::new(Upstream::new(configured)));
+        for q in reports {
+            changed |= u.note(ts, q);
+        }
+        for (dim, drift) in drifts {
+            u.set_drift(dim, drift);
+        }
+        if s.learn {
+            if changed {
+                let learned = u.learned(u.configured);
+                self.set_limits(learned, s);
+            }
+        } else if self.alerting {
+            self.judge_mismatch(s, out);
+        }
+    }
+
+    /// `LimitMismatch` for every configured dimension, at the org's present.
+    pub(super) fn judge_mismatch(&mut self, s: &Settings, out: &mut Vec<Transition>) {
+        let Some(u) = self.upstream.as_deref_mut() else {
+            return;
+        };
+        let at = self.present_ms;
+        for dim in Dimension::ALL {
+            let (configured, reported) = if s.learn {
+                (0, None)
+            } else {
+                (dim.limit(&u.configured), u.limit(dim))
+            };
+            u.mismatch
+                .judge(&self.name, dim, configured, reported, at, out);
         }
     }
 
@@ -647,7 +705,17 @@ impl Org {
             jobs_finished: self.jobs_finished,
             job_duration: self.job_duration.clone(),
             bursts: self.burst.episodes,
-            upstream_remaining: self.upstream.map(|r| r.and_then(|r| r.remaining_at(now))),
+            upstream: self
+                .upstream
+                .as_ref()
+                .map_or_else(Vec::new, |u| u.snapshot(now)),
+            learned: match &self.upstream {
+                Some(u) if s.learn => Dimension::ALL
+                    .into_iter()
+                    .filter(|&d| u.limit(d).is_some())
+                    .collect(),
+                _ => Vec::new(),
+            },
             alerts,
         }
     }
@@ -679,6 +747,12 @@ impl Org {
         };
         self.alerts
             .active(&self.name, &at, now, s.rules.for_org(&self.name), out);
+        if let Some(u) = &self.upstream {
+            let configured = |d: Dimension| d.limit(&u.configured);
+            let reported = |d: Dimension| u.limit(d);
+            u.mismatch
+                .active(&self.name, now, &configured, &reported, out);
+        }
     }
 
     /// What it uses at `now` and may use ([`super::Tracker::load_of`]).

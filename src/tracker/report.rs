@@ -8,6 +8,7 @@ use crate::events::Outcome;
 use crate::model::{Dimension, Limits};
 
 use super::jobs::{DurationHistogram, JobOutcome};
+use super::upstream::UpstreamSnapshot;
 
 /// Usage and limits of one org, for admission control.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,9 +80,10 @@ pub struct OrgSnapshot {
     pub job_duration: DurationHistogram,
     /// Bursts so far.
     pub bursts: u64,
-    /// Upstream's remaining requests and tokens at the snapshot's time, when reported: the
-    /// limit again once the reported reset has passed (absent if the limit is unknown).
-    pub upstream_remaining: [Option<u64>; 2],
+    /// What the upstream reports, per dimension it reported.
+    pub upstream: Vec<UpstreamSnapshot>,
+    /// Dimensions whose limit in `limits` is the one the upstream reported (`learn`).
+    pub learned: Vec<Dimension>,
     /// Alerts firing now.
     pub alerts: Vec<Transition>,
     /// `UsageHigh` warning and critical thresholds, basis points of the limit.
@@ -145,40 +147,6 @@ pub struct Peaks {
     pub daily: u64,
     /// Most jobs in flight.
     pub concurrency: u64,
-}
-
-/// How long an upstream report without a reset time is believed: the limits reported this
-/// way are per minute (OpenAI's `x-ratelimit-*-requests`, `-tokens`).
-pub const UPSTREAM_UNTIMED_MS: i64 = 60_000;
-
-/// What the upstream last said about one limit (`x-ratelimit-*`), with when it said it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct UpstreamReport {
-    /// Event time of the report.
-    pub ts_ms: i64,
-    /// `remaining`.
-    pub remaining: u64,
-    /// `limit`, when reported.
-    pub limit: Option<u64>,
-    /// When `remaining` is back to `limit`, when a reset was reported.
-    pub reset_at_ms: Option<i64>,
-}
-
-impl UpstreamReport {
-    /// What is left at `now`: the report's `remaining` until its reset time, then the limit
-    /// again, or nothing when the limit is unknown (never a stale 0). A report without a reset
-    /// time holds for [`UPSTREAM_UNTIMED_MS`].
-    pub fn remaining_at(&self, now: i64) -> Option<u64> {
-        let reset = self
-            .reset_at_ms
-            .unwrap_or(self.ts_ms.saturating_add(UPSTREAM_UNTIMED_MS));
-        if reset <= now {
-            // Without a reset time nothing says the limit is back either: no value.
-            self.limit.filter(|_| self.reset_at_ms.is_some())
-        } else {
-            Some(self.remaining)
-        }
-    }
 }
 
 /// What a snapshot is for: its reader decides what is worth computing.

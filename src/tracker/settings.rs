@@ -54,6 +54,8 @@ pub struct Settings {
     pub max_request_ids: usize,
     /// `max_new_orgs_per_second`.
     pub max_new_orgs_per_second: usize,
+    /// `[limits] learn`.
+    pub learn: bool,
     /// `[metrics] job_duration_buckets`: the bounds job durations are counted in.
     pub job_buckets: Arc<[f64]>,
     /// `[admission]`.
@@ -74,6 +76,7 @@ impl Settings {
             max_jobs_per_org: config.limits.max_jobs_per_org,
             max_request_ids: config.limits.max_request_ids,
             max_new_orgs_per_second: config.limits.max_new_orgs_per_second,
+            learn: config.limits.learn,
             job_buckets: config.metrics.job_duration_buckets.clone(),
             admission: config.admission.clone(),
         }

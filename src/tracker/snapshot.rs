@@ -10,6 +10,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 use super::admit::{Held, Reservations};
+use super::upstream::Upstream;
 use super::{Org, Overflow, Settings, Tracker, jobs, window};
 use crate::config::Config;
 use crate::detect::alerts::{AlertKey, Reminders};
@@ -19,10 +20,13 @@ use crate::tracker::dedupe::Dedupe;
 
 /// Leading bytes of a snapshot: format name and version. Bump the digit when the encoded
 /// structures change; an older binary then refuses a newer snapshot instead of misreading it.
-/// This one reads format 5 (as 6 without admission grants), format 4 (job histograms of 13
-/// fixed buckets, no bounds stored), format 3 (as 4 with dense window rings) and format 2
-/// (through [`v2`]), converting them.
-const MAGIC: &[u8; 4] = b"RWT6";
+/// This one reads format 6 (as 7 without the upstream reports, which the orgs held
+/// themselves for requests and tokens), format 5 (as 6 without admission grants), format 4
+/// (job histograms of 13 fixed buckets, no bounds stored), format 3 (as 4 with dense window
+/// rings) and format 2 (through [`v2`]), converting them.
+const MAGIC: &[u8; 4] = b"RWT7";
+/// Format 6: as 7 without the upstream reports after the grants.
+const MAGIC_V6: &[u8; 4] = b"RWT6";
 /// Format 5: as 6 without the admission grants after the state.
 const MAGIC_V5: &[u8; 4] = b"RWT5";
 /// Format 4: as 5 without the histogram bounds, each histogram the default 13 buckets.
@@ -83,6 +87,13 @@ use owned::SnapshotOwned;
 
 /// Format 6 as read: histogram bounds, the state, the admission grants.
 type Format6 = (Vec<f64>, SnapshotOwned, Vec<(Box<str>, Held)>);
+/// Format 7 as read: format 6, then each org's upstream reports by its index in the state.
+type Format7 = (
+    Vec<f64>,
+    SnapshotOwned,
+    Vec<(Box<str>, Held)>,
+    Vec<(u32, Upstream)>,
+);
 
 impl Tracker {
     /// The whole dynamic state as bytes.
@@ -91,9 +102,9 @@ impl Tracker {
     }
 
     /// [`Tracker::encode`] appended to `prefix` (a header the caller fills in afterwards, so
-    /// a large snapshot is written once, not copied behind its header). Format 6: the job
-    /// histogram bounds the counts were taken over, the state, then the admission grants not
-    /// yet completed.
+    /// a large snapshot is written once, not copied behind its header). Format 7: the job
+    /// histogram bounds the counts were taken over, the state, the admission grants not
+    /// yet completed, then the upstream reports of the orgs that have any.
     pub fn encode_after(&self, mut prefix: Vec<u8>) -> Result<Vec<u8>, postcard::Error> {
         prefix.extend_from_slice(MAGIC);
         postcard::to_extend(
@@ -101,6 +112,11 @@ impl Tracker {
                 &*self.settings.job_buckets,
                 self.state_ref(),
                 self.reservations.stored(),
+                self.orgs
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, o)| Some((u32::try_from(i).ok()?, o.upstream.as_deref()?)))
+                    .collect::<Vec<_>>(),
             ),
             prefix,
         )
@@ -134,8 +150,14 @@ impl Tracker {
         };
         let body = bytes.get(MAGIC.len()..).unwrap_or_default();
         let mut grants = Vec::new();
+        let mut upstream = Vec::new();
         let (job_buckets, mut state): (Vec<f64>, SnapshotOwned) = match bytes.get(..MAGIC.len()) {
             Some(m) if m == MAGIC => {
+                let (buckets, state, held, reports): Format7 = postcard::from_bytes(body)?;
+                (grants, upstream) = (held, reports);
+                (buckets, state)
+            }
+            Some(m) if m == MAGIC_V6 => {
                 let (buckets, state, held): Format6 = postcard::from_bytes(body)?;
                 grants = held;
                 (buckets, state)
@@ -177,7 +199,16 @@ impl Tracker {
         t.reservations = Reservations::restored(grants, t.settings.max_request_ids);
         t.reminders = Reminders::from_map(state.repeats);
         t.clock_ms = state.clock_ms;
+        for (i, u) in upstream {
+            if let Some(org) = state.orgs.get_mut(i as usize) {
+                org.upstream = Some(Box::new(u));
+            }
+        }
         for (i, mut org) in state.orgs.into_iter().enumerate() {
+            if org.legacy_upstream.iter().any(Option::is_some) {
+                let legacy = std::mem::take(&mut org.legacy_upstream);
+                org.upstream = Some(Box::new(Upstream::from_legacy(&legacy, Limits::default())));
+            }
             if Some(i) == state.overflow_org || &*org.name == OVERFLOW {
                 org.rebind(OVERFLOW.into(), Limits::default(), false, &t.settings);
                 t.overflow_org = Some(t.orgs.len());
@@ -214,7 +245,6 @@ mod v2 {
     use super::super::window::Window;
     use super::super::{
         App, DurationHistogram, JobOutcome, Org, Overflow, Peaks, Settings, TokenWindows,
-        UpstreamReport,
     };
     use super::owned::SnapshotOwned;
     use crate::detect::alerts::{AlertKey, OrgAlerts};
@@ -224,6 +254,7 @@ mod v2 {
     use crate::events::Outcome;
     use crate::model::Dimension;
     use crate::tracker::dedupe::Dedupe;
+    use crate::tracker::upstream::LegacyReport;
 
     pub(super) const MAGIC: &[u8; 4] = b"RWT2";
 
@@ -318,14 +349,9 @@ mod v2 {
                 org.jobs_finished = o.jobs_finished;
                 org.job_duration = o.job_duration;
                 // Without a reported limit or reset, the remaining count stands as reported.
-                org.upstream = o.upstream_remaining.map(|r| {
-                    r.map(|(ts_ms, remaining)| UpstreamReport {
-                        ts_ms,
-                        remaining,
-                        limit: None,
-                        reset_at_ms: None,
-                    })
-                });
+                org.legacy_upstream = o
+                    .upstream_remaining
+                    .map(|r| r.map(|(ts_ms, remaining)| LegacyReport::from_v2(ts_ms, remaining)));
                 org.ever_stuck = o.ever_stuck;
                 org.peaks = o.peaks;
                 let burst_until = if o.burst.is_open() {
@@ -356,19 +382,19 @@ mod v2 {
 }
 
 impl Org {
-    /// Sets what the config decides after a restore.
+    /// Sets what the config decides after a restore: tier, alerting and limits (under
+    /// `learn`, those the upstream reported in place of the configured ones).
     fn rebind(&mut self, tier: std::sync::Arc<str>, limits: Limits, alerting: bool, s: &Settings) {
-        let fresh = Org::new(self.name.clone(), tier, limits, alerting, s);
-        self.tier = fresh.tier;
-        self.limits = fresh.limits;
-        self.alerting = fresh.alerting;
-        self.burst_threshold = fresh.burst_threshold;
-        self.jobs.set_max(super::job_cap(s, &limits));
-        self.concurrency
-            .set_cap(super::job_cap(s, &limits).saturating_mul(2));
-        if self.tokens.is_none() {
-            self.tokens = fresh.tokens;
-        }
+        self.tier = tier;
+        self.alerting = alerting;
+        let limits = match &mut self.upstream {
+            Some(u) => {
+                u.configured = limits;
+                if s.learn { u.learned(limits) } else { limits }
+            }
+            None => limits,
+        };
+        self.set_limits(limits, s);
         self.app_index = self
             .apps
             .iter()
