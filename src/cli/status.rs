@@ -13,10 +13,13 @@ pub async fn fetch(server: &str, token: Option<&str>) -> Result<String, ClientEr
     Ok(render(&v))
 }
 
-/// "usage/limit" or just "usage" when unlimited.
+/// "usage/limit" or just "usage" when unlimited; a limit the upstream reported (`learn`)
+/// is marked `^`.
 fn cell(org: &Value, dim: &str) -> String {
     let usage = org["usage"][dim].as_u64().unwrap_or(0);
+    let learned = org["sources"][dim] == "upstream";
     match org["limits"][dim].as_u64() {
+        Some(limit) if learned => format!("{usage}/{limit}^"),
         Some(limit) => format!("{usage}/{limit}"),
         None => usage.to_string(),
     }
@@ -51,7 +54,7 @@ pub fn render(v: &Value) -> String {
         "{:<width$}  {:<8}  {:>11}  {:>13}  {:>11}  {:>5}  {:>5}  {:>8}",
         "ORG", "TIER", "RPM", "DAILY", "CONCURRENCY", "STUCK", "PEAK%", "WAIT(s)"
     );
-    for o in orgs {
+    for o in &orgs {
         let wait = o["headroom_seconds"]
             .as_object()
             .map(|m| {
@@ -89,6 +92,16 @@ pub fn render(v: &Value) -> String {
                 w2 = width + 8
             );
         }
+    }
+    let learned = orgs.iter().any(|o| {
+        o["sources"]
+            .as_object()
+            .is_some_and(|m| m.values().any(|v| v == "upstream"))
+    });
+    if learned {
+        out.push_str(
+            "^ the limit the upstream reports in its rate-limit headers ([limits] learn)\n",
+        );
     }
     out
 }

@@ -199,6 +199,11 @@ impl Config {
             },
             self.limits.default_tier
         ));
+        out.push_str(if self.limits.learn {
+            "limits source: config until the upstream reports its own in rate-limit headers, then upstream (learn = true)\n"
+        } else {
+            "limits source: config (upstream rate-limit headers are compared: LimitMismatch)\n"
+        });
         out.push_str(&format!(
             "alerts: warning at {}%, critical at {}%, resolve {} points below, for {} ms\n",
             self.alerts.warning_bp as f64 / 100.0,

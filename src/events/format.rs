@@ -827,6 +827,45 @@ mod tests {
     }
 
     #[test]
+    fn response_header_variables_carry_the_upstream_limits() {
+        use crate::model::UpstreamDimension as U;
+        let nginx = Template::compile(
+            Dialect::Nginx,
+            r#"$time_iso8601 $status "$http_x_org" $upstream_http_x_ratelimit_limit_requests $upstream_http_x_ratelimit_remaining_requests $upstream_http_x_ratelimit_reset_requests $upstream_http_content_type"#,
+            &map(&[("org", "$http_x_org")]),
+        )
+        .unwrap();
+        let e = ev(
+            &nginx,
+            r#"2026-11-27T14:00:00+00:00 200 "beta" 60 12 6m0s application/json"#,
+        );
+        let q = e.upstream.iter().find(|q| q.dimension == U::Rpm).unwrap();
+        assert_eq!(
+            (q.limit, q.remaining, q.reset_ms),
+            (Some(60), Some(12), Some(360_000))
+        );
+        let envoy = Template::compile(
+            Dialect::Envoy,
+            "[%START_TIME%] %RESPONSE_CODE% %RESP(ANTHROPIC-RATELIMIT-TOKENS-LIMIT)% %RESP(anthropic-ratelimit-tokens-remaining)%",
+            &BTreeMap::new(),
+        )
+        .unwrap();
+        let e = ev(&envoy, "[2026-11-27T14:00:00.000Z] 200 80000 79000");
+        let q = e.upstream.iter().find(|q| q.dimension == U::Tpm).unwrap();
+        assert_eq!((q.limit, q.remaining), (Some(80_000), Some(79_000)));
+        // A header that is absent ("-") or malformed costs only itself.
+        let p = nginx
+            .parse(
+                r#"2026-11-27T14:00:00+00:00 200 "beta" sixty - - text/html"#,
+                &ctx(),
+            )
+            .unwrap();
+        assert!(p.event.upstream.is_empty());
+        assert_eq!(p.field_errors.len(), 1);
+        assert_eq!(p.field_errors[0].field, EventField::Headers);
+    }
+
+    #[test]
     fn nginx_multi_valued_upstream_variables() {
         let t = Template::compile(
             Dialect::Nginx,

@@ -325,3 +325,91 @@ pub struct BadEntry {
     /// What is wrong with it.
     pub why: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::UpstreamDimension;
+
+    /// A format 4 entry as ratewarden 0.x wrote it: an event with its `ratelimit` values.
+    #[test]
+    fn format_4_events_read_with_their_ratelimit() {
+        #[derive(Serialize)]
+        enum OldRecord<'a> {
+            Event(OldEvent<'a>),
+            Tick(i64),
+        }
+        #[derive(Serialize)]
+        struct OldEvent<'a> {
+            ts_ms: Option<i64>,
+            org: &'a str,
+            app: Option<&'a str>,
+            kind: crate::events::Kind,
+            status: Option<u16>,
+            job_id: Option<&'a str>,
+            retry_after_ms: Option<i64>,
+            error_code: Option<&'a str>,
+            tokens: Option<u64>,
+            latency_ms: Option<f64>,
+            request_id: Option<&'a str>,
+            ratelimit: Option<(
+                Option<u64>,
+                Option<u64>,
+                Option<i64>,
+                Option<u64>,
+                Option<u64>,
+                Option<i64>,
+            )>,
+        }
+        let old = OldEvent {
+            ts_ms: Some(1_000),
+            org: "acme",
+            app: Some("bot"),
+            kind: crate::events::Kind::Request,
+            status: Some(429),
+            job_id: None,
+            retry_after_ms: Some(2_000),
+            error_code: None,
+            tokens: Some(7),
+            latency_ms: Some(1.5),
+            request_id: Some("r1"),
+            ratelimit: Some((Some(50), Some(0), Some(360_000), None, Some(900), None)),
+        };
+        let mut entry = vec![4u8; JOURNAL_HEADER];
+        entry.extend(postcard::to_stdvec(&OldRecord::Event(old)).unwrap());
+        entry.extend(postcard::to_stdvec(&OldRecord::Tick(5)).unwrap());
+        seal_old(&mut entry);
+        let (records, _) = open_journal(&entry).unwrap();
+        let mut seen = Vec::new();
+        let (read, unreadable) = each_record(records, |r| seen.push(r));
+        assert_eq!((read, unreadable), (2, None));
+        let Record::Event(ev) = &seen[0] else {
+            panic!("not an event")
+        };
+        assert_eq!(
+            (&*ev.org, ev.status, ev.tokens),
+            ("acme", Some(429), Some(7))
+        );
+        assert_eq!(ev.request_id.as_deref(), Some("r1"));
+        let dims: Vec<_> = ev
+            .upstream
+            .iter()
+            .map(|q| (q.dimension, q.limit, q.remaining, q.reset_ms))
+            .collect();
+        assert_eq!(
+            dims,
+            [
+                (UpstreamDimension::Rpm, Some(50), Some(0), Some(360_000)),
+                (UpstreamDimension::Tpm, None, Some(900), None)
+            ]
+        );
+        assert!(matches!(seen[1], Record::Tick(5)));
+    }
+
+    /// The header a format 4 entry had: [`seal_journal`] seals only the current format.
+    fn seal_old(entry: &mut [u8]) {
+        entry[5..JOURNAL_HEADER].copy_from_slice(&0u64.to_le_bytes());
+        let crc = crc32fast::hash(&entry[5..]);
+        entry[1..5].copy_from_slice(&crc.to_le_bytes());
+    }
+}

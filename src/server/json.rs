@@ -40,10 +40,37 @@ pub(super) fn org(o: &OrgSnapshot, (reservations, leases): (u64, u64)) -> Value 
         .iter()
         .map(|(d, h)| (d.to_string(), json!(h)))
         .collect());
+    let sources = obj(o
+        .limits
+        .iter()
+        .map(|(d, _)| {
+            let from = if o.learned.contains(d) {
+                "upstream"
+            } else {
+                "config"
+            };
+            (d.to_string(), json!(from))
+        })
+        .collect());
+    let upstream = obj(o
+        .upstream
+        .iter()
+        .map(|u| {
+            let v = json!({
+                "limit": u.limit,
+                "remaining": u.remaining,
+                "drift": u.drift,
+                "reset_at": u.reset_at_ms.map(crate::clock::rfc3339),
+            });
+            (u.dimension.to_string(), v)
+        })
+        .collect());
     json!({
         "org": &*o.org,
         "tier": &*o.tier,
         "limits": limits,
+        "sources": sources,
+        "upstream": upstream,
         "usage": usage,
         "utilization": utilization,
         "headroom_seconds": headroom,

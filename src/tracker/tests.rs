@@ -1447,3 +1447,132 @@ fn severity_changes_carry_the_previous_severity_and_the_peak() {
         "reaches channels that only take critical"
     );
 }
+
+/// A request of acme at `ts` carrying `headers` (a JSON object's inside).
+fn with_headers(t: &mut Tracker, ts: i64, headers: &str) -> Vec<Transition> {
+    feed(
+        t,
+        &format!(r#"{{"org":"acme","ts":{ts},"status":200,"headers":{{{headers}}}}}"#),
+        ts,
+    )
+}
+
+fn upstream_of(o: &OrgSnapshot, d: crate::model::UpstreamDimension) -> UpstreamSnapshot {
+    *o.upstream.iter().find(|u| u.dimension == d).unwrap()
+}
+
+#[test]
+fn usage_drift_is_the_upstream_use_ratewarden_did_not_see() {
+    use crate::model::UpstreamDimension as U;
+    let mut t = Tracker::new(&config(""));
+    for i in 0..3 {
+        req(&mut t, "acme", T0 + i, 200);
+    }
+    // The upstream counts 7 of its 10 used, ratewarden 4 (three and this one).
+    with_headers(
+        &mut t,
+        T0 + 10,
+        r#""x-ratelimit-limit-requests":"10","x-ratelimit-remaining-requests":"3","x-ratelimit-reset-requests":"20s""#,
+    );
+    let u = upstream_of(&t.snapshot(T0 + 10)[0], U::Rpm);
+    assert_eq!(
+        (u.limit, u.remaining, u.drift),
+        (Some(10), Some(3), Some(3))
+    );
+    let later = upstream_of(&t.snapshot(T0 + 20_010)[0], U::Rpm);
+    assert_eq!(
+        (later.remaining, later.drift),
+        (Some(10), Some(0)),
+        "past the reset the window is the upstream's full limit and nothing is known untracked"
+    );
+    let back = Tracker::restore(&config(""), &t.encode().unwrap()).unwrap();
+    assert_eq!(upstream_of(&back.snapshot(T0 + 10)[0], U::Rpm), u);
+}
+
+#[test]
+fn limit_mismatch_fires_while_the_upstream_reports_another_limit() {
+    let mut t = Tracker::new(&config(""));
+    let out = with_headers(
+        &mut t,
+        T0,
+        r#""anthropic-ratelimit-requests-limit":"50","anthropic-ratelimit-requests-remaining":"49""#,
+    );
+    let fired: Vec<_> = out
+        .iter()
+        .filter(|tr| tr.alert == AlertName::LimitMismatch)
+        .collect();
+    assert_eq!(fired.len(), 1, "{out:?}");
+    let f = fired[0];
+    assert_eq!(
+        (f.status, f.dimension, f.usage, f.limit, f.severity),
+        (
+            Status::Firing,
+            Some(Dimension::Rpm),
+            Some(50),
+            Some(10),
+            Severity::Warning
+        )
+    );
+    assert_eq!(
+        f.summary(),
+        "acme is configured for 10 rpm but the upstream reports 50"
+    );
+    assert!(
+        t.active_alerts(T0 + 1)
+            .iter()
+            .any(|a| a.alert == AlertName::LimitMismatch)
+    );
+    // The same report again changes nothing; a matching one resolves it.
+    let again = with_headers(
+        &mut t,
+        T0 + 1,
+        r#""anthropic-ratelimit-requests-limit":"50""#,
+    );
+    assert!(!again.iter().any(|tr| tr.alert == AlertName::LimitMismatch));
+    let fixed = with_headers(
+        &mut t,
+        T0 + 2,
+        r#""anthropic-ratelimit-requests-limit":"10""#,
+    );
+    let resolved: Vec<_> = fixed
+        .iter()
+        .filter(|tr| tr.alert == AlertName::LimitMismatch)
+        .collect();
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0].status, Status::Resolved);
+    // An unlimited dimension the upstream limits is no mismatch.
+    let tokens = with_headers(&mut t, T0 + 3, r#""x-ratelimit-limit-tokens":"90000""#);
+    assert!(!tokens.iter().any(|tr| tr.alert == AlertName::LimitMismatch));
+}
+
+#[test]
+fn learn_adopts_the_reported_limits() {
+    let learn = "[limits]\nlearn = true\n";
+    let mut t = Tracker::new(&config(learn));
+    let out = with_headers(
+        &mut t,
+        T0,
+        r#""x-ratelimit-limit-requests":"60","x-ratelimit-limit-tokens":"90000","x-ratelimit-remaining-tokens":"89000""#,
+    );
+    assert!(!out.iter().any(|tr| tr.alert == AlertName::LimitMismatch));
+    let o = &t.snapshot(T0)[0];
+    assert_eq!(o.limit_of(Dimension::Rpm), Some(60));
+    assert_eq!(
+        o.limit_of(Dimension::Tpm),
+        Some(90_000),
+        "a limit the config left unset"
+    );
+    assert_eq!(
+        o.limit_of(Dimension::Daily),
+        Some(20),
+        "not reported: configured"
+    );
+    assert_eq!(o.learned, [Dimension::Rpm, Dimension::Tpm]);
+    let back = Tracker::restore(&config(learn), &t.encode().unwrap()).unwrap();
+    assert_eq!(back.snapshot(T0)[0].limit_of(Dimension::Rpm), Some(60));
+    // The same state under a config without `learn`: configured limits, and the mismatch.
+    let mut strict = Tracker::restore(&config(""), &t.encode().unwrap()).unwrap();
+    assert_eq!(strict.snapshot(T0)[0].limit_of(Dimension::Rpm), Some(10));
+    let out = with_headers(&mut strict, T0 + 1, r#""x-ratelimit-limit-requests":"60""#);
+    assert!(out.iter().any(|tr| tr.alert == AlertName::LimitMismatch));
+}
