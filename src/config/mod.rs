@@ -13,6 +13,7 @@ mod channels;
 mod check;
 mod cluster;
 mod duration;
+mod otlp;
 mod raw;
 mod scheduler;
 mod settings;

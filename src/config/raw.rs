@@ -35,6 +35,7 @@ pub(super) struct RawConfig {
     scheduler: super::scheduler::RawScheduler,
     admission: super::admission::RawAdmission,
     metrics: RawMetrics,
+    otlp: super::otlp::RawOtlp,
     cluster: Option<Spanned<super::cluster::RawCluster>>,
 }
 
@@ -554,6 +555,7 @@ impl RawConfig {
                 None => None,
             },
             metrics: self.metrics.validate()?,
+            otlp: self.otlp.validate()?,
             sources,
             server,
             storage: StorageConfig {

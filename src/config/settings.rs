@@ -223,6 +223,8 @@ pub struct Config {
     pub scheduler: SchedulerConfig,
     /// `[metrics]`.
     pub metrics: MetricsConfig,
+    /// `[otlp]`.
+    pub otlp: crate::events::otlp::OtlpMapping,
     /// `[admission]`.
     pub admission: super::admission::AdmissionConfig,
     /// `[cluster]`: several replicas on Redis or Valkey; `None`, one process on SQLite.

@@ -17,6 +17,7 @@ pub mod format;
 mod headers;
 pub mod intake;
 mod keyed;
+pub mod otlp;
 mod scan;
 mod values;
 mod wire;

@@ -194,7 +194,8 @@ pub(super) fn each_record<'a>(
     let mut read = 0;
     while !records.is_empty() {
         let next = if before_5 {
-            postcard::take_from_bytes::<v4::Record<'a>>(records).map(|(r, rest)| (r.into(), rest))
+            postcard::take_from_bytes::<v4::Record<'a, Admission<'a>>>(records)
+                .map(|(r, rest)| (r.into(), rest))
         } else {
             postcard::take_from_bytes::<Record<'a>>(records)
         };
@@ -217,7 +218,6 @@ mod v4 {
 
     use serde::Deserialize;
 
-    use super::Admission;
     use crate::events::{Kind, QuotaReport};
     use crate::model::UpstreamDimension;
 
@@ -249,33 +249,18 @@ mod v4 {
         Option<i64>,
     );
 
+    /// A record of format 4; `A` is the admission record, unchanged since.
     #[allow(clippy::large_enum_variant)]
     #[derive(Deserialize)]
-    pub(super) enum Record<'a> {
+    pub(super) enum Record<'a, A> {
         #[serde(borrow)]
         Event(Event<'a>),
         Tick(i64),
         Clock(i64),
-        #[serde(borrow)]
-        Grant(Admission<'a>),
+        Grant(A),
         Release(&'a str, i64),
         Attach(&'a str, &'a str),
-        #[serde(borrow)]
-        Ask(Admission<'a>),
-    }
-
-    impl<'a> From<Record<'a>> for super::Record<'a> {
-        fn from(r: Record<'a>) -> Self {
-            match r {
-                Record::Event(e) => super::Record::Event(e.into()),
-                Record::Tick(t) => super::Record::Tick(t),
-                Record::Clock(t) => super::Record::Clock(t),
-                Record::Grant(a) => super::Record::Grant(a),
-                Record::Release(l, t) => super::Record::Release(l, t),
-                Record::Attach(l, j) => super::Record::Attach(l, j),
-                Record::Ask(a) => super::Record::Ask(a),
-            }
-        }
+        Ask(A),
     }
 
     impl<'a> From<Event<'a>> for crate::events::Event<'a> {
@@ -316,6 +301,20 @@ mod v4 {
     }
 }
 
+impl<'a> From<v4::Record<'a, Admission<'a>>> for Record<'a> {
+    fn from(r: v4::Record<'a, Admission<'a>>) -> Self {
+        match r {
+            v4::Record::Event(e) => Record::Event(e.into()),
+            v4::Record::Tick(t) => Record::Tick(t),
+            v4::Record::Clock(t) => Record::Clock(t),
+            v4::Record::Grant(a) => Record::Grant(a),
+            v4::Record::Release(l, t) => Record::Release(l, t),
+            v4::Record::Attach(l, j) => Record::Attach(l, j),
+            v4::Record::Ask(a) => Record::Ask(a),
+        }
+    }
+}
+
 /// Why a log entry was not applied.
 #[derive(Debug, thiserror::Error)]
 #[error("log entry {id} cannot be read: {why}")]
@@ -334,6 +333,7 @@ mod tests {
     /// A format 4 entry as ratewarden 0.x wrote it: an event with its `ratelimit` values.
     #[test]
     fn format_4_events_read_with_their_ratelimit() {
+        #[allow(clippy::large_enum_variant)]
         #[derive(Serialize)]
         enum OldRecord<'a> {
             Event(OldEvent<'a>),
@@ -352,15 +352,16 @@ mod tests {
             tokens: Option<u64>,
             latency_ms: Option<f64>,
             request_id: Option<&'a str>,
-            ratelimit: Option<(
-                Option<u64>,
-                Option<u64>,
-                Option<i64>,
-                Option<u64>,
-                Option<u64>,
-                Option<i64>,
-            )>,
+            ratelimit: Option<OldRateLimit>,
         }
+        type OldRateLimit = (
+            Option<u64>,
+            Option<u64>,
+            Option<i64>,
+            Option<u64>,
+            Option<u64>,
+            Option<i64>,
+        );
         let old = OldEvent {
             ts_ms: Some(1_000),
             org: "acme",

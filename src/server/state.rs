@@ -13,6 +13,7 @@ use super::waiters::Admission;
 use crate::alerts::ChannelStates;
 use crate::cluster::SharedLog;
 use crate::config::Config;
+use crate::events::otlp::OtlpMapping;
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::offpeak::OffPeak;
@@ -65,6 +66,8 @@ pub struct ApiState {
     pub large_answers: Arc<Semaphore>,
     /// Admission asks waiting for room.
     pub admission: Arc<Admission>,
+    /// Where OTLP spans name their org and app (`[otlp]`).
+    pub otlp: Arc<OtlpMapping>,
 }
 
 /// The parts the daemon built, for [`ApiState::with_parts`].
@@ -108,6 +111,7 @@ impl ApiState {
             admission: Arc::new(Admission::new(Duration::from_millis(
                 u64::try_from(config.admission.max_wait_ms).unwrap_or(0),
             ))),
+            otlp: Arc::new(config.otlp.clone()),
         }
     }
 }

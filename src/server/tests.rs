@@ -12,6 +12,7 @@ use tower::ServiceExt;
 use super::*;
 use crate::clock::ManualClock;
 use crate::config::Config;
+use crate::live::Live;
 use crate::tracker::Tracker;
 
 const NOW: i64 = 1_795_788_000_000; // 2026-11-27T14:00:00Z

@@ -563,21 +563,20 @@ impl Org {
         s: &Settings,
         out: &mut Vec<Transition>,
     ) {
-        let configured = self.limits;
-        let mut changed = false;
-        let mut drifts = Vec::new();
-        for q in reports {
-            if let (Some(dim), Some(limit), Some(remaining)) =
-                (q.dimension.configured(), q.limit, q.remaining)
-            {
+        let drifts: Vec<_> = reports
+            .iter()
+            .filter_map(|q| {
+                let (dim, limit, remaining) = (q.dimension.configured()?, q.limit?, q.remaining?);
                 let used = i64::try_from(limit.saturating_sub(remaining)).unwrap_or(i64::MAX);
                 let ours = i64::try_from(self.usage_at(dim, ts)).unwrap_or(i64::MAX);
-                drifts.push((q.dimension, used - ours));
-            }
-        }
+                Some((q.dimension, used - ours))
+            })
+            .collect();
+        let configured = self.limits;
         let u = self
             .upstream
             .get_or_insert_with(|| Box::new(Upstream::new(configured)));
+        let mut changed = false;
         for q in reports {
             changed |= u.note(ts, q);
         }
