@@ -335,3 +335,26 @@ fn the_dashboard_for_two_tiers_passes_the_shipped_dashboards_checks() {
     );
     assert_eq!(overrides.len(), 2, "bigxco and tiny use the defaults");
 }
+
+#[test]
+fn other_alerts_thresholds_and_every_dimension_pass_the_same_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("all.toml"),
+        "[tiers.plus]\ndaily = 100\ntpm = 1000\ntpd = 10000\n[alerts]\nthresholds = [0.6, 0.875]\n",
+    )
+    .unwrap();
+    let text = generate(&["dashboard", "--config", "all.toml"], dir.path());
+    let path = dir.path().join("dashboard.json");
+    std::fs::write(&path, &text).unwrap();
+    common::dashboard::check_at(&path, "0.6,0.875");
+    let dash: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        dash["panels"][0]["title"],
+        "Utilization (warning 60 %, critical 87.5 %)"
+    );
+    let rules = generate(&["rules", "--config", "all.toml"], dir.path());
+    assert!(rules.contains("(ratewarden_utilization_ratio) >= 0.60 < 0.875\n"));
+    assert!(rules.contains("(ratewarden_utilization_ratio) >= 0.875\n"));
+    assert!(rules.contains("limits set in rpm, daily, concurrency, tpm, tpd "));
+}

@@ -10,14 +10,20 @@ use serde_json::Value;
 
 use super::installed;
 
-/// Checks the dashboard at `path`: grafana-foundation-sdk (Grafana's own schema library) and
-/// the import contract, through `tests/support/check_dashboard.py`; then, where promtool is
-/// installed, that every query (panels and variables, as [`queries`] gives them) parses as
-/// PromQL.
+/// Checks the dashboard at `path` for the default `[alerts] thresholds`: see [`check_at`].
 pub fn check(path: &Path) {
+    check_at(path, "0.7,0.9");
+}
+
+/// Checks the dashboard at `path`: grafana-foundation-sdk (Grafana's own schema library), the
+/// import contract and utilization gauges coloured at `thresholds` ("0.7,0.9"), through
+/// `tests/support/check_dashboard.py`; then, where promtool is installed, that every query
+/// (panels and variables, as [`queries`] gives them) parses as PromQL.
+pub fn check_at(path: &Path, thresholds: &str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = Command::new("python3")
         .arg(root.join("tests/support/check_dashboard.py"))
+        .args(["--thresholds", thresholds])
         .arg(path)
         .output()
         .expect("python3 runs");
