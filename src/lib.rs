@@ -39,6 +39,9 @@
 //!   [`offpeak`] windows, paced by the tracker's usage; its answers go back in as events.
 //! * [`daemon`]: wires the long-running pieces (HTTP server, sources, writer, delivery,
 //!   dispatcher, clock ticks, shutdown).
+//! * [`generate`]: beside it all, the Prometheus rules and Grafana dashboard that match a
+//!   config (`ratewarden generate`); the shipped `alerts/` and `dashboards/` files are its
+//!   output for the built-in defaults.
 //! * [`cli`]: the CLI commands that are clients (`status`, `batch …`, `health`, `alerts
 //!   test`), of a running daemon or of the alert channels.
 //! * [`outbound`]: what every outbound request shares (webhooks, upstream APIs, the CLI): the
@@ -61,6 +64,7 @@ pub mod config;
 pub mod daemon;
 pub mod detect;
 pub mod events;
+pub mod generate;
 pub mod live;
 pub mod metrics;
 pub mod model;

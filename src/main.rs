@@ -52,7 +52,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use ratewarden::cli::{self, Api, ClientError};
 use ratewarden::config::{CONFIG_ENV, Config};
-use ratewarden::{daemon, replay};
+use ratewarden::{daemon, generate, replay};
 
 #[derive(Parser)]
 #[command(
@@ -154,6 +154,38 @@ enum Command {
         /// Daemon base URL.
         #[arg(long, default_value = "http://127.0.0.1:9747")]
         server: String,
+    },
+    /// Write Prometheus rules or a Grafana dashboard that match a config's thresholds and
+    /// limits (the shipped alerts/ and dashboards/ files are the built-in defaults' output).
+    Generate {
+        #[command(subcommand)]
+        what: GenerateCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum GenerateCommand {
+    /// Prometheus recording and alerting rules (alerts/ratewarden.rules.yml).
+    Rules {
+        /// Config file [default: the built-in defaults; RATEWARDEN_CONFIG is not read].
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Write to FILE instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Grafana dashboard (dashboards/ratewarden.json).
+    Dashboard {
+        /// Config file [default: the built-in defaults; RATEWARDEN_CONFIG is not read].
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Write to FILE instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// For file provisioning: query the Prometheus data source of this uid instead of
+        /// asking for one on import (no __inputs).
+        #[arg(long, value_name = "UID")]
+        datasource: Option<String>,
     },
 }
 
@@ -508,6 +540,31 @@ fn command(command: Command) -> Result<ExitCode, Failed> {
         Command::Health { server } => {
             block_on(cli::health::ready(&server))?
                 .map_err(|e| Failed::other(format!("not ready: {e}")))?;
+            ExitCode::SUCCESS
+        }
+        Command::Generate { what } => {
+            let (output, text) = match what {
+                GenerateCommand::Rules { config, output } => {
+                    (output, generate::rules(&load(config.as_ref())?))
+                }
+                GenerateCommand::Dashboard {
+                    config,
+                    output,
+                    datasource,
+                } => {
+                    let ds =
+                        datasource.map_or(generate::Datasource::Import, generate::Datasource::Uid);
+                    (output, generate::dashboard(&load(config.as_ref())?, &ds))
+                }
+            };
+            match output {
+                // A plain write rather than a rename over the target: it goes through
+                // symlinks and into pipes (`--output /dev/stdout`).
+                Some(path) => std::fs::write(&path, text).map_err(|e| {
+                    Failed::other(format!("generate: writing {}: {e}", path.display()))
+                })?,
+                None => out!("{text}"),
+            }
             ExitCode::SUCCESS
         }
         Command::Status { server } => {

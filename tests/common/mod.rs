@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod dashboard;
 pub mod redis;
 pub mod upstream;
 
@@ -367,13 +368,16 @@ pub fn sample(metrics: &str, series: &str) -> Option<f64> {
 
 /// A tool installed by `scripts/test` (Debian's prometheus, promtool, amtool...), by its path.
 pub fn tool(name: &str) -> String {
-    for dir in ["/usr/bin", "/usr/local/bin", "/bin"] {
-        let p = Path::new(dir).join(name);
-        if p.exists() {
-            return p.display().to_string();
-        }
-    }
-    panic!("{name} is not installed; scripts/test installs it")
+    installed(name).unwrap_or_else(|| panic!("{name} is not installed; scripts/test installs it"))
+}
+
+/// The path of `name` if it is installed where `scripts/test` puts it.
+pub fn installed(name: &str) -> Option<String> {
+    ["/usr/bin", "/usr/local/bin", "/bin"]
+        .iter()
+        .map(|dir| Path::new(dir).join(name))
+        .find(|p| p.exists())
+        .map(|p| p.display().to_string())
 }
 
 /// A real Prometheus, stopped when dropped.

@@ -2,12 +2,14 @@
 """Checks a Grafana dashboard with grafana-foundation-sdk (Grafana's own schema library).
 
     check_dashboard.py dashboards/ratewarden.json
+    check_dashboard.py --thresholds 0.6,0.875 generated.json   # a config's [alerts] thresholds
 
 Every panel must be a known panel type whose options and field config parse into the SDK's
 typed models, every query must parse as a Prometheus query, and the dashboard must survive a
 round trip through the SDK's encoder. On top: the import contract (a Prometheus datasource
 input used everywhere, org/app variables, no hard-coded instance or job), a sound grid, units
-on every panel and 70 %/90 % thresholds on utilization gauges. Prints each problem; exit 1 if any.
+on every panel and the [alerts] thresholds (70 %/90 % unless --thresholds says otherwise) on
+utilization gauges. Prints each problem; exit 1 if any.
 """
 import json
 import sys
@@ -25,7 +27,7 @@ def check(ok, msg):
         problems.append(msg)
 
 
-def main(path):
+def main(path, thresholds=(0.7, 0.9)):
     plugins.register_default_plugins()
     raw = json.load(open(path))
     parsed = dash.Dashboard.from_json(raw)
@@ -62,7 +64,8 @@ def main(path):
         check(bool(unit), f"{t}: no unit")
         if p["type"] == "gauge":
             steps = [s["value"] for s in p["fieldConfig"]["defaults"]["thresholds"]["steps"]]
-            check(steps == [None, 0.7, 0.9], f"{t}: thresholds {steps} are not 70/90 %")
+            want = [None, *thresholds]
+            check(steps == want, f"{t}: thresholds {steps} are not {want[1:]}")
             check(unit == "percentunit", f"{t}: utilization should be a percentage")
         g = p["gridPos"]
         check(g["x"] + g["w"] <= 24, f"{t}: wider than the grid")
@@ -85,4 +88,7 @@ def main(path):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    args = sys.argv[1:]
+    if args[:1] == ["--thresholds"]:
+        sys.exit(main(args[2], tuple(float(x) for x in args[1].split(","))))
+    sys.exit(main(args[0]))
