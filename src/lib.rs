@@ -9,7 +9,8 @@
 //!   severities, tier limits, the overflow series, name checks, the stable hash); it imports
 //!   no stage.
 //! * [`config`]: the TOML file, parsed once into a validated [`config::Config`].
-//! * **sources**: where events come from. [`server`] takes `POST /v1/events`; [`sources`]
+//! * **sources**: where events come from. [`server`] takes `POST /v1/events` and OTLP
+//!   (`/v1/traces`, `/v1/logs`); [`sources`]
 //!   tails log files (JSON, nginx, Envoy); [`replay`] reads files offline.
 //! * [`events`]: the one intake path all three share: [`events::intake`] normalises and frames
 //!   bytes, [`events::format`] decodes records, and validation makes a [`events::Event`] (with
