@@ -711,7 +711,7 @@ impl Org {
             learned: match &self.upstream {
                 Some(u) if s.learn => Dimension::ALL
                     .into_iter()
-                    .filter(|&d| u.limit(d).is_some())
+                    .filter(|&d| u.limit(d).is_some_and(|l| l > 0))
                     .collect(),
                 _ => Vec::new(),
             },

@@ -1570,6 +1570,10 @@ fn learn_adopts_the_reported_limits() {
     assert_eq!(o.learned, [Dimension::Rpm, Dimension::Tpm]);
     let back = Tracker::restore(&config(learn), &t.encode().unwrap()).unwrap();
     assert_eq!(back.snapshot(T0)[0].limit_of(Dimension::Rpm), Some(60));
+    // A reported 0 is never adopted as "unlimited": the configured limit applies again.
+    let mut zero = Tracker::restore(&config(learn), &t.encode().unwrap()).unwrap();
+    with_headers(&mut zero, T0 + 1, r#""x-ratelimit-limit-requests":"0""#);
+    assert_eq!(zero.snapshot(T0 + 1)[0].limit_of(Dimension::Rpm), Some(10));
     // The same state under a config without `learn`: configured limits, and the mismatch.
     let mut strict = Tracker::restore(&config(""), &t.encode().unwrap()).unwrap();
     assert_eq!(strict.snapshot(T0)[0].limit_of(Dimension::Rpm), Some(10));

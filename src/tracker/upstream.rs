@@ -117,10 +117,11 @@ impl Upstream {
             .and_then(|r| r.limit)
     }
 
-    /// `configured` with every limit the upstream reported in its place.
+    /// `configured` with every limit the upstream reported in its place. A reported limit of
+    /// 0 (nothing allowed, or a header left empty) is not adopted: 0 here means unlimited.
     pub(super) fn learned(&self, mut configured: Limits) -> Limits {
         for dim in Dimension::ALL {
-            if let Some(l) = self.limit(dim) {
+            if let Some(l) = self.limit(dim).filter(|&l| l > 0) {
                 dim.set_limit(&mut configured, l);
             }
         }
