@@ -200,6 +200,15 @@ impl Config {
             },
             self.limits.default_tier
         ));
+        out.push_str(&format!(
+            "otlp (/v1/traces, /v1/logs): org from {}{}; app from {}\n",
+            self.otlp.org_attributes.join(", "),
+            self.otlp
+                .default_org
+                .as_ref()
+                .map_or(String::new(), |o| format!(", else {o}")),
+            self.otlp.app_attributes.join(", ")
+        ));
         out.push_str(if self.limits.learn {
             "limits source: config until the upstream reports its own in rate-limit headers, then upstream (learn = true)\n"
         } else {

@@ -40,6 +40,12 @@ impl RawOtlp {
                 ));
             }
         }
+        if self.org_attributes.get_ref().is_empty() && self.default_org.is_none() {
+            return Err(at(
+                self.org_attributes.span(),
+                "org_attributes is empty and default_org is unset: every span would be rejected (missing_org)",
+            ));
+        }
         if let Some(org) = &self.default_org
             && (!valid_name(org.get_ref()) || org.get_ref() == OVERFLOW)
         {

@@ -377,17 +377,28 @@ impl OrgAlerts {
     }
 }
 
-/// `LimitMismatch` per configured dimension (SPEC §9): since when the configured limit has
-/// differed from the one the upstream reports in its rate-limit headers.
+/// How long no report may have differed before `LimitMismatch` resolves: reports that
+/// alternate (two keys of one org on different tiers) keep one alert open instead of a
+/// notification per response.
+pub const MISMATCH_CLEAR_MS: i64 = 5 * 60_000;
+
+/// `LimitMismatch` per configured dimension (SPEC §9): while the configured limit differs
+/// from the one the upstream reports in its rate-limit headers. It fires at the first report
+/// that differs and resolves once none has for [`MISMATCH_CLEAR_MS`] and they agree.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mismatch {
-    since: [Option<i64>; Dimension::ALL.len()],
+    /// Per dimension while firing: since when, and when a report last differed.
+    firing: [Option<(i64, i64)>; Dimension::ALL.len()],
 }
 
 impl Mismatch {
+    /// True while any dimension fires (the clock must judge it again to resolve it).
+    pub fn any(&self) -> bool {
+        self.firing.iter().any(Option::is_some)
+    }
+
     /// `configured` (0 = none) against `reported` for `dim` at `ts`. Only a configured limit
     /// can be wrong: an unlimited dimension the upstream limits is not a mismatch.
-    #[allow(clippy::too_many_arguments)]
     pub fn judge(
         &mut self,
         org: &Arc<str>,
@@ -398,19 +409,22 @@ impl Mismatch {
         out: &mut Vec<Transition>,
     ) {
         let differs = configured > 0 && reported.is_some_and(|r| r != configured);
-        let slot = &mut self.since[dim as usize];
-        let status = match (differs, *slot) {
-            (true, None) => {
-                *slot = Some(ts);
-                Status::Firing
+        let slot = &mut self.firing[dim as usize];
+        let (status, since) = match (*slot, differs) {
+            (None, true) => {
+                *slot = Some((ts, ts));
+                (Status::Firing, ts)
             }
-            (false, Some(_)) => Status::Resolved,
+            (Some((since, last)), true) => {
+                *slot = Some((since, ts.max(last)));
+                return;
+            }
+            (Some((since, last)), false) if ts.saturating_sub(last) >= MISMATCH_CLEAR_MS => {
+                *slot = None;
+                (Status::Resolved, since)
+            }
             _ => return,
         };
-        let since = slot.unwrap_or(ts);
-        if status == Status::Resolved {
-            *slot = None;
-        }
         out.push(Transition {
             dimension: Some(dim),
             status,
@@ -432,7 +446,7 @@ impl Mismatch {
         out: &mut Vec<Transition>,
     ) {
         for dim in Dimension::ALL {
-            if let Some(since) = self.since[dim as usize] {
+            if let Some((since, _)) = self.firing[dim as usize] {
                 out.push(Transition {
                     dimension: Some(dim),
                     starts_at_ms: since,

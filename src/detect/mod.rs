@@ -141,10 +141,17 @@ impl Transition {
             }
             (AlertName::LimitMismatch, reported, Some(l), Some(d)) => {
                 let reported = reported.map_or("no limit".to_string(), |r| r.to_string());
-                format!(
-                    "{resolved}{who} is configured for {l} {} but the upstream reports {reported}",
-                    d.unit()
-                )
+                if self.status == Status::Resolved {
+                    format!(
+                        "resolved: {who} is configured for {l} {}, and the upstream reports {reported}",
+                        d.unit()
+                    )
+                } else {
+                    format!(
+                        "{who} is configured for {l} {} but the upstream reports {reported}",
+                        d.unit()
+                    )
+                }
             }
             _ => format!("{resolved}{who} {}", self.alert),
         }

@@ -52,16 +52,39 @@ struct Reports<'r> {
     problems: &'r mut Vec<String>,
 }
 
+/// The largest count read (2^53): past it a number no longer survives JSON (`/v1/usage`)
+/// exactly, and no provider's limit is near it.
+const MAX_COUNT: u64 = 1 << 53;
+/// The furthest reset read, in ms: the longest window providers report (Anthropic's seven
+/// days) and a day's margin.
+const MAX_RESET_MS: i64 = 8 * 86_400_000;
+
+/// A count read from a header, bounded by [`MAX_COUNT`].
+fn count(raw: &Raw<'_>) -> Result<Option<u64>, values::Bad> {
+    match values::integer(raw)? {
+        Some(n) if n > MAX_COUNT => Err(format!("{n} is not a plausible limit").into()),
+        n => Ok(n),
+    }
+}
+
+/// A reset read from a header, at most [`MAX_RESET_MS`] away.
+fn reset(raw: &Raw<'_>, reference: Option<i64>) -> Result<Option<i64>, values::Bad> {
+    match values::reset_ms(raw, reference)? {
+        Some(ms) if ms > MAX_RESET_MS => {
+            Err(format!("a reset {} days away is not plausible", ms / 86_400_000).into())
+        }
+        ms => Ok(ms),
+    }
+}
+
 impl Reports<'_> {
     fn set(&mut self, dim: UpstreamDimension, part: Part, name: &str, value: &str) {
         let raw = Raw::Str(Cow::Borrowed(value));
         let slot = &mut self.slots[dim.index()];
         let read = match part {
-            Part::Limit => values::integer(&raw).map(|v| slot.limit = v.or(slot.limit)),
-            Part::Remaining => values::integer(&raw).map(|v| slot.remaining = v.or(slot.remaining)),
-            Part::Reset => {
-                values::reset_ms(&raw, self.reference).map(|v| slot.reset_ms = v.or(slot.reset_ms))
-            }
+            Part::Limit => count(&raw).map(|v| slot.limit = v.or(slot.limit)),
+            Part::Remaining => count(&raw).map(|v| slot.remaining = v.or(slot.remaining)),
+            Part::Reset => reset(&raw, self.reference).map(|v| slot.reset_ms = v.or(slot.reset_ms)),
         };
         if let Err(why) = read {
             self.problems.push(format!("{name}: {why}"));
@@ -73,7 +96,10 @@ impl Reports<'_> {
         match part {
             Part::Limit => slot.limit = u64::try_from(n).ok(),
             Part::Remaining => slot.remaining = u64::try_from(n).ok(),
-            Part::Reset => slot.reset_ms = (n >= 0).then(|| n.saturating_mul(1000)),
+            Part::Reset => {
+                slot.reset_ms =
+                    Some(n.saturating_mul(1000)).filter(|ms| (0..=MAX_RESET_MS).contains(ms));
+            }
         }
     }
 
@@ -145,8 +171,11 @@ pub(crate) fn read(headers: &[(Cow<'_, str>, Cow<'_, str>)], reference: Option<i
             }
         })
     };
-    let ms = retry("retry-after-ms", &|raw| {
-        values::number(raw).map(|n| n.map(|ms| ms.round() as i64))
+    let ms = retry("retry-after-ms", &|raw| match values::number(raw)? {
+        Some(ms) if ms > MAX_RESET_MS as f64 => {
+            Err(format!("{ms} ms is not a plausible wait").into())
+        }
+        n => Ok(n.map(|ms| ms.round() as i64)),
     });
     out.retry_after_ms =
         ms.or_else(|| retry("retry-after", &|raw| values::retry_after_ms(raw, reference)));
@@ -266,6 +295,12 @@ fn ietf<'v>(r: &mut Reports<'_>, get: &dyn Fn(&str) -> Option<&'v str>) {
                 dim: policy_dim(&i.params),
             })),
             Err(e) => r.problem("ratelimit-policy", e),
+        }
+    }
+    // A policy states its limit even without a `RateLimit` field saying what remains.
+    for p in &policies {
+        if let (Some(d), Some(q)) = (p.dim, p.quota) {
+            r.set_number(d, Part::Limit, q);
         }
     }
     if let Some(v) = get("ratelimit") {
@@ -584,6 +619,23 @@ mod tests {
             "{:?}",
             r.problems
         );
+    }
+
+    #[test]
+    fn implausible_values_are_problems_and_a_policy_alone_gives_its_limit() {
+        let r = read_all(&[
+            ("x-ratelimit-limit-requests", "9223372036854775807"),
+            ("x-ratelimit-reset-requests", "1e30"),
+            ("x-ratelimit-reset-tokens", "2099-01-01T00:00:00Z"),
+            ("x-ratelimit-remaining-tokens", "5"),
+            ("retry-after-ms", "99999999999999999999"),
+            ("RateLimit-Policy", r#""day";q=1000;w=86400"#),
+        ]);
+        assert_eq!(r.problems.len(), 4, "{:?}", r.problems);
+        assert_eq!(report(&r, D::Rpm), (None, None, None));
+        assert_eq!(report(&r, D::Tpm), (None, Some(5), None));
+        assert_eq!(report(&r, D::Daily), (Some(1_000), None, None));
+        assert_eq!(r.retry_after_ms, None);
     }
 
     #[test]

@@ -219,17 +219,26 @@ impl Decoded {
             .find_map(|k| attr(c.attributes, k).and_then(text));
         set(&mut w, EventField::Model, model);
         let error_type = attr(c.attributes, "error.type").and_then(text);
-        let status = attr(c.attributes, "http.response.status_code")
-            .and_then(int)
-            .or_else(|| error_type.as_deref().and_then(|t| t.parse().ok()))
-            .or_else(|| {
-                let t = error_type.as_deref()?.to_ascii_lowercase();
-                (t.contains("ratelimit") || t.contains("rate_limit")).then_some(429)
-            })
-            .or((!c.error && error_type.is_none()).then_some(200));
-        if let Some(code) = status {
-            w.set(EventField::Status, Raw::UInt(code));
-        }
+        let status = match attr(c.attributes, "http.response.status_code") {
+            Some(v) => match int(v) {
+                Some(code) => Raw::UInt(code),
+                // Not a number: validation says so (a field error) and the outcome is unknown.
+                None => Raw::Str(Cow::Owned(text(v).unwrap_or_else(|| format!("{v:?}")))),
+            },
+            None => {
+                let t = error_type.as_deref().map(str::to_ascii_lowercase);
+                match t.as_deref() {
+                    Some(t) if t.parse::<u64>().is_ok() => Raw::Str(Cow::Owned(t.to_string())),
+                    Some(t) if t.contains("ratelimit") || t.contains("rate_limit") => {
+                        Raw::UInt(429)
+                    }
+                    Some(_) => Raw::Null,
+                    None if c.error => Raw::Null,
+                    None => Raw::UInt(200),
+                }
+            }
+        };
+        w.set(EventField::Status, status);
         set(
             &mut w,
             EventField::ErrorCode,
@@ -380,6 +389,19 @@ mod tests {
         );
         assert_eq!(first.event.request_id.as_deref(), Some("eee19b7ec3c1b174"));
         assert!(d.events[1].is_err(), "no org and no default: rejected");
+        // A status that is not a number is a field error, and the outcome unknown.
+        let odd = logs.replace(r#"{"intValue":"429"}"#, r#"{"stringValue":"abc"}"#);
+        let d = decode(
+            Signal::Logs,
+            Encoding::Json,
+            odd.as_bytes(),
+            &OtlpMapping::default(),
+            &ctx(),
+        )
+        .unwrap();
+        let p = d.events[0].as_ref().unwrap();
+        assert_eq!(p.event.outcome(), Outcome::Unknown);
+        assert_eq!(p.field_errors[0].field, EventField::Status);
         let mapped = OtlpMapping {
             default_org: Some("shared".into()),
             ..OtlpMapping::default()

@@ -346,6 +346,11 @@ impl<'a> Wire<'a> {
                 let mut problems = Vec::new();
                 let mut text = Vec::with_capacity(pairs.len());
                 for (name, raw) in pairs {
+                    // A shipper may write a header's number as JSON (`59.0`): its text.
+                    let raw = match raw {
+                        Raw::Float(f) if f.is_finite() => Raw::Str(Cow::Owned(f.to_string())),
+                        raw => raw,
+                    };
                     match values::text(raw) {
                         Ok(Some(v)) => text.push((name, v)),
                         Ok(None) => {}

@@ -240,7 +240,7 @@ mod v4 {
     }
 
     /// Limit, remaining and reset (ms) of requests, then of tokens.
-    type RateLimit = (
+    pub(super) type RateLimit = (
         Option<u64>,
         Option<u64>,
         Option<i64>,
@@ -352,16 +352,8 @@ mod tests {
             tokens: Option<u64>,
             latency_ms: Option<f64>,
             request_id: Option<&'a str>,
-            ratelimit: Option<OldRateLimit>,
+            ratelimit: Option<v4::RateLimit>,
         }
-        type OldRateLimit = (
-            Option<u64>,
-            Option<u64>,
-            Option<i64>,
-            Option<u64>,
-            Option<u64>,
-            Option<i64>,
-        );
         let old = OldEvent {
             ts_ms: Some(1_000),
             org: "acme",

@@ -193,7 +193,13 @@ impl Org {
     }
 
     pub(super) fn needs_tick(&self) -> bool {
-        self.jobs.in_flight() > 0 || self.burst.is_open() || self.alerts.any_active()
+        self.jobs.in_flight() > 0
+            || self.burst.is_open()
+            || self.alerts.any_active()
+            || self
+                .upstream
+                .as_ref()
+                .is_some_and(|u| u.rejudge || u.mismatch.any())
     }
 
     pub(super) fn usage_at(&self, dim: Dimension, ts: i64) -> u64 {
@@ -550,6 +556,7 @@ impl Org {
                 self.judge(dim, usage, now, s, out);
             }
         }
+        self.judge_mismatch(s, out);
     }
 
     /// Notes what the upstream reported with an event at `ts`: each dimension's report and
@@ -563,13 +570,19 @@ impl Org {
         s: &Settings,
         out: &mut Vec<Transition>,
     ) {
+        // A report that does not give both the limit and what remains measures no drift, and
+        // an older measure no longer describes the window it reports.
         let drifts: Vec<_> = reports
             .iter()
-            .filter_map(|q| {
-                let (dim, limit, remaining) = (q.dimension.configured()?, q.limit?, q.remaining?);
-                let used = i64::try_from(limit.saturating_sub(remaining)).unwrap_or(i64::MAX);
-                let ours = i64::try_from(self.usage_at(dim, ts)).unwrap_or(i64::MAX);
-                Some((q.dimension, used - ours))
+            .map(|q| {
+                let drift = q.dimension.configured().zip(q.limit.zip(q.remaining)).map(
+                    |(dim, (limit, remaining))| {
+                        let used = i64::try_from(limit.saturating_sub(remaining));
+                        let ours = i64::try_from(self.usage_at(dim, ts)).unwrap_or(i64::MAX);
+                        used.unwrap_or(i64::MAX) - ours
+                    },
+                );
+                (q.dimension, drift)
             })
             .collect();
         let configured = self.limits;
@@ -598,6 +611,7 @@ impl Org {
         let Some(u) = self.upstream.as_deref_mut() else {
             return;
         };
+        u.rejudge = false;
         let at = self.present_ms;
         for dim in Dimension::ALL {
             let (configured, reported) = if s.learn {

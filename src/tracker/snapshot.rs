@@ -390,6 +390,7 @@ impl Org {
         let limits = match &mut self.upstream {
             Some(u) => {
                 u.configured = limits;
+                u.rejudge = true;
                 if s.learn { u.learned(limits) } else { limits }
             }
             None => limits,

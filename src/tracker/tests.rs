@@ -1529,19 +1529,42 @@ fn limit_mismatch_fires_while_the_upstream_reports_another_limit() {
         r#""anthropic-ratelimit-requests-limit":"50""#,
     );
     assert!(!again.iter().any(|tr| tr.alert == AlertName::LimitMismatch));
-    let fixed = with_headers(
+    // Reports that alternate (two keys on different tiers) keep one alert open.
+    let mismatches = |out: &[Transition]| {
+        out.iter()
+            .filter(|tr| tr.alert == AlertName::LimitMismatch)
+            .map(|tr| tr.status)
+            .collect::<Vec<_>>()
+    };
+    for i in 0..6 {
+        let v = if i % 2 == 0 { 10 } else { 50 };
+        let out = with_headers(
+            &mut t,
+            T0 + 2 + i,
+            &format!(r#""anthropic-ratelimit-requests-limit":"{v}""#),
+        );
+        assert!(mismatches(&out).is_empty(), "no flapping: {out:?}");
+    }
+    // Agreeing reports resolve it once none has differed for five minutes.
+    let early = with_headers(
         &mut t,
-        T0 + 2,
+        T0 + 60_000,
         r#""anthropic-ratelimit-requests-limit":"10""#,
     );
-    let resolved: Vec<_> = fixed
-        .iter()
-        .filter(|tr| tr.alert == AlertName::LimitMismatch)
-        .collect();
-    assert_eq!(resolved.len(), 1);
-    assert_eq!(resolved[0].status, Status::Resolved);
+    assert!(mismatches(&early).is_empty());
+    let at = T0 + 7 + crate::detect::alerts::MISMATCH_CLEAR_MS;
+    let fixed = with_headers(&mut t, at, r#""anthropic-ratelimit-requests-limit":"10""#);
+    assert_eq!(mismatches(&fixed), [Status::Resolved]);
+    assert_eq!(
+        fixed
+            .iter()
+            .find(|tr| tr.alert == AlertName::LimitMismatch)
+            .unwrap()
+            .summary(),
+        "resolved: acme is configured for 10 rpm, and the upstream reports 10"
+    );
     // An unlimited dimension the upstream limits is no mismatch.
-    let tokens = with_headers(&mut t, T0 + 3, r#""x-ratelimit-limit-tokens":"90000""#);
+    let tokens = with_headers(&mut t, at + 1, r#""x-ratelimit-limit-tokens":"90000""#);
     assert!(!tokens.iter().any(|tr| tr.alert == AlertName::LimitMismatch));
 }
 
@@ -1579,4 +1602,34 @@ fn learn_adopts_the_reported_limits() {
     assert_eq!(strict.snapshot(T0)[0].limit_of(Dimension::Rpm), Some(10));
     let out = with_headers(&mut strict, T0 + 1, r#""x-ratelimit-limit-requests":"60""#);
     assert!(out.iter().any(|tr| tr.alert == AlertName::LimitMismatch));
+}
+
+#[test]
+fn limit_mismatch_is_judged_again_when_the_config_changes() {
+    let mut t = Tracker::new(&config(""));
+    let out = with_headers(&mut t, T0, r#""x-ratelimit-limit-requests":"60""#);
+    assert!(out.iter().any(|tr| tr.alert == AlertName::LimitMismatch));
+    // The config now says 60: the clock resolves it, without waiting for another report.
+    let fixed = config("rpm = 60\n");
+    let mut back = Tracker::restore(&fixed, &t.encode().unwrap()).unwrap();
+    let mut out = Vec::new();
+    back.tick(T0 + crate::detect::alerts::MISMATCH_CLEAR_MS, &mut out);
+    let resolved: Vec<_> = out
+        .iter()
+        .filter(|tr| tr.alert == AlertName::LimitMismatch)
+        .collect();
+    assert_eq!(resolved.len(), 1, "{out:?}");
+    assert_eq!(resolved[0].status, Status::Resolved);
+    // Learnt under `learn`, then `learn` turned off: the stored report raises it at once.
+    let learn = "[limits]\nlearn = true\n";
+    let mut l = Tracker::new(&config(learn));
+    with_headers(&mut l, T0, r#""x-ratelimit-limit-requests":"4000""#);
+    let mut strict = Tracker::restore(&config(""), &l.encode().unwrap()).unwrap();
+    let mut out = Vec::new();
+    strict.tick(T0 + 1_000, &mut out);
+    assert!(
+        out.iter()
+            .any(|tr| tr.alert == AlertName::LimitMismatch && tr.status == Status::Firing),
+        "{out:?}"
+    );
 }

@@ -11,9 +11,19 @@ use crate::model::{Dimension, Limits, UpstreamDimension};
 
 const N: usize = UpstreamDimension::ALL.len();
 
-/// How long an upstream report without a reset time is believed: the limits reported this
-/// way are per minute (OpenAI's `x-ratelimit-*-requests`, `-tokens`).
+/// How long an upstream report without a reset time is believed, for the per-minute limits
+/// (OpenAI's `x-ratelimit-*-requests`, `-tokens`); see [`untimed_ms`].
 pub const UPSTREAM_UNTIMED_MS: i64 = 60_000;
+
+/// How long a report of `dim` without a reset time holds: its window's length.
+pub fn untimed_ms(dim: UpstreamDimension) -> i64 {
+    match dim {
+        UpstreamDimension::Daily => 86_400_000,
+        UpstreamDimension::Unified5h => 5 * 3_600_000,
+        UpstreamDimension::Unified7d => 7 * 86_400_000,
+        _ => UPSTREAM_UNTIMED_MS,
+    }
+}
 
 /// What the upstream last said about one limit, with when it said it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -31,11 +41,11 @@ pub struct UpstreamReport {
 impl UpstreamReport {
     /// What is left at `now`: the report's `remaining` until its reset time, then the limit
     /// again, or nothing when the limit is unknown (never a stale 0). A report without a reset
-    /// time holds for [`UPSTREAM_UNTIMED_MS`].
-    pub fn remaining_at(&self, now: i64) -> Option<u64> {
+    /// time holds for `untimed_ms` (its window's length, [`untimed_ms`]).
+    pub fn remaining_at(&self, now: i64, untimed_ms: i64) -> Option<u64> {
         let reset = self
             .reset_at_ms
-            .unwrap_or(self.ts_ms.saturating_add(UPSTREAM_UNTIMED_MS));
+            .unwrap_or(self.ts_ms.saturating_add(untimed_ms));
         if reset <= now {
             // Without a reset time nothing says the limit is back either: no value.
             self.limit.filter(|_| self.reset_at_ms.is_some())
@@ -58,6 +68,11 @@ pub struct Upstream {
     /// them); set from the config, never stored.
     #[serde(skip)]
     pub(super) configured: Limits,
+    /// Set when the config was (re)applied: `LimitMismatch` is judged again at the next tick
+    /// (a corrected config resolves it, `learn` turned off raises it) without waiting for a
+    /// report.
+    #[serde(skip)]
+    pub(super) rejudge: bool,
 }
 
 /// The state of one upstream dimension at a time, for `/v1/usage` and `/metrics`.
@@ -103,9 +118,9 @@ impl Upstream {
         limit != before
     }
 
-    /// Records the drift of `dim` measured at its last report.
-    pub(super) fn set_drift(&mut self, dim: UpstreamDimension, drift: i64) {
-        self.drift[dim.index()] = Some(drift);
+    /// Records the drift of `dim` measured at its last report (`None`: not measurable).
+    pub(super) fn set_drift(&mut self, dim: UpstreamDimension, drift: Option<i64>) {
+        self.drift[dim.index()] = drift;
     }
 
     /// The limit last reported for the upstream dimension matching `dim`.
@@ -134,11 +149,11 @@ impl Upstream {
             .iter()
             .filter_map(|&dimension| {
                 let r = self.reports[dimension.index()]?;
-                let holds = r.reset_at_ms.unwrap_or(r.ts_ms + UPSTREAM_UNTIMED_MS) > now;
+                let holds = r.reset_at_ms.unwrap_or(r.ts_ms + untimed_ms(dimension)) > now;
                 Some(UpstreamSnapshot {
                     dimension,
                     limit: r.limit,
-                    remaining: r.remaining_at(now),
+                    remaining: r.remaining_at(now, untimed_ms(dimension)),
                     drift: self.drift[dimension.index()].map(|d| if holds { d } else { 0 }),
                     reset_at_ms: r.reset_at_ms,
                 })
