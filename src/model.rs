@@ -23,6 +23,58 @@ pub struct Limits {
     pub tpm: u64,
     /// Tokens per rolling 24 h.
     pub tpd: u64,
+    /// Whether `daily` counts over a rolling 24 h or a calendar day.
+    pub daily_window: DailyWindow,
+}
+
+/// How `daily` counts (`daily_window`): over the rolling last 24 h, or since the last reset
+/// at a local time of day, as Gemini's requests per day reset at midnight Pacific.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DailyWindow {
+    /// The last 24 h, minute by minute.
+    #[default]
+    Rolling,
+    /// Since the last local `reset_minute` (minutes past midnight) in `tz`.
+    Calendar {
+        /// The zone whose clock the reset follows (DST included).
+        tz: chrono_tz::Tz,
+        /// Minutes past local midnight, below 1440.
+        reset_minute: u16,
+    },
+}
+
+impl DailyWindow {
+    /// For a calendar window, the reset at or before `ts` and the next one after it, Unix ms
+    /// (a day is 23 or 25 h across a DST change); `None` for a rolling one. A reset time that
+    /// the clock skips (spring forward) happens at the first minute after the gap; one the
+    /// clock repeats (fall back), at its first occurrence.
+    pub fn day_of(self, ts: i64) -> Option<(i64, i64)> {
+        use chrono::{Duration, TimeZone};
+        let DailyWindow::Calendar { tz, reset_minute } = self else {
+            return None;
+        };
+        let reset = chrono::NaiveTime::from_hms_opt(
+            u32::from(reset_minute / 60),
+            u32::from(reset_minute % 60),
+            0,
+        )?;
+        let at = |date: chrono::NaiveDate| -> Option<i64> {
+            let local = date.and_time(reset);
+            (0..=180).find_map(|m| {
+                tz.from_local_datetime(&(local + Duration::minutes(m)))
+                    .earliest()
+                    .map(|t| t.timestamp_millis())
+            })
+        };
+        let today = tz.timestamp_millis_opt(ts).single()?.date_naive();
+        let mut start = at(today)?;
+        let mut date = today;
+        if start > ts {
+            date = today.pred_opt()?;
+            start = at(date)?;
+        }
+        Some((start, at(date.succ_opt()?)?))
+    }
 }
 
 /// A usage dimension, the `dimension` label.
@@ -290,5 +342,63 @@ mod tests {
         for s in cases {
             assert_eq!(valid_name(&s), general(&s), "{s:?}");
         }
+    }
+
+    fn ms(rfc3339: &str) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(rfc3339)
+            .unwrap()
+            .timestamp_millis()
+    }
+
+    #[test]
+    fn calendar_days_follow_the_local_clock_across_dst() {
+        let la = DailyWindow::Calendar {
+            tz: chrono_tz::America::Los_Angeles,
+            reset_minute: 0,
+        };
+        // An ordinary day: midnight PST is 08:00Z.
+        assert_eq!(
+            la.day_of(ms("2026-01-15T12:00:00Z")),
+            Some((ms("2026-01-15T08:00:00Z"), ms("2026-01-16T08:00:00Z")))
+        );
+        // Just before local midnight it is still the day before.
+        assert_eq!(
+            la.day_of(ms("2026-01-16T07:59:59.999Z")).map(|d| d.0),
+            Some(ms("2026-01-15T08:00:00Z"))
+        );
+        // 2026-03-08 springs forward: a 23 h day.
+        let (start, end) = la.day_of(ms("2026-03-08T12:00:00Z")).unwrap();
+        assert_eq!(
+            (start, end),
+            (ms("2026-03-08T08:00:00Z"), ms("2026-03-09T07:00:00Z"))
+        );
+        assert_eq!(end - start, 23 * 3_600_000);
+        // 2026-11-01 falls back: a 25 h day.
+        let (start, end) = la.day_of(ms("2026-11-01T12:00:00Z")).unwrap();
+        assert_eq!(
+            (start, end),
+            (ms("2026-11-01T07:00:00Z"), ms("2026-11-02T08:00:00Z"))
+        );
+        assert_eq!(end - start, 25 * 3_600_000);
+        // A reset at 02:30 is skipped on the spring day: it happens at 03:00 PDT.
+        let late = DailyWindow::Calendar {
+            tz: chrono_tz::America::Los_Angeles,
+            reset_minute: 150,
+        };
+        assert_eq!(
+            late.day_of(ms("2026-03-08T12:00:00Z")).map(|d| d.0),
+            Some(ms("2026-03-08T10:00:00Z")),
+            "02:30 does not exist on 2026-03-08: the day starts at 03:00 PDT"
+        );
+        let repeated = DailyWindow::Calendar {
+            tz: chrono_tz::America::Los_Angeles,
+            reset_minute: 90,
+        };
+        assert_eq!(
+            repeated.day_of(ms("2026-11-01T12:00:00Z")).map(|d| d.0),
+            Some(ms("2026-11-01T08:30:00Z")),
+            "01:30 happens twice on 2026-11-01: the first (PDT) is the reset"
+        );
+        assert_eq!(DailyWindow::Rolling.day_of(0), None);
     }
 }

@@ -570,3 +570,71 @@ fn replay_reads_every_format_the_daemon_reads() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("Envoy operator"));
 }
+
+/// A calendar day's quota in replay: the same tracker as the daemon's, so the daemon's unit
+/// tests of the window hold here too; this checks the whole path from the config file.
+#[test]
+fn replay_counts_a_calendar_day_and_resets_at_local_midnight() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cal.toml");
+    std::fs::write(
+        &config,
+        "[tiers.gemini]\nrpm = 100\ndaily = 3\ndaily_window = \"calendar\"\ndaily_timezone = \"America/Los_Angeles\"\n\
+         [tiers.rolling]\nrpm = 100\ndaily = 3\n\
+         [[orgs]]\nid = \"gem\"\ntier = \"gemini\"\n[[orgs]]\nid = \"roll\"\ntier = \"rolling\"\n",
+    )
+    .unwrap();
+    // Three requests before midnight Pacific (08:00Z), three after, for both orgs.
+    let mut lines = String::new();
+    for org in ["gem", "roll"] {
+        for ts in [
+            "2026-01-16T07:50:00Z",
+            "2026-01-16T07:51:00Z",
+            "2026-01-16T07:52:00Z",
+            "2026-01-16T08:05:00Z",
+            "2026-01-16T08:06:00Z",
+            "2026-01-16T08:07:00Z",
+        ] {
+            lines.push_str(&format!(
+                "{{\"ts\":\"{ts}\",\"org\":\"{org}\",\"status\":200}}\n"
+            ));
+        }
+    }
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(&events, lines).unwrap();
+    let r = replay_json(
+        dir.path(),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            events.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(org(&r, "gem")["peak_daily"], 3, "{r}");
+    assert_eq!(org(&r, "roll")["peak_daily"], 6, "{r}");
+    let quota = |name: &str| -> Vec<(String, String)> {
+        r["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["org"] == name && a["alert"] == "DailyQuotaExhausted")
+            .map(|a| {
+                (
+                    a["status"].as_str().unwrap_or("").to_string(),
+                    a["ts"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    };
+    let gem = quota("gem");
+    assert_eq!(gem.first().map(|a| a.0.as_str()), Some("firing"), "{r}");
+    assert!(
+        gem.iter()
+            .any(|(s, ts)| s == "resolved" && ts.as_str() >= "2026-01-16T08:00:00"),
+        "the calendar quota resolves once the day turns: {gem:?}"
+    );
+    assert!(
+        quota("roll").iter().all(|(s, _)| s != "resolved"),
+        "the rolling 24 h still holds all six"
+    );
+}

@@ -17,6 +17,7 @@ mod otlp;
 mod raw;
 mod scheduler;
 mod settings;
+mod tiers;
 mod web;
 
 use std::path::Path;
@@ -369,7 +370,8 @@ mod tests {
                 concurrency: 1,
                 daily: 100,
                 tpm: 0,
-                tpd: 0
+                tpd: 0,
+                daily_window: crate::model::DailyWindow::Rolling,
             }
         );
         assert_eq!(c.orgs[1].limits.rpm, 10);

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::events::format::{Dialect, LineFormat, Template};
-use crate::model::{Limits, valid_name};
+use crate::model::valid_name;
 
 use super::channels::ChannelConfig;
 use super::check::*;
@@ -18,6 +18,7 @@ use super::duration::HumanDuration;
 use super::scheduler::UpstreamConfig;
 
 use super::settings::*;
+use super::tiers::{RawOrg, RawTier, presets};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -299,69 +300,6 @@ impl Default for RawLimits {
     }
 }
 
-/// Declares a table that holds the five limits (`rpm`, `concurrency`, `daily`, `tpm`, `tpd`,
-/// each optional) after its own fields. Tiers and orgs share them; serde's `flatten` would
-/// say it once but cannot be combined with `deny_unknown_fields`.
-macro_rules! with_limits {
-    ($(#[$attr:meta])* struct $name:ident { $($own:tt)* }) => {
-        $(#[$attr])*
-        struct $name {
-            $($own)*
-            #[serde(default, deserialize_with = "limit")]
-            rpm: Option<u64>,
-            #[serde(default, deserialize_with = "limit")]
-            concurrency: Option<u64>,
-            #[serde(default, deserialize_with = "limit")]
-            daily: Option<u64>,
-            #[serde(default, deserialize_with = "limit")]
-            tpm: Option<u64>,
-            #[serde(default, deserialize_with = "limit")]
-            tpd: Option<u64>,
-        }
-    };
-}
-
-with_limits! {
-    #[derive(Deserialize, Default)]
-    #[serde(deny_unknown_fields)]
-    struct RawTier {}
-}
-
-impl RawTier {
-    fn apply(&self, base: Limits) -> Limits {
-        Limits {
-            rpm: self.rpm.unwrap_or(base.rpm),
-            concurrency: self.concurrency.unwrap_or(base.concurrency),
-            daily: self.daily.unwrap_or(base.daily),
-            tpm: self.tpm.unwrap_or(base.tpm),
-            tpd: self.tpd.unwrap_or(base.tpd),
-        }
-    }
-}
-
-with_limits! {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct RawOrg {
-        id: Spanned<String>,
-        tier: Option<Spanned<String>>,
-        /// `UsageHigh` thresholds of this org, instead of `[alerts] thresholds`.
-        thresholds: Option<Spanned<Vec<f64>>>,
-    }
-}
-
-impl RawOrg {
-    fn overrides(&self) -> RawTier {
-        RawTier {
-            rpm: self.rpm,
-            concurrency: self.concurrency,
-            daily: self.daily,
-            tpm: self.tpm,
-            tpd: self.tpd,
-        }
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawDetect {
@@ -416,28 +354,6 @@ impl Default for RawAlerts {
     }
 }
 
-/// Built-in tier presets (SPEC §3).
-fn presets() -> BTreeMap<String, Limits> {
-    let mut m = BTreeMap::new();
-    m.insert(
-        "plus".to_string(),
-        Limits {
-            rpm: 5,
-            concurrency: 1,
-            ..Limits::default()
-        },
-    );
-    m.insert(
-        "pro".to_string(),
-        Limits {
-            rpm: 50,
-            concurrency: 5,
-            ..Limits::default()
-        },
-    );
-    m
-}
-
 impl RawConfig {
     pub(super) fn validate(self) -> Result<Config, Spanned2> {
         let server = self.server.validate()?;
@@ -449,7 +365,7 @@ impl RawConfig {
                 return Err(at(raw.span(), "tier names must not be empty"));
             }
             let base = tiers.get(name).copied().unwrap_or_default();
-            tiers.insert(name.clone(), raw.get_ref().apply(base));
+            tiers.insert(name.clone(), raw.get_ref().apply(base)?);
         }
         if !tiers.contains_key(&limits.default_tier) {
             return Err(at(
@@ -503,7 +419,7 @@ impl RawConfig {
             orgs.push(OrgConfig {
                 id: id.clone(),
                 tier,
-                limits: raw.overrides().apply(*base),
+                limits: raw.overrides().apply(*base)?,
                 thresholds_bp,
             });
         }

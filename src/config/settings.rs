@@ -300,6 +300,14 @@ impl fmt::Display for Limits {
         if self.tpd > 0 {
             write!(f, ", {} tpd", self.tpd)?;
         }
+        if let crate::model::DailyWindow::Calendar { tz, reset_minute } = self.daily_window {
+            write!(
+                f,
+                ", daily resets at {:02}:{:02} {tz}",
+                reset_minute / 60,
+                reset_minute % 60
+            )?;
+        }
         Ok(())
     }
 }

@@ -388,9 +388,24 @@ impl Org {
                     cap,
                 });
             }
-            let weighed = match counted {
-                Counted::Requests(w) => weigh_window(Some(w), shape, now, a.margin_ms, need, cap),
-                Counted::Tokens(w) => weigh_window(w, shape, now, a.margin_ms, need, cap),
+            let weighed = match (dim, self.limits.daily_window.day_of(now)) {
+                // A calendar day: its requests so far, those granted up to `margin` before it
+                // began included (they may have reached the upstream after its reset); full
+                // until the next reset.
+                (Dimension::Daily, Some((start, end))) => {
+                    let from = minute(start.saturating_sub(a.margin_ms.max(0)));
+                    if self.daily.count_from(from) <= cap - need {
+                        Ok(())
+                    } else {
+                        Err(end)
+                    }
+                }
+                _ => match counted {
+                    Counted::Requests(w) => {
+                        weigh_window(Some(w), shape, now, a.margin_ms, need, cap)
+                    }
+                    Counted::Tokens(w) => weigh_window(w, shape, now, a.margin_ms, need, cap),
+                },
             };
             if let Err(at) = weighed
                 && worst.is_none_or(|(_, w)| at > w)
@@ -443,7 +458,7 @@ impl Org {
             app.rpm.add(sec(now), ask.requests);
             app.daily.add(minute(now), ask.requests);
             self.peaks.rpm = self.peaks.rpm.max(self.rpm.count_at(sec(now)));
-            self.peaks.daily = self.peaks.daily.max(self.daily.count_at(minute(now)));
+            self.peaks.daily = self.peaks.daily.max(self.daily_count(now));
         }
         if ask.tokens > 0 {
             let t = self.tokens.get_or_insert_with(TokenWindows::boxed);

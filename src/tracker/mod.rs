@@ -22,6 +22,7 @@ pub mod concurrency;
 pub mod dedupe;
 pub mod jobs;
 mod org;
+mod reconcile;
 mod report;
 mod settings;
 pub mod snapshot;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use crate::detect::alerts::OrgAlerts;
 use crate::detect::burst::{Burst, Edge, burst_threshold};
 use crate::detect::{Cause, CauseInputs, RetryState, Transition, classify_429};
-use crate::events::{Event, Outcome, QuotaReport};
-use crate::model::{Dimension, Limits, OVERFLOW};
+use crate::events::{Event, Outcome};
+use crate::model::{DailyWindow, Dimension, Limits, OVERFLOW};
 
 use super::concurrency::{EarlyEnds, HORIZON_MS, PeakConcurrency};
 use super::jobs::{self, DurationHistogram, JobOutcome, Jobs, Start};
@@ -122,7 +122,13 @@ impl Org {
                 None
             },
             rpm: Window::new(RPM_WIDTH, RPM_SLACK),
-            daily: Window::new(DAILY_WIDTH, DAILY_SLACK),
+            daily: Window::new(
+                DAILY_WIDTH,
+                match limits.daily_window {
+                    DailyWindow::Rolling => DAILY_SLACK,
+                    DailyWindow::Calendar { .. } => CALENDAR_SPAN - DAILY_WIDTH,
+                },
+            ),
             tokens,
             jobs: Jobs::new(job_cap(s, &limits)),
             apps: Vec::new(),
@@ -158,6 +164,9 @@ impl Org {
         self.jobs.set_max(job_cap(s, &limits));
         self.concurrency
             .set_cap(job_cap(s, &limits).saturating_mul(2));
+        if limits.daily_window != DailyWindow::Rolling {
+            self.daily.hold_at_least(CALENDAR_SPAN);
+        }
         if self.tokens.is_none() && (limits.tpm > 0 || limits.tpd > 0) {
             self.tokens = Some(TokenWindows::boxed());
         }
@@ -205,13 +214,43 @@ impl Org {
     pub(super) fn usage_at(&self, dim: Dimension, ts: i64) -> u64 {
         match dim {
             Dimension::Rpm => self.rpm.count_at(sec(ts)),
-            Dimension::Daily => self.daily.count_at(minute(ts)),
+            Dimension::Daily => self.daily_count(ts),
             Dimension::Concurrency => self.jobs.in_flight() as u64,
             Dimension::Tpm => self.tokens.as_ref().map_or(0, |t| t.tpm.count_at(sec(ts))),
             Dimension::Tpd => self
                 .tokens
                 .as_ref()
                 .map_or(0, |t| t.tpd.count_at(minute(ts))),
+        }
+    }
+
+    /// Requests in the daily window at `ts`: the rolling 24 h, or the calendar day so far
+    /// (`daily_window`).
+    pub(super) fn daily_count(&self, ts: i64) -> u64 {
+        match self.limits.daily_window.day_of(ts) {
+            None => self.daily.count_at(minute(ts)),
+            Some((start, _)) => self.daily.count_between(minute(start), minute(ts)),
+        }
+    }
+
+    /// The highest daily count from `ts` to `present` (a late request raised each window
+    /// holding it): the rolling windows ending after it, or the rest of its calendar day.
+    fn daily_peak_since(&self, ts: i64, present: i64) -> u64 {
+        match self.limits.daily_window.day_of(ts) {
+            None => self
+                .daily
+                .max_count(minute(ts), minute(ts) + DAILY_WIDTH as i64 - 1),
+            Some((start, end)) => self
+                .daily
+                .count_between(minute(start), minute(present.min(end - 1))),
+        }
+    }
+
+    /// Whether a request at `ts` is in the daily window at `present`.
+    fn daily_holds(&self, ts: i64, present: i64) -> bool {
+        match self.limits.daily_window.day_of(present) {
+            None => minute(ts) > minute(present) - DAILY_WIDTH as i64,
+            Some((start, _)) => ts >= start,
         }
     }
 
@@ -254,7 +293,7 @@ impl Org {
                 concurrency_limit: self.limits.concurrency,
                 rpm: self.rpm.count_at(sec(ts)),
                 rpm_limit: self.limits.rpm,
-                daily: self.daily.count_at(minute(ts)),
+                daily: self.daily_count(ts),
                 daily_limit: self.limits.daily,
                 burst_count: self.burst.count(ts, window),
                 burst_threshold: self.burst_threshold,
@@ -314,11 +353,10 @@ impl Org {
         let (rpm_peak, daily_peak) = if late {
             (
                 self.rpm.max_count(sec(ts), sec(ts) + RPM_WIDTH as i64 - 1),
-                self.daily
-                    .max_count(minute(ts), minute(ts) + DAILY_WIDTH as i64 - 1),
+                self.daily_peak_since(ts, present),
             )
         } else {
-            (self.rpm.count_at(sec(ts)), self.daily.count_at(minute(ts)))
+            (self.rpm.count_at(sec(ts)), self.daily_count(ts))
         };
         self.peaks.rpm = self.peaks.rpm.max(rpm_peak);
         self.peaks.daily = self.peaks.daily.max(daily_peak);
@@ -338,7 +376,7 @@ impl Org {
             let judged = [
                 (Dimension::Rpm, now_holds(RPM_WIDTH, sec)),
                 (Dimension::Tpm, tokens && now_holds(RPM_WIDTH, sec)),
-                (Dimension::Daily, now_holds(DAILY_WIDTH, minute)),
+                (Dimension::Daily, self.daily_holds(ts, present)),
                 (Dimension::Tpd, tokens && now_holds(DAILY_WIDTH, minute)),
             ];
             for (dim, changed) in judged {
@@ -559,71 +597,6 @@ impl Org {
         self.judge_mismatch(s, out);
     }
 
-    /// Notes what the upstream reported with an event at `ts`: each dimension's report and
-    /// its drift from ratewarden's own count (measured after the event itself was counted, as
-    /// the upstream's `remaining` was); then adopts changed limits (`learn`) or judges them
-    /// against the config (`LimitMismatch`).
-    pub(super) fn note_upstream(
-        &mut self,
-        ts: i64,
-        reports: &[QuotaReport],
-        s: &Settings,
-        out: &mut Vec<Transition>,
-    ) {
-        // A report that does not give both the limit and what remains measures no drift, and
-        // an older measure no longer describes the window it reports.
-        let drifts: Vec<_> = reports
-            .iter()
-            .map(|q| {
-                let drift = q.dimension.configured().zip(q.limit.zip(q.remaining)).map(
-                    |(dim, (limit, remaining))| {
-                        let used = i64::try_from(limit.saturating_sub(remaining));
-                        let ours = i64::try_from(self.usage_at(dim, ts)).unwrap_or(i64::MAX);
-                        used.unwrap_or(i64::MAX) - ours
-                    },
-                );
-                (q.dimension, drift)
-            })
-            .collect();
-        let configured = self.limits;
-        let u = self
-            .upstream
-            .get_or_insert_with(|| Box::new(Upstream::new(configured)));
-        let mut changed = false;
-        for q in reports {
-            changed |= u.note(ts, q);
-        }
-        for (dim, drift) in drifts {
-            u.set_drift(dim, drift);
-        }
-        if s.learn {
-            if changed {
-                let learned = u.learned(u.configured);
-                self.set_limits(learned, s);
-            }
-        } else if self.alerting {
-            self.judge_mismatch(s, out);
-        }
-    }
-
-    /// `LimitMismatch` for every configured dimension, at the org's present.
-    pub(super) fn judge_mismatch(&mut self, s: &Settings, out: &mut Vec<Transition>) {
-        let Some(u) = self.upstream.as_deref_mut() else {
-            return;
-        };
-        u.rejudge = false;
-        let at = self.present_ms;
-        for dim in Dimension::ALL {
-            let (configured, reported) = if s.learn {
-                (0, None)
-            } else {
-                (dim.limit(&u.configured), u.limit(dim))
-            };
-            u.mismatch
-                .judge(&self.name, dim, configured, reported, at, out);
-        }
-    }
-
     /// Seconds until one more request fits in `dim` at `now`: `None` for an unlimited
     /// dimension, `Some(None)` when it waits on a job finishing.
     pub(super) fn headroom_seconds(&self, dim: Dimension, now: i64) -> Option<Option<u64>> {
@@ -637,7 +610,11 @@ impl Org {
                 return Some(((self.jobs.in_flight() as u64) < limit).then_some(0));
             }
             Dimension::Rpm => self.rpm.frees_at(sec(now), limit) * 1_000,
-            Dimension::Daily => self.daily.frees_at(minute(now), limit) * 60_000,
+            Dimension::Daily => match self.limits.daily_window.day_of(now) {
+                Some((_, end)) if self.daily_count(now) >= limit => end,
+                Some(_) => now,
+                None => self.daily.frees_at(minute(now), limit) * 60_000,
+            },
             Dimension::Tpm => tokens.map_or(now, |t| t.tpm.frees_at(sec(now), limit) * 1_000),
             Dimension::Tpd => tokens.map_or(now, |t| t.tpd.frees_at(minute(now), limit) * 60_000),
         };

@@ -16,6 +16,9 @@ pub(super) const RPM_SLACK: usize = 300;
 pub(super) const DAILY_WIDTH: usize = 1441;
 /// Minutes behind the newest request that the daily window still answers exactly.
 pub(super) const DAILY_SLACK: usize = 5;
+/// Minute buckets a calendar day's window holds: the longest day (25 h, when the clock falls
+/// back) and its current minute, and the usual slack.
+pub(super) const CALENDAR_SPAN: usize = 25 * 60 + 1 + DAILY_SLACK;
 
 /// Most job ends kept per org waiting for their starts (about 170 bytes each).
 pub(super) const EARLY_ENDS_PER_ORG: usize = 256;

@@ -1633,3 +1633,132 @@ fn limit_mismatch_is_judged_again_when_the_config_changes() {
         "{out:?}"
     );
 }
+
+/// A tracker whose org `gem` has 5 requests a calendar day, reset at midnight Pacific.
+fn calendar() -> Tracker {
+    Tracker::new(
+        &Config::parse(
+            "[tiers.gemini]\nrpm = 100\ndaily = 5\ndaily_window = \"calendar\"\ndaily_timezone = \"America/Los_Angeles\"\n\
+             [[orgs]]\nid = \"gem\"\ntier = \"gemini\"\n",
+            "t.toml",
+        )
+        .unwrap(),
+    )
+}
+
+fn at(rfc3339: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .unwrap()
+        .timestamp_millis()
+}
+
+#[test]
+fn a_calendar_day_resets_at_local_midnight_and_its_alerts_with_it() {
+    let mut t = calendar();
+    // 23:50 PST on 2026-01-15 is 07:50Z on the 16th.
+    let mut out = Vec::new();
+    for i in 0..4 {
+        out.extend(req(&mut t, "gem", at("2026-01-16T07:50:00Z") + i, 200));
+    }
+    assert!(
+        out.iter()
+            .any(|tr| tr.alert == AlertName::UsageHigh && tr.dimension == Some(Dimension::Daily)),
+        "4 of 5: {out:?}"
+    );
+    let before = t.snapshot(at("2026-01-16T07:59:00Z"));
+    assert_eq!(org(&before, "gem").usage_of(Dimension::Daily), Some(4));
+    let until_midnight = org(&before, "gem")
+        .headroom_seconds
+        .iter()
+        .find(|(d, _)| *d == Dimension::Daily)
+        .unwrap()
+        .1;
+    assert_eq!(until_midnight, Some(0), "one more still fits");
+    req(&mut t, "gem", at("2026-01-16T07:55:00Z"), 200);
+    let full = t.snapshot(at("2026-01-16T07:56:00Z"));
+    let wait = org(&full, "gem")
+        .headroom_seconds
+        .iter()
+        .find(|(d, _)| *d == Dimension::Daily)
+        .unwrap()
+        .1;
+    assert_eq!(wait, Some(4 * 60), "full until local midnight");
+    // The clock passes midnight: the day's usage is 0 and the alert resolves.
+    let mut out = Vec::new();
+    t.tick(at("2026-01-16T08:00:30Z"), &mut out);
+    assert!(
+        out.iter().any(|tr| tr.alert == AlertName::UsageHigh
+            && tr.dimension == Some(Dimension::Daily)
+            && tr.status == Status::Resolved),
+        "{out:?}"
+    );
+    req(&mut t, "gem", at("2026-01-16T08:10:00Z"), 200);
+    let after = t.snapshot(at("2026-01-16T08:11:00Z"));
+    assert_eq!(org(&after, "gem").usage_of(Dimension::Daily), Some(1));
+    // A rolling window would still hold all six: the peak is the day's, 5.
+    assert_eq!(
+        t.report()
+            .iter()
+            .find(|r| &*r.org == "gem")
+            .unwrap()
+            .peaks
+            .daily,
+        5
+    );
+}
+
+#[test]
+fn the_25_hour_day_counts_its_first_hour_to_its_end() {
+    let mut t = calendar();
+    // 2026-11-01 falls back: the day runs from 07:00Z to 08:00Z on the 2nd.
+    req(&mut t, "gem", at("2026-11-01T07:05:00Z"), 200);
+    req(&mut t, "gem", at("2026-11-02T07:30:00Z"), 200);
+    let snap = t.snapshot(at("2026-11-02T07:59:00Z"));
+    assert_eq!(org(&snap, "gem").usage_of(Dimension::Daily), Some(2));
+    let next = t.snapshot(at("2026-11-02T08:00:00Z"));
+    assert_eq!(org(&next, "gem").usage_of(Dimension::Daily), Some(0));
+    // A restored tracker still holds the whole day.
+    let back = Tracker::restore(
+        &Config::parse(
+            "[tiers.gemini]\nrpm = 100\ndaily = 5\ndaily_window = \"calendar\"\ndaily_timezone = \"America/Los_Angeles\"\n\
+             [[orgs]]\nid = \"gem\"\ntier = \"gemini\"\n",
+            "t.toml",
+        )
+        .unwrap(),
+        &t.encode().unwrap(),
+    )
+    .unwrap();
+    let snap = back.snapshot(at("2026-11-02T07:59:00Z"));
+    assert_eq!(org(&snap, "gem").usage_of(Dimension::Daily), Some(2));
+}
+
+#[test]
+fn admission_on_a_full_calendar_day_waits_for_the_reset() {
+    let mut t = calendar();
+    for i in 0..5 {
+        req(&mut t, "gem", at("2026-01-16T07:00:00Z") + i, 200);
+    }
+    let ask = Ask {
+        org: "gem",
+        app: "a",
+        requests: 1,
+        tokens: 0,
+        job: false,
+        request_id: None,
+        share_bp: None,
+    };
+    let mut out = Vec::new();
+    let now = at("2026-01-16T07:30:00Z");
+    match t.admit(&ask, "l1", now, &mut out) {
+        Verdict::Refused {
+            dimension,
+            retry_after_ms,
+        } => {
+            assert_eq!(dimension, Dimension::Daily);
+            assert_eq!(retry_after_ms, 30 * 60_000, "until midnight Pacific");
+        }
+        v => panic!("{v:?}"),
+    }
+    let granted = t.admit(&ask, "l2", at("2026-01-16T08:00:01Z"), &mut out);
+    assert!(matches!(granted, Verdict::Granted { .. }), "{granted:?}");
+}

@@ -554,6 +554,22 @@ impl<S: Slot> Window<S> {
         self.head.saturating_add(1)
     }
 
+    /// Events counted in buckets `from ..= to` (as far as they are still held).
+    pub fn count_between(&self, from: i64, to: i64) -> u64 {
+        if to < from {
+            return 0;
+        }
+        self.count_from(from)
+            .saturating_sub(self.count_from(to.saturating_add(1)))
+    }
+
+    /// Keeps at least `span` buckets from now on (a calendar day's window, up to 25 h): only
+    /// ever grows, so nothing held is dropped.
+    pub fn hold_at_least(&mut self, span: usize) {
+        let span = u16::try_from(span).unwrap_or(u16::MAX);
+        self.span = self.span.max(span);
+    }
+
     /// Bytes held for the entries (for tests and sizing).
     pub fn held_bytes(&self) -> usize {
         self.bytes.capacity()

@@ -1,0 +1,223 @@
+//! `[tiers.*]` and `[[orgs]]` as written: the limits both may set, the daily window among
+//! them (`daily_window`, `daily_reset`, `daily_timezone`), and the built-in tier presets.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::check::{Spanned2, at, limit};
+use crate::model::{DailyWindow, Limits};
+
+/// Declares a table that holds the five limits (`rpm`, `concurrency`, `daily`, `tpm`, `tpd`,
+/// each optional) and the daily window after its own fields. Tiers and orgs share them;
+/// serde's `flatten` would say it once but cannot be combined with `deny_unknown_fields`.
+macro_rules! with_limits {
+    ($(#[$attr:meta])* struct $name:ident { $($own:tt)* }) => {
+        $(#[$attr])*
+        pub(super) struct $name {
+            $($own)*
+            #[serde(default, deserialize_with = "limit")]
+            rpm: Option<u64>,
+            #[serde(default, deserialize_with = "limit")]
+            concurrency: Option<u64>,
+            #[serde(default, deserialize_with = "limit")]
+            daily: Option<u64>,
+            #[serde(default, deserialize_with = "limit")]
+            tpm: Option<u64>,
+            #[serde(default, deserialize_with = "limit")]
+            tpd: Option<u64>,
+            /// `"rolling"` (the last 24 h) or `"calendar"` (since the last `daily_reset`).
+            daily_window: Option<Spanned<String>>,
+            /// `"HH:MM"`, local time of `daily_timezone`; calendar windows only.
+            daily_reset: Option<Spanned<String>>,
+            /// An IANA zone name; calendar windows only.
+            daily_timezone: Option<Spanned<String>>,
+        }
+    };
+}
+
+with_limits! {
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    struct RawTier {}
+}
+
+impl RawTier {
+    /// `base` with what this table sets.
+    pub(super) fn apply(&self, base: Limits) -> Result<Limits, Spanned2> {
+        Ok(Limits {
+            rpm: self.rpm.unwrap_or(base.rpm),
+            concurrency: self.concurrency.unwrap_or(base.concurrency),
+            daily: self.daily.unwrap_or(base.daily),
+            tpm: self.tpm.unwrap_or(base.tpm),
+            tpd: self.tpd.unwrap_or(base.tpd),
+            daily_window: self.daily_window(base.daily_window)?,
+        })
+    }
+
+    /// The daily window: the one this table names, with the reset and zone it gives or, for
+    /// those it leaves out, `base`'s (else midnight UTC).
+    fn daily_window(&self, base: DailyWindow) -> Result<DailyWindow, Spanned2> {
+        let calendar = match &self.daily_window {
+            None => !matches!(base, DailyWindow::Rolling),
+            Some(w) => match w.get_ref().as_str() {
+                "rolling" => false,
+                "calendar" => true,
+                other => {
+                    return Err(at(
+                        w.span(),
+                        format!("daily_window must be \"rolling\" or \"calendar\", not {other:?}"),
+                    ));
+                }
+            },
+        };
+        let (base_tz, base_minute) = match base {
+            DailyWindow::Calendar { tz, reset_minute } => (tz, reset_minute),
+            DailyWindow::Rolling => (chrono_tz::UTC, 0),
+        };
+        if !calendar {
+            if let Some(s) = self.daily_reset.as_ref().or(self.daily_timezone.as_ref()) {
+                return Err(at(
+                    s.span(),
+                    "daily_reset and daily_timezone apply to daily_window = \"calendar\" only",
+                ));
+            }
+            return Ok(DailyWindow::Rolling);
+        }
+        let reset_minute = match &self.daily_reset {
+            None => base_minute,
+            Some(r) => reset_minute(r.get_ref()).ok_or_else(|| {
+                at(
+                    r.span(),
+                    format!(
+                        "daily_reset must be a local time \"HH:MM\" (00:00 to 23:59), not {:?}",
+                        r.get_ref()
+                    ),
+                )
+            })?,
+        };
+        let tz = match &self.daily_timezone {
+            None => base_tz,
+            Some(z) => z.get_ref().parse::<chrono_tz::Tz>().map_err(|_| {
+                at(
+                    z.span(),
+                    format!("daily_timezone {:?} is not an IANA time zone (e.g. \"America/Los_Angeles\")", z.get_ref()),
+                )
+            })?,
+        };
+        Ok(DailyWindow::Calendar { tz, reset_minute })
+    }
+}
+
+/// Minutes past midnight of `"HH:MM"`.
+fn reset_minute(s: &str) -> Option<u16> {
+    let (h, m) = s.trim().split_once(':')?;
+    let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60 && s.trim().len() == 5).then_some(h * 60 + m)
+}
+
+with_limits! {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawOrg {
+        pub(super) id: Spanned<String>,
+        pub(super) tier: Option<Spanned<String>>,
+        /// `UsageHigh` thresholds of this org, instead of `[alerts] thresholds`.
+        pub(super) thresholds: Option<Spanned<Vec<f64>>>,
+    }
+}
+
+impl RawOrg {
+    /// The limits this org sets over its tier's.
+    pub(super) fn overrides(&self) -> RawTier {
+        RawTier {
+            rpm: self.rpm,
+            concurrency: self.concurrency,
+            daily: self.daily,
+            tpm: self.tpm,
+            tpd: self.tpd,
+            daily_window: self.daily_window.clone(),
+            daily_reset: self.daily_reset.clone(),
+            daily_timezone: self.daily_timezone.clone(),
+        }
+    }
+}
+
+/// Built-in tier presets (SPEC §3).
+pub(super) fn presets() -> BTreeMap<String, Limits> {
+    let mut m = BTreeMap::new();
+    m.insert(
+        "plus".to_string(),
+        Limits {
+            rpm: 5,
+            concurrency: 1,
+            ..Limits::default()
+        },
+    );
+    m.insert(
+        "pro".to_string(),
+        Limits {
+            rpm: 50,
+            concurrency: 5,
+            ..Limits::default()
+        },
+    );
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn parse(toml: &str) -> Result<Config, String> {
+        Config::parse(toml, "t.toml").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn calendar_windows_inherit_and_override() {
+        let c = parse(
+            "[tiers.gemini]\nrpm = 10\ndaily = 250\ndaily_window = \"calendar\"\ndaily_timezone = \"America/Los_Angeles\"\n\
+             [[orgs]]\nid = \"a\"\ntier = \"gemini\"\n\
+             [[orgs]]\nid = \"b\"\ntier = \"gemini\"\ndaily_reset = \"06:30\"\n\
+             [[orgs]]\nid = \"c\"\ntier = \"gemini\"\ndaily_window = \"rolling\"\n",
+        )
+        .unwrap();
+        let la = chrono_tz::America::Los_Angeles;
+        let w: Vec<DailyWindow> = c.orgs.iter().map(|o| o.limits.daily_window).collect();
+        assert_eq!(
+            w,
+            [
+                DailyWindow::Calendar {
+                    tz: la,
+                    reset_minute: 0
+                },
+                DailyWindow::Calendar {
+                    tz: la,
+                    reset_minute: 390
+                },
+                DailyWindow::Rolling,
+            ]
+        );
+        assert_eq!(c.tiers["plus"].daily_window, DailyWindow::Rolling);
+    }
+
+    #[test]
+    fn calendar_mistakes_are_positioned() {
+        let e = parse("[tiers.t]\ndaily_window = \"weekly\"\n").unwrap_err();
+        assert!(
+            e.contains("t.toml:2:") && e.contains("\"rolling\" or \"calendar\""),
+            "{e}"
+        );
+        let e =
+            parse("[tiers.t]\ndaily_window = \"calendar\"\ndaily_timezone = \"Mars/Olympus\"\n")
+                .unwrap_err();
+        assert!(e.contains("t.toml:3:") && e.contains("IANA"), "{e}");
+        let e =
+            parse("[tiers.t]\ndaily_window = \"calendar\"\ndaily_reset = \"24:00\"\n").unwrap_err();
+        assert!(e.contains("t.toml:3:") && e.contains("HH:MM"), "{e}");
+        let e = parse("[tiers.t]\ndaily_reset = \"01:00\"\n").unwrap_err();
+        assert!(e.contains("calendar\" only"), "{e}");
+    }
+}
