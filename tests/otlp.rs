@@ -159,6 +159,14 @@ fn genai_log_records_in_gzipped_json_and_bad_exports() {
 
     let (status, body) = http("POST", &url, &[("Content-Type", "text/plain")], b"x").unwrap();
     assert_eq!(status, 415, "{body}");
+    let rpc: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(rpc["code"], 3, "{rpc}");
+    assert!(
+        rpc["message"]
+            .as_str()
+            .unwrap()
+            .contains("application/x-protobuf")
+    );
     let (status, body) = http(
         "POST",
         &format!("{}/v1/traces", d.base),
@@ -167,7 +175,9 @@ fn genai_log_records_in_gzipped_json_and_bad_exports() {
     )
     .unwrap();
     assert_eq!(status, 400, "{body}");
-    assert!(body.contains("invalid_otlp"), "{body}");
+    // A google.rpc.Status in protobuf: code 3 (field 1), then the message (field 2).
+    assert!(body.starts_with("\u{8}\u{3}\u{12}"), "{body:?}");
+    assert!(body.contains("not an OTLP protobuf message"), "{body}");
     // Nothing of the bad bodies counted, and the daemon is still there.
     assert_eq!(usage_of(&d, "globex")["usage"]["rpm"], 2);
 }

@@ -187,8 +187,14 @@ pub struct Event<'a> {
     pub retry_after_ms: Option<i64>,
     /// Upstream error code, e.g. `insufficient_quota`.
     pub error_code: Option<Cow<'a, str>>,
-    /// Tokens consumed.
+    /// Tokens consumed (`tokens`, else `input_tokens` + `output_tokens`).
     pub tokens: Option<u64>,
+    /// Input (prompt) tokens, when given apart.
+    pub input_tokens: Option<u64>,
+    /// Output (completion) tokens, when given apart.
+    pub output_tokens: Option<u64>,
+    /// Images generated.
+    pub images: Option<u64>,
     /// Request latency in milliseconds.
     pub latency_ms: Option<f64>,
     /// Dedupe key: `request_id`, or the admission `lease` when the event names one.
@@ -267,6 +273,12 @@ pub enum EventField {
     /// `lease`: the admission lease the call was granted under (`POST /v1/admit`); it
     /// stands for the request's id, so the event completes that grant's reservation.
     Lease,
+    /// `input_tokens`.
+    InputTokens,
+    /// `output_tokens`.
+    OutputTokens,
+    /// `images`.
+    Images,
     /// `ratelimit` (an object of the upstream's `x-ratelimit-*` values).
     RateLimit,
     /// `headers`: the response's headers as captured (`name → value`), of which the
@@ -276,7 +288,7 @@ pub enum EventField {
 
 impl EventField {
     /// Every field, in label order.
-    pub const ALL: [EventField; 16] = [
+    pub const ALL: [EventField; 19] = [
         EventField::Ts,
         EventField::Org,
         EventField::App,
@@ -291,12 +303,15 @@ impl EventField {
         EventField::LatencyMs,
         EventField::RequestId,
         EventField::Lease,
+        EventField::InputTokens,
+        EventField::OutputTokens,
+        EventField::Images,
         EventField::RateLimit,
         EventField::Headers,
     ];
 
     /// Fields with one scalar value (all but `ratelimit` and `headers`).
-    pub(crate) const SCALARS: usize = 14;
+    pub(crate) const SCALARS: usize = 17;
 
     /// The field's name in the event schema.
     pub fn name(self) -> &'static str {
@@ -315,6 +330,9 @@ impl EventField {
             EventField::LatencyMs => "latency_ms",
             EventField::RequestId => "request_id",
             EventField::Lease => "lease",
+            EventField::InputTokens => "input_tokens",
+            EventField::OutputTokens => "output_tokens",
+            EventField::Images => "images",
             EventField::RateLimit => "ratelimit",
             EventField::Headers => "headers",
         }
@@ -339,6 +357,9 @@ impl EventField {
             "latency_ms" => EventField::LatencyMs,
             "request_id" => EventField::RequestId,
             "lease" => EventField::Lease,
+            "input_tokens" => EventField::InputTokens,
+            "output_tokens" => EventField::OutputTokens,
+            "images" => EventField::Images,
             "ratelimit" => EventField::RateLimit,
             "headers" => EventField::Headers,
             _ => return None,

@@ -102,6 +102,19 @@ mod tests {
     }
 
     #[test]
+    fn input_and_output_tokens_sum_to_tokens_unless_tokens_is_given() {
+        let e = ok(r#"{"org":"a","input_tokens":100,"output_tokens":"20","images":2}"#);
+        assert_eq!(
+            (e.tokens, e.input_tokens, e.output_tokens, e.images),
+            (Some(120), Some(100), Some(20), Some(2))
+        );
+        assert_eq!(ok(r#"{"org":"a","output_tokens":7}"#).tokens, Some(7));
+        let given = ok(r#"{"org":"a","tokens":5,"input_tokens":100,"output_tokens":20}"#);
+        assert_eq!(given.tokens, Some(5), "tokens as the producer counted them");
+        assert!(lost(r#"{"org":"a","images":-1}"#).contains(&EventField::Images));
+    }
+
+    #[test]
     fn timestamps_in_every_accepted_form() {
         let at = |ts: &str| ok(&format!(r#"{{"org":"a","ts":{ts}}}"#)).ts_ms.unwrap();
         assert_eq!(at(r#""2026-11-27T14:00:00Z""#), 1_795_788_000_000);

@@ -14,7 +14,7 @@
 //! | `status` | `http.response.status_code`; else a numeric `error.type`; else 429 for an `error.type` naming a rate limit (`RateLimitError`); else none for an error (outcome `unknown`); else 200 |
 //! | `error_code` | a non-numeric `error.type` |
 //! | `model` | `gen_ai.response.model`, else `gen_ai.request.model` |
-//! | `tokens` | `gen_ai.usage.input_tokens` + `gen_ai.usage.output_tokens` |
+//! | `input_tokens`, `output_tokens` (`tokens` their sum) | `gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens` |
 //! | `latency_ms` | the span's end less its start |
 //! | `request_id` | the span id (hex): a span and its log events count once |
 //!
@@ -244,14 +244,13 @@ impl Decoded {
             EventField::ErrorCode,
             error_type.filter(|t| t.parse::<u64>().is_err()),
         );
-        let tokens = ["gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"]
-            .map(|k| attr(c.attributes, k).and_then(int));
-        if tokens.iter().any(Option::is_some) {
-            let sum = tokens
-                .iter()
-                .flatten()
-                .fold(0u64, |a, n| a.saturating_add(*n));
-            w.set(EventField::Tokens, Raw::UInt(sum));
+        for (key, field) in [
+            ("gen_ai.usage.input_tokens", EventField::InputTokens),
+            ("gen_ai.usage.output_tokens", EventField::OutputTokens),
+        ] {
+            if let Some(n) = attr(c.attributes, key).and_then(int) {
+                w.set(field, Raw::UInt(n));
+            }
         }
         if c.start_ns > 0 {
             let ms = i64::try_from(c.start_ns / 1_000_000).unwrap_or(i64::MAX);

@@ -278,9 +278,21 @@ impl<'a> Wire<'a> {
                 values::retry_after_ms(&raw, reference),
             )
         });
-        let tokens = self
-            .take(EventField::Tokens)
-            .and_then(|raw| keep(&mut errors, EventField::Tokens, values::integer(&raw)));
+        let mut count = |f: EventField| {
+            self.values[f as usize]
+                .take()
+                .and_then(|raw| keep(&mut errors, f, values::integer(&raw)))
+        };
+        let tokens = count(EventField::Tokens);
+        let input_tokens = count(EventField::InputTokens);
+        let output_tokens = count(EventField::OutputTokens);
+        let images = count(EventField::Images);
+        // Providers report input and output apart (Anthropic, OpenAI's usage): their sum is
+        // the tokens a tokens-per-minute limit counts.
+        let tokens = tokens.or(match (input_tokens, output_tokens) {
+            (None, None) => None,
+            (i, o) => Some(i.unwrap_or(0).saturating_add(o.unwrap_or(0))),
+        });
         let seconds = self.latency_in_seconds;
         let latency_ms = self.take(EventField::LatencyMs).and_then(|raw| {
             keep(
@@ -384,6 +396,9 @@ impl<'a> Wire<'a> {
                 retry_after_ms,
                 error_code,
                 tokens,
+                input_tokens,
+                output_tokens,
+                images,
                 latency_ms,
                 request_id,
                 upstream,

@@ -25,6 +25,11 @@ impl ApiError {
         }
     }
 
+    /// The status and the message, for answers in another shape (OTLP's `Status`).
+    pub(super) fn status_and_message(&self) -> (StatusCode, &str) {
+        (self.status, &self.message)
+    }
+
     /// Offers basic auth in the 401's `WWW-Authenticate` (a browser then asks for a login).
     pub(super) fn basic_challenge(mut self) -> Self {
         self.basic = true;

@@ -7,7 +7,8 @@
 //!
 //! An export is answered 200 only once its events are stored; otherwise 503, which OTLP
 //! exporters retry, and the span ids the events carry as `request_id` make the retry count
-//! once.
+//! once. Errors are answered as OTLP/HTTP asks: a `google.rpc.Status` in the request's
+//! encoding (JSON when it is neither protobuf nor JSON).
 
 use axum::body::Body;
 use axum::extract::State;
@@ -34,21 +35,64 @@ use crate::events::otlp::{self, Encoding, Signal};
 const QUOTED: usize = 5;
 
 /// `POST /v1/traces`.
-pub(super) async fn traces(
-    State(st): State<ApiState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    export(st, headers, body, Signal::Traces).await
+pub(super) async fn traces(State(st): State<ApiState>, headers: HeaderMap, body: Body) -> Response {
+    let protobuf = matches!(encoding_of(&headers), Ok(Encoding::Protobuf));
+    export(st, headers, body, Signal::Traces)
+        .await
+        .unwrap_or_else(|e| status_answer(e, protobuf))
 }
 
 /// `POST /v1/logs`.
-pub(super) async fn logs(
-    State(st): State<ApiState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    export(st, headers, body, Signal::Logs).await
+pub(super) async fn logs(State(st): State<ApiState>, headers: HeaderMap, body: Body) -> Response {
+    let protobuf = matches!(encoding_of(&headers), Ok(Encoding::Protobuf));
+    export(st, headers, body, Signal::Logs)
+        .await
+        .unwrap_or_else(|e| status_answer(e, protobuf))
+}
+
+/// `google.rpc.Status` (googleapis `google/rpc/status.proto`), which OTLP/HTTP answers errors
+/// with; its `details` are left empty.
+#[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
+struct RpcStatus {
+    /// A `google.rpc.Code`.
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+/// `e` with its status and headers, its body a `google.rpc.Status`.
+fn status_answer(e: ApiError, protobuf: bool) -> Response {
+    let (status, message) = e.status_and_message();
+    // google.rpc.Code by the HTTP status, as the gRPC-HTTP mapping pairs them.
+    let code = match status.as_u16() {
+        401 => 16,
+        403 => 7,
+        404 => 5,
+        408 => 4,
+        429 => 8,
+        500 => 13,
+        503 => 14,
+        _ => 3,
+    };
+    let rpc = RpcStatus {
+        code,
+        message: message.to_string(),
+    };
+    let mut resp = e.into_response();
+    let (ct, body) = if protobuf {
+        ("application/x-protobuf", rpc.encode_to_vec())
+    } else {
+        (
+            "application/json",
+            serde_json::to_vec(&rpc).unwrap_or_default(),
+        )
+    };
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    resp.headers_mut().remove(header::CONTENT_LENGTH);
+    *resp.body_mut() = Body::from(body);
+    resp
 }
 
 /// The body's encoding by its `Content-Type` (OTLP/HTTP names exactly these two).
