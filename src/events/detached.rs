@@ -81,13 +81,20 @@ pub struct Detached {
     retry_after_ms: Option<i64>,
     error_code: Option<Text>,
     tokens: Option<u64>,
+    latency_ms: Option<f64>,
+    request_id: Option<Text>,
+    /// What few events carry, boxed so that the rest stay small (they are moved per line
+    /// between replay's threads).
+    rare: Option<Box<Rare>>,
+}
+
+/// The fields of [`Detached`] that most events leave out.
+#[derive(Debug, Clone, PartialEq)]
+struct Rare {
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
     images: Option<u64>,
-    latency_ms: Option<f64>,
-    request_id: Option<Text>,
-    /// A boxed slice: rare, so one word smaller than a `Vec` where absent.
-    upstream: Box<[QuotaReport]>,
+    upstream: Vec<QuotaReport>,
 }
 
 impl Detached {
@@ -106,12 +113,20 @@ impl Detached {
             retry_after_ms: ev.retry_after_ms,
             error_code: text(&ev.error_code),
             tokens: ev.tokens,
-            input_tokens: ev.input_tokens,
-            output_tokens: ev.output_tokens,
-            images: ev.images,
             latency_ms: ev.latency_ms,
             request_id: text(&ev.request_id),
-            upstream: ev.upstream.as_slice().into(),
+            rare: (ev.input_tokens.is_some()
+                || ev.output_tokens.is_some()
+                || ev.images.is_some()
+                || !ev.upstream.is_empty())
+            .then(|| {
+                Box::new(Rare {
+                    input_tokens: ev.input_tokens,
+                    output_tokens: ev.output_tokens,
+                    images: ev.images,
+                    upstream: ev.upstream.clone(),
+                })
+            }),
         }
     }
 
@@ -128,12 +143,15 @@ impl Detached {
             retry_after_ms: self.retry_after_ms,
             error_code: text(&self.error_code),
             tokens: self.tokens,
-            input_tokens: self.input_tokens,
-            output_tokens: self.output_tokens,
-            images: self.images,
+            input_tokens: self.rare.as_ref().and_then(|r| r.input_tokens),
+            output_tokens: self.rare.as_ref().and_then(|r| r.output_tokens),
+            images: self.rare.as_ref().and_then(|r| r.images),
             latency_ms: self.latency_ms,
             request_id: text(&self.request_id),
-            upstream: self.upstream.to_vec(),
+            upstream: self
+                .rare
+                .as_ref()
+                .map_or_else(Vec::new, |r| r.upstream.clone()),
         }
     }
 }
