@@ -12,6 +12,7 @@ use std::io;
 use serde_json::value::RawValue;
 
 use crate::detect::Cause;
+use crate::model::DailyWindow;
 use crate::tracker::{OrgReport, Tracker};
 
 /// One minute of one org.
@@ -33,6 +34,8 @@ struct OrgLine {
     last: Option<OrgReport>,
     rpm_limit: u64,
     daily_limit: u64,
+    /// Rolling 24 h or calendar day (`daily_window`).
+    daily_window: DailyWindow,
 }
 
 /// The timeline of every org seen.
@@ -83,6 +86,7 @@ impl Timeline {
         let line = self.orgs.entry(org.to_string()).or_default();
         line.rpm_limit = load.limits.rpm;
         line.daily_limit = load.limits.daily;
+        line.daily_window = load.limits.daily_window;
         let m = line.minutes.entry(ts.div_euclid(60_000)).or_default();
         let before = line.last.as_ref();
         let diff = |now: u64, was: Option<u64>| now.saturating_sub(was.unwrap_or(0));
@@ -107,7 +111,7 @@ impl Timeline {
     ///
     /// Usage is sampled when the org has an event; a quiet minute still has usage, from what
     /// came before: the rolling 24 h is the sum of the requests of the last 1 441 minutes (as
-    /// the tracker counts it), the rolling minute at least the previous minute's requests
+    /// the tracker counts it; a calendar day's, of the minutes since its reset), the rolling minute at least the previous minute's requests
     /// (what its window holds as the quiet minute starts), and jobs in flight stay as they
     /// were last seen.
     pub fn series(&self) -> io::Result<BTreeMap<String, Box<RawValue>>> {
@@ -125,16 +129,30 @@ impl Timeline {
             let step = (span + max_points - 1) / max_points;
             let steps = usize::try_from((span + step - 1) / step).unwrap_or(0);
             let mut agg = vec![Minute::default(); steps];
-            // Requests of the last DAILY_MINUTES minutes.
+            // Requests of the last DAILY_MINUTES minutes, or of the calendar day so far (its
+            // end in ms; the next day's bounds are looked up only when it ends).
             let mut day_sum = 0u64;
+            let mut day_end = i64::MIN;
             let (mut prev_requests, mut in_flight) = (0u64, 0u64);
             let quiet = Minute::default();
             let requests_at = |minute: i64| line.minutes.get(&minute).map_or(0, |m| m.requests);
             for minute in first..=last {
                 let seen = line.minutes.get(&minute);
                 let m = seen.unwrap_or(&quiet);
-                day_sum += m.requests;
-                day_sum -= requests_at(minute - DAILY_MINUTES);
+                let at_ms = minute.saturating_mul(60_000);
+                match line.daily_window {
+                    DailyWindow::Rolling => {
+                        day_sum += m.requests;
+                        day_sum -= requests_at(minute - DAILY_MINUTES);
+                    }
+                    calendar => {
+                        if at_ms >= day_end {
+                            day_sum = 0;
+                            day_end = calendar.day_of(at_ms).map_or(i64::MAX, |d| d.1);
+                        }
+                        day_sum += m.requests;
+                    }
+                }
                 if seen.is_some() {
                     in_flight = m.concurrency;
                 }
@@ -192,7 +210,11 @@ mod tests {
     use crate::config::Config;
 
     fn series_of(lines: &[String]) -> serde_json::Value {
-        let mut r = super::super::Replayer::new(&Config::default(), 0).unwrap();
+        series_with(&Config::default(), lines)
+    }
+
+    fn series_with(config: &Config, lines: &[String]) -> serde_json::Value {
+        let mut r = super::super::Replayer::new(config, 0).unwrap();
         r.apply.timeline = Some(Timeline::default());
         for l in lines {
             r.line(l.as_bytes()).unwrap();
@@ -266,5 +288,26 @@ mod tests {
         assert_eq!(daily.iter().map(|v| v.as_u64().unwrap()).max(), Some(1));
         // A day after each request its rolling 24 h is empty again.
         assert!(daily.iter().any(|v| v == 0));
+    }
+
+    #[test]
+    fn a_calendar_day_starts_again_at_its_reset_in_quiet_minutes_too() {
+        let config = Config::parse(
+            "[tiers.cal]\ndaily = 10\ndaily_window = \"calendar\"\ndaily_timezone = \"America/Los_Angeles\"\n\
+             [[orgs]]\nid = \"gap\"\ntier = \"cal\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        // Midnight Pacific is 08:00Z: two requests before it, one well after.
+        let lines: Vec<String> = ["07:58:00", "07:59:00", "08:03:00"]
+            .iter()
+            .map(|t| format!("{{\"ts\":\"2026-01-16T{t}Z\",\"org\":\"gap\",\"status\":200}}"))
+            .collect();
+        let s = series_with(&config, &lines);
+        assert_eq!(
+            s["daily"],
+            serde_json::json!([1, 2, 0, 0, 0, 1]),
+            "quiet minutes after the reset hold nothing of the day before"
+        );
     }
 }
