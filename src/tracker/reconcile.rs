@@ -42,11 +42,12 @@ impl Org {
             .upstream
             .get_or_insert_with(|| Box::new(Upstream::new(configured)));
         let mut changed = false;
-        for q in reports {
-            changed |= u.note(ts, q);
-        }
-        for (dim, drift) in drifts {
-            u.set_drift(dim, drift);
+        for (q, (dim, drift)) in reports.iter().zip(drifts) {
+            // A report older than the one kept changes neither it nor its drift.
+            if let Some(limit_changed) = u.note(ts, q) {
+                changed |= limit_changed;
+                u.set_drift(dim, drift);
+            }
         }
         if s.learn {
             if changed {

@@ -100,12 +100,12 @@ impl Upstream {
         }
     }
 
-    /// Notes `q`, reported with an event at `ts` (an older report than the one kept is
-    /// ignored). True when the reported limit changed.
-    pub(super) fn note(&mut self, ts: i64, q: &QuotaReport) -> bool {
+    /// Notes `q`, reported with an event at `ts`: `None` when an older report than the one
+    /// kept (ignored), else whether the reported limit changed.
+    pub(super) fn note(&mut self, ts: i64, q: &QuotaReport) -> Option<bool> {
         let slot = &mut self.reports[q.dimension.index()];
         if slot.is_some_and(|r| ts < r.ts_ms) {
-            return false;
+            return None;
         }
         let before = slot.and_then(|r| r.limit);
         let limit = q.limit.or(before);
@@ -115,7 +115,7 @@ impl Upstream {
             limit,
             reset_at_ms: q.reset_ms.map(|ms| ts.saturating_add(ms)),
         });
-        limit != before
+        Some(limit != before)
     }
 
     /// Records the drift of `dim` measured at its last report (`None`: not measurable).
