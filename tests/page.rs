@@ -193,6 +193,32 @@ fn the_status_page_shows_usage_alerts_appear_live_and_it_works_at_scale_and_on_a
         ),
         Value::Bool(true)
     );
+    // What the provider's headers report shows beside the org's own numbers.
+    post(
+        &d,
+        &[event(
+            "acme",
+            1,
+            ",\"kind\":\"request\",\"status\":200,\"headers\":{\"x-ratelimit-limit-requests\":\"60\",\"x-ratelimit-remaining-requests\":\"40\",\"x-ratelimit-reset-requests\":\"50s\"}",
+        )],
+    );
+    let upstream = eventually(15, || {
+        let text = js(
+            &tab,
+            "document.querySelector('[data-org=acme] [data-dim=rpm] .upstream').textContent",
+        );
+        text.as_str()
+            .is_some_and(|t| t.contains("upstream limit 60") && t.contains("40 left upstream"))
+            .then_some(text)
+    });
+    assert!(
+        upstream.is_some(),
+        "{}",
+        js(
+            &tab,
+            "document.querySelector('[data-org=acme] [data-dim=rpm]').textContent"
+        )
+    );
     // The rpm chart is drawn (uPlot's canvas) from the last hour's per-minute counts.
     assert_eq!(
         js(
