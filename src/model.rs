@@ -48,33 +48,40 @@ impl DailyWindow {
     /// (a day is 23 or 25 h across a DST change); `None` for a rolling one. A reset time that
     /// the clock skips (spring forward) happens at the first minute after the gap; one the
     /// clock repeats (fall back), at its first occurrence.
+    #[inline]
     pub fn day_of(self, ts: i64) -> Option<(i64, i64)> {
-        use chrono::{Duration, TimeZone};
-        let DailyWindow::Calendar { tz, reset_minute } = self else {
-            return None;
-        };
-        let reset = chrono::NaiveTime::from_hms_opt(
-            u32::from(reset_minute / 60),
-            u32::from(reset_minute % 60),
-            0,
-        )?;
-        let at = |date: chrono::NaiveDate| -> Option<i64> {
-            let local = date.and_time(reset);
-            (0..=180).find_map(|m| {
-                tz.from_local_datetime(&(local + Duration::minutes(m)))
-                    .earliest()
-                    .map(|t| t.timestamp_millis())
-            })
-        };
-        let today = tz.timestamp_millis_opt(ts).single()?.date_naive();
-        let mut start = at(today)?;
-        let mut date = today;
-        if start > ts {
-            date = today.pred_opt()?;
-            start = at(date)?;
+        match self {
+            // Every request of a rolling org asks: answered without a call.
+            DailyWindow::Rolling => None,
+            DailyWindow::Calendar { tz, reset_minute } => calendar_day(tz, reset_minute, ts),
         }
-        Some((start, at(date.succ_opt()?)?))
     }
+}
+
+/// [`DailyWindow::day_of`] of a calendar window.
+fn calendar_day(tz: chrono_tz::Tz, reset_minute: u16, ts: i64) -> Option<(i64, i64)> {
+    use chrono::{Duration, TimeZone};
+    let reset = chrono::NaiveTime::from_hms_opt(
+        u32::from(reset_minute / 60),
+        u32::from(reset_minute % 60),
+        0,
+    )?;
+    let at = |date: chrono::NaiveDate| -> Option<i64> {
+        let local = date.and_time(reset);
+        (0..=180).find_map(|m| {
+            tz.from_local_datetime(&(local + Duration::minutes(m)))
+                .earliest()
+                .map(|t| t.timestamp_millis())
+        })
+    };
+    let today = tz.timestamp_millis_opt(ts).single()?.date_naive();
+    let mut start = at(today)?;
+    let mut date = today;
+    if start > ts {
+        date = today.pred_opt()?;
+        start = at(date)?;
+    }
+    Some((start, at(date.succ_opt()?)?))
 }
 
 /// A usage dimension, the `dimension` label.

@@ -63,18 +63,19 @@ pub(crate) struct Wire<'a> {
 impl<'a> Wire<'a> {
     /// Sets `field` (a later value replaces an earlier one).
     pub fn set(&mut self, field: EventField, raw: Raw<'a>) {
-        if field == EventField::Headers {
+        // Scalars first: one comparison on the path every field of every line takes.
+        if (field as usize) < EventField::SCALARS {
+            self.values[field as usize] = Some(raw);
+        } else if field == EventField::Headers {
             self.headers = Some(RawHeaders::Not(match raw {
                 Raw::Compound => "an object whose keys cannot be read here",
                 _ => "not an object",
             }));
-        } else if field == EventField::RateLimit {
+        } else {
             self.ratelimit = Some(match raw {
                 Raw::Compound => RawRateLimit::Not("an object whose keys cannot be read here"),
                 _ => RawRateLimit::Not("not an object"),
             });
-        } else {
-            self.values[field as usize] = Some(raw);
         }
     }
 
@@ -142,6 +143,24 @@ impl<'a> Wire<'a> {
 
     fn take(&mut self, field: EventField) -> Option<Raw<'a>> {
         self.values[field as usize].take()
+    }
+
+    /// `input_tokens`, `output_tokens` and `images`, which most events leave out (checked
+    /// at once, so those pay three loads).
+    fn counts(&mut self, errors: &mut Vec<FieldError>) -> (Option<u64>, Option<u64>, Option<u64>) {
+        let fields = [
+            EventField::InputTokens,
+            EventField::OutputTokens,
+            EventField::Images,
+        ];
+        if fields.iter().all(|&f| self.values[f as usize].is_none()) {
+            return (None, None, None);
+        }
+        let [i, o, n] = fields.map(|f| {
+            self.take(f)
+                .and_then(|raw| keep(errors, f, values::integer(&raw)))
+        });
+        (i, o, n)
     }
 
     /// Validates into an event (SPEC §4), or the one reason it is rejected.
@@ -278,15 +297,10 @@ impl<'a> Wire<'a> {
                 values::retry_after_ms(&raw, reference),
             )
         });
-        let mut count = |f: EventField| {
-            self.values[f as usize]
-                .take()
-                .and_then(|raw| keep(&mut errors, f, values::integer(&raw)))
-        };
-        let tokens = count(EventField::Tokens);
-        let input_tokens = count(EventField::InputTokens);
-        let output_tokens = count(EventField::OutputTokens);
-        let images = count(EventField::Images);
+        let tokens = self
+            .take(EventField::Tokens)
+            .and_then(|raw| keep(&mut errors, EventField::Tokens, values::integer(&raw)));
+        let (input_tokens, output_tokens, images) = self.counts(&mut errors);
         // Providers report input and output apart (Anthropic, OpenAI's usage): their sum is
         // the tokens a tokens-per-minute limit counts.
         let tokens = tokens.or(match (input_tokens, output_tokens) {
@@ -342,11 +356,13 @@ impl<'a> Wire<'a> {
                 Some(reports)
             }
         };
-        let mut upstream: Vec<QuotaReport> = ratelimit
-            .into_iter()
-            .flatten()
-            .filter(|q| q.limit.is_some() || q.remaining.is_some())
-            .collect();
+        let mut upstream: Vec<QuotaReport> = match ratelimit {
+            None => Vec::new(),
+            Some(reports) => reports
+                .into_iter()
+                .filter(|q| q.limit.is_some() || q.remaining.is_some())
+                .collect(),
+        };
         let mut retry_after_ms = retry_after_ms;
         match self.headers.take() {
             None => {}
