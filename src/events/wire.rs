@@ -512,92 +512,90 @@ impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
     }
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for RawRateLimit<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = RawRateLimit<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut keys: [Option<Raw<'a>>; 6] = Default::default();
-                while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
-                    match RATELIMIT_KEYS.iter().position(|n| *n == k) {
-                        Some(i) => keys[i] = Some(map.next_value()?),
-                        None => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
+/// A field whose value must be an object (`ratelimit`, `headers`): read from its keys, or
+/// noted as what it is instead (a field error, not a rejected event).
+trait ObjectField<'a>: Sized {
+    /// Anything but an object, named (`"an array"`).
+    fn not(what: &'static str) -> Self;
+    /// The object's entries.
+    fn object<'de: 'a, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error>;
+}
+
+/// Deserializes an [`ObjectField`].
+struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+
+impl<'de: 'a, 'a, T: ObjectField<'a>> Visitor<'de> for ObjectVisitor<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        T::object(map)
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<T, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(T::not("an array"))
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<T, E> {
+        Ok(T::not("a string"))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<T, E> {
+        Ok(T::not("a number"))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<T, E> {
+        Ok(T::not("a number"))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<T, E> {
+        Ok(T::not("a number"))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<T, E> {
+        Ok(T::not("a boolean"))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<T, E> {
+        Ok(T::not("null"))
+    }
+}
+
+impl<'a> ObjectField<'a> for RawRateLimit<'a> {
+    fn not(what: &'static str) -> Self {
+        RawRateLimit::Not(what)
+    }
+    fn object<'de: 'a, A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let mut keys: [Option<Raw<'a>>; 6] = Default::default();
+        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+            match RATELIMIT_KEYS.iter().position(|n| *n == k) {
+                Some(i) => keys[i] = Some(map.next_value()?),
+                None => {
+                    map.next_value::<IgnoredAny>()?;
                 }
-                Ok(RawRateLimit::Object(Box::new(keys)))
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(RawRateLimit::Not("an array"))
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(RawRateLimit::Not("a string"))
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(RawRateLimit::Not("a number"))
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(RawRateLimit::Not("a number"))
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(RawRateLimit::Not("a number"))
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(RawRateLimit::Not("a boolean"))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(RawRateLimit::Not("null"))
             }
         }
-        d.deserialize_any(V(std::marker::PhantomData))
+        Ok(RawRateLimit::Object(Box::new(keys)))
+    }
+}
+
+impl<'a> ObjectField<'a> for RawHeaders<'a> {
+    fn not(what: &'static str) -> Self {
+        RawHeaders::Not(what)
+    }
+    fn object<'de: 'a, A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let mut pairs = Vec::new();
+        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+            pairs.push((k, map.next_value()?));
+        }
+        Ok(RawHeaders::Object(pairs))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawRateLimit<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ObjectVisitor(std::marker::PhantomData))
     }
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for RawHeaders<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = RawHeaders<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut pairs = Vec::new();
-                while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
-                    pairs.push((k, map.next_value()?));
-                }
-                Ok(RawHeaders::Object(pairs))
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(RawHeaders::Not("an array"))
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(RawHeaders::Not("a string"))
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(RawHeaders::Not("a number"))
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(RawHeaders::Not("a number"))
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(RawHeaders::Not("a number"))
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(RawHeaders::Not("a boolean"))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(RawHeaders::Not("null"))
-            }
-        }
-        d.deserialize_any(V(std::marker::PhantomData))
+        d.deserialize_any(ObjectVisitor(std::marker::PhantomData))
     }
 }
 

@@ -165,6 +165,17 @@ impl ApiError {
     }
 }
 
+/// The answer when the blocking task parsing a body of `what` (events, OTLP) panicked or
+/// was cancelled: logged, and a 500 that says nothing of the internals.
+pub(super) fn worker_failed(what: &str, e: &tokio::task::JoinError) -> ApiError {
+    tracing::error!(error = %e, "{what} worker failed");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "ingest failed",
+    )
+}
+
 /// A turn to parse and apply a body that has arrived (taken only once the body is here: a
 /// client that announces a body and sends it slowly holds its own connection, not everyone's
 /// ingest); 429 while the daemon is saturated, 503 while the store cannot write.
@@ -202,14 +213,7 @@ pub(super) async fn ingest(
         Ok(ingest_body(&worker, &body, json_type))
     })
     .await
-    .map_err(|e| {
-        tracing::error!(error = %e, "ingest worker failed");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "ingest failed",
-        )
-    })?
+    .map_err(|e| worker_failed("ingest", &e))?
     .map_err(|e| ApiError::of_coding(&st, e))?;
 
     let tally = &result.tally;

@@ -25,7 +25,7 @@ use prost::Message;
 use super::auth::Group;
 use super::encoding;
 use super::error::ApiError;
-use super::ingest::{ingest_slot, read_body, stored};
+use super::ingest::{ingest_slot, read_body, stored, worker_failed};
 use super::state::ApiState;
 use crate::events::ParseContext;
 use crate::events::intake::Tally;
@@ -35,17 +35,24 @@ use crate::events::otlp::{self, Encoding, Signal};
 const QUOTED: usize = 5;
 
 /// `POST /v1/traces`.
-pub(super) async fn traces(State(st): State<ApiState>, headers: HeaderMap, body: Body) -> Response {
-    let protobuf = matches!(encoding_of(&headers), Ok(Encoding::Protobuf));
-    export(st, headers, body, Signal::Traces)
-        .await
-        .unwrap_or_else(|e| status_answer(e, protobuf))
+pub(super) async fn traces(st: State<ApiState>, headers: HeaderMap, body: Body) -> Response {
+    answer(st, headers, body, Signal::Traces).await
 }
 
 /// `POST /v1/logs`.
-pub(super) async fn logs(State(st): State<ApiState>, headers: HeaderMap, body: Body) -> Response {
+pub(super) async fn logs(st: State<ApiState>, headers: HeaderMap, body: Body) -> Response {
+    answer(st, headers, body, Signal::Logs).await
+}
+
+/// The export's answer, an error as a `google.rpc.Status` in the request's encoding.
+async fn answer(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    body: Body,
+    signal: Signal,
+) -> Response {
     let protobuf = matches!(encoding_of(&headers), Ok(Encoding::Protobuf));
-    export(st, headers, body, Signal::Logs)
+    export(st, headers, body, signal)
         .await
         .unwrap_or_else(|e| status_answer(e, protobuf))
 }
@@ -172,14 +179,7 @@ async fn export(
         })
     })
     .await
-    .map_err(|e| {
-        tracing::error!(error = %e, "OTLP ingest worker failed");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "ingest failed",
-        )
-    })?;
+    .map_err(|e| worker_failed("OTLP ingest", &e))?;
     let done = match done {
         Ok(d) => d,
         Err(Failure::Coding(coding)) => return Err(ApiError::of_coding(&st, coding)),
