@@ -66,11 +66,27 @@ pub struct Rejection {
     pub detail: Cow<'static, str>,
 }
 
+/// Longest detail a rejection or field error keeps, in bytes: details quote the value at
+/// fault, and a 30 KB value must not make every answer listing it 30 KB.
+pub const MAX_DETAIL_BYTES: usize = 256;
+
+/// `detail` cut to [`MAX_DETAIL_BYTES`] at a character boundary, marked with `…`.
+fn bounded(detail: Cow<'static, str>) -> Cow<'static, str> {
+    if detail.len() <= MAX_DETAIL_BYTES {
+        return detail;
+    }
+    let mut end = MAX_DETAIL_BYTES;
+    while !detail.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}…", &detail[..end]))
+}
+
 impl Rejection {
     pub(crate) fn new(reason: Reason, detail: impl Into<Cow<'static, str>>) -> Self {
         Rejection {
             reason,
-            detail: detail.into(),
+            detail: bounded(detail.into()),
         }
     }
 
@@ -396,7 +412,7 @@ impl FieldError {
     pub(crate) fn new(field: EventField, detail: impl Into<Cow<'static, str>>) -> FieldError {
         FieldError {
             field,
-            detail: detail.into(),
+            detail: bounded(detail.into()),
         }
     }
 }

@@ -24,8 +24,8 @@ mod wire;
 
 pub use detached::{Buffer, Detached};
 pub use event::{
-    DEFAULT_MAX_EVENT_BYTES, Event, EventField, FieldError, Kind, MAX_FUTURE_MS, Outcome,
-    ParseContext, Parsed, QuotaReport, Reason, Rejection,
+    DEFAULT_MAX_EVENT_BYTES, Event, EventField, FieldError, Kind, MAX_DETAIL_BYTES, MAX_FUTURE_MS,
+    Outcome, ParseContext, Parsed, QuotaReport, Reason, Rejection,
 };
 pub use values::{http_date_ms, parse_go_duration_ms, parse_rfc3339_ms, retry_after_header_ms};
 
@@ -99,6 +99,20 @@ mod tests {
         assert_eq!(rl.dimension, crate::model::UpstreamDimension::Rpm);
         assert_eq!(rl.remaining, Some(0));
         assert_eq!(rl.reset_ms, Some(360_000));
+    }
+
+    #[test]
+    fn a_huge_bad_value_is_quoted_only_in_part() {
+        let big = "é".repeat(20_000);
+        let line = format!(r#"{{"org":"a","status":"{big}"}}"#);
+        let p = parsed(&line);
+        let detail = &p.field_errors[0].detail;
+        assert!(
+            detail.len() <= MAX_DETAIL_BYTES + "…".len(),
+            "{}",
+            detail.len()
+        );
+        assert!(detail.ends_with('…'));
     }
 
     #[test]
