@@ -428,8 +428,9 @@ impl Template {
             };
             wire.set(*field, raw);
         }
+        // A header the upstream did not send is logged as `-`: absent, and no name is copied.
         for (name, idx) in &self.headers {
-            if let Some(text) = caps[*idx] {
+            if let Some(text) = caps[*idx].filter(|t| !matches!(t.trim(), "" | "-")) {
                 wire.add_header(Cow::Owned(name.clone()), Raw::Str(text.into()));
             }
         }

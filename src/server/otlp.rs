@@ -51,8 +51,9 @@ async fn answer(
     body: Body,
     signal: Signal,
 ) -> Response {
-    let protobuf = matches!(encoding_of(&headers), Ok(Encoding::Protobuf));
-    export(st, headers, body, signal)
+    let enc = encoding_of(&headers);
+    let protobuf = matches!(enc, Ok(Encoding::Protobuf));
+    export(st, headers, body, signal, enc)
         .await
         .unwrap_or_else(|e| status_answer(e, protobuf))
 }
@@ -140,9 +141,10 @@ async fn export(
     headers: HeaderMap,
     body: Body,
     signal: Signal,
+    enc: Result<Encoding, ApiError>,
 ) -> Result<Response, ApiError> {
     st.tokens.allow(Group::Ingest, &headers).await?;
-    let enc = encoding_of(&headers)?;
+    let enc = enc?;
     let coding = encoding::coding(&headers).map_err(|e| ApiError::of_coding(&st, e))?;
     let held = read_body(&st, &headers, body, true).await?;
     let _slot = ingest_slot(&st)?;

@@ -46,7 +46,7 @@ pub use report::{
     AppSnapshot, HISTORY_MINUTES, OrgLoad, OrgReport, OrgSnapshot, Overflow, Peaks, StuckJob, View,
 };
 pub use settings::Settings;
-pub use upstream::{UPSTREAM_UNTIMED_MS, UpstreamReport, UpstreamSnapshot};
+pub use upstream::UpstreamSnapshot;
 
 /// Orgs created in one second, against `max_new_orgs_per_second`.
 #[derive(Debug, Clone, Copy, Default)]

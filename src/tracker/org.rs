@@ -110,26 +110,15 @@ impl Org {
         alerting: bool,
         s: &Settings,
     ) -> Org {
-        let tokens = (limits.tpm > 0 || limits.tpd > 0).then(TokenWindows::boxed);
-        Org {
+        let mut org = Org {
             name,
             tier,
             limits,
             alerting,
-            burst_threshold: if alerting {
-                burst_threshold(limits.rpm, s.detect.burst_window_ms, s.detect.burst_factor)
-            } else {
-                None
-            },
+            burst_threshold: None,
             rpm: Window::new(RPM_WIDTH, RPM_SLACK),
-            daily: Window::new(
-                DAILY_WIDTH,
-                match limits.daily_window {
-                    DailyWindow::Rolling => DAILY_SLACK,
-                    DailyWindow::Calendar { .. } => CALENDAR_SPAN - DAILY_WIDTH,
-                },
-            ),
-            tokens,
+            daily: Window::new(DAILY_WIDTH, DAILY_SLACK),
+            tokens: None,
             jobs: Jobs::new(job_cap(s, &limits)),
             apps: Vec::new(),
             app_index: HashMap::default(),
@@ -143,13 +132,12 @@ impl Org {
             burst: Burst::default(),
             alerts: OrgAlerts::default(),
             present_ms: i64::MIN,
-            concurrency: {
-                let mut c = PeakConcurrency::default();
-                c.set_cap(job_cap(s, &limits).saturating_mul(2));
-                c
-            },
+            concurrency: PeakConcurrency::default(),
             early_ends: EarlyEnds::default(),
-        }
+        };
+        // What follows from the limits (burst threshold, caps, windows) is set in one place.
+        org.set_limits(limits, s);
+        org
     }
 
     /// Puts `limits` in force with what follows from them: the burst threshold, the job

@@ -11,23 +11,20 @@ use crate::model::{Dimension, Limits, UpstreamDimension};
 
 const N: usize = UpstreamDimension::ALL.len();
 
-/// How long an upstream report without a reset time is believed, for the per-minute limits
-/// (OpenAI's `x-ratelimit-*-requests`, `-tokens`); see [`untimed_ms`].
-pub const UPSTREAM_UNTIMED_MS: i64 = 60_000;
-
-/// How long a report of `dim` without a reset time holds: its window's length.
-pub fn untimed_ms(dim: UpstreamDimension) -> i64 {
+/// How long a report of `dim` without a reset time holds: its window's length (a minute for
+/// the per-minute limits, OpenAI's `x-ratelimit-*-requests` and `-tokens`).
+fn untimed_ms(dim: UpstreamDimension) -> i64 {
     match dim {
         UpstreamDimension::Daily => 86_400_000,
         UpstreamDimension::Unified5h => 5 * 3_600_000,
         UpstreamDimension::Unified7d => 7 * 86_400_000,
-        _ => UPSTREAM_UNTIMED_MS,
+        _ => 60_000,
     }
 }
 
 /// What the upstream last said about one limit, with when it said it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct UpstreamReport {
+pub(super) struct UpstreamReport {
     /// Event time of the report.
     pub ts_ms: i64,
     /// `remaining`, when reported.
@@ -42,7 +39,7 @@ impl UpstreamReport {
     /// What is left at `now`: the report's `remaining` until its reset time, then the limit
     /// again, or nothing when the limit is unknown (never a stale 0). A report without a reset
     /// time holds for `untimed_ms` (its window's length, [`untimed_ms`]).
-    pub fn remaining_at(&self, now: i64, untimed_ms: i64) -> Option<u64> {
+    pub(super) fn remaining_at(&self, now: i64, untimed_ms: i64) -> Option<u64> {
         let reset = self
             .reset_at_ms
             .unwrap_or(self.ts_ms.saturating_add(untimed_ms));
