@@ -25,6 +25,47 @@ pub struct Limits {
     pub tpd: u64,
     /// Whether `daily` counts over a rolling 24 h or a calendar day.
     pub daily_window: DailyWindow,
+    /// Images per rolling 60 s (OpenAI's `max_images_per_1_minute`).
+    pub ipm: u64,
+    /// Input tokens per rolling 60 s (Anthropic's input tokens per minute).
+    pub itpm: u64,
+    /// Output tokens per rolling 60 s (Anthropic's output tokens per minute).
+    pub otpm: u64,
+    /// Input tokens enqueued in batches not yet finished (OpenAI's batch queue limit,
+    /// `batch_1_day_max_input_tokens`).
+    pub batch_queue_tokens: u64,
+}
+
+impl Limits {
+    /// True when any dimension beyond the org's first five (images, input or output tokens,
+    /// the batch queue) is limited.
+    pub fn has_extended(&self) -> bool {
+        self.ipm > 0 || self.itpm > 0 || self.otpm > 0 || self.batch_queue_tokens > 0
+    }
+}
+
+/// Limits of one model or model group within an org (`[[orgs.models]]`,
+/// `[[tiers.NAME.models]]`): a request whose `model` matches counts against these as well as
+/// against its org's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelScope {
+    /// The `model` label: `name`, else the first id it matches.
+    pub name: std::sync::Arc<str>,
+    /// Model ids and aliases that belong to it; a trailing `*` matches any id with that
+    /// prefix (dated snapshots such as `claude-sonnet-4-5-20250929`).
+    pub models: Vec<Box<str>>,
+    /// Its limits (`0` unlimited).
+    pub limits: Limits,
+}
+
+impl ModelScope {
+    /// True when `model` belongs to this scope.
+    pub fn matches(&self, model: &str) -> bool {
+        self.models.iter().any(|m| match m.strip_suffix('*') {
+            Some(prefix) => model.starts_with(prefix),
+            None => **m == *model,
+        })
+    }
 }
 
 /// How `daily` counts (`daily_window`): over the rolling last 24 h, or since the last reset
@@ -99,17 +140,38 @@ pub enum Dimension {
     Tpm,
     /// Tokens per rolling 24 h.
     Tpd,
+    /// Images per rolling minute.
+    Ipm,
+    /// Input tokens per rolling minute.
+    Itpm,
+    /// Output tokens per rolling minute.
+    Otpm,
+    /// Input tokens of batches enqueued and not yet finished.
+    BatchQueueTokens,
 }
 
 impl Dimension {
     /// Every dimension, in label order.
-    pub const ALL: [Dimension; 5] = [
+    pub const ALL: [Dimension; 9] = [
         Dimension::Rpm,
         Dimension::Daily,
         Dimension::Concurrency,
         Dimension::Tpm,
         Dimension::Tpd,
+        Dimension::Ipm,
+        Dimension::Itpm,
+        Dimension::Otpm,
+        Dimension::BatchQueueTokens,
     ];
+
+    /// How many dimensions snapshot formats up to 7 stored state for (the first ones of
+    /// [`Dimension::ALL`]).
+    pub const LEGACY: usize = 5;
+
+    /// Position in [`Dimension::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
 
     /// Label value.
     pub fn as_str(self) -> &'static str {
@@ -119,6 +181,10 @@ impl Dimension {
             Dimension::Concurrency => "concurrency",
             Dimension::Tpm => "tpm",
             Dimension::Tpd => "tpd",
+            Dimension::Ipm => "ipm",
+            Dimension::Itpm => "itpm",
+            Dimension::Otpm => "otpm",
+            Dimension::BatchQueueTokens => "batch_queue_tokens",
         }
     }
 
@@ -130,6 +196,10 @@ impl Dimension {
             Dimension::Concurrency => "concurrent jobs",
             Dimension::Tpm => "tokens per minute",
             Dimension::Tpd => "tokens per day",
+            Dimension::Ipm => "images per minute",
+            Dimension::Itpm => "input tokens per minute",
+            Dimension::Otpm => "output tokens per minute",
+            Dimension::BatchQueueTokens => "batch queue tokens",
         }
     }
 
@@ -141,6 +211,10 @@ impl Dimension {
             Dimension::Concurrency => &mut l.concurrency,
             Dimension::Tpm => &mut l.tpm,
             Dimension::Tpd => &mut l.tpd,
+            Dimension::Ipm => &mut l.ipm,
+            Dimension::Itpm => &mut l.itpm,
+            Dimension::Otpm => &mut l.otpm,
+            Dimension::BatchQueueTokens => &mut l.batch_queue_tokens,
         } = v;
     }
 
@@ -152,6 +226,10 @@ impl Dimension {
             Dimension::Concurrency => l.concurrency,
             Dimension::Tpm => l.tpm,
             Dimension::Tpd => l.tpd,
+            Dimension::Ipm => l.ipm,
+            Dimension::Itpm => l.itpm,
+            Dimension::Otpm => l.otpm,
+            Dimension::BatchQueueTokens => l.batch_queue_tokens,
         }
     }
 }
@@ -225,6 +303,8 @@ impl UpstreamDimension {
             UpstreamDimension::Tpm => Some(Dimension::Tpm),
             UpstreamDimension::Daily => Some(Dimension::Daily),
             UpstreamDimension::Concurrency => Some(Dimension::Concurrency),
+            UpstreamDimension::Itpm => Some(Dimension::Itpm),
+            UpstreamDimension::Otpm => Some(Dimension::Otpm),
             _ => None,
         }
     }

@@ -430,13 +430,21 @@ impl Worker {
     fn push(&mut self, entry: OutboxEntry) {
         let kind = record::Kind::Notification;
         let decoded = record::open(kind, &entry.payload).and_then(|opened| {
-            let body = match opened {
-                record::Opened::Current(body) | record::Opened::Legacy(body) => body,
-            };
-            postcard::from_bytes::<Transition>(body).map_err(|e| record::RecordError::Undecodable {
+            let undecodable = |e: postcard::Error| record::RecordError::Undecodable {
                 kind: kind.as_str(),
                 why: e.to_string(),
-            })
+            };
+            match opened {
+                record::Opened::Current(body) => {
+                    postcard::from_bytes::<Transition>(body).map_err(undecodable)
+                }
+                // Version 1 (and the bytes before the envelope) had no model scope.
+                record::Opened::Older(_, body) | record::Opened::Legacy(body) => {
+                    postcard::from_bytes::<v1::Transition>(body)
+                        .map(Transition::from)
+                        .map_err(undecodable)
+                }
+            }
         });
         match decoded {
             Ok(transition) => self.queue.push_back(Pending { entry, transition }),
@@ -708,5 +716,58 @@ mod tests {
         let waits: std::collections::HashSet<_> =
             (0..50).map(|_| p.backoff(5).as_millis()).collect();
         assert!(waits.len() > 10);
+    }
+}
+
+/// Notifications stored before version 2 of their record, whose transitions had no model.
+mod v1 {
+    use std::sync::Arc;
+
+    use serde::Deserialize;
+
+    use crate::detect::Status;
+    use crate::model::{AlertName, Dimension, Severity};
+
+    /// A transition of record version 1, field for field.
+    #[derive(Deserialize)]
+    pub(super) struct Transition {
+        ts_ms: i64,
+        org: Arc<str>,
+        app: Option<Arc<str>>,
+        alert: AlertName,
+        dimension: Option<Dimension>,
+        severity: Severity,
+        status: Status,
+        notify: bool,
+        starts_at_ms: i64,
+        usage: Option<u64>,
+        limit: Option<u64>,
+        threshold_bp: Option<u32>,
+        previous_severity: Option<Severity>,
+        peak: Severity,
+        repeat: bool,
+    }
+
+    impl From<Transition> for crate::detect::Transition {
+        fn from(t: Transition) -> Self {
+            crate::detect::Transition {
+                ts_ms: t.ts_ms,
+                org: t.org,
+                app: t.app,
+                alert: t.alert,
+                dimension: t.dimension,
+                severity: t.severity,
+                status: t.status,
+                notify: t.notify,
+                starts_at_ms: t.starts_at_ms,
+                usage: t.usage,
+                limit: t.limit,
+                threshold_bp: t.threshold_bp,
+                previous_severity: t.previous_severity,
+                peak: t.peak,
+                repeat: t.repeat,
+                model: None,
+            }
+        }
     }
 }

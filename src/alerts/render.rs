@@ -19,9 +19,10 @@ fn share(t: &Transition) -> Option<String> {
 }
 
 fn who(t: &Transition) -> String {
-    match &t.app {
-        Some(app) => format!("{}/{}", t.org, app),
-        None => t.org.to_string(),
+    match (&t.app, &t.model) {
+        (Some(app), _) => format!("{}/{}", t.org, app),
+        (None, Some(model)) => format!("{} model {}", t.org, model),
+        (None, None) => t.org.to_string(),
     }
 }
 
@@ -131,7 +132,7 @@ pub fn html_body(t: &Transition, delivery_id: &str) -> String {
 /// The SPEC §9 notification object (`version`, `status`, `alert`, …, `fingerprint`): the
 /// `json` webhook body and each entry of `GET /v1/alerts`.
 pub fn json(t: &Transition) -> Value {
-    json!({
+    let mut v = json!({
         "version": "1",
         "status": t.status.as_str(),
         "alert": t.alert.as_str(),
@@ -147,7 +148,12 @@ pub fn json(t: &Transition) -> Value {
         "ends_at": (t.status == Status::Resolved).then(|| rfc3339(t.ts_ms)),
         "summary": t.summary(),
         "fingerprint": t.fingerprint(),
-    })
+    });
+    // Only an alert of a model scope has the key, as only its series have the label.
+    if let (Some(m), Some(obj)) = (&t.model, v.as_object_mut()) {
+        obj.insert("model".into(), Value::String(m.to_string()));
+    }
+    v
 }
 
 /// The SPEC §9 JSON object (`format = "json"`).
@@ -189,6 +195,9 @@ pub fn alertmanager_body(t: &Transition, min: Severity, firing_for_ms: i64) -> O
         }
         if let Some(app) = &t.app {
             m.insert("app".into(), Value::String(app.to_string()));
+        }
+        if let Some(model) = &t.model {
+            m.insert("model".into(), Value::String(model.to_string()));
         }
         m.insert("source".into(), Value::String("ratewarden".into()));
         Value::Object(m)

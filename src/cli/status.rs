@@ -81,6 +81,17 @@ pub fn render(v: &Value) -> String {
             util(o) * 100.0,
             wait,
         );
+        for m in o["models"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "  model {:<w2$}  rpm {:>11}  daily {:>13}  tpm {:>13}",
+                m["model"].as_str().unwrap_or("?"),
+                cell(m, "rpm"),
+                cell(m, "daily"),
+                cell(m, "tpm"),
+                w2 = width + 2
+            );
+        }
         for a in o["apps"].as_array().into_iter().flatten() {
             let _ = writeln!(
                 out,

@@ -115,6 +115,14 @@ impl Config {
             .unwrap_or_default()
     }
 
+    /// The model scopes of orgs not named in the config (their tier's).
+    pub fn default_models(&self) -> Vec<crate::model::ModelScope> {
+        self.tier_models
+            .get(&self.limits.default_tier)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Channel and upstream secrets that cannot be read now: (who, what, why). `run` refuses
     /// to start with any; `check-config` warns.
     pub fn missing_secrets(&self) -> Vec<(String, &'static str, String)> {
@@ -372,6 +380,7 @@ mod tests {
                 tpm: 0,
                 tpd: 0,
                 daily_window: crate::model::DailyWindow::Rolling,
+                ..Limits::default()
             }
         );
         assert_eq!(c.orgs[1].limits.rpm, 10);

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::events::format::{Dialect, LineFormat, Template};
-use crate::model::valid_name;
+use crate::model::{ModelScope, valid_name};
 
 use super::channels::ChannelConfig;
 use super::check::*;
@@ -18,7 +18,7 @@ use super::duration::HumanDuration;
 use super::scheduler::UpstreamConfig;
 
 use super::settings::*;
-use super::tiers::{RawOrg, RawTier, presets};
+use super::tiers::{RawOrg, RawTier, model_scopes, presets};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -360,12 +360,18 @@ impl RawConfig {
         let limits = self.limits.validate()?;
 
         let mut tiers = presets();
+        let mut tier_models: BTreeMap<String, Vec<ModelScope>> = BTreeMap::new();
         for (name, raw) in &self.tiers {
             if name.is_empty() {
                 return Err(at(raw.span(), "tier names must not be empty"));
             }
             let base = tiers.get(name).copied().unwrap_or_default();
-            tiers.insert(name.clone(), raw.get_ref().apply(base)?);
+            let limits = raw.get_ref().apply(base)?;
+            tiers.insert(name.clone(), limits);
+            let scopes = model_scopes(&raw.get_ref().models, &[], limits.daily_window)?;
+            if !scopes.is_empty() {
+                tier_models.insert(name.clone(), scopes);
+            }
         }
         if !tiers.contains_key(&limits.default_tier) {
             return Err(at(
@@ -416,10 +422,14 @@ impl RawConfig {
                 }
                 None => None,
             };
+            let limits = raw.overrides().apply(*base)?;
+            let base_models = tier_models.get(&tier).map_or(&[][..], Vec::as_slice);
+            let models = model_scopes(&raw.models, base_models, limits.daily_window)?;
             orgs.push(OrgConfig {
                 id: id.clone(),
                 tier,
-                limits: raw.overrides().apply(*base)?,
+                limits,
+                models,
                 thresholds_bp,
             });
         }
@@ -479,6 +489,7 @@ impl RawConfig {
             },
             limits,
             tiers,
+            tier_models,
             orgs,
             detect,
             alerts: {

@@ -120,6 +120,8 @@ pub struct OrgConfig {
     pub tier: String,
     /// Tier limits with this org's overrides applied.
     pub limits: Limits,
+    /// Its model scopes: its tier's, changed and extended by `[[orgs.models]]`.
+    pub models: Vec<crate::model::ModelScope>,
     /// Its own `UsageHigh` thresholds `[warning, critical]` in basis points, if set
     /// (`thresholds = [0.6, 0.85]`); otherwise `[alerts] thresholds` apply.
     pub thresholds_bp: Option<[u32; 2]>,
@@ -207,6 +209,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Every tier by name: built-in presets merged with `[tiers.*]`.
     pub tiers: BTreeMap<String, Limits>,
+    /// Model scopes of the tiers that have any (`[[tiers.NAME.models]]`).
+    pub tier_models: BTreeMap<String, Vec<crate::model::ModelScope>>,
     /// Configured orgs, in file order.
     pub orgs: Vec<OrgConfig>,
     /// `[detect]`.
@@ -238,8 +242,14 @@ impl Config {
     /// (a hash of the parsed config's debug form, which holds no hash maps).
     pub fn shared_fingerprint(&self) -> u64 {
         let shaping = format!(
-            "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
-            self.limits, self.tiers, self.orgs, self.detect, self.alerts, self.admission
+            "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+            self.limits,
+            self.tiers,
+            self.tier_models,
+            self.orgs,
+            self.detect,
+            self.alerts,
+            self.admission
         );
         crate::model::stable_hash(&[shaping.as_bytes()])
     }
@@ -297,8 +307,16 @@ impl fmt::Display for Limits {
         if self.tpm > 0 {
             write!(f, ", {} tpm", self.tpm)?;
         }
-        if self.tpd > 0 {
-            write!(f, ", {} tpd", self.tpd)?;
+        for (v, unit) in [
+            (self.tpd, "tpd"),
+            (self.ipm, "ipm"),
+            (self.itpm, "itpm"),
+            (self.otpm, "otpm"),
+            (self.batch_queue_tokens, "batch queue tokens"),
+        ] {
+            if v > 0 {
+                write!(f, ", {v} {unit}")?;
+            }
         }
         if let crate::model::DailyWindow::Calendar { tz, reset_minute } = self.daily_window {
             write!(

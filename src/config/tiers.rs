@@ -7,10 +7,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::check::{Spanned2, at, limit};
-use crate::model::{DailyWindow, Limits};
+use crate::model::{DailyWindow, Limits, ModelScope};
 
-/// Declares a table that holds the five limits (`rpm`, `concurrency`, `daily`, `tpm`, `tpd`,
-/// each optional) and the daily window after its own fields. Tiers and orgs share them;
+/// Declares a table that holds the limits (`rpm`, `concurrency`, `daily`, `tpm`, `tpd`, `ipm`,
+/// `itpm`, `otpm`, `batch_queue_tokens`, each optional) and the daily window after its own fields. Tiers and orgs share them;
 /// serde's `flatten` would say it once but cannot be combined with `deny_unknown_fields`.
 macro_rules! with_limits {
     ($(#[$attr:meta])* struct $name:ident { $($own:tt)* }) => {
@@ -27,6 +27,14 @@ macro_rules! with_limits {
             tpm: Option<u64>,
             #[serde(default, deserialize_with = "limit")]
             tpd: Option<u64>,
+            #[serde(default, deserialize_with = "limit")]
+            ipm: Option<u64>,
+            #[serde(default, deserialize_with = "limit")]
+            itpm: Option<u64>,
+            #[serde(default, deserialize_with = "limit")]
+            otpm: Option<u64>,
+            #[serde(default, deserialize_with = "limit")]
+            batch_queue_tokens: Option<u64>,
             /// `"rolling"` (the last 24 h) or `"calendar"` (since the last `daily_reset`).
             daily_window: Option<Spanned<String>>,
             /// `"HH:MM"`, local time of `daily_timezone`; calendar windows only.
@@ -40,8 +48,168 @@ macro_rules! with_limits {
 with_limits! {
     #[derive(Deserialize, Default)]
     #[serde(deny_unknown_fields)]
-    struct RawTier {}
+    struct RawTier {
+        /// Per-model scopes.
+        #[serde(default)]
+        pub(super) models: Vec<Spanned<RawModel>>,
+    }
 }
+
+with_limits! {
+    /// `[[tiers.NAME.models]]` / `[[orgs.models]]`: the limits of one model or model group.
+    #[derive(Deserialize, Default, Clone)]
+    #[serde(deny_unknown_fields)]
+    struct RawModel {
+        /// Model ids and aliases (a trailing `*` matches a prefix).
+        #[serde(rename = "match")]
+        pub(super) matches: Option<Spanned<Vec<String>>>,
+        /// The `model` label; default the first id of `match`.
+        pub(super) name: Option<Spanned<String>>,
+    }
+}
+
+impl RawModel {
+    /// The scope this table describes, over `base` (the same scope of the tier, or none:
+    /// unlimited, the daily window `window`'s).
+    fn scope(
+        &self,
+        span: std::ops::Range<usize>,
+        base: Option<&ModelScope>,
+        window: DailyWindow,
+    ) -> Result<ModelScope, Spanned2> {
+        if self.concurrency.is_some() {
+            return Err(at(
+                span,
+                "concurrency is the org's: a model scope limits rpm, daily, tpm, tpd, ipm, itpm, otpm and batch_queue_tokens",
+            ));
+        }
+        let models: Vec<Box<str>> = match (&self.matches, base) {
+            (Some(m), _) => {
+                if m.get_ref().is_empty() {
+                    return Err(at(m.span(), "match must list at least one model id"));
+                }
+                for id in m.get_ref() {
+                    let bare = id.strip_suffix('*').unwrap_or(id);
+                    if bare.is_empty()
+                        || bare.contains('*')
+                        || id.len() > 256
+                        || id.chars().any(char::is_control)
+                    {
+                        return Err(at(
+                            m.span(),
+                            format!("{id:?} is not a model id (a trailing * matches a prefix)"),
+                        ));
+                    }
+                }
+                m.get_ref().iter().map(|id| id.as_str().into()).collect()
+            }
+            (None, Some(b)) => b.models.clone(),
+            (None, None) => {
+                return Err(at(span, "a model scope needs match = [\"model-id\", ...]"));
+            }
+        };
+        let name: std::sync::Arc<str> = match (&self.name, base) {
+            (Some(n), _) => {
+                if !crate::model::valid_name(n.get_ref()) {
+                    return Err(at(
+                        n.span(),
+                        "a model scope's name has 1-128 printable characters",
+                    ));
+                }
+                n.get_ref().as_str().into()
+            }
+            (None, Some(b)) => b.name.clone(),
+            (None, None) => models[0].trim_end_matches('*').into(),
+        };
+        let limits = self.limits().apply(base.map_or(
+            Limits {
+                daily_window: window,
+                ..Limits::default()
+            },
+            |b| b.limits,
+        ))?;
+        Ok(ModelScope {
+            name,
+            models,
+            limits,
+        })
+    }
+
+    fn limits(&self) -> RawTier {
+        RawTier {
+            rpm: self.rpm,
+            concurrency: self.concurrency,
+            daily: self.daily,
+            tpm: self.tpm,
+            tpd: self.tpd,
+            ipm: self.ipm,
+            itpm: self.itpm,
+            otpm: self.otpm,
+            batch_queue_tokens: self.batch_queue_tokens,
+            daily_window: self.daily_window.clone(),
+            daily_reset: self.daily_reset.clone(),
+            daily_timezone: self.daily_timezone.clone(),
+            models: Vec::new(),
+        }
+    }
+
+    /// The name this table gives or keeps, for matching an org's scope with its tier's.
+    fn key(&self) -> Option<String> {
+        match (&self.name, &self.matches) {
+            (Some(n), _) => Some(n.get_ref().clone()),
+            (None, Some(m)) => m
+                .get_ref()
+                .first()
+                .map(|id| id.trim_end_matches('*').to_string()),
+            (None, None) => None,
+        }
+    }
+}
+
+/// The model scopes of `tables` over `base` (the tier's, for an org): a table whose name
+/// (or first id) is one of `base`'s changes that scope, any other adds one. Two scopes of one
+/// tier or org must not share a name, and a model id must not be in two.
+pub(super) fn model_scopes(
+    tables: &[Spanned<RawModel>],
+    base: &[ModelScope],
+    window: DailyWindow,
+) -> Result<Vec<ModelScope>, Spanned2> {
+    let mut out: Vec<ModelScope> = base.to_vec();
+    for t in tables {
+        let raw = t.get_ref();
+        let existing = raw
+            .key()
+            .and_then(|k| out.iter().position(|s| *s.name == *k));
+        match existing {
+            Some(i) => {
+                let scope = raw.scope(t.span(), Some(&out[i]), window)?;
+                out[i] = scope;
+            }
+            None => {
+                let scope = raw.scope(t.span(), None, window)?;
+                if let Some(dup) = scope
+                    .models
+                    .iter()
+                    .find(|m| out.iter().any(|s| s.models.contains(m)))
+                {
+                    return Err(at(t.span(), format!("model {dup:?} is in two scopes")));
+                }
+                out.push(scope);
+            }
+        }
+    }
+    if out.len() > MAX_MODEL_SCOPES {
+        return Err(at(
+            tables.last().map_or(0..0, |t| t.span()),
+            format!("at most {MAX_MODEL_SCOPES} model scopes per tier or org"),
+        ));
+    }
+    Ok(out)
+}
+
+/// Model scopes one tier or org may have: each is a set of windows and a `model` label
+/// value per org, so the count is the cardinality an operator signs up for.
+pub const MAX_MODEL_SCOPES: usize = 64;
 
 impl RawTier {
     /// `base` with what this table sets.
@@ -52,6 +220,10 @@ impl RawTier {
             daily: self.daily.unwrap_or(base.daily),
             tpm: self.tpm.unwrap_or(base.tpm),
             tpd: self.tpd.unwrap_or(base.tpd),
+            ipm: self.ipm.unwrap_or(base.ipm),
+            itpm: self.itpm.unwrap_or(base.itpm),
+            otpm: self.otpm.unwrap_or(base.otpm),
+            batch_queue_tokens: self.batch_queue_tokens.unwrap_or(base.batch_queue_tokens),
             daily_window: self.daily_window(base.daily_window)?,
         })
     }
@@ -125,6 +297,9 @@ with_limits! {
         pub(super) tier: Option<Spanned<String>>,
         /// `UsageHigh` thresholds of this org, instead of `[alerts] thresholds`.
         pub(super) thresholds: Option<Spanned<Vec<f64>>>,
+        /// Per-model scopes over its tier's.
+        #[serde(default)]
+        pub(super) models: Vec<Spanned<RawModel>>,
     }
 }
 
@@ -137,9 +312,14 @@ impl RawOrg {
             daily: self.daily,
             tpm: self.tpm,
             tpd: self.tpd,
+            ipm: self.ipm,
+            itpm: self.itpm,
+            otpm: self.otpm,
+            batch_queue_tokens: self.batch_queue_tokens,
             daily_window: self.daily_window.clone(),
             daily_reset: self.daily_reset.clone(),
             daily_timezone: self.daily_timezone.clone(),
+            models: Vec::new(),
         }
     }
 }

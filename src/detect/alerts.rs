@@ -90,7 +90,7 @@ pub struct OrgAlerts {
     burst_since: i64,
     /// When the last burst episode closed (`i64::MIN` while none has; `i64::MAX` while open).
     burst_until: i64,
-    usage: [LevelAlert; Dimension::ALL.len()],
+    usage: [LevelAlert; Dimension::LEGACY],
     quota: LevelAlert,
     stuck_since: Option<i64>,
 }
@@ -100,7 +100,7 @@ impl Default for OrgAlerts {
         OrgAlerts {
             burst_since: 0,
             burst_until: i64::MIN,
-            usage: [LevelAlert::default(); Dimension::ALL.len()],
+            usage: [LevelAlert::default(); Dimension::LEGACY],
             quota: LevelAlert::default(),
             stuck_since: None,
         }
@@ -126,7 +126,7 @@ impl OrgAlerts {
     pub fn from_parts(
         burst_since: i64,
         burst_until: i64,
-        usage: [LevelAlert; Dimension::ALL.len()],
+        usage: [LevelAlert; Dimension::LEGACY],
         quota: LevelAlert,
         stuck_since: Option<i64>,
     ) -> OrgAlerts {
@@ -192,7 +192,8 @@ impl OrgAlerts {
     }
 
     /// One dimension's usage at `ts` against its limit: `UsageHigh`, and for the daily
-    /// window `DailyQuotaExhausted`.
+    /// window `DailyQuotaExhausted`. The dimensions past [`Dimension::LEGACY`] are judged by
+    /// the org's [`UsageAlerts`].
     #[allow(clippy::too_many_arguments)]
     pub fn usage(
         &mut self,
@@ -204,71 +205,19 @@ impl OrgAlerts {
         rules: &LevelRules,
         out: &mut Vec<Transition>,
     ) {
-        if limit == 0 {
+        let Some(alert) = self.usage.get_mut(dim.index()) else {
             return;
-        }
-        let thresholds = rules.thresholds_bp;
-        let alert = &mut self.usage[dim as usize];
-        let before = alert.level();
-        if let Some(change) = alert.evaluate(
+        };
+        let quota = (dim == Dimension::Daily).then_some(&mut self.quota);
+        let at = Judged {
+            org,
+            model: None,
+            dim,
             usage,
             limit,
             ts,
-            &thresholds,
-            rules.hysteresis_bp,
-            rules.for_ms,
-        ) {
-            let started = alert.started_ms();
-            let peak = level_severity(alert.peak());
-            let (status, level, notify) = match change {
-                Change::Fired(l) | Change::Escalated(l) => (Status::Firing, l, true),
-                Change::Lowered(l) => (Status::Firing, l, false),
-                Change::Resolved => (Status::Resolved, before, true),
-            };
-            let previous = matches!(change, Change::Escalated(_) | Change::Lowered(_))
-                .then(|| level_severity(before));
-            out.push(Transition {
-                dimension: Some(dim),
-                status,
-                notify,
-                starts_at_ms: started,
-                usage: Some(usage),
-                limit: Some(limit),
-                threshold_bp: Some(thresholds[level as usize - 1]),
-                previous_severity: previous,
-                peak,
-                ..Transition::firing(org, ts, AlertName::UsageHigh, level_severity(level))
-            });
-        }
-        if dim == Dimension::Daily {
-            let q = &mut self.quota;
-            if let Some(change) = q.evaluate(
-                usage,
-                limit,
-                ts,
-                &[10_000],
-                rules.hysteresis_bp,
-                rules.for_ms,
-            ) {
-                let status = match change {
-                    Change::Resolved => Status::Resolved,
-                    _ => Status::Firing,
-                };
-                out.push(Transition {
-                    status,
-                    starts_at_ms: q.started_ms(),
-                    usage: Some(usage),
-                    limit: Some(limit),
-                    threshold_bp: Some(10_000),
-                    ..Transition::firing(
-                        org,
-                        ts,
-                        AlertName::DailyQuotaExhausted,
-                        Severity::Critical,
-                    )
-                });
-            }
-        }
+        };
+        judge_level(alert, quota, &at, rules, out);
     }
 
     /// `stuck` jobs in flight longer than `stuck_after` at `ts`: `JobsStuck`.
@@ -327,8 +276,7 @@ impl OrgAlerts {
         rules: &LevelRules,
         out: &mut Vec<Transition>,
     ) {
-        for dim in Dimension::ALL {
-            let alert = &self.usage[dim as usize];
+        for (dim, alert) in Dimension::ALL.into_iter().zip(&self.usage) {
             let level = alert.level();
             if level > 0 {
                 out.push(Transition {
@@ -377,6 +325,172 @@ impl OrgAlerts {
     }
 }
 
+/// What one usage judgement is about.
+struct Judged<'a> {
+    org: &'a Arc<str>,
+    model: Option<&'a Arc<str>>,
+    dim: Dimension,
+    usage: u64,
+    limit: u64,
+    ts: i64,
+}
+
+/// `UsageHigh` of one dimension (and `DailyQuotaExhausted` with the daily window's `quota`).
+fn judge_level(
+    alert: &mut LevelAlert,
+    quota: Option<&mut LevelAlert>,
+    at: &Judged<'_>,
+    rules: &LevelRules,
+    out: &mut Vec<Transition>,
+) {
+    let Judged {
+        org,
+        model,
+        dim,
+        usage,
+        limit,
+        ts,
+    } = *at;
+    if limit == 0 {
+        return;
+    }
+    let thresholds = rules.thresholds_bp;
+    let before = alert.level();
+    if let Some(change) = alert.evaluate(
+        usage,
+        limit,
+        ts,
+        &thresholds,
+        rules.hysteresis_bp,
+        rules.for_ms,
+    ) {
+        let started = alert.started_ms();
+        let peak = level_severity(alert.peak());
+        let (status, level, notify) = match change {
+            Change::Fired(l) | Change::Escalated(l) => (Status::Firing, l, true),
+            Change::Lowered(l) => (Status::Firing, l, false),
+            Change::Resolved => (Status::Resolved, before, true),
+        };
+        let previous = matches!(change, Change::Escalated(_) | Change::Lowered(_))
+            .then(|| level_severity(before));
+        out.push(Transition {
+            dimension: Some(dim),
+            status,
+            notify,
+            starts_at_ms: started,
+            usage: Some(usage),
+            limit: Some(limit),
+            threshold_bp: Some(thresholds[level as usize - 1]),
+            previous_severity: previous,
+            peak,
+            model: model.cloned(),
+            ..Transition::firing(org, ts, AlertName::UsageHigh, level_severity(level))
+        });
+    }
+    if let Some(q) = quota
+        && let Some(change) = q.evaluate(
+            usage,
+            limit,
+            ts,
+            &[10_000],
+            rules.hysteresis_bp,
+            rules.for_ms,
+        )
+    {
+        let status = match change {
+            Change::Resolved => Status::Resolved,
+            _ => Status::Firing,
+        };
+        out.push(Transition {
+            status,
+            starts_at_ms: q.started_ms(),
+            usage: Some(usage),
+            limit: Some(limit),
+            threshold_bp: Some(10_000),
+            model: model.cloned(),
+            ..Transition::firing(org, ts, AlertName::DailyQuotaExhausted, Severity::Critical)
+        });
+    }
+}
+
+/// Usage alerts of a model scope, or of an org's dimensions past [`Dimension::LEGACY`]
+/// (`UsageHigh` per dimension, `DailyQuotaExhausted`): stored in the snapshot's trailer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UsageAlerts {
+    usage: [LevelAlert; Dimension::ALL.len()],
+    quota: LevelAlert,
+}
+
+impl UsageAlerts {
+    /// True while any is active or arming.
+    pub fn any_active(&self) -> bool {
+        self.quota.is_active() || self.usage.iter().any(LevelAlert::is_active)
+    }
+
+    /// `dim`'s usage at `ts` against its limit, for the scope `model` (`None`: the org's
+    /// own dimensions past [`Dimension::LEGACY`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn usage(
+        &mut self,
+        org: &Arc<str>,
+        model: Option<&Arc<str>>,
+        dim: Dimension,
+        usage: u64,
+        limit: u64,
+        ts: i64,
+        rules: &LevelRules,
+        out: &mut Vec<Transition>,
+    ) {
+        let quota = (dim == Dimension::Daily).then_some(&mut self.quota);
+        let at = Judged {
+            org,
+            model,
+            dim,
+            usage,
+            limit,
+            ts,
+        };
+        judge_level(&mut self.usage[dim.index()], quota, &at, rules, out);
+    }
+
+    /// Those firing at `now`, as transitions dated `now`.
+    pub fn active(
+        &self,
+        org: &Arc<str>,
+        model: Option<&Arc<str>>,
+        at: &Now<'_>,
+        now: i64,
+        rules: &LevelRules,
+        out: &mut Vec<Transition>,
+    ) {
+        for (dim, alert) in Dimension::ALL.into_iter().zip(&self.usage) {
+            let level = alert.level();
+            if level > 0 {
+                out.push(Transition {
+                    dimension: Some(dim),
+                    starts_at_ms: alert.started_ms(),
+                    usage: Some((at.usage)(dim)),
+                    limit: Some((at.limit)(dim)),
+                    threshold_bp: Some(rules.thresholds_bp[level as usize - 1]),
+                    peak: level_severity(alert.peak()),
+                    model: model.cloned(),
+                    ..Transition::firing(org, now, AlertName::UsageHigh, level_severity(level))
+                });
+            }
+        }
+        if self.quota.level() > 0 {
+            out.push(Transition {
+                starts_at_ms: self.quota.started_ms(),
+                usage: Some((at.usage)(Dimension::Daily)),
+                limit: Some((at.limit)(Dimension::Daily)),
+                threshold_bp: Some(10_000),
+                model: model.cloned(),
+                ..Transition::firing(org, now, AlertName::DailyQuotaExhausted, Severity::Critical)
+            });
+        }
+    }
+}
+
 /// How long no report may have differed before `LimitMismatch` resolves: reports that
 /// alternate (two keys of one org on different tiers) keep one alert open instead of a
 /// notification per response.
@@ -387,8 +501,10 @@ pub const MISMATCH_CLEAR_MS: i64 = 5 * 60_000;
 /// that differs and resolves once none has for [`MISMATCH_CLEAR_MS`] and they agree.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mismatch {
-    /// Per dimension while firing: since when, and when a report last differed.
-    firing: [Option<(i64, i64)>; Dimension::ALL.len()],
+    /// Per dimension while firing: since when, and when a report last differed (the
+    /// dimensions stored before format 8; others have no configured counterpart upstream
+    /// reports compare with).
+    firing: [Option<(i64, i64)>; Dimension::LEGACY],
 }
 
 impl Mismatch {
@@ -409,7 +525,9 @@ impl Mismatch {
         out: &mut Vec<Transition>,
     ) {
         let differs = configured > 0 && reported.is_some_and(|r| r != configured);
-        let slot = &mut self.firing[dim as usize];
+        let Some(slot) = self.firing.get_mut(dim.index()) else {
+            return;
+        };
         let (status, since) = match (*slot, differs) {
             (None, true) => {
                 *slot = Some((ts, ts));
@@ -445,8 +563,8 @@ impl Mismatch {
         reported: &dyn Fn(Dimension) -> Option<u64>,
         out: &mut Vec<Transition>,
     ) {
-        for dim in Dimension::ALL {
-            if let Some((since, _)) = self.firing[dim as usize] {
+        for (dim, firing) in Dimension::ALL.into_iter().zip(self.firing) {
+            if let Some((since, _)) = firing {
                 out.push(Transition {
                     dimension: Some(dim),
                     starts_at_ms: since,
@@ -464,6 +582,8 @@ impl Mismatch {
 pub struct AlertKey {
     org: Arc<str>,
     alert: AlertName,
+    /// The app, or for an alert of a model scope (which has no app) the model: stored in
+    /// snapshots in this layout since before scopes existed.
     app: Option<Arc<str>>,
     dimension: Option<Dimension>,
 }
@@ -474,7 +594,7 @@ impl AlertKey {
         AlertKey {
             org: t.org.clone(),
             alert: t.alert,
-            app: t.app.clone(),
+            app: t.app.clone().or_else(|| t.model.clone()),
             dimension: t.dimension,
         }
     }

@@ -67,6 +67,8 @@ pub struct Transition {
     pub peak: Severity,
     /// A reminder sent every `repeat_interval` while firing, not a change.
     pub repeat: bool,
+    /// The model scope, for `UsageHigh` of an org's `[[orgs.models]]` limits.
+    pub model: Option<Arc<str>>,
 }
 
 impl Transition {
@@ -89,6 +91,7 @@ impl Transition {
             previous_severity: None,
             peak: severity,
             repeat: false,
+            model: None,
         }
     }
 
@@ -103,20 +106,26 @@ impl Transition {
     /// A stable id of the alert (not of this transition): the same alert on the same
     /// org/app/dimension always has the same fingerprint, across restarts and versions.
     pub fn fingerprint(&self) -> String {
-        let h = crate::model::stable_hash(&[
+        let mut parts = vec![
             self.alert.as_str().as_bytes(),
             self.org.as_bytes(),
             self.app.as_deref().unwrap_or("").as_bytes(),
             self.dimension.map_or("", |d| d.as_str()).as_bytes(),
-        ]);
+        ];
+        // Only scoped alerts hash the model: the others keep the fingerprints they had.
+        if let Some(m) = &self.model {
+            parts.push(m.as_bytes());
+        }
+        let h = crate::model::stable_hash(&parts);
         format!("{h:016x}")
     }
 
     /// One line for humans: "acme at 92% of its 50 rpm".
     pub fn summary(&self) -> String {
-        let who = match &self.app {
-            Some(app) => format!("{}/{}", self.org, app),
-            None => self.org.to_string(),
+        let who = match (&self.app, &self.model) {
+            (Some(app), _) => format!("{}/{}", self.org, app),
+            (None, Some(model)) => format!("{}'s {}", self.org, model),
+            (None, None) => self.org.to_string(),
         };
         let resolved = if self.status == Status::Resolved {
             "resolved: "
@@ -173,18 +182,52 @@ pub enum Cause {
     Burst,
     /// None of the above: upstream peak throttling or traffic ratewarden does not see.
     Unexplained,
+    /// The rolling minute's tokens had reached the tpm limit.
+    Tpm,
+    /// The rolling 24 h's tokens had reached the tpd limit.
+    Tpd,
+    /// The rolling minute's images had reached the ipm limit.
+    Ipm,
+    /// The rolling minute's input tokens had reached the itpm limit.
+    Itpm,
+    /// The rolling minute's output tokens had reached the otpm limit.
+    Otpm,
 }
 
 impl Cause {
     /// Every cause, in label order.
-    pub const ALL: [Cause; 6] = [
+    pub const ALL: [Cause; 11] = [
         Cause::Quota,
         Cause::Concurrency,
         Cause::Rpm,
         Cause::Daily,
         Cause::Burst,
         Cause::Unexplained,
+        Cause::Tpm,
+        Cause::Tpd,
+        Cause::Ipm,
+        Cause::Itpm,
+        Cause::Otpm,
     ];
+
+    /// How many causes an app's stored counters hold (the first of [`Cause::ALL`]); the
+    /// others are kept beside them since snapshot format 8.
+    pub const LEGACY: usize = 6;
+
+    /// The cause of a 429 met with `dim` full.
+    pub fn of_dimension(dim: Dimension) -> Option<Cause> {
+        Some(match dim {
+            Dimension::Rpm => Cause::Rpm,
+            Dimension::Daily => Cause::Daily,
+            Dimension::Concurrency => Cause::Concurrency,
+            Dimension::Tpm => Cause::Tpm,
+            Dimension::Tpd => Cause::Tpd,
+            Dimension::Ipm => Cause::Ipm,
+            Dimension::Itpm => Cause::Itpm,
+            Dimension::Otpm => Cause::Otpm,
+            Dimension::BatchQueueTokens => return None,
+        })
+    }
 
     /// Label value.
     pub fn as_str(self) -> &'static str {
@@ -195,6 +238,11 @@ impl Cause {
             Cause::Daily => "daily",
             Cause::Burst => "burst",
             Cause::Unexplained => "unexplained",
+            Cause::Tpm => "tpm",
+            Cause::Tpd => "tpd",
+            Cause::Ipm => "ipm",
+            Cause::Itpm => "itpm",
+            Cause::Otpm => "otpm",
         }
     }
 
@@ -225,23 +273,49 @@ pub struct CauseInputs<'a> {
     pub burst_count: u64,
     /// Burst threshold, `None` when burst detection is off for the org.
     pub burst_threshold: Option<u64>,
+    /// Further windows, judged after the daily one and before bursts, in order: the org's
+    /// token and image windows, then those of the request's model scope. Each gives its
+    /// cause, usage, limit (0 = none) and whether it is the scope's.
+    pub others: &'a [Other],
+}
+
+/// One more window for [`classify_429`]: (cause, usage, limit, of the model scope).
+pub type Other = (Cause, u64, u64, bool);
+
+/// A 429's cause, and whether the request's model scope was what was full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Explained {
+    /// The cause.
+    pub cause: Cause,
+    /// True when the window found full is the model scope's.
+    pub scoped: bool,
 }
 
 /// Classifies a 429: the first cause that holds, in SPEC §5 order.
-pub fn classify_429(i: &CauseInputs<'_>) -> Cause {
+pub fn classify_429(i: &CauseInputs<'_>) -> Explained {
     let reached = |usage: u64, limit: u64| limit > 0 && usage >= limit;
+    let org = |cause| Explained {
+        cause,
+        scoped: false,
+    };
     if i.error_code == Some("insufficient_quota") {
-        Cause::Quota
+        org(Cause::Quota)
     } else if reached(i.in_flight, i.concurrency_limit) {
-        Cause::Concurrency
+        org(Cause::Concurrency)
     } else if reached(i.rpm, i.rpm_limit) {
-        Cause::Rpm
+        org(Cause::Rpm)
     } else if reached(i.daily, i.daily_limit) {
-        Cause::Daily
+        org(Cause::Daily)
+    } else if let Some(&(cause, _, _, scoped)) = i
+        .others
+        .iter()
+        .find(|(_, usage, limit, _)| reached(*usage, *limit))
+    {
+        Explained { cause, scoped }
     } else if i.burst_threshold.is_some_and(|t| i.burst_count >= t) {
-        Cause::Burst
+        org(Cause::Burst)
     } else {
-        Cause::Unexplained
+        org(Cause::Unexplained)
     }
 }
 
@@ -378,7 +452,7 @@ mod tests {
             ..base()
         };
         assert_eq!(
-            classify_429(&quota),
+            classify_429(&quota).cause,
             Cause::Quota,
             "quota wins over everything"
         );
@@ -387,27 +461,27 @@ mod tests {
             rpm: 10,
             ..base()
         };
-        assert_eq!(classify_429(&conc), Cause::Concurrency);
+        assert_eq!(classify_429(&conc).cause, Cause::Concurrency);
         let rpm = CauseInputs {
             in_flight: 1,
             rpm: 10,
             daily: 100,
             ..base()
         };
-        assert_eq!(classify_429(&rpm), Cause::Rpm);
+        assert_eq!(classify_429(&rpm).cause, Cause::Rpm);
         let daily = CauseInputs {
             rpm: 9,
             daily: 100,
             burst_count: 5,
             ..base()
         };
-        assert_eq!(classify_429(&daily), Cause::Daily);
+        assert_eq!(classify_429(&daily).cause, Cause::Daily);
         let burst = CauseInputs {
             rpm: 9,
             burst_count: 5,
             ..base()
         };
-        assert_eq!(classify_429(&burst), Cause::Burst);
+        assert_eq!(classify_429(&burst).cause, Cause::Burst);
         let none = CauseInputs {
             rpm: 9,
             daily: 99,
@@ -416,13 +490,40 @@ mod tests {
             error_code: Some("rate_limit_exceeded"),
             ..base()
         };
-        assert_eq!(classify_429(&none), Cause::Unexplained);
+        assert_eq!(classify_429(&none).cause, Cause::Unexplained);
         let unlimited = CauseInputs {
             rpm: 1_000,
             in_flight: 1_000,
             ..CauseInputs::default()
         };
-        assert_eq!(classify_429(&unlimited), Cause::Unexplained);
+        assert_eq!(classify_429(&unlimited).cause, Cause::Unexplained);
+        // A model scope's full window explains what the org's do not, before a burst.
+        let others = [(Cause::Tpm, 10, 100, false), (Cause::Rpm, 5, 5, true)];
+        let scoped = CauseInputs {
+            rpm: 9,
+            burst_count: 5,
+            others: &others,
+            ..base()
+        };
+        assert_eq!(
+            classify_429(&scoped),
+            Explained {
+                cause: Cause::Rpm,
+                scoped: true
+            }
+        );
+        let org_tokens = [(Cause::Tpm, 100, 100, false), (Cause::Rpm, 5, 5, true)];
+        let tokens = CauseInputs {
+            others: &org_tokens,
+            ..base()
+        };
+        assert_eq!(
+            classify_429(&tokens),
+            Explained {
+                cause: Cause::Tpm,
+                scoped: false
+            }
+        );
     }
 
     #[test]

@@ -83,6 +83,7 @@ pub struct Detached {
     tokens: Option<u64>,
     latency_ms: Option<f64>,
     request_id: Option<Text>,
+    model: Option<Text>,
     /// What few events carry, boxed so that the rest stay small (they are moved per line
     /// between replay's threads).
     rare: Option<Box<Rare>>,
@@ -95,6 +96,7 @@ struct Rare {
     output_tokens: Option<u64>,
     images: Option<u64>,
     upstream: Vec<QuotaReport>,
+    batch: bool,
 }
 
 impl Detached {
@@ -115,9 +117,11 @@ impl Detached {
             tokens: ev.tokens,
             latency_ms: ev.latency_ms,
             request_id: text(&ev.request_id),
+            model: text(&ev.model),
             rare: (ev.input_tokens.is_some()
                 || ev.output_tokens.is_some()
                 || ev.images.is_some()
+                || ev.batch
                 || !ev.upstream.is_empty())
             .then(|| {
                 Box::new(Rare {
@@ -125,6 +129,7 @@ impl Detached {
                     output_tokens: ev.output_tokens,
                     images: ev.images,
                     upstream: ev.upstream.clone(),
+                    batch: ev.batch,
                 })
             }),
         }
@@ -152,6 +157,8 @@ impl Detached {
                 .rare
                 .as_ref()
                 .map_or_else(Vec::new, |r| r.upstream.clone()),
+            model: text(&self.model),
+            batch: self.rare.as_ref().is_some_and(|r| r.batch),
         }
     }
 }

@@ -217,6 +217,12 @@ pub struct Event<'a> {
     pub request_id: Option<Cow<'a, str>>,
     /// The limits the upstream reported (`ratelimit`, `headers`), at most one per dimension.
     pub upstream: Vec<QuotaReport>,
+    /// The model called: it picks the org's model scope, if any matches.
+    pub model: Option<Cow<'a, str>>,
+    /// A batch submitted (OpenAI's Batch API): the 2xx request that enqueues it, whose
+    /// `job_id` is the batch id; its input tokens count in `batch_queue_tokens` until the
+    /// job's finishing event.
+    pub batch: bool,
 }
 
 impl Event<'_> {
@@ -295,6 +301,8 @@ pub enum EventField {
     OutputTokens,
     /// `images`.
     Images,
+    /// `batch`: the request submits a batch.
+    Batch,
     /// `ratelimit` (an object of the upstream's `x-ratelimit-*` values).
     RateLimit,
     /// `headers`: the response's headers as captured (`name → value`), of which the
@@ -304,7 +312,7 @@ pub enum EventField {
 
 impl EventField {
     /// Every field, in label order.
-    pub const ALL: [EventField; 19] = [
+    pub const ALL: [EventField; 20] = [
         EventField::Ts,
         EventField::Org,
         EventField::App,
@@ -322,12 +330,13 @@ impl EventField {
         EventField::InputTokens,
         EventField::OutputTokens,
         EventField::Images,
+        EventField::Batch,
         EventField::RateLimit,
         EventField::Headers,
     ];
 
     /// Fields with one scalar value (all but `ratelimit` and `headers`).
-    pub(crate) const SCALARS: usize = 17;
+    pub(crate) const SCALARS: usize = 18;
 
     /// The field's name in the event schema.
     pub fn name(self) -> &'static str {
@@ -349,6 +358,7 @@ impl EventField {
             EventField::InputTokens => "input_tokens",
             EventField::OutputTokens => "output_tokens",
             EventField::Images => "images",
+            EventField::Batch => "batch",
             EventField::RateLimit => "ratelimit",
             EventField::Headers => "headers",
         }
@@ -376,6 +386,7 @@ impl EventField {
             "input_tokens" => EventField::InputTokens,
             "output_tokens" => EventField::OutputTokens,
             "images" => EventField::Images,
+            "batch" => EventField::Batch,
             "ratelimit" => EventField::RateLimit,
             "headers" => EventField::Headers,
             _ => return None,

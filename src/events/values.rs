@@ -90,6 +90,23 @@ pub(crate) fn text<'a>(raw: Raw<'a>) -> Result<Option<Cow<'a, str>>, Bad> {
     }
 }
 
+/// A flag (`batch`): `true`/`false`, `1`/`0`, or their text.
+pub(crate) fn boolean(raw: &Raw<'_>) -> Result<Option<bool>, Bad> {
+    match raw {
+        Raw::Bool(b) => Ok(Some(*b)),
+        Raw::UInt(0) => Ok(Some(false)),
+        Raw::UInt(1) => Ok(Some(true)),
+        Raw::Null => Ok(None),
+        Raw::Str(s) if absent(s) => Ok(None),
+        Raw::Str(s) => match s.trim() {
+            "true" | "1" => Ok(Some(true)),
+            "false" | "0" => Ok(Some(false)),
+            other => Err(format!("must be true or false, got {other:?}").into()),
+        },
+        other => Err(format!("must be true or false, got {}", other.kind()).into()),
+    }
+}
+
 /// A non-negative finite number; numeric strings count.
 pub(crate) fn number(raw: &Raw<'_>) -> Result<Option<f64>, Bad> {
     let n = match raw {

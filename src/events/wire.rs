@@ -283,7 +283,7 @@ impl<'a> Wire<'a> {
         );
         let request_id = lease.or(request_id);
         // Attribution only: validated, not kept.
-        let _ = (user, model);
+        let _ = user;
         if kind != Kind::Request && job_id.is_none() {
             return Err(invalid("job lifecycle events need a job_id"));
         }
@@ -301,6 +301,12 @@ impl<'a> Wire<'a> {
             .take(EventField::Tokens)
             .and_then(|raw| keep(&mut errors, EventField::Tokens, values::integer(&raw)));
         let (input_tokens, output_tokens, images) = self.counts(&mut errors);
+        let batch = match self.values[EventField::Batch as usize].take() {
+            None => false,
+            Some(raw) => {
+                keep(&mut errors, EventField::Batch, values::boolean(&raw)).unwrap_or(false)
+            }
+        };
         // Providers report input and output apart (Anthropic, OpenAI's usage): their sum is
         // the tokens a tokens-per-minute limit counts.
         let tokens = tokens.or(match (input_tokens, output_tokens) {
@@ -418,6 +424,8 @@ impl<'a> Wire<'a> {
                 latency_ms,
                 request_id,
                 upstream,
+                model,
+                batch,
             },
             field_errors: errors,
         })

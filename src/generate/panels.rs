@@ -351,6 +351,18 @@ pub(super) fn words(d: Dimension) -> Words {
             "Rolling 24 h tokens vs daily token limit",
             "short",
         ),
+        Dimension::Ipm => ("images per minute", "Images per minute vs limit", "short"),
+        Dimension::Itpm => (
+            "input tokens per minute",
+            "Input tokens per minute vs limit",
+            "short",
+        ),
+        Dimension::Otpm => (
+            "output tokens per minute",
+            "Output tokens per minute vs limit",
+            "short",
+        ),
+        Dimension::BatchQueueTokens => ("batch queue", "Batch queue tokens vs limit", "short"),
     };
     Words { what, title, unit }
 }

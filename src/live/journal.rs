@@ -10,9 +10,10 @@ use crate::events::Event;
 
 /// First byte of every journal entry: the record format below (2 added `Clock`; 3 added the
 /// [`JOURNAL_HEADER`]; 4 added the admission records; 5 replaced an event's `ratelimit` by
-/// its upstream reports of every dimension; entries of formats 1 and 2 read as 4, unchecked,
-/// and format 3 as 4; format 4 events through [`v4::Event`]).
-pub(super) const JOURNAL_FORMAT: u8 = 5;
+/// its upstream reports of every dimension; 6 added an event's `model` and `batch`; entries
+/// of formats 1 and 2 read as 4, unchecked, and format 3 as 4; format 4 events through
+/// [`v4::Event`], format 5 through [`v5::Event`]).
+pub(super) const JOURNAL_FORMAT: u8 = 6;
 /// A format 3 entry starts with: the format byte, the CRC-32 of everything after these five
 /// bytes (little-endian), and the commit of the journal entry before it (u64, little-endian)
 /// — or of the snapshot, for the first entry after one. Bits that flip in the store and rows
@@ -38,11 +39,11 @@ pub(super) fn newer_format(f: u8) -> bool {
     f > JOURNAL_FORMAT && f <= JOURNAL_FORMAT + 16
 }
 
-/// The records of a journal entry, and whether they are of a format before 5.
+/// The records of a journal entry, and the format they are in (1 and 2 read as 4).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Records<'a> {
     bytes: &'a [u8],
-    before_5: bool,
+    format: u8,
 }
 
 /// A journal entry's records and, from format 3, the commit of the entry before it; an error
@@ -52,7 +53,7 @@ pub(super) fn open_journal(data: &[u8]) -> Result<(Records<'_>, Option<u64>), St
         Some((1 | 2, records)) => Ok((
             Records {
                 bytes: records,
-                before_5: true,
+                format: 4,
             },
             None,
         )),
@@ -65,7 +66,7 @@ pub(super) fn open_journal(data: &[u8]) -> Result<(Records<'_>, Option<u64>), St
             prev.copy_from_slice(&data[5..JOURNAL_HEADER]);
             let records = Records {
                 bytes: &data[JOURNAL_HEADER..],
-                before_5: f < 5,
+                format: f.max(4),
             };
             Ok((records, Some(u64::from_le_bytes(prev))))
         }
@@ -190,14 +191,15 @@ pub(super) fn each_record<'a>(
     records: Records<'a>,
     mut f: impl FnMut(Record<'a>),
 ) -> (u64, Option<usize>) {
-    let (mut records, before_5) = (records.bytes, records.before_5);
+    let (mut records, format) = (records.bytes, records.format);
     let mut read = 0;
     while !records.is_empty() {
-        let next = if before_5 {
-            postcard::take_from_bytes::<v4::Record<'a, Admission<'a>>>(records)
-                .map(|(r, rest)| (r.into(), rest))
-        } else {
-            postcard::take_from_bytes::<Record<'a>>(records)
+        let next = match format {
+            4 => postcard::take_from_bytes::<v4::Record<v4::Event<'a>, Admission<'a>>>(records)
+                .map(|(r, rest)| (r.into(), rest)),
+            5 => postcard::take_from_bytes::<v4::Record<v5::Event<'a>, Admission<'a>>>(records)
+                .map(|(r, rest)| (r.into(), rest)),
+            _ => postcard::take_from_bytes::<Record<'a>>(records),
         };
         match next {
             Ok((record, rest)) => {
@@ -249,12 +251,12 @@ mod v4 {
         Option<i64>,
     );
 
-    /// A record of format 4; `A` is the admission record, unchanged since.
+    /// A record of format 4 (`E` [`Event`]) or 5 (`E` [`super::v5::Event`]); `A` is the
+    /// admission record, unchanged since.
     #[allow(clippy::large_enum_variant)]
     #[derive(Deserialize)]
-    pub(super) enum Record<'a, A> {
-        #[serde(borrow)]
-        Event(Event<'a>),
+    pub(super) enum Record<'a, E, A> {
+        Event(E),
         Tick(i64),
         Clock(i64),
         Grant(A),
@@ -299,13 +301,69 @@ mod v4 {
                 latency_ms: e.latency_ms,
                 request_id: e.request_id,
                 upstream,
+                model: None,
+                batch: false,
             }
         }
     }
 }
 
-impl<'a> From<v4::Record<'a, Admission<'a>>> for Record<'a> {
-    fn from(r: v4::Record<'a, Admission<'a>>) -> Self {
+/// Journal records of format 5, whose events did not keep the `model` or a `batch` flag.
+mod v5 {
+    use std::borrow::Cow;
+
+    use serde::Deserialize;
+
+    use crate::events::{Kind, QuotaReport};
+
+    /// An event of format 5, field for field.
+    #[derive(Deserialize)]
+    pub(super) struct Event<'a> {
+        ts_ms: Option<i64>,
+        #[serde(borrow)]
+        org: Cow<'a, str>,
+        app: Option<Cow<'a, str>>,
+        kind: Kind,
+        status: Option<u16>,
+        job_id: Option<Cow<'a, str>>,
+        retry_after_ms: Option<i64>,
+        error_code: Option<Cow<'a, str>>,
+        tokens: Option<u64>,
+        input_tokens: Option<u64>,
+        output_tokens: Option<u64>,
+        images: Option<u64>,
+        latency_ms: Option<f64>,
+        request_id: Option<Cow<'a, str>>,
+        upstream: Vec<QuotaReport>,
+    }
+
+    impl<'a> From<Event<'a>> for crate::events::Event<'a> {
+        fn from(e: Event<'a>) -> Self {
+            crate::events::Event {
+                ts_ms: e.ts_ms,
+                org: e.org,
+                app: e.app,
+                kind: e.kind,
+                status: e.status,
+                job_id: e.job_id,
+                retry_after_ms: e.retry_after_ms,
+                error_code: e.error_code,
+                tokens: e.tokens,
+                input_tokens: e.input_tokens,
+                output_tokens: e.output_tokens,
+                images: e.images,
+                latency_ms: e.latency_ms,
+                request_id: e.request_id,
+                upstream: e.upstream,
+                model: None,
+                batch: false,
+            }
+        }
+    }
+}
+
+impl<'a, E: Into<Event<'a>>> From<v4::Record<'a, E, Admission<'a>>> for Record<'a> {
+    fn from(r: v4::Record<'a, E, Admission<'a>>) -> Self {
         match r {
             v4::Record::Event(e) => Record::Event(e.into()),
             v4::Record::Tick(t) => Record::Tick(t),

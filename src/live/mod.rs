@@ -759,13 +759,14 @@ fn log(transitions: &[Transition]) {
         let summary = t.summary();
         let dimension = t.dimension.map_or("", |d| d.as_str());
         let app = t.app.as_deref().unwrap_or("");
+        let model = t.model.as_deref().unwrap_or("");
         match t.status {
             Status::Firing => tracing::warn!(
-                alert = %t.alert, org = %t.org, app, dimension, severity = t.severity.as_str(),
+                alert = %t.alert, org = %t.org, app, model, dimension, severity = t.severity.as_str(),
                 "alert firing: {summary}"
             ),
             Status::Resolved => tracing::info!(
-                alert = %t.alert, org = %t.org, app, dimension, severity = t.severity.as_str(),
+                alert = %t.alert, org = %t.org, app, model, dimension, severity = t.severity.as_str(),
                 "alert resolved: {summary}"
             ),
         }

@@ -233,9 +233,14 @@ impl TrackerFamilies {
                     }
                 }
                 if a.had_429() {
+                    // The causes every org can have are exported together; those of token
+                    // and image limits once they happened.
                     for c in Cause::ALL {
-                        app_l(org, a, Some(("cause", c.as_str())), &mut l);
-                        rate_limited.int(&l, a.rate_limited[c.index()]);
+                        let n = a.rate_limited[c.index()];
+                        if c.index() < Cause::LEGACY || n > 0 {
+                            app_l(org, a, Some(("cause", c.as_str())), &mut l);
+                            rate_limited.int(&l, n);
+                        }
                     }
                 }
                 if a.retry_violations > 0 || a.had_429() {
@@ -251,6 +256,34 @@ impl TrackerFamilies {
                 limit.int(&labels, as_gauge(lim));
                 let u = o.usage_of(d).unwrap_or(0);
                 utilization.float(&labels, u as f64 / lim as f64);
+            }
+            // Model scopes: the same series with a `model` label, only where configured.
+            for m in &o.models {
+                let model = &*m.model;
+                for &(d, v) in &m.usage {
+                    let labels = [("org", org), ("model", model), ("dimension", d.as_str())];
+                    usage.int(&labels, as_gauge(v));
+                }
+                for &(d, lim) in &m.limits {
+                    let labels = [("org", org), ("model", model), ("dimension", d.as_str())];
+                    limit.int(&labels, as_gauge(lim));
+                    let u = m.usage.iter().find(|(x, _)| *x == d).map_or(0, |(_, v)| *v);
+                    utilization.float(&labels, u as f64 / lim as f64);
+                }
+                for (app, counts) in &m.rate_limited {
+                    for c in Cause::ALL {
+                        let n = counts[c.index()];
+                        if n > 0 {
+                            let labels = [
+                                ("org", org),
+                                ("app", &**app),
+                                ("cause", c.as_str()),
+                                ("model", model),
+                            ];
+                            rate_limited.int(&labels, n);
+                        }
+                    }
+                }
             }
             if had_jobs(o) {
                 in_flight.int(&[("org", org)], as_gauge(o.jobs_in_flight));

@@ -244,6 +244,10 @@ fn decode<T: serde::de::DeserializeOwned, V1: serde::de::DeserializeOwned>(
 ) -> Result<T, RecordError> {
     match record::open(kind, bytes)? {
         Opened::Current(body) => postcard::from_bytes(body).map_err(undecodable(kind)),
+        Opened::Older(v, _) => Err(RecordError::Undecodable {
+            kind: kind.as_str(),
+            why: format!("an envelope of version {v}, which no ratewarden wrote"),
+        }),
         Opened::Legacy(bytes) => postcard::from_bytes::<T>(bytes)
             .or_else(|e| {
                 postcard::from_bytes::<V1>(bytes)

@@ -47,6 +47,8 @@ pub(super) fn answered(
         latency_ms: Some((now - sent_at).max(0) as f64),
         request_id: None,
         upstream: Vec::new(),
+        model: None,
+        batch: false,
     }
 }
 
@@ -68,5 +70,7 @@ pub(super) fn job_ended(org: &str, job_id: &str, kind: Kind, now: i64) -> Event<
         latency_ms: None,
         request_id: None,
         upstream: Vec::new(),
+        model: None,
+        batch: false,
     }
 }

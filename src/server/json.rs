@@ -81,6 +81,33 @@ pub(super) fn org(o: &OrgSnapshot, (reservations, leases): (u64, u64)) -> Value 
             "job_id": j.job_id, "app": &*j.app, "age_seconds": j.age_seconds,
         })).collect::<Vec<_>>(),
         "admission": {"reservations": reservations, "leases": leases},
+        "models": o.models.iter().map(model).collect::<Vec<_>>(),
+    })
+}
+
+/// One model scope of an org in `/v1/usage`.
+fn model(m: &crate::tracker::ScopeSnapshot) -> Value {
+    let pairs = |v: &[(crate::model::Dimension, u64)]| {
+        v.iter()
+            .map(|(d, n)| (d.to_string(), json!(n)))
+            .collect::<Map<_, _>>()
+    };
+    let usage_of = |d| m.usage.iter().find(|(x, _)| *x == d).map_or(0, |(_, v)| *v);
+    json!({
+        "model": &*m.model,
+        "match": m.models.iter().map(|s| &**s).collect::<Vec<_>>(),
+        "limits": pairs(&m.limits),
+        "usage": pairs(&m.usage),
+        "utilization": m.limits.iter().map(|&(d, l)| (d.to_string(), json!(usage_of(d) as f64 / l as f64))).collect::<Map<_, _>>(),
+        "headroom_seconds": m.headroom_seconds.iter().map(|(d, h)| (d.to_string(), json!(h))).collect::<Map<_, _>>(),
+        "rate_limited": m.rate_limited.iter().map(|(app, counts)| {
+            let causes: Map<_, _> = crate::detect::Cause::ALL
+                .into_iter()
+                .filter(|c| counts[c.index()] > 0)
+                .map(|c| (c.as_str().to_string(), json!(counts[c.index()])))
+                .collect();
+            (app.to_string(), Value::Object(causes))
+        }).collect::<Map<_, _>>(),
     })
 }
 

@@ -30,7 +30,8 @@ impl Kind {
     pub fn version(self) -> u8 {
         match self {
             Kind::Batch | Kind::BatchItem => 3,
-            Kind::Notification => 1,
+            // 2 added the transition's model scope.
+            Kind::Notification => 2,
         }
     }
 
@@ -51,6 +52,8 @@ pub enum Opened<'a> {
     Current(&'a [u8]),
     /// Written before the envelope existed: the whole bytes, in an older layout.
     Legacy(&'a [u8]),
+    /// In the envelope at an older version than written now: the version and the body.
+    Older(u8, &'a [u8]),
 }
 
 /// Why a stored record cannot be read.
@@ -97,6 +100,7 @@ pub fn open(kind: Kind, bytes: &[u8]) -> Result<Opened<'_>, RecordError> {
             found: *v,
             known: kind.version(),
         }),
+        Some([v, body @ ..]) if *v >= 1 => Ok(Opened::Older(*v, body)),
         Some(_) => Err(RecordError::Undecodable {
             kind: kind.as_str(),
             why: "an envelope of an unknown older version, or cut short".into(),

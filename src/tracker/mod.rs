@@ -24,6 +24,8 @@ pub mod jobs;
 mod org;
 mod reconcile;
 mod report;
+mod scope;
+mod scoped;
 mod settings;
 pub mod snapshot;
 mod upstream;
@@ -43,7 +45,8 @@ pub use jobs::{DurationHistogram, JobOutcome};
 use org::TokenWindows;
 pub use org::{App, Org};
 pub use report::{
-    AppSnapshot, HISTORY_MINUTES, OrgLoad, OrgReport, OrgSnapshot, Overflow, Peaks, StuckJob, View,
+    AppSnapshot, HISTORY_MINUTES, OrgLoad, OrgReport, OrgSnapshot, Overflow, Peaks, ScopeSnapshot,
+    StuckJob, View,
 };
 pub use settings::Settings;
 pub use upstream::UpstreamSnapshot;
@@ -99,13 +102,14 @@ impl Tracker {
             clock_ms: i64::MIN,
         };
         for o in &config.orgs {
-            let org = Org::new(
+            let mut org = Org::new(
                 o.id.as_str().into(),
                 o.tier.as_str().into(),
                 o.limits,
                 true,
                 &t.settings,
             );
+            org.set_scopes(&scopes_of(o));
             t.index.insert(org.name.clone(), t.orgs.len());
             t.orgs.push(org);
         }
@@ -150,13 +154,14 @@ impl Tracker {
         let allowed = self.new_orgs.created < self.settings.max_new_orgs_per_second;
         if room && allowed {
             self.new_orgs.created += 1;
-            let org = Org::new(
+            let mut org = Org::new(
                 name.into(),
                 self.settings.default_tier.clone(),
                 self.settings.default_limits,
                 true,
                 &self.settings,
             );
+            org.set_scopes(&self.settings.default_models);
             let i = self.orgs.len();
             self.index.insert(org.name.clone(), i);
             self.orgs.push(org);
@@ -551,6 +556,11 @@ impl Tracker {
 /// The dedupe key of an event with a `request_id`. A request and its job's lifecycle events
 /// may carry the same id (one trace); they are different events, so lifecycle events are keyed
 /// with their kind. (Requests keep the plain key that earlier versions stored.)
+/// A configured org's model scopes, shared by the org's windows.
+fn scopes_of(o: &crate::config::OrgConfig) -> Vec<Arc<crate::model::ModelScope>> {
+    o.models.iter().cloned().map(Arc::new).collect()
+}
+
 fn dedupe_key(ev: &Event<'_>, rid: &str) -> u64 {
     match ev.kind {
         Kind::Request => request_key(&ev.org, rid),
@@ -568,6 +578,8 @@ fn dedupe_key(ev: &Event<'_>, rid: &str) -> u64 {
 
 #[cfg(test)]
 mod admit_tests;
+#[cfg(test)]
+mod scope_tests;
 #[cfg(test)]
 mod tests;
 

@@ -8,13 +8,14 @@ use crate::detect::alerts::OrgAlerts;
 use crate::detect::burst::{Burst, Edge, burst_threshold};
 use crate::detect::{Cause, CauseInputs, RetryState, Transition, classify_429};
 use crate::events::{Event, Outcome};
-use crate::model::{DailyWindow, Dimension, Limits, OVERFLOW};
+use crate::model::{DailyWindow, Dimension, Limits, ModelScope, OVERFLOW};
 
 use super::concurrency::{EarlyEnds, HORIZON_MS, PeakConcurrency};
 use super::jobs::{self, DurationHistogram, JobOutcome, Jobs, Start};
 use super::report::{
     AppSnapshot, HISTORY_MINUTES, OrgLoad, OrgReport, OrgSnapshot, Overflow, Peaks, StuckJob, View,
 };
+use super::scope::Extended;
 use super::settings::*;
 use super::upstream::{LegacyReport, Upstream};
 use super::window::Window;
@@ -34,7 +35,9 @@ pub struct App {
     pub(super) daily: Window<u32>,
     pub(super) in_flight: u64,
     pub(super) requests: [u64; Outcome::ALL.len()],
-    pub(super) rate_limited: [u64; Cause::ALL.len()],
+    /// 429s by [`Cause`] index, of the causes snapshots kept per app before format 8 (the
+    /// others are in [`Extended::rate_limited`]).
+    pub(super) rate_limited: [u64; Cause::LEGACY],
     pub(super) retry_violations: u64,
     pub(super) retry: RetryState,
 }
@@ -47,7 +50,7 @@ impl App {
             daily: Window::new(DAILY_WIDTH, DAILY_SLACK),
             in_flight: 0,
             requests: [0; Outcome::ALL.len()],
-            rate_limited: [0; Cause::ALL.len()],
+            rate_limited: [0; Cause::LEGACY],
             retry_violations: 0,
             retry: RetryState::default(),
         }
@@ -100,6 +103,10 @@ pub struct Org {
     pub(super) concurrency: PeakConcurrency,
     /// Job ends that arrived before their starts.
     pub(super) early_ends: EarlyEnds,
+    /// Dimensions past the first five and model scopes, when it has any (format 8 stores
+    /// them after the state).
+    #[serde(skip)]
+    pub(super) extended: Option<Box<Extended>>,
 }
 
 impl Org {
@@ -134,6 +141,7 @@ impl Org {
             present_ms: i64::MIN,
             concurrency: PeakConcurrency::default(),
             early_ends: EarlyEnds::default(),
+            extended: None,
         };
         // What follows from the limits (burst threshold, caps, windows) is set in one place.
         org.set_limits(limits, s);
@@ -157,6 +165,18 @@ impl Org {
         }
         if self.tokens.is_none() && (limits.tpm > 0 || limits.tpd > 0) {
             self.tokens = Some(TokenWindows::boxed());
+        }
+        if limits.has_extended() {
+            self.extended.get_or_insert_default();
+        }
+    }
+
+    /// Puts the config's model scopes in force (counts of a scope kept by name stay).
+    pub(super) fn set_scopes(&mut self, scopes: &[Arc<ModelScope>]) {
+        match &mut self.extended {
+            Some(x) => x.set_scopes(scopes),
+            None if scopes.is_empty() => {}
+            None => self.extended.get_or_insert_default().set_scopes(scopes),
         }
     }
 
@@ -197,6 +217,7 @@ impl Org {
                 .upstream
                 .as_ref()
                 .is_some_and(|u| u.rejudge || u.mismatch.any())
+            || self.extended.as_ref().is_some_and(|x| x.needs_tick())
     }
 
     pub(super) fn usage_at(&self, dim: Dimension, ts: i64) -> u64 {
@@ -209,6 +230,10 @@ impl Org {
                 .tokens
                 .as_ref()
                 .map_or(0, |t| t.tpd.count_at(minute(ts))),
+            _ => self
+                .extended
+                .as_ref()
+                .map_or(0, |x| x.own.usage_at(dim, ts, self.limits.daily_window)),
         }
     }
 
@@ -274,8 +299,13 @@ impl Org {
         if app.retry.is_violation(ts) {
             app.retry_violations += 1;
         }
+        let scope = self
+            .extended
+            .as_ref()
+            .and_then(|x| x.scope_of(ev.model.as_deref()));
         if ev.status == Some(429) {
-            let cause = classify_429(&CauseInputs {
+            let others = self.other_windows(ts, scope);
+            let explained = classify_429(&CauseInputs {
                 error_code: ev.error_code.as_deref(),
                 in_flight: self.jobs.in_flight_at(ts) as u64,
                 concurrency_limit: self.limits.concurrency,
@@ -285,8 +315,20 @@ impl Org {
                 daily_limit: self.limits.daily,
                 burst_count: self.burst.count(ts, window),
                 burst_threshold: self.burst_threshold,
+                others: &others,
             });
-            self.apps[ai].rate_limited[cause.index()] += 1;
+            let cause = explained.cause;
+            match self.apps[ai].rate_limited.get_mut(cause.index()) {
+                Some(n) if !explained.scoped => *n += 1,
+                _ => self.extended.get_or_insert_default().note_429(
+                    ai,
+                    scope.filter(|_| explained.scoped),
+                    cause,
+                ),
+            }
+        }
+        if let Some(x) = &mut self.extended {
+            x.count(ts, ev, scope);
         }
 
         if reserved.is_none() {
@@ -349,7 +391,9 @@ impl Org {
         self.peaks.rpm = self.peaks.rpm.max(rpm_peak);
         self.peaks.daily = self.peaks.daily.max(daily_peak);
 
+        // A batch enqueued is held in the batch queue, not as a job in flight.
         if matches!(ev.status, Some(200..=299))
+            && !ev.batch
             && let Some(id) = &ev.job_id
         {
             self.start_job(ai, id, ts, s, overflow, out);
@@ -372,6 +416,9 @@ impl Org {
                     let usage = self.usage_at(dim, present);
                     self.judge(dim, usage, present, s, out);
                 }
+            }
+            if self.extended.is_some() {
+                self.judge_extended(Some((ts, scope)), present, s, out);
             }
         }
     }
@@ -435,6 +482,13 @@ impl Org {
     ) {
         let limit = dim.limit(&self.limits);
         let rules = s.rules.for_org(&self.name);
+        if dim.index() >= Dimension::LEGACY {
+            if let Some(x) = &mut self.extended {
+                x.own_alerts
+                    .usage(&self.name, None, dim, usage, limit, ts, rules, out);
+            }
+            return;
+        }
         self.alerts
             .usage(&self.name, dim, usage, limit, ts, rules, out);
     }
@@ -508,6 +562,12 @@ impl Org {
     ) {
         let present = self.present_ms;
         let floor = present.saturating_sub(HORIZON_MS);
+        if self.extended.as_mut().is_some_and(|x| x.finish_batch(id)) {
+            if self.alerting {
+                self.judge_extended(None, present, s, out);
+            }
+            return;
+        }
         let Some(job) = self.jobs.finish(id) else {
             // Its start may still come (another shipper, a later file): remembered for the
             // horizon so that start is a finished job, not one in flight forever.
@@ -576,11 +636,15 @@ impl Org {
             self.burst_edge(edge, now, s, out);
         }
         self.judge_stuck(now, out);
-        for dim in Dimension::ALL {
+        for dim in Dimension::ALL.into_iter().take(Dimension::LEGACY) {
             if dim.limit(&self.limits) > 0 {
                 let usage = self.usage_at(dim, now);
                 self.judge(dim, usage, now, s, out);
             }
+        }
+        if let Some(x) = &mut self.extended {
+            x.expire(now);
+            self.judge_extended(None, now, s, out);
         }
         self.judge_mismatch(s, out);
     }
@@ -605,6 +669,12 @@ impl Org {
             },
             Dimension::Tpm => tokens.map_or(now, |t| t.tpm.frees_at(sec(now), limit) * 1_000),
             Dimension::Tpd => tokens.map_or(now, |t| t.tpd.frees_at(minute(now), limit) * 60_000),
+            _ => {
+                return match &self.extended {
+                    Some(x) => x.own.headroom_seconds(dim, &self.limits, now),
+                    None => Some(Some(0)),
+                };
+            }
         };
         Some(Some(((frees_at_ms - now).max(0) as u64).div_ceil(1_000)))
     }
@@ -615,7 +685,8 @@ impl Org {
             .into_iter()
             .filter(|d| match d {
                 Dimension::Tpm | Dimension::Tpd => self.tokens.is_some(),
-                _ => true,
+                Dimension::Rpm | Dimension::Daily | Dimension::Concurrency => true,
+                _ => d.limit(&self.limits) > 0,
             })
             .collect();
         let usage = dims.iter().map(|&d| (d, self.usage_at(d, now))).collect();
@@ -633,7 +704,8 @@ impl Org {
         let apps = self
             .apps
             .iter()
-            .map(|a| AppSnapshot {
+            .enumerate()
+            .map(|(i, a)| AppSnapshot {
                 app: a.name.clone(),
                 // No series carries an app's window counts: a scrape skips them.
                 rpm: if full { a.rpm.count_at(sec(now)) } else { 0 },
@@ -644,7 +716,7 @@ impl Org {
                 },
                 in_flight: a.in_flight,
                 requests: a.requests,
-                rate_limited: a.rate_limited,
+                rate_limited: self.app_causes(i),
                 retry_violations: a.retry_violations,
             })
             .collect();
@@ -695,6 +767,7 @@ impl Org {
                 _ => Vec::new(),
             },
             alerts,
+            models: self.scope_snapshots(now, full),
         }
     }
 
@@ -725,6 +798,7 @@ impl Org {
         };
         self.alerts
             .active(&self.name, &at, now, s.rules.for_org(&self.name), out);
+        self.extended_alerts(now, s, out);
         if let Some(u) = &self.upstream {
             let configured = |d: Dimension| d.limit(&u.configured);
             let reported = |d: Dimension| u.limit(d);
@@ -744,15 +818,12 @@ impl Org {
     }
 
     pub(super) fn report(&self) -> OrgReport {
-        let mut rate_limited = [0u64; Cause::ALL.len()];
+        let rate_limited = self.all_causes();
         let mut requests = 0;
         let mut retry_violations = 0;
         for app in &self.apps {
             requests += app.requests.iter().sum::<u64>();
             retry_violations += app.retry_violations;
-            for (total, n) in rate_limited.iter_mut().zip(app.rate_limited) {
-                *total += n;
-            }
         }
         OrgReport {
             org: self.name.clone(),

@@ -91,6 +91,25 @@ pub struct OrgSnapshot {
     /// Requests per minute over the last hour, oldest first, the current minute last
     /// ([`HISTORY_MINUTES`] entries; empty unless the view is [`View::Page`]).
     pub requests_per_minute: Vec<u64>,
+    /// Its model scopes, in config order.
+    pub models: Vec<ScopeSnapshot>,
+}
+
+/// One model scope of an org in a snapshot.
+#[derive(Debug, Clone)]
+pub struct ScopeSnapshot {
+    /// The `model` label.
+    pub model: Arc<str>,
+    /// The model ids it matches.
+    pub models: Vec<Box<str>>,
+    /// Usage of its requests and tokens, and of every dimension it limits.
+    pub usage: Vec<(Dimension, u64)>,
+    /// Limits of its limited dimensions.
+    pub limits: Vec<(Dimension, u64)>,
+    /// Seconds until one more fits, per dimension (`None` = waits on a batch finishing).
+    pub headroom_seconds: Vec<(Dimension, Option<u64>)>,
+    /// 429s its full windows explained, per app, by [`Cause`] index.
+    pub rate_limited: Vec<(Arc<str>, [u64; Cause::ALL.len()])>,
 }
 
 /// Minutes of [`OrgSnapshot::requests_per_minute`].

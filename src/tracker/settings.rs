@@ -47,6 +47,8 @@ pub struct Settings {
     pub default_tier: Arc<str>,
     /// Limits of unconfigured orgs.
     pub default_limits: Limits,
+    /// Model scopes of unconfigured orgs (their tier's).
+    pub default_models: Vec<Arc<crate::model::ModelScope>>,
     /// `max_orgs`.
     pub max_orgs: usize,
     /// `max_apps_per_org`.
@@ -74,6 +76,7 @@ impl Settings {
             rules: AlertRules::from_config(config),
             default_tier: config.limits.default_tier.as_str().into(),
             default_limits: config.default_limits(),
+            default_models: config.default_models().into_iter().map(Arc::new).collect(),
             max_orgs: config.limits.max_orgs,
             max_apps_per_org: config.limits.max_apps_per_org,
             max_jobs_per_org: config.limits.max_jobs_per_org,

@@ -10,6 +10,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 use super::admit::{Held, Reservations};
+use super::scope::Extended;
 use super::upstream::Upstream;
 use super::{Org, Overflow, Settings, Tracker, jobs, window};
 use crate::config::Config;
@@ -20,11 +21,14 @@ use crate::tracker::dedupe::Dedupe;
 
 /// Leading bytes of a snapshot: format name and version. Bump the digit when the encoded
 /// structures change; an older binary then refuses a newer snapshot instead of misreading it.
-/// This one reads format 6 (as 7 without the upstream reports, which the orgs held
+/// This one reads format 7 (as 8 without the extensions), format 6 (as 7 without the upstream reports, which the orgs held
 /// themselves for requests and tokens), format 5 (as 6 without admission grants), format 4
 /// (job histograms of 13 fixed buckets, no bounds stored), format 3 (as 4 with dense window
 /// rings) and format 2 (through [`v2`]), converting them.
-const MAGIC: &[u8; 4] = b"RWT7";
+const MAGIC: &[u8; 4] = b"RWT8";
+/// Format 7: as 8 without the orgs' extensions (dimensions past the first five, model
+/// scopes) after the upstream reports.
+const MAGIC_V7: &[u8; 4] = b"RWT7";
 /// Format 6: as 7 without the upstream reports after the grants.
 const MAGIC_V6: &[u8; 4] = b"RWT6";
 /// Format 5: as 6 without the admission grants after the state.
@@ -94,6 +98,14 @@ type Format7 = (
     Vec<(Box<str>, Held)>,
     Vec<(u32, Upstream)>,
 );
+/// Format 8 as read: format 7, then each org's extension by its index in the state.
+type Format8 = (
+    Vec<f64>,
+    SnapshotOwned,
+    Vec<(Box<str>, Held)>,
+    Vec<(u32, Upstream)>,
+    Vec<(u32, Extended)>,
+);
 
 impl Tracker {
     /// The whole dynamic state as bytes.
@@ -116,6 +128,11 @@ impl Tracker {
                     .iter()
                     .enumerate()
                     .filter_map(|(i, o)| Some((u32::try_from(i).ok()?, o.upstream.as_deref()?)))
+                    .collect::<Vec<_>>(),
+                self.orgs
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, o)| Some((u32::try_from(i).ok()?, o.extended.as_deref()?)))
                     .collect::<Vec<_>>(),
             ),
             prefix,
@@ -151,8 +168,14 @@ impl Tracker {
         let body = bytes.get(MAGIC.len()..).unwrap_or_default();
         let mut grants = Vec::new();
         let mut upstream = Vec::new();
+        let mut extended = Vec::new();
         let (job_buckets, mut state): (Vec<f64>, SnapshotOwned) = match bytes.get(..MAGIC.len()) {
             Some(m) if m == MAGIC => {
+                let (buckets, state, held, reports, ext): Format8 = postcard::from_bytes(body)?;
+                (grants, upstream, extended) = (held, reports, ext);
+                (buckets, state)
+            }
+            Some(m) if m == MAGIC_V7 => {
                 let (buckets, state, held, reports): Format7 = postcard::from_bytes(body)?;
                 (grants, upstream) = (held, reports);
                 (buckets, state)
@@ -204,23 +227,32 @@ impl Tracker {
                 org.upstream = Some(Box::new(u));
             }
         }
+        for (i, x) in extended {
+            if let Some(org) = state.orgs.get_mut(i as usize) {
+                org.extended = Some(Box::new(x));
+            }
+        }
         for (i, mut org) in state.orgs.into_iter().enumerate() {
             if org.legacy_upstream.iter().any(Option::is_some) {
                 let legacy = std::mem::take(&mut org.legacy_upstream);
                 org.upstream = Some(Box::new(Upstream::from_legacy(&legacy, Limits::default())));
             }
             if Some(i) == state.overflow_org || &*org.name == OVERFLOW {
-                org.rebind(OVERFLOW.into(), Limits::default(), false, &t.settings);
+                org.rebind(OVERFLOW.into(), Limits::default(), &[], false, &t.settings);
                 t.overflow_org = Some(t.orgs.len());
                 t.orgs.push(org);
                 continue;
             }
             let configured = config.orgs.iter().find(|o| *o.id == *org.name);
-            let (tier, limits) = match configured {
-                Some(o) => (o.tier.as_str().into(), o.limits),
-                None => (t.settings.default_tier.clone(), t.settings.default_limits),
+            let (tier, limits, scopes) = match configured {
+                Some(o) => (o.tier.as_str().into(), o.limits, super::scopes_of(o)),
+                None => (
+                    t.settings.default_tier.clone(),
+                    t.settings.default_limits,
+                    t.settings.default_models.clone(),
+                ),
             };
-            org.rebind(tier, limits, true, &t.settings);
+            org.rebind(tier, limits, &scopes, true, &t.settings);
             match t.index.get(&org.name) {
                 Some(&at) => t.orgs[at] = org,
                 None => {
@@ -282,7 +314,7 @@ mod v2 {
         daily: Window<u32>,
         in_flight: u64,
         requests: [u64; Outcome::ALL.len()],
-        rate_limited: [u64; Cause::ALL.len()],
+        rate_limited: [u64; Cause::LEGACY],
         retry_violations: u64,
         retry: RetryV2,
     }
@@ -303,7 +335,7 @@ mod v2 {
         peaks: Peaks,
         burst: Burst,
         burst_since: i64,
-        usage_alerts: [LevelAlert; Dimension::ALL.len()],
+        usage_alerts: [LevelAlert; Dimension::LEGACY],
         quota_alert: LevelAlert,
         stuck_since: Option<i64>,
     }
@@ -384,7 +416,14 @@ mod v2 {
 impl Org {
     /// Sets what the config decides after a restore: tier, alerting and limits (under
     /// `learn`, those the upstream reported in place of the configured ones).
-    fn rebind(&mut self, tier: std::sync::Arc<str>, limits: Limits, alerting: bool, s: &Settings) {
+    fn rebind(
+        &mut self,
+        tier: std::sync::Arc<str>,
+        limits: Limits,
+        scopes: &[std::sync::Arc<crate::model::ModelScope>],
+        alerting: bool,
+        s: &Settings,
+    ) {
         self.tier = tier;
         self.alerting = alerting;
         let limits = match &mut self.upstream {
@@ -396,6 +435,7 @@ impl Org {
             None => limits,
         };
         self.set_limits(limits, s);
+        self.set_scopes(scopes);
         self.app_index = self
             .apps
             .iter()

@@ -53,11 +53,13 @@ fn org<'a>(snap: &'a [OrgSnapshot], name: &str) -> &'a OrgSnapshot {
 }
 
 fn causes(t: &Tracker, name: &str) -> [u64; 6] {
-    t.report()
+    let all = t
+        .report()
         .into_iter()
         .find(|r| &*r.org == name)
         .unwrap()
-        .rate_limited
+        .rate_limited;
+    all[..6].try_into().unwrap()
 }
 
 fn fired(out: &[Transition], alert: AlertName) -> Vec<(Status, &'static str)> {

@@ -1,0 +1,262 @@
+//! Model scopes and the dimensions past the first five, through the tracker's surface.
+
+use super::*;
+use crate::detect::{Cause, Status, Transition};
+use crate::events::{ParseContext, parse_event};
+use crate::model::{AlertName, Dimension};
+
+const T0: i64 = 1_795_788_000_000; // 2026-11-27T14:00:00Z
+
+fn tracker(toml: &str) -> Tracker {
+    Tracker::new(&Config::parse(toml, "scopes.toml").unwrap())
+}
+
+fn feed(t: &mut Tracker, json: &str, now: i64) -> Vec<Transition> {
+    let ev = parse_event(json.as_bytes(), &ParseContext::default())
+        .unwrap()
+        .event;
+    let mut out = Vec::new();
+    t.apply(&ev, now, &mut out);
+    out
+}
+
+fn call(t: &mut Tracker, model: &str, ts: i64, status: u16, extra: &str) -> Vec<Transition> {
+    feed(
+        t,
+        &format!(
+            r#"{{"org":"acme","app":"web","ts":{ts},"status":{status},"model":"{model}"{extra}}}"#
+        ),
+        ts,
+    )
+}
+
+fn snap(t: &Tracker, now: i64) -> OrgSnapshot {
+    t.snapshot(now)
+        .into_iter()
+        .find(|o| &*o.org == "acme")
+        .unwrap()
+}
+
+const OPENAI: &str = r#"
+[tiers.openai]
+rpm = 100
+[[tiers.openai.models]]
+match = ["gpt-image-1"]
+rpm = 5
+ipm = 8
+[[tiers.openai.models]]
+name = "gpt-4o"
+match = ["gpt-4o", "gpt-4o-2024-*"]
+rpm = 3
+tpm = 1000
+
+[[orgs]]
+id = "acme"
+tier = "openai"
+"#;
+
+#[test]
+fn two_models_fill_separately_and_the_org_limit_still_binds() {
+    let mut t = tracker(OPENAI);
+    for i in 0..3 {
+        call(&mut t, "gpt-image-1", T0 + i, 200, r#","images":2"#);
+    }
+    call(
+        &mut t,
+        "gpt-4o-2024-08-06",
+        T0 + 10,
+        200,
+        r#","tokens":100"#,
+    );
+    call(&mut t, "o3", T0 + 11, 200, "");
+    let o = snap(&t, T0 + 20);
+    assert_eq!(
+        o.usage_of(Dimension::Rpm),
+        Some(5),
+        "the org counts every model"
+    );
+    let image = &o.models[0];
+    let gpt = &o.models[1];
+    assert_eq!((&*image.model, &*gpt.model), ("gpt-image-1", "gpt-4o"));
+    let used = |m: &ScopeSnapshot, d| m.usage.iter().find(|(x, _)| *x == d).map(|(_, v)| *v);
+    assert_eq!(used(image, Dimension::Rpm), Some(3));
+    assert_eq!(used(image, Dimension::Ipm), Some(6));
+    assert_eq!(
+        used(gpt, Dimension::Rpm),
+        Some(1),
+        "a dated id matches its prefix"
+    );
+    assert_eq!(used(gpt, Dimension::Tpm), Some(100));
+
+    // gpt-image-1 reaches its 5 rpm: UsageHigh of that scope, not of the org or gpt-4o.
+    let mut out = Vec::new();
+    for i in 0..2 {
+        out.extend(call(&mut t, "gpt-image-1", T0 + 30 + i, 200, ""));
+    }
+    let scoped: Vec<_> = out
+        .iter()
+        .filter(|t| t.alert == AlertName::UsageHigh && t.status == Status::Firing)
+        .collect();
+    assert!(!scoped.is_empty(), "{out:?}");
+    assert!(
+        scoped
+            .iter()
+            .all(|t| t.model.as_deref() == Some("gpt-image-1"))
+    );
+    assert!(
+        scoped[0].summary().contains("acme's gpt-image-1"),
+        "{}",
+        scoped[0].summary()
+    );
+
+    // A 429 of gpt-image-1 now is explained by its scope's rpm; one of gpt-4o (not full)
+    // is not.
+    call(&mut t, "gpt-image-1", T0 + 40, 429, "");
+    call(&mut t, "gpt-4o", T0 + 41, 429, "");
+    let o = snap(&t, T0 + 42);
+    let image = &o.models[0];
+    assert_eq!(image.rate_limited.len(), 1);
+    assert_eq!(image.rate_limited[0].1[Cause::Rpm.index()], 1);
+    assert!(o.models[1].rate_limited.is_empty());
+    let web = &o.apps[0];
+    assert_eq!(
+        web.rate_limited[Cause::Unexplained.index()],
+        1,
+        "gpt-4o's 429"
+    );
+    assert_eq!(
+        web.rate_limited[Cause::Rpm.index()],
+        0,
+        "the org's rpm was not full"
+    );
+
+    // The org-wide limit binds whatever the model: 100 rpm over scopes and unscoped models.
+    for i in 0..95 {
+        call(&mut t, "o3", T0 + 50 + i, 200, "");
+    }
+    call(&mut t, "gpt-4o", T0 + 200, 429, "");
+    let o = snap(&t, T0 + 201);
+    assert_eq!(o.apps[0].rate_limited[Cause::Rpm.index()], 1);
+}
+
+#[test]
+fn input_output_tokens_images_and_the_batch_queue_at_the_org() {
+    let mut t = tracker(
+        r#"
+[tiers.anthropic]
+rpm = 50
+itpm = 1000
+otpm = 200
+ipm = 4
+batch_queue_tokens = 5000
+[[orgs]]
+id = "acme"
+tier = "anthropic"
+"#,
+    );
+    call(
+        &mut t,
+        "x",
+        T0,
+        200,
+        r#","input_tokens":600,"output_tokens":150"#,
+    );
+    call(&mut t, "x", T0 + 1, 200, r#","images":3"#);
+    call(
+        &mut t,
+        "x",
+        T0 + 2,
+        200,
+        r#","batch":true,"job_id":"batch_1","input_tokens":4000"#,
+    );
+    let o = snap(&t, T0 + 3);
+    assert_eq!(o.usage_of(Dimension::Itpm), Some(4600));
+    assert_eq!(o.usage_of(Dimension::Otpm), Some(150));
+    assert_eq!(o.usage_of(Dimension::Ipm), Some(3));
+    assert_eq!(o.usage_of(Dimension::BatchQueueTokens), Some(4000));
+    assert_eq!(o.jobs_in_flight, 0, "a batch is not a job in flight");
+    assert!(
+        o.alerts
+            .iter()
+            .any(|a| a.dimension == Some(Dimension::Itpm))
+    );
+    // An output-token 429 names otpm.
+    call(&mut t, "x", T0 + 4, 200, r#","output_tokens":60"#);
+    call(&mut t, "x", T0 + 5, 429, "");
+    // itpm is past its limit too and comes first in the order of judging: a fresh org
+    // over otpm only shows the otpm cause.
+    let o = snap(&t, T0 + 6);
+    assert_eq!(o.apps[0].rate_limited[Cause::Itpm.index()], 1);
+    // The batch's end frees the queue.
+    feed(
+        &mut t,
+        &format!(
+            r#"{{"org":"acme","ts":{},"kind":"job_completed","job_id":"batch_1"}}"#,
+            T0 + 7
+        ),
+        T0 + 7,
+    );
+    assert_eq!(
+        snap(&t, T0 + 8).usage_of(Dimension::BatchQueueTokens),
+        Some(0)
+    );
+}
+
+#[test]
+fn scopes_survive_a_snapshot_and_follow_the_config() {
+    let mut t = tracker(OPENAI);
+    for i in 0..5 {
+        call(&mut t, "gpt-image-1", T0 + i, 200, r#","images":1"#);
+    }
+    call(&mut t, "gpt-image-1", T0 + 10, 429, "");
+    let bytes = t.encode().unwrap();
+    let back = Tracker::restore(&Config::parse(OPENAI, "scopes.toml").unwrap(), &bytes).unwrap();
+    let o = snap(&back, T0 + 11);
+    assert_eq!(o.models[0].usage[0], (Dimension::Rpm, 6));
+    assert_eq!(o.models[0].rate_limited.len(), 1);
+    assert!(
+        o.alerts
+            .iter()
+            .any(|a| a.model.as_deref() == Some("gpt-image-1")),
+        "the scope's alert state came back"
+    );
+    // A config without the scope drops it.
+    let plain = "[tiers.openai]\nrpm = 100\n[[orgs]]\nid = \"acme\"\ntier = \"openai\"\n";
+    let back = Tracker::restore(&Config::parse(plain, "plain.toml").unwrap(), &bytes).unwrap();
+    assert!(snap(&back, T0 + 11).models.is_empty());
+    assert_eq!(snap(&back, T0 + 11).usage_of(Dimension::Rpm), Some(6));
+}
+
+#[test]
+fn org_scopes_change_and_extend_their_tiers() {
+    let c = Config::parse(
+        &format!("{OPENAI}[[orgs.models]]\nname = \"gpt-4o\"\nrpm = 30\n[[orgs.models]]\nmatch = [\"o3\"]\ntpm = 50\n"),
+        "scopes.toml",
+    )
+    .unwrap();
+    let scopes = &c.orgs[0].models;
+    assert_eq!(scopes.len(), 3);
+    assert_eq!((scopes[1].limits.rpm, scopes[1].limits.tpm), (30, 1000));
+    assert_eq!(&*scopes[2].name, "o3");
+    let e = Config::parse(
+        "[[tiers.t.models]]\nmatch = [\"a\"]\nconcurrency = 2\n",
+        "bad.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("bad.toml:1:") && e.contains("concurrency is the org's"),
+        "{e}"
+    );
+    let e = Config::parse(
+        "[[tiers.t.models]]\nmatch = [\"a\"]\n[[tiers.t.models]]\nname = \"b\"\nmatch = [\"a\"]\n",
+        "bad.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("in two scopes"), "{e}");
+    let e = Config::parse("[[tiers.t.models]]\nrpm = 1\n", "bad.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("needs match"), "{e}");
+}

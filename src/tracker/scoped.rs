@@ -1,0 +1,229 @@
+//! How an org judges and reports what [`super::scope`] counts: the dimensions past its
+//! first five and its model scopes (their usage alerts, the windows a 429 is explained by,
+//! and their part of a snapshot).
+
+use super::Org;
+use super::report::ScopeSnapshot;
+use super::scope::Extended;
+use super::settings::Settings;
+use crate::detect::alerts::Now;
+use crate::detect::{Cause, Other, Transition};
+use crate::model::Dimension;
+
+/// The dimensions a model scope counts (all but concurrency, which is the org's).
+const SCOPE_DIMS: [Dimension; 8] = [
+    Dimension::Rpm,
+    Dimension::Daily,
+    Dimension::Tpm,
+    Dimension::Tpd,
+    Dimension::Ipm,
+    Dimension::Itpm,
+    Dimension::Otpm,
+    Dimension::BatchQueueTokens,
+];
+
+impl Org {
+    /// Windows a 429 at `ts` may be explained by beyond the org's requests, daily and
+    /// concurrency: its token and image windows, then those of model scope `scope`.
+    pub(super) fn other_windows(&self, ts: i64, scope: Option<usize>) -> Vec<Other> {
+        let mut out = Vec::new();
+        for dim in [
+            Dimension::Tpm,
+            Dimension::Tpd,
+            Dimension::Ipm,
+            Dimension::Itpm,
+            Dimension::Otpm,
+        ] {
+            let limit = dim.limit(&self.limits);
+            if let (true, Some(cause)) = (limit > 0, Cause::of_dimension(dim)) {
+                out.push((cause, self.usage_at(dim, ts), limit, false));
+            }
+        }
+        if let Some(s) = scope.and_then(|i| self.extended.as_ref()?.scopes.get(i)) {
+            let limits = s.limits();
+            for dim in SCOPE_DIMS {
+                let limit = dim.limit(&limits);
+                if let (true, Some(cause)) = (limit > 0, Cause::of_dimension(dim)) {
+                    let usage = s.meter.usage_at(dim, ts, limits.daily_window);
+                    out.push((cause, usage, limit, true));
+                }
+            }
+        }
+        out
+    }
+
+    /// Judges the org's dimensions past the first five and its scopes' at `present`: after
+    /// a request at `ts` in scope `scope` (`Some`), only the windows it fell in; on the
+    /// clock (`None`), every limited one.
+    pub(super) fn judge_extended(
+        &mut self,
+        after: Option<(i64, Option<usize>)>,
+        present: i64,
+        s: &Settings,
+        out: &mut Vec<Transition>,
+    ) {
+        let Some(x) = self.extended.as_deref_mut() else {
+            return;
+        };
+        let rules = s.rules.for_org(&self.name);
+        let window = self.limits.daily_window;
+        let holds = |dim| after.is_none_or(|(ts, _)| Extended::holds(dim, ts, present, window));
+        for dim in &Dimension::ALL[Dimension::LEGACY..] {
+            let limit = dim.limit(&self.limits);
+            if limit > 0 && holds(*dim) {
+                let usage = x.own.usage_at(*dim, present, window);
+                x.own_alerts
+                    .usage(&self.name, None, *dim, usage, limit, present, rules, out);
+            }
+        }
+        let only = after.map(|(_, scope)| scope);
+        for (i, scope) in x.scopes.iter_mut().enumerate() {
+            if only.is_some_and(|o| o != Some(i)) {
+                continue;
+            }
+            let limits = scope.limits();
+            for dim in SCOPE_DIMS {
+                let limit = dim.limit(&limits);
+                let counted = after
+                    .is_none_or(|(ts, _)| Extended::holds(dim, ts, present, limits.daily_window));
+                if limit > 0 && counted {
+                    let usage = scope.meter.usage_at(dim, present, limits.daily_window);
+                    scope.alerts.usage(
+                        &self.name,
+                        Some(&scope.name),
+                        dim,
+                        usage,
+                        limit,
+                        present,
+                        rules,
+                        out,
+                    );
+                }
+            }
+        }
+    }
+
+    /// The alerts of the extension firing at `now`.
+    pub(super) fn extended_alerts(&self, now: i64, s: &Settings, out: &mut Vec<Transition>) {
+        let Some(x) = self.extended.as_deref() else {
+            return;
+        };
+        let rules = s.rules.for_org(&self.name);
+        let window = self.limits.daily_window;
+        let usage = |dim: Dimension| x.own.usage_at(dim, now, window);
+        let limit = |dim: Dimension| dim.limit(&self.limits);
+        let at = Now {
+            usage: &usage,
+            limit: &limit,
+            burst: None,
+            stuck: 0,
+            storms: Vec::new(),
+        };
+        x.own_alerts.active(&self.name, None, &at, now, rules, out);
+        for scope in &x.scopes {
+            let limits = scope.limits();
+            let usage = |dim: Dimension| scope.meter.usage_at(dim, now, limits.daily_window);
+            let limit = |dim: Dimension| dim.limit(&limits);
+            let at = Now {
+                usage: &usage,
+                limit: &limit,
+                burst: None,
+                stuck: 0,
+                storms: Vec::new(),
+            };
+            scope
+                .alerts
+                .active(&self.name, Some(&scope.name), &at, now, rules, out);
+        }
+    }
+
+    /// Each model scope's usage, limits, headroom and 429s at `now` (`full`: with headroom).
+    pub(super) fn scope_snapshots(&self, now: i64, full: bool) -> Vec<ScopeSnapshot> {
+        let Some(x) = self.extended.as_deref() else {
+            return Vec::new();
+        };
+        x.scopes
+            .iter()
+            .enumerate()
+            .map(|(i, scope)| {
+                let limits = scope.limits();
+                let dims = SCOPE_DIMS
+                    .into_iter()
+                    .filter(|d| d.limit(&limits) > 0 || d.index() < Dimension::LEGACY);
+                ScopeSnapshot {
+                    model: scope.name.clone(),
+                    models: scope
+                        .config
+                        .as_ref()
+                        .map_or_else(Vec::new, |c| c.models.clone()),
+                    usage: dims
+                        .clone()
+                        .map(|d| (d, scope.meter.usage_at(d, now, limits.daily_window)))
+                        .collect(),
+                    limits: SCOPE_DIMS
+                        .into_iter()
+                        .map(|d| (d, d.limit(&limits)))
+                        .filter(|(_, l)| *l > 0)
+                        .collect(),
+                    headroom_seconds: if full {
+                        dims.filter_map(|d| {
+                            scope
+                                .meter
+                                .headroom_seconds(d, &limits, now)
+                                .map(|h| (d, h))
+                        })
+                        .collect()
+                    } else {
+                        Vec::new()
+                    },
+                    rate_limited: x
+                        .rate_limited
+                        .iter()
+                        .filter(|c| usize::from(c.scope) == i + 1)
+                        .filter_map(|c| {
+                            let app = self.apps.get(c.app as usize)?;
+                            Some((app.name.clone(), c.counts))
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// App `ai`'s 429s by cause, all of them: its own counters and those kept for causes
+    /// past [`Cause::LEGACY`] (not those of a model scope).
+    pub(super) fn app_causes(&self, ai: usize) -> [u64; Cause::ALL.len()] {
+        let mut all = [0; Cause::ALL.len()];
+        if let Some(app) = self.apps.get(ai) {
+            all[..Cause::LEGACY].copy_from_slice(&app.rate_limited);
+        }
+        if let Some(x) = &self.extended {
+            for c in x.rate_limited.iter().filter(|c| c.scope == 0) {
+                if c.app as usize == ai {
+                    for (a, n) in all.iter_mut().zip(c.counts) {
+                        *a += n;
+                    }
+                }
+            }
+        }
+        all
+    }
+
+    /// The 429s every app of the org met, by cause, model scopes' included.
+    pub(super) fn all_causes(&self) -> [u64; Cause::ALL.len()] {
+        let mut all = [0; Cause::ALL.len()];
+        for app in &self.apps {
+            for (a, n) in all.iter_mut().zip(app.rate_limited) {
+                *a += n;
+            }
+        }
+        if let Some(x) = &self.extended {
+            for c in &x.rate_limited {
+                for (a, n) in all.iter_mut().zip(c.counts) {
+                    *a += n;
+                }
+            }
+        }
+        all
+    }
+}
