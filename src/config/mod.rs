@@ -199,6 +199,23 @@ impl Config {
             ));
         }
         out.push_str(&format!("tiers: {}\n", tiers.join(", ")));
+        let scopes = |scopes: &[crate::model::ModelScope]| -> String {
+            scopes
+                .iter()
+                .map(|m| format!("{} [{}] ({})", m.name, m.models.join(" "), m.limits))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        for (name, models) in &self.tier_models {
+            out.push_str(&format!("tier {name} models: {}\n", scopes(models)));
+        }
+        for o in self
+            .orgs
+            .iter()
+            .filter(|o| !o.models.is_empty() && self.tier_models.get(&o.tier) != Some(&o.models))
+        {
+            out.push_str(&format!("org {} models: {}\n", o.id, scopes(&o.models)));
+        }
         out.push_str(&format!(
             "orgs: {} configured{}; others on {}\n",
             self.orgs.len(),

@@ -40,8 +40,17 @@ impl Plan {
             }
         }
         let default = config.default_limits();
+        let default_models = config.default_models();
+        // Model scopes' limits count too: their series carry a `model` label beside the org's.
         let limits: Vec<_> = std::iter::once(&default)
             .chain(config.orgs.iter().map(|o| &o.limits))
+            .chain(default_models.iter().map(|m| &m.limits))
+            .chain(
+                config
+                    .orgs
+                    .iter()
+                    .flat_map(|o| o.models.iter().map(|m| &m.limits)),
+            )
             .collect();
         let dimensions = Dimension::ALL
             .into_iter()

@@ -756,10 +756,9 @@ fn writer_loop(
 /// Every transition is logged; delivery goes through the outbox.
 fn log(transitions: &[Transition]) {
     for t in transitions.iter().filter(|t| t.notify && !t.repeat) {
-        let summary = t.summary();
-        let dimension = t.dimension.map_or("", |d| d.as_str());
-        let app = t.app.as_deref().unwrap_or("");
-        let model = t.model.as_deref().unwrap_or("");
+        let (summary, dimension) = (t.summary(), t.dimension.map_or("", |d| d.as_str()));
+        let (app, model) = (t.app.as_deref(), t.model.as_deref());
+        let (app, model) = (app.unwrap_or(""), model.unwrap_or(""));
         match t.status {
             Status::Firing => tracing::warn!(
                 alert = %t.alert, org = %t.org, app, model, dimension, severity = t.severity.as_str(),

@@ -185,7 +185,7 @@ impl AlertLog {
     }
 
     fn push(&mut self, t: &Transition) -> io::Result<()> {
-        let v = json!({
+        let mut v = json!({
             "ts": rfc3339(t.ts_ms),
             "org": &*t.org,
             "app": t.app.as_deref(),
@@ -194,6 +194,9 @@ impl AlertLog {
             "severity": t.severity.as_str(),
             "status": t.status.as_str(),
         });
+        if let (Some(m), Some(obj)) = (&t.model, v.as_object_mut()) {
+            obj.insert("model".into(), json!(&**m));
+        }
         serde_json::to_writer(&mut self.file, &v)?;
         self.file.write_all(b"\n")?;
         self.count += 1;
@@ -407,21 +410,35 @@ impl Report {
         self.orgs
             .iter()
             .map(|o| {
-                let causes: serde_json::Map<_, _> = Cause::ALL
-                    .iter()
-                    .map(|c| (c.as_str().to_string(), json!(o.rate_limited[c.index()])))
-                    .collect();
-                json!({
+                // The causes every org can have are always listed; those of token and image
+                // limits when they happened (as on /metrics).
+                let causes = |counts: &[u64; Cause::ALL.len()]| -> serde_json::Map<_, _> {
+                    Cause::ALL
+                        .iter()
+                        .filter(|c| c.index() < Cause::LEGACY || counts[c.index()] > 0)
+                        .map(|c| (c.as_str().to_string(), json!(counts[c.index()])))
+                        .collect()
+                };
+                let mut row = json!({
                     "org": &*o.org,
                     "requests": o.requests,
                     "peak_rpm": o.peaks.rpm,
                     "peak_daily": o.peaks.daily,
                     "peak_concurrency": o.peaks.concurrency,
-                    "rate_limited": causes,
+                    "rate_limited": causes(&o.rate_limited),
                     "bursts": o.bursts,
                     "stuck_jobs": o.stuck_jobs,
                     "retry_violations": o.retry_violations,
-                })
+                });
+                if let (false, Some(obj)) = (o.models.is_empty(), row.as_object_mut()) {
+                    let models: Vec<_> = o
+                        .models
+                        .iter()
+                        .map(|(m, c)| json!({"model": &**m, "rate_limited": causes(c)}))
+                        .collect();
+                    obj.insert("models".into(), json!(models));
+                }
+                row
             })
             .collect()
     }

@@ -18,6 +18,7 @@
 //! alert: each org's alerts are [`crate::detect::alerts::OrgAlerts`], which it feeds.
 
 pub mod admit;
+mod answer;
 pub mod concurrency;
 pub mod dedupe;
 pub mod jobs;

@@ -136,8 +136,10 @@ pub struct OrgReport {
     pub requests: u64,
     /// Highest window values.
     pub peaks: Peaks,
-    /// 429s by [`Cause`] index.
+    /// 429s by [`Cause`] index (those its model scopes explained included).
     pub rate_limited: [u64; Cause::ALL.len()],
+    /// Per model scope, the 429s its full windows explained, by [`Cause`] index.
+    pub models: Vec<(Arc<str>, [u64; Cause::ALL.len()])>,
     /// Burst episodes.
     pub bursts: u64,
     /// Jobs that were ever stuck.

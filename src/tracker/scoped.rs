@@ -209,6 +209,30 @@ impl Org {
         all
     }
 
+    /// Per model scope, the 429s its full windows explained over all apps.
+    pub(super) fn scope_causes(&self) -> Vec<(std::sync::Arc<str>, [u64; Cause::ALL.len()])> {
+        let Some(x) = self.extended.as_deref() else {
+            return Vec::new();
+        };
+        x.scopes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let mut all = [0; Cause::ALL.len()];
+                for c in x
+                    .rate_limited
+                    .iter()
+                    .filter(|c| usize::from(c.scope) == i + 1)
+                {
+                    for (a, n) in all.iter_mut().zip(c.counts) {
+                        *a += n;
+                    }
+                }
+                (s.name.clone(), all)
+            })
+            .collect()
+    }
+
     /// The 429s every app of the org met, by cause, model scopes' included.
     pub(super) fn all_causes(&self) -> [u64; Cause::ALL.len()] {
         let mut all = [0; Cause::ALL.len()];
