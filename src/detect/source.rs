@@ -81,7 +81,12 @@ impl SourceHealth {
             starts_at_ms: since,
             usage: quiet.map(|(q, _)| secs(q)),
             limit: quiet.map(|(_, f)| secs(f)),
-            ..Transition::firing(&self.org, now_ms, AlertName::LimitSourceFailing, Severity::Warning)
+            ..Transition::firing(
+                &self.org,
+                now_ms,
+                AlertName::LimitSourceFailing,
+                Severity::Warning,
+            )
         }
     }
 }
@@ -110,7 +115,10 @@ mod tests {
         assert_eq!(resolved.starts_at_ms, 3 * HOUR);
         assert_eq!(resolved.fingerprint(), fired.fingerprint());
         assert!(h.success(6 * HOUR).is_none(), "nothing to resolve");
-        assert!(h.judge(8 * HOUR, 3 * HOUR).is_none(), "counted from the last success");
+        assert!(
+            h.judge(8 * HOUR, 3 * HOUR).is_none(),
+            "counted from the last success"
+        );
         assert!(h.judge(9 * HOUR, 3 * HOUR).is_some());
     }
 
