@@ -38,10 +38,16 @@ pub(super) async fn get<T: DeserializeOwned>(
         .map_err(|e| FetchError::Request(secrets.scrub(&error_text(&e))))?;
     let status = resp.status();
     if !status.is_success() {
-        let body = crate::outbound::read_body(resp, 256, &secrets).await;
+        // Scrubbed before it is cut to 256 bytes, so that no part of a key echoed across the
+        // cut can remain.
+        let body = crate::outbound::read_body(resp, 64 << 10, &secrets).await;
+        let mut end = body.len().min(256);
+        while !body.is_char_boundary(end) {
+            end -= 1;
+        }
         return Err(FetchError::Status {
             status: status.as_u16(),
-            body: body.trim().to_string(),
+            body: body[..end].trim().to_string(),
         });
     }
     if resp
