@@ -293,7 +293,7 @@ mod tests {
     fn errors_are_placed_and_name_no_value() {
         let head = "[[limit_sources]]\nkind = \"openai\"\nadmin_key_env = \"K\"\norg = \"acme\"\n";
         let cases: [(String, &str); 10] = [
-            (format!("{head}"), "t.toml:1:1: kind = \"openai\" needs project_id"),
+            (head.to_string(), "t.toml:1:1: kind = \"openai\" needs project_id"),
             (format!("{head}project_id = \"p\"\nworkspace_id = \"w\"\n"), "t.toml:6:16: workspace_id is for kind = \"anthropic\""),
             (format!("{head}project_id = \"\"\n"), "t.toml:5:14: project_id must be 1-128"),
             (format!("{head}project_id = \"p\"\ninterval = \"30s\"\n"), "t.toml:6:12: interval must be at least 1m"),
