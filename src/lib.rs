@@ -11,7 +11,8 @@
 //! * [`config`]: the TOML file, parsed once into a validated [`config::Config`].
 //! * **sources**: where events come from. [`server`] takes `POST /v1/events` and OTLP
 //!   (`/v1/traces`, `/v1/logs`); [`sources`]
-//!   tails log files (JSON, nginx, Envoy); [`replay`] reads files offline.
+//!   tails log files (JSON, nginx, Envoy) and polls providers' admin APIs for an org's limits
+//!   ([`sources::limits`]); [`replay`] reads files offline.
 //! * [`events`]: the one intake path all three share: [`events::intake`] normalises and frames
 //!   bytes, [`events::format`] decodes records, and validation makes a [`events::Event`] (with
 //!   the fields that did not parse) or one rejection reason.

@@ -339,8 +339,10 @@ pub enum AlertName {
     /// Not an alert: `ratewarden alerts test` checking a channel's wiring.
     Test,
     /// The configured limit differs from the one the upstream reports, per org × dimension.
-    /// (Last: the variant's position is stored.)
     LimitMismatch,
+    /// No poll of an org's limit source (`[[limit_sources]]`, a provider's admin API)
+    /// succeeded for `failing_after`. (Last: the variant's position is stored.)
+    LimitSourceFailing,
 }
 
 impl AlertName {
@@ -354,6 +356,7 @@ impl AlertName {
             AlertName::DailyQuotaExhausted => "DailyQuotaExhausted",
             AlertName::Test => "RatewardenTest",
             AlertName::LimitMismatch => "LimitMismatch",
+            AlertName::LimitSourceFailing => "LimitSourceFailing",
         }
     }
 }
@@ -405,6 +408,56 @@ pub fn stable_hash(parts: &[&[u8]]) -> u64 {
 pub const JOB_DURATION_BUCKETS: [f64; 12] = [
     1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0,
 ];
+
+/// Limits one provider scope (a model or a model group) has, as a limit source gave them.
+/// `None`: the source gave no value for that dimension. Values are as the provider states
+/// them (the provider's `0` is passed on as it is).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScopeLimits {
+    /// The models (and aliases) the limits apply to; one for a per-model source (OpenAI).
+    pub models: Vec<String>,
+    /// Requests per minute.
+    pub rpm: Option<u64>,
+    /// Tokens (input and output together) per minute.
+    pub tpm: Option<u64>,
+    /// Input tokens per minute.
+    pub itpm: Option<u64>,
+    /// Output tokens per minute.
+    pub otpm: Option<u64>,
+    /// Images per minute.
+    pub ipm: Option<u64>,
+    /// Requests per day.
+    pub daily: Option<u64>,
+    /// Batch input tokens that may be queued per day.
+    pub batch_queue_tokens: Option<u64>,
+}
+
+impl ScopeLimits {
+    /// Every dimension by its short name, with its value (for comparing and logging changes).
+    pub fn values(&self) -> [(&'static str, Option<u64>); 7] {
+        [
+            ("rpm", self.rpm),
+            ("tpm", self.tpm),
+            ("itpm", self.itpm),
+            ("otpm", self.otpm),
+            ("ipm", self.ipm),
+            ("daily", self.daily),
+            ("batch_queue_tokens", self.batch_queue_tokens),
+        ]
+    }
+}
+
+/// What one successful poll of a limit source found: the limits of every scope it lists, for
+/// the org the source maps to. They replace the configured limits of those scopes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourcedLimits {
+    /// Where they come from, as `/v1/usage` shows it: `openai-admin` or `anthropic-admin`.
+    pub source: String,
+    /// The ratewarden org they apply to.
+    pub org: String,
+    /// Each scope's limits, in the provider's order.
+    pub scopes: Vec<ScopeLimits>,
+}
 
 /// True for a valid org/app name: 1–128 printable characters.
 pub fn valid_name(s: &str) -> bool {

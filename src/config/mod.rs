@@ -13,6 +13,7 @@ mod channels;
 mod check;
 mod cluster;
 mod duration;
+mod limit_sources;
 mod otlp;
 mod raw;
 mod scheduler;
@@ -28,6 +29,7 @@ pub use channels::{
 };
 pub use cluster::{ClusterConfig, host_name};
 pub use duration::{HumanDuration, parse_duration};
+pub use limit_sources::{LimitScope, LimitSource, LimitSourceKind};
 pub use scheduler::{PollConfig, SchedulerConfig, UpstreamConfig};
 pub use settings::*;
 pub use web::{
@@ -145,7 +147,17 @@ impl Config {
                 .and_then(|p| p.read().err())
                 .map(|why| ("[cluster]".to_string(), "Redis password", why))
         });
-        channels.chain(upstreams).chain(cluster).collect()
+        let limit_sources = self.limit_sources.iter().filter_map(|l| {
+            l.admin_key()
+                .read()
+                .err()
+                .map(|why| (format!("limit source {}", l.describe()), "admin key", why))
+        });
+        channels
+            .chain(upstreams)
+            .chain(cluster)
+            .chain(limit_sources)
+            .collect()
     }
 
     /// Names of the `*_env` variables this config reads, with what each is for.
@@ -235,6 +247,21 @@ impl Config {
                 .map_or(String::new(), |o| format!(", else {o}")),
             self.otlp.app_attributes.join(", ")
         ));
+        for l in &self.limit_sources {
+            let scope = match &l.scope {
+                LimitScope::Project(p) => format!("project {p}"),
+                LimitScope::Organization => "the organization".to_string(),
+                LimitScope::Workspace(w) => format!("workspace {w}"),
+            };
+            out.push_str(&format!(
+                "limits of org {}: source {} ({scope} at {}, every {} s, failing after {} s), replacing the configured ones\n",
+                l.org,
+                l.kind.source_name(),
+                crate::outbound::redact(&l.base_url),
+                l.interval_ms / 1000,
+                l.failing_after_ms / 1000
+            ));
+        }
         out.push_str(if self.limits.learn {
             "limits source: config until the upstream reports its own in rate-limit headers, then upstream (learn = true)\n"
         } else {

@@ -38,6 +38,7 @@ pub(super) struct RawConfig {
     metrics: RawMetrics,
     otlp: super::otlp::RawOtlp,
     cluster: Option<Spanned<super::cluster::RawCluster>>,
+    limit_sources: Vec<Spanned<super::limit_sources::RawLimitSource>>,
 }
 
 #[derive(Deserialize)]
@@ -466,12 +467,32 @@ impl RawConfig {
             upstreams.push(u);
         }
 
+        let mut limit_sources: Vec<super::limit_sources::LimitSource> = Vec::new();
+        for raw in &self.limit_sources {
+            let l = raw.get_ref().validate(raw.span())?;
+            if limit_sources
+                .iter()
+                .any(|o| o.org == l.org && o.kind == l.kind)
+            {
+                return Err(at(
+                    raw.get_ref().org_span(),
+                    format!(
+                        "org {:?} has two {} limit sources: the limits of one would overwrite the other's",
+                        l.org,
+                        l.kind.as_str()
+                    ),
+                ));
+            }
+            limit_sources.push(l);
+        }
+
         let detect = self.detect.validate()?;
         let admission = self.admission.validate(detect.release_after_ms)?;
         Ok(Config {
             admission,
             offpeak: self.offpeak.validate()?,
             upstreams,
+            limit_sources,
             scheduler: self.scheduler.validate()?,
             cluster: match self.cluster {
                 Some(c) => {

@@ -223,6 +223,8 @@ pub struct Config {
     pub offpeak: crate::offpeak::OffPeak,
     /// `[[upstreams]]`.
     pub upstreams: Vec<UpstreamConfig>,
+    /// `[[limit_sources]]`: admin APIs polled for the limits of an org.
+    pub limit_sources: Vec<super::limit_sources::LimitSource>,
     /// `[scheduler]`.
     pub scheduler: SchedulerConfig,
     /// `[metrics]`.

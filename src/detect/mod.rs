@@ -5,11 +5,13 @@
 //! never read a clock, never count requests themselves and never deliver anything. Their
 //! output is [`Transition`]s (firing, escalation, resolve) that the daemon logs, exports and,
 //! with alert delivery, sends. [`alerts`] holds each org's alert state and is the one place
-//! a transition is built.
+//! a transition is built; [`source`] does the same for `LimitSourceFailing`, whose state is a
+//! limit source's rather than an org's.
 
 pub mod alerts;
 pub mod burst;
 pub mod level;
+pub mod source;
 
 use std::sync::Arc;
 
@@ -161,6 +163,12 @@ impl Transition {
                         d.unit()
                     )
                 }
+            }
+            (AlertName::LimitSourceFailing, Some(quiet), Some(after), _) => format!(
+                "{who}: no poll of the limit source succeeded for {quiet} s (failing after {after} s); the last good limits stay in force"
+            ),
+            (AlertName::LimitSourceFailing, _, _, _) if self.status == Status::Resolved => {
+                format!("resolved: {who}: the limit source answers again")
             }
             _ => format!("{resolved}{who} {}", self.alert),
         }

@@ -7,10 +7,12 @@
 //! touches a label map and every gauge is computed against the clock at the moment
 //! Prometheus asks. Label values are org/app names and fixed enums; never ids, paths or URLs.
 
+mod limit_source;
 mod source;
 mod text;
 mod tracker;
 
+pub use limit_source::LimitSourceMetrics;
 pub use source::{Recovering, ScrapeSource, Scraped};
 
 use std::collections::HashMap;
@@ -115,6 +117,7 @@ pub struct Metrics {
     admissions: Family<BatchRequestLabels, Counter>,
     admission_wait: Histogram,
     admission_waiting: Family<OrgLabels, Gauge>,
+    limit_sources: LimitSourceMetrics,
     tracker: TrackerFamilies,
 }
 
@@ -209,6 +212,10 @@ impl Metrics {
             "Bytes of request bodies held in memory now, charged against [server] max_inflight_bytes (in 1 KiB units)",
             body_bytes_held.clone(),
         );
+        let limit_sources = LimitSourceMetrics::register(&mut registry);
+        for l in &config.limit_sources {
+            limit_sources.declare(l.kind.source_name(), &l.org);
+        }
         registry.register(
             "build",
             "Build information",
@@ -235,6 +242,7 @@ impl Metrics {
             admission_wait,
             admission_waiting,
             body_bytes_held,
+            limit_sources,
             tracker: TrackerFamilies {
                 source: source.clone(),
                 series: config.metrics.clone(),
@@ -249,6 +257,11 @@ impl Metrics {
     /// server's body budget to keep.
     pub fn body_bytes_held(&self) -> Gauge {
         self.body_bytes_held.clone()
+    }
+
+    /// The limit sources' families, for the poller to keep.
+    pub fn limit_sources(&self) -> LimitSourceMetrics {
+        self.limit_sources.clone()
     }
 
     /// Creates a source's series at zero so `rate()` sees its first events.

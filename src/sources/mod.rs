@@ -8,6 +8,7 @@
 
 pub mod file;
 mod health;
+pub mod limits;
 mod replica;
 
 use std::sync::Arc;
