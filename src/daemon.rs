@@ -12,6 +12,7 @@
 //! last at shutdown, after the final commit has marked what this replica delivered.
 
 mod lease;
+mod limits;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -268,6 +269,7 @@ impl Daemon {
             "connection limits"
         );
         let mut started = Started {
+            limit_sources: None,
             stop: stop_tx,
             server: Some(tokio::spawn(conn::serve(
                 listener,
@@ -475,7 +477,7 @@ impl Daemon {
             tokens,
             Parts {
                 live: live.clone(),
-                metrics,
+                metrics: metrics.clone(),
                 sources: sources.health(),
                 channels: Some(delivery.states()),
                 scheduler: Some(scheduler),
@@ -508,6 +510,17 @@ impl Daemon {
         }
         started.delivery = Some(delivery.start());
         started.dispatcher = Some(dispatcher.start());
+        match limits::start(&config, &live, &metrics, stop_rx.clone()) {
+            Ok(task) => started.limit_sources = task,
+            Err(why) => {
+                return started
+                    .abandon(DaemonError::Start {
+                        part: "the limit sources",
+                        why,
+                    })
+                    .await;
+            }
+        }
         match sources.start() {
             Ok(s) => started.sources = Some(s),
             Err(e) => {
@@ -565,6 +578,8 @@ impl Daemon {
 /// the store writer, which flushes last — on shutdown, and when a later step of start-up
 /// fails.
 struct Started {
+    /// The limit sources' pollers.
+    limit_sources: Option<tokio::task::JoinHandle<()>>,
     stop: watch::Sender<bool>,
     server: Option<tokio::task::JoinHandle<()>>,
     ticker: Option<tokio::task::JoinHandle<()>>,
@@ -596,6 +611,9 @@ impl Started {
         }
         if let Some(ticker) = self.ticker.take() {
             let _ = ticker.await;
+        }
+        if let Some(pollers) = self.limit_sources.take() {
+            let _ = pollers.await;
         }
         if let Some(mut follower) = self.follower.take() {
             // It stops at its next read; one held by an engine that does not answer is let go.
@@ -803,6 +821,7 @@ mod tests {
             max_connections: 16,
         };
         let started = Started {
+            limit_sources: None,
             stop,
             server: Some(tokio::spawn(conn::serve(
                 listener,

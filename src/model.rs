@@ -56,6 +56,10 @@ pub struct ModelScope {
     pub models: Vec<Box<str>>,
     /// Its limits (`0` unlimited).
     pub limits: Limits,
+    /// The limit source whose values replaced some of them (`openai-admin`), if any.
+    pub source: Option<std::sync::Arc<str>>,
+    /// The dimensions whose limit that source gave.
+    pub sourced: Vec<Dimension>,
 }
 
 impl ModelScope {

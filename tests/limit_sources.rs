@@ -547,3 +547,173 @@ async fn the_poller_imports_follows_keeps_the_last_values_and_alerts() {
     let a = format!("{:?}", alerts.lock().unwrap());
     assert!(!a.contains(KEY), "the key in an alert");
 }
+
+mod common;
+
+/// The daemon itself: a project's limits imported at start into its model scopes (shown as
+/// `openai-admin` in `/v1/usage` and `status`), followed after a change, kept through a 500
+/// that fires `LimitSourceFailing` (in `/v1/alerts`, the log and `alerts_firing`), resolved
+/// by the next good poll; the key in no log line, stored file or API answer.
+#[test]
+fn the_daemon_puts_the_source_limits_in_force_and_never_shows_the_key() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (base, fake) = rt.block_on(fake_admin_api());
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[tiers.openai]
+rpm = 1000
+[[tiers.openai.models]]
+match = ["gpt-4o", "gpt-4o-2024-*"]
+rpm = 100
+tpm = 1000
+[[orgs]]
+id = "acme"
+tier = "openai"
+[[limit_sources]]
+kind = "openai"
+admin_key_env = "RW_TEST_OPENAI_ADMIN_KEY"
+project_id = "proj_1"
+org = "acme"
+base_url = "{base}"
+interval = "5s"
+failing_after = "6s"
+timeout = "1s"
+"#
+    );
+    let d = common::Daemon::start(dir.path(), &config, &[("RW_TEST_OPENAI_ADMIN_KEY", KEY)]);
+    let get = |path: &str| -> serde_json::Value {
+        let (status, body) = common::http("GET", &format!("{}{path}", d.base), &[], b"").unwrap();
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    let scope = |name: &str| -> Option<serde_json::Value> {
+        let usage = get("/v1/usage");
+        let acme = usage["orgs"]
+            .as_array()?
+            .iter()
+            .find(|o| o["org"] == "acme")?
+            .clone();
+        acme["models"]
+            .as_array()?
+            .iter()
+            .find(|m| m["model"] == name)
+            .cloned()
+    };
+    // Imported at start: the configured gpt-4o scope takes the project's values, dall-e-3
+    // (in no configured scope) becomes a scope of its own.
+    let gpt = common::eventually(10, || scope("gpt-4o").filter(|m| m["limits"]["rpm"] == 500))
+        .expect("the project's gpt-4o limits in force");
+    assert_eq!(gpt["limits"]["tpm"], 30000);
+    assert_eq!(gpt["sources"]["rpm"], "openai-admin");
+    assert_eq!(gpt["limits"]["batch_queue_tokens"], 90000);
+    let dalle = scope("dall-e-3").expect("dall-e-3 added");
+    assert_eq!(dalle["limits"]["ipm"], 5);
+    let status = common::run(&["status", "--server", &d.base], dir.path());
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("source openai-admin"), "{text}");
+
+    // A request of a dated gpt-4o id counts in the scope whose limits the source set.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let (code, answer) = d.post_events(&format!(
+        r#"{{"ts":{now},"org":"acme","model":"gpt-4o-2024-08-06","status":200,"tokens":300}}"#
+    ));
+    assert_eq!(code, 202, "{answer}");
+    assert_eq!(
+        common::metric(
+            &d.base,
+            r#"ratewarden_utilization_ratio{org="acme",model="gpt-4o",dimension="tpm"}"#
+        ),
+        Some(0.01)
+    );
+
+    // The provider raises the limits: the next poll follows, logs and counts the change.
+    fake.lock().unwrap().version = 2;
+    common::eventually(15, || {
+        scope("gpt-4o").filter(|m| m["limits"]["rpm"] == 1000)
+    })
+    .expect("the changed limit followed");
+    assert!(
+        common::metric(
+            &d.base,
+            r#"ratewarden_limit_source_changes_total{source="openai-admin",org="acme"}"#
+        )
+        .is_some_and(|n| n >= 1.0)
+    );
+
+    // A 500 keeps the last values and fires LimitSourceFailing once no poll succeeded for
+    // failing_after.
+    fake.lock().unwrap().mode = Some(Mode::Fail);
+    let firing = common::eventually(20, || {
+        get("/v1/alerts")["alerts"]
+            .as_array()?
+            .iter()
+            .find(|a| a["alert"] == "LimitSourceFailing")
+            .cloned()
+    })
+    .expect("LimitSourceFailing fires");
+    assert_eq!(firing["org"], "acme");
+    assert_eq!(
+        scope("gpt-4o").unwrap()["limits"]["rpm"],
+        1000,
+        "the last good values"
+    );
+    assert!(
+        common::metric(
+            &d.base,
+            r#"ratewarden_alerts_firing{org="acme",alert="LimitSourceFailing",dimension="",severity="warning"}"#
+        ) == Some(1.0)
+    );
+    fake.lock().unwrap().mode = None;
+    common::eventually(15, || {
+        let alerts = get("/v1/alerts");
+        let any = alerts["alerts"]
+            .as_array()?
+            .iter()
+            .any(|a| a["alert"] == "LimitSourceFailing");
+        (!any).then_some(())
+    })
+    .expect("a good poll resolves it");
+
+    // The key: sent to the provider, and nowhere else.
+    assert!(fake.lock().unwrap().seen.iter().all(|(_, k)| k == KEY));
+    let answers = [
+        common::http("GET", &format!("{}/metrics", d.base), &[], b"")
+            .unwrap()
+            .1,
+        get("/v1/usage").to_string(),
+        get("/v1/alerts").to_string(),
+        d.log_text(),
+    ];
+    for a in &answers {
+        assert!(
+            !a.contains(KEY) && !a.contains("THE-SECRET"),
+            "the key leaked: {a}"
+        );
+    }
+    let mut d = d;
+    assert_eq!(d.terminate(Duration::from_secs(15)), Some(0));
+    for entry in walk(dir.path()) {
+        let bytes = std::fs::read(&entry).unwrap_or_default();
+        let found = bytes.windows(KEY.len()).any(|w| w == KEY.as_bytes());
+        assert!(!found, "the key is in {}", entry.display());
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

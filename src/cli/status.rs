@@ -82,13 +82,18 @@ pub fn render(v: &Value) -> String {
             wait,
         );
         for m in o["models"].as_array().into_iter().flatten() {
+            let sources: std::collections::BTreeSet<&str> = m["sources"]
+                .as_object()
+                .map(|s| s.values().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "  model {:<w2$}  rpm {:>11}  daily {:>13}  tpm {:>13}",
+                "  model {:<w2$}  rpm {:>11}  daily {:>13}  tpm {:>13}  source {}",
                 m["model"].as_str().unwrap_or("?"),
                 cell(m, "rpm"),
                 cell(m, "daily"),
                 cell(m, "tpm"),
+                sources.into_iter().collect::<Vec<_>>().join("+"),
                 w2 = width + 2
             );
         }

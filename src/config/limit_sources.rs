@@ -78,7 +78,7 @@ pub struct LimitSource {
     pub org: String,
     /// The API's base URL, without a trailing `/` (tests point it at a fake).
     pub base_url: String,
-    /// Time between polls, ms (at least 1 min).
+    /// Time between polls, ms (at least 5 s).
     pub interval_ms: i64,
     /// `LimitSourceFailing` fires once no poll succeeded for this long, ms.
     pub failing_after_ms: i64,
@@ -203,10 +203,10 @@ impl RawLimitSource {
             }
         };
         let interval_ms = self.interval.get_ref().as_millis_i64();
-        if interval_ms < 60_000 {
+        if interval_ms < 5_000 {
             return Err(at(
                 self.interval.span(),
-                "interval must be at least 1m (admin APIs are not for tight loops)",
+                "interval must be at least 5s (admin APIs are not for tight loops; the default is 1h)",
             ));
         }
         let failing_after_ms = self.failing_after.get_ref().as_millis_i64();
@@ -296,7 +296,7 @@ mod tests {
             (head.to_string(), "t.toml:1:1: kind = \"openai\" needs project_id"),
             (format!("{head}project_id = \"p\"\nworkspace_id = \"w\"\n"), "t.toml:6:16: workspace_id is for kind = \"anthropic\""),
             (format!("{head}project_id = \"\"\n"), "t.toml:5:14: project_id must be 1-128"),
-            (format!("{head}project_id = \"p\"\ninterval = \"30s\"\n"), "t.toml:6:12: interval must be at least 1m"),
+            (format!("{head}project_id = \"p\"\ninterval = \"2s\"\n"), "t.toml:6:12: interval must be at least 5s"),
             (format!("{head}project_id = \"p\"\nfailing_after = \"30m\"\n"), "t.toml:6:17: failing_after must not be shorter than interval"),
             (format!("{head}project_id = \"p\"\nbase_url = \"ftp://x\"\n"), "t.toml:6:12: base_url"),
             (format!("{head}project_id = \"p\"\ntimeout = \"0s\"\n"), "t.toml:6:11: timeout must be at least 100ms"),

@@ -132,6 +132,8 @@ impl RawModel {
             name,
             models,
             limits,
+            source: None,
+            sourced: Vec::new(),
         })
     }
 

@@ -16,6 +16,7 @@
 //! replica's own included, is applied in the log's order, so all replicas hold one state.
 
 pub mod admit;
+mod alerting;
 pub mod batches;
 pub mod follow;
 mod journal;
@@ -34,12 +35,13 @@ use tokio::sync::{mpsc, watch};
 
 use crate::clock::Clock;
 use crate::config::{ChannelConfig, Config};
-use crate::detect::{Status, Transition};
+use crate::detect::Transition;
 use crate::events::Event;
 use crate::store::{
     BatchRecord, Checkpoint, Commit, FileRef, ItemRecord, OutboxEntry, OutboxUpdate, StateStore,
 };
 use crate::tracker::{Tracker, View};
+use alerting::log;
 use journal::{
     JOURNAL_FORMAT, JOURNAL_HEADER, RecordRef, seal_journal, seal_snapshot, snapshot_buffer,
 };
@@ -749,25 +751,6 @@ fn writer_loop(
                 }
                 std::thread::sleep(Duration::from_secs(1));
             }
-        }
-    }
-}
-
-/// Every transition is logged; delivery goes through the outbox.
-fn log(transitions: &[Transition]) {
-    for t in transitions.iter().filter(|t| t.notify && !t.repeat) {
-        let (summary, dimension) = (t.summary(), t.dimension.map_or("", |d| d.as_str()));
-        let (app, model) = (t.app.as_deref(), t.model.as_deref());
-        let (app, model) = (app.unwrap_or(""), model.unwrap_or(""));
-        match t.status {
-            Status::Firing => tracing::warn!(
-                alert = %t.alert, org = %t.org, app, model, dimension, severity = t.severity.as_str(),
-                "alert firing: {summary}"
-            ),
-            Status::Resolved => tracing::info!(
-                alert = %t.alert, org = %t.org, app, model, dimension, severity = t.severity.as_str(),
-                "alert resolved: {summary}"
-            ),
         }
     }
 }

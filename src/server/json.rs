@@ -97,6 +97,13 @@ fn model(m: &crate::tracker::ScopeSnapshot) -> Value {
         "model": &*m.model,
         "match": m.models.iter().map(|s| &**s).collect::<Vec<_>>(),
         "limits": pairs(&m.limits),
+        "sources": m.limits.iter().map(|(d, _)| {
+            let from = match &m.source {
+                Some(s) if m.sourced.contains(d) => &**s,
+                _ => "config",
+            };
+            (d.to_string(), json!(from))
+        }).collect::<Map<_, _>>(),
         "usage": pairs(&m.usage),
         "utilization": m.limits.iter().map(|&(d, l)| (d.to_string(), json!(usage_of(d) as f64 / l as f64))).collect::<Map<_, _>>(),
         "headroom_seconds": m.headroom_seconds.iter().map(|(d, h)| (d.to_string(), json!(h))).collect::<Map<_, _>>(),

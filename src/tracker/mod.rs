@@ -29,10 +29,11 @@ mod scope;
 mod scoped;
 mod settings;
 pub mod snapshot;
+mod sourced;
 mod upstream;
 pub mod window;
 
-use crate::model::{Limits, OVERFLOW};
+use crate::model::{Limits, ModelScope, OVERFLOW};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -85,6 +86,12 @@ pub struct Tracker {
     /// clock (a backfill, a log read from its beginning) are late for every org, also for
     /// one seen for the first time.
     clock_ms: i64,
+    /// The model scopes of configured orgs, as the config gives them.
+    config_scopes: HashMap<Arc<str>, Vec<Arc<ModelScope>>, foldhash::fast::RandomState>,
+    /// The model scopes of orgs a limit source gave limits for, its values laid over.
+    sourced: HashMap<Arc<str>, Vec<Arc<ModelScope>>, foldhash::fast::RandomState>,
+    /// `LimitSourceFailing` alerts firing.
+    source_alerts: Vec<Transition>,
 }
 
 impl Tracker {
@@ -101,6 +108,9 @@ impl Tracker {
             reservations: Reservations::default(),
             reminders: Reminders::default(),
             clock_ms: i64::MIN,
+            config_scopes: HashMap::default(),
+            sourced: HashMap::default(),
+            source_alerts: Vec::new(),
         };
         for o in &config.orgs {
             let mut org = Org::new(
@@ -110,7 +120,11 @@ impl Tracker {
                 true,
                 &t.settings,
             );
-            org.set_scopes(&scopes_of(o));
+            let scopes = scopes_of(o);
+            org.set_scopes(&scopes);
+            if !scopes.is_empty() {
+                t.config_scopes.insert(org.name.clone(), scopes);
+            }
             t.index.insert(org.name.clone(), t.orgs.len());
             t.orgs.push(org);
         }
@@ -162,7 +176,7 @@ impl Tracker {
                 true,
                 &self.settings,
             );
-            org.set_scopes(&self.settings.default_models);
+            org.set_scopes(self.scopes_for_new(name));
             let i = self.orgs.len();
             self.index.insert(org.name.clone(), i);
             self.orgs.push(org);
@@ -528,7 +542,11 @@ impl Tracker {
             .iter()
             .skip(start)
             .take(len)
-            .map(|o| o.snapshot(now, &self.settings, view))
+            .map(|o| {
+                let mut snap = o.snapshot(now, &self.settings, view);
+                self.source_alerts_of(&o.name, now, &mut snap.alerts);
+                snap
+            })
             .collect()
     }
 
@@ -537,6 +555,7 @@ impl Tracker {
         let mut out = Vec::new();
         for org in &self.orgs {
             org.active_alerts(now, &self.settings, &mut out);
+            self.source_alerts_of(&org.name, now, &mut out);
         }
         out
     }
@@ -554,14 +573,14 @@ impl Tracker {
     }
 }
 
-/// The dedupe key of an event with a `request_id`. A request and its job's lifecycle events
-/// may carry the same id (one trace); they are different events, so lifecycle events are keyed
-/// with their kind. (Requests keep the plain key that earlier versions stored.)
 /// A configured org's model scopes, shared by the org's windows.
 fn scopes_of(o: &crate::config::OrgConfig) -> Vec<Arc<crate::model::ModelScope>> {
     o.models.iter().cloned().map(Arc::new).collect()
 }
 
+/// The dedupe key of an event with a `request_id`. A request and its job's lifecycle events
+/// may carry the same id (one trace); they are different events, so lifecycle events are keyed
+/// with their kind. (Requests keep the plain key that earlier versions stored.)
 fn dedupe_key(ev: &Event<'_>, rid: &str) -> u64 {
     match ev.kind {
         Kind::Request => request_key(&ev.org, rid),

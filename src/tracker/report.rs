@@ -110,6 +110,10 @@ pub struct ScopeSnapshot {
     pub headroom_seconds: Vec<(Dimension, Option<u64>)>,
     /// 429s its full windows explained, per app, by [`Cause`] index.
     pub rate_limited: Vec<(Arc<str>, [u64; Cause::ALL.len()])>,
+    /// The limit source of the limits in `sourced` (`openai-admin`); the others are the config's.
+    pub source: Option<Arc<str>>,
+    /// Dimensions whose limit the source gave.
+    pub sourced: Vec<Dimension>,
 }
 
 /// Minutes of [`OrgSnapshot::requests_per_minute`].

@@ -125,6 +125,11 @@ impl Meter {
         }
     }
 
+    /// True until it counted a request (or holds a batch).
+    pub(super) fn is_empty(&self) -> bool {
+        self.daily.head().is_none() && self.batches.held.is_empty()
+    }
+
     /// `dim`'s usage at `ts` (`window`: how the scope's daily limit counts).
     pub(super) fn usage_at(&self, dim: Dimension, ts: i64, window: DailyWindow) -> u64 {
         let (s, m) = (sec(ts), minute(ts));

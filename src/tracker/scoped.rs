@@ -137,7 +137,9 @@ impl Org {
         }
     }
 
-    /// Each model scope's usage, limits, headroom and 429s at `now` (`full`: with headroom).
+    /// Each model scope's usage, limits, headroom and 429s at `now` (`full`: with headroom,
+    /// and the scopes a limit source set that never counted a request, which `/metrics`
+    /// leaves out: a source lists every model a project may call).
     pub(super) fn scope_snapshots(&self, now: i64, full: bool) -> Vec<ScopeSnapshot> {
         let Some(x) = self.extended.as_deref() else {
             return Vec::new();
@@ -145,12 +147,19 @@ impl Org {
         x.scopes
             .iter()
             .enumerate()
+            .filter(|(_, scope)| {
+                full || !scope.meter.is_empty()
+                    || scope.config.as_ref().is_none_or(|c| c.source.is_none())
+            })
             .map(|(i, scope)| {
                 let limits = scope.limits();
                 let dims = SCOPE_DIMS
                     .into_iter()
                     .filter(|d| d.limit(&limits) > 0 || d.index() < Dimension::LEGACY);
+                let config = scope.config.as_deref();
                 ScopeSnapshot {
+                    source: config.and_then(|c| c.source.clone()),
+                    sourced: config.map_or_else(Vec::new, |c| c.sourced.clone()),
                     model: scope.name.clone(),
                     models: scope
                         .config
