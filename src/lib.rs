@@ -16,8 +16,8 @@
 //! * [`events`]: the one intake path all three share: [`events::intake`] normalises and frames
 //!   bytes, [`events::format`] decodes records, and validation makes a [`events::Event`] (with
 //!   the fields that did not parse) or one rejection reason.
-//! * [`tracker`]: per org and org/app rolling windows, jobs in flight and counters, in event
-//!   time; it hands each event to the detectors, judging current state at each org's present.
+//! * [`tracker`]: per org, org/app and model scope rolling windows, jobs in flight and
+//!   counters, in event time (a limit source's values laid over the configured scopes); it hands each event to the detectors, judging current state at each org's present.
 //! * [`detect`]: bursts, 429 causes, retry violations and storms, and the alert state
 //!   machines; their output is [`detect::Transition`]s.
 //! * [`live`]: the tracker shared by the daemon's tasks; applies events and journals them

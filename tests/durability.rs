@@ -223,9 +223,9 @@ fn a_store_written_by_the_previous_version_is_read() {
     let state: Vec<u8> = db
         .query_row("SELECT state FROM snapshot", [], |r| r.get(0))
         .unwrap();
-    // The current format: the checksummed envelope around RWT7.
+    // The current format: the checksummed envelope around RWT8.
     assert_eq!(&state[..4], b"RWS1");
-    assert_eq!(&state[8..12], b"RWT7");
+    assert_eq!(&state[8..12], b"RWT8");
     drop(db);
     let d = Daemon::start(dir.path(), config, &[]);
     assert_eq!(
@@ -423,7 +423,7 @@ fn a_store_cut_short_under_its_write_ahead_log_is_named_damaged() {
 fn a_journal_of_a_newer_version_is_refused_not_salvaged() {
     let dir = tempfile::tempdir().unwrap();
     three_entries(dir.path());
-    // Format byte 5 becomes 12.
+    // Format byte 6 becomes 12.
     let newest = "(SELECT MAX(seq) FROM journal)";
     let db = rusqlite::Connection::open(store_file(dir.path())).unwrap();
     let mut blob: Vec<u8> = db
@@ -433,7 +433,7 @@ fn a_journal_of_a_newer_version_is_refused_not_salvaged() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(blob[0], 5, "the format this ratewarden writes");
+    assert_eq!(blob[0], 6, "the format this ratewarden writes");
     blob[0] = 12;
     db.execute(
         &format!("UPDATE journal SET data = ?1 WHERE seq = {newest}"),

@@ -429,23 +429,7 @@ impl Worker {
 
     fn push(&mut self, entry: OutboxEntry) {
         let kind = record::Kind::Notification;
-        let decoded = record::open(kind, &entry.payload).and_then(|opened| {
-            let undecodable = |e: postcard::Error| record::RecordError::Undecodable {
-                kind: kind.as_str(),
-                why: e.to_string(),
-            };
-            match opened {
-                record::Opened::Current(body) => {
-                    postcard::from_bytes::<Transition>(body).map_err(undecodable)
-                }
-                // Version 1 (and the bytes before the envelope) had no model scope.
-                record::Opened::Older(_, body) | record::Opened::Legacy(body) => {
-                    postcard::from_bytes::<v1::Transition>(body)
-                        .map(Transition::from)
-                        .map_err(undecodable)
-                }
-            }
-        });
+        let decoded = decode_notification(&entry.payload);
         match decoded {
             Ok(transition) => self.queue.push_back(Pending { entry, transition }),
             // Kept in the outbox for the version that wrote it; not sent by this one.
@@ -699,6 +683,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn notifications_of_every_record_version_are_read() {
+        use crate::model::{AlertName, Dimension, Severity};
+        let scoped = Transition {
+            dimension: Some(Dimension::Rpm),
+            usage: Some(5),
+            limit: Some(5),
+            model: Some("gpt-image-1".into()),
+            ..Transition::firing(&"acme".into(), 7, AlertName::UsageHigh, Severity::Critical)
+        };
+        let body = postcard::to_stdvec(&scoped).unwrap();
+        let current = record::seal(record::Kind::Notification, &body);
+        assert_eq!(decode_notification(&current).unwrap(), scoped);
+        // Version 1 had no model: its layout is the current one without the last field.
+        let unscoped = Transition {
+            model: None,
+            ..scoped.clone()
+        };
+        let mut old = postcard::to_stdvec(&unscoped).unwrap();
+        assert_eq!(
+            old.pop(),
+            Some(0),
+            "a None model is one zero byte at the end"
+        );
+        let mut v1 = current[..4].to_vec();
+        v1.push(1);
+        v1.extend(&old);
+        assert_eq!(decode_notification(&v1).unwrap(), unscoped);
+        // And before the envelope existed: the bare version 1 bytes.
+        assert_eq!(decode_notification(&old).unwrap(), unscoped);
+    }
+
+    #[test]
     fn backoff_stays_between_base_and_cap() {
         let p = Policy {
             base_ms: 1_000,
@@ -716,6 +732,26 @@ mod tests {
         let waits: std::collections::HashSet<_> =
             (0..50).map(|_| p.backoff(5).as_millis()).collect();
         assert!(waits.len() > 10);
+    }
+}
+
+/// The transition an outbox entry's payload holds, in any record version this binary reads.
+fn decode_notification(payload: &[u8]) -> Result<Transition, record::RecordError> {
+    let kind = record::Kind::Notification;
+    let undecodable = |e: postcard::Error| record::RecordError::Undecodable {
+        kind: kind.as_str(),
+        why: e.to_string(),
+    };
+    match record::open(kind, payload)? {
+        record::Opened::Current(body) => {
+            postcard::from_bytes::<Transition>(body).map_err(undecodable)
+        }
+        // Version 1 (and the bytes before the envelope) had no model scope.
+        record::Opened::Older(_, body) | record::Opened::Legacy(body) => {
+            postcard::from_bytes::<v1::Transition>(body)
+                .map(Transition::from)
+                .map_err(undecodable)
+        }
     }
 }
 

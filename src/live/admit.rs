@@ -96,7 +96,7 @@ impl Live {
         if !out.is_empty() {
             self.wake_writer();
         }
-        super::log(&out);
+        super::logged::log(&out);
         Ok(verdict)
     }
 
@@ -142,7 +142,7 @@ impl Live {
             (held, pending.seq)
         };
         self.wake_writer();
-        super::log(&out);
+        super::logged::log(&out);
         held
     }
 

@@ -1,10 +1,11 @@
-//! Transitions leaving the live state: each is logged, and those the tracker does not make
-//! (a limit source's `LimitSourceFailing`, from [`crate::sources::limits`]) are routed to the
-//! channels like its own. Also where a limit source's values are put in force.
+//! What the limit sources hand the live state: their values, put in force, and their
+//! `LimitSourceFailing` transitions (not the tracker's), routed to the channels and logged
+//! like the tracker's own.
 
-use crate::detect::{Status, Transition};
+use crate::detect::Transition;
 use crate::model::SourcedLimits;
 
+use super::logged::log;
 use super::{Inner, Live};
 
 impl Live {
@@ -29,24 +30,5 @@ impl Live {
         }
         self.wake_writer();
         log(std::slice::from_ref(&t));
-    }
-}
-
-/// Every transition is logged; delivery goes through the outbox.
-pub(super) fn log(transitions: &[Transition]) {
-    for t in transitions.iter().filter(|t| t.notify && !t.repeat) {
-        let (summary, dimension) = (t.summary(), t.dimension.map_or("", |d| d.as_str()));
-        let (app, model) = (t.app.as_deref(), t.model.as_deref());
-        let (app, model) = (app.unwrap_or(""), model.unwrap_or(""));
-        match t.status {
-            Status::Firing => tracing::warn!(
-                alert = %t.alert, org = %t.org, app, model, dimension, severity = t.severity.as_str(),
-                "alert firing: {summary}"
-            ),
-            Status::Resolved => tracing::info!(
-                alert = %t.alert, org = %t.org, app, model, dimension, severity = t.severity.as_str(),
-                "alert resolved: {summary}"
-            ),
-        }
     }
 }

@@ -291,7 +291,7 @@ impl Live {
             });
         }
         self.wake_writer();
-        log(&out);
+        super::logged::log(&out);
         match unreadable {
             None => Ok(read),
             Some(left) => Err(bad(format!(

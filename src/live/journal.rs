@@ -460,6 +460,80 @@ mod tests {
         assert!(matches!(seen[1], Record::Tick(5)));
     }
 
+    /// A format 5 entry: an event with its input and output tokens and upstream reports, but
+    /// no model or batch flag.
+    #[test]
+    fn format_5_events_read_without_a_model() {
+        #[allow(clippy::large_enum_variant)]
+        #[derive(Serialize)]
+        enum OldRecord<'a> {
+            Event(OldEvent<'a>),
+            Tick(i64),
+        }
+        #[derive(Serialize)]
+        struct OldEvent<'a> {
+            ts_ms: Option<i64>,
+            org: &'a str,
+            app: Option<&'a str>,
+            kind: crate::events::Kind,
+            status: Option<u16>,
+            job_id: Option<&'a str>,
+            retry_after_ms: Option<i64>,
+            error_code: Option<&'a str>,
+            tokens: Option<u64>,
+            input_tokens: Option<u64>,
+            output_tokens: Option<u64>,
+            images: Option<u64>,
+            latency_ms: Option<f64>,
+            request_id: Option<&'a str>,
+            upstream: Vec<crate::events::QuotaReport>,
+        }
+        let old = OldEvent {
+            ts_ms: Some(1_000),
+            org: "acme",
+            app: None,
+            kind: crate::events::Kind::Request,
+            status: Some(200),
+            job_id: Some("j1"),
+            retry_after_ms: None,
+            error_code: None,
+            tokens: Some(30),
+            input_tokens: Some(20),
+            output_tokens: Some(10),
+            images: Some(2),
+            latency_ms: None,
+            request_id: None,
+            upstream: vec![crate::events::QuotaReport {
+                dimension: UpstreamDimension::Itpm,
+                limit: Some(1_000),
+                remaining: Some(980),
+                reset_ms: None,
+            }],
+        };
+        let mut entry = vec![5u8; JOURNAL_HEADER];
+        entry.extend(postcard::to_stdvec(&OldRecord::Event(old)).unwrap());
+        entry.extend(postcard::to_stdvec(&OldRecord::Tick(9)).unwrap());
+        seal_old(&mut entry);
+        let (records, _) = open_journal(&entry).unwrap();
+        let mut seen = Vec::new();
+        assert_eq!(each_record(records, |r| seen.push(r)), (2, None));
+        let Record::Event(ev) = &seen[0] else {
+            panic!("not an event")
+        };
+        assert_eq!(
+            (
+                ev.input_tokens,
+                ev.output_tokens,
+                ev.images,
+                ev.job_id.as_deref()
+            ),
+            (Some(20), Some(10), Some(2), Some("j1"))
+        );
+        assert_eq!((ev.model.as_deref(), ev.batch), (None, false));
+        assert_eq!(ev.upstream[0].limit, Some(1_000));
+        assert!(matches!(seen[1], Record::Tick(9)));
+    }
+
     /// The header a format 4 entry had: [`seal_journal`] seals only the current format.
     fn seal_old(entry: &mut [u8]) {
         entry[5..JOURNAL_HEADER].copy_from_slice(&0u64.to_le_bytes());

@@ -20,6 +20,7 @@ mod alerting;
 pub mod batches;
 pub mod follow;
 mod journal;
+mod logged;
 pub mod mirror;
 mod recover;
 
@@ -41,7 +42,6 @@ use crate::store::{
     BatchRecord, Checkpoint, Commit, FileRef, ItemRecord, OutboxEntry, OutboxUpdate, StateStore,
 };
 use crate::tracker::{Tracker, View};
-use alerting::log;
 use journal::{
     JOURNAL_FORMAT, JOURNAL_HEADER, RecordRef, seal_journal, seal_snapshot, snapshot_buffer,
 };
@@ -432,7 +432,7 @@ impl Live {
             }
         };
         self.wake_writer();
-        log(&out);
+        logged::log(&out);
         seq
     }
 
@@ -491,7 +491,7 @@ impl Live {
         if !out.is_empty() {
             self.wake_writer();
         }
-        log(&out);
+        logged::log(&out);
     }
 
     /// Records that a file is gone for good, or that a source ran for the first time.

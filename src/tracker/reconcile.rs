@@ -27,13 +27,20 @@ impl Org {
         let drifts: Vec<_> = reports
             .iter()
             .map(|q| {
-                let drift = q.dimension.configured().zip(q.limit.zip(q.remaining)).map(
-                    |(dim, (limit, remaining))| {
-                        let used = i64::try_from(limit.saturating_sub(remaining));
-                        let ours = i64::try_from(self.usage_at(dim, ts)).unwrap_or(i64::MAX);
-                        used.unwrap_or(i64::MAX) - ours
-                    },
-                );
+                // Input and output tokens are counted only by an org that limits one of
+                // its extended dimensions: otherwise its own count is not a count.
+                let counted = q
+                    .dimension
+                    .configured()
+                    .filter(|d| d.index() < Dimension::LEGACY || self.extended.is_some());
+                let drift =
+                    counted
+                        .zip(q.limit.zip(q.remaining))
+                        .map(|(dim, (limit, remaining))| {
+                            let used = i64::try_from(limit.saturating_sub(remaining));
+                            let ours = i64::try_from(self.usage_at(dim, ts)).unwrap_or(i64::MAX);
+                            used.unwrap_or(i64::MAX) - ours
+                        });
                 (q.dimension, drift)
             })
             .collect();

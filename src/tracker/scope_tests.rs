@@ -260,3 +260,24 @@ fn org_scopes_change_and_extend_their_tiers() {
         .to_string();
     assert!(e.contains("needs match"), "{e}");
 }
+
+#[test]
+fn a_format_7_snapshot_is_read_without_extensions() {
+    let mut t = tracker(OPENAI);
+    call(&mut t, "o3", T0, 200, "");
+    let mut bytes = t.encode().unwrap();
+    // Format 8 is format 7 followed by the extensions: here acme's scopes (no counts yet).
+    assert_eq!(&bytes[..4], b"RWT8");
+    let plain = Tracker::new(&Config::parse("[[orgs]]\nid = \"acme\"\n", "p.toml").unwrap());
+    let mut old = plain.encode().unwrap();
+    assert_eq!(old.pop(), Some(0), "no org has an extension: an empty list");
+    old[..4].copy_from_slice(b"RWT7");
+    let back = Tracker::restore(&Config::parse(OPENAI, "scopes.toml").unwrap(), &old).unwrap();
+    assert_eq!(
+        snap(&back, T0).models.len(),
+        2,
+        "the config's scopes, counting from zero"
+    );
+    bytes[..4].copy_from_slice(b"RWT9");
+    assert!(Tracker::restore(&Config::parse(OPENAI, "scopes.toml").unwrap(), &bytes).is_err());
+}
