@@ -93,7 +93,11 @@ pub fn render(v: &Value) -> String {
                 cell(m, "rpm"),
                 cell(m, "daily"),
                 cell(m, "tpm"),
-                sources.into_iter().collect::<Vec<_>>().join("+"),
+                if sources.is_empty() {
+                    "config".to_string()
+                } else {
+                    sources.into_iter().collect::<Vec<_>>().join("+")
+                },
                 w2 = width + 2
             );
         }

@@ -214,7 +214,19 @@ impl Config {
         let scopes = |scopes: &[crate::model::ModelScope]| -> String {
             scopes
                 .iter()
-                .map(|m| format!("{} [{}] ({})", m.name, m.models.join(" "), m.limits))
+                .map(|m| {
+                    let limited: Vec<String> = crate::model::Dimension::ALL
+                        .into_iter()
+                        .filter(|d| d.limit(&m.limits) > 0)
+                        .map(|d| format!("{} {}", d.limit(&m.limits), d.as_str()))
+                        .collect();
+                    let limits = if limited.is_empty() {
+                        "no limits of its own".to_string()
+                    } else {
+                        limited.join(", ")
+                    };
+                    format!("{} [{}] ({limits})", m.name, m.models.join(" "))
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         };

@@ -182,8 +182,7 @@ impl Meter {
         Some(Some(((frees_at_ms - now).max(0) as u64).div_ceil(1_000)))
     }
 
-    /// The highest count of `dim` in any window holding `ts` up to `present`, for a late
-    /// request: the windows ending after it.
+    /// Whether a request at `ts` is in `dim`'s window at `present` (a late one may not be).
     fn holds(dim: Dimension, ts: i64, present: i64, window: DailyWindow) -> bool {
         match dim {
             Dimension::Daily | Dimension::Tpd => match window.day_of(present) {
