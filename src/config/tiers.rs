@@ -42,6 +42,29 @@ macro_rules! with_limits {
             /// An IANA zone name; calendar windows only.
             daily_timezone: Option<Spanned<String>>,
         }
+
+        impl $name {
+            /// The limits this table sets, as a tier table without model scopes.
+            // A tier's own copy of itself is never asked for.
+            #[allow(dead_code)]
+            pub(super) fn limit_fields(&self) -> RawTier {
+                RawTier {
+                    rpm: self.rpm,
+                    concurrency: self.concurrency,
+                    daily: self.daily,
+                    tpm: self.tpm,
+                    tpd: self.tpd,
+                    ipm: self.ipm,
+                    itpm: self.itpm,
+                    otpm: self.otpm,
+                    batch_queue_tokens: self.batch_queue_tokens,
+                    daily_window: self.daily_window.clone(),
+                    daily_reset: self.daily_reset.clone(),
+                    daily_timezone: self.daily_timezone.clone(),
+                    models: Vec::new(),
+                }
+            }
+        }
     };
 }
 
@@ -121,7 +144,7 @@ impl RawModel {
             (None, Some(b)) => b.name.clone(),
             (None, None) => models[0].trim_end_matches('*').into(),
         };
-        let limits = self.limits().apply(base.map_or(
+        let limits = self.limit_fields().apply(base.map_or(
             Limits {
                 daily_window: window,
                 ..Limits::default()
@@ -135,24 +158,6 @@ impl RawModel {
             source: None,
             sourced: Vec::new(),
         })
-    }
-
-    fn limits(&self) -> RawTier {
-        RawTier {
-            rpm: self.rpm,
-            concurrency: self.concurrency,
-            daily: self.daily,
-            tpm: self.tpm,
-            tpd: self.tpd,
-            ipm: self.ipm,
-            itpm: self.itpm,
-            otpm: self.otpm,
-            batch_queue_tokens: self.batch_queue_tokens,
-            daily_window: self.daily_window.clone(),
-            daily_reset: self.daily_reset.clone(),
-            daily_timezone: self.daily_timezone.clone(),
-            models: Vec::new(),
-        }
     }
 
     /// The name this table gives or keeps, for matching an org's scope with its tier's.
@@ -308,21 +313,7 @@ with_limits! {
 impl RawOrg {
     /// The limits this org sets over its tier's.
     pub(super) fn overrides(&self) -> RawTier {
-        RawTier {
-            rpm: self.rpm,
-            concurrency: self.concurrency,
-            daily: self.daily,
-            tpm: self.tpm,
-            tpd: self.tpd,
-            ipm: self.ipm,
-            itpm: self.itpm,
-            otpm: self.otpm,
-            batch_queue_tokens: self.batch_queue_tokens,
-            daily_window: self.daily_window.clone(),
-            daily_reset: self.daily_reset.clone(),
-            daily_timezone: self.daily_timezone.clone(),
-            models: Vec::new(),
-        }
+        self.limit_fields()
     }
 }
 

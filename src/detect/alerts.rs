@@ -276,29 +276,11 @@ impl OrgAlerts {
         rules: &LevelRules,
         out: &mut Vec<Transition>,
     ) {
-        for (dim, alert) in Dimension::ALL.into_iter().zip(&self.usage) {
-            let level = alert.level();
-            if level > 0 {
-                out.push(Transition {
-                    dimension: Some(dim),
-                    starts_at_ms: alert.started_ms(),
-                    usage: Some((at.usage)(dim)),
-                    limit: Some((at.limit)(dim)),
-                    threshold_bp: Some(rules.thresholds_bp[level as usize - 1]),
-                    peak: level_severity(alert.peak()),
-                    ..Transition::firing(org, now, AlertName::UsageHigh, level_severity(level))
-                });
-            }
-        }
-        if self.quota.level() > 0 {
-            out.push(Transition {
-                starts_at_ms: self.quota.started_ms(),
-                usage: Some((at.usage)(Dimension::Daily)),
-                limit: Some((at.limit)(Dimension::Daily)),
-                threshold_bp: Some(10_000),
-                ..Transition::firing(org, now, AlertName::DailyQuotaExhausted, Severity::Critical)
-            });
-        }
+        let levels = Levels {
+            usage: &self.usage,
+            quota: &self.quota,
+        };
+        levels.active(org, None, at, now, rules, out);
         if let Some((count, threshold)) = at.burst {
             out.push(Transition {
                 starts_at_ms: self.burst_since,
@@ -413,6 +395,52 @@ fn judge_level(
     }
 }
 
+/// The usage level alerts of one scope (dimensions in [`Dimension::ALL`] order) and its
+/// daily quota alert, for listing those firing.
+struct Levels<'a> {
+    usage: &'a [LevelAlert],
+    quota: &'a LevelAlert,
+}
+
+impl Levels<'_> {
+    /// Those firing at `now`, as transitions dated `now`, of `model`'s scope (or the org's).
+    fn active(
+        &self,
+        org: &Arc<str>,
+        model: Option<&Arc<str>>,
+        at: &Now<'_>,
+        now: i64,
+        rules: &LevelRules,
+        out: &mut Vec<Transition>,
+    ) {
+        for (dim, alert) in Dimension::ALL.into_iter().zip(self.usage) {
+            let level = alert.level();
+            if level > 0 {
+                out.push(Transition {
+                    dimension: Some(dim),
+                    starts_at_ms: alert.started_ms(),
+                    usage: Some((at.usage)(dim)),
+                    limit: Some((at.limit)(dim)),
+                    threshold_bp: Some(rules.thresholds_bp[level as usize - 1]),
+                    peak: level_severity(alert.peak()),
+                    model: model.cloned(),
+                    ..Transition::firing(org, now, AlertName::UsageHigh, level_severity(level))
+                });
+            }
+        }
+        if self.quota.level() > 0 {
+            out.push(Transition {
+                starts_at_ms: self.quota.started_ms(),
+                usage: Some((at.usage)(Dimension::Daily)),
+                limit: Some((at.limit)(Dimension::Daily)),
+                threshold_bp: Some(10_000),
+                model: model.cloned(),
+                ..Transition::firing(org, now, AlertName::DailyQuotaExhausted, Severity::Critical)
+            });
+        }
+    }
+}
+
 /// Usage alerts of a model scope, or of an org's dimensions past [`Dimension::LEGACY`]
 /// (`UsageHigh` per dimension, `DailyQuotaExhausted`): stored in the snapshot's trailer.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -463,31 +491,11 @@ impl UsageAlerts {
         rules: &LevelRules,
         out: &mut Vec<Transition>,
     ) {
-        for (dim, alert) in Dimension::ALL.into_iter().zip(&self.usage) {
-            let level = alert.level();
-            if level > 0 {
-                out.push(Transition {
-                    dimension: Some(dim),
-                    starts_at_ms: alert.started_ms(),
-                    usage: Some((at.usage)(dim)),
-                    limit: Some((at.limit)(dim)),
-                    threshold_bp: Some(rules.thresholds_bp[level as usize - 1]),
-                    peak: level_severity(alert.peak()),
-                    model: model.cloned(),
-                    ..Transition::firing(org, now, AlertName::UsageHigh, level_severity(level))
-                });
-            }
-        }
-        if self.quota.level() > 0 {
-            out.push(Transition {
-                starts_at_ms: self.quota.started_ms(),
-                usage: Some((at.usage)(Dimension::Daily)),
-                limit: Some((at.limit)(Dimension::Daily)),
-                threshold_bp: Some(10_000),
-                model: model.cloned(),
-                ..Transition::firing(org, now, AlertName::DailyQuotaExhausted, Severity::Critical)
-            });
-        }
+        let levels = Levels {
+            usage: &self.usage,
+            quota: &self.quota,
+        };
+        levels.active(org, model, at, now, rules, out);
     }
 }
 

@@ -209,9 +209,7 @@ impl Org {
         if let Some(x) = &self.extended {
             for c in x.rate_limited.iter().filter(|c| c.scope == 0) {
                 if c.app as usize == ai {
-                    for (a, n) in all.iter_mut().zip(c.counts) {
-                        *a += n;
-                    }
+                    add(&mut all, &c.counts);
                 }
             }
         }
@@ -233,9 +231,7 @@ impl Org {
                     .iter()
                     .filter(|c| usize::from(c.scope) == i + 1)
                 {
-                    for (a, n) in all.iter_mut().zip(c.counts) {
-                        *a += n;
-                    }
+                    add(&mut all, &c.counts);
                 }
                 (s.name.clone(), all)
             })
@@ -246,17 +242,20 @@ impl Org {
     pub(super) fn all_causes(&self) -> [u64; Cause::ALL.len()] {
         let mut all = [0; Cause::ALL.len()];
         for app in &self.apps {
-            for (a, n) in all.iter_mut().zip(app.rate_limited) {
-                *a += n;
-            }
+            add(&mut all, &app.rate_limited);
         }
         if let Some(x) = &self.extended {
             for c in &x.rate_limited {
-                for (a, n) in all.iter_mut().zip(c.counts) {
-                    *a += n;
-                }
+                add(&mut all, &c.counts);
             }
         }
         all
+    }
+}
+
+/// Adds `counts` to the first causes of `all`.
+fn add(all: &mut [u64; Cause::ALL.len()], counts: &[u64]) {
+    for (a, n) in all.iter_mut().zip(counts) {
+        *a += n;
     }
 }
