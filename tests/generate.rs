@@ -202,12 +202,24 @@ tests:
         alertname: RatewardenUsageHigh
         exp_alerts:
 {weird_warn}{weird_rpm}{tiny_crit}
-  - name: DailyQuotaExhausted, as big sets a daily limit
+  - name: DailyQuotaExhausted, as big sets a daily limit; a model scope's series beside the org's pair with their own
     interval: 30s
     input_series:
       - series: 'ratewarden_usage{{org="big.co",dimension="daily"}}'
         values: '5000x4'
       - series: 'ratewarden_limit{{org="big.co",dimension="daily"}}'
+        values: '5000x4'
+      - series: 'ratewarden_usage{{org="big.co",model="gpt-image-1",dimension="daily"}}'
+        values: '20x4'
+      - series: 'ratewarden_limit{{org="big.co",model="gpt-image-1",dimension="daily"}}'
+        values: '20x4'
+      - series: 'ratewarden_usage{{org="bigxco",model="gpt-image-1",dimension="daily"}}'
+        values: '3x4'
+      - series: 'ratewarden_limit{{org="bigxco",model="gpt-image-1",dimension="daily"}}'
+        values: '20x4'
+      - series: 'ratewarden_usage{{org="bigxco",dimension="daily"}}'
+        values: '30x4'
+      - series: 'ratewarden_limit{{org="bigxco",dimension="daily"}}'
         values: '5000x4'
     alert_rule_test:
       - eval_time: 1m
@@ -215,8 +227,13 @@ tests:
         exp_alerts:
           - exp_labels: {{severity: critical, org: big.co, dimension: daily}}
             exp_annotations:
-              summary: "big.co has used its whole rolling 24 h quota"
-              description: "big.co made 5000 requests in the last 24 h, its daily limit; every request fails until old ones leave the window (there is no midnight reset)."
+              summary: "big.co has used its whole daily quota"
+              description: "big.co made 5000 requests in its daily window, its daily limit; every request fails until the window frees up: old requests leave a rolling 24 h, a calendar day (daily_window = calendar) resets at its local daily_reset."
+              runbook_url: https://github.com/ratewarden/ratewarden/blob/main/README.md#runbook-dailyquotaexhausted
+          - exp_labels: {{severity: critical, org: big.co, model: gpt-image-1, dimension: daily}}
+            exp_annotations:
+              summary: "big.co gpt-image-1 has used its whole daily quota"
+              description: "big.co (model gpt-image-1) made 20 requests in its daily window, its daily limit; every request fails until the window frees up: old requests leave a rolling 24 h, a calendar day (daily_window = calendar) resets at its local daily_reset."
               runbook_url: https://github.com/ratewarden/ratewarden/blob/main/README.md#runbook-dailyquotaexhausted
 
   - name: LimitMismatch when the upstream reports 120 rpm for big.co, configured 100
@@ -226,6 +243,8 @@ tests:
         values: '120x10'
       - series: 'ratewarden_limit{{org="big.co",dimension="rpm"}}'
         values: '100x10'
+      - series: 'ratewarden_limit{{org="big.co",model="gpt-4o",dimension="rpm"}}'
+        values: '30x10'
       - series: 'ratewarden_upstream_limit{{org="bigxco",dimension="rpm"}}'
         values: '100x10'
       - series: 'ratewarden_limit{{org="bigxco",dimension="rpm"}}'

@@ -69,7 +69,7 @@ pub(super) const AGAINST_UPSTREAM: &[Spec] = &[
         shape: series("short", false),
         width: 12,
         queries: &[(
-            r#"max without (instance, pod) (ratewarden_limit{org=~"$org"}) - on (org, dimension) max without (instance, pod) (ratewarden_usage{org=~"$org"})"#,
+            r#"max without (instance, pod) (ratewarden_limit{org=~"$org"}) - on (org, model, dimension) max without (instance, pod) (ratewarden_usage{org=~"$org"})"#,
             "{{org}} {{dimension}}",
         )],
     },
@@ -98,7 +98,7 @@ pub(super) const AGAINST_UPSTREAM: &[Spec] = &[
                 "{{org}} {{dimension}} upstream",
             ),
             (
-                r#"max without (instance, pod) (ratewarden_limit{org=~"$org"}) and on (org, dimension) max without (instance, pod) (ratewarden_upstream_limit{org=~"$org"})"#,
+                r#"max without (instance, pod) (ratewarden_limit{org=~"$org",model=""}) and on (org, dimension) max without (instance, pod) (ratewarden_upstream_limit{org=~"$org"})"#,
                 "{{org}} {{dimension}} configured",
             ),
         ],
@@ -336,8 +336,8 @@ pub(super) fn words(d: Dimension) -> Words {
             "reqpm",
         ),
         Dimension::Daily => (
-            "rolling 24 h quota",
-            "Rolling 24 h requests vs daily limit",
+            "daily quota",
+            "Daily requests vs daily limit",
             "short",
         ),
         Dimension::Concurrency => (

@@ -162,7 +162,7 @@ fn usage_high(out: &mut String, plan: &Plan) {
         labels:
           severity: warning
         annotations:
-          summary: \"{{{{ $labels.org }}}} at {{{{ $value | humanizePercentage }}}} of its {{{{ $labels.dimension }}}} limit\"
+          summary: \"{{{{ $labels.org }}}}{{{{ with $labels.model }}}} {{{{ . }}}}{{{{ end }}}} at {{{{ $value | humanizePercentage }}}} of its {{{{ $labels.dimension }}}} limit\"
           description: \"{{{{ $labels.org }}}} has used {{{{ $value | humanizePercentage }}}} of its {{{{ $labels.dimension }}}} limit for a minute; 429s follow at 100 %.\"
           runbook_url: https://github.com/ratewarden/ratewarden/blob/main/README.md#runbook-usagehigh
 
@@ -172,7 +172,7 @@ fn usage_high(out: &mut String, plan: &Plan) {
         labels:
           severity: critical
         annotations:
-          summary: \"{{{{ $labels.org }}}} at {{{{ $value | humanizePercentage }}}} of its {{{{ $labels.dimension }}}} limit\"
+          summary: \"{{{{ $labels.org }}}}{{{{ with $labels.model }}}} {{{{ . }}}}{{{{ end }}}} at {{{{ $value | humanizePercentage }}}} of its {{{{ $labels.dimension }}}} limit\"
           description: \"{{{{ $labels.org }}}} is about to be rate limited on {{{{ $labels.dimension }}}}: {{{{ $value | humanizePercentage }}}} of the limit is in use.\"
           runbook_url: https://github.com/ratewarden/ratewarden/blob/main/README.md#runbook-usagehigh
 
@@ -229,12 +229,12 @@ fn promql_string(s: &str) -> String {
 const DAILY_QUOTA_EXHAUSTED: &str = r#"      - alert: RatewardenDailyQuotaExhausted
         expr: |
           max without (instance, pod) (ratewarden_usage{dimension="daily"})
-            >= on (org, dimension) max without (instance, pod) (ratewarden_limit{dimension="daily"})
+            >= on (org, model, dimension) max without (instance, pod) (ratewarden_limit{dimension="daily"})
         labels:
           severity: critical
         annotations:
-          summary: "{{ $labels.org }} has used its whole rolling 24 h quota"
-          description: "{{ $labels.org }} made {{ $value }} requests in the last 24 h, its daily limit; every request fails until old ones leave the window (there is no midnight reset)."
+          summary: "{{ $labels.org }}{{ with $labels.model }} {{ . }}{{ end }} has used its whole daily quota"
+          description: "{{ $labels.org }}{{ with $labels.model }} (model {{ . }}){{ end }} made {{ $value }} requests in its daily window, its daily limit; every request fails until the window frees up: old requests leave a rolling 24 h, a calendar day (daily_window = calendar) resets at its local daily_reset."
           runbook_url: https://github.com/ratewarden/ratewarden/blob/main/README.md#runbook-dailyquotaexhausted
 
 "#;
@@ -288,13 +288,13 @@ const PER_ORG: &str = r#"      - alert: RatewardenJobsStuck
 
 "#;
 
-/// The upstream's `x-ratelimit-limit-*` headers against the configured limit. `on (org,
-/// dimension)` pairs only dimensions both sides have: the upstream's own (`itpm`, `otpm`)
-/// and dimensions the config leaves unlimited have no configured series to differ from.
+/// The upstream's `x-ratelimit-limit-*` headers against the configured limit of the org (not
+/// of its model scopes: `model=""`). `on (org, dimension)` pairs only dimensions both sides
+/// have: dimensions the config leaves unlimited have no configured series to differ from.
 const LIMIT_MISMATCH: &str = r#"      - alert: RatewardenLimitMismatch
         expr: |
           max without (instance, pod) (ratewarden_upstream_limit)
-            != on (org, dimension) max without (instance, pod) (ratewarden_limit)
+            != on (org, dimension) max without (instance, pod) (ratewarden_limit{model=""})
         for: 5m
         labels:
           severity: warning
