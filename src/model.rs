@@ -416,7 +416,7 @@ pub const JOB_DURATION_BUCKETS: [f64; 12] = [
 /// Limits one provider scope (a model or a model group) has, as a limit source gave them.
 /// `None`: the source gave no value for that dimension. Values are as the provider states
 /// them (the provider's `0` is passed on as it is).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ScopeLimits {
     /// The models (and aliases) the limits apply to; one for a per-model source (OpenAI).
     pub models: Vec<String>,
@@ -453,7 +453,7 @@ impl ScopeLimits {
 
 /// What one successful poll of a limit source found: the limits of every scope it lists, for
 /// the org the source maps to. They replace the configured limits of those scopes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SourcedLimits {
     /// Where they come from, as `/v1/usage` shows it: `openai-admin` or `anthropic-admin`.
     pub source: String,

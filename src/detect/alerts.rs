@@ -481,6 +481,25 @@ impl UsageAlerts {
         judge_level(&mut self.usage[dim.index()], quota, &at, rules, out);
     }
 
+    /// Resolves whatever is active at `ts` because its scope is gone (a limit source no
+    /// longer lists it): each is judged at usage 0 against `limit` (the scope's last limits).
+    pub fn resolve_all(
+        &mut self,
+        org: &Arc<str>,
+        model: Option<&Arc<str>>,
+        limit: &dyn Fn(Dimension) -> u64,
+        ts: i64,
+        rules: &LevelRules,
+        out: &mut Vec<Transition>,
+    ) {
+        for dim in Dimension::ALL {
+            let quota = dim == Dimension::Daily && self.quota.is_active();
+            if self.usage[dim.index()].is_active() || quota {
+                self.usage(org, model, dim, 0, limit(dim).max(1), ts, rules, out);
+            }
+        }
+    }
+
     /// Those firing at `now`, as transitions dated `now`.
     pub fn active(
         &self,

@@ -335,11 +335,7 @@ pub(super) fn words(d: Dimension) -> Words {
             "Requests per minute vs limit",
             "reqpm",
         ),
-        Dimension::Daily => (
-            "daily quota",
-            "Daily requests vs daily limit",
-            "short",
-        ),
+        Dimension::Daily => ("daily quota", "Daily requests vs daily limit", "short"),
         Dimension::Concurrency => (
             "jobs in flight",
             "Jobs in flight vs concurrency limit",

@@ -10,11 +10,24 @@ use super::{Inner, Live};
 
 impl Live {
     /// Puts what a limit source polled in force (every good poll; a change is logged by the
-    /// poller, which knows the values before).
+    /// poller, which knows the values before); the alerts of a scope it no longer lists are
+    /// resolved and delivered.
     pub fn set_sourced_limits(&self, sourced: &SourcedLimits) {
-        let changed = self.lock().tracker.set_sourced_limits(sourced);
+        let now = self.now_ms();
+        let mut out = Vec::new();
+        let changed = {
+            let mut g = self.lock();
+            let Inner { tracker, pending } = &mut *g;
+            let changed = tracker.set_sourced_limits(sourced, now, &mut out);
+            self.notify(pending, &out, now);
+            changed
+        };
         if changed {
             tracing::debug!(source = %sourced.source, org = %sourced.org, "limits from the source in force");
+        }
+        if !out.is_empty() {
+            self.wake_writer();
+            log(&out);
         }
     }
 

@@ -90,6 +90,8 @@ pub struct Tracker {
     config_scopes: HashMap<Arc<str>, Vec<Arc<ModelScope>>, foldhash::fast::RandomState>,
     /// The model scopes of orgs a limit source gave limits for, its values laid over.
     sourced: HashMap<Arc<str>, Vec<Arc<ModelScope>>, foldhash::fast::RandomState>,
+    /// The last good poll of each org's limit source (stored in snapshots).
+    polled: std::collections::BTreeMap<Arc<str>, crate::model::SourcedLimits>,
     /// `LimitSourceFailing` alerts firing.
     source_alerts: Vec<Transition>,
 }
@@ -110,6 +112,7 @@ impl Tracker {
             clock_ms: i64::MIN,
             config_scopes: HashMap::default(),
             sourced: HashMap::default(),
+            polled: Default::default(),
             source_alerts: Vec::new(),
         };
         for o in &config.orgs {
@@ -122,9 +125,7 @@ impl Tracker {
             );
             let scopes = scopes_of(o);
             org.set_scopes(&scopes);
-            if !scopes.is_empty() {
-                t.config_scopes.insert(org.name.clone(), scopes);
-            }
+            t.config_scopes.insert(org.name.clone(), scopes);
             t.index.insert(org.name.clone(), t.orgs.len());
             t.orgs.push(org);
         }

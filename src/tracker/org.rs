@@ -13,7 +13,7 @@ use crate::model::{DailyWindow, Dimension, Limits, ModelScope, OVERFLOW};
 use super::concurrency::{EarlyEnds, HORIZON_MS, PeakConcurrency};
 use super::jobs::{self, DurationHistogram, JobOutcome, Jobs, Start};
 use super::report::{Overflow, Peaks};
-use super::scope::Extended;
+use super::scope::{Extended, Scope};
 use super::settings::*;
 use super::upstream::{LegacyReport, Upstream};
 use super::window::Window;
@@ -169,11 +169,12 @@ impl Org {
         }
     }
 
-    /// Puts the config's model scopes in force (counts of a scope kept by name stay).
-    pub(super) fn set_scopes(&mut self, scopes: &[Arc<ModelScope>]) {
+    /// Puts the config's model scopes in force (counts of a scope kept by name stay); returns
+    /// the scopes dropped.
+    pub(super) fn set_scopes(&mut self, scopes: &[Arc<ModelScope>]) -> Vec<Scope> {
         match &mut self.extended {
             Some(x) => x.set_scopes(scopes),
-            None if scopes.is_empty() => {}
+            None if scopes.is_empty() => Vec::new(),
             None => self.extended.get_or_insert_default().set_scopes(scopes),
         }
     }

@@ -296,33 +296,32 @@ impl Extended {
     }
 
     /// Sets the scopes the config gives (`scopes`): counts of a scope that keeps its name
-    /// stay, those of a scope no longer configured are dropped with their 429 counts.
-    pub(super) fn set_scopes(&mut self, scopes: &[Arc<ModelScope>]) {
-        let mut old = std::mem::take(&mut self.scopes);
+    /// stay; a scope no longer given is dropped with its 429 counts and returned (its firing
+    /// alerts are the caller's to resolve).
+    pub(super) fn set_scopes(&mut self, scopes: &[Arc<ModelScope>]) -> Vec<Scope> {
+        let mut old: Vec<Option<Scope>> = std::mem::take(&mut self.scopes)
+            .into_iter()
+            .map(Some)
+            .collect();
         let mut moved: Vec<Option<u16>> = vec![None; old.len()];
         for (i, config) in scopes.iter().enumerate() {
-            let scope = match old.iter().position(|s| s.name == config.name) {
+            let kept = old
+                .iter()
+                .position(|s| s.as_ref().is_some_and(|s| s.name == config.name));
+            let mut scope = match kept {
                 Some(j) => {
                     moved[j] = Some(i as u16 + 1);
-                    let mut s = std::mem::replace(
-                        &mut old[j],
-                        Scope {
-                            name: "".into(),
-                            config: None,
-                            meter: Meter::default(),
-                            alerts: UsageAlerts::default(),
-                        },
-                    );
-                    s.config = Some(config.clone());
-                    s
+                    old[j].take()
                 }
-                None => Scope {
-                    name: config.name.clone(),
-                    config: Some(config.clone()),
-                    meter: Meter::default(),
-                    alerts: UsageAlerts::default(),
-                },
-            };
+                None => None,
+            }
+            .unwrap_or_else(|| Scope {
+                name: config.name.clone(),
+                config: None,
+                meter: Meter::default(),
+                alerts: UsageAlerts::default(),
+            });
+            scope.config = Some(config.clone());
             self.scopes.push(scope);
         }
         self.rate_limited.retain_mut(|c| {
@@ -337,6 +336,7 @@ impl Extended {
                 None => false,
             }
         });
+        old.into_iter().flatten().collect()
     }
 
     /// True while an alert of the extension is active or arming, or a batch is held.

@@ -281,3 +281,66 @@ fn a_format_7_snapshot_is_read_without_extensions() {
     bytes[..4].copy_from_slice(b"RWT9");
     assert!(Tracker::restore(&Config::parse(OPENAI, "scopes.toml").unwrap(), &bytes).is_err());
 }
+
+fn poll(models: &[(&str, u64)]) -> crate::model::SourcedLimits {
+    crate::model::SourcedLimits {
+        source: "openai-admin".into(),
+        org: "acme".into(),
+        scopes: models
+            .iter()
+            .map(|&(m, daily)| crate::model::ScopeLimits {
+                models: vec![m.into()],
+                daily: Some(daily),
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn a_source_added_scope_keeps_its_counts_across_a_restart_and_resolves_when_dropped() {
+    let mut t = tracker(OPENAI);
+    let mut out = Vec::new();
+    assert!(t.set_sourced_limits(&poll(&[("dall-e-3", 2)]), T0, &mut out));
+    assert!(!t.set_sourced_limits(&poll(&[("dall-e-3", 2)]), T0, &mut out));
+    let fired: Vec<_> = (0..2)
+        .flat_map(|i| call(&mut t, "dall-e-3", T0 + i, 200, ""))
+        .filter(|t| t.alert == AlertName::DailyQuotaExhausted)
+        .collect();
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert_eq!(fired[0].model.as_deref(), Some("dall-e-3"));
+    // The snapshot keeps the poll: the restored tracker binds the scope before any event.
+    let back = Tracker::restore(
+        &Config::parse(OPENAI, "scopes.toml").unwrap(),
+        &t.encode().unwrap(),
+    )
+    .unwrap();
+    let o = snap(&back, T0 + 5);
+    let dalle = o.models.iter().find(|m| &*m.model == "dall-e-3").unwrap();
+    assert_eq!(dalle.usage[1], (Dimension::Daily, 2));
+    assert_eq!(dalle.source.as_deref(), Some("openai-admin"));
+    assert!(
+        o.alerts
+            .iter()
+            .any(|a| a.alert == AlertName::DailyQuotaExhausted)
+    );
+    // A poll that no longer lists it drops the scope and resolves what it had firing.
+    let mut out = Vec::new();
+    assert!(t.set_sourced_limits(&poll(&[]), T0 + 6, &mut out));
+    let resolved: Vec<_> = out
+        .iter()
+        .filter(|t| t.status == Status::Resolved)
+        .map(|t| (t.alert, t.model.as_deref().map(str::to_string)))
+        .collect();
+    assert!(
+        resolved.contains(&(AlertName::DailyQuotaExhausted, Some("dall-e-3".into())))
+            && resolved.contains(&(AlertName::UsageHigh, Some("dall-e-3".into()))),
+        "{out:?}"
+    );
+    assert!(
+        snap(&t, T0 + 7)
+            .models
+            .iter()
+            .all(|m| &*m.model != "dall-e-3")
+    );
+}

@@ -98,13 +98,15 @@ type Format7 = (
     Vec<(Box<str>, Held)>,
     Vec<(u32, Upstream)>,
 );
-/// Format 8 as read: format 7, then each org's extension by its index in the state.
+/// Format 8 as read: format 7, then each org's extension by its index in the state, then
+/// the last good poll of each limit source.
 type Format8 = (
     Vec<f64>,
     SnapshotOwned,
     Vec<(Box<str>, Held)>,
     Vec<(u32, Upstream)>,
     Vec<(u32, Extended)>,
+    Vec<crate::model::SourcedLimits>,
 );
 
 impl Tracker {
@@ -134,6 +136,7 @@ impl Tracker {
                     .enumerate()
                     .filter_map(|(i, o)| Some((u32::try_from(i).ok()?, o.extended.as_deref()?)))
                     .collect::<Vec<_>>(),
+                self.polled(),
             ),
             prefix,
         )
@@ -169,10 +172,12 @@ impl Tracker {
         let mut grants = Vec::new();
         let mut upstream = Vec::new();
         let mut extended = Vec::new();
+        let mut polled = Vec::new();
         let (job_buckets, mut state): (Vec<f64>, SnapshotOwned) = match bytes.get(..MAGIC.len()) {
             Some(m) if m == MAGIC => {
-                let (buckets, state, held, reports, ext): Format8 = postcard::from_bytes(body)?;
-                (grants, upstream, extended) = (held, reports, ext);
+                let (buckets, state, held, reports, ext, polls): Format8 =
+                    postcard::from_bytes(body)?;
+                (grants, upstream, extended, polled) = (held, reports, ext, polls);
                 (buckets, state)
             }
             Some(m) if m == MAGIC_V7 => {
@@ -216,6 +221,7 @@ impl Tracker {
             }
         }
         let mut t = Tracker::new(config);
+        t.restore_polled(polled);
         t.overflow = state.overflow;
         t.dedupe = state.dedupe;
         t.dedupe.rebind(t.settings.max_request_ids);
@@ -244,14 +250,11 @@ impl Tracker {
                 continue;
             }
             let configured = config.orgs.iter().find(|o| *o.id == *org.name);
-            let (tier, limits, scopes) = match configured {
-                Some(o) => (o.tier.as_str().into(), o.limits, super::scopes_of(o)),
-                None => (
-                    t.settings.default_tier.clone(),
-                    t.settings.default_limits,
-                    t.settings.default_models.clone(),
-                ),
+            let (tier, limits) = match configured {
+                Some(o) => (o.tier.as_str().into(), o.limits),
+                None => (t.settings.default_tier.clone(), t.settings.default_limits),
             };
+            let scopes = t.scopes_of_org(&org.name);
             org.rebind(tier, limits, &scopes, true, &t.settings);
             match t.index.get(&org.name) {
                 Some(&at) => t.orgs[at] = org,

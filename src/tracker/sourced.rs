@@ -14,24 +14,70 @@ use crate::model::{Dimension, Limits, ModelScope, ScopeLimits, SourcedLimits};
 const MAX_SOURCED_SCOPES: usize = 512;
 
 impl Tracker {
-    /// Puts `sourced` in force for its org: each scope it lists replaces the limits it gives
-    /// of the configured scope with one of its models (or is added as a scope of its own).
-    /// Returns false when nothing changed.
-    pub fn set_sourced_limits(&mut self, sourced: &SourcedLimits) -> bool {
+    /// Puts `sourced` in force for its org at `now`: each scope it lists replaces the limits
+    /// it gives of the configured scope with one of its models (or is added as a scope of its
+    /// own); a scope it added before and no longer lists is dropped, its firing alerts
+    /// resolved into `out`. Returns false when nothing changed.
+    pub fn set_sourced_limits(
+        &mut self,
+        sourced: &SourcedLimits,
+        now: i64,
+        out: &mut Vec<Transition>,
+    ) -> bool {
         let org: Arc<str> = sourced.org.as_str().into();
-        let configured = self
-            .config_scopes
-            .get(&org)
-            .map_or(&self.settings.default_models, |v| v);
-        let scopes = overlay(configured, sourced);
+        self.polled.insert(org.clone(), sourced.clone());
+        let scopes = self.overlaid(&org, sourced);
         if self.sourced.get(&org) == Some(&scopes) {
             return false;
         }
         if let Some(&i) = self.index.get(&org) {
-            self.orgs[i].set_scopes(&scopes);
+            let o = &mut self.orgs[i];
+            let rules = self.settings.rules.for_org(&o.name);
+            for mut gone in o.set_scopes(&scopes) {
+                let limits = gone.limits();
+                let limit = |d: Dimension| d.limit(&limits);
+                gone.alerts
+                    .resolve_all(&o.name, Some(&gone.name), &limit, now, rules, out);
+            }
         }
         self.sourced.insert(org, scopes);
         true
+    }
+
+    /// The configured scopes of `org` with `sourced` laid over.
+    fn overlaid(&self, org: &str, sourced: &SourcedLimits) -> Vec<Arc<ModelScope>> {
+        let configured = self
+            .config_scopes
+            .get(org)
+            .map_or(&self.settings.default_models, |v| v);
+        overlay(configured, sourced)
+    }
+
+    /// The last good poll of each org's source, for the snapshot: a restart puts them in force
+    /// again before the journal is replayed, so the scopes a source added keep their counts.
+    pub(super) fn polled(&self) -> Vec<&SourcedLimits> {
+        self.polled.values().collect()
+    }
+
+    /// Puts polls stored in a snapshot back in force (before the orgs are bound to the
+    /// config: see [`Tracker::scopes_of_org`]).
+    pub(super) fn restore_polled(&mut self, polled: Vec<SourcedLimits>) {
+        for p in polled {
+            let org: Arc<str> = p.org.as_str().into();
+            let scopes = self.overlaid(&org, &p);
+            self.sourced.insert(org.clone(), scopes);
+            self.polled.insert(org, p);
+        }
+    }
+
+    /// The model scopes `org` is bound to: a source's over the config's, else the config's
+    /// (its own for a configured org, else its tier's).
+    pub(super) fn scopes_of_org(&self, org: &str) -> Vec<Arc<ModelScope>> {
+        self.sourced
+            .get(org)
+            .or_else(|| self.config_scopes.get(org))
+            .unwrap_or(&self.settings.default_models)
+            .clone()
     }
 
     /// The model scopes an org first seen now starts with: a source's, else its tier's.
