@@ -65,11 +65,42 @@ pub struct ModelScope {
 impl ModelScope {
     /// True when `model` belongs to this scope.
     pub fn matches(&self, model: &str) -> bool {
-        self.models.iter().any(|m| match m.strip_suffix('*') {
-            Some(prefix) => model.starts_with(prefix),
-            None => **m == *model,
-        })
+        self.match_rank(model).is_some()
     }
+
+    /// How closely `model` belongs to this scope, when it does: its name (`usize::MAX`),
+    /// another id of it (`usize::MAX - 1`), or a prefix (its length). Of the scopes a model
+    /// matches, the closest is its scope: `gpt-4o-mini` is the `gpt-4o-mini` scope's, not
+    /// `gpt-4o*`'s, whatever their order.
+    pub fn match_rank(&self, model: &str) -> Option<usize> {
+        if *self.name == *model && self.models.iter().any(|m| **m == *model) {
+            return Some(usize::MAX);
+        }
+        self.models
+            .iter()
+            .filter_map(|m| match m.strip_suffix('*') {
+                Some(prefix) => model.starts_with(prefix).then_some(prefix.len()),
+                None => (**m == *model).then_some(usize::MAX - 1),
+            })
+            .max()
+    }
+}
+
+/// The index of the scope of `scopes` that `model` belongs to most closely
+/// ([`ModelScope::match_rank`]; the first of equals).
+pub fn scope_for<'a>(
+    scopes: impl IntoIterator<Item = &'a ModelScope>,
+    model: &str,
+) -> Option<(usize, usize)> {
+    let mut best: Option<(usize, usize)> = None;
+    for (i, s) in scopes.into_iter().enumerate() {
+        if let Some(r) = s.match_rank(model)
+            && best.is_none_or(|(_, b)| r > b)
+        {
+            best = Some((i, r));
+        }
+    }
+    best
 }
 
 /// How `daily` counts (`daily_window`): over the rolling last 24 h, or since the last reset

@@ -182,26 +182,40 @@ pub(super) fn model_scopes(
     window: DailyWindow,
 ) -> Result<Vec<ModelScope>, Spanned2> {
     let mut out: Vec<ModelScope> = base.to_vec();
+    // The scopes these tables defined or changed: a second table of the same name is an
+    // error, not a change (only the tier's scopes are changed by an org's).
+    let mut own: Vec<usize> = Vec::new();
     for t in tables {
         let raw = t.get_ref();
         let existing = raw
             .key()
             .and_then(|k| out.iter().position(|s| *s.name == *k));
+        if let Some(i) = existing.filter(|i| own.contains(i)) {
+            return Err(at(
+                t.span(),
+                format!(
+                    "two model scopes are named {:?} (a scope's name is its `name`, else its first id)",
+                    out[i].name
+                ),
+            ));
+        }
+        let scope = raw.scope(t.span(), existing.map(|i| &out[i]), window)?;
+        let others = |m: &Box<str>| {
+            out.iter()
+                .enumerate()
+                .any(|(j, s)| Some(j) != existing && s.models.contains(m))
+        };
+        if let Some(dup) = scope.models.iter().find(|m| others(m)) {
+            return Err(at(t.span(), format!("model {dup:?} is in two scopes")));
+        }
         match existing {
             Some(i) => {
-                let scope = raw.scope(t.span(), Some(&out[i]), window)?;
                 out[i] = scope;
+                own.push(i);
             }
             None => {
-                let scope = raw.scope(t.span(), None, window)?;
-                if let Some(dup) = scope
-                    .models
-                    .iter()
-                    .find(|m| out.iter().any(|s| s.models.contains(m)))
-                {
-                    return Err(at(t.span(), format!("model {dup:?} is in two scopes")));
-                }
                 out.push(scope);
+                own.push(out.len() - 1);
             }
         }
     }

@@ -243,9 +243,15 @@ impl Extended {
     /// The index of the scope `model` belongs to.
     pub(super) fn scope_of(&self, model: Option<&str>) -> Option<usize> {
         let model = model?;
-        self.scopes
-            .iter()
-            .position(|s| s.config.as_ref().is_some_and(|c| c.matches(model)))
+        let mut best: Option<(usize, usize)> = None;
+        for (i, s) in self.scopes.iter().enumerate() {
+            if let Some(r) = s.config.as_ref().and_then(|c| c.match_rank(model))
+                && best.is_none_or(|(_, b)| r > b)
+            {
+                best = Some((i, r));
+            }
+        }
+        best.map(|(i, _)| i)
     }
 
     /// Counts request `ev` at `ts` in the org's own meter and in scope `scope`'s.

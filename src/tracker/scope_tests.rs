@@ -344,3 +344,80 @@ fn a_source_added_scope_keeps_its_counts_across_a_restart_and_resolves_when_drop
             .all(|m| &*m.model != "dall-e-3")
     );
 }
+
+#[test]
+fn the_closest_scope_wins_whatever_the_order() {
+    for order in [["wide", "mini"], ["mini", "wide"]] {
+        let table = |which: &str| match which {
+            "wide" => "[[tiers.t.models]]\nname = \"wide\"\nmatch = [\"gpt-4o*\"]\nrpm = 1\n",
+            _ => "[[tiers.t.models]]\nmatch = [\"gpt-4o-mini\"]\nrpm = 100\n",
+        };
+        let toml = format!(
+            "[tiers.t]\nrpm = 1000\n{}{}[[orgs]]\nid = \"acme\"\ntier = \"t\"\n",
+            table(order[0]),
+            table(order[1])
+        );
+        let mut t = tracker(&toml);
+        call(&mut t, "gpt-4o-mini", T0, 200, "");
+        call(&mut t, "gpt-4o-2024-08-06", T0 + 1, 200, "");
+        let o = snap(&t, T0 + 2);
+        let rpm = |name: &str| {
+            let m = o.models.iter().find(|m| &*m.model == name).unwrap();
+            m.usage[0].1
+        };
+        assert_eq!((rpm("gpt-4o-mini"), rpm("wide")), (1, 1), "{order:?}");
+    }
+    let e = Config::parse(
+        "[[tiers.t.models]]\nname = \"x\"\nmatch = [\"a\"]\n[[tiers.t.models]]\nname = \"x\"\nmatch = [\"b\"]\n",
+        "dup.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("dup.toml:4:") && e.contains("two model scopes are named \"x\""),
+        "{e}"
+    );
+    let e = Config::parse(
+        "[[orgs]]\nid = \"o\"\n[[orgs.models]]\nname = \"b\"\nmatch = [\"a\"]\n[[orgs.models]]\nmatch = [\"b\"]\n",
+        "dup.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("two model scopes are named \"b\""), "{e}");
+}
+
+#[test]
+fn a_source_entry_for_the_scope_name_wins_over_one_for_a_dated_id() {
+    let gpt = |rpm_named: u64, rpm_dated: u64, named_first: bool| {
+        let named = crate::model::ScopeLimits {
+            models: vec!["gpt-4o".into()],
+            rpm: Some(rpm_named),
+            ..Default::default()
+        };
+        let dated = crate::model::ScopeLimits {
+            models: vec!["gpt-4o-2024-08-06".into()],
+            rpm: Some(rpm_dated),
+            ..Default::default()
+        };
+        crate::model::SourcedLimits {
+            source: "openai-admin".into(),
+            org: "acme".into(),
+            scopes: if named_first {
+                vec![named, dated]
+            } else {
+                vec![dated, named]
+            },
+        }
+    };
+    for named_first in [true, false] {
+        let mut t = tracker(OPENAI);
+        t.set_sourced_limits(&gpt(500, 2, named_first), T0, &mut Vec::new());
+        let o = snap(&t, T0);
+        let scope = o.models.iter().find(|m| &*m.model == "gpt-4o").unwrap();
+        assert_eq!(
+            scope.limits[0],
+            (Dimension::Rpm, 500),
+            "named first: {named_first}"
+        );
+    }
+}

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use super::Tracker;
 use crate::detect::{Status, Transition};
-use crate::model::{Dimension, Limits, ModelScope, ScopeLimits, SourcedLimits};
+use crate::model::{
+    Dimension, Limits, ModelScope, ScopeLimits, SourcedLimits, scope_for, valid_name,
+};
 
 /// Scopes one source may add to an org beyond the configured ones: an OpenAI project lists
 /// every model it may call, and each scope is a set of windows.
@@ -113,31 +115,47 @@ impl Tracker {
 fn overlay(configured: &[Arc<ModelScope>], sourced: &SourcedLimits) -> Vec<Arc<ModelScope>> {
     let mut out: Vec<ModelScope> = configured.iter().map(|s| (**s).clone()).collect();
     let source: Arc<str> = sourced.source.as_str().into();
-    let mut added = 0;
+    // Per scope, how closely the entry applied matched it ([`ModelScope::match_rank`]): an
+    // entry for a scope's own name wins over one for another of its ids, which wins over a
+    // prefix match, whatever the provider's order.
+    let mut applied: Vec<Option<usize>> = vec![None; out.len()];
+    let (mut added, mut dropped) = (0, 0);
     for entry in &sourced.scopes {
-        let Some(first) = entry.models.first() else {
+        let Some(first) = entry.models.first().filter(|m| valid_name(m)) else {
             continue;
         };
-        let at = out
+        let closest = entry
+            .models
             .iter()
-            .position(|s| entry.models.iter().any(|m| s.matches(m)) || *s.name == **first);
-        let scope = match at {
-            Some(i) => &mut out[i],
-            None if added < MAX_SOURCED_SCOPES && crate::model::valid_name(first) => {
+            .filter_map(|m| scope_for(&out, m))
+            .max_by_key(|&(_, rank)| rank);
+        match closest {
+            Some((i, rank)) => {
+                if applied[i].is_some_and(|r| r > rank) {
+                    continue;
+                }
+                applied[i] = Some(rank);
+                apply(&mut out[i], entry, &source);
+            }
+            None if added < MAX_SOURCED_SCOPES => {
                 added += 1;
-                out.push(ModelScope {
+                let mut scope = ModelScope {
                     name: first.as_str().into(),
                     models: entry.models.iter().map(|m| m.as_str().into()).collect(),
                     limits: Limits::default(),
                     source: None,
                     sourced: Vec::new(),
-                });
-                let last = out.len() - 1;
-                &mut out[last]
+                };
+                apply(&mut scope, entry, &source);
+                out.push(scope);
+                applied.push(Some(usize::MAX));
             }
-            None => continue,
-        };
-        apply(scope, entry, &source);
+            None => dropped += 1,
+        }
+    }
+    if dropped > 0 {
+        tracing::warn!(org = %sourced.org, source = %sourced.source, dropped,
+            "a limit source lists more models than {MAX_SOURCED_SCOPES} scopes hold; the rest keep no limits of their own");
     }
     out.into_iter().map(Arc::new).collect()
 }

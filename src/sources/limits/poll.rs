@@ -31,8 +31,29 @@ pub async fn fetch(source: &Source, client: &reqwest::Client) -> Result<SourcedL
     Ok(SourcedLimits {
         source: source.config.kind.source_name().to_string(),
         org: source.config.org.clone(),
-        scopes,
+        scopes: valid_models(scopes),
     })
+}
+
+/// `scopes` with only the model ids that are names (1–128 printable characters, as a config
+/// `match` holds): an id the provider sends that is not one (empty, a control character such
+/// as a newline that would forge log lines, kilobytes long) is dropped, and a scope left
+/// with none with it; how many is logged once per poll.
+fn valid_models(mut scopes: Vec<ScopeLimits>) -> Vec<ScopeLimits> {
+    let mut dropped = 0;
+    for s in &mut scopes {
+        let before = s.models.len();
+        s.models.retain(|m| crate::model::valid_name(m));
+        dropped += before - s.models.len();
+    }
+    scopes.retain(|s| !s.models.is_empty());
+    if dropped > 0 {
+        tracing::warn!(
+            dropped,
+            "model ids from the limit source that are not 1-128 printable characters were ignored"
+        );
+    }
+    scopes
 }
 
 /// One change of a limit value between two good polls.
