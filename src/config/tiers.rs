@@ -200,10 +200,10 @@ pub(super) fn model_scopes(
             ));
         }
         let scope = raw.scope(t.span(), existing.map(|i| &out[i]), window)?;
-        let others = |m: &Box<str>| {
+        let others = |m: &str| {
             out.iter()
                 .enumerate()
-                .any(|(j, s)| Some(j) != existing && s.models.contains(m))
+                .any(|(j, s)| Some(j) != existing && s.models.iter().any(|x| **x == *m))
         };
         if let Some(dup) = scope.models.iter().find(|m| others(m)) {
             return Err(at(t.span(), format!("model {dup:?} is in two scopes")));
