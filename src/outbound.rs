@@ -204,7 +204,7 @@ impl Base {
         }
         if !url.username().is_empty() || url.password().is_some() {
             return Err(
-                "has a user:password@ part: credentials go in api_key_env/api_key_file, never in a URL"
+                "has a user:password@ part: credentials go in the *_env or *_file setting of the key, never in a URL"
                     .into(),
             );
         }

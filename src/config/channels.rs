@@ -29,7 +29,8 @@ impl SecretRef {
         match self {
             SecretRef::Env(var) => match std::env::var(var) {
                 Ok(v) if !v.is_empty() => Ok(v),
-                _ => Err(format!("${var} is not set")),
+                Ok(_) => Err(format!("${var} is empty")),
+                Err(_) => Err(format!("${var} is not set")),
             },
             SecretRef::File(path) => std::fs::read_to_string(path)
                 .map(|s| s.trim_end_matches(['\n', '\r']).to_string())

@@ -200,11 +200,13 @@ pub enum Cause {
     Itpm,
     /// The rolling minute's output tokens had reached the otpm limit.
     Otpm,
+    /// A batch submitted while its input tokens' queue was full (`batch_queue_tokens`).
+    BatchQueueTokens,
 }
 
 impl Cause {
     /// Every cause, in label order.
-    pub const ALL: [Cause; 11] = [
+    pub const ALL: [Cause; 12] = [
         Cause::Quota,
         Cause::Concurrency,
         Cause::Rpm,
@@ -216,6 +218,7 @@ impl Cause {
         Cause::Ipm,
         Cause::Itpm,
         Cause::Otpm,
+        Cause::BatchQueueTokens,
     ];
 
     /// How many causes an app's stored counters hold (the first of [`Cause::ALL`]); the
@@ -233,7 +236,7 @@ impl Cause {
             Dimension::Ipm => Cause::Ipm,
             Dimension::Itpm => Cause::Itpm,
             Dimension::Otpm => Cause::Otpm,
-            Dimension::BatchQueueTokens => return None,
+            Dimension::BatchQueueTokens => Cause::BatchQueueTokens,
         })
     }
 
@@ -251,6 +254,7 @@ impl Cause {
             Cause::Ipm => "ipm",
             Cause::Itpm => "itpm",
             Cause::Otpm => "otpm",
+            Cause::BatchQueueTokens => "batch_queue_tokens",
         }
     }
 

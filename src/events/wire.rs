@@ -307,6 +307,16 @@ impl<'a> Wire<'a> {
                 keep(&mut errors, EventField::Batch, values::boolean(&raw)).unwrap_or(false)
             }
         };
+        // The batch queue holds a batch by its id until that job's finishing event.
+        let batch = if batch && job_id.is_none() {
+            errors.push(FieldError::new(
+                EventField::Batch,
+                "a batch needs its id as job_id; counted as a request",
+            ));
+            false
+        } else {
+            batch
+        };
         // Providers report input and output apart (Anthropic, OpenAI's usage): their sum is
         // the tokens a tokens-per-minute limit counts.
         let tokens = tokens.or(match (input_tokens, output_tokens) {

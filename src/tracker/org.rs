@@ -303,7 +303,7 @@ impl Org {
             .as_ref()
             .and_then(|x| x.scope_of(ev.model.as_deref()));
         if ev.status == Some(429) {
-            let others = self.other_windows(ts, scope);
+            let others = self.other_windows(ts, scope, ev.batch);
             let explained = classify_429(&CauseInputs {
                 error_code: ev.error_code.as_deref(),
                 in_flight: self.jobs.in_flight_at(ts) as u64,
@@ -339,9 +339,11 @@ impl Org {
         }
         self.apps[ai].requests[ev.outcome().index()] += 1;
         // Tokens beyond those a grant reserved are counted when they are known; fewer leave
-        // the reservation counted as it was (never less than was used).
+        // the reservation counted as it was (never less than was used). A batch's tokens are
+        // the batch queue's, not the minute's.
         if let Some(n) = ev.tokens.map(|n| n.saturating_sub(reserved.unwrap_or(0)))
             && (n > 0 || reserved.is_none())
+            && !ev.batch
         {
             let t = self.tokens.get_or_insert_with(TokenWindows::boxed);
             t.tpm.add(sec(ts), n);
@@ -561,13 +563,16 @@ impl Org {
     ) {
         let present = self.present_ms;
         let floor = present.saturating_sub(HORIZON_MS);
-        if self.extended.as_mut().is_some_and(|x| x.finish_batch(id)) {
-            if self.alerting {
-                self.judge_extended(None, present, s, out);
-            }
-            return;
+        // A batch leaves the queue; a job started under its id (a `job_started` sent for it
+        // too) is finished below as well.
+        let batch = self.extended.as_mut().is_some_and(|x| x.finish_batch(id));
+        if batch && self.alerting {
+            self.judge_extended(None, present, s, out);
         }
         let Some(job) = self.jobs.finish(id) else {
+            if batch {
+                return;
+            }
             // Its start may still come (another shipper, a later file): remembered for the
             // horizon so that start is a finished job, not one in flight forever.
             if ts >= floor {

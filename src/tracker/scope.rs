@@ -102,19 +102,22 @@ impl Meter {
         if all {
             self.rpm.add(s, 1);
             self.daily.add(m, 1);
-            if let Some(n) = ev.tokens {
+        }
+        // A batch's tokens are the batch queue's, not the minute's.
+        if !ev.batch {
+            if let (true, Some(n)) = (all, ev.tokens) {
                 self.tpm.add(s, n);
                 self.tpd.add(m, n);
             }
-        }
-        if let Some(n) = ev.images {
-            self.ipm.add(s, n);
-        }
-        if let Some(n) = ev.input_tokens {
-            self.itpm.add(s, n);
-        }
-        if let Some(n) = ev.output_tokens {
-            self.otpm.add(s, n);
+            if let Some(n) = ev.images {
+                self.ipm.add(s, n);
+            }
+            if let Some(n) = ev.input_tokens {
+                self.itpm.add(s, n);
+            }
+            if let Some(n) = ev.output_tokens {
+                self.otpm.add(s, n);
+            }
         }
         if ev.batch
             && matches!(ev.status, Some(200..=299))

@@ -159,18 +159,20 @@ tier = "anthropic"
         "x",
         T0,
         200,
-        r#","input_tokens":600,"output_tokens":150"#,
+        r#","input_tokens":800,"output_tokens":150"#,
     );
     call(&mut t, "x", T0 + 1, 200, r#","images":3"#);
-    call(
-        &mut t,
-        "x",
-        T0 + 2,
-        200,
-        r#","batch":true,"job_id":"batch_1","input_tokens":4000"#,
-    );
+    let batch = |t: &mut Tracker, id: &str, ts: i64, status: u16, tokens: u64| {
+        let extra = format!(r#","batch":true,"job_id":"{id}","input_tokens":{tokens}"#);
+        call(t, "x", ts, status, &extra)
+    };
+    batch(&mut t, "batch_1", T0 + 2, 200, 4000);
     let o = snap(&t, T0 + 3);
-    assert_eq!(o.usage_of(Dimension::Itpm), Some(4600));
+    assert_eq!(
+        o.usage_of(Dimension::Itpm),
+        Some(800),
+        "a batch's tokens are the queue's"
+    );
     assert_eq!(o.usage_of(Dimension::Otpm), Some(150));
     assert_eq!(o.usage_of(Dimension::Ipm), Some(3));
     assert_eq!(o.usage_of(Dimension::BatchQueueTokens), Some(4000));
@@ -180,26 +182,33 @@ tier = "anthropic"
             .iter()
             .any(|a| a.dimension == Some(Dimension::Itpm))
     );
-    // An output-token 429 names otpm.
-    call(&mut t, "x", T0 + 4, 200, r#","output_tokens":60"#);
-    call(&mut t, "x", T0 + 5, 429, "");
-    // itpm is past its limit too and comes first in the order of judging: a fresh org
-    // over otpm only shows the otpm cause.
-    let o = snap(&t, T0 + 6);
-    assert_eq!(o.apps[0].rate_limited[Cause::Itpm.index()], 1);
-    // The batch's end frees the queue.
-    feed(
-        &mut t,
-        &format!(
-            r#"{{"org":"acme","ts":{},"kind":"job_completed","job_id":"batch_1"}}"#,
-            T0 + 7
-        ),
-        T0 + 7,
-    );
-    assert_eq!(
-        snap(&t, T0 + 8).usage_of(Dimension::BatchQueueTokens),
-        Some(0)
-    );
+    // The queue full: a batch refused is explained by it, a call by its own windows.
+    batch(&mut t, "batch_2", T0 + 4, 200, 1000);
+    batch(&mut t, "batch_3", T0 + 5, 429, 10);
+    call(&mut t, "x", T0 + 6, 200, r#","output_tokens":60"#);
+    call(&mut t, "x", T0 + 7, 429, "");
+    let causes = snap(&t, T0 + 8).apps[0].rate_limited;
+    assert_eq!(causes[Cause::BatchQueueTokens.index()], 1);
+    assert_eq!(causes[Cause::Otpm.index()], 1, "210 of 200 output tokens");
+    // A batch also reported as a job: its end frees the queue and the slot.
+    let job = |t: &mut Tracker, kind: &str, ts: i64| {
+        let json = format!(r#"{{"org":"acme","ts":{ts},"kind":"{kind}","job_id":"batch_1"}}"#);
+        feed(t, &json, ts)
+    };
+    job(&mut t, "job_started", T0 + 9);
+    assert_eq!(snap(&t, T0 + 9).jobs_in_flight, 1);
+    job(&mut t, "job_completed", T0 + 10);
+    let o = snap(&t, T0 + 11);
+    assert_eq!(o.usage_of(Dimension::BatchQueueTokens), Some(1000));
+    assert_eq!(o.jobs_in_flight, 0);
+    // A batch without its id counts as a request, with a field error.
+    let parsed = parse_event(
+        br#"{"org":"acme","status":200,"batch":true,"input_tokens":5}"#,
+        &ParseContext::default(),
+    )
+    .unwrap();
+    assert!(!parsed.event.batch);
+    assert_eq!(parsed.field_errors.len(), 1);
 }
 
 #[test]

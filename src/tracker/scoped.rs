@@ -24,16 +24,22 @@ const SCOPE_DIMS: [Dimension; 8] = [
 
 impl Org {
     /// Windows a 429 at `ts` may be explained by beyond the org's requests, daily and
-    /// concurrency: its token and image windows, then those of model scope `scope`.
-    pub(super) fn other_windows(&self, ts: i64, scope: Option<usize>) -> Vec<Other> {
+    /// concurrency: its token and image windows (for a `batch` submission, its batch queue
+    /// instead), then those of model scope `scope`.
+    pub(super) fn other_windows(&self, ts: i64, scope: Option<usize>, batch: bool) -> Vec<Other> {
         let mut out = Vec::new();
-        for dim in [
-            Dimension::Tpm,
-            Dimension::Tpd,
-            Dimension::Ipm,
-            Dimension::Itpm,
-            Dimension::Otpm,
-        ] {
+        let own: &[Dimension] = if batch {
+            &[Dimension::BatchQueueTokens]
+        } else {
+            &[
+                Dimension::Tpm,
+                Dimension::Tpd,
+                Dimension::Ipm,
+                Dimension::Itpm,
+                Dimension::Otpm,
+            ]
+        };
+        for &dim in own {
             let limit = dim.limit(&self.limits);
             if let (true, Some(cause)) = (limit > 0, Cause::of_dimension(dim)) {
                 out.push((cause, self.usage_at(dim, ts), limit, false));
@@ -43,7 +49,10 @@ impl Org {
             let limits = s.limits();
             for dim in SCOPE_DIMS {
                 let limit = dim.limit(&limits);
-                if let (true, Some(cause)) = (limit > 0, Cause::of_dimension(dim)) {
+                // A batch is refused for its queue, a call for its windows.
+                let asked = (dim == Dimension::BatchQueueTokens) == batch
+                    || matches!(dim, Dimension::Rpm | Dimension::Daily);
+                if let (true, true, Some(cause)) = (asked, limit > 0, Cause::of_dimension(dim)) {
                     let usage = s.meter.usage_at(dim, ts, limits.daily_window);
                     out.push((cause, usage, limit, true));
                 }
