@@ -548,6 +548,55 @@ async fn the_poller_imports_follows_keeps_the_last_values_and_alerts() {
     assert!(!a.contains(KEY), "the key in an alert");
 }
 
+/// A poll that runs longer than `failing_after` (a slow admin API, many pages): the alert
+/// fires while it still runs, not when it ends.
+#[tokio::test]
+async fn failing_fires_while_a_slow_poll_still_runs() {
+    let (base, fake) = fake_admin_api().await;
+    fake.lock().unwrap().mode = Some(Mode::Hang);
+    let mut s = source(
+        LimitSourceKind::Openai,
+        LimitScope::Project("proj_1".into()),
+        &base,
+    );
+    // The hang (5 s) is within the timeout; failing_after (700 ms) is far shorter.
+    s.config.timeout_ms = 10_000;
+    let mut registry = prometheus_client::registry::Registry::with_prefix("ratewarden");
+    let metrics = LimitSourceMetrics::register(&mut registry);
+    let alerts: Arc<Mutex<Vec<Transition>>> = Arc::default();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let started = Instant::now();
+    let poller = tokio::spawn(run(
+        vec![s],
+        client(),
+        Arc::new(SystemClock),
+        metrics,
+        |_| {},
+        {
+            let alerts = alerts.clone();
+            move |t| alerts.lock().unwrap().push(t)
+        },
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    eventually("LimitSourceFailing during the poll", || {
+        alerts
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|t| t.alert == AlertName::LimitSourceFailing && t.status == Status::Firing)
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "fired after {:?}, not while the 5 s poll ran",
+        started.elapsed()
+    );
+    let _ = stop.send(());
+    poller.await.unwrap();
+}
+
 mod common;
 
 /// The daemon itself: a project's limits imported at start into its model scopes (shown as

@@ -142,7 +142,16 @@ impl Poller {
         now: impl Fn() -> i64,
     ) -> (Option<SourcedLimits>, Option<Transition>) {
         let result = fetch(&self.source, client).await;
-        let now_ms = now();
+        self.take(result, now())
+    }
+
+    /// Takes the result of a poll (of [`fetch`] on [`Poller::source`]) that ended at `now_ms`:
+    /// see [`Poller::poll`].
+    pub fn take(
+        &mut self,
+        result: Result<SourcedLimits, FetchError>,
+        now_ms: i64,
+    ) -> (Option<SourcedLimits>, Option<Transition>) {
         let (name, org) = (
             self.source.config.kind.source_name(),
             &self.source.config.org,
@@ -238,7 +247,25 @@ async fn poll_forever<L, A>(
     let interval = Duration::from_millis(poller.source().config.interval_ms.max(1) as u64);
     loop {
         let next_poll = tokio::time::Instant::now() + interval;
-        let (limits, resolved) = poller.poll(&client, || clock.now_ms()).await;
+        // A poll may take long (a slow admin API, many pages): the health is judged while it
+        // runs, so `LimitSourceFailing` fires on time however long the poll takes.
+        let source = poller.source().clone();
+        let fetching = fetch(&source, &client);
+        tokio::pin!(fetching);
+        let result = loop {
+            let wake = poller.fires_at().map_or(Duration::from_secs(3600), |at| {
+                Duration::from_millis(at.saturating_sub(clock.now_ms()).max(1) as u64)
+            });
+            tokio::select! {
+                r = &mut fetching => break r,
+                () = tokio::time::sleep(wake) => {
+                    if let Some(t) = poller.judge(clock.now_ms()) {
+                        on_alert(t);
+                    }
+                }
+            }
+        };
+        let (limits, resolved) = poller.take(result, clock.now_ms());
         if let Some(l) = limits {
             on_limits(l);
         }
