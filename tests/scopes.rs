@@ -201,9 +201,22 @@ fn two_models_fill_separately_live_and_keep_their_counts_across_a_restart() {
             .contains("acme's gpt-image-1 at 100% of its 3 rpm"),
         "{alerts}"
     );
+    assert_eq!(
+        m(
+            r#"ratewarden_alerts_firing{org="acme",model="gpt-image-1",alert="UsageHigh",dimension="rpm",severity="critical"}"#
+        ),
+        Some(1.0)
+    );
     let status = run(&["status", "--server", &d.base], dir.path());
     let text = String::from_utf8_lossy(&status.stdout);
-    assert!(text.contains("model gpt-image-1"), "{text}");
+    assert!(
+        text.contains("model gpt-image-1") && text.contains("ipm 3/4"),
+        "{text}"
+    );
+    assert!(
+        text.contains(" 100 "),
+        "PEAK% counts the scope at 100 %: {text}"
+    );
 
     // A restart keeps what the scope counted (journal and snapshot alike).
     assert_eq!(d.terminate(Duration::from_secs(15)), Some(0));

@@ -34,11 +34,20 @@ pub fn render(v: &Value) -> String {
     if orgs.is_empty() {
         return "no orgs seen yet\n".to_string();
     }
+    // The busiest limit of the org or of any of its model scopes.
     let util = |o: &Value| {
-        o["utilization"]
-            .as_object()
-            .map(|m| m.values().filter_map(Value::as_f64).fold(0.0, f64::max))
-            .unwrap_or(0.0)
+        let of = |v: &Value| {
+            v["utilization"]
+                .as_object()
+                .map(|m| m.values().filter_map(Value::as_f64).fold(0.0, f64::max))
+                .unwrap_or(0.0)
+        };
+        o["models"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(of)
+            .fold(of(o), f64::max)
     };
     orgs.sort_by(|a, b| util(b).total_cmp(&util(a)));
     let width = orgs
@@ -86,13 +95,22 @@ pub fn render(v: &Value) -> String {
                 .as_object()
                 .map(|s| s.values().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
+            // rpm and daily always, then every other dimension the scope limits.
+            let others: Vec<String> = m["limits"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(d, _)| d.as_str())
+                .filter(|d| !matches!(*d, "rpm" | "daily"))
+                .map(|d| format!("  {d} {}", cell(m, d)))
+                .collect();
             let _ = writeln!(
                 out,
-                "  model {:<w2$}  rpm {:>11}  daily {:>13}  tpm {:>13}  source {}",
+                "  model {:<w2$}  rpm {:>11}  daily {:>13}{}  source {}",
                 m["model"].as_str().unwrap_or("?"),
                 cell(m, "rpm"),
                 cell(m, "daily"),
-                cell(m, "tpm"),
+                others.concat(),
                 if sources.is_empty() {
                     "config".to_string()
                 } else {

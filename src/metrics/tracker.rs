@@ -317,7 +317,8 @@ impl TrackerFamilies {
         }
 
         // Several apps of one org can storm at once; the label set has no app, so sum them.
-        let mut firing: BTreeMap<[(&str, &str); 4], i64> = BTreeMap::new();
+        // A model scope's alert has its `model` label (as its scope's series do).
+        let mut firing: BTreeMap<([(&str, &str); 4], Option<&str>), i64> = BTreeMap::new();
         for a in s.orgs.iter().flat_map(|o| &o.alerts) {
             let labels = [
                 ("org", &*a.org),
@@ -325,11 +326,17 @@ impl TrackerFamilies {
                 ("dimension", a.dimension.map_or("", |d| d.as_str())),
                 ("severity", a.severity.as_str()),
             ];
-            *firing.entry(labels).or_default() += 1;
+            *firing.entry((labels, a.model.as_deref())).or_default() += 1;
         }
         let mut alerts = fam("alerts_firing", "Alerts firing now", Type::Gauge);
-        for (labels, n) in &firing {
-            alerts.int(labels, *n);
+        for ((labels, model), n) in &firing {
+            match model {
+                None => alerts.int(labels, *n),
+                Some(m) => {
+                    let [org, alert, dimension, severity] = *labels;
+                    alerts.int(&[org, ("model", m), alert, dimension, severity], *n);
+                }
+            }
         }
         let mut overflow = fam(
             "series_overflow",
