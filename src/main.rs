@@ -469,6 +469,13 @@ fn command(command: Command) -> Result<ExitCode, Failed> {
             files,
         } => {
             let config = load(config.as_ref())?;
+            if !config.limit_sources.is_empty() {
+                // Offline means offline: no admin API is asked, and the report says so.
+                eprintln!(
+                    "replay: [[limit_sources]] are not polled offline; the configured limits apply \
+                     (a model a source adds as a scope counts against its org only)"
+                );
+            }
             let mut opts = replay::Options::new(files);
             opts.format = format;
             opts.line_format = line_format;

@@ -291,7 +291,14 @@ impl Tracker {
                 }
             }
         }
-        if !ev.upstream.is_empty() {
+        // A provider's headers describe the limits of the model called (OpenAI's are per
+        // model): those of a request in a model scope are that scope's, not the org's, and
+        // are not held against the org's limits.
+        let scoped = org
+            .extended
+            .as_ref()
+            .is_some_and(|x| x.scope_of(ev.model.as_deref()).is_some());
+        if !ev.upstream.is_empty() && !scoped {
             org.note_upstream(ts, &ev.upstream, s, out);
         }
         true

@@ -430,3 +430,22 @@ fn a_source_entry_for_the_scope_name_wins_over_one_for_a_dated_id() {
         );
     }
 }
+
+#[test]
+fn headers_of_a_scoped_model_are_not_held_against_the_org() {
+    let mut t = tracker(OPENAI);
+    let headers =
+        r#","headers":{"x-ratelimit-limit-requests":"3","x-ratelimit-remaining-requests":"2"}"#;
+    let out = call(&mut t, "gpt-4o", T0, 200, headers);
+    assert!(
+        !out.iter().any(|t| t.alert == AlertName::LimitMismatch),
+        "gpt-4o's 3 rpm is its scope's, not the org's 100: {out:?}"
+    );
+    assert!(snap(&t, T0).upstream.is_empty());
+    // The same headers on a model in no scope are the org's.
+    let out = call(&mut t, "o3", T0 + 1, 200, headers);
+    assert!(
+        out.iter().any(|t| t.alert == AlertName::LimitMismatch),
+        "{out:?}"
+    );
+}
