@@ -80,7 +80,9 @@ impl Secrets {
         self
     }
 
-    /// `text` with every secret replaced by `[redacted]`.
+    /// `text` with every secret replaced by `[redacted]`. A text that still holds one in an
+    /// encoded form (JSON `\uXXXX` or `\/` escapes, `%XX`: an answer that echoes the request
+    /// as JSON) is withheld whole, since its parts could not be told apart.
     pub fn scrub(&self, text: &str) -> String {
         let mut out = text.to_string();
         for s in &self.0 {
@@ -88,8 +90,47 @@ impl Secrets {
                 out = out.replace(s.as_str(), SCRUBBED);
             }
         }
+        if !self.0.is_empty() && (out.contains('\\') || out.contains('%')) {
+            let plain = unescaped(&out);
+            if self.0.iter().any(|s| plain.contains(s.as_str())) {
+                return WITHHELD.to_string();
+            }
+        }
         out
     }
+}
+
+/// What an answer is quoted as when it holds a secret in an encoded form.
+const WITHHELD: &str = "[answer withheld: it holds a secret in an encoded form]";
+
+/// `text` with JSON escapes (`\uXXXX`, `\/`, `\"`, `\\`) and percent escapes decoded, for
+/// looking for secrets; what does not decode stays as it is.
+fn unescaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        let decoded = match c {
+            '\\' => match rest.get(1..2) {
+                Some("u") => rest
+                    .get(2..6)
+                    .and_then(|h| u32::from_str_radix(h, 16).ok())
+                    .and_then(char::from_u32)
+                    .map(|ch| (ch, 6)),
+                Some(e @ ("/" | "\"" | "\\")) => e.chars().next().map(|ch| (ch, 2)),
+                _ => None,
+            },
+            '%' => rest
+                .get(1..3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .filter(u8::is_ascii)
+                .map(|b| (char::from(b), 3)),
+            _ => None,
+        };
+        let (ch, len) = decoded.unwrap_or((c, c.len_utf8()));
+        out.push(ch);
+        rest = &rest[len..];
+    }
+    out
 }
 
 /// An answer's first `max` bytes, read a chunk at a time so that a huge (or endless) answer
@@ -244,6 +285,28 @@ impl Base {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_echoed_in_an_encoded_form_withholds_the_answer() {
+        let secrets = Secrets::default().with("sk-admin-LEAK-42");
+        assert_eq!(
+            secrets.scrub("bad key sk-admin-LEAK-42"),
+            "bad key [redacted]"
+        );
+        for encoded in [
+            r#"{"error":"bad key sk\u002dadmin\u002dLEAK\u002d42"}"#,
+            "bad key sk%2Dadmin%2DLEAK%2D42",
+        ] {
+            assert_eq!(secrets.scrub(encoded), WITHHELD, "{encoded}");
+        }
+        let plain = r#"{"error":"rate limited\u0021", "path":"\/v1\/x", "pct":"100%"}"#;
+        assert_eq!(
+            secrets.scrub(plain),
+            plain,
+            "nothing to hide: quoted as it is"
+        );
+        assert_eq!(unescaped("a\\u00e9b%41\\/%zz\\q"), "aébA/%zz\\q");
+    }
 
     #[test]
     fn urls_are_shown_without_their_secrets() {
