@@ -26,6 +26,9 @@ pub(super) struct TrackerFamilies {
     pub series: MetricsConfig,
 }
 
+/// org, alert, dimension and severity of `alerts_firing`.
+type FiringLabels<'a> = [(&'static str, &'a str); 4];
+
 /// A count as a gauge value: never negative, however large (a saturated window is u64::MAX).
 fn as_gauge(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -318,7 +321,7 @@ impl TrackerFamilies {
 
         // Several apps of one org can storm at once; the label set has no app, so sum them.
         // A model scope's alert has its `model` label (as its scope's series do).
-        let mut firing: BTreeMap<([(&str, &str); 4], Option<&str>), i64> = BTreeMap::new();
+        let mut firing: BTreeMap<(FiringLabels<'_>, Option<&str>), i64> = BTreeMap::new();
         for a in s.orgs.iter().flat_map(|o| &o.alerts) {
             let labels = [
                 ("org", &*a.org),
