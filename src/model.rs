@@ -86,15 +86,16 @@ impl ModelScope {
     }
 }
 
-/// The index of the scope of `scopes` that `model` belongs to most closely
-/// ([`ModelScope::match_rank`]; the first of equals).
+/// The index of the scope of `scopes` that `model` belongs to most closely, and how closely
+/// ([`ModelScope::match_rank`]; the first of equals). A `None` among them (a scope not bound
+/// to the config yet) matches nothing but keeps its index.
 pub fn scope_for<'a>(
-    scopes: impl IntoIterator<Item = &'a ModelScope>,
+    scopes: impl IntoIterator<Item = Option<&'a ModelScope>>,
     model: &str,
 ) -> Option<(usize, usize)> {
     let mut best: Option<(usize, usize)> = None;
     for (i, s) in scopes.into_iter().enumerate() {
-        if let Some(r) = s.match_rank(model)
+        if let Some(r) = s.and_then(|s| s.match_rank(model))
             && best.is_none_or(|(_, b)| r > b)
         {
             best = Some((i, r));

@@ -39,11 +39,7 @@ pub(super) fn start(
     let client = crate::outbound::client(longest, CONNECT_MS)?;
     let (limits, alerts) = (live.clone(), live.clone());
     let stopped = async move {
-        while !*stop.borrow() {
-            if stop.changed().await.is_err() {
-                break;
-            }
-        }
+        let _ = stop.wait_for(|&stopping| stopping).await;
     };
     Ok(Some(tokio::spawn(run(
         sources,

@@ -225,9 +225,16 @@ impl Cause {
     /// others are kept beside them since snapshot format 8.
     pub const LEGACY: usize = 6;
 
+    /// Whether a count of this cause is listed (`/metrics`, replay's report): the causes every
+    /// org can have always, once the app had a 429; those of token, image and batch limits
+    /// once they happened.
+    pub fn listed(self, count: u64) -> bool {
+        self.index() < Cause::LEGACY || count > 0
+    }
+
     /// The cause of a 429 met with `dim` full.
-    pub fn of_dimension(dim: Dimension) -> Option<Cause> {
-        Some(match dim {
+    pub fn of_dimension(dim: Dimension) -> Cause {
+        match dim {
             Dimension::Rpm => Cause::Rpm,
             Dimension::Daily => Cause::Daily,
             Dimension::Concurrency => Cause::Concurrency,
@@ -237,7 +244,7 @@ impl Cause {
             Dimension::Itpm => Cause::Itpm,
             Dimension::Otpm => Cause::Otpm,
             Dimension::BatchQueueTokens => Cause::BatchQueueTokens,
-        })
+        }
     }
 
     /// Label value.

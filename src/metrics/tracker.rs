@@ -236,11 +236,9 @@ impl TrackerFamilies {
                     }
                 }
                 if a.had_429() {
-                    // The causes every org can have are exported together; those of token
-                    // and image limits once they happened.
                     for c in Cause::ALL {
                         let n = a.rate_limited[c.index()];
-                        if c.index() < Cause::LEGACY || n > 0 {
+                        if c.listed(n) {
                             app_l(org, a, Some(("cause", c.as_str())), &mut l);
                             rate_limited.int(&l, n);
                         }

@@ -410,12 +410,11 @@ impl Report {
         self.orgs
             .iter()
             .map(|o| {
-                // The causes every org can have are always listed; those of token and image
-                // limits when they happened (as on /metrics).
+                // The causes listed as on /metrics (`Cause::listed`).
                 let causes = |counts: &[u64; Cause::ALL.len()]| -> serde_json::Map<_, _> {
                     Cause::ALL
                         .iter()
-                        .filter(|c| c.index() < Cause::LEGACY || counts[c.index()] > 0)
+                        .filter(|c| c.listed(counts[c.index()]))
                         .map(|c| (c.as_str().to_string(), json!(counts[c.index()])))
                         .collect()
                 };

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 
 use crate::detect::Transition;
+use crate::model::Dimension;
 use crate::offpeak::OffPeak;
 use crate::tracker::OrgSnapshot;
 
@@ -17,41 +18,17 @@ pub fn usage(orgs: &[OrgSnapshot], grants: &HashMap<Arc<str>, (u64, u64)>) -> Va
 
 pub(super) fn org(o: &OrgSnapshot, (reservations, leases): (u64, u64)) -> Value {
     let obj = |pairs: Vec<(String, Value)>| Value::Object(pairs.into_iter().collect::<Map<_, _>>());
-    let limits = obj(o
-        .limits
-        .iter()
-        .map(|(d, v)| (d.to_string(), json!(v)))
-        .collect());
-    let usage = obj(o
-        .usage
-        .iter()
-        .map(|(d, v)| (d.to_string(), json!(v)))
-        .collect());
-    let utilization = obj(o
-        .limits
-        .iter()
-        .map(|&(d, l)| {
-            let u = o.usage_of(d).unwrap_or(0);
-            (d.to_string(), json!(u as f64 / l as f64))
-        })
-        .collect());
-    let headroom = obj(o
-        .headroom_seconds
-        .iter()
-        .map(|(d, h)| (d.to_string(), json!(h)))
-        .collect());
-    let sources = obj(o
-        .limits
-        .iter()
-        .map(|(d, _)| {
-            let from = if o.learned.contains(d) {
-                "upstream"
-            } else {
-                "config"
-            };
-            (d.to_string(), json!(from))
-        })
-        .collect());
+    let limits = per_dimension(&o.limits);
+    let usage = per_dimension(&o.usage);
+    let utilization = utilization(&o.limits, &o.usage);
+    let headroom = per_dimension(&o.headroom_seconds);
+    let sources = sources(&o.limits, |d| {
+        if o.learned.contains(&d) {
+            "upstream"
+        } else {
+            "config"
+        }
+    });
     let upstream = obj(o
         .upstream
         .iter()
@@ -87,26 +64,17 @@ pub(super) fn org(o: &OrgSnapshot, (reservations, leases): (u64, u64)) -> Value 
 
 /// One model scope of an org in `/v1/usage`.
 fn model(m: &crate::tracker::ScopeSnapshot) -> Value {
-    let pairs = |v: &[(crate::model::Dimension, u64)]| {
-        v.iter()
-            .map(|(d, n)| (d.to_string(), json!(n)))
-            .collect::<Map<_, _>>()
-    };
-    let usage_of = |d| m.usage.iter().find(|(x, _)| *x == d).map_or(0, |(_, v)| *v);
     json!({
         "model": &*m.model,
         "match": m.models.iter().map(|s| &**s).collect::<Vec<_>>(),
-        "limits": pairs(&m.limits),
-        "sources": m.limits.iter().map(|(d, _)| {
-            let from = match &m.source {
-                Some(s) if m.sourced.contains(d) => &**s,
-                _ => "config",
-            };
-            (d.to_string(), json!(from))
-        }).collect::<Map<_, _>>(),
-        "usage": pairs(&m.usage),
-        "utilization": m.limits.iter().map(|&(d, l)| (d.to_string(), json!(usage_of(d) as f64 / l as f64))).collect::<Map<_, _>>(),
-        "headroom_seconds": m.headroom_seconds.iter().map(|(d, h)| (d.to_string(), json!(h))).collect::<Map<_, _>>(),
+        "limits": per_dimension(&m.limits),
+        "sources": sources(&m.limits, |d| match &m.source {
+            Some(s) if m.sourced.contains(&d) => s,
+            _ => "config",
+        }),
+        "usage": per_dimension(&m.usage),
+        "utilization": utilization(&m.limits, &m.usage),
+        "headroom_seconds": per_dimension(&m.headroom_seconds),
         "rate_limited": m.rate_limited.iter().map(|(app, counts)| {
             let causes: Map<_, _> = crate::detect::Cause::ALL
                 .into_iter()
@@ -116,6 +84,37 @@ fn model(m: &crate::tracker::ScopeSnapshot) -> Value {
             (app.to_string(), Value::Object(causes))
         }).collect::<Map<_, _>>(),
     })
+}
+
+/// `{"rpm": value, ...}` of per-dimension values.
+fn per_dimension<T: serde::Serialize>(values: &[(Dimension, T)]) -> Value {
+    Value::Object(
+        values
+            .iter()
+            .map(|(d, v)| (d.to_string(), json!(v)))
+            .collect(),
+    )
+}
+
+/// Usage over limit of each limited dimension.
+fn utilization(limits: &[(Dimension, u64)], usage: &[(Dimension, u64)]) -> Value {
+    let used = |d| usage.iter().find(|(x, _)| *x == d).map_or(0, |(_, v)| *v);
+    Value::Object(
+        limits
+            .iter()
+            .map(|&(d, l)| (d.to_string(), json!(used(d) as f64 / l as f64)))
+            .collect(),
+    )
+}
+
+/// Where each limit comes from (`from`: `config`, `upstream`, a limit source's name).
+fn sources<'a>(limits: &[(Dimension, u64)], from: impl Fn(Dimension) -> &'a str) -> Value {
+    Value::Object(
+        limits
+            .iter()
+            .map(|&(d, _)| (d.to_string(), json!(from(d))))
+            .collect(),
+    )
 }
 
 /// One entry of `GET /v1/alerts`: the notification body of the alert's current state.

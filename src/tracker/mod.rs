@@ -177,7 +177,7 @@ impl Tracker {
                 true,
                 &self.settings,
             );
-            org.set_scopes(self.scopes_for_new(name));
+            org.set_scopes(self.scopes_of_org(name));
             let i = self.orgs.len();
             self.index.insert(org.name.clone(), i);
             self.orgs.push(org);
@@ -294,11 +294,12 @@ impl Tracker {
         // A provider's headers describe the limits of the model called (OpenAI's are per
         // model): those of a request in a model scope are that scope's, not the org's, and
         // are not held against the org's limits.
-        let scoped = org
-            .extended
-            .as_ref()
-            .is_some_and(|x| x.scope_of(ev.model.as_deref()).is_some());
-        if !ev.upstream.is_empty() && !scoped {
+        let scoped = |org: &Org| {
+            org.extended
+                .as_ref()
+                .is_some_and(|x| x.scope_of(ev.model.as_deref()).is_some())
+        };
+        if !ev.upstream.is_empty() && !scoped(org) {
             org.note_upstream(ts, &ev.upstream, s, out);
         }
         true

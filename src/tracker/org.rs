@@ -239,10 +239,7 @@ impl Org {
     /// Requests in the daily window at `ts`: the rolling 24 h, or the calendar day so far
     /// (`daily_window`).
     pub(super) fn daily_count(&self, ts: i64) -> u64 {
-        match self.limits.daily_window.day_of(ts) {
-            None => self.daily.count_at(minute(ts)),
-            Some((start, _)) => self.daily.count_between(minute(start), minute(ts)),
-        }
+        daily_count(&self.daily, self.limits.daily_window, ts)
     }
 
     /// The highest daily count from `ts` to `present` (a late request raised each window
@@ -255,14 +252,6 @@ impl Org {
             Some((start, end)) => self
                 .daily
                 .count_between(minute(start), minute(present.min(end - 1))),
-        }
-    }
-
-    /// Whether a request at `ts` is in the daily window at `present`.
-    fn daily_holds(&self, ts: i64, present: i64) -> bool {
-        match self.limits.daily_window.day_of(present) {
-            None => minute(ts) > minute(present) - DAILY_WIDTH as i64,
-            Some((start, _)) => ts >= start,
         }
     }
 
@@ -403,17 +392,16 @@ impl Org {
         if self.alerting {
             // Current-state alerts follow the present. A late event is judged there only for
             // the dimensions whose present value it changed (it fell inside their window).
-            let now_holds =
-                |width: usize, bucket: fn(i64) -> i64| bucket(ts) > bucket(present) - width as i64;
             let tokens = ev.tokens.is_some();
+            let window = self.limits.daily_window;
             let judged = [
-                (Dimension::Rpm, now_holds(RPM_WIDTH, sec)),
-                (Dimension::Tpm, tokens && now_holds(RPM_WIDTH, sec)),
-                (Dimension::Daily, self.daily_holds(ts, present)),
-                (Dimension::Tpd, tokens && now_holds(DAILY_WIDTH, minute)),
+                (Dimension::Rpm, true),
+                (Dimension::Tpm, tokens),
+                (Dimension::Daily, true),
+                (Dimension::Tpd, tokens),
             ];
-            for (dim, changed) in judged {
-                if changed {
+            for (dim, counted) in judged {
+                if counted && in_window(dim, ts, present, window) {
                     let usage = self.usage_at(dim, present);
                     self.judge(dim, usage, present, s, out);
                 }
@@ -666,11 +654,7 @@ impl Org {
                 return Some(((self.jobs.in_flight() as u64) < limit).then_some(0));
             }
             Dimension::Rpm => self.rpm.frees_at(sec(now), limit) * 1_000,
-            Dimension::Daily => match self.limits.daily_window.day_of(now) {
-                Some((_, end)) if self.daily_count(now) >= limit => end,
-                Some(_) => now,
-                None => self.daily.frees_at(minute(now), limit) * 60_000,
-            },
+            Dimension::Daily => daily_frees_at(&self.daily, self.limits.daily_window, limit, now),
             Dimension::Tpm => tokens.map_or(now, |t| t.tpm.frees_at(sec(now), limit) * 1_000),
             Dimension::Tpd => tokens.map_or(now, |t| t.tpd.frees_at(minute(now), limit) * 60_000),
             _ => {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::detect::Cause;
 use crate::detect::alerts::UsageAlerts;
 use crate::events::Event;
-use crate::model::{DailyWindow, Dimension, Limits, ModelScope};
+use crate::model::{DailyWindow, Dimension, Limits, ModelScope, scope_for};
 
 use super::settings::*;
 use super::window::Window;
@@ -138,10 +138,7 @@ impl Meter {
         let (s, m) = (sec(ts), minute(ts));
         match dim {
             Dimension::Rpm => self.rpm.count_at(s),
-            Dimension::Daily => match window.day_of(ts) {
-                None => self.daily.count_at(m),
-                Some((start, _)) => self.daily.count_between(minute(start), m),
-            },
+            Dimension::Daily => daily_count(&self.daily, window, ts),
             Dimension::Concurrency => 0,
             Dimension::Tpm => self.tpm.count_at(s),
             Dimension::Tpd => self.tpd.count_at(m),
@@ -171,11 +168,7 @@ impl Meter {
                 return Some((self.batches.tokens < limit).then_some(0));
             }
             Dimension::Rpm => self.rpm.frees_at(s, limit) * 1_000,
-            Dimension::Daily => match limits.daily_window.day_of(now) {
-                Some((_, end)) if self.usage_at(dim, now, limits.daily_window) >= limit => end,
-                Some(_) => now,
-                None => self.daily.frees_at(m, limit) * 60_000,
-            },
+            Dimension::Daily => daily_frees_at(&self.daily, limits.daily_window, limit, now),
             Dimension::Tpm => self.tpm.frees_at(s, limit) * 1_000,
             Dimension::Tpd => self.tpd.frees_at(m, limit) * 60_000,
             Dimension::Ipm => self.ipm.frees_at(s, limit) * 1_000,
@@ -183,18 +176,6 @@ impl Meter {
             Dimension::Otpm => self.otpm.frees_at(s, limit) * 1_000,
         };
         Some(Some(((frees_at_ms - now).max(0) as u64).div_ceil(1_000)))
-    }
-
-    /// Whether a request at `ts` is in `dim`'s window at `present` (a late one may not be).
-    fn holds(dim: Dimension, ts: i64, present: i64, window: DailyWindow) -> bool {
-        match dim {
-            Dimension::Daily | Dimension::Tpd => match window.day_of(present) {
-                Some((start, _)) if dim == Dimension::Daily => ts >= start,
-                _ => minute(ts) > minute(present) - DAILY_WIDTH as i64,
-            },
-            Dimension::BatchQueueTokens => true,
-            _ => sec(ts) > sec(present) - RPM_WIDTH as i64,
-        }
     }
 }
 
@@ -245,16 +226,8 @@ pub(super) struct Extended {
 impl Extended {
     /// The index of the scope `model` belongs to.
     pub(super) fn scope_of(&self, model: Option<&str>) -> Option<usize> {
-        let model = model?;
-        let mut best: Option<(usize, usize)> = None;
-        for (i, s) in self.scopes.iter().enumerate() {
-            if let Some(r) = s.config.as_ref().and_then(|c| c.match_rank(model))
-                && best.is_none_or(|(_, b)| r > b)
-            {
-                best = Some((i, r));
-            }
-        }
-        best.map(|(i, _)| i)
+        let configs = self.scopes.iter().map(|s| s.config.as_deref());
+        scope_for(configs, model?).map(|(i, _)| i)
     }
 
     /// Counts request `ev` at `ts` in the org's own meter and in scope `scope`'s.
@@ -356,11 +329,6 @@ impl Extended {
                 .scopes
                 .iter()
                 .any(|s| s.alerts.any_active() || !s.meter.batches.held.is_empty())
-    }
-
-    /// Whether a request at `ts` is in `dim`'s window at `present`.
-    pub(super) fn holds(dim: Dimension, ts: i64, present: i64, window: DailyWindow) -> bool {
-        Meter::holds(dim, ts, present, window)
     }
 }
 

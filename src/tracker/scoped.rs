@@ -4,11 +4,12 @@
 
 use super::Org;
 use super::report::ScopeSnapshot;
-use super::scope::Extended;
-use super::settings::Settings;
-use crate::detect::alerts::Now;
+
+use super::scope::Meter;
+use super::settings::{Settings, in_window};
+use crate::detect::alerts::{Now, UsageAlerts};
 use crate::detect::{Cause, Other, Transition};
-use crate::model::Dimension;
+use crate::model::{Dimension, Limits};
 
 /// The dimensions a model scope counts (all but concurrency, which is the org's).
 const SCOPE_DIMS: [Dimension; 8] = [
@@ -41,8 +42,13 @@ impl Org {
         };
         for &dim in own {
             let limit = dim.limit(&self.limits);
-            if let (true, Some(cause)) = (limit > 0, Cause::of_dimension(dim)) {
-                out.push((cause, self.usage_at(dim, ts), limit, false));
+            if limit > 0 {
+                out.push((
+                    Cause::of_dimension(dim),
+                    self.usage_at(dim, ts),
+                    limit,
+                    false,
+                ));
             }
         }
         if let Some(s) = scope.and_then(|i| self.extended.as_ref()?.scopes.get(i)) {
@@ -52,9 +58,9 @@ impl Org {
                 // A batch is refused for its queue, a call for its windows.
                 let asked = (dim == Dimension::BatchQueueTokens) == batch
                     || matches!(dim, Dimension::Rpm | Dimension::Daily);
-                if let (true, true, Some(cause)) = (asked, limit > 0, Cause::of_dimension(dim)) {
+                if asked && limit > 0 {
                     let usage = s.meter.usage_at(dim, ts, limits.daily_window);
-                    out.push((cause, usage, limit, true));
+                    out.push((Cause::of_dimension(dim), usage, limit, true));
                 }
             }
         }
@@ -76,7 +82,7 @@ impl Org {
         };
         let rules = s.rules.for_org(&self.name);
         let window = self.limits.daily_window;
-        let holds = |dim| after.is_none_or(|(ts, _)| Extended::holds(dim, ts, present, window));
+        let holds = |dim| after.is_none_or(|(ts, _)| in_window(dim, ts, present, window));
         for dim in &Dimension::ALL[Dimension::LEGACY..] {
             let limit = dim.limit(&self.limits);
             if limit > 0 && holds(*dim) {
@@ -93,8 +99,8 @@ impl Org {
             let limits = scope.limits();
             for dim in SCOPE_DIMS {
                 let limit = dim.limit(&limits);
-                let counted = after
-                    .is_none_or(|(ts, _)| Extended::holds(dim, ts, present, limits.daily_window));
+                let counted =
+                    after.is_none_or(|(ts, _)| in_window(dim, ts, present, limits.daily_window));
                 if limit > 0 && counted {
                     let usage = scope.meter.usage_at(dim, present, limits.daily_window);
                     scope.alerts.usage(
@@ -118,21 +124,9 @@ impl Org {
             return;
         };
         let rules = s.rules.for_org(&self.name);
-        let window = self.limits.daily_window;
-        let usage = |dim: Dimension| x.own.usage_at(dim, now, window);
-        let limit = |dim: Dimension| dim.limit(&self.limits);
-        let at = Now {
-            usage: &usage,
-            limit: &limit,
-            burst: None,
-            stuck: 0,
-            storms: Vec::new(),
-        };
-        x.own_alerts.active(&self.name, None, &at, now, rules, out);
-        for scope in &x.scopes {
-            let limits = scope.limits();
-            let usage = |dim: Dimension| scope.meter.usage_at(dim, now, limits.daily_window);
-            let limit = |dim: Dimension| dim.limit(&limits);
+        let firing = |meter: &Meter, alerts: &UsageAlerts, model, limits: &Limits, out: &mut _| {
+            let usage = |dim: Dimension| meter.usage_at(dim, now, limits.daily_window);
+            let limit = |dim: Dimension| dim.limit(limits);
             let at = Now {
                 usage: &usage,
                 limit: &limit,
@@ -140,9 +134,17 @@ impl Org {
                 stuck: 0,
                 storms: Vec::new(),
             };
-            scope
-                .alerts
-                .active(&self.name, Some(&scope.name), &at, now, rules, out);
+            alerts.active(&self.name, model, &at, now, rules, out);
+        };
+        firing(&x.own, &x.own_alerts, None, &self.limits, out);
+        for scope in &x.scopes {
+            firing(
+                &scope.meter,
+                &scope.alerts,
+                Some(&scope.name),
+                &scope.limits(),
+                out,
+            );
         }
     }
 
@@ -170,10 +172,7 @@ impl Org {
                     source: config.and_then(|c| c.source.clone()),
                     sourced: config.map_or_else(Vec::new, |c| c.sourced.clone()),
                     model: scope.name.clone(),
-                    models: scope
-                        .config
-                        .as_ref()
-                        .map_or_else(Vec::new, |c| c.models.clone()),
+                    models: config.map_or_else(Vec::new, |c| c.models.clone()),
                     usage: dims
                         .clone()
                         .map(|d| (d, scope.meter.usage_at(d, now, limits.daily_window)))

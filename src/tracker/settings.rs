@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use crate::config::{AlertsConfig, Config, DetectConfig};
 use crate::detect::alerts::AlertRules;
-use crate::model::Limits;
+use crate::model::{DailyWindow, Dimension, Limits};
+
+use super::window::Window;
 
 /// Seconds in an rpm window: the current one and the 60 before (never fewer than 60 s).
 pub(super) const RPM_WIDTH: usize = 61;
@@ -32,6 +34,47 @@ pub(super) fn sec(ts: i64) -> i64 {
 
 pub(super) fn minute(ts: i64) -> i64 {
     ts.div_euclid(60_000)
+}
+
+/// Requests of `daily` (minute buckets) in the daily window at `ts`: the rolling 24 h, or
+/// the calendar day so far (`daily_window`).
+pub(super) fn daily_count(daily: &Window<u32>, window: DailyWindow, ts: i64) -> u64 {
+    match window.day_of(ts) {
+        None => daily.count_at(minute(ts)),
+        Some((start, _)) => daily.count_between(minute(start), minute(ts)),
+    }
+}
+
+/// When one more request fits `limit` in the daily window at `now`, Unix ms: as the rolling
+/// 24 h frees up, or at the end of a full calendar day.
+pub(super) fn daily_frees_at(
+    daily: &Window<u32>,
+    window: DailyWindow,
+    limit: u64,
+    now: i64,
+) -> i64 {
+    match window.day_of(now) {
+        Some((_, end)) if daily_count(daily, window, now) >= limit => end,
+        Some(_) => now,
+        None => daily.frees_at(minute(now), limit) * 60_000,
+    }
+}
+
+/// Whether a request at `ts` is in `dim`'s window at `present` (a late one may have left
+/// it): the rolling minute, the rolling 24 h, or for `daily` its calendar day (`window`);
+/// what the batch queue and concurrency hold does not pass with time.
+pub(super) fn in_window(dim: Dimension, ts: i64, present: i64, window: DailyWindow) -> bool {
+    match dim {
+        Dimension::Daily => match window.day_of(present) {
+            Some((start, _)) => ts >= start,
+            None => minute(ts) > minute(present) - DAILY_WIDTH as i64,
+        },
+        Dimension::Tpd => minute(ts) > minute(present) - DAILY_WIDTH as i64,
+        Dimension::Concurrency | Dimension::BatchQueueTokens => true,
+        Dimension::Rpm | Dimension::Tpm | Dimension::Ipm | Dimension::Itpm | Dimension::Otpm => {
+            sec(ts) > sec(present) - RPM_WIDTH as i64
+        }
+    }
 }
 
 /// What the tracker needs from the config, copied once.

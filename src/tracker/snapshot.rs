@@ -255,7 +255,7 @@ impl Tracker {
                 None => (t.settings.default_tier.clone(), t.settings.default_limits),
             };
             let scopes = t.scopes_of_org(&org.name);
-            org.rebind(tier, limits, &scopes, true, &t.settings);
+            org.rebind(tier, limits, scopes, true, &t.settings);
             match t.index.get(&org.name) {
                 Some(&at) => t.orgs[at] = org,
                 None => {

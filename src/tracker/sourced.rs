@@ -48,11 +48,14 @@ impl Tracker {
 
     /// The configured scopes of `org` with `sourced` laid over.
     fn overlaid(&self, org: &str, sourced: &SourcedLimits) -> Vec<Arc<ModelScope>> {
-        let configured = self
-            .config_scopes
+        overlay(self.configured_scopes(org), sourced)
+    }
+
+    /// The model scopes the config gives `org`: its own for a configured org, else its tier's.
+    fn configured_scopes(&self, org: &str) -> &[Arc<ModelScope>] {
+        self.config_scopes
             .get(org)
-            .map_or(&self.settings.default_models, |v| v);
-        overlay(configured, sourced)
+            .map_or(&self.settings.default_models, |v| v)
     }
 
     /// The last good poll of each org's source, for the snapshot: a restart puts them in force
@@ -65,28 +68,17 @@ impl Tracker {
     /// config: see [`Tracker::scopes_of_org`]).
     pub(super) fn restore_polled(&mut self, polled: Vec<SourcedLimits>) {
         for p in polled {
-            let org: Arc<str> = p.org.as_str().into();
-            let scopes = self.overlaid(&org, &p);
-            self.sourced.insert(org.clone(), scopes);
-            self.polled.insert(org, p);
+            // No org holds state yet: nothing is dropped, nothing resolved.
+            self.set_sourced_limits(&p, i64::MIN, &mut Vec::new());
         }
     }
 
-    /// The model scopes `org` is bound to: a source's over the config's, else the config's
-    /// (its own for a configured org, else its tier's).
-    pub(super) fn scopes_of_org(&self, org: &str) -> Vec<Arc<ModelScope>> {
-        self.sourced
-            .get(org)
-            .or_else(|| self.config_scopes.get(org))
-            .unwrap_or(&self.settings.default_models)
-            .clone()
-    }
-
-    /// The model scopes an org first seen now starts with: a source's, else its tier's.
-    pub(super) fn scopes_for_new(&self, org: &str) -> &[Arc<ModelScope>] {
-        self.sourced
-            .get(org)
-            .map_or(&self.settings.default_models, |v| v)
+    /// The model scopes `org` is bound to: a source's over the config's, else the config's.
+    pub(super) fn scopes_of_org(&self, org: &str) -> &[Arc<ModelScope>] {
+        match self.sourced.get(org) {
+            Some(s) => s,
+            None => self.configured_scopes(org),
+        }
     }
 
     /// Keeps a `LimitSourceFailing` transition: firing ones are listed with the org's alerts
@@ -127,7 +119,7 @@ fn overlay(configured: &[Arc<ModelScope>], sourced: &SourcedLimits) -> Vec<Arc<M
         let closest = entry
             .models
             .iter()
-            .filter_map(|m| scope_for(&out, m))
+            .filter_map(|m| scope_for(out.iter().map(Some), m))
             .max_by_key(|&(_, rank)| rank);
         match closest {
             Some((i, rank)) => {
