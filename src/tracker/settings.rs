@@ -1,5 +1,6 @@
-//! What the tracker takes from the config, and the sizes every part of it shares (window
-//! widths and slack, caps per org).
+//! What the tracker takes from the config, and what every part of it shares: window widths
+//! and slack, caps per org, and the arithmetic of the daily window (rolling or calendar) for
+//! an org and its model scopes alike.
 
 use std::sync::Arc;
 
