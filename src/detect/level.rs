@@ -4,6 +4,8 @@
 //! Comparisons are in integers: usage × 10 000 against threshold (basis points) × limit, so
 //! `0.70 − 0.05` is exactly 6 500 and never `0.6499999999999999`.
 
+use crate::model::OptMs;
+
 /// What an evaluation changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
@@ -18,6 +20,8 @@ pub enum Change {
 }
 
 /// The state of one threshold alert.
+///
+/// Fields are stored in this order (serde): it is part of the snapshot format.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct LevelAlert {
     /// 0 = not firing, else 1-based index into the thresholds.
@@ -25,7 +29,7 @@ pub struct LevelAlert {
     /// When the current firing began (event time, ms).
     started_ms: i64,
     /// Since when each level's condition has held (for `for`).
-    pending: [Option<i64>; 2],
+    pending: [OptMs; 2],
     /// Highest level of the current (or last) firing.
     peak: u8,
 }
@@ -52,7 +56,7 @@ impl LevelAlert {
 
     /// True when firing or waiting out `for` (the clock matters to this alert).
     pub fn is_active(&self) -> bool {
-        self.level > 0 || self.pending.iter().any(Option::is_some)
+        self.level > 0 || self.pending.iter().any(|p| p.is_some())
     }
 
     /// Judges `usage` against `limit` at `ts`. `thresholds` are ascending basis points (at
@@ -73,12 +77,13 @@ impl LevelAlert {
         let mut target = 0u8;
         for (i, &bp) in thresholds.iter().enumerate().take(self.pending.len()) {
             if at_least(usage, limit, bp) {
-                let since = *self.pending[i].get_or_insert(ts);
+                let since = self.pending[i].get().unwrap_or(ts);
+                self.pending[i] = OptMs::new(Some(since));
                 if ts - since >= for_ms {
                     target = i as u8 + 1;
                 }
             } else {
-                self.pending[i] = None;
+                self.pending[i] = OptMs::NONE;
             }
         }
         if target > self.level {

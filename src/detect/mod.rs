@@ -15,7 +15,7 @@ pub mod source;
 
 use std::sync::Arc;
 
-use crate::model::{AlertName, Dimension, Severity};
+use crate::model::{AlertName, Dimension, OptMs, Severity};
 
 /// Whether a transition starts or ends firing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -342,16 +342,16 @@ pub fn classify_429(i: &CauseInputs<'_>) -> Explained {
 #[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct RetryState {
     /// Time of the last 429 seen.
-    last_429_ms: Option<i64>,
+    last_429_ms: OptMs,
     /// Requests before this time (and after the 429) violate its Retry-After.
     retry_until_ms: i64,
     /// 429s in a row.
     consecutive_429: u32,
     /// Storm firing since.
-    storm_since: Option<i64>,
+    storm_since: OptMs,
     /// Time of the newest response seen; an older one arrives late and does not change
     /// the run of 429s (it was not part of it when it happened).
-    last_response_ms: Option<i64>,
+    last_response_ms: OptMs,
 }
 
 /// A change of the retry-storm alert.
@@ -375,23 +375,24 @@ impl RetryState {
         storm_since: Option<i64>,
     ) -> RetryState {
         RetryState {
-            last_429_ms,
+            last_429_ms: OptMs::new(last_429_ms),
             retry_until_ms,
             consecutive_429,
-            storm_since,
-            last_response_ms: None,
+            storm_since: OptMs::new(storm_since),
+            last_response_ms: OptMs::NONE,
         }
     }
 
     /// True if a request at `ts` came before the Retry-After of the last 429 elapsed.
     pub fn is_violation(&self, ts: i64) -> bool {
         self.last_429_ms
+            .get()
             .is_some_and(|t| ts > t && ts < self.retry_until_ms)
     }
 
     /// True while a storm is firing.
     pub fn storming(&self) -> Option<i64> {
-        self.storm_since
+        self.storm_since.get()
     }
 
     /// Consecutive 429s so far.
@@ -401,8 +402,8 @@ impl RetryState {
 
     /// Records the Retry-After of a 429 at `ts` (the newest 429 decides the window).
     pub fn note_retry_after(&mut self, ts: i64, status: Option<u16>, retry_after_ms: Option<i64>) {
-        if status == Some(429) && self.last_429_ms.is_none_or(|t| ts >= t) {
-            self.last_429_ms = Some(ts);
+        if status == Some(429) && self.last_429_ms.get().is_none_or(|t| ts >= t) {
+            self.last_429_ms = OptMs::new(Some(ts));
             self.retry_until_ms = ts + retry_after_ms.unwrap_or(0);
         }
     }
@@ -412,24 +413,23 @@ impl RetryState {
     /// extend a run of 429s it was not part of, a late 200 does not end a storm that began
     /// after it).
     pub fn on_response(&mut self, ts: i64, status: Option<u16>, storm_after: u32) -> Option<Storm> {
-        if status.is_none() || self.last_response_ms.is_some_and(|t| ts < t) {
+        if status.is_none() || self.last_response_ms.get().is_some_and(|t| ts < t) {
             return None;
         }
-        self.last_response_ms = Some(ts);
+        self.last_response_ms = OptMs::new(Some(ts));
         match status {
             Some(429) => {
                 self.consecutive_429 = self.consecutive_429.saturating_add(1);
-                if self.consecutive_429 >= storm_after && self.storm_since.is_none() {
-                    self.storm_since = Some(ts);
+                if self.consecutive_429 >= storm_after && !self.storm_since.is_some() {
+                    self.storm_since = OptMs::new(Some(ts));
                     return Some(Storm::Fired(self.consecutive_429));
                 }
                 None
             }
             Some(_) => {
                 self.consecutive_429 = 0;
-                self.storm_since
-                    .take()
-                    .map(|since| Storm::Resolved { since })
+                let since = std::mem::take(&mut self.storm_since).get();
+                since.map(|since| Storm::Resolved { since })
             }
             None => None,
         }

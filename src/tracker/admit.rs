@@ -418,7 +418,8 @@ impl Org {
             if self.jobs.in_flight() as u64 >= cap {
                 let released = self
                     .jobs
-                    .oldest_start()
+                    .get_mut()
+                    .and_then(|j| j.oldest_start())
                     .map(|t| t.saturating_add(s.detect.release_after_ms));
                 let at = match (released, first_lease_expiry) {
                     (Some(a), Some(b)) => a.min(b),
@@ -496,7 +497,7 @@ impl Org {
         s: &Settings,
         out: &mut Vec<Transition>,
     ) {
-        let Some(job) = self.jobs.finish(id) else {
+        let Some(job) = self.jobs.get_mut().and_then(|j| j.finish(id)) else {
             return;
         };
         self.release_slot(&job);
@@ -504,7 +505,7 @@ impl Org {
             self.jobs_finished[JobOutcome::TimedOut as usize] += 1;
         }
         let floor = self.present_ms.saturating_sub(HORIZON_MS);
-        self.concurrency
+        self.concurrency_mut(s)
             .end(job.started_ms, now.max(job.started_ms), floor);
         if self.alerting {
             let in_flight = self.jobs.in_flight() as u64;

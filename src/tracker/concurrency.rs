@@ -44,6 +44,11 @@ impl PeakConcurrency {
         }
     }
 
+    /// True when it holds nothing: no peak, no start or end waiting for the horizon.
+    pub fn is_empty(&self) -> bool {
+        self.settled == 0 && self.pending.is_empty() && self.ended.is_empty()
+    }
+
     /// Bounds the memory: at most `cap` pending starts and `cap` ended jobs.
     pub fn set_cap(&mut self, cap: usize) {
         self.cap = cap.max(16);

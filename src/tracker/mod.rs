@@ -22,6 +22,7 @@ mod answer;
 pub mod concurrency;
 pub mod dedupe;
 pub mod jobs;
+mod lazy;
 mod org;
 mod reconcile;
 mod report;
@@ -261,7 +262,7 @@ impl Tracker {
                     .and_then(|(lease, h)| h.job.as_ref().map(|(id, _)| (lease, id)));
                 let ok = matches!(ev.status, Some(200..=299));
                 if let (Some((lease, held_as)), Some(id), true) = (lease_job, &ev.job_id, ok)
-                    && org.jobs.rename(held_as, id)
+                    && org.jobs.get_mut().is_some_and(|j| j.rename(held_as, id))
                 {
                     self.reservations.rename_job(lease, id);
                 }
@@ -468,7 +469,12 @@ impl Tracker {
     /// gives the slot back. Errors say why not.
     pub fn attach(&mut self, lease: &str, job_id: &str) -> Result<(), AttachError> {
         let (oi, held_as) = self.attachable(lease, job_id)?;
-        if *held_as != *job_id && !self.orgs[oi].jobs.rename(&held_as, job_id) {
+        if *held_as != *job_id
+            && !self.orgs[oi]
+                .jobs
+                .get_mut()
+                .is_some_and(|j| j.rename(&held_as, job_id))
+        {
             return Err(AttachError::JobInFlight);
         }
         self.reservations.rename_job(lease, job_id);

@@ -12,10 +12,11 @@ use crate::model::{DailyWindow, Dimension, Limits, ModelScope, OVERFLOW};
 
 use super::concurrency::{EarlyEnds, HORIZON_MS, PeakConcurrency};
 use super::jobs::{self, DurationHistogram, JobOutcome, Jobs, Start};
+use super::lazy::Lazy;
 use super::report::{Overflow, Peaks};
 use super::scope::{Extended, Scope};
 use super::settings::*;
-use super::upstream::{LegacyReport, Upstream};
+use super::upstream::{LegacyReports, Upstream};
 use super::window::Window;
 
 /// Token windows, allocated only for orgs that have token limits or send token counts.
@@ -75,7 +76,7 @@ pub struct Org {
     pub(super) rpm: Window<u32>,
     pub(super) daily: Window<u32>,
     pub(super) tokens: Option<Box<TokenWindows>>,
-    pub(super) jobs: Jobs,
+    pub(super) jobs: Lazy<Jobs>,
     pub(super) apps: Vec<App>,
     #[serde(skip)]
     pub(super) app_index: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
@@ -84,7 +85,7 @@ pub struct Org {
     pub(super) job_duration: DurationHistogram,
     /// Where snapshot formats up to 6 kept the upstream's requests and tokens reports;
     /// empty since (format 7 stores [`Org::upstream`] after the state).
-    pub(super) legacy_upstream: [Option<LegacyReport>; 2],
+    pub(super) legacy_upstream: LegacyReports,
     /// What the upstream reports of its limits, once it has.
     #[serde(skip)]
     pub(super) upstream: Option<Box<Upstream>>,
@@ -98,9 +99,9 @@ pub struct Org {
     /// transition before one already made, and only changes what it changes now.
     pub(super) present_ms: i64,
     /// Jobs in flight at each job start, for the peak, whatever order job events arrive in.
-    pub(super) concurrency: PeakConcurrency,
+    pub(super) concurrency: Lazy<PeakConcurrency>,
     /// Job ends that arrived before their starts.
-    pub(super) early_ends: EarlyEnds,
+    pub(super) early_ends: Lazy<EarlyEnds>,
     /// Dimensions past the first five and model scopes, when it has any (format 8 stores
     /// them after the state).
     #[serde(skip)]
@@ -124,21 +125,21 @@ impl Org {
             rpm: Window::new(RPM_WIDTH, RPM_SLACK),
             daily: Window::new(DAILY_WIDTH, DAILY_SLACK),
             tokens: None,
-            jobs: Jobs::new(job_cap(s, &limits)),
+            jobs: Lazy::default(),
             apps: Vec::new(),
             app_index: HashMap::default(),
             overflow_app: None,
             jobs_finished: [0; JobOutcome::ALL.len()],
             job_duration: DurationHistogram::default(),
-            legacy_upstream: [None; 2],
+            legacy_upstream: LegacyReports::default(),
             upstream: None,
             ever_stuck: 0,
             peaks: Peaks::default(),
             burst: Burst::default(),
             alerts: OrgAlerts::default(),
             present_ms: i64::MIN,
-            concurrency: PeakConcurrency::default(),
-            early_ends: EarlyEnds::default(),
+            concurrency: Lazy::default(),
+            early_ends: Lazy::default(),
             extended: None,
         };
         // What follows from the limits (burst threshold, caps, windows) is set in one place.
@@ -155,9 +156,12 @@ impl Org {
         } else {
             None
         };
-        self.jobs.set_max(job_cap(s, &limits));
-        self.concurrency
-            .set_cap(job_cap(s, &limits).saturating_mul(2));
+        if let Some(jobs) = self.jobs.get_mut() {
+            jobs.set_max(job_cap(s, &limits));
+        }
+        if let Some(c) = self.concurrency.get_mut() {
+            c.set_cap(job_cap(s, &limits).saturating_mul(2));
+        }
         if limits.daily_window != DailyWindow::Rolling {
             self.daily.hold_at_least(CALENDAR_SPAN);
         }
@@ -261,8 +265,12 @@ impl Org {
         if ts > self.present_ms {
             self.present_ms = ts;
             let floor = ts.saturating_sub(HORIZON_MS);
-            self.concurrency.settle(floor);
-            self.early_ends.expire(floor);
+            if let Some(c) = self.concurrency.get_mut() {
+                c.settle(floor);
+            }
+            if let Some(e) = self.early_ends.get_mut() {
+                e.expire(floor);
+            }
         }
         self.present_ms
     }
@@ -496,7 +504,8 @@ impl Org {
         let d = &s.detect;
         // A job that ended before its start arrived, or started so long ago that it would
         // have been released by now: counted as what it was, never holding a slot now.
-        let finished = match self.early_ends.take(id) {
+        let early = self.early_ends.get_mut().and_then(|e| e.take(id));
+        let finished = match early {
             Some((end, outcome)) => Some((end.max(ts), outcome)),
             None if ts.saturating_add(d.release_after_ms) <= present => {
                 Some((ts + d.release_after_ms, JobOutcome::TimedOut))
@@ -513,25 +522,41 @@ impl Org {
                 self.ever_stuck += 1;
             }
             let others = self.jobs.in_flight_at(ts) as u64;
-            self.concurrency.start(ts, Some(end), others, floor);
+            self.concurrency_mut(s).start(ts, Some(end), others, floor);
             return;
         }
-        match self.jobs.start(id, ai as u32, ts) {
+        match self.jobs_mut(s).start(id, ai as u32, ts) {
             Start::Duplicate => return,
             Start::Started => {}
             Start::Evicted(old) => {
                 overflow.jobs += 1;
                 self.release_slot(&old);
-                self.concurrency.end(old.started_ms, ts, floor);
+                self.concurrency_mut(s).end(old.started_ms, ts, floor);
             }
         }
         self.apps[ai].in_flight += 1;
         let in_flight = self.jobs.in_flight() as u64;
         let others = (self.jobs.in_flight_at(ts) as u64).saturating_sub(1);
-        self.concurrency.start(ts, None, others, floor);
+        self.concurrency_mut(s).start(ts, None, others, floor);
         if self.alerting {
             self.judge(Dimension::Concurrency, in_flight, present, s, out);
         }
+    }
+
+    /// The org's jobs, made (with the cap its limits give) at its first job.
+    pub(super) fn jobs_mut(&mut self, s: &Settings) -> &mut Jobs {
+        let cap = job_cap(s, &self.limits);
+        self.jobs.get_or_insert_with(|| Jobs::new(cap))
+    }
+
+    /// The org's peak concurrency, made (with its bound) at its first job.
+    pub(super) fn concurrency_mut(&mut self, s: &Settings) -> &mut PeakConcurrency {
+        let cap = job_cap(s, &self.limits).saturating_mul(2);
+        self.concurrency.get_or_insert_with(|| {
+            let mut c = PeakConcurrency::default();
+            c.set_cap(cap);
+            c
+        })
     }
 
     /// Frees the app's slot of a job that left `jobs`.
@@ -557,14 +582,19 @@ impl Org {
         if batch && self.alerting {
             self.judge_extended(None, present, s, out);
         }
-        let Some(job) = self.jobs.finish(id) else {
+        let Some(job) = self.jobs.get_mut().and_then(|j| j.finish(id)) else {
             if batch {
                 return;
             }
             // Its start may still come (another shipper, a later file): remembered for the
             // horizon so that start is a finished job, not one in flight forever.
             if ts >= floor {
-                self.early_ends.note(id, ts, outcome, EARLY_ENDS_PER_ORG);
+                self.early_ends.get_or_insert_with(EarlyEnds::default).note(
+                    id,
+                    ts,
+                    outcome,
+                    EARLY_ENDS_PER_ORG,
+                );
             }
             tracing::debug!(org = %self.name, job_id = id, "finishing event for a job not in flight");
             return;
@@ -573,7 +603,7 @@ impl Org {
         self.jobs_finished[outcome as usize] += 1;
         self.job_duration
             .observe(&s.job_buckets, (ts - job.started_ms).max(0) as f64 / 1000.0);
-        self.concurrency.end(job.started_ms, ts, floor);
+        self.concurrency_mut(s).end(job.started_ms, ts, floor);
         if self.alerting {
             let in_flight = self.jobs.in_flight() as u64;
             self.judge(Dimension::Concurrency, in_flight, present, s, out);
@@ -592,10 +622,12 @@ impl Org {
     /// slot (timed out), as of `now`.
     pub(super) fn release_due(&mut self, now: i64, s: &Settings) {
         let d = &s.detect;
-        if self.jobs.in_flight() > 0 {
+        if let Some(jobs) = self.jobs.get_mut()
+            && jobs.in_flight() > 0
+        {
             let mut newly_stuck = 0;
             let mut released = Vec::new();
-            self.jobs.advance(
+            jobs.advance(
                 now,
                 d.stuck_after_ms,
                 d.release_after_ms,
@@ -609,7 +641,8 @@ impl Org {
                 self.jobs_finished[JobOutcome::TimedOut as usize] += 1;
                 // It stopped holding a slot when it became due, whenever the clock noticed.
                 let due = job.started_ms.saturating_add(d.release_after_ms);
-                self.concurrency.end(job.started_ms, due.min(now), floor);
+                self.concurrency_mut(s)
+                    .end(job.started_ms, due.min(now), floor);
             }
         }
     }

@@ -239,8 +239,7 @@ impl Tracker {
             }
         }
         for (i, mut org) in state.orgs.into_iter().enumerate() {
-            if org.legacy_upstream.iter().any(Option::is_some) {
-                let legacy = std::mem::take(&mut org.legacy_upstream);
+            if let Some(legacy) = org.legacy_upstream.take() {
                 org.upstream = Some(Box::new(Upstream::from_legacy(&legacy, Limits::default())));
             }
             if Some(i) == state.overflow_org || &*org.name == OVERFLOW {
@@ -360,7 +359,7 @@ mod v2 {
                 org.rpm = o.rpm;
                 org.daily = o.daily;
                 org.tokens = o.tokens;
-                org.jobs = o.jobs;
+                org.jobs = crate::tracker::lazy::Lazy::new(o.jobs);
                 org.apps = o
                     .apps
                     .into_iter()
@@ -386,7 +385,8 @@ mod v2 {
                 // Without a reported limit or reset, the remaining count stands as reported.
                 org.legacy_upstream = o
                     .upstream_remaining
-                    .map(|r| r.map(|(ts_ms, remaining)| LegacyReport::from_v2(ts_ms, remaining)));
+                    .map(|r| r.map(|(ts_ms, remaining)| LegacyReport::from_v2(ts_ms, remaining)))
+                    .into();
                 org.ever_stuck = o.ever_stuck;
                 org.peaks = o.peaks;
                 let burst_until = if o.burst.is_open() {

@@ -187,6 +187,37 @@ pub struct LegacyReport {
     reset_at_ms: Option<i64>,
 }
 
+/// The requests and tokens reports where snapshot formats up to 6 kept them, boxed: only
+/// such a snapshot fills them, and only until it is converted, so an org pays 8 bytes for
+/// them rather than 96. Stored as the `[Option<LegacyReport>; 2]` of those formats.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LegacyReports(Option<Box<[Option<LegacyReport>; 2]>>);
+
+impl LegacyReports {
+    /// Takes what an older snapshot held, leaving nothing.
+    pub(super) fn take(&mut self) -> Option<[Option<LegacyReport>; 2]> {
+        self.0.take().map(|b| *b)
+    }
+}
+
+impl From<[Option<LegacyReport>; 2]> for LegacyReports {
+    fn from(r: [Option<LegacyReport>; 2]) -> Self {
+        LegacyReports(r.iter().any(Option::is_some).then(|| Box::new(r)))
+    }
+}
+
+impl Serialize for LegacyReports {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.as_deref().copied().unwrap_or([None; 2]).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for LegacyReports {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <[Option<LegacyReport>; 2]>::deserialize(d).map(LegacyReports::from)
+    }
+}
+
 impl LegacyReport {
     /// A report of snapshot format 2: remaining only.
     pub(super) fn from_v2(ts_ms: i64, remaining: u64) -> Self {
