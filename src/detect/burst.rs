@@ -45,6 +45,12 @@ pub struct Burst {
     open: bool,
     /// Episodes opened so far (`bursts_total`).
     pub episodes: u64,
+    /// How many of `recent` are known to be out of the window of the newest request: the
+    /// in-order count walks on from here instead of searching the whole buffer (a binary
+    /// search over thousands of timestamps was a twentieth of replay's time). Any value
+    /// up to the true one is correct, so a restored state starts from 0.
+    #[serde(skip)]
+    outside: usize,
 }
 
 impl Burst {
@@ -67,12 +73,18 @@ impl Burst {
         if in_order {
             self.recent.push_back(ts);
         } else {
-            let pos = self.recent.partition_point(|&x| x <= ts);
-            self.recent.insert(pos, ts);
+            self.insert(ts);
         }
         self.trim(newest.max(ts), window_ms, threshold);
         let count = if in_order {
-            (self.recent.len() - self.recent.partition_point(|&x| x <= ts - window_ms)) as u64
+            // The window's start only moves forward with in-order requests.
+            let cut = ts - window_ms;
+            let mut i = self.outside.min(self.recent.len());
+            while self.recent.get(i).is_some_and(|&x| x <= cut) {
+                i += 1;
+            }
+            self.outside = i;
+            (self.recent.len() - i) as u64
         } else {
             self.count(ts, window_ms)
         };
@@ -92,9 +104,17 @@ impl Burst {
     /// what a late request means for episodes, see `Org::late_burst`).
     pub fn insert_late(&mut self, ts: i64, window_ms: i64, threshold: u64) {
         let newest = self.recent.back().copied().unwrap_or(ts).max(ts);
+        self.insert(ts);
+        self.trim(newest, window_ms, threshold);
+    }
+
+    /// Puts `ts` in its place; one before the known-outside ones is outside too.
+    fn insert(&mut self, ts: i64) {
         let pos = self.recent.partition_point(|&x| x <= ts);
         self.recent.insert(pos, ts);
-        self.trim(newest, window_ms, threshold);
+        if pos < self.outside {
+            self.outside += 1;
+        }
     }
 
     fn trim(&mut self, newest: i64, window_ms: i64, threshold: u64) {
@@ -104,6 +124,7 @@ impl Burst {
             && (front <= keep_after || self.recent.len() > cap)
         {
             self.recent.pop_front();
+            self.outside = self.outside.saturating_sub(1);
         }
     }
 
@@ -219,5 +240,47 @@ mod tests {
             b.record(t, W, 3);
         }
         assert!(b.recent.len() <= 2 * 3 + 1024);
+    }
+
+    proptest::proptest! {
+        /// The in-order count (walked on from where the window started) is the count of the
+        /// requests kept in the window, whatever late requests came between.
+        #[test]
+        fn the_walked_count_is_the_searched_count(
+            steps in proptest::collection::vec((0i64..3_000, 0u8..4), 1..400),
+            threshold in 2u64..40,
+        ) {
+            let mut b = Burst::default();
+            let mut newest = 0i64;
+            for (dt, kind) in steps {
+                if kind == 0 {
+                    // A late request, up to a window and a half back.
+                    b.insert_late(newest - dt * 5, W, threshold);
+                    continue;
+                }
+                newest += dt;
+                let searched = {
+                    let mut copy = Burst { outside: 0, ..b.clone_state() };
+                    copy.recent.push_back(newest);
+                    copy.trim(newest, W, threshold);
+                    copy.count(newest, W)
+                };
+                b.record(newest, W, threshold);
+                proptest::prop_assert_eq!(b.count(newest, W), searched);
+                let walked = (b.recent.len() - b.outside) as u64;
+                proptest::prop_assert_eq!(walked, searched);
+            }
+        }
+    }
+
+    impl Burst {
+        fn clone_state(&self) -> Burst {
+            Burst {
+                recent: self.recent.clone(),
+                open: self.open,
+                episodes: self.episodes,
+                outside: self.outside,
+            }
+        }
     }
 }
