@@ -56,6 +56,12 @@ pub struct Burst {
 impl Burst {
     /// Requests recorded so far with `ts` in `(at − window, at]`.
     pub fn count(&self, at: i64, window_ms: i64) -> u64 {
+        if self.recent.back().is_none_or(|&newest| at >= newest) {
+            // At or after the newest: every request kept is at or before `at`, and those
+            // known to be outside an earlier window are outside this one.
+            let i = self.walk_outside(at - window_ms);
+            return (self.recent.len() - i) as u64;
+        }
         let lo = self.recent.partition_point(|&x| x <= at - window_ms);
         let hi = self.recent.partition_point(|&x| x <= at);
         (hi - lo) as u64
@@ -78,11 +84,7 @@ impl Burst {
         self.trim(newest.max(ts), window_ms, threshold);
         let count = if in_order {
             // The window's start only moves forward with in-order requests.
-            let cut = ts - window_ms;
-            let mut i = self.outside.min(self.recent.len());
-            while self.recent.get(i).is_some_and(|&x| x <= cut) {
-                i += 1;
-            }
+            let i = self.walk_outside(ts - window_ms);
             self.outside = i;
             (self.recent.len() - i) as u64
         } else {
@@ -106,6 +108,16 @@ impl Burst {
         let newest = self.recent.back().copied().unwrap_or(ts).max(ts);
         self.insert(ts);
         self.trim(newest, window_ms, threshold);
+    }
+
+    /// How many of `recent` are at or before `cut`, walked on from the known-outside ones
+    /// (`cut` at least the cut they were found outside of).
+    fn walk_outside(&self, cut: i64) -> usize {
+        let mut i = self.outside.min(self.recent.len());
+        while self.recent.get(i).is_some_and(|&x| x <= cut) {
+            i += 1;
+        }
+        i
     }
 
     /// Puts `ts` in its place; one before the known-outside ones is outside too.
@@ -269,6 +281,11 @@ mod tests {
                 proptest::prop_assert_eq!(b.count(newest, W), searched);
                 let walked = (b.recent.len() - b.outside) as u64;
                 proptest::prop_assert_eq!(walked, searched);
+                // Asked at any time from a window back to one ahead (the clock's ticks).
+                for at in [newest - W, newest - 1, newest, newest + dt, newest + W] {
+                    let brute = b.recent.iter().filter(|&&x| x > at - W && x <= at).count();
+                    proptest::prop_assert_eq!(b.count(at, W), brute as u64);
+                }
             }
         }
     }
