@@ -15,7 +15,8 @@ replay: generates the workload once (../shared/bench/gen_events.py, deterministi
         (an older build) are printed beside, with the ratio new/old.
 scale:  the daemon with its store, at scale: 24 h of traffic for --orgs x --apps (one request
         per org and app every 10 minutes, spread over the last 24 h) posted as NDJSON; then
-        its RSS (VmRSS) and peak (VmHWM), `GET /metrics` size and time (median of 5), and the
+        its RSS (VmRSS) and peak (VmHWM), `GET /metrics` size and time (median of 5), `GET
+        /v1/usage` time with the peak and resident memory after it, and the
         time from a restart after `kill -9` to `/readyz` 200, with the usage checked intact
         (every org's daily usage the same before and after). Then a second daemon with
         500 orgs x 100 apps, one request each (50 000 app series): its RSS.
@@ -219,6 +220,11 @@ def bench_scale_one(binary, args, label):
             sizes.append(len(body))
             times.append(took)
         per_org = body.decode().count('org="org-00001"')
+        # The JSON answers people and `ratewarden status` read, at the same scale: their time,
+        # the peak they push the daemon to and what stays resident after.
+        status, usage_body, usage_s = d.get("/v1/usage")
+        assert status == 200, status
+        usage_rss, usage_peak = settle_rss(d)
         before = daily_by_org(d)
         d.stop(signal.SIGKILL)
         ready = d.start()
@@ -228,6 +234,8 @@ def bench_scale_one(binary, args, label):
         print(f"  [{label}] RSS idle {idle / 1024:.0f} MiB; after the load {rss / 1024:.0f} MiB, peak {peak / 1024:.0f} MiB")
         print(f"  [{label}] GET /metrics {statistics.median(sizes) / 1e6:.2f} MB, "
               f"{statistics.median(times) * 1000:.0f} ms (median of 5), {per_org} series for one org")
+        print(f"  [{label}] GET /v1/usage {len(usage_body) / 1e6:.2f} MB, {usage_s * 1000:.0f} ms; "
+              f"peak RSS then {usage_peak / 1024:.0f} MiB, {usage_rss / 1024:.0f} MiB after")
         print(f"  [{label}] ready {ready:.2f} s after kill -9; usage intact: {intact} "
               f"({len(after):,} orgs, daily total {sum(after.values()):,})")
         d.stop()
@@ -243,7 +251,8 @@ def bench_scale_one(binary, args, label):
         finally:
             d2.stop()
         return {"rss": rss, "peak": peak, "metrics_bytes": statistics.median(sizes),
-                "metrics_s": statistics.median(times), "ready": ready, "rss_apps": rss2}
+                "metrics_s": statistics.median(times), "ready": ready, "rss_apps": rss2,
+                "usage_s": usage_s, "usage_peak": usage_peak, "usage_rss": usage_rss}
     finally:
         d.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -257,7 +266,8 @@ def bench_scale(args):
         print("ratios new/old (lower is better):")
         for k, what in [("rss", "RSS after load"), ("peak", "peak RSS"), ("metrics_bytes", "/metrics size"),
                         ("metrics_s", "/metrics time"), ("ready", "ready after kill -9"),
-                        ("rss_apps", "RSS with 50 000 app series")]:
+                        ("rss_apps", "RSS with 50 000 app series"), ("usage_s", "/v1/usage time"),
+                        ("usage_peak", "peak RSS after /v1/usage"), ("usage_rss", "RSS after /v1/usage")]:
             print(f"  {what:<28} {new[k] / old[k]:6.3f}")
 
 

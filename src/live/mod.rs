@@ -41,7 +41,7 @@ use crate::events::Event;
 use crate::store::{
     BatchRecord, Checkpoint, Commit, FileRef, ItemRecord, OutboxEntry, OutboxUpdate, StateStore,
 };
-use crate::tracker::{Tracker, View};
+use crate::tracker::{OrgSnapshot, Tracker, View};
 use journal::{
     JOURNAL_FORMAT, JOURNAL_HEADER, RecordRef, seal_journal, seal_snapshot, snapshot_buffer,
 };
@@ -337,14 +337,23 @@ impl Live {
 
     /// Every org's snapshot at `now`, taken `SNAPSHOT_SLICE` (256) orgs per hold of the lock, so
     /// that a reader of many orgs (`/v1/usage`, `/metrics`) never holds ingest up for long.
-    pub fn org_snapshots(&self, now: i64, view: View) -> Vec<crate::tracker::OrgSnapshot> {
+    pub fn org_snapshots(&self, now: i64, view: View) -> Vec<OrgSnapshot> {
         let mut all = Vec::new();
+        self.each_org_snapshot(now, view, |o| all.push(o));
+        all
+    }
+
+    /// Each org's snapshot in turn, a slice of orgs at a time under the lock: an answer that
+    /// writes them one by one never holds them all (10 000 orgs' JSON trees peaked at 246 MiB).
+    pub fn each_org_snapshot(&self, now: i64, view: View, mut f: impl FnMut(OrgSnapshot)) {
+        let mut from = 0;
         loop {
-            let part = self.with_tracker(|t| t.snapshot_of(now, all.len(), SNAPSHOT_SLICE, view));
+            let part = self.with_tracker(|t| t.snapshot_of(now, from, SNAPSHOT_SLICE, view));
             let done = part.len() < SNAPSHOT_SLICE;
-            all.extend(part);
+            from += part.len();
+            part.into_iter().for_each(&mut f);
             if done {
-                return all;
+                return;
             }
         }
     }

@@ -12,8 +12,64 @@ use crate::tracker::OrgSnapshot;
 
 /// `GET /v1/usage`; `grants` holds each org's admission grants not yet completed by their
 /// events and the job leases among them.
-pub fn usage(orgs: &[OrgSnapshot], grants: &HashMap<Arc<str>, (u64, u64)>) -> Value {
-    json!({"orgs": orgs.iter().map(|o| org(o, grants.get(&o.org).copied().unwrap_or_default())).collect::<Vec<_>>()})
+///
+/// `{"orgs": [...]}`, each org as [`org`] gives it, in the order `each` hands them over;
+/// written an org at a time, the bytes `serde_json::to_vec` gives for the whole tree.
+pub fn usage_body(
+    grants: &HashMap<Arc<str>, (u64, u64)>,
+    each: impl FnOnce(&mut dyn FnMut(OrgSnapshot)),
+) -> serde_json::Result<Vec<u8>> {
+    let mut out = vec![b'{'];
+    key(&mut out, "orgs", true)?;
+    let mut orgs = ArrayWriter::open(&mut out);
+    let mut result = Ok(());
+    each(&mut |o| {
+        if result.is_ok() {
+            result = orgs.push(&org(&o, grants.get(&o.org).copied().unwrap_or_default()));
+        }
+    });
+    orgs.close();
+    out.push(b'}');
+    result.map(|()| out)
+}
+
+/// A JSON array written element by element into `out`, the bytes `serde_json::to_vec` gives
+/// for the whole array: an answer of 10 000 orgs never holds all their JSON trees at once.
+pub(super) struct ArrayWriter<'o> {
+    out: &'o mut Vec<u8>,
+    first: bool,
+}
+
+impl<'o> ArrayWriter<'o> {
+    /// Opens the array at the end of `out`.
+    pub fn open(out: &'o mut Vec<u8>) -> Self {
+        out.push(b'[');
+        ArrayWriter { out, first: true }
+    }
+
+    /// Appends `v`.
+    pub fn push(&mut self, v: &Value) -> serde_json::Result<()> {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        serde_json::to_writer(&mut *self.out, v)
+    }
+
+    /// Closes the array.
+    pub fn close(self) {
+        self.out.push(b']');
+    }
+}
+
+/// Appends `"key":` (after a comma unless `first`) to the object being written into `out`.
+pub(super) fn key(out: &mut Vec<u8>, key: &str, first: bool) -> serde_json::Result<()> {
+    if !first {
+        out.push(b',');
+    }
+    serde_json::to_writer(&mut *out, key)?;
+    out.push(b':');
+    Ok(())
 }
 
 pub(super) fn org(o: &OrgSnapshot, (reservations, leases): (u64, u64)) -> Value {
@@ -132,4 +188,44 @@ pub fn offpeak(o: &OffPeak, now: i64) -> Value {
         "next_close": s.next_close.map(crate::clock::rfc3339),
         "timezone": o.tz.name(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::events::{ParseContext, parse_event};
+    use crate::tracker::{Tracker, View};
+
+    #[test]
+    fn the_usage_answer_written_org_by_org_is_the_whole_tree_written_at_once() {
+        let config = Config::parse(
+            "[tiers.t]\nrpm = 10\nconcurrency = 2\n[[tiers.t.models]]\nmatch = [\"m\"]\nrpm = 2\n[[orgs]]\nid = \"acme\"\ntier = \"t\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let mut t = Tracker::new(&config);
+        let mut out = Vec::new();
+        let ctx = ParseContext::default();
+        for line in [
+            r#"{"ts":1000,"org":"acme","app":"a","model":"m","status":200}"#,
+            r#"{"ts":2000,"org":"acme","app":"b","status":429,"error_code":"insufficient_quota"}"#,
+            r#"{"ts":3000,"org":"globex","app":"a","status":202,"job_id":"j1"}"#,
+            r#"{"ts":4000,"org":"initech","app":"\u00e9\"x","status":200,"tokens":5}"#,
+        ] {
+            let ev = parse_event(line.as_bytes(), &ctx).unwrap().event;
+            t.apply(&ev, 4000, &mut out);
+        }
+        let orgs = t.snapshot_of(5000, 0, 100, View::Full);
+        assert_eq!(orgs.len(), 3);
+        let grants = HashMap::from([(Arc::from("globex"), (2, 1))]);
+        let whole = json!({"orgs": orgs
+            .iter()
+            .map(|o| org(o, grants.get(&o.org).copied().unwrap_or_default()))
+            .collect::<Vec<_>>()});
+        let streamed = usage_body(&grants, |f| orgs.iter().cloned().for_each(f)).unwrap();
+        assert_eq!(streamed, serde_json::to_vec(&whole).unwrap());
+        let none = usage_body(&grants, |_| {}).unwrap();
+        assert_eq!(none, br#"{"orgs":[]}"#);
+    }
 }

@@ -179,9 +179,10 @@ async fn usage(State(st): State<ApiState>, headers: HeaderMap) -> Result<Respons
     // and ingest must not wait behind it (the tracker lock is taken a slice at a time).
     let body = off_workers("usage", move || {
         let now = live.now_ms();
-        let orgs = live.org_snapshots(now, crate::tracker::View::Full);
         let grants = live.with_tracker(|t| t.reservations().per_org());
-        serde_json::to_vec(&json::usage(&orgs, &grants))
+        json::usage_body(&grants, |f| {
+            live.each_org_snapshot(now, crate::tracker::View::Full, f)
+        })
     })
     .await?;
     Ok(large("application/json", body, permit))
