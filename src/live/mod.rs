@@ -770,9 +770,9 @@ impl crate::metrics::ScrapeSource for Live {
         Some(Live::now_ms(self))
     }
 
-    fn scrape(&self) -> Option<crate::metrics::Scraped> {
+    fn scrape(&self, each: &mut dyn FnMut(OrgSnapshot)) -> Option<crate::metrics::Scraped> {
         let live = self;
-        let now_ms = live.now_ms();
+        live.each_org_snapshot(live.now_ms(), View::Metrics, each);
         let (overflow, new_orgs_refused) =
             live.with_tracker(|t| (t.overflow(), t.new_orgs_refused()));
         Some(crate::metrics::Scraped {
@@ -780,7 +780,6 @@ impl crate::metrics::ScrapeSource for Live {
             store_commit_failures: live.store_failures(),
             cluster_connected: live.cluster_connected(),
             cluster_config_differs: live.cluster_config_differs(),
-            orgs: live.org_snapshots(now_ms, View::Metrics),
             overflow,
             new_orgs_refused,
         })

@@ -495,7 +495,7 @@ mod tests {
         fn now_ms(&self) -> Option<i64> {
             None
         }
-        fn scrape(&self) -> Option<Scraped> {
+        fn scrape(&self, _: &mut dyn FnMut(crate::tracker::OrgSnapshot)) -> Option<Scraped> {
             None
         }
         fn unencodable(&self) -> Vec<(&'static str, u64)> {

@@ -1,5 +1,7 @@
-//! The tracker's families (SPEC §8), read at scrape time from one [`Scraped`] and written
-//! with [`super::text`]: usage, limits, requests, 429 causes, jobs, bursts, alerts, overflow.
+//! The tracker's families (SPEC §8), read at scrape time from the org snapshots a
+//! [`ScrapeSource`] hands over one at a time and the [`super::Scraped`] values it ends with,
+//! and written with [`super::text`]: usage, limits, requests, 429 causes, jobs, bursts,
+//! alerts, overflow.
 //!
 //! Series appear once they have something to say: a request outcome once it happened, the
 //! 429 causes and retry violations of an app once it had a 429 (all at once, so `rate()`
@@ -10,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::source::{ScrapeSource, Scraped};
+use super::source::ScrapeSource;
 use super::text::{Family, Format, Type, le_values};
 use crate::config::MetricsConfig;
 use crate::detect::Cause;
@@ -27,7 +29,7 @@ pub(super) struct TrackerFamilies {
 }
 
 /// org, alert, dimension and severity of `alerts_firing`.
-type FiringLabels<'a> = [(&'static str, &'a str); 4];
+type FiringLabels = (Arc<str>, &'static str, &'static str, &'static str);
 
 /// A count as a gauge value: never negative, however large (a saturated window is u64::MAX).
 fn as_gauge(v: u64) -> i64 {
@@ -108,47 +110,7 @@ fn shows(o: &OrgSnapshot, d: Dimension) -> bool {
 impl TrackerFamilies {
     /// Appends the tracker's families to `out` in `format`; nothing while state recovers.
     pub fn write(&self, out: &mut String, format: Format) {
-        let Some(scraped) = self.source.scrape() else {
-            return;
-        };
-        self.write_scraped(&scraped, format, out);
-    }
-
-    /// One walk over the orgs fills every per-org family, so each org's state is read while
-    /// it is in cache (a family-by-family walk read all 10 000 orgs a dozen times, each time
-    /// from memory); the families are then written in turn.
-    fn write_scraped(&self, s: &Scraped, format: Format, out: &mut String) {
         let fam = |name, help, ty| Family::new(format, name, help, ty);
-        let mut store_writable = fam(
-            "store_writable",
-            "1 while the store commits, 0 after a failed commit (a full disk) until one succeeds",
-            Type::Gauge,
-        );
-        store_writable.int(&[], i64::from(s.store_writable));
-        let mut store_failures = fam(
-            "store_commit_failures",
-            "Store commits that failed; each is retried until the store writes again",
-            Type::Counter,
-        );
-        store_failures.int(&[], s.store_commit_failures);
-        let cluster_connected = s.cluster_connected.map(|up| {
-            let mut f = fam(
-                "cluster_connected",
-                "1 while this replica's shared log (Redis, Valkey) takes and gives entries, 0 while it does not (ingest then answers 503); absent without [cluster]",
-                Type::Gauge,
-            );
-            f.int(&[], i64::from(up));
-            f
-        });
-        let cluster_config_differs = s.cluster_config_differs.map(|n| {
-            let mut f = fam(
-                "cluster_config_differs",
-                "Other replicas, seen in the last minute, whose limits, tiers, orgs, detection or alerts config differs from this one's (their answers differ); absent without [cluster]",
-                Type::Gauge,
-            );
-            f.int(&[], i64::from(n));
-            f
-        });
         let mut requests = fam(
             "requests",
             "Requests seen, of any status, by outcome",
@@ -224,8 +186,15 @@ impl TrackerFamilies {
             Type::Gauge,
         );
 
-        let mut l = Vec::with_capacity(4);
-        for o in &s.orgs {
+        // Several apps of one org can storm at once; the label set has no app, so they are
+        // summed. A model scope's alert has its `model` label (as its scope's series do).
+        let mut firing: BTreeMap<(FiringLabels, Option<Arc<str>>), i64> = BTreeMap::new();
+        // One walk over the orgs fills every per-org family while each org's snapshot is
+        // in cache (a family-by-family walk read them all a dozen times), and an org's
+        // snapshot is dropped once written: the scrape never holds them all.
+        let scraped = self.source.scrape(&mut |o| {
+            let o = &o;
+            let mut l = Vec::with_capacity(4);
             let org = &*o.org;
             for a in &app_counts(o, self.series.per_app) {
                 for out in Outcome::ALL {
@@ -315,28 +284,63 @@ impl TrackerFamilies {
                     drift.int(&labels, v);
                 }
             }
-        }
-
-        // Several apps of one org can storm at once; the label set has no app, so sum them.
-        // A model scope's alert has its `model` label (as its scope's series do).
-        let mut firing: BTreeMap<(FiringLabels<'_>, Option<&str>), i64> = BTreeMap::new();
-        for a in s.orgs.iter().flat_map(|o| &o.alerts) {
-            let labels = [
-                ("org", &*a.org),
-                ("alert", a.alert.as_str()),
-                ("dimension", a.dimension.map_or("", |d| d.as_str())),
-                ("severity", a.severity.as_str()),
-            ];
-            *firing.entry((labels, a.model.as_deref())).or_default() += 1;
-        }
+            for a in &o.alerts {
+                let key = (
+                    (
+                        a.org.clone(),
+                        a.alert.as_str(),
+                        a.dimension.map_or("", |d| d.as_str()),
+                        a.severity.as_str(),
+                    ),
+                    a.model.clone(),
+                );
+                *firing.entry(key).or_default() += 1;
+            }
+        });
+        let Some(s) = scraped else {
+            return;
+        };
+        let mut store_writable = fam(
+            "store_writable",
+            "1 while the store commits, 0 after a failed commit (a full disk) until one succeeds",
+            Type::Gauge,
+        );
+        store_writable.int(&[], i64::from(s.store_writable));
+        let mut store_failures = fam(
+            "store_commit_failures",
+            "Store commits that failed; each is retried until the store writes again",
+            Type::Counter,
+        );
+        store_failures.int(&[], s.store_commit_failures);
+        let cluster_connected = s.cluster_connected.map(|up| {
+            let mut f = fam(
+                "cluster_connected",
+                "1 while this replica's shared log (Redis, Valkey) takes and gives entries, 0 while it does not (ingest then answers 503); absent without [cluster]",
+                Type::Gauge,
+            );
+            f.int(&[], i64::from(up));
+            f
+        });
+        let cluster_config_differs = s.cluster_config_differs.map(|n| {
+            let mut f = fam(
+                "cluster_config_differs",
+                "Other replicas, seen in the last minute, whose limits, tiers, orgs, detection or alerts config differs from this one's (their answers differ); absent without [cluster]",
+                Type::Gauge,
+            );
+            f.int(&[], i64::from(n));
+            f
+        });
         let mut alerts = fam("alerts_firing", "Alerts firing now", Type::Gauge);
-        for ((labels, model), n) in &firing {
+        for (((org, alert, dimension, severity), model), n) in &firing {
+            let [org, alert, dimension, severity] = [
+                ("org", &**org),
+                ("alert", *alert),
+                ("dimension", *dimension),
+                ("severity", *severity),
+            ];
             match model {
-                None => alerts.int(labels, *n),
-                Some(m) => {
-                    let [org, alert, dimension, severity] = *labels;
-                    alerts.int(&[org, ("model", m), alert, dimension, severity], *n);
-                }
+                None => alerts.int(&[org, alert, dimension, severity], *n),
+                Some(m) => alerts.int(&[org, ("model", m), alert, dimension, severity], *n),
             }
         }
         let mut overflow = fam(
