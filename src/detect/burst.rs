@@ -11,6 +11,9 @@ use std::collections::VecDeque;
 /// horizon of the windows (5 minutes).
 const LATENESS_MS: i64 = 300_000;
 
+/// Steps the in-order count walks past the known-outside requests before it searches.
+const WALK_STEPS: usize = 16;
+
 /// The burst threshold for an org: `max(2, ceil(rpm × W/60 s × factor))`, or `None` when the
 /// rpm limit is 0 (no burst detection).
 pub fn burst_threshold(rpm: u64, window_ms: i64, factor: f64) -> Option<u64> {
@@ -56,11 +59,13 @@ pub struct Burst {
 impl Burst {
     /// Requests recorded so far with `ts` in `(at − window, at]`.
     pub fn count(&self, at: i64, window_ms: i64) -> u64 {
-        if self.recent.back().is_none_or(|&newest| at >= newest) {
-            // At or after the newest: every request kept is at or before `at`, and those
-            // known to be outside an earlier window are outside this one.
-            let i = self.walk_outside(at - window_ms);
-            return (self.recent.len() - i) as u64;
+        let cut = at - window_ms;
+        if self.recent.back().is_none_or(|&newest| at >= newest)
+            && self.recent.get(self.outside).is_none_or(|&x| x > cut)
+        {
+            // At or after the newest, and the known-outside requests are exactly those at or
+            // before the cut (those before them are outside any later window too).
+            return (self.recent.len() - self.outside.min(self.recent.len())) as u64;
         }
         let lo = self.recent.partition_point(|&x| x <= at - window_ms);
         let hi = self.recent.partition_point(|&x| x <= at);
@@ -112,12 +117,17 @@ impl Burst {
 
     /// How many of `recent` are at or before `cut`, walked on from the known-outside ones
     /// (`cut` at least the cut they were found outside of).
+    /// A few steps at most: further behind (late requests came since, or a restored state)
+    /// it searches instead, so no count costs more than a search.
     fn walk_outside(&self, cut: i64) -> usize {
         let mut i = self.outside.min(self.recent.len());
-        while self.recent.get(i).is_some_and(|&x| x <= cut) {
-            i += 1;
+        for _ in 0..WALK_STEPS {
+            match self.recent.get(i) {
+                Some(&x) if x <= cut => i += 1,
+                _ => return i,
+            }
         }
-        i
+        self.recent.partition_point(|&x| x <= cut)
     }
 
     /// Puts `ts` in its place; one before the known-outside ones is outside too.
