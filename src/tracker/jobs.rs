@@ -369,6 +369,11 @@ impl Jobs {
         }
     }
 
+    /// True when it holds nothing a new set would not: no job, no sequence number given out.
+    pub fn is_unused(&self) -> bool {
+        self.by_id.is_empty() && self.next_seq == 0
+    }
+
     /// Jobs in flight (holding a concurrency slot).
     pub fn in_flight(&self) -> usize {
         self.by_id.len()
