@@ -205,10 +205,6 @@ impl OrgAlerts {
         rules: &LevelRules,
         out: &mut Vec<Transition>,
     ) {
-        let Some(alert) = self.usage.get_mut(dim.index()) else {
-            return;
-        };
-        let quota = (dim == Dimension::Daily).then_some(&mut self.quota);
         let at = Judged {
             org,
             model: None,
@@ -217,7 +213,7 @@ impl OrgAlerts {
             limit,
             ts,
         };
-        judge_level(alert, quota, &at, rules, out);
+        judge_level(&mut self.usage, &mut self.quota, &at, rules, out);
     }
 
     /// `stuck` jobs in flight longer than `stuck_after` at `ts`: `JobsStuck`.
@@ -317,10 +313,11 @@ struct Judged<'a> {
     ts: i64,
 }
 
-/// `UsageHigh` of one dimension (and `DailyQuotaExhausted` with the daily window's `quota`).
+/// `UsageHigh` of `at.dim` by its alert in `alerts` (one per dimension in [`Dimension::ALL`]
+/// order, as far as they go), and for the daily window `DailyQuotaExhausted` by `quota`.
 fn judge_level(
-    alert: &mut LevelAlert,
-    quota: Option<&mut LevelAlert>,
+    alerts: &mut [LevelAlert],
+    quota: &mut LevelAlert,
     at: &Judged<'_>,
     rules: &LevelRules,
     out: &mut Vec<Transition>,
@@ -333,6 +330,10 @@ fn judge_level(
         limit,
         ts,
     } = *at;
+    let Some(alert) = alerts.get_mut(dim.index()) else {
+        return;
+    };
+    let quota = (dim == Dimension::Daily).then_some(quota);
     if limit == 0 {
         return;
     }
@@ -469,7 +470,6 @@ impl UsageAlerts {
         rules: &LevelRules,
         out: &mut Vec<Transition>,
     ) {
-        let quota = (dim == Dimension::Daily).then_some(&mut self.quota);
         let at = Judged {
             org,
             model,
@@ -478,7 +478,7 @@ impl UsageAlerts {
             limit,
             ts,
         };
-        judge_level(&mut self.usage[dim.index()], quota, &at, rules, out);
+        judge_level(&mut self.usage, &mut self.quota, &at, rules, out);
     }
 
     /// Resolves whatever is active at `ts` because its scope is gone (a limit source no

@@ -394,12 +394,6 @@ mod tests {
     /// A format 4 entry as ratewarden 0.x wrote it: an event with its `ratelimit` values.
     #[test]
     fn format_4_events_read_with_their_ratelimit() {
-        #[allow(clippy::large_enum_variant)]
-        #[derive(Serialize)]
-        enum OldRecord<'a> {
-            Event(OldEvent<'a>),
-            Tick(i64),
-        }
         #[derive(Serialize)]
         struct OldEvent<'a> {
             ts_ms: Option<i64>,
@@ -429,14 +423,8 @@ mod tests {
             request_id: Some("r1"),
             ratelimit: Some((Some(50), Some(0), Some(360_000), None, Some(900), None)),
         };
-        let mut entry = vec![4u8; JOURNAL_HEADER];
-        entry.extend(postcard::to_stdvec(&OldRecord::Event(old)).unwrap());
-        entry.extend(postcard::to_stdvec(&OldRecord::Tick(5)).unwrap());
-        seal_old(&mut entry);
-        let (records, _) = open_journal(&entry).unwrap();
-        let mut seen = Vec::new();
-        let (read, unreadable) = each_record(records, |r| seen.push(r));
-        assert_eq!((read, unreadable), (2, None));
+        let entry = old_entry(4, old, 5);
+        let seen = records_of(&entry);
         let Record::Event(ev) = &seen[0] else {
             panic!("not an event")
         };
@@ -464,12 +452,6 @@ mod tests {
     /// no model or batch flag.
     #[test]
     fn format_5_events_read_without_a_model() {
-        #[allow(clippy::large_enum_variant)]
-        #[derive(Serialize)]
-        enum OldRecord<'a> {
-            Event(OldEvent<'a>),
-            Tick(i64),
-        }
         #[derive(Serialize)]
         struct OldEvent<'a> {
             ts_ms: Option<i64>,
@@ -510,13 +492,8 @@ mod tests {
                 reset_ms: None,
             }],
         };
-        let mut entry = vec![5u8; JOURNAL_HEADER];
-        entry.extend(postcard::to_stdvec(&OldRecord::Event(old)).unwrap());
-        entry.extend(postcard::to_stdvec(&OldRecord::Tick(9)).unwrap());
-        seal_old(&mut entry);
-        let (records, _) = open_journal(&entry).unwrap();
-        let mut seen = Vec::new();
-        assert_eq!(each_record(records, |r| seen.push(r)), (2, None));
+        let entry = old_entry(5, old, 9);
+        let seen = records_of(&entry);
         let Record::Event(ev) = &seen[0] else {
             panic!("not an event")
         };
@@ -534,10 +511,30 @@ mod tests {
         assert!(matches!(seen[1], Record::Tick(9)));
     }
 
-    /// The header a format 4 entry had: [`seal_journal`] seals only the current format.
-    fn seal_old(entry: &mut [u8]) {
+    /// A record as older formats wrote it, around that format's event.
+    #[derive(Serialize)]
+    enum OldRecord<E> {
+        Event(E),
+        Tick(i64),
+    }
+
+    /// An entry of `format` holding `event` and a tick at `tick`, sealed as that format was
+    /// ([`seal_journal`] seals only the current one).
+    fn old_entry(format: u8, event: impl Serialize, tick: i64) -> Vec<u8> {
+        let mut entry = vec![format; JOURNAL_HEADER];
+        entry.extend(postcard::to_stdvec(&OldRecord::Event(event)).unwrap());
+        entry.extend(postcard::to_stdvec(&OldRecord::<()>::Tick(tick)).unwrap());
         entry[5..JOURNAL_HEADER].copy_from_slice(&0u64.to_le_bytes());
         let crc = crc32fast::hash(&entry[5..]);
         entry[1..5].copy_from_slice(&crc.to_le_bytes());
+        entry
+    }
+
+    /// The records of `entry`, every one readable.
+    fn records_of(entry: &[u8]) -> Vec<Record<'_>> {
+        let (records, _) = open_journal(entry).unwrap();
+        let mut seen = Vec::new();
+        assert_eq!(each_record(records, |r| seen.push(r)), (2, None));
+        seen
     }
 }

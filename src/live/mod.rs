@@ -54,7 +54,7 @@ const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(300);
 const MAX_SNAPSHOT_BYTES: usize = 900_000_000;
 /// Past this much journal waiting for the store, intake pauses (HTTP answers 429).
 pub const MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
-/// Orgs snapshotted per hold of the lock by [`Live::org_snapshots`].
+/// Orgs snapshotted per hold of the lock by [`Live::each_org_snapshot`].
 const SNAPSHOT_SLICE: usize = 256;
 /// The writer sleeps at most this long when idle (it is woken on new work).
 const IDLE: Duration = Duration::from_millis(200);
@@ -335,16 +335,10 @@ impl Live {
         f(&self.lock().tracker)
     }
 
-    /// Every org's snapshot at `now`, taken `SNAPSHOT_SLICE` (256) orgs per hold of the lock, so
-    /// that a reader of many orgs (`/v1/usage`, `/metrics`) never holds ingest up for long.
-    pub fn org_snapshots(&self, now: i64, view: View) -> Vec<OrgSnapshot> {
-        let mut all = Vec::new();
-        self.each_org_snapshot(now, view, |o| all.push(o));
-        all
-    }
-
-    /// Each org's snapshot in turn, a slice of orgs at a time under the lock: an answer that
-    /// writes them one by one never holds them all (10 000 orgs' JSON trees peaked at 246 MiB).
+    /// Each org's snapshot at `now` in turn, taken `SNAPSHOT_SLICE` (256) orgs per hold of
+    /// the lock, so that a reader of many orgs (`/v1/usage`, `/metrics`) never holds ingest up
+    /// for long; an answer that writes them one by one never holds them all (10 000 orgs'
+    /// JSON trees peaked at 246 MiB).
     pub fn each_org_snapshot(&self, now: i64, view: View, mut f: impl FnMut(OrgSnapshot)) {
         let mut from = 0;
         loop {

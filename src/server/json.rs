@@ -21,45 +21,36 @@ pub fn usage_body(
 ) -> serde_json::Result<Vec<u8>> {
     let mut out = vec![b'{'];
     key(&mut out, "orgs", true)?;
-    let mut orgs = ArrayWriter::open(&mut out);
-    let mut result = Ok(());
-    each(&mut |o| {
-        if result.is_ok() {
-            result = orgs.push(&org(&o, grants.get(&o.org).copied().unwrap_or_default()));
-        }
-    });
-    orgs.close();
+    write_orgs(&mut out, each, |o| {
+        org(o, grants.get(&o.org).copied().unwrap_or_default())
+    })?;
     out.push(b'}');
-    result.map(|()| out)
+    Ok(out)
 }
 
-/// A JSON array written element by element into `out`, the bytes `serde_json::to_vec` gives
-/// for the whole array: an answer of 10 000 orgs never holds all their JSON trees at once.
-pub(super) struct ArrayWriter<'o> {
-    out: &'o mut Vec<u8>,
-    first: bool,
-}
-
-impl<'o> ArrayWriter<'o> {
-    /// Opens the array at the end of `out`.
-    pub fn open(out: &'o mut Vec<u8>) -> Self {
-        out.push(b'[');
-        ArrayWriter { out, first: true }
-    }
-
-    /// Appends `v`.
-    pub fn push(&mut self, v: &Value) -> serde_json::Result<()> {
-        if !self.first {
-            self.out.push(b',');
+/// Appends the JSON array of `value` of each org `each` hands over, one at a time: the bytes
+/// `serde_json::to_vec` gives for the whole array, but an answer of 10 000 orgs never holds
+/// all their JSON trees at once. After an error the rest are skipped and it is returned.
+pub(super) fn write_orgs(
+    out: &mut Vec<u8>,
+    each: impl FnOnce(&mut dyn FnMut(OrgSnapshot)),
+    value: impl Fn(&OrgSnapshot) -> Value,
+) -> serde_json::Result<()> {
+    out.push(b'[');
+    let mut result = Ok(());
+    let mut first = true;
+    each(&mut |o| {
+        if result.is_err() {
+            return;
         }
-        self.first = false;
-        serde_json::to_writer(&mut *self.out, v)
-    }
-
-    /// Closes the array.
-    pub fn close(self) {
-        self.out.push(b']');
-    }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        result = serde_json::to_writer(&mut *out, &value(&o));
+    });
+    out.push(b']');
+    result
 }
 
 /// Appends `"key":` (after a comma unless `first`) to the object being written into `out`.

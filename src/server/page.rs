@@ -81,20 +81,17 @@ pub(super) async fn status(
         answers::key(&mut out, "offpeak", false)?;
         serde_json::to_writer(&mut out, &answers::offpeak(&offpeak, now))?;
         answers::key(&mut out, "orgs", false)?;
-        let mut orgs = answers::ArrayWriter::open(&mut out);
-        let mut result = Ok(());
-        live.each_org_snapshot(now, crate::tracker::View::Page, |o| {
-            let mut v = answers::org(&o, grants.get(&o.org).copied().unwrap_or_default());
+        let each =
+            |f: &mut dyn FnMut(_)| live.each_org_snapshot(now, crate::tracker::View::Page, f);
+        answers::write_orgs(&mut out, each, |o| {
+            let mut v = answers::org(o, grants.get(&o.org).copied().unwrap_or_default());
             v["thresholds"] = json!(o.thresholds_bp.map(|bp| f64::from(bp) / 10_000.0));
             v["jobs"] = json!({"in_flight": o.jobs_in_flight, "stuck": o.jobs_stuck});
             v["requests_per_minute"] = json!(o.requests_per_minute);
-            if result.is_ok() {
-                result = orgs.push(&v);
-            }
-        });
-        orgs.close();
+            v
+        })?;
         out.push(b'}');
-        result.map(|()| out)
+        Ok::<_, serde_json::Error>(out)
     })
     .await?;
     Ok(large("application/json", body, permit))

@@ -1,5 +1,6 @@
 //! Model scopes and the dimensions past the first five, through the tracker's surface.
 
+use super::tests::feed;
 use super::*;
 use crate::detect::{Cause, Status, Transition};
 use crate::events::{ParseContext, parse_event};
@@ -9,15 +10,6 @@ const T0: i64 = 1_795_788_000_000; // 2026-11-27T14:00:00Z
 
 fn tracker(toml: &str) -> Tracker {
     Tracker::new(&Config::parse(toml, "scopes.toml").unwrap())
-}
-
-fn feed(t: &mut Tracker, json: &str, now: i64) -> Vec<Transition> {
-    let ev = parse_event(json.as_bytes(), &ParseContext::default())
-        .unwrap()
-        .event;
-    let mut out = Vec::new();
-    t.apply(&ev, now, &mut out);
-    out
 }
 
 fn call(t: &mut Tracker, model: &str, ts: i64, status: u16, extra: &str) -> Vec<Transition> {

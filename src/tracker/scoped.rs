@@ -11,17 +11,12 @@ use crate::detect::alerts::{Now, UsageAlerts};
 use crate::detect::{Cause, Other, Transition};
 use crate::model::{Dimension, Limits};
 
-/// The dimensions a model scope counts (all but concurrency, which is the org's).
-const SCOPE_DIMS: [Dimension; 8] = [
-    Dimension::Rpm,
-    Dimension::Daily,
-    Dimension::Tpm,
-    Dimension::Tpd,
-    Dimension::Ipm,
-    Dimension::Itpm,
-    Dimension::Otpm,
-    Dimension::BatchQueueTokens,
-];
+/// The dimensions a model scope counts: all but concurrency, which is the org's.
+fn scope_dims() -> impl Iterator<Item = Dimension> + Clone {
+    Dimension::ALL
+        .into_iter()
+        .filter(|&d| d != Dimension::Concurrency)
+}
 
 impl Org {
     /// Windows a 429 at `ts` may be explained by beyond the org's requests, daily and
@@ -53,7 +48,7 @@ impl Org {
         }
         if let Some(s) = scope.and_then(|i| self.extended.as_ref()?.scopes.get(i)) {
             let limits = s.limits();
-            for dim in SCOPE_DIMS {
+            for dim in scope_dims() {
                 let limit = dim.limit(&limits);
                 // A batch is refused for its queue, a call for its windows.
                 let asked = (dim == Dimension::BatchQueueTokens) == batch
@@ -97,7 +92,7 @@ impl Org {
                 continue;
             }
             let limits = scope.limits();
-            for dim in SCOPE_DIMS {
+            for dim in scope_dims() {
                 let limit = dim.limit(&limits);
                 let counted =
                     after.is_none_or(|(ts, _)| in_window(dim, ts, present, limits.daily_window));
@@ -164,9 +159,8 @@ impl Org {
             })
             .map(|(i, scope)| {
                 let limits = scope.limits();
-                let dims = SCOPE_DIMS
-                    .into_iter()
-                    .filter(|d| d.limit(&limits) > 0 || d.index() < Dimension::LEGACY);
+                let dims =
+                    scope_dims().filter(|d| d.limit(&limits) > 0 || d.index() < Dimension::LEGACY);
                 let config = scope.config.as_deref();
                 ScopeSnapshot {
                     source: config.and_then(|c| c.source.clone()),
@@ -177,8 +171,7 @@ impl Org {
                         .clone()
                         .map(|d| (d, scope.meter.usage_at(d, now, limits.daily_window)))
                         .collect(),
-                    limits: SCOPE_DIMS
-                        .into_iter()
+                    limits: scope_dims()
                         .map(|d| (d, d.limit(&limits)))
                         .filter(|(_, l)| *l > 0)
                         .collect(),

@@ -22,7 +22,7 @@ fn config(extra: &str) -> Config {
 }
 
 /// Applies one JSON event at `now` (the event's own `ts` if it has one).
-fn feed(t: &mut Tracker, json: &str, now: i64) -> Vec<Transition> {
+pub(super) fn feed(t: &mut Tracker, json: &str, now: i64) -> Vec<Transition> {
     let ev = parse_event(json.as_bytes(), &ParseContext::default())
         .unwrap()
         .event;
