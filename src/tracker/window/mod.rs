@@ -11,7 +11,8 @@
 //! ring of every bucket costs 5.8 KB whatever happens. The common operations stay O(1)
 //! amortized: counting at the newest bucket appends or bumps the last entry, moving the head
 //! walks past the entries that leave, and the count at the head is kept. Queries behind the
-//! head (late events) walk the entries. [`dense::Dense`] is the ring this replaced: the
+//! head (late events) walk the entries from the nearer end (varints read backwards too), so
+//! a late event costs the entries newer than it, not the whole day. [`dense::Dense`] is the ring this replaced: the
 //! layout older snapshots hold, and the model the tests check this against.
 
 pub mod dense;
@@ -156,12 +157,91 @@ impl<S: Slot> Window<S> {
 
     /// Every entry held, oldest first.
     fn entries(&self) -> impl Iterator<Item = (i64, u64)> + '_ {
-        let mut c = self.front;
+        self.entries_from(self.front)
+    }
+
+    /// The entries from the one at `c` on, oldest first.
+    fn entries_from(&self, mut c: Cursor) -> impl Iterator<Item = (i64, u64)> + '_ {
         std::iter::from_fn(move || {
             let (b, n, next) = self.entry(c)?;
             c = next;
             Some((b, n))
         })
+    }
+
+    /// Where the bytes end: the cursor after the last entry.
+    fn end(&self) -> Cursor {
+        Cursor {
+            at: self.bytes.len(),
+            prev: if self.last_bucket == i64::MIN {
+                self.front.prev
+            } else {
+                self.last_bucket
+            },
+        }
+    }
+
+    /// The entry before the one at `c` (its bucket, its count and its cursor), if there is
+    /// one held. LEB128 reads backwards: every byte of a varint but its last has the high bit
+    /// set, so a varint ending at `e` starts after the previous byte without it; the entry's
+    /// bucket is `c.prev`, and the one before it is that less its gap.
+    fn before(&self, c: Cursor) -> Option<(i64, u64, Cursor)> {
+        if c.at <= self.front.at {
+            return None;
+        }
+        let start_of = |end: usize| {
+            let mut s = end;
+            while s > self.front.at && self.bytes[s - 1] & 0x80 != 0 {
+                s -= 1;
+            }
+            s
+        };
+        let count_at = start_of(c.at - 1);
+        let gap_at = start_of(count_at - 1);
+        let (mut g, mut n) = (gap_at, count_at);
+        let gap = read(&self.bytes, &mut g) as i64;
+        let count = read(&self.bytes, &mut n);
+        Some((
+            c.prev,
+            count,
+            Cursor {
+                at: gap_at,
+                prev: c.prev - gap,
+            },
+        ))
+    }
+
+    /// The cursor of the first entry at `bucket` or after it (the end when there is none).
+    /// Late events are near the newest entries and queries at the head's window start near
+    /// `inside`: it walks from the front, from `inside` or back from the end, whichever is
+    /// fewer buckets away, so a late event costs the entries after it, not all of them.
+    fn seek(&self, bucket: i64) -> Cursor {
+        let end = self.end();
+        if bucket > end.prev {
+            return end;
+        }
+        let (mut from, mut ahead) = (self.front, bucket - self.front.prev);
+        if self.inside.at < self.bytes.len()
+            && bucket > self.inside.prev
+            && bucket - self.inside.prev < ahead
+        {
+            (from, ahead) = (self.inside, bucket - self.inside.prev);
+        }
+        if end.prev - bucket < ahead {
+            let mut c = end;
+            while let Some((b, _, at)) = self.before(c)
+                && b >= bucket
+            {
+                c = at;
+            }
+            return c;
+        }
+        while let Some((b, _, next)) = self.entry(from)
+            && b < bucket
+        {
+            from = next;
+        }
+        from
     }
 
     /// Moves the head forward to `bucket` (counting nothing): entries leave the window and
@@ -177,10 +257,9 @@ impl<S: Slot> Window<S> {
         {
             self.front = next;
         }
-        if self.inside.at < self.front.at {
-            self.inside = self.front;
-            self.head_sum = self.entries().map(|(_, n)| n as u128).sum();
-        }
+        // Entries left behind by the front are behind the window too: `inside` walks past
+        // them (their bytes stay until `compact`), subtracting each, so a head that jumps
+        // costs the entries it passes, not a sum over every entry.
         let edge = self.head - self.width();
         while let Some((b, n, next)) = self.entry(self.inside)
             && b <= edge
@@ -280,13 +359,8 @@ impl<S: Slot> Window<S> {
     /// Counts `n` at a bucket before the last entry (a late event), in place: the entries
     /// are walked to its place and the bytes there replaced.
     fn insert(&mut self, bucket: i64, n: u64) -> bool {
-        let mut c = self.front;
-        let Some((b, count, next)) = (loop {
-            match self.entry(c) {
-                Some((b, _, next)) if b < bucket => c = next,
-                other => break other,
-            }
-        }) else {
+        let c = self.seek(bucket);
+        let Some((b, count, next)) = self.entry(c) else {
             return true;
         };
         let (added, replacement, range) = if b == bucket {
@@ -414,8 +488,27 @@ impl<S: Slot> Window<S> {
             }
             return self.head_sum_from(from);
         }
-        self.entries()
-            .skip_while(|e| e.0 < from)
+        if 2 * (self.head - q) < self.width() {
+            // Near the head (a late event): the head's window less what came after `q`,
+            // plus what left it after `from` (just before `inside`), walking back.
+            let mut sum = self.head_sum;
+            let mut c = self.end();
+            while let Some((b, n, at)) = self.before(c)
+                && b > q
+            {
+                sum -= n as u128;
+                c = at;
+            }
+            let mut c = self.inside;
+            while let Some((b, n, at)) = self.before(c)
+                && b >= from
+            {
+                sum += n as u128;
+                c = at;
+            }
+            return sum;
+        }
+        self.entries_from(self.seek(from))
             .take_while(|e| e.0 <= q)
             .map(|e| e.1 as u128)
             .sum()
@@ -451,10 +544,9 @@ impl<S: Slot> Window<S> {
         }
         // The entries that enter the window (buckets after `from`) and those that leave it
         // (`width` behind), each walked once and in order: no copy of the entries.
-        let mut enter = self.entries().skip_while(|e| e.0 <= from).peekable();
+        let mut enter = self.entries_from(self.seek(from + 1)).peekable();
         let mut leave = self
-            .entries()
-            .skip_while(|e| e.0 <= from - self.width())
+            .entries_from(self.seek(from - self.width() + 1))
             .peekable();
         let mut count = self.count_exact(from);
         let mut best = count;
@@ -487,8 +579,7 @@ impl<S: Slot> Window<S> {
         let mut cum: u128 = 0;
         let a = (q - self.width() + 1).max(self.ring_lo());
         for (b, n) in self
-            .entries()
-            .skip_while(|e| e.0 < a)
+            .entries_from(self.seek(a))
             .take_while(|e| e.0 <= q.min(self.head))
         {
             cum += n as u128;
@@ -511,8 +602,7 @@ impl<S: Slot> Window<S> {
         let sum = if from <= edge {
             // The head's window plus the held buckets behind it from `from`.
             let behind: u128 = self
-                .entries()
-                .skip_while(|e| e.0 < from)
+                .entries_from(self.seek(from))
                 .take_while(|e| e.0 < edge)
                 .map(|e| e.1 as u128)
                 .sum();
@@ -545,7 +635,7 @@ impl<S: Slot> Window<S> {
         }
         let excess = u128::from(total - room);
         let mut cum: u128 = 0;
-        for (b, n) in self.entries().skip_while(|e| e.0 < from) {
+        for (b, n) in self.entries_from(self.seek(from)) {
             cum += n as u128;
             if cum >= excess {
                 return b + 1;

@@ -207,7 +207,7 @@ proptest! {
         steps in history(),
         daily in any::<bool>(),
         start in -5_000i64..1_800_000_000,
-        probes in prop::collection::vec(-2_000i64..2_000, 1..8),
+        probes in prop::collection::vec(prop_oneof![-2_000i64..2_000, -80i64..3], 1..8),
     ) {
         let (width, slack) = if daily { (1441, 5) } else { (61, 300) };
         let mut c: Window<u32> = Window::new(width, slack);
@@ -223,6 +223,8 @@ proptest! {
                 let q = newest + p;
                 prop_assert_eq!(c.count_at(q), d.count_at(q), "count_at({}) head {}", q, newest);
                 prop_assert_eq!(c.max_count(q, q + 40), d.max_count(q, q + 40), "max_count({})", q);
+                let to = q + width as i64 - 1;
+                prop_assert_eq!(c.max_count(q, to), d.max_count(q, to), "max_count({}, {})", q, to);
                 for limit in [1, 3, 50] {
                     prop_assert_eq!(c.frees_at(q, limit), d.frees_at(q, limit), "frees_at({}, {})", q, limit);
                 }
