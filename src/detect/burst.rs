@@ -60,14 +60,22 @@ impl Burst {
     /// Requests recorded so far with `ts` in `(at − window, at]`.
     pub fn count(&self, at: i64, window_ms: i64) -> u64 {
         let cut = at - window_ms;
-        if self.recent.back().is_none_or(|&newest| at >= newest)
-            && self.recent.get(self.outside).is_none_or(|&x| x > cut)
-        {
-            // At or after the newest, and the known-outside requests are exactly those at or
-            // before the cut (those before them are outside any later window too).
-            return (self.recent.len() - self.outside.min(self.recent.len())) as u64;
+        let Some(&newest) = self.recent.back() else {
+            return 0;
+        };
+        if at >= newest {
+            if newest <= cut {
+                // The present, long after the last request (late ones only since): none.
+                return 0;
+            }
+            if self.recent.get(self.outside).is_none_or(|&x| x > cut) {
+                // The known-outside requests are exactly those at or before the cut (those
+                // before them are outside any later window too).
+                return (self.recent.len() - self.outside.min(self.recent.len())) as u64;
+            }
+            return (self.recent.len() - self.recent.partition_point(|&x| x <= cut)) as u64;
         }
-        let lo = self.recent.partition_point(|&x| x <= at - window_ms);
+        let lo = self.recent.partition_point(|&x| x <= cut);
         let hi = self.recent.partition_point(|&x| x <= at);
         (hi - lo) as u64
     }

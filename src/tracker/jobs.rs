@@ -352,6 +352,9 @@ pub struct Jobs {
     stuck: BTreeMap<(i64, u64), u32>,
     max: usize,
     next_seq: u64,
+    /// The latest start ever filed (`i64::MIN` before the first): no job in flight started
+    /// after it, so the concurrency an event at or after it saw is every job in flight.
+    newest_start: i64,
 }
 
 impl Jobs {
@@ -366,6 +369,7 @@ impl Jobs {
             stuck: BTreeMap::new(),
             max: max.max(1),
             next_seq: 0,
+            newest_start: i64::MIN,
         }
     }
 
@@ -386,6 +390,10 @@ impl Jobs {
 
     /// Jobs in flight that had started by `ts`: the concurrency a late event saw.
     pub fn in_flight_at(&self, ts: i64) -> usize {
+        if ts >= self.newest_start {
+            // In time order (the common case): no walk down the orderings' newest ends.
+            return self.by_id.len();
+        }
         let later_stuck = started_after(&self.stuck, ts);
         let later_fresh = self.fresh.later_than(ts, &self.slots);
         self.by_id.len() - later_fresh - later_stuck
@@ -435,6 +443,7 @@ impl Jobs {
 
     /// Puts `job` in a slot and files it under `hash` (its id's, not yet in the table).
     fn file(&mut self, id: JobId, hash: u64, job: Job) -> u32 {
+        self.newest_start = self.newest_start.max(job.started_ms);
         let entry = Entry { id, hash, job };
         let slot = match self.free.pop() {
             Some(slot) => {
