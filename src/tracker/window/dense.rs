@@ -95,6 +95,21 @@ impl<S: Slot> Dense<S> {
         true
     }
 
+    /// Keeps at least `span` buckets from now on (the model of `Window::hold_at_least`):
+    /// what the ring holds stays, the buckets it gains are empty.
+    pub fn hold_at_least(&mut self, span: usize) {
+        if span as i64 <= self.len() {
+            return;
+        }
+        let mut slots = vec![S::default(); span].into_boxed_slice();
+        if self.head != i64::MIN {
+            for b in self.ring_lo()..=self.head {
+                slots[b.rem_euclid(span as i64) as usize] = self.slot(b);
+            }
+        }
+        self.slots = slots;
+    }
+
     fn sum(&self, from: i64, to: i64) -> u128 {
         (from..=to).map(|b| self.slot(b).get() as u128).sum()
     }

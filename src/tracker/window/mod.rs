@@ -189,6 +189,7 @@ impl<S: Slot> Window<S> {
         if c.at <= self.front.at {
             return None;
         }
+        debug_assert!(self.bytes[c.at - 1] & 0x80 == 0, "a cursor off an entry");
         let start_of = |end: usize| {
             let mut s = end;
             while s > self.front.at && self.bytes[s - 1] & 0x80 != 0 {
@@ -220,14 +221,15 @@ impl<S: Slot> Window<S> {
         if bucket > end.prev {
             return end;
         }
-        let (mut from, mut ahead) = (self.front, bucket - self.front.prev);
+        // Saturating: a query far from any timestamp must not wrap into a wrong direction.
+        let (mut from, mut ahead) = (self.front, bucket.saturating_sub(self.front.prev));
         if self.inside.at < self.bytes.len()
             && bucket > self.inside.prev
             && bucket - self.inside.prev < ahead
         {
             (from, ahead) = (self.inside, bucket - self.inside.prev);
         }
-        if end.prev - bucket < ahead {
+        if end.prev.saturating_sub(bucket) < ahead {
             let mut c = end;
             while let Some((b, _, at)) = self.before(c)
                 && b >= bucket
@@ -464,6 +466,7 @@ impl<S: Slot> Window<S> {
         self.front = Cursor { at: 0, prev };
         self.set_last(last);
         self.head_sum = head_sum;
+        self.anchor_before_ring();
         Ok(())
     }
 
@@ -488,7 +491,7 @@ impl<S: Slot> Window<S> {
             }
             return self.head_sum_from(from);
         }
-        if 2 * (self.head - q) < self.width() {
+        if self.head.saturating_sub(q) < self.width() / 2 {
             // Near the head (a late event): the head's window less what came after `q`,
             // plus what left it after `from` (just before `inside`), walking back.
             let mut sum = self.head_sum;
@@ -657,7 +660,48 @@ impl<S: Slot> Window<S> {
     /// ever grows, so nothing held is dropped.
     pub fn hold_at_least(&mut self, span: usize) {
         let span = u16::try_from(span).unwrap_or(u16::MAX);
-        self.span = self.span.max(span);
+        if span > self.span {
+            self.span = span;
+            self.anchor_before_ring();
+        }
+    }
+
+    /// Makes the bucket the first entry's gap counts from (`front.prev`) older than the ring:
+    /// a count at any bucket the ring holds then has a positive gap. A longer span (or a
+    /// stored window) can bring back buckets at or before it, whose count would otherwise be
+    /// stored as a negative gap that no snapshot reads back.
+    fn anchor_before_ring(&mut self) {
+        if self.head == i64::MIN {
+            return;
+        }
+        let anchor = self.ring_lo() - 1;
+        if self.front.prev <= anchor {
+            return;
+        }
+        let at = self.front.at;
+        if let Some((b, _, _)) = self.entry(self.front) {
+            let mut gap_end = at;
+            read(&self.bytes, &mut gap_end);
+            let mut gap = Vec::with_capacity(10);
+            put(&mut gap, (b - anchor) as u64);
+            let delta = gap.len() as isize - (gap_end - at) as isize;
+            self.bytes.splice(at..gap_end, gap);
+            let shift = |o: usize| {
+                if o > at {
+                    (o as isize + delta) as usize
+                } else {
+                    o
+                }
+            };
+            if let Some((b, o)) = self.last() {
+                self.set_last(Some((b, shift(o))));
+            }
+            self.inside.at = shift(self.inside.at);
+        }
+        if self.inside.at == at {
+            self.inside.prev = anchor;
+        }
+        self.front.prev = anchor;
     }
 
     /// Bytes held for the entries (for tests and sizing).

@@ -240,6 +240,65 @@ proptest! {
     }
 }
 
+proptest! {
+    /// A window told to hold more buckets (a calendar day's) part way through a history
+    /// answers as the dense ring told the same, and still stores and reads back: the buckets
+    /// it holds again were dropped before, so a late count there must not be stored as a
+    /// gap counted back from a later bucket.
+    #[test]
+    fn holding_longer_answers_as_the_dense_ring(
+        steps in history(),
+        daily in any::<bool>(),
+        hold_at in 0.0f64..1.0,
+        more in 1usize..200,
+        probes in prop::collection::vec(prop_oneof![-2_000i64..2_000, -80i64..3], 1..8),
+    ) {
+        let (width, slack) = if daily { (1441, 5) } else { (61, 300) };
+        let mut c: Window<u32> = Window::new(width, slack);
+        let mut d: Dense<u32> = Dense::new(width, slack);
+        let mut newest = 10_000i64;
+        let hold_at = (hold_at * steps.len() as f64) as usize;
+        for (i, (ahead, n)) in steps.into_iter().enumerate() {
+            if i == hold_at {
+                c.hold_at_least(width + slack + more);
+                d.hold_at_least(width + slack + more);
+            }
+            let b = newest + ahead;
+            newest = newest.max(b);
+            prop_assert_eq!(c.add(b, n), d.add(b, n), "add({}, {})", b, n);
+            for &p in &probes {
+                let q = newest + p;
+                prop_assert_eq!(c.count_at(q), d.count_at(q), "count_at({}) head {}", q, newest);
+                prop_assert_eq!(c.max_count(q, q + 40), d.max_count(q, q + 40), "max_count({})", q);
+            }
+        }
+        let back: Window<u32> = postcard::from_bytes(&postcard::to_stdvec(&c).unwrap())
+            .map_err(|e| TestCaseError::fail(format!("stored window not read back: {e}")))?;
+        for p in probes.iter().map(|p| newest + p).chain([newest]) {
+            prop_assert_eq!(back.count_at(p), d.count_at(p));
+        }
+    }
+}
+
+#[test]
+fn a_late_count_in_buckets_held_again_round_trips() {
+    // From a review: the front had dropped bucket 10 000 when the span grew back over it.
+    let mut w: Window<u32> = Window::new(1441, 5);
+    let mut d: Dense<u32> = Dense::new(1441, 5);
+    for (b, n) in [(10_000, 1), (11_446, 1)] {
+        w.add(b, n);
+        d.add(b, n);
+    }
+    w.hold_at_least(1506);
+    d.hold_at_least(1506);
+    assert!(w.add(9_950, 1) && d.add(9_950, 1));
+    let back: Window<u32> = postcard::from_bytes(&postcard::to_stdvec(&w).unwrap()).unwrap();
+    for q in [9_950, 11_390, 11_446] {
+        assert_eq!(back.count_at(q), d.count_at(q), "count_at({q})");
+        assert_eq!(w.count_at(q), d.count_at(q), "count_at({q})");
+    }
+}
+
 #[test]
 fn memory_follows_activity() {
     // One request every 10 minutes for a day, in the daily window: about 2 bytes each.
