@@ -162,25 +162,36 @@ impl Org {
         if let Some(c) = self.concurrency.get_mut() {
             c.set_cap(job_cap(s, &limits).saturating_mul(2));
         }
-        if limits.daily_window != DailyWindow::Rolling {
-            self.daily.hold_at_least(CALENDAR_SPAN);
-        }
         if self.tokens.is_none() && (limits.tpm > 0 || limits.tpd > 0) {
             self.tokens = Some(TokenWindows::boxed());
         }
         if limits.has_extended() {
             self.extended.get_or_insert_default();
         }
+        self.hold_calendar_day();
+    }
+
+    /// A calendar day is up to 25 hours (the day clocks fall back): the org's daily window
+    /// and its model scopes' (which follow the tier's day) hold that long.
+    fn hold_calendar_day(&mut self) {
+        if self.limits.daily_window != DailyWindow::Rolling {
+            self.daily.hold_at_least(CALENDAR_SPAN);
+            if let Some(x) = &mut self.extended {
+                x.hold_daily(CALENDAR_SPAN);
+            }
+        }
     }
 
     /// Puts the config's model scopes in force (counts of a scope kept by name stay); returns
     /// the scopes dropped.
     pub(super) fn set_scopes(&mut self, scopes: &[Arc<ModelScope>]) -> Vec<Scope> {
-        match &mut self.extended {
+        let dropped = match &mut self.extended {
             Some(x) => x.set_scopes(scopes),
             None if scopes.is_empty() => Vec::new(),
             None => self.extended.get_or_insert_default().set_scopes(scopes),
-        }
+        };
+        self.hold_calendar_day();
+        dropped
     }
 
     /// The org's name.

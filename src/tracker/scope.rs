@@ -230,6 +230,13 @@ impl Extended {
         scope_for(configs, model?).map(|(i, _)| i)
     }
 
+    /// Keeps at least `span` minutes in each model scope's daily window (a calendar day's).
+    pub(super) fn hold_daily(&mut self, span: usize) {
+        for s in &mut self.scopes {
+            s.meter.daily.hold_at_least(span);
+        }
+    }
+
     /// Counts request `ev` at `ts` in the org's own meter and in scope `scope`'s.
     pub(super) fn count(&mut self, ts: i64, ev: &Event<'_>, scope: Option<usize>) {
         self.own.count(ts, ev, false);

@@ -441,3 +441,60 @@ fn headers_of_a_scoped_model_are_not_held_against_the_org() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_scope_of_a_calendar_tier_holds_the_25_hour_day() {
+    let cfg = r#"
+[tiers.gem]
+rpm = 1000
+daily = 1000
+daily_window = "calendar"
+daily_timezone = "America/Los_Angeles"
+[[tiers.gem.models]]
+name = "flash"
+match = ["gemini-flash"]
+daily = 100
+
+[[orgs]]
+id = "acme"
+tier = "gem"
+"#;
+    let at = |s: &str| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .timestamp_millis()
+    };
+    let mut t = tracker(cfg);
+    // 2026-11-01 falls back in Los Angeles: that day runs from 07:00Z to 08:00Z on the 2nd,
+    // so its first requests are more than 24 h old at its end (found by a black-box test).
+    for i in 0..3 {
+        call(
+            &mut t,
+            "gemini-flash",
+            at("2026-11-01T07:40:00Z") + i,
+            200,
+            "",
+        );
+    }
+    call(&mut t, "gemini-flash", at("2026-11-02T07:50:00Z"), 200, "");
+    let daily = |o: &OrgSnapshot| {
+        let scope = o.models[0].usage.iter().find(|u| u.0 == Dimension::Daily);
+        (o.usage_of(Dimension::Daily), scope.map(|u| u.1))
+    };
+    let o = snap(&t, at("2026-11-02T07:55:00Z"));
+    assert_eq!(
+        daily(&o),
+        (Some(4), Some(4)),
+        "the org and its scope count the whole day"
+    );
+    // Restored, the scope still holds the whole day.
+    let back = Tracker::restore(
+        &Config::parse(cfg, "scopes.toml").unwrap(),
+        &t.encode().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        daily(&snap(&back, at("2026-11-02T07:55:00Z"))),
+        (Some(4), Some(4))
+    );
+}

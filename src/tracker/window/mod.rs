@@ -433,12 +433,21 @@ impl<S: Slot> Window<S> {
         let mut head_sum = 0u128;
         while c.at < bytes.len() {
             let mut at = c.at;
-            let gap = take(&bytes, &mut at).filter(|&g| g >= 1).ok_or(bad)?;
-            let bucket = i64::try_from(gap)
-                .ok()
-                .and_then(|g| c.prev.checked_add(g))
-                .filter(|b| (lo..=self.head).contains(b))
-                .ok_or(bad)?;
+            let gap = take(&bytes, &mut at).ok_or(bad)?;
+            let bucket = if c.at == 0 {
+                // The first entry may count back from its anchor: builds before 2026-12-01
+                // stored a late count in buckets a calendar day's span held again that way
+                // (a negative gap, written wrapped). Read as it was meant, the anchor is
+                // moved before the ring below, and the next snapshot is well formed.
+                Some(c.prev.wrapping_add(gap as i64))
+            } else {
+                i64::try_from(gap)
+                    .ok()
+                    .filter(|&g| g >= 1)
+                    .and_then(|g| c.prev.checked_add(g))
+            }
+            .filter(|b| (lo..=self.head).contains(b))
+            .ok_or(bad)?;
             let count_at = at;
             let count = take(&bytes, &mut at)
                 .filter(|n| (1..=S::MAX).contains(n))

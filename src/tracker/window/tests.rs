@@ -300,6 +300,48 @@ fn a_late_count_in_buckets_held_again_round_trips() {
 }
 
 #[test]
+fn a_window_stored_with_a_late_count_before_its_anchor_is_read_back() {
+    // What builds before the fix above stored for that sequence: the first entry's gap
+    // counted back from the dropped bucket 10 000, wrapped to 64 bits.
+    let mut entries = Vec::new();
+    for v in [(9_950i64 - 10_000) as u64, 1, 11_446 - 9_950, 1] {
+        put(&mut entries, v);
+    }
+    let stored = Stored {
+        head: 11_446,
+        width: 1441,
+        span: 1506,
+        prev: 10_000,
+        entries: std::borrow::Cow::Owned(entries),
+    };
+    let w: Window<u32> = postcard::from_bytes(&postcard::to_stdvec(&stored).unwrap()).unwrap();
+    let mut d: Dense<u32> = Dense::new(1441, 5);
+    d.hold_at_least(1506);
+    for (b, n) in [(11_446, 1), (9_950, 1)] {
+        d.add(b, n);
+    }
+    let again: Window<u32> = postcard::from_bytes(&postcard::to_stdvec(&w).unwrap()).unwrap();
+    for q in [9_950, 11_390, 11_391, 11_446] {
+        assert_eq!(w.count_at(q), d.count_at(q), "count_at({q})");
+        assert_eq!(
+            again.count_at(q),
+            d.count_at(q),
+            "count_at({q}) stored again"
+        );
+    }
+    // Only the first entry may count back: a later one that does is refused as before.
+    let mut entries = Vec::new();
+    for v in [1u64, 1, (-1i64) as u64, 1] {
+        put(&mut entries, v);
+    }
+    let stored = Stored {
+        entries: std::borrow::Cow::Owned(entries),
+        ..stored
+    };
+    assert!(postcard::from_bytes::<Window<u32>>(&postcard::to_stdvec(&stored).unwrap()).is_err());
+}
+
+#[test]
 fn memory_follows_activity() {
     // One request every 10 minutes for a day, in the daily window: about 2 bytes each.
     let mut w: Window<u32> = Window::new(1441, 5);
