@@ -12,8 +12,9 @@
 //! amortized: counting at the newest bucket appends or bumps the last entry, moving the head
 //! walks past the entries that leave, and the count at the head is kept. Queries behind the
 //! head (late events) walk the entries from the nearer end (varints read backwards too), so
-//! a late event costs the entries newer than it, not the whole day. [`dense::Dense`] is the ring this replaced: the
-//! layout older snapshots hold, and the model the tests check this against.
+//! a late event costs the entries newer than it, not the whole day. [`dense::Dense`] is the
+//! ring this replaced: the layout older snapshots hold, and the model the tests check this
+//! against.
 
 pub mod dense;
 mod slot;
