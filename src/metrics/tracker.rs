@@ -300,35 +300,39 @@ impl TrackerFamilies {
         let Some(s) = scraped else {
             return;
         };
-        let mut store_writable = fam(
+        // A family of one unlabelled value.
+        let single = |name, help, ty, v: u64| {
+            let mut f = fam(name, help, ty);
+            f.int(&[], v);
+            f
+        };
+        let store_writable = single(
             "store_writable",
             "1 while the store commits, 0 after a failed commit (a full disk) until one succeeds",
             Type::Gauge,
+            u64::from(s.store_writable),
         );
-        store_writable.int(&[], i64::from(s.store_writable));
-        let mut store_failures = fam(
+        let store_failures = single(
             "store_commit_failures",
             "Store commits that failed; each is retried until the store writes again",
             Type::Counter,
+            s.store_commit_failures,
         );
-        store_failures.int(&[], s.store_commit_failures);
         let cluster_connected = s.cluster_connected.map(|up| {
-            let mut f = fam(
+            single(
                 "cluster_connected",
                 "1 while this replica's shared log (Redis, Valkey) takes and gives entries, 0 while it does not (ingest then answers 503); absent without [cluster]",
                 Type::Gauge,
-            );
-            f.int(&[], i64::from(up));
-            f
+                u64::from(up),
+            )
         });
         let cluster_config_differs = s.cluster_config_differs.map(|n| {
-            let mut f = fam(
+            single(
                 "cluster_config_differs",
                 "Other replicas, seen in the last minute, whose limits, tiers, orgs, detection or alerts config differs from this one's (their answers differ); absent without [cluster]",
                 Type::Gauge,
-            );
-            f.int(&[], i64::from(n));
-            f
+                u64::from(n),
+            )
         });
         let mut alerts = fam("alerts_firing", "Alerts firing now", Type::Gauge);
         for (((org, alert, dimension, severity), model), n) in &firing {
