@@ -116,11 +116,17 @@ impl Burst {
     }
 
     /// Records a request older than the newest without judging it (the tracker decides
-    /// what a late request means for episodes, see `Org::late_burst`).
-    pub fn insert_late(&mut self, ts: i64, window_ms: i64, threshold: u64) {
+    /// what a late request means for episodes, see `Org::late_burst`); returns the requests
+    /// in `(ts − window, ts]` before it, as [`Burst::count`] would have: its place is where
+    /// that window ends, so counting and inserting share a search.
+    pub fn insert_late(&mut self, ts: i64, window_ms: i64, threshold: u64) -> u64 {
         let newest = self.recent.back().copied().unwrap_or(ts).max(ts);
-        self.insert(ts);
+        let pos = self.recent.partition_point(|&x| x <= ts);
+        let start = self.recent.partition_point(|&x| x <= ts - window_ms);
+        let before = (pos - start) as u64;
+        self.insert_at(pos, ts);
         self.trim(newest, window_ms, threshold);
+        before
     }
 
     /// How many of `recent` are at or before `cut`, walked on from the known-outside ones
@@ -138,9 +144,14 @@ impl Burst {
         self.recent.partition_point(|&x| x <= cut)
     }
 
-    /// Puts `ts` in its place; one before the known-outside ones is outside too.
+    /// Puts `ts` in its place.
     fn insert(&mut self, ts: i64) {
         let pos = self.recent.partition_point(|&x| x <= ts);
+        self.insert_at(pos, ts);
+    }
+
+    /// Puts `ts` at `pos`, its place; one before the known-outside ones is outside too.
+    fn insert_at(&mut self, pos: usize, ts: i64) {
         self.recent.insert(pos, ts);
         if pos < self.outside {
             self.outside += 1;
@@ -284,8 +295,11 @@ mod tests {
             let mut newest = 0i64;
             for (dt, kind) in steps {
                 if kind == 0 {
-                    // A late request, up to a window and a half back.
-                    b.insert_late(newest - dt * 5, W, threshold);
+                    // A late request, up to a window and a half back: what it returns is
+                    // the count at its time before it.
+                    let ts = newest - dt * 5;
+                    let brute = b.recent.iter().filter(|&&x| x > ts - W && x <= ts).count();
+                    proptest::prop_assert_eq!(b.insert_late(ts, W, threshold), brute as u64);
                     continue;
                 }
                 newest += dt;

@@ -446,8 +446,7 @@ impl Org {
         s: &Settings,
         out: &mut Vec<Transition>,
     ) {
-        let before = self.burst.count(ts, window);
-        self.burst.insert_late(ts, window, threshold);
+        let before = self.burst.insert_late(ts, window, threshold);
         let known = self.alerts.in_known_burst(ts, window);
         let completes = before < threshold && before + 1 >= threshold;
         if !self.burst.is_open() && self.burst.count(present, window) >= threshold {

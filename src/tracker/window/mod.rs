@@ -546,7 +546,7 @@ impl<S: Slot> Window<S> {
 
     /// The highest count of a window ending at any bucket from `from` to `to` (at most the
     /// head), each as [`Window::count_at`] answers it: the peak that a late event, counted at
-    /// `from`, may have raised. O(entries + `to − from`).
+    /// `from`, may have raised. O(entries from `from − width` to `to`), whatever the span.
     pub fn max_count(&self, from: i64, to: i64) -> u64 {
         if self.head == i64::MIN {
             return 0;
@@ -555,27 +555,25 @@ impl<S: Slot> Window<S> {
         if from > to {
             return 0;
         }
-        // The entries that enter the window (buckets after `from`) and those that leave it
-        // (`width` behind), each walked once and in order: no copy of the entries.
-        let mut enter = self.entries_from(self.seek(from + 1)).peekable();
-        let mut leave = self
-            .entries_from(self.seek(from - self.width() + 1))
-            .peekable();
+        // Moving the window's end from q − 1 to q adds bucket q and drops bucket q − width.
+        // Between two entries that enter, the count only falls, so the highest is reached
+        // at `from` or just as an entry enters: walk the entries that enter (buckets after
+        // `from`) and, before each, drop those that left by then. Each is read once and in
+        // order, and an empty stretch of buckets (late events at a sparse window) costs
+        // nothing.
+        let width = self.width();
+        let mut enter = self.entries_from(self.seek(from + 1));
+        let mut leave = self.entries_from(self.seek(from - width + 1)).peekable();
         let mut count = self.count_exact(from);
         let mut best = count;
-        for q in from + 1..=to {
-            if let Some(&(b, n)) = enter.peek()
-                && b == q
+        while let Some((b, n)) = enter.next().filter(|&(b, _)| b <= to) {
+            while let Some(&(l, m)) = leave.peek()
+                && l <= b - width
             {
-                count += n as u128;
-                enter.next();
-            }
-            if let Some(&(b, n)) = leave.peek()
-                && b == q - self.width()
-            {
-                count = count.saturating_sub(n as u128);
+                count = count.saturating_sub(m as u128);
                 leave.next();
             }
+            count += n as u128;
             best = best.max(count);
         }
         clamp(best)
