@@ -635,13 +635,12 @@ impl LineFormat {
             LineFormat::Json { fields } => {
                 if fields.is_empty() {
                     // A line within the event limit is at most one event of that size.
-                    if text.len() <= ctx.max_event_bytes
-                        && let Some(w) = super::scan::flat_event(text)
-                    {
+                    let mut w = Wire::default();
+                    if text.len() <= ctx.max_event_bytes && super::scan::flat_event(text, &mut w) {
                         return emit(w.validate(ctx));
                     }
                     objects::<Wire<'l>>(text, ctx.max_event_bytes, |w| {
-                        emit(w.and_then(|w| w.validate(ctx)))
+                        emit(w.and_then(|mut w| w.validate(ctx)))
                     });
                 } else {
                     objects::<Keyed>(text, ctx.max_event_bytes, |v| {
