@@ -337,20 +337,41 @@ fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, Failed> {
     Ok(rt.block_on(f))
 }
 
+/// Resolves on SIGTERM or SIGINT. SIGHUP, whose default action would end the daemon
+/// without a word (a closed terminal, a `reload` by habit), is logged and ignored: the
+/// config is read once, at start.
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => tracing::info!("SIGTERM received"),
-                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-                }
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGHUP; a SIGHUP will stop the daemon");
+                None
             }
+        };
+        let hangups = async |h: &mut Option<tokio::signal::unix::Signal>| match h {
+            Some(h) => h.recv().await,
+            None => std::future::pending().await,
+        };
+        // One SIGINT listener for the whole wait: one made per turn of the loop could miss
+        // a SIGINT that came between two turns.
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::pin!(ctrl_c);
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => loop {
+                tokio::select! {
+                    _ = term.recv() => break tracing::info!("SIGTERM received"),
+                    _ = &mut ctrl_c => break tracing::info!("SIGINT received"),
+                    Some(()) = hangups(&mut hangup) => tracing::warn!(
+                        "SIGHUP received and ignored: the config is read at start only; restart ratewarden to apply a change"
+                    ),
+                }
+            },
             Err(e) => {
                 tracing::warn!(error = %e, "cannot watch SIGTERM; stopping on SIGINT only");
-                let _ = tokio::signal::ctrl_c().await;
+                let _ = ctrl_c.await;
             }
         }
     }

@@ -140,6 +140,21 @@ fn ingests_exports_and_stops_cleanly_on_sigterm() {
         .unwrap();
     assert!(health.status.success(), "health of a ready daemon");
 
+    // SIGHUP (a closed terminal, a reload by habit) would end it by default: logged and
+    // ignored instead, the daemon still answering.
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &d.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let warned = eventually(10, || d.find_log("SIGHUP received and ignored"));
+    assert!(warned.is_some(), "{}", d.log_text());
+    assert_eq!(d.exited(), None, "still running after SIGHUP");
+    assert_eq!(
+        common::http_status(&format!("{}/readyz", d.base)),
+        Some(200)
+    );
+
     let started = Instant::now();
     assert_eq!(
         d.terminate(Duration::from_secs(10)),
