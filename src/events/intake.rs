@@ -13,7 +13,7 @@
 use serde_json::value::RawValue;
 
 pub use super::event::FieldSet;
-use super::event::{EventField, ParseContext, Parsed, Reason, Rejection};
+use super::event::{EventField, FieldError, ParseContext, Parsed, Reason, Rejection};
 use super::format::LineFormat;
 
 /// The UTF-8 encoding of U+FEFF, the byte-order mark.
@@ -180,14 +180,22 @@ impl Tally {
     /// Counts one decoded record.
     pub fn note(&mut self, r: &Result<Parsed<'_>, Rejection>) {
         match r {
-            Ok(p) => {
-                self.accepted += 1;
-                for e in &p.field_errors {
-                    self.field_errors[e.field as usize] += 1;
-                }
-            }
-            Err(rej) => self.rejected[rej.reason as usize] += 1,
+            Ok(p) => self.note_accepted(&p.field_errors),
+            Err(rej) => self.note_rejected(rej),
         }
+    }
+
+    /// Counts an accepted event and the fields it lost.
+    pub fn note_accepted(&mut self, field_errors: &[FieldError]) {
+        self.accepted += 1;
+        for e in field_errors {
+            self.field_errors[e.field as usize] += 1;
+        }
+    }
+
+    /// Counts a rejected event.
+    pub fn note_rejected(&mut self, rej: &Rejection) {
+        self.rejected[rej.reason as usize] += 1;
     }
 
     /// Rejected events of every reason.
@@ -271,12 +279,8 @@ impl SourceStats {
         let text = match line {
             Line::Text(t) => t,
             Line::TooLong => {
-                let r = Err(Rejection::new(
-                    Reason::TooLarge,
-                    "the line is longer than its limit",
-                ));
-                self.tally.note(&r);
-                self.observe(format, b"(a line over the limit, not kept)", &r);
+                let r = Rejection::new(Reason::TooLarge, "the line is longer than its limit");
+                self.rejected(format, b"(a line over the limit, not kept)", &r);
                 return;
             }
         };
@@ -292,10 +296,26 @@ impl SourceStats {
 
     /// Counts the records of one line decoded elsewhere (replay's parser threads) as
     /// [`SourceStats::line`] would have; `found` is the mapped fields the line held. Call
-    /// `record` for each record of the line in order, then `line_done`.
+    /// `record` (or `accepted`/`rejected`) for each record of the line in order, then
+    /// `line_done`.
     pub fn record(&mut self, format: &LineFormat, line: &[u8], r: &Result<Parsed<'_>, Rejection>) {
-        self.tally.note(r);
-        self.observe(format, line, r);
+        match r {
+            Ok(p) => self.accepted(format, &p.field_errors),
+            Err(rej) => self.rejected(format, line, rej),
+        }
+    }
+
+    /// [`SourceStats::record`] of an accepted event that lost `field_errors`, with no
+    /// [`Parsed`] built for it.
+    pub fn accepted(&mut self, format: &LineFormat, field_errors: &[FieldError]) {
+        self.tally.note_accepted(field_errors);
+        self.observe(format, None);
+    }
+
+    /// [`SourceStats::record`] of a rejected event of `line`.
+    pub fn rejected(&mut self, format: &LineFormat, line: &[u8], rej: &Rejection) {
+        self.tally.note_rejected(rej);
+        self.observe(format, Some((line, rej)));
     }
 
     /// Ends a line counted with [`SourceStats::record`]: notes the mapped fields it held.
@@ -303,19 +323,20 @@ impl SourceStats {
         self.first.found.extend(found);
     }
 
-    fn observe(&mut self, format: &LineFormat, line: &[u8], r: &Result<Parsed<'_>, Rejection>) {
+    /// Notes a record for the first-lines check: accepted (`None`), or rejected from `line`.
+    fn observe(&mut self, format: &LineFormat, rejected: Option<(&[u8], &Rejection)>) {
         let f = &mut self.first;
         if f.done {
             return;
         }
         f.seen += 1;
-        match r {
-            Ok(_) => f.accepted += 1,
-            Err(rej) if f.first.is_none() => {
+        match rejected {
+            None => f.accepted += 1,
+            Some((line, rej)) if f.first.is_none() => {
                 let sample = String::from_utf8_lossy(&line[..line.len().min(SAMPLE_BYTES)]);
                 f.first = Some((rej.reason, rej.detail.to_string(), sample.into_owned()));
             }
-            Err(_) => {}
+            Some(_) => {}
         }
         if f.seen >= FIRST_LINES {
             self.settle(format);

@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::detect::{Cause, Transition};
 use crate::events::format::{Dialect, LineFormat, Template};
 use crate::events::intake::{Line, LineFramer, SourceStats, Tally};
-use crate::events::{DEFAULT_MAX_EVENT_BYTES, Event, EventField, Parsed};
+use crate::events::{DEFAULT_MAX_EVENT_BYTES, Event, EventField};
 use crate::tracker::{OrgReport, Tracker};
 
 mod html;
@@ -333,17 +333,17 @@ impl Replayer {
                 continue;
             };
             let text = &bytes.as_bytes()[range];
-            for r in &mut records[line.records.clone()] {
-                let r = match r {
-                    parallel::Record::Accepted(ev, field_errors) => Ok(Parsed {
-                        event: ev.attach(bytes.buffer()),
-                        field_errors: std::mem::take(field_errors),
-                    }),
-                    parallel::Record::Rejected(e) => Err(e.clone()),
-                };
-                self.stats.record(&self.reading.format, text, &r);
-                if let Ok(p) = r {
-                    self.apply.accept(&p.event);
+            // Counted and applied from the record as it is: no `Parsed` is built around
+            // each event (a copy of it, per line, on the one applying thread).
+            for r in &records[line.records.clone()] {
+                match r {
+                    parallel::Record::Accepted(ev, field_errors) => {
+                        self.stats.accepted(&self.reading.format, field_errors);
+                        self.apply.accept(&ev.attach(bytes.buffer()));
+                    }
+                    parallel::Record::Rejected(e) => {
+                        self.stats.rejected(&self.reading.format, text, e);
+                    }
                 }
             }
             self.stats.line_done(line.found);
