@@ -339,44 +339,52 @@ fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, Failed> {
 
 /// Resolves on SIGTERM or SIGINT. SIGHUP, whose default action would end the daemon
 /// without a word (a closed terminal, a `reload` by habit), is logged and ignored: the
-/// config is read once, at start.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hangup = match signal(SignalKind::hangup()) {
-            Ok(h) => Some(h),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGHUP; a SIGHUP will stop the daemon");
-                None
-            }
-        };
-        let hangups = async |h: &mut Option<tokio::signal::unix::Signal>| match h {
-            Some(h) => h.recv().await,
+/// config is read once, at start. The listeners are set up when this is called (on the
+/// runtime, before the daemon opens its store), not when it is first awaited: until then
+/// each signal would still have its default action.
+#[cfg(unix)]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+    let listen = |kind, name: &str| match signal(kind) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch {name}; it keeps its default action");
+            None
+        }
+    };
+    let mut term = listen(SignalKind::terminate(), "SIGTERM");
+    let mut interrupt = listen(SignalKind::interrupt(), "SIGINT");
+    let mut hangup = listen(SignalKind::hangup(), "SIGHUP");
+    async fn next(s: &mut Option<Signal>) -> Option<()> {
+        match s {
+            Some(s) => s.recv().await,
             None => std::future::pending().await,
-        };
-        // One SIGINT listener for the whole wait: one made per turn of the loop could miss
-        // a SIGINT that came between two turns.
-        let ctrl_c = tokio::signal::ctrl_c();
-        tokio::pin!(ctrl_c);
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => loop {
-                tokio::select! {
-                    _ = term.recv() => break tracing::info!("SIGTERM received"),
-                    _ = &mut ctrl_c => break tracing::info!("SIGINT received"),
-                    Some(()) = hangups(&mut hangup) => tracing::warn!(
-                        "SIGHUP received and ignored: the config is read at start only; restart ratewarden to apply a change"
-                    ),
+        }
+    }
+    async move {
+        loop {
+            tokio::select! {
+                Some(()) = next(&mut term) => {
+                    tracing::info!("SIGTERM received");
+                    break;
                 }
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM; stopping on SIGINT only");
-                let _ = ctrl_c.await;
+                Some(()) = next(&mut interrupt) => {
+                    tracing::info!("SIGINT received");
+                    break;
+                }
+                Some(()) = next(&mut hangup) => tracing::warn!(
+                    "SIGHUP received and ignored: the config is read at start only; restart ratewarden to apply a change"
+                ),
+                // Every listener ended: the runtime is going away.
+                else => break,
             }
         }
     }
-    #[cfg(not(unix))]
-    {
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    async {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
@@ -447,7 +455,8 @@ fn command(command: Command) -> Result<ExitCode, Failed> {
     Ok(match command {
         Command::Run { config, recover } => {
             let config = load(config.as_ref())?;
-            match block_on(daemon::run(&config, recover, shutdown_signal()))? {
+            // The signal listeners are made on the runtime, before the daemon starts.
+            match block_on(async { daemon::run(&config, recover, shutdown_signal()).await })? {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");

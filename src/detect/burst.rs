@@ -115,8 +115,10 @@ impl Burst {
         }
     }
 
-    /// Records a request older than the newest without judging it (the tracker decides
-    /// what a late request means for episodes, see `Org::late_burst`); returns the requests
+    /// Records a request older than the org's present (not always older than the newest
+    /// request here: the present also moves with ticks and job events) without judging it
+    /// (the tracker decides what a late request means for episodes, see
+    /// `Org::late_burst`); returns the requests
     /// in `(ts − window, ts]` before it, as [`Burst::count`] would have: its place is where
     /// that window ends, so counting and inserting share a search.
     pub fn insert_late(&mut self, ts: i64, window_ms: i64, threshold: u64) -> u64 {
@@ -201,6 +203,27 @@ mod tests {
         assert_eq!(burst_threshold(50, W, 3.0), Some(25));
         assert_eq!(burst_threshold(1, W, 3.0), Some(2), "never below 2");
         assert_eq!(burst_threshold(0, W, 3.0), None, "no rpm limit, no bursts");
+    }
+
+    #[test]
+    fn a_late_request_newer_than_every_one_held_counts_the_window_before_it() {
+        let mut b = Burst::default();
+        for ts in [0, 1_000, 2_000] {
+            b.record(ts, W, 100);
+        }
+        // Late to the org's present, not to the requests here: it goes last.
+        assert_eq!(
+            b.insert_late(10_500, W, 100),
+            2,
+            "1 000 and 2 000 are in (500, 10 500]"
+        );
+        assert_eq!(
+            b.insert_late(10_500, W, 100),
+            3,
+            "and the one just put there"
+        );
+        assert_eq!(b.count(10_500, W), 4);
+        assert_eq!(b.recent.back(), Some(&10_500));
     }
 
     #[test]

@@ -294,31 +294,31 @@ impl SourceStats {
         self.first.found = found;
     }
 
-    /// Counts the records of one line decoded elsewhere (replay's parser threads) as
-    /// [`SourceStats::line`] would have; `found` is the mapped fields the line held. Call
-    /// `record` (or `accepted`/`rejected`) for each record of the line in order, then
-    /// `line_done`.
-    pub fn record(&mut self, format: &LineFormat, line: &[u8], r: &Result<Parsed<'_>, Rejection>) {
+    /// Counts one decoded record of `line`.
+    fn record(&mut self, format: &LineFormat, line: &[u8], r: &Result<Parsed<'_>, Rejection>) {
         match r {
             Ok(p) => self.accepted(format, &p.field_errors),
             Err(rej) => self.rejected(format, line, rej),
         }
     }
 
-    /// [`SourceStats::record`] of an accepted event that lost `field_errors`, with no
-    /// [`Parsed`] built for it.
+    /// Counts the records of a line decoded elsewhere (replay's decoding threads) as
+    /// [`SourceStats::line`] would have: `accepted` or `rejected` for each record of the
+    /// line in order, then `line_done` with the mapped fields the line held. This one: an
+    /// accepted event that lost `field_errors` (no [`Parsed`] is needed).
     pub fn accepted(&mut self, format: &LineFormat, field_errors: &[FieldError]) {
         self.tally.note_accepted(field_errors);
         self.observe(format, None);
     }
 
-    /// [`SourceStats::record`] of a rejected event of `line`.
+    /// A rejected event of `line` (see [`SourceStats::accepted`]).
     pub fn rejected(&mut self, format: &LineFormat, line: &[u8], rej: &Rejection) {
         self.tally.note_rejected(rej);
         self.observe(format, Some((line, rej)));
     }
 
-    /// Ends a line counted with [`SourceStats::record`]: notes the mapped fields it held.
+    /// Ends a line counted with [`SourceStats::accepted`]/[`SourceStats::rejected`]: notes
+    /// the mapped fields it held.
     pub fn line_done(&mut self, found: FieldSet) {
         self.first.found.extend(found);
     }

@@ -68,19 +68,14 @@ fn flat_fields<'a>(text: &'a str, w: &mut Wire<'a>) -> Option<()> {
 fn string_stop(rest: &[u8]) -> Option<usize> {
     #[cfg(target_arch = "x86_64")]
     {
-        let mut chunks = rest.chunks_exact(16);
-        let mut at = 0;
-        for chunk in chunks.by_ref() {
-            let Ok(chunk) = <&[u8; 16]>::try_from(chunk) else {
-                break;
-            };
+        let (chunks, tail) = rest.as_chunks::<16>();
+        for (i, chunk) in chunks.iter().enumerate() {
             let mask = stops16(chunk);
             if mask != 0 {
-                return Some(at + mask.trailing_zeros() as usize);
+                return Some(16 * i + mask.trailing_zeros() as usize);
             }
-            at += 16;
         }
-        string_stop_swar(chunks.remainder()).map(|p| at + p)
+        string_stop_swar(tail).map(|p| 16 * chunks.len() + p)
     }
     #[cfg(not(target_arch = "x86_64"))]
     string_stop_swar(rest)

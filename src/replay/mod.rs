@@ -333,8 +333,8 @@ impl Replayer {
                 continue;
             };
             let text = &bytes.as_bytes()[range];
-            // Counted and applied from the record as it is: no `Parsed` is built around
-            // each event (a copy of it, per line, on the one applying thread).
+            // Counted and applied from the record as it is: neither a `Parsed` (a copy of the
+            // event per record, on the one applying thread) nor a cloned `Rejection`.
             for r in &records[line.records.clone()] {
                 match r {
                     parallel::Record::Accepted(ev, field_errors) => {
