@@ -115,12 +115,12 @@ impl Burst {
         }
     }
 
-    /// Records a request older than the org's present (not always older than the newest
-    /// request here: the present also moves with ticks and job events) without judging it
-    /// (the tracker decides what a late request means for episodes, see
-    /// `Org::late_burst`); returns the requests
-    /// in `(ts − window, ts]` before it, as [`Burst::count`] would have: its place is where
-    /// that window ends, so counting and inserting share a search.
+    /// Records a request older than the org's present without judging it (the tracker
+    /// decides what a late request means for episodes, see `Org::late_burst`); it is not
+    /// always older than the newest request here, as the present also moves with ticks and
+    /// job events. Returns the requests in `(ts − window, ts]` before it, as
+    /// [`Burst::count`] would have: its place is where that window ends, so counting and
+    /// inserting share a search.
     pub fn insert_late(&mut self, ts: i64, window_ms: i64, threshold: u64) -> u64 {
         let newest = self.recent.back().copied().unwrap_or(ts).max(ts);
         let pos = self.recent.partition_point(|&x| x <= ts);

@@ -635,9 +635,11 @@ impl LineFormat {
             LineFormat::Json { fields } => {
                 if fields.is_empty() {
                     // A line within the event limit is at most one event of that size.
-                    let mut w = Wire::default();
-                    if text.len() <= ctx.max_event_bytes && super::scan::flat_event(text, &mut w) {
-                        return emit(w.validate(ctx));
+                    if text.len() <= ctx.max_event_bytes {
+                        let mut w = Wire::default();
+                        if super::scan::flat_event(text, &mut w) {
+                            return emit(w.validate(ctx));
+                        }
                     }
                     objects::<Wire<'l>>(text, ctx.max_event_bytes, |w| {
                         emit(w.and_then(|mut w| w.validate(ctx)))
