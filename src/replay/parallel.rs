@@ -1,17 +1,22 @@
 //! Replay on several threads with the answers of one: a reader frames the inputs into blocks
 //! of whole lines, worker threads decode and validate each block, and the calling thread
-//! applies the decoded blocks to the tracker in input order.
+//! applies the decoded blocks to the tracker in input order, decoding blocks itself whenever
+//! the next one to apply is not ready.
 //!
 //! Decoding (JSON or a log template, then SPEC §4 validation) is the larger part of the
 //! per-line cost and needs nothing but the line, so it spreads over threads; the tracker sees
 //! exactly the sequence of events, rejections and ticks a single thread would give it, so
-//! the report is byte-identical whatever the thread count. Input bytes in flight are held
+//! the report is byte-identical whatever the thread count. The applying thread is one of the
+//! N: with a decoder per core besides it, the cores were shared three ways, the applier got
+//! two thirds of one and was the bound, and the decoders then waited on the budget below
+//! with a core idle. Decoding whatever is queued while it would otherwise wait keeps every
+//! core busy whichever stage is slower. Input bytes in flight are held
 //! to a budget ([`BUDGET_PER_THREAD`] per thread; one block at a time past it, for a block
 //! that holds one long line), so memory does not grow with the input.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::sync::{Arc, Condvar, Mutex};
 
 use super::input::{Reading, ReplayError, open_input, read_more};
@@ -332,8 +337,8 @@ fn decode_block(
     }
 }
 
-/// Reads `inputs` as `reading` says with `threads` decoding threads (at least one besides
-/// the caller) and hands each decoded block to `apply` on the calling thread, in input order.
+/// Reads `inputs` as `reading` says, decodes on `threads` threads (the caller and at least one
+/// more) and hands each decoded block to `apply` on the calling thread, in input order.
 /// `progress` is called on the reader thread with the bytes read.
 pub(super) fn run(
     reading: &Reading,
@@ -351,7 +356,7 @@ pub(super) fn run(
         let (work_tx, work_rx) = sync_channel::<Block>(threads * 2);
         let (result_tx, result_rx) = sync_channel(threads * 2);
         let work_rx = Arc::new(Mutex::new(work_rx));
-        for i in 0..threads {
+        for i in 0..threads.saturating_sub(1).max(1) {
             let (work_rx, result_tx) = (work_rx.clone(), result_tx.clone());
             std::thread::Builder::new()
                 .name(format!("replay-decode-{i}"))
@@ -368,30 +373,62 @@ pub(super) fn run(
         // Dropping the receiver on any return (an error included) ends the other threads:
         // their sends fail, so the scope can join them; the reader, if it waits for budget,
         // is told to stop.
-        let out = apply_in_order(result_rx, in_flight, spares, &mut apply);
+        let helper = Helper {
+            reading,
+            spares,
+            work: &work_rx,
+        };
+        let out = apply_in_order(result_rx, in_flight, &helper, &mut apply);
         in_flight.close();
         out
     })
 }
 
+/// What the applying thread needs to decode a queued block itself.
+struct Helper<'h> {
+    reading: &'h Reading,
+    spares: &'h Spares,
+    work: &'h Mutex<Receiver<Block>>,
+}
+
+impl Helper<'_> {
+    /// Decodes a block waiting in the queue, if one is there now and no decoder is taking one.
+    fn decode_queued(&self) -> Option<Decoded> {
+        let block = self.work.try_lock().ok()?.try_recv().ok()?;
+        let ctx = self.reading.context();
+        Some(decode_block(&self.reading.format, &ctx, self.spares, block))
+    }
+}
+
 fn apply_in_order(
     results: Receiver<Result<Decoded, ReplayError>>,
     in_flight: &InFlight,
-    spares: &Spares,
+    helper: &Helper<'_>,
     apply: &mut impl FnMut(&mut Decoded) -> Result<(), ReplayError>,
 ) -> Result<(), ReplayError> {
     let mut next = 0u64;
     let mut waiting: BTreeMap<u64, Decoded> = BTreeMap::new();
-    for r in results {
-        let d = r?;
-        waiting.insert(d.seq, d);
+    loop {
         while let Some(mut d) = waiting.remove(&next) {
             let n = d.bytes.as_bytes().len();
             apply(&mut d)?;
-            spares.keep_decoded(d);
+            helper.spares.keep_decoded(d);
             in_flight.release(n);
             next += 1;
         }
+        // The next block is still being decoded: take in what is done, else decode a queued
+        // block here rather than wait, and wait only when there is nothing to decode.
+        let d = match results.try_recv() {
+            Ok(r) => r?,
+            Err(TryRecvError::Disconnected) => return Ok(()),
+            Err(TryRecvError::Empty) => match helper.decode_queued() {
+                Some(d) => d,
+                None => match results.recv() {
+                    Ok(r) => r?,
+                    Err(_) => return Ok(()),
+                },
+            },
+        };
+        waiting.insert(d.seq, d);
     }
-    Ok(())
 }
