@@ -79,6 +79,25 @@ impl<'a> Wire<'a> {
         }
     }
 
+    /// Sets scalar `field` as [`Wire::set`] does, first noting a duplicate when it already
+    /// has a value: the scanner's one step per key (one slot read and written).
+    pub fn set_noting_duplicate(&mut self, field: EventField, raw: Raw<'a>) {
+        match self.values.get_mut(field as usize) {
+            Some(slot) => {
+                if slot.is_some() {
+                    self.duplicates |= 1 << field as u32;
+                }
+                *slot = Some(raw);
+            }
+            None => {
+                if self.has(field) {
+                    self.mark_duplicate(field);
+                }
+                self.set(field, raw);
+            }
+        }
+    }
+
     /// Sets `field` from a parsed JSON value (mapped JSON formats).
     pub fn set_value(&mut self, field: EventField, v: &serde_json::Value) {
         if field == EventField::Headers {
