@@ -34,8 +34,9 @@ fn flat_fields<'a>(text: &'a str, w: &mut Wire<'a>) -> Option<()> {
     if !s.eat_if(b'}') {
         loop {
             let key = s.string()?;
-            s.ws();
-            s.eat(b':')?;
+            if !s.punct(b':') {
+                return None;
+            }
             s.ws();
             let value = s.value()?;
             if let Some(f) = EventField::parse(key) {
@@ -44,12 +45,13 @@ fn flat_fields<'a>(text: &'a str, w: &mut Wire<'a>) -> Option<()> {
                 }
                 w.set_noting_duplicate(f, value);
             }
-            s.ws();
-            if s.eat_if(b',') {
+            if s.punct(b',') {
                 s.ws();
                 continue;
             }
-            s.eat(b'}')?;
+            if !s.punct(b'}') {
+                return None;
+            }
             break;
         }
     }
@@ -140,6 +142,17 @@ impl<'a> Scanner<'a> {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
             self.i += 1;
         }
+    }
+
+    /// Eats `c` after any whitespace; the compact form (none) is one compare.
+    #[inline]
+    fn punct(&mut self, c: u8) -> bool {
+        if self.b.get(self.i) == Some(&c) {
+            self.i += 1;
+            return true;
+        }
+        self.ws();
+        self.eat_if(c)
     }
 
     fn eat(&mut self, c: u8) -> Option<()> {
