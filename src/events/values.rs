@@ -8,6 +8,7 @@
 //! read relative to the event's own time. Nothing here decides whether an event is kept.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 
 /// Why a field's value was not usable; the event goes on without it.
 pub(crate) type Bad = Cow<'static, str>;
@@ -378,31 +379,61 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     })
 }
 
-fn fast_rfc3339(b: &[u8]) -> Option<i64> {
-    fn num(b: &[u8]) -> Option<u32> {
-        let mut v = 0u32;
-        for &c in b {
-            if !c.is_ascii_digit() {
-                return None;
-            }
-            v = v * 10 + (c - b'0') as u32;
+thread_local! {
+    /// The last minute (`YYYY-MM-DDTHH:MM`, the first 16 bytes of an RFC 3339 time) this
+    /// thread read, and its Unix ms. Events come in time order, so consecutive timestamps
+    /// nearly always share their minute: its ten digits, range checks and calendar arithmetic
+    /// were most of a timestamp's cost. No valid minute is all zero bytes, so the initial key
+    /// never matches.
+    static LAST_MINUTE: Cell<([u8; 16], i64)> = const { Cell::new(([0; 16], 0)) };
+}
+
+/// Decimal digits of `b` as a number; `None` for anything but digits.
+fn digits(b: &[u8]) -> Option<u32> {
+    let mut v = 0u32;
+    for &c in b {
+        if !c.is_ascii_digit() {
+            return None;
         }
-        Some(v)
+        v = v * 10 + (c - b'0') as u32;
     }
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
+    Some(v)
+}
+
+/// `YYYY-MM-DDTHH:MM` to the Unix ms of that minute in UTC; `None` unless well formed and
+/// in range.
+fn minute_ms(b: &[u8; 16]) -> Option<i64> {
+    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') || b[13] != b':' {
         return None;
     }
-    let (y, mo, d) = (num(&b[0..4])? as i64, num(&b[5..7])?, num(&b[8..10])?);
-    let (h, mi, s) = (num(&b[11..13])?, num(&b[14..16])?, num(&b[17..19])?);
+    let (y, mo, d) = (
+        digits(&b[0..4])? as i64,
+        digits(&b[5..7])?,
+        digits(&b[8..10])?,
+    );
+    let (h, mi) = (digits(&b[11..13])?, digits(&b[14..16])?);
+    if !(1..=12).contains(&mo) || d == 0 || d > days_in_month(y, mo) || h > 23 || mi > 59 {
+        return None;
+    }
+    Some((days_from_civil(y, mo, d) * 86_400 + (h * 3600 + mi * 60) as i64) * 1000)
+}
+
+fn fast_rfc3339(b: &[u8]) -> Option<i64> {
+    if b.len() < 20 || b[16] != b':' {
+        return None;
+    }
+    let key: [u8; 16] = b[..16].try_into().ok()?;
+    let (last, last_ms) = LAST_MINUTE.get();
+    let minute = if last == key {
+        last_ms
+    } else {
+        let ms = minute_ms(&key)?;
+        LAST_MINUTE.set((key, ms));
+        ms
+    };
+    let s = digits(&b[17..19])?;
     // Leap seconds and other oddities go to chrono.
-    if !(1..=12).contains(&mo) || d == 0 || d > days_in_month(y, mo) || h > 23 || mi > 59 || s > 59
-    {
+    if s > 59 {
         return None;
     }
     let mut i = 19;
@@ -427,8 +458,8 @@ fn fast_rfc3339(b: &[u8]) -> Option<i64> {
     let offset_min: i64 = match b.get(i)? {
         b'Z' | b'z' if i + 1 == b.len() => 0,
         sign @ (b'+' | b'-') if i + 6 == b.len() && b[i + 3] == b':' => {
-            let oh = num(&b[i + 1..i + 3])? as i64;
-            let om = num(&b[i + 4..i + 6])? as i64;
+            let oh = digits(&b[i + 1..i + 3])? as i64;
+            let om = digits(&b[i + 4..i + 6])? as i64;
             if oh > 23 || om > 59 {
                 return None;
             }
@@ -437,9 +468,7 @@ fn fast_rfc3339(b: &[u8]) -> Option<i64> {
         }
         _ => return None,
     };
-    let days = days_from_civil(y, mo, d);
-    let secs = days * 86_400 + (h * 3600 + mi * 60 + s) as i64 - offset_min * 60;
-    Some(secs * 1000 + frac_ms)
+    Some(minute + (s as i64 - offset_min * 60) * 1000 + frac_ms)
 }
 
 /// A Go duration (`"6m0s"`, `"1.5s"`, `"20ms"`, `"0s"`), as OpenAI sends in
@@ -483,6 +512,55 @@ pub fn parse_go_duration_ms(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn by_chrono(s: &str) -> Option<i64> {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|t| t.timestamp_millis())
+    }
+
+    #[test]
+    fn a_cached_minute_reads_as_a_fresh_one() {
+        for t in [
+            "2026-11-27T14:00:00Z",
+            "2026-11-27T14:00:01.5Z",
+            "2026-11-27T14:00:59.999+01:30",
+            "2026-11-27T14:01:00Z",
+            "2026-11-27T14:00:02-00:15",
+            "2026-13-27T14:00:02Z",
+            "2026-11-27T14:00:60Z",
+            "2026-11-27T14:00:03Z",
+            "2028-02-29t00:00:00.1z",
+        ] {
+            assert_eq!(parse_rfc3339_ms(t), by_chrono(t), "{t}");
+        }
+    }
+
+    proptest! {
+        /// Times from few parts, so that runs of them share a minute (the cache) and
+        /// others do not, some out of range: the fast path answers as chrono does.
+        #[test]
+        fn rfc3339_times_read_as_chrono_reads_them(times in prop::collection::vec((
+            prop::sample::select(vec![1970u32, 2024, 2026, 2028, 2099, 2100]),
+            prop::sample::select(vec![0u32, 1, 2, 4, 12, 13]),
+            prop::sample::select(vec![0u32, 1, 28, 29, 30, 31, 32]),
+            prop::sample::select(vec![0u32, 9, 23, 24]),
+            prop::sample::select(vec![0u32, 1, 59, 60]),
+            prop::sample::select(vec![0u32, 30, 59, 60]),
+            prop::sample::select(vec!["", ".5", ".123", ".1239", ".", ".x"]),
+            prop::sample::select(vec!["Z", "z", "+01:00", "-05:30", "+24:00", "+1:00", "", "Zz"]),
+            prop::sample::select(vec!['T', 't', ' ']),
+        ), 1..24)) {
+            for (y, mo, d, h, mi, s, frac, zone, sep) in times {
+                // Each minute twice in a row: read fresh, then from the cache.
+                for s in [s, (s + 1) % 61] {
+                    let t = format!("{y:04}-{mo:02}-{d:02}{sep}{h:02}:{mi:02}:{s:02}{frac}{zone}");
+                    prop_assert_eq!(parse_rfc3339_ms(&t), by_chrono(&t), "{}", t);
+                }
+            }
+        }
+    }
 
     fn s(v: &str) -> Raw<'_> {
         Raw::Str(Cow::Borrowed(v))
