@@ -542,9 +542,11 @@ impl<'de> serde::Deserialize<'de> for OptMs {
 
 /// True for a valid org/app name: 1–128 printable characters.
 pub fn valid_name(s: &str) -> bool {
-    if s.is_ascii() {
-        // The common case, byte by byte: ASCII controls are 0x00-0x1f and 0x7f.
-        return (1..=128).contains(&s.len()) && !s.bytes().any(|b| b < 0x20 || b == 0x7f);
+    // The common case in one pass: 1-128 bytes of printable ASCII (the controls are 0x00-0x1f
+    // and 0x7f). Anything else, valid or not, takes the general rule.
+    let b = s.as_bytes();
+    if (1..=128).contains(&b.len()) && b.iter().all(|c| (0x20..0x7f).contains(c)) {
+        return true;
     }
     !s.is_empty() && s.chars().count() <= 128 && !s.chars().any(char::is_control)
 }
