@@ -95,17 +95,21 @@ struct Spares {
     records: Mutex<Vec<Vec<Record>>>,
 }
 
-/// An emptied buffer from `pool`, or a new one.
+/// An emptied buffer from `pool`, or a new one. Emptied here, by the thread that fills it
+/// again: dropping a block's records was work on the applying thread, the one that bounds a
+/// threaded replay.
 fn spare<T>(pool: &Mutex<Vec<Vec<T>>>) -> Vec<T> {
-    pool.lock()
+    let mut v = pool
+        .lock()
         .ok()
         .and_then(|mut p| p.pop())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    v.clear();
+    v
 }
 
-/// Keeps `v`, emptied, in `pool`.
-fn keep<T>(pool: &Mutex<Vec<Vec<T>>>, mut v: Vec<T>) {
-    v.clear();
+/// Keeps `v` in `pool`, to be emptied when it is taken again.
+fn keep<T>(pool: &Mutex<Vec<Vec<T>>>, v: Vec<T>) {
     if let Ok(mut p) = pool.lock() {
         p.push(v);
     }
