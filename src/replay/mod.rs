@@ -78,8 +78,9 @@ pub struct Options {
     pub timeline: bool,
 }
 
-/// The default of `--threads`: one decoding thread per core, at most 8 (past that the one
-/// thread applying events in order is the limit, and more blocks in flight only cost memory).
+/// The default of `--threads`: a thread per core (one of them applies events in order and
+/// decodes while it waits for the next block), at most 8 (past that the one thread applying
+/// events in order is the limit, and more blocks in flight only cost memory).
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
 }

@@ -6,13 +6,14 @@
 //! Decoding (JSON or a log template, then SPEC §4 validation) is the larger part of the
 //! per-line cost and needs nothing but the line, so it spreads over threads; the tracker sees
 //! exactly the sequence of events, rejections and ticks a single thread would give it, so
-//! the report is byte-identical whatever the thread count. The applying thread is one of the
-//! N: with a decoder per core besides it, the cores were shared three ways, the applier got
-//! two thirds of one and was the bound, and the decoders then waited on the budget below
-//! with a core idle. Decoding whatever is queued while it would otherwise wait keeps every
-//! core busy whichever stage is slower. Input bytes in flight are held
-//! to a budget ([`BUDGET_PER_THREAD`] per thread; one block at a time past it, for a block
-//! that holds one long line), so memory does not grow with the input.
+//! the report is byte-identical whatever the thread count.
+//!
+//! The applying thread is one of the N: with a decoder per core besides it, the cores were
+//! shared three ways, the applier got two thirds of one and was the bound, and the decoders
+//! then waited on the budget below with a core idle. Decoding whatever is queued while it
+//! would otherwise wait keeps every core busy whichever stage is slower. Input bytes in
+//! flight are held to a budget ([`BUDGET_PER_THREAD`] per thread; one block at a time past
+//! it, for a block that holds one long line), so memory does not grow with the input.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
