@@ -227,6 +227,24 @@ mod tests {
     }
 
     #[test]
+    fn a_late_request_does_not_count_one_held_at_its_window_start() {
+        let mut b = Burst::default();
+        for ts in [0, 5_000, 12_000] {
+            b.record(ts, W, 100);
+        }
+        assert_eq!(
+            b.insert_late(W, W, 100),
+            1,
+            "(0, 10 000] holds 5 000, not 0: the first held is at the cut"
+        );
+        assert_eq!(
+            b.insert_late(W + 1, W, 100),
+            2,
+            "(1, 10 001] holds 5 000 and 10 000, none of them the first"
+        );
+    }
+
+    #[test]
     fn opens_at_the_threshold_not_one_below() {
         let mut b = Burst::default();
         assert_eq!(b.record(0, W, 3), None);
