@@ -383,9 +383,10 @@ thread_local! {
     /// The last minute (`YYYY-MM-DDTHH:MM`, the first 16 bytes of an RFC 3339 time) this
     /// thread read, and its Unix ms. Events come in time order, so consecutive timestamps
     /// nearly always share their minute: its ten digits, range checks and calendar arithmetic
-    /// were most of a timestamp's cost. No valid minute is all zero bytes, so the initial key
-    /// never matches.
-    static LAST_MINUTE: Cell<([u8; 16], i64)> = const { Cell::new(([0; 16], 0)) };
+    /// were most of a timestamp's cost. The initial key is sixteen 0xFF bytes, which UTF-8
+    /// text never holds, so no input matches it (sixteen NULs would have: a `\u0000`
+    /// escape writes one).
+    static LAST_MINUTE: Cell<([u8; 16], i64)> = const { Cell::new(([0xff; 16], 0)) };
 }
 
 /// Decimal digits of `b` as a number; `None` for anything but digits.
@@ -518,6 +519,14 @@ mod tests {
         chrono::DateTime::parse_from_rfc3339(s)
             .ok()
             .map(|t| t.timestamp_millis())
+    }
+
+    #[test]
+    fn no_input_matches_the_empty_cache() {
+        // A fresh thread: nothing cached yet.
+        let nul = format!("{}:00Z", "\0".repeat(16));
+        let got = std::thread::spawn(move || parse_rfc3339_ms(&nul)).join();
+        assert_eq!(got.ok(), Some(None), "sixteen NULs are not a minute");
     }
 
     #[test]

@@ -75,11 +75,13 @@ pub(super) fn open_input(input: &str) -> io::Result<Box<dyn Read>> {
 }
 
 /// Appends up to `size` bytes from `reader` to `buf`, fewer only at the end of the input
-/// (reads interrupted by a signal are retried); returns how many (0 at the end).
+/// (reads interrupted by a signal are retried, and each call waits for a whole chunk or the
+/// end, also on a pipe); returns how many (0 at the end). On an error, bytes read before it
+/// may be left in `buf`: the replay stops there.
 ///
-/// Read into `buf`'s spare capacity as it is (std's `read_to_end` tracks what it has
-/// initialized): zeroing each megabyte before reading into it was a fortieth of a
-/// single-thread replay's instructions.
+/// A file (or standard input) is read straight into `buf`'s spare capacity: zeroing each
+/// megabyte before reading into it was a fortieth of a single-thread replay's instructions.
+/// Decompressors, which have no such read, still get each of their reads zeroed by std.
 pub(super) fn read_more(
     reader: &mut dyn Read,
     buf: &mut Vec<u8>,

@@ -70,9 +70,10 @@ pub struct Options {
     /// Lines longer than this are rejected as `too_large` (each event in them is still held
     /// to 64 KiB, as in a `POST /v1/events` body).
     pub max_line_bytes: usize,
-    /// Threads that decode lines (besides the one that applies them in input order); 1
-    /// reads, decodes and applies on the calling thread alone. The report is the same
-    /// whatever the count.
+    /// Threads that decode lines, the calling one included: it applies them in input order
+    /// and decodes while the next block is not ready, so N spawns N − 1 decoders; 1 reads,
+    /// decodes and applies on the calling thread alone. The report is the same whatever the
+    /// count.
     pub threads: usize,
     /// Record usage over time per org, for [`Report::write_html`].
     pub timeline: bool,
