@@ -205,12 +205,18 @@ mod tests {
         assert_eq!(burst_threshold(0, W, 3.0), None, "no rpm limit, no bursts");
     }
 
-    #[test]
-    fn a_late_request_newer_than_every_one_held_counts_the_window_before_it() {
+    /// A burst state holding requests at `times`, in order, far below any threshold.
+    fn holding(times: &[i64]) -> Burst {
         let mut b = Burst::default();
-        for ts in [0, 1_000, 2_000] {
+        for &ts in times {
             b.record(ts, W, 100);
         }
+        b
+    }
+
+    #[test]
+    fn a_late_request_newer_than_every_one_held_counts_the_window_before_it() {
+        let mut b = holding(&[0, 1_000, 2_000]);
         // Late to the org's present, not to the requests here: it goes last.
         assert_eq!(
             b.insert_late(10_500, W, 100),
@@ -228,10 +234,7 @@ mod tests {
 
     #[test]
     fn a_late_request_does_not_count_one_held_at_its_window_start() {
-        let mut b = Burst::default();
-        for ts in [0, 5_000, 12_000] {
-            b.record(ts, W, 100);
-        }
+        let mut b = holding(&[0, 5_000, 12_000]);
         assert_eq!(
             b.insert_late(W, W, 100),
             1,
