@@ -24,7 +24,9 @@ scale:  the daemon with its store, at scale: 24 h of traffic for --orgs x --apps
 post:   sustained durable `POST /v1/events` (NDJSON bodies of 1 000 events, keep-alive, every
         202 after its commit) driven by the compiled load generator
         `target/release/examples/post_load` (built with `cargo build --release --example
-        post_load`): events/s for each binary.
+        post_load`): events/s and the daemon's CPU per event for each binary, twice: with
+        timestamps that follow the clock (what shippers send) and with the same second posted
+        over and over (every event late for its org: the late path's worst case).
 
 Figures on a shared machine are noisy: compare ratios from one run, not absolute times
 across runs. Standard library only; each daemon runs in a fresh temporary directory on a
@@ -276,22 +278,29 @@ def bench_post(args):
     if not os.path.exists(loader):
         sys.exit(f"{loader} is missing: cargo build --release --example post_load")
     print(f"post: {args.clients} clients, {args.seconds:.0f} s, {os.cpu_count()} cores (daemon and load share them)")
-    rates = {}
-    for label, binary in [("new", args.bin)] + ([("old", args.baseline)] if args.baseline else []):
-        work = tempfile.mkdtemp(prefix="rw-post-")
-        d = Daemon(binary, work)
-        try:
-            d.start()
-            out = subprocess.run([loader, "--addr", f"127.0.0.1:{d.port}", "--clients", str(args.clients),
-                                  "--seconds", str(int(args.seconds))], capture_output=True, text=True, check=True)
-            line = out.stdout.strip()
-            print(f"  [{label}] {line}")
-            rates[label] = float(line.split(" = ")[1].split()[0])
-        finally:
-            d.stop()
-            shutil.rmtree(work, ignore_errors=True)
-    if "old" in rates:
-        print(f"ratio new/old (higher is faster): {rates['new'] / rates['old']:.2f}")
+    for stamps in ["clock", "fixed"]:
+        rates, cpu = {}, {}
+        for label, binary in [("new", args.bin)] + ([("old", args.baseline)] if args.baseline else []):
+            work = tempfile.mkdtemp(prefix="rw-post-")
+            d = Daemon(binary, work)
+            try:
+                d.start()
+                cpu0 = d.cpu_seconds()
+                out = subprocess.run([loader, "--addr", f"127.0.0.1:{d.port}", "--clients", str(args.clients),
+                                      "--seconds", str(int(args.seconds)), "--timestamps", stamps],
+                                     capture_output=True, text=True, check=True)
+                spent = d.cpu_seconds() - cpu0
+                line = out.stdout.strip()
+                events = int(line.split()[1])
+                rates[label] = float(line.split(" = ")[1].split()[0])
+                cpu[label] = spent / max(events, 1) * 1e6
+                print(f"  [{label}, timestamps {stamps}] {line}; daemon CPU {cpu[label]:.2f} us per event")
+            finally:
+                d.stop()
+                shutil.rmtree(work, ignore_errors=True)
+        if "old" in rates:
+            print(f"  timestamps {stamps}: new/old {rates['new'] / rates['old']:.2f}x events/s, "
+                  f"{cpu['old'] / cpu['new']:.2f}x less daemon CPU per event")
 
 
 def main():

@@ -3,12 +3,19 @@
 //!
 //! ```text
 //! cargo build --release --example post_load
-//! target/release/examples/post_load --addr 127.0.0.1:9747 [--clients 4] [--seconds 15] [--batch 1000]
+//! target/release/examples/post_load --addr 127.0.0.1:9747 [--clients 4] [--seconds 15] [--batch 1000] [--timestamps clock|fixed]
 //! ```
 //!
 //! Each client keeps one HTTP/1.1 connection and posts NDJSON bodies of `--batch` events (50
-//! orgs, 5 apps, 5 % 429s, timestamps in the last minute), waiting for each answer: every
-//! `202` means the batch is committed. Prints events/s and the answers that were not `202`.
+//! orgs, 5 apps, 5 % 429s), waiting for each answer: every `202` means the batch is
+//! committed. Prints events/s and the answers that were not `202`.
+//!
+//! `--timestamps clock` (the default) stamps every event of a body with the millisecond it is
+//! sent, as a shipper flushing what just happened does; clients interleave, so some events
+//! still come a few milliseconds late. `--timestamps fixed` posts the same second of the
+//! minute before the start over and over, so after the first bodies every event is late for
+//! its org: the worst case of the late-event path, not the common one.
+//!
 //! Standard library only; `RATEWARDEN_INGEST_TOKEN` is sent as a bearer token when set.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -22,6 +29,7 @@ struct Args {
     clients: usize,
     seconds: u64,
     batch: usize,
+    clock: bool,
 }
 
 fn args() -> Result<Args, String> {
@@ -30,6 +38,7 @@ fn args() -> Result<Args, String> {
         clients: 4,
         seconds: 15,
         batch: 1000,
+        clock: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -40,6 +49,13 @@ fn args() -> Result<Args, String> {
             "--clients" => a.clients = number(&value)?.max(1) as usize,
             "--seconds" => a.seconds = number(&value)?.max(1),
             "--batch" => a.batch = number(&value)?.max(1) as usize,
+            "--timestamps" => {
+                a.clock = match value.as_str() {
+                    "clock" => true,
+                    "fixed" => false,
+                    v => return Err(format!("--timestamps {v}: expected clock or fixed")),
+                }
+            }
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -49,15 +65,43 @@ fn args() -> Result<Args, String> {
     Ok(a)
 }
 
-/// 64 bodies of `batch` events each, timestamped in the minute before `now_ms`.
-fn bodies(batch: usize, now_ms: u128) -> Vec<Vec<u8>> {
-    (0..64)
+/// Digits of a Unix-ms timestamp until 2286: fixed, so a body's stamps can be rewritten in place.
+const TS_DIGITS: usize = 13;
+
+/// A body of NDJSON events and where each event's `ts` digits are.
+struct Body {
+    bytes: Vec<u8>,
+    stamps: Vec<usize>,
+}
+
+impl Body {
+    /// Writes `ms` (13 digits) over every event's `ts`.
+    fn stamp(&mut self, ms: u128) {
+        let digits = format!("{ms:0TS_DIGITS$}");
+        for &at in &self.stamps {
+            self.bytes[at..at + TS_DIGITS].copy_from_slice(digits.as_bytes());
+        }
+    }
+}
+
+/// Unix time now, ms.
+fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+/// `count` bodies of `batch` events each, timestamped in the minute before `now_ms`.
+fn bodies(count: usize, batch: usize, now_ms: u128) -> Vec<Body> {
+    (0..count)
         .map(|b| {
             let mut body = Vec::with_capacity(batch * 100);
+            let mut stamps = Vec::with_capacity(batch);
             for k in 0..batch {
                 let n = b * batch + k;
                 let status = if k % 20 == 0 { 429 } else { 200 };
                 let ts = now_ms - 60_000 + (k % 60_000) as u128;
+                stamps.push(body.len() + r#"{"ts":"#.len());
                 let _ = writeln!(
                     body,
                     r#"{{"ts":{ts},"org":"org-{}","app":"app-{}","status":{status},"latency_ms":300}}"#,
@@ -65,7 +109,10 @@ fn bodies(batch: usize, now_ms: u128) -> Vec<Vec<u8>> {
                     k % 5
                 );
             }
-            body
+            Body {
+                bytes: body,
+                stamps,
+            }
         })
         .collect()
 }
@@ -112,10 +159,14 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    let bodies = Arc::new(bodies(a.batch, now_ms));
+    // Each client posts its own share of the bodies (it rewrites their stamps).
+    let mut shares: Vec<Vec<Body>> = (0..a.clients).map(|_| Vec::new()).collect();
+    for (i, body) in bodies(64.max(a.clients), a.batch, now_ms())
+        .into_iter()
+        .enumerate()
+    {
+        shares[i % a.clients].push(body);
+    }
     let token = std::env::var("RATEWARDEN_INGEST_TOKEN")
         .ok()
         .filter(|t| !t.is_empty())
@@ -128,9 +179,10 @@ fn main() {
     let events = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let clients: Vec<_> = (0..a.clients)
-        .map(|c| {
-            let (bodies, head, stop) = (bodies.clone(), head.clone(), stop.clone());
+    let clients: Vec<_> = shares
+        .into_iter()
+        .map(|mut bodies| {
+            let (head, stop, clock) = (head.clone(), stop.clone(), a.clock);
             let (events, refused, addr, batch) = (
                 events.clone(),
                 refused.clone(),
@@ -141,13 +193,18 @@ fn main() {
                 let mut stream = TcpStream::connect(&addr)?;
                 stream.set_nodelay(true)?;
                 let mut reader = BufReader::new(stream.try_clone()?);
-                let mut i = c;
-                while !stop.load(Ordering::Relaxed) {
-                    match post(&mut stream, &mut reader, &head, &bodies[i % bodies.len()])? {
+                for i in (0..bodies.len()).cycle() {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let body = &mut bodies[i];
+                    if clock {
+                        body.stamp(now_ms());
+                    }
+                    match post(&mut stream, &mut reader, &head, &body.bytes)? {
                         202 => events.fetch_add(batch, Ordering::Relaxed),
                         _ => refused.fetch_add(1, Ordering::Relaxed),
                     };
-                    i += a.clients;
                 }
                 Ok(())
             })
