@@ -257,7 +257,15 @@ pub(crate) fn time(raw: &Raw<'_>) -> Result<Option<i64>, Bad> {
                 .into()),
             }
         }
-        Raw::UInt(_) | Raw::Int(_) | Raw::Float(_) => match number(raw) {
+        // Exact in integers: every in-range ms (< 2^53) and every seconds value whose ms are
+        // in range is exact as f64 too, so this answers as the float rule does, without its
+        // rounding call (a third of reading a numeric `ts`).
+        Raw::UInt(n) => match i64::try_from(*n) {
+            Ok(n) if n > 1_000_000_000_000 => in_range(n).map(Some),
+            Ok(n) => in_range(n * 1000).map(Some),
+            Err(_) => Err("ts is outside 1970..2100".into()),
+        },
+        Raw::Int(_) | Raw::Float(_) => match number(raw) {
             Ok(Some(n)) => epoch_ms(n).map(Some),
             _ => Err("ts is outside 1970..2100".into()),
         },
@@ -568,6 +576,23 @@ mod tests {
                     prop_assert_eq!(parse_rfc3339_ms(&t), by_chrono(&t), "{}", t);
                 }
             }
+        }
+    }
+
+    proptest! {
+        /// An integer `ts` answers as the float rule (SPEC §4: seconds, ms above 1e12) does,
+        /// near each edge of the range and of the seconds/ms cut.
+        #[test]
+        fn integer_times_read_as_the_float_rule_reads_them(
+            base in prop::sample::select(vec![
+                0u64, 1_000_000_000_000, MAX_TS_MS as u64 / 1000, MAX_TS_MS as u64,
+                1_795_788_000, 1_795_788_000_000, 1 << 53, u64::MAX - 2000,
+            ]),
+            delta in prop_oneof![-2i64..=2, -1000i64..1000],
+        ) {
+            let n = base.saturating_add_signed(delta);
+            let by_float = epoch_ms(n as f64).map(Some);
+            prop_assert_eq!(time(&Raw::UInt(n)), by_float, "{}", n);
         }
     }
 
