@@ -207,7 +207,10 @@ fn read(
     mut progress: impl FnMut(u64),
 ) {
     let mut seq = 0u64;
-    let mut buf: Vec<u8> = Vec::with_capacity(BLOCK + max.min(BLOCK));
+    // Room for a block and the partial line before it (at most `max` and a BOM and a `\r`),
+    // so that reading a block into a buffer of the pool never grows it.
+    let room = BLOCK + max.min(BLOCK) + 4;
+    let mut buf: Vec<u8> = Vec::with_capacity(room);
     for input in inputs {
         let input_err = |source| ReplayError::Input {
             path: input.clone(),
@@ -244,19 +247,29 @@ fn read(
             });
             if lines.is_empty() {
                 keep(&spares.spans, lines);
+                buf.drain(..used);
             } else {
                 if !in_flight.admit(used) {
                     return;
                 }
-                let mut bytes = spare(&spares.bytes);
-                bytes.extend_from_slice(&buf[..used]);
+                // The block takes the buffer as read; only the partial line after it moves,
+                // to a pooled buffer that reads on (copying the block instead was half of
+                // this thread's instructions).
+                let rest = &buf[used..];
+                let mut next = spare(&spares.bytes);
+                if next.capacity() < BLOCK + rest.len() {
+                    // New rather than grown: growing copies what the buffer held before.
+                    next = Vec::with_capacity(room.max(BLOCK + rest.len()));
+                }
+                next.extend_from_slice(rest);
+                buf.truncate(used);
+                let bytes = std::mem::replace(&mut buf, next);
                 let block = Block { seq, bytes, lines };
                 seq += 1;
                 if work.send(block).is_err() {
                     return;
                 }
             }
-            buf.drain(..used);
             progress(n as u64);
             if n == 0 {
                 break;
