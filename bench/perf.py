@@ -3,7 +3,7 @@
 
     python3 bench/perf.py replay [--bin target/release/ratewarden] [--lines 2000000]
     python3 bench/perf.py scale  [--bin target/release/ratewarden] [--orgs 10000] [--apps 3]
-    python3 bench/perf.py post   [--bin ...] [--clients 4] [--seconds 15]
+    python3 bench/perf.py post   [--bin ...] [--clients 4] [--seconds 15] [--rounds 3]
     python3 bench/perf.py all    [--bin ...] [--baseline OTHER_BINARY]
 
 replay: generates the workload once (../shared/bench/gen_events.py, deterministic; cached
@@ -26,7 +26,8 @@ post:   sustained durable `POST /v1/events` (NDJSON bodies of 1 000 events, keep
         `target/release/examples/post_load` (built with `cargo build --release --example
         post_load`): events/s and the daemon's CPU per event for each binary, twice: with
         timestamps that follow the clock (what shippers send) and with the same second posted
-        over and over (every event late for its org: the late path's worst case).
+        over and over (every event late for its org: the late path's worst case); --rounds
+        runs of each binary, alternating, and their medians.
 
 Figures on a shared machine are noisy: compare ratios from one run, not absolute times
 across runs. Standard library only; each daemon runs in a fresh temporary directory on a
@@ -280,27 +281,35 @@ def bench_post(args):
     print(f"post: {args.clients} clients, {args.seconds:.0f} s, {os.cpu_count()} cores (daemon and load share them)")
     for stamps in ["clock", "fixed"]:
         rates, cpu = {}, {}
-        for label, binary in [("new", args.bin)] + ([("old", args.baseline)] if args.baseline else []):
-            work = tempfile.mkdtemp(prefix="rw-post-")
-            d = Daemon(binary, work)
-            try:
-                d.start()
-                cpu0 = d.cpu_seconds()
-                out = subprocess.run([loader, "--addr", f"127.0.0.1:{d.port}", "--clients", str(args.clients),
-                                      "--seconds", str(int(args.seconds)), "--timestamps", stamps],
-                                     capture_output=True, text=True, check=True)
-                spent = d.cpu_seconds() - cpu0
-                line = out.stdout.strip()
-                events = int(line.split()[1])
-                rates[label] = float(line.split(" = ")[1].split()[0])
-                cpu[label] = spent / max(events, 1) * 1e6
-                print(f"  [{label}, timestamps {stamps}] {line}; daemon CPU {cpu[label]:.2f} us per event")
-            finally:
-                d.stop()
-                shutil.rmtree(work, ignore_errors=True)
+        binaries = [("new", args.bin)] + ([("old", args.baseline)] if args.baseline else [])
+        # Rounds alternate the binaries, so a slow minute of the machine hits both alike.
+        for _ in range(args.rounds):
+            for label, binary in binaries:
+                work = tempfile.mkdtemp(prefix="rw-post-")
+                d = Daemon(binary, work)
+                try:
+                    d.start()
+                    cpu0 = d.cpu_seconds()
+                    out = subprocess.run([loader, "--addr", f"127.0.0.1:{d.port}", "--clients", str(args.clients),
+                                          "--seconds", str(int(args.seconds)), "--timestamps", stamps],
+                                         capture_output=True, text=True, check=True)
+                    spent = d.cpu_seconds() - cpu0
+                    line = out.stdout.strip()
+                    events = int(line.split()[1])
+                    rates.setdefault(label, []).append(float(line.split(" = ")[1].split()[0]))
+                    cpu.setdefault(label, []).append(spent / max(events, 1) * 1e6)
+                    print(f"  [{label}, timestamps {stamps}] {line}; daemon CPU {cpu[label][-1]:.2f} us per event")
+                finally:
+                    d.stop()
+                    shutil.rmtree(work, ignore_errors=True)
+        for label in rates:
+            print(f"  timestamps {stamps}, {label}: median {statistics.median(rates[label]) / 1e6:.2f} M events/s "
+                  f"(runs {', '.join(f'{r / 1e6:.2f}' for r in rates[label])}), "
+                  f"daemon CPU median {statistics.median(cpu[label]):.2f} us per event")
         if "old" in rates:
-            print(f"  timestamps {stamps}: new/old {rates['new'] / rates['old']:.2f}x events/s, "
-                  f"{cpu['old'] / cpu['new']:.2f}x less daemon CPU per event")
+            print(f"  timestamps {stamps}: new/old {statistics.median(rates['new']) / statistics.median(rates['old']):.2f}x "
+                  f"events/s, {statistics.median(cpu['old']) / statistics.median(cpu['new']):.2f}x less daemon CPU "
+                  "per event (medians)")
 
 
 def main():
@@ -313,6 +322,7 @@ def main():
     ap.add_argument("--apps", type=int, default=3)
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=15)
+    ap.add_argument("--rounds", type=int, default=3, help="post: runs of each binary, alternating")
     args = ap.parse_args()
     args.bin = os.path.abspath(args.bin)
     if args.baseline:
