@@ -307,8 +307,8 @@ def bench_post(args):
                   f"(runs {', '.join(f'{r / 1e6:.2f}' for r in rates[label])}), "
                   f"daemon CPU median {statistics.median(cpu[label]):.2f} us per event")
         if "old" in rates:
-            print(f"  timestamps {stamps}: new/old {statistics.median(rates['new']) / statistics.median(rates['old']):.2f}x "
-                  f"events/s, {statistics.median(cpu['old']) / statistics.median(cpu['new']):.2f}x less daemon CPU "
+            print(f"  timestamps {stamps}: new/old {statistics.median(rates['new']) / max(statistics.median(rates['old']), 1e-9):.2f}x "
+                  f"events/s, {statistics.median(cpu['old']) / max(statistics.median(cpu['new']), 1e-9):.2f}x less daemon CPU "
                   "per event (medians)")
 
 

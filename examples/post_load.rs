@@ -91,7 +91,8 @@ fn now_ms() -> u128 {
         .map_or(0, |d| d.as_millis())
 }
 
-/// `count` bodies of `batch` events each, timestamped in the minute before `now_ms`.
+/// `count` bodies of `batch` events each, stamped one ms apart from a minute before `now_ms`
+/// (clock mode stamps each again as it is sent).
 fn bodies(count: usize, batch: usize, now_ms: u128) -> Vec<Body> {
     (0..count)
         .map(|b| {

@@ -26,8 +26,8 @@ use crate::events::intake::{FieldSet, Line, LineFramer};
 use crate::events::{Buffer, Detached, FieldError, Parsed, Rejection};
 
 /// Bytes read into one block: big enough that handing it over costs little per line, small
-/// enough to stay under the allocator's mmap threshold (each block is a fresh allocation
-/// that would otherwise be mapped and unmapped) and to keep the blocks in flight small.
+/// enough that a block's buffer (pooled, with room for a partial line too) stays under the
+/// allocator's mmap threshold, and to keep the blocks in flight small.
 const BLOCK: usize = 256 << 10;
 
 /// Input bytes in flight (read, not yet applied) per decoding thread. A block is let in

@@ -413,8 +413,8 @@ impl SqliteStore {
 
 /// Sets `key` in the `meta` table to `value`.
 fn set_meta(conn: &Connection, key: &str, value: i64) -> rusqlite::Result<usize> {
-    // Cached: every commit sets two keys, and parsing the statement again each time was a
-    // percent of durable ingest.
+    // Cached: every commit sets one to three keys, and parsing the statement again each
+    // time was a percent of durable ingest.
     conn.prepare_cached(
         "INSERT INTO meta (key, value) VALUES (?1, ?2)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",

@@ -18,64 +18,15 @@
 
 pub mod dense;
 mod slot;
+mod varint;
 
 use dense::Dense;
 
 pub use slot::Slot;
 
+use varint::{put, read, take, varint_len};
+
 use std::marker::PhantomData;
-
-/// Appends `v` as an LEB128 varint.
-fn put(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// Bytes [`put`] writes for `v` (a gap, never negative).
-fn varint_len(v: i64) -> usize {
-    let mut v = v as u64;
-    let mut n = 1;
-    while v >= 0x80 {
-        v >>= 7;
-        n += 1;
-    }
-    n
-}
-
-/// Reads an LEB128 varint at `*at`, moving past it; `None` when the bytes end first or it
-/// does not fit 64 bits (only stored bytes can be like that: [`Window::adopt`] checks them).
-#[inline]
-fn take(bytes: &[u8], at: &mut usize) -> Option<u64> {
-    // Gaps and counts are mostly under 128: one byte, read without the loop.
-    let first = *bytes.get(*at)?;
-    if first < 0x80 {
-        *at += 1;
-        return Some(u64::from(first));
-    }
-    take_long(bytes, at)
-}
-
-/// [`take`] of a varint of more than one byte.
-fn take_long(bytes: &[u8], at: &mut usize) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *bytes.get(*at)?;
-        *at += 1;
-        v |= u64::from(b & 0x7f).checked_shl(shift)?;
-        if b & 0x80 == 0 {
-            return Some(v);
-        }
-    }
-    None
-}
-
-/// [`take`] on bytes this window wrote with [`put`], which are well formed.
-fn read(bytes: &[u8], at: &mut usize) -> u64 {
-    take(bytes, at).unwrap_or(0)
-}
 
 /// A position in the entries: the byte offset of an entry and the bucket before it (its gap
 /// counts from there).

@@ -361,6 +361,28 @@ fn memory_follows_activity() {
 }
 
 #[test]
+fn a_varint_past_64_bits_does_not_read() {
+    // u64::MAX: nine bytes of seven ones, then bit 63 in the tenth.
+    let mut max = vec![0xff; 9];
+    max.push(0x01);
+    let mut at = 0;
+    assert_eq!(take(&max, &mut at), Some(u64::MAX));
+    assert_eq!(at, 10);
+    // One more bit in the tenth byte would be bit 64: the old loop dropped it silently.
+    let mut over = vec![0xff; 9];
+    over.push(0x02);
+    assert_eq!(take(&over, &mut 0), None);
+    // Nor does an eleventh byte ever read.
+    let mut long = vec![0x80; 10];
+    long.push(0x00);
+    assert_eq!(take(&long, &mut 0), None);
+    // The one-byte path and the bytes ending early.
+    assert_eq!(take(&[0x7f], &mut 0), Some(0x7f));
+    assert_eq!(take(&[0x80], &mut 0), None);
+    assert_eq!(take(&[], &mut 0), None);
+}
+
+#[test]
 fn a_stored_window_that_does_not_decode_is_refused() {
     let mut w: Window<u32> = Window::new(61, 300);
     w.add(1_000, 3);
