@@ -226,9 +226,12 @@ fn in_range(ms: i64) -> Result<i64, Bad> {
     }
 }
 
-/// Epoch seconds, or milliseconds when above 1e12 (SPEC §4).
+/// Epoch numbers above this are milliseconds, the rest seconds (SPEC §4).
+const MS_ABOVE: i64 = 1_000_000_000_000;
+
+/// Epoch seconds, or milliseconds when above [`MS_ABOVE`] (SPEC §4).
 fn epoch_ms(n: f64) -> Result<i64, Bad> {
-    let ms = if n > 1e12 { n } else { n * 1000.0 };
+    let ms = if n > MS_ABOVE as f64 { n } else { n * 1000.0 };
     if !ms.is_finite() || ms < MIN_TS_MS as f64 || ms >= MAX_TS_MS as f64 {
         return Err("ts is outside 1970..2100".into());
     }
@@ -260,11 +263,10 @@ pub(crate) fn time(raw: &Raw<'_>) -> Result<Option<i64>, Bad> {
         // Exact in integers: every in-range ms (< 2^53) and every seconds value whose ms are
         // in range is exact as f64 too, so this answers as the float rule does, without its
         // rounding call (a third of reading a numeric `ts`).
-        Raw::UInt(n) => match i64::try_from(*n) {
-            Ok(n) if n > 1_000_000_000_000 => in_range(n).map(Some),
-            Ok(n) => in_range(n * 1000).map(Some),
-            Err(_) => Err("ts is outside 1970..2100".into()),
-        },
+        Raw::UInt(n) => {
+            let n = i64::try_from(*n).unwrap_or(i64::MAX);
+            in_range(if n > MS_ABOVE { n } else { n * 1000 }).map(Some)
+        }
         Raw::Int(_) | Raw::Float(_) => match number(raw) {
             Ok(Some(n)) => epoch_ms(n).map(Some),
             _ => Err("ts is outside 1970..2100".into()),
@@ -332,7 +334,7 @@ pub(crate) fn reset_ms(raw: &Raw<'_>, reference: Option<i64>) -> Result<Option<i
     if !(n.is_finite() && n >= 0.0) {
         return Err(format!("{n} is not a reset time").into());
     }
-    if n > 1e12 {
+    if n > MS_ABOVE as f64 {
         until(n.round() as i64, reference, "the reset").map(Some)
     } else if n > MAX_WAIT_S {
         until((n * 1000.0).round() as i64, reference, "the reset").map(Some)

@@ -22,7 +22,8 @@ pub(super) fn varint_len(v: i64) -> usize {
 }
 
 /// Reads an LEB128 varint at `*at`, moving past it; `None` when the bytes end first or it
-/// does not fit 64 bits (only stored bytes can be like that: [`super::Window::adopt`] checks them).
+/// does not fit 64 bits (only stored bytes can be like that: [`super::Window::adopt`]
+/// checks them).
 #[inline]
 pub(super) fn take(bytes: &[u8], at: &mut usize) -> Option<u64> {
     // Gaps and counts are mostly under 128: one byte, read without the loop.
@@ -40,7 +41,8 @@ fn take_long(bytes: &[u8], at: &mut usize) -> Option<u64> {
     for shift in (0..64).step_by(7) {
         let b = *bytes.get(*at)?;
         *at += 1;
-        // The tenth byte holds bit 63 only: more would be lost by the shift, not an error.
+        // The tenth byte can hold only bit 63: any higher bit does not fit, and the shift
+        // would drop it rather than refuse it.
         if shift == 63 && b & 0x7f > 1 {
             return None;
         }
