@@ -639,7 +639,11 @@ impl LineFormat {
                     if text.len() <= ctx.max_event_bytes {
                         let mut w = Wire::default();
                         if super::scan::flat_event(text, &mut w) {
-                            return emit(w.validate(ctx));
+                            let parsed = w.validate(ctx);
+                            // The scanner only borrows (no escapes, no objects): the spent
+                            // wire owns nothing, and its drop walked every slot to find so.
+                            w.forget_borrowed();
+                            return emit(parsed);
                         }
                     }
                     objects::<Wire<'l>>(text, ctx.max_event_bytes, |w| {

@@ -81,6 +81,7 @@ impl<'a> Wire<'a> {
 
     /// Sets scalar `field` as [`Wire::set`] does, first noting a duplicate when it already
     /// has a value: the scanner's one step per key (one slot read and written).
+    #[inline]
     pub fn set_noting_duplicate(&mut self, field: EventField, raw: Raw<'a>) {
         match self.values.get_mut(field as usize) {
             Some(slot) => {
@@ -131,6 +132,26 @@ impl<'a> Wire<'a> {
             Some(RawHeaders::Object(h)) => h.push((name, value)),
             _ => self.headers = Some(RawHeaders::Object(vec![(name, value)])),
         }
+    }
+
+    /// Lets go of a wire that owns no heap memory (every value borrowed, as the scanner
+    /// fills it) without running its drop, which walks every slot.
+    pub fn forget_borrowed(self) {
+        debug_assert!(
+            self.owns_nothing(),
+            "a wire holding owned values was forgotten"
+        );
+        std::mem::forget(self);
+    }
+
+    /// True when no value of this wire is heap-allocated.
+    fn owns_nothing(&self) -> bool {
+        self.ratelimit.is_none()
+            && self.headers.is_none()
+            && self
+                .values
+                .iter()
+                .all(|v| !matches!(v, Some(Raw::Str(Cow::Owned(_)))))
     }
 
     /// Notes that `field` was given more than once (validation decides what that costs).
