@@ -329,7 +329,21 @@ impl Replayer {
             records,
             ..
         } = d;
-        for line in lines.iter() {
+        let all = bytes.as_bytes();
+        for (i, line) in lines.iter().enumerate() {
+            if let Some(ahead) = lines.get(i + PREFETCH_AHEAD) {
+                // A worker on another core wrote these: fetched now, they arrive while the
+                // lines before are applied instead of stalling this thread, the bound.
+                if let Some(r) = records.get(ahead.records.start) {
+                    crate::model::prefetch_bytes(
+                        std::ptr::from_ref(r).cast(),
+                        size_of::<parallel::Record>(),
+                    );
+                }
+                if let Some(text) = ahead.line.clone().and_then(|r| all.get(r)) {
+                    crate::model::prefetch_bytes(text.as_ptr(), text.len());
+                }
+            }
             let Some(range) = line.line.clone() else {
                 self.framed(Line::TooLong);
                 continue;
@@ -375,6 +389,9 @@ impl Replayer {
         })
     }
 }
+
+/// Lines ahead whose record and bytes the applying thread asks the cache for.
+const PREFETCH_AHEAD: usize = 4;
 
 /// What a replay found.
 pub struct Report {

@@ -231,20 +231,6 @@ impl JobId {
     }
 }
 
-/// Asks the CPU to bring `r`'s cache line in, without waiting for it.
-#[inline]
-fn prefetch<T>(r: &T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint that never faults and reads nothing into the program;
-    // the pointer comes from a live reference. SSE is part of every x86_64 target.
-    unsafe {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        _mm_prefetch::<_MM_HINT_T0>((r as *const T).cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = r;
-}
-
 /// Whether `slot` still holds the job of `seq`.
 fn holds(slots: &[Entry], slot: u32, seq: u64) -> bool {
     slots.get(slot as usize).is_some_and(|e| e.job.seq == seq)
@@ -436,7 +422,7 @@ impl Jobs {
             // At the cap each start evicts the oldest job: its slot, long untouched, is read
             // at this org's next start. Fetching it now overlaps that miss with the work
             // between (the miss was most of an eviction's cost).
-            prefetch(e);
+            crate::model::prefetch_bytes(std::ptr::from_ref(e).cast(), size_of::<Entry>());
         }
         evicted.map_or(Start::Started, Start::Evicted)
     }
