@@ -365,7 +365,7 @@ impl EventField {
     }
 
     /// The field named `name`.
-    #[inline]
+    #[inline(always)]
     pub fn parse(name: &str) -> Option<EventField> {
         // A match compiles to a dispatch on length and bytes: this runs for every key of
         // every event.

@@ -146,8 +146,14 @@ struct Scanner<'a> {
 
 impl<'a> Scanner<'a> {
     /// Skips JSON whitespace (RFC 8259 §2).
+    #[inline]
     fn ws(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
+        // Compact JSON has none: one compare (every JSON whitespace is at most a space)
+        // answers the common case.
+        while let Some(&c) = self.b.get(self.i)
+            && c <= b' '
+            && matches!(c, b' ' | b'\t' | b'\n' | b'\r')
+        {
             self.i += 1;
         }
     }

@@ -80,7 +80,7 @@ fn absent(s: &str) -> bool {
 
 /// A string field (`app`, `user`, `model`, `job_id`, `error_code`, `request_id`). Integers
 /// are taken as their decimal text (`"request_id": 12345`).
-#[inline]
+#[inline(always)]
 pub(crate) fn text<'a>(raw: Raw<'a>) -> Result<Option<Cow<'a, str>>, Bad> {
     match raw {
         Raw::Str(s) if absent(&s) => Ok(None),
