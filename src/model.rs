@@ -540,22 +540,25 @@ impl<'de> serde::Deserialize<'de> for OptMs {
     }
 }
 
-/// Asks the CPU to fetch the cache lines of the `len` bytes at `at` ahead of their use
-/// (`prefetcht0`; nothing on other targets). A hint: it never faults and reads nothing into
-/// the program, whatever the address, so any pointer will do.
+/// Asks the CPU to fetch the cache lines of `r` (a value or a slice, all its bytes) ahead of
+/// their use (`prefetcht0`; nothing on other targets). A hint: it reads nothing into the
+/// program and never faults.
 #[inline]
-pub fn prefetch_bytes(at: *const u8, len: usize) {
+pub fn prefetch<T: ?Sized>(r: &T) {
     #[cfg(target_arch = "x86_64")]
-    for off in (0..len).step_by(64) {
-        // SAFETY: a prefetch cannot fault, whatever the address; SSE is part of every x86_64
-        // target.
-        unsafe {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(off).cast());
+    {
+        let at = std::ptr::from_ref(r).cast::<u8>();
+        for off in (0..size_of_val(r)).step_by(64) {
+            // SAFETY: a prefetch cannot fault, whatever the address, and these are the bytes
+            // of a live reference; SSE is part of every x86_64 target.
+            unsafe {
+                use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+                _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(off).cast());
+            }
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (at, len);
+    let _ = r;
 }
 
 /// True for a valid org/app name: 1–128 printable characters.

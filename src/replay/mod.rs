@@ -335,13 +335,10 @@ impl Replayer {
                 // A worker on another core wrote these: fetched now, they arrive while the
                 // lines before are applied instead of stalling this thread, the bound.
                 if let Some(r) = records.get(ahead.records.start) {
-                    crate::model::prefetch_bytes(
-                        std::ptr::from_ref(r).cast(),
-                        size_of::<parallel::Record>(),
-                    );
+                    crate::model::prefetch(r);
                 }
                 if let Some(text) = ahead.line.clone().and_then(|r| all.get(r)) {
-                    crate::model::prefetch_bytes(text.as_ptr(), text.len());
+                    crate::model::prefetch(text);
                 }
             }
             let Some(range) = line.line.clone() else {

@@ -422,7 +422,7 @@ impl Jobs {
             // At the cap each start evicts the oldest job: its slot, long untouched, is read
             // at this org's next start. Fetching it now overlaps that miss with the work
             // between (the miss was most of an eviction's cost).
-            crate::model::prefetch_bytes(std::ptr::from_ref(e).cast(), size_of::<Entry>());
+            crate::model::prefetch(e);
         }
         evicted.map_or(Start::Started, Start::Evicted)
     }
