@@ -74,6 +74,17 @@ impl LevelAlert {
         if limit == 0 {
             return None;
         }
+        // Nearly every judgement: idle, nothing pending and below every threshold, which
+        // the walk below would leave exactly so.
+        if self.level == 0
+            && self.pending.iter().all(|p| p.get().is_none())
+            && thresholds
+                .iter()
+                .take(self.pending.len())
+                .all(|&bp| !at_least(usage, limit, bp))
+        {
+            return None;
+        }
         let mut target = 0u8;
         for (i, &bp) in thresholds.iter().enumerate().take(self.pending.len()) {
             if at_least(usage, limit, bp) {
