@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::hash::BuildHasher;
 
-use hashbrown::HashTable;
+use super::job_index::JobIndex;
 
 /// How a job stopped holding its slot, the `outcome` label of `jobs_finished_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,8 +170,10 @@ pub enum Start {
 #[derive(Debug)]
 struct Entry {
     id: JobId,
-    /// The id's hash, so a job found by its slot is taken out of the table without hashing.
-    hash: u64,
+    /// The id's hash (32 bits), so the index is rebuilt without hashing ids again.
+    hash: u32,
+    /// The index cell naming this slot, so the job is dropped from the index without a probe.
+    cell: u32,
     job: Job,
 }
 
@@ -330,7 +332,7 @@ pub struct Jobs {
     slots: Vec<Entry>,
     /// Free slots, the latest freed last.
     free: Vec<u32>,
-    by_id: HashTable<u32>,
+    by_id: JobIndex,
     hasher: foldhash::fast::RandomState,
     /// Not yet stuck, oldest start first.
     fresh: Fresh,
@@ -349,7 +351,7 @@ impl Jobs {
         Jobs {
             slots: Vec::new(),
             free: Vec::new(),
-            by_id: HashTable::new(),
+            by_id: JobIndex::default(),
             hasher: foldhash::fast::RandomState::default(),
             fresh: Fresh::default(),
             stuck: BTreeMap::new(),
@@ -385,8 +387,9 @@ impl Jobs {
         self.by_id.len() - later_fresh - later_stuck
     }
 
-    fn hash(&self, id: &str) -> u64 {
-        self.hasher.hash_one(id)
+    /// The 32 bits of an id's hash the index files it under (foldhash's high half).
+    fn hash(&self, id: &str) -> u32 {
+        (self.hasher.hash_one(id) >> 32) as u32
     }
 
     /// Starts job `id` at `ts`.
@@ -395,7 +398,7 @@ impl Jobs {
         let slots = &self.slots;
         if self
             .by_id
-            .find(hash, |&s| slots[s as usize].id.is(id))
+            .find(hash, |s| slots[s as usize].id.is(id))
             .is_some()
         {
             return Start::Duplicate;
@@ -415,22 +418,43 @@ impl Jobs {
         };
         let slot = self.file(JobId::new(id), hash, job);
         self.fresh.push(ts, seq, slot);
-        if evicted.is_some()
-            && let Some(&(_, _, next)) = self.fresh.queue.front()
-            && let Some(e) = self.slots.get(next as usize)
-        {
-            // At the cap each start evicts the oldest job: its slot, long untouched, is read
-            // at this org's next start. Fetching it now overlaps that miss with the work
-            // between (the miss was most of an eviction's cost).
-            crate::model::prefetch(e);
+        if evicted.is_some() {
+            self.prefetch_evictions();
         }
         evicted.map_or(Start::Started, Start::Evicted)
     }
 
+    /// At the cap each start evicts the oldest job, whose queue entry, slot and index cell
+    /// were long untouched: cache misses at this org's next starts, most of an eviction's
+    /// cost. Fetching them now overlaps those misses with the work between. The next
+    /// victim's slot was fetched one start ago, so its cell can be read now; the one after
+    /// it gets its slot fetched, and the queue a few entries on.
+    fn prefetch_evictions(&self) {
+        let queue = &self.fresh.queue;
+        if let Some(&(_, _, next)) = queue.front()
+            && let Some(e) = self.slots.get(next as usize)
+        {
+            self.by_id.prefetch(e.cell);
+        }
+        if let Some(&(_, _, after)) = queue.get(1)
+            && let Some(e) = self.slots.get(after as usize)
+        {
+            crate::model::prefetch(e);
+        }
+        if let Some(ahead) = queue.get(4) {
+            crate::model::prefetch(ahead);
+        }
+    }
+
     /// Puts `job` in a slot and files it under `hash` (its id's, not yet in the table).
-    fn file(&mut self, id: JobId, hash: u64, job: Job) -> u32 {
+    fn file(&mut self, id: JobId, hash: u32, job: Job) -> u32 {
         self.newest_start = self.newest_start.max(job.started_ms);
-        let entry = Entry { id, hash, job };
+        let entry = Entry {
+            id,
+            hash,
+            cell: 0,
+            job,
+        };
         let slot = match self.free.pop() {
             Some(slot) => {
                 self.slots[slot as usize] = entry;
@@ -442,10 +466,24 @@ impl Jobs {
                 u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
             }
         };
-        let slots = &self.slots;
-        self.by_id
-            .insert_unique(hash, slot, |&s| slots[s as usize].hash);
+        self.index(slot);
         slot
+    }
+
+    /// Files the job in `slot` in the index (rebuilding it first when it is full, which files
+    /// every job in flight, this one included).
+    fn index(&mut self, slot: u32) {
+        if self.by_id.needs_rebuild() {
+            let mut by_id = JobIndex::for_jobs(self.by_id.len() + 1);
+            for (i, e) in self.slots.iter_mut().enumerate() {
+                if e.job.seq != FREE {
+                    e.cell = by_id.insert(e.hash, i as u32);
+                }
+            }
+            self.by_id = by_id;
+        } else if let Some(e) = self.slots.get_mut(slot as usize) {
+            e.cell = self.by_id.insert(e.hash, slot);
+        }
     }
 
     /// Takes the job of `seq` out of `slot` and the table, freeing the slot.
@@ -454,9 +492,7 @@ impl Jobs {
             return None;
         }
         let e = &mut self.slots[slot as usize];
-        if let Ok(found) = self.by_id.find_entry(e.hash, |&s| s == slot) {
-            found.remove();
-        }
+        self.by_id.remove(e.cell);
         let job = e.job;
         e.job.seq = FREE;
         e.id = JobId::EMPTY;
@@ -526,24 +562,19 @@ impl Jobs {
         let slots = &self.slots;
         if self
             .by_id
-            .find(new, |&s| slots[s as usize].id.is(to))
+            .find(new, |s| slots[s as usize].id.is(to))
             .is_some()
         {
             return false;
         }
-        let Ok(found) = self
-            .by_id
-            .find_entry(old, |&s| slots[s as usize].id.is(from))
-        else {
+        let Some((cell, slot)) = self.by_id.find(old, |s| slots[s as usize].id.is(from)) else {
             return false;
         };
-        let (slot, _) = found.remove();
+        self.by_id.remove(cell);
         let e = &mut self.slots[slot as usize];
         e.id = JobId::new(to);
         e.hash = new;
-        let slots = &self.slots;
-        self.by_id
-            .insert_unique(new, slot, |&s| slots[s as usize].hash);
+        self.index(slot);
         true
     }
 
@@ -551,7 +582,7 @@ impl Jobs {
     pub fn holds(&self, id: &str) -> bool {
         let slots = &self.slots;
         self.by_id
-            .find(self.hash(id), |&s| slots[s as usize].id.is(id))
+            .find(self.hash(id), |s| slots[s as usize].id.is(id))
             .is_some()
     }
 
@@ -569,7 +600,7 @@ impl Jobs {
     pub fn finish(&mut self, id: &str) -> Option<Job> {
         let hash = self.hash(id);
         let slots = &self.slots;
-        let &slot = self.by_id.find(hash, |&s| slots[s as usize].id.is(id))?;
+        let (_, slot) = self.by_id.find(hash, |s| slots[s as usize].id.is(id))?;
         let seq = slots[slot as usize].job.seq;
         let job = self.take(slot, seq)?;
         if job.stuck {

@@ -21,6 +21,7 @@ pub mod admit;
 mod answer;
 pub mod concurrency;
 pub mod dedupe;
+mod job_index;
 pub mod jobs;
 mod lazy;
 mod org;
