@@ -90,7 +90,10 @@ impl JobIndex {
     /// [`JobIndex::needs_rebuild`] said so) and returns its cell.
     #[inline]
     pub(super) fn insert(&mut self, hash: u32, slot: u32) -> u32 {
-        debug_assert!(!self.needs_rebuild() || self.live + self.tombs < self.cells.len());
+        debug_assert!(
+            self.live + self.tombs < self.cells.len(),
+            "no free cell: rebuild first"
+        );
         let mask = self.mask();
         let mut at = hash as usize & mask;
         loop {
