@@ -49,8 +49,10 @@ impl JobIndex {
         self.live == 0
     }
 
-    /// True when one more insert would leave under a quarter of the cells empty (or there are
-    /// none): the caller rebuilds, filing its jobs into [`JobIndex::for_jobs`].
+    /// True when live cells and tombstones, with one more insert, would fill over three
+    /// quarters of the cells (or there are none): the caller rebuilds, filing its jobs into
+    /// [`JobIndex::for_jobs`]. So at least a quarter of the cells stay empty, and every probe
+    /// ends.
     pub(super) fn needs_rebuild(&self) -> bool {
         (self.live + self.tombs + 1) * 4 > self.cells.len() * 3
     }
@@ -115,6 +117,10 @@ impl JobIndex {
     /// this index exists to avoid.
     #[inline]
     pub(super) fn remove(&mut self, cell: u32) {
+        debug_assert!(
+            (cell as usize) < self.cells.len(),
+            "cell {cell} out of range"
+        );
         if let Some(c) = self.cells.get_mut(cell as usize) {
             debug_assert!(*c > TOMB, "cell {cell} holds no job");
             *c = TOMB;

@@ -427,9 +427,11 @@ impl Jobs {
 
     /// At the cap each start evicts the oldest job, whose queue entry, slot and index cell
     /// were long untouched: cache misses at this org's next starts, most of an eviction's
-    /// cost. Fetching them now overlaps those misses with the work between. The next
-    /// victim's slot was fetched one start ago, so its cell can be read now; the one after
-    /// it gets its slot fetched, and the queue a few entries on.
+    /// cost. Fetching them now overlaps those misses with the work between. When victims
+    /// come off the queue's front (no late or stuck job older, no finished one between), the
+    /// next victim's slot was fetched one start ago, so its cell can be read now; the one
+    /// after it gets its slot fetched, and the queue a few entries on. Otherwise these are
+    /// wasted hints, never wrong answers.
     fn prefetch_evictions(&self) {
         let queue = &self.fresh.queue;
         if let Some(&(_, _, next)) = queue.front()
@@ -761,6 +763,18 @@ mod tests {
             let i = self.jobs.iter().position(|(j, _)| j == id)?;
             Some(self.jobs.remove(i).1)
         }
+        fn rename(&mut self, from: &str, to: &str) -> bool {
+            if self.jobs.iter().any(|(j, _)| j == to) {
+                return false;
+            }
+            match self.jobs.iter_mut().find(|(j, _)| j == from) {
+                Some((j, _)) => {
+                    *j = to.to_owned();
+                    true
+                }
+                None => false,
+            }
+        }
         fn advance(&mut self, now: i64, stuck_after: i64, release_after: i64) -> Vec<(bool, Job)> {
             let mut seen = Vec::new();
             while let Some(i) = self.oldest(Some(false))
@@ -787,6 +801,7 @@ mod tests {
     enum Op {
         Start(u8, i64),
         Finish(u8),
+        Rename(u8, u8),
         Advance(i64),
         InFlightAt(i64),
         Restore,
@@ -796,6 +811,7 @@ mod tests {
         prop_oneof![
             5 => (0u8..64, -50i64..60).prop_map(|(id, dt)| Op::Start(id, dt)),
             3 => (0u8..64).prop_map(Op::Finish),
+            1 => (0u8..64, 0u8..64).prop_map(|(from, to)| Op::Rename(from, to)),
             2 => (0i64..40).prop_map(Op::Advance),
             1 => (-60i64..60).prop_map(Op::InFlightAt),
             1 => Just(Op::Restore),
@@ -804,8 +820,9 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(500))]
-        /// Starts (in order, late or duplicate), finishes, eviction at the cap, stuck and
-        /// release, counts as of a past moment and a snapshot restore all answer as the model.
+        /// Starts (in order, late or duplicate), finishes, renames, eviction at the cap, stuck
+        /// and release, counts as of a past moment and a snapshot restore all answer as the
+        /// model.
         #[test]
         fn jobs_answer_as_the_obvious_model(max in prop_oneof![1usize..8, 8usize..40], ops in prop::collection::vec(op(), 1..200)) {
             let (stuck_after, release_after) = (30, 70);
@@ -822,6 +839,10 @@ mod tests {
                     Op::Finish(id) => {
                         let id = format!("job-{id}");
                         prop_assert_eq!(j.finish(&id), m.finish(&id));
+                    }
+                    Op::Rename(from, to) => {
+                        let (from, to) = (format!("job-{from}"), format!("job-{to}"));
+                        prop_assert_eq!(j.rename(&from, &to), m.rename(&from, &to));
                     }
                     Op::Advance(dt) => {
                         now += dt;
