@@ -577,8 +577,8 @@ pub fn valid_name(s: &str) -> bool {
 /// word (SWAR): with the high bits clear, `(w - 0x20·0x01…) & !w & 0x80…` flags a byte
 /// below 0x20, and a zero byte of `w ^ 0x7f·0x01…` one that is 0x7f. No byte is copied:
 /// names of 4 to 7 bytes are read as two overlapping halves, longer ones end with an
-/// overlapping word, and the shortest as their first, middle and last bytes. Byte by byte this was a tenth of validating
-/// a line.
+/// overlapping word, and the shortest as their first, middle and last bytes. Byte by byte
+/// this was a tenth of validating a line.
 #[inline]
 fn printable_ascii(b: &[u8]) -> bool {
     const ONES: u64 = u64::from_le_bytes([1; 8]);

@@ -15,8 +15,8 @@
 //! Its parts: `org` (one org and how each event changes it), `report` (what is answered
 //! about an org: load, snapshot, totals), `settings` (what it takes from the config),
 //! `window`, `jobs` (with `job_index`, its id index), `concurrency`, `dedupe`, and `snapshot`
-//! (its stored form). It builds no
-//! alert: each org's alerts are [`crate::detect::alerts::OrgAlerts`], which it feeds.
+//! (its stored form). It builds no alert: each org's alerts are
+//! [`crate::detect::alerts::OrgAlerts`], which it feeds.
 
 pub mod admit;
 mod answer;
