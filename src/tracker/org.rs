@@ -419,9 +419,17 @@ impl Org {
                 (Dimension::Daily, true),
                 (Dimension::Tpd, tokens),
             ];
+            // An event in order is at the present (`ts == present`): its peaks above are the
+            // present's usage, not counted again.
+            let at_present = (!late).then_some((rpm_peak, daily_peak));
             for (dim, counted) in judged {
                 if counted && in_window(dim, ts, present, window) {
-                    let usage = self.usage_at(dim, present);
+                    let usage = match (dim, at_present) {
+                        (Dimension::Rpm, Some((rpm, _))) => rpm,
+                        (Dimension::Daily, Some((_, daily))) => daily,
+                        _ => self.usage_at(dim, present),
+                    };
+                    debug_assert_eq!(usage, self.usage_at(dim, present));
                     self.judge(dim, usage, present, s, out);
                 }
             }
