@@ -166,7 +166,8 @@ const FILTER_WORDS: usize = 64;
 /// Every start asks whether its id ended early, and nearly none did: the map's answer was a
 /// probe of a random bucket, a cache miss. A filter of 4 096 bits (half a kilobyte, which
 /// stays in cache) answers most of them "no" first; it cannot forget, so it is rebuilt from
-/// the map once more ids have left than remain.
+/// the map once more ids have left than remain (and 64 more, so a small map is not rebuilt
+/// at every other take).
 #[derive(Debug, Clone)]
 pub struct EarlyEnds {
     by_id: HashMap<Arc<str>, (i64, JobOutcome), foldhash::fast::RandomState>,
@@ -196,8 +197,11 @@ impl EarlyEnds {
         let (word, bit) = self.filter_bit(id);
         self.maybe[word] |= bit;
         let id: Arc<str> = Arc::from(id);
-        if self.by_id.insert(id.clone(), (ts, outcome)).is_none() {
-            self.order.push_back((ts, id));
+        // An id noted again at another time is queued at that time too: its older place in
+        // the queue no longer matches the map, so it would never be forgotten otherwise.
+        match self.by_id.insert(id.clone(), (ts, outcome)) {
+            Some((was, _)) if was == ts => {}
+            _ => self.order.push_back((ts, id)),
         }
         while self.order.len() > cap.max(1) {
             self.forget_oldest();
@@ -221,15 +225,17 @@ impl EarlyEnds {
         taken
     }
 
-    /// The filter's word and bit for `id` (the map's hash, its top twelve bits).
+    /// The filter's word and bit for `id`: twelve bits of the map's hash, from its middle
+    /// (the map's own tag is the top seven, so an id the filter lets through would share
+    /// its tag with a held one and cost the map key comparisons).
     fn filter_bit(&self, id: &str) -> (usize, u64) {
         use std::hash::BuildHasher;
-        let h = self.by_id.hasher().hash_one(id) >> 52;
+        let h = self.by_id.hasher().hash_one(id) >> 32;
         ((h >> 6) as usize % FILTER_WORDS, 1 << (h & 63))
     }
 
     /// Counts an id that left, rebuilding the filter from those held once more have left
-    /// than remain (so stale bits never outnumber live ones for long).
+    /// than remain, plus 64 (so stale bits never outnumber live ones for long).
     fn note_left(&mut self) {
         self.left += 1;
         if self.left > self.by_id.len() + 64 {
@@ -362,6 +368,62 @@ mod tests {
         assert_eq!(e.by_id.len(), 5);
     }
 
+    impl EarlyEnds {
+        /// The filter a rebuild from the map would make.
+        fn rebuilt(&self) -> [u64; FILTER_WORDS] {
+            let mut maybe = [0; FILTER_WORDS];
+            for id in self.by_id.keys() {
+                let (word, bit) = self.filter_bit(id);
+                maybe[word] |= bit;
+            }
+            maybe
+        }
+
+        /// What the filter must hold whatever happened: a bit for every id held (its
+        /// rebuild's bits), no more stale ones than the rebuild rule allows.
+        fn filter_is_sound(&self) -> bool {
+            let needed = self.rebuilt();
+            let covers = needed.iter().zip(&self.maybe).all(|(n, m)| n & !m == 0);
+            let fresh = self.left > 0 || self.maybe == needed;
+            covers && fresh && self.left <= self.by_id.len() + 64
+        }
+    }
+
+    #[test]
+    fn an_id_noted_again_later_is_forgotten_at_its_later_time() {
+        let mut e = EarlyEnds::default();
+        e.note("j", 100, JobOutcome::Completed, 10);
+        e.note("j", 500, JobOutcome::Failed, 10);
+        e.expire(200);
+        assert_eq!(e.by_id.len(), 1, "its end at 500 is within the horizon");
+        e.expire(501);
+        assert!(e.is_empty(), "and leaves once past it");
+    }
+
+    #[test]
+    fn taking_most_ids_rebuilds_the_filter_and_clones_keep_it() {
+        let mut e = EarlyEnds::default();
+        for i in 0..200 {
+            e.note(&format!("j{i}"), i, JobOutcome::Completed, 1_000);
+        }
+        let full = e.maybe.iter().map(|w| w.count_ones()).sum::<u32>();
+        for i in 0..190 {
+            assert!(e.take(&format!("j{i}")).is_some());
+        }
+        let after = e.maybe.iter().map(|w| w.count_ones()).sum::<u32>();
+        assert!(after < full, "rebuilt: {after} bits set of {full}");
+        assert!(e.filter_is_sound());
+        let copy = e.clone();
+        let back: EarlyEnds = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
+        for mut x in [e, copy, back] {
+            assert!(x.filter_is_sound());
+            for i in 190..200 {
+                assert_eq!(x.take(&format!("j{i}")), Some((i, JobOutcome::Completed)));
+            }
+            assert_eq!(x.take("j0"), None);
+        }
+    }
+
     #[derive(Debug, Clone)]
     enum EndOp {
         Note(u16, i64),
@@ -397,6 +459,7 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(e.by_id.len(), plain.by_id.len());
+                prop_assert!(e.filter_is_sound());
             }
         }
     }
