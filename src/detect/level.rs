@@ -39,6 +39,29 @@ fn at_least(usage: u64, limit: u64, bp: u32) -> bool {
 }
 
 impl LevelAlert {
+    /// A new alert: not firing, nothing pending, never fired.
+    pub const IDLE: LevelAlert = LevelAlert {
+        level: 0,
+        started_ms: 0,
+        pending: [OptMs::NONE; 2],
+        peak: 0,
+    };
+
+    /// True for an alert that never did anything ([`LevelAlert::IDLE`]).
+    pub fn is_untouched(&self) -> bool {
+        self.level == 0 && self.started_ms == 0 && self.peak == 0 && !self.is_active()
+    }
+
+    /// True when [`LevelAlert::evaluate`] of an idle alert (not firing, nothing pending)
+    /// would change nothing: no limit, or `usage` below every threshold.
+    pub fn stays_idle(usage: u64, limit: u64, thresholds: &[u32]) -> bool {
+        limit == 0
+            || thresholds
+                .iter()
+                .take(2)
+                .all(|&bp| !at_least(usage, limit, bp))
+    }
+
     /// Current level: 0 when not firing.
     pub fn level(&self) -> u8 {
         self.level
@@ -76,13 +99,7 @@ impl LevelAlert {
         }
         // Nearly every judgement: idle, nothing pending and below every threshold, which
         // the walk below would leave exactly so.
-        if self.level == 0
-            && self.pending.iter().all(|p| p.get().is_none())
-            && thresholds
-                .iter()
-                .take(self.pending.len())
-                .all(|&bp| !at_least(usage, limit, bp))
-        {
+        if !self.is_active() && LevelAlert::stays_idle(usage, limit, thresholds) {
             return None;
         }
         let mut target = 0u8;

@@ -47,6 +47,7 @@ use crate::events::{Event, Kind};
 pub use admit::{Ask, Reservations, Verdict, share_of};
 use dedupe::{Dedupe, request_key};
 pub use jobs::{DurationHistogram, JobOutcome};
+use org::AppNames;
 use org::TokenWindows;
 pub use org::{App, Org};
 pub use report::{
@@ -97,6 +98,8 @@ pub struct Tracker {
     polled: std::collections::BTreeMap<Arc<str>, crate::model::SourcedLimits>,
     /// `LimitSourceFailing` alerts firing.
     source_alerts: Vec<Transition>,
+    /// App names, each held once however many orgs have an app of that name.
+    app_names: AppNames,
 }
 
 impl Tracker {
@@ -117,6 +120,7 @@ impl Tracker {
             sourced: HashMap::default(),
             polled: Default::default(),
             source_alerts: Vec::new(),
+            app_names: AppNames::default(),
         };
         for o in &config.orgs {
             let mut org = Org::new(
@@ -253,7 +257,12 @@ impl Tracker {
             ts.min(self.clock_ms)
         };
         org.advance_to(self.clock_ms.max(order_ts));
-        let ai = org.app_index(ev.app_name(), s.max_apps_per_org, &mut self.overflow.apps);
+        let ai = org.app_index(
+            ev.app_name(),
+            s.max_apps_per_org,
+            &mut self.app_names,
+            &mut self.overflow.apps,
+        );
         match ev.kind {
             Kind::Request => {
                 let reserved = completes.as_ref().map(|(_, h)| h.tokens);
@@ -414,7 +423,12 @@ impl Tracker {
         let s = &self.settings;
         let org = &mut self.orgs[oi];
         org.advance_to(at);
-        let ai = org.app_index(ask.app, s.max_apps_per_org, &mut self.overflow.apps);
+        let ai = org.app_index(
+            ask.app,
+            s.max_apps_per_org,
+            &mut self.app_names,
+            &mut self.overflow.apps,
+        );
         org.reserve(ai, ask, lease, now, s, &mut self.overflow, out);
         let keys = (
             request_key(ask.org, lease),

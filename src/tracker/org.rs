@@ -12,7 +12,7 @@ use crate::model::{DailyWindow, Dimension, Limits, ModelScope, OVERFLOW};
 
 use super::concurrency::{EarlyEnds, HORIZON_MS, PeakConcurrency};
 use super::jobs::{self, DurationHistogram, JobOutcome, Jobs, Start};
-use super::lazy::Lazy;
+use super::lazy::{AppCauses, Lazy};
 use super::report::{Overflow, Peaks};
 use super::scope::{Extended, Scope};
 use super::settings::*;
@@ -35,8 +35,8 @@ pub struct App {
     pub(super) in_flight: u64,
     pub(super) requests: [u64; Outcome::ALL.len()],
     /// 429s by [`Cause`] index, of the causes snapshots kept per app before format 8 (the
-    /// others are in [`Extended::rate_limited`]).
-    pub(super) rate_limited: [u64; Cause::LEGACY],
+    /// others are in [`Extended::rate_limited`]); allocated at the app's first 429.
+    pub(super) rate_limited: Lazy<AppCauses>,
     pub(super) retry_violations: u64,
     pub(super) retry: RetryState,
 }
@@ -49,12 +49,32 @@ impl App {
             daily: Window::new(DAILY_WIDTH, DAILY_SLACK),
             in_flight: 0,
             requests: [0; Outcome::ALL.len()],
-            rate_limited: [0; Cause::LEGACY],
+            rate_limited: Lazy::default(),
             retry_violations: 0,
             retry: RetryState::default(),
         }
     }
 }
+
+/// App names, each allocated once: most orgs name their apps alike (`default`, `web`,
+/// `batch`), and a name per app was some 30 bytes of 10 000 orgs' 30 000 apps (0.9 MB).
+#[derive(Debug, Default)]
+pub struct AppNames(std::collections::HashSet<Arc<str>, foldhash::fast::RandomState>);
+
+impl AppNames {
+    /// The held name `name`, held from now on if it was not.
+    pub fn intern(&mut self, name: &str) -> Arc<str> {
+        if let Some(held) = self.0.get(name) {
+            return held.clone();
+        }
+        let held: Arc<str> = name.into();
+        self.0.insert(held.clone());
+        held
+    }
+}
+
+/// Apps an org finds by comparing names; past this many, by a map.
+const APP_SCAN: usize = 8;
 
 /// One tracked org.
 ///
@@ -78,8 +98,11 @@ pub struct Org {
     pub(super) tokens: Option<Box<TokenWindows>>,
     pub(super) jobs: Lazy<Jobs>,
     pub(super) apps: Vec<App>,
+    /// Apps by name, once the org has more than [`APP_SCAN`] (see [`Org::app_index`]).
+    /// Boxed: 8 bytes an org rather than a map's 40, as most orgs never build one.
     #[serde(skip)]
-    pub(super) app_index: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
+    #[allow(clippy::box_collection)]
+    pub(super) app_index: Option<Box<HashMap<Arc<str>, usize, foldhash::fast::RandomState>>>,
     pub(super) overflow_app: Option<usize>,
     pub(super) jobs_finished: [u64; JobOutcome::ALL.len()],
     pub(super) job_duration: DurationHistogram,
@@ -127,7 +150,7 @@ impl Org {
             tokens: None,
             jobs: Lazy::default(),
             apps: Vec::new(),
-            app_index: HashMap::default(),
+            app_index: None,
             overflow_app: None,
             jobs_finished: [0; JobOutcome::ALL.len()],
             job_duration: DurationHistogram::default(),
@@ -199,8 +222,28 @@ impl Org {
         &self.name
     }
 
-    pub(super) fn app_index(&mut self, name: &str, max_apps: usize, overflow: &mut u64) -> usize {
-        if let Some(&i) = self.app_index.get(name) {
+    /// The index of app `name`, made while fewer than `max_apps` are tracked (else the
+    /// overflow app's, counted in `overflow`).
+    ///
+    /// Up to [`APP_SCAN`] apps are found by comparing names: as fast as a hash and its probe
+    /// for so few, and without a map per org (some 170 bytes, 1.7 MB at 10 000 orgs).
+    pub(super) fn app_index(
+        &mut self,
+        name: &str,
+        max_apps: usize,
+        names: &mut AppNames,
+        overflow: &mut u64,
+    ) -> usize {
+        let found = match &self.app_index {
+            Some(map) => map.get(name).copied(),
+            None => self
+                .apps
+                .iter()
+                .enumerate()
+                .find(|&(i, a)| *a.name == *name && Some(i) != self.overflow_app)
+                .map(|(i, _)| i),
+        };
+        if let Some(i) = found {
             return i;
         }
         // Most orgs have a few apps: room for one more at a time up to 8 (an `App` is about
@@ -210,10 +253,18 @@ impl Org {
         }
         let tracked = self.apps.len() - usize::from(self.overflow_app.is_some());
         if tracked < max_apps {
-            let app = App::new(name.into());
+            let app = App::new(names.intern(name));
             let i = self.apps.len();
-            self.app_index.insert(app.name.clone(), i);
-            self.apps.push(app);
+            match &mut self.app_index {
+                Some(map) => {
+                    map.insert(app.name.clone(), i);
+                    self.apps.push(app);
+                }
+                None => {
+                    self.apps.push(app);
+                    self.index_apps();
+                }
+            }
             return i;
         }
         *overflow += 1;
@@ -221,6 +272,21 @@ impl Org {
             self.apps.push(App::new(OVERFLOW.into()));
             self.apps.len() - 1
         })
+    }
+
+    /// Builds the apps' map once there are more than [`APP_SCAN`] (the overflow app is never
+    /// found by name).
+    pub(super) fn index_apps(&mut self) {
+        self.app_index = (self.apps.len() > APP_SCAN).then(|| {
+            Box::new(
+                self.apps
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| Some(*i) != self.overflow_app)
+                    .map(|(i, a)| (a.name.clone(), i))
+                    .collect(),
+            )
+        });
     }
 
     pub(super) fn needs_tick(&self) -> bool {
@@ -325,8 +391,13 @@ impl Org {
                 others: &others,
             });
             let cause = explained.cause;
-            match self.apps[ai].rate_limited.get_mut(cause.index()) {
-                Some(n) if !explained.scoped => *n += 1,
+            match (cause.index() < Cause::LEGACY, explained.scoped) {
+                (true, false) => {
+                    self.apps[ai]
+                        .rate_limited
+                        .get_or_insert_with(AppCauses::default)
+                        .0[cause.index()] += 1;
+                }
                 _ => self.extended.get_or_insert_default().note_429(
                     ai,
                     scope.filter(|_| explained.scoped),

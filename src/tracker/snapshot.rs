@@ -239,6 +239,9 @@ impl Tracker {
             }
         }
         for (i, mut org) in state.orgs.into_iter().enumerate() {
+            for app in &mut org.apps {
+                app.name = t.app_names.intern(&app.name);
+            }
             if let Some(legacy) = org.legacy_upstream.take() {
                 org.upstream = Some(Box::new(Upstream::from_legacy(&legacy, Limits::default())));
             }
@@ -369,7 +372,9 @@ mod v2 {
                         daily: a.daily,
                         in_flight: a.in_flight,
                         requests: a.requests,
-                        rate_limited: a.rate_limited,
+                        rate_limited: crate::tracker::lazy::Lazy::new(
+                            crate::tracker::lazy::AppCauses(a.rate_limited),
+                        ),
                         retry_violations: a.retry_violations,
                         retry: RetryState::restored(
                             a.retry.last_429_ms,
@@ -439,12 +444,6 @@ impl Org {
         };
         self.set_limits(limits, s);
         self.set_scopes(scopes);
-        self.app_index = self
-            .apps
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| Some(*i) != self.overflow_app)
-            .map(|(i, a)| (a.name.clone(), i))
-            .collect();
+        self.index_apps();
     }
 }

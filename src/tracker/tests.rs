@@ -1764,3 +1764,49 @@ fn admission_on_a_full_calendar_day_waits_for_the_reset() {
     let granted = t.admit(&ask, "l2", at("2026-01-16T08:00:01Z"), &mut out);
     assert!(matches!(granted, Verdict::Granted { .. }), "{granted:?}");
 }
+
+#[test]
+fn apps_are_found_by_name_past_the_scan_and_after_a_restore() {
+    let cfg = config("[limits]\nmax_apps_per_org = 20\n");
+    let mut t = Tracker::new(&cfg);
+    for round in 0..2 {
+        for a in 0..12 {
+            feed(
+                &mut t,
+                &format!(
+                    r#"{{"org":"acme","app":"app-{a}","ts":{},"status":200}}"#,
+                    T0 + round
+                ),
+                T0,
+            );
+        }
+    }
+    let apps = |t: &Tracker| {
+        let s = t.snapshot(T0 + 1);
+        org(&s, "acme")
+            .apps
+            .iter()
+            .map(|a| (a.app.to_string(), a.daily))
+            .collect::<Vec<_>>()
+    };
+    let want: Vec<_> = (0..12).map(|a| (format!("app-{a}"), 2)).collect();
+    assert_eq!(apps(&t), want, "each app once, found again by name");
+    let mut back = Tracker::restore(&cfg, &t.encode().unwrap()).unwrap();
+    feed(
+        &mut back,
+        r#"{"org":"acme","app":"app-11","status":200}"#,
+        T0 + 1,
+    );
+    let mut want = want;
+    want[11].1 = 3;
+    assert_eq!(apps(&back), want);
+    // One name held for the apps of every org that uses it.
+    feed(
+        &mut back,
+        r#"{"org":"other","app":"app-3","status":200}"#,
+        T0 + 1,
+    );
+    let a = &back.orgs[back.index["acme"]].apps[3].name;
+    let b = &back.orgs[back.index["other"]].apps[0].name;
+    assert!(Arc::ptr_eq(a, b));
+}
