@@ -1,7 +1,8 @@
-//! Parts of an org's state that most orgs never use (jobs and their history), boxed on first
-//! use: an org that only makes requests pays a pointer for each instead of its whole struct
-//! (some 330 bytes an org, 3 MB at 10 000 orgs). Reading an unused part reads a shared idle
-//! value; stored (serde) exactly as the part itself, so snapshots do not change.
+//! Parts of an org's state that most orgs never use (jobs and their history, an app's 429
+//! counters), boxed on first use: an org that only makes requests pays a pointer for each
+//! instead of its whole struct (some 330 bytes an org, 3 MB at 10 000 orgs). Reading an
+//! unused part reads a shared idle value; stored (serde) exactly as the part itself, so
+//! snapshots do not change.
 //!
 //! It owns the boxing only; what a part means is its own module's business.
 
