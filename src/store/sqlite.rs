@@ -227,9 +227,9 @@ impl SqliteStore {
         self.conn.pragma_update(None, "journal_mode", "WAL")?;
         self.conn.pragma_update(None, "synchronous", "FULL")?;
         self.conn.pragma_update(None, "foreign_keys", "ON")?;
-        // A page cache of 1 MiB, not SQLite's 2: what the store reads back is the newest
-        // snapshot and the journal after it, once at start; the rest is appended. The
-        // default's second MiB was resident for good at 10 000 orgs, for nothing.
+        // A page cache of 1 MiB, not SQLite's default 2 000 KiB: what the store reads back
+        // is the newest snapshot and the journal after it, once at start; the rest is
+        // appended. The default's second half stayed resident at 10 000 orgs, for nothing.
         self.conn.pragma_update(None, "cache_size", -1024)?;
         // Reads the header and the schema: a file that is not a database fails here.
         self.conn

@@ -203,7 +203,10 @@ impl EarlyEnds {
             Some((was, _)) if was == ts => {}
             _ => self.order.push_back((ts, id)),
         }
-        while self.order.len() > cap.max(1) {
+        // At most `cap` ids, and at most twice as many places in the queue (those of ids
+        // noted again, or taken, are left behind until they reach its front).
+        let cap = cap.max(1);
+        while self.by_id.len() > cap || self.order.len() > cap.saturating_mul(2) {
             self.forget_oldest();
         }
     }
@@ -273,10 +276,16 @@ impl EarlyEnds {
 
 impl serde::Serialize for EarlyEnds {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Each id held once, at its place in the queue for the end it holds (an id noted
+        // again has older places left behind).
+        let mut written = std::collections::HashSet::new();
         let v: Vec<(&Arc<str>, i64, u8)> = self
             .order
             .iter()
-            .filter_map(|(_, id)| self.by_id.get(id).map(|(t, o)| (id, *t, *o as u8)))
+            .filter_map(|(at, id)| match self.by_id.get(id) {
+                Some(&(t, o)) if t == *at && written.insert(&**id) => Some((id, t, o as u8)),
+                _ => None,
+            })
             .collect();
         v.serialize(s)
     }
@@ -398,6 +407,37 @@ mod tests {
         assert_eq!(e.by_id.len(), 1, "its end at 500 is within the horizon");
         e.expire(501);
         assert!(e.is_empty(), "and leaves once past it");
+    }
+
+    #[test]
+    fn an_id_noted_again_is_stored_once() {
+        let mut e = EarlyEnds::default();
+        e.note("j", 100, JobOutcome::Completed, 10);
+        e.note("k", 150, JobOutcome::Completed, 10);
+        e.note("j", 200, JobOutcome::Failed, 10);
+        // Taken and noted again at the same time: two places in the queue match.
+        e.take("k");
+        e.note("k", 150, JobOutcome::Completed, 10);
+        let bytes = postcard::to_stdvec(&e).unwrap();
+        let stored: Vec<(String, i64, u8)> = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(
+            stored,
+            [
+                ("k".to_string(), 150, JobOutcome::Completed as u8),
+                ("j".to_string(), 200, JobOutcome::Failed as u8)
+            ]
+        );
+        let back: EarlyEnds = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(postcard::to_stdvec(&back).unwrap(), bytes, "stored as read");
+        // Places left behind do not take an id's room under the cap.
+        let mut full = EarlyEnds::default();
+        for ts in 0..5 {
+            full.note("again", ts, JobOutcome::Completed, 3);
+        }
+        full.note("a", 10, JobOutcome::Completed, 3);
+        full.note("b", 11, JobOutcome::Completed, 3);
+        assert_eq!(full.by_id.len(), 3);
+        assert!(full.order.len() <= 6);
     }
 
     #[test]

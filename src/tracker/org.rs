@@ -240,7 +240,9 @@ impl Org {
                 .apps
                 .iter()
                 .enumerate()
-                .find(|&(i, a)| *a.name == *name && Some(i) != self.overflow_app)
+                // The last of a name, as the map built from them finds (a snapshot could
+                // hold two).
+                .rfind(|&(i, a)| *a.name == *name && Some(i) != self.overflow_app)
                 .map(|(i, _)| i),
         };
         if let Some(i) = found {
@@ -490,9 +492,10 @@ impl Org {
                 (Dimension::Daily, true),
                 (Dimension::Tpd, tokens),
             ];
-            // An event in order is at the present (`ts == present`): its peaks above are the
-            // present's usage, not counted again.
-            let at_present = (!late).then_some((rpm_peak, daily_peak));
+            // An event at the present (every event in order in replay) read the present's
+            // usage for its peaks above: not counted again. In the daemon the present is the
+            // clock, and an event stamped ahead of it is counted at its time but judged now.
+            let at_present = (ts == present).then_some((rpm_peak, daily_peak));
             for (dim, counted) in judged {
                 if counted && in_window(dim, ts, present, window) {
                     let usage = match (dim, at_present) {

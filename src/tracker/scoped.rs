@@ -205,7 +205,7 @@ impl Org {
     pub(super) fn app_causes(&self, ai: usize) -> [u64; Cause::ALL.len()] {
         let mut all = [0; Cause::ALL.len()];
         if let Some(app) = self.apps.get(ai) {
-            all[..Cause::LEGACY].copy_from_slice(&app.rate_limited.0);
+            all[..Cause::LEGACY].copy_from_slice(&(*app.rate_limited).0);
         }
         if let Some(x) = &self.extended {
             for c in x.rate_limited.iter().filter(|c| c.scope == 0) {
@@ -243,7 +243,7 @@ impl Org {
     pub(super) fn all_causes(&self) -> [u64; Cause::ALL.len()] {
         let mut all = [0; Cause::ALL.len()];
         for app in &self.apps {
-            add(&mut all, &app.rate_limited.0);
+            add(&mut all, &(*app.rate_limited).0);
         }
         if let Some(x) = &self.extended {
             for c in &x.rate_limited {
