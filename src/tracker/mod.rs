@@ -9,13 +9,14 @@
 //!
 //! Memory is bounded by series: `max_orgs` orgs (configured ones included), then the shared
 //! org `__overflow__`; `max_apps_per_org` apps per org, then `__overflow__`;
-//! `max_jobs_per_org` jobs per org, then the oldest is dropped. Each tracked org or app costs
-//! about 7 KB of window buckets, allocated when it is first seen.
+//! `max_jobs_per_org` jobs per org, then the oldest is dropped. Windows keep only the buckets
+//! that counted something (an app with a request every 10 minutes: some 300 bytes a day),
+//! and what most orgs never use is allocated at first need (`lazy`).
 //!
 //! Its parts: `org` (one org and how each event changes it), `report` (what is answered
 //! about an org: load, snapshot, totals), `settings` (what it takes from the config),
-//! `window`, `jobs` (with `job_index`, its id index), `concurrency`, `dedupe`, and `snapshot`
-//! (its stored form). It builds no alert: each org's alerts are
+//! `window`, `jobs` (with `job_index`, its id index), `concurrency`, `dedupe`, `names` (app
+//! names held once), and `snapshot` (its stored form). It builds no alert: each org's alerts are
 //! [`crate::detect::alerts::OrgAlerts`], which it feeds.
 
 pub mod admit;
@@ -25,6 +26,7 @@ pub mod dedupe;
 mod job_index;
 pub mod jobs;
 mod lazy;
+mod names;
 mod org;
 mod reconcile;
 mod report;
@@ -47,7 +49,7 @@ use crate::events::{Event, Kind};
 pub use admit::{Ask, Reservations, Verdict, share_of};
 use dedupe::{Dedupe, request_key};
 pub use jobs::{DurationHistogram, JobOutcome};
-use org::AppNames;
+use names::AppNames;
 use org::TokenWindows;
 pub use org::{App, Org};
 pub use report::{

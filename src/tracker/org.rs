@@ -13,6 +13,7 @@ use crate::model::{DailyWindow, Dimension, Limits, ModelScope, OVERFLOW};
 use super::concurrency::{EarlyEnds, HORIZON_MS, PeakConcurrency};
 use super::jobs::{self, DurationHistogram, JobOutcome, Jobs, Start};
 use super::lazy::{AppCauses, Lazy};
+use super::names::AppNames;
 use super::report::{Overflow, Peaks};
 use super::scope::{Extended, Scope};
 use super::settings::*;
@@ -53,23 +54,6 @@ impl App {
             retry_violations: 0,
             retry: RetryState::default(),
         }
-    }
-}
-
-/// App names, each allocated once: most orgs name their apps alike (`default`, `web`,
-/// `batch`), and a name per app was some 30 bytes of 10 000 orgs' 30 000 apps (0.9 MB).
-#[derive(Debug, Default)]
-pub struct AppNames(std::collections::HashSet<Arc<str>, foldhash::fast::RandomState>);
-
-impl AppNames {
-    /// The held name `name`, held from now on if it was not.
-    pub fn intern(&mut self, name: &str) -> Arc<str> {
-        if let Some(held) = self.0.get(name) {
-            return held.clone();
-        }
-        let held: Arc<str> = name.into();
-        self.0.insert(held.clone());
-        held
     }
 }
 
