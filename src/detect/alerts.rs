@@ -112,8 +112,11 @@ static IDLE_LEVELS: OrgLevels = OrgLevels {
 };
 
 impl OrgLevels {
-    fn is_untouched(&self) -> bool {
-        self.quota.is_untouched() && self.usage.iter().all(LevelAlert::is_untouched)
+    /// These levels boxed, or none if they never did anything.
+    fn boxed(self) -> Option<Box<OrgLevels>> {
+        let untouched =
+            self.quota.is_untouched() && self.usage.iter().all(LevelAlert::is_untouched);
+        (!untouched).then(|| Box::new(self))
     }
 }
 
@@ -130,8 +133,7 @@ mod boxed_levels {
     pub fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<Option<Box<OrgLevels>>, D::Error> {
-        let levels = OrgLevels::deserialize(d)?;
-        Ok((!levels.is_untouched()).then(|| Box::new(levels)))
+        OrgLevels::deserialize(d).map(OrgLevels::boxed)
     }
 }
 
@@ -169,11 +171,10 @@ impl OrgAlerts {
         quota: LevelAlert,
         stuck_since: Option<i64>,
     ) -> OrgAlerts {
-        let levels = OrgLevels { usage, quota };
         OrgAlerts {
             burst_since,
             burst_until,
-            levels: (!levels.is_untouched()).then(|| Box::new(levels)),
+            levels: OrgLevels { usage, quota }.boxed(),
             stuck_since,
         }
     }

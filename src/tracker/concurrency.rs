@@ -242,14 +242,19 @@ impl EarlyEnds {
     fn note_left(&mut self) {
         self.left += 1;
         if self.left > self.by_id.len() + 64 {
-            let mut maybe = [0; FILTER_WORDS];
-            for id in self.by_id.keys() {
-                let (word, bit) = self.filter_bit(id);
-                maybe[word] |= bit;
-            }
-            self.maybe = maybe;
+            self.maybe = self.filter_of_held();
             self.left = 0;
         }
+    }
+
+    /// The filter of exactly the ids held, as a rebuild makes it.
+    fn filter_of_held(&self) -> [u64; FILTER_WORDS] {
+        let mut maybe = [0; FILTER_WORDS];
+        for id in self.by_id.keys() {
+            let (word, bit) = self.filter_bit(id);
+            maybe[word] |= bit;
+        }
+        maybe
     }
 
     /// Forgets ends older than `floor`: their starts will not come within the horizon.
@@ -378,20 +383,10 @@ mod tests {
     }
 
     impl EarlyEnds {
-        /// The filter a rebuild from the map would make.
-        fn rebuilt(&self) -> [u64; FILTER_WORDS] {
-            let mut maybe = [0; FILTER_WORDS];
-            for id in self.by_id.keys() {
-                let (word, bit) = self.filter_bit(id);
-                maybe[word] |= bit;
-            }
-            maybe
-        }
-
         /// What the filter must hold whatever happened: a bit for every id held (its
         /// rebuild's bits), no more stale ones than the rebuild rule allows.
         fn filter_is_sound(&self) -> bool {
-            let needed = self.rebuilt();
+            let needed = self.filter_of_held();
             let covers = needed.iter().zip(&self.maybe).all(|(n, m)| n & !m == 0);
             let fresh = self.left > 0 || self.maybe == needed;
             covers && fresh && self.left <= self.by_id.len() + 64
