@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Performance and footprint, in one run, as ratios against baselines run alongside.
 
-    python3 bench/perf.py replay [--bin target/release/ratewarden] [--lines 2000000]
+    python3 bench/perf.py replay [--bin target/release/ratewarden] [--lines 2000000] [--rounds 3]
     python3 bench/perf.py scale  [--bin target/release/ratewarden] [--orgs 10000] [--apps 3]
     python3 bench/perf.py post   [--bin ...] [--clients 4] [--seconds 15] [--rounds 3]
     python3 bench/perf.py all    [--bin ...] [--baseline OTHER_BINARY]
@@ -11,8 +11,11 @@ replay: generates the workload once (../shared/bench/gen_events.py, deterministi
         `wc -l`; mtail 3 with ../shared/bench/requests.mtail (when `mtail` is installed);
         `ratewarden replay --json` with `--threads 1` and with the default thread count. Prints
         lines/s, CPU seconds per million lines and peak RSS of each, and every figure as a
-        ratio to mtail (and to `wc -l`). With --baseline, the same runs of another binary
-        (an older build) are printed beside, with the ratio new/old.
+        ratio to mtail (and to `wc -l`). Each ratewarden row is the median of --rounds runs,
+        one of each row per round (wall times on a shared machine move by 10 % and more from
+        one minute to the next), with the slowest and fastest beside it. With --baseline, the
+        same runs of another binary (an older build) are printed beside, with the ratio
+        new/old.
 scale:  the daemon with its store, at scale: 24 h of traffic for --orgs x --apps (one request
         per org and app every 10 minutes, spread over the last 24 h) posted as NDJSON; then
         its RSS (VmRSS) and peak (VmHWM), `GET /metrics` size and time (median of 5), `GET
@@ -58,25 +61,25 @@ SHARED = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "bench"))
 
 def timed(cmd, stdout=subprocess.DEVNULL, stdin=None):
     """Runs `cmd`; returns (wall s, CPU s of the children, peak RSS KiB of the child)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.monotonic()
-    # A fresh process each time so that ru_maxrss is this command's own peak.
+    # A fresh process each time so that ru_maxrss (and the CPU time) is this command's own;
+    # the wall time is taken in it too, around the command alone: the wrapper's own start
+    # (some 40 ms of Python) was half of `wc -l`'s time and a few percent of a replay's.
     wrapper = [sys.executable, "-c",
-               "import resource,subprocess,sys;"
+               "import resource,subprocess,sys,time;"
+               "t=time.monotonic();"
                "r=subprocess.run(sys.argv[1:],stdout=sys.stdout,stdin=sys.stdin);"
+               "t=time.monotonic()-t;"
                "u=resource.getrusage(resource.RUSAGE_CHILDREN);"
-               "sys.stderr.write(f'\\nPEAK {u.ru_maxrss}\\n');sys.exit(r.returncode)"] + cmd
+               "sys.stderr.write(f'\\nRUN {t} {u.ru_utime+u.ru_stime} {u.ru_maxrss}\\n');"
+               "sys.exit(r.returncode)"] + cmd
     p = subprocess.run(wrapper, stdout=stdout, stdin=stdin, stderr=subprocess.PIPE)
-    wall = time.monotonic() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed: {p.stderr.decode(errors='replace')[-2000:]}")
-    peak = 0
     for line in p.stderr.decode(errors="replace").splitlines():
-        if line.startswith("PEAK "):
-            peak = int(line.split()[1])
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu, peak
+        if line.startswith("RUN "):
+            wall, cpu, peak = line.split()[1:]
+            return float(wall), float(cpu), int(peak)
+    raise RuntimeError(f"{' '.join(cmd)}: the timing wrapper printed no figures")
 
 
 def workload(lines):
@@ -105,63 +108,80 @@ def bench_replay(args):
         while f.read(1 << 24):
             pass
     n = args.lines
-    rows = []
+    rounds = max(1, args.rounds)
 
-    def run(name, cmd, stdout=subprocess.DEVNULL, stdin=None):
-        wall, cpu, peak = timed(cmd, stdout=stdout, stdin=stdin)
-        rows.append((name, wall, cpu, peak))
+    def show(name, walls, cpus, peak):
+        wall, cpu = statistics.median(walls), statistics.median(cpus)
+        spread = (f"  [{n / max(walls) / 1e6:.2f}-{n / min(walls) / 1e6:.2f} over {len(walls)} runs]"
+                  if len(walls) > 1 else "")
         print(f"  {name:<34} {n / wall / 1e6:7.2f} M lines/s  {cpu / (n / 1e6):6.2f} CPU-s/M lines"
-              f"  peak RSS {peak / 1024:6.1f} MiB  ({wall:.2f} s)", flush=True)
+              f"  peak RSS {peak / 1024:6.1f} MiB  ({wall:.2f} s){spread}", flush=True)
         return wall
 
-    print(f"replay: {n:,} lines, {size / 1e6:.0f} MB, {os.cpu_count()} cores")
+    def once(name, cmd, stdin=None):
+        wall, cpu, peak = timed(cmd, stdin=stdin)
+        return show(name, [wall], [cpu], peak)
+
+    print(f"replay: {n:,} lines, {size / 1e6:.0f} MB, {os.cpu_count()} cores; ratewarden "
+          f"runs: median of {rounds}, alternating (the [range] is the slowest and fastest)")
     with open(path, "rb") as f:
-        wc = run("wc -l", ["wc", "-l"], stdin=f)
+        wc = once("wc -l", ["wc", "-l"], stdin=f)
     mtail = None
     if shutil.which("mtail"):
         prog = os.path.join(SHARED, "requests.mtail")
         tmp = tempfile.mkdtemp(prefix="rw-mtail-")
         try:
             shutil.copy(prog, tmp)
-            mtail = run("mtail 3 (requests.mtail)",
-                        ["mtail", "--one_shot", "--one_shot_format", "json", "--progs", tmp,
-                         "--logs", path, "--logtostderr"])
+            mtail = once("mtail 3 (requests.mtail)",
+                         ["mtail", "--one_shot", "--one_shot_format", "json", "--progs", tmp,
+                          "--logs", path, "--logtostderr"])
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     else:
         print("  mtail not installed (Debian package mtail): its row is left out")
-    results = {}
-    reports = {}
     bins = [("new", args.bin)] + ([("old", args.baseline)] if args.baseline else [])
+    runs = []  # (label, variant, command)
     for label, binary in bins:
         threads = supports_threads(binary)
         variants = [("1 thread", ["--threads", "1"]), ("default threads", [])] if threads else [("", [])]
         for vname, extra in variants:
-            name = f"ratewarden {label} {vname}".strip()
+            runs.append((label, vname, [binary, "replay", "--json", *extra, path]))
+    # One run of each per round, so a slow spell of this shared machine falls on every row
+    # alike rather than on whichever ran then.
+    measured = {(label, vname): ([], [], 0) for label, vname, _ in runs}
+    reports = {}
+    for _ in range(rounds):
+        for label, vname, cmd in runs:
             out = tempfile.NamedTemporaryFile(prefix="rw-replay-", suffix=".json", delete=False)
             try:
-                results[(label, vname)] = run(name, [binary, "replay", "--json", *extra, path], stdout=out)
+                wall, cpu, peak = timed(cmd, stdout=out)
                 out.flush()
                 with open(out.name, "rb") as f:
-                    reports[(label, vname)] = hashlib.sha256(f.read()).hexdigest()
+                    reports.setdefault((label, vname), set()).add(hashlib.sha256(f.read()).hexdigest())
             finally:
                 out.close()
                 os.unlink(out.name)
+            walls, cpus, top = measured[(label, vname)]
+            walls.append(wall)
+            cpus.append(cpu)
+            measured[(label, vname)] = (walls, cpus, max(top, peak))
+    results = {}
+    for (label, vname), (walls, cpus, peak) in measured.items():
+        results[(label, vname)] = show(f"ratewarden {label} {vname}".strip(), walls, cpus, peak)
     for label, _ in bins:
-        mine = [h for (l, _), h in reports.items() if l == label]
-        if len(mine) > 1:
-            print(f"  {label}: reports of every thread count identical: {len(set(mine)) == 1}")
-    print("ratios (throughput, higher is faster):")
+        mine = set().union(*(h for (l, _), h in reports.items() if l == label))
+        print(f"  {label}: reports of every thread count and run identical: {len(mine) == 1}")
+    print("ratios (throughput of the medians, higher is faster):")
     for (label, vname), wall in results.items():
         name = f"ratewarden {label} {vname}".strip()
         parts = []
         if mtail:
             parts.append(f"{mtail / wall:5.1f}x mtail")
         parts.append(f"{wc / wall:5.3f}x wc -l")
-        if label == "new" and ("old", "") in results:
-            parts.append(f"{results[('old', '')] / wall:5.2f}x old")
-        elif label == "new" and ("old", vname) in results:
+        if label == "new" and ("old", vname) in results:
             parts.append(f"{results[('old', vname)] / wall:5.2f}x old")
+        elif label == "new" and ("old", "") in results:
+            parts.append(f"{results[('old', '')] / wall:5.2f}x old")
         print(f"  {name:<34} " + ", ".join(parts))
 
 
@@ -340,7 +360,8 @@ def main():
     ap.add_argument("--apps", type=int, default=3)
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=15)
-    ap.add_argument("--rounds", type=int, default=3, help="post: runs of each binary, alternating")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="replay and post: runs of each binary (and thread count), alternating")
     args = ap.parse_args()
     args.bin = os.path.abspath(args.bin)
     if args.baseline:
