@@ -43,7 +43,6 @@ import hashlib
 import http.client
 import json
 import os
-import resource
 import shutil
 import signal
 import statistics
