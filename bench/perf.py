@@ -10,11 +10,12 @@ replay: generates the workload once (../shared/bench/gen_events.py, deterministi
         under $XDG_CACHE_HOME or ~/.cache/ratewarden-bench), then times on that one file:
         `wc -l`; mtail 3 with ../shared/bench/requests.mtail (when `mtail` is installed);
         `ratewarden replay --json` with `--threads 1` and with the default thread count. Prints
-        lines/s, CPU seconds per million lines and peak RSS of each, and every figure as a
+        lines/s, CPU seconds per million lines and peak RSS of each (the RSS has a floor of
+        some 14 MiB: the wrapper that measures it forks from Python), and every figure as a
         ratio to mtail (and to `wc -l`). Each ratewarden row is the median of --rounds runs,
         one of each row per round (wall times on a shared machine move by 10 % and more from
         one minute to the next), with the slowest and fastest beside it. With --baseline, the
-        same runs of another binary (an older build) are printed beside, with the ratio
+        same runs of another binary (an older build) are printed after them, with the ratio
         new/old.
 scale:  the daemon with its store, at scale: 24 h of traffic for --orgs x --apps (one request
         per org and app every 10 minutes, spread over the last 24 h) posted as NDJSON; then
@@ -72,13 +73,17 @@ def timed(cmd, stdout=subprocess.DEVNULL, stdin=None):
                "sys.stderr.write(f'\\nRUN {t} {u.ru_utime+u.ru_stime} {u.ru_maxrss}\\n');"
                "sys.exit(r.returncode)"] + cmd
     p = subprocess.run(wrapper, stdout=stdout, stdin=stdin, stderr=subprocess.PIPE)
+    # The command's own stderr comes first in the same pipe: the figures are the last line.
+    lines = p.stderr.decode(errors="replace").splitlines()
+    figures = lines.pop() if lines and lines[-1].startswith("RUN ") else None
     if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed: {p.stderr.decode(errors='replace')[-2000:]}")
-    for line in p.stderr.decode(errors="replace").splitlines():
-        if line.startswith("RUN "):
-            wall, cpu, peak = line.split()[1:]
-            return float(wall), float(cpu), int(peak)
-    raise RuntimeError(f"{' '.join(cmd)}: the timing wrapper printed no figures")
+        said = "\n".join(lines)[-2000:]
+        raise RuntimeError(f"{' '.join(cmd)} exited with status {p.returncode}: {said}")
+    try:
+        wall, cpu, peak = figures.split()[1:]
+        return float(wall), float(cpu), int(peak)
+    except (AttributeError, ValueError):
+        raise RuntimeError(f"{' '.join(cmd)}: the timing wrapper printed no figures") from None
 
 
 def workload(lines):
@@ -121,8 +126,9 @@ def bench_replay(args):
         wall, cpu, peak = timed(cmd, stdin=stdin)
         return show(name, [wall], [cpu], peak)
 
-    print(f"replay: {n:,} lines, {size / 1e6:.0f} MB, {os.cpu_count()} cores; ratewarden "
-          f"runs: median of {rounds}, alternating (the [range] is the slowest and fastest)")
+    print(f"replay: {n:,} lines, {size / 1e6:.0f} MB, {os.cpu_count()} cores; " +
+          (f"each ratewarden row the median of {rounds} runs, one of each row per round "
+           f"(the [range] is the slowest and fastest)" if rounds > 1 else "one run each"))
     with open(path, "rb") as f:
         wc = once("wc -l", ["wc", "-l"], stdin=f)
     mtail = None
@@ -168,8 +174,12 @@ def bench_replay(args):
     for (label, vname), (walls, cpus, peak) in measured.items():
         results[(label, vname)] = show(f"ratewarden {label} {vname}".strip(), walls, cpus, peak)
     for label, _ in bins:
+        variants = [v for (l, v) in reports if l == label]
+        if len(variants) * rounds < 2:
+            continue
         mine = set().union(*(h for (l, _), h in reports.items() if l == label))
-        print(f"  {label}: reports of every thread count and run identical: {len(mine) == 1}")
+        what = "of " + " and ".join(v for v in variants if v) if len(variants) > 1 else ""
+        print(f"  {label}: reports {what}{' in' if what else 'of'} every run identical: {len(mine) == 1}")
     print("ratios (throughput of the medians, higher is faster):")
     for (label, vname), wall in results.items():
         name = f"ratewarden {label} {vname}".strip()
@@ -320,7 +330,7 @@ def bench_post(args):
         rates, cpu = {}, {}
         binaries = [("new", args.bin)] + ([("old", args.baseline)] if args.baseline else [])
         # Rounds alternate the binaries, so a slow minute of the machine hits both alike.
-        for _ in range(args.rounds):
+        for _ in range(max(1, args.rounds)):
             for label, binary in binaries:
                 work = tempfile.mkdtemp(prefix="rw-post-")
                 d = Daemon(binary, work)
