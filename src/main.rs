@@ -122,8 +122,9 @@ enum Command {
         /// Org of lines that carry none (nginx and Envoy logs usually do not).
         #[arg(long)]
         org: Option<String>,
-        /// Threads that decode lines, the one applying them in input order included, so the
-        /// report is the same for any count [default: the number of cores, at most 8].
+        /// Threads that decode lines, and shards that apply them (each org on one, in input
+        /// order), so the report is the same for any count [default: the number of cores, at
+        /// most 8].
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
         threads: Option<u16>,
         /// Files to read in order ("-" for standard input).

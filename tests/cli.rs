@@ -402,6 +402,124 @@ fn crlf_on_read_boundaries(limit: usize) -> Vec<u8> {
     out
 }
 
+/// A log of many orgs for the sharded replay: more orgs than `max_orgs` and than
+/// `max_new_orgs_per_second` lets in at once, repeated `request_id`s, jobs that finish, get
+/// stuck and are released, quiet stretches the clock jumps over, and alerts firing at once in
+/// several orgs (so ticks and reminders order transitions of orgs on different shards).
+fn many_orgs_log(lines: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut ts = 1_795_000_000_000i64;
+    for i in 0..lines {
+        let r = next();
+        // Every few hundred lines a quiet stretch of up to ten minutes.
+        ts += if r % 400 == 0 {
+            (r % 600_000) as i64
+        } else {
+            (r % 700) as i64
+        };
+        let late = if r % 53 == 0 { 30_000 } else { 0 };
+        let t = ts - late;
+        let stamp = format!("{}.{:03}Z", chrono_like(t / 1000), t % 1000);
+        // New orgs keep coming, many in the first seconds.
+        let orgs = 3 + (i as u64 / 40).min(70);
+        let org = match r % 11 {
+            0 => "acme".to_string(),
+            1 => "globex".to_string(),
+            _ => format!("o{}", (r >> 5) % orgs),
+        };
+        // A request id repeats now and then (dedupe decides before an org is chosen).
+        let rid = if r % 5 == 0 {
+            format!(r#","request_id":"r{}""#, (r >> 9) % 2_000)
+        } else {
+            String::new()
+        };
+        let job = format!("j{}", (r >> 12) % 300);
+        let line = match (r >> 20) % 10 {
+            0 => format!(
+                r#"{{"ts":"{stamp}","org":"{org}","kind":"job_completed","job_id":"{job}"{rid}}}"#
+            ),
+            1 => format!(
+                r#"{{"ts":"{stamp}","org":"{org}","app":"bot","status":429,"retry_after_ms":1000{rid}}}"#
+            ),
+            2 => format!(r#"{{"ts":"{stamp}","org":"{org}","status":200,"tokens":900{rid}}}"#),
+            _ => format!(
+                r#"{{"ts":"{stamp}","org":"{org}","app":"app-{}","status":202,"job_id":"{job}"{rid}}}"#,
+                r % 4
+            ),
+        };
+        out.extend(line.as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+#[test]
+fn replay_of_many_orgs_answers_the_same_for_any_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("orgs.jsonl"), many_orgs_log(40_000)).unwrap();
+    std::fs::write(
+        dir.path().join("orgs.toml"),
+        "[limits]\nmax_orgs = 40\nmax_new_orgs_per_second = 4\nmax_request_ids = 500\n\
+         [[orgs]]\nid = \"globex\"\ntier = \"pro\"\n\
+         [[orgs]]\nid = \"idle-co\"\ntier = \"pro\"\n\
+         [[orgs]]\nid = \"acme\"\ntier = \"pro\"\ndaily = 3000\n\
+         [detect]\nstuck_after = \"2m\"\nrelease_after = \"5m\"\n\
+         [alerts]\nfor = \"5s\"\nrepeat_interval = \"3m\"\n",
+    )
+    .unwrap();
+    let mut reports = Vec::new();
+    for threads in ["1", "2", "3", "8"] {
+        let args = [
+            "replay",
+            "--json",
+            "--threads",
+            threads,
+            "--config",
+            "orgs.toml",
+            "orgs.jsonl",
+        ];
+        let out = run(&args, dir.path());
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        reports.push((threads, out.stdout));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&reports[0].1).unwrap();
+    let orgs = v["orgs"].as_array().unwrap();
+    let named = |n: &str| orgs.iter().any(|o| o["org"] == n);
+    // 40 orgs tracked (the configured ones among them, one never seen), the rest overflow.
+    assert_eq!(orgs.len(), 41, "{v}");
+    assert!(
+        named("__overflow__") && named("idle-co") && named("acme"),
+        "{v}"
+    );
+    let alerts = v["alerts"].as_array().unwrap();
+    let fired_in = |name: &str| -> std::collections::BTreeSet<String> {
+        alerts
+            .iter()
+            .filter(|a| a["alert"] == name)
+            .map(|a| a["org"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(
+        fired_in("JobsStuck").len() > 5,
+        "{:?}",
+        fired_in("JobsStuck")
+    );
+    assert!(alerts.len() > 500, "{}", alerts.len());
+    for (threads, report) in &reports[1..] {
+        assert!(
+            report == &reports[0].1,
+            "--threads {threads} differs from --threads 1"
+        );
+    }
+}
+
 #[test]
 fn replay_answers_the_same_for_any_thread_count() {
     let dir = tempfile::tempdir().unwrap();

@@ -69,6 +69,20 @@ pub enum Buffer<'b> {
     Bytes(&'b [u8]),
 }
 
+/// The fields of an event that decide which org and series it goes to, and whether it is
+/// a repeat (SPEC §4: `ts`, `org`, `kind`, `request_id`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventKey<'b> {
+    /// Event time (ms since the Unix epoch), if the event has one.
+    pub ts_ms: Option<i64>,
+    /// The org named (before `max_orgs` decides whether it is tracked).
+    pub org: Cow<'b, str>,
+    /// Request or job lifecycle event.
+    pub kind: Kind,
+    /// The producer's id of the request, for dedupe.
+    pub request_id: Option<Cow<'b, str>>,
+}
+
 /// An [`Event`] without its lifetime: see the module docs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Detached {
@@ -132,6 +146,17 @@ impl Detached {
                     batch: ev.batch,
                 })
             }),
+        }
+    }
+
+    /// What decides where the event goes (its time, org, kind and `request_id`), without the
+    /// rest of [`Detached::attach`]'s work: replay's routing thread reads only this.
+    pub fn key<'b>(&'b self, buf: Buffer<'b>) -> EventKey<'b> {
+        EventKey {
+            ts_ms: self.ts_ms,
+            org: self.org.attach(buf),
+            kind: self.kind,
+            request_id: self.request_id.as_ref().map(|t| t.attach(buf)),
         }
     }
 

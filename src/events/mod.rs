@@ -22,7 +22,7 @@ mod scan;
 mod values;
 mod wire;
 
-pub use detached::{Buffer, Detached};
+pub use detached::{Buffer, Detached, EventKey};
 pub use event::{
     DEFAULT_MAX_EVENT_BYTES, Event, EventField, FieldError, Kind, MAX_DETAIL_BYTES, MAX_FUTURE_MS,
     Outcome, ParseContext, Parsed, QuotaReport, Reason, Rejection,

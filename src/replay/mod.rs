@@ -1,7 +1,8 @@
 //! `ratewarden replay`: the tracker and detectors run offline over log files, in event time.
 //!
 //! Input is streamed through one reused buffer (or, with `--threads`, in blocks decoded on
-//! worker threads and applied in input order: `parallel`); lines longer than the limit are
+//! worker threads (`parallel`) whose events are applied by shards of the tracker, an org's
+//! all on one, in input order (`sharded`)); lines longer than the limit are
 //! skipped (counted `too_large`) without being held. The replay clock is the newest `ts`
 //! seen; whenever it enters a new second the tracker ticks, so stuck jobs, releases and
 //! resolves happen as they would have live. Alert transitions are spilled to an anonymous
@@ -10,8 +11,7 @@
 //! tracker needs for new series and jobs.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Seek, Write};
+use std::io::{self, IsTerminal, Write};
 
 use serde_json::json;
 
@@ -20,14 +20,17 @@ use crate::config::Config;
 use crate::detect::{Cause, Transition};
 use crate::events::format::{Dialect, LineFormat, Template};
 use crate::events::intake::{Line, LineFramer, SourceStats, Tally};
-use crate::events::{DEFAULT_MAX_EVENT_BYTES, Event, EventField};
+use crate::events::{DEFAULT_MAX_EVENT_BYTES, Event, EventField, EventKey};
 use crate::tracker::{OrgReport, Tracker};
 
+mod alert_log;
 mod html;
 mod input;
 mod parallel;
+mod sharded;
 mod timeline;
 
+use alert_log::AlertLog;
 pub use input::ReplayError;
 use input::{Reading, open_input, read_more};
 
@@ -70,18 +73,18 @@ pub struct Options {
     /// Lines longer than this are rejected as `too_large` (each event in them is still held
     /// to 64 KiB, as in a `POST /v1/events` body).
     pub max_line_bytes: usize,
-    /// Threads that decode lines, the calling one included: it applies them in input order
-    /// and decodes while the next block is not ready, so N spawns N − 1 decoders; 1 reads,
-    /// decodes and applies on the calling thread alone. The report is the same whatever the
-    /// count.
+    /// Threads that decode lines, the calling one included (it routes their events in input
+    /// order and decodes while the next block is not ready), and shards that apply them
+    /// (N, each an org's events in input order; none with `timeline`, which the calling thread
+    /// then applies); 1 reads, decodes and applies on the calling thread alone. The report is
+    /// the same whatever the count.
     pub threads: usize,
     /// Record usage over time per org, for [`Report::write_html`].
     pub timeline: bool,
 }
 
-/// The default of `--threads`: a thread per core (one of them applies events in order and
-/// decodes while it waits for the next block), at most 8 (past that the one thread applying
-/// events in order is the limit, and more blocks in flight only cost memory).
+/// The default of `--threads`: a decoding thread and an applying shard per core, at most 8
+/// (each adds blocks in flight, and the one thread routing events in order is a limit too).
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
 }
@@ -172,48 +175,6 @@ impl Options {
     }
 }
 
-/// Alert transitions as JSON lines in an anonymous temporary file.
-struct AlertLog {
-    file: BufWriter<File>,
-    count: u64,
-}
-
-impl AlertLog {
-    fn new() -> io::Result<AlertLog> {
-        Ok(AlertLog {
-            file: BufWriter::new(tempfile::tempfile()?),
-            count: 0,
-        })
-    }
-
-    fn push(&mut self, t: &Transition) -> io::Result<()> {
-        let mut v = json!({
-            "ts": rfc3339(t.ts_ms),
-            "org": &*t.org,
-            "app": t.app.as_deref(),
-            "alert": t.alert.as_str(),
-            "dimension": t.dimension.map(|d| d.as_str()),
-            "severity": t.severity.as_str(),
-            "status": t.status.as_str(),
-        });
-        if let (Some(m), Some(obj)) = (&t.model, v.as_object_mut()) {
-            obj.insert("model".into(), json!(&**m));
-        }
-        serde_json::to_writer(&mut self.file, &v)?;
-        self.file.write_all(b"\n")?;
-        self.count += 1;
-        Ok(())
-    }
-
-    /// Reads back every alert line (again for each caller: `--html` and `--json` both do).
-    fn lines(&mut self) -> io::Result<impl Iterator<Item = io::Result<String>>> {
-        self.file.flush()?;
-        let mut file = self.file.get_ref().try_clone()?;
-        file.rewind()?;
-        Ok(BufReader::new(file).lines())
-    }
-}
-
 /// Replay in progress: feed it bytes or lines, then [`Replayer::finish`].
 pub struct Replayer {
     reading: Reading,
@@ -224,7 +185,10 @@ pub struct Replayer {
 
 /// The tracker and the replay clock: accepted events go in, in input order.
 struct Applier {
+    /// The tracker; with `shards`, it only routes events (see [`sharded`]).
     tracker: Tracker,
+    /// The trackers that apply events on their own threads, when there are several.
+    shards: Option<sharded::Shards>,
     /// Newest event time seen (the replay clock).
     clock: Option<i64>,
     /// Clock for events before any timestamp was seen.
@@ -237,23 +201,71 @@ struct Applier {
 }
 
 impl Applier {
-    /// Applies one accepted event at the replay clock, after the clock ticks it moved past.
+    /// Applies one accepted event at the replay clock, after the clock ticks it moved past;
+    /// `record` is its place in its block's records (to find it again on a shard's thread).
     fn accept(&mut self, ev: &Event<'_>) {
-        if let Some(ts) = ev.ts_ms {
+        let now = self.clock_to(ev.ts_ms);
+        self.tracker.apply(ev, now, &mut self.out);
+        if let Some(t) = &mut self.timeline {
+            t.record(&self.tracker, &ev.org, ev.ts_ms.unwrap_or(now), now);
+        }
+        self.tick_if_new_second(now);
+    }
+
+    /// As [`Applier::accept`] with shards: routes the event (`record`: its place in its
+    /// block's records) to its org's shard.
+    fn route(&mut self, ev: &EventKey<'_>, record: usize) {
+        let now = self.clock_to(ev.ts_ms);
+        if let (Some(to), Some(shards)) = (self.tracker.route(ev, now), &mut self.shards) {
+            shards.apply(record, now, to);
+        }
+        self.tick_if_new_second(now);
+    }
+
+    /// Moves the replay clock to an event at `ts` (and makes up the ticks it jumps over);
+    /// returns the clock.
+    fn clock_to(&mut self, ts: Option<i64>) -> i64 {
+        if let Some(ts) = ts {
             self.first_ts.get_or_insert(ts);
             if self.clock.is_none_or(|c| ts > c) {
                 self.clock = Some(ts);
             }
         }
         let now = self.clock.unwrap_or(self.start_ms);
-        catch_up(&mut self.tracker, self.last_tick_sec, now, &mut self.out);
-        self.tracker.apply(ev, now, &mut self.out);
-        if let Some(t) = &mut self.timeline {
-            t.record(&self.tracker, &ev.org, ev.ts_ms.unwrap_or(now), now);
-        }
+        self.catch_up(now);
+        now
+    }
+
+    fn tick_if_new_second(&mut self, now: i64) {
         if now.div_euclid(1000) > self.last_tick_sec {
             self.last_tick_sec = now.div_euclid(1000);
-            self.tracker.tick(now, &mut self.out);
+            self.tick(now);
+        }
+    }
+
+    fn tick(&mut self, now: i64) {
+        match &mut self.shards {
+            None => {
+                self.tracker.tick(now, &mut self.out);
+            }
+            Some(shards) => shards.tick(now),
+        }
+    }
+
+    /// The replay clock moved from the second of the last tick to `now`. The ticks the
+    /// daemon would have made are made up at each whole minute in between, before the event
+    /// that moved it: jobs become stuck and are released, windows empty, bursts end, at about
+    /// the time they did, not at the next event.
+    fn catch_up(&mut self, now: i64) {
+        if self.last_tick_sec == i64::MIN {
+            return;
+        }
+        let mut minute = (self.last_tick_sec * 1_000).div_euclid(60_000) + 1;
+        let mut ticks = 0;
+        while minute * 60_000 < now && ticks < CATCH_UP_TICKS {
+            self.tick(minute * 60_000);
+            minute += 1;
+            ticks += 1;
         }
     }
 }
@@ -274,6 +286,7 @@ impl Replayer {
             stats: SourceStats::new("replay"),
             apply: Applier {
                 tracker: Tracker::new(config),
+                shards: None,
                 clock: None,
                 start_ms,
                 last_tick_sec: i64::MIN,
@@ -317,12 +330,27 @@ impl Replayer {
                 self.alerts.push(&t)?;
             }
         }
+        let Applier {
+            shards, tracker, ..
+        } = &mut self.apply;
+        if let Some(shards) = shards {
+            shards.merge(tracker, false, |t| self.alerts.push(t))?;
+        }
         Ok(())
     }
 
-    /// Counts and applies one block decoded by [`parallel`], as [`Replayer::framed`] does line
-    /// by line.
-    fn apply_decoded(&mut self, d: &mut parallel::Decoded) -> Result<(), ReplayError> {
+    /// Counts and applies one block decoded by [`parallel`] (routes it to the shards, when
+    /// there are), as [`Replayer::framed`] does line by line.
+    fn apply_lease(&mut self, lease: parallel::Lease) -> Result<(), ReplayError> {
+        self.apply_decoded(&lease)?;
+        if let Some(shards) = &mut self.apply.shards {
+            shards.send(Some(lease))?;
+        }
+        Ok(self.flush()?)
+    }
+
+    /// Counts and applies (or routes) one decoded block's lines.
+    fn apply_decoded(&mut self, d: &parallel::Decoded) -> Result<(), ReplayError> {
         let parallel::Decoded {
             bytes,
             lines,
@@ -348,11 +376,16 @@ impl Replayer {
             let text = &bytes.as_bytes()[range];
             // Counted and applied from the record as it is: neither a `Parsed` (a copy of the
             // event per record, on the one applying thread) nor a cloned `Rejection`.
-            for r in &records[line.records.clone()] {
+            for (k, r) in records[line.records.clone()].iter().enumerate() {
                 match r {
                     parallel::Record::Accepted(ev, field_errors) => {
                         self.stats.accepted(&self.reading.format, field_errors);
-                        self.apply.accept(&ev.attach(bytes.buffer()));
+                        if self.apply.shards.is_some() {
+                            let record = line.records.start + k;
+                            self.apply.route(&ev.key(bytes.buffer()), record);
+                        } else {
+                            self.apply.accept(&ev.attach(bytes.buffer()));
+                        }
                     }
                     parallel::Record::Rejected(e) => {
                         self.stats.rejected(&self.reading.format, text, e);
@@ -361,7 +394,7 @@ impl Replayer {
             }
             self.stats.line_done(line.found);
         }
-        Ok(self.flush()?)
+        Ok(())
     }
 
     /// The report.
@@ -369,12 +402,20 @@ impl Replayer {
         // The clock stops at the newest event: what it changes for every org (stuck jobs,
         // windows that emptied, bursts that ended) happens, also for orgs whose events came
         // from an earlier input and stopped before it.
-        if let Some(now) = self.apply.clock {
-            self.apply.tracker.tick(now, &mut self.apply.out);
-        }
-        self.flush()?;
+        let mut orgs = match self.apply.shards.take() {
+            None => {
+                if let Some(now) = self.apply.clock {
+                    self.apply.tick(now);
+                }
+                self.flush()?;
+                self.apply.tracker.report()
+            }
+            Some(shards) => {
+                let alerts = &mut self.alerts;
+                shards.finish(&self.apply.tracker, self.apply.clock, |t| alerts.push(t))?
+            }
+        };
         self.stats.settle(&self.reading.format);
-        let mut orgs = self.apply.tracker.report();
         orgs.sort_by(|a, b| a.org.cmp(&b.org));
         Ok(Report {
             tally: self.stats.take(),
@@ -618,23 +659,6 @@ impl Report {
 /// Most clock ticks made up for one jump of the replay clock (a day of minutes).
 const CATCH_UP_TICKS: i64 = 1_440;
 
-/// When the replay clock jumps (a quiet stretch in the log), the clock ticks that a running
-/// daemon would have made are made up at each whole minute in between, before the event that
-/// moved it: jobs become stuck and are released, windows empty, bursts end, at about the time
-/// they did, not at the next event.
-fn catch_up(tracker: &mut Tracker, last_tick_sec: i64, now: i64, out: &mut Vec<Transition>) {
-    if last_tick_sec == i64::MIN {
-        return;
-    }
-    let mut minute = (last_tick_sec * 1_000).div_euclid(60_000) + 1;
-    let mut ticks = 0;
-    while minute * 60_000 < now && ticks < CATCH_UP_TICKS {
-        tracker.tick(minute * 60_000, out);
-        minute += 1;
-        ticks += 1;
-    }
-}
-
 /// Replays `opts.inputs` with `config` and returns the report.
 pub fn run(config: &Config, opts: &Options, start_ms: i64) -> Result<Report, ReplayError> {
     let reading = opts.reading(config)?;
@@ -666,8 +690,11 @@ pub fn run(config: &Config, opts: &Options, start_ms: i64) -> Result<Report, Rep
                 bar.set_position(done.min(total));
             }
         };
-        parallel::run(&reading, &opts.inputs, opts.threads, progress, |d| {
-            replayer.apply_decoded(d)
+        if !opts.timeline {
+            replayer.apply.shards = Some(sharded::Shards::start(config, opts.threads)?);
+        }
+        parallel::run(&reading, &opts.inputs, opts.threads, progress, |lease| {
+            replayer.apply_lease(lease)
         })?;
     } else {
         one_thread(&mut replayer, &opts.inputs, max, total, bar.as_ref())?;

@@ -1,19 +1,19 @@
 //! Replay on several threads with the answers of one: a reader frames the inputs into blocks
 //! of whole lines, worker threads decode and validate each block, and the calling thread
-//! applies the decoded blocks to the tracker in input order, decoding blocks itself whenever
-//! the next one to apply is not ready.
+//! takes the decoded blocks in input order (and routes their events to the shards that apply
+//! them: `sharded`), decoding blocks itself whenever the next one is not ready.
 //!
 //! Decoding (JSON or a log template, then SPEC §4 validation) is the larger part of the
 //! per-line cost and needs nothing but the line, so it spreads over threads; the tracker sees
 //! exactly the sequence of events, rejections and ticks a single thread would give it, so
 //! the report is byte-identical whatever the thread count.
 //!
-//! The applying thread is one of the N: with a decoder per core besides it, the cores were
-//! shared three ways, the applier got two thirds of one and was the bound, and the decoders
-//! then waited on the budget below with a core idle. Decoding whatever is queued while it
-//! would otherwise wait keeps every core busy whichever stage is slower. Input bytes in
-//! flight are held to a budget ([`BUDGET_PER_THREAD`] per thread; one block at a time past
-//! it, for a block that holds one long line), so memory does not grow with the input.
+//! The calling thread is one of the N decoders: it decodes whatever is queued while it would
+//! otherwise wait, which keeps every core busy whichever stage is slower. Input bytes in
+//! flight (read, not yet applied) are held to a budget ([`BUDGET_PER_THREAD`] per thread; one
+//! block at a time past it, for a block that holds one long line), so memory does not grow
+//! with the input: a block's bytes are released when the last thread done with it drops its
+//! [`Lease`].
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -121,6 +121,45 @@ impl Spares {
         keep(&self.bytes, d.bytes.into_vec());
         keep(&self.lines, d.lines);
         keep(&self.records, d.records);
+    }
+}
+
+/// The buffers and the byte budget of one replay, shared by its threads and by the blocks
+/// handed out ([`Lease`]), which may outlive [`run`] on a thread that applies them.
+struct Pool {
+    spares: Spares,
+    in_flight: InFlight,
+}
+
+/// A decoded block handed to the applier. Dropping it gives its buffers back and releases its
+/// bytes from the budget, on whichever thread is last done with it: the reader waits for
+/// that, never for the applying thread to notice.
+pub(super) struct Lease {
+    decoded: Decoded,
+    pool: Arc<Pool>,
+}
+
+impl std::ops::Deref for Lease {
+    type Target = Decoded;
+
+    fn deref(&self) -> &Decoded {
+        &self.decoded
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // Empty vectors allocate nothing: what is left behind costs nothing to drop.
+        let empty = Decoded {
+            seq: self.decoded.seq,
+            bytes: BlockBytes::Raw(Vec::new()),
+            lines: Vec::new(),
+            records: Vec::new(),
+        };
+        let d = std::mem::replace(&mut self.decoded, empty);
+        let n = d.bytes.as_bytes().len();
+        self.pool.spares.keep_decoded(d);
+        self.pool.in_flight.release(n);
     }
 }
 
@@ -357,19 +396,22 @@ fn decode_block(
 
 /// Reads `inputs` as `reading` says, decodes on `threads` threads (the caller and at least one
 /// more) and hands each decoded block to `apply` on the calling thread, in input order.
-/// `progress` is called on the reader thread with the bytes read.
+/// `progress` is called on the reader thread with the bytes read. A block's bytes count
+/// against the budget until its [`Lease`] is dropped, here or on a thread `apply` gave it to.
 pub(super) fn run(
     reading: &Reading,
     inputs: &[String],
     threads: usize,
     progress: impl FnMut(u64) + Send,
-    mut apply: impl FnMut(&mut Decoded) -> Result<(), ReplayError>,
+    mut apply: impl FnMut(Lease) -> Result<(), ReplayError>,
 ) -> Result<(), ReplayError> {
     let threads = threads.max(1);
-    let spares = Spares::default();
-    let spares = &spares;
+    let pool = Arc::new(Pool {
+        spares: Spares::default(),
+        in_flight: InFlight::new(threads * BUDGET_PER_THREAD),
+    });
+    let spares = &pool.spares;
     let max = reading.max_line_bytes;
-    let in_flight = InFlight::new(threads * BUDGET_PER_THREAD);
     std::thread::scope(|scope| {
         let (work_tx, work_rx) = sync_channel::<Block>(threads * 2);
         let (result_tx, result_rx) = sync_channel(threads * 2);
@@ -381,7 +423,7 @@ pub(super) fn run(
                 .spawn_scoped(scope, move || decode(reading, spares, &work_rx, result_tx))
                 .map_err(ReplayError::Output)?;
         }
-        let in_flight = &in_flight;
+        let in_flight = &pool.in_flight;
         std::thread::Builder::new()
             .name("replay-read".into())
             .spawn_scoped(scope, move || {
@@ -396,7 +438,7 @@ pub(super) fn run(
             spares,
             work: &work_rx,
         };
-        let out = apply_in_order(result_rx, in_flight, &helper, &mut apply);
+        let out = apply_in_order(result_rx, &pool, &helper, &mut apply);
         in_flight.close();
         out
     })
@@ -420,18 +462,18 @@ impl Helper<'_> {
 
 fn apply_in_order(
     results: Receiver<Result<Decoded, ReplayError>>,
-    in_flight: &InFlight,
+    pool: &Arc<Pool>,
     helper: &Helper<'_>,
-    apply: &mut impl FnMut(&mut Decoded) -> Result<(), ReplayError>,
+    apply: &mut impl FnMut(Lease) -> Result<(), ReplayError>,
 ) -> Result<(), ReplayError> {
     let mut next = 0u64;
     let mut waiting: BTreeMap<u64, Decoded> = BTreeMap::new();
     loop {
-        while let Some(mut d) = waiting.remove(&next) {
-            let n = d.bytes.as_bytes().len();
-            apply(&mut d)?;
-            helper.spares.keep_decoded(d);
-            in_flight.release(n);
+        while let Some(d) = waiting.remove(&next) {
+            apply(Lease {
+                decoded: d,
+                pool: pool.clone(),
+            })?;
             next += 1;
         }
         // The next block is still being decoded: take in what is done, else decode a queued

@@ -45,7 +45,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::detect::Transition;
 use crate::detect::alerts::Reminders;
-use crate::events::{Event, Kind};
+use crate::events::{Event, EventKey, Kind};
 pub use admit::{Ask, Reservations, Verdict, share_of};
 use dedupe::{Dedupe, request_key};
 pub use jobs::{DurationHistogram, JobOutcome};
@@ -58,6 +58,15 @@ pub use report::{
 };
 pub use settings::Settings;
 pub use upstream::UpstreamSnapshot;
+
+/// Where [`Tracker::route`] sends an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Routed {
+    /// The org's place in the order orgs were first tracked.
+    pub org: usize,
+    /// The org is `__overflow__`.
+    pub overflow: bool,
+}
 
 /// Orgs created in one second, against `max_new_orgs_per_second`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -107,6 +116,17 @@ pub struct Tracker {
 impl Tracker {
     /// A tracker with the configured orgs registered (they are always tracked).
     pub fn new(config: &Config) -> Tracker {
+        Tracker::with_configured(config, |_| true)
+    }
+
+    /// One of `of` shards of a replay applied on several threads ([`Tracker::route`]): it
+    /// holds the orgs whose place in the order orgs are first tracked is `shard` modulo `of`,
+    /// the configured ones among them registered now.
+    pub fn shard(config: &Config, shard: usize, of: usize) -> Tracker {
+        Tracker::with_configured(config, |i| i % of.max(1) == shard)
+    }
+
+    fn with_configured(config: &Config, keep: impl Fn(usize) -> bool) -> Tracker {
         let mut t = Tracker {
             settings: Settings::from_config(config),
             orgs: Vec::new(),
@@ -124,7 +144,7 @@ impl Tracker {
             source_alerts: Vec::new(),
             app_names: AppNames::default(),
         };
-        for o in &config.orgs {
+        for (_, o) in config.orgs.iter().enumerate().filter(|(i, _)| keep(*i)) {
             let mut org = Org::new(
                 o.id.as_str().into(),
                 o.tier.as_str().into(),
@@ -179,24 +199,34 @@ impl Tracker {
         let allowed = self.new_orgs.created < self.settings.max_new_orgs_per_second;
         if room && allowed {
             self.new_orgs.created += 1;
-            let mut org = Org::new(
-                name.into(),
-                self.settings.default_tier.clone(),
-                self.settings.default_limits,
-                true,
-                &self.settings,
-            );
-            org.set_scopes(self.scopes_of_org(name));
-            let i = self.orgs.len();
-            self.index.insert(org.name.clone(), i);
-            self.orgs.push(org);
-            return i;
+            return self.create_org(name);
         }
         if room {
             self.new_orgs.refused += 1;
         } else {
             self.overflow.orgs += 1;
         }
+        self.overflow_index()
+    }
+
+    /// Tracks a new org of default tier and limits (or of a limit source's scopes).
+    fn create_org(&mut self, name: &str) -> usize {
+        let mut org = Org::new(
+            name.into(),
+            self.settings.default_tier.clone(),
+            self.settings.default_limits,
+            true,
+            &self.settings,
+        );
+        org.set_scopes(self.scopes_of_org(name));
+        let i = self.orgs.len();
+        self.index.insert(org.name.clone(), i);
+        self.orgs.push(org);
+        i
+    }
+
+    /// The index of `__overflow__`, created at first need.
+    fn overflow_index(&mut self) -> usize {
         match self.overflow_org {
             Some(i) => i,
             None => {
@@ -235,7 +265,9 @@ impl Tracker {
         };
         if completes.is_none()
             && let Some(rid) = &ev.request_id
-            && !self.dedupe.first_seen(dedupe_key(ev, rid), ts)
+            && !self
+                .dedupe
+                .first_seen(dedupe_key(&ev.org, ev.kind, rid), ts)
         {
             return false;
         }
@@ -247,6 +279,81 @@ impl Tracker {
             self.clock_ms
         };
         let oi = self.org_index(&ev.org, at);
+        self.apply_to(oi, completes, ev, ts, out);
+        true
+    }
+
+    /// Where a replay applied on several threads sends `ev` ([`Tracker::shard`]): decides what
+    /// [`Tracker::apply`] decides before it changes an org (a repeated `request_id`, the org
+    /// or `__overflow__` under `max_orgs` and `max_new_orgs_per_second`), and changes nothing
+    /// else. `None`: a repeated `request_id`, not applied. `Some(i)`: the org's place in the
+    /// order orgs were first tracked, `__overflow__` included; [`Tracker::apply_routed`] on
+    /// shard `i % shards` applies it there. For replay only: it has no clock and admits
+    /// nothing ahead, so no event completes a grant.
+    pub fn route(&mut self, ev: &EventKey<'_>, now: i64) -> Option<Routed> {
+        debug_assert!(self.clock_ms == i64::MIN && self.reservations.is_empty());
+        let ts = ev.ts_ms.unwrap_or(now);
+        if let Some(rid) = &ev.request_id
+            && !self
+                .dedupe
+                .first_seen(dedupe_key(&ev.org, ev.kind, rid), ts)
+        {
+            return None;
+        }
+        let i = self.org_index(&ev.org, ts);
+        Some(Routed {
+            org: i,
+            overflow: self.overflow_org == Some(i),
+        })
+    }
+
+    /// The place of `org` in the order orgs were first tracked (`__overflow__` by that name).
+    pub fn org_position(&self, org: &str) -> Option<usize> {
+        match self.index.get(org) {
+            Some(&i) => Some(i),
+            None if org == OVERFLOW => self.overflow_org,
+            None => None,
+        }
+    }
+
+    /// Applies `ev` as routed by the router's [`Tracker::route`] to this shard, one of
+    /// `shards`: the org is this shard's `routed.org / shards`-th, created when it is the
+    /// next one. Its admission and dedupe were decided by the router.
+    pub fn apply_routed(
+        &mut self,
+        ev: &Event<'_>,
+        now: i64,
+        routed: Routed,
+        shards: usize,
+        out: &mut Vec<Transition>,
+    ) {
+        let from = out.len();
+        let local = routed.org / shards.max(1);
+        let oi = match self.orgs.get(local) {
+            Some(o) if routed.overflow || *o.name == *ev.org => local,
+            // Every org is routed here in the order it was first tracked, so the next new
+            // one is the next index; a name that does not match would be a routing bug, and
+            // is still counted under its own name rather than another org's.
+            _ if routed.overflow => self.overflow_index(),
+            _ => match self.index.get(&*ev.org) {
+                Some(&i) => i,
+                None => self.create_org(&ev.org),
+            },
+        };
+        debug_assert_eq!(oi, local, "an org routed out of order");
+        self.apply_to(oi, None, ev, ev.ts_ms.unwrap_or(now), out);
+        self.note_notified(&out[from..]);
+    }
+
+    /// Applies `ev`, stamped `ts`, to org `oi` (`completes`: the admission grant it completes).
+    fn apply_to(
+        &mut self,
+        oi: usize,
+        completes: Option<(Box<str>, admit::Held)>,
+        ev: &Event<'_>,
+        ts: i64,
+        out: &mut Vec<Transition>,
+    ) {
         let s = &self.settings;
         let org = &mut self.orgs[oi];
         // The org's present moves with event times, but in the daemon never past its clock: an
@@ -316,7 +423,6 @@ impl Tracker {
         if !ev.upstream.is_empty() && !scoped(org) {
             org.note_upstream(ts, &ev.upstream, s, out);
         }
-        true
     }
 
     /// Notes the daemon's clock: from now on no org's present is behind `now`, nor judged ahead
@@ -614,9 +720,9 @@ fn scopes_of(o: &crate::config::OrgConfig) -> Vec<Arc<crate::model::ModelScope>>
 /// The dedupe key of an event with a `request_id`. A request and its job's lifecycle events
 /// may carry the same id (one trace); they are different events, so lifecycle events are keyed
 /// with their kind. (Requests keep the plain key that earlier versions stored.)
-fn dedupe_key(ev: &Event<'_>, rid: &str) -> u64 {
-    match ev.kind {
-        Kind::Request => request_key(&ev.org, rid),
+fn dedupe_key(org: &str, kind: Kind, rid: &str) -> u64 {
+    match kind {
+        Kind::Request => request_key(org, rid),
         kind => {
             let kind: &[u8] = match kind {
                 Kind::JobStarted => b"job_started",
@@ -624,7 +730,7 @@ fn dedupe_key(ev: &Event<'_>, rid: &str) -> u64 {
                 Kind::JobFailed => b"job_failed",
                 _ => b"job_cancelled",
             };
-            crate::model::stable_hash(&[ev.org.as_bytes(), rid.as_bytes(), kind])
+            crate::model::stable_hash(&[org.as_bytes(), rid.as_bytes(), kind])
         }
     }
 }
