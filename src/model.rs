@@ -561,6 +561,12 @@ pub fn prefetch<T: ?Sized>(r: &T) {
     let _ = r;
 }
 
+/// True for a name a producer or a config may give an org or app: a [`valid_name`] other than
+/// [`OVERFLOW`], which only the tracker gives (to the series past its bounds).
+pub fn valid_given_name(s: &str) -> bool {
+    valid_name(s) && s != OVERFLOW
+}
+
 /// True for a valid org/app name: 1–128 printable characters.
 #[inline]
 pub fn valid_name(s: &str) -> bool {

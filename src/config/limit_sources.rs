@@ -14,7 +14,7 @@ use toml::Spanned;
 use super::channels::SecretRef;
 use super::check::{Spanned2, at, request_timeout};
 use super::duration::HumanDuration;
-use crate::model::{OVERFLOW, valid_name};
+use crate::model::{OVERFLOW, valid_given_name, valid_name};
 
 /// Which provider's admin API a limit source reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -184,7 +184,7 @@ impl RawLimitSource {
             }
         };
         let org = self.org.get_ref();
-        if !valid_name(org) || org == OVERFLOW {
+        if !valid_given_name(org) {
             return Err(at(
                 self.org.span(),
                 format!("org must be 1-128 printable characters (and not {OVERFLOW})"),

@@ -6,7 +6,7 @@ use toml::Spanned;
 
 use super::check::{Spanned2, at};
 use crate::events::otlp::OtlpMapping;
-use crate::model::{OVERFLOW, valid_name};
+use crate::model::valid_given_name;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -47,7 +47,7 @@ impl RawOtlp {
             ));
         }
         if let Some(org) = &self.default_org
-            && (!valid_name(org.get_ref()) || org.get_ref() == OVERFLOW)
+            && !valid_given_name(org.get_ref())
         {
             return Err(at(
                 org.span(),

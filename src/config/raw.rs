@@ -10,7 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::events::format::{Dialect, LineFormat, Template};
-use crate::model::{ModelScope, valid_name};
+use crate::model::ModelScope;
 
 use super::channels::ChannelConfig;
 use super::check::*;
@@ -160,8 +160,14 @@ impl RawFileSource {
             }
         }
         for v in [&self.org, &self.app].into_iter().flatten() {
-            if !valid_name(v.get_ref()) {
-                return Err(at(v.span(), "must be 1-128 printable characters"));
+            if !crate::model::valid_given_name(v.get_ref()) {
+                return Err(at(
+                    v.span(),
+                    format!(
+                        "must be 1-128 printable characters (and not {})",
+                        crate::model::OVERFLOW
+                    ),
+                ));
             }
         }
         let max_line_bytes = match &self.max_line_bytes {
@@ -390,7 +396,7 @@ impl RawConfig {
         let mut own_thresholds: Vec<(std::ops::Range<usize>, u32)> = Vec::new();
         for raw in &self.orgs {
             let id = raw.id.get_ref();
-            if !valid_name(id) || id == crate::model::OVERFLOW {
+            if !crate::model::valid_given_name(id) {
                 return Err(at(
                     raw.id.span(),
                     format!(

@@ -32,7 +32,7 @@ mod timeline;
 
 use alert_log::AlertLog;
 pub use input::ReplayError;
-use input::{Reading, open_input, read_more};
+use input::{Reading, open_input, progress_bar, read_more};
 
 /// Most alerts listed by the text report (all of them are in `--json`).
 const TEXT_ALERTS: usize = 200;
@@ -112,6 +112,14 @@ impl Options {
 
     /// The line format, default org and app, and line limit these options mean with `config`.
     fn reading(&self, config: &Config) -> Result<Reading, ReplayError> {
+        if let Some(org) = &self.org
+            && !crate::model::valid_given_name(org)
+        {
+            return Err(ReplayError::Format(format!(
+                "--org {org:?}: an org is 1-128 printable characters, and not {}",
+                crate::model::OVERFLOW
+            )));
+        }
         if let Some(name) = &self.source {
             if self.line_format.is_some() || !self.fields.is_empty() || self.format.is_some() {
                 return Err(ReplayError::Format(
@@ -181,6 +189,8 @@ pub struct Replayer {
     stats: SourceStats,
     apply: Applier,
     alerts: AlertLog,
+    /// A write of the alert log that failed between two lines, returned by the next flush.
+    failed: Option<io::Error>,
 }
 
 /// The tracker and the replay clock: accepted events go in, in input order.
@@ -260,12 +270,19 @@ impl Applier {
         if self.last_tick_sec == i64::MIN {
             return;
         }
-        let mut minute = (self.last_tick_sec * 1_000).div_euclid(60_000) + 1;
-        let mut ticks = 0;
-        while minute * 60_000 < now && ticks < CATCH_UP_TICKS {
-            self.tick(minute * 60_000);
-            minute += 1;
-            ticks += 1;
+        let first = (self.last_tick_sec * 1_000).div_euclid(60_000) + 1;
+        // The whole minutes before `now`, from the first after the last tick.
+        let count = ((now - 1).div_euclid(60_000) - first + 1).clamp(0, CATCH_UP_TICKS);
+        match &mut self.shards {
+            None => {
+                for minute in first..first + count {
+                    self.tracker.tick(minute * 60_000, &mut self.out);
+                }
+            }
+            // One step for the whole stretch: a day of minutes per shard and line was
+            // gigabytes for a log of daily lines.
+            Some(shards) if count > 0 => shards.minutes(first * 60_000, count as u32),
+            Some(_) => {}
         }
     }
 }
@@ -295,6 +312,7 @@ impl Replayer {
                 timeline: None,
             },
             alerts: AlertLog::new()?,
+            failed: None,
         })
     }
 
@@ -322,9 +340,20 @@ impl Replayer {
         stats.line(&reading.format, &reading.context(), line, |p| {
             apply.accept(&p.event)
         });
+        // Transitions are written out between lines too once they pile up: a clock jump of
+        // a day makes up a tick a minute, and a chunk of such lines held millions of them.
+        if self.apply.out.len() >= OUT_BATCH
+            && self.failed.is_none()
+            && let Err(e) = self.flush()
+        {
+            self.failed = Some(e);
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
         for t in self.apply.out.drain(..) {
             if t.notify {
                 self.alerts.push(&t)?;
@@ -342,9 +371,17 @@ impl Replayer {
     /// Counts and applies one block decoded by [`parallel`] (routes it to the shards, when
     /// there are), as [`Replayer::framed`] does line by line.
     fn apply_lease(&mut self, lease: parallel::Lease) -> Result<(), ReplayError> {
-        self.apply_decoded(&lease)?;
+        if self.apply.shards.is_none() {
+            self.apply_decoded(&lease)?;
+            return Ok(self.flush()?);
+        }
+        let block = std::sync::Arc::new(lease);
         if let Some(shards) = &mut self.apply.shards {
-            shards.send(Some(lease))?;
+            shards.start_block(block.clone());
+        }
+        self.apply_decoded(&block)?;
+        if let Some(shards) = &mut self.apply.shards {
+            shards.send(true)?;
         }
         Ok(self.flush()?)
     }
@@ -393,6 +430,12 @@ impl Replayer {
                 }
             }
             self.stats.line_done(line.found);
+            if let Some(shards) = &mut self.apply.shards
+                && shards.full()
+            {
+                shards.send(false)?;
+                self.flush()?;
+            }
         }
         Ok(())
     }
@@ -427,6 +470,9 @@ impl Replayer {
         })
     }
 }
+
+/// Transitions held before they are written out mid-chunk.
+const OUT_BATCH: usize = 4096;
 
 /// Lines ahead whose record and bytes the applying thread asks the cache for.
 const PREFETCH_AHEAD: usize = 4;
@@ -743,22 +789,6 @@ fn one_thread(
         }
     }
     Ok(())
-}
-
-fn progress_bar(enabled: bool, total: u64) -> Option<indicatif::ProgressBar> {
-    if !enabled {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::with_draw_target(
-        (total > 0).then_some(total),
-        indicatif::ProgressDrawTarget::stderr(),
-    );
-    let style = indicatif::ProgressStyle::with_template(
-        "{spinner} replay [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-    )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-    bar.set_style(style);
-    Some(bar)
 }
 
 #[cfg(test)]

@@ -39,6 +39,11 @@ use crate::tracker::{OrgReport, Routed, Tracker};
 /// they hold stay within the replay's byte budget.
 const QUEUED: usize = 2;
 
+/// Steps (ticks, per shard) routed before they are handed over, even in the middle of a
+/// block: the steps, and the transitions they make (held until every shard has reported
+/// them), stay bounded.
+const BATCH_OPS: usize = 4 * 1024;
+
 /// One step of the routed sequence for one shard.
 #[derive(Debug, Clone, Copy)]
 struct Op {
@@ -57,12 +62,17 @@ enum What {
         to: Routed,
     },
     Tick,
+    /// `count` ticks a minute apart from `now`, at places `at`, `at + 1`, …: the clock
+    /// jumped over a quiet stretch (one step, not one per minute and shard).
+    Minutes {
+        count: u32,
+    },
 }
 
-/// A block and each shard's steps in it (`block` is `None` for the last tick).
+/// Steps of each shard, with the block they refer to (`None`: ticks alone).
 struct Batch {
     seq: u64,
-    block: Option<Lease>,
+    block: Option<Arc<Lease>>,
     ops: Vec<Vec<Op>>,
 }
 
@@ -77,7 +87,11 @@ pub(super) struct Shards {
     to: Vec<SyncSender<Arc<Batch>>>,
     done: Receiver<Done>,
     threads: Vec<JoinHandle<Tracker>>,
+    /// The block being routed.
+    block: Option<Arc<Lease>>,
     ops: Vec<Vec<Op>>,
+    /// Steps in `ops`, all shards together.
+    queued: usize,
     at: u32,
     /// Batches sent, and merged.
     sent: u64,
@@ -108,7 +122,9 @@ impl Shards {
             to,
             done,
             threads,
+            block: None,
             ops: vec![Vec::new(); n],
+            queued: 0,
             at: 0,
             sent: 0,
             merged: 0,
@@ -126,26 +142,55 @@ impl Shards {
                 now,
                 what: What::Apply { record, to },
             });
+            self.queued += 1;
         }
         self.at += 1;
     }
 
     /// Every shard ticks at `now` at this place of the sequence.
     pub(super) fn tick(&mut self, now: i64) {
+        self.every_shard(now, What::Tick, 1);
+    }
+
+    /// Every shard ticks `count` times a minute apart from `now`, at these places.
+    pub(super) fn minutes(&mut self, now: i64, count: u32) {
+        self.every_shard(now, What::Minutes { count }, count);
+    }
+
+    fn every_shard(&mut self, now: i64, what: What, places: u32) {
         for ops in &mut self.ops {
             ops.push(Op {
                 at: self.at,
                 now,
-                what: What::Tick,
+                what,
             });
         }
-        self.at += 1;
+        // A stretch of minutes counts as its ticks: their transitions wait for the merge too.
+        self.queued += self.ops.len() * places as usize;
+        self.at += places;
     }
 
-    /// Hands the steps routed so far, with the block they refer to, to the shards.
-    pub(super) fn send(&mut self, block: Option<Lease>) -> io::Result<()> {
+    /// The records of `block` are routed next ([`Shards::apply`] refers to them).
+    pub(super) fn start_block(&mut self, block: Arc<Lease>) {
+        self.block = Some(block);
+    }
+
+    /// Whether enough steps wait that they are to be sent now, mid-block.
+    pub(super) fn full(&self) -> bool {
+        self.queued >= BATCH_OPS
+    }
+
+    /// Hands the steps routed so far, with the block they refer to, to the shards; `end`:
+    /// that block is done.
+    pub(super) fn send(&mut self, end: bool) -> io::Result<()> {
         let n = self.ops.len();
         let ops = std::mem::replace(&mut self.ops, vec![Vec::new(); n]);
+        let block = if end {
+            self.block.take()
+        } else {
+            self.block.clone()
+        };
+        self.queued = 0;
         let batch = Arc::new(Batch {
             seq: self.sent,
             block,
@@ -225,7 +270,7 @@ impl Shards {
         if let Some(now) = now {
             self.tick(now);
         }
-        self.send(None)?;
+        self.send(true)?;
         self.merge(router, true, &mut write)?;
         self.to.clear();
         let mut reports = Vec::new();
@@ -260,6 +305,13 @@ fn apply(
                 }
                 What::Tick => {
                     tracker.tick(op.now, &mut out);
+                }
+                What::Minutes { count } => {
+                    for k in 0..count {
+                        tracker.tick(op.now + i64::from(k) * 60_000, &mut out);
+                        let at = op.at + k;
+                        notes.extend(out.drain(..).filter(|t| t.notify).map(|t| (at, t)));
+                    }
                 }
             }
             notes.extend(out.drain(..).filter(|t| t.notify).map(|t| (op.at, t)));
