@@ -231,6 +231,27 @@ fn replay_errors_are_clear() {
     }
 }
 
+/// Replays `args` with `--json` at each of `threads` (the first is the reference), requires
+/// every report to be byte-identical to the first, and returns it parsed.
+fn same_report_for_threads(dir: &Path, threads: &[&str], args: &[&str]) -> serde_json::Value {
+    let mut reports = Vec::new();
+    for &t in threads {
+        let mut all = vec!["replay", "--json", "--threads", t];
+        all.extend_from_slice(args);
+        let out = run(&all, dir);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        reports.push((t, out.stdout));
+    }
+    for (t, report) in &reports[1..] {
+        assert!(
+            report == &reports[0].1,
+            "--threads {t} differs from --threads {}",
+            reports[0].0
+        );
+    }
+    serde_json::from_slice(&reports[0].1).unwrap()
+}
+
 /// A sparse log (a few lines a day, jobs left in flight, alerts that stay firing) makes the
 /// replay clock jump by a day at a time: each jump is made up minute by minute, on every shard.
 #[test]
@@ -256,31 +277,14 @@ fn replay_of_a_sparse_log_answers_the_same_for_any_thread_count() {
         "[detect]\nstuck_after = \"2m\"\nrelease_after = \"3d\"\n[alerts]\nrepeat_interval = \"10m\"\n",
     )
     .unwrap();
-    let mut reports = Vec::new();
-    for threads in ["1", "2", "8"] {
-        let args = [
-            "replay",
-            "--json",
-            "--threads",
-            threads,
-            "--config",
-            "sparse.toml",
-            "sparse.jsonl",
-        ];
-        let out = run(&args, dir.path());
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        reports.push((threads, out.stdout));
-    }
-    let v: serde_json::Value = serde_json::from_slice(&reports[0].1).unwrap();
+    let v = same_report_for_threads(
+        dir.path(),
+        &["1", "2", "8"],
+        &["--config", "sparse.toml", "sparse.jsonl"],
+    );
     // Reminders of the alerts still firing, every ten minutes through each quiet day.
     let alerts = v["alerts"].as_array().unwrap().len();
     assert!(alerts > 2_000, "{alerts}");
-    for (threads, report) in &reports[1..] {
-        assert!(
-            report == &reports[0].1,
-            "--threads {threads} differs from --threads 1"
-        );
-    }
 }
 
 #[test]
@@ -547,22 +551,11 @@ fn replay_of_many_orgs_answers_the_same_for_any_thread_count() {
          [alerts]\nfor = \"5s\"\nrepeat_interval = \"3m\"\n",
     )
     .unwrap();
-    let mut reports = Vec::new();
-    for threads in ["1", "2", "3", "8"] {
-        let args = [
-            "replay",
-            "--json",
-            "--threads",
-            threads,
-            "--config",
-            "orgs.toml",
-            "orgs.jsonl",
-        ];
-        let out = run(&args, dir.path());
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        reports.push((threads, out.stdout));
-    }
-    let v: serde_json::Value = serde_json::from_slice(&reports[0].1).unwrap();
+    let v = same_report_for_threads(
+        dir.path(),
+        &["1", "2", "3", "8"],
+        &["--config", "orgs.toml", "orgs.jsonl"],
+    );
     let orgs = v["orgs"].as_array().unwrap();
     let named = |n: &str| orgs.iter().any(|o| o["org"] == n);
     // 40 orgs tracked (the configured ones among them, one never seen), the rest overflow.
@@ -585,12 +578,6 @@ fn replay_of_many_orgs_answers_the_same_for_any_thread_count() {
         fired_in("JobsStuck")
     );
     assert!(alerts.len() > 500, "{}", alerts.len());
-    for (threads, report) in &reports[1..] {
-        assert!(
-            report == &reports[0].1,
-            "--threads {threads} differs from --threads 1"
-        );
-    }
 }
 
 #[test]
