@@ -21,7 +21,7 @@ use super::jobs::JobOutcome;
 pub const HORIZON_MS: i64 = 300_000;
 
 /// Peak concurrency at job starts, settled once the horizon has passed them.
-#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PeakConcurrency {
     /// The peak among settled starts.
     settled: u64,
@@ -33,6 +33,45 @@ pub struct PeakConcurrency {
     /// Most entries kept in `pending` and `ended` each (the org's job cap, twice).
     #[serde(skip)]
     cap: usize,
+    /// No entry leaves `pending` or `ended` before the horizon reaches this: a lower bound,
+    /// lowered as entries come and made exact by each settle that looks. The queues' fronts
+    /// are the horizon's oldest entries, long out of cache, and settling on every event
+    /// read them: a cache miss or two per event, a twentieth of a replay.
+    #[serde(skip, default = "settle_now")]
+    settle_from: i64,
+    /// No start in `pending` is later than this, nor any end in `ended` later than
+    /// `latest_end`: upper bounds, so that a start or end in time order (nearly all) knows
+    /// it comes last without reading the queues' backs, which went out of cache while other
+    /// orgs' events were counted.
+    #[serde(skip, default = "unknown_latest")]
+    latest_start: i64,
+    #[serde(skip, default = "unknown_latest")]
+    latest_end: i64,
+}
+
+/// A `settle_from` that makes the next settle look.
+fn settle_now() -> i64 {
+    i64::MIN
+}
+
+/// A `latest_start` or `latest_end` that makes the next start or end look.
+fn unknown_latest() -> i64 {
+    i64::MAX
+}
+
+impl Default for PeakConcurrency {
+    fn default() -> Self {
+        PeakConcurrency {
+            settled: 0,
+            pending: VecDeque::new(),
+            ended: VecDeque::new(),
+            cap: 0,
+            settle_from: settle_now(),
+            // Nothing queued: nothing later than anything.
+            latest_start: i64::MIN,
+            latest_end: i64::MIN,
+        }
+    }
 }
 
 impl PeakConcurrency {
@@ -49,7 +88,8 @@ impl PeakConcurrency {
         self.settled == 0 && self.pending.is_empty() && self.ended.is_empty()
     }
 
-    /// Bounds the memory: at most `cap` pending starts and `cap` ended jobs.
+    /// Bounds the memory: at most `cap` pending starts and `cap` ended jobs (the oldest
+    /// settled first, an eighth of `cap` at a time).
     pub fn set_cap(&mut self, cap: usize) {
         self.cap = cap.max(16);
     }
@@ -67,18 +107,22 @@ impl PeakConcurrency {
     /// A job started at `start`, ending at `end` if its end is already known (it arrived
     /// first). `others` is how many other jobs in flight had started by `start`.
     pub fn start(&mut self, start: i64, end: Option<i64>, others: u64, floor: i64) {
-        let ended_over = self
-            .ended
-            .iter()
-            .rev()
-            .take_while(|&&(_, e)| e > start)
-            .filter(|&&(s, _)| s <= start)
-            .count() as u64;
+        let ended_over = if self.latest_end <= start {
+            0
+        } else {
+            self.ended
+                .iter()
+                .rev()
+                .take_while(|&&(_, e)| e > start)
+                .filter(|&&(s, _)| s <= start)
+                .count() as u64
+        };
         // A job whose end is not after its start (clocks apart) was never in flight.
         let itself = u64::from(end.is_none_or(|e| e > start));
         let count = others + ended_over + itself;
         // In time order (the common case) no start counted so far comes after this one.
-        let in_order = self.pending.back().is_none_or(|&(t, _)| t <= start);
+        let in_order =
+            self.latest_start <= start || self.pending.back().is_none_or(|&(t, _)| t <= start);
         if !in_order {
             // Starts counted before this one that it overlaps saw one job fewer than they had.
             let until = end.unwrap_or(i64::MAX);
@@ -92,11 +136,15 @@ impl PeakConcurrency {
         }
         if start < floor {
             self.settled = self.settled.max(count);
-        } else if in_order {
-            self.pending.push_back((start, count));
         } else {
-            let at = self.pending.partition_point(|&(t, _)| t <= start);
-            self.pending.insert(at, (start, count));
+            self.settle_from = self.settle_from.min(start.saturating_add(1));
+            self.latest_start = self.latest_start.max(start);
+            if in_order {
+                self.pending.push_back((start, count));
+            } else {
+                let at = self.pending.partition_point(|&(t, _)| t <= start);
+                self.pending.insert(at, (start, count));
+            }
         }
         if let Some(e) = end {
             self.note_end(start, e, floor);
@@ -112,7 +160,7 @@ impl PeakConcurrency {
         // A job whose end is not after its start (clocks apart) was not in flight at its own
         // start either.
         let from_t = end.max(start);
-        if self.pending.back().is_some_and(|&(t, _)| t >= from_t) {
+        if self.latest_start >= from_t && self.pending.back().is_some_and(|&(t, _)| t >= from_t) {
             let from = self.pending.partition_point(|&(t, _)| t < from_t);
             for (_, n) in self.pending.iter_mut().skip(from) {
                 *n = n.saturating_sub(1);
@@ -124,7 +172,12 @@ impl PeakConcurrency {
 
     fn note_end(&mut self, start: i64, end: i64, floor: i64) {
         if end <= floor {
-        } else if self.ended.back().is_none_or(|&(_, e)| e <= end) {
+            return;
+        }
+        self.settle_from = self.settle_from.min(end);
+        let last = self.latest_end <= end || self.ended.back().is_none_or(|&(_, e)| e <= end);
+        self.latest_end = self.latest_end.max(end);
+        if last {
             self.ended.push_back((start, end));
         } else {
             let at = self.ended.partition_point(|&(_, e)| e <= end);
@@ -134,6 +187,9 @@ impl PeakConcurrency {
 
     /// The horizon moved to `floor`: starts before it are final.
     pub fn settle(&mut self, floor: i64) {
+        if floor < self.settle_from {
+            return;
+        }
         while let Some(&(t, n)) = self.pending.front()
             && t < floor
         {
@@ -143,17 +199,25 @@ impl PeakConcurrency {
         while self.ended.front().is_some_and(|&(_, e)| e <= floor) {
             self.ended.pop_front();
         }
+        // A start leaves once the floor is past it, an end once the floor reaches it.
+        let start = self.pending.front().map(|&(t, _)| t.saturating_add(1));
+        let end = self.ended.front().map(|&(_, e)| e);
+        self.settle_from = start.into_iter().chain(end).min().unwrap_or(i64::MAX);
     }
 
+    /// Holds each queue to `cap` entries. Past it, the oldest leave an eighth of the cap at a
+    /// time: they lie together at the queue's front, out of cache since they came, and
+    /// taking one per start of a busy org (whose queues stay full) was a cache miss each.
     fn bound(&mut self) {
         let cap = if self.cap == 0 { 2048 } else { self.cap };
-        while self.pending.len() > cap {
-            if let Some((_, n)) = self.pending.pop_front() {
-                self.settled = self.settled.max(n);
-            }
+        let keep = cap - cap / 8;
+        if self.pending.len() > cap {
+            let leave = self.pending.len() - keep;
+            let peak = self.pending.drain(..leave).map(|(_, n)| n).max();
+            self.settled = self.settled.max(peak.unwrap_or(0));
         }
-        while self.ended.len() > cap {
-            self.ended.pop_front();
+        if self.ended.len() > cap {
+            self.ended.drain(..self.ended.len() - keep);
         }
     }
 }
@@ -497,5 +561,60 @@ mod tests {
                 prop_assert!(e.filter_is_sound());
             }
         }
+
+        /// Settling only once the horizon reaches `settle_from`, and taking a start or end
+        /// as the latest by the bounds `latest_start` and `latest_end`, leave exactly the
+        /// state of reading the queues every time, whatever order starts, ends and horizons
+        /// come in, across a snapshot too.
+        #[test]
+        fn the_queue_bounds_answer_as_the_queues_do(ops in prop::collection::vec(prop_oneof![
+            3 => (0i64..2_000, prop::option::of(0i64..2_000), 0u64..5)
+                .prop_map(|(t, end, others)| PeakOp::Start(t, end, others)),
+            2 => (0i64..2_000, 0i64..2_000).prop_map(|(s, e)| PeakOp::End(s, e)),
+            2 => (-500i64..2_000).prop_map(PeakOp::Settle),
+            1 => Just(PeakOp::Restore),
+        ], 0..300), cap in 16usize..64) {
+            let mut p = PeakConcurrency::default();
+            p.set_cap(cap);
+            let mut always = p.clone();
+            let mut floor = i64::MIN;
+            for op in ops {
+                // The queues read at every step, as if no bound were known.
+                always.settle_from = settle_now();
+                always.latest_start = unknown_latest();
+                always.latest_end = unknown_latest();
+                match op {
+                    PeakOp::Start(t, end, others) => {
+                        p.start(t, end, others, floor);
+                        always.start(t, end, others, floor);
+                    }
+                    PeakOp::End(s, e) => {
+                        p.end(s, e, floor);
+                        always.end(s, e, floor);
+                    }
+                    PeakOp::Settle(f) => {
+                        floor = floor.max(f);
+                        p.settle(floor);
+                        always.settle(floor);
+                    }
+                    PeakOp::Restore => {
+                        p = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+                        p.set_cap(cap);
+                    }
+                }
+                prop_assert_eq!(p.settled, always.settled);
+                prop_assert_eq!(&p.pending, &always.pending);
+                prop_assert_eq!(&p.ended, &always.ended);
+                prop_assert_eq!(p.peak(), always.peak());
+            }
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum PeakOp {
+        Start(i64, Option<i64>, u64),
+        End(i64, i64),
+        Settle(i64),
+        Restore,
     }
 }
