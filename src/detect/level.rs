@@ -102,6 +102,32 @@ impl LevelAlert {
         if !self.is_active() && LevelAlert::stays_idle(usage, limit, thresholds) {
             return None;
         }
+        // The other common one: firing at the top level with usage still at or above every
+        // threshold and each level held since before, which the walk would leave so too
+        // (a busy org over its limit judged at every event).
+        let top = thresholds.len().min(self.pending.len());
+        if top > 0
+            && usize::from(self.level) == top
+            && self.pending[..top].iter().all(|p| p.is_some())
+            && thresholds[..top]
+                .iter()
+                .all(|&bp| at_least(usage, limit, bp))
+        {
+            return None;
+        }
+        self.walk(usage, limit, ts, thresholds, hysteresis_bp, for_ms)
+    }
+
+    /// [`LevelAlert::evaluate`] without its shortcuts: every level's condition checked.
+    fn walk(
+        &mut self,
+        usage: u64,
+        limit: u64,
+        ts: i64,
+        thresholds: &[u32],
+        hysteresis_bp: u32,
+        for_ms: i64,
+    ) -> Option<Change> {
         let mut target = 0u8;
         for (i, &bp) in thresholds.iter().enumerate().take(self.pending.len()) {
             if at_least(usage, limit, bp) {
@@ -251,5 +277,26 @@ mod tests {
     fn unlimited_never_fires() {
         let mut a = LevelAlert::default();
         assert_eq!(a.evaluate(1_000_000, 0, 0, &T, H, 0), None);
+    }
+
+    proptest::proptest! {
+        /// The shortcuts of `evaluate` answer as the full walk does, and leave the same
+        /// state, for any usage path, thresholds and `for`.
+        #[test]
+        fn shortcuts_answer_as_the_walk(
+            steps in proptest::collection::vec((0u64..150, 0i64..400), 0..200),
+            thresholds in proptest::sample::select(vec![vec![7000u32, 9000], vec![10_000], vec![9000, 7000], vec![]]),
+            for_ms in proptest::sample::select(vec![0i64, 1_000, 5_000]),
+        ) {
+            let (mut fast, mut walked) = (LevelAlert::default(), LevelAlert::default());
+            let mut ts = 0;
+            for (usage, dt) in steps {
+                ts += dt * 10;
+                let a = fast.evaluate(usage, 100, ts, &thresholds, H, for_ms);
+                let b = walked.walk(usage, 100, ts, &thresholds, H, for_ms);
+                proptest::prop_assert_eq!(a, b);
+                proptest::prop_assert_eq!(format!("{fast:?}"), format!("{walked:?}"));
+            }
+        }
     }
 }
