@@ -131,13 +131,6 @@ impl JobIndex {
 
     /// Fetches `cell` into the cache ahead of its [`JobIndex::remove`].
     #[inline]
-    /// Starts fetching the cell a lookup of `hash` probes first (see `Jobs::prefetch`).
-    pub(super) fn prefetch_hash(&self, hash: u32) {
-        if !self.cells.is_empty() {
-            self.prefetch((hash as usize & self.mask()) as u32);
-        }
-    }
-
     pub(super) fn prefetch(&self, cell: u32) {
         if let Some(c) = self.cells.get(cell as usize) {
             crate::model::prefetch(c);

@@ -408,14 +408,6 @@ impl Jobs {
         (self.hasher.hash_one(id) >> 32) as u32
     }
 
-    /// Starts fetching the index cell a start or finish of job `id` probes first. A new id
-    /// probes a random cell of an index too large for the core's cache: that miss was half
-    /// of a start's time. Asked for as an event's apply begins, the cell arrives while the
-    /// event's windows and detectors are updated. A hint only; no answer depends on it.
-    pub fn prefetch(&self, id: &str) {
-        self.by_id.prefetch_hash(self.hash(id));
-    }
-
     /// Starts job `id` at `ts`.
     pub fn start(&mut self, id: &str, app: u32, ts: i64) -> Start {
         let hash = self.hash(id);

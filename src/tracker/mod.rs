@@ -356,9 +356,6 @@ impl Tracker {
     ) {
         let s = &self.settings;
         let org = &mut self.orgs[oi];
-        if let (Some(id), Some(jobs)) = (&ev.job_id, org.jobs.get_mut()) {
-            jobs.prefetch(id);
-        }
         // The org's present moves with event times, but in the daemon never past its clock: an
         // event stamped ahead of the clock (a shipper's fast clock, accepted up to 5 minutes)
         // is counted at its time, and judged as if it came now, so it cannot leave the real
