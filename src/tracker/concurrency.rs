@@ -36,7 +36,8 @@ pub struct PeakConcurrency {
     /// No entry leaves `pending` or `ended` before the horizon reaches this: a lower bound,
     /// lowered as entries come and made exact by each settle that looks. The queues' fronts
     /// are the horizon's oldest entries, long out of cache, and settling on every event
-    /// read them: a cache miss or two per event, a twentieth of a replay.
+    /// read them: a cache miss or two per event (half of the samples `perf annotate` gave
+    /// an event's apply in replay).
     #[serde(skip, default = "settle_now")]
     settle_from: i64,
     /// No start in `pending` is later than this, nor any end in `ended` later than
