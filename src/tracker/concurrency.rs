@@ -7,7 +7,9 @@
 //! saw. So each start within the lateness horizon keeps its count, provisional, and a late
 //! start or end corrects the counts of the starts it overlaps; a start's count becomes final
 //! (settled into the peak) once the horizon has passed it. The counts are exact for job
-//! events up to [`HORIZON_MS`] late; older ones are counted as they come.
+//! events up to [`HORIZON_MS`] late, while the org's queues stay under their cap (twice its
+//! job cap; past it the oldest starts are settled as they leave); older ones are counted as
+//! they come.
 //!
 //! [`EarlyEnds`] holds job ends whose start has not arrived yet, so the start, when it comes,
 //! is a job that already finished instead of one in flight forever.
@@ -90,7 +92,7 @@ impl PeakConcurrency {
     }
 
     /// Bounds the memory: at most `cap` pending starts and `cap` ended jobs (the oldest
-    /// settled first, an eighth of `cap` at a time).
+    /// settled first: a late event no longer corrects those).
     pub fn set_cap(&mut self, cap: usize) {
         self.cap = cap.max(16);
     }
@@ -122,8 +124,11 @@ impl PeakConcurrency {
         let itself = u64::from(end.is_none_or(|e| e > start));
         let count = others + ended_over + itself;
         // In time order (the common case) no start counted so far comes after this one.
-        let in_order =
-            self.latest_start <= start || self.pending.back().is_none_or(|&(t, _)| t <= start);
+        let in_order = self.latest_start <= start || {
+            // Read, the back makes the bound exact again (it is unknown after a restore).
+            self.latest_start = self.pending.back().map_or(i64::MIN, |&(t, _)| t);
+            self.latest_start <= start
+        };
         if !in_order {
             // Starts counted before this one that it overlaps saw one job fewer than they had.
             let until = end.unwrap_or(i64::MAX);
@@ -176,7 +181,10 @@ impl PeakConcurrency {
             return;
         }
         self.settle_from = self.settle_from.min(end);
-        let last = self.latest_end <= end || self.ended.back().is_none_or(|&(_, e)| e <= end);
+        let last = self.latest_end <= end || {
+            self.latest_end = self.ended.back().map_or(i64::MIN, |&(_, e)| e);
+            self.latest_end <= end
+        };
         self.latest_end = self.latest_end.max(end);
         if last {
             self.ended.push_back((start, end));
@@ -204,21 +212,27 @@ impl PeakConcurrency {
         let start = self.pending.front().map(|&(t, _)| t.saturating_add(1));
         let end = self.ended.front().map(|&(_, e)| e);
         self.settle_from = start.into_iter().chain(end).min().unwrap_or(i64::MAX);
+        // An emptied queue has nothing later than anything (its bound may be unknown).
+        if self.pending.is_empty() {
+            self.latest_start = i64::MIN;
+        }
+        if self.ended.is_empty() {
+            self.latest_end = i64::MIN;
+        }
     }
 
-    /// Holds each queue to `cap` entries. Past it, the oldest leave an eighth of the cap at a
-    /// time: they lie together at the queue's front, out of cache since they came, and
-    /// taking one per start of a busy org (whose queues stay full) was a cache miss each.
+    /// Holds each queue to `cap` entries, the oldest settled first. One at a time: leaving
+    /// in batches (fewer cache misses) settled starts that a late event within the horizon
+    /// would still have corrected.
     fn bound(&mut self) {
         let cap = if self.cap == 0 { 2048 } else { self.cap };
-        let keep = cap - cap / 8;
-        if self.pending.len() > cap {
-            let leave = self.pending.len() - keep;
-            let peak = self.pending.drain(..leave).map(|(_, n)| n).max();
-            self.settled = self.settled.max(peak.unwrap_or(0));
+        while self.pending.len() > cap {
+            if let Some((_, n)) = self.pending.pop_front() {
+                self.settled = self.settled.max(n);
+            }
         }
-        if self.ended.len() > cap {
-            self.ended.drain(..self.ended.len() - keep);
+        while self.ended.len() > cap {
+            self.ended.pop_front();
         }
     }
 }
@@ -609,6 +623,24 @@ mod tests {
                 prop_assert_eq!(p.peak(), always.peak());
             }
         }
+    }
+
+    #[test]
+    fn the_queue_bounds_are_known_again_after_a_restore() {
+        let mut p = PeakConcurrency::default();
+        p.start(10, None, 0, 0);
+        p.end(10, 20, 0);
+        let mut back: PeakConcurrency =
+            serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!((back.latest_start, back.latest_end), (i64::MAX, i64::MAX));
+        // The first start and end in order read the backs, and know them from then on.
+        back.start(30, None, 0, 0);
+        back.end(30, 40, 0);
+        assert_eq!((back.latest_start, back.latest_end), (30, 40));
+        // Emptied queues know it too.
+        back.settle(1_000);
+        assert_eq!((back.latest_start, back.latest_end), (i64::MIN, i64::MIN));
+        assert_eq!(back.peak(), 1);
     }
 
     #[derive(Debug, Clone)]
