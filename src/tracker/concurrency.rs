@@ -52,6 +52,29 @@ pub struct PeakConcurrency {
     latest_end: i64,
 }
 
+/// Whether an entry at `t` comes at or after every entry of a queue whose entries are at most
+/// `*latest` and whose newest is `back()`. The queue is read only when the bound cannot
+/// answer, and the bound is then made exact (it is unknown after a restore).
+fn comes_last(latest: &mut i64, t: i64, back: impl FnOnce() -> Option<i64>) -> bool {
+    if *latest <= t {
+        return true;
+    }
+    *latest = back().unwrap_or(i64::MIN);
+    *latest <= t
+}
+
+/// Files `item` in `queue`, ascending by `key` (after entries of the same key): at the back
+/// when it comes `last`, as nearly every item does.
+fn file_in_order<T>(queue: &mut VecDeque<T>, item: T, last: bool, key: impl Fn(&T) -> i64) {
+    if last {
+        queue.push_back(item);
+    } else {
+        let k = key(&item);
+        let at = queue.partition_point(|x| key(x) <= k);
+        queue.insert(at, item);
+    }
+}
+
 /// A `settle_from` that makes the next settle look.
 fn settle_now() -> i64 {
     i64::MIN
@@ -124,11 +147,9 @@ impl PeakConcurrency {
         let itself = u64::from(end.is_none_or(|e| e > start));
         let count = others + ended_over + itself;
         // In time order (the common case) no start counted so far comes after this one.
-        let in_order = self.latest_start <= start || {
-            // Read, the back makes the bound exact again (it is unknown after a restore).
-            self.latest_start = self.pending.back().map_or(i64::MIN, |&(t, _)| t);
-            self.latest_start <= start
-        };
+        let in_order = comes_last(&mut self.latest_start, start, || {
+            self.pending.back().map(|&(t, _)| t)
+        });
         if !in_order {
             // Starts counted before this one that it overlaps saw one job fewer than they had.
             let until = end.unwrap_or(i64::MAX);
@@ -145,12 +166,7 @@ impl PeakConcurrency {
         } else {
             self.settle_from = self.settle_from.min(start.saturating_add(1));
             self.latest_start = self.latest_start.max(start);
-            if in_order {
-                self.pending.push_back((start, count));
-            } else {
-                let at = self.pending.partition_point(|&(t, _)| t <= start);
-                self.pending.insert(at, (start, count));
-            }
+            file_in_order(&mut self.pending, (start, count), in_order, |&(t, _)| t);
         }
         if let Some(e) = end {
             self.note_end(start, e, floor);
@@ -181,17 +197,11 @@ impl PeakConcurrency {
             return;
         }
         self.settle_from = self.settle_from.min(end);
-        let last = self.latest_end <= end || {
-            self.latest_end = self.ended.back().map_or(i64::MIN, |&(_, e)| e);
-            self.latest_end <= end
-        };
+        let last = comes_last(&mut self.latest_end, end, || {
+            self.ended.back().map(|&(_, e)| e)
+        });
         self.latest_end = self.latest_end.max(end);
-        if last {
-            self.ended.push_back((start, end));
-        } else {
-            let at = self.ended.partition_point(|&(_, e)| e <= end);
-            self.ended.insert(at, (start, end));
-        }
+        file_in_order(&mut self.ended, (start, end), last, |&(_, e)| e);
     }
 
     /// The horizon moved to `floor`: starts before it are final.
