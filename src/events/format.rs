@@ -639,11 +639,13 @@ impl LineFormat {
                     if text.len() <= ctx.max_event_bytes {
                         let mut w = Wire::default();
                         if super::scan::flat_event(text, &mut w) {
-                            let parsed = w.validate(ctx);
+                            // Validated straight into `emit`'s argument: held in a local
+                            // first, the 300-byte result was copied once more a line.
+                            emit(w.validate(ctx));
                             // The scanner only borrows (no escapes, no objects): the spent
                             // wire owns nothing, and its drop walked every slot to find so.
                             w.forget_borrowed();
-                            return emit(parsed);
+                            return;
                         }
                     }
                     objects::<Wire<'l>>(text, ctx.max_event_bytes, |w| {
