@@ -103,13 +103,75 @@ pub struct OrgAlerts {
 struct OrgLevels {
     usage: [LevelAlert; Dimension::LEGACY],
     quota: LevelAlert,
+    /// Per dimension, where judging it again would change nothing: worked out after each
+    /// judgement, not stored (a restored org works it out at its next one).
+    #[serde(skip)]
+    quiet: [Quiet; Dimension::LEGACY],
 }
 
 /// The levels of an org whose alerts never did anything.
 static IDLE_LEVELS: OrgLevels = OrgLevels {
     usage: [LevelAlert::IDLE; Dimension::LEGACY],
     quota: LevelAlert::IDLE,
+    quiet: [Quiet::UNKNOWN; Dimension::LEGACY],
 };
+
+/// The usages at which a dimension's alerts (its `UsageHigh`, and for the daily window
+/// `DailyQuotaExhausted`) change nothing whenever judged, for the limit and rules they were
+/// worked out with ([`LevelAlert::quiet`]). A busy org is judged at every event, nearly
+/// always inside its band: this answers those judgements without the alerts' walk.
+#[derive(Debug, Clone, Copy)]
+struct Quiet {
+    lo: u64,
+    hi: u64,
+    limit: u64,
+    rules: LevelRules,
+}
+
+impl Quiet {
+    /// Not worked out yet: holds for no usage.
+    const UNKNOWN: Quiet = Quiet {
+        lo: 1,
+        hi: 0,
+        limit: 0,
+        rules: LevelRules {
+            thresholds_bp: [0; 2],
+            hysteresis_bp: 0,
+            for_ms: 0,
+        },
+    };
+
+    /// The band of `usage` (and, for the daily window, `quota`) after a judgement.
+    fn of(usage: &LevelAlert, quota: Option<&LevelAlert>, limit: u64, rules: &LevelRules) -> Quiet {
+        let band = usage.quiet(limit, &rules.thresholds_bp, rules.hysteresis_bp);
+        let band = match quota {
+            None => band,
+            Some(q) => band
+                .zip(q.quiet(limit, &[10_000], rules.hysteresis_bp))
+                .map(|((lo, hi), (qlo, qhi))| (lo.max(qlo), hi.min(qhi))),
+        };
+        match band {
+            Some((lo, hi)) => Quiet {
+                lo,
+                hi,
+                limit,
+                rules: *rules,
+            },
+            None => Quiet::UNKNOWN,
+        }
+    }
+
+    /// Whether judging `usage` against `limit` under `rules` would change nothing.
+    fn holds(&self, usage: u64, limit: u64, rules: &LevelRules) -> bool {
+        usage >= self.lo && usage < self.hi && limit == self.limit && *rules == self.rules
+    }
+}
+
+impl Default for Quiet {
+    fn default() -> Self {
+        Quiet::UNKNOWN
+    }
+}
 
 impl OrgLevels {
     /// These levels boxed, or none if they never did anything.
@@ -174,7 +236,12 @@ impl OrgAlerts {
         OrgAlerts {
             burst_since,
             burst_until,
-            levels: OrgLevels { usage, quota }.boxed(),
+            levels: OrgLevels {
+                usage,
+                quota,
+                quiet: IDLE_LEVELS.quiet,
+            }
+            .boxed(),
             stuck_since,
         }
     }
@@ -268,7 +335,19 @@ impl OrgAlerts {
             }
             None => self.levels.insert(Box::new(IDLE_LEVELS)),
         };
+        let d = dim.index();
+        if levels
+            .quiet
+            .get(d)
+            .is_some_and(|q| q.holds(usage, limit, rules))
+        {
+            return;
+        }
         judge_level(&mut levels.usage, &mut levels.quota, &at, rules, out);
+        if let (Some(q), Some(alert)) = (levels.quiet.get_mut(d), levels.usage.get(d)) {
+            let quota = (dim == Dimension::Daily).then_some(&levels.quota);
+            *q = Quiet::of(alert, quota, limit, rules);
+        }
     }
 
     /// `stuck` jobs in flight longer than `stuck_after` at `ts`: `JobsStuck`.
@@ -862,6 +941,43 @@ mod tests {
                 e.contains(says) && e.starts_with("test.toml:6:"),
                 "{bad}: {e}"
             );
+        }
+    }
+    proptest::proptest! {
+        /// Judging through the quiet bands gives the transitions, and leaves the alerts, of
+        /// the full judgement, for any path of usage, limits, rules and times (late ones
+        /// too) over every dimension.
+        #[test]
+        fn quiet_bands_answer_as_the_full_judgement(
+            steps in proptest::collection::vec(
+                (0..Dimension::LEGACY, 0u64..130, 0usize..3, 0usize..2, 0i64..300),
+                0..300,
+            ),
+            for_ms in proptest::sample::select(vec![0i64, 1_000]),
+        ) {
+            let name: Arc<str> = "acme".into();
+            let limits = [0u64, 10, 100];
+            let rules = [
+                LevelRules { thresholds_bp: [7000, 9000], hysteresis_bp: 500, for_ms },
+                LevelRules { thresholds_bp: [9500, 8000], hysteresis_bp: 0, for_ms: 2 * for_ms },
+            ];
+            let mut fast = OrgAlerts::default();
+            let (mut usage, mut quota) = ([LevelAlert::IDLE; Dimension::LEGACY], LevelAlert::IDLE);
+            let mut ts = 0;
+            for (d, u, l, r, dt) in steps {
+                ts += dt * 10 - 500;
+                let dim = Dimension::ALL[d];
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                fast.usage(&name, dim, u, limits[l], ts, &rules[r], &mut a);
+                let at = Judged { org: &name, model: None, dim, usage: u, limit: limits[l], ts };
+                judge_level(&mut usage, &mut quota, &at, &rules[r], &mut b);
+                proptest::prop_assert_eq!(a, b);
+                let held = fast.levels();
+                proptest::prop_assert_eq!(
+                    format!("{:?} {:?}", held.usage, held.quota),
+                    format!("{usage:?} {quota:?}")
+                );
+            }
         }
     }
 }

@@ -118,6 +118,38 @@ impl LevelAlert {
         self.walk(usage, limit, ts, thresholds, hysteresis_bp, for_ms)
     }
 
+    /// The usages, `lo..hi`, at which [`LevelAlert::evaluate`] against `limit` and these
+    /// rules changes nothing and answers `None` whatever the time: each level pending exactly
+    /// while usage reaches its threshold, no level above the firing one pending (it fires
+    /// once `for` has passed), and the firing level held (usage at or above its threshold
+    /// less the hysteresis). `None` when no usage is like that. Thresholds are read as
+    /// [`LevelAlert::evaluate`] reads them, in any order.
+    pub fn quiet(&self, limit: u64, thresholds: &[u32], hysteresis_bp: u32) -> Option<(u64, u64)> {
+        if limit == 0 {
+            return Some((0, u64::MAX));
+        }
+        // The least usage that is at least `bp` of the limit: `at_least` is `usage >=` it.
+        let least = |bp: u32| (u128::from(bp) * u128::from(limit)).div_ceil(10_000);
+        let (mut lo, mut hi) = (0u128, u128::from(u64::MAX));
+        let levels = thresholds.len().min(self.pending.len());
+        for (i, &bp) in thresholds[..levels].iter().enumerate() {
+            if self.pending[i].is_some() {
+                if i >= usize::from(self.level) {
+                    return None;
+                }
+                lo = lo.max(least(bp));
+            } else {
+                hi = hi.min(least(bp));
+            }
+        }
+        if self.level > 0 {
+            let bp = thresholds.get(usize::from(self.level) - 1)?;
+            lo = lo.max(least(bp.saturating_sub(hysteresis_bp)));
+        }
+        // Both within u64 here: `lo < hi <= u64::MAX`.
+        (lo < hi).then_some((lo as u64, hi as u64))
+    }
+
     /// [`LevelAlert::evaluate`] without its shortcuts: every level's condition checked.
     fn walk(
         &mut self,
@@ -296,6 +328,41 @@ mod tests {
                 let b = walked.walk(usage, 100, ts, &thresholds, H, for_ms);
                 proptest::prop_assert_eq!(a, b);
                 proptest::prop_assert_eq!(format!("{fast:?}"), format!("{walked:?}"));
+            }
+        }
+
+        /// Inside its quiet band an alert judged at any time changes nothing; just outside
+        /// it something changes at some time (the band is as wide as it can be).
+        #[test]
+        fn the_quiet_band_is_where_nothing_changes(
+            steps in proptest::collection::vec((0u64..150, 0i64..400), 0..60),
+            thresholds in proptest::sample::select(vec![vec![7000u32, 9000], vec![10_000], vec![9000, 7000], vec![], vec![7000, 12_000]]),
+            for_ms in proptest::sample::select(vec![0i64, 1_000, 5_000]),
+            limit in proptest::sample::select(vec![0u64, 1, 7, 100, 1_000]),
+            probe in 0u64..1_500,
+        ) {
+            let mut a = LevelAlert::default();
+            let mut ts = 0;
+            for (usage, dt) in steps {
+                ts += dt * 10;
+                a.evaluate(usage * limit.max(1) / 100, limit, ts, &thresholds, H, for_ms);
+            }
+            let band = a.quiet(limit, &thresholds, H);
+            // Judged at the same time, a second later, and long after (`for` passed).
+            let changes = |usage: u64| {
+                [ts, ts + 1_000, ts + 1_000_000].iter().any(|&at| {
+                    let mut b = a;
+                    b.evaluate(usage, limit, at, &thresholds, H, for_ms).is_some()
+                        || format!("{b:?}") != format!("{a:?}")
+                })
+            };
+            let inside = band.is_some_and(|(lo, hi)| (lo..hi).contains(&probe));
+            if inside {
+                proptest::prop_assert!(!changes(probe), "{probe} in {band:?} changed {a:?}");
+            }
+            if let Some((lo, hi)) = band {
+                proptest::prop_assert!(lo == 0 || changes(lo - 1), "below {band:?} nothing changed");
+                proptest::prop_assert!(hi == u64::MAX || changes(hi), "at the end of {band:?} nothing changed");
             }
         }
     }
