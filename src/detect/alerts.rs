@@ -307,7 +307,33 @@ impl OrgAlerts {
     /// window `DailyQuotaExhausted`. The dimensions past [`Dimension::LEGACY`] are judged by
     /// the org's [`UsageAlerts`].
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     pub fn usage(
+        &mut self,
+        org: &Arc<str>,
+        dim: Dimension,
+        usage: u64,
+        limit: u64,
+        ts: i64,
+        rules: &LevelRules,
+        out: &mut Vec<Transition>,
+    ) {
+        // Inside the quiet band, answered where it is asked (inlined): nearly every judgement
+        // of a busy org, which cost two calls more to find out.
+        if let Some(levels) = &self.levels
+            && levels
+                .quiet
+                .get(dim.index())
+                .is_some_and(|q| q.holds(usage, limit, rules))
+        {
+            return;
+        }
+        self.judge_usage(org, dim, usage, limit, ts, rules, out);
+    }
+
+    /// [`OrgAlerts::usage`] outside the quiet band: judged, and the band worked out again.
+    #[allow(clippy::too_many_arguments)]
+    fn judge_usage(
         &mut self,
         org: &Arc<str>,
         dim: Dimension,
@@ -335,15 +361,8 @@ impl OrgAlerts {
             }
             None => self.levels.insert(Box::new(IDLE_LEVELS)),
         };
-        let d = dim.index();
-        if levels
-            .quiet
-            .get(d)
-            .is_some_and(|q| q.holds(usage, limit, rules))
-        {
-            return;
-        }
         judge_level(&mut levels.usage, &mut levels.quota, &at, rules, out);
+        let d = dim.index();
         if let (Some(q), Some(alert)) = (levels.quiet.get_mut(d), levels.usage.get(d)) {
             let quota = (dim == Dimension::Daily).then_some(&levels.quota);
             *q = Quiet::of(alert, quota, limit, rules);

@@ -545,6 +545,7 @@ impl Org {
     }
 
     /// Feeds one dimension's usage at `ts` to its alert state machines.
+    #[inline]
     pub(super) fn judge(
         &mut self,
         dim: Dimension,
