@@ -24,7 +24,7 @@ use dense::Dense;
 
 pub use slot::Slot;
 
-use varint::{put, read, take, varint_len};
+use varint::{put, put_in_place, read, take, varint_len};
 
 use std::marker::PhantomData;
 
@@ -272,7 +272,29 @@ impl<S: Slot> Window<S> {
     }
 
     /// Counts `n` at `bucket`. Returns false when the bucket is older than the ring holds.
+    #[inline]
     pub fn add(&mut self, bucket: i64, n: u64) -> bool {
+        // Nearly every count lands on the head's bucket, already the last entry, and leaves
+        // its varint as long as it was: rewritten in place where it is asked (inlined), as
+        // `add_general` would leave it.
+        if bucket == self.head && bucket == self.last_bucket && bucket != i64::MIN {
+            let at = self.last_at as usize;
+            let mut end = at;
+            let count = read(&self.bytes, &mut end);
+            let added = n.min(S::MAX - count);
+            let total = count + added;
+            if end == self.bytes.len() && varint_len(total as i64) == end - at {
+                put_in_place(&mut self.bytes[at..], total);
+                self.inside.at = self.inside.at.min(end);
+                self.head_sum += added as u128;
+                return true;
+            }
+        }
+        self.add_general(bucket, n)
+    }
+
+    /// [`Window::add`] of any bucket.
+    fn add_general(&mut self, bucket: i64, n: u64) -> bool {
         if self.head == i64::MIN || bucket > self.head {
             self.advance_to(bucket);
         } else if bucket < self.ring_lo() {

@@ -10,6 +10,18 @@ pub(super) fn put(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+/// Writes `v` over the start of `out`, which holds a varint of the same length.
+pub(super) fn put_in_place(out: &mut [u8], mut v: u64) {
+    for b in out.iter_mut() {
+        if v < 0x80 {
+            *b = v as u8;
+            return;
+        }
+        *b = v as u8 | 0x80;
+        v >>= 7;
+    }
+}
+
 /// Bytes [`put`] writes for `v` (a gap, never negative).
 pub(super) fn varint_len(v: i64) -> usize {
     let mut v = v as u64;
