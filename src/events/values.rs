@@ -187,6 +187,10 @@ fn last_value(s: &str) -> &str {
 /// An HTTP status. `0` (Envoy, nginx 499-style resets: no response was received) and `-` are
 /// a request whose outcome is unknown, not an error.
 pub(crate) fn status(raw: &Raw<'_>) -> Result<Option<u16>, Bad> {
+    // Nearly every status, answered before the general reading below.
+    if let &Raw::UInt(n @ 100..=599) = raw {
+        return Ok(Some(n as u16));
+    }
     let n: i64 = match raw {
         Raw::Str(s) => {
             let last = last_value(s);
@@ -216,6 +220,11 @@ pub(crate) fn status(raw: &Raw<'_>) -> Result<Option<u16>, Bad> {
 /// summed; `-` parts are skipped.
 pub(crate) fn latency_ms(raw: &Raw<'_>, seconds: bool) -> Result<Option<f64>, Bad> {
     let scale = if seconds { 1000.0 } else { 1.0 };
+    // The common one, answered as `number` would (any u64 is finite and not negative)
+    // without its call.
+    if let Raw::UInt(n) = raw {
+        return Ok(Some(*n as f64 * scale));
+    }
     let Raw::Str(s) = raw else {
         return Ok(number(raw)?.map(|n| n * scale));
     };
