@@ -13,21 +13,12 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::burst::Edge;
+pub use super::level::LevelRules;
 use super::level::{Change, LevelAlert};
+use super::quiet::Quiet;
 use super::{Status, Storm, Transition};
 use crate::config::Config;
 use crate::model::{AlertName, Dimension, Severity};
-
-/// Thresholds of `UsageHigh` and the rules every level alert follows (`[alerts]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LevelRules {
-    /// Warning and critical thresholds, basis points of the limit.
-    pub thresholds_bp: [u32; 2],
-    /// Resolve below `threshold − hysteresis`, basis points.
-    pub hysteresis_bp: u32,
-    /// How long a level must hold before it fires, ms.
-    pub for_ms: i64,
-}
 
 /// The level rules of every org, from the config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,63 +106,6 @@ static IDLE_LEVELS: OrgLevels = OrgLevels {
     quota: LevelAlert::IDLE,
     quiet: [Quiet::UNKNOWN; Dimension::LEGACY],
 };
-
-/// The usages at which a dimension's alerts (its `UsageHigh`, and for the daily window
-/// `DailyQuotaExhausted`) change nothing whenever judged, for the limit and rules they were
-/// worked out with ([`LevelAlert::quiet`]). A busy org is judged at every event, nearly
-/// always inside its band: this answers those judgements without the alerts' walk.
-#[derive(Debug, Clone, Copy)]
-struct Quiet {
-    lo: u64,
-    hi: u64,
-    limit: u64,
-    rules: LevelRules,
-}
-
-impl Quiet {
-    /// Not worked out yet: holds for no usage.
-    const UNKNOWN: Quiet = Quiet {
-        lo: 1,
-        hi: 0,
-        limit: 0,
-        rules: LevelRules {
-            thresholds_bp: [0; 2],
-            hysteresis_bp: 0,
-            for_ms: 0,
-        },
-    };
-
-    /// The band of `usage` (and, for the daily window, `quota`) after a judgement.
-    fn of(usage: &LevelAlert, quota: Option<&LevelAlert>, limit: u64, rules: &LevelRules) -> Quiet {
-        let band = usage.quiet(limit, &rules.thresholds_bp, rules.hysteresis_bp);
-        let band = match quota {
-            None => band,
-            Some(q) => band
-                .zip(q.quiet(limit, &[10_000], rules.hysteresis_bp))
-                .map(|((lo, hi), (qlo, qhi))| (lo.max(qlo), hi.min(qhi))),
-        };
-        match band {
-            Some((lo, hi)) => Quiet {
-                lo,
-                hi,
-                limit,
-                rules: *rules,
-            },
-            None => Quiet::UNKNOWN,
-        }
-    }
-
-    /// Whether judging `usage` against `limit` under `rules` would change nothing.
-    fn holds(&self, usage: u64, limit: u64, rules: &LevelRules) -> bool {
-        usage >= self.lo && usage < self.hi && limit == self.limit && *rules == self.rules
-    }
-}
-
-impl Default for Quiet {
-    fn default() -> Self {
-        Quiet::UNKNOWN
-    }
-}
 
 impl OrgLevels {
     /// These levels boxed, or none if they never did anything.

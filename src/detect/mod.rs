@@ -11,6 +11,7 @@
 pub mod alerts;
 pub mod burst;
 pub mod level;
+mod quiet;
 pub mod source;
 
 use std::sync::Arc;

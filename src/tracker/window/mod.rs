@@ -285,6 +285,8 @@ impl<S: Slot> Window<S> {
             let total = count + added;
             if end == self.bytes.len() && varint_len(total as i64) == end - at {
                 put_in_place(&mut self.bytes[at..], total);
+                // As the general path leaves the cursor (a no-op while it is within the
+                // bytes, where it always is).
                 self.inside.at = self.inside.at.min(end);
                 self.head_sum += added as u128;
                 return true;
