@@ -262,21 +262,6 @@ impl OrgAlerts {
         {
             return;
         }
-        self.judge_usage(org, dim, usage, limit, ts, rules, out);
-    }
-
-    /// [`OrgAlerts::usage`] outside the quiet band: judged, and the band worked out again.
-    #[allow(clippy::too_many_arguments)]
-    fn judge_usage(
-        &mut self,
-        org: &Arc<str>,
-        dim: Dimension,
-        usage: u64,
-        limit: u64,
-        ts: i64,
-        rules: &LevelRules,
-        out: &mut Vec<Transition>,
-    ) {
         let at = Judged {
             org,
             model: None,
@@ -285,6 +270,14 @@ impl OrgAlerts {
             limit,
             ts,
         };
+        self.judge_usage(&at, rules, out);
+    }
+
+    /// [`OrgAlerts::usage`] outside the quiet band: judged, and the band worked out again.
+    fn judge_usage(&mut self, at: &Judged<'_>, rules: &LevelRules, out: &mut Vec<Transition>) {
+        let Judged {
+            dim, usage, limit, ..
+        } = *at;
         let levels = match &mut self.levels {
             Some(levels) => levels,
             // Untouched alerts below every threshold stay untouched: nothing to box.
@@ -295,7 +288,7 @@ impl OrgAlerts {
             }
             None => self.levels.insert(Box::new(IDLE_LEVELS)),
         };
-        judge_level(&mut levels.usage, &mut levels.quota, &at, rules, out);
+        judge_level(&mut levels.usage, &mut levels.quota, at, rules, out);
         let d = dim.index();
         if let (Some(q), Some(alert)) = (levels.quiet.get_mut(d), levels.usage.get(d)) {
             let quota = (dim == Dimension::Daily).then_some(&levels.quota);

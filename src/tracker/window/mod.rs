@@ -274,23 +274,12 @@ impl<S: Slot> Window<S> {
     /// Counts `n` at `bucket`. Returns false when the bucket is older than the ring holds.
     #[inline]
     pub fn add(&mut self, bucket: i64, n: u64) -> bool {
-        // Nearly every count lands on the head's bucket, already the last entry, and leaves
-        // its varint as long as it was: rewritten in place where it is asked (inlined), as
-        // `add_general` would leave it.
+        // Nearly every count lands on the head's bucket, already the last entry: counted
+        // where it is asked (inlined), as `add_general` would count it.
         if bucket == self.head && bucket == self.last_bucket && bucket != i64::MIN {
-            let at = self.last_at as usize;
-            let mut end = at;
-            let count = read(&self.bytes, &mut end);
-            let added = n.min(S::MAX - count);
-            let total = count + added;
-            if end == self.bytes.len() && varint_len(total as i64) == end - at {
-                put_in_place(&mut self.bytes[at..], total);
-                // As the general path leaves the cursor (a no-op while it is within the
-                // bytes, where it always is).
-                self.inside.at = self.inside.at.min(end);
-                self.head_sum += added as u128;
-                return true;
-            }
+            let added = self.add_to_last(self.last_at as usize, n);
+            self.head_sum += added as u128;
+            return true;
         }
         self.add_general(bucket, n)
     }
@@ -306,20 +295,7 @@ impl<S: Slot> Window<S> {
             return true;
         }
         let added = match self.last() {
-            Some((last, at)) if bucket == last => {
-                let mut end = at;
-                let count = read(&self.bytes, &mut end);
-                let added = n.min(S::MAX - count);
-                // The last entry may already be behind the head's window (the head moved on
-                // without a count): the window then starts at the end, wherever that now is.
-                let at_end = self.inside.at >= self.bytes.len();
-                self.bytes.truncate(at);
-                put(&mut self.bytes, count + added);
-                if at_end {
-                    self.inside.at = self.bytes.len();
-                }
-                added
-            }
+            Some((last, at)) if bucket == last => self.add_to_last(at, n),
             Some((last, _)) if bucket < last => return self.insert(bucket, n),
             last => {
                 let from = last.map_or(self.front.prev, |(b, _)| b);
@@ -344,6 +320,32 @@ impl<S: Slot> Window<S> {
             self.head_sum += added as u128;
         }
         true
+    }
+
+    /// Adds `n` (as far as the slot holds) to the last entry, whose count is at `at`, the
+    /// end of the bytes; returns what was added. A count whose varint keeps its length is
+    /// rewritten in place.
+    #[inline]
+    fn add_to_last(&mut self, at: usize, n: u64) -> u64 {
+        let mut end = at;
+        let count = read(&self.bytes, &mut end);
+        let added = n.min(S::MAX - count);
+        let total = count + added;
+        if let Some(old) = self.bytes.get_mut(at..end)
+            && varint_len(total as i64) == old.len()
+        {
+            put_in_place(old, total);
+            return added;
+        }
+        // The last entry may already be behind the head's window (the head moved on without
+        // a count): the window then starts at the end, wherever that now is.
+        let at_end = self.inside.at >= self.bytes.len();
+        self.bytes.truncate(at);
+        put(&mut self.bytes, total);
+        if at_end {
+            self.inside.at = self.bytes.len();
+        }
+        added
     }
 
     /// Counts `n` at a bucket before the last entry (a late event), in place: the entries
