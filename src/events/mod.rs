@@ -6,12 +6,10 @@
 //! `Wire` of fields as written (the private `scan` module reads the common flat native object
 //! in one pass; serde_json reads everything else). The private `wire` module validates that
 //! into an [`Event`] borrowing from those bytes, with a [`FieldError`] for each field that did
-//! not parse, or exactly one [`Rejection`] reason; [`Detached`] carries an event across
-//! threads as byte ranges of its buffer. This module never counts, stores or judges events;
+//! not parse, or exactly one [`Rejection`] reason. This module never counts, stores or judges events;
 //! it only says what an event is. The per-event path allocates only for strings with JSON
 //! escapes and for field errors.
 
-mod detached;
 mod event;
 pub mod format;
 mod headers;
@@ -22,7 +20,6 @@ mod scan;
 mod values;
 mod wire;
 
-pub use detached::{Buffer, Detached, EventKey};
 pub use event::{
     DEFAULT_MAX_EVENT_BYTES, Event, EventField, FieldError, Kind, MAX_DETAIL_BYTES, MAX_FUTURE_MS,
     Outcome, ParseContext, Parsed, QuotaReport, Reason, Rejection,

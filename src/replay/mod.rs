@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::detect::{Cause, Transition};
 use crate::events::format::{Dialect, LineFormat, Template};
 use crate::events::intake::{Line, LineFramer, SourceStats, Tally};
-use crate::events::{DEFAULT_MAX_EVENT_BYTES, Event, EventField, EventKey};
+use crate::events::{DEFAULT_MAX_EVENT_BYTES, Event, EventField};
 use crate::tracker::{OrgReport, Tracker};
 
 mod alert_log;
@@ -224,7 +224,7 @@ impl Applier {
 
     /// As [`Applier::accept`] with shards: routes the event (`record`: its place in its
     /// block's records) to its org's shard.
-    fn route(&mut self, ev: &EventKey<'_>, record: usize) {
+    fn route(&mut self, ev: &Event<'_>, record: usize) {
         let now = self.clock_to(ev.ts_ms);
         if let (Some(to), Some(shards)) = (self.tracker.route(ev, now), &mut self.shards) {
             shards.apply(record, now, to);
@@ -388,13 +388,7 @@ impl Replayer {
 
     /// Counts and applies (or routes) one decoded block's lines.
     fn apply_decoded(&mut self, d: &parallel::Decoded) -> Result<(), ReplayError> {
-        let parallel::Decoded {
-            bytes,
-            lines,
-            records,
-            ..
-        } = d;
-        let all = bytes.as_bytes();
+        let (all, lines, records) = (d.bytes(), d.lines(), d.records());
         for (i, line) in lines.iter().enumerate() {
             if let Some(ahead) = lines.get(i + PREFETCH_AHEAD) {
                 // A worker on another core wrote these: fetched now, they arrive while the
@@ -410,7 +404,7 @@ impl Replayer {
                 self.framed(Line::TooLong);
                 continue;
             };
-            let text = &bytes.as_bytes()[range];
+            let text = &all[range];
             // Counted and applied from the record as it is: neither a `Parsed` (a copy of the
             // event per record, on the one applying thread) nor a cloned `Rejection`.
             for (k, r) in records[line.records.clone()].iter().enumerate() {
@@ -419,9 +413,9 @@ impl Replayer {
                         self.stats.accepted(&self.reading.format, field_errors);
                         if self.apply.shards.is_some() {
                             let record = line.records.start + k;
-                            self.apply.route(&ev.key(bytes.buffer()), record);
+                            self.apply.route(ev.event(), record);
                         } else {
-                            self.apply.accept(&ev.attach(bytes.buffer()));
+                            self.apply.accept(ev.event());
                         }
                     }
                     parallel::Record::Rejected(e) => {

@@ -303,10 +303,9 @@ fn apply(
             match op.what {
                 What::Apply { record, to } => {
                     if let Some(block) = &batch.block
-                        && let Some(Record::Accepted(ev, _)) = block.records.get(record as usize)
+                        && let Some(Record::Accepted(ev, _)) = block.records().get(record as usize)
                     {
-                        let ev = ev.attach(block.bytes.buffer());
-                        tracker.apply_routed(&ev, op.now, to, shards, &mut out);
+                        tracker.apply_routed(ev.event(), op.now, to, shards, &mut out);
                     }
                 }
                 What::Tick => {

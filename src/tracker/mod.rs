@@ -45,7 +45,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::detect::Transition;
 use crate::detect::alerts::Reminders;
-use crate::events::{Event, EventKey, Kind};
+use crate::events::{Event, Kind};
 pub use admit::{Ask, Reservations, Verdict, share_of};
 use dedupe::{Dedupe, request_key};
 pub use jobs::{DurationHistogram, JobOutcome};
@@ -290,7 +290,7 @@ impl Tracker {
     /// order orgs were first tracked, `__overflow__` included; [`Tracker::apply_routed`] on
     /// shard `i % shards` applies it there. For replay only: it has no clock and admits
     /// nothing ahead, so no event completes a grant.
-    pub fn route(&mut self, ev: &EventKey<'_>, now: i64) -> Option<Routed> {
+    pub fn route(&mut self, ev: &Event<'_>, now: i64) -> Option<Routed> {
         debug_assert!(self.clock_ms == i64::MIN && self.reservations.is_empty());
         let ts = ev.ts_ms.unwrap_or(now);
         if let Some(rid) = &ev.request_id
