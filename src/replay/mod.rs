@@ -408,17 +408,17 @@ impl Replayer {
             // Counted and applied from the record as it is: neither a `Parsed` (a copy of the
             // event per record, on the one applying thread) nor a cloned `Rejection`.
             for (k, r) in records[line.records.clone()].iter().enumerate() {
-                match r {
-                    parallel::Record::Accepted(ev, field_errors) => {
+                match r.get() {
+                    Ok((ev, field_errors)) => {
                         self.stats.accepted(&self.reading.format, field_errors);
                         if self.apply.shards.is_some() {
                             let record = line.records.start + k;
-                            self.apply.route(ev.event(), record);
+                            self.apply.route(ev, record);
                         } else {
-                            self.apply.accept(ev.event());
+                            self.apply.accept(ev);
                         }
                     }
-                    parallel::Record::Rejected(e) => {
+                    Err(e) => {
                         self.stats.rejected(&self.reading.format, text, e);
                     }
                 }

@@ -118,7 +118,7 @@ fn keep<T>(pool: &Mutex<Vec<Vec<T>>>, v: Vec<T>) {
 
 impl Spares {
     /// Keeps a block's buffers. Its records are emptied here, before its bytes can be
-    /// filled again: they borrow those bytes ([`InBlock`]).
+    /// filled again: they borrow those bytes ([`Record`]).
     fn keep_decoded(&self, d: Decoded) {
         let Decoded {
             mut records,
@@ -180,85 +180,107 @@ struct Block {
     lines: Vec<Option<Range<usize>>>,
 }
 
-/// One record of a decoded line.
-// Nearly every line is accepted: records live in per-block vectors, and boxing the large
-// variant would allocate once per line instead.
-#[allow(clippy::large_enum_variant)]
-pub(super) enum Record {
-    Accepted(InBlock, Vec<FieldError>),
-    Rejected(Rejection),
-}
-
-/// An accepted event as decoded, its strings still borrowing the bytes of the block it was
+/// One record of a decoded line: its event (with the fields that did not parse) or why it
+/// was rejected, as decoded, its strings still borrowing the bytes of the block it was
 /// decoded from, which it travels with to the applying threads: nothing is copied or
 /// checked again there. (Strings as byte ranges of the block, made into an event again on
 /// the applying side, cost about 450 instructions a line, most of a threaded line's extra.)
 ///
-/// The lifetime is erased, so the borrow is upheld here instead of by the compiler: an
-/// `InBlock` is made only in [`decode_block`] from an event decoded from the block's bytes,
+/// The lifetime is erased, so the borrow is upheld here instead of by the compiler: a
+/// `Record` is made only in [`decode_block`] from what was decoded from the block's bytes,
 /// lives only in that block's [`Decoded::records`], is only ever lent out (never moved out
 /// or cloned) and only for as long as the block is borrowed, and a block's records are
 /// emptied before its bytes are released or reused ([`Spares::keep_decoded`]; the records
 /// field is declared first so that they are also dropped first). The bytes' heap buffer does
 /// not move when the block does.
-pub(super) struct InBlock(Event<'static>);
+#[repr(transparent)]
+pub(super) struct Record(Result<Parsed<'static>, Rejection>);
 
-impl InBlock {
-    /// `ev`, decoded from `block`, with every string it borrows from elsewhere (a source's
-    /// default org or app) made its own, so that only the block's bytes are borrowed.
+impl Record {
+    /// Pushes `decoded`, decoded from `block`, onto `records`, the records of that block:
+    /// moved once, as it is (building another type from it copied the event three times).
     ///
     /// # Safety
-    /// The result must not outlive `block`'s bytes or see them changed: see [`InBlock`].
-    unsafe fn new(mut ev: Event<'_>, block: &[u8]) -> InBlock {
-        let base = block.as_ptr_range();
-        let base = base.start as usize..base.end as usize;
-        let own_outside = |s: &mut std::borrow::Cow<'_, str>| {
-            if let std::borrow::Cow::Borrowed(b) = s {
-                let at = b.as_ptr() as usize;
-                let inside = base.contains(&at) && at + b.len() <= base.end;
-                // An empty string reads no bytes, wherever it points.
-                if !inside && !b.is_empty() {
-                    *s = std::borrow::Cow::Owned((*b).to_owned());
-                }
-            }
-        };
-        // Every string field by name, so that a new one does not compile until it is
-        // handled here.
-        let Event {
-            ts_ms: _,
-            org,
-            app,
-            kind: _,
-            status: _,
-            job_id,
-            retry_after_ms: _,
-            error_code,
-            tokens: _,
-            input_tokens: _,
-            output_tokens: _,
-            images: _,
-            latency_ms: _,
-            request_id,
-            upstream: _,
-            model,
-            batch: _,
-        } = &mut ev;
-        own_outside(org);
-        for s in [app, job_id, error_code, request_id, model]
-            .into_iter()
-            .flatten()
-        {
-            own_outside(s);
+    /// `records` must not outlive `block`'s bytes or see them changed: see [`Record`].
+    unsafe fn push(
+        records: &mut Vec<Record>,
+        decoded: Result<Parsed<'_>, Rejection>,
+        block: &[u8],
+    ) {
+        records.reserve(1);
+        let len = records.len();
+        // SAFETY: `reserve` made room for one more at `len`, which `write` fills before
+        // `set_len` counts it, so the vector never holds an uninitialised record. The types
+        // differ only in the lifetime (same layout: `Record` is a transparent wrapper); what
+        // remains borrowed lies in `block` once `own_outside` is done, before `push`
+        // returns, and the caller keeps `block` alive and unchanged for as long as `records`
+        // holds it. Written in place: a `push` of the record built from `decoded` copied it
+        // twice more.
+        unsafe {
+            let slot = records
+                .as_mut_ptr()
+                .add(len)
+                .cast::<Result<Parsed<'_>, Rejection>>();
+            slot.write(decoded);
+            records.set_len(len + 1);
         }
-        // SAFETY: the types differ only in the lifetime (same layout); what remains
-        // borrowed lies in `block`, which the caller keeps alive and unchanged for as long as
-        // the result exists (see above).
-        InBlock(unsafe { std::mem::transmute::<Event<'_>, Event<'static>>(ev) })
+        if let Some(Record(Ok(p))) = records.last_mut() {
+            own_outside(&mut p.event, block);
+        }
     }
 
-    /// The event, borrowed for no longer than its block is.
-    pub(super) fn event(&self) -> &Event<'_> {
-        &self.0
+    /// The event and the fields of it that did not parse, or why the line was rejected;
+    /// borrowed for no longer than the block is.
+    pub(super) fn get(&self) -> Result<(&Event<'_>, &[FieldError]), &Rejection> {
+        match &self.0 {
+            Ok(p) => Ok((&p.event, &p.field_errors)),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Makes every string `ev` borrows from elsewhere than `block` (a source's default org or
+/// app) its own, so that only the block's bytes are borrowed.
+fn own_outside(ev: &mut Event<'_>, block: &[u8]) {
+    let base = block.as_ptr_range();
+    let base = base.start as usize..base.end as usize;
+    let own = |s: &mut std::borrow::Cow<'_, str>| {
+        if let std::borrow::Cow::Borrowed(b) = s {
+            let at = b.as_ptr() as usize;
+            let inside = base.contains(&at) && at + b.len() <= base.end;
+            // An empty string reads no bytes, wherever it points.
+            if !inside && !b.is_empty() {
+                *s = std::borrow::Cow::Owned((*b).to_owned());
+            }
+        }
+    };
+    // Every string field by name, so that a new one does not compile until it is handled
+    // here.
+    let Event {
+        ts_ms: _,
+        org,
+        app,
+        kind: _,
+        status: _,
+        job_id,
+        retry_after_ms: _,
+        error_code,
+        tokens: _,
+        input_tokens: _,
+        output_tokens: _,
+        images: _,
+        latency_ms: _,
+        request_id,
+        upstream: _,
+        model,
+        batch: _,
+    } = ev;
+    own(org);
+    for s in [app, job_id, error_code, request_id, model]
+        .into_iter()
+        .flatten()
+    {
+        own(s);
     }
 }
 
@@ -456,17 +478,9 @@ fn decode_block(
     for line in lines.drain(..) {
         let from = records.len();
         let mut found = FieldSet::default();
-        let mut emit = |r| {
-            records.push(match r {
-                Ok(Parsed {
-                    event,
-                    field_errors,
-                    // SAFETY: `event` was decoded from `all`, the bytes of the block these records
-                    // go into (see `InBlock`).
-                }) => Record::Accepted(unsafe { InBlock::new(event, all) }, field_errors),
-                Err(e) => Record::Rejected(e),
-            })
-        };
+        // SAFETY: what is decoded is decoded from `all`, the bytes of the block these records
+        // go into (see `Record`).
+        let mut emit = |r| unsafe { Record::push(&mut records, r, all) };
         match (&bytes, &line) {
             (_, None) => {}
             // Lines end at a newline, so a line of UTF-8 text is on its character boundaries.
@@ -627,10 +641,7 @@ mod tests {
         let events: Vec<&Event<'_>> = d
             .records()
             .iter()
-            .filter_map(|r| match r {
-                Record::Accepted(ev, _) => Some(ev.event()),
-                Record::Rejected(_) => None,
-            })
+            .filter_map(|r| r.get().ok().map(|(ev, _)| ev))
             .collect();
         let [first, second] = events[..] else {
             panic!("both lines are events: {}", d.records().len());

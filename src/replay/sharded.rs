@@ -303,9 +303,10 @@ fn apply(
             match op.what {
                 What::Apply { record, to } => {
                     if let Some(block) = &batch.block
-                        && let Some(Record::Accepted(ev, _)) = block.records().get(record as usize)
+                        && let Some(Ok((ev, _))) =
+                            block.records().get(record as usize).map(Record::get)
                     {
-                        tracker.apply_routed(ev.event(), op.now, to, shards, &mut out);
+                        tracker.apply_routed(ev, op.now, to, shards, &mut out);
                     }
                 }
                 What::Tick => {
