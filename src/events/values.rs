@@ -79,7 +79,8 @@ fn trim(s: &str) -> &str {
 }
 
 /// `-` and the empty string mean "no value" wherever text comes in.
-#[inline]
+// Asked of five strings a line, and left out of line by `#[inline]` alone.
+#[inline(always)]
 fn absent(s: &str) -> bool {
     match s.as_bytes() {
         [] | [b'-'] => true,
@@ -186,11 +187,19 @@ fn last_value(s: &str) -> &str {
 
 /// An HTTP status. `0` (Envoy, nginx 499-style resets: no response was received) and `-` are
 /// a request whose outcome is unknown, not an error.
+// Inlined with its common case; the rest is a call.
+#[inline(always)]
 pub(crate) fn status(raw: &Raw<'_>) -> Result<Option<u16>, Bad> {
-    // Nearly every status, answered before the general reading below.
+    // Nearly every status, answered before the general reading.
     if let &Raw::UInt(n @ 100..=599) = raw {
         return Ok(Some(n as u16));
     }
+    status_general(raw)
+}
+
+/// [`status`] of any value.
+#[inline(never)]
+fn status_general(raw: &Raw<'_>) -> Result<Option<u16>, Bad> {
     let n: i64 = match raw {
         Raw::Str(s) => {
             let last = last_value(s);
@@ -218,6 +227,8 @@ pub(crate) fn status(raw: &Raw<'_>) -> Result<Option<u16>, Bad> {
 /// A duration in ms from a number of ms, or of seconds when `seconds` (nginx's
 /// `$request_time`). Several comma- or colon-separated values (one per upstream tried) are
 /// summed; `-` parts are skipped.
+// Inlined with its common case; the rest is a call.
+#[inline(always)]
 pub(crate) fn latency_ms(raw: &Raw<'_>, seconds: bool) -> Result<Option<f64>, Bad> {
     let scale = if seconds { 1000.0 } else { 1.0 };
     // The common one, answered as `number` would (any u64 is finite and not negative)
@@ -225,6 +236,12 @@ pub(crate) fn latency_ms(raw: &Raw<'_>, seconds: bool) -> Result<Option<f64>, Ba
     if let Raw::UInt(n) = raw {
         return Ok(Some(*n as f64 * scale));
     }
+    latency_general(raw, scale)
+}
+
+/// [`latency_ms`] of any value, in ms times `scale`.
+#[inline(never)]
+fn latency_general(raw: &Raw<'_>, scale: f64) -> Result<Option<f64>, Bad> {
     let Raw::Str(s) = raw else {
         return Ok(number(raw)?.map(|n| n * scale));
     };
@@ -263,7 +280,22 @@ fn epoch_ms(n: f64) -> Result<i64, Bad> {
 }
 
 /// An event time: RFC 3339, or epoch seconds/ms as a number or a numeric string.
+// Inlined with its common case; the rest is a call.
+#[inline(always)]
 pub(crate) fn time(raw: &Raw<'_>) -> Result<Option<i64>, Bad> {
+    // The common shape, answered as below: it starts with a digit and ends where the shape
+    // does, so trimming would change nothing.
+    if let Raw::Str(s) = raw
+        && let Some(ms) = fast_rfc3339(s.as_bytes())
+    {
+        return in_range(ms).map(Some);
+    }
+    time_general(raw)
+}
+
+/// [`time`] of any value.
+#[inline(never)]
+fn time_general(raw: &Raw<'_>) -> Result<Option<i64>, Bad> {
     match raw {
         Raw::Millis(ms) => in_range(*ms).map(Some),
         Raw::Null => Ok(None),

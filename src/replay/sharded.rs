@@ -320,7 +320,10 @@ fn apply(
                     }
                 }
             }
-            notes.extend(out.drain(..).filter(|t| t.notify).map(|t| (op.at, t)));
+            // Most steps change no alert: nothing to drain.
+            if !out.is_empty() {
+                notes.extend(out.drain(..).filter(|t| t.notify).map(|t| (op.at, t)));
+            }
         }
         let seq = batch.seq;
         // The last shard done with a block gives its buffers back before it reports.
