@@ -272,7 +272,7 @@ impl<S: Slot> Window<S> {
     }
 
     /// Counts `n` at `bucket`. Returns false when the bucket is older than the ring holds.
-    #[inline]
+    #[inline(always)]
     pub fn add(&mut self, bucket: i64, n: u64) -> bool {
         // Nearly every count lands on the head's bucket, already the last entry: counted
         // where it is asked (inlined), as `add_general` would count it.
@@ -284,7 +284,9 @@ impl<S: Slot> Window<S> {
         self.add_general(bucket, n)
     }
 
-    /// [`Window::add`] of any bucket.
+    /// [`Window::add`] of any bucket. Kept out of line, so that `add` stays small enough to
+    /// be inlined where it is asked.
+    #[inline(never)]
     fn add_general(&mut self, bucket: i64, n: u64) -> bool {
         if self.head == i64::MIN || bucket > self.head {
             self.advance_to(bucket);
