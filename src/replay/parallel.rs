@@ -213,8 +213,8 @@ impl Record {
         // `set_len` counts it, so the vector never holds an uninitialised record. The types
         // differ only in the lifetime (same layout: `Record` is a transparent wrapper); what
         // remains borrowed lies in `block` once `own_outside` is done, before `push`
-        // returns, and the caller keeps `block` alive and unchanged for as long as `records`
-        // holds it. Written in place: a `push` of the record built from `decoded` copied it
+        // returns and before anything reads the record, and the caller keeps `block` alive
+        // and unchanged for as long as `records` holds it. Written in place: a `push` of the record built from `decoded` copied it
         // twice more.
         unsafe {
             let slot = records
@@ -247,9 +247,9 @@ fn own_outside(ev: &mut Event<'_>, block: &[u8]) {
     let own = |s: &mut std::borrow::Cow<'_, str>| {
         if let std::borrow::Cow::Borrowed(b) = s {
             let at = b.as_ptr() as usize;
-            let inside = base.contains(&at) && at + b.len() <= base.end;
-            // An empty string reads no bytes, wherever it points.
-            if !inside && !b.is_empty() {
+            // (An empty one from elsewhere is owned too: it allocates nothing, and no record
+            // then points outside its block at all.)
+            if !(base.contains(&at) && at + b.len() <= base.end) {
                 *s = std::borrow::Cow::Owned((*b).to_owned());
             }
         }
@@ -469,12 +469,14 @@ fn decode_block(
         bytes,
         mut lines,
     } = block;
+    // Declared before the records that borrow them, so that they are dropped after them
+    // here too (should decoding panic).
+    let bytes = BlockBytes::new(bytes);
+    let all = bytes.as_bytes();
     let mut records = spare(&spares.records);
     records.reserve(lines.len());
     let mut out = spare(&spares.lines);
     out.reserve(lines.len());
-    let bytes = BlockBytes::new(bytes);
-    let all = bytes.as_bytes();
     for line in lines.drain(..) {
         let from = records.len();
         let mut found = FieldSet::default();
