@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::burst::Edge;
 pub use super::level::LevelRules;
-use super::level::{Change, LevelAlert};
+use super::level::{Change, LevelAlert, QUOTA_THRESHOLDS_BP};
 use super::quiet::Quiet;
 use super::{Status, Storm, Transition};
 use crate::config::Config;
@@ -282,7 +282,8 @@ impl OrgAlerts {
             Some(levels) => levels,
             // Untouched alerts below every threshold stay untouched: nothing to box.
             None if LevelAlert::stays_idle(usage, limit, &rules.thresholds_bp)
-                && (dim != Dimension::Daily || LevelAlert::stays_idle(usage, limit, &[10_000])) =>
+                && (dim != Dimension::Daily
+                    || LevelAlert::stays_idle(usage, limit, &QUOTA_THRESHOLDS_BP)) =>
             {
                 return;
             }
@@ -456,7 +457,7 @@ fn judge_level(
             usage,
             limit,
             ts,
-            &[10_000],
+            &QUOTA_THRESHOLDS_BP,
             rules.hysteresis_bp,
             rules.for_ms,
         )

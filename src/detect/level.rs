@@ -6,6 +6,9 @@
 
 use crate::model::OptMs;
 
+/// The one threshold of `DailyQuotaExhausted`: the whole daily quota, in basis points.
+pub const QUOTA_THRESHOLDS_BP: [u32; 1] = [10_000];
+
 /// Thresholds of `UsageHigh` and the rules every level alert follows (`[alerts]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LevelRules {

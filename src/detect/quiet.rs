@@ -3,7 +3,7 @@
 //! never stored; it must only ever say "nothing changes" where the full judgement agrees
 //! (property tests in `level` and `alerts` hold it to that).
 
-use super::level::{LevelAlert, LevelRules};
+use super::level::{LevelAlert, LevelRules, QUOTA_THRESHOLDS_BP};
 
 /// The usages at which a dimension's alerts (its `UsageHigh`, and for the daily window
 /// `DailyQuotaExhausted`) change nothing whenever judged, for the limit and rules they were
@@ -41,7 +41,7 @@ impl Quiet {
         let band = match quota {
             None => band,
             Some(q) => band
-                .zip(q.quiet(limit, &[10_000], rules.hysteresis_bp))
+                .zip(q.quiet(limit, &QUOTA_THRESHOLDS_BP, rules.hysteresis_bp))
                 .map(|((lo, hi), (qlo, qhi))| (lo.max(qlo), hi.min(qhi))),
         };
         match band {
