@@ -537,6 +537,31 @@ fn many_orgs_log(lines: usize) -> Vec<u8> {
     out
 }
 
+/// Blocks are held to a number of lines, and lines of many objects to the byte budget, on
+/// the threads that decode them: the report stays the same. 30 000 short lines (several
+/// blocks' worth of lines in one read), blank lines and lines of 500 objects each.
+#[test]
+fn replay_of_short_lines_and_lines_of_many_objects_answers_the_same_for_any_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = String::new();
+    let t0 = 1_795_000_000_000i64;
+    for i in 0..30_000i64 {
+        log.push_str(&format!("{{\"ts\":{},\"org\":\"o{}\"}}\n", t0 + i, i % 5));
+        if i % 1_000 == 0 {
+            log.push('\n');
+            for k in 0..500 {
+                log.push_str(&format!("{{\"ts\":{},\"org\":\"m{}\"}}{{}}", t0 + i, k % 3));
+            }
+            log.push('\n');
+        }
+    }
+    std::fs::write(dir.path().join("short.jsonl"), log).unwrap();
+    let v = same_report_for_threads(dir.path(), &["1", "2", "8"], &["short.jsonl"]);
+    // Every short line and every object named an org; each `{}` is rejected for the lack of one.
+    assert_eq!(v["events"], 30_000 + 30 * 500, "{}", v["events"]);
+    assert_eq!(v["rejected"], 30 * 500, "{}", v["rejected"]);
+}
+
 #[test]
 fn replay_of_many_orgs_answers_the_same_for_any_thread_count() {
     let dir = tempfile::tempdir().unwrap();

@@ -82,19 +82,38 @@ impl LineFramer {
     /// returns how many bytes were consumed. An unfinished last line is left for the next
     /// call (the caller keeps it and appends to it), unless it is already too long or
     /// `at_eof` says no more bytes will come, in which case it is a line of its own.
-    pub fn feed<'b>(
+    pub fn feed<'b>(&mut self, buf: &'b [u8], at_eof: bool, each: impl FnMut(Line<'b>)) -> usize {
+        self.feed_at_most(buf, at_eof, usize::MAX, each)
+    }
+
+    /// [`LineFramer::feed`], stopping after `limit` lines (at least one): the bytes consumed
+    /// then end with that line's newline, and the caller feeds the rest again (it holds
+    /// whole lines, so nothing more need be read first). A replay's blocks are held to a
+    /// number of lines this way, since each line's decoded record outweighs its bytes.
+    pub fn feed_at_most<'b>(
         &mut self,
         buf: &'b [u8],
         at_eof: bool,
+        limit: usize,
         mut each: impl FnMut(Line<'b>),
     ) -> usize {
         let mut start = 0;
+        // Lines still to give (blank lines give none); a cell, read between the calls of
+        // `each` that count it down.
+        let left = std::cell::Cell::new(limit.max(1));
+        let mut each = |l: Line<'b>| {
+            left.set(left.get() - 1);
+            each(l)
+        };
         if self.skipping {
             match memchr::memchr(b'\n', buf) {
                 Some(nl) => {
                     start = nl + 1;
                     self.skipping = false;
                     each(Line::TooLong);
+                    if left.get() == 0 {
+                        return start;
+                    }
                 }
                 None => {
                     if at_eof {
@@ -108,6 +127,9 @@ impl LineFramer {
         while let Some(nl) = memchr::memchr(b'\n', &buf[start..]) {
             self.line(&buf[start..start + nl], &mut each);
             start += nl + 1;
+            if left.get() == 0 {
+                return start;
+            }
         }
         let rest = &buf[start..];
         if at_eof {
@@ -405,6 +427,57 @@ mod tests {
             frame(&[b"\xEF\xBB\xBFhel", b"lo\r\nab\n\n  \r\nla", b"st"], 100),
             vec![Ok("hello".into()), Ok("ab".into()), Ok("last".into())]
         );
+    }
+
+    /// Framing `chunks` with at most `limit` lines a call, feeding what is left again
+    /// before the next chunk whenever a call stops at its limit (as replay's reader does).
+    fn frame_at_most(chunks: &[&[u8]], max: usize, limit: usize) -> Vec<Result<String, ()>> {
+        let mut f = LineFramer::new(max);
+        let mut out = Vec::new();
+        let mut pending: Vec<u8> = Vec::new();
+        for (i, c) in chunks.iter().enumerate() {
+            pending.extend_from_slice(c);
+            let eof = i + 1 == chunks.len();
+            loop {
+                let mut given = 0;
+                let used = f.feed_at_most(&pending, eof, limit, |l| {
+                    given += 1;
+                    out.push(match l {
+                        Line::Text(t) => Ok(String::from_utf8_lossy(t).into_owned()),
+                        Line::TooLong => Err(()),
+                    })
+                });
+                assert!(
+                    given <= limit.max(1),
+                    "{given} lines past the limit {limit}"
+                );
+                pending.drain(..used);
+                if given < limit.max(1) {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_line_limit_frames_the_same_lines() {
+        let inputs: [&[&[u8]]; 4] = [
+            &[b"\xEF\xBB\xBFhel", b"lo\r\nab\n\n  \r\nla", b"st"],
+            &[b"a\nb\nc\nd\ne\nf\ng"],
+            &[
+                b"short\nthis line is far too long\nok\n",
+                b"and another line too long",
+                b" still\nx\n\n",
+            ],
+            &[b"", b"\n\n\n", b"y"],
+        ];
+        for chunks in inputs {
+            let want = frame(chunks, 8);
+            for limit in [0, 1, 2, 3, 100] {
+                assert_eq!(frame_at_most(chunks, 8, limit), want, "limit {limit}");
+            }
+        }
     }
 
     #[test]
