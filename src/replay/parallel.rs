@@ -12,11 +12,12 @@
 //! bytes ([`Record`]), so nothing is copied or read again on the threads that apply it.
 //!
 //! The calling thread is one of the N decoders: it decodes whatever is queued while it would
-//! otherwise wait, which keeps every core busy whichever stage is slower. Input bytes in
-//! flight (read, not yet applied) are held to a budget ([`BUDGET_PER_THREAD`] per thread; one
-//! block at a time past it, for a block that holds one long line), so memory does not grow
-//! with the input: a block's bytes are released when the last thread done with it drops its
-//! [`Lease`].
+//! otherwise wait, which keeps every core busy whichever stage is slower. What is in flight
+//! (read, not yet applied) is held to budgets per thread: input bytes ([`BYTES_PER_THREAD`];
+//! one block at a time past it, for a block that holds one long line) and the records decoded
+//! from them ([`RECORDS_PER_THREAD`]; a block of at most [`BLOCK_LINES`] lines, and a
+//! decoder over it waits), so memory does not grow with the input: a block's share is
+//! released when the last thread done with it drops its [`Lease`].
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -43,22 +44,51 @@ const BLOCK_LINES: usize = 4096;
 /// the block's lines.
 const LINE_COST: usize = size_of::<Record>() + size_of::<DecodedLine>();
 
-/// Memory in flight (input read and not yet applied: its bytes, and [`LINE_COST`] a line
-/// for what it decodes into) per decoding thread: two blocks of lines of 160 bytes. A block
-/// is let in only while the total stays under the budget (or nothing else is in flight, so
-/// a block holding one long line still goes): a slow block cannot make the others pile up.
-const BUDGET_PER_THREAD: usize = 2 * (BLOCK + BLOCK / 160 * LINE_COST);
+/// Input bytes in flight (read, not yet applied) per decoding thread: two blocks.
+const BYTES_PER_THREAD: usize = 2 * BLOCK;
 
-/// Memory read and not yet applied, and the budget it is held to.
+/// Memory of decoded records in flight per decoding thread: those of two blocks of lines of
+/// 160 bytes ([`LINE_COST`] a line).
+const RECORDS_PER_THREAD: usize = 2 * (BLOCK / 160) * LINE_COST;
+
+/// Records decoded between two counts of them against the budget, within a line too: a
+/// line of many objects (`{}{}…`) makes a record of each, so a decoder over the budget waits
+/// in the middle of it.
+const COUNT_EVERY: usize = 4096;
+
+/// What is read and not yet applied (its bytes, and the records decoded or to be decoded from
+/// them), and the budgets it is held to. A block is let in only while both stay under their
+/// budgets (or nothing else is in flight, so a block holding one long line still goes): a
+/// slow block cannot make the others pile up.
 struct InFlight {
     state: Mutex<Held>,
     freed: Condvar,
-    budget: usize,
+    budget: Cost,
+}
+
+/// Memory counted against a budget.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cost {
+    bytes: usize,
+    records: usize,
+}
+
+impl Cost {
+    fn over(self, budget: Cost) -> bool {
+        self.bytes > budget.bytes || self.records > budget.records
+    }
+
+    fn plus(self, other: Cost) -> Cost {
+        Cost {
+            bytes: self.bytes + other.bytes,
+            records: self.records + other.records,
+        }
+    }
 }
 
 struct Held {
-    /// Bytes counted.
-    bytes: usize,
+    /// Counted now.
+    cost: Cost,
     /// The applier has stopped: nothing will be released again.
     stopped: bool,
     /// The block the applier takes next: its decoder never waits, since every block held
@@ -67,44 +97,50 @@ struct Held {
 }
 
 impl InFlight {
-    fn new(budget: usize) -> InFlight {
+    fn new(threads: usize) -> InFlight {
         InFlight {
             state: Mutex::new(Held {
-                bytes: 0,
+                cost: Cost::default(),
                 stopped: false,
                 next: 0,
             }),
             freed: Condvar::new(),
-            budget,
+            budget: Cost {
+                bytes: threads * BYTES_PER_THREAD,
+                records: threads * RECORDS_PER_THREAD,
+            },
         }
     }
 
-    /// Waits until `n` more bytes fit (always when nothing is held); false once the applier
+    /// Waits until `n` more fits (always when nothing is held); false once the applier
     /// has stopped.
-    fn admit(&self, n: usize) -> bool {
+    fn admit(&self, n: Cost) -> bool {
         let Ok(mut state) = self.state.lock() else {
             return false;
         };
-        while !state.stopped && state.bytes > 0 && state.bytes + n > self.budget {
+        while !state.stopped
+            && (state.cost.bytes > 0 || state.cost.records > 0)
+            && state.cost.plus(n).over(self.budget)
+        {
             state = match self.freed.wait(state) {
                 Ok(s) => s,
                 Err(_) => return false,
             };
         }
-        state.bytes += n;
+        state.cost = state.cost.plus(n);
         !state.stopped
     }
 
-    /// Counts `n` more bytes that block `seq` turned out to need when decoded (a line of
-    /// several objects has a record for each), released with the block; with `wait`, then
-    /// waits while over the budget, until the applier needs this block next. So decoders
-    /// stop taking more blocks while such blocks are held, and each holds at most one.
-    fn add(&self, n: usize, seq: u64, wait: bool) {
+    /// Counts `n` bytes more of records that block `seq` turned out to need when decoded (a
+    /// line of several objects has a record for each), released with the block; with
+    /// `wait`, then waits while over the budget, until the applier needs this block next.
+    /// So decoders stop decoding while such records are held.
+    fn add_records(&self, n: usize, seq: u64, wait: bool) {
         let Ok(mut state) = self.state.lock() else {
             return;
         };
-        state.bytes += n;
-        while wait && !state.stopped && state.bytes > self.budget && state.next != seq {
+        state.cost.records += n;
+        while wait && !state.stopped && state.cost.over(self.budget) && state.next != seq {
             state = match self.freed.wait(state) {
                 Ok(s) => s,
                 Err(_) => return,
@@ -114,7 +150,7 @@ impl InFlight {
 
     /// True while more is held than the budget.
     fn over(&self) -> bool {
-        self.state.lock().is_ok_and(|s| s.bytes > self.budget)
+        self.state.lock().is_ok_and(|s| s.cost.over(self.budget))
     }
 
     /// The applier takes block `seq` next.
@@ -125,9 +161,10 @@ impl InFlight {
         self.freed.notify_all();
     }
 
-    fn release(&self, n: usize) {
+    fn release(&self, n: Cost) {
         if let Ok(mut state) = self.state.lock() {
-            state.bytes = state.bytes.saturating_sub(n);
+            state.cost.bytes = state.cost.bytes.saturating_sub(n.bytes);
+            state.cost.records = state.cost.records.saturating_sub(n.records);
         }
         self.freed.notify_all();
     }
@@ -221,7 +258,7 @@ impl Drop for Lease {
         // Empty vectors allocate nothing: what is left behind costs nothing to drop.
         let empty = Decoded {
             seq: self.decoded.seq,
-            cost: 0,
+            cost: Cost::default(),
             bytes: BlockBytes::Raw(Vec::new()),
             lines: Vec::new(),
             records: Vec::new(),
@@ -236,8 +273,8 @@ impl Drop for Lease {
 /// Whole lines of one input, as read.
 struct Block {
     seq: u64,
-    /// Bytes it counts against the budget: its bytes, and [`LINE_COST`] a line.
-    cost: usize,
+    /// What it counts against the budget: its bytes, and [`LINE_COST`] a line.
+    cost: Cost,
     bytes: Vec<u8>,
     /// Each framed line: its bytes, or `None` for a line over the limit (not kept).
     lines: Vec<Option<Range<usize>>>,
@@ -395,8 +432,8 @@ pub(super) struct Decoded {
     /// Declared before the bytes its events borrow, so that it is dropped before them.
     records: Vec<Record>,
     seq: u64,
-    /// Bytes it counts against the budget, released when its [`Lease`] is dropped.
-    cost: usize,
+    /// What it counts against the budget, released when its [`Lease`] is dropped.
+    cost: Cost,
     bytes: BlockBytes,
     lines: Vec<DecodedLine>,
 }
@@ -480,7 +517,10 @@ fn read(
                 keep(&spares.spans, lines);
                 buf.drain(..used);
             } else {
-                let cost = used + lines.len() * LINE_COST;
+                let cost = Cost {
+                    bytes: used,
+                    records: lines.len() * LINE_COST,
+                };
                 if !in_flight.admit(cost) {
                     return;
                 }
@@ -538,8 +578,9 @@ fn decode(
 }
 
 /// Decodes `block`'s lines. Records past one a line (lines of several objects) are counted
-/// against the pool's budget here, as the block's lines were when it was read; with `wait`
-/// (a decoding thread, not the applier), waiting then as [`InFlight::add`] says.
+/// against the pool's budget as they come (every [`COUNT_EVERY`]), as one a line was when
+/// the block was read; with `wait` (a decoding thread, not the applier), waiting then as
+/// [`InFlight::add_records`] says.
 fn decode_block(
     format: &LineFormat,
     ctx: &crate::events::ParseContext<'_>,
@@ -562,23 +603,27 @@ fn decode_block(
     records.reserve(lines.len());
     let mut out = spare(&spares.lines);
     out.reserve(lines.len());
-    // Records past one a line, in bytes: counted as they come, so that a decoder waits
-    // between lines of many objects rather than after a whole block of them.
+    // Bytes of the records past one a line counted so far.
     let total = lines.len();
     let mut counted = 0;
-    let mut count_extra = |records: &Vec<Record>, at_least: usize| {
-        let extra = records.len().saturating_sub(total) * size_of::<Record>();
-        if extra >= counted + at_least.max(1) {
-            pool.in_flight.add(extra - counted, seq, wait);
+    let mut count = |len: usize| {
+        let extra = len.saturating_sub(total) * size_of::<Record>();
+        if extra > counted {
+            pool.in_flight.add_records(extra - counted, seq, wait);
             counted = extra;
         }
     };
     for line in lines.drain(..) {
         let from = records.len();
         let mut found = FieldSet::default();
-        // SAFETY: what is decoded is decoded from `all`, the bytes of the block these records
-        // go into (see `Record`).
-        let mut emit = |r| unsafe { Record::push(&mut records, r, all) };
+        let mut emit = |r| {
+            // SAFETY: what is decoded is decoded from `all`, the bytes of the block these
+            // records go into (see `Record`).
+            unsafe { Record::push(&mut records, r, all) };
+            if records.len().is_multiple_of(COUNT_EVERY) {
+                count(records.len());
+            }
+        };
         match (&bytes, &line) {
             (_, None) => {}
             // Lines end at a newline, so a line of UTF-8 text is on its character boundaries.
@@ -595,10 +640,9 @@ fn decode_block(
             found,
             records: from..records.len(),
         });
-        count_extra(&records, BLOCK_LINES * size_of::<Record>());
     }
-    count_extra(&records, 0);
-    cost += counted;
+    count(records.len());
+    cost.records += counted;
     keep(&spares.spans, lines);
     Decoded {
         seq,
@@ -623,7 +667,7 @@ pub(super) fn run(
     let threads = threads.max(1);
     let pool = Arc::new(Pool {
         spares: Spares::default(),
-        in_flight: InFlight::new(threads * BUDGET_PER_THREAD),
+        in_flight: InFlight::new(threads),
     });
     let shared: &Pool = &pool;
     let spares = &pool.spares;
@@ -742,7 +786,7 @@ mod tests {
         };
         let pool = Pool {
             spares: Spares::default(),
-            in_flight: InFlight::new(BUDGET_PER_THREAD),
+            in_flight: InFlight::new(1),
         };
         let spares = &pool.spares;
         let format = LineFormat::Json { fields: Vec::new() };
@@ -752,7 +796,7 @@ mod tests {
             &pool,
             Block {
                 seq: 0,
-                cost: 0,
+                cost: Cost::default(),
                 bytes,
                 lines,
             },
