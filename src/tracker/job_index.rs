@@ -30,7 +30,7 @@ impl JobIndex {
         let cells = if jobs == 0 {
             Vec::new()
         } else {
-            vec![EMPTY; (jobs * 2).next_power_of_two().max(MIN_CELLS)]
+            vec![EMPTY; (jobs * 4).next_power_of_two().max(MIN_CELLS)]
         };
         JobIndex {
             cells,
