@@ -36,8 +36,8 @@ const BLOCK: usize = 256 << 10;
 
 /// Lines framed into one block at most. Each line decodes into a record that outweighs its
 /// bytes ([`LINE_COST`]), so a block of short lines held far more records than bytes: a
-/// quarter megabyte of `{"org":"a"}` lines decoded into 29 MB, and eight threads of such
-/// blocks peaked at 148 MB.
+/// quarter megabyte of `{"org":"a"}` lines decoded into 7 MB, and eight threads of such
+/// blocks peaked at 144 MiB.
 const BLOCK_LINES: usize = 4096;
 
 /// What a line adds to its block's memory besides its bytes: its record and its entry in
@@ -230,7 +230,7 @@ impl Spares {
     }
 }
 
-/// The buffers and the byte budget of one replay, shared by its threads and by the blocks
+/// The buffers and the budget of one replay, shared by its threads and by the blocks
 /// handed out ([`Lease`]), which may outlive [`run`] on a thread that applies them.
 struct Pool {
     spares: Spares,
@@ -238,7 +238,7 @@ struct Pool {
 }
 
 /// A decoded block handed to the applier. Dropping it gives its buffers back and releases its
-/// bytes from the budget, on whichever thread is last done with it: the reader waits for
+/// share of the budget, on whichever thread is last done with it: the reader waits for
 /// that, never for the applying thread to notice.
 pub(super) struct Lease {
     decoded: Decoded,
