@@ -404,21 +404,7 @@ mod tests {
     use super::*;
 
     fn frame(chunks: &[&[u8]], max: usize) -> Vec<Result<String, ()>> {
-        let mut f = LineFramer::new(max);
-        let mut out = Vec::new();
-        let mut pending: Vec<u8> = Vec::new();
-        for (i, c) in chunks.iter().enumerate() {
-            pending.extend_from_slice(c);
-            let eof = i + 1 == chunks.len();
-            let used = f.feed(&pending, eof, |l| {
-                out.push(match l {
-                    Line::Text(t) => Ok(String::from_utf8_lossy(t).into_owned()),
-                    Line::TooLong => Err(()),
-                })
-            });
-            pending.drain(..used);
-        }
-        out
+        frame_at_most(chunks, max, usize::MAX)
     }
 
     #[test]

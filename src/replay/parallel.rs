@@ -67,7 +67,7 @@ struct InFlight {
 }
 
 /// Memory counted against a budget.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Cost {
     bytes: usize,
     records: usize,
@@ -82,6 +82,13 @@ impl Cost {
         Cost {
             bytes: self.bytes + other.bytes,
             records: self.records + other.records,
+        }
+    }
+
+    fn minus(self, other: Cost) -> Cost {
+        Cost {
+            bytes: self.bytes.saturating_sub(other.bytes),
+            records: self.records.saturating_sub(other.records),
         }
     }
 }
@@ -119,7 +126,7 @@ impl InFlight {
             return false;
         };
         while !state.stopped
-            && (state.cost.bytes > 0 || state.cost.records > 0)
+            && state.cost != Cost::default()
             && state.cost.plus(n).over(self.budget)
         {
             state = match self.freed.wait(state) {
@@ -163,8 +170,7 @@ impl InFlight {
 
     fn release(&self, n: Cost) {
         if let Ok(mut state) = self.state.lock() {
-            state.cost.bytes = state.cost.bytes.saturating_sub(n.bytes);
-            state.cost.records = state.cost.records.saturating_sub(n.records);
+            state.cost = state.cost.minus(n);
         }
         self.freed.notify_all();
     }
