@@ -21,7 +21,7 @@ use crate::detect::Transition;
 use crate::model::Dimension;
 
 use super::concurrency::HORIZON_MS;
-use super::jobs::JobOutcome;
+use super::jobs::{JobKey, JobOutcome};
 use super::org::{Org, TokenWindows};
 use super::report::Overflow;
 use super::settings::*;
@@ -467,7 +467,7 @@ impl Org {
             t.tpd.add(minute(now), ask.tokens);
         }
         if ask.job {
-            self.start_job(ai, lease, now, s, overflow, out);
+            self.start_job(ai, JobKey::new(lease), now, s, overflow, out);
         }
         if self.alerting {
             let present = self.present_ms;

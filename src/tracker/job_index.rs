@@ -129,6 +129,19 @@ impl JobIndex {
         }
     }
 
+    /// Fetches the first cell a [`JobIndex::find`] or [`JobIndex::insert`] of `hash` reads.
+    #[inline]
+    pub(super) fn prefetch_probe(&self, hash: u32) {
+        if !self.cells.is_empty() {
+            self.prefetch(hash & self.mask() as u32);
+        }
+    }
+
+    /// True before the first job is filed (no cells yet).
+    pub(super) fn is_unsized(&self) -> bool {
+        self.cells.is_empty()
+    }
+
     /// Fetches `cell` into the cache ahead of its [`JobIndex::remove`].
     #[inline]
     pub(super) fn prefetch(&self, cell: u32) {

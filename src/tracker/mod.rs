@@ -48,6 +48,7 @@ use crate::detect::alerts::Reminders;
 use crate::events::{Event, Kind};
 pub use admit::{Ask, Reservations, Verdict, share_of};
 use dedupe::{Dedupe, request_key};
+use jobs::JobKey;
 pub use jobs::{DurationHistogram, JobOutcome};
 use names::AppNames;
 use org::TokenWindows;
@@ -356,6 +357,13 @@ impl Tracker {
     ) {
         let s = &self.settings;
         let org = &mut self.orgs[oi];
+        let job = ev.job_id.as_deref().map(|id| {
+            if starts_job(ev) {
+                org.jobs.key(id)
+            } else {
+                JobKey::new(id)
+            }
+        });
         // The org's present moves with event times, but in the daemon never past its clock: an
         // event stamped ahead of the clock (a shipper's fast clock, accepted up to 5 minutes)
         // is counted at its time, and judged as if it came now, so it cannot leave the real
@@ -386,7 +394,7 @@ impl Tracker {
                 {
                     self.reservations.rename_job(lease, id);
                 }
-                org.request(ai, ts, ev, reserved, s, &mut self.overflow, out);
+                org.request(ai, ts, ev, job, reserved, s, &mut self.overflow, out);
                 if let Some((lease, held_as)) = lease_job
                     && ev.status.is_some()
                     && !ok
@@ -396,8 +404,8 @@ impl Tracker {
                 }
             }
             Kind::JobStarted => {
-                if let Some(id) = &ev.job_id {
-                    org.start_job(ai, id, ts, s, &mut self.overflow, out);
+                if let Some(key) = job {
+                    org.start_job(ai, key, ts, s, &mut self.overflow, out);
                 }
             }
             Kind::JobCompleted | Kind::JobFailed | Kind::JobCancelled => {
@@ -754,4 +762,14 @@ pub enum AttachError {
     /// The job id is in flight already, on its own.
     #[error("that job id is already in flight")]
     JobInFlight,
+}
+
+/// True when `ev` starts a job, as [`Org::request`] and [`Tracker::apply`] decide: a 2xx
+/// request for a job (not a batch), or a job's start.
+fn starts_job(ev: &Event<'_>) -> bool {
+    match ev.kind {
+        Kind::Request => matches!(ev.status, Some(200..=299)) && !ev.batch,
+        Kind::JobStarted => true,
+        _ => false,
+    }
 }

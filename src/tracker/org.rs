@@ -11,7 +11,7 @@ use crate::events::{Event, Outcome};
 use crate::model::{DailyWindow, Dimension, Limits, ModelScope, OVERFLOW};
 
 use super::concurrency::{EarlyEnds, HORIZON_MS, PeakConcurrency};
-use super::jobs::{self, DurationHistogram, JobOutcome, Jobs, Start};
+use super::jobs::{self, DurationHistogram, JobKey, JobOutcome, Jobs, Start};
 use super::lazy::{AppCauses, Lazy};
 use super::names::AppNames;
 use super::report::{Overflow, Peaks};
@@ -340,12 +340,14 @@ impl Org {
 
     /// Counts request `ev` of app `ai` at `ts`. `reserved` is `Some(tokens)` when it completes
     /// an admission grant, which already counted it (and that many tokens) in the windows.
+    /// `job` is its job id keyed by this org's jobs ([`Jobs::key`]), `None` without one.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn request(
         &mut self,
         ai: usize,
         ts: i64,
         ev: &Event<'_>,
+        job: Option<JobKey<'_>>,
         reserved: Option<u64>,
         s: &Settings,
         overflow: &mut Overflow,
@@ -460,9 +462,9 @@ impl Org {
         // A batch enqueued is held in the batch queue, not as a job in flight.
         if matches!(ev.status, Some(200..=299))
             && !ev.batch
-            && let Some(id) = &ev.job_id
+            && let Some(key) = job
         {
-            self.start_job(ai, id, ts, s, overflow, out);
+            self.start_job(ai, key, ts, s, overflow, out);
         }
 
         if self.alerting {
@@ -570,7 +572,7 @@ impl Org {
     pub(super) fn start_job(
         &mut self,
         ai: usize,
-        id: &str,
+        key: JobKey<'_>,
         ts: i64,
         s: &Settings,
         overflow: &mut Overflow,
@@ -581,7 +583,7 @@ impl Org {
         let d = &s.detect;
         // A job that ended before its start arrived, or started so long ago that it would
         // have been released by now: counted as what it was, never holding a slot now.
-        let early = self.early_ends.get_mut().and_then(|e| e.take(id));
+        let early = self.early_ends.get_mut().and_then(|e| e.take(key.id()));
         let finished = match early {
             Some((end, outcome)) => Some((end.max(ts), outcome)),
             None if ts.saturating_add(d.release_after_ms) <= present => {
@@ -602,7 +604,7 @@ impl Org {
             self.concurrency_mut(s).start(ts, Some(end), others, floor);
             return;
         }
-        match self.jobs_mut(s).start(id, ai as u32, ts) {
+        match self.jobs_mut(s).start_keyed(key, ai as u32, ts) {
             Start::Duplicate => return,
             Start::Started => {}
             Start::Evicted(old) => {
