@@ -8,7 +8,8 @@
 //! line, a control character, a `ratelimit` or `headers` key) returns `None`, and the caller
 //! reads the line with serde_json as before: so serde_json stays the reference for every other input
 //! and for every error message. Chosen by measurement (see the README's replay figures); a
-//! differential property test holds it to serde_json's answers.
+//! differential property test holds it to serde_json's answers. The keys of the lines before
+//! are remembered by their place on the line ([`KeyMemo`]), a shortcut that changes no answer.
 
 use super::event::EventField;
 use super::values::Raw;
@@ -84,7 +85,9 @@ const MEMO_KEYS: usize = 24;
 
 thread_local! {
     /// The last lines' keys on this thread. Only a shortcut: a remembered key is taken only
-    /// where the line holds exactly its bytes, which the full path would read the same.
+    /// where the line holds exactly its bytes, which the full path would read the same. Kept
+    /// per thread rather than passed in, so that every caller of the line decoders (replay's
+    /// workers, the tailer, HTTP ingest) has one without a new parameter on each path.
     static MEMO: std::cell::RefCell<KeyMemo> = const { std::cell::RefCell::new(KeyMemo::EMPTY) };
 }
 
