@@ -275,6 +275,7 @@ impl Org {
         });
     }
 
+    #[inline]
     pub(super) fn needs_tick(&self) -> bool {
         self.jobs.in_flight() > 0
             || self.burst.is_open()
