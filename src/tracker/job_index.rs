@@ -132,9 +132,8 @@ impl JobIndex {
     /// Fetches the first cell a [`JobIndex::find`] or [`JobIndex::insert`] of `hash` reads.
     #[inline]
     pub(super) fn prefetch_probe(&self, hash: u32) {
-        if !self.cells.is_empty() {
-            self.prefetch(hash & self.mask() as u32);
-        }
+        // No cells: the mask is 0 and `prefetch` finds no cell 0.
+        self.prefetch(hash & self.cells.len().saturating_sub(1) as u32);
     }
 
     /// True before the first job is filed (no cells yet).

@@ -48,7 +48,6 @@ use crate::detect::alerts::Reminders;
 use crate::events::{Event, Kind};
 pub use admit::{Ask, Reservations, Verdict, share_of};
 use dedupe::{Dedupe, request_key};
-use jobs::JobKey;
 pub use jobs::{DurationHistogram, JobOutcome};
 use names::AppNames;
 use org::TokenWindows;
@@ -357,13 +356,11 @@ impl Tracker {
     ) {
         let s = &self.settings;
         let org = &mut self.orgs[oi];
-        let job = ev.job_id.as_deref().map(|id| {
-            if starts_job(ev) {
-                org.jobs.key(id)
-            } else {
-                JobKey::new(id)
-            }
-        });
+        let job = ev
+            .job_id
+            .as_deref()
+            .filter(|_| starts_job(ev))
+            .map(|id| org.jobs.key(id));
         // The org's present moves with event times, but in the daemon never past its clock: an
         // event stamped ahead of the clock (a shipper's fast clock, accepted up to 5 minutes)
         // is counted at its time, and judged as if it came now, so it cannot leave the real

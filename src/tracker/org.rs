@@ -341,7 +341,8 @@ impl Org {
 
     /// Counts request `ev` of app `ai` at `ts`. `reserved` is `Some(tokens)` when it completes
     /// an admission grant, which already counted it (and that many tokens) in the windows.
-    /// `job` is its job id keyed by this org's jobs ([`Jobs::key`]), `None` without one.
+    /// `job` is the job it starts (a 2xx for a job id, not a batch: `starts_job`), keyed by
+    /// this org's jobs ([`Jobs::key`]); `None` when it starts none.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn request(
         &mut self,
@@ -460,11 +461,8 @@ impl Org {
         self.peaks.rpm = self.peaks.rpm.max(rpm_peak);
         self.peaks.daily = self.peaks.daily.max(daily_peak);
 
-        // A batch enqueued is held in the batch queue, not as a job in flight.
-        if matches!(ev.status, Some(200..=299))
-            && !ev.batch
-            && let Some(key) = job
-        {
+        // Only a 2xx for a job id starts one; a batch enqueued is held in the batch queue.
+        if let Some(key) = job {
             self.start_job(ai, key, ts, s, overflow, out);
         }
 
