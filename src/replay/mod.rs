@@ -73,8 +73,8 @@ pub struct Options {
     /// Lines longer than this are rejected as `too_large` (each event in them is still held
     /// to 64 KiB, as in a `POST /v1/events` body).
     pub max_line_bytes: usize,
-    /// Threads that decode lines, the calling one included (it routes their events in input
-    /// order and decodes while the next block is not ready), and shards that apply them
+    /// Threads that decode lines (the calling thread routes their events in input order and
+    /// decodes too while the next block is not ready), and shards that apply them
     /// (N, each an org's events in input order; none with `timeline`, which the calling thread
     /// then applies); 1 reads, decodes and applies on the calling thread alone. The report is
     /// the same whatever the count.
