@@ -267,7 +267,9 @@ impl Applier {
     /// that moved it: jobs become stuck and are released, windows empty, bursts end, at about
     /// the time they did, not at the next event.
     fn catch_up(&mut self, now: i64) {
-        if self.last_tick_sec == i64::MIN {
+        // Within the second of the last tick (nearly every event) no minute has passed: two
+        // divisions fewer an event.
+        if self.last_tick_sec == i64::MIN || now <= self.last_tick_sec.saturating_mul(1_000) + 999 {
             return;
         }
         let first = (self.last_tick_sec * 1_000).div_euclid(60_000) + 1;

@@ -56,10 +56,12 @@ struct Op {
 
 #[derive(Debug, Clone, Copy)]
 enum What {
-    /// Apply the block's accepted record `record`.
+    /// Apply the block's accepted record `record` to the shard's `local`th org (`overflow`:
+    /// `__overflow__`), as [`Tracker::apply_routed`] takes it.
     Apply {
         record: u32,
-        to: Routed,
+        local: usize,
+        overflow: bool,
     },
     Tick,
     /// `count` ticks a minute apart from `now`, at places `at`, `at + 1`, …: the clock
@@ -114,7 +116,7 @@ impl Shards {
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("replay-apply-{me}"))
-                    .spawn(move || apply(tracker, me, n, rx, done_tx))?,
+                    .spawn(move || apply(tracker, me, rx, done_tx))?,
             );
             to.push(tx);
         }
@@ -135,12 +137,19 @@ impl Shards {
     /// Routes the block's accepted record `record` (index into its records) to its org's
     /// shard, to be applied at `now`.
     pub(super) fn apply(&mut self, record: usize, now: i64, to: Routed) {
-        let n = self.ops.len();
-        if let (Some(ops), Ok(record)) = (self.ops.get_mut(to.org % n), u32::try_from(record)) {
+        let n = self.ops.len().max(1);
+        // The shard and the place in it, of one division here: the shard's own division of
+        // the org by the shard count was a tenth of its `apply_routed`.
+        let (shard, local) = (to.org % n, to.org / n);
+        if let (Some(ops), Ok(record)) = (self.ops.get_mut(shard), u32::try_from(record)) {
             ops.push(Op {
                 at: self.at,
                 now,
-                what: What::Apply { record, to },
+                what: What::Apply {
+                    record,
+                    local,
+                    overflow: to.overflow,
+                },
             });
             self.queued += 1;
         }
@@ -288,25 +297,48 @@ impl Shards {
     }
 }
 
+/// Steps ahead whose records a shard asks the cache for, and (half as far ahead) the line
+/// bytes they borrow: a decoder on another core wrote both, and the shards bound a threaded
+/// replay.
+const PREFETCH_AHEAD: usize = 8;
+
+/// Asks the cache for the record of step `i + PREFETCH_AHEAD` and the line of step
+/// `i + PREFETCH_AHEAD / 2` (whose record was asked for before): hints, never answers.
+fn prefetch_ahead(ops: &[Op], i: usize, records: &[Record]) {
+    let record = |k: usize| match ops.get(k).map(|op| op.what) {
+        Some(What::Apply { record, .. }) => records.get(record as usize),
+        _ => None,
+    };
+    if let Some(r) = record(i + PREFETCH_AHEAD) {
+        crate::model::prefetch(r);
+    }
+    if let Some(Ok((ev, _))) = record(i + PREFETCH_AHEAD / 2).map(Record::get) {
+        crate::model::prefetch(ev.org.as_bytes());
+    }
+}
+
 /// A shard thread: applies its steps of each batch, in order, and reports its transitions.
 fn apply(
     mut tracker: Tracker,
     me: usize,
-    shards: usize,
     batches: Receiver<Arc<Batch>>,
     done: Sender<Done>,
 ) -> Tracker {
     let mut out = Vec::new();
     for batch in batches {
         let mut notes = Vec::new();
-        for op in batch.ops.get(me).map_or(&[][..], Vec::as_slice) {
+        let ops = batch.ops.get(me).map_or(&[][..], Vec::as_slice);
+        let records = batch.block.as_deref().map_or(&[][..], |b| b.records());
+        for (i, op) in ops.iter().enumerate() {
+            prefetch_ahead(ops, i, records);
             match op.what {
-                What::Apply { record, to } => {
-                    if let Some(block) = &batch.block
-                        && let Some(Ok((ev, _))) =
-                            block.records().get(record as usize).map(Record::get)
-                    {
-                        tracker.apply_routed(ev, op.now, to, shards, &mut out);
+                What::Apply {
+                    record,
+                    local,
+                    overflow,
+                } => {
+                    if let Some(Ok((ev, _))) = records.get(record as usize).map(Record::get) {
+                        tracker.apply_routed(ev, op.now, local, overflow, &mut out);
                     }
                 }
                 What::Tick => {

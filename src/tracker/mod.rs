@@ -316,26 +316,30 @@ impl Tracker {
         }
     }
 
-    /// Applies `ev` as routed by the router's [`Tracker::route`] to this shard, one of
-    /// `shards`: the org is this shard's `routed.org / shards`-th, created when it is the
-    /// next one. Its admission and dedupe were decided by the router.
+    /// Applies `ev` as routed by the router's [`Tracker::route`] to this shard: the org is
+    /// this shard's `local`th (a [`Routed::org`] divided by the shard count; `overflow`:
+    /// [`Routed::overflow`]), created when it is the next one. Its admission and dedupe
+    /// were decided by the router.
     pub fn apply_routed(
         &mut self,
         ev: &Event<'_>,
         now: i64,
-        routed: Routed,
-        shards: usize,
+        local: usize,
+        overflow: bool,
         out: &mut Vec<Transition>,
     ) {
         let from = out.len();
-        let local = routed.org / shards.max(1);
+        // Every org is routed here in the order it was first tracked, so an org is at its
+        // place once it has one, and the next new one is the next index. Its name is not
+        // compared in release builds: the org's name was a cache miss on every event (the
+        // debug-built tests check it).
         let oi = match self.orgs.get(local) {
-            Some(o) if routed.overflow || *o.name == *ev.org => local,
-            // Every org is routed here in the order it was first tracked, so the next new
-            // one is the next index; a name that does not match would be a routing bug, and
-            // is still counted under its own name rather than another org's.
-            _ if routed.overflow => self.overflow_index(),
-            _ => match self.index.get(&*ev.org) {
+            Some(o) => {
+                debug_assert!(overflow || *o.name == *ev.org, "an org routed astray");
+                local
+            }
+            None if overflow => self.overflow_index(),
+            None => match self.index.get(&*ev.org) {
                 Some(&i) => i,
                 None => self.create_org(&ev.org),
             },
