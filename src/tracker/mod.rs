@@ -16,7 +16,8 @@
 //! Its parts: `org` (one org and how each event changes it), `report` (what is answered
 //! about an org: load, snapshot, totals), `settings` (what it takes from the config),
 //! `window`, `jobs` (with `job_index`, its id index), `concurrency`, `dedupe`, `names` (app
-//! names held once), and `snapshot` (its stored form). It builds no alert: each org's alerts are
+//! names held once), `ticking` (which orgs a tick looks at) and `snapshot` (its stored
+//! form). It builds no alert: each org's alerts are
 //! [`crate::detect::alerts::OrgAlerts`], which it feeds.
 
 pub mod admit;
@@ -35,6 +36,7 @@ mod scoped;
 mod settings;
 pub mod snapshot;
 mod sourced;
+mod ticking;
 mod upstream;
 pub mod window;
 
@@ -111,6 +113,9 @@ pub struct Tracker {
     source_alerts: Vec<Transition>,
     /// App names, each held once however many orgs have an app of that name.
     app_names: AppNames,
+    /// The orgs a tick looks at: each changed since a tick last found it needed nothing.
+    /// Whatever changes an org marks it here.
+    ticking: ticking::Ticking,
 }
 
 impl Tracker {
@@ -143,6 +148,7 @@ impl Tracker {
             polled: Default::default(),
             source_alerts: Vec::new(),
             app_names: AppNames::default(),
+            ticking: ticking::Ticking::default(),
         };
         for (_, o) in config.orgs.iter().enumerate().filter(|(i, _)| keep(*i)) {
             let mut org = Org::new(
@@ -358,6 +364,7 @@ impl Tracker {
         ts: i64,
         out: &mut Vec<Transition>,
     ) {
+        self.ticking.mark(oi);
         let s = &self.settings;
         let org = &mut self.orgs[oi];
         let job = ev
@@ -452,13 +459,25 @@ impl Tracker {
     pub fn tick(&mut self, now: i64, out: &mut Vec<Transition>) -> bool {
         let from = out.len();
         let mut active = self.expire_leases(now, out);
-        let s = &self.settings;
-        for org in &mut self.orgs {
-            if org.needs_tick() {
-                active = true;
-                org.tick(now, s, out);
+        debug_assert!(
+            self.orgs
+                .iter()
+                .enumerate()
+                .all(|(i, o)| !o.needs_tick() || self.ticking.is_marked(i)),
+            "an org changed without being marked for the clock"
+        );
+        let (s, orgs) = (&self.settings, &mut self.orgs);
+        self.ticking.visit(|i| {
+            let Some(org) = orgs.get_mut(i) else {
+                return false;
+            };
+            if !org.needs_tick() {
+                return false;
             }
-        }
+            active = true;
+            org.tick(now, s, out);
+            org.needs_tick()
+        });
         self.note_notified(&out[from..]);
         self.remind(now, out) || active
     }
@@ -515,6 +534,7 @@ impl Tracker {
         if Some(oi) == self.overflow_org {
             return Verdict::Untracked;
         }
+        self.ticking.mark(oi);
         let org = &mut self.orgs[oi];
         org.advance_to(at);
         org.release_due(at, &self.settings);
@@ -537,6 +557,7 @@ impl Tracker {
         let from = out.len();
         let at = self.clock_ms.max(now);
         let oi = self.org_index(ask.org, at);
+        self.ticking.mark(oi);
         let s = &self.settings;
         let org = &mut self.orgs[oi];
         org.advance_to(at);
@@ -592,6 +613,7 @@ impl Tracker {
             && let Some(&oi) = self.index.get(&*h.org)
         {
             let from = out.len();
+            self.ticking.mark(oi);
             self.orgs[oi].end_lease(id, false, now, &self.settings, out);
             self.note_notified(&out[from..]);
         }
@@ -602,6 +624,7 @@ impl Tracker {
     /// gives the slot back. Errors say why not.
     pub fn attach(&mut self, lease: &str, job_id: &str) -> Result<(), AttachError> {
         let (oi, held_as) = self.attachable(lease, job_id)?;
+        self.ticking.mark(oi);
         if *held_as != *job_id
             && !self.orgs[oi]
                 .jobs
@@ -644,6 +667,7 @@ impl Tracker {
         let from = out.len();
         for h in &due {
             if let (Some((id, _)), Some(&oi)) = (&h.job, self.index.get(&*h.org)) {
+                self.ticking.mark(oi);
                 self.orgs[oi].end_lease(id, true, now, &self.settings, out);
             }
         }

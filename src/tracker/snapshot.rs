@@ -266,6 +266,8 @@ impl Tracker {
                 }
             }
         }
+        // Whatever the restored orgs hold, the first tick looks at each.
+        t.ticking.mark_all(t.orgs.len());
         Ok(t)
     }
 }

@@ -33,6 +33,7 @@ impl Tracker {
             return false;
         }
         if let Some(&i) = self.index.get(&org) {
+            self.ticking.mark(i);
             let o = &mut self.orgs[i];
             let rules = self.settings.rules.for_org(&o.name);
             for mut gone in o.set_scopes(&scopes) {
