@@ -54,9 +54,12 @@ impl Reading {
 
 /// An input as text: a file or standard input, decompressed when its first bytes are a gzip
 /// or zstd stream (rotated logs are often compressed); bzip2 and xz are refused by name.
-pub(super) fn open_input(input: &str) -> io::Result<Box<dyn Read>> {
-    let raw: Box<dyn Read> = if input == "-" {
-        Box::new(io::stdin().lock())
+/// `Send`, so that whichever replay thread frames the next block can read it.
+pub(super) fn open_input(input: &str) -> io::Result<Box<dyn Read + Send>> {
+    let raw: Box<dyn Read + Send> = if input == "-" {
+        // Not the locked handle, which stays on its thread; the 64 KiB buffer below takes
+        // the lock once a fill.
+        Box::new(io::stdin())
     } else {
         Box::new(File::open(PathBuf::from(input))?)
     };

@@ -1,7 +1,8 @@
-//! Replay on several threads with the answers of one: a reader frames the inputs into blocks
-//! of whole lines, worker threads decode and validate each block, and the calling thread
-//! takes the decoded blocks in input order (and routes their events to the shards that apply
-//! them: `sharded`), decoding blocks itself whenever the next one is not ready.
+//! Replay on several threads with the answers of one: worker threads take turns reading and
+//! framing the inputs into blocks of whole lines ([`Source`]), each decoding and validating
+//! the block it read, and the calling thread takes the decoded blocks in input order (and
+//! routes their events to the shards that apply them: `sharded`), reading and decoding a
+//! block itself whenever the next one is not ready.
 //!
 //! Decoding (JSON or a log template, then SPEC §4 validation) is the larger part of the
 //! per-line cost and needs nothing but the line, so it spreads over threads; the tracker sees
@@ -11,8 +12,8 @@
 //! A decoded block holds each line's event as decoded, its strings still borrowing the block's
 //! bytes ([`Record`]), so nothing is copied or read again on the threads that apply it.
 //!
-//! N threads decode, and the calling thread decodes too whatever is queued while it would
-//! otherwise wait, which keeps every core busy whichever stage is slower. (With N − 1
+//! N threads decode, and the calling thread decodes too while it would otherwise wait, which
+//! keeps every core busy whichever stage is slower. (With N − 1
 //! decoders besides it, two threads ran 1.63 of the 2 cores; one more decoder thread gives the
 //! scheduler work to put in each gap: 1.73 cores and 6–8 % less wall time.) What is in flight
 //! (read, not yet applied) is held to budgets per thread: input bytes ([`BYTES_PER_THREAD`];
@@ -26,21 +27,13 @@ use std::ops::Range;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::sync::{Arc, Condvar, Mutex};
 
-use super::input::{Reading, ReplayError, open_input, read_more};
+use super::input::{Reading, ReplayError};
 use crate::events::format::LineFormat;
-use crate::events::intake::{FieldSet, Line, LineFramer};
+use crate::events::intake::FieldSet;
 use crate::events::{Event, FieldError, Parsed, Rejection};
 
-/// Bytes read into one block: big enough that handing it over costs little per line, small
-/// enough that a block's buffer (pooled, with room for a partial line too) stays under the
-/// allocator's mmap threshold, and to keep the blocks in flight small.
-const BLOCK: usize = 256 << 10;
-
-/// Lines framed into one block at most. Each line decodes into a record that outweighs its
-/// bytes ([`LINE_COST`]), so a block of short lines held far more records than bytes: a
-/// quarter megabyte of `{"org":"a"}` lines decoded into 7 MB, and eight threads of such
-/// blocks peaked at 144 MiB.
-const BLOCK_LINES: usize = 4096;
+mod source;
+use source::{BLOCK, BLOCK_LINES, Framed, Source};
 
 /// What a line adds to its block's memory besides its bytes: its record and its entry in
 /// the block's lines.
@@ -121,13 +114,14 @@ impl InFlight {
         }
     }
 
-    /// Waits until `n` more fits (always when nothing is held); false once the applier
-    /// has stopped.
-    fn admit(&self, n: Cost) -> bool {
+    /// Counts `n` more, with `wait` once it fits (always when nothing is held); false once
+    /// the applier has stopped.
+    fn admit(&self, n: Cost, wait: bool) -> bool {
         let Ok(mut state) = self.state.lock() else {
             return false;
         };
-        while !state.stopped
+        while wait
+            && !state.stopped
             && state.cost != Cost::default()
             && state.cost.plus(n).over(self.budget)
         {
@@ -186,7 +180,7 @@ impl InFlight {
     }
 }
 
-/// Buffers the applier is done with, kept for the reader and the decoders to fill again:
+/// Buffers the applier is done with, kept for the threads that read and decode to fill again:
 /// a fresh quarter-megabyte block per read (and its decoded records) costs page faults
 /// and zeroed pages on every block, which made the threaded replay spend a seventh of its
 /// CPU time in the kernel. At most the blocks in flight are ever held here.
@@ -246,8 +240,8 @@ struct Pool {
 }
 
 /// A decoded block handed to the applier. Dropping it gives its buffers back and releases its
-/// share of the budget, on whichever thread is last done with it: the reader waits for
-/// that, never for the applying thread to notice.
+/// share of the budget, on whichever thread is last done with it: a thread waiting to read
+/// waits for that, never for the applying thread to notice.
 pub(super) struct Lease {
     decoded: Decoded,
     pool: Arc<Pool>,
@@ -463,121 +457,63 @@ impl Decoded {
     }
 }
 
-/// Reads and frames every input into blocks for the workers; the first read error goes to
-/// `results` (the replay fails with it, as a single-thread replay would).
-fn read(
-    inputs: &[String],
-    max: usize,
-    in_flight: &InFlight,
-    spares: &Spares,
-    work: SyncSender<Block>,
-    results: SyncSender<Result<Decoded, ReplayError>>,
-    mut progress: impl FnMut(u64),
-) {
-    let mut seq = 0u64;
-    // Room for a block and the partial line before it (at most `max` and a BOM and a `\r`),
-    // so that reading a block into a buffer of the pool never grows it.
-    let room = BLOCK + max.min(BLOCK) + 4;
-    let mut buf: Vec<u8> = Vec::with_capacity(room);
-    for input in inputs {
-        let input_err = |source| ReplayError::Input {
-            path: input.clone(),
-            source,
-        };
-        let mut reader = match open_input(input) {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = results.send(Err(input_err(e)));
-                return;
-            }
-        };
-        // Each input is its own stream: a line never continues into the next file.
-        let mut framer = LineFramer::new(max);
-        buf.clear();
-        // `full`: the last block ended at its line limit, so `buf` starts with whole lines
-        // still to frame, and is framed again before anything more is read.
-        let (mut at_eof, mut full) = (false, false);
-        loop {
-            let mut n = 0;
-            if !full {
-                n = match read_more(&mut reader, &mut buf, BLOCK) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        let _ = results.send(Err(input_err(e)));
-                        return;
-                    }
-                };
-                at_eof = n == 0;
-            }
-            let base = buf.as_ptr() as usize;
-            let mut lines = spare(&spares.spans);
-            let used = framer.feed_at_most(&buf, at_eof, BLOCK_LINES, |l| {
-                lines.push(match l {
-                    Line::Text(t) => {
-                        let at = t.as_ptr() as usize - base;
-                        Some(at..at + t.len())
-                    }
-                    Line::TooLong => None,
-                })
-            });
-            full = lines.len() == BLOCK_LINES;
-            if lines.is_empty() {
-                keep(&spares.spans, lines);
-                buf.drain(..used);
-            } else {
-                let cost = Cost {
-                    bytes: used,
-                    records: lines.len() * LINE_COST,
-                };
-                if !in_flight.admit(cost) {
-                    return;
-                }
-                // The block takes the buffer as read; only the partial line after it moves,
-                // to a pooled buffer that reads on (copying the block instead was half of
-                // this thread's instructions).
-                let rest = &buf[used..];
-                let mut next = spare(&spares.bytes);
-                if next.capacity() < BLOCK + rest.len() {
-                    // New rather than grown: growing copies what the buffer held before.
-                    next = Vec::with_capacity(room.max(BLOCK + rest.len()));
-                }
-                next.extend_from_slice(rest);
-                buf.truncate(used);
-                let bytes = std::mem::replace(&mut buf, next);
-                let block = Block {
-                    seq,
-                    cost,
-                    bytes,
-                    lines,
-                };
-                seq += 1;
-                if work.send(block).is_err() {
-                    return;
-                }
-            }
-            progress(n as u64);
-            if at_eof && !full {
-                break;
-            }
-        }
-    }
+/// What [`next_block`] gave.
+enum Next {
+    Block(Block),
+    /// Every input is read, or the replay stopped (a read failed, the applier has gone).
+    End,
+    Failed(ReplayError),
 }
 
-/// Decodes blocks until the reader is done or the applier has gone.
-fn decode(
+/// Reads and frames `source`'s next block and counts it against `pool`'s budget: waiting for
+/// room with `wait`, else taken at once (the applier, which never waits for what only it
+/// releases, asks only while the budget is not spent, so it overshoots by a block at most).
+fn next_block<P: FnMut(u64)>(source: &mut Source<'_, P>, pool: &Pool, wait: bool) -> Next {
+    let (lines, used) = match source.frame(spare(&pool.spares.spans)) {
+        Framed::Lines { lines, used } => (lines, used),
+        Framed::End => return Next::End,
+        Framed::Failed(e) => return Next::Failed(e),
+    };
+    let cost = Cost {
+        bytes: used,
+        records: lines.len() * LINE_COST,
+    };
+    if !pool.in_flight.admit(cost, wait) {
+        source.stop();
+        return Next::End;
+    }
+    let (seq, bytes) = source.take(used, spare(&pool.spares.bytes));
+    Next::Block(Block {
+        seq,
+        cost,
+        bytes,
+        lines,
+    })
+}
+
+/// Reads and decodes blocks until the inputs are done or the applier has gone.
+fn decode<P: FnMut(u64)>(
     reading: &Reading,
     pool: &Pool,
-    work: &Mutex<Receiver<Block>>,
+    source: &Mutex<Source<'_, P>>,
     results: SyncSender<Result<Decoded, ReplayError>>,
 ) {
     let ctx = reading.context();
     loop {
-        // The lock is held only to take one block.
-        let next = match work.lock() {
-            Ok(rx) => rx.recv(),
+        // The lock is held only to read and frame one block (and, over the budget, to wait
+        // for room for it: the other decoders would wait too).
+        let next = match source.lock() {
+            Ok(mut source) => next_block(&mut source, pool, true),
             Err(_) => return,
         };
-        let Ok(block) = next else { return };
+        let block = match next {
+            Next::Block(block) => block,
+            Next::End => return,
+            Next::Failed(e) => {
+                let _ = results.send(Err(e));
+                return;
+            }
+        };
         // Over the budget (lines of many objects), a block the applier does not need next
         // waits before it starts: begun, its records would take the room left to the decoder
         // of the blocks before it, and with more decoders than cores that slowed such input
@@ -668,7 +604,7 @@ fn decode_block(
 
 /// Reads `inputs` as `reading` says, decodes on `threads` threads (and on the caller while it
 /// waits) and hands each decoded block to `apply` on the calling thread, in input order.
-/// `progress` is called on the reader thread with the bytes read. A block's bytes count
+/// `progress` is called, on whichever thread read them, with the bytes of each read. A block's bytes count
 /// against the budget until its [`Lease`] is dropped, here or on a thread `apply` gave it to.
 pub(super) fn run(
     reading: &Reading,
@@ -683,74 +619,71 @@ pub(super) fn run(
         in_flight: InFlight::new(threads),
     });
     let shared: &Pool = &pool;
-    let spares = &pool.spares;
-    let max = reading.max_line_bytes;
+    let source = Mutex::new(Source::new(inputs, reading.max_line_bytes, progress));
+    let source = &source;
     std::thread::scope(|scope| {
-        let (work_tx, work_rx) = sync_channel::<Block>(threads * 2);
         let (result_tx, result_rx) = sync_channel(threads * 2);
-        let work_rx = Arc::new(Mutex::new(work_rx));
         for i in 0..threads {
-            let (work_rx, result_tx) = (work_rx.clone(), result_tx.clone());
+            let result_tx = result_tx.clone();
             std::thread::Builder::new()
                 .name(format!("replay-decode-{i}"))
-                .spawn_scoped(scope, move || decode(reading, shared, &work_rx, result_tx))
+                .spawn_scoped(scope, move || decode(reading, shared, source, result_tx))
                 .map_err(ReplayError::Output)?;
         }
-        let in_flight = &pool.in_flight;
-        std::thread::Builder::new()
-            .name("replay-read".into())
-            .spawn_scoped(scope, move || {
-                read(inputs, max, in_flight, spares, work_tx, result_tx, progress)
-            })
-            .map_err(ReplayError::Output)?;
-        // Dropping the receiver on any return (an error included) ends the other threads:
-        // their sends fail, so the scope can join them; the reader, if it waits for budget,
-        // is told to stop.
+        // Only the decoders send: when the last has ended, the results end.
+        drop(result_tx);
+        // Dropping the receiver on any return (an error included) ends the decoders: their
+        // sends fail, so the scope can join them; one waiting for budget is told to stop.
         let helper = Helper {
             reading,
             pool: shared,
-            work: &work_rx,
+            source,
         };
         let out = apply_in_order(result_rx, &pool, &helper, &mut apply);
-        in_flight.close();
+        pool.in_flight.close();
         out
     })
 }
 
-/// What the applying thread needs to decode a queued block itself.
-struct Helper<'h> {
+/// What the applying thread needs to read and decode a block itself.
+struct Helper<'h, 'i, P> {
     reading: &'h Reading,
     pool: &'h Pool,
-    work: &'h Mutex<Receiver<Block>>,
+    source: &'h Mutex<Source<'i, P>>,
 }
 
-impl Helper<'_> {
-    /// Decodes a block waiting in the queue, if one is there now, no decoder is taking one
-    /// and the budget is not spent: over it, the decoders hold back (each waits with one
-    /// block) and so does the applier, which waits for the block it needs instead. That block
-    /// is always on its way: it was read before every block held, and a decoder that is not
-    /// waiting for the budget takes it.
-    fn decode_queued(&self) -> Option<Decoded> {
+impl<P: FnMut(u64)> Helper<'_, '_, P> {
+    /// Reads and decodes the next block, if no decoder is reading one now and the budget is
+    /// not spent: over it, the decoders hold back (each waits with one block) and so does
+    /// the applier, which waits for the block it needs instead. That block is always on its
+    /// way: it was read before every block held, by a decoder that decodes it before it
+    /// reads again and is not waiting for the budget (the block comes next).
+    fn decode_next(&self) -> Option<Result<Decoded, ReplayError>> {
         if self.pool.in_flight.over() {
             return None;
         }
-        let block = self.work.try_lock().ok()?.try_recv().ok()?;
-        let ctx = self.reading.context();
         // The applier never waits for budget: only it releases what it waits for.
-        Some(decode_block(
+        let next = next_block(&mut *self.source.try_lock().ok()?, self.pool, false);
+        let block = match next {
+            Next::Block(block) => block,
+            Next::End => return None,
+            Next::Failed(e) => return Some(Err(e)),
+        };
+        let ctx = self.reading.context();
+        Some(Ok(decode_block(
             &self.reading.format,
             &ctx,
             self.pool,
             block,
             false,
-        ))
+        )))
     }
 }
 
-fn apply_in_order(
+fn apply_in_order<P: FnMut(u64)>(
     results: Receiver<Result<Decoded, ReplayError>>,
     pool: &Arc<Pool>,
-    helper: &Helper<'_>,
+    helper: &Helper<'_, '_, P>,
     apply: &mut impl FnMut(Lease) -> Result<(), ReplayError>,
 ) -> Result<(), ReplayError> {
     let mut next = 0u64;
@@ -769,8 +702,8 @@ fn apply_in_order(
         let d = match results.try_recv() {
             Ok(r) => r?,
             Err(TryRecvError::Disconnected) => return Ok(()),
-            Err(TryRecvError::Empty) => match helper.decode_queued() {
-                Some(d) => d,
+            Err(TryRecvError::Empty) => match helper.decode_next() {
+                Some(d) => d?,
                 None => match results.recv() {
                     Ok(r) => r?,
                     Err(_) => return Ok(()),
