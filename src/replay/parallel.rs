@@ -98,6 +98,15 @@ struct Held {
     next: u64,
 }
 
+/// What [`InFlight::admit`] did.
+enum Admit {
+    Counted,
+    /// It does not fit now (asked not to wait).
+    NoRoom,
+    /// The applier has stopped: nothing will be released again.
+    Stopped,
+}
+
 impl InFlight {
     fn new(threads: usize) -> InFlight {
         InFlight {
@@ -114,24 +123,27 @@ impl InFlight {
         }
     }
 
-    /// Counts `n` more, with `wait` once it fits (always when nothing is held); false once
-    /// the applier has stopped.
-    fn admit(&self, n: Cost, wait: bool) -> bool {
+    /// Counts `n` more once it fits (always when nothing is held), waiting for that with
+    /// `wait`; without, counts it only if it fits now.
+    fn admit(&self, n: Cost, wait: bool) -> Admit {
         let Ok(mut state) = self.state.lock() else {
-            return false;
+            return Admit::Stopped;
         };
-        while wait
-            && !state.stopped
-            && state.cost != Cost::default()
-            && state.cost.plus(n).over(self.budget)
-        {
+        let fits = |s: &Held| s.cost == Cost::default() || !s.cost.plus(n).over(self.budget);
+        while wait && !state.stopped && !fits(&state) {
             state = match self.freed.wait(state) {
                 Ok(s) => s,
-                Err(_) => return false,
+                Err(_) => return Admit::Stopped,
             };
         }
-        state.cost = state.cost.plus(n);
-        !state.stopped
+        if state.stopped {
+            Admit::Stopped
+        } else if fits(&state) {
+            state.cost = state.cost.plus(n);
+            Admit::Counted
+        } else {
+            Admit::NoRoom
+        }
     }
 
     /// Counts `n` bytes more of records that block `seq` turned out to need when decoded (a
@@ -460,16 +472,19 @@ impl Decoded {
 /// What [`next_block`] gave.
 enum Next {
     Block(Block),
+    /// The block read does not fit the budget now; it is read next (only when asked not to
+    /// wait).
+    Later,
     /// Every input is read, or the replay stopped (a read failed, the applier has gone).
     End,
     Failed(ReplayError),
 }
 
 /// Reads and frames `source`'s next block and counts it against `pool`'s budget: waiting for
-/// room with `wait`, else taken at once (the applier, which never waits for what only it
-/// releases, asks only while the budget is not spent, so it overshoots by a block at most).
+/// room with `wait`, else only if it fits now (the applier, which never waits for what only
+/// it releases); a block that does not is left framed in `source` for the next thread.
 fn next_block<P: FnMut(u64)>(source: &mut Source<'_, P>, pool: &Pool, wait: bool) -> Next {
-    let (lines, used) = match source.frame(spare(&pool.spares.spans)) {
+    let (lines, used) = match source.frame(|| spare(&pool.spares.spans)) {
         Framed::Lines { lines, used } => (lines, used),
         Framed::End => return Next::End,
         Framed::Failed(e) => return Next::Failed(e),
@@ -478,9 +493,16 @@ fn next_block<P: FnMut(u64)>(source: &mut Source<'_, P>, pool: &Pool, wait: bool
         bytes: used,
         records: lines.len() * LINE_COST,
     };
-    if !pool.in_flight.admit(cost, wait) {
-        source.stop();
-        return Next::End;
+    match pool.in_flight.admit(cost, wait) {
+        Admit::Counted => {}
+        Admit::NoRoom => {
+            source.unframe(lines, used);
+            return Next::Later;
+        }
+        Admit::Stopped => {
+            source.stop();
+            return Next::End;
+        }
     }
     let (seq, bytes) = source.take(used, spare(&pool.spares.bytes));
     Next::Block(Block {
@@ -508,7 +530,8 @@ fn decode<P: FnMut(u64)>(
         };
         let block = match next {
             Next::Block(block) => block,
-            Next::End => return,
+            // A decoder waits for room, so it never gets `Later`.
+            Next::Later | Next::End => return,
             Next::Failed(e) => {
                 let _ = results.send(Err(e));
                 return;
@@ -653,11 +676,13 @@ struct Helper<'h, 'i, P> {
 }
 
 impl<P: FnMut(u64)> Helper<'_, '_, P> {
-    /// Reads and decodes the next block, if no decoder is reading one now and the budget is
-    /// not spent: over it, the decoders hold back (each waits with one block) and so does
-    /// the applier, which waits for the block it needs instead. That block is always on its
-    /// way: it was read before every block held, by a decoder that decodes it before it
-    /// reads again and is not waiting for the budget (the block comes next).
+    /// Reads and decodes the next block, if no decoder is reading one now and it fits the
+    /// budget (else it stays framed for the next decoder to take): over the budget, the
+    /// decoders hold back (each waits with one block) and so does the applier, which waits
+    /// for the block it needs instead. That block is always on its way: it was read before
+    /// every block held, by a decoder that decodes it before it reads again and is not
+    /// waiting for the budget (the block comes next), or by the applier itself, which
+    /// decoded it at once.
     fn decode_next(&self) -> Option<Result<Decoded, ReplayError>> {
         if self.pool.in_flight.over() {
             return None;
@@ -666,7 +691,7 @@ impl<P: FnMut(u64)> Helper<'_, '_, P> {
         let next = next_block(&mut *self.source.try_lock().ok()?, self.pool, false);
         let block = match next {
             Next::Block(block) => block,
-            Next::End => return None,
+            Next::Later | Next::End => return None,
             Next::Failed(e) => return Some(Err(e)),
         };
         let ctx = self.reading.context();
@@ -718,6 +743,66 @@ fn apply_in_order<P: FnMut(u64)>(
 mod tests {
     use super::*;
     use std::borrow::Cow;
+
+    /// The applier, which must not wait, leaves a block over the budget framed for the next
+    /// reader: nothing is read twice or skipped, and the budget is not overshot.
+    #[test]
+    fn a_block_over_the_budget_is_left_for_the_next_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        // Lines of 128 bytes: blocks end at `BLOCK` bytes, before their line limit.
+        let line = format!("{{\"org\":\"a\",\"pad\":\"{}\"}}\n", "x".repeat(107));
+        assert_eq!(line.len(), 128);
+        let total = 3 * BLOCK / line.len();
+        std::fs::write(&path, line.repeat(total)).unwrap();
+        let inputs = vec![path.display().to_string()];
+        let pool = Pool {
+            spares: Spares::default(),
+            in_flight: InFlight::new(1),
+        };
+        let read = std::cell::Cell::new(0u64);
+        let mut source = Source::new(&inputs, 1 << 20, |n| read.set(read.get() + n));
+        let Next::Block(first) = next_block(&mut source, &pool, true) else {
+            panic!("the first block is read");
+        };
+        // Held past the budget (a line of many objects would do this).
+        pool.in_flight
+            .add_records(pool.in_flight.budget.records, first.seq, false);
+        assert!(matches!(next_block(&mut source, &pool, false), Next::Later));
+        let held = pool.in_flight.state.lock().unwrap().cost;
+        assert_eq!(
+            held.bytes, first.cost.bytes,
+            "the block left was not counted"
+        );
+        let read_by_then = read.get();
+        pool.in_flight.release(first.cost);
+        pool.in_flight.release(Cost {
+            bytes: 0,
+            records: pool.in_flight.budget.records,
+        });
+        let mut seqs = vec![first.seq];
+        let mut lines = first.lines.len();
+        loop {
+            match next_block(&mut source, &pool, false) {
+                Next::Block(b) => {
+                    if b.seq == 1 {
+                        assert_eq!(read.get(), read_by_then, "the block left is not read again");
+                        assert_eq!(b.cost.bytes, BLOCK, "nor read on into");
+                    }
+                    seqs.push(b.seq);
+                    lines += b.lines.len();
+                    pool.in_flight.release(b.cost);
+                }
+                Next::End => break,
+                Next::Later => panic!("nothing is held: every block fits"),
+                Next::Failed(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(seqs, [0, 1, 2]);
+        assert_eq!(lines, total);
+        drop(source);
+        assert_eq!(read.get(), (total * line.len()) as u64);
+    }
 
     #[test]
     fn decoded_events_borrow_only_their_blocks_bytes() {

@@ -56,6 +56,8 @@ pub(super) struct Source<'i, P> {
     max: usize,
     seq: u64,
     done: bool,
+    /// A block framed and left to be taken by the next call ([`Source::unframe`]).
+    framed: Option<(Vec<Option<Range<usize>>>, usize)>,
     /// Told the bytes of each read.
     progress: P,
 }
@@ -69,6 +71,7 @@ impl<'i, P: FnMut(u64)> Source<'i, P> {
             max,
             seq: 0,
             done: false,
+            framed: None,
             progress,
         }
     }
@@ -79,9 +82,14 @@ impl<'i, P: FnMut(u64)> Source<'i, P> {
         BLOCK + max.min(BLOCK) + 4
     }
 
-    /// Reads and frames the lines of the next block into `lines` (emptied first). The first
-    /// read error ends the replay with it, as in a single-thread replay.
-    pub(super) fn frame(&mut self, mut lines: Vec<Option<Range<usize>>>) -> Framed {
+    /// Reads and frames the lines of the next block into a vector from `empty` (or gives
+    /// back the block [`Source::unframe`] left). The first read error ends the replay with
+    /// it, as in a single-thread replay.
+    pub(super) fn frame(&mut self, empty: impl FnOnce() -> Vec<Option<Range<usize>>>) -> Framed {
+        if let Some((lines, used)) = self.framed.take() {
+            return Framed::Lines { lines, used };
+        }
+        let mut lines = empty();
         while !self.done {
             let open = match &mut self.open {
                 Some(open) => open,
@@ -168,10 +176,17 @@ impl<'i, P: FnMut(u64)> Source<'i, P> {
         (seq, std::mem::replace(&mut self.buf, next))
     }
 
+    /// Leaves the block [`Source::frame`] gave (not taken) to be given again by the next
+    /// call, unread and uncounted.
+    pub(super) fn unframe(&mut self, lines: Vec<Option<Range<usize>>>, used: usize) {
+        self.framed = Some((lines, used));
+    }
+
     /// Ends the reading: nothing more is framed.
     pub(super) fn stop(&mut self) {
         self.done = true;
         self.open = None;
+        self.framed = None;
     }
 
     fn fail(&mut self, path: &str, source: std::io::Error) -> Framed {
