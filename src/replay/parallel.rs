@@ -13,9 +13,9 @@
 //! bytes ([`Record`]), so nothing is copied or read again on the threads that apply it.
 //!
 //! N threads decode, and the calling thread decodes too while it would otherwise wait, which
-//! keeps every core busy whichever stage is slower. (With N − 1
-//! decoders besides it, two threads ran 1.63 of the 2 cores; one more decoder thread gives the
-//! scheduler work to put in each gap: 1.73 cores and 6–8 % less wall time.) What is in flight
+//! keeps every core busy whichever stage is slower. (With N − 1 decoders besides it, two
+//! threads ran 1.63 of the 2 cores; one more decoder thread gives the scheduler work to put
+//! in each gap: 1.73 cores and 6–8 % less wall time.) What is in flight
 //! (read, not yet applied) is held to budgets per thread: input bytes ([`BYTES_PER_THREAD`];
 //! one block at a time past it, for a block that holds one long line) and the records decoded
 //! from them ([`RECORDS_PER_THREAD`]; a block of at most [`BLOCK_LINES`] lines, and a
@@ -627,8 +627,9 @@ fn decode_block(
 
 /// Reads `inputs` as `reading` says, decodes on `threads` threads (and on the caller while it
 /// waits) and hands each decoded block to `apply` on the calling thread, in input order.
-/// `progress` is called, on whichever thread read them, with the bytes of each read. A block's bytes count
-/// against the budget until its [`Lease`] is dropped, here or on a thread `apply` gave it to.
+/// `progress` is called, on whichever thread read them, with the bytes of each read. A
+/// block's bytes count against the budget until its [`Lease`] is dropped, here or on a
+/// thread `apply` gave it to.
 pub(super) fn run(
     reading: &Reading,
     inputs: &[String],

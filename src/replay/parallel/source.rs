@@ -154,20 +154,16 @@ impl<'i, P: FnMut(u64)> Source<'i, P> {
         Framed::End
     }
 
-    /// Bytes a block taking the first `used` leaves to read on from.
-    pub(super) fn rest(&self, used: usize) -> usize {
-        self.buf.len().saturating_sub(used)
-    }
-
     /// Takes the first `used` bytes framed, as the buffer they were read into, and the
     /// block's number; the rest moves to `next` (emptied first), which reads on. (Copying
     /// the block instead was half of the reading's instructions.)
     pub(super) fn take(&mut self, used: usize, mut next: Vec<u8>) -> (u64, Vec<u8>) {
         next.clear();
         let used = used.min(self.buf.len());
-        if next.capacity() < BLOCK + self.rest(used) {
+        let want = BLOCK + (self.buf.len() - used);
+        if next.capacity() < want {
             // New rather than grown: growing copies what the buffer held before.
-            next = Vec::with_capacity(Self::room(self.max).max(BLOCK + self.rest(used)));
+            next = Vec::with_capacity(Self::room(self.max).max(want));
         }
         next.extend_from_slice(&self.buf[used..]);
         self.buf.truncate(used);
