@@ -13,6 +13,32 @@ use crate::detect::Transition;
 use crate::model::Dimension;
 
 impl Org {
+    /// Seconds until one more request fits in `dim` at `now`: `None` for an unlimited
+    /// dimension, `Some(None)` when it waits on a job finishing.
+    pub(super) fn headroom_seconds(&self, dim: Dimension, now: i64) -> Option<Option<u64>> {
+        let limit = dim.limit(&self.limits);
+        if limit == 0 {
+            return None;
+        }
+        let tokens = self.tokens.as_deref();
+        let frees_at_ms = match dim {
+            Dimension::Concurrency => {
+                return Some(((self.jobs.in_flight() as u64) < limit).then_some(0));
+            }
+            Dimension::Rpm => self.rpm.frees_at(sec(now), limit) * 1_000,
+            Dimension::Daily => daily_frees_at(&self.daily, self.limits.daily_window, limit, now),
+            Dimension::Tpm => tokens.map_or(now, |t| t.tpm.frees_at(sec(now), limit) * 1_000),
+            Dimension::Tpd => tokens.map_or(now, |t| t.tpd.frees_at(minute(now), limit) * 60_000),
+            _ => {
+                return match &self.extended {
+                    Some(x) => x.own.headroom_seconds(dim, &self.limits, now),
+                    None => Some(Some(0)),
+                };
+            }
+        };
+        Some(Some(((frees_at_ms - now).max(0) as u64).div_ceil(1_000)))
+    }
+
     pub(super) fn snapshot(&self, now: i64, s: &Settings, view: View) -> OrgSnapshot {
         let full = view != View::Metrics;
         let dims: Vec<Dimension> = Dimension::ALL

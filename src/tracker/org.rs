@@ -698,11 +698,17 @@ impl Org {
 
     /// Jobs past `stuck_after` become stuck and those past `release_after` stop holding a
     /// slot (timed out), as of `now`.
-    pub(super) fn release_due(&mut self, now: i64, s: &Settings) {
+    /// Marks the jobs due by `now` stuck, then releases those due; returns how many were
+    /// stuck in between (none: `None`), when that was more than are stuck now: jobs whose
+    /// two deadlines both fell since the last tick (a replay's minute ticks over a quiet
+    /// stretch, with `release_after` less than a minute after `stuck_after`).
+    pub(super) fn release_due(&mut self, now: i64, s: &Settings) -> Option<u64> {
         let d = &s.detect;
+        let mut between = None;
         if let Some(jobs) = self.jobs.get_mut()
             && jobs.in_flight() > 0
         {
+            let stuck_before = jobs.stuck_count();
             let mut newly_stuck = 0;
             let mut released = Vec::new();
             jobs.advance(
@@ -712,6 +718,10 @@ impl Org {
                 |_| newly_stuck += 1,
                 |j| released.push(*j),
             );
+            let peak = stuck_before + newly_stuck as usize;
+            if newly_stuck > 0 && peak > jobs.stuck_count() {
+                between = Some(peak as u64);
+            }
             self.ever_stuck += newly_stuck;
             let floor = now.saturating_sub(HORIZON_MS);
             for job in &released {
@@ -723,13 +733,14 @@ impl Org {
                     .end(job.started_ms, due.min(now), floor);
             }
         }
+        between
     }
 
     pub(super) fn tick(&mut self, now: i64, s: &Settings, out: &mut Vec<Transition>) {
         // Events may run a little ahead of the clock (live, up to 5 minutes): the clock
         // never takes the org back behind what it has seen.
         let now = self.advance_to(now);
-        self.release_due(now, s);
+        let stuck_between = self.release_due(now, s);
         if !self.alerting {
             return;
         }
@@ -737,6 +748,12 @@ impl Org {
         if let Some(threshold) = self.burst_threshold {
             let edge = self.burst.tick(now, d.burst_window_ms, threshold);
             self.burst_edge(edge, now, s, out);
+        }
+        if let Some(stuck) = stuck_between {
+            // Stuck, then released, both since the last tick: judged stuck first, as a
+            // tick between the two would have, so the alert says so (firing and resolved
+            // at this tick) rather than nothing.
+            self.alerts.stuck(&self.name, stuck, now, out);
         }
         self.judge_stuck(now, out);
         for dim in Dimension::ALL.into_iter().take(Dimension::LEGACY) {
@@ -750,32 +767,6 @@ impl Org {
             self.judge_extended(None, now, s, out);
         }
         self.judge_mismatch(s, out);
-    }
-
-    /// Seconds until one more request fits in `dim` at `now`: `None` for an unlimited
-    /// dimension, `Some(None)` when it waits on a job finishing.
-    pub(super) fn headroom_seconds(&self, dim: Dimension, now: i64) -> Option<Option<u64>> {
-        let limit = dim.limit(&self.limits);
-        if limit == 0 {
-            return None;
-        }
-        let tokens = self.tokens.as_deref();
-        let frees_at_ms = match dim {
-            Dimension::Concurrency => {
-                return Some(((self.jobs.in_flight() as u64) < limit).then_some(0));
-            }
-            Dimension::Rpm => self.rpm.frees_at(sec(now), limit) * 1_000,
-            Dimension::Daily => daily_frees_at(&self.daily, self.limits.daily_window, limit, now),
-            Dimension::Tpm => tokens.map_or(now, |t| t.tpm.frees_at(sec(now), limit) * 1_000),
-            Dimension::Tpd => tokens.map_or(now, |t| t.tpd.frees_at(minute(now), limit) * 60_000),
-            _ => {
-                return match &self.extended {
-                    Some(x) => x.own.headroom_seconds(dim, &self.limits, now),
-                    None => Some(Some(0)),
-                };
-            }
-        };
-        Some(Some(((frees_at_ms - now).max(0) as u64).div_ceil(1_000)))
     }
 }
 

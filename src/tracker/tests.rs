@@ -270,6 +270,45 @@ fn overflow_org_raises_no_alerts() {
     assert!(out.is_empty(), "{out:?}");
 }
 
+/// A job stuck and released between two ticks (a replay's minute ticks over a quiet
+/// stretch, `release_after` under a minute after `stuck_after`) is still alerted on: firing
+/// and resolved at the tick that finds it past both, not nothing.
+#[test]
+fn a_job_stuck_and_released_between_ticks_still_alerts() {
+    let mut t = Tracker::new(&config(
+        "[detect]\nstuck_after = \"30s\"\nrelease_after = \"50s\"\n",
+    ));
+    feed(
+        &mut t,
+        &format!(r#"{{"org":"acme","ts":{T0},"status":202,"job_id":"j1"}}"#),
+        T0,
+    );
+    let mut out = Vec::new();
+    t.tick(T0 + 60_000, &mut out);
+    assert_eq!(
+        fired(&out, AlertName::JobsStuck),
+        vec![(Status::Firing, "warning"), (Status::Resolved, "warning")]
+    );
+    assert!(out.iter().all(|t| t.ts_ms == T0 + 60_000), "{out:?}");
+    let s = t.snapshot(T0 + 60_000);
+    assert_eq!(org(&s, "acme").jobs_in_flight, 0, "released");
+    // Past only the first deadline, it fires once and stays firing.
+    feed(
+        &mut t,
+        &format!(
+            r#"{{"org":"acme","ts":{},"status":202,"job_id":"j2"}}"#,
+            T0 + 61_000
+        ),
+        T0 + 61_000,
+    );
+    out.clear();
+    t.tick(T0 + 100_000, &mut out);
+    assert_eq!(
+        fired(&out, AlertName::JobsStuck),
+        vec![(Status::Firing, "warning")]
+    );
+}
+
 #[test]
 fn jobs_stuck_then_released_with_alert() {
     let mut t = Tracker::new(&config(
