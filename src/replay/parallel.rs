@@ -232,9 +232,18 @@ impl Spares {
             mut records,
             bytes,
             lines,
+            owns_heap,
             ..
         } = d;
-        records.clear();
+        if owns_heap {
+            records.clear();
+        } else {
+            // SAFETY: no element is left counted (length 0 is within any capacity). They
+            // are forgotten, not dropped: none owns memory (`owns_heap`), so nothing leaks,
+            // and their drops only read every record once more on a thread that had not
+            // (a percent of a threaded replay).
+            unsafe { records.set_len(0) };
+        }
         // Records of a line of very many objects are let go, not kept for every block after.
         if records.capacity() <= 2 * BLOCK_LINES {
             keep(&self.records, records);
@@ -271,6 +280,7 @@ impl Drop for Lease {
     fn drop(&mut self) {
         // Empty vectors allocate nothing: what is left behind costs nothing to drop.
         let empty = Decoded {
+            owns_heap: false,
             seq: self.decoded.seq,
             cost: Cost::default(),
             bytes: BlockBytes::Raw(Vec::new()),
@@ -313,6 +323,7 @@ pub(super) struct Record(Result<Parsed<'static>, Rejection>);
 impl Record {
     /// Pushes `decoded`, decoded from `block`, onto `records`, the records of that block:
     /// moved once, as it is (building another type from it copied the event three times).
+    /// Returns whether it owns heap memory (a rejection counts as owning: they are few).
     ///
     /// # Safety
     /// `records` must not outlive `block`'s bytes or see them changed: see [`Record`].
@@ -320,7 +331,7 @@ impl Record {
         records: &mut Vec<Record>,
         decoded: Result<Parsed<'_>, Rejection>,
         block: &[u8],
-    ) {
+    ) -> bool {
         records.reserve(1);
         let len = records.len();
         // SAFETY: `reserve` made room for one more at `len`, which `write` fills before
@@ -338,8 +349,11 @@ impl Record {
             slot.write(decoded);
             records.set_len(len + 1);
         }
-        if let Some(Record(Ok(p))) = records.last_mut() {
-            own_outside(&mut p.event, block);
+        match records.last_mut() {
+            Some(Record(Ok(p))) => {
+                own_outside(&mut p.event, block) || p.field_errors.capacity() != 0
+            }
+            _ => true,
         }
     }
 
@@ -354,8 +368,9 @@ impl Record {
 }
 
 /// Makes every string `ev` borrows from elsewhere than `block` (a source's default org or
-/// app) its own, so that only the block's bytes are borrowed.
-fn own_outside(ev: &mut Event<'_>, block: &[u8]) {
+/// app) its own, so that only the block's bytes are borrowed; returns whether `ev` then
+/// owns heap memory.
+fn own_outside(ev: &mut Event<'_>, block: &[u8]) -> bool {
     let base = block.as_ptr_range();
     let base = base.start as usize..base.end as usize;
     let own = |s: &mut std::borrow::Cow<'_, str>| {
@@ -385,17 +400,20 @@ fn own_outside(ev: &mut Event<'_>, block: &[u8]) {
         images: _,
         latency_ms: _,
         request_id,
-        upstream: _,
+        upstream,
         model,
         batch: _,
     } = ev;
     own(org);
+    let mut owns = matches!(org, std::borrow::Cow::Owned(_)) || upstream.capacity() != 0;
     for s in [app, job_id, error_code, request_id, model]
         .into_iter()
         .flatten()
     {
         own(s);
+        owns |= matches!(s, std::borrow::Cow::Owned(_));
     }
+    owns
 }
 
 /// A decoded line: its bytes in the block (`None`: over the limit, not kept), its records
@@ -445,6 +463,8 @@ impl BlockBytes {
 pub(super) struct Decoded {
     /// Declared before the bytes its events borrow, so that it is dropped before them.
     records: Vec<Record>,
+    /// Some record owns heap memory (else they are let go without their drops).
+    owns_heap: bool,
     seq: u64,
     /// What it counts against the budget, released when its [`Lease`] is dropped.
     cost: Cost,
@@ -572,6 +592,7 @@ fn decode_block(
     let bytes = BlockBytes::new(bytes);
     let all = bytes.as_bytes();
     let mut records = spare(&spares.records);
+    let mut owns_heap = false;
     records.reserve(lines.len());
     let mut out = spare(&spares.lines);
     out.reserve(lines.len());
@@ -591,7 +612,7 @@ fn decode_block(
         let mut emit = |r| {
             // SAFETY: what is decoded is decoded from `all`, the bytes of the block these
             // records go into (see `Record`).
-            unsafe { Record::push(&mut records, r, all) };
+            owns_heap |= unsafe { Record::push(&mut records, r, all) };
             if records.len().is_multiple_of(COUNT_EVERY) {
                 count(records.len());
             }
@@ -617,6 +638,7 @@ fn decode_block(
     cost.records += counted;
     keep(&spares.spans, lines);
     Decoded {
+        owns_heap,
         seq,
         cost,
         bytes,
@@ -803,6 +825,55 @@ mod tests {
         assert_eq!(lines, total);
         drop(source);
         assert_eq!(read.get(), (total * line.len()) as u64);
+    }
+
+    /// A block whose records own no heap memory says so, and is let go without their
+    /// drops; one record that owns any (an escaped or outside string, upstream reports, a
+    /// field error, a rejection) makes its block drop them all.
+    #[test]
+    fn a_block_knows_whether_its_records_own_memory() {
+        let owns = |text: &str, default_org: Option<&str>| {
+            let pool = Pool {
+                spares: Spares::default(),
+                in_flight: InFlight::new(1),
+            };
+            let ctx = crate::events::ParseContext {
+                default_org,
+                ..Default::default()
+            };
+            let mut lines = Vec::new();
+            let mut at = 0;
+            for l in text.split_inclusive('\n') {
+                lines.push(Some(at..at + l.trim_end().len()));
+                at += l.len();
+            }
+            let block = Block {
+                seq: 0,
+                cost: Cost::default(),
+                bytes: text.as_bytes().to_vec(),
+                lines,
+            };
+            let format = LineFormat::Json { fields: Vec::new() };
+            let d = decode_block(&format, &ctx, &pool, block, false);
+            let owns = d.owns_heap;
+            pool.spares.keep_decoded(d);
+            owns
+        };
+        let plain = "{\"org\":\"a\",\"app\":\"b\",\"job_id\":\"j\",\"status\":202}\n";
+        assert!(!owns(&plain.repeat(3), None));
+        for one in [
+            "{\"org\":\"a\",\"app\":\"\\u0041\"}\n",
+            "{\"org\":\"a\",\"model\":\"m\\n\"}\n",
+            "{\"status\":200}\n",
+            "{\"org\":\"a\",\"ratelimit\":{\"limit_requests\":5,\"remaining_requests\":1}}\n",
+            "{\"org\":\"a\",\"status\":\"abc\"}\n",
+            "{\"org\":\"\"}\n",
+        ] {
+            assert!(
+                owns(&format!("{plain}{one}{plain}"), Some("fallback")),
+                "{one}"
+            );
+        }
     }
 
     #[test]
