@@ -17,7 +17,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use super::jobs::JobOutcome;
+use super::jobs::{JobKey, JobOutcome, id_hash};
 
 /// How late a job event may be and still be counted exactly (the windows' slack).
 pub const HORIZON_MS: i64 = 300_000;
@@ -247,6 +247,13 @@ impl PeakConcurrency {
     }
 }
 
+/// The filter's word and bit for an id of [`id_hash`] `hash`: twelve of its bits, from
+/// another seed than the map's, so an id the filter lets through shares no more with a
+/// held one than a random id would.
+fn filter_bit(hash: u32) -> (usize, u64) {
+    ((hash >> 6) as usize % FILTER_WORDS, 1 << (hash & 63))
+}
+
 /// Bits of [`EarlyEnds::maybe`], a one-hash Bloom filter of the ids held.
 const FILTER_WORDS: usize = 64;
 
@@ -283,7 +290,7 @@ impl EarlyEnds {
     /// Notes that job `id` ended at `ts` with `outcome` before its start was seen. At most
     /// `cap` are kept (the oldest are forgotten first).
     pub fn note(&mut self, id: &str, ts: i64, outcome: JobOutcome, cap: usize) {
-        let (word, bit) = self.filter_bit(id);
+        let (word, bit) = filter_bit(id_hash(id));
         self.maybe[word] |= bit;
         let id: Arc<str> = Arc::from(id);
         // An id noted again at another time is queued at that time too: its older place in
@@ -303,27 +310,23 @@ impl EarlyEnds {
     /// The end of job `id` that came before its start. It may be stamped a little before the
     /// start (two shippers' clocks): it is that job's end all the same.
     pub fn take(&mut self, id: &str) -> Option<(i64, JobOutcome)> {
+        self.take_keyed(JobKey::new(id))
+    }
+
+    /// [`EarlyEnds::take`] of an id already hashed.
+    pub fn take_keyed(&mut self, key: JobKey<'_>) -> Option<(i64, JobOutcome)> {
         if self.by_id.is_empty() {
             return None;
         }
-        let (word, bit) = self.filter_bit(id);
+        let (word, bit) = filter_bit(key.hash());
         if self.maybe[word] & bit == 0 {
             return None;
         }
-        let taken = self.by_id.remove(id);
+        let taken = self.by_id.remove(key.id());
         if taken.is_some() {
             self.note_left();
         }
         taken
-    }
-
-    /// The filter's word and bit for `id`: twelve bits of the map's hash, from its middle
-    /// (the map's own tag is the top seven, so an id the filter lets through would share
-    /// its tag with a held one and cost the map key comparisons).
-    fn filter_bit(&self, id: &str) -> (usize, u64) {
-        use std::hash::BuildHasher;
-        let h = self.by_id.hasher().hash_one(id) >> 32;
-        ((h >> 6) as usize % FILTER_WORDS, 1 << (h & 63))
     }
 
     /// Counts an id that left, rebuilding the filter from those held once more have left
@@ -340,7 +343,7 @@ impl EarlyEnds {
     fn filter_of_held(&self) -> [u64; FILTER_WORDS] {
         let mut maybe = [0; FILTER_WORDS];
         for id in self.by_id.keys() {
-            let (word, bit) = self.filter_bit(id);
+            let (word, bit) = filter_bit(id_hash(id));
             maybe[word] |= bit;
         }
         maybe

@@ -155,24 +155,41 @@ pub struct Job {
     seq: u64,
 }
 
-/// A job id, with its hash when the [`Jobs`] it is for made it ([`Jobs::key`]). Only that
-/// set's hash is right: another set hashes with another seed.
+/// A job id with its hash ([`id_hash`]), made once for an event and used by every set that
+/// looks the id up (the org's jobs and its early ends): hashing it for each was a percent
+/// of replay.
 #[derive(Debug, Clone, Copy)]
 pub struct JobKey<'a> {
     id: &'a str,
-    hash: Option<u32>,
+    hash: u32,
 }
 
 impl<'a> JobKey<'a> {
-    /// `id`, to be hashed by the set it is started in.
+    /// `id` and its hash.
     pub fn new(id: &'a str) -> Self {
-        JobKey { id, hash: None }
+        JobKey {
+            id,
+            hash: id_hash(id),
+        }
     }
 
     /// The id.
     pub fn id(&self) -> &'a str {
         self.id
     }
+
+    /// Its [`id_hash`].
+    pub fn hash(&self) -> u32 {
+        self.hash
+    }
+}
+
+/// The 32 bits of a job id's hash that sets of ids file it under: foldhash's high half, of
+/// one seed per process (drawn at random, as ids come from outside), so that any set's hash
+/// of an id is every set's.
+pub fn id_hash(id: &str) -> u32 {
+    static HASHER: std::sync::OnceLock<foldhash::fast::RandomState> = std::sync::OnceLock::new();
+    (HASHER.get_or_init(Default::default).hash_one(id) >> 32) as u32
 }
 
 /// What [`Jobs::start`] did.
@@ -369,7 +386,6 @@ pub struct Jobs {
     /// Free slots, the latest freed last.
     free: Vec<u32>,
     by_id: JobIndex,
-    hasher: foldhash::fast::RandomState,
     /// Not yet stuck, oldest start first.
     fresh: Fresh,
     /// Stuck and not yet released, by (start time, seq) → slot.
@@ -388,7 +404,6 @@ impl Jobs {
             slots: Vec::new(),
             free: Vec::new(),
             by_id: JobIndex::default(),
-            hasher: foldhash::fast::RandomState::default(),
             fresh: Fresh::default(),
             stuck: BTreeMap::new(),
             max: max.max(1),
@@ -423,25 +438,16 @@ impl Jobs {
         self.by_id.len() - later_fresh - later_stuck
     }
 
-    /// The 32 bits of an id's hash the index files it under (foldhash's high half).
-    fn hash(&self, id: &str) -> u32 {
-        (self.hasher.hash_one(id) >> 32) as u32
-    }
-
     /// `id`'s key in this set, hashed once for the event. The index cell a start reads first
     /// is fetched into the cache now: at scale (a thousand jobs per org) the index outgrows
     /// the caches and that read was a miss, about a tenth of one-thread replay's time; asked
     /// for before the event's windows are counted, the cell arrives while they are.
     pub fn key<'a>(&self, id: &'a str) -> JobKey<'a> {
-        if self.by_id.is_unsized() {
-            return JobKey::new(id);
+        let key = JobKey::new(id);
+        if !self.by_id.is_unsized() {
+            self.by_id.prefetch_probe(key.hash);
         }
-        let hash = self.hash(id);
-        self.by_id.prefetch_probe(hash);
-        JobKey {
-            id,
-            hash: Some(hash),
-        }
+        key
     }
 
     /// Starts job `id` at `ts`.
@@ -449,14 +455,9 @@ impl Jobs {
         self.start_keyed(JobKey::new(id), app, ts)
     }
 
-    /// Starts the job of `key` (from this set's [`Jobs::key`], or [`JobKey::new`]) at `ts`.
+    /// Starts the job of `key` at `ts`.
     pub fn start_keyed(&mut self, key: JobKey<'_>, app: u32, ts: i64) -> Start {
-        let id = key.id;
-        debug_assert!(
-            key.hash.is_none_or(|h| h == self.hash(id)),
-            "a job key made by another set of jobs"
-        );
-        let hash = key.hash.unwrap_or_else(|| self.hash(id));
+        let (id, hash) = (key.id, key.hash);
         let slots = &self.slots;
         if self
             .by_id
@@ -573,7 +574,6 @@ impl Jobs {
         }
         let mut jobs = Jobs::new(self.max);
         jobs.next_seq = self.next_seq;
-        jobs.hasher = self.hasher.clone();
         let held = std::mem::take(&mut self.slots)
             .into_iter()
             .filter(|e| e.job.seq != FREE)
@@ -586,7 +586,7 @@ impl Jobs {
     fn refile(&mut self, jobs: impl Iterator<Item = (JobId, Job)>) {
         let mut fresh = Vec::new();
         for (id, job) in jobs {
-            let hash = self.hash(id.as_str());
+            let hash = id_hash(id.as_str());
             let slot = self.file(id, hash, job);
             if job.stuck {
                 self.stuck.insert((job.started_ms, job.seq), slot);
@@ -622,7 +622,7 @@ impl Jobs {
     /// keeping its start and place in the orderings. False when `from` is not in flight or
     /// `to` already is.
     pub fn rename(&mut self, from: &str, to: &str) -> bool {
-        let (old, new) = (self.hash(from), self.hash(to));
+        let (old, new) = (id_hash(from), id_hash(to));
         let slots = &self.slots;
         if self
             .by_id
@@ -646,7 +646,7 @@ impl Jobs {
     pub fn holds(&self, id: &str) -> bool {
         let slots = &self.slots;
         self.by_id
-            .find(self.hash(id), |s| slots[s as usize].id.is(id))
+            .find(id_hash(id), |s| slots[s as usize].id.is(id))
             .is_some()
     }
 
@@ -662,7 +662,7 @@ impl Jobs {
 
     /// Ends job `id`; `None` if it was not in flight.
     pub fn finish(&mut self, id: &str) -> Option<Job> {
-        let hash = self.hash(id);
+        let hash = id_hash(id);
         let slots = &self.slots;
         let (_, slot) = self.by_id.find(hash, |s| slots[s as usize].id.is(id))?;
         let seq = slots[slot as usize].job.seq;
