@@ -302,10 +302,14 @@ impl<S: Slot> Window<S> {
             last => {
                 let from = last.map_or(self.front.prev, |(b, _)| b);
                 let at_end = self.inside.at >= self.bytes.len();
-                self.room(20);
-                put(&mut self.bytes, (bucket - from) as u64);
-                let at = self.bytes.len();
+                let gap = (bucket - from) as u64;
                 let added = n.min(S::MAX);
+                // What the entry takes, not the most it could: asked for room for the
+                // largest (20 bytes), a small window grew by those 20 at nearly every
+                // append, a reallocation each (one every five lines of replay).
+                self.room(varint_len(gap as i64) + varint_len(added as i64));
+                put(&mut self.bytes, gap);
+                let at = self.bytes.len();
                 put(&mut self.bytes, added);
                 self.set_last(Some((bucket, at)));
                 if at_end && bucket <= self.head - self.width() {
