@@ -697,11 +697,10 @@ impl Org {
     }
 
     /// Jobs past `stuck_after` become stuck and those past `release_after` stop holding a
-    /// slot (timed out), as of `now`.
-    /// Marks the jobs due by `now` stuck, then releases those due; returns how many were
-    /// stuck in between (none: `None`), when that was more than are stuck now: jobs whose
-    /// two deadlines both fell since the last tick (a replay's minute ticks over a quiet
-    /// stretch, with `release_after` less than a minute after `stuck_after`).
+    /// slot (timed out), as of `now`. Returns how many were stuck between the two steps when
+    /// releasing lowered that count: jobs whose two deadlines both fell since the org's last
+    /// tick (a replay's minute ticks over a quiet stretch with `release_after` less than a
+    /// minute after `stuck_after`, or a late start reaching an org quiet since before both).
     pub(super) fn release_due(&mut self, now: i64, s: &Settings) -> Option<u64> {
         let d = &s.detect;
         let mut between = None;
