@@ -307,14 +307,9 @@ impl EarlyEnds {
         }
     }
 
-    /// The end of job `id` that came before its start. It may be stamped a little before the
-    /// start (two shippers' clocks): it is that job's end all the same.
-    pub fn take(&mut self, id: &str) -> Option<(i64, JobOutcome)> {
-        self.take_keyed(JobKey::new(id))
-    }
-
-    /// [`EarlyEnds::take`] of an id already hashed.
-    pub fn take_keyed(&mut self, key: JobKey<'_>) -> Option<(i64, JobOutcome)> {
+    /// The end of the job `key` names that came before its start. It may be stamped a
+    /// little before the start (two shippers' clocks): it is that job's end all the same.
+    pub fn take(&mut self, key: JobKey<'_>) -> Option<(i64, JobOutcome)> {
         if self.by_id.is_empty() {
             return None;
         }
@@ -463,8 +458,11 @@ mod tests {
     fn early_ends_wait_for_their_start_within_the_horizon() {
         let mut e = EarlyEnds::default();
         e.note("j1", 100, JobOutcome::Completed, 10);
-        assert_eq!(e.take("j1"), Some((100, JobOutcome::Completed)));
-        assert_eq!(e.take("j1"), None, "used once");
+        assert_eq!(
+            e.take(JobKey::new("j1")),
+            Some((100, JobOutcome::Completed))
+        );
+        assert_eq!(e.take(JobKey::new("j1")), None, "used once");
         e.note("j3", 100, JobOutcome::Failed, 10);
         e.expire(101);
         assert!(e.is_empty());
@@ -503,7 +501,7 @@ mod tests {
         e.note("k", 150, JobOutcome::Completed, 10);
         e.note("j", 200, JobOutcome::Failed, 10);
         // Taken and noted again at the same time: two places in the queue match.
-        e.take("k");
+        e.take(JobKey::new("k"));
         e.note("k", 150, JobOutcome::Completed, 10);
         let bytes = postcard::to_stdvec(&e).unwrap();
         let stored: Vec<(String, i64, u8)> = postcard::from_bytes(&bytes).unwrap();
@@ -535,7 +533,7 @@ mod tests {
         }
         let full = e.maybe.iter().map(|w| w.count_ones()).sum::<u32>();
         for i in 0..190 {
-            assert!(e.take(&format!("j{i}")).is_some());
+            assert!(e.take(JobKey::new(&format!("j{i}"))).is_some());
         }
         let after = e.maybe.iter().map(|w| w.count_ones()).sum::<u32>();
         assert!(after < full, "rebuilt: {after} bits set of {full}");
@@ -545,9 +543,12 @@ mod tests {
         for mut x in [e, copy, back] {
             assert!(x.filter_is_sound());
             for i in 190..200 {
-                assert_eq!(x.take(&format!("j{i}")), Some((i, JobOutcome::Completed)));
+                assert_eq!(
+                    x.take(JobKey::new(&format!("j{i}"))),
+                    Some((i, JobOutcome::Completed))
+                );
             }
-            assert_eq!(x.take("j0"), None);
+            assert_eq!(x.take(JobKey::new("j0")), None);
         }
     }
 
@@ -578,7 +579,7 @@ mod tests {
                     }
                     EndOp::Take(id) => {
                         let id = format!("j{id}");
-                        prop_assert_eq!(e.take(&id), plain.by_id.remove(id.as_str()));
+                        prop_assert_eq!(e.take(JobKey::new(&id)), plain.by_id.remove(id.as_str()));
                     }
                     EndOp::Expire(floor) => {
                         e.expire(floor);

@@ -438,7 +438,7 @@ impl Jobs {
         self.by_id.len() - later_fresh - later_stuck
     }
 
-    /// `id`'s key in this set, hashed once for the event. The index cell a start reads first
+    /// `id`'s key, hashed once for the event. The index cell a start in this set reads first
     /// is fetched into the cache now: at scale (a thousand jobs per org) the index outgrows
     /// the caches and that read was a miss, about a tenth of one-thread replay's time; asked
     /// for before the event's windows are counted, the cell arrives while they are.

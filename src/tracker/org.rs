@@ -582,7 +582,7 @@ impl Org {
         let d = &s.detect;
         // A job that ended before its start arrived, or started so long ago that it would
         // have been released by now: counted as what it was, never holding a slot now.
-        let early = self.early_ends.get_mut().and_then(|e| e.take_keyed(key));
+        let early = self.early_ends.get_mut().and_then(|e| e.take(key));
         let finished = match early {
             Some((end, outcome)) => Some((end.max(ts), outcome)),
             None if ts.saturating_add(d.release_after_ms) <= present => {
