@@ -73,18 +73,19 @@ pub struct Options {
     /// Lines longer than this are rejected as `too_large` (each event in them is still held
     /// to 64 KiB, as in a `POST /v1/events` body).
     pub max_line_bytes: usize,
-    /// Threads that decode lines (the calling thread routes their events in input order and
-    /// decodes too while the next block is not ready), and shards that apply them
-    /// (N, each an org's events in input order; none with `timeline`, which the calling thread
-    /// then applies); 1 reads, decodes and applies on the calling thread alone. The report is
-    /// the same whatever the count.
+    /// Threads in all, the calling thread one of them: N − 1 decode lines and the calling
+    /// thread routes their events in input order to N shards, each an org's events in input
+    /// order (none with `timeline`, which the calling thread then applies); every thread
+    /// applies the shards' queued batches first and the calling thread decodes while the
+    /// next block is not ready. 1 reads, decodes and applies on the calling thread alone. The
+    /// report is the same whatever the count.
     pub threads: usize,
     /// Record usage over time per org, for [`Report::write_html`].
     pub timeline: bool,
 }
 
-/// The default of `--threads`: a decoding thread and an applying shard per core, at most 8
-/// (each adds blocks in flight, and the one thread routing events in order is a limit too).
+/// The default of `--threads`: a thread and a shard per core, at most 8 (each adds blocks in
+/// flight, and the one thread routing events in order is a limit too).
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
 }
@@ -197,7 +198,7 @@ pub struct Replayer {
 struct Applier {
     /// The tracker; with `shards`, it only routes events (see [`sharded`]).
     tracker: Tracker,
-    /// The trackers that apply events on their own threads, when there are several.
+    /// The trackers that apply events, on whichever thread is free, when there are several.
     shards: Option<sharded::Shards>,
     /// Newest event time seen (the replay clock).
     clock: Option<i64>,
@@ -212,7 +213,7 @@ struct Applier {
 
 impl Applier {
     /// Applies one accepted event at the replay clock, after the clock ticks it moved past;
-    /// `record` is its place in its block's records (to find it again on a shard's thread).
+    /// `record` is its place in its block's records (to find it again on a shard).
     fn accept(&mut self, ev: &Event<'_>) {
         let now = self.clock_to(ev.ts_ms);
         self.tracker.apply(ev, now, &mut self.out);
@@ -735,9 +736,16 @@ pub fn run(config: &Config, opts: &Options, start_ms: i64) -> Result<Report, Rep
         if !opts.timeline {
             replayer.apply.shards = Some(sharded::Shards::start(config, opts.threads)?);
         }
-        parallel::run(&reading, &opts.inputs, opts.threads, progress, |lease| {
-            replayer.apply_lease(lease)
-        })?;
+        let chores = replayer.apply.shards.as_ref().map(|s| s.chores());
+        let chores = chores.as_deref().map(|c| c as &dyn parallel::Chores);
+        parallel::run(
+            &reading,
+            &opts.inputs,
+            opts.threads,
+            chores,
+            progress,
+            |lease| replayer.apply_lease(lease),
+        )?;
     } else {
         one_thread(&mut replayer, &opts.inputs, max, total, bar.as_ref())?;
     }

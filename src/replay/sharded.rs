@@ -1,6 +1,8 @@
 //! Replay applied on several threads, with the answers of one tracker: the orgs are dealt out
-//! to shards, each a [`Tracker`] on its own thread, and the calling thread routes every event
-//! in input order and merges what the shards report back into the order one tracker gives.
+//! to shards, each a [`Tracker`] that any of the replay's threads applies batches to (one
+//! thread at a time, in the order sent: [`ShardWork`], the replay's [`Chores`]), and the
+//! calling thread routes every event in input order and merges what the shards report back
+//! into the order one tracker gives.
 //!
 //! With decoding spread over threads (`parallel`), applying events in order on one thread was
 //! the bound of a threaded replay. An org's state changes only by its own events, so the
@@ -20,23 +22,21 @@
 //! before every shard has reported the events before it.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
-use std::sync::Arc;
-use std::sync::mpsc::{
-    Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError, channel, sync_channel,
-};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::parallel::{Lease, Record};
+use super::parallel::{Chores, Lease, Record};
 use crate::config::Config;
 use crate::detect::Transition;
 use crate::detect::alerts::AlertKey;
 use crate::tracker::{OrgReport, Routed, Tracker};
 
-/// Batches queued to a shard before the routing thread waits for it: enough that a shard
-/// never waits for the next block while the router finishes one, few enough that the blocks
-/// they hold stay within the replay's byte budget.
+/// Batches queued to a shard before the routing thread applies them itself: enough that
+/// the threads that take a shard's batches never run out while the router finishes a block,
+/// few enough that the blocks they hold stay within the replay's byte budget.
 const QUEUED: usize = 2;
 
 /// Steps (ticks, per shard) routed before they are handed over, even in the middle of a
@@ -84,11 +84,10 @@ struct Done {
     notes: Vec<(u32, Transition)>,
 }
 
-/// The shard threads and the routed sequence being built.
+/// The shards and the routed sequence being built.
 pub(super) struct Shards {
-    to: Vec<SyncSender<Arc<Batch>>>,
+    work: Arc<ShardWork>,
     done: Receiver<Done>,
-    threads: Vec<JoinHandle<Tracker>>,
     /// The block being routed.
     block: Option<Arc<Lease>>,
     ops: Vec<Vec<Op>>,
@@ -103,27 +102,26 @@ pub(super) struct Shards {
 }
 
 impl Shards {
-    /// Starts `n` shard threads (at least 2) with the orgs of `config` dealt out.
+    /// Sets up `n` shards (at least 2) with the orgs of `config` dealt out. No thread is
+    /// started: the replay's threads apply the shards' batches between their other work
+    /// ([`Shards::chores`]), so that there are no more of them than cores.
     pub(super) fn start(config: &Config, n: usize) -> io::Result<Shards> {
         let n = n.max(2);
         let (done_tx, done) = channel();
-        let mut to = Vec::with_capacity(n);
-        let mut threads = Vec::with_capacity(n);
-        for me in 0..n {
-            let (tx, rx) = sync_channel(QUEUED);
-            let tracker = Tracker::shard(config, me, n);
-            let done_tx = done_tx.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("replay-apply-{me}"))
-                    .spawn(move || apply(tracker, me, rx, done_tx))?,
-            );
-            to.push(tx);
-        }
+        let slots = (0..n)
+            .map(|me| Slot {
+                queue: Mutex::new(VecDeque::new()),
+                queued: AtomicUsize::new(0),
+                busy: AtomicBool::new(false),
+                tracker: Mutex::new(Tracker::shard(config, me, n)),
+            })
+            .collect();
         Ok(Shards {
-            to,
+            work: Arc::new(ShardWork {
+                slots,
+                done: done_tx,
+            }),
             done,
-            threads,
             block: None,
             ops: vec![Vec::new(); n],
             queued: 0,
@@ -132,6 +130,11 @@ impl Shards {
             merged: 0,
             pending: BTreeMap::new(),
         })
+    }
+
+    /// The shards' batches as work any thread of the replay may take.
+    pub(super) fn chores(&self) -> Arc<ShardWork> {
+        self.work.clone()
     }
 
     /// Routes the block's accepted record `record` (index into its records) to its org's
@@ -211,12 +214,17 @@ impl Shards {
             block,
             ops,
         });
-        for tx in &self.to {
-            tx.send(batch.clone()).map_err(|_| stopped())?;
-        }
         self.pending.insert(self.sent, (0, Vec::new()));
         self.sent += 1;
         self.at = 0;
+        for (me, slot) in self.work.slots.iter().enumerate() {
+            let behind = slot.push(batch.clone())?;
+            // A shard that fell behind is caught up here: the router waits for it, as it
+            // waited on a full queue when shards had threads of their own.
+            if behind > QUEUED {
+                self.work.catch_up(me)?;
+            }
+        }
         Ok(())
     }
 
@@ -228,30 +236,25 @@ impl Shards {
         wait: bool,
         mut write: impl FnMut(&Transition) -> io::Result<()>,
     ) -> io::Result<()> {
-        let n = self.to.len();
+        let n = self.work.slots.len();
+        if wait {
+            // Every batch sent is applied before this returns: those no thread has taken,
+            // here.
+            for me in 0..n {
+                self.work.catch_up(me)?;
+            }
+        }
         loop {
-            let done = if wait && self.merged < self.sent {
-                match self
-                    .done
-                    .recv_timeout(std::time::Duration::from_millis(100))
-                {
-                    Ok(d) => d,
-                    // A shard that ended before it was told to would leave this waiting on
-                    // the others, which wait for more work: the replay fails instead.
-                    Err(RecvTimeoutError::Timeout)
-                        if self.threads.iter().any(|t| t.is_finished()) =>
-                    {
-                        return Err(stopped());
-                    }
-                    Err(RecvTimeoutError::Timeout) => continue,
-                    Err(RecvTimeoutError::Disconnected) => return Err(stopped()),
-                }
-            } else {
-                match self.done.try_recv() {
-                    Ok(d) => d,
-                    Err(TryRecvError::Empty) => return Ok(()),
-                    Err(TryRecvError::Disconnected) => return Err(stopped()),
-                }
+            if self.merged == self.sent {
+                return Ok(());
+            }
+            let done = match self.done.try_recv() {
+                Ok(d) => d,
+                // Caught up, every batch has reported: one missing was lost with a thread
+                // that failed while applying it.
+                Err(TryRecvError::Empty) if wait => return Err(stopped()),
+                Err(TryRecvError::Empty) => return Ok(()),
+                Err(TryRecvError::Disconnected) => return Err(stopped()),
             };
             if let Some((reported, notes)) = self.pending.get_mut(&done.seq) {
                 *reported += 1;
@@ -267,9 +270,6 @@ impl Shards {
                     write(t)?;
                 }
                 self.merged += 1;
-            }
-            if wait && self.merged == self.sent {
-                return Ok(());
             }
         }
     }
@@ -287,11 +287,9 @@ impl Shards {
         }
         self.send(true)?;
         self.merge(router, true, &mut write)?;
-        self.to.clear();
         let mut reports = Vec::new();
-        for t in self.threads.drain(..) {
-            let tracker = t.join().map_err(|_| stopped())?;
-            reports.extend(tracker.report());
+        for slot in &self.work.slots {
+            reports.extend(slot.tracker()?.report());
         }
         Ok(reports)
     }
@@ -317,54 +315,141 @@ fn prefetch_ahead(ops: &[Op], i: usize, records: &[Record]) {
     }
 }
 
-/// A shard thread: applies its steps of each batch, in order, and reports its transitions.
-fn apply(
-    mut tracker: Tracker,
-    me: usize,
-    batches: Receiver<Arc<Batch>>,
+/// The shards' trackers and the batches routed to them, for any thread to apply: each
+/// shard's batches in the order sent, one thread at a time.
+pub(super) struct ShardWork {
+    slots: Vec<Slot>,
     done: Sender<Done>,
-) -> Tracker {
-    let mut out = Vec::new();
-    for batch in batches {
-        let mut notes = Vec::new();
-        let ops = batch.ops.get(me).map_or(&[][..], Vec::as_slice);
-        let records = batch.block.as_deref().map_or(&[][..], |b| b.records());
-        for (i, op) in ops.iter().enumerate() {
-            prefetch_ahead(ops, i, records);
-            match op.what {
-                What::Apply {
-                    record,
-                    local,
-                    overflow,
-                } => {
-                    if let Some(Ok((ev, _))) = records.get(record as usize).map(Record::get) {
-                        tracker.apply_routed(ev, op.now, local, overflow, &mut out);
-                    }
-                }
-                What::Tick => {
-                    tracker.tick(op.now, &mut out);
-                }
-                What::Minutes { count } => {
-                    for k in 0..count {
-                        tracker.tick(op.now + i64::from(k) * 60_000, &mut out);
-                        let at = op.at + k;
-                        notes.extend(out.drain(..).filter(|t| t.notify).map(|t| (at, t)));
-                    }
-                }
-            }
-            // Most steps change no alert: nothing to drain.
-            if !out.is_empty() {
-                notes.extend(out.drain(..).filter(|t| t.notify).map(|t| (op.at, t)));
-            }
-        }
+}
+
+/// One shard: its tracker and the batches it has not applied.
+struct Slot {
+    queue: Mutex<VecDeque<Arc<Batch>>>,
+    /// Batches in `queue`, read without its lock.
+    queued: AtomicUsize,
+    /// A thread holds `tracker` (set only by one that does, for [`Chores::ready`]).
+    busy: AtomicBool,
+    tracker: Mutex<Tracker>,
+}
+
+impl Slot {
+    /// Queues `batch`; returns the batches now queued.
+    fn push(&self, batch: Arc<Batch>) -> io::Result<usize> {
+        let mut queue = self.queue.lock().map_err(|_| stopped())?;
+        queue.push_back(batch);
+        self.queued.store(queue.len(), AtomicOrdering::SeqCst);
+        Ok(queue.len())
+    }
+
+    fn pop(&self) -> Option<Arc<Batch>> {
+        let mut queue = self.queue.lock().ok()?;
+        let batch = queue.pop_front();
+        self.queued.store(queue.len(), AtomicOrdering::SeqCst);
+        batch
+    }
+
+    fn tracker(&self) -> io::Result<MutexGuard<'_, Tracker>> {
+        self.tracker.lock().map_err(|_| stopped())
+    }
+
+    /// Whether a batch waits and no thread holds the tracker.
+    fn ready(&self) -> bool {
+        self.queued.load(AtomicOrdering::SeqCst) > 0 && !self.busy.load(AtomicOrdering::SeqCst)
+    }
+}
+
+impl ShardWork {
+    /// Applies shard `me`'s next batch with its tracker held (`tracker`); false when none
+    /// was queued.
+    fn apply_next(&self, me: usize, tracker: &mut Tracker) -> bool {
+        let Some(slot) = self.slots.get(me) else {
+            return false;
+        };
+        let Some(batch) = slot.pop() else {
+            return false;
+        };
+        let notes = apply(tracker, me, &batch);
         let seq = batch.seq;
         // The last shard done with a block gives its buffers back before it reports.
         drop(batch);
-        if done.send(Done { seq, notes }).is_err() {
-            break;
+        // The router only stops listening when the replay has failed.
+        let _ = self.done.send(Done { seq, notes });
+        true
+    }
+
+    /// Applies every batch queued to shard `me`, waiting for a thread applying it to finish.
+    fn catch_up(&self, me: usize) -> io::Result<()> {
+        let Some(slot) = self.slots.get(me) else {
+            return Ok(());
+        };
+        let mut tracker = slot.tracker()?;
+        slot.busy.store(true, AtomicOrdering::SeqCst);
+        while self.apply_next(me, &mut tracker) {}
+        slot.busy.store(false, AtomicOrdering::SeqCst);
+        Ok(())
+    }
+}
+
+impl Chores for ShardWork {
+    fn ready(&self) -> bool {
+        self.slots.iter().any(Slot::ready)
+    }
+
+    fn run_one(&self) -> bool {
+        for (me, slot) in self.slots.iter().enumerate() {
+            if !slot.ready() {
+                continue;
+            }
+            let Ok(mut tracker) = slot.tracker.try_lock() else {
+                continue;
+            };
+            slot.busy.store(true, AtomicOrdering::SeqCst);
+            let did = self.apply_next(me, &mut tracker);
+            slot.busy.store(false, AtomicOrdering::SeqCst);
+            if did {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// Applies shard `me`'s steps of `batch`, in order; returns the transitions to report, each
+/// with its place in the batch.
+fn apply(tracker: &mut Tracker, me: usize, batch: &Batch) -> Vec<(u32, Transition)> {
+    let mut out = Vec::new();
+    let mut notes = Vec::new();
+    let ops = batch.ops.get(me).map_or(&[][..], Vec::as_slice);
+    let records = batch.block.as_deref().map_or(&[][..], |b| b.records());
+    for (i, op) in ops.iter().enumerate() {
+        prefetch_ahead(ops, i, records);
+        match op.what {
+            What::Apply {
+                record,
+                local,
+                overflow,
+            } => {
+                if let Some(Ok((ev, _))) = records.get(record as usize).map(Record::get) {
+                    tracker.apply_routed(ev, op.now, local, overflow, &mut out);
+                }
+            }
+            What::Tick => {
+                tracker.tick(op.now, &mut out);
+            }
+            What::Minutes { count } => {
+                for k in 0..count {
+                    tracker.tick(op.now + i64::from(k) * 60_000, &mut out);
+                    let at = op.at + k;
+                    notes.extend(out.drain(..).filter(|t| t.notify).map(|t| (at, t)));
+                }
+            }
+        }
+        // Most steps change no alert: nothing to drain.
+        if !out.is_empty() {
+            notes.extend(out.drain(..).filter(|t| t.notify).map(|t| (op.at, t)));
         }
     }
-    tracker
+    notes
 }
 
 /// The order one tracker gives transitions made at the same place: an event's all belong to
