@@ -122,9 +122,9 @@ enum Command {
         /// Org of lines that carry none (nginx and Envoy logs usually do not).
         #[arg(long)]
         org: Option<String>,
-        /// Threads that decode lines, and shards that apply them (each org on one, in input
-        /// order), so the report is the same for any count [default: the number of cores, at
-        /// most 8].
+        /// Threads in all (they decode lines and apply them on as many shards, each org on
+        /// one, in input order), so the report is the same for any count [default: the
+        /// number of cores, at most 8].
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
         threads: Option<u16>,
         /// Files to read in order ("-" for standard input).
