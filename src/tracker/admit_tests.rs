@@ -511,3 +511,36 @@ proptest! {
         }
     }
 }
+
+/// A job whose two deadlines both fall between ticks, found by an admission of its org (it
+/// releases what is due before it weighs): judged stuck, then released, there, as a tick
+/// would have judged it; the tick after has nothing left to say about it.
+#[test]
+fn an_admission_that_finds_a_job_stuck_and_released_alerts_as_a_tick_would() {
+    use crate::detect::Status;
+    use crate::model::AlertName;
+    let mut t = Tracker::new(&config("concurrency = 4", "margin = \"0s\""));
+    feed(
+        &mut t,
+        &format!(r#"{{"org":"acme","ts":{T0},"status":202,"job_id":"j1"}}"#),
+        T0,
+    );
+    // Past `stuck_after` (1 min) and `release_after` (5 min) with no tick between.
+    let now = T0 + 6 * 60_000;
+    let mut out = Vec::new();
+    assert!(granted(&t.admit(&ask(1, 0, false), "l1", now, &mut out)));
+    let stuck: Vec<Status> = out
+        .iter()
+        .filter(|t| t.alert == AlertName::JobsStuck && t.notify)
+        .map(|t| t.status)
+        .collect();
+    assert_eq!(stuck, [Status::Firing, Status::Resolved], "{out:?}");
+    assert!(out.iter().all(|t| t.ts_ms == now), "{out:?}");
+    assert_eq!(usage(&t, now).2, 0, "j1 released");
+    out.clear();
+    t.tick(now + 1_000, &mut out);
+    assert!(
+        out.iter().all(|t| t.alert != AlertName::JobsStuck),
+        "{out:?}"
+    );
+}

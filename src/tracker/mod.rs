@@ -537,7 +537,7 @@ impl Tracker {
         self.ticking.mark(oi);
         let org = &mut self.orgs[oi];
         org.advance_to(at);
-        org.release_due(at, &self.settings);
+        org.release_due_judged(at, &self.settings, out);
         let first_expiry = self.reservations.first_expiry_of(&org.name);
         match org.weigh(ask, now, &self.settings, first_expiry) {
             Ok(()) => self.reserve(ask, lease, now, out),

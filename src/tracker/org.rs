@@ -696,6 +696,18 @@ impl Org {
         self.alerts.stuck(&self.name, stuck, ts, out);
     }
 
+    /// [`Org::release_due`] between ticks (an admission): jobs it finds both stuck and
+    /// released are judged stuck, then the count after, as [`Org::tick`] judges them, so
+    /// the next tick does not find them gone unseen.
+    pub(super) fn release_due_judged(&mut self, now: i64, s: &Settings, out: &mut Vec<Transition>) {
+        if let Some(stuck) = self.release_due(now, s)
+            && self.alerting
+        {
+            self.alerts.stuck(&self.name, stuck, now, out);
+            self.judge_stuck(now, out);
+        }
+    }
+
     /// Jobs past `stuck_after` become stuck and those past `release_after` stop holding a
     /// slot (timed out), as of `now`. Returns how many were stuck between the two steps when
     /// releasing lowered that count: jobs whose two deadlines both fell since the org's last
