@@ -76,8 +76,8 @@ pub struct Options {
     /// Threads in all, the calling thread one of them: N − 1 decode lines and the calling
     /// thread routes their events in input order to N shards, each an org's events in input
     /// order (none with `timeline`, which the calling thread then applies); every thread
-    /// applies the shards' queued batches first and the calling thread decodes while the
-    /// next block is not ready. 1 reads, decodes and applies on the calling thread alone. The
+    /// applies the shards' queued batches between blocks and the calling thread decodes
+    /// while the next block is not ready. 1 reads, decodes and applies on the calling thread alone. The
     /// report is the same whatever the count.
     pub threads: usize,
     /// Record usage over time per org, for [`Report::write_html`].

@@ -13,8 +13,9 @@
 //! bytes ([`Record`]), so nothing is copied or read again on the threads that apply it.
 //!
 //! `--threads N` runs N threads in all: N − 1 decoders and the calling thread. Every one of
-//! them also applies the shards' batches ([`Chores`]), first whenever there are any, and the
-//! calling thread decodes too while it would otherwise wait: whichever stage is behind gets
+//! them also applies the shards' batches ([`Chores`]) between blocks (a decoder before it
+//! reads another and while the budget has no room), and the calling thread decodes too while
+//! it would otherwise wait: whichever stage is behind gets
 //! every core, with no more threads than cores to share them. (Shards on threads of their
 //! own, with N decoders besides the caller, ran five threads on two cores: 1.77 cores busy;
 //! the same work done this way took about a tenth less wall time and 5 % less CPU.) What is
@@ -596,10 +597,21 @@ pub(super) fn run(
             source,
             chores,
         };
-        let out = apply_in_order(result_rx, &pool, &helper, &mut apply);
-        pool.in_flight.close();
-        out
+        // Closed however the applier ends, a panic included (a batch it applied, say): the
+        // blocks it held then go without releasing their share, and a decoder waiting for
+        // room would keep the scope from ever joining it.
+        let _closed = CloseOnDrop(&pool.in_flight);
+        apply_in_order(result_rx, &pool, &helper, &mut apply)
     })
+}
+
+/// Closes the budget when dropped: no thread waits on it once the applier has gone.
+struct CloseOnDrop<'a>(&'a InFlight);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 /// What the applying thread needs to read and decode a block itself.
@@ -867,6 +879,47 @@ mod tests {
             ["replay-decode-0"],
             "one decoder, and it took up chores"
         );
+    }
+
+    /// An applier that panics (a tracker bug) ends the replay with that panic: the decoders
+    /// waiting for room it held are told to stop, not left waiting for ever.
+    #[test]
+    fn a_panicking_applier_does_not_leave_the_decoders_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        let line = "{\"org\":\"a\",\"status\":200}\n";
+        std::fs::write(&path, line.repeat(16 * BLOCK / line.len())).unwrap();
+        let inputs = vec![path.display().to_string()];
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let reading = Reading {
+                name: "replay".into(),
+                format: LineFormat::Json { fields: Vec::new() },
+                org: None,
+                app: None,
+                max_line_bytes: 1 << 20,
+                max_event_bytes: 64 << 10,
+            };
+            let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run(
+                    &reading,
+                    &inputs,
+                    4,
+                    None,
+                    |_| {},
+                    |_lease| {
+                        // Long enough for the decoders to fill the budget and wait for room.
+                        std::thread::sleep(std::time::Duration::from_millis(200));
+                        panic!("an applier bug");
+                    },
+                )
+            }));
+            let _ = tx.send(ended.is_err());
+        });
+        let panicked = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the replay ends");
+        assert!(panicked, "the panic reaches the caller");
     }
 
     #[test]
