@@ -77,8 +77,8 @@ pub struct Options {
     /// thread routes their events in input order to N shards, each an org's events in input
     /// order (none with `timeline`, which the calling thread then applies); every thread
     /// applies the shards' queued batches between blocks and the calling thread decodes
-    /// while the next block is not ready. 1 reads, decodes and applies on the calling thread alone. The
-    /// report is the same whatever the count.
+    /// while the next block is not ready. 1 reads, decodes and applies on the calling thread
+    /// alone. The report is the same whatever the count.
     pub threads: usize,
     /// Record usage over time per org, for [`Report::write_html`].
     pub timeline: bool,
@@ -734,7 +734,7 @@ pub fn run(config: &Config, opts: &Options, start_ms: i64) -> Result<Report, Rep
             }
         };
         if !opts.timeline {
-            replayer.apply.shards = Some(sharded::Shards::start(config, opts.threads)?);
+            replayer.apply.shards = Some(sharded::Shards::start(config, opts.threads));
         }
         let chores = replayer.apply.shards.as_ref().map(|s| s.chores());
         let chores = chores.as_deref().map(|c| c as &dyn parallel::Chores);

@@ -15,12 +15,10 @@
 //! `--threads N` runs N threads in all: N − 1 decoders and the calling thread. Every one of
 //! them also applies the shards' batches ([`Chores`]) between blocks (a decoder before it
 //! reads another and while the budget has no room), and the calling thread decodes too while
-//! it would otherwise wait: whichever stage is behind gets
-//! every core, with no more threads than cores to share them. (Shards on threads of their
-//! own, with N decoders besides the caller, ran five threads on two cores: 1.77 cores busy;
-//! the same work done this way took about a tenth less wall time and 5 % less CPU.) What is
-//! in flight
-//! (read, not yet applied) is held to budgets per thread: input bytes ([`BYTES_PER_THREAD`];
+//! it would otherwise wait: whichever stage is behind gets every core, with no more threads
+//! than cores to share them. (Shards on threads of their own, with N decoders besides the
+//! caller, ran five threads on two cores: 1.75 cores busy; the same work done this way took
+//! about a tenth less wall time and 5 % less CPU.) What is in flight (read, not yet applied) is held to budgets per thread: input bytes ([`BYTES_PER_THREAD`];
 //! one block at a time past it, for a block that holds one long line) and the records decoded
 //! from them ([`RECORDS_PER_THREAD`]; a block of at most [`BLOCK_LINES`] lines, and a
 //! decoder over it waits), so memory does not grow with the input: a block's share is
@@ -806,6 +804,26 @@ mod tests {
         }
     }
 
+    /// How a JSON-lines replay reads.
+    fn json_reading() -> Reading {
+        Reading {
+            name: "replay".into(),
+            format: LineFormat::Json { fields: Vec::new() },
+            org: None,
+            app: None,
+            max_line_bytes: 1 << 20,
+            max_event_bytes: 64 << 10,
+        }
+    }
+
+    /// A file in `dir` of short lines filling `blocks` blocks; its path.
+    fn file_of_blocks(dir: &tempfile::TempDir, blocks: usize) -> String {
+        let path = dir.path().join("in.jsonl");
+        let line = "{\"org\":\"a\",\"status\":200}\n";
+        std::fs::write(&path, line.repeat(blocks * BLOCK / line.len())).unwrap();
+        path.display().to_string()
+    }
+
     /// Chores the applier queues are taken up by the decoding thread while the applier is
     /// busy, and `--threads 2` is two threads in all: one decoder besides the caller.
     #[test]
@@ -832,17 +850,8 @@ mod tests {
             }
         }
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("in.jsonl");
-        let line = "{\"org\":\"a\",\"status\":200}\n";
-        std::fs::write(&path, line.repeat(12 * BLOCK / line.len())).unwrap();
-        let reading = Reading {
-            name: "replay".into(),
-            format: LineFormat::Json { fields: Vec::new() },
-            org: None,
-            app: None,
-            max_line_bytes: 1 << 20,
-            max_event_bytes: 64 << 10,
-        };
+        let input = file_of_blocks(&dir, 12);
+        let reading = json_reading();
         let chores = Queue {
             queued: AtomicUsize::new(0),
             done_by: Mutex::new(Vec::new()),
@@ -850,7 +859,7 @@ mod tests {
         let (mut blocks, mut queued) = (0, 0);
         run(
             &reading,
-            &[path.display().to_string()],
+            &[input],
             2,
             Some(&chores),
             |_| {},
@@ -886,20 +895,10 @@ mod tests {
     #[test]
     fn a_panicking_applier_does_not_leave_the_decoders_waiting() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("in.jsonl");
-        let line = "{\"org\":\"a\",\"status\":200}\n";
-        std::fs::write(&path, line.repeat(16 * BLOCK / line.len())).unwrap();
-        let inputs = vec![path.display().to_string()];
+        let inputs = vec![file_of_blocks(&dir, 16)];
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let reading = Reading {
-                name: "replay".into(),
-                format: LineFormat::Json { fields: Vec::new() },
-                org: None,
-                app: None,
-                max_line_bytes: 1 << 20,
-                max_event_bytes: 64 << 10,
-            };
+            let reading = json_reading();
             let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 run(
                     &reading,

@@ -105,7 +105,7 @@ impl Shards {
     /// Sets up `n` shards (at least 2) with the orgs of `config` dealt out. No thread is
     /// started: the replay's threads apply the shards' batches between their other work
     /// ([`Shards::chores`]), so that there are no more of them than cores.
-    pub(super) fn start(config: &Config, n: usize) -> io::Result<Shards> {
+    pub(super) fn start(config: &Config, n: usize) -> Shards {
         let n = n.max(2);
         let (done_tx, done) = channel();
         let slots = (0..n)
@@ -116,7 +116,7 @@ impl Shards {
                 tracker: Mutex::new(Tracker::shard(config, me, n)),
             })
             .collect();
-        Ok(Shards {
+        Shards {
             work: Arc::new(ShardWork {
                 slots,
                 done: done_tx,
@@ -129,7 +129,7 @@ impl Shards {
             sent: 0,
             merged: 0,
             pending: BTreeMap::new(),
-        })
+        }
     }
 
     /// The shards' batches as work any thread of the replay may take.
@@ -352,6 +352,14 @@ impl Slot {
         self.tracker.lock().map_err(|_| stopped())
     }
 
+    /// Runs `f` marked busy: the caller holds the tracker.
+    fn busy_while<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.busy.store(true, AtomicOrdering::SeqCst);
+        let r = f();
+        self.busy.store(false, AtomicOrdering::SeqCst);
+        r
+    }
+
     /// Whether a batch waits and no thread holds the tracker.
     fn ready(&self) -> bool {
         self.queued.load(AtomicOrdering::SeqCst) > 0 && !self.busy.load(AtomicOrdering::SeqCst)
@@ -383,9 +391,7 @@ impl ShardWork {
             return Ok(());
         };
         let mut tracker = slot.tracker()?;
-        slot.busy.store(true, AtomicOrdering::SeqCst);
-        while self.apply_next(me, &mut tracker) {}
-        slot.busy.store(false, AtomicOrdering::SeqCst);
+        slot.busy_while(|| while self.apply_next(me, &mut tracker) {});
         Ok(())
     }
 }
@@ -403,10 +409,7 @@ impl Chores for ShardWork {
             let Ok(mut tracker) = slot.tracker.try_lock() else {
                 continue;
             };
-            slot.busy.store(true, AtomicOrdering::SeqCst);
-            let did = self.apply_next(me, &mut tracker);
-            slot.busy.store(false, AtomicOrdering::SeqCst);
-            if did {
+            if slot.busy_while(|| self.apply_next(me, &mut tracker)) {
                 return true;
             }
         }

@@ -53,6 +53,14 @@ pub(super) struct Held {
     next: u64,
 }
 
+impl Held {
+    /// Whether `n` more fits `budget` (always when nothing is held, so that a block holding
+    /// one long line still goes).
+    fn fits(&self, n: Cost, budget: Cost) -> bool {
+        self.cost == Cost::default() || !self.cost.plus(n).over(budget)
+    }
+}
+
 /// What [`InFlight::admit`] did.
 pub(super) enum Admit {
     Counted,
@@ -85,7 +93,7 @@ impl InFlight {
         };
         if state.stopped {
             Admit::Stopped
-        } else if state.cost == Cost::default() || !state.cost.plus(n).over(self.budget) {
+        } else if state.fits(n, self.budget) {
             state.cost = state.cost.plus(n);
             Admit::Counted
         } else {
@@ -143,11 +151,7 @@ impl InFlight {
         let Ok(mut state) = self.state.lock() else {
             return;
         };
-        while !state.stopped
-            && state.cost != Cost::default()
-            && state.cost.plus(n).over(self.budget)
-            && !chores_ready()
-        {
+        while !state.stopped && !state.fits(n, self.budget) && !chores_ready() {
             state = match self.freed.wait(state) {
                 Ok(s) => s,
                 Err(_) => return,
