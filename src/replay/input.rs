@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use crate::events::ParseContext;
 use crate::events::format::LineFormat;
-use crate::events::intake::archive_format;
+use crate::events::intake::{LineFramer, archive_format};
 
 /// Why a replay failed.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +75,52 @@ pub(super) fn open_input(input: &str) -> io::Result<Box<dyn Read + Send>> {
             )));
         }
     })
+}
+
+/// Bytes read from an input at a time on one thread.
+const CHUNK: usize = 1 << 20;
+
+/// Reads every input in turn, a chunk at a time, and hands `feed` each input's own framer
+/// (lines of at most `max` bytes), the bytes not consumed yet and whether the input ended;
+/// `feed` returns how many it consumed ([`LineFramer::feed`]). The progress `bar` counts the
+/// bytes read against `total`.
+pub(super) fn read_in_chunks(
+    inputs: &[String],
+    max: usize,
+    total: u64,
+    bar: Option<&indicatif::ProgressBar>,
+    mut feed: impl FnMut(&mut LineFramer, &[u8], bool) -> io::Result<usize>,
+) -> Result<(), ReplayError> {
+    let mut done = 0u64;
+    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + max.min(CHUNK));
+    for input in inputs {
+        let input_err = |source| ReplayError::Input {
+            path: input.clone(),
+            source,
+        };
+        let mut reader = open_input(input).map_err(input_err)?;
+        // Each input is its own stream: a line never continues into the next file.
+        let mut framer = LineFramer::new(max);
+        buf.clear();
+        let mut chunks = 0u64;
+        loop {
+            let n = read_more(&mut reader, &mut buf, CHUNK).map_err(input_err)?;
+            let used = feed(&mut framer, &buf, n == 0)?;
+            buf.drain(..used);
+            done += n as u64;
+            chunks += 1;
+            if let Some(bar) = bar
+                && chunks.is_multiple_of(4)
+            {
+                // Decompressed inputs yield more bytes than their files hold.
+                bar.set_position(done.min(total));
+            }
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Appends up to `size` bytes from `reader` to `buf`, fewer only at the end of the input

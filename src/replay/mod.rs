@@ -32,12 +32,10 @@ mod timeline;
 
 use alert_log::AlertLog;
 pub use input::ReplayError;
-use input::{Reading, open_input, progress_bar, read_more};
+use input::{Reading, progress_bar};
 
 /// Most alerts listed by the text report (all of them are in `--json`).
 const TEXT_ALERTS: usize = 200;
-/// Bytes read from an input at a time.
-const CHUNK: usize = 1 << 20;
 
 /// Line format of the inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -321,28 +319,31 @@ impl Replayer {
 
     /// Handles one line (without its newline); blank lines are skipped.
     pub fn line(&mut self, line: &[u8]) -> io::Result<()> {
-        LineFramer::new(self.reading.max_line_bytes).feed(line, true, |l| self.framed(l));
+        LineFramer::new(self.reading.max_line_bytes).feed(line, true, |l| self.framed(l, None));
         self.flush()
     }
 
     /// Frames `buf` (the bytes after those consumed before) with `framer` and handles each
     /// line; returns the bytes consumed, as [`LineFramer::feed`].
     fn feed(&mut self, framer: &mut LineFramer, buf: &[u8], at_eof: bool) -> io::Result<usize> {
-        let used = framer.feed(buf, at_eof, |l| self.framed(l));
+        let used = framer.feed_checked(buf, at_eof, |l, text| self.framed(l, text));
         self.flush()?;
         Ok(used)
     }
 
-    fn framed(&mut self, line: Line<'_>) {
+    /// Handles one line (`text`: the line, when known to be UTF-8).
+    fn framed(&mut self, line: Line<'_>, text: Option<&str>) {
         let Replayer {
             reading,
             stats,
             apply,
             ..
         } = self;
-        stats.line(&reading.format, &reading.context(), line, |p| {
-            apply.accept(&p.event)
-        });
+        let (format, ctx) = (&reading.format, &reading.context());
+        match text {
+            Some(text) => stats.text_line(format, ctx, text, |p| apply.accept(&p.event)),
+            None => stats.line(format, ctx, line, |p| apply.accept(&p.event)),
+        }
         // Transitions are written out between lines too once they pile up: a clock jump of
         // a day makes up a tick a minute, and a chunk of such lines held millions of them.
         if self.apply.out.len() >= OUT_BATCH
@@ -404,7 +405,7 @@ impl Replayer {
                 }
             }
             let Some(range) = line.line.clone() else {
-                self.framed(Line::TooLong);
+                self.framed(Line::TooLong, None);
                 continue;
             };
             let text = &all[range];
@@ -747,52 +748,18 @@ pub fn run(config: &Config, opts: &Options, start_ms: i64) -> Result<Report, Rep
             |lease| replayer.apply_lease(lease),
         )?;
     } else {
-        one_thread(&mut replayer, &opts.inputs, max, total, bar.as_ref())?;
+        input::read_in_chunks(
+            &opts.inputs,
+            max,
+            total,
+            bar.as_ref(),
+            |framer, buf, eof| replayer.feed(framer, buf, eof),
+        )?;
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
     Ok(replayer.finish()?)
-}
-
-/// Reads, decodes and applies every input on the calling thread.
-fn one_thread(
-    replayer: &mut Replayer,
-    inputs: &[String],
-    max: usize,
-    total: u64,
-    bar: Option<&indicatif::ProgressBar>,
-) -> Result<(), ReplayError> {
-    let mut done = 0u64;
-    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + max.min(CHUNK));
-    for input in inputs {
-        let input_err = |source| ReplayError::Input {
-            path: input.clone(),
-            source,
-        };
-        let mut reader = open_input(input).map_err(input_err)?;
-        // Each input is its own stream: a line never continues into the next file.
-        let mut framer = LineFramer::new(max);
-        buf.clear();
-        let mut chunks = 0u64;
-        loop {
-            let n = read_more(&mut reader, &mut buf, CHUNK).map_err(input_err)?;
-            let used = replayer.feed(&mut framer, &buf, n == 0)?;
-            buf.drain(..used);
-            done += n as u64;
-            chunks += 1;
-            if let Some(bar) = bar
-                && chunks.is_multiple_of(4)
-            {
-                // Decompressed inputs yield more bytes than their files hold.
-                bar.set_position(done.min(total));
-            }
-            if n == 0 {
-                break;
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -1002,6 +969,54 @@ mod tests {
         let v = replay_with("", &lines);
         let b = org_of(&v, "b");
         assert_eq!(b["peak_concurrency"], 1, "{v}");
+    }
+
+    /// The whole lines read are checked as UTF-8 at once: what the lines come to is what they
+    /// come to one by one, whether the block is text (a BOM, CRLF, non-ASCII) or not.
+    #[test]
+    fn a_block_checked_at_once_counts_as_its_lines_one_by_one() {
+        let config = Config::default();
+        let report = |feed: &dyn Fn(&mut Replayer)| {
+            let mut r = Replayer::new(&config, 0).unwrap();
+            feed(&mut r);
+            let mut out = Vec::new();
+            r.finish().unwrap().write_json(&mut out).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let text: &[&[u8]] = &[
+            b"\xef\xbb\xbf{\"ts\":1795788000,\"org\":\"acme\",\"status\":200}",
+            b"{\"ts\":1795788001,\"org\":\"acme\",\"app\":\"caf\xc3\xa9\",\"status\":429}\r",
+            b"{\"ts\":1795788002,\"org\":\"b\xc3\xa9ta\",\"status\":200,\"job_id\":\"j1\"}",
+            b"   ",
+            b"{broken",
+        ];
+        let not_text = [
+            text,
+            &[b"{\"ts\":1795788003,\"org\":\"acme\",\"app\":\"\xff\"}"],
+        ]
+        .concat();
+        for (lines, rejected) in [(text, 1), (&not_text[..], 2)] {
+            let one_by_one = report(&|r| {
+                for l in lines {
+                    r.line(l).unwrap();
+                }
+            });
+            let block = lines.join(&b'\n');
+            for last_newline in [false, true] {
+                let mut block = block.clone();
+                if last_newline {
+                    block.push(b'\n');
+                }
+                let at_once = report(&|r| {
+                    let mut framer = LineFramer::new(DEFAULT_MAX_LINE_BYTES);
+                    let used = r.feed(&mut framer, &block, false).unwrap();
+                    r.feed(&mut framer, &block[used..], true).unwrap();
+                });
+                assert_eq!(at_once, one_by_one);
+            }
+            let counts = format!(r#"{{"events":3,"rejected":{rejected},"#);
+            assert!(one_by_one.starts_with(&counts), "{one_by_one}");
+        }
     }
 
     #[test]
