@@ -60,12 +60,10 @@ fn fields_remembering<'a>(text: &'a str, w: &mut Wire<'a>, memo: &mut KeyMemo) -
                 }
             };
             k += 1;
-            let value = s.value()?;
-            if let Some(f) = field {
-                if matches!(f, EventField::RateLimit | EventField::Headers) {
-                    return None;
-                }
-                w.set_noting_duplicate(f, value);
+            match field {
+                // `ratelimit` and `headers` (objects, no slot) are left to serde_json.
+                Some(f) => s.value_into(w.scalar_slot(f)?)?,
+                None => s.value_into(&mut None)?,
             }
             if s.punct(b',') {
                 continue;
@@ -294,21 +292,23 @@ impl<'a> Scanner<'a> {
         Some(unsafe { self.text.get_unchecked(start..start + len) })
     }
 
-    /// A value, after any whitespace.
-    fn value(&mut self) -> Option<Raw<'a>> {
+    /// A value, after any whitespace, written into `slot` (over what it held).
+    #[inline(always)]
+    fn value_into(&mut self, slot: &mut Option<Raw<'a>>) -> Option<()> {
         loop {
-            return match *self.b.get(self.i)? {
-                b'"' => self.string().map(|s| Raw::Str(Cow::Borrowed(s))),
-                b'0'..=b'9' => self.integer(),
-                b't' => self.word(b"true", Raw::Bool(true)),
-                b'f' => self.word(b"false", Raw::Bool(false)),
-                b'n' => self.word(b"null", Raw::Null),
+            *slot = Some(match *self.b.get(self.i)? {
+                b'"' => Raw::Str(Cow::Borrowed(self.string()?)),
+                b'0'..=b'9' => self.integer()?,
+                b't' => self.word(b"true", Raw::Bool(true))?,
+                b'f' => self.word(b"false", Raw::Bool(false))?,
+                b'n' => self.word(b"null", Raw::Null)?,
                 b' ' | b'\t' | b'\n' | b'\r' => {
                     self.ws();
                     continue;
                 }
-                _ => None,
-            };
+                _ => return None,
+            });
+            return Some(());
         }
     }
 
