@@ -1,6 +1,7 @@
 //! What replay reads and how: the inputs opened (decompressed when they are gzip or zstd),
-//! the line format and defaults they are read with, and why reading failed. Shared by the
-//! single-thread loop and [`super::parallel`]; it never decodes or applies anything.
+//! read a chunk at a time on one thread ([`read_in_chunks`]), the line format and defaults
+//! they are read with, and why reading failed. Shared by the one-thread replay and
+//! [`super::parallel`]; it never decodes or applies anything (its callers do).
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
