@@ -330,7 +330,7 @@ impl SourceStats {
         accept: impl FnMut(Parsed<'l>),
     ) {
         match line {
-            Line::Text(bytes) => self.record(format, ctx, bytes, None, accept),
+            Line::Text(bytes) => self.decode_counted(format, ctx, bytes, None, accept),
             Line::TooLong => {
                 let r = Rejection::new(Reason::TooLarge, "the line is longer than its limit");
                 self.rejected(format, b"(a line over the limit, not kept)", &r);
@@ -347,12 +347,12 @@ impl SourceStats {
         text: &'l str,
         accept: impl FnMut(Parsed<'l>),
     ) {
-        self.record(format, ctx, text.as_bytes(), Some(text), accept);
+        self.decode_counted(format, ctx, text.as_bytes(), Some(text), accept);
     }
 
     /// Decodes the line `bytes` (`text` when known to be UTF-8) and counts it.
     #[inline(always)]
-    fn record<'l>(
+    fn decode_counted<'l>(
         &mut self,
         format: &LineFormat,
         ctx: &ParseContext<'l>,

@@ -18,7 +18,8 @@
 //! it would otherwise wait: whichever stage is behind gets every core, with no more threads
 //! than cores to share them. (Shards on threads of their own, with N decoders besides the
 //! caller, ran five threads on two cores: 1.75 cores busy; the same work done this way took
-//! about a tenth less wall time and 5 % less CPU.) What is in flight (read, not yet applied) is held to budgets per thread: input bytes ([`BYTES_PER_THREAD`];
+//! about a tenth less wall time and 5 % less CPU.) What is in flight (read, not yet
+//! applied) is held to budgets per thread: input bytes ([`BYTES_PER_THREAD`];
 //! one block at a time past it, for a block that holds one long line) and the records decoded
 //! from them ([`RECORDS_PER_THREAD`]; a block of at most [`BLOCK_LINES`] lines, and a
 //! decoder over it waits), so memory does not grow with the input: a block's share is
