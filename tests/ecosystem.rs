@@ -261,6 +261,27 @@ fn the_systemd_unit_verifies_and_is_hardened() {
     assert!(score <= 2.0, "exposure {score} (0 best, 10 worst)");
 }
 
+/// The training run of the profile-guided build (`scripts/build-pgo`, which the Dockerfile
+/// builds with) drives a binary through replay and the daemon and fails on any answer it does
+/// not expect, so the build does not rot as the CLI and the API change. The two builds
+/// themselves take ten minutes and are left to the script.
+#[test]
+fn the_profile_guided_build_trains_on_replay_and_the_daemon() {
+    let out = run(Command::new("python3")
+        .arg(root().join("bench/pgo_train.py"))
+        .args(["--bin", common::bin(), "--lines", "3000", "--orgs", "10"]));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("replay done") && log.contains("daemon done"),
+        "{log}"
+    );
+    let docker = std::fs::read_to_string(root().join("deploy/Dockerfile")).unwrap();
+    assert!(docker.contains("RUN scripts/build-pgo"), "{docker}");
+    for copied in ["COPY bench ./bench", "COPY scripts ./scripts"] {
+        assert!(docker.contains(copied), "the Dockerfile lacks `{copied}`");
+    }
+}
+
 #[test]
 fn the_compose_stack_refers_to_files_that_exist() {
     let deploy = root().join("deploy");
