@@ -128,14 +128,48 @@ def tailed_count(port):
                if line.startswith("ratewarden_events_ingested_total{") and 'source="app"' in line)
 
 
+class Daemon(ingest.Daemon):
+    """The daemon of bench/ingest.py, failing fast when it exits instead of becoming ready
+    (an instrumented binary that cannot start is the build's error, not a wait)."""
+
+    def start(self, timeout=120):
+        t0 = time.monotonic()
+        log = open(os.path.join(self.workdir, "daemon.log"), "ab")
+        self.proc = subprocess.Popen([self.binary, "run", "--config", self.cfg], stdout=log, stderr=log,
+                                     env=dict(os.environ, RUST_LOG="warn"))
+        while time.monotonic() - t0 < timeout:
+            if self.proc.poll() is not None:
+                log.close()
+                with open(log.name, "rb") as f:
+                    said = f.read()[-2000:].decode(errors="replace")
+                raise RuntimeError(f"the daemon exited with {self.proc.returncode}:\n{said}")
+            try:
+                if request(self.port, "GET", "/readyz") == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.01)
+        raise RuntimeError(f"the daemon did not become ready within {timeout} s")
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise
+
+
 def train_daemon(binary, work, events, orgs):
     tailed = os.path.join(work, "tailed.jsonl")
     open(tailed, "w").close()
-    d = ingest.Daemon(binary, work, ingest.free_port(),
-                      limits="max_new_orgs_per_second = 100000\n"
-                             f'[[sources.file]]\nname = "app"\npath = "{tailed}"\n')
-    d.start()
+    d = Daemon(binary, work, ingest.free_port(),
+               limits="max_new_orgs_per_second = 100000\n"
+                      f'[[sources.file]]\nname = "app"\npath = "{tailed}"\n')
     try:
+        d.start()
         now = int(time.time() * 1000)
         series = [(f"org-{o:04d}", f"app-{a}") for o in range(orgs) for a in range(3)]
         for s in range(24 * 6, 0, -1):
@@ -162,15 +196,15 @@ def train_daemon(binary, work, events, orgs):
             assert request(d.port, "GET", "/metrics") == 200
         for path in ("/v1/usage", "/v1/alerts", "/v1/status"):
             assert request(d.port, "GET", path) == 200, path
+        d.stop()
+        # From the snapshot, then from the journal.
+        d.start()
+        ingest.post_lines(d.port, [f'{{"org":"org-{o:04d}","status":429,"retry_after":2}}' for o in range(orgs)])
+        d.stop(signal.SIGKILL)
+        d.start()
+        assert request(d.port, "GET", "/metrics") == 200
     finally:
         d.stop()
-    # From the snapshot, then from the journal.
-    d.start()
-    ingest.post_lines(d.port, [f'{{"org":"org-{o:04d}","status":429,"retry_after":2}}' for o in range(orgs)])
-    d.stop(signal.SIGKILL)
-    d.start()
-    assert request(d.port, "GET", "/metrics") == 200
-    d.stop()
 
 
 def main():
