@@ -81,8 +81,20 @@ def workload(path, lines, seed=20261204):
             f.write(line + "\n")
 
 
-def run(cmd, **kw):
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, **kw)
+def clean_env():
+    """The caller's environment without ratewarden's own variables: tokens set for a real
+    deployment would make the training's daemon refuse its requests."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("RATEWARDEN_")}
+
+
+def need(ok, what):
+    """Fails the training on an answer it does not expect (unlike `assert`, also under -O)."""
+    if not ok:
+        raise RuntimeError(what)
+
+
+def run(cmd):
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=clean_env(), timeout=600)
 
 
 def train_replay(binary, work, lines):
@@ -111,8 +123,8 @@ def nginx_log(path, lines, seed=7):
                     f'{status} {rng.randint(200, 4000)} "-" "openai-python/1.51.0"\n')
 
 
-def request(port, method, path, body=None):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+def request(port, method, path, body=None, timeout=120):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     c.request(method, path, body, {"Content-Type": "application/json"} if body else {})
     r = c.getresponse()
     r.read()
@@ -134,17 +146,17 @@ class Daemon(ingest.Daemon):
 
     def start(self, timeout=120):
         t0 = time.monotonic()
-        log = open(os.path.join(self.workdir, "daemon.log"), "ab")
-        self.proc = subprocess.Popen([self.binary, "run", "--config", self.cfg], stdout=log, stderr=log,
-                                     env=dict(os.environ, RUST_LOG="warn"))
+        path = os.path.join(self.workdir, "daemon.log")
+        with open(path, "ab") as log:
+            self.proc = subprocess.Popen([self.binary, "run", "--config", self.cfg], stdout=log, stderr=log,
+                                         env=dict(clean_env(), RUST_LOG="warn"))
         while time.monotonic() - t0 < timeout:
             if self.proc.poll() is not None:
-                log.close()
-                with open(log.name, "rb") as f:
+                with open(path, "rb") as f:
                     said = f.read()[-2000:].decode(errors="replace")
                 raise RuntimeError(f"the daemon exited with {self.proc.returncode}:\n{said}")
             try:
-                if request(self.port, "GET", "/readyz") == 200:
+                if request(self.port, "GET", "/readyz", timeout=1) == 200:
                     return
             except OSError:
                 pass
@@ -167,7 +179,7 @@ def train_daemon(binary, work, events, orgs):
     open(tailed, "w").close()
     d = Daemon(binary, work, ingest.free_port(),
                limits="max_new_orgs_per_second = 100000\n"
-                      f'[[sources.file]]\nname = "app"\npath = "{tailed}"\n')
+                      f'[[sources.file]]\nname = "app"\npath = {json.dumps(tailed)}\n')
     try:
         d.start()
         now = int(time.time() * 1000)
@@ -191,18 +203,21 @@ def train_daemon(binary, work, events, orgs):
         for i in range(2000):
             status = request(d.port, "POST", "/v1/admit",
                              json.dumps({"org": f"org-{i % orgs:04d}", "app": "app-0", "requests": 1}))
-            assert status in (200, 429), status
+            need(status in (200, 429), f"POST /v1/admit answered {status}")
         for _ in range(10):
-            assert request(d.port, "GET", "/metrics") == 200
+            status = request(d.port, "GET", "/metrics")
+            need(status == 200, f"GET /metrics answered {status}")
         for path in ("/v1/usage", "/v1/alerts", "/v1/status"):
-            assert request(d.port, "GET", path) == 200, path
+            status = request(d.port, "GET", path)
+            need(status == 200, f"GET {path} answered {status}")
         d.stop()
         # From the snapshot, then from the journal.
         d.start()
         ingest.post_lines(d.port, [f'{{"org":"org-{o:04d}","status":429,"retry_after":2}}' for o in range(orgs)])
         d.stop(signal.SIGKILL)
         d.start()
-        assert request(d.port, "GET", "/metrics") == 200
+        status = request(d.port, "GET", "/metrics")
+        need(status == 200, f"GET /metrics after kill -9 answered {status}")
     finally:
         d.stop()
 
@@ -213,6 +228,11 @@ def main():
     ap.add_argument("--lines", type=int, default=300_000, help="lines of the replay workload")
     ap.add_argument("--orgs", type=int, default=1000, help="orgs (of 3 apps each) the daemon is loaded with")
     args = ap.parse_args()
+    if args.lines < 1 or args.orgs < 1:
+        ap.error("--lines and --orgs must be at least 1")
+    # SIGTERM unwinds like an exception, so every daemon started is stopped and the
+    # temporary directory removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = tempfile.mkdtemp(prefix="rw-pgo-")
     try:
         t0 = time.monotonic()
