@@ -275,6 +275,23 @@ fn the_profile_guided_build_trains_on_replay_and_the_daemon() {
         log.contains("replay done") && log.contains("daemon done"),
         "{log}"
     );
+    // The script refuses what it cannot use before it starts a ten-minute build.
+    for bad in [
+        &["--lines", "0"][..],
+        &["--lines", "abc"],
+        &["--lines"],
+        &["--bogus"],
+    ] {
+        let out = Command::new(root().join("scripts/build-pgo"))
+            .args(bad)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("usage: scripts/build-pgo"),
+            "{bad:?}"
+        );
+    }
     let docker = std::fs::read_to_string(root().join("deploy/Dockerfile")).unwrap();
     assert!(docker.contains("RUN scripts/build-pgo"), "{docker}");
     for copied in ["COPY bench ./bench", "COPY scripts ./scripts"] {
