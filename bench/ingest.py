@@ -59,20 +59,35 @@ def post_lines(port, lines, per_body=20_000):
 
 
 class Daemon:
-    def __init__(self, binary, workdir, port, server="max_body_bytes = 67108864\n", limits=""):
-        self.binary, self.workdir, self.port = binary, workdir, port
+    """A daemon on `port` with its store in `workdir`: `server` and `limits` are added to those
+    sections of its config, `extra` (whole sections) after them; `env` is its environment
+    (default this process's)."""
+
+    def __init__(self, binary, workdir, port, server="max_body_bytes = 67108864\n", limits="", extra="",
+                 env=None):
+        self.binary, self.workdir, self.port, self.env = binary, workdir, port, env
         self.cfg = os.path.join(workdir, "bench.toml")
+        # json.dumps quotes a path as a TOML basic string, escapes included.
+        data = json.dumps(os.path.join(workdir, "data"))
         with open(self.cfg, "w") as f:
             f.write(f'[server]\nlisten = "127.0.0.1:{port}"\n{server}'
-                    f'[storage]\npath = "{workdir}/data"\n[limits]\nmax_orgs = 20000\n{limits}')
+                    f'[storage]\npath = {data}\n[limits]\nmax_orgs = 20000\n{limits}{extra}')
         self.proc = None
 
     def start(self, timeout=600):
+        """Starts the daemon and returns the seconds until /readyz answered 200; raises with
+        the end of its log if it exits first, or after `timeout` seconds."""
         t0 = time.monotonic()
-        log = open(os.path.join(self.workdir, "daemon.log"), "ab")
-        env = dict(os.environ, RUST_LOG="warn")
-        self.proc = subprocess.Popen([self.binary, "run", "--config", self.cfg], stdout=log, stderr=log, env=env)
+        path = os.path.join(self.workdir, "daemon.log")
+        env = dict(os.environ if self.env is None else self.env, RUST_LOG="warn")
+        with open(path, "ab") as log:
+            self.proc = subprocess.Popen([self.binary, "run", "--config", self.cfg], stdout=log, stderr=log,
+                                         env=env)
         while time.monotonic() - t0 < timeout:
+            if self.proc.poll() is not None:
+                with open(path, "rb") as f:
+                    said = f.read()[-2000:].decode(errors="replace")
+                raise RuntimeError(f"the daemon exited with {self.proc.returncode}:\n{said}")
             try:
                 c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
                 c.request("GET", "/readyz")
@@ -81,11 +96,20 @@ class Daemon:
             except OSError:
                 pass
             time.sleep(0.01)
-        raise RuntimeError("daemon did not become ready")
+        raise RuntimeError(f"the daemon did not become ready within {timeout} s")
 
     def stop(self, sig=signal.SIGTERM):
+        """Sends `sig` and waits up to 30 s (then kills it and raises); nothing when it is not
+        running."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
         self.proc.send_signal(sig)
-        self.proc.wait(30)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
 
     def status_kb(self, field):
         with open(f"/proc/{self.proc.pid}/status") as f:
@@ -98,6 +122,13 @@ class Daemon:
         with open(f"/proc/{self.proc.pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def metric_sum(exposition, name, label=""):
+    """The sum of every series of metric `name` in a text exposition, of those whose labels
+    contain `label` when given."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in exposition.splitlines()
+               if line.startswith(name + "{") and label in line)
 
 
 def post_bodies(port, bodies, stop, counts, idx, lock):

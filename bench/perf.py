@@ -200,10 +200,6 @@ class Daemon(ingest.Daemon):
     def __init__(self, binary, workdir, limits=""):
         super().__init__(binary, workdir, free_port(), limits=limits)
 
-    def stop(self, sig=signal.SIGTERM):
-        if self.proc and self.proc.poll() is None:
-            super().stop(sig)
-
     def get(self, path):
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
         t0 = time.perf_counter()
@@ -227,8 +223,7 @@ def requests_total(d):
     daily usage it does not age between two reads."""
     status, body, _ = d.get("/metrics")
     assert status == 200, status
-    return sum(int(float(line.rsplit(" ", 1)[1])) for line in body.decode().splitlines()
-               if line.startswith("ratewarden_requests_total{"))
+    return int(ingest.metric_sum(body.decode(), "ratewarden_requests_total"))
 
 
 def settle_rss(d):

@@ -123,8 +123,8 @@ def nginx_log(path, lines, seed=7):
                     f'{status} {rng.randint(200, 4000)} "-" "openai-python/1.51.0"\n')
 
 
-def request(port, method, path, body=None, timeout=120):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def request(port, method, path, body=None):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     c.request(method, path, body, {"Content-Type": "application/json"} if body else {})
     r = c.getresponse()
     r.read()
@@ -135,53 +135,16 @@ def tailed_count(port):
     """Events the file source `app` has ingested so far (its rejected torn lines aside)."""
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     c.request("GET", "/metrics")
-    body = c.getresponse().read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
-               if line.startswith("ratewarden_events_ingested_total{") and 'source="app"' in line)
-
-
-class Daemon(ingest.Daemon):
-    """The daemon of bench/ingest.py, failing fast when it exits instead of becoming ready
-    (an instrumented binary that cannot start is the build's error, not a wait)."""
-
-    def start(self, timeout=120):
-        t0 = time.monotonic()
-        path = os.path.join(self.workdir, "daemon.log")
-        with open(path, "ab") as log:
-            self.proc = subprocess.Popen([self.binary, "run", "--config", self.cfg], stdout=log, stderr=log,
-                                         env=dict(clean_env(), RUST_LOG="warn"))
-        while time.monotonic() - t0 < timeout:
-            if self.proc.poll() is not None:
-                with open(path, "rb") as f:
-                    said = f.read()[-2000:].decode(errors="replace")
-                raise RuntimeError(f"the daemon exited with {self.proc.returncode}:\n{said}")
-            try:
-                if request(self.port, "GET", "/readyz", timeout=1) == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.01)
-        raise RuntimeError(f"the daemon did not become ready within {timeout} s")
-
-    def stop(self, sig=signal.SIGTERM):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise
+    return ingest.metric_sum(c.getresponse().read().decode(), "ratewarden_events_ingested_total", 'source="app"')
 
 
 def train_daemon(binary, work, events, orgs):
     tailed = os.path.join(work, "tailed.jsonl")
     open(tailed, "w").close()
-    d = Daemon(binary, work, ingest.free_port(),
-               limits="max_new_orgs_per_second = 100000\n"
-                      f'[[sources.file]]\nname = "app"\npath = {json.dumps(tailed)}\n')
+    d = ingest.Daemon(binary, work, ingest.free_port(), limits="max_new_orgs_per_second = 100000\n",
+                      extra=f'[[sources.file]]\nname = "app"\npath = {json.dumps(tailed)}\n', env=clean_env())
     try:
-        d.start()
+        d.start(timeout=120)
         now = int(time.time() * 1000)
         series = [(f"org-{o:04d}", f"app-{a}") for o in range(orgs) for a in range(3)]
         for s in range(24 * 6, 0, -1):
@@ -212,10 +175,10 @@ def train_daemon(binary, work, events, orgs):
             need(status == 200, f"GET {path} answered {status}")
         d.stop()
         # From the snapshot, then from the journal.
-        d.start()
+        d.start(timeout=120)
         ingest.post_lines(d.port, [f'{{"org":"org-{o:04d}","status":429,"retry_after":2}}' for o in range(orgs)])
         d.stop(signal.SIGKILL)
-        d.start()
+        d.start(timeout=120)
         status = request(d.port, "GET", "/metrics")
         need(status == 200, f"GET /metrics after kill -9 answered {status}")
     finally:
