@@ -2,19 +2,22 @@
 """Performance and footprint, in one run, as ratios against baselines run alongside.
 
     python3 bench/perf.py replay [--bin target/release/ratewarden] [--lines 2000000] [--rounds 3]
+                                 [--mtail-runs 3]
     python3 bench/perf.py scale  [--bin target/release/ratewarden] [--orgs 10000] [--apps 3]
     python3 bench/perf.py post   [--bin ...] [--clients 4] [--seconds 15] [--rounds 3]
     python3 bench/perf.py all    [--bin ...] [--baseline OTHER_BINARY]
 
 replay: generates the workload once (../shared/bench/gen_events.py, deterministic; cached
         under $XDG_CACHE_HOME or ~/.cache/ratewarden-bench), then times on that one file:
-        `wc -l`; mtail 3 with ../shared/bench/requests.mtail (when `mtail` is installed);
-        `ratewarden replay --json` with `--threads 1` and with the default thread count. Prints
-        lines/s, CPU seconds per million lines and peak RSS of each (the RSS has a floor of
-        some 14 MiB: the wrapper that measures it forks from Python), and every figure as a
-        ratio to mtail (and to `wc -l`). Each ratewarden row is the median of --rounds runs,
-        one of each row per round (wall times on a shared machine move by 10 % and more from
-        one minute to the next), with the slowest and fastest beside it. With --baseline, the
+        `ratewarden replay --json` with `--threads 1` and with the default thread count, and
+        the baselines `wc -l` and mtail 3 with ../shared/bench/requests.mtail (when `mtail` is
+        installed). Prints lines/s, CPU seconds per million lines and peak RSS of each (the RSS
+        has a floor of some 14 MiB: the wrapper that measures it forks from Python), and every
+        figure as a ratio to mtail (and to `wc -l`). Each row is the median of its runs, with
+        the slowest and fastest beside it: --rounds rounds, one run of each ratewarden row and
+        of `wc -l` per round (wall times on a shared machine move by 10 % and more from one
+        minute to the next), and --mtail-runs runs of mtail (15 s each) spread over the
+        rounds, so that the baseline of the ratios is a median too. With --baseline, the
         same runs of another binary (an older build) are printed after them, with the ratio
         new/old.
 scale:  the daemon with its store, at scale: 24 h of traffic for --orgs x --apps (one request
@@ -104,6 +107,29 @@ def supports_threads(binary):
     return "--threads" in out
 
 
+def note_run(table, key, figures):
+    """Adds one run's (wall s, CPU s, peak RSS KiB) to `table[key]`: (walls, CPUs, top peak)."""
+    walls, cpus, top = table[key]
+    wall, cpu, peak = figures
+    table[key] = (walls + [wall], cpus + [cpu], max(top, peak))
+
+
+def replay_round(runs, measured, reports):
+    """One run of each (label, variant, command) in `runs`: its figures noted in `measured`,
+    the sha256 of its report added to `reports`."""
+    for label, vname, cmd in runs:
+        out = tempfile.NamedTemporaryFile(prefix="rw-replay-", suffix=".json", delete=False)
+        try:
+            figures = timed(cmd, stdout=out)
+            out.flush()
+            with open(out.name, "rb") as f:
+                reports.setdefault((label, vname), set()).add(hashlib.sha256(f.read()).hexdigest())
+        finally:
+            out.close()
+            os.unlink(out.name)
+        note_run(measured, (label, vname), figures)
+
+
 def bench_replay(args):
     path = workload(args.lines)
     size = os.path.getsize(path)
@@ -122,28 +148,25 @@ def bench_replay(args):
               f"  peak RSS {peak / 1024:6.1f} MiB  ({wall:.2f} s){spread}", flush=True)
         return wall
 
-    def once(name, cmd, stdin=None):
-        wall, cpu, peak = timed(cmd, stdin=stdin)
-        return show(name, [wall], [cpu], peak)
-
     print(f"replay: {n:,} lines, {size / 1e6:.0f} MB, {os.cpu_count()} cores; " +
-          (f"each ratewarden row the median of {rounds} runs, one of each row per round "
-           f"(the [range] is the slowest and fastest)" if rounds > 1 else "one run each"))
-    with open(path, "rb") as f:
-        wc = once("wc -l", ["wc", "-l"], stdin=f)
-    mtail = None
-    if shutil.which("mtail"):
-        prog = os.path.join(SHARED, "requests.mtail")
-        tmp = tempfile.mkdtemp(prefix="rw-mtail-")
-        try:
-            shutil.copy(prog, tmp)
-            mtail = once("mtail 3 (requests.mtail)",
-                         ["mtail", "--one_shot", "--one_shot_format", "json", "--progs", tmp,
-                          "--logs", path, "--logtostderr"])
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+          (f"{rounds} rounds of one run of each ratewarden row and `wc -l`"
+           + (f", mtail in {min(args.mtail_runs, rounds)} of them" if args.mtail_runs else "")
+           + "; each row the median of its runs (the [range] is the slowest and fastest)"
+           if rounds > 1 else "one run each"))
+    # The baselines are measured in the rounds too: `wc -l` in every one, mtail (some 15 s a
+    # run) --mtail-runs times spread over them. One mtail run made the baseline of every
+    # ratio, and its own speed moved from 0.07 to 0.17 M lines/s from one session to another:
+    # more than the differences the ratios are read for.
+    mtail_prog = None
+    if args.mtail_runs == 0:
+        print("  mtail left out (--mtail-runs 0): ratios to `wc -l` only")
+    elif shutil.which("mtail"):
+        mtail_prog = tempfile.mkdtemp(prefix="rw-mtail-")
+        shutil.copy(os.path.join(SHARED, "requests.mtail"), mtail_prog)
     else:
         print("  mtail not installed (Debian package mtail): its row is left out")
+    mtail_runs = min(args.mtail_runs, rounds)
+    mtail_rounds = {k * rounds // mtail_runs for k in range(mtail_runs)}
     bins = [("new", args.bin)] + ([("old", args.baseline)] if args.baseline else [])
     runs = []  # (label, variant, command)
     for label, binary in bins:
@@ -154,22 +177,22 @@ def bench_replay(args):
     # One run of each per round, so a slow spell of this shared machine falls on every row
     # alike rather than on whichever ran then.
     measured = {(label, vname): ([], [], 0) for label, vname, _ in runs}
+    base = {"wc -l": ([], [], 0), "mtail 3 (requests.mtail)": ([], [], 0)}
     reports = {}
-    for _ in range(rounds):
-        for label, vname, cmd in runs:
-            out = tempfile.NamedTemporaryFile(prefix="rw-replay-", suffix=".json", delete=False)
-            try:
-                wall, cpu, peak = timed(cmd, stdout=out)
-                out.flush()
-                with open(out.name, "rb") as f:
-                    reports.setdefault((label, vname), set()).add(hashlib.sha256(f.read()).hexdigest())
-            finally:
-                out.close()
-                os.unlink(out.name)
-            walls, cpus, top = measured[(label, vname)]
-            walls.append(wall)
-            cpus.append(cpu)
-            measured[(label, vname)] = (walls, cpus, max(top, peak))
+    try:
+        for r in range(rounds):
+            with open(path, "rb") as f:
+                note_run(base, "wc -l", timed(["wc", "-l"], stdin=f))
+            if mtail_prog and r in mtail_rounds:
+                note_run(base, "mtail 3 (requests.mtail)",
+                     timed(["mtail", "--one_shot", "--one_shot_format", "json", "--progs",
+                            mtail_prog, "--logs", path, "--logtostderr"]))
+            replay_round(runs, measured, reports)
+    finally:
+        if mtail_prog:
+            shutil.rmtree(mtail_prog, ignore_errors=True)
+    wc = show("wc -l", *base["wc -l"])
+    mtail = show("mtail 3 (requests.mtail)", *base["mtail 3 (requests.mtail)"]) if mtail_prog else None
     results = {}
     for (label, vname), (walls, cpus, peak) in measured.items():
         results[(label, vname)] = show(f"ratewarden {label} {vname}".strip(), walls, cpus, peak)
@@ -366,7 +389,12 @@ def main():
     ap.add_argument("--seconds", type=float, default=15)
     ap.add_argument("--rounds", type=int, default=3,
                     help="replay and post: runs of each binary (and thread count), alternating")
+    ap.add_argument("--mtail-runs", type=int, default=3,
+                    help="replay: runs of mtail, spread over the rounds (at most one a round; "
+                         "0 leaves mtail out)")
     args = ap.parse_args()
+    if args.mtail_runs < 0 or args.rounds < 1:
+        ap.error("--mtail-runs must be at least 0 and --rounds at least 1")
     args.bin = os.path.abspath(args.bin)
     if args.baseline:
         args.baseline = os.path.abspath(args.baseline)
