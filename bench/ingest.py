@@ -111,6 +111,22 @@ class Daemon:
             self.proc.wait()
             raise
 
+    def request(self, method, path, body=None):
+        """One request on a connection of its own: (status, body bytes, seconds to the whole
+        answer)."""
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        try:
+            t0 = time.perf_counter()
+            c.request(method, path, body, {"Content-Type": "application/json"} if body else {})
+            r = c.getresponse()
+            data = r.read()
+            return r.status, data, time.perf_counter() - t0
+        finally:
+            c.close()
+
+    def get(self, path):
+        return self.request("GET", path)
+
     def status_kb(self, field):
         with open(f"/proc/{self.proc.pid}/status") as f:
             for line in f:

@@ -44,7 +44,6 @@ free loopback port and is stopped at the end.
 """
 import argparse
 import hashlib
-import http.client
 import json
 import os
 import shutil
@@ -60,6 +59,8 @@ sys.path.insert(0, HERE)
 import ingest  # noqa: E402  (the daemon harness shared with the store benchmarks)
 from ingest import free_port  # noqa: E402
 SHARED = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "bench"))
+# The row of the mtail baseline (../shared/bench/requests.mtail).
+MTAIL = "mtail 3 (requests.mtail)"
 
 
 def timed(cmd, stdout=subprocess.DEVNULL, stdin=None):
@@ -177,22 +178,22 @@ def bench_replay(args):
     # One run of each per round, so a slow spell of this shared machine falls on every row
     # alike rather than on whichever ran then.
     measured = {(label, vname): ([], [], 0) for label, vname, _ in runs}
-    base = {"wc -l": ([], [], 0), "mtail 3 (requests.mtail)": ([], [], 0)}
+    base = {"wc -l": ([], [], 0), MTAIL: ([], [], 0)}
     reports = {}
     try:
         for r in range(rounds):
             with open(path, "rb") as f:
                 note_run(base, "wc -l", timed(["wc", "-l"], stdin=f))
             if mtail_prog and r in mtail_rounds:
-                note_run(base, "mtail 3 (requests.mtail)",
-                     timed(["mtail", "--one_shot", "--one_shot_format", "json", "--progs",
-                            mtail_prog, "--logs", path, "--logtostderr"]))
+                note_run(base, MTAIL, timed(["mtail", "--one_shot", "--one_shot_format", "json",
+                                             "--progs", mtail_prog, "--logs", path,
+                                             "--logtostderr"]))
             replay_round(runs, measured, reports)
     finally:
         if mtail_prog:
             shutil.rmtree(mtail_prog, ignore_errors=True)
     wc = show("wc -l", *base["wc -l"])
-    mtail = show("mtail 3 (requests.mtail)", *base["mtail 3 (requests.mtail)"]) if mtail_prog else None
+    mtail = show(MTAIL, *base[MTAIL]) if mtail_prog else None
     results = {}
     for (label, vname), (walls, cpus, peak) in measured.items():
         results[(label, vname)] = show(f"ratewarden {label} {vname}".strip(), walls, cpus, peak)
@@ -222,14 +223,6 @@ class Daemon(ingest.Daemon):
 
     def __init__(self, binary, workdir, limits=""):
         super().__init__(binary, workdir, free_port(), limits=limits)
-
-    def get(self, path):
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
-        t0 = time.perf_counter()
-        c.request("GET", path)
-        r = c.getresponse()
-        body = r.read()
-        return r.status, body, time.perf_counter() - t0
 
     def post_lines(self, lines, per_body=20_000):
         ingest.post_lines(self.port, lines, per_body)

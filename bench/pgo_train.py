@@ -18,7 +18,6 @@ to count ends with SIGTERM (the one killed with `kill -9` is followed by a resta
 replays its journal, which is what that step trains). Standard library only.
 """
 import argparse
-import http.client
 import json
 import os
 import random
@@ -123,19 +122,10 @@ def nginx_log(path, lines, seed=7):
                     f'{status} {rng.randint(200, 4000)} "-" "openai-python/1.51.0"\n')
 
 
-def request(port, method, path, body=None):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    c.request(method, path, body, {"Content-Type": "application/json"} if body else {})
-    r = c.getresponse()
-    r.read()
-    return r.status
-
-
-def tailed_count(port):
+def tailed_count(d):
     """Events the file source `app` has ingested so far (its rejected torn lines aside)."""
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    c.request("GET", "/metrics")
-    return ingest.metric_sum(c.getresponse().read().decode(), "ratewarden_events_ingested_total", 'source="app"')
+    _, body, _ = d.get("/metrics")
+    return ingest.metric_sum(body.decode(), "ratewarden_events_ingested_total", 'source="app"')
 
 
 def train_daemon(binary, work, events, orgs):
@@ -159,19 +149,19 @@ def train_daemon(binary, work, events, orgs):
                 written += 1
         # Every line but the torn ones (one in 997) is ingested; wait for the tailer.
         deadline = time.monotonic() + 120
-        while tailed_count(d.port) < written - written // 997 - 1:
+        while tailed_count(d) < written - written // 997 - 1:
             if time.monotonic() > deadline:
                 raise RuntimeError("the file source did not read the tailed log within 120 s")
             time.sleep(0.1)
         for i in range(2000):
-            status = request(d.port, "POST", "/v1/admit",
-                             json.dumps({"org": f"org-{i % orgs:04d}", "app": "app-0", "requests": 1}))
+            status, _, _ = d.request("POST", "/v1/admit",
+                                     json.dumps({"org": f"org-{i % orgs:04d}", "app": "app-0", "requests": 1}))
             need(status in (200, 429), f"POST /v1/admit answered {status}")
         for _ in range(10):
-            status = request(d.port, "GET", "/metrics")
+            status, _, _ = d.get("/metrics")
             need(status == 200, f"GET /metrics answered {status}")
         for path in ("/v1/usage", "/v1/alerts", "/v1/status"):
-            status = request(d.port, "GET", path)
+            status, _, _ = d.get(path)
             need(status == 200, f"GET {path} answered {status}")
         d.stop()
         # From the snapshot, then from the journal.
@@ -179,7 +169,7 @@ def train_daemon(binary, work, events, orgs):
         ingest.post_lines(d.port, [f'{{"org":"org-{o:04d}","status":429,"retry_after":2}}' for o in range(orgs)])
         d.stop(signal.SIGKILL)
         d.start(timeout=120)
-        status = request(d.port, "GET", "/metrics")
+        status, _, _ = d.get("/metrics")
         need(status == 200, f"GET /metrics after kill -9 answered {status}")
     finally:
         d.stop()
