@@ -89,9 +89,7 @@ class Daemon:
                     said = f.read()[-2000:].decode(errors="replace")
                 raise RuntimeError(f"the daemon exited with {self.proc.returncode}:\n{said}")
             try:
-                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
-                c.request("GET", "/readyz")
-                if c.getresponse().status == 200:
+                if self.request("GET", "/readyz", timeout=1)[0] == 200:
                     return time.monotonic() - t0
             except OSError:
                 pass
@@ -111,10 +109,10 @@ class Daemon:
             self.proc.wait()
             raise
 
-    def request(self, method, path, body=None):
-        """One request on a connection of its own: (status, body bytes, seconds to the whole
-        answer)."""
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+    def request(self, method, path, body=None, timeout=120):
+        """One request on a connection of its own (`timeout` seconds for each step): (status,
+        body bytes, seconds from connecting to the whole answer)."""
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
             t0 = time.perf_counter()
             c.request(method, path, body, {"Content-Type": "application/json"} if body else {})
@@ -233,9 +231,8 @@ def bench_startup(args):
         size = sum(os.path.getsize(os.path.join(work, "data", f)) for f in os.listdir(os.path.join(work, "data")))
         print(f"startup: store size {size / 1e6:.1f} MB")
         took = [d.start() for _ in range(1)]
-        c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=10)
-        c.request("GET", "/v1/usage")
-        orgs = json.loads(c.getresponse().read())["orgs"]
+        _, body, _ = d.request("GET", "/v1/usage", timeout=10)
+        orgs = json.loads(body)["orgs"]
         daily = sum(o["usage"]["daily"] for o in orgs)
         print(f"startup: after SIGTERM, ready in {took[0]:.2f} s with {len(orgs)} orgs, daily total {daily:,}")
         # Journal on top of the snapshot, then kill -9.
@@ -396,14 +393,9 @@ def bench_idle(args):
             held.append(s)
         times = []
         for _ in range(50):
-            t0 = time.perf_counter()
-            c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=10)
-            c.request("GET", "/healthz")
-            r = c.getresponse()
-            r.read()
-            assert r.status == 200, r.status
-            c.close()
-            times.append((time.perf_counter() - t0) * 1000)
+            status, _, secs = d.request("GET", "/healthz", timeout=10)
+            assert status == 200, status
+            times.append(secs * 1000)
         print(f"idle: {args.clients} silent + {args.clients} half-head connections open; "
               f"/healthz p50 {percentile(times, 50):.2f} ms, max {max(times):.2f} ms")
         d.stop()

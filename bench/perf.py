@@ -139,7 +139,8 @@ def bench_replay(args):
         while f.read(1 << 24):
             pass
     n = args.lines
-    rounds = max(1, args.rounds)
+    rounds = args.rounds
+    mtail_runs = min(args.mtail_runs, rounds)
 
     def show(name, walls, cpus, peak):
         wall, cpu = statistics.median(walls), statistics.median(cpus)
@@ -151,7 +152,7 @@ def bench_replay(args):
 
     print(f"replay: {n:,} lines, {size / 1e6:.0f} MB, {os.cpu_count()} cores; " +
           (f"{rounds} rounds of one run of each ratewarden row and `wc -l`"
-           + (f", mtail in {min(args.mtail_runs, rounds)} of them" if args.mtail_runs else "")
+           + (f", mtail in {mtail_runs} of them" if mtail_runs else "")
            + "; each row the median of its runs (the [range] is the slowest and fastest)"
            if rounds > 1 else "one run each"))
     # The baselines are measured in the rounds too: `wc -l` in every one, mtail (some 15 s a
@@ -166,7 +167,6 @@ def bench_replay(args):
         shutil.copy(os.path.join(SHARED, "requests.mtail"), mtail_prog)
     else:
         print("  mtail not installed (Debian package mtail): its row is left out")
-    mtail_runs = min(args.mtail_runs, rounds)
     mtail_rounds = {k * rounds // mtail_runs for k in range(mtail_runs)}
     bins = [("new", args.bin)] + ([("old", args.baseline)] if args.baseline else [])
     runs = []  # (label, variant, command)
@@ -341,7 +341,7 @@ def bench_post(args):
         rates, cpu = {}, {}
         binaries = [("new", args.bin)] + ([("old", args.baseline)] if args.baseline else [])
         # Rounds alternate the binaries, so a slow minute of the machine hits both alike.
-        for _ in range(max(1, args.rounds)):
+        for _ in range(args.rounds):
             for label, binary in binaries:
                 work = tempfile.mkdtemp(prefix="rw-post-")
                 d = Daemon(binary, work)
