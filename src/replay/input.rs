@@ -4,7 +4,7 @@
 //! [`super::parallel`]; it never decodes or applies anything (its callers do).
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read, Seek};
 use std::path::PathBuf;
 
 use crate::events::ParseContext;
@@ -56,17 +56,34 @@ impl Reading {
 /// An input as text: a file or standard input, decompressed when its first bytes are a gzip
 /// or zstd stream (rotated logs are often compressed); bzip2 and xz are refused by name.
 /// `Send`, so that whichever replay thread frames the next block can read it.
-pub(super) fn open_input(input: &str) -> io::Result<Box<dyn Read + Send>> {
-    let raw: Box<dyn Read + Send> = if input == "-" {
+pub(super) struct Input {
+    pub(super) reader: Box<dyn Read + Send>,
+    /// For a regular file: a handle sharing the reader's file offset, and the file's size
+    /// when it was opened ([`Input::check_whole`]).
+    opened: Option<(File, u64)>,
+}
+
+/// Opens `input` (`-`: standard input) for reading ([`Input`]).
+pub(super) fn open_input(input: &str) -> io::Result<Input> {
+    let (raw, opened): (Box<dyn Read + Send>, _) = if input == "-" {
         // Not the locked handle, which stays on its thread; the 64 KiB buffer below takes
         // the lock once a fill.
-        Box::new(io::stdin())
+        (Box::new(io::stdin()), None)
     } else {
-        Box::new(File::open(PathBuf::from(input))?)
+        let file = File::open(PathBuf::from(input))?;
+        let meta = file.metadata()?;
+        // A duplicate of the descriptor shares its offset: where the reader is, whatever
+        // buffers and decompresses on top of it.
+        let opened = if meta.is_file() {
+            Some((file.try_clone()?, meta.len()))
+        } else {
+            None
+        };
+        (Box::new(file), opened)
     };
     let mut buffered = BufReader::with_capacity(1 << 16, raw);
     let head = buffered.fill_buf()?;
-    Ok(match archive_format(head) {
+    let reader: Box<dyn Read + Send> = match archive_format(head) {
         None => Box::new(buffered),
         Some("gzip") => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
         Some("zstd") => Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?),
@@ -75,7 +92,34 @@ pub(super) fn open_input(input: &str) -> io::Result<Box<dyn Read + Send>> {
                 "compressed with {other}; decompress it first and replay standard input, e.g. `{other} -dc FILE | ratewarden replay -`"
             )));
         }
-    })
+    };
+    Ok(Input { reader, opened })
+}
+
+impl Input {
+    /// At the end of the input, fails when a regular file ended before the bytes it held
+    /// when it was opened: it was cut short while it was read (truncated in place, as
+    /// logrotate's `copytruncate` does to a live log). Its last line read was cut, and the
+    /// lines after the cut were never read, so a report would count them as never sent.
+    /// (A file that grew meanwhile is read to its new end, which is no error.)
+    pub(super) fn check_whole(&self) -> io::Result<()> {
+        let Some((file, len)) = &self.opened else {
+            return Ok(());
+        };
+        let mut file = file;
+        let at = file.stream_position()?;
+        if at >= *len {
+            return Ok(());
+        }
+        Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "cut short while it was read: it held {len} bytes when opened and ended after {at} of them; \
+                 the rest was never read (truncated in place, as logrotate's copytruncate \
+                 does?). Replay a copy that nothing writes to."
+            ),
+        ))
+    }
 }
 
 /// Bytes read from an input at a time on one thread.
@@ -99,13 +143,16 @@ pub(super) fn read_in_chunks(
             path: input.clone(),
             source,
         };
-        let mut reader = open_input(input).map_err(input_err)?;
+        let mut opened = open_input(input).map_err(input_err)?;
         // Each input is its own stream: a line never continues into the next file.
         let mut framer = LineFramer::new(max);
         buf.clear();
         let mut chunks = 0u64;
         loop {
-            let n = read_more(&mut reader, &mut buf, CHUNK).map_err(input_err)?;
+            let n = read_more(&mut opened.reader, &mut buf, CHUNK).map_err(input_err)?;
+            if n == 0 {
+                opened.check_whole().map_err(input_err)?;
+            }
             let used = feed(&mut framer, &buf, n == 0)?;
             buf.drain(..used);
             done += n as u64;
@@ -156,4 +203,87 @@ pub(super) fn progress_bar(enabled: bool, total: u64) -> Option<indicatif::Progr
     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
     bar.set_style(style);
     Some(bar)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file of `n` lines; its path.
+    fn file_of_lines(dir: &tempfile::TempDir, n: usize) -> String {
+        let path = dir.path().join("in.jsonl");
+        std::fs::write(&path, "{\"org\":\"a\",\"status\":200}\n".repeat(n)).unwrap();
+        path.display().to_string()
+    }
+
+    /// Reads `path` a chunk at a time, calling `meanwhile` after the first chunk; the lines
+    /// framed, or why the reading failed.
+    fn lines_read(path: &str, meanwhile: impl FnOnce()) -> Result<usize, ReplayError> {
+        let mut meanwhile = Some(meanwhile);
+        let mut lines = 0;
+        read_in_chunks(&[path.to_string()], 1 << 10, 0, None, |framer, buf, eof| {
+            if let Some(f) = meanwhile.take() {
+                f();
+            }
+            Ok(framer.feed(buf, eof, |_| lines += 1))
+        })?;
+        Ok(lines)
+    }
+
+    #[test]
+    fn a_file_cut_short_while_it_is_read_fails_the_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        // Three chunks' worth: the cut comes after the first was read.
+        let n = 3 * CHUNK / 26;
+        let path = file_of_lines(&dir, n);
+        let held = std::fs::metadata(&path).unwrap().len();
+        let cut = || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_len(1000)
+                .unwrap()
+        };
+        let err = lines_read(&path, cut).expect_err("a cut input is an error");
+        let text = err.to_string();
+        assert!(matches!(err, ReplayError::Input { .. }), "{text}");
+        assert!(
+            text.starts_with(&format!(
+                "{path}: cut short while it was read: it held {held} bytes"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("ended after {CHUNK} of them")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_file_read_whole_or_grown_while_it_is_read_is_no_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = 3 * CHUNK / 26;
+        let path = file_of_lines(&dir, n);
+        assert_eq!(lines_read(&path, || {}).unwrap(), n);
+        let grow = || {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap();
+            f.write_all(b"{\"org\":\"b\"}\n").unwrap();
+        };
+        assert_eq!(
+            lines_read(&path, grow).unwrap(),
+            n + 1,
+            "read to its new end"
+        );
+        // Standard input and other streams have no size to hold them to.
+        let input = Input {
+            reader: Box::new(io::empty()),
+            opened: None,
+        };
+        assert!(input.check_whole().is_ok());
+    }
 }

@@ -922,6 +922,46 @@ mod tests {
         assert!(panicked, "the panic reaches the caller");
     }
 
+    /// A file cut short under a threaded replay fails it as a read error does, as on one
+    /// thread (`input::tests`): its last block read was cut, the lines after never read.
+    #[test]
+    fn a_file_cut_short_while_it_is_read_fails_the_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        // Far more blocks than the budget lets the decoders read ahead of the first applied.
+        let inputs = vec![file_of_blocks(&dir, 40)];
+        let path = inputs[0].clone();
+        let held = std::fs::metadata(&path).unwrap().len();
+        let mut cut = false;
+        let err = run(
+            &json_reading(),
+            &inputs,
+            2,
+            None,
+            |_| {},
+            |_lease| {
+                if !cut {
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .unwrap()
+                        .set_len(0)
+                        .unwrap();
+                    cut = true;
+                }
+                Ok(())
+            },
+        )
+        .expect_err("a cut input is an error");
+        let text = err.to_string();
+        assert!(matches!(err, ReplayError::Input { .. }), "{text}");
+        assert!(
+            text.starts_with(&format!(
+                "{path}: cut short while it was read: it held {held} bytes"
+            )),
+            "{text}"
+        );
+    }
+
     #[test]
     fn decoded_events_borrow_only_their_blocks_bytes() {
         let text = "{\"org\":\"acme\",\"app\":\"a\\u00e9\",\"model\":\"m\"}\n{\"status\":200}\n";

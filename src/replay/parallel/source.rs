@@ -5,7 +5,7 @@
 use std::ops::Range;
 
 use crate::events::intake::{Line, LineFramer};
-use crate::replay::input::{ReplayError, open_input, read_more};
+use crate::replay::input::{Input, ReplayError, open_input, read_more};
 
 /// Bytes read into one block: big enough that handing it over costs little per line, small
 /// enough that a block's buffer (pooled, with room for a partial line too) stays under the
@@ -21,7 +21,7 @@ pub(super) const BLOCK_LINES: usize = 4096;
 /// An input being read: where its stream is, and how its lines are framed.
 struct Open<'i> {
     path: &'i str,
-    reader: Box<dyn std::io::Read + Send>,
+    input: Input,
     framer: LineFramer,
     /// The input's last read returned nothing.
     at_eof: bool,
@@ -99,13 +99,13 @@ impl<'i, P: FnMut(u64)> Source<'i, P> {
                         break;
                     };
                     match open_input(path) {
-                        Ok(reader) => {
+                        Ok(input) => {
                             // Each input is its own stream: a line never continues into the
                             // next file.
                             self.buf.clear();
                             self.open.insert(Open {
                                 path,
-                                reader,
+                                input,
                                 framer: LineFramer::new(self.max),
                                 at_eof: false,
                                 full: false,
@@ -117,7 +117,14 @@ impl<'i, P: FnMut(u64)> Source<'i, P> {
             };
             let mut n = 0;
             if !open.full {
-                n = match read_more(&mut open.reader, &mut self.buf, BLOCK) {
+                n = match read_more(&mut open.input.reader, &mut self.buf, BLOCK) {
+                    Ok(0) => match open.input.check_whole() {
+                        Ok(()) => 0,
+                        Err(e) => {
+                            let path = open.path;
+                            return self.fail(path, e);
+                        }
+                    },
                     Ok(n) => n,
                     Err(e) => {
                         let path = open.path;
