@@ -58,27 +58,40 @@ impl Reading {
 /// `Send`, so that whichever replay thread frames the next block can read it.
 pub(super) struct Input {
     pub(super) reader: Box<dyn Read + Send>,
-    /// For a regular file: a handle sharing the reader's file offset, and the file's size
-    /// when it was opened ([`Input::check_whole`]).
+    /// For a regular file (standard input too, when it is one): a handle sharing the
+    /// reader's file offset, and the file's size when it was opened ([`Input::check_whole`]).
     opened: Option<(File, u64)>,
+}
+
+/// A handle on `file` sharing its offset (a duplicate of the descriptor: where the reader
+/// is, whatever buffers and decompresses on top of it), and its size now, when it is a
+/// regular file.
+fn regular(file: &File) -> io::Result<Option<(File, u64)>> {
+    let meta = file.metadata()?;
+    Ok(if meta.is_file() {
+        Some((file.try_clone()?, meta.len()))
+    } else {
+        None
+    })
 }
 
 /// Opens `input` (`-`: standard input) for reading ([`Input`]).
 pub(super) fn open_input(input: &str) -> io::Result<Input> {
     let (raw, opened): (Box<dyn Read + Send>, _) = if input == "-" {
+        use std::os::fd::AsFd;
+        // Standard input redirected from a file is held to that file's size too; a pipe,
+        // a terminal or a closed one is not (and none of that fails the replay).
+        let opened = io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .and_then(|fd| regular(&File::from(fd)).ok().flatten());
         // Not the locked handle, which stays on its thread; the 64 KiB buffer below takes
         // the lock once a fill.
-        (Box::new(io::stdin()), None)
+        (Box::new(io::stdin()), opened)
     } else {
         let file = File::open(PathBuf::from(input))?;
-        let meta = file.metadata()?;
-        // A duplicate of the descriptor shares its offset: where the reader is, whatever
-        // buffers and decompresses on top of it.
-        let opened = if meta.is_file() {
-            Some((file.try_clone()?, meta.len()))
-        } else {
-            None
-        };
+        let opened = regular(&file)?;
         (Box::new(file), opened)
     };
     let mut buffered = BufReader::with_capacity(1 << 16, raw);
@@ -97,29 +110,51 @@ pub(super) fn open_input(input: &str) -> io::Result<Input> {
 }
 
 impl Input {
-    /// At the end of the input, fails when a regular file ended before the bytes it held
-    /// when it was opened: it was cut short while it was read (truncated in place, as
-    /// logrotate's `copytruncate` does to a live log). Its last line read was cut, and the
-    /// lines after the cut were never read, so a report would count them as never sent.
-    /// (A file that grew meanwhile is read to its new end, which is no error.)
+    /// At the end of the input, fails when a regular file was cut short while it was read
+    /// (truncated in place, as logrotate's `copytruncate` does to a live log): its last line
+    /// read was cut, and the lines after the cut were never read, so a report would count
+    /// them as never sent. A file that grew meanwhile is read to its new end, which is no
+    /// error.
     pub(super) fn check_whole(&self) -> io::Result<()> {
-        let Some((file, len)) = &self.opened else {
-            return Ok(());
-        };
-        let mut file = file;
-        let at = file.stream_position()?;
-        if at >= *len {
-            return Ok(());
+        match self.cut() {
+            None => Ok(()),
+            Some((held, at)) => Err(cut_short(held, at, None)),
         }
-        Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            format!(
-                "cut short while it was read: it held {len} bytes when opened and ended after {at} of them; \
-                 the rest was never read (truncated in place, as logrotate's copytruncate \
-                 does?). Replay a copy that nothing writes to."
-            ),
-        ))
     }
+
+    /// `e`, an error reading this input, told as the cut when the file was cut short: a
+    /// decompressor then finds its stream ending part way (`incomplete deflate stream`),
+    /// which does not say why.
+    pub(super) fn explain(&self, e: io::Error) -> io::Error {
+        match self.cut() {
+            None => e,
+            Some((held, at)) => cut_short(held, at, Some(&e)),
+        }
+    }
+
+    /// The bytes the file held when opened and where the reader ended, when it ended short
+    /// of them and the file is now smaller than it was: both, so that a file whose reported
+    /// size exceeds what it holds (sysfs gives 4096 for a few bytes) is not taken for a cut.
+    fn cut(&self) -> Option<(u64, u64)> {
+        let (file, held) = self.opened.as_ref()?;
+        let mut offset = file;
+        let at = offset.stream_position().ok()?;
+        let now = file.metadata().ok()?.len();
+        (at < *held && now < *held).then_some((*held, at))
+    }
+}
+
+/// The error of an input cut short; `read` is what reading it then said, if it failed.
+fn cut_short(held: u64, at: u64, read: Option<&io::Error>) -> io::Error {
+    let read = read.map(|e| format!(" ({e})")).unwrap_or_default();
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!(
+            "cut short while it was read{read}: it held {held} bytes when opened and ended after \
+             {at} of them; the rest was never read (truncated in place, as logrotate's \
+             copytruncate does?). Replay a copy that nothing writes to."
+        ),
+    )
 }
 
 /// Bytes read from an input at a time on one thread.
@@ -149,7 +184,8 @@ pub(super) fn read_in_chunks(
         buf.clear();
         let mut chunks = 0u64;
         loop {
-            let n = read_more(&mut opened.reader, &mut buf, CHUNK).map_err(input_err)?;
+            let n = read_more(&mut opened.reader, &mut buf, CHUNK)
+                .map_err(|e| input_err(opened.explain(e)))?;
             if n == 0 {
                 opened.check_whole().map_err(input_err)?;
             }
@@ -285,5 +321,51 @@ mod tests {
             opened: None,
         };
         assert!(input.check_whole().is_ok());
+        // A file whose reported size exceeds what it holds, and which stays that size, was
+        // not cut (sysfs reports 4096 bytes for each of its files).
+        let sysfs = "/sys/class/net/lo/address";
+        if std::fs::metadata(sysfs).is_ok_and(|m| m.len() == 4096) {
+            assert_eq!(lines_read(sysfs, || {}).unwrap(), 1);
+        }
+    }
+
+    #[test]
+    fn a_compressed_file_cut_short_is_told_as_cut_not_only_as_a_broken_stream() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl.gz");
+        // Ids that do not repeat, so that the stream is several times what one read of the
+        // decompressor takes in, and the cut comes after its first chunk.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..3 * CHUNK / 48 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            writeln!(gz, "{{\"org\":\"a\",\"job_id\":\"{x:016x}\"}}").unwrap();
+        }
+        std::fs::write(&path, gz.finish().unwrap()).unwrap();
+        let path = path.display().to_string();
+        let held = std::fs::metadata(&path).unwrap().len();
+        assert!(
+            held > 4 * (1 << 16),
+            "{held} bytes: more than the first reads take in"
+        );
+        let cut = || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_len(held / 2)
+                .unwrap()
+        };
+        let text = lines_read(&path, cut)
+            .expect_err("a cut input is an error")
+            .to_string();
+        assert!(
+            text.starts_with(&format!("{path}: cut short while it was read (")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("it held {held} bytes")), "{text}");
     }
 }

@@ -127,7 +127,7 @@ impl<'i, P: FnMut(u64)> Source<'i, P> {
                     },
                     Ok(n) => n,
                     Err(e) => {
-                        let path = open.path;
+                        let (path, e) = (open.path, open.input.explain(e));
                         return self.fail(path, e);
                     }
                 };
