@@ -57,7 +57,7 @@ impl Reading {
 /// or zstd stream (rotated logs are often compressed); bzip2 and xz are refused by name.
 /// `Send`, so that whichever replay thread frames the next block can read it.
 pub(super) struct Input {
-    pub(super) reader: Box<dyn Read + Send>,
+    reader: Box<dyn Read + Send>,
     /// For a regular file (standard input too, when it is one): a handle sharing the
     /// reader's file offset, and the file's size when it was opened ([`Input::check_whole`]).
     opened: Option<(File, u64)>,
@@ -110,12 +110,22 @@ pub(super) fn open_input(input: &str) -> io::Result<Input> {
 }
 
 impl Input {
+    /// [`read_more`] from this input: at its end (0), [`Input::check_whole`]; an error,
+    /// [`Input::explain`]ed.
+    pub(super) fn read_more(&mut self, buf: &mut Vec<u8>, size: usize) -> io::Result<usize> {
+        match read_more(&mut self.reader, buf, size) {
+            Ok(0) => self.check_whole().map(|()| 0),
+            Ok(n) => Ok(n),
+            Err(e) => Err(self.explain(e)),
+        }
+    }
+
     /// At the end of the input, fails when a regular file was cut short while it was read
     /// (truncated in place, as logrotate's `copytruncate` does to a live log): its last line
     /// read was cut, and the lines after the cut were never read, so a report would count
     /// them as never sent. A file that grew meanwhile is read to its new end, which is no
     /// error.
-    pub(super) fn check_whole(&self) -> io::Result<()> {
+    fn check_whole(&self) -> io::Result<()> {
         match self.cut() {
             None => Ok(()),
             Some((held, at)) => Err(cut_short(held, at, None)),
@@ -125,7 +135,7 @@ impl Input {
     /// `e`, an error reading this input, told as the cut when the file was cut short: a
     /// decompressor then finds its stream ending part way (`incomplete deflate stream`),
     /// which does not say why.
-    pub(super) fn explain(&self, e: io::Error) -> io::Error {
+    fn explain(&self, e: io::Error) -> io::Error {
         match self.cut() {
             None => e,
             Some((held, at)) => cut_short(held, at, Some(&e)),
@@ -184,11 +194,7 @@ pub(super) fn read_in_chunks(
         buf.clear();
         let mut chunks = 0u64;
         loop {
-            let n = read_more(&mut opened.reader, &mut buf, CHUNK)
-                .map_err(|e| input_err(opened.explain(e)))?;
-            if n == 0 {
-                opened.check_whole().map_err(input_err)?;
-            }
+            let n = opened.read_more(&mut buf, CHUNK).map_err(input_err)?;
             let used = feed(&mut framer, &buf, n == 0)?;
             buf.drain(..used);
             done += n as u64;
@@ -215,11 +221,7 @@ pub(super) fn read_in_chunks(
 /// A file (or standard input) is read straight into `buf`'s spare capacity: zeroing each
 /// megabyte before reading into it was a fortieth of a single-thread replay's instructions.
 /// Decompressors, which have no such read, still get each of their reads zeroed by std.
-pub(super) fn read_more(
-    reader: &mut dyn Read,
-    buf: &mut Vec<u8>,
-    size: usize,
-) -> io::Result<usize> {
+fn read_more(reader: &mut dyn Read, buf: &mut Vec<u8>, size: usize) -> io::Result<usize> {
     buf.reserve(size);
     reader.take(size as u64).read_to_end(buf)
 }

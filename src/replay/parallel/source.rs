@@ -5,7 +5,7 @@
 use std::ops::Range;
 
 use crate::events::intake::{Line, LineFramer};
-use crate::replay::input::{Input, ReplayError, open_input, read_more};
+use crate::replay::input::{Input, ReplayError, open_input};
 
 /// Bytes read into one block: big enough that handing it over costs little per line, small
 /// enough that a block's buffer (pooled, with room for a partial line too) stays under the
@@ -117,17 +117,10 @@ impl<'i, P: FnMut(u64)> Source<'i, P> {
             };
             let mut n = 0;
             if !open.full {
-                n = match read_more(&mut open.input.reader, &mut self.buf, BLOCK) {
-                    Ok(0) => match open.input.check_whole() {
-                        Ok(()) => 0,
-                        Err(e) => {
-                            let path = open.path;
-                            return self.fail(path, e);
-                        }
-                    },
+                n = match open.input.read_more(&mut self.buf, BLOCK) {
                     Ok(n) => n,
                     Err(e) => {
-                        let (path, e) = (open.path, open.input.explain(e));
+                        let path = open.path;
                         return self.fail(path, e);
                     }
                 };
