@@ -244,8 +244,32 @@ pub(super) fn progress_bar(enabled: bool, total: u64) -> Option<indicatif::Progr
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// Truncates the file at `path` to `len` bytes in place, as `copytruncate` does.
+    pub(in crate::replay) fn cut_to(path: &str, len: u64) {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_len(len)
+            .unwrap();
+    }
+
+    /// Asserts that `err` is the input error of `path` cut short, which held `held` bytes
+    /// when opened; its text, for further checks.
+    pub(in crate::replay) fn assert_cut_short(err: ReplayError, path: &str, held: u64) -> String {
+        let text = err.to_string();
+        assert!(matches!(err, ReplayError::Input { .. }), "{text}");
+        assert!(
+            text.starts_with(&format!(
+                "{path}: cut short while it was read: it held {held} bytes"
+            )),
+            "{text}"
+        );
+        text
+    }
 
     /// A file of `n` lines; its path.
     fn file_of_lines(dir: &tempfile::TempDir, n: usize) -> String {
@@ -275,23 +299,8 @@ mod tests {
         let n = 3 * CHUNK / 26;
         let path = file_of_lines(&dir, n);
         let held = std::fs::metadata(&path).unwrap().len();
-        let cut = || {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .unwrap()
-                .set_len(1000)
-                .unwrap()
-        };
-        let err = lines_read(&path, cut).expect_err("a cut input is an error");
-        let text = err.to_string();
-        assert!(matches!(err, ReplayError::Input { .. }), "{text}");
-        assert!(
-            text.starts_with(&format!(
-                "{path}: cut short while it was read: it held {held} bytes"
-            )),
-            "{text}"
-        );
+        let err = lines_read(&path, || cut_to(&path, 1000)).expect_err("a cut input is an error");
+        let text = assert_cut_short(err, &path, held);
         assert!(
             text.contains(&format!("ended after {CHUNK} of them")),
             "{text}"
@@ -353,15 +362,7 @@ mod tests {
             held > 4 * (1 << 16),
             "{held} bytes: more than the first reads take in"
         );
-        let cut = || {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .unwrap()
-                .set_len(held / 2)
-                .unwrap()
-        };
-        let text = lines_read(&path, cut)
+        let text = lines_read(&path, || cut_to(&path, held / 2))
             .expect_err("a cut input is an error")
             .to_string();
         assert!(

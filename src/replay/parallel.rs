@@ -926,6 +926,7 @@ mod tests {
     /// thread (`input::tests`): its last block read was cut, the lines after never read.
     #[test]
     fn a_file_cut_short_while_it_is_read_fails_the_replay() {
+        use crate::replay::input::tests::{assert_cut_short, cut_to};
         let dir = tempfile::tempdir().unwrap();
         // Far more blocks than the budget lets the decoders read ahead of the first applied.
         let inputs = vec![file_of_blocks(&dir, 40)];
@@ -940,26 +941,14 @@ mod tests {
             |_| {},
             |_lease| {
                 if !cut {
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .open(&path)
-                        .unwrap()
-                        .set_len(0)
-                        .unwrap();
+                    cut_to(&path, 0);
                     cut = true;
                 }
                 Ok(())
             },
         )
         .expect_err("a cut input is an error");
-        let text = err.to_string();
-        assert!(matches!(err, ReplayError::Input { .. }), "{text}");
-        assert!(
-            text.starts_with(&format!(
-                "{path}: cut short while it was read: it held {held} bytes"
-            )),
-            "{text}"
-        );
+        assert_cut_short(err, &path, held);
     }
 
     #[test]
